@@ -1,0 +1,362 @@
+"""NATS transport: connect, typed publish / request / subscribe, durable consumers, replays, dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import nats
+import nats.errors
+import nats.js.errors
+from loguru import logger
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg as NatsMsg
+from nats.aio.subscription import Subscription
+from nats.js import api
+from nats.js.kv import KeyValue
+
+from bus.codec import DecodeFailure, decode, encode
+from bus.errors import BusUnavailable, RequestFailed
+from schemas.messages import DeadLetter, now_ms
+from schemas.subjects import Subjects
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+ERROR_HEADER = "Tbx-Error"
+MSG_ID_HEADER = "Nats-Msg-Id"
+
+
+@dataclass(slots=True)
+class Envelope:
+    """What came with a message besides its body."""
+
+    subject: str
+    reply: str | None
+    headers: dict[str, str] | None
+    seq: int | None  # stream sequence (JetStream only)
+    delivered: int  # delivery count (JetStream only, 1 for core)
+    raw: NatsMsg
+
+    @property
+    def msg_id(self) -> str:
+        if self.headers and MSG_ID_HEADER in self.headers:
+            return self.headers[MSG_ID_HEADER]
+        return f"{self.subject}#{self.seq}" if self.seq is not None else self.subject
+
+
+Handler = Callable[[T, Envelope], Awaitable[None]]
+
+
+def _envelope(msg: NatsMsg, js: bool) -> Envelope:
+    seq, delivered = None, 1
+    if js:
+        md = msg.metadata
+        seq, delivered = md.sequence.stream, md.num_delivered
+    return Envelope(msg.subject, msg.reply or None, msg.headers, seq, delivered, msg)
+
+
+class Bus:
+    """One NATS connection with the project's codec, subject catalogue and error handling."""
+
+    def __init__(self, nc: NatsClient, subjects: Subjects, name: str) -> None:
+        self.nc = nc
+        self.js = nc.jetstream(timeout=10.0)
+        self.subjects = subjects
+        self.name = name
+        self._subs: list[Subscription] = []
+        self._kv: dict[str, KeyValue] = {}
+
+    # ------------------------------------------------------------------------------------------------
+    @classmethod
+    async def connect(cls, url: str, *, name: str, subjects: Subjects, connect_timeout: float = 5.0) -> Bus:
+        """Connect, and keep reconnecting for ever once connected; fail clearly if NATS is not there."""
+        log = logger.bind(actor=name)
+        connected = False
+        last_error: list[str] = []
+
+        async def on_error(e: Exception) -> None:
+            if not connected:
+                last_error[:] = [str(e) or type(e).__name__]
+                return
+            log.warning("nats error: {}", e)
+
+        async def on_disconnect() -> None:
+            log.warning("nats disconnected, reconnecting")
+
+        async def on_reconnect() -> None:
+            log.info("nats reconnected")
+
+        try:
+            nc = await asyncio.wait_for(
+                nats.connect(
+                    servers=[u.strip() for u in url.split(",") if u.strip()],
+                    name=f"tbx-{name}",
+                    connect_timeout=min(2.0, connect_timeout),
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    error_cb=on_error,
+                    disconnected_cb=on_disconnect,
+                    reconnected_cb=on_reconnect,
+                ),
+                connect_timeout,
+            )
+            connected = True
+        except (OSError, nats.errors.Error, TimeoutError) as e:
+            reason = last_error[0] if last_error else (str(e) or type(e).__name__)
+            raise BusUnavailable(
+                f"cannot reach NATS at {url}: {reason}. Start a nats-server there, or unset NATS_URL "
+                "to let tbx start its embedded one"
+            ) from None
+        return cls(nc, subjects, name)
+
+    async def ensure_layout(self) -> None:
+        """Create (or bring up to date) every stream and KV bucket. Idempotent, safe to race."""
+        for spec in self.subjects.streams():
+            cfg = api.StreamConfig(
+                name=spec.name,
+                subjects=list(spec.subjects),
+                storage=api.StorageType.FILE,
+                retention=api.RetentionPolicy.LIMITS,
+                discard=api.DiscardPolicy.OLD,
+                max_msgs_per_subject=spec.max_msgs_per_subject,
+                max_age=spec.max_age_s or None,
+                duplicate_window=120.0,
+            )
+            try:
+                info = await self.js.stream_info(spec.name)
+            except nats.js.errors.NotFoundError:
+                try:
+                    await self.js.add_stream(cfg)
+                except nats.js.errors.BadRequestError:
+                    await self.js.update_stream(cfg)  # created meanwhile by another actor
+                continue
+            if sorted(info.config.subjects or []) != sorted(spec.subjects) or (
+                (info.config.max_msgs_per_subject or -1) != spec.max_msgs_per_subject
+            ):
+                await self.js.update_stream(cfg)
+        for bucket in (self.subjects.kv_state, self.subjects.kv_paper):
+            await self.kv(bucket)
+
+    async def kv(self, bucket: str) -> KeyValue:
+        if bucket not in self._kv:
+            try:
+                self._kv[bucket] = await self.js.key_value(bucket)
+            except nats.js.errors.BucketNotFoundError:
+                try:
+                    self._kv[bucket] = await self.js.create_key_value(
+                        config=api.KeyValueConfig(bucket=bucket, history=1, storage=api.StorageType.FILE)
+                    )
+                except nats.js.errors.BadRequestError:
+                    self._kv[bucket] = await self.js.key_value(bucket)
+        return self._kv[bucket]
+
+    # ------------------------------------------------------------------------------------------------
+    async def publish(self, subject: str, msg: Any, headers: dict[str, str] | None = None) -> None:
+        await self.nc.publish(subject, encode(msg), headers=headers)
+
+    async def js_publish(self, subject: str, msg: Any, *, msg_id: str | None = None) -> int:
+        """Publish into a stream and wait until it is stored. ``msg_id`` makes retries harmless."""
+        headers = {MSG_ID_HEADER: msg_id} if msg_id else None
+        ack = await self.js.publish(subject, encode(msg), headers=headers)
+        return int(ack.seq)
+
+    async def request(self, subject: str, msg: Any, reply_type: type[R], *, timeout: float = 5.0) -> R:
+        try:
+            reply = await self.nc.request(subject, encode(msg), timeout=timeout)
+        except nats.errors.NoRespondersError:
+            raise RequestFailed(subject, "nobody is serving this subject", no_responders=True) from None
+        except (nats.errors.TimeoutError, asyncio.TimeoutError):
+            raise RequestFailed(subject, f"no answer within {timeout:g}s", timeout=True) from None
+        if reply.headers and ERROR_HEADER in reply.headers:
+            raise RequestFailed(subject, reply.headers[ERROR_HEADER])
+        return decode(reply.data, reply_type)
+
+    async def respond(self, env: Envelope, reply: Any) -> None:
+        if env.reply:
+            await self.nc.publish(env.reply, encode(reply))
+
+    async def respond_to(self, reply_to: str, reply: Any) -> None:
+        await self.nc.publish(reply_to, encode(reply))
+
+    async def respond_error(self, env: Envelope, reason: str) -> None:
+        if env.reply:
+            await self.nc.publish(env.reply, b"", headers={ERROR_HEADER: reason[:1000]})
+
+    async def dead_letter(self, subject: str, reason: str, payload: bytes, seq: int | None = None) -> None:
+        letter = DeadLetter(
+            subject=subject,
+            actor=self.name,
+            reason=reason,
+            payload=payload[:65536].decode("utf-8", errors="replace"),
+            ts=now_ms(),
+            stream_seq=seq,
+        )
+        logger.bind(actor=self.name).warning("dead letter from {}: {}", subject, reason)
+        target = self.subjects.deadletter(subject)
+        try:
+            msg_id = f"{self.name}:{subject}:{seq}" if seq is not None else None
+            await self.js_publish(target, letter, msg_id=msg_id)
+        except Exception as e:  # the dead-letter stream itself is unreachable: still never crash
+            logger.bind(actor=self.name).error("could not store dead letter for {}: {}", subject, e)
+
+    # ------------------------------------------------------------------------------------------------
+    async def subscribe(
+        self, subject: str, type_: type[T], handler: Handler[T], *, queue: str | None = None
+    ) -> Subscription:
+        """Core NATS subscription. Requests whose body does not decode get an error reply too."""
+
+        async def cb(msg: NatsMsg) -> None:
+            env = _envelope(msg, js=False)
+            try:
+                body = decode(msg.data, type_)
+            except DecodeFailure as e:
+                await self.dead_letter(msg.subject, e.reason, msg.data)
+                await self.respond_error(env, e.reason)
+                return
+            try:
+                await handler(body, env)
+            except Exception as e:
+                logger.bind(actor=self.name).opt(exception=e).error(
+                    "handler failed on {} (msg {}): {}", msg.subject, env.msg_id, e
+                )
+                await self.respond_error(env, f"internal error: {type(e).__name__}")
+
+        sub = await self.nc.subscribe(subject, queue=queue or "", cb=cb)
+        self._subs.append(sub)
+        return sub
+
+    async def consume(
+        self,
+        *,
+        stream: str,
+        durable: str,
+        subject: str,
+        type_: type[T],
+        handler: Handler[T],
+        ack_wait: float = 30.0,
+        max_deliver: int = 5,
+        max_ack_pending: int = 20_000,
+    ) -> Subscription:
+        """A durable JetStream consumer: what arrives while the actor is down is handled when it is back.
+
+        The handler must be idempotent (redelivery after a crash). A body that does not decode goes to
+        the dead letters at once; a handler that raises is retried with back-off and dead-lettered
+        after ``max_deliver`` attempts.
+        """
+
+        async def cb(msg: NatsMsg) -> None:
+            env = _envelope(msg, js=True)
+            try:
+                body = decode(msg.data, type_)
+            except DecodeFailure as e:
+                await self.dead_letter(msg.subject, e.reason, msg.data, env.seq)
+                await msg.term()
+                return
+            try:
+                await handler(body, env)
+            except Exception as e:
+                log = logger.bind(actor=self.name).opt(exception=e)
+                if env.delivered >= max_deliver:
+                    log.error("handler failed on {} (msg {}), giving up: {}", msg.subject, env.msg_id, e)
+                    await self.dead_letter(msg.subject, f"handler failed {env.delivered} times: {e}", msg.data, env.seq)
+                    await msg.term()
+                else:
+                    log.error("handler failed on {} (msg {}), will retry: {}", msg.subject, env.msg_id, e)
+                    await msg.nak(delay=min(0.2 * 2**env.delivered, 5.0))
+                return
+            await msg.ack()
+
+        config = api.ConsumerConfig(
+            durable_name=durable,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=ack_wait,
+            max_deliver=-1,
+            max_ack_pending=max_ack_pending,
+            filter_subject=subject,
+            deliver_policy=api.DeliverPolicy.ALL,
+        )
+        sub = await self.js.subscribe(
+            subject,
+            queue=durable,
+            durable=durable,
+            stream=stream,
+            cb=cb,
+            manual_ack=True,
+            config=config,
+            pending_msgs_limit=max_ack_pending * 2,
+        )
+        self._subs.append(sub)
+        return sub
+
+    async def replay(
+        self,
+        *,
+        stream: str,
+        subject: str,
+        type_: type[T],
+        handler: Handler[T],
+        start_seq: int = 1,
+        caught_up_timeout: float = 120.0,
+    ) -> Subscription:
+        """Read a stream in order from ``start_seq`` and keep following it (an ordered consumer).
+
+        Returns once every message stored at the time of the call has been handled, so an actor can
+        rebuild its state before it serves anything. Later messages keep arriving in order.
+        """
+        caught_up = asyncio.Event()
+
+        async def cb(msg: NatsMsg) -> None:
+            env = _envelope(msg, js=True)
+            try:
+                body = decode(msg.data, type_)
+            except DecodeFailure as e:
+                await self.dead_letter(msg.subject, e.reason, msg.data, env.seq)
+            else:
+                try:
+                    await handler(body, env)
+                except Exception as e:
+                    logger.bind(actor=self.name).opt(exception=e).error(
+                        "handler failed on {} (msg {}): {}", msg.subject, env.msg_id, e
+                    )
+            if msg.metadata.num_pending == 0:
+                caught_up.set()
+
+        config = api.ConsumerConfig(
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE if start_seq > 1 else api.DeliverPolicy.ALL,
+            opt_start_seq=start_seq if start_seq > 1 else None,
+            filter_subject=subject,
+        )
+        sub = await self.js.subscribe(
+            subject, stream=stream, cb=cb, ordered_consumer=True, config=config, pending_msgs_limit=-1
+        )
+        self._subs.append(sub)
+        info = await sub.consumer_info()
+        if info.num_pending == 0 and (info.delivered.stream_seq or 0) == 0:
+            caught_up.set()
+        try:
+            await asyncio.wait_for(caught_up.wait(), caught_up_timeout)
+        except TimeoutError:
+            logger.bind(actor=self.name).warning("replay of {} not caught up after {}s", subject, caught_up_timeout)
+        return sub
+
+    # ------------------------------------------------------------------------------------------------
+    async def stop_consuming(self) -> None:
+        """Stop taking new messages; what is being handled finishes."""
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        self._subs.clear()
+
+    async def close(self) -> None:
+        if self.nc.is_closed:
+            return
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.nc.drain(), 3.0)
+        with contextlib.suppress(Exception):
+            await self.nc.close()
+

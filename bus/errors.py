@@ -1,0 +1,20 @@
+"""Errors raised by the bus layer."""
+
+
+class BusError(RuntimeError):
+    """Base of bus errors."""
+
+
+class BusUnavailable(BusError):
+    """NATS cannot be reached."""
+
+
+class RequestFailed(BusError):
+    """A request got no answer in time, nobody was listening, or the responder reported an error."""
+
+    def __init__(self, subject: str, reason: str, *, no_responders: bool = False, timeout: bool = False) -> None:
+        super().__init__(f"{subject}: {reason}")
+        self.subject = subject
+        self.reason = reason
+        self.no_responders = no_responders
+        self.timeout = timeout

@@ -1,0 +1,359 @@
+"""Settings: one typed Struct read from environment variables and an optional TOML file.
+
+Precedence: environment > TOML file (``TBX_CONFIG`` or ``--config``) > defaults. Every variable is
+checked at start-up; a wrong value stops the service with one line naming the variable, the value
+and what is allowed (``ConfigError``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from schemas.subjects import PAIR_RE, PREFIX_RE
+
+SECRET_FIELDS = frozenset(
+    {
+        "API_TOKEN",
+        "EXCHANGE_API_KEY",
+        "EXCHANGE_API_SECRET",
+        "EXCHANGE_PASSWORD",
+        "XEGGEX_API_KEY",
+        "XEGGEX_API_SECRET",
+        "ALPACA_API_KEY",
+        "ALPACA_API_SECRET",
+        "BINANCE_TESTNET_API_KEY",
+        "BINANCE_TESTNET_SECRET",
+    }
+)
+
+XEGGEX_GONE = (
+    "Xeggex shut down in 2025 and ccxt has no adapter for it; set EXCHANGE to a ccxt exchange id "
+    "(for example binance, kraken, kucoin) with EXCHANGE_API_KEY / EXCHANGE_API_SECRET"
+)
+
+
+class ConfigError(ValueError):
+    """A setting has a value that is not allowed. ``str()`` is the one line to print."""
+
+
+class _Reason(ValueError):
+    """A parser's refusal that is a whole sentence, not an 'expected ...' clause."""
+
+
+class Settings(msgspec.Struct, kw_only=True, frozen=True):
+    # -- service --------------------------------------------------------------------------------
+    PORT: int = 3004
+    HOST: str = "127.0.0.1"
+    NODE_ENV: str = "development"
+    LOG_LEVEL: str = "INFO"
+    DATA_DIR: str = "./data"
+    API_TOKEN: str = ""
+    # -- trading mode ---------------------------------------------------------------------------
+    PAPER_TRADING: bool = True
+    LIVE_TRADING: bool = False
+    # -- exchange -------------------------------------------------------------------------------
+    EXCHANGE: str = "paper"
+    EXCHANGE_API_KEY: str = ""
+    EXCHANGE_API_SECRET: str = ""
+    EXCHANGE_PASSWORD: str = ""
+    EXCHANGE_SANDBOX: bool = False
+    XEGGEX_API_KEY: str = ""
+    XEGGEX_API_SECRET: str = ""
+    ALPACA_API_KEY: str = ""
+    ALPACA_API_SECRET: str = ""
+    BINANCE_TESTNET_API_KEY: str = ""
+    BINANCE_TESTNET_SECRET: str = ""
+    PAPER_TAKER_FEE: Decimal = Decimal("0.001")
+    PAPER_MAKER_FEE: Decimal = Decimal("0.001")
+    # -- the other services of the family ------------------------------------------------------------
+    CORE_SERVICE_URL: str = ""
+    ML_SERVICE_URL: str = ""
+    RISK_SERVICE_URL: str = ""
+    # -- order management -------------------------------------------------------------------------
+    DEFAULT_ORDER_TIMEOUT: int = 300_000
+    MAX_SLIPPAGE_PERCENT: Decimal = Decimal("0.5")
+    DEFAULT_TIME_IN_FORCE: str = "GTC"
+    # -- risk -----------------------------------------------------------------------------------------
+    ENABLE_RISK_CHECKS: bool = True
+    MAX_POSITION_SIZE: Decimal = Decimal("0.25")
+    MAX_DAILY_LOSS: Decimal = Decimal("0.05")
+    STOP_LOSS_ENABLED: bool = True
+    MAX_ORDERS_PER_SECOND: int = 50
+    # -- portfolio ------------------------------------------------------------------------------------
+    INITIAL_BALANCE: Decimal = Decimal("50000")
+    BASE_CURRENCY: str = "USDT"
+    POSITION_UPDATE_INTERVAL: int = 5000
+    # -- bus and market data ------------------------------------------------------------------------
+    NATS_URL: str = ""
+    BUS_PREFIX: str = "tbx"
+    PAIRS: tuple[str, ...] = ("BTC_USDT", "ETH_USDT", "XMR_USDT", "RVN_USDT")
+    MARKET_DATA: str = "synthetic"
+    MARKET_DATA_SEED: int = 42
+    MARKET_DATA_INTERVAL: int = 250
+
+    @property
+    def replay_file(self) -> Path | None:
+        return Path(self.MARKET_DATA[len("replay:") :]) if self.MARKET_DATA.startswith("replay:") else None
+
+    def redacted(self) -> dict[str, Any]:
+        out = msgspec.to_builtins(self)
+        for k in SECRET_FIELDS:
+            if out.get(k):
+                out[k] = "***"
+        return out
+
+
+# ------------------------------------------------------------------------------------------------------
+# Parsers: each turns a raw value into the field's type or raises ValueError("what is allowed").
+# ------------------------------------------------------------------------------------------------------
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def _bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    s = str(raw).strip().lower()
+    if s in _TRUE:
+        return True
+    if s in _FALSE:
+        return False
+    raise ValueError("true or false")
+
+
+def _int(lo: int, hi: int | None = None) -> Callable[[Any], int]:
+    allowed = f"an integer >= {lo}" if hi is None else f"an integer from {lo} to {hi}"
+
+    def parse(raw: Any) -> int:
+        if isinstance(raw, bool):
+            raise ValueError(allowed)
+        try:
+            v = int(str(raw).strip())
+        except ValueError:
+            raise ValueError(allowed) from None
+        if v < lo or (hi is not None and v > hi):
+            raise ValueError(allowed)
+        return v
+
+    return parse
+
+
+def _dec(lo: Decimal, hi: Decimal | None = None, *, lo_open: bool = False) -> Callable[[Any], Decimal]:
+    op = ">" if lo_open else ">="
+    allowed = f"a number {op} {lo}" + ("" if hi is None else f" and <= {hi}")
+
+    def parse(raw: Any) -> Decimal:
+        if isinstance(raw, bool):
+            raise ValueError(allowed)
+        try:
+            v = Decimal(str(raw).strip())
+        except InvalidOperation:
+            raise ValueError(allowed) from None
+        if not v.is_finite() or v < lo or (lo_open and v == lo) or (hi is not None and v > hi):
+            raise ValueError(allowed)
+        return v
+
+    return parse
+
+
+def _choice(*options: str, upper: bool = False) -> Callable[[Any], str]:
+    def parse(raw: Any) -> str:
+        s = str(raw).strip()
+        s = s.upper() if upper else s
+        if s not in options:
+            raise ValueError("one of " + ", ".join(options))
+        return s
+
+    return parse
+
+
+def _pattern(rx: re.Pattern[str], allowed: str) -> Callable[[Any], str]:
+    def parse(raw: Any) -> str:
+        s = str(raw).strip()
+        if not rx.match(s):
+            raise ValueError(allowed)
+        return s
+
+    return parse
+
+
+def _url(*schemes: str, allow_empty: bool = True) -> Callable[[Any], str]:
+    allowed = " or ".join(f"{s}://host:port" for s in schemes) + (" (or empty)" if allow_empty else "")
+
+    def parse(raw: Any) -> str:
+        s = str(raw).strip()
+        if not s and allow_empty:
+            return ""
+        parts = [p.strip() for p in s.split(",")] if "nats" in schemes else [s]
+        for p in parts:
+            m = re.match(r"^([a-z]+)://[^\s/:]+(:\d{1,5})?(/.*)?$", p)
+            if not m or m.group(1) not in schemes:
+                raise ValueError(allowed)
+        return s.rstrip("/") if "nats" not in schemes else s
+
+    return parse
+
+
+def _text(raw: Any) -> str:
+    return str(raw).strip()
+
+
+def _pairs(raw: Any) -> tuple[str, ...]:
+    items = raw if isinstance(raw, list | tuple) else str(raw).split(",")
+    pairs = tuple(dict.fromkeys(str(p).strip().upper() for p in items if str(p).strip()))
+    if not pairs or not all(PAIR_RE.match(p) for p in pairs):
+        raise ValueError("a comma-separated list of pairs written BASE_QUOTE, e.g. BTC_USDT,ETH_USDT")
+    return pairs
+
+
+def _market_data(raw: Any) -> str:
+    s = str(raw).strip()
+    if s in ("synthetic", "none"):
+        return s
+    if s.startswith("replay:") and len(s) > len("replay:"):
+        return s
+    raise ValueError("synthetic, none or replay:FILE")
+
+
+def _exchange(raw: Any) -> str:
+    s = str(raw).strip().lower()
+    if s == "xeggex":
+        raise _Reason(XEGGEX_GONE)
+    if not re.match(r"^[a-z0-9_]{2,40}$", s):
+        raise ValueError("paper, or a ccxt exchange id such as binance or kraken")
+    return s
+
+
+PARSERS: dict[str, Callable[[Any], Any]] = {
+    "PORT": _int(1, 65535),
+    "HOST": _pattern(re.compile(r"^[A-Za-z0-9.:\-\[\]]+$"), "a host name or IP address"),
+    "NODE_ENV": _choice("development", "production", "test"),
+    "LOG_LEVEL": _choice("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL", upper=True),
+    "DATA_DIR": _pattern(re.compile(r"^\S.*$"), "a directory path"),
+    "API_TOKEN": _text,
+    "PAPER_TRADING": _bool,
+    "LIVE_TRADING": _bool,
+    "EXCHANGE": _exchange,
+    "EXCHANGE_API_KEY": _text,
+    "EXCHANGE_API_SECRET": _text,
+    "EXCHANGE_PASSWORD": _text,
+    "EXCHANGE_SANDBOX": _bool,
+    "XEGGEX_API_KEY": _text,
+    "XEGGEX_API_SECRET": _text,
+    "ALPACA_API_KEY": _text,
+    "ALPACA_API_SECRET": _text,
+    "BINANCE_TESTNET_API_KEY": _text,
+    "BINANCE_TESTNET_SECRET": _text,
+    "PAPER_TAKER_FEE": _dec(Decimal(0), Decimal("0.1")),
+    "PAPER_MAKER_FEE": _dec(Decimal("-0.01"), Decimal("0.1")),
+    "CORE_SERVICE_URL": _url("http", "https"),
+    "ML_SERVICE_URL": _url("http", "https"),
+    "RISK_SERVICE_URL": _url("http", "https"),
+    "DEFAULT_ORDER_TIMEOUT": _int(0),
+    "MAX_SLIPPAGE_PERCENT": _dec(Decimal(0), Decimal(100)),
+    "DEFAULT_TIME_IN_FORCE": _choice("GTC", "IOC", "FOK", "GTD", upper=True),
+    "ENABLE_RISK_CHECKS": _bool,
+    "MAX_POSITION_SIZE": _dec(Decimal(0), Decimal(1), lo_open=True),
+    "MAX_DAILY_LOSS": _dec(Decimal(0), Decimal(1), lo_open=True),
+    "STOP_LOSS_ENABLED": _bool,
+    "MAX_ORDERS_PER_SECOND": _int(1, 1_000_000),
+    "INITIAL_BALANCE": _dec(Decimal(0), lo_open=True),
+    "BASE_CURRENCY": _pattern(re.compile(r"^[A-Z0-9]{2,20}$"), "an upper-case currency code such as USDT"),
+    "POSITION_UPDATE_INTERVAL": _int(100),
+    "NATS_URL": _url("nats", "tls", "ws", "wss"),
+    "BUS_PREFIX": _pattern(PREFIX_RE, "1 to 32 letters, digits, '_' or '-'"),
+    "PAIRS": _pairs,
+    "MARKET_DATA": _market_data,
+    "MARKET_DATA_SEED": _int(0),
+    "MARKET_DATA_INTERVAL": _int(10, 60_000),
+}
+assert set(PARSERS) == set(Settings.__struct_fields__), "every setting needs a parser"
+
+
+def _show(name: str, raw: Any) -> str:
+    return "'***'" if name in SECRET_FIELDS else repr(str(raw))
+
+
+def load_settings(env: Mapping[str, str] | None = None, config_file: str | Path | None = None) -> Settings:
+    """Read the settings. Raises ConfigError with one line for the first wrong value."""
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    path = config_file or env.get("TBX_CONFIG")
+    if path:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except OSError as e:
+            raise ConfigError(f"TBX_CONFIG={str(path)!r}: cannot read the file ({e.strerror})") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"TBX_CONFIG={str(path)!r}: not valid TOML ({e})") from None
+        for key, value in data.items():
+            name = key.upper()
+            if name not in PARSERS:
+                raise ConfigError(f"{key} in {path}: unknown setting; allowed are the variables of .env.example")
+            raw[name] = value
+    for name in PARSERS:
+        if name in env:
+            raw[name] = env[name]
+
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        try:
+            values[name] = PARSERS[name](value)
+        except _Reason as e:
+            raise ConfigError(f"{name}={_show(name, value)} is not allowed: {e}") from None
+        except ValueError as e:
+            raise ConfigError(f"{name}={_show(name, value)} is not allowed: expected {e}") from None
+    settings = Settings(**values)
+    _check_together(settings)
+    return settings
+
+
+def _check_together(s: Settings) -> None:
+    if s.LIVE_TRADING and s.PAPER_TRADING:
+        raise ConfigError(
+            "LIVE_TRADING='true' is not allowed together with PAPER_TRADING='true': "
+            "set PAPER_TRADING=false to trade live, or LIVE_TRADING=false to paper trade"
+        )
+    if not s.LIVE_TRADING and not s.PAPER_TRADING:
+        raise ConfigError(
+            "PAPER_TRADING='false' is not allowed with LIVE_TRADING='false': one trading mode must be on"
+        )
+    if s.LIVE_TRADING and s.EXCHANGE == "paper":
+        raise ConfigError(
+            "EXCHANGE='paper' is not allowed with LIVE_TRADING=true: expected a ccxt exchange id such as binance"
+        )
+    if s.LIVE_TRADING and not s.API_TOKEN:
+        raise ConfigError("API_TOKEN='' is not allowed with LIVE_TRADING=true: expected a secret token")
+    if s.LIVE_TRADING and s.XEGGEX_API_KEY and not s.EXCHANGE_API_KEY:
+        raise ConfigError(f"XEGGEX_API_KEY='***' is not allowed: {XEGGEX_GONE}")
+    if s.LIVE_TRADING:
+        raise ConfigError(
+            "LIVE_TRADING='true' is not allowed yet: live venues (ccxt) are not wired in this version; "
+            "run with PAPER_TRADING=true"
+        )
+    if s.BASE_CURRENCY not in {p.split("_")[1] for p in s.PAIRS}:
+        raise ConfigError(
+            f"PAIRS={','.join(s.PAIRS)!r} is not allowed with BASE_CURRENCY={s.BASE_CURRENCY!r}: "
+            f"expected at least one pair quoted in {s.BASE_CURRENCY}"
+        )
+    if s.HOST not in ("127.0.0.1", "localhost", "::1") and not s.API_TOKEN:
+        raise ConfigError(
+            f"HOST={s.HOST!r} is not allowed without API_TOKEN: expected 127.0.0.1 (or set API_TOKEN to "
+            "serve other addresses)"
+        )
+
+
+def warnings_for(s: Settings) -> list[str]:
+    """Things that are allowed but that an operator should hear about at start-up."""
+    out = []
+    if s.XEGGEX_API_KEY or s.XEGGEX_API_SECRET:
+        out.append(f"XEGGEX_API_KEY/SECRET are set but ignored: {XEGGEX_GONE}")
+    return out

@@ -1,0 +1,318 @@
+"""Every message of the bus contract, as msgspec Structs.
+
+Money and quantities are ``Decimal`` (decimal strings on the bus), times are epoch milliseconds.
+Field names are camelCase on the wire. Public contracts (``Signal``, ``Book``, ``Fill``) accept
+unknown fields, so other programs may add optional ones.
+"""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from enum import Enum
+from typing import Literal
+
+import msgspec
+
+Side = Literal["buy", "sell"]
+OrderType = Literal["market", "limit", "stop_loss", "stop_limit", "take_profit"]
+TimeInForce = Literal["GTC", "IOC", "FOK", "GTD"]
+Liquidity = Literal["maker", "taker"]
+SignalAction = Literal["BUY", "SELL", "HOLD", "CLOSE"]
+
+ZERO = Decimal(0)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class OrderStatus(str, Enum):
+    INITIALIZED = "initialized"
+    DENIED = "denied"
+    SUBMITTED = "submitted"
+    ACCEPTED = "accepted"
+    TRIGGERED = "triggered"
+    PENDING_UPDATE = "pending_update"
+    PENDING_CANCEL = "pending_cancel"
+    PARTIALLY_FILLED = "partially_filled"
+    FILLED = "filled"
+    CANCELED = "canceled"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
+TERMINAL_STATUSES = frozenset(
+    {OrderStatus.DENIED, OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED, OrderStatus.EXPIRED}
+)
+
+
+class Msg(msgspec.Struct, kw_only=True, rename="camel"):
+    """Base of every bus message."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Public contracts
+# --------------------------------------------------------------------------------------------------
+class RiskParameters(Msg):
+    max_risk_percent: Decimal | None = None
+    position_size_method: str | None = None
+
+
+class Signal(Msg):
+    """A trading signal on ``tbx.signals.submit`` (the seed's body)."""
+
+    pair: str
+    signal: SignalAction
+    confidence: Decimal
+    source: str = "unknown"
+    strategy: str = ""
+    signal_id: str | None = None
+    price: Decimal | None = None
+    stop_loss: Decimal | None = None
+    take_profit: Decimal | None = None
+    risk_parameters: RiskParameters | None = None
+    quantity: Decimal | None = None  # optional: a fixed size instead of the sizing rule
+    timestamp: int | None = None
+
+
+class Book(Msg):
+    """An L2 order book snapshot on ``tbx.md.book.<pair>``, best levels first."""
+
+    pair: str
+    bids: list[tuple[Decimal, Decimal]]
+    asks: list[tuple[Decimal, Decimal]]
+    ts: int
+
+
+class Fill(Msg):
+    """A canonical fill on ``tbx.events.fills.<pair>``. The ledger books any fill on that stream."""
+
+    fill_id: str
+    order_id: str
+    client_order_id: str
+    pair: str
+    side: Side
+    quantity: Decimal
+    price: Decimal
+    fee: Decimal
+    fee_currency: str
+    liquidity: Liquidity
+    venue: str
+    timestamp: int
+    # optional, written by fill-tracker: the order's running totals after this fill
+    order_filled_quantity: Decimal | None = None
+    order_average_price: Decimal | None = None
+    order_fees: Decimal | None = None
+    order_complete: bool | None = None
+
+
+# --------------------------------------------------------------------------------------------------
+# Orders
+# --------------------------------------------------------------------------------------------------
+class OrderRequest(Msg):
+    """A new order, as sent on ``tbx.orders.submit``. ``clientOrderId`` makes it idempotent."""
+
+    client_order_id: str
+    pair: str
+    side: Side
+    quantity: Decimal
+    type: OrderType = "market"
+    price: Decimal | None = None
+    stop_price: Decimal | None = None
+    stop_loss: Decimal | None = None
+    take_profit: Decimal | None = None
+    time_in_force: TimeInForce | None = None
+    risk_check: bool = True
+    paper_trade: bool | None = None
+    source: str = "api"
+    signal_id: str | None = None
+    ts: int = 0
+
+
+class RiskValidation(Msg):
+    passed: bool
+    recommended_size: Decimal | None = None
+    max_risk: Decimal | None = None
+    code: str | None = None
+    reason: str | None = None
+
+
+class FillRef(Msg):
+    fill_id: str
+    quantity: Decimal
+    price: Decimal
+    fee: Decimal
+    fee_currency: str
+    liquidity: Liquidity
+    timestamp: int
+
+
+class Order(Msg):
+    """An order as the order-router owns it."""
+
+    order_id: str
+    client_order_id: str
+    pair: str
+    side: Side
+    type: OrderType
+    quantity: Decimal
+    status: OrderStatus
+    price: Decimal | None = None
+    stop_price: Decimal | None = None
+    time_in_force: TimeInForce = "GTC"
+    filled_quantity: Decimal = ZERO
+    average_price: Decimal | None = None
+    total_cost: Decimal = ZERO
+    fees: Decimal = ZERO
+    fee_currency: str | None = None
+    venue: str = "paper"
+    source: str = "api"
+    signal_id: str | None = None
+    reason: str | None = None
+    created_at: int = 0
+    updated_at: int = 0
+    closed_at: int | None = None
+    execution_time: int | None = None
+    fills: list[FillRef] = msgspec.field(default_factory=list)
+
+
+class OrderEvent(Msg):
+    """One state change of an order, on ``tbx.events.orders.<pair>``."""
+
+    event: str
+    order: Order
+    ts: int
+
+
+class ApprovedOrder(Msg):
+    """risk-gate -> order-router (durable hop)."""
+
+    request: OrderRequest
+    risk_validation: RiskValidation
+    estimated_cost: Decimal | None = None
+    reply_to: str | None = None
+    approved_at: int = 0
+
+
+class OrderReply(Msg):
+    """The outcome of an order command."""
+
+    ok: bool
+    order: Order | None = None
+    risk_validation: RiskValidation | None = None
+    estimated_cost: Decimal | None = None
+    code: str | None = None
+    field: str | None = None
+    detail: str | None = None
+
+
+class ExecutionReport(Msg):
+    """order-router -> fill-tracker (durable hop): what the venue said about an order."""
+
+    kind: Literal["trade", "canceled", "rejected", "expired"]
+    order_id: str
+    client_order_id: str
+    pair: str
+    side: Side
+    order_quantity: Decimal
+    venue: str
+    ts: int
+    trade_id: str | None = None
+    quantity: Decimal = ZERO
+    price: Decimal = ZERO
+    fee: Decimal = ZERO
+    fee_currency: str = ""
+    liquidity: Liquidity = "taker"
+    reason: str | None = None
+
+
+# --------------------------------------------------------------------------------------------------
+# Queries
+# --------------------------------------------------------------------------------------------------
+class OrdersQuery(Msg):
+    status: OrderStatus | None = None
+    pair: str | None = None
+    side: Side | None = None
+    order_id: str | None = None
+    client_order_id: str | None = None
+    limit: int = 50
+
+
+class OrdersPage(Msg):
+    orders: list[Order]
+
+
+class RiskMetrics(Msg):
+    position_size: Decimal
+    leverage: Decimal
+    liquidation_price: Decimal | None = None
+
+
+class PositionView(Msg):
+    id: str
+    pair: str
+    side: Literal["long", "short", "flat"]
+    quantity: Decimal
+    average_price: Decimal
+    current_price: Decimal | None
+    market_value: Decimal
+    unrealized_pnl: Decimal = msgspec.field(name="unrealizedPnL")
+    realized_pnl: Decimal = msgspec.field(name="realizedPnL")
+    day_pnl: Decimal = msgspec.field(name="dayPnL")
+    fees: Decimal
+    risk_metrics: RiskMetrics
+    opened_at: int | None = None
+    updated_at: int = 0
+
+
+class BalanceView(Msg):
+    currency: str
+    total: Decimal
+    available: Decimal
+    locked: Decimal
+
+
+class PortfolioSummary(Msg):
+    total_value: Decimal
+    total_cash: Decimal
+    total_positions: Decimal
+    unrealized_pnl: Decimal = msgspec.field(name="unrealizedPnL")
+    realized_pnl: Decimal = msgspec.field(name="realizedPnL")
+    day_pnl: Decimal = msgspec.field(name="dayPnL")
+    fees_paid: Decimal
+    base_currency: str
+
+
+class PortfolioSnapshot(Msg):
+    summary: PortfolioSummary
+    positions: list[PositionView]
+    balances: list[BalanceView]
+    fills_applied: int
+    last_fill_seq: int
+    ts: int
+
+
+class Empty(Msg):
+    pass
+
+
+# --------------------------------------------------------------------------------------------------
+# Operations
+# --------------------------------------------------------------------------------------------------
+class Heartbeat(Msg):
+    actor: str
+    instance: str
+    ts: int
+    started_at: int
+    status: Literal["starting", "running", "degraded", "stopping"] = "running"
+    stats: dict[str, int | float | str] = msgspec.field(default_factory=dict)
+
+
+class DeadLetter(Msg):
+    subject: str
+    actor: str
+    reason: str
+    payload: str
+    ts: int
+    stream_seq: int | None = None

@@ -1,0 +1,152 @@
+"""The subject catalogue: every NATS subject, stream, consumer and bucket name lives here, once.
+
+All names derive from one prefix (``BUS_PREFIX``, ``tbx`` by default) so several deployments can
+share one NATS. Pairs are written ``BASE_QUOTE`` (``BTC_USDT``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+PREFIX_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+PAIR_RE = re.compile(r"^[A-Z0-9]{1,20}_[A-Z0-9]{1,20}$")
+
+ACTORS = ("md-feed", "signal-intake", "risk-gate", "order-router", "fill-tracker", "portfolio-ledger")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSpec:
+    name: str
+    subjects: tuple[str, ...]
+    max_msgs_per_subject: int = -1
+    max_age_s: float = 0.0  # 0: keep forever
+
+
+@dataclass(frozen=True, slots=True)
+class Subjects:
+    """All subject names for one prefix."""
+
+    prefix: str = "tbx"
+
+    # -- public inputs -------------------------------------------------------------------------
+    @property
+    def signals_submit(self) -> str:
+        return f"{self.prefix}.signals.submit"
+
+    @property
+    def orders_submit(self) -> str:
+        return f"{self.prefix}.orders.submit"
+
+    @property
+    def orders_cancel(self) -> str:
+        return f"{self.prefix}.orders.cancel"
+
+    @property
+    def orders_modify(self) -> str:
+        return f"{self.prefix}.orders.modify"
+
+    # -- events (JetStream) ----------------------------------------------------------------------
+    def signal_events(self, pair: str = "*") -> str:
+        return f"{self.prefix}.events.signals.{pair}"
+
+    def order_events(self, pair: str = "*") -> str:
+        return f"{self.prefix}.events.orders.{pair}"
+
+    def fills(self, pair: str = "*") -> str:
+        return f"{self.prefix}.events.fills.{pair}"
+
+    def position_events(self, pair: str = "*") -> str:
+        return f"{self.prefix}.events.positions.{pair}"
+
+    @property
+    def portfolio_events(self) -> str:
+        return f"{self.prefix}.events.portfolio"
+
+    @property
+    def risk_events(self) -> str:
+        return f"{self.prefix}.events.risk"
+
+    # -- internal durable hops (JetStream stream HOPS) ----------------------------------------------
+    def approved_orders(self, pair: str = "*") -> str:
+        """risk-gate -> order-router: orders that passed the limits."""
+        return f"{self.prefix}.hop.approved.{pair}"
+
+    def exec_reports(self, pair: str = "*") -> str:
+        """order-router -> fill-tracker: what the venue said (trades, cancels, rejects)."""
+        return f"{self.prefix}.hop.reports.{pair}"
+
+    # -- market data (core NATS) -------------------------------------------------------------------
+    def book(self, pair: str = "*") -> str:
+        return f"{self.prefix}.md.book.{pair}"
+
+    def trades(self, pair: str = "*") -> str:
+        return f"{self.prefix}.md.trades.{pair}"
+
+    # -- queries, health, dead letters ---------------------------------------------------------------
+    def query(self, what: str) -> str:
+        return f"{self.prefix}.query.{what}"
+
+    def health(self, actor: str = "*") -> str:
+        return f"{self.prefix}.health.{actor}"
+
+    def deadletter(self, subject: str) -> str:
+        return f"{self.prefix}.deadletter.{subject}"
+
+    # -- JetStream layout --------------------------------------------------------------------------
+    def stream_name(self, short: str) -> str:
+        return f"{re.sub(r'[^A-Za-z0-9]', '_', self.prefix).upper()}_{short}"
+
+    def bucket_name(self, short: str) -> str:
+        return self.stream_name(short)
+
+    def streams(self) -> tuple[StreamSpec, ...]:
+        p = self.prefix
+        week = 7 * 24 * 3600.0
+        return (
+            StreamSpec(self.stream_name("SIGNALS"), (self.signals_submit,)),
+            StreamSpec(self.stream_name("ORDERS"), (f"{p}.events.orders.>",)),
+            StreamSpec(self.stream_name("FILLS"), (f"{p}.events.fills.>",)),
+            StreamSpec(self.stream_name("SIGNAL_EVENTS"), (f"{p}.events.signals.>",)),
+            StreamSpec(self.stream_name("POSITIONS"), (f"{p}.events.positions.>",)),
+            StreamSpec(self.stream_name("PORTFOLIO"), (self.portfolio_events,), max_msgs_per_subject=1),
+            StreamSpec(self.stream_name("RISK"), (self.risk_events,)),
+            StreamSpec(self.stream_name("HOPS"), (f"{p}.hop.>",), max_age_s=week),
+            StreamSpec(self.stream_name("DEADLETTER"), (f"{p}.deadletter.>",), max_age_s=4 * week),
+        )
+
+    # well-known stream short names
+    @property
+    def s_signals(self) -> str:
+        return self.stream_name("SIGNALS")
+
+    @property
+    def s_orders(self) -> str:
+        return self.stream_name("ORDERS")
+
+    @property
+    def s_fills(self) -> str:
+        return self.stream_name("FILLS")
+
+    @property
+    def s_hops(self) -> str:
+        return self.stream_name("HOPS")
+
+    @property
+    def s_deadletter(self) -> str:
+        return self.stream_name("DEADLETTER")
+
+    @property
+    def kv_state(self) -> str:
+        """Small durable state: id counters, snapshots."""
+        return self.bucket_name("STATE")
+
+    @property
+    def kv_paper(self) -> str:
+        """The paper exchange's own store (it behaves like an outside venue)."""
+        return self.bucket_name("PAPER")
+
+
+def pair_currencies(pair: str) -> tuple[str, str]:
+    base, _, quote = pair.partition("_")
+    return base, quote
