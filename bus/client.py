@@ -19,7 +19,7 @@ from nats.js import api
 from nats.js.kv import KeyValue
 
 from bus.codec import DecodeFailure, decode, encode
-from bus.errors import BusUnavailable, RequestFailed
+from bus.errors import BusUnavailable, RequestFailed, Transient
 from schemas.messages import DeadLetter, now_ms
 from schemas.subjects import Subjects
 
@@ -84,7 +84,11 @@ class Bus:
                 return
             log.warning("nats error: {}", e)
 
+        holder: list[NatsClient] = []
+
         async def on_disconnect() -> None:
+            if holder and (holder[0].is_closed or holder[0].is_draining):
+                return  # our own close
             log.warning("nats disconnected, reconnecting")
 
         async def on_reconnect() -> None:
@@ -106,6 +110,7 @@ class Bus:
                 connect_timeout,
             )
             connected = True
+            holder.append(nc)
         except (OSError, nats.errors.Error, TimeoutError) as e:
             reason = last_error[0] if last_error else (str(e) or type(e).__name__)
             raise BusUnavailable(
@@ -170,7 +175,7 @@ class Bus:
             reply = await self.nc.request(subject, encode(msg), timeout=timeout)
         except nats.errors.NoRespondersError:
             raise RequestFailed(subject, "nobody is serving this subject", no_responders=True) from None
-        except (nats.errors.TimeoutError, asyncio.TimeoutError):
+        except (TimeoutError, nats.errors.TimeoutError):
             raise RequestFailed(subject, f"no answer within {timeout:g}s", timeout=True) from None
         if reply.headers and ERROR_HEADER in reply.headers:
             raise RequestFailed(subject, reply.headers[ERROR_HEADER])
@@ -261,7 +266,10 @@ class Bus:
                 await handler(body, env)
             except Exception as e:
                 log = logger.bind(actor=self.name).opt(exception=e)
-                if env.delivered >= max_deliver:
+                if isinstance(e, Transient) or (isinstance(e, RequestFailed) and e.transient):
+                    logger.bind(actor=self.name).warning("{} (msg {}): {}; will retry", msg.subject, env.msg_id, e)
+                    await msg.nak(delay=min(0.25 * env.delivered, 5.0))
+                elif env.delivered >= max_deliver:
                     log.error("handler failed on {} (msg {}), giving up: {}", msg.subject, env.msg_id, e)
                     await self.dead_letter(msg.subject, f"handler failed {env.delivered} times: {e}", msg.data, env.seq)
                     await msg.term()
@@ -301,12 +309,14 @@ class Bus:
         type_: type[T],
         handler: Handler[T],
         start_seq: int = 1,
-        caught_up_timeout: float = 120.0,
-    ) -> Subscription:
-        """Read a stream in order from ``start_seq`` and keep following it (an ordered consumer).
+        follow: bool = True,
+        caught_up_timeout: float = 300.0,
+    ) -> Subscription | None:
+        """Read a stream in order from ``start_seq`` (an ordered consumer).
 
         Returns once every message stored at the time of the call has been handled, so an actor can
-        rebuild its state before it serves anything. Later messages keep arriving in order.
+        rebuild its state before it serves anything. With ``follow`` later messages keep arriving in
+        order; without it (an actor re-reading what it wrote itself) the reading stops there.
         """
         caught_up = asyncio.Event()
 
@@ -342,6 +352,10 @@ class Bus:
             await asyncio.wait_for(caught_up.wait(), caught_up_timeout)
         except TimeoutError:
             logger.bind(actor=self.name).warning("replay of {} not caught up after {}s", subject, caught_up_timeout)
+        if not follow:
+            self._subs.remove(sub)
+            await sub.unsubscribe()
+            return None
         return sub
 
     # ------------------------------------------------------------------------------------------------
@@ -359,4 +373,3 @@ class Bus:
             await asyncio.wait_for(self.nc.drain(), 3.0)
         with contextlib.suppress(Exception):
             await self.nc.close()
-

@@ -18,3 +18,12 @@ class RequestFailed(BusError):
         self.reason = reason
         self.no_responders = no_responders
         self.timeout = timeout
+
+    @property
+    def transient(self) -> bool:
+        return self.no_responders or self.timeout
+
+
+class Transient(BusError):
+    """A handler could not finish because something it needs is unavailable right now: retry, never
+    dead-letter (for example the next actor on the path is down)."""

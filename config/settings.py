@@ -323,9 +323,7 @@ def _check_together(s: Settings) -> None:
             "set PAPER_TRADING=false to trade live, or LIVE_TRADING=false to paper trade"
         )
     if not s.LIVE_TRADING and not s.PAPER_TRADING:
-        raise ConfigError(
-            "PAPER_TRADING='false' is not allowed with LIVE_TRADING='false': one trading mode must be on"
-        )
+        raise ConfigError("PAPER_TRADING='false' is not allowed with LIVE_TRADING='false': one trading mode must be on")
     if s.LIVE_TRADING and s.EXCHANGE == "paper":
         raise ConfigError(
             "EXCHANGE='paper' is not allowed with LIVE_TRADING=true: expected a ccxt exchange id such as binance"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from decimal import Decimal
-from enum import Enum
+from enum import StrEnum
 from typing import Literal
 
 import msgspec
@@ -27,7 +27,7 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class OrderStatus(str, Enum):
+class OrderStatus(StrEnum):
     INITIALIZED = "initialized"
     DENIED = "denied"
     SUBMITTED = "submitted"
@@ -167,9 +167,13 @@ class Order(Msg):
     fees: Decimal = ZERO
     fee_currency: str | None = None
     venue: str = "paper"
+    venue_order_id: str | None = None
+    venue_status: str | None = None  # what the venue last said: open, closed, canceled, rejected, expired
+    venue_filled: Decimal | None = None  # quantity the venue reports as executed
     source: str = "api"
     signal_id: str | None = None
     reason: str | None = None
+    version: int = 0  # bumped on every change; events are deduplicated by (orderId, version)
     created_at: int = 0
     updated_at: int = 0
     closed_at: int | None = None
@@ -225,6 +229,39 @@ class ExecutionReport(Msg):
     fee_currency: str = ""
     liquidity: Liquidity = "taker"
     reason: str | None = None
+
+
+# --------------------------------------------------------------------------------------------------
+# Signals
+# --------------------------------------------------------------------------------------------------
+class SignalOrder(Msg):
+    order_id: str
+    type: OrderType
+    side: Side
+    quantity: Decimal
+    status: OrderStatus
+
+
+class PositionSizing(Msg):
+    recommended_size: Decimal
+    risk_amount: Decimal
+    method: str
+
+
+class SignalEvent(Msg):
+    """What became of a signal, on ``tbx.events.signals.<pair>``."""
+
+    signal_id: str
+    status: Literal["accepted", "filtered", "rejected", "executed"]
+    pair: str
+    signal: str
+    confidence: Decimal
+    source: str
+    strategy: str
+    ts: int
+    reason: str | None = None
+    orders: list[SignalOrder] = msgspec.field(default_factory=list)
+    position_sizing: PositionSizing | None = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -307,6 +344,17 @@ class Heartbeat(Msg):
     started_at: int
     status: Literal["starting", "running", "degraded", "stopping"] = "running"
     stats: dict[str, int | float | str] = msgspec.field(default_factory=dict)
+
+
+class RiskAlert(Msg):
+    """An alert on ``tbx.events.risk``."""
+
+    severity: Literal["warning", "critical", "emergency"]
+    code: str
+    message: str
+    ts: int
+    pair: str | None = None
+    order_id: str | None = None
 
 
 class DeadLetter(Msg):

@@ -1,0 +1,110 @@
+"""The actor base: lifecycle, heartbeat, guarded background tasks.
+
+An actor is a thin imperative shell around ``domain/``: it subscribes on the bus in ``on_start``,
+turns messages into calls of pure functions and publishes what comes out. Every actor has its own
+NATS connection, so the same code runs alone (``tbx actor NAME``) or with the others in one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Coroutine
+from typing import Any, ClassVar
+
+from loguru import logger
+
+from bus.client import Bus
+from config.settings import Settings
+from schemas.messages import Heartbeat, now_ms
+
+HEARTBEAT_INTERVAL_S = 1.0
+
+
+class Actor:
+    name: ClassVar[str] = "actor"
+
+    def __init__(self, settings: Settings, bus: Bus) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.subjects = bus.subjects
+        self.log = logger.bind(actor=self.name)
+        self.instance = uuid.uuid4().hex[:8]
+        self.started_at = now_ms()
+        self.status: str = "starting"
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    async def start(self) -> None:
+        t0 = time.perf_counter()
+        self.spawn(self._heartbeat_loop(), "heartbeat")
+        await self.on_start()
+        self.status = "running"
+        self.log.info("{} started in {:.0f} ms", self.name, (time.perf_counter() - t0) * 1000)
+
+    async def stop(self) -> None:
+        """Graceful drain: stop taking messages, let the one in hand finish, then close."""
+        self.status = "stopping"
+        await self.bus.stop_consuming()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.on_stop(), 2.0)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=1.0)
+        with contextlib.suppress(Exception):
+            await self._publish_heartbeat()
+        await self.bus.close()
+        self.log.info("{} stopped", self.name)
+
+    async def on_start(self) -> None:
+        """Subscribe, rebuild state. Override."""
+
+    async def on_stop(self) -> None:
+        """Flush what must be flushed. Override."""
+
+    def stats(self) -> dict[str, int | float | str]:
+        """Counters shown in the heartbeat (and so in /api/health). Override."""
+        return {}
+
+    # -- helpers -------------------------------------------------------------------------------------
+    def spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> asyncio.Task[Any]:
+        """Run a background task whose failure is logged, never silent, never fatal to the actor."""
+        task = asyncio.create_task(coro, name=f"{self.name}:{what}")
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                self.log.opt(exception=t.exception()).error("background task {} failed", what)
+
+        task.add_done_callback(done)
+        return task
+
+    async def every(self, seconds: float, fn: Any, what: str) -> None:
+        """Call ``await fn()`` every ``seconds``; an exception is logged and the loop goes on."""
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await fn()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                self.log.opt(exception=e).error("{} failed: {}", what, e)
+
+    async def _publish_heartbeat(self) -> None:
+        hb = Heartbeat(
+            actor=self.name,
+            instance=self.instance,
+            ts=now_ms(),
+            started_at=self.started_at,
+            status=self.status,  # type: ignore[arg-type]
+            stats=self.stats(),
+        )
+        await self.bus.publish(self.subjects.health(self.name), hb)
+
+    async def _heartbeat_loop(self) -> None:
+        await self._publish_heartbeat()
+        await self.every(HEARTBEAT_INTERVAL_S, self._publish_heartbeat, "heartbeat")

@@ -1,0 +1,100 @@
+"""The order state machine: an explicit transition table, and fill application. Pure.
+
+Real-world transitions are allowed on purpose: a fill that arrives after a cancel was requested or done
+is applied (CANCELED / PENDING_CANCEL -> PARTIALLY_FILLED / FILLED); a rejected cancel or modify
+returns the order to its previous state (the caller passes that state back in).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import msgspec
+
+from schemas.messages import TERMINAL_STATUSES, FillRef, Order, OrderStatus
+
+S = OrderStatus
+ZERO = Decimal(0)
+
+TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
+    S.INITIALIZED: frozenset({S.DENIED, S.SUBMITTED, S.REJECTED, S.CANCELED, S.EXPIRED, S.TRIGGERED}),
+    S.SUBMITTED: frozenset(
+        {S.ACCEPTED, S.REJECTED, S.CANCELED, S.EXPIRED, S.PENDING_CANCEL, S.PARTIALLY_FILLED, S.FILLED}
+    ),
+    S.ACCEPTED: frozenset(
+        {
+            S.TRIGGERED,
+            S.PENDING_UPDATE,
+            S.PENDING_CANCEL,
+            S.PARTIALLY_FILLED,
+            S.FILLED,
+            S.CANCELED,
+            S.EXPIRED,
+            S.REJECTED,
+        }
+    ),
+    S.TRIGGERED: frozenset(
+        {S.PENDING_UPDATE, S.PENDING_CANCEL, S.PARTIALLY_FILLED, S.FILLED, S.CANCELED, S.EXPIRED, S.REJECTED}
+    ),
+    S.PENDING_UPDATE: frozenset(
+        {S.ACCEPTED, S.TRIGGERED, S.PENDING_CANCEL, S.PARTIALLY_FILLED, S.FILLED, S.CANCELED, S.EXPIRED, S.REJECTED}
+    ),
+    S.PENDING_CANCEL: frozenset({S.CANCELED, S.ACCEPTED, S.TRIGGERED, S.PARTIALLY_FILLED, S.FILLED, S.EXPIRED}),
+    S.PARTIALLY_FILLED: frozenset(
+        {S.PARTIALLY_FILLED, S.FILLED, S.PENDING_UPDATE, S.PENDING_CANCEL, S.CANCELED, S.EXPIRED}
+    ),
+    # terminal states: only a late fill may still arrive after a cancel / expiry
+    S.CANCELED: frozenset({S.PARTIALLY_FILLED, S.FILLED}),
+    S.EXPIRED: frozenset({S.PARTIALLY_FILLED, S.FILLED}),
+    S.FILLED: frozenset(),
+    S.REJECTED: frozenset(),
+    S.DENIED: frozenset(),
+}
+
+
+class IllegalTransition(ValueError):
+    pass
+
+
+def can_transition(current: OrderStatus, new: OrderStatus) -> bool:
+    return new in TRANSITIONS[current]
+
+
+def transition(order: Order, new: OrderStatus, ts: int, reason: str | None = None) -> Order:
+    """The order in state ``new``; raises IllegalTransition if the table forbids it."""
+    if not can_transition(order.status, new):
+        raise IllegalTransition(f"{order.order_id}: {order.status.value} -> {new.value} is not allowed")
+    changes: dict[str, object] = {"status": new, "updated_at": ts}
+    if reason is not None:
+        changes["reason"] = reason
+    if new in TERMINAL_STATUSES and order.closed_at is None:
+        changes["closed_at"] = ts
+    return msgspec.structs.replace(order, **changes)
+
+
+def apply_fill(order: Order, fill: FillRef, *, filled: Decimal, average: Decimal, fees: Decimal) -> Order:
+    """The order after one of its fills, given the running totals kept by the fill-tracker.
+
+    A fill already listed (same fill id) changes nothing. Status moves to PARTIALLY_FILLED or FILLED;
+    an order that was canceled or expired at the venue with fills still on their way keeps that final
+    state once those fills are in (see ``settle``).
+    """
+    if any(f.fill_id == fill.fill_id for f in order.fills):
+        return order
+    new_status = S.FILLED if filled >= order.quantity else S.PARTIALLY_FILLED
+    if not can_transition(order.status, new_status):
+        raise IllegalTransition(f"{order.order_id}: fill in state {order.status.value}")
+    closed = new_status is S.FILLED
+    return msgspec.structs.replace(
+        order,
+        status=new_status,
+        filled_quantity=filled,
+        average_price=average,
+        total_cost=filled * average,
+        fees=fees,
+        fee_currency=fill.fee_currency,
+        fills=[*order.fills, fill],
+        updated_at=fill.timestamp,
+        closed_at=fill.timestamp if closed else order.closed_at,
+        execution_time=(fill.timestamp - order.created_at) if closed else order.execution_time,
+    )

@@ -1,0 +1,18 @@
+"""Position sizing for signals. Pure."""
+
+from __future__ import annotations
+
+from decimal import ROUND_DOWN, Decimal
+
+ZERO = Decimal(0)
+QTY_STEP = Decimal("0.00000001")
+DEFAULT_RISK_FRACTION = Decimal("0.02")
+
+
+def fixed_notional(equity: Decimal, fraction: Decimal, price: Decimal) -> tuple[Decimal, Decimal]:
+    """Spend ``fraction`` of ``equity`` at ``price``: (quantity rounded down to 1e-8, amount at risk)."""
+    if price <= ZERO:
+        raise ValueError("price must be positive")
+    amount = equity * fraction
+    qty = (amount / price).quantize(QTY_STEP, rounding=ROUND_DOWN)
+    return qty, qty * price

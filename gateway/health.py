@@ -1,0 +1,124 @@
+"""What /api/health reports: actor heartbeats (heard on ``tbx.health.*``) and the family's services."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import aiohttp
+
+from bus.client import Bus, Envelope
+from config.settings import Settings
+from schemas.messages import Heartbeat, now_ms
+from schemas.rest import (
+    ActorHealth,
+    EngineHealth,
+    ExchangeHealth,
+    Health,
+    RateLimit,
+    ServiceHealth,
+)
+from schemas.subjects import ACTORS
+
+STALE_MS = 3000
+VERSION = "0.1.0"
+
+
+def expected_actors(settings: Settings) -> tuple[str, ...]:
+    return tuple(a for a in ACTORS if not (a == "md-feed" and settings.MARKET_DATA == "none"))
+
+
+class HealthBook:
+    def __init__(self, settings: Settings, bus: Bus) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.beats: dict[str, Heartbeat] = {}
+        self.services: dict[str, ServiceHealth] = {
+            name: ServiceHealth(status="not_configured", last_check=None) for name in ("core", "ml", "risk")
+        }
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.bus.subscribe(self.bus.subjects.health(), Heartbeat, self._on_beat)
+        urls = self._urls()
+        if any(urls.values()):
+            self._task = asyncio.create_task(self._check_services(urls))
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+    def _urls(self) -> dict[str, str]:
+        s = self.settings
+        return {"core": s.CORE_SERVICE_URL, "ml": s.ML_SERVICE_URL, "risk": s.RISK_SERVICE_URL}
+
+    async def _on_beat(self, hb: Heartbeat, env: Envelope) -> None:
+        self.beats[hb.actor] = hb
+
+    async def _check_services(self, urls: dict[str, str]) -> None:
+        timeout = aiohttp.ClientTimeout(total=1.0)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            while True:
+                for name, url in urls.items():
+                    if not url:
+                        continue
+                    try:
+                        async with http.get(f"{url}/api/health") as r:
+                            ok = r.status == 200
+                            self.services[name] = ServiceHealth(
+                                status="healthy" if ok else "unhealthy",
+                                last_check=now_ms(),
+                                url=url,
+                                error=None if ok else f"HTTP {r.status}",
+                            )
+                    except (aiohttp.ClientError, TimeoutError) as e:
+                        self.services[name] = ServiceHealth(
+                            status="unhealthy", last_check=now_ms(), url=url, error=str(e) or type(e).__name__
+                        )
+                await asyncio.sleep(5.0)
+
+    def report(self) -> Health:
+        now = now_ms()
+        actors: dict[str, ActorHealth] = {}
+        down = []
+        for name in expected_actors(self.settings):
+            hb = self.beats.get(name)
+            if hb is None:
+                actors[name] = ActorHealth(status="missing", last_heartbeat=None, age_ms=None)
+                down.append(name)
+                continue
+            age = now - hb.ts
+            status = hb.status if age <= STALE_MS else "stale"
+            if status not in ("running",):
+                down.append(name)
+            actors[name] = ActorHealth(
+                status=status, last_heartbeat=hb.ts, age_ms=age, instance=hb.instance, stats=hb.stats
+            )
+        router = self.beats.get("order-router")
+        stats = router.stats if router else {}
+        router_up = "order-router" not in down
+        venue = self.settings.EXCHANGE if self.settings.LIVE_TRADING else "paper"
+        return Health(
+            status="healthy" if not down else "unhealthy",
+            service="trading-bot-execution",
+            version=VERSION,
+            mode="live" if self.settings.LIVE_TRADING else "paper",
+            exchanges={
+                venue: ExchangeHealth(
+                    status="connected" if router_up else "disconnected",
+                    last_ping=router.ts if router else None,
+                    rate_limit=RateLimit(),
+                )
+            },
+            services=dict(self.services),
+            execution_engine=EngineHealth(
+                status="operational" if not down else ("degraded" if router_up else "down"),
+                orders_processed=int(stats.get("ordersProcessed", 0)),
+                success_rate=float(stats.get("successRate", 100.0)),
+            ),
+            actors=actors,
+            nats={"connected": self.bus.nc.is_connected, "prefix": self.settings.BUS_PREFIX},
+            timestamp=now,
+        )

@@ -1,0 +1,110 @@
+"""One error shape everywhere: application/problem+json, never a stack trace to the caller."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+
+import msgspec
+from aiohttp import web
+from loguru import logger
+
+from schemas.rest import Problem
+
+REST = msgspec.json.Encoder(decimal_format="number")
+PROBLEM_TYPE = "https://github.com/trading-bot-execution/problems/"
+_FIELD_RE = re.compile(r"at `\$\.([A-Za-z0-9_.\[\]]+)`")
+_UNKNOWN_RE = re.compile(r"unknown field `([^`]+)`")
+_MISSING_RE = re.compile(r"missing required field `([^`]+)`")
+
+
+class ApiError(Exception):
+    def __init__(
+        self, status: int, title: str, detail: str, *, field: str | None = None, code: str | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.status, self.title, self.detail, self.field, self.code = status, title, detail, field, code
+
+
+def json_response(body: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=REST.encode(body), status=status, content_type="application/json", headers=headers)
+
+
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    field: str | None = None,
+    code: str | None = None,
+    request_id: str | None = None,
+) -> web.Response:
+    slug = (code or title).lower().replace(" ", "-").replace("_", "-")
+    body = Problem(
+        type=PROBLEM_TYPE + slug,
+        title=title,
+        status=status,
+        detail=detail,
+        field=field,
+        code=code,
+        request_id=request_id,
+    )
+    return web.Response(body=REST.encode(body), status=status, content_type="application/problem+json")
+
+
+def validation_error(e: msgspec.ValidationError) -> ApiError:
+    """Name the offending field of a msgspec validation error."""
+    msg = str(e)
+    field = None
+    if m := _FIELD_RE.search(msg):
+        field = m.group(1)
+    unknown = _UNKNOWN_RE.search(msg)
+    missing = _MISSING_RE.search(msg)
+    if unknown:
+        field = ".".join(filter(None, [field, unknown.group(1)]))
+        return ApiError(
+            422, "Unknown field", f"field {field!r} is not part of this request", field=field, code="UNKNOWN_FIELD"
+        )
+    if missing:
+        field = ".".join(filter(None, [field, missing.group(1)]))
+        return ApiError(422, "Validation failed", f"field {field!r} is required", field=field, code="MISSING_FIELD")
+    detail = msg.split(" - at ")[0]
+    return ApiError(
+        422, "Validation failed", f"{field}: {detail}" if field else detail, field=field, code="INVALID_FIELD"
+    )
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    rid = request.headers.get("X-Request-Id") or uuid.uuid4().hex[:16]
+    request["request_id"] = rid
+    try:
+        resp = await handler(request)
+    except ApiError as e:
+        resp = problem(e.status, e.title, e.detail, field=e.field, code=e.code, request_id=rid)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        detail = e.text if e.text and not e.text.startswith(f"{e.status}:") else e.reason
+        if e.status == 405:
+            detail = f"{request.method} is not allowed on {request.path}"
+        elif e.status == 404:
+            detail = f"no such endpoint: {request.method} {request.path}"
+        elif e.status == 413:
+            detail = "request body too large"
+        resp = problem(e.status, e.reason, detail, request_id=rid)
+        if e.status == 405 and "Allow" in e.headers:
+            resp.headers["Allow"] = e.headers["Allow"]
+    except Exception as e:
+        logger.bind(actor="gateway").opt(exception=e).error(
+            "request {} {} failed [{}]", request.method, request.path, rid
+        )
+        resp = problem(
+            500, "Internal Server Error", "the request failed inside the service; see the logs", request_id=rid
+        )
+    resp.headers["X-Request-Id"] = rid
+    return resp

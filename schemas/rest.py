@@ -1,0 +1,109 @@
+"""Shapes of the REST API (the seeds' JSON), as msgspec Structs. Numbers are JSON numbers here."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Literal
+
+import msgspec
+
+from schemas.messages import OrderStatus, OrderType, RiskValidation, Side, TimeInForce
+
+
+class Rest(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
+    pass
+
+
+class RestIn(msgspec.Struct, kw_only=True, rename="camel", forbid_unknown_fields=True):
+    """A request body: unknown fields are refused, with their name."""
+
+
+class PlaceOrder(RestIn):
+    """Body of ``POST /api/orders`` (the seed's)."""
+
+    pair: str
+    side: Side
+    quantity: Decimal
+    type: OrderType = "market"
+    price: Decimal | None = None
+    stop_price: Decimal | None = None
+    stop_loss: Decimal | None = None
+    take_profit: Decimal | None = None
+    time_in_force: TimeInForce | None = None
+    paper_trade: bool | None = None
+    risk_check: bool = True
+    client_order_id: str | None = None
+
+
+class PlacedOrder(Rest):
+    """Answer of ``POST /api/orders`` (the seed's shape)."""
+
+    order_id: str
+    client_order_id: str
+    status: OrderStatus
+    pair: str
+    side: Side
+    type: OrderType
+    quantity: Decimal
+    price: Decimal | None = None
+    risk_validation: RiskValidation | None = None
+    estimated_cost: Decimal | None = None
+    linked_orders: dict[str, str] | None = None
+    created_at: int = 0
+
+
+class Problem(Rest):
+    """``application/problem+json`` (RFC 9457)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    field: str | None = None
+    code: str | None = None
+    request_id: str | None = None
+
+
+class RateLimit(msgspec.Struct, kw_only=True, rename="camel"):
+    remaining: int | None = None
+    reset_time: int | None = None
+
+
+class ExchangeHealth(msgspec.Struct, kw_only=True, rename="camel"):
+    status: Literal["connected", "disconnected"]
+    last_ping: int | None
+    rate_limit: RateLimit
+
+
+class ServiceHealth(msgspec.Struct, kw_only=True, rename="camel"):
+    status: Literal["healthy", "unhealthy", "not_configured"]
+    last_check: int | None
+    url: str | None = None
+    error: str | None = None
+
+
+class EngineHealth(msgspec.Struct, kw_only=True, rename="camel"):
+    status: Literal["operational", "degraded", "down"]
+    orders_processed: int
+    success_rate: float
+
+
+class ActorHealth(msgspec.Struct, kw_only=True, rename="camel"):
+    status: str
+    last_heartbeat: int | None
+    age_ms: int | None
+    instance: str | None = None
+    stats: dict[str, int | float | str] = msgspec.field(default_factory=dict)
+
+
+class Health(msgspec.Struct, kw_only=True, rename="camel"):
+    status: Literal["healthy", "degraded", "unhealthy"]
+    service: str
+    version: str
+    mode: Literal["paper", "live"]
+    exchanges: dict[str, ExchangeHealth]
+    services: dict[str, ServiceHealth]
+    execution_engine: EngineHealth
+    actors: dict[str, ActorHealth]
+    nats: dict[str, str | bool]
+    timestamp: int

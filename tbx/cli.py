@@ -1,0 +1,79 @@
+"""The ``tbx`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+import msgspec
+
+from config.settings import ConfigError, load_settings, warnings_for
+
+ACTOR_NAMES = ("md-feed", "signal-intake", "risk-gate", "order-router", "fill-tracker", "portfolio-ledger")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tbx",
+        description="trading-bot-execution: risk-checked order routing, fill tracking and books over NATS.",
+        epilog="Settings come from environment variables (see .env.example) and an optional TOML file.",
+    )
+    p.add_argument("--config", metavar="FILE", help="TOML file with settings (environment variables win)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("run", help="everything in one process: NATS (embedded unless NATS_URL), all actors, gateway")
+    a = sub.add_parser("actor", help="one actor alone, against NATS_URL")
+    a.add_argument("name", choices=ACTOR_NAMES)
+    sub.add_parser("gateway", help="the REST gateway alone, against NATS_URL")
+    sub.add_parser("config", help="print the effective settings (secrets hidden) and exit")
+    return p
+
+
+def _event_loop_runner() -> asyncio.Runner:
+    try:
+        import uvloop
+
+        return asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
+        return asyncio.Runner()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = load_settings(config_file=args.config)
+    except ConfigError as e:
+        print(f"tbx: config error: {e}", file=sys.stderr)
+        return 2
+    if args.command == "config":
+        sys.stdout.write(msgspec.json.format(msgspec.json.encode(settings.redacted())).decode() + "\n")
+        return 0
+
+    from loguru import logger
+
+    from bus.errors import BusUnavailable
+    from tbx.logs import setup_logging
+    from tbx.runner import ACTOR_CLASSES, serve
+
+    setup_logging(settings.LOG_LEVEL, json=settings.NODE_ENV == "production")
+    for w in warnings_for(settings):
+        logger.warning(w)
+    if args.command == "run":
+        names, gateway, embedded = list(ACTOR_CLASSES), True, True
+    elif args.command == "actor":
+        names, gateway, embedded = [args.name], False, False
+    else:
+        names, gateway, embedded = [], True, False
+    try:
+        with _event_loop_runner() as runner:
+            return runner.run(serve(settings, names, with_gateway=gateway, embedded_ok=embedded))
+    except BusUnavailable as e:
+        logger.error(str(e))
+        return 1
+    except OSError as e:
+        logger.error("cannot start: {}", e)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
