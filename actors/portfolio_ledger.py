@@ -13,13 +13,13 @@ from __future__ import annotations
 from decimal import Decimal
 
 from actors.base import Actor
+from actors.books import BookCache
 from bus.client import Bus, Envelope
 from config.settings import Settings
-from domain.book import mid_price
 from domain.ids import day_key
 from domain.ledger import Ledger, LedgerError
 from domain.valuation import DayStart, equity, position_view, roll_day, snapshot
-from schemas.messages import Book, Empty, Fill, PortfolioSnapshot, now_ms
+from schemas.messages import Empty, Fill, PortfolioSnapshot, now_ms
 
 
 class PortfolioLedger(Actor):
@@ -28,7 +28,8 @@ class PortfolioLedger(Actor):
     def __init__(self, settings: Settings, bus: Bus) -> None:
         super().__init__(settings, bus)
         self.ledger = Ledger(settings.BASE_CURRENCY, settings.INITIAL_BALANCE)
-        self.marks: dict[str, Decimal] = {}
+        self.books = BookCache(bus)
+        self.marks: dict[str, Decimal] = self.books.mids  # marks are the mids of the latest books
         self.day = DayStart()
         self.applied: set[str] = set()
         self.last_seq = 0
@@ -37,7 +38,7 @@ class PortfolioLedger(Actor):
 
     async def on_start(self) -> None:
         s = self.subjects
-        await self.bus.subscribe(s.book(), Book, self._on_book)
+        await self.books.start()
         await self.bus.replay(stream=s.s_fills, subject=s.fills(), type_=Fill, handler=self._on_fill)
         self.live = True
         self.log.info("books rebuilt from {} fills (stream seq {})", self.ledger.fills_applied, self.last_seq)
@@ -52,11 +53,6 @@ class PortfolioLedger(Actor):
             "rejectedFills": self.rejected,
             "equity": str(equity(self.ledger, self.marks)),
         }
-
-    async def _on_book(self, book: Book, env: Envelope) -> None:
-        mid = mid_price(book.bids, book.asks)
-        if mid is not None:
-            self.marks[book.pair] = mid
 
     async def _on_fill(self, fill: Fill, env: Envelope) -> None:
         if fill.fill_id in self.applied:

@@ -8,10 +8,11 @@ answers the caller once the order exists. Nothing is approved without a price fr
 from __future__ import annotations
 
 from actors.base import Actor
+from actors.books import BookCache
 from bus.client import Bus, Envelope
 from config.settings import Settings
 from domain.risk import Denial, check_order
-from schemas.messages import ApprovedOrder, Book, OrderReply, OrderRequest, RiskValidation, now_ms
+from schemas.messages import ApprovedOrder, OrderReply, OrderRequest, RiskValidation, now_ms
 
 
 class RiskGate(Actor):
@@ -19,25 +20,25 @@ class RiskGate(Actor):
 
     def __init__(self, settings: Settings, bus: Bus) -> None:
         super().__init__(settings, bus)
-        self.books: dict[str, Book] = {}
+        self.books = BookCache(bus)
         self.trading_state = "ACTIVE"
         self.approved = 0
         self.denied = 0
 
     async def on_start(self) -> None:
         s = self.subjects
-        await self.bus.subscribe(s.book(), Book, self._on_book)
+        await self.books.start()
         await self.bus.subscribe(s.orders_submit, OrderRequest, self._on_submit, queue=self.name)
 
     def stats(self) -> dict[str, int | float | str]:
         return {"approved": self.approved, "denied": self.denied, "tradingState": self.trading_state}
 
-    async def _on_book(self, book: Book, env: Envelope) -> None:
-        self.books[book.pair] = book
-
     async def _on_submit(self, req: OrderRequest, env: Envelope) -> None:
         decision = check_order(
-            req, pairs=self.settings.PAIRS, book=self.books.get(req.pair), trading_state=self.trading_state
+            req,
+            pairs=self.settings.PAIRS,
+            book=await self.books.get(req.pair) if req.pair in self.settings.PAIRS else None,
+            trading_state=self.trading_state,
         )
         if isinstance(decision, Denial):
             self.denied += 1

@@ -15,13 +15,12 @@ from __future__ import annotations
 from decimal import Decimal
 
 from actors.base import Actor
+from actors.books import BookCache
 from bus.client import Bus, Envelope
 from config.settings import Settings
-from domain.book import mid_price
 from domain.ids import day_key, signal_id
 from domain.sizing import DEFAULT_RISK_FRACTION, fixed_notional
 from schemas.messages import (
-    Book,
     Empty,
     OrderReply,
     OrderRequest,
@@ -41,23 +40,18 @@ class SignalIntake(Actor):
 
     def __init__(self, settings: Settings, bus: Bus) -> None:
         super().__init__(settings, bus)
-        self.mids: dict[str, Decimal] = {}
+        self.books = BookCache(bus)
         self.counts = {"executed": 0, "filtered": 0, "rejected": 0}
 
     async def on_start(self) -> None:
         s = self.subjects
-        await self.bus.subscribe(s.book(), Book, self._on_book)
+        await self.books.start()
         await self.bus.consume(
             stream=s.s_signals, durable="signal-intake", subject=s.signals_submit, type_=Signal, handler=self._on_signal
         )
 
     def stats(self) -> dict[str, int | float | str]:
         return dict(self.counts)
-
-    async def _on_book(self, book: Book, env: Envelope) -> None:
-        mid = mid_price(book.bids, book.asks)
-        if mid is not None:
-            self.mids[book.pair] = mid
 
     async def _event(
         self,
@@ -104,7 +98,7 @@ class SignalIntake(Actor):
             sizing = PositionSizing(recommended_size=qty, risk_amount=pos.market_value.copy_abs(), method="close")
         else:
             side = "buy" if sig.signal == "BUY" else "sell"
-            price = sig.price or self.mids.get(sig.pair)
+            price = sig.price or await self.books.mid(sig.pair)
             if sig.quantity is not None:
                 if sig.quantity <= ZERO:
                     return await self._event(sig, sid, "rejected", "quantity must be positive")

@@ -5,7 +5,9 @@ PAPER (so it survives a restart of the router, like a real exchange would), answ
 order id, and never double-fills a retried order. A market order walks the book level by level, one
 trade per level, as a taker (fee PAPER_TAKER_FEE, 0.1% by default, charged in the quote currency);
 depth that runs out leaves the rest unfilled and canceled (market orders are immediate-or-cancel).
-The book is not depleted by our own fills: the next snapshot replaces it.
+The book is not depleted by our own fills: the next snapshot replaces it. An order for a pair
+with no book yet (the router just started, say) waits up to BOOK_WAIT_S for one before it is
+rejected with "no market data" (see actors/books.py).
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from decimal import Decimal
 import msgspec
 import nats.js.errors
 
+from actors.books import BookCache
 from actors.venues.base import VenueOrder, VenueOrderRequest, VenueTrade
-from bus.client import Bus, Envelope
+from bus.client import Bus
 from config.settings import Settings
 from domain.book import walk_book
 from schemas.messages import Book, now_ms
@@ -35,17 +38,14 @@ class PaperVenue:
     def __init__(self, settings: Settings, bus: Bus) -> None:
         self.bus = bus
         self.taker_fee = settings.PAPER_TAKER_FEE
-        self.books: dict[str, Book] = {}
+        self.books = BookCache(bus)
 
     async def start(self) -> None:
         self.kv = await self.bus.kv(self.bus.subjects.kv_paper)
-        await self.bus.subscribe(self.bus.subjects.book(), Book, self._on_book)
+        await self.books.start()
 
     async def stop(self) -> None:
         return None
-
-    async def _on_book(self, book: Book, env: Envelope) -> None:
-        self.books[book.pair] = book
 
     @staticmethod
     def _key(client_order_id: str) -> str:
@@ -59,13 +59,13 @@ class PaperVenue:
         return _dec.decode(entry.value) if entry.value else None
 
     async def fetch_order_book(self, pair: str) -> Book | None:
-        return self.books.get(pair)
+        return await self.books.get(pair, wait=0)
 
     async def create_order(self, req: VenueOrderRequest) -> VenueOrder:
         known = await self.fetch_order(req.client_order_id, req.pair)
         if known is not None:
             return known
-        result = self._match(req)
+        result = self._match(req, await self.books.get(req.pair))
         try:
             await self.kv.create(self._key(req.client_order_id), _enc.encode(result))
         except nats.js.errors.KeyWrongLastSequenceError:
@@ -75,9 +75,8 @@ class PaperVenue:
                 return first
         return result
 
-    def _match(self, req: VenueOrderRequest) -> VenueOrder:
+    def _match(self, req: VenueOrderRequest, book: Book | None) -> VenueOrder:
         venue_id = "P" + hashlib.sha1(req.client_order_id.encode()).hexdigest()[:16]
-        book = self.books.get(req.pair)
         if req.type != "market":
             return VenueOrder(
                 req.client_order_id,

@@ -1,0 +1,213 @@
+"""The actors on the simplest path, in-process, over a real nats-server.
+
+Each actor has its own NATS connection, exactly as in ``tbx run``; stopping one of them is the same as
+its process going down, as far as the others can tell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import pytest
+
+from actors.base import Actor
+from bus.client import Bus, Envelope
+from bus.errors import RequestFailed
+from config.settings import Settings, load_settings
+from schemas.messages import (
+    Empty,
+    Heartbeat,
+    OrderReply,
+    OrderRequest,
+    OrdersPage,
+    OrdersQuery,
+    OrderStatus,
+    PortfolioSnapshot,
+    SignalEvent,
+)
+from schemas.subjects import Subjects
+from tbx.runner import ACTOR_CLASSES
+from tests.helpers import eventually
+
+
+class System:
+    def __init__(self, url: str, settings: Settings) -> None:
+        self.url = url
+        self.settings = settings
+        self.running: dict[str, Actor] = {}
+
+    async def start(self, *names: str) -> None:
+        for name in names or tuple(ACTOR_CLASSES):
+            bus = await Bus.connect(self.url, name=name, subjects=Subjects(self.settings.BUS_PREFIX))
+            await bus.ensure_layout()
+            actor = ACTOR_CLASSES[name](self.settings, bus)
+            await actor.start()
+            self.running[name] = actor
+
+    async def stop(self, *names: str) -> None:
+        for name in names or tuple(reversed(self.running)):
+            actor = self.running.pop(name, None)
+            if actor:
+                await actor.stop()
+
+
+@pytest.fixture
+async def system(nats_url, prefix):
+    settings = load_settings(
+        {
+            "NATS_URL": nats_url,
+            "BUS_PREFIX": prefix,
+            "MARKET_DATA_INTERVAL": "50",
+            "POSITION_UPDATE_INTERVAL": "200",
+            "PAIRS": "BTC_USDT,ETH_USDT",
+        }
+    )
+    sut = System(nats_url, settings)
+    yield sut
+    await sut.stop()
+
+
+@pytest.fixture
+async def client(make_bus):
+    return await make_bus("client")
+
+
+def order(coid: str, qty: str = "0.01", side: str = "buy", pair: str = "BTC_USDT") -> OrderRequest:
+    return OrderRequest(client_order_id=coid, pair=pair, side=side, quantity=Decimal(qty))  # type: ignore[arg-type]
+
+
+async def find(client: Bus, coid: str):
+    page = await client.request(client.subjects.query("orders"), OrdersQuery(client_order_id=coid), OrdersPage)
+    return page.orders[0] if page.orders else None
+
+
+async def filled(client: Bus, coid: str):
+    o = await find(client, coid)
+    return o if o is not None and o.status is OrderStatus.FILLED else None
+
+
+async def portfolio(client: Bus) -> PortfolioSnapshot:
+    return await client.request(client.subjects.query("portfolio"), Empty(), PortfolioSnapshot)
+
+
+async def priced(client: Bus) -> None:
+    """Wait until the risk-gate has a book (the synthetic feed runs every 50 ms)."""
+    await asyncio.sleep(0.2)
+
+
+async def test_market_order_travels_the_whole_path_and_lands_in_the_books(system, client):
+    await system.start()
+    await priced(client)
+    reply = await client.request(client.subjects.orders_submit, order("c-1", "0.02"), OrderReply)
+    assert reply.ok and reply.order is not None
+    assert reply.order.order_id.startswith("ORD_") and reply.order.status is OrderStatus.SUBMITTED
+    assert reply.risk_validation is not None and reply.risk_validation.passed
+    o = await eventually(lambda: filled(client, "c-1"), what="the fill")
+    assert o.filled_quantity == Decimal("0.02") and o.fills and o.average_price is not None
+    assert o.fees == sum((f.fee for f in o.fills), Decimal(0))
+    assert o.fees == (o.total_cost * Decimal("0.001"))  # taker fee 0.1%
+    snap = await eventually(lambda: _with_position(client), what="the position")
+    pos = snap.positions[0]
+    assert pos.pair == "BTC_USDT" and pos.side == "long" and pos.quantity == Decimal("0.02")
+    assert pos.average_price == o.average_price
+    cash = next(b for b in snap.balances if b.currency == "USDT").total
+    assert cash == Decimal(50000) - o.total_cost - o.fees
+
+
+async def _with_position(client: Bus):
+    snap = await portfolio(client)
+    return snap if snap.positions else None
+
+
+async def test_same_client_order_id_never_makes_a_second_order(system, client):
+    await system.start()
+    await priced(client)
+    first = await client.request(client.subjects.orders_submit, order("dup-1"), OrderReply)
+    again = await client.request(client.subjects.orders_submit, order("dup-1"), OrderReply)
+    assert first.order and again.order and first.order.order_id == again.order.order_id
+    await eventually(lambda: filled(client, "dup-1"), what="the fill")
+    await asyncio.sleep(0.3)
+    page = await client.request(client.subjects.query("orders"), OrdersQuery(), OrdersPage)
+    assert len(page.orders) == 1
+    snap = await portfolio(client)
+    assert snap.fills_applied == len(page.orders[0].fills)
+
+
+async def test_denials_name_the_field_and_reason(system, client):
+    await system.start()
+    await priced(client)
+    r = await client.request(client.subjects.orders_submit, order("d-1", pair="DOGE_USDT"), OrderReply)
+    assert not r.ok and r.code == "UNKNOWN_PAIR" and r.field == "pair" and "DOGE_USDT" in (r.detail or "")
+    r = await client.request(client.subjects.orders_submit, order("d-2", qty="0"), OrderReply)
+    assert not r.ok and r.code == "INVALID_QUANTITY" and r.field == "quantity"
+    r = await client.request(client.subjects.orders_submit, order("bad id with spaces"), OrderReply)
+    assert not r.ok and r.field == "clientOrderId"
+
+
+async def test_an_order_approved_while_the_router_is_down_is_routed_when_it_is_back(system, client):
+    await system.start("md-feed", "portfolio-ledger", "fill-tracker", "risk-gate")
+    await priced(client)
+    with pytest.raises(RequestFailed) as err:  # approved and persisted, but nobody routes it yet
+        await client.request(client.subjects.orders_submit, order("late-1"), OrderReply, timeout=1.0)
+    assert err.value.timeout
+    await system.start("order-router")
+    o = await eventually(lambda: filled(client, "late-1"), what="the order routed after the router came back")
+    assert o.filled_quantity == Decimal("0.01")
+
+
+async def test_router_restart_keeps_its_orders_and_never_reuses_an_id(system, client):
+    await system.start()
+    await priced(client)
+    r1 = await client.request(client.subjects.orders_submit, order("r-1"), OrderReply)
+    await eventually(lambda: filled(client, "r-1"), what="first fill")
+    await system.stop("order-router")
+    await system.start("order-router")
+    o1 = await find(client, "r-1")
+    assert o1 is not None and o1.status is OrderStatus.FILLED and r1.order and o1.order_id == r1.order.order_id
+    r2 = await client.request(client.subjects.orders_submit, order("r-2"), OrderReply)
+    assert r2.order and r2.order.order_id != o1.order_id
+    await eventually(lambda: filled(client, "r-2"), what="second fill")
+
+
+async def test_a_signal_published_while_intake_is_down_becomes_a_fill_when_it_is_back(system, client):
+    await system.start("md-feed", "portfolio-ledger", "fill-tracker", "order-router", "risk-gate")
+    await priced(client)
+    events: list[SignalEvent] = []
+
+    async def on_event(ev: SignalEvent, env: Envelope) -> None:
+        events.append(ev)
+
+    await client.subscribe(client.subjects.signal_events(), SignalEvent, on_event)
+    raw = (
+        b'{"pair": "ETH_USDT", "signal": "BUY", "confidence": 0.82, "source": "ml_prediction", '
+        b'"strategy": "ensemble_model", "signalId": "SIG-T-1", "riskParameters": {"maxRiskPercent": 0.01}}'
+    )
+    await client.js.publish(client.subjects.signals_submit, raw)
+    await client.js.publish(
+        client.subjects.signals_submit, b'{"pair": "ETH_USDT", "signal": "HOLD", "confidence": 0.5, "source": "core"}'
+    )
+    await system.start("signal-intake")
+    o = await eventually(lambda: filled(client, "SIG-T-1-1"), what="the signal's order filled")
+    assert o.signal_id == "SIG-T-1" and o.side == "buy" and o.source == "signal:ml_prediction"
+    # 1% of 50,000 at the mid, rounded down to 1e-8
+    assert Decimal(450) < o.quantity * o.average_price < Decimal(550)
+    await eventually(lambda: asyncio.sleep(0, len(events) >= 2), what="two signal events")
+    statuses = {e.signal_id: e.status for e in events}
+    assert statuses["SIG-T-1"] == "executed"
+    assert "filtered" in statuses.values()
+
+
+async def test_every_actor_beats_on_its_health_subject(system, client):
+    beats: dict[str, Heartbeat] = {}
+
+    async def on_beat(hb: Heartbeat, env: Envelope) -> None:
+        beats[hb.actor] = hb
+
+    await client.subscribe(client.subjects.health(), Heartbeat, on_beat)
+    await system.start()
+    await eventually(lambda: asyncio.sleep(0, set(beats) == set(ACTOR_CLASSES)), timeout=5, what="all heartbeats")
+    first = dict(beats)
+    await asyncio.sleep(1.3)
+    assert all(beats[a].ts > first[a].ts for a in ACTOR_CLASSES)
+    assert beats["order-router"].stats["ordersProcessed"] == 0
