@@ -1,0 +1,96 @@
+"""Kill -9 the portfolio-ledger (run alone with ``tbx actor``) while fills are flowing, restart it:
+its books equal those of an uninterrupted run (the pure fold of the same fills)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from decimal import Decimal
+
+import msgspec
+import pytest
+
+from domain.ledger import Ledger
+from domain.valuation import DayStart, snapshot
+from schemas.messages import Empty, Fill, PortfolioSnapshot
+from tests.e2e.procs import Tbx
+from tests.helpers import eventually, fill
+
+pytestmark = pytest.mark.e2e
+
+N_FILLS = 600
+KILL_AT = 220
+
+
+def random_fills(seed: int = 7) -> list[Fill]:
+    rng = random.Random(seed)
+    prices = {"BTC_USDT": 60000.0, "ETH_USDT": 3000.0}
+    out = []
+    for i in range(N_FILLS):
+        pair = rng.choice(list(prices))
+        prices[pair] *= 1 + rng.uniform(-0.01, 0.01)
+        price = Decimal(f"{prices[pair]:.2f}")
+        qty = Decimal(rng.randint(1, 500)) / Decimal(1000)
+        base = pair.split("_")[0]
+        in_base = rng.random() < 0.1
+        fee = (qty * Decimal("0.001")) if in_base else (qty * price * Decimal("0.001")).quantize(Decimal("0.0001"))
+        out.append(fill(f"F{i:04d}", rng.choice(["buy", "sell"]), str(qty), str(price), str(fee), pair=pair,
+                        fee_currency=base if in_base else "USDT", ts=1_700_000_000_000 + i))
+    return out
+
+
+def comparable(s: PortfolioSnapshot) -> dict:
+    d = msgspec.to_builtins(s)
+    d.pop("ts")
+    d["summary"].pop("dayPnL")
+    for p in d["positions"]:
+        p.pop("dayPnL")
+    return d
+
+
+async def test_ledger_killed_mid_stream_rebuilds_the_same_books(nats_url, prefix, make_bus, tmp_path):
+    bus = await make_bus("feeder")
+    env = {"NATS_URL": nats_url, "BUS_PREFIX": prefix, "MARKET_DATA": "none", "PAIRS": "BTC_USDT,ETH_USDT",
+           "POSITION_UPDATE_INTERVAL": "200"}
+    fills = random_fills()
+
+    async def ledger_snapshot() -> PortfolioSnapshot:
+        return await bus.request(bus.subjects.query("portfolio"), Empty(), PortfolioSnapshot, timeout=2)
+
+    first = Tbx(["actor", "portfolio-ledger"], env, tmp_path / "ledger1.log")
+    second: Tbx | None = None
+    try:
+        await asyncio.to_thread(first.wait_for_log, r"ready: portfolio-ledger", 30)
+        for i, f in enumerate(fills):
+            await bus.js_publish(bus.subjects.fills(f.pair), f, msg_id=f.fill_id)
+            if i == 10:  # the same fill again: once with the same id, once bypassing the stream's dedupe
+                await bus.js_publish(bus.subjects.fills(f.pair), f, msg_id=f.fill_id)
+                await bus.js_publish(bus.subjects.fills(f.pair), f, msg_id=f"{f.fill_id}-again")
+            if i == KILL_AT:
+                seen = (await ledger_snapshot()).fills_applied
+                assert 0 < seen <= KILL_AT + 1  # it was busy booking when it died
+                first.kill()
+            if i % 25 == 0:
+                await asyncio.sleep(0.01)  # a stream, not one burst
+        second = Tbx(["actor", "portfolio-ledger"], env, tmp_path / "ledger2.log")
+        await asyncio.to_thread(second.wait_for_log, r"ready: portfolio-ledger", 30)
+
+        async def all_booked():
+            snap = await ledger_snapshot()
+            return snap if snap.fills_applied == N_FILLS else None
+
+        got = await eventually(all_booked, timeout=30, what="every fill booked after the restart")
+        await asyncio.sleep(0.5)
+        got = await ledger_snapshot()
+    finally:
+        first.ensure_stopped()
+        if second is not None:
+            second.ensure_stopped()
+
+    uninterrupted = Ledger("USDT", Decimal(50000))
+    for f in fills:
+        uninterrupted.apply_fill(f)
+    expected = snapshot(uninterrupted, {}, DayStart(), 0, got.last_fill_seq)
+    assert got.fills_applied == N_FILLS == expected.fills_applied
+    assert comparable(got) == comparable(expected)
+    assert got.positions, "the random fills leave open positions to compare"
