@@ -62,8 +62,9 @@ def _envelope(msg: NatsMsg, js: bool) -> Envelope:
 class Bus:
     """One NATS connection with the project's codec, subject catalogue and error handling."""
 
-    def __init__(self, nc: NatsClient, subjects: Subjects, name: str) -> None:
+    def __init__(self, nc: NatsClient, subjects: Subjects, name: str, replicas: int = 1) -> None:
         self.nc = nc
+        self.replicas = replicas
         self.js = nc.jetstream(timeout=10.0)
         self.subjects = subjects
         self.name = name
@@ -72,7 +73,9 @@ class Bus:
 
     # ------------------------------------------------------------------------------------------------
     @classmethod
-    async def connect(cls, url: str, *, name: str, subjects: Subjects, connect_timeout: float = 5.0) -> Bus:
+    async def connect(
+        cls, url: str, *, name: str, subjects: Subjects, connect_timeout: float = 5.0, replicas: int = 1
+    ) -> Bus:
         """Connect, and keep reconnecting for ever once connected; fail clearly if NATS is not there."""
         log = logger.bind(actor=name)
         connected = False
@@ -117,7 +120,7 @@ class Bus:
                 f"cannot reach NATS at {url}: {reason}. Start a nats-server there, or unset NATS_URL "
                 "to let tbx start its embedded one"
             ) from None
-        return cls(nc, subjects, name)
+        return cls(nc, subjects, name, replicas)
 
     async def ensure_layout(self) -> None:
         """Create (or bring up to date) every stream and KV bucket. Idempotent, safe to race."""
@@ -131,6 +134,7 @@ class Bus:
                 max_msgs_per_subject=spec.max_msgs_per_subject,
                 max_age=spec.max_age_s or None,
                 duplicate_window=120.0,
+                num_replicas=self.replicas,
             )
             try:
                 info = await self.js.stream_info(spec.name)
@@ -154,7 +158,9 @@ class Bus:
             except nats.js.errors.BucketNotFoundError:
                 try:
                     self._kv[bucket] = await self.js.create_key_value(
-                        config=api.KeyValueConfig(bucket=bucket, history=1, storage=api.StorageType.FILE)
+                        config=api.KeyValueConfig(
+                            bucket=bucket, history=1, storage=api.StorageType.FILE, replicas=self.replicas
+                        )
                     )
                 except nats.js.errors.BadRequestError:
                     self._kv[bucket] = await self.js.key_value(bucket)

@@ -93,6 +93,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     POSITION_UPDATE_INTERVAL: int = 5000
     # -- bus and market data ------------------------------------------------------------------------
     NATS_URL: str = ""
+    NATS_REPLICAS: int = 1
     BUS_PREFIX: str = "tbx"
     PAIRS: tuple[str, ...] = ("BTC_USDT", "ETH_USDT", "XMR_USDT", "RVN_USDT")
     MARKET_DATA: str = "synthetic"
@@ -269,6 +270,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "BASE_CURRENCY": _pattern(re.compile(r"^[A-Z0-9]{2,20}$"), "an upper-case currency code such as USDT"),
     "POSITION_UPDATE_INTERVAL": _int(100),
     "NATS_URL": _url("nats", "tls", "ws", "wss"),
+    "NATS_REPLICAS": _int(1, 5),
     "BUS_PREFIX": _pattern(PREFIX_RE, "1 to 32 letters, digits, '_' or '-'"),
     "PAIRS": _pairs,
     "MARKET_DATA": _market_data,

@@ -13,7 +13,7 @@ from bus.client import Bus
 from bus.errors import RequestFailed
 from config.settings import Settings
 from gateway.health import HealthBook
-from gateway.problems import ApiError, json_response, problem_middleware, validation_error
+from gateway.problems import ApiError, auth_middleware, json_response, problem_middleware, validation_error
 from schemas.messages import (
     Empty,
     OrderReply,
@@ -160,7 +160,10 @@ async def get_portfolio(request: web.Request) -> web.Response:
 
 
 def create_app(settings: Settings, bus: Bus) -> web.Application:
-    app = web.Application(middlewares=[problem_middleware], client_max_size=MAX_BODY)
+    middlewares = [problem_middleware]
+    if settings.API_TOKEN:
+        middlewares.append(auth_middleware(settings.API_TOKEN))
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
     app[BUS] = bus
     app[SETTINGS] = settings
     app[HEALTH] = HealthBook(settings, bus)

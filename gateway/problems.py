@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import re
 import uuid
 from collections.abc import Awaitable, Callable
@@ -13,6 +14,7 @@ from loguru import logger
 from schemas.rest import Problem
 
 REST = msgspec.json.Encoder(decimal_format="number")
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 PROBLEM_TYPE = "https://github.com/trading-bot-execution/problems/"
 _FIELD_RE = re.compile(r"at `\$\.([A-Za-z0-9_.\[\]]+)`")
 _UNKNOWN_RE = re.compile(r"unknown field `([^`]+)`")
@@ -81,7 +83,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 @web.middleware
 async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     rid = request.headers.get("X-Request-Id") or uuid.uuid4().hex[:16]
-    request["request_id"] = rid
+    request[REQUEST_ID] = rid
     try:
         resp = await handler(request)
     except ApiError as e:
@@ -108,3 +110,29 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         )
     resp.headers["X-Request-Id"] = rid
     return resp
+
+
+OPEN_PATHS = frozenset({"/api/health"})
+
+
+def auth_middleware(token: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """With API_TOKEN set, every endpoint but /api/health needs ``Authorization: Bearer <token>``."""
+    expected = f"Bearer {token}".encode()
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path not in OPEN_PATHS and request.method != "OPTIONS":
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                resp = problem(
+                    401,
+                    "Unauthorized",
+                    "send Authorization: Bearer <API_TOKEN>",
+                    code="UNAUTHORIZED",
+                    request_id=request.get(REQUEST_ID),
+                )
+                resp.headers["WWW-Authenticate"] = 'Bearer realm="trading-bot-execution"'
+                return resp
+        return await handler(request)
+
+    return check

@@ -53,7 +53,7 @@ def install_stop_signals(stop: asyncio.Event) -> None:
 
 
 async def connect(settings: Settings, url: str, name: str) -> Bus:
-    return await Bus.connect(url, name=name, subjects=Subjects(settings.BUS_PREFIX))
+    return await Bus.connect(url, name=name, subjects=Subjects(settings.BUS_PREFIX), replicas=settings.NATS_REPLICAS)
 
 
 async def build(settings: Settings, url: str, names: list[str], with_gateway: bool) -> list[Component]:

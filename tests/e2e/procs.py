@@ -20,8 +20,13 @@ class Tbx:
         full_env.update(env)
         full_env.setdefault("LOG_LEVEL", "INFO")
         with open(log, "ab") as fh:
-            self.proc = subprocess.Popen([sys.executable, "-m", "tbx.cli", *args], env=full_env, stdout=fh,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tbx.cli", *args],
+                env=full_env,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
 
     @property
     def pid(self) -> int:

@@ -34,8 +34,18 @@ def random_fills(seed: int = 7) -> list[Fill]:
         base = pair.split("_")[0]
         in_base = rng.random() < 0.1
         fee = (qty * Decimal("0.001")) if in_base else (qty * price * Decimal("0.001")).quantize(Decimal("0.0001"))
-        out.append(fill(f"F{i:04d}", rng.choice(["buy", "sell"]), str(qty), str(price), str(fee), pair=pair,
-                        fee_currency=base if in_base else "USDT", ts=1_700_000_000_000 + i))
+        out.append(
+            fill(
+                f"F{i:04d}",
+                rng.choice(["buy", "sell"]),
+                str(qty),
+                str(price),
+                str(fee),
+                pair=pair,
+                fee_currency=base if in_base else "USDT",
+                ts=1_700_000_000_000 + i,
+            )
+        )
     return out
 
 
@@ -50,8 +60,13 @@ def comparable(s: PortfolioSnapshot) -> dict:
 
 async def test_ledger_killed_mid_stream_rebuilds_the_same_books(nats_url, prefix, make_bus, tmp_path):
     bus = await make_bus("feeder")
-    env = {"NATS_URL": nats_url, "BUS_PREFIX": prefix, "MARKET_DATA": "none", "PAIRS": "BTC_USDT,ETH_USDT",
-           "POSITION_UPDATE_INTERVAL": "200"}
+    env = {
+        "NATS_URL": nats_url,
+        "BUS_PREFIX": prefix,
+        "MARKET_DATA": "none",
+        "PAIRS": "BTC_USDT,ETH_USDT",
+        "POSITION_UPDATE_INTERVAL": "200",
+    }
     fills = random_fills()
 
     async def ledger_snapshot() -> PortfolioSnapshot:

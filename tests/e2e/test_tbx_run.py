@@ -20,8 +20,16 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture
 def tbx_run(tmp_path):
     port = free_port()
-    proc = Tbx(["run"], {"PORT": str(port), "DATA_DIR": str(tmp_path / "data"), "MARKET_DATA_INTERVAL": "100",
-                         "POSITION_UPDATE_INTERVAL": "500"}, tmp_path / "tbx.log")
+    proc = Tbx(
+        ["run"],
+        {
+            "PORT": str(port),
+            "DATA_DIR": str(tmp_path / "data"),
+            "MARKET_DATA_INTERVAL": "100",
+            "POSITION_UPDATE_INTERVAL": "500",
+        },
+        tmp_path / "tbx.log",
+    )
     yield proc, f"http://127.0.0.1:{port}"
     proc.ensure_stopped()
 
@@ -44,8 +52,14 @@ async def test_tbx_run_trades_over_http_and_nats_then_stops_with_nothing_left(tb
 
         health = await eventually(healthy, timeout=60, what="healthy")
         assert health["service"] == "trading-bot-execution"
-        assert set(health["actors"]) >= {"signal-intake", "risk-gate", "order-router", "fill-tracker",
-                                         "portfolio-ledger", "md-feed"}
+        assert set(health["actors"]) >= {
+            "signal-intake",
+            "risk-gate",
+            "order-router",
+            "fill-tracker",
+            "portfolio-ledger",
+            "md-feed",
+        }
         assert health["exchanges"]["paper"]["status"] == "connected"
         assert health["executionEngine"]["status"] == "operational"
 
@@ -78,21 +92,26 @@ async def test_tbx_run_trades_over_http_and_nats_then_stops_with_nothing_left(tb
         assert set(pos["riskMetrics"]) == {"positionSize", "leverage", "liquidationPrice"}
         usdt = next(b for b in pf["balances"] if b["currency"] == "USDT")
         assert Decimal(str(usdt["total"])) == Decimal(50000) - Decimal(str(order["totalCost"])) - Decimal(
-            str(order["fees"]))
+            str(order["fees"])
+        )
 
         # -- a raw JSON signal from a plain nats-py client ----------------------------------------------
         nc = await nats.connect(nats_url)
         try:
             js = nc.jetstream()
-            await js.publish("tbx.signals.submit", b'{"pair": "ETH_USDT", "signal": "BUY", "confidence": 0.9, '
-                             b'"source": "my_script", "strategy": "demo", "signalId": "E2E-SIG-1", "quantity": "0.5"}')
+            await js.publish(
+                "tbx.signals.submit",
+                b'{"pair": "ETH_USDT", "signal": "BUY", "confidence": 0.9, '
+                b'"source": "my_script", "strategy": "demo", "signalId": "E2E-SIG-1", "quantity": "0.5"}',
+            )
         finally:
             await nc.close()
 
         async def signal_fill():
             _, page = await get_json(http, f"{base}/api/orders?pair=ETH_USDT")
-            return next((o for o in page["orders"] if o["status"] == "filled" and o.get("signalId") == "E2E-SIG-1"),
-                        None)
+            return next(
+                (o for o in page["orders"] if o["status"] == "filled" and o.get("signalId") == "E2E-SIG-1"), None
+            )
 
         sig_order = await eventually(signal_fill, what="the signal's fill")
         assert sig_order["side"] == "buy" and sig_order["filledQuantity"] == 0.5
