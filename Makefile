@@ -1,0 +1,43 @@
+# trading-bot-execution - the two commands of the quick start are `make run` and `make test`.
+# Everything is installed into .venv from uv.lock; uv itself is bootstrapped into .tools if missing.
+
+PYTHON ?= python3
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: help setup run test lint format bench clean
+
+help:
+	@echo "make run    - set up and start the whole service (paper mode, embedded NATS, synthetic market data)"
+	@echo "make test   - set up and run the whole test suite (ruff + pytest)"
+	@echo "make lint   - ruff check and format check"
+	@echo "make format - ruff format and fix"
+	@echo "make clean  - remove .venv, .tools and ./data"
+
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet --disable-pip-version-check "uv>=0.9,<1"
+
+$(BIN)/tbx: uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	@touch $@
+
+setup: $(BIN)/tbx
+
+run: setup
+	$(BIN)/tbx run
+
+test: setup lint
+	$(BIN)/pytest -q
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .tools data .pytest_cache .ruff_cache .hypothesis
