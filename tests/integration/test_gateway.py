@@ -20,8 +20,16 @@ JSON = {"Content-Type": "application/json"}
 
 async def start_gateway(nats_url: str, prefix: str, **extra: str) -> tuple[Gateway, str]:
     port = free_port()
-    settings = load_settings({"NATS_URL": nats_url, "BUS_PREFIX": prefix, "PORT": str(port),
-                              "MARKET_DATA_INTERVAL": "50", "PAIRS": "BTC_USDT,ETH_USDT", **extra})
+    settings = load_settings(
+        {
+            "NATS_URL": nats_url,
+            "BUS_PREFIX": prefix,
+            "PORT": str(port),
+            "MARKET_DATA_INTERVAL": "50",
+            "PAIRS": "BTC_USDT,ETH_USDT",
+            **extra,
+        }
+    )
     bus = await Bus.connect(nats_url, name="gateway", subjects=Subjects(prefix))
     gw = Gateway(settings, bus)
     await gw.start()
@@ -30,8 +38,9 @@ async def start_gateway(nats_url: str, prefix: str, **extra: str) -> tuple[Gatew
 
 @pytest.fixture
 async def stack(nats_url, prefix):
-    settings = load_settings({"NATS_URL": nats_url, "BUS_PREFIX": prefix, "MARKET_DATA_INTERVAL": "50",
-                              "PAIRS": "BTC_USDT,ETH_USDT"})
+    settings = load_settings(
+        {"NATS_URL": nats_url, "BUS_PREFIX": prefix, "MARKET_DATA_INTERVAL": "50", "PAIRS": "BTC_USDT,ETH_USDT"}
+    )
     sut = System(nats_url, settings)
     await sut.start()
     gw, base = await start_gateway(nats_url, prefix)
@@ -64,7 +73,7 @@ async def test_health_is_503_when_actors_are_missing(nats_url, prefix):
     gw, base = await start_gateway(nats_url, prefix)
     try:
         async with aiohttp.ClientSession() as http:
-            status, ctype, body = await call(http, "GET", f"{base}/api/health")
+            status, _ctype, body = await call(http, "GET", f"{base}/api/health")
         assert status == 503 and body["status"] == "unhealthy"
         assert body["actors"]["order-router"]["status"] == "missing"
         assert body["exchanges"]["paper"]["status"] == "disconnected"
@@ -75,7 +84,13 @@ async def test_health_is_503_when_actors_are_missing(nats_url, prefix):
 @pytest.mark.parametrize(
     ("body", "headers", "status", "field", "fragment"),
     [
-        (b'{"pair":"BTC_USDT","side":"buy","quantity":1}', {"Content-Type": "text/plain"}, 415, None, "application/json"),
+        (
+            b'{"pair":"BTC_USDT","side":"buy","quantity":1}',
+            {"Content-Type": "text/plain"},
+            415,
+            None,
+            "application/json",
+        ),
         (b'{"pair": "BTC_USDT", "side": ', JSON, 400, None, "not valid JSON"),
         (b'{"pair":"BTC_USDT","side":"buy","quantity":1,"leverage":5}', JSON, 422, "leverage", "not part of"),
         (b'{"pair":"BTC_USDT","side":"buy"}', JSON, 422, "quantity", "required"),
