@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -116,8 +117,9 @@ class Bus:
             holder.append(nc)
         except (OSError, nats.errors.Error, TimeoutError) as e:
             reason = last_error[0] if last_error else (str(e) or type(e).__name__)
+            shown = re.sub(r"(://)[^\s/@,]+@", r"\1***@", url)  # never print credentials
             raise BusUnavailable(
-                f"cannot reach NATS at {url}: {reason}. Start a nats-server there, or unset NATS_URL "
+                f"cannot reach NATS at {shown}: {reason}. Start a nats-server there, or unset NATS_URL "
                 "to let tbx start its embedded one"
             ) from None
         return cls(nc, subjects, name, replicas)

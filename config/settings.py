@@ -34,6 +34,8 @@ SECRET_FIELDS = frozenset(
     }
 )
 
+URL_FIELDS = ("NATS_URL", "CORE_SERVICE_URL", "ML_SERVICE_URL", "RISK_SERVICE_URL")
+
 XEGGEX_GONE = (
     "Xeggex shut down in 2025 and ccxt has no adapter for it; set EXCHANGE to a ccxt exchange id "
     "(for example binance, kraken, kucoin) with EXCHANGE_API_KEY / EXCHANGE_API_SECRET"
@@ -109,6 +111,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         for k in SECRET_FIELDS:
             if out.get(k):
                 out[k] = "***"
+        for k in URL_FIELDS:
+            out[k] = hide_credentials(out[k])
         return out
 
 
@@ -195,8 +199,8 @@ def _url(*schemes: str, allow_empty: bool = True) -> Callable[[Any], str]:
             return ""
         parts = [p.strip() for p in s.split(",")] if "nats" in schemes else [s]
         for p in parts:
-            m = re.match(r"^([a-z]+)://[^\s/:]+(:\d{1,5})?(/.*)?$", p)
-            if not m or m.group(1) not in schemes:
+            m = re.match(r"^([a-z]+)://([^\s/@]+@)?[^\s/:@]+(?::(\d{1,5}))?(/.*)?$", p)
+            if not m or m.group(1) not in schemes or (m.group(3) and not 0 < int(m.group(3)) <= 65535):
                 raise ValueError(allowed)
         return s.rstrip("/") if "nats" not in schemes else s
 
@@ -280,8 +284,15 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
 assert set(PARSERS) == set(Settings.__struct_fields__), "every setting needs a parser"
 
 
+def hide_credentials(url: str) -> str:
+    """``nats://user:secret@host`` -> ``nats://***@host`` (for logs and error messages)."""
+    return re.sub(r"(://)[^\s/@,]+@", r"\1***@", url)
+
+
 def _show(name: str, raw: Any) -> str:
-    return "'***'" if name in SECRET_FIELDS else repr(str(raw))
+    if name in SECRET_FIELDS:
+        return "'***'"
+    return repr(hide_credentials(str(raw)) if name in URL_FIELDS else str(raw))
 
 
 def load_settings(env: Mapping[str, str] | None = None, config_file: str | Path | None = None) -> Settings:
@@ -291,15 +302,19 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: str | Path 
     path = config_file or env.get("TBX_CONFIG")
     if path:
         try:
-            data = tomllib.loads(Path(path).read_text())
+            data = tomllib.loads(Path(path).read_bytes().decode("utf-8"))
         except OSError as e:
             raise ConfigError(f"TBX_CONFIG={str(path)!r}: cannot read the file ({e.strerror})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"TBX_CONFIG={str(path)!r}: not valid TOML (the file is not UTF-8)") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"TBX_CONFIG={str(path)!r}: not valid TOML ({e})") from None
         for key, value in data.items():
             name = key.upper()
             if name not in PARSERS:
-                raise ConfigError(f"{key} in {path}: unknown setting; allowed are the variables of .env.example")
+                raise ConfigError(
+                    f"{key!r} in {str(path)!r}: unknown setting; allowed are the variables of .env.example"
+                )
             raw[name] = value
     for name in PARSERS:
         if name in env:

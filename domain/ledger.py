@@ -148,6 +148,8 @@ class Ledger:
     def apply_fill(self, fill: Fill) -> Decimal:
         """Book a fill: position, balances and P&L. Returns the realized P&L it produced."""
         base, quote = pair_currencies(fill.pair)
+        if not (fill.quantity.is_finite() and fill.price.is_finite() and fill.fee.is_finite()):
+            raise LedgerError("fill quantity, price and fee must be finite numbers")
         if not base or not quote:
             raise LedgerError(f"pair {fill.pair!r} is not written BASE_QUOTE")
         fee_in_base = fill.fee_currency == base and fill.fee != ZERO

@@ -19,7 +19,7 @@ from actors.risk_gate import RiskGate
 from actors.signal_intake import SignalIntake
 from bus.client import Bus
 from bus.embedded import EmbeddedNats
-from config.settings import Settings
+from config.settings import Settings, hide_credentials
 from gateway.app import Gateway
 from schemas.subjects import Subjects
 
@@ -103,10 +103,10 @@ async def serve(settings: Settings, names: list[str], *, with_gateway: bool, emb
                 settings.HOST,
                 settings.PORT,
                 "live" if settings.LIVE_TRADING else "paper",
-                url,
+                hide_credentials(url),
             )
         else:
-            logger.info("ready: {} on NATS {}", ", ".join(p.name for p in started), url)
+            logger.info("ready: {} on NATS {}", ", ".join(p.name for p in started), hide_credentials(url))
         await stop.wait()
         return 0
     finally:
