@@ -12,6 +12,7 @@ help:
 	@echo "make run    - set up and start the whole service (paper mode, embedded NATS, synthetic market data)"
 	@echo "make test   - set up and run the whole test suite (ruff + pytest)"
 	@echo "make lint   - ruff check and format check"
+	@echo "make bench  - benchmarks (tables in bench/results/)"
 	@echo "make format - ruff format and fix"
 	@echo "make clean  - remove .venv, .tools and ./data"
 
@@ -38,6 +39,9 @@ lint: setup
 format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+bench: setup
+	$(BIN)/python -m bench.path_latency 300
 
 clean:
 	rm -rf $(VENV) .tools data .pytest_cache .ruff_cache .hypothesis

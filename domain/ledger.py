@@ -150,6 +150,8 @@ class Ledger:
         base, quote = pair_currencies(fill.pair)
         if not (fill.quantity.is_finite() and fill.price.is_finite() and fill.fee.is_finite()):
             raise LedgerError("fill quantity, price and fee must be finite numbers")
+        if fill.quantity <= ZERO or fill.price <= ZERO:
+            raise LedgerError("fill quantity and price must be positive")
         if not base or not quote:
             raise LedgerError(f"pair {fill.pair!r} is not written BASE_QUOTE")
         fee_in_base = fill.fee_currency == base and fill.fee != ZERO
