@@ -37,7 +37,7 @@ RESULTS = Path(__file__).parent / "results"
 
 def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+    return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
 
 
 def rss_mb(pid: int) -> float:
@@ -62,9 +62,10 @@ async def main(n: int) -> str:
         "PAIRS": "BTC_USDT",
         "INITIAL_BALANCE": "100000000",
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tbx.cli", "run"], env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / "tbx.log", "wb")
-    )  # noqa: SIM115
+    log = open(tmp / "tbx.log", "wb")  # noqa: SIM115 - handed to the child
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tbx.cli", "run", env=env, stdout=subprocess.DEVNULL, stderr=log
+    )
     try:
         bus = await Bus.connect(url, name="bench", subjects=Subjects("tbx"))
         async with aiohttp.ClientSession() as http:
@@ -132,7 +133,8 @@ async def main(n: int) -> str:
         await bus.close()
     finally:
         proc.terminate()
-        proc.wait(10)
+        await asyncio.wait_for(proc.wait(), 10)
+        log.close()
         server.stop()
 
     base = statistics.median(raw)
