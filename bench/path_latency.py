@@ -62,7 +62,7 @@ async def main(n: int) -> str:
         "PAIRS": "BTC_USDT",
         "INITIAL_BALANCE": "100000000",
     }
-    log = (tmp / "tbx.log").open("wb")  # noqa: ASYNC230, SIM115 - handed to the child, once
+    log = (tmp / "tbx.log").open("wb")  # handed to the child, closed at the end
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tbx.cli", "run", env=env, stdout=subprocess.DEVNULL, stderr=log
     )
