@@ -2,6 +2,9 @@
 # Everything is installed into .venv from uv.lock; uv itself is bootstrapped into .tools if missing.
 
 PYTHON ?= python3
+# use the platform's certificate store (machines behind a TLS-inspecting proxy need it)
+export UV_SYSTEM_CERTS ?= 1
+export UV_NATIVE_TLS ?= 1
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 VENV := .venv
 BIN := $(VENV)/bin
