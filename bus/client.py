@@ -240,6 +240,7 @@ class Bus:
                 await self.respond_error(env, f"internal error: {type(e).__name__}")
 
         sub = await self.nc.subscribe(subject, queue=queue or "", cb=cb)
+        await self.nc.flush()  # the server knows of us when this returns: no request can miss us
         self._subs.append(sub)
         return sub
 

@@ -75,9 +75,9 @@ def transition(order: Order, new: OrderStatus, ts: int, reason: str | None = Non
 def apply_fill(order: Order, fill: FillRef, *, filled: Decimal, average: Decimal, fees: Decimal) -> Order:
     """The order after one of its fills, given the running totals kept by the fill-tracker.
 
-    A fill already listed (same fill id) changes nothing. Status moves to PARTIALLY_FILLED or FILLED;
-    an order that was canceled or expired at the venue with fills still on their way keeps that final
-    state once those fills are in (see ``settle``).
+    A fill already listed (same fill id) changes nothing. Status moves to PARTIALLY_FILLED or FILLED
+    (also from CANCELED / EXPIRED: a late fill is applied); the router moves an order the venue
+    canceled or expired back to that final state once the fills the venue reported are all in.
     """
     if any(f.fill_id == fill.fill_id for f in order.fills):
         return order

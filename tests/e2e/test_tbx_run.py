@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
+import subprocess
+import sys
 from decimal import Decimal
 
 import aiohttp
@@ -145,3 +149,36 @@ async def test_tbx_actor_with_unreachable_nats_says_where_it_looked(tmp_path):
     rc = await asyncio.to_thread(proc.proc.wait, 30)
     assert rc == 1
     assert f"cannot reach NATS at nats://127.0.0.1:{port}" in proc.text()
+
+
+async def test_ctrl_c_stops_everything_within_5_seconds(tmp_path):
+    port = free_port()
+    proc = Tbx(["run"], {"PORT": str(port), "DATA_DIR": str(tmp_path / "data")}, tmp_path / "tbx.log")
+    try:
+        m = await asyncio.to_thread(proc.wait_for_log, r"embedded nats-server pid (\d+) on", 60)
+        await asyncio.to_thread(proc.wait_for_log, r"ready: http://", 60)
+        nats_pid = int(m.group(1))
+        t0 = asyncio.get_running_loop().time()
+        proc.proc.send_signal(signal.SIGINT)
+        rc = await asyncio.to_thread(proc.proc.wait, 8)
+        assert rc == 0 and asyncio.get_running_loop().time() - t0 < 5.0
+        assert not pid_alive(nats_pid)
+    finally:
+        proc.ensure_stopped()
+
+
+def test_help_lists_the_commands():
+    out = subprocess.run([sys.executable, "-m", "tbx.cli", "--help"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0
+    for word in ("run", "actor", "gateway", "config"):
+        assert word in out.stdout
+
+
+def test_config_prints_the_effective_settings_without_secrets():
+    env = {**os.environ, "API_TOKEN": "top-secret", "PORT": "3999"}
+    env.pop("NATS_URL", None)
+    out = subprocess.run(
+        [sys.executable, "-m", "tbx.cli", "config"], capture_output=True, text=True, timeout=30, env=env
+    )
+    assert out.returncode == 0
+    assert '"PORT": 3999' in out.stdout and "top-secret" not in out.stdout and '"API_TOKEN": "***"' in out.stdout

@@ -211,3 +211,25 @@ async def test_every_actor_beats_on_its_health_subject(system, client):
     await asyncio.sleep(1.3)
     assert all(beats[a].ts > first[a].ts for a in ACTOR_CLASSES)
     assert beats["order-router"].stats["ordersProcessed"] == 0
+
+
+async def test_a_malformed_signal_is_dead_lettered_and_intake_goes_on(system, client):
+    from schemas.messages import DeadLetter
+
+    await system.start()
+    await priced(client)
+    letters: list[DeadLetter] = []
+
+    async def on_letter(d: DeadLetter, env: Envelope) -> None:
+        letters.append(d)
+
+    await client.subscribe(client.subjects.deadletter(">"), DeadLetter, on_letter)
+    await client.js.publish(client.subjects.signals_submit, b'{"pair": "ETH_USDT", "signal": "BUY"}')
+    await client.js.publish(
+        client.subjects.signals_submit,
+        b'{"pair": "ETH_USDT", "signal": "BUY", '
+        b'"confidence": 0.7, "source": "t", "signalId": "after-bad", "quantity": "0.1"}',
+    )
+    await eventually(lambda: filled(client, "after-bad-1"), what="the good signal after the bad one")
+    assert len(letters) == 1 and letters[0].actor == "signal-intake"
+    assert letters[0].subject == client.subjects.signals_submit and "confidence" in letters[0].reason
