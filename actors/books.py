@@ -7,10 +7,11 @@ import contextlib
 from decimal import Decimal
 
 from bus.client import Bus, Envelope
-from domain.book import mid_price
-from schemas.messages import Book
+from domain.book import book_problem, mid_price
+from schemas.messages import Book, now_ms
 
 BOOK_WAIT_S = 2.0
+BAD_BOOK_LETTER_EVERY_MS = 60_000
 
 
 class BookCache:
@@ -19,11 +20,21 @@ class BookCache:
         self.books: dict[str, Book] = {}
         self.mids: dict[str, Decimal] = {}
         self._seen: dict[str, asyncio.Event] = {}
+        self._last_letter: dict[str, int] = {}
+        self.refused = 0
 
     async def start(self) -> None:
         await self.bus.subscribe(self.bus.subjects.book(), Book, self._on_book)
 
     async def _on_book(self, book: Book, env: Envelope) -> None:
+        problem = book_problem(book.bids, book.asks)
+        if problem is not None:
+            self.refused += 1
+            now = now_ms()
+            if now - self._last_letter.get(env.subject, 0) >= BAD_BOOK_LETTER_EVERY_MS:  # no flood
+                self._last_letter[env.subject] = now
+                await self.bus.dead_letter(env.subject, f"unusable book: {problem}", env.raw.data)
+            return
         self.books[book.pair] = book
         mid = mid_price(book.bids, book.asks)
         if mid is not None:

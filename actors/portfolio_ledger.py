@@ -57,7 +57,9 @@ class PortfolioLedger(Actor):
     async def _on_fill(self, fill: Fill, env: Envelope) -> None:
         if fill.fill_id in self.applied:
             return
-        self.day = roll_day(self.ledger, self.marks, self.day, day_key(now_ms()))
+        # replaying history, the day is the fill's own; live, it is today's
+        day = day_key(now_ms() if self.live else fill.timestamp)
+        self.day = roll_day(self.ledger, self.marks, self.day, day)
         try:
             self.ledger.apply_fill(fill)
         except LedgerError as e:

@@ -28,6 +28,11 @@ class RiskGate(Actor):
     async def on_start(self) -> None:
         s = self.subjects
         await self.books.start()
+        self.log.warning(
+            "not enforced yet: MAX_POSITION_SIZE, MAX_DAILY_LOSS, MAX_ORDERS_PER_SECOND, ENABLE_RISK_CHECKS and "
+            "STOP_LOSS_ENABLED are read and validated, but this risk-gate checks only the pair, quantity, prices "
+            "and market data of market orders for now"
+        )
         await self.bus.subscribe(s.orders_submit, OrderRequest, self._on_submit, queue=self.name)
 
     def stats(self) -> dict[str, int | float | str]:

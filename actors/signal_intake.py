@@ -31,6 +31,7 @@ from schemas.messages import (
     SignalOrder,
     now_ms,
 )
+from schemas.subjects import PAIR_RE
 
 ZERO = Decimal(0)
 
@@ -82,11 +83,21 @@ class SignalIntake(Actor):
         await self.bus.js_publish(self.subjects.signal_events(sig.pair), ev, msg_id=f"{sid}:{status}")
 
     async def _on_signal(self, sig: Signal, env: Envelope) -> None:
-        sid = sig.signal_id or signal_id(day_key(sig.timestamp or now_ms()), env.seq or 0)
+        # without an id of its own, a signal is named by where the stream stored it: the same on redelivery
+        sid = sig.signal_id or signal_id(day_key(env.stored_at or sig.timestamp or 0), env.seq or 0)
+        if not PAIR_RE.match(sig.pair):  # not even usable in a subject name
+            await self.bus.dead_letter(
+                env.subject, f"signal {sid}: pair {sig.pair!r} is not written BASE_QUOTE", env.raw.data, env.seq
+            )
+            self.counts["rejected"] += 1
+            return None
         if sig.pair not in self.settings.PAIRS:
             return await self._event(sig, sid, "rejected", f"pair {sig.pair} is not traded here")
-        if not (ZERO <= sig.confidence <= 1):
+        if not sig.confidence.is_finite() or not (ZERO <= sig.confidence <= 1):
             return await self._event(sig, sid, "rejected", f"confidence must be within 0..1, got {sig.confidence}")
+        for name, value in (("stopLoss", sig.stop_loss), ("takeProfit", sig.take_profit)):
+            if value is not None:  # never accept a protective order we would not place
+                return await self._event(sig, sid, "rejected", f"{name} is not supported yet: no bracket orders")
         if sig.signal == "HOLD":
             return await self._event(sig, sid, "filtered", "HOLD does nothing")
         if sig.signal == "CLOSE":
@@ -96,7 +107,10 @@ class SignalIntake(Actor):
                 return await self._event(sig, sid, "filtered", f"no open position in {sig.pair}")
             side, qty = ("sell" if pos.side == "long" else "buy"), pos.quantity
             sizing = PositionSizing(recommended_size=qty, risk_amount=pos.market_value.copy_abs(), method="close")
+            # named after the position, not the signal: several CLOSE signals for one position make one order
+            client_id = f"close-{pos.id}-{qty}"
         else:
+            client_id = f"{sid}-1"
             side = "buy" if sig.signal == "BUY" else "sell"
             price = sig.price or await self.books.mid(sig.pair)
             if sig.quantity is not None:
@@ -116,7 +130,7 @@ class SignalIntake(Actor):
                 if qty <= ZERO:
                     return await self._event(sig, sid, "rejected", "sized quantity rounds to zero")
         req = OrderRequest(
-            client_order_id=f"{sid}-1",
+            client_order_id=client_id,
             pair=sig.pair,
             side=side,
             quantity=qty,  # type: ignore[arg-type]

@@ -41,6 +41,7 @@ class Envelope:
     seq: int | None  # stream sequence (JetStream only)
     delivered: int  # delivery count (JetStream only, 1 for core)
     raw: NatsMsg
+    stored_at: int | None = None  # epoch ms at which the stream stored it (JetStream only)
 
     @property
     def msg_id(self) -> str:
@@ -52,12 +53,37 @@ class Envelope:
 Handler = Callable[[T, Envelope], Awaitable[None]]
 
 
+_TRANSIENT = (
+    Transient,
+    TimeoutError,  # nats.errors.TimeoutError is one too
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.ConnectionDrainingError,
+    nats.errors.StaleConnectionError,
+    nats.errors.OutboundBufferLimitError,
+    nats.js.errors.NoStreamResponseError,
+    nats.js.errors.ServiceUnavailableError,
+)
+
+
+def is_transient(e: BaseException) -> bool:
+    """An error that says "not now" (NATS or JetStream briefly unavailable, the next actor down),
+    as opposed to one that will happen again with the same message."""
+    if isinstance(e, RequestFailed):
+        return e.transient
+    if isinstance(e, _TRANSIENT):
+        return True
+    return isinstance(e, nats.js.errors.APIError) and e.code in (408, 503)
+
+
 def _envelope(msg: NatsMsg, js: bool) -> Envelope:
-    seq, delivered = None, 1
+    seq, delivered, stored_at = None, 1, None
     if js:
         md = msg.metadata
         seq, delivered = md.sequence.stream, md.num_delivered
-    return Envelope(msg.subject, msg.reply or None, msg.headers, seq, delivered, msg)
+        stored_at = int(md.timestamp.timestamp() * 1000) if md.timestamp else None
+    return Envelope(msg.subject, msg.reply or None, msg.headers, seq, delivered, msg, stored_at)
 
 
 class Bus:
@@ -71,6 +97,10 @@ class Bus:
         self.name = name
         self._subs: list[Subscription] = []
         self._kv: dict[str, KeyValue] = {}
+        self._pausing = False
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     # ------------------------------------------------------------------------------------------------
     @classmethod
@@ -200,7 +230,8 @@ class Bus:
         if env.reply:
             await self.nc.publish(env.reply, b"", headers={ERROR_HEADER: reason[:1000]})
 
-    async def dead_letter(self, subject: str, reason: str, payload: bytes, seq: int | None = None) -> None:
+    async def dead_letter(self, subject: str, reason: str, payload: bytes, seq: int | None = None) -> bool:
+        """Store a message that cannot be handled, with the reason. False if it could not be stored."""
         letter = DeadLetter(
             subject=subject,
             actor=self.name,
@@ -216,6 +247,8 @@ class Bus:
             await self.js_publish(target, letter, msg_id=msg_id)
         except Exception as e:  # the dead-letter stream itself is unreachable: still never crash
             logger.bind(actor=self.name).error("could not store dead letter for {}: {}", subject, e)
+            return False
+        return True
 
     # ------------------------------------------------------------------------------------------------
     async def subscribe(
@@ -254,39 +287,30 @@ class Bus:
         handler: Handler[T],
         ack_wait: float = 30.0,
         max_deliver: int = 5,
-        max_ack_pending: int = 20_000,
+        max_ack_pending: int = 256,
     ) -> Subscription:
         """A durable JetStream consumer: what arrives while the actor is down is handled when it is back.
 
         The handler must be idempotent (redelivery after a crash). A body that does not decode goes to
-        the dead letters at once; a handler that raises is retried with back-off and dead-lettered
-        after ``max_deliver`` attempts.
+        the dead letters at once. A handler that raises a transient error (NATS or the next actor
+        unavailable) is retried with back-off for as long as it takes; any other error is retried and
+        dead-lettered after ``max_deliver`` attempts. A message is only dropped once its dead letter is
+        stored. ``max_ack_pending`` bounds what waits in our buffer, so nothing sits there past
+        ``ack_wait`` and gets delivered twice.
         """
 
         async def cb(msg: NatsMsg) -> None:
-            env = _envelope(msg, js=True)
-            try:
-                body = decode(msg.data, type_)
-            except DecodeFailure as e:
-                await self.dead_letter(msg.subject, e.reason, msg.data, env.seq)
-                await msg.term()
+            if self._pausing:  # draining: leave it to the next instance (or to us after a restart)
+                await msg.nak()
                 return
+            self._inflight += 1
+            self._idle.clear()
             try:
-                await handler(body, env)
-            except Exception as e:
-                log = logger.bind(actor=self.name).opt(exception=e)
-                if isinstance(e, Transient) or (isinstance(e, RequestFailed) and e.transient):
-                    logger.bind(actor=self.name).warning("{} (msg {}): {}; will retry", msg.subject, env.msg_id, e)
-                    await msg.nak(delay=min(0.25 * env.delivered, 5.0))
-                elif env.delivered >= max_deliver:
-                    log.error("handler failed on {} (msg {}), giving up: {}", msg.subject, env.msg_id, e)
-                    await self.dead_letter(msg.subject, f"handler failed {env.delivered} times: {e}", msg.data, env.seq)
-                    await msg.term()
-                else:
-                    log.error("handler failed on {} (msg {}), will retry: {}", msg.subject, env.msg_id, e)
-                    await msg.nak(delay=min(0.2 * 2**env.delivered, 5.0))
-                return
-            await msg.ack()
+                await self._handle_js(msg, type_, handler, max_deliver)
+            finally:
+                self._inflight -= 1
+                if self._inflight == 0:
+                    self._idle.set()
 
         config = api.ConsumerConfig(
             durable_name=durable,
@@ -310,6 +334,36 @@ class Bus:
         self._subs.append(sub)
         return sub
 
+    async def _handle_js(self, msg: NatsMsg, type_: type[T], handler: Handler[T], max_deliver: int) -> None:
+        env = _envelope(msg, js=True)
+        log = logger.bind(actor=self.name)
+        try:
+            body = decode(msg.data, type_)
+        except DecodeFailure as e:
+            if await self.dead_letter(msg.subject, e.reason, msg.data, env.seq):
+                await msg.term()
+            else:
+                await msg.nak(delay=1.0)
+            return
+        try:
+            await handler(body, env)
+        except Exception as e:
+            if is_transient(e):
+                log.warning("{} (msg {}): {}: {}; will retry", msg.subject, env.msg_id, type(e).__name__, e)
+                await msg.nak(delay=min(0.25 * env.delivered, 5.0))
+            elif env.delivered >= max_deliver:
+                log.opt(exception=e).error("handler failed on {} (msg {}), giving up: {}", msg.subject, env.msg_id, e)
+                reason = f"handler failed {env.delivered} times: {type(e).__name__}: {e}"
+                if await self.dead_letter(msg.subject, reason, msg.data, env.seq):
+                    await msg.term()
+                else:
+                    await msg.nak(delay=5.0)
+            else:
+                log.opt(exception=e).error("handler failed on {} (msg {}), will retry: {}", msg.subject, env.msg_id, e)
+                await msg.nak(delay=min(0.2 * 2**env.delivered, 5.0))
+            return
+        await msg.ack()
+
     async def replay(
         self,
         *,
@@ -319,13 +373,13 @@ class Bus:
         handler: Handler[T],
         start_seq: int = 1,
         follow: bool = True,
-        caught_up_timeout: float = 300.0,
     ) -> Subscription | None:
         """Read a stream in order from ``start_seq`` (an ordered consumer).
 
-        Returns once every message stored at the time of the call has been handled, so an actor can
-        rebuild its state before it serves anything. With ``follow`` later messages keep arriving in
-        order; without it (an actor re-reading what it wrote itself) the reading stops there.
+        Returns once every message stored at the time of the call has been handled (however long that
+        takes), so an actor can rebuild its state before it serves anything. With ``follow`` later
+        messages keep arriving in order; without it (an actor re-reading what it wrote itself) the
+        reading stops there.
         """
         caught_up = asyncio.Event()
 
@@ -357,10 +411,13 @@ class Bus:
         info = await sub.consumer_info()
         if info.num_pending == 0 and (info.delivered.stream_seq or 0) == 0:
             caught_up.set()
-        try:
-            await asyncio.wait_for(caught_up.wait(), caught_up_timeout)
-        except TimeoutError:
-            logger.bind(actor=self.name).warning("replay of {} not caught up after {}s", subject, caught_up_timeout)
+        waited = 0
+        while not caught_up.is_set():  # never serve from half-rebuilt state; the launcher can cancel us
+            try:
+                await asyncio.wait_for(caught_up.wait(), 30.0)
+            except TimeoutError:
+                waited += 30
+                logger.bind(actor=self.name).warning("replay of {} still catching up after {}s", subject, waited)
         if not follow:
             self._subs.remove(sub)
             await sub.unsubscribe()
@@ -368,8 +425,15 @@ class Bus:
         return sub
 
     # ------------------------------------------------------------------------------------------------
-    async def stop_consuming(self) -> None:
-        """Stop taking new messages; what is being handled finishes."""
+    async def stop_consuming(self, grace: float = 2.0) -> None:
+        """Stop taking new durable messages, let the one in hand finish (up to ``grace`` s), unsubscribe.
+
+        nats-py cancels a subscription's running callback when it unsubscribes, so we first pause (new
+        deliveries are nak'ed back to the server) and wait until nothing is in hand.
+        """
+        self._pausing = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), grace)
         for sub in self._subs:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()

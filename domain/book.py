@@ -49,3 +49,18 @@ def mid_price(bids: Sequence[Level], asks: Sequence[Level]) -> Decimal | None:
     if asks:
         return asks[0][0]
     return None
+
+
+def book_problem(bids: Sequence[Level], asks: Sequence[Level]) -> str | None:
+    """Why a book cannot be used (None when it can): prices and sizes finite and positive, bids strictly
+    descending, asks strictly ascending, best bid below best ask."""
+    for side, levels in (("bids", bids), ("asks", asks)):
+        for i, (price, size) in enumerate(levels):
+            if not (price.is_finite() and size.is_finite()) or price <= ZERO or size <= ZERO:
+                return f"{side}[{i}] must have a positive finite price and size, got [{price}, {size}]"
+            if i and (price >= levels[i - 1][0] if side == "bids" else price <= levels[i - 1][0]):
+                order = "descending" if side == "bids" else "ascending"
+                return f"{side} must be strictly {order} (best first): {side}[{i}] = {price}"
+    if bids and asks and bids[0][0] >= asks[0][0]:
+        return f"crossed book: best bid {bids[0][0]} >= best ask {asks[0][0]}"
+    return None

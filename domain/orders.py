@@ -72,26 +72,35 @@ def transition(order: Order, new: OrderStatus, ts: int, reason: str | None = Non
     return msgspec.structs.replace(order, **changes)
 
 
-def apply_fill(order: Order, fill: FillRef, *, filled: Decimal, average: Decimal, fees: Decimal) -> Order:
-    """The order after one of its fills, given the running totals kept by the fill-tracker.
+class Overfilled(ValueError):
+    """A fill would take an order past its quantity."""
 
-    A fill already listed (same fill id) changes nothing. Status moves to PARTIALLY_FILLED or FILLED
-    (also from CANCELED / EXPIRED: a late fill is applied); the router moves an order the venue
-    canceled or expired back to that final state once the fills the venue reported are all in.
+
+def apply_fill(order: Order, fill: FillRef) -> Order:
+    """The order after one of its fills: running quantity, cost, average price and fees.
+
+    A fill already listed (same fill id) changes nothing (the same object is returned). Status moves to
+    PARTIALLY_FILLED or FILLED, also from CANCELED / EXPIRED: a late fill is applied; the router moves an
+    order the venue canceled or expired back to that final state once the fills the venue reported are
+    all in. A fill beyond the order's quantity raises Overfilled.
     """
     if any(f.fill_id == fill.fill_id for f in order.fills):
         return order
-    new_status = S.FILLED if filled >= order.quantity else S.PARTIALLY_FILLED
+    filled = order.filled_quantity + fill.quantity
+    if filled > order.quantity:
+        raise Overfilled(f"{order.order_id}: fill {fill.fill_id} would fill {filled} of {order.quantity}")
+    new_status = S.FILLED if filled == order.quantity else S.PARTIALLY_FILLED
     if not can_transition(order.status, new_status):
         raise IllegalTransition(f"{order.order_id}: fill in state {order.status.value}")
+    total_cost = order.total_cost + fill.quantity * fill.price
     closed = new_status is S.FILLED
     return msgspec.structs.replace(
         order,
         status=new_status,
         filled_quantity=filled,
-        average_price=average,
-        total_cost=filled * average,
-        fees=fees,
+        average_price=total_cost / filled,
+        total_cost=total_cost,
+        fees=order.fees + fill.fee,
         fee_currency=fill.fee_currency,
         fills=[*order.fills, fill],
         updated_at=fill.timestamp,

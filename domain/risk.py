@@ -33,6 +33,14 @@ class Approval:
 def check_order(
     req: OrderRequest, *, pairs: tuple[str, ...], book: Book | None, trading_state: str = "ACTIVE"
 ) -> Denial | Approval:
+    """The decision on one order; numbers too large or malformed to compute with are denied, not raised."""
+    try:
+        return _check(req, pairs=pairs, book=book, trading_state=trading_state)
+    except ArithmeticError as e:  # decimal.Overflow, InvalidOperation ...
+        return Denial("INVALID_NUMBER", None, f"a number of the order cannot be used: {type(e).__name__}")
+
+
+def _check(req: OrderRequest, *, pairs: tuple[str, ...], book: Book | None, trading_state: str) -> Denial | Approval:
     if trading_state == "HALTED":
         return Denial("TRADING_HALTED", None, "trading is halted")
     if not CLIENT_ID_RE.match(req.client_order_id):

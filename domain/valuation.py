@@ -48,8 +48,9 @@ def equity(ledger: Ledger, marks: dict[str, Decimal]) -> Decimal:
 
 
 def roll_day(ledger: Ledger, marks: dict[str, Decimal], start: DayStart, day: str) -> DayStart:
-    """The day-start record for ``day``: unchanged on the same day, taken now on a new one."""
-    if start.day == day:
+    """The day-start record for ``day`` (YYYYMMDD): unchanged on the same or an earlier day (days only
+    move forward), taken now on a new one."""
+    if start.day >= day:
         return start
     return DayStart(
         day=day,

@@ -28,6 +28,7 @@ from schemas.rest import PlacedOrder, PlaceOrder
 
 MAX_BODY = 1024 * 1024
 REQUEST_TIMEOUT = 5.0
+SHUTDOWN_GRACE_S = 1.5
 
 BUS: web.AppKey[Bus] = web.AppKey("bus", Bus)
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
@@ -47,17 +48,39 @@ async def read_json(request: web.Request, type_: type) -> object:
         raise ApiError(400, "Malformed JSON", f"the body is not valid JSON: {e}", code="MALFORMED_JSON") from None
 
 
-async def ask(request: web.Request, subject: str, msg: object, reply_type: type, what: str) -> object:
+async def ask(
+    request: web.Request, subject: str, msg: object, reply_type: type, what: str, client_order_id: str | None = None
+) -> object:
+    """A bus request on behalf of a REST call; failures become problems. For an order, the problem
+    carries its clientOrderId: when the outcome is unknown (504, 502) the caller retries with it."""
     try:
         return await request.app[BUS].request(subject, msg, reply_type, timeout=REQUEST_TIMEOUT)
     except RequestFailed as e:
+        unknown = " The order may still be placed: retry with the same clientOrderId." if client_order_id else ""
         if e.timeout:
+            detail = f"{what} did not answer within {REQUEST_TIMEOUT:g}s.{unknown}"
             raise ApiError(
-                504, "Gateway Timeout", f"{what} did not answer within {REQUEST_TIMEOUT:g}s", code="UPSTREAM_TIMEOUT"
+                504, "Gateway Timeout", detail, code="UPSTREAM_TIMEOUT", client_order_id=client_order_id
             ) from None
         if e.no_responders:
-            raise ApiError(503, "Service Unavailable", f"{what} is not running", code="UPSTREAM_DOWN") from None
-        raise ApiError(502, "Bad Gateway", f"{what} failed: {e.reason}", code="UPSTREAM_ERROR") from None
+            raise ApiError(
+                503,
+                "Service Unavailable",
+                f"{what} is not running",
+                code="UPSTREAM_DOWN",
+                client_order_id=client_order_id,
+            ) from None
+        raise ApiError(
+            502,
+            "Bad Gateway",
+            f"{what} failed: {e.reason}.{unknown}",
+            code="UPSTREAM_ERROR",
+            client_order_id=client_order_id,
+        ) from None
+
+
+# codes of order denials that are not the caller's mistake
+UNAVAILABLE = frozenset({"NO_MARKET_DATA", "TRADING_HALTED"})
 
 
 # -- endpoints ---------------------------------------------------------------------------------------------
@@ -77,6 +100,15 @@ async def post_order(request: web.Request) -> web.Response:
             field="paperTrade",
             code="LIVE_TRADING_OFF",
         )
+    for name, value in (("stopLoss", body.stop_loss), ("takeProfit", body.take_profit)):
+        if value is not None:  # never accept a protective order we would not place
+            raise ApiError(
+                422,
+                "Validation failed",
+                f"{name} is not supported yet: bracket orders are not available in this version",
+                field=name,
+                code="UNSUPPORTED_FIELD",
+            )
     req = OrderRequest(
         client_order_id=body.client_order_id or f"api-{uuid.uuid4().hex}",
         pair=body.pair,
@@ -94,11 +126,17 @@ async def post_order(request: web.Request) -> web.Response:
         ts=now_ms(),
     )
     bus = request.app[BUS]
-    reply: OrderReply = await ask(request, bus.subjects.orders_submit, req, OrderReply, "the risk-gate")  # type: ignore[assignment]
+    reply: OrderReply = await ask(  # type: ignore[assignment]
+        request, bus.subjects.orders_submit, req, OrderReply, "the risk-gate", req.client_order_id
+    )
     if not reply.ok or reply.order is None:
-        raise ApiError(
-            422, "Order denied", reply.detail or "the order was denied", field=reply.field, code=reply.code or "DENIED"
-        )
+        code = reply.code or "DENIED"
+        status, title = (
+            (409, "Conflict") if code == "DUPLICATE_CLIENT_ORDER_ID"
+            else (503, "Service Unavailable") if code in UNAVAILABLE
+            else (422, "Order denied")
+        )  # fmt: skip
+        raise ApiError(status, title, reply.detail or "the order was denied", field=reply.field, code=code)
     o = reply.order
     placed = PlacedOrder(
         order_id=o.order_id,
@@ -188,7 +226,8 @@ class Gateway:
 
     async def start(self) -> None:
         await self.app[HEALTH].start()
-        self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        # requests in flight at a stop get SHUTDOWN_GRACE_S to finish (the actors still run then)
+        self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_S)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.settings.HOST, self.settings.PORT, reuse_address=True)
         await site.start()

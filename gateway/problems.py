@@ -23,10 +23,18 @@ _MISSING_RE = re.compile(r"missing required field `([^`]+)`")
 
 class ApiError(Exception):
     def __init__(
-        self, status: int, title: str, detail: str, *, field: str | None = None, code: str | None = None
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        *,
+        field: str | None = None,
+        code: str | None = None,
+        client_order_id: str | None = None,
     ) -> None:
         super().__init__(detail)
         self.status, self.title, self.detail, self.field, self.code = status, title, detail, field, code
+        self.client_order_id = client_order_id
 
 
 def json_response(body: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -41,6 +49,7 @@ def problem(
     field: str | None = None,
     code: str | None = None,
     request_id: str | None = None,
+    client_order_id: str | None = None,
 ) -> web.Response:
     slug = (code or title).lower().replace(" ", "-").replace("_", "-")
     body = Problem(
@@ -51,6 +60,7 @@ def problem(
         field=field,
         code=code,
         request_id=request_id,
+        client_order_id=client_order_id,
     )
     return web.Response(body=REST.encode(body), status=status, content_type="application/problem+json")
 
@@ -87,7 +97,9 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     try:
         resp = await handler(request)
     except ApiError as e:
-        resp = problem(e.status, e.title, e.detail, field=e.field, code=e.code, request_id=rid)
+        resp = problem(
+            e.status, e.title, e.detail, field=e.field, code=e.code, request_id=rid, client_order_id=e.client_order_id
+        )
     except web.HTTPException as e:
         if e.status < 400:
             raise

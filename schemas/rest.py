@@ -62,6 +62,7 @@ class Problem(Rest):
     field: str | None = None
     code: str | None = None
     request_id: str | None = None
+    client_order_id: str | None = None  # when the outcome of an order is unknown: retry with it
 
 
 class RateLimit(msgspec.Struct, kw_only=True, rename="camel"):

@@ -9,8 +9,7 @@ import sys
 import msgspec
 
 from config.settings import ConfigError, load_settings, warnings_for
-
-ACTOR_NAMES = ("md-feed", "signal-intake", "risk-gate", "order-router", "fill-tracker", "portfolio-ledger")
+from schemas.subjects import ACTORS
 
 
 def parser() -> argparse.ArgumentParser:
@@ -23,7 +22,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("run", help="everything in one process: NATS (embedded unless NATS_URL), all actors, gateway")
     a = sub.add_parser("actor", help="one actor alone, against NATS_URL")
-    a.add_argument("name", choices=ACTOR_NAMES)
+    a.add_argument("name", choices=ACTORS)
     sub.add_parser("gateway", help="the REST gateway alone, against NATS_URL")
     sub.add_parser("config", help="print the effective settings (secrets hidden) and exit")
     return p

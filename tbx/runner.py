@@ -27,7 +27,7 @@ from schemas.subjects import Subjects
 ACTOR_CLASSES: dict[str, type[Actor]] = {
     cls.name: cls for cls in (MarketDataFeed, PortfolioLedger, FillTracker, OrderRouter, RiskGate, SignalIntake)
 }
-STOP_BUDGET_S = 4.0
+STOP_BUDGET_S = 3.5  # for the actors and the gateway; the embedded nats-server gets 1 s more
 
 
 class Component(Protocol):
@@ -93,26 +93,35 @@ async def serve(settings: Settings, names: list[str], *, with_gateway: bool, emb
             nats_server.data_dir / "jetstream",
         )
     started: list[Component] = []
-    try:
+
+    async def start_all() -> None:
         for part in await build(settings, url, names, with_gateway):
             await part.start()
             started.append(part)
+        shown = hide_credentials(url)
         if with_gateway:
-            logger.info(
-                "ready: http://{}:{}/api/health ({} mode, NATS {})",
-                settings.HOST,
-                settings.PORT,
-                "live" if settings.LIVE_TRADING else "paper",
-                hide_credentials(url),
-            )
+            mode = "live" if settings.LIVE_TRADING else "paper"
+            logger.info("ready: http://{}:{}/api/health ({} mode, NATS {})", settings.HOST, settings.PORT, mode, shown)
         else:
-            logger.info("ready: {} on NATS {}", ", ".join(p.name for p in started), hide_credentials(url))
-        await stop.wait()
+            logger.info("ready: {} on NATS {}", ", ".join(p.name for p in started), shown)
+
+    starting = asyncio.create_task(start_all(), name="start")
+    stopping = asyncio.create_task(stop.wait(), name="stop")
+    try:
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done():
+            starting.result()  # a failed start raises here
+            await stopping
+        else:  # stopped while starting (a long replay, say): do not finish starting
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await starting
         return 0
     finally:
+        stopping.cancel()
         await shutdown(started)
         if nats_server is not None:
-            await asyncio.to_thread(nats_server.stop)
+            await asyncio.to_thread(nats_server.stop, 1.0)
             logger.info("embedded nats-server stopped")
 
 
@@ -123,7 +132,7 @@ async def shutdown(parts: list[Component]) -> None:
         left = deadline - asyncio.get_running_loop().time()
         try:
             await asyncio.wait_for(part.stop(), max(0.2, left))
-        except (TimeoutError, Exception) as e:
-            logger.warning("{} did not stop cleanly: {}", part.name, e or type(e).__name__)
+        except Exception as e:
+            logger.warning("{} did not stop cleanly: {}", part.name, str(e) or type(e).__name__)
             with contextlib.suppress(Exception):
-                await part.bus.close()  # type: ignore[attr-defined]
+                await part.bus.nc.close()  # type: ignore[attr-defined]

@@ -182,3 +182,15 @@ def test_config_prints_the_effective_settings_without_secrets():
     )
     assert out.returncode == 0
     assert '"PORT": 3999' in out.stdout and "top-secret" not in out.stdout and '"API_TOKEN": "***"' in out.stdout
+
+
+async def test_sigterm_while_starting_stops_at_once(tmp_path):
+    port = free_port()
+    proc = Tbx(["run"], {"PORT": str(port), "DATA_DIR": str(tmp_path / "data")}, tmp_path / "tbx.log")
+    try:
+        m = await asyncio.to_thread(proc.wait_for_log, r"embedded nats-server pid (\d+) on", 60)
+        took = await asyncio.to_thread(proc.terminate, 8.0)
+        assert proc.proc.returncode == 0 and took < 5.0
+        assert not pid_alive(int(m.group(1)))
+    finally:
+        proc.ensure_stopped()

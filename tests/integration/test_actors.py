@@ -233,3 +233,106 @@ async def test_a_malformed_signal_is_dead_lettered_and_intake_goes_on(system, cl
     await eventually(lambda: filled(client, "after-bad-1"), what="the good signal after the bad one")
     assert len(letters) == 1 and letters[0].actor == "signal-intake"
     assert letters[0].subject == client.subjects.signals_submit and "confidence" in letters[0].reason
+
+
+async def test_a_reused_client_order_id_with_other_content_is_refused(system, client):
+    await system.start()
+    await priced(client)
+    first = await client.request(client.subjects.orders_submit, order("same-id", "0.01"), OrderReply)
+    other = await client.request(client.subjects.orders_submit, order("same-id", "0.02"), OrderReply)
+    assert first.ok and not other.ok
+    assert other.code == "DUPLICATE_CLIENT_ORDER_ID" and other.field == "clientOrderId"
+    assert first.order and first.order.order_id in (other.detail or "")
+
+
+async def test_router_sends_the_venue_trades_again_when_it_died_before_reporting_them(system, client):
+    """The router recorded the venue's answer but died before the execution reports were stored:
+    the reconcile at start asks the venue by client order id and reports the trades."""
+    import msgspec
+
+    from actors.venues.base import VenueOrder, VenueTrade
+    from actors.venues.paper import PaperVenue
+    from schemas.messages import Order, OrderEvent
+
+    await system.start("portfolio-ledger", "fill-tracker")
+    coid = "lost-reports-1"
+    trades = [
+        VenueTrade("T-1", Decimal("0.3"), Decimal("60000"), Decimal("18"), "USDT", "taker", 1),
+        VenueTrade("T-2", Decimal("0.2"), Decimal("60010"), Decimal("12.002"), "USDT", "taker", 1),
+    ]
+    kv = await client.kv(client.subjects.kv_paper)
+    await kv.put(
+        PaperVenue._key(coid),
+        msgspec.json.encode(VenueOrder(coid, "PV-1", "BTC_USDT", "closed", Decimal("0.5"), trades)),
+    )
+    recorded = Order(
+        order_id="ORD_20260101_000001",
+        client_order_id=coid,
+        pair="BTC_USDT",
+        side="buy",
+        type="market",
+        quantity=Decimal("0.5"),
+        status=OrderStatus.ACCEPTED,
+        venue_order_id="PV-1",
+        venue_status="closed",
+        venue_filled=Decimal("0.5"),
+        version=2,
+        created_at=1,
+        updated_at=1,
+    )
+    await client.js_publish(
+        client.subjects.order_events("BTC_USDT"), OrderEvent(event="accepted", order=recorded, ts=1)
+    )
+    await system.start("order-router")
+    o = await eventually(lambda: filled(client, coid), what="the order filled from the re-sent reports")
+    assert [f.fill_id for f in o.fills] == ["paper:T-1", "paper:T-2"]
+    assert o.average_price == (Decimal("0.3") * 60000 + Decimal("0.2") * 60010) / Decimal("0.5")
+    snap = await portfolio(client)
+    assert snap.fills_applied == 2 and snap.positions[0].quantity == Decimal("0.5")
+
+
+async def test_two_close_signals_for_one_position_make_one_order(system, client):
+    await system.start()
+    await priced(client)
+    await client.request(client.subjects.orders_submit, order("open-long", "0.5", pair="ETH_USDT"), OrderReply)
+    await eventually(lambda: filled(client, "open-long"), what="the long")
+    await eventually(lambda: _with_position(client), what="the position booked")
+    for source in ("core", "ml"):
+        await client.js.publish(
+            client.subjects.signals_submit,
+            f'{{"pair": "ETH_USDT", "signal": "CLOSE", "confidence": 0.9, "source": "{source}"}}'.encode(),
+        )
+
+    async def flat():
+        snap = await portfolio(client)
+        return snap if not snap.positions and snap.fills_applied >= 2 else None
+
+    await eventually(flat, what="the position closed")
+    await asyncio.sleep(0.5)
+    snap = await portfolio(client)
+    assert snap.positions == []  # flat, not short
+    page = await client.request(client.subjects.query("orders"), OrdersQuery(pair="ETH_USDT"), OrdersPage)
+    assert len(page.orders) == 2  # the long and one close
+
+
+async def test_an_unusable_book_is_dead_lettered_and_never_used(nats_url, prefix, client):
+    from schemas.messages import Book, DeadLetter
+
+    settings = load_settings({"NATS_URL": nats_url, "BUS_PREFIX": prefix, "MARKET_DATA": "none", "PAIRS": "BTC_USDT"})
+    sut = System(nats_url, settings)
+    await sut.start("risk-gate")
+    letters: list[DeadLetter] = []
+
+    async def on_letter(d: DeadLetter, env: Envelope) -> None:
+        letters.append(d)
+
+    await client.subscribe(client.subjects.deadletter(">"), DeadLetter, on_letter)
+    try:
+        crossed = Book(pair="BTC_USDT", bids=[(Decimal(101), Decimal(1))], asks=[(Decimal(100), Decimal(1))], ts=1)
+        await client.publish(client.subjects.book("BTC_USDT"), crossed)
+        await eventually(lambda: asyncio.sleep(0, bool(letters)), what="the dead letter")
+        assert "crossed book" in letters[0].reason
+        r = await client.request(client.subjects.orders_submit, order("no-book"), OrderReply, timeout=5)
+        assert not r.ok and r.code == "NO_MARKET_DATA"
+    finally:
+        await sut.stop()

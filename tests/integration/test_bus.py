@@ -240,3 +240,47 @@ def test_embedded_server_takes_a_free_port_when_4222_is_taken_and_stops_by_pid(t
     finally:
         if blocker:
             blocker.close()
+
+
+async def test_stopping_lets_the_message_in_hand_finish_and_leaves_the_rest_for_later(make_bus):
+    bus = await make_bus("worker")
+    s = bus.subjects
+    log: list[str] = []
+
+    async def slow(r: ExecutionReport, env: Envelope) -> None:
+        log.append(f"start {r.order_id}")
+        await asyncio.sleep(0.5)
+        log.append(f"done {r.order_id}")
+
+    await bus.consume(stream=s.s_hops, durable="w", subject=s.exec_reports(), type_=ExecutionReport, handler=slow)
+    for n in range(3):
+        await bus.js_publish(s.exec_reports("BTC_USDT"), report(n))
+    await eventually(lambda: asyncio.sleep(0, "start O0" in log), what="the first message in hand")
+    await bus.stop_consuming(grace=2.0)
+    assert log == ["start O0", "done O0"]  # finished, not cancelled; the others were not started
+
+    rest: list[str] = []
+
+    async def quick(r: ExecutionReport, env: Envelope) -> None:
+        rest.append(r.order_id)
+
+    again = await make_bus("worker-again")
+    await again.consume(stream=s.s_hops, durable="w", subject=s.exec_reports(), type_=ExecutionReport, handler=quick)
+    await eventually(lambda: asyncio.sleep(0, sorted(rest) == ["O1", "O2"]), what="the messages left for later")
+
+
+def test_transient_errors_are_told_apart_from_bugs():
+    import nats.errors
+    import nats.js.errors
+
+    from bus.client import is_transient
+    from bus.errors import Transient
+
+    assert is_transient(nats.errors.TimeoutError())
+    assert is_transient(nats.errors.NoRespondersError())
+    assert is_transient(nats.js.errors.ServiceUnavailableError())
+    assert is_transient(Transient("venue down"))
+    assert is_transient(RequestFailed("x", "no answer", timeout=True))
+    assert not is_transient(RequestFailed("x", "internal error: KeyError"))
+    assert not is_transient(KeyError("bug"))
+    assert not is_transient(ValueError("bug"))

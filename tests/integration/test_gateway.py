@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import aiohttp
@@ -139,3 +140,60 @@ async def test_auth_on_requires_the_bearer_token_except_for_health(nats_url, pre
                 assert r.status == 503  # passed auth; no order-router on this prefix
     finally:
         await gw.stop()
+
+
+async def test_reused_client_order_id_with_other_content_is_409(stack):
+    http, base = stack
+    body = b'{"pair":"BTC_USDT","side":"buy","quantity":0.01,"clientOrderId":"gw-dup-1"}'
+    status, _, first = await call(http, "POST", f"{base}/api/orders", data=body, headers=JSON)
+    assert status == 201 and first["clientOrderId"] == "gw-dup-1"
+    status, _, again = await call(http, "POST", f"{base}/api/orders", data=body, headers=JSON)
+    assert status == 201 and again["orderId"] == first["orderId"]  # same id, same content: the same order
+    other = b'{"pair":"BTC_USDT","side":"sell","quantity":0.01,"clientOrderId":"gw-dup-1"}'
+    status, ctype, p = await call(http, "POST", f"{base}/api/orders", data=other, headers=JSON)
+    assert (status, ctype) == (409, "application/problem+json")
+    assert p["code"] == "DUPLICATE_CLIENT_ORDER_ID" and p["field"] == "clientOrderId"
+
+
+async def test_protective_fields_are_refused_until_brackets_exist(stack):
+    http, base = stack
+    body = b'{"pair":"BTC_USDT","side":"buy","quantity":0.01,"stopLoss":50000}'
+    status, _, p = await call(http, "POST", f"{base}/api/orders", data=body, headers=JSON)
+    assert status == 422 and p["field"] == "stopLoss" and p["code"] == "UNSUPPORTED_FIELD"
+
+
+async def test_an_unknown_outcome_is_504_with_the_client_order_id_to_retry_with(nats_url, prefix, monkeypatch):
+    import gateway.app
+
+    monkeypatch.setattr(gateway.app, "REQUEST_TIMEOUT", 1.0)
+    settings = load_settings(
+        {"NATS_URL": nats_url, "BUS_PREFIX": prefix, "MARKET_DATA_INTERVAL": "50", "PAIRS": "BTC_USDT,ETH_USDT"}
+    )
+    sut = System(nats_url, settings)
+    await sut.start("md-feed", "risk-gate")  # approvals are stored, but no order-router answers
+    gw, base = await start_gateway(nats_url, prefix)
+    try:
+        async with aiohttp.ClientSession() as http:
+            await asyncio.sleep(0.3)
+            body = b'{"pair":"BTC_USDT","side":"buy","quantity":0.01}'
+            status, _, p = await call(http, "POST", f"{base}/api/orders", data=body, headers=JSON)
+            assert status == 504 and p["code"] == "UPSTREAM_TIMEOUT"
+            assert p["clientOrderId"].startswith("api-") and "retry with the same clientOrderId" in p["detail"]
+            await sut.start("order-router", "fill-tracker", "portfolio-ledger")
+            retry = (
+                b'{"pair":"BTC_USDT","side":"buy","quantity":0.01,"clientOrderId":"%s"}' % p["clientOrderId"].encode()
+            )
+            _, _, placed = await eventually(
+                lambda: _posted(http, f"{base}/api/orders", retry), what="the retry answered"
+            )
+            assert placed["clientOrderId"] == p["clientOrderId"]
+            status, _, page = await call(http, "GET", f"{base}/api/orders")
+            assert [o["clientOrderId"] for o in page["orders"]] == [p["clientOrderId"]]  # one order, not two
+    finally:
+        await gw.stop()
+        await sut.stop()
+
+
+async def _posted(http, url, body):
+    got = await call(http, "POST", url, data=body, headers=JSON)
+    return got if got[0] == 201 else None
