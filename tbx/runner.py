@@ -85,7 +85,9 @@ async def serve(settings: Settings, names: list[str], *, with_gateway: bool, emb
             )
             return 2
         nats_server = EmbeddedNats(Path(settings.DATA_DIR) / "nats")
-        url = await asyncio.to_thread(nats_server.start)
+        # started from the main thread on purpose: the server is bound to die with the thread that
+        # forked it (PR_SET_PDEATHSIG), and a worker thread may end before we do
+        url = nats_server.start()
         logger.info(
             "embedded nats-server pid {} on {} (JetStream in {})",
             nats_server.pid,
