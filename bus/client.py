@@ -28,6 +28,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 ERROR_HEADER = "Tbx-Error"
+PAUSE_NAK_DELAY_S = 0.5
 MSG_ID_HEADER = "Nats-Msg-Id"
 
 
@@ -300,8 +301,8 @@ class Bus:
         """
 
         async def cb(msg: NatsMsg) -> None:
-            if self._pausing:  # draining: leave it to the next instance (or to us after a restart)
-                await msg.nak()
+            if self._pausing:  # draining: hand it back, redelivered to whoever listens a moment from now
+                await msg.nak(delay=PAUSE_NAK_DELAY_S)
                 return
             self._inflight += 1
             self._idle.clear()
@@ -434,6 +435,12 @@ class Bus:
         self._pausing = True
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), grace)
+        # let what waits in our buffers be handed back too: a message still buffered when we unsubscribe
+        # is only redelivered after ack_wait
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+            if all(sub.pending_msgs == 0 for sub in self._subs):
+                break
         for sub in self._subs:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
