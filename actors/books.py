@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 
 from bus.client import Bus, Envelope
@@ -17,14 +18,22 @@ BAD_BOOK_LETTER_EVERY_MS = 60_000
 class BookCache:
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
+        self.hooks: list[Callable[[Book], Awaitable[None]]] = []
+        self.started = False
         self.books: dict[str, Book] = {}
         self.mids: dict[str, Decimal] = {}
         self._seen: dict[str, asyncio.Event] = {}
         self._last_letter: dict[str, int] = {}
         self.refused = 0
 
+    def add_hook(self, hook: Callable[[Book], Awaitable[None]]) -> None:
+        """``hook(book)`` is awaited with every usable book, after the cache has it, in the order added."""
+        self.hooks.append(hook)
+
     async def start(self) -> None:
-        await self.bus.subscribe(self.bus.subjects.book(), Book, self._on_book)
+        if not self.started:  # one cache may serve several parts of an actor
+            self.started = True
+            await self.bus.subscribe(self.bus.subjects.book(), Book, self._on_book)
 
     async def _on_book(self, book: Book, env: Envelope) -> None:
         problem = book_problem(book.bids, book.asks)
@@ -41,6 +50,8 @@ class BookCache:
             self.mids[book.pair] = mid
         if (seen := self._seen.pop(book.pair, None)) is not None:
             seen.set()
+        for hook in self.hooks:
+            await hook(book)
 
     async def get(self, pair: str, wait: float = BOOK_WAIT_S) -> Book | None:
         """The latest book of ``pair``; if none was seen yet (an actor just started), wait up to ``wait`` s."""

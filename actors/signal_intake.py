@@ -16,10 +16,11 @@ from decimal import Decimal
 
 from actors.base import Actor
 from actors.books import BookCache
+from actors.markets import MarketRulesCache
 from bus.client import Bus, Envelope
 from config.settings import Settings
 from domain.ids import day_key, signal_id
-from domain.sizing import DEFAULT_RISK_FRACTION, fixed_notional
+from domain.sizing import DEFAULT_RISK_FRACTION, QTY_STEP, fixed_notional
 from schemas.messages import (
     Empty,
     OrderReply,
@@ -42,11 +43,14 @@ class SignalIntake(Actor):
     def __init__(self, settings: Settings, bus: Bus) -> None:
         super().__init__(settings, bus)
         self.books = BookCache(bus)
+        self.markets = MarketRulesCache(bus)
         self.counts = {"executed": 0, "filtered": 0, "rejected": 0}
 
     async def on_start(self) -> None:
         s = self.subjects
         await self.books.start()
+        await self.markets.load()  # the amount steps, before the first signal is sized (if the router is up)
+        self.spawn(self.markets.keep(), "market rules")
         await self.bus.consume(
             stream=s.s_signals, durable="signal-intake", subject=s.signals_submit, type_=Signal, handler=self._on_signal
         )
@@ -125,7 +129,9 @@ class SignalIntake(Actor):
                 fraction = rp.max_risk_percent if rp and rp.max_risk_percent else DEFAULT_RISK_FRACTION
                 if not (ZERO < fraction <= 1):
                     return await self._event(sig, sid, "rejected", "riskParameters.maxRiskPercent must be in (0, 1]")
-                qty, amount = fixed_notional(self.settings.INITIAL_BALANCE, fraction, price)
+                rules = self.markets.get(sig.pair)
+                step = rules.amount_step if rules else QTY_STEP
+                qty, amount = fixed_notional(self.settings.INITIAL_BALANCE, fraction, price, step)
                 sizing = PositionSizing(recommended_size=qty, risk_amount=amount, method="fixed_notional")
                 if qty <= ZERO:
                     return await self._event(sig, sid, "rejected", "sized quantity rounds to zero")

@@ -75,6 +75,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     BINANCE_TESTNET_SECRET: str = ""
     PAPER_TAKER_FEE: Decimal = Decimal("0.001")
     PAPER_MAKER_FEE: Decimal = Decimal("0.001")
+    PAPER_MIN_NOTIONAL: Decimal = Decimal("1")
+    PAPER_LATENCY_MS: int = 0
+    PAPER_MARKETS: str = ""  # JSON: {"BTC_USDT": {"tickSize": "0.01", "amountStep": "0.00001", ...}}
     # -- the other services of the family ------------------------------------------------------------
     CORE_SERVICE_URL: str = ""
     ML_SERVICE_URL: str = ""
@@ -228,6 +231,43 @@ def _market_data(raw: Any) -> str:
     raise ValueError("synthetic, none or replay:FILE")
 
 
+class PaperMarket(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
+    """Per-pair rules of the paper venue; what is left out takes the defaults."""
+
+    tick_size: Decimal | None = None
+    amount_step: Decimal | None = None
+    min_notional: Decimal | None = None
+    maker_fee: Decimal | None = None
+    taker_fee: Decimal | None = None
+
+
+def parse_paper_markets(raw: str) -> dict[str, PaperMarket]:
+    return msgspec.json.decode(raw, type=dict[str, PaperMarket]) if raw.strip() else {}
+
+
+def _paper_markets(raw: Any) -> str:
+    s = raw if isinstance(raw, str) else msgspec.json.encode(raw).decode()
+    try:
+        markets = parse_paper_markets(s)
+    except (msgspec.ValidationError, msgspec.DecodeError) as e:
+        raise ValueError(
+            'a JSON object such as {"BTC_USDT": {"tickSize": "0.01", "amountStep": "0.00001", '
+            f'"minNotional": "10", "makerFee": "0.0008", "takerFee": "0.001"}} ({e})'
+        ) from None
+    for pair, m in markets.items():
+        if not PAIR_RE.match(pair):
+            raise ValueError(f"pairs written BASE_QUOTE as keys, not {pair!r}")
+        for name in ("tick_size", "amount_step"):
+            v = getattr(m, name)
+            if v is not None and (not v.is_finite() or v <= 0):
+                raise ValueError(f"a positive {name} for {pair}")
+        for name in ("min_notional", "maker_fee", "taker_fee"):
+            v = getattr(m, name)
+            if v is not None and (not v.is_finite() or v < (Decimal("-0.01") if name == "maker_fee" else 0)):
+                raise ValueError(f"a non-negative {name} for {pair}")
+    return s.strip()
+
+
 def _exchange(raw: Any) -> str:
     s = str(raw).strip().lower()
     if s == "xeggex":
@@ -259,6 +299,9 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "BINANCE_TESTNET_SECRET": _text,
     "PAPER_TAKER_FEE": _dec(Decimal(0), Decimal("0.1")),
     "PAPER_MAKER_FEE": _dec(Decimal("-0.01"), Decimal("0.1")),
+    "PAPER_MIN_NOTIONAL": _dec(Decimal(0)),
+    "PAPER_LATENCY_MS": _int(0, 60_000),
+    "PAPER_MARKETS": _paper_markets,
     "CORE_SERVICE_URL": _url("http", "https"),
     "ML_SERVICE_URL": _url("http", "https"),
     "RISK_SERVICE_URL": _url("http", "https"),

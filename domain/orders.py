@@ -107,3 +107,26 @@ def apply_fill(order: Order, fill: FillRef) -> Order:
         closed_at=fill.timestamp if closed else order.closed_at,
         execution_time=(fill.timestamp - order.created_at) if closed else order.execution_time,
     )
+
+
+def to_pending(order: Order, pending: OrderStatus, ts: int, reason: str | None = None) -> Order:
+    """Into PENDING_CANCEL / PENDING_UPDATE, remembering where to go back if the venue says no."""
+    return msgspec.structs.replace(transition(order, pending, ts, reason), previous_status=order.status)
+
+
+def back_from_pending(order: Order, ts: int, reason: str | None = None) -> Order:
+    """A refused cancel or modify: the order returns to its previous state (PARTIALLY_FILLED if it has
+    fills by now). Orders not pending are returned unchanged."""
+    if order.status not in (S.PENDING_CANCEL, S.PENDING_UPDATE):
+        return order
+    back = order.previous_status or S.ACCEPTED
+    if order.filled_quantity and back in (S.ACCEPTED, S.TRIGGERED):
+        back = S.PARTIALLY_FILLED
+    return msgspec.structs.replace(transition(order, back, ts, reason), previous_status=None)
+
+
+def trigger(order: Order, ts: int) -> Order:
+    """A working stop or take-profit whose trigger price was reached (unchanged if it is not waiting)."""
+    if order.status is not S.ACCEPTED or order.triggered_at is not None:
+        return order
+    return msgspec.structs.replace(transition(order, S.TRIGGERED, ts), triggered_at=ts)

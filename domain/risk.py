@@ -1,6 +1,6 @@
 """Pre-trade checks: pure functions from an order request and what is known to a decision.
 
-Each denial carries a code, the offending field and a sentence.
+Each denial carries a code, the offending field (camelCase, as the caller wrote it) and a sentence.
 """
 
 from __future__ import annotations
@@ -10,11 +10,14 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from domain.book import vwap, walk_book
-from schemas.messages import Book, OrderRequest, RiskValidation
+from domain.triggers import TRIGGERED_TYPES, wrong_side
+from schemas.messages import Book, MarketRules, OrderRequest, RiskValidation
 
 ZERO = Decimal(0)
 CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_.:\-=]{1,64}$")
-SUPPORTED_TYPES = frozenset({"market"})
+SUPPORTED_TYPES = frozenset({"market", "limit", "stop_loss", "stop_limit", "take_profit"})
+NEEDS_PRICE = frozenset({"limit", "stop_limit"})
+BRACKET_ENTRIES = frozenset({"market", "limit"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,17 +33,44 @@ class Approval:
     estimated_cost: Decimal | None
 
 
+def _camel(name: str) -> str:
+    return re.sub(r"_(\w)", lambda m: m.group(1).upper(), name)
+
+
+def _multiple(value: Decimal, step: Decimal) -> bool:
+    return step <= ZERO or value % step == ZERO
+
+
 def check_order(
-    req: OrderRequest, *, pairs: tuple[str, ...], book: Book | None, trading_state: str = "ACTIVE"
+    req: OrderRequest,
+    *,
+    pairs: tuple[str, ...],
+    book: Book | None,
+    trading_state: str = "ACTIVE",
+    rules: MarketRules | None = None,
+    position: Decimal | None = None,
+    now: int = 0,
 ) -> Denial | Approval:
-    """The decision on one order; numbers too large or malformed to compute with are denied, not raised."""
+    """The decision on one order; numbers too large or malformed to compute with are denied, not raised.
+
+    ``rules``: the venue's tick, step and minimum notional for the pair (skipped when unknown; the venue
+    checks them again). ``position``: the signed position, needed for reduce-only orders.
+    """
     try:
-        return _check(req, pairs=pairs, book=book, trading_state=trading_state)
+        return _check(req, pairs, book, trading_state, rules, position, now)
     except ArithmeticError as e:  # decimal.Overflow, InvalidOperation ...
         return Denial("INVALID_NUMBER", None, f"a number of the order cannot be used: {type(e).__name__}")
 
 
-def _check(req: OrderRequest, *, pairs: tuple[str, ...], book: Book | None, trading_state: str) -> Denial | Approval:
+def _check(
+    req: OrderRequest,
+    pairs: tuple[str, ...],
+    book: Book | None,
+    trading_state: str,
+    rules: MarketRules | None,
+    position: Decimal | None,
+    now: int,
+) -> Denial | Approval:
     if trading_state == "HALTED":
         return Denial("TRADING_HALTED", None, "trading is halted")
     if not CLIENT_ID_RE.match(req.client_order_id):
@@ -54,17 +84,87 @@ def _check(req: OrderRequest, *, pairs: tuple[str, ...], book: Book | None, trad
     if not req.quantity.is_finite() or req.quantity <= ZERO:
         return Denial("INVALID_QUANTITY", "quantity", f"quantity must be a positive number, got {req.quantity}")
     if req.type not in SUPPORTED_TYPES:
-        return Denial("UNSUPPORTED_ORDER_TYPE", "type", f"order type {req.type} is not supported yet")
+        return Denial("UNSUPPORTED_ORDER_TYPE", "type", f"order type {req.type} is not supported")
     for name in ("price", "stop_price", "stop_loss", "take_profit"):
         v = getattr(req, name)
         if v is not None and (not v.is_finite() or v <= ZERO):
-            field = re.sub(r"_(\w)", lambda m: m.group(1).upper(), name)
-            return Denial("INVALID_PRICE", field, f"{field} must be a positive number, got {v}")
-    if book is None or not (book.asks if req.side == "buy" else book.bids):
-        return Denial("NO_MARKET_DATA", "pair", f"no market data for {req.pair}: cannot price the order")
+            return Denial("INVALID_PRICE", _camel(name), f"{_camel(name)} must be a positive number, got {v}")
+    if req.type in NEEDS_PRICE and req.price is None:
+        return Denial("MISSING_PRICE", "price", f"a {req.type} order needs a price")
+    if req.type in TRIGGERED_TYPES and req.stop_price is None:
+        return Denial("MISSING_STOP_PRICE", "stopPrice", f"a {req.type} order needs a stopPrice (its trigger)")
+    if req.stop_price is not None and req.type not in TRIGGERED_TYPES:
+        return Denial("UNEXPECTED_FIELD", "stopPrice", f"a {req.type} order has no stopPrice")
+    if req.post_only and req.type != "limit":
+        return Denial("INVALID_FLAGS", "postOnly", "postOnly is only for limit orders")
+    tif = req.time_in_force
+    if tif == "GTD" and (req.expire_at is None or req.expire_at <= now):
+        return Denial("INVALID_EXPIRY", "expireAt", "timeInForce GTD needs expireAt (epoch ms) in the future")
+    if req.expire_at is not None and tif != "GTD":
+        return Denial("INVALID_EXPIRY", "expireAt", "expireAt is only for timeInForce GTD")
+    if req.post_only and tif in ("IOC", "FOK"):
+        return Denial("INVALID_FLAGS", "postOnly", f"a postOnly order cannot be {tif}: it would never rest")
+    if rules is not None:
+        if not _multiple(req.quantity, rules.amount_step):
+            return Denial(
+                "INVALID_QUANTITY",
+                "quantity",
+                f"quantity {req.quantity} is not a multiple of the amount step {rules.amount_step} for {req.pair}",
+            )
+        for name in ("price", "stop_price", "stop_loss", "take_profit"):
+            v = getattr(req, name)
+            if v is not None and not _multiple(v, rules.tick_size):
+                return Denial(
+                    "INVALID_PRICE",
+                    _camel(name),
+                    f"{_camel(name)} {v} is not a multiple of the tick {rules.tick_size} for {req.pair}",
+                )
     is_buy = req.side == "buy"
-    slices, _left = walk_book(book.asks if is_buy else book.bids, req.quantity, is_buy=is_buy)
-    ref = vwap(slices) or (book.asks[0][0] if is_buy else book.bids[0][0])
+    bid = book.bids[0][0] if book is not None and book.bids else None
+    ask = book.asks[0][0] if book is not None and book.asks else None
+    touch = ask if is_buy else bid
+    if touch is None and (req.type == "market" or req.type in TRIGGERED_TYPES):
+        return Denial("NO_MARKET_DATA", "pair", f"no market data for {req.pair}: cannot price the order")
+    if req.stop_price is not None and (why := wrong_side(req.type, req.side, req.stop_price, bid, ask)):
+        return Denial("STOP_WRONG_SIDE", "stopPrice", why)
+    # reference price: what the order is expected to trade at
+    if req.type == "market" and book is not None:
+        slices, _ = walk_book(book.asks if is_buy else book.bids, req.quantity, is_buy=is_buy)
+        ref = vwap(slices) or touch
+    else:
+        ref = req.price or req.stop_price or touch
+    if ref is None:
+        return Denial("NO_MARKET_DATA", "pair", f"no market data for {req.pair}: cannot price the order")
     cost = req.quantity * ref
+    if rules is not None and cost < rules.min_notional:
+        return Denial(
+            "MIN_NOTIONAL", "quantity", f"notional {cost} is below the minimum {rules.min_notional} for {req.pair}"
+        )
+    if req.stop_loss is not None or req.take_profit is not None:
+        if req.type not in BRACKET_ENTRIES:
+            return Denial("INVALID_BRACKET", "type", "a bracket's entry is a market or limit order")
+        entry = req.price if req.type == "limit" else touch
+        assert entry is not None
+        for name, level, below in (("stopLoss", req.stop_loss, is_buy), ("takeProfit", req.take_profit, not is_buy)):
+            if level is None:
+                continue
+            if below and level >= entry:
+                return Denial(
+                    "INVALID_BRACKET", name, f"{name} {level} of a {req.side} must be below the entry {entry}"
+                )
+            if not below and level <= entry:
+                return Denial(
+                    "INVALID_BRACKET", name, f"{name} {level} of a {req.side} must be above the entry {entry}"
+                )
+    if req.reduce_only:
+        held = position or ZERO
+        if held == ZERO or (held > 0) == is_buy:
+            return Denial(
+                "REDUCE_ONLY", "reduceOnly", f"reduceOnly {req.side} would not reduce the {req.pair} position ({held})"
+            )
+        if req.quantity > abs(held):
+            return Denial(
+                "REDUCE_ONLY", "quantity", f"reduceOnly quantity {req.quantity} is above the position {abs(held)}"
+            )
     max_risk = abs(ref - req.stop_loss) * req.quantity if req.stop_loss is not None else cost
     return Approval(RiskValidation(passed=True, recommended_size=req.quantity, max_risk=max_risk), cost)

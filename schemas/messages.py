@@ -85,6 +85,17 @@ class Book(Msg):
     ts: int
 
 
+class Trade(Msg):
+    """A public trade print on ``tbx.md.trades.<pair>``."""
+
+    pair: str
+    price: Decimal
+    quantity: Decimal
+    side: Side  # the taker's side
+    ts: int
+    trade_id: str | None = None
+
+
 class Fill(Msg):
     """A canonical fill on ``tbx.events.fills.<pair>``. The ledger books any fill on that stream."""
 
@@ -123,6 +134,9 @@ class OrderRequest(Msg):
     stop_loss: Decimal | None = None
     take_profit: Decimal | None = None
     time_in_force: TimeInForce | None = None
+    expire_at: int | None = None  # GTD: epoch ms
+    post_only: bool = False
+    reduce_only: bool = False
     risk_check: bool = True
     paper_trade: bool | None = None
     source: str = "api"
@@ -161,6 +175,14 @@ class Order(Msg):
     price: Decimal | None = None
     stop_price: Decimal | None = None
     time_in_force: TimeInForce = "GTC"
+    expire_at: int | None = None
+    post_only: bool = False
+    reduce_only: bool = False
+    role: Literal["entry", "stop_loss", "take_profit"] | None = None  # set on the orders of a bracket
+    parent_order_id: str | None = None  # a bracket leg: its entry
+    linked_orders: dict[str, str] | None = None  # entry: {"stopLoss": id, "takeProfit": id}; leg: its sibling
+    triggered_at: int | None = None
+    previous_status: OrderStatus | None = None  # while PENDING_CANCEL / PENDING_UPDATE: where to go back
     filled_quantity: Decimal = ZERO
     average_price: Decimal | None = None
     total_cost: Decimal = ZERO
@@ -179,6 +201,35 @@ class Order(Msg):
     closed_at: int | None = None
     execution_time: int | None = None
     fills: list[FillRef] = msgspec.field(default_factory=list)
+
+
+class CancelOrder(Msg):
+    """``tbx.orders.cancel``: one order (by id or client id), or every working order (of one pair)."""
+
+    order_id: str | None = None
+    client_order_id: str | None = None
+    all: bool = False
+    pair: str | None = None
+    reason: str | None = None
+
+
+class ModifyOrder(Msg):
+    """``tbx.orders.modify``: a new price, stop price and/or quantity for a working order."""
+
+    order_id: str
+    quantity: Decimal | None = None
+    price: Decimal | None = None
+    stop_price: Decimal | None = None
+
+
+class CommandReply(Msg):
+    """The outcome of a cancel or modify: the orders after the command (or why it was refused)."""
+
+    ok: bool
+    orders: list[Order] = msgspec.field(default_factory=list)
+    code: str | None = None
+    field: str | None = None
+    detail: str | None = None
 
 
 class OrderEvent(Msg):
@@ -273,11 +324,39 @@ class OrdersQuery(Msg):
     side: Side | None = None
     order_id: str | None = None
     client_order_id: str | None = None
+    since: int | None = None  # created at or after (epoch ms)
+    until: int | None = None  # created before (epoch ms)
+    cursor: str | None = None  # from the previous page's nextCursor
     limit: int = 50
 
 
 class OrdersPage(Msg):
     orders: list[Order]
+    next_cursor: str | None = None
+
+
+class OrderEventsQuery(Msg):
+    order_id: str
+
+
+class OrderEventsPage(Msg):
+    events: list[OrderEvent]
+
+
+class MarketRules(Msg):
+    """What a venue accepts for one pair: price tick, amount step, minimum notional, fees."""
+
+    pair: str
+    tick_size: Decimal
+    amount_step: Decimal
+    min_notional: Decimal
+    maker_fee: Decimal
+    taker_fee: Decimal
+
+
+class MarketsPage(Msg):
+    venue: str
+    markets: list[MarketRules]
 
 
 class RiskMetrics(Msg):

@@ -1,113 +1,239 @@
-"""The paper exchange: fills against the latest L2 book of ``tbx.md.book.<pair>``.
+"""The paper exchange: a venue that fills our orders against the latest books of ``tbx.md.book.<pair>``.
 
 It behaves like an outside venue: it keeps its own record of every order in the JetStream KV bucket
-PAPER (so it survives a restart of the router, like a real exchange would), answers by our client
-order id, and never double-fills a retried order. A market order walks the book level by level, one
-trade per level, as a taker (fee PAPER_TAKER_FEE, 0.1% by default, charged in the quote currency);
-depth that runs out leaves the rest unfilled and canceled (market orders are immediate-or-cancel).
-The book is not depleted by our own fills: the next snapshot replaces it. An order for a pair
-with no book yet (the router just started, say) waits up to BOOK_WAIT_S for one before it is
-rejected with "no market data" (see actors/books.py).
+PAPER (so resting orders survive a restart of the router, as they would at a real exchange), answers
+by our client order id, never double-fills a retried order, and pushes fills of resting orders to its
+listener. The matching itself is ``domain.matching`` (pure); see its docstring for the rules.
+Every command waits PAPER_LATENCY_MS first (simulated round trip). A pair with no book yet (the router
+just started) waits up to BOOK_WAIT_S for one (see actors/books.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+from collections import deque
 from decimal import Decimal
 
 import msgspec
 import nats.js.errors
 
 from actors.books import BookCache
-from actors.venues.base import VenueOrder, VenueOrderRequest, VenueTrade
+from actors.venues.base import Listener, VenueOrder, VenueOrderRequest, VenueRefused, VenueTrade
 from bus.client import Bus
-from config.settings import Settings
-from domain.book import walk_book
-from schemas.messages import Book, now_ms
+from config.settings import Settings, parse_paper_markets
+from domain.matching import MarketSpec, Matcher, SimOrder, SimTrade
+from domain.synthetic import START_PRICES, lot_size, tick_size
+from schemas.messages import Book, MarketRules, now_ms
 from schemas.subjects import pair_currencies
 
 ZERO = Decimal(0)
+RECENT_TRADES = 10_000
 
 _enc = msgspec.json.Encoder()
-_dec = msgspec.json.Decoder(VenueOrder)
+_dec_order = msgspec.json.Decoder(SimOrder)
+_dec_balances = msgspec.json.Decoder(dict[str, Decimal])
+
+
+def _key(client_order_id: str) -> str:
+    return "o." + hashlib.sha1(client_order_id.encode()).hexdigest()
+
+
+def _venue_trade(t: SimTrade) -> VenueTrade:
+    return VenueTrade(t.trade_id, t.quantity, t.price, t.fee, t.fee_currency, t.liquidity, t.ts)
+
+
+def _view(o: SimOrder) -> VenueOrder:
+    return VenueOrder(
+        client_order_id=o.client_order_id,
+        venue_order_id=o.venue_order_id,
+        pair=o.pair,
+        status=o.status,
+        filled=o.filled,
+        trades=[_venue_trade(t) for t in o.trades],
+        reason=o.reason,
+        quantity=o.quantity,
+        price=o.price,
+    )
+
+
+def market_spec(settings: Settings, pair: str) -> MarketSpec:
+    """The paper venue's rules for ``pair``: PAPER_MARKETS overrides, else from the pair's price."""
+    start = START_PRICES.get(pair_currencies(pair)[0], Decimal(100))
+    o = parse_paper_markets(settings.PAPER_MARKETS).get(pair)
+    return MarketSpec(
+        tick_size=(o and o.tick_size) or tick_size(start),
+        amount_step=(o and o.amount_step) or lot_size(start),
+        min_notional=o.min_notional if o and o.min_notional is not None else settings.PAPER_MIN_NOTIONAL,
+        maker_fee=o.maker_fee if o and o.maker_fee is not None else settings.PAPER_MAKER_FEE,
+        taker_fee=o.taker_fee if o and o.taker_fee is not None else settings.PAPER_TAKER_FEE,
+    )
 
 
 class PaperVenue:
     name = "paper"
 
-    def __init__(self, settings: Settings, bus: Bus) -> None:
+    def __init__(self, settings: Settings, bus: Bus, books: BookCache | None = None) -> None:
+        self.settings = settings
         self.bus = bus
-        self.taker_fee = settings.PAPER_TAKER_FEE
-        self.books = BookCache(bus)
+        self.books = books or BookCache(bus)
+        self.books.add_hook(self._on_book)  # resting orders match before anything else sees the book
+        self.matchers: dict[str, Matcher] = {}
+        self.latency = settings.PAPER_LATENCY_MS / 1000
+        self.listener: Listener | None = None
+        self.balances: dict[str, Decimal] = {settings.BASE_CURRENCY: settings.INITIAL_BALANCE}
+        self.recent: deque[tuple[str, VenueTrade]] = deque(maxlen=RECENT_TRADES)
+        self.seq = 0
+        self.lock = asyncio.Lock()
 
+    # -- lifecycle -------------------------------------------------------------------------------------
     async def start(self) -> None:
         self.kv = await self.bus.kv(self.bus.subjects.kv_paper)
+        try:
+            entry = await self.kv.get("balances")
+            if entry.value:
+                self.balances = _dec_balances.decode(entry.value)
+        except nats.js.errors.KeyNotFoundError:
+            pass
+        await self._load_resting()
         await self.books.start()
 
     async def stop(self) -> None:
         return None
 
-    @staticmethod
-    def _key(client_order_id: str) -> str:
-        return "o." + hashlib.sha1(client_order_id.encode()).hexdigest()
+    def set_listener(self, listener: Listener) -> None:
+        self.listener = listener
+
+    async def _load_resting(self) -> None:
+        try:
+            keys = await self.kv.keys(filters=["o.>"])
+        except nats.js.errors.NoKeysError:
+            return
+        for key in keys:
+            try:
+                entry = await self.kv.get(key)
+            except nats.js.errors.KeyNotFoundError:
+                continue
+            o = _dec_order.decode(entry.value)
+            self.seq = max(self.seq, o.seq)
+            if o.status == "open":
+                self._matcher(o.pair).resting[o.client_order_id] = o
+
+    def _matcher(self, pair: str) -> Matcher:
+        m = self.matchers.get(pair)
+        if m is None:
+            slip = self.settings.MAX_SLIPPAGE_PERCENT
+            quote = pair_currencies(pair)[1]
+            m = self.matchers[pair] = Matcher(pair, quote, market_spec(self.settings, pair), slip or None)
+        return m
+
+    async def _save(self, o: SimOrder, new_trades: list[SimTrade]) -> None:
+        await self.kv.put(_key(o.client_order_id), _enc.encode(o))
+        if new_trades:
+            base, quote = pair_currencies(o.pair)
+            sign = Decimal(1) if o.side == "buy" else Decimal(-1)
+            for t in new_trades:
+                self.balances[base] = self.balances.get(base, ZERO) + sign * t.quantity
+                self.balances[quote] = self.balances.get(quote, ZERO) - sign * t.quantity * t.price - t.fee
+                self.recent.append((o.pair, _venue_trade(t)))
+            await self.kv.put("balances", _enc.encode(self.balances))
+
+    # -- market data -----------------------------------------------------------------------------------
+    async def _on_book(self, book: Book) -> None:
+        m = self._matcher(book.pair)
+        async with self.lock:
+            filled = m.on_book(book, now_ms())
+            for o, trades in filled:
+                await self._save(o, trades)
+        for o, trades in filled:
+            if self.listener is not None:
+                await self.listener(_view(o), [_venue_trade(t) for t in trades])
+
+    # -- the unified API -------------------------------------------------------------------------------
+    async def markets(self) -> list[MarketRules]:
+        out = []
+        for pair in self.settings.PAIRS:
+            s = market_spec(self.settings, pair)
+            out.append(
+                MarketRules(
+                    pair=pair,
+                    tick_size=s.tick_size,
+                    amount_step=s.amount_step,
+                    min_notional=s.min_notional,
+                    maker_fee=s.maker_fee,
+                    taker_fee=s.taker_fee,
+                )
+            )
+        return out
 
     async def fetch_order(self, client_order_id: str, pair: str) -> VenueOrder | None:
         try:
-            entry = await self.kv.get(self._key(client_order_id))
+            entry = await self.kv.get(_key(client_order_id))
         except nats.js.errors.KeyNotFoundError:
             return None
-        return _dec.decode(entry.value) if entry.value else None
+        return _view(_dec_order.decode(entry.value)) if entry.value else None
+
+    async def fetch_open_orders(self, pair: str | None = None) -> list[VenueOrder]:
+        return [_view(o) for m in self.matchers.values() if pair is None or m.pair == pair for o in m.resting.values()]
+
+    async def fetch_my_trades(self, pair: str, since: int = 0) -> list[VenueTrade]:
+        return [t for p, t in self.recent if p == pair and t.ts >= since]
+
+    async def fetch_balance(self) -> dict[str, Decimal]:
+        return dict(self.balances)
 
     async def fetch_order_book(self, pair: str) -> Book | None:
         return await self.books.get(pair, wait=0)
 
     async def create_order(self, req: VenueOrderRequest) -> VenueOrder:
+        if self.latency:
+            await asyncio.sleep(self.latency)
         known = await self.fetch_order(req.client_order_id, req.pair)
         if known is not None:
             return known
-        result = self._match(req, await self.books.get(req.pair))
-        try:
-            await self.kv.create(self._key(req.client_order_id), _enc.encode(result))
-        except nats.js.errors.KeyWrongLastSequenceError:
-            # the same client order id raced us: the first outcome stands
-            first = await self.fetch_order(req.client_order_id, req.pair)
-            if first is not None:
-                return first
-        return result
+        m = self._matcher(req.pair)
+        if m.book is None and (book := await self.books.get(req.pair)) is not None:
+            m.on_book(book, now_ms())
+        async with self.lock:
+            if (o := m.resting.get(req.client_order_id)) is not None:
+                return _view(o)  # raced with itself
+            self.seq += 1
+            o = SimOrder(
+                client_order_id=req.client_order_id,
+                venue_order_id="P" + hashlib.sha1(req.client_order_id.encode()).hexdigest()[:16],
+                pair=req.pair,
+                side=req.side,
+                type=req.type,
+                quantity=req.quantity,
+                price=req.price,
+                time_in_force=req.time_in_force,
+                post_only=req.post_only,
+                seq=self.seq,
+            )
+            trades = m.submit(o, now_ms())
+            await self._save(o, trades)
+        return _view(o)
 
-    def _match(self, req: VenueOrderRequest, book: Book | None) -> VenueOrder:
-        venue_id = "P" + hashlib.sha1(req.client_order_id.encode()).hexdigest()[:16]
-        if req.type != "market":
-            return VenueOrder(
-                req.client_order_id,
-                venue_id,
-                req.pair,
-                "rejected",
-                ZERO,
-                reason=f"order type {req.type} is not supported by the paper venue yet",
-            )
-        if book is None:
-            return VenueOrder(
-                req.client_order_id, venue_id, req.pair, "rejected", ZERO, reason=f"no market data for {req.pair}"
-            )
-        is_buy = req.side == "buy"
-        slices, left = walk_book(book.asks if is_buy else book.bids, req.quantity, is_buy=is_buy)
-        quote = pair_currencies(req.pair)[1]
-        ts = now_ms()
-        trades = [
-            VenueTrade(
-                trade_id=f"{venue_id}-{i}",
-                quantity=qty,
-                price=price,
-                fee=qty * price * self.taker_fee,
-                fee_currency=quote,
-                liquidity="taker",
-                ts=ts,
-            )
-            for i, (price, qty) in enumerate(slices, 1)
-        ]
-        filled = req.quantity - left
-        if left == ZERO:
-            return VenueOrder(req.client_order_id, venue_id, req.pair, "closed", filled, trades)
-        reason = f"book depth ran out: {left} of {req.quantity} unfilled"
-        return VenueOrder(req.client_order_id, venue_id, req.pair, "canceled", filled, trades, reason=reason)
+    async def cancel_order(self, client_order_id: str, pair: str, reason: str = "canceled") -> VenueOrder:
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        async with self.lock:
+            o = self._matcher(pair).cancel(client_order_id, now_ms(), reason)
+            if o is None:
+                known = await self.fetch_order(client_order_id, pair)
+                state = known.status if known else "unknown"
+                raise VenueRefused(f"cannot cancel: the order is {state}")
+            await self._save(o, [])
+        return _view(o)
+
+    async def edit_order(
+        self, client_order_id: str, pair: str, quantity: Decimal | None = None, price: Decimal | None = None
+    ) -> VenueOrder:
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        async with self.lock:
+            o, refusal, trades = self._matcher(pair).edit(client_order_id, now_ms(), quantity, price)
+            if o is None or refusal is not None:
+                raise VenueRefused(f"cannot modify: {refusal}")
+            await self._save(o, trades)
+        return _view(o)

@@ -250,21 +250,46 @@ async def test_router_sends_the_venue_trades_again_when_it_died_before_reporting
     the reconcile at start asks the venue by client order id and reports the trades."""
     import msgspec
 
-    from actors.venues.base import VenueOrder, VenueTrade
-    from actors.venues.paper import PaperVenue
+    from actors.venues.paper import _key
+    from domain.matching import SimOrder, SimTrade
     from schemas.messages import Order, OrderEvent
 
     await system.start("portfolio-ledger", "fill-tracker")
     coid = "lost-reports-1"
     trades = [
-        VenueTrade("T-1", Decimal("0.3"), Decimal("60000"), Decimal("18"), "USDT", "taker", 1),
-        VenueTrade("T-2", Decimal("0.2"), Decimal("60010"), Decimal("12.002"), "USDT", "taker", 1),
+        SimTrade(
+            trade_id="PV-1-1",
+            quantity=Decimal("0.3"),
+            price=Decimal("60000"),
+            fee=Decimal("18"),
+            fee_currency="USDT",
+            liquidity="taker",
+            ts=1,
+        ),
+        SimTrade(
+            trade_id="PV-1-2",
+            quantity=Decimal("0.2"),
+            price=Decimal("60010"),
+            fee=Decimal("12.002"),
+            fee_currency="USDT",
+            liquidity="taker",
+            ts=1,
+        ),
     ]
     kv = await client.kv(client.subjects.kv_paper)
-    await kv.put(
-        PaperVenue._key(coid),
-        msgspec.json.encode(VenueOrder(coid, "PV-1", "BTC_USDT", "closed", Decimal("0.5"), trades)),
+    sim = SimOrder(
+        client_order_id=coid,
+        venue_order_id="PV-1",
+        pair="BTC_USDT",
+        side="buy",
+        type="market",
+        quantity=Decimal("0.5"),
+        status="closed",
+        filled=Decimal("0.5"),
+        cost=Decimal("30002"),
+        trades=trades,
     )
+    await kv.put(_key(coid), msgspec.json.encode(sim))
     recorded = Order(
         order_id="ORD_20260101_000001",
         client_order_id=coid,
@@ -285,7 +310,7 @@ async def test_router_sends_the_venue_trades_again_when_it_died_before_reporting
     )
     await system.start("order-router")
     o = await eventually(lambda: filled(client, coid), what="the order filled from the re-sent reports")
-    assert [f.fill_id for f in o.fills] == ["paper:T-1", "paper:T-2"]
+    assert [f.fill_id for f in o.fills] == ["paper:PV-1-1", "paper:PV-1-2"]
     assert o.average_price == (Decimal("0.3") * 60000 + Decimal("0.2") * 60010) / Decimal("0.5")
     snap = await portfolio(client)
     assert snap.fills_applied == 2 and snap.positions[0].quantity == Decimal("0.5")
