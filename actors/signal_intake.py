@@ -99,9 +99,6 @@ class SignalIntake(Actor):
             return await self._event(sig, sid, "rejected", f"pair {sig.pair} is not traded here")
         if not sig.confidence.is_finite() or not (ZERO <= sig.confidence <= 1):
             return await self._event(sig, sid, "rejected", f"confidence must be within 0..1, got {sig.confidence}")
-        for name, value in (("stopLoss", sig.stop_loss), ("takeProfit", sig.take_profit)):
-            if value is not None:  # never accept a protective order we would not place
-                return await self._event(sig, sid, "rejected", f"{name} is not supported yet: no bracket orders")
         if sig.signal == "HOLD":
             return await self._event(sig, sid, "filtered", "HOLD does nothing")
         if sig.signal == "CLOSE":

@@ -98,6 +98,7 @@ class Matcher:
     book: Book | None = None
     consumed: dict[tuple[str, Decimal], Decimal] = field(default_factory=dict)
     resting: dict[str, SimOrder] = field(default_factory=dict)
+    seq: int = 0  # arrival counter: time priority among equal prices
 
     # -- rules ----------------------------------------------------------------------------------------
     def rule_violation(self, o: SimOrder) -> str | None:
@@ -145,14 +146,14 @@ class Matcher:
         return bound is None or (price <= bound if is_buy else price >= bound)
 
     def fillable(self, o: SimOrder) -> Decimal:
-        """How much of ``o`` could trade against the book right now (for FOK)."""
+        """How much of ``o`` could trade against the book right now (for FOK), level by level as _take would."""
         total = ZERO
         bound = self._bound(o)
         for price, size in self._levels(o.is_buy):
             if not self._within(o.is_buy, price, bound):
                 break
-            total += max(ZERO, self._available(o.is_buy, price, size))
-        return self._step_down(total)
+            total += self._step_down(max(ZERO, self._available(o.is_buy, price, size)))
+        return total
 
     def marketable(self, o: SimOrder) -> bool:
         t = self.touch(o.is_buy)
@@ -225,6 +226,8 @@ class Matcher:
     def submit(self, o: SimOrder, ts: int) -> list[SimTrade]:
         """A new order arrives. Sets its status; returns the trades it made at once."""
         o.created_at = o.updated_at = ts
+        self.seq += 1
+        o.seq = self.seq
         if (why := self.rule_violation(o)) is not None:
             return self._end(o, "rejected", why, ts)
         if o.type == "market":
@@ -299,8 +302,9 @@ class Matcher:
         if trial.post_only and self.marketable(trial):
             return o, "post-only order would take liquidity", []
         o.quantity, o.price, o.updated_at = new_qty, new_price, ts
-        if price is not None:
-            o.seq = max((r.seq for r in self.resting.values()), default=0) + 1  # a new price loses its place
+        if price is not None:  # a new price loses its place in the queue
+            self.seq += 1
+            o.seq = self.seq
         trades = self._take(o, ts) if self.marketable(o) else []
         if o.status != "open":
             self.resting.pop(o.client_order_id, None)

@@ -7,7 +7,7 @@ from typing import Literal
 
 import msgspec
 
-from schemas.messages import OrderStatus, OrderType, RiskValidation, Side, TimeInForce
+from schemas.messages import Order, OrderEvent, OrderStatus, OrderType, RiskValidation, Side, TimeInForce
 
 
 class Rest(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
@@ -30,9 +30,35 @@ class PlaceOrder(RestIn):
     stop_loss: Decimal | None = None
     take_profit: Decimal | None = None
     time_in_force: TimeInForce | None = None
+    expire_at: int | None = None
+    post_only: bool = False
+    reduce_only: bool = False
     paper_trade: bool | None = None
     risk_check: bool = True
     client_order_id: str | None = None
+
+
+class ModifyBody(RestIn):
+    """Body of ``PATCH /api/orders/{id}``."""
+
+    quantity: Decimal | None = None
+    price: Decimal | None = None
+    stop_price: Decimal | None = None
+
+
+class CancelAllBody(RestIn):
+    """Body of ``POST /api/orders/cancel-all`` (optional)."""
+
+    pair: str | None = None
+
+
+class OrderEvents(Rest):
+    order_id: str
+    events: list[OrderEvent]
+
+
+class OrderList(Rest):
+    orders: list[Order]
 
 
 class PlacedOrder(Rest):

@@ -83,7 +83,6 @@ class PaperVenue:
         self.listener: Listener | None = None
         self.balances: dict[str, Decimal] = {settings.BASE_CURRENCY: settings.INITIAL_BALANCE}
         self.recent: deque[tuple[str, VenueTrade]] = deque(maxlen=RECENT_TRADES)
-        self.seq = 0
         self.lock = asyncio.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -115,9 +114,10 @@ class PaperVenue:
             except nats.js.errors.KeyNotFoundError:
                 continue
             o = _dec_order.decode(entry.value)
-            self.seq = max(self.seq, o.seq)
+            m = self._matcher(o.pair)
+            m.seq = max(m.seq, o.seq)
             if o.status == "open":
-                self._matcher(o.pair).resting[o.client_order_id] = o
+                m.resting[o.client_order_id] = o
 
     def _matcher(self, pair: str) -> Matcher:
         m = self.matchers.get(pair)
@@ -197,7 +197,6 @@ class PaperVenue:
         async with self.lock:
             if (o := m.resting.get(req.client_order_id)) is not None:
                 return _view(o)  # raced with itself
-            self.seq += 1
             o = SimOrder(
                 client_order_id=req.client_order_id,
                 venue_order_id="P" + hashlib.sha1(req.client_order_id.encode()).hexdigest()[:16],
@@ -208,7 +207,6 @@ class PaperVenue:
                 price=req.price,
                 time_in_force=req.time_in_force,
                 post_only=req.post_only,
-                seq=self.seq,
             )
             trades = m.submit(o, now_ms())
             await self._save(o, trades)

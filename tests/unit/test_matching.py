@@ -59,7 +59,6 @@ def order(
     type: str | None = None,
     tif: str = "GTC",
     post_only: bool = False,
-    seq: int = 0,
 ) -> SimOrder:
     return SimOrder(
         client_order_id=cid,
@@ -71,7 +70,6 @@ def order(
         price=D(price) if price is not None else None,
         time_in_force=tif,
         post_only=post_only,
-        seq=seq,
     )
 
 
@@ -165,8 +163,8 @@ def test_limit_notional_exactly_at_minimum_is_accepted():
 
 
 def test_limit_notional_uses_the_limit_price_not_the_touch():
-    # 0.1 x 99.99 = 9.999 < 10 though the order would fill at ... it does not cross anyway; and
-    # 0.1 x 100.01 = 10.001 >= 10 is accepted though it fills at 100 (notional 10 there)
+    # 0.1 x 99.99 = 9.999 < 10: rejected; 0.099 x 101.02 = 10.00098 >= 10: accepted, although it then
+    # fills at 100 (9.9 of notional)
     m = matcher(std_book())
     low = order("low", "buy", "0.1", "99.99")
     m.submit(low, 1)
@@ -198,7 +196,7 @@ def test_step_and_tick_of_zero_mean_no_rule():
     spec = MarketSpec(tick_size=D(0), amount_step=D(0), min_notional=D(0), maker_fee=MAKER, taker_fee=TAKER)
     m = matcher(book([], [("100.123456", "0.3333333")]), spec=spec)
     o = order("a", "buy", "0.12345678", "100.5555555")
-    assert m.submit(o, 1) == [tr(o, 1, "0.12345678", "100.123456", "0.00002472141543306816", "taker", 1)]
+    assert m.submit(o, 1) == [tr(o, 1, "0.12345678", "100.123456", "0.02472183896046336", "taker", 1)]
     assert o.status == "closed"
 
 
@@ -266,11 +264,9 @@ def test_market_gtc_partial_keeps_resting_and_takes_from_next_book(tif: str):
     assert_state(o, "open", "6", m, resting=True)
     assert o.reason is None
     out = m.on_book(book([("99", "1")], [("103", "0.4"), ("104", "5")], ts=20), 20)
-    assert out == [
-        (o, [tr(o, 4, "0.4", "103", "0.0824", "taker", 20), tr(o, 5, "0.6", "104", "0.1248", "taker", 20)])
-    ]
+    assert out == [(o, [tr(o, 4, "0.4", "103", "0.0824", "taker", 20), tr(o, 5, "0.6", "104", "0.1248", "taker", 20)])]
     assert_state(o, "closed", "7", m, resting=False)
-    assert o.cost == D("706.6")
+    assert o.cost == D("711.6")
     assert o.updated_at == 20
 
 
@@ -329,12 +325,15 @@ def test_market_sell_never_fills_below_the_band_ioc():
 
 
 def test_band_is_inclusive():
-    m = matcher(book([("100", "1"), ("98", "1")], [("100.5", "1"), ("101", "1"), ("101.01", "1")]), slip="0.5")
-    buy = order("b", "buy", "3", tif="IOC")  # band 100.5 x 1.005 = 101.0025: takes 100.5 and 101, not 101.01
-    assert [t.price for t in m.submit(buy, 1)] == [D("100.5"), D("101")]
-    assert buy.filled == D("2")
-    sell = order("s", "sell", "2", tif="IOC")  # band 100 x 0.995 = 99.5: 98 is out
-    assert [t.price for t in m.submit(sell, 1)] == [D("100")]
+    m = matcher(
+        book([("99", "1"), ("98.01", "1"), ("98", "1")], [("100", "1"), ("101", "1"), ("101.01", "1")]), slip="1"
+    )
+    buy = order("b", "buy", "3", tif="IOC")  # band 100 x 1.01 = 101: takes 101 itself, not 101.01
+    assert [t.price for t in m.submit(buy, 1)] == [D("100"), D("101")]
+    assert buy.band == D("101") and buy.filled == D("2")
+    sell = order("s", "sell", "3", tif="IOC")  # band 99 x 0.99 = 98.01: takes 98.01 itself, not 98
+    assert [t.price for t in m.submit(sell, 1)] == [D("99"), D("98.01")]
+    assert sell.band == D("98.01") and sell.filled == D("2")
 
 
 def test_band_only_touch_when_slippage_is_zero():
@@ -370,11 +369,11 @@ def test_band_is_fixed_at_submission_and_kept_on_later_books():
     assert_state(o, "open", "3", m, resting=True)
     # a cheaper book: a band recomputed from this touch (101 x 1.015 = 102.515) would take 102 as well
     out = m.on_book(book([], [("101", "1"), ("101.5", "1"), ("102", "10")], ts=3), 3)
-    assert out == [(o, [tr(o, 4, "1", "101", "0.202", "taker", 3), tr(o, 5, "1", "101.5", "0.203", "taker", 3)])]
+    assert out == [(o, [tr(o, 3, "1", "101", "0.202", "taker", 3), tr(o, 4, "1", "101.5", "0.203", "taker", 3)])]
     assert_state(o, "open", "5", m, resting=True)
     assert o.band == D("101.5")
     out = m.on_book(book([], [("90", "10")], ts=4), 4)
-    assert out == [(o, [tr(o, 6, "2", "90", "0.36", "taker", 4)])]
+    assert out == [(o, [tr(o, 5, "2", "90", "0.36", "taker", 4)])]
     assert_state(o, "closed", "7", m, resting=False)
 
 
@@ -542,8 +541,8 @@ def test_marketable_limit_gets_only_what_is_left():
 
 def test_two_resting_makers_share_a_new_book():
     m = matcher(std_book())
-    a = order("a", "buy", "1", "99.5", seq=1)
-    b = order("b", "buy", "1", "99.5", seq=2)
+    a = order("a", "buy", "1", "99.5")
+    b = order("b", "buy", "1", "99.5")
     m.submit(a, 1)
     m.submit(b, 1)
     out = m.on_book(book([], [("99.5", "1.5")], ts=2), 2)
@@ -557,10 +556,7 @@ def test_two_resting_makers_share_a_new_book():
 
 def test_maker_consumption_is_remembered_best_level_first():
     m = matcher(std_book())
-    mk = order("mk", "buy", "1", "100")
-    m.submit(mk, 1)  # ask is 100: marketable, takes 1@100 ... use a resting one instead
-    assert mk.status == "closed"
-    mk = order("mk2", "buy", "1", "99.99")
+    mk = order("mk", "buy", "1", "99.99")
     m.submit(mk, 1)
     out = m.on_book(book([], [("99.5", "0.6"), ("99.99", "1"), ("101", "5")], ts=2), 2)
     assert out == [(mk, [tr(mk, 1, "1", "99.99", "0.09999", "maker", 2)])]
@@ -573,12 +569,12 @@ def test_maker_consumption_is_remembered_best_level_first():
 
 def test_taker_on_book_leaves_less_for_makers():
     m = matcher(book([("99", "1")], [("101", "0.5")]))
-    mkt = order("m", "buy", "1.5", seq=2)  # market GTC: 0.5@101 then rests with 1
-    m.submit(mkt, 1)
-    lim = order("l", "buy", "2", "100", seq=1)
+    lim = order("l", "buy", "2", "100")  # arrives first, rests
     m.submit(lim, 1)
+    mkt = order("m", "buy", "1.5")  # market GTC: 0.5@101 then rests with 1
+    m.submit(mkt, 1)
     out = m.on_book(book([], [("99", "1.5"), ("100", "1")], ts=2), 2)
-    # market first (although later seq): 1@99; the limit gets 0.5@99 + 1@100 = 1.5 at its price 100
+    # market first (although it arrived later): 1@99; the limit gets 0.5@99 + 1@100 = 1.5 at its price 100
     assert out == [
         (mkt, [tr(mkt, 2, "1", "99", "0.198", "taker", 2)]),
         (lim, [tr(lim, 1, "1.5", "100", "0.15", "maker", 2)]),
@@ -591,13 +587,14 @@ def test_taker_on_book_leaves_less_for_makers():
 # --------------------------------------------------------------------------------------------------
 def test_priority_market_then_better_price_then_seq_buys():
     m = matcher(book([("98", "1")], [("101", "0.2")]))
-    # inserted in an order that differs from the priority, to see that the engine sorts
-    l3 = order("l3", "buy", "1", "100.5", seq=3)
-    l1 = order("l1", "buy", "1", "100", seq=1)
-    l2 = order("l2", "buy", "1", "100.5", seq=2)
-    mk = order("mk", "buy", "1.2", seq=4)  # market GTC: 0.2@101 now, 1 left
-    for o in (l3, l1, l2, mk):
+    # arrival order l1, l2, l3, mk differs from the priority mk, l2, l3, l1: the engine sorts
+    l1 = order("l1", "buy", "1", "100")
+    l2 = order("l2", "buy", "1", "100.5")
+    l3 = order("l3", "buy", "1", "100.5")
+    mk = order("mk", "buy", "1.2")  # market GTC: 0.2@101 now, 1 left
+    for o in (l1, l2, l3, mk):
         m.submit(o, 1)
+    assert [o.seq for o in (l1, l2, l3, mk)] == [1, 2, 3, 4]
     assert mk.filled == D("0.2") and mk.status == "open"
     assert all(o.status == "open" and o.filled == 0 for o in (l1, l2, l3))
     out = m.on_book(book([], [("100", "2.5")], ts=2), 2)
@@ -612,8 +609,8 @@ def test_priority_market_then_better_price_then_seq_buys():
 
 def test_priority_sells_lower_price_first():
     m = matcher(book([("99", "1")], [("105", "1")]))
-    s_hi = order("hi", "sell", "1", "101", seq=1)
-    s_lo = order("lo", "sell", "1", "100.5", seq=2)
+    s_hi = order("hi", "sell", "1", "101")
+    s_lo = order("lo", "sell", "1", "100.5")
     m.submit(s_hi, 1)
     m.submit(s_lo, 1)
     out = m.on_book(book([("102", "1.5")], [("105", "1")], ts=2), 2)
@@ -623,29 +620,70 @@ def test_priority_sells_lower_price_first():
     ]
 
 
-def test_priority_same_price_by_seq_not_by_insertion():
+def test_priority_same_price_by_arrival():
     m = matcher(book([("98", "1")], [("105", "1")]))
-    late = order("late", "buy", "1", "100", seq=9)
-    early = order("early", "buy", "1", "100", seq=4)
-    m.submit(late, 1)
+    early = order("early", "buy", "1", "100")
+    late = order("late", "buy", "1", "100")
     m.submit(early, 1)
+    m.submit(late, 1)
     out = m.on_book(book([], [("100", "1")], ts=2), 2)
     assert out == [(early, [tr(early, 1, "1", "100", "0.1", "maker", 2)])]
     assert_state(late, "open", "0", m, resting=True)
 
 
-def test_market_orders_among_themselves_by_seq():
+def test_priority_same_price_by_seq_not_by_insertion():
+    # "a" is first in the resting dict, but repricing gave it a later seq than "b"
+    m = matcher(book([("98", "1")], [("105", "1")]))
+    a = order("a", "buy", "1", "99.99")
+    b = order("b", "buy", "1", "100")
+    m.submit(a, 1)
+    m.submit(b, 1)
+    m.edit("a", 2, price=D("100"))
+    assert list(m.resting) == ["a", "b"]
+    assert a.seq > b.seq
+    out = m.on_book(book([], [("100", "1")], ts=3), 3)
+    assert out == [(b, [tr(b, 1, "1", "100", "0.1", "maker", 3)])]
+    assert_state(a, "open", "0", m, resting=True)
+
+
+def test_matcher_assigns_arrival_seq_itself():
+    m = matcher(std_book())
+    m.seq = 41  # e.g. restored from saved orders
+    a = SimOrder(
+        client_order_id="a",
+        venue_order_id="Va",
+        pair=PAIR,
+        side="buy",
+        type="limit",
+        quantity=D("1"),
+        price=D("99"),
+        seq=999,
+    )
+    rej = order("r", "buy", "0", "99")
+    b = order("b", "buy", "1", "99")
+    m.submit(a, 1)
+    m.submit(rej, 1)
+    m.submit(b, 1)
+    assert a.seq == 42  # the caller's 999 is overwritten
+    assert a.seq < b.seq == m.seq
+    m.edit("a", 2, price=D("98"))
+    assert a.seq == m.seq > b.seq
+
+
+def test_market_orders_among_themselves_by_arrival():
     m = matcher(book([("98", "1")], [("101", "0.2")]))
-    a = order("a", "buy", "1.1", seq=7)
-    b = order("b", "buy", "1.1", seq=5)
+    a = order("a", "buy", "1.1")
+    b = order("b", "buy", "1.1")
     m.submit(a, 1)  # 0.2 @ 101, 0.9 left
     m.submit(b, 1)  # nothing left on the snapshot: 1.1 left
     assert a.filled == D("0.2") and b.filled == 0 and b.status == "open"
     out = m.on_book(book([], [("101", "1.5")], ts=2), 2)
     assert out == [
-        (b, [tr(b, 1, "1.1", "101", "0.2222", "taker", 2)]),
-        (a, [tr(a, 2, "0.4", "101", "0.0808", "taker", 2)]),
+        (a, [tr(a, 2, "0.9", "101", "0.1818", "taker", 2)]),
+        (b, [tr(b, 1, "0.6", "101", "0.1212", "taker", 2)]),
     ]
+    assert_state(a, "closed", "1.1", m, resting=False)
+    assert_state(b, "open", "0.6", m, resting=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -710,24 +748,40 @@ def test_ioc_not_marketable_is_canceled_unfilled():
     assert o.reason == "IOC: nothing to fill now"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: FOK checks fillable() on the summed depth stepped down once, but _take steps down per level; "
-    "with level sizes off the amount step the FOK passes the check, fills part, then is canceled",
-)
 def test_fok_is_all_or_nothing_with_book_sizes_off_the_amount_step():
+    # regression: fillable() used to step down the summed depth (0.3) while _take steps down each level
+    # (0.1 + 0.1): the FOK passed the check, filled 0.2 and was then canceled with trades
     spec = MarketSpec(tick_size=D("0.01"), amount_step=D("0.1"), min_notional=D("1"), maker_fee=MAKER, taker_fee=TAKER)
-    m = matcher(book([("99", "5")], [("100", "0.15"), ("101", "0.15")]), spec=spec)
+    m = matcher(book([("99", "5")], [("100", "0.15"), ("101", "0.15"), ("102", "0.25")]), spec=spec)
     o = order("a", "buy", "0.3", "101", tif="FOK")
-    trades = m.submit(o, 1)
-    # fills entirely or not at all; today: 0.1@100 + 0.1@101, then "canceled" with 0.2 filled
-    assert (o.status, o.filled, trades) in (("closed", D("0.3"), o.trades), ("canceled", D(0), []))
+    assert m.submit(o, 1) == []
+    assert_state(o, "canceled", "0", m, resting=False)
+    assert o.reason == "FOK: not enough liquidity to fill it entirely now"
+    assert m.consumed == {}
+    ok = order("b", "buy", "0.4", "102", tif="FOK")  # 0.1 + 0.1 + 0.2 per level
+    assert m.submit(ok, 2) == [
+        tr(ok, 1, "0.1", "100", "0.02", "taker", 2),
+        tr(ok, 2, "0.1", "101", "0.0202", "taker", 2),
+        tr(ok, 3, "0.2", "102", "0.0408", "taker", 2),
+    ]
+    assert_state(ok, "closed", "0.4", m, resting=False)
+
+
+def test_fok_market_with_book_sizes_off_the_amount_step():
+    spec = MarketSpec(tick_size=D("0.01"), amount_step=D("0.1"), min_notional=D("1"), maker_fee=MAKER, taker_fee=TAKER)
+    m = matcher(book([("99", "0.15"), ("98", "0.15")], [("100", "9")]), spec=spec)
+    o = order("a", "sell", "0.3", tif="FOK")
+    assert m.submit(o, 1) == []
+    assert_state(o, "canceled", "0", m, resting=False)
+    ioc = order("b", "sell", "0.3", tif="IOC")  # what one trade per level can do: 0.1 + 0.1
+    assert [(t.price, t.quantity) for t in m.submit(ioc, 2)] == [(D("99"), D("0.1")), (D("98"), D("0.1"))]
+    assert_state(ioc, "canceled", "0.2", m, resting=False)
 
 
 # --------------------------------------------------------------------------------------------------
 # post-only
 # --------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("side", "price"), [("buy", "100"), ("buy", "150"), ("sell", "99"), ("sell", "1")])
+@pytest.mark.parametrize(("side", "price"), [("buy", "100"), ("buy", "150"), ("sell", "99"), ("sell", "50")])
 def test_post_only_that_would_take_is_rejected(side: str, price: str):
     b = std_book()
     m = matcher(b)
@@ -757,13 +811,14 @@ def test_post_only_rests_and_makes_later():
 
 def test_post_only_edit_to_marketable_price_is_refused():
     m = matcher(std_book())
-    o = order("a", "buy", "1", "99.5", post_only=True, seq=3)
+    o = order("a", "buy", "1", "99.5", post_only=True)
     m.submit(o, 1)
+    seq = o.seq
     got, why, trades = m.edit("a", 2, price=D("100"))
     assert got is o
     assert why == "post-only order would take liquidity"
     assert trades == []
-    assert (o.price, o.quantity, o.seq, o.updated_at, o.status) == (D("99.5"), D("1"), 3, 1, "open")
+    assert (o.price, o.quantity, o.seq, o.updated_at, o.status) == (D("99.5"), D("1"), seq, 1, "open")
     assert o.trades == []
     got, why, trades = m.edit("a", 3, price=D("99.99"))
     assert (got, why, trades) == (o, None, [])
@@ -830,7 +885,8 @@ def test_edit_quantity_not_above_filled_is_refused(qty: str):
     before = _snapshot(o)
     got, why, trades = m.edit("a", 2, quantity=D(qty))
     assert got is o
-    assert why == f"quantity {qty} is not above the filled 3"
+    assert why is not None and why.startswith(f"quantity {qty} is not above the filled ")
+    assert D(why.rsplit(" ", 1)[1]) == D("3")
     assert trades == []
     assert _snapshot(o) == before
     assert "a" in m.resting
@@ -838,13 +894,14 @@ def test_edit_quantity_not_above_filled_is_refused(qty: str):
 
 def test_edit_quantity_keeps_the_order_and_its_priority():
     m = matcher(book([("98", "1")], [("105", "1")]))
-    a = order("a", "buy", "1", "100", seq=1)
-    b = order("b", "buy", "1", "100", seq=2)
+    a = order("a", "buy", "1", "100")
+    b = order("b", "buy", "1", "100")
     m.submit(a, 1)
     m.submit(b, 1)
     got, why, trades = m.edit("a", 2, quantity=D("2"))
     assert (got, why, trades) == (a, None, [])
     assert a.quantity == D("2") and a.seq == 1 and a.venue_order_id == "Va" and a.updated_at == 2
+    assert m.seq == 2  # a quantity change takes no new place in the queue
     assert m.resting["a"] is a
     out = m.on_book(book([], [("100", "2")], ts=3), 3)
     assert out == [(a, [tr(a, 1, "2", "100", "0.2", "maker", 3)])]
@@ -866,11 +923,12 @@ def test_edit_quantity_of_partially_filled_order():
 
 def test_edit_price_loses_time_priority():
     m = matcher(book([("97", "1")], [("105", "1")]))
-    a = order("a", "buy", "1", "98", seq=1)
-    b = order("b", "buy", "1", "99", seq=2)
-    c = order("c", "buy", "1", "99", seq=3)
+    a = order("a", "buy", "1", "98")
+    b = order("b", "buy", "1", "99")
+    c = order("c", "buy", "1", "99")
     for o in (a, b, c):
         m.submit(o, 1)
+    assert [o.seq for o in (a, b, c)] == [1, 2, 3]
     got, why, trades = m.edit("a", 2, price=D("99"))
     assert (got, why, trades) == (a, None, [])
     assert a.price == D("99")
@@ -882,8 +940,8 @@ def test_edit_price_loses_time_priority():
 
 def test_edit_to_better_price_moves_ahead():
     m = matcher(book([("97", "1")], [("105", "1")]))
-    a = order("a", "buy", "1", "98", seq=1)
-    b = order("b", "buy", "1", "99", seq=2)
+    a = order("a", "buy", "1", "98")
+    b = order("b", "buy", "1", "99")
     m.submit(a, 1)
     m.submit(b, 1)
     m.edit("a", 2, price=D("99.5"))
@@ -904,12 +962,13 @@ def test_edit_price_to_marketable_trades_now_as_taker():
 
 def test_edit_price_to_marketable_partial_keeps_resting():
     m = matcher(std_book())
-    o = order("a", "sell", "2.5", "100")
+    o = order("a", "sell", "3.5", "100")
     m.submit(o, 1)
-    got, why, trades = m.edit("a", 2, price=D("98"))
+    _, why, trades = m.edit("a", 2, price=D("98"))
     assert why is None
-    assert trades == [tr(o, 1, "1", "99", "0.198", "taker", 2), tr(o, 2, "1", "98", "0.196", "taker", 2)]
-    assert_state(o, "open", "2", m, resting=True)
+    assert trades == [tr(o, 1, "1", "99", "0.198", "taker", 2), tr(o, 2, "2", "98", "0.392", "taker", 2)]
+    assert_state(o, "open", "3", m, resting=True)
+    assert o.remaining == D("0.5")
     assert o.price == D("98")
 
 
@@ -939,7 +998,7 @@ def test_edit_marketable_shares_the_snapshot():
     [
         ({"price": D("99.555")}, "price 99.555 is not a multiple of the tick 0.01"),
         ({"quantity": D("1.0001")}, "quantity 1.0001 is not a multiple of the amount step 0.001"),
-        ({"quantity": D("0.1")}, "notional 9.950 is below the minimum 10"),
+        ({"quantity": D("0.1")}, "notional 9.95 is below the minimum 10"),
         ({"price": D("1")}, "notional 1 is below the minimum 10"),
         ({"quantity": D("-1")}, "is not above the filled 0"),
         ({"price": D("0")}, "a limit order needs a positive price"),
@@ -949,7 +1008,7 @@ def test_edit_marketable_shares_the_snapshot():
 def test_edit_rule_violation_is_refused_and_changes_nothing(kwargs: dict, words: str):
     b = std_book()
     m = matcher(b)
-    o = order("a", "buy", "1", "99.5", seq=2)
+    o = order("a", "buy", "1", "99.5")
     m.submit(o, 1)
     before = _snapshot(o)
     got, why, trades = m.edit("a", 9, **kwargs)
@@ -972,8 +1031,8 @@ def test_edit_unknown_or_finished_order():
 
 
 def test_edit_quantity_of_marketable_resting_order_takes_what_is_left():
-    # the resting limit crosses the book (the snapshot was used up by another order); a bigger quantity
-    # takes only what is still available, as taker
+    # the resting limit crosses the book because the snapshot was used up by another order: a bigger
+    # quantity finds nothing left on this snapshot (no double take)
     m = matcher(std_book())
     m.submit(order("x", "buy", "1.5", tif="IOC"), 1)  # 1@100 + 0.5@101
     o = order("a", "buy", "1", "100")
@@ -984,29 +1043,20 @@ def test_edit_quantity_of_marketable_resting_order_takes_what_is_left():
     assert_state(o, "open", "0", m, resting=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: edit() gives a repriced order seq = max(resting seqs) + 1, outside the caller's arrival counter "
-    "(actors/venues/paper.py assigns seq = self.seq += 1); after two repricings, an order arriving later gets a "
-    "lower seq than the second repriced order and jumps ahead of it at the same price",
-)
-def test_repriced_order_keeps_priority_over_orders_arriving_later():
+def test_repriced_orders_keep_priority_over_orders_arriving_later():
+    # regression: a repriced order used to get max(resting seqs) + 1, outside the venue's arrival counter,
+    # so after two repricings an order arriving later could get a lower seq and jump the queue
     m = matcher(book([("97", "1")], [("105", "1")]))
-    arrival = 0
-
-    def submit(cid: str, price: str) -> SimOrder:
-        nonlocal arrival
-        arrival += 1  # what the paper venue does for every new order
-        o = order(cid, "buy", "1", price, seq=arrival)
-        m.submit(o, arrival)
-        return o
-
-    submit("a", "98")
-    b = submit("b", "98")
-    m.edit("a", 10, price=D("99"))  # a.seq = 3
-    m.edit("b", 11, price=D("99"))  # b.seq = 4
-    c = submit("c", "99")  # arrives after both edits: seq 3
-    out = m.on_book(book([], [("99", "2")], ts=20), 20)
+    a = order("a", "buy", "1", "98")
+    b = order("b", "buy", "1", "98")
+    m.submit(a, 1)
+    m.submit(b, 2)
+    m.edit("a", 3, price=D("99"))
+    m.edit("b", 4, price=D("99"))
+    c = order("c", "buy", "1", "99")  # arrives after both edits
+    m.submit(c, 5)
+    assert a.seq < b.seq < c.seq
+    out = m.on_book(book([], [("99", "2")], ts=6), 6)
     assert [o.client_order_id for o, _ in out] == ["a", "b"]
     assert_state(c, "open", "0", m, resting=True)
     assert b.status == "closed"
@@ -1040,13 +1090,13 @@ def test_fees_are_exact_with_odd_rates():
     m = matcher(book([], [("30123.4567", "0.12345"), ("30123.4568", "1")]), spec=spec)
     o = order("a", "buy", "0.2", tif="IOC")
     assert m.submit(o, 1) == [
-        tr(o, 1, "0.12345", "30123.4567", "4.590669622003775", "taker", 1),
-        tr(o, 2, "0.07655", "30123.4568", "2.846677163014680", "taker", 1),
+        tr(o, 1, "0.12345", "30123.4567", "4.5907854307097175", "taker", 1),
+        tr(o, 2, "0.07655", "30123.4568", "2.8466960379703800", "taker", 1),
     ]
     mk = order("b", "sell", "0.5", "30200.1")
     m.submit(mk, 1)
     out = m.on_book(book([("30300", "1")], [], ts=2), 2)
-    assert out == [(mk, [tr(mk, 1, "0.5", "30200.1", "11.32503750", "maker", 2)])]
+    assert out == [(mk, [tr(mk, 1, "0.5", "30200.1", "11.3250375", "maker", 2)])]
 
 
 def test_zero_fees():
@@ -1131,15 +1181,13 @@ class Run:
 def run(seq_actions: list, slip: Decimal | None) -> Run:
     m = Matcher(PAIR, QUOTE, P_SPEC, slip)
     r = Run(m)
-    ts = 0
 
     def record(o: SimOrder, trades: list[SimTrade]) -> None:
         assert trades == o.trades[len(o.trades) - len(trades) :]
         for t in trades:
             r.fills.append(Fill(o, t, len(r.books) - 1, o.price if o.type == "limit" else o.band))
 
-    for a in seq_actions:
-        ts += 1
+    for ts, a in enumerate(seq_actions, start=1):
         if a[0] == "book":
             b = Book(pair=PAIR, bids=a[1].bids, asks=a[1].asks, ts=ts)
             r.books.append(b)
@@ -1159,18 +1207,20 @@ def run(seq_actions: list, slip: Decimal | None) -> Run:
                 price=s["price"] if s["type"] == "limit" else None,
                 time_in_force=s["tif"],
                 post_only=s["post_only"],
-                seq=n + 1,
             )
             r.orders.append(o)
             record(o, m.submit(o, ts))
         elif r.orders:
             o = r.orders[a[1] % len(r.orders)]
+            was_resting = o.client_order_id in m.resting
             if a[0] == "cancel":
                 got = m.cancel(o.client_order_id, ts)
-                assert got is (o if got is not None else None)
+                assert got is (o if was_resting else None)
+                assert o.status != "open"
             else:
                 before = (o.quantity, o.price, o.filled, len(o.trades))
                 got, why, trades = m.edit(o.client_order_id, ts, a[2], a[3])
+                assert got is (o if was_resting else None)
                 if why is not None:
                     assert trades == []
                     assert (o.quantity, o.price, o.filled, len(o.trades)) == before

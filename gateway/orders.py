@@ -1,0 +1,182 @@
+"""Order endpoints: place (any type, brackets), read, list, audit trail, modify, cancel, cancel all."""
+
+from __future__ import annotations
+
+import uuid
+
+from aiohttp import web
+
+from gateway.common import BUS, SETTINGS, UNAVAILABLE, ask, int_param, query_param, read_json
+from gateway.problems import ApiError, json_response
+from schemas.messages import (
+    CancelOrder,
+    CommandReply,
+    ModifyOrder,
+    Order,
+    OrderEventsPage,
+    OrderEventsQuery,
+    OrderReply,
+    OrderRequest,
+    OrdersPage,
+    OrdersQuery,
+    OrderStatus,
+    now_ms,
+)
+from schemas.rest import CancelAllBody, ModifyBody, OrderEvents, OrderList, PlacedOrder, PlaceOrder
+
+MAX_TIME = 10**15
+
+
+async def post_order(request: web.Request) -> web.Response:
+    body: PlaceOrder = await read_json(request, PlaceOrder)  # type: ignore[assignment]
+    settings = request.app[SETTINGS]
+    if body.paper_trade is False and not settings.LIVE_TRADING:
+        raise ApiError(
+            422, "Validation failed",
+            "paperTrade=false asks for a live order but the service runs in paper mode (PAPER_TRADING=true)",
+            field="paperTrade", code="LIVE_TRADING_OFF",
+        )  # fmt: skip
+    req = OrderRequest(
+        client_order_id=body.client_order_id or f"api-{uuid.uuid4().hex}",
+        pair=body.pair.upper(),
+        side=body.side,
+        quantity=body.quantity,
+        type=body.type,
+        price=body.price,
+        stop_price=body.stop_price,
+        stop_loss=body.stop_loss,
+        take_profit=body.take_profit,
+        time_in_force=body.time_in_force or settings.DEFAULT_TIME_IN_FORCE,  # type: ignore[arg-type]
+        expire_at=body.expire_at,
+        post_only=body.post_only,
+        reduce_only=body.reduce_only,
+        risk_check=body.risk_check,
+        paper_trade=body.paper_trade,
+        source="api",
+        ts=now_ms(),
+    )
+    bus = request.app[BUS]
+    reply: OrderReply = await ask(  # type: ignore[assignment]
+        request, bus.subjects.orders_submit, req, OrderReply, "the risk-gate", req.client_order_id
+    )
+    if not reply.ok or reply.order is None:
+        code = reply.code or "DENIED"
+        status, title = (
+            (409, "Conflict") if code == "DUPLICATE_CLIENT_ORDER_ID"
+            else (503, "Service Unavailable") if code in UNAVAILABLE or code == "LEDGER_UNAVAILABLE"
+            else (422, "Order denied")
+        )  # fmt: skip
+        raise ApiError(status, title, reply.detail or "the order was denied", field=reply.field, code=code)
+    o = reply.order
+    placed = PlacedOrder(
+        order_id=o.order_id,
+        client_order_id=o.client_order_id,
+        status=o.status,
+        pair=o.pair,
+        side=o.side,
+        type=o.type,
+        quantity=o.quantity,
+        price=o.price,
+        risk_validation=reply.risk_validation,
+        estimated_cost=reply.estimated_cost,
+        linked_orders=o.linked_orders,
+        created_at=o.created_at,
+    )
+    return json_response(placed, status=201)
+
+
+async def get_orders(request: web.Request) -> web.Response:
+    status = query_param(request, "status", tuple(s.value for s in OrderStatus))
+    side = query_param(request, "side", ("buy", "sell"))
+    pair = query_param(request, "pair")
+    q = OrdersQuery(
+        status=OrderStatus(status) if status else None,
+        side=side,  # type: ignore[arg-type]
+        pair=pair.upper() if pair else None,
+        since=int_param(request, "since", 0, MAX_TIME),
+        until=int_param(request, "until", 0, MAX_TIME),
+        cursor=query_param(request, "cursor"),
+        limit=int_param(request, "limit", 1, 500, 50) or 50,
+    )
+    bus = request.app[BUS]
+    page: OrdersPage = await ask(request, bus.subjects.query("orders"), q, OrdersPage, "the order-router")  # type: ignore[assignment]
+    return json_response(page)
+
+
+async def _one(request: web.Request) -> Order:
+    oid = request.match_info["order_id"]
+    bus = request.app[BUS]
+    page: OrdersPage = await ask(  # type: ignore[assignment]
+        request, bus.subjects.query("orders"), OrdersQuery(order_id=oid), OrdersPage, "the order-router"
+    )
+    if not page.orders:
+        raise ApiError(404, "Not Found", f"no order {oid}", field="orderId", code="ORDER_NOT_FOUND")
+    return page.orders[0]
+
+
+async def get_order(request: web.Request) -> web.Response:
+    return json_response(await _one(request))
+
+
+async def get_order_events(request: web.Request) -> web.Response:
+    order = await _one(request)
+    bus = request.app[BUS]
+    page: OrderEventsPage = await ask(  # type: ignore[assignment]
+        request, bus.subjects.query("order_events"), OrderEventsQuery(order_id=order.order_id), OrderEventsPage,
+        "the order-router",
+    )  # fmt: skip
+    return json_response(OrderEvents(order_id=order.order_id, events=page.events))
+
+
+def _command_failed(reply: CommandReply) -> ApiError:
+    code = reply.code or "REFUSED"
+    closed = bool(reply.orders) and reply.orders[0].closed_at is not None
+    if code == "ORDER_NOT_FOUND":
+        return ApiError(404, "Not Found", reply.detail or "no such order", field="orderId", code=code)
+    if closed:
+        return ApiError(409, "Conflict", reply.detail or "the order is closed", field=reply.field, code=code)
+    return ApiError(422, "Refused", reply.detail or "refused", field=reply.field, code=code)
+
+
+async def delete_order(request: web.Request) -> web.Response:
+    oid = request.match_info["order_id"]
+    bus = request.app[BUS]
+    reply: CommandReply = await ask(  # type: ignore[assignment]
+        request, bus.subjects.orders_cancel, CancelOrder(order_id=oid, reason="canceled by request"), CommandReply,
+        "the order-router",
+    )  # fmt: skip
+    if not reply.ok:
+        raise _command_failed(reply)
+    return json_response(reply.orders[0])
+
+
+async def patch_order(request: web.Request) -> web.Response:
+    oid = request.match_info["order_id"]
+    body: ModifyBody = await read_json(request, ModifyBody)  # type: ignore[assignment]
+    bus = request.app[BUS]
+    cmd = ModifyOrder(order_id=oid, quantity=body.quantity, price=body.price, stop_price=body.stop_price)
+    reply: CommandReply = await ask(request, bus.subjects.orders_modify, cmd, CommandReply, "the order-router")  # type: ignore[assignment]
+    if not reply.ok:
+        raise _command_failed(reply)
+    return json_response(reply.orders[0])
+
+
+async def cancel_all(request: web.Request) -> web.Response:
+    body = CancelAllBody()
+    if request.can_read_body:
+        body = await read_json(request, CancelAllBody)  # type: ignore[assignment]
+    bus = request.app[BUS]
+    cmd = CancelOrder(all=True, pair=body.pair.upper() if body.pair else None, reason="cancel-all")
+    reply: CommandReply = await ask(request, bus.subjects.orders_cancel, cmd, CommandReply, "the order-router")  # type: ignore[assignment]
+    return json_response(OrderList(orders=reply.orders))
+
+
+def register(app: web.Application) -> None:
+    r = app.router
+    r.add_post("/api/orders", post_order)
+    r.add_get("/api/orders", get_orders)
+    r.add_post("/api/orders/cancel-all", cancel_all)
+    r.add_get("/api/orders/{order_id}", get_order)
+    r.add_patch("/api/orders/{order_id}", patch_order)
+    r.add_delete("/api/orders/{order_id}", delete_order)
+    r.add_get("/api/orders/{order_id}/events", get_order_events)
