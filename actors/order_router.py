@@ -105,6 +105,7 @@ class OrderRouter(Actor):
         self.by_client: dict[str, str] = {}
         self.events: dict[str, list[OrderEvent]] = {}
         self.live: set[str] = set()  # orders that may still change: working, or waiting for fills
+        self.cancelling: set[str] = set()  # cancels on their way to the venue
         self.lock = asyncio.Lock()
         self.processed = 0
         self.filled = 0
@@ -316,6 +317,13 @@ class OrderRouter(Actor):
     async def _route(self, order_id: str) -> None:
         """Take a SUBMITTED order where it goes: the venue, or our trigger book (stops, take-profits)."""
         o = self.orders[order_id]
+        if o.status is S.PENDING_CANCEL and o.venue_status is None:  # canceled before it was ever sent
+            ts = now_ms()
+            new = await self._update(order_id, lambda cur: transition(cur, S.CANCELED, ts, cur.reason))
+            if new is not None:
+                async with self.lock:
+                    await self._after_change(new)
+            return
         if o.status is not S.SUBMITTED or o.venue_status is not None:
             return
         if o.type in TRIGGERED_TYPES:
@@ -365,6 +373,9 @@ class OrderRouter(Actor):
             new = await self._update_locked(order_id, lambda cur: self._with_venue_answer(cur, r))
             if new is not None:
                 await self._after_change(new)
+        o = self.orders[order_id]
+        if o.status is S.PENDING_CANCEL and o.venue_status == "open" and order_id not in self.cancelling:
+            self.spawn(self._cancel_at_venue(order_id, o.reason or "canceled"), "cancel")  # asked while in flight
 
     def _with_venue_answer(self, cur: Order, r: VenueOrder) -> Order:
         if (cur.venue_status, cur.venue_filled, cur.quantity) == (r.status, r.filled, r.quantity or cur.quantity) and (
@@ -379,10 +390,11 @@ class OrderRouter(Actor):
             self.log.warning("order {} rejected by {}: {}", cur.order_id, self.venue.name, r.reason)
             return transition(new, S.REJECTED, ts, r.reason)
         if r.status in ("canceled", "expired"):
+            reason = cur.reason if cur.status is S.PENDING_CANCEL else (r.reason or cur.reason)
             if cur.filled_quantity >= r.filled:  # the venue's trades are all in: nothing more to wait for
                 final = S.EXPIRED if r.status == "expired" or cur.reason == "expired" else S.CANCELED
-                return transition(new, final, ts, cur.reason if cur.status is S.PENDING_CANCEL else r.reason)
-            return new  # the fill handler finishes it when the last fill is in
+                return transition(new, final, ts, reason)
+            return msgspec.structs.replace(new, reason=reason)  # the fill handler ends it with the last fill
         if cur.status is S.SUBMITTED:
             return transition(new, S.ACCEPTED, ts, r.reason)
         if cur.status is S.PENDING_UPDATE and r.status == "open":
@@ -535,11 +547,22 @@ class OrderRouter(Actor):
                 async with self.lock:
                     await self._after_change(new)
             return self.orders[order_id], None
+        if o.status is S.SUBMITTED and o.venue_status is None:
+            # on its way to the venue: marked now, canceled there as soon as the venue has it
+            await self._update(order_id, lambda cur: to_pending(cur, S.PENDING_CANCEL, ts, reason))
+            return self.orders[order_id], None
         if not at_venue(o):
             return o, f"order {order_id} cannot be canceled now ({o.status.value}, venue: {o.venue_status})"
         return await self._cancel_at_venue(order_id, reason)
 
     async def _cancel_at_venue(self, order_id: str, reason: str) -> tuple[Order, str | None]:
+        self.cancelling.add(order_id)
+        try:
+            return await self._cancel_at_venue_once(order_id, reason)
+        finally:
+            self.cancelling.discard(order_id)
+
+    async def _cancel_at_venue_once(self, order_id: str, reason: str) -> tuple[Order, str | None]:
         o = self.orders[order_id]
         if o.status in TERMINAL_STATUSES:
             return o, f"order {order_id} is already {o.status.value}"
@@ -669,7 +692,7 @@ class OrderRouter(Actor):
             o = self.orders[oid]
             if now - o.updated_at < min_age_ms or held_here(o):
                 continue
-            unanswered = o.venue_status is None and o.status in (S.SUBMITTED, S.TRIGGERED)
+            unanswered = o.venue_status is None and o.status in (S.SUBMITTED, S.TRIGGERED, S.PENDING_CANCEL)
             missing_fills = o.venue_filled is not None and o.filled_quantity < o.venue_filled
             pending = o.status in (S.PENDING_CANCEL, S.PENDING_UPDATE)
             if not (unanswered or missing_fills or pending):
@@ -690,7 +713,7 @@ class OrderRouter(Actor):
                     kind, price = venue_leg(o)
                     await self._send(o.order_id, kind, price)
                 else:
-                    await self._route(o.order_id)
+                    await self._route(o.order_id)  # a pending cancel of an order never sent: canceled here
 
     # -- queries ---------------------------------------------------------------------------------------
     async def _on_query(self, q: OrdersQuery, env: Envelope) -> None:

@@ -120,6 +120,8 @@ def back_from_pending(order: Order, ts: int, reason: str | None = None) -> Order
     if order.status not in (S.PENDING_CANCEL, S.PENDING_UPDATE):
         return order
     back = order.previous_status or S.ACCEPTED
+    if back in (S.SUBMITTED, S.INITIALIZED):  # it was in flight then; the venue has it now
+        back = S.ACCEPTED
     if order.filled_quantity and back in (S.ACCEPTED, S.TRIGGERED):
         back = S.PARTIALLY_FILLED
     return msgspec.structs.replace(transition(order, back, ts, reason), previous_status=None)

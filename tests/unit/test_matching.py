@@ -767,6 +767,18 @@ def test_fok_is_all_or_nothing_with_book_sizes_off_the_amount_step():
     assert_state(ok, "closed", "0.4", m, resting=False)
 
 
+def test_maker_fill_is_stepped_down_when_book_sizes_are_off_the_amount_step():
+    spec = MarketSpec(tick_size=D("0.01"), amount_step=D("0.1"), min_notional=D("1"), maker_fee=MAKER, taker_fee=TAKER)
+    m = matcher(book([("98", "1")], [("101", "1")]), spec=spec)
+    o = order("a", "buy", "1", "100")
+    m.submit(o, 1)
+    out = m.on_book(book([("98", "1")], [("99.5", "0.15"), ("100", "0.17"), ("101", "9")], ts=2), 2)
+    # 0.32 at or better than 100: the fill is 0.3, on the step; it uses 0.15 at 99.5 and 0.15 at 100
+    assert out == [(o, [tr(o, 1, "0.3", "100", "0.03", "maker", 2)])]
+    assert m.consumed == {("ask", D("99.5")): D("0.15"), ("ask", D("100")): D("0.15")}
+    assert_state(o, "open", "0.3", m, resting=True)
+
+
 def test_fok_market_with_book_sizes_off_the_amount_step():
     spec = MarketSpec(tick_size=D("0.01"), amount_step=D("0.1"), min_notional=D("1"), maker_fee=MAKER, taker_fee=TAKER)
     m = matcher(book([("99", "0.15"), ("98", "0.15")], [("100", "9")]), spec=spec)
@@ -1115,49 +1127,64 @@ P_SPEC = MarketSpec(tick_size=P_TICK, amount_step=P_STEP, min_notional=D("5"), m
 BASE_TICKS = 200  # 100.0
 
 
+level_counts = st.one_of(st.integers(1, 5), st.integers(1, 5), st.integers(1, 5), st.just(0))
+
+
 @st.composite
-def books(draw, ts: int = 0) -> Book:
-    """Sorted, strictly monotonic, uncrossed books with positive step-aligned sizes (maybe one side empty)."""
-    best_bid = BASE_TICKS - draw(st.integers(0, 8))
-    best_ask = BASE_TICKS + draw(st.integers(1, 8))
+def books(draw) -> Book:
+    """Sorted, strictly monotonic, uncrossed books with positive step-aligned sizes (sometimes one side empty).
+    The centre moves from book to book, so resting orders get crossed by later books."""
+    centre = BASE_TICKS + draw(st.integers(-6, 6))
+    best_bid = centre - draw(st.integers(0, 3))
+    best_ask = centre + draw(st.integers(1, 3))
     bids, asks = [], []
     p = best_bid
-    for _ in range(draw(st.integers(0, 5))):
+    for _ in range(draw(level_counts)):
         bids.append((p * P_TICK, draw(st.integers(1, 30)) * P_STEP))
         p -= draw(st.integers(1, 3))
     p = best_ask
-    for _ in range(draw(st.integers(0, 5))):
+    for _ in range(draw(level_counts)):
         asks.append((p * P_TICK, draw(st.integers(1, 30)) * P_STEP))
         p += draw(st.integers(1, 3))
-    return Book(pair=PAIR, bids=bids, asks=asks, ts=ts)
+    return Book(pair=PAIR, bids=bids, asks=asks, ts=0)
 
 
 order_specs = st.fixed_dictionaries(
     {
         "side": st.sampled_from(["buy", "sell"]),
         "type": st.sampled_from(["market", "limit", "limit"]),
-        "qty": st.one_of(st.integers(1, 60).map(lambda k: k * P_STEP), st.sampled_from([D(0), D("0.05")])),
-        "price": st.integers(BASE_TICKS - 14, BASE_TICKS + 14).map(lambda k: k * P_TICK),
+        "qty": st.one_of(
+            st.integers(1, 40).map(lambda k: k * P_STEP),
+            st.integers(1, 40).map(lambda k: k * P_STEP),
+            st.integers(1, 40).map(lambda k: k * P_STEP),
+            st.integers(1, 40).map(lambda k: k * P_STEP),
+            st.integers(1, 40).map(lambda k: k * P_STEP),
+            st.sampled_from([D(0), D("0.05")]),  # against the rules: rejected
+        ),
+        "price": st.integers(BASE_TICKS - 10, BASE_TICKS + 10).map(lambda k: k * P_TICK),
         "tif": st.sampled_from(["GTC", "GTC", "IOC", "FOK", "GTD"]),
-        "post_only": st.booleans(),
+        "post_only": st.sampled_from([False, False, False, True]),
     }
 )
-
-actions = st.lists(
-    st.one_of(
-        st.tuples(st.just("book"), books()),
-        st.tuples(st.just("order"), order_specs),
-        st.tuples(st.just("cancel"), st.integers(0, 30)),
-        st.tuples(
-            st.just("edit"),
-            st.integers(0, 30),
-            st.one_of(st.none(), st.integers(1, 60).map(lambda k: k * P_STEP)),
-            st.one_of(st.none(), st.integers(BASE_TICKS - 14, BASE_TICKS + 14).map(lambda k: k * P_TICK)),
-        ),
-    ),
-    min_size=1,
-    max_size=25,
+book_action = st.tuples(st.just("book"), books())
+order_action = st.tuples(st.just("order"), order_specs)
+cancel_action = st.tuples(st.just("cancel"), st.integers(0, 30))
+edit_action = st.tuples(
+    st.just("edit"),
+    st.integers(0, 30),
+    st.one_of(st.none(), st.integers(1, 60).map(lambda k: k * P_STEP)),
+    st.one_of(st.none(), st.integers(BASE_TICKS - 10, BASE_TICKS + 10).map(lambda k: k * P_TICK)),
 )
+# mostly starting with a book (orders before any book are covered too), orders weighted up
+actions = st.tuples(
+    st.one_of(st.just([]), st.lists(order_action, max_size=2)),
+    book_action,
+    st.lists(
+        st.one_of(book_action, book_action, order_action, order_action, order_action, cancel_action, edit_action),
+        min_size=3,
+        max_size=30,
+    ),
+).map(lambda t: [*t[0], t[1], *t[2]])
 slippages = st.sampled_from([None, D("0"), D("0.5"), D("2"), D("5")])
 
 

@@ -1,0 +1,465 @@
+"""Every order type end to end over the real bus, against books the test publishes.
+
+MARKET_DATA=none: the only books are ours, so every fill is predictable. BTC_USDT trades on a 0.01 tick
+and a 0.001 step, maker fee 0.05%, taker fee 0.1%; fees are checked to the last decimal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from decimal import Decimal as D
+
+import pytest
+
+from bus.client import Bus
+from config.settings import load_settings
+from schemas.messages import (
+    Book,
+    CancelOrder,
+    CommandReply,
+    Empty,
+    ExecutionReport,
+    ModifyOrder,
+    Order,
+    OrderEventsPage,
+    OrderEventsQuery,
+    OrderReply,
+    OrderRequest,
+    OrdersPage,
+    OrdersQuery,
+    OrderStatus,
+    PortfolioSnapshot,
+    now_ms,
+)
+from tests.helpers import eventually
+from tests.integration.test_actors import System
+
+S = OrderStatus
+MAKER, TAKER = D("0.0005"), D("0.001")
+MARKETS = {
+    "BTC_USDT": {
+        "tickSize": "0.01",
+        "amountStep": "0.001",
+        "minNotional": "1",
+        "makerFee": str(MAKER),
+        "takerFee": str(TAKER),
+    }
+}
+
+
+def settings_for(nats_url: str, prefix: str, **extra: str):
+    env = {
+        "NATS_URL": nats_url,
+        "BUS_PREFIX": prefix,
+        "MARKET_DATA": "none",
+        "PAIRS": "BTC_USDT,ETH_USDT",
+        "PAPER_MARKETS": json.dumps(MARKETS),
+        "MAX_SLIPPAGE_PERCENT": "0",
+        "DEFAULT_ORDER_TIMEOUT": "0",
+    }
+    return load_settings(env | extra)
+
+
+@pytest.fixture
+async def make_system(nats_url, prefix):
+    systems: list[System] = []
+
+    async def make(**extra: str) -> System:
+        sut = System(nats_url, settings_for(nats_url, prefix, **extra))
+        await sut.start()
+        systems.append(sut)
+        return sut
+
+    yield make
+    for sut in systems:
+        await sut.stop()
+
+
+@pytest.fixture
+async def client(make_bus):
+    return await make_bus("client")
+
+
+def levels(*pairs: tuple[str, str]) -> list[tuple[D, D]]:
+    return [(D(p), D(q)) for p, q in pairs]
+
+
+async def publish_book(
+    client: Bus, bids: list[tuple[str, str]], asks: list[tuple[str, str]], pair: str = "BTC_USDT", settle: float = 0.15
+) -> None:
+    await client.publish(
+        client.subjects.book(pair), Book(pair=pair, bids=levels(*bids), asks=levels(*asks), ts=now_ms())
+    )
+    await client.nc.flush()
+    await asyncio.sleep(settle)  # the venue, the triggers and the risk-gate see it
+
+
+async def submit(client: Bus, coid: str, side: str, qty: str, type_: str = "market", **kw: object) -> OrderReply:
+    fields = {
+        k: (D(v) if isinstance(v, str) and k in ("price", "stop_price", "stop_loss", "take_profit") else v)
+        for k, v in kw.items()
+    }
+    req = OrderRequest(
+        client_order_id=coid,
+        pair=str(fields.pop("pair", "BTC_USDT")),
+        side=side,  # type: ignore[arg-type]
+        quantity=D(qty),
+        type=type_,
+        ts=now_ms(),
+        **fields,
+    )  # type: ignore[arg-type]
+    return await client.request(client.subjects.orders_submit, req, OrderReply, timeout=5)
+
+
+async def placed(client: Bus, coid: str, side: str, qty: str, type_: str = "market", **kw: object) -> Order:
+    r = await submit(client, coid, side, qty, type_, **kw)
+    assert r.ok and r.order is not None, r
+    return r.order
+
+
+async def order(client: Bus, order_id: str) -> Order:
+    page = await client.request(client.subjects.query("orders"), OrdersQuery(order_id=order_id), OrdersPage)
+    return page.orders[0]
+
+
+async def until(client: Bus, order_id: str, *statuses: OrderStatus, timeout: float = 10) -> Order:
+    async def check():
+        o = await order(client, order_id)
+        return o if o.status in statuses else None
+
+    return await eventually(check, timeout=timeout, what=f"{order_id} in {[s.value for s in statuses]}")
+
+
+def fills(o: Order) -> list[tuple[D, D, D, str]]:
+    return [(f.quantity, f.price, f.fee, f.liquidity) for f in o.fills]
+
+
+async def portfolio(client: Bus) -> PortfolioSnapshot:
+    return await client.request(client.subjects.query("portfolio"), Empty(), PortfolioSnapshot)
+
+
+async def position(client: Bus, pair: str = "BTC_USDT") -> D:
+    snap = await portfolio(client)
+    p = next((p for p in snap.positions if p.pair == pair), None)
+    return D(0) if p is None else (p.quantity if p.side == "long" else -p.quantity)
+
+
+async def events(client: Bus, order_id: str) -> list[str]:
+    page = await client.request(
+        client.subjects.query("order_events"), OrderEventsQuery(order_id=order_id), OrderEventsPage
+    )
+    return [e.event for e in page.events]
+
+
+# -- market ----------------------------------------------------------------------------------------------
+async def test_market_order_walks_the_book_one_trade_per_level(make_system, client):
+    await make_system()
+    await publish_book(client, [("99.90", "5")], [("100.00", "1.000"), ("100.50", "2.000"), ("101.00", "9")])
+    o = await placed(client, "m-1", "buy", "1.5")
+    o = await until(client, o.order_id, S.FILLED)
+    assert fills(o) == [(D("1.000"), D("100.00"), D("0.1"), "taker"), (D("0.5"), D("100.50"), D("0.05025"), "taker")]
+    assert o.average_price == (D("100.00") + D("50.25")) / D("1.5")
+    assert o.total_cost == D("150.25") and o.fees == D("0.15025")
+    assert await eventually(lambda: _equals(position(client), D("1.5")), what="the position")
+
+
+async def _equals(coro, value):
+    got = await coro
+    return got == value or None
+
+
+async def test_market_ioc_fills_what_depth_allows_and_cancels_the_rest(make_system, client):
+    await make_system()
+    await publish_book(client, [("99.00", "1")], [("100.00", "1.000"), ("100.10", "2.000")])
+    o = await placed(client, "m-ioc", "buy", "5", time_in_force="IOC")
+    o = await until(client, o.order_id, S.CANCELED)
+    assert fills(o) == [(D("1.000"), D("100.00"), D("0.1"), "taker"), (D("2.000"), D("100.10"), D("0.2002"), "taker")]
+    assert o.filled_quantity == D(3) and "IOC" in (o.reason or "")
+
+
+async def test_fok_fills_entirely_or_not_at_all(make_system, client):
+    await make_system()
+    await publish_book(client, [("99.00", "1")], [("100.00", "1.000"), ("100.10", "1.000")])
+    no = await placed(client, "fok-no", "buy", "2.5", time_in_force="FOK")
+    no = await until(client, no.order_id, S.CANCELED)
+    assert no.fills == [] and "FOK" in (no.reason or "")
+    yes = await placed(client, "fok-yes", "buy", "2", time_in_force="FOK")
+    yes = await until(client, yes.order_id, S.FILLED)
+    assert fills(yes) == [(D("1.000"), D("100.00"), D("0.1"), "taker"), (D("1.000"), D("100.10"), D("0.1001"), "taker")]
+
+
+async def test_market_order_never_fills_beyond_the_slippage_band(make_system, client):
+    await make_system(MAX_SLIPPAGE_PERCENT="0.5")
+    await publish_book(client, [("99.00", "1")], [("100.00", "1.000"), ("100.40", "1.000"), ("100.60", "5")])
+    o = await placed(client, "slip", "buy", "3", time_in_force="IOC")
+    o = await until(client, o.order_id, S.CANCELED)  # 100.60 > 100.00 * 1.005: not taken
+    assert [(q, p) for q, p, _, _ in fills(o)] == [(D("1.000"), D("100.00")), (D("1.000"), D("100.40"))]
+
+
+# -- limit -----------------------------------------------------------------------------------------------
+async def test_resting_limit_fills_at_its_price_as_maker_partially_then_fully(make_system, client):
+    await make_system()
+    await publish_book(client, [("98.00", "5")], [("100.00", "5")])
+    o = await placed(client, "lim-1", "buy", "1", "limit", price="99.00")
+    o = await until(client, o.order_id, S.ACCEPTED)
+    await publish_book(client, [("98.00", "5")], [("98.90", "0.400"), ("99.00", "0.300"), ("99.10", "5")])
+    o = await until(client, o.order_id, S.PARTIALLY_FILLED)
+    assert fills(o) == [(D("0.700"), D("99.00"), D("0.034650"), "maker")]  # 0.7 * 99 * 0.0005
+    await publish_book(client, [("98.00", "5")], [("98.95", "1.000")])
+    o = await until(client, o.order_id, S.FILLED)
+    assert fills(o)[1] == (D("0.300"), D("99.00"), D("0.014850"), "maker")
+    assert o.average_price == D("99.00") and o.fees == D("0.049500")
+
+
+async def test_marketable_limit_takes_then_rests_the_rest(make_system, client):
+    await make_system()
+    await publish_book(client, [("100.00", "0.600"), ("99.60", "0.300"), ("99.40", "5")], [("100.50", "5")])
+    o = await placed(client, "lim-take", "sell", "1", "limit", price="99.50")
+    o = await until(client, o.order_id, S.PARTIALLY_FILLED)
+    assert fills(o) == [
+        (D("0.600"), D("100.00"), D("0.0600"), "taker"),
+        (D("0.300"), D("99.60"), D("0.02988"), "taker"),
+    ]
+    assert o.venue_status == "open"  # 0.1 rests at 99.50
+
+
+async def test_liquidity_taken_from_a_book_is_not_taken_twice(make_system, client):
+    await make_system()
+    await publish_book(client, [("99.00", "5")], [("100.00", "1.000"), ("101.00", "5")])
+    a = await until(client, (await placed(client, "liq-a", "buy", "0.8")).order_id, S.FILLED)
+    b = await until(client, (await placed(client, "liq-b", "buy", "0.5")).order_id, S.FILLED)
+    assert fills(a) == [(D("0.800"), D("100.00"), D("0.0800"), "taker")]
+    assert [(q, p) for q, p, _, _ in fills(b)] == [(D("0.200"), D("100.00")), (D("0.300"), D("101.00"))]
+
+
+async def test_rules_break_is_refused_with_the_reason_not_rounded(make_system, client):
+    await make_system()
+    await publish_book(client, [("99.00", "5")], [("100.00", "5")])
+    r = await submit(client, "bad-tick", "buy", "1", "limit", price="99.005")
+    assert not r.ok and r.field == "price" and "tick 0.01" in (r.detail or "")
+    r = await submit(client, "bad-step", "buy", "1.0005", "limit", price="99.00")
+    assert not r.ok and r.field == "quantity" and "step 0.001" in (r.detail or "")
+    r = await submit(client, "no-price", "buy", "1", "limit")
+    assert not r.ok and r.field == "price"
+    r = await submit(client, "post-only-takes", "buy", "1", "limit", price="100.00", post_only=True)
+    assert r.ok and r.order is not None  # the venue refuses it: it would take liquidity
+    o = await until(client, r.order.order_id, S.REJECTED)
+    assert "post-only" in (o.reason or "")
+
+
+# -- stops and take-profits ------------------------------------------------------------------------------
+async def test_stop_loss_waits_then_triggers_on_the_bid_and_fills_at_market(make_system, client):
+    await make_system()
+    await publish_book(client, [("100.00", "5")], [("100.10", "5")])
+    await until(client, (await placed(client, "own", "buy", "1")).order_id, S.FILLED)
+    r = await submit(client, "sl-wrong", "sell", "1", "stop_loss", stop_price="100.50")
+    assert not r.ok and r.code == "STOP_WRONG_SIDE" and r.field == "stopPrice"
+    sl = await placed(client, "sl-1", "sell", "1", "stop_loss", stop_price="95.00")
+    await until(client, sl.order_id, S.ACCEPTED)
+    await publish_book(client, [("95.50", "5")], [("95.60", "5")])
+    assert (await order(client, sl.order_id)).status is S.ACCEPTED
+    await publish_book(client, [("94.90", "0.400"), ("94.80", "5")], [("95.00", "5")])
+    o = await until(client, sl.order_id, S.FILLED)
+    assert o.order_id == sl.order_id and o.triggered_at is not None  # a triggered order keeps its id
+    assert fills(o) == [
+        (D("0.400"), D("94.90"), D("0.037960"), "taker"),
+        (D("0.600"), D("94.80"), D("0.056880"), "taker"),
+    ]
+    assert "triggered" in await events(client, sl.order_id)
+
+
+async def test_stop_limit_and_take_profits(make_system, client):
+    await make_system()
+    await publish_book(client, [("100.00", "5")], [("100.10", "5")])
+    stop_limit = await placed(client, "stl", "buy", "1", "stop_limit", stop_price="101.00", price="101.20")
+    tp_market = await placed(client, "tpm", "sell", "1", "take_profit", stop_price="102.00")
+    tp_limit = await placed(client, "tpl", "sell", "1", "take_profit", stop_price="103.00", price="102.90")
+    await publish_book(client, [("100.90", "5")], [("101.00", "0.500"), ("101.30", "5")])  # buy stop: ask >= 101
+    o = await until(client, stop_limit.order_id, S.PARTIALLY_FILLED)
+    assert fills(o) == [(D("0.500"), D("101.00"), D("0.0505000"), "taker")]  # 101.30 is above the limit 101.20
+    await publish_book(client, [("102.00", "2.000")], [("102.10", "5")])  # sell take-profit: bid >= 102
+    o = await until(client, tp_market.order_id, S.FILLED)
+    assert fills(o) == [(D("1.000"), D("102.00"), D("0.10200"), "taker")]
+    await publish_book(client, [("103.00", "0.300"), ("102.80", "5")], [("103.10", "5")])
+    o = await until(client, tp_limit.order_id, S.PARTIALLY_FILLED)
+    assert fills(o) == [(D("0.300"), D("103.00"), D("0.030900"), "taker")]  # rests the rest at 102.90
+
+
+async def test_a_working_stop_still_triggers_after_the_router_restarts(make_system, client):
+    sut = await make_system()
+    await publish_book(client, [("100.00", "5")], [("100.10", "5")])
+    sl = await placed(client, "sl-restart", "sell", "0.5", "stop_loss", stop_price="99.00")
+    await until(client, sl.order_id, S.ACCEPTED)
+    await sut.stop("order-router")
+    await sut.start("order-router")
+    await publish_book(client, [("98.90", "5")], [("99.10", "5")])
+    o = await until(client, sl.order_id, S.FILLED)
+    assert fills(o) == [(D("0.500"), D("98.90"), D("0.0494500"), "taker")]
+
+
+# -- time in force ---------------------------------------------------------------------------------------
+async def test_gtd_expires_and_timeout_cancels(make_system, client):
+    await make_system(DEFAULT_ORDER_TIMEOUT="1500")
+    await publish_book(client, [("98.00", "5")], [("100.00", "5")])
+    r = await submit(client, "gtd-past", "buy", "1", "limit", price="99.00", time_in_force="GTD", expire_at=1)
+    assert not r.ok and r.field == "expireAt"
+    gtd = await placed(client, "gtd", "buy", "1", "limit", price="99.00", time_in_force="GTD", expire_at=now_ms() + 600)
+    gtc = await placed(client, "gtc", "buy", "1", "limit", price="98.50")
+    o = await until(client, gtd.order_id, S.EXPIRED, timeout=5)
+    assert o.reason == "expired"
+    o = await until(client, gtc.order_id, S.CANCELED, timeout=5)
+    assert "DEFAULT_ORDER_TIMEOUT=1500" in (o.reason or "")
+
+
+# -- brackets --------------------------------------------------------------------------------------------
+async def test_bracket_legs_follow_the_entry_and_cancel_each_other(make_system, client):
+    await make_system()
+    await publish_book(client, [("99.90", "5")], [("100.00", "5")])
+    r = await submit(client, "br-bad", "buy", "1", stop_loss="100.50", take_profit="110.00")
+    assert not r.ok and r.code == "INVALID_BRACKET" and r.field == "stopLoss"
+    entry = await placed(client, "br", "buy", "1", stop_loss="95.00", take_profit="110.00")
+    assert entry.linked_orders is not None and set(entry.linked_orders) == {"stopLoss", "takeProfit"}
+    sl_id, tp_id = entry.linked_orders["stopLoss"], entry.linked_orders["takeProfit"]
+    await until(client, entry.order_id, S.FILLED)
+    sl = await until(client, sl_id, S.ACCEPTED)
+    tp = await until(client, tp_id, S.ACCEPTED)
+    assert (sl.quantity, sl.side, sl.stop_price, sl.parent_order_id) == (D("1"), "sell", D("95.00"), entry.order_id)
+    assert (tp.quantity, tp.type, tp.stop_price) == (D("1"), "take_profit", D("110.00"))
+    await publish_book(client, [("110.50", "5")], [("110.60", "5")])
+    tp = await until(client, tp_id, S.FILLED)
+    assert fills(tp) == [(D("1"), D("110.50"), D("0.11050"), "taker")]
+    sl = await until(client, sl_id, S.CANCELED)
+    assert "OCO" in (sl.reason or "")
+    assert await eventually(lambda: _equals(position(client), D(0)), what="flat")
+
+
+async def test_a_partial_entry_fill_sizes_the_legs(make_system, client):
+    await make_system()
+    await publish_book(client, [("98.00", "5")], [("100.00", "5")])
+    entry = await placed(client, "br-part", "buy", "2", "limit", price="99.00", stop_loss="95.00", take_profit="105.00")
+    assert entry.linked_orders is not None
+    legs = list(entry.linked_orders.values())
+    assert {(await order(client, leg)).status for leg in legs} == {S.INITIALIZED}
+    await publish_book(client, [("98.00", "5")], [("99.00", "0.500"), ("99.50", "5")])
+    await until(client, entry.order_id, S.PARTIALLY_FILLED)
+    for leg in legs:
+        o = await until(client, leg, S.ACCEPTED)
+        assert o.quantity == D("0.500")
+    reply = await client.request(client.subjects.orders_cancel, CancelOrder(order_id=entry.order_id), CommandReply)
+    assert reply.ok
+    await until(client, entry.order_id, S.CANCELED)
+    for leg in legs:  # the filled half stays protected
+        assert (await order(client, leg)).status is S.ACCEPTED
+
+
+async def test_an_unfilled_entry_canceled_takes_its_legs_with_it(make_system, client):
+    await make_system()
+    await publish_book(client, [("98.00", "5")], [("100.00", "5")])
+    entry = await placed(client, "br-none", "buy", "1", "limit", price="99.00", stop_loss="95.00")
+    assert entry.linked_orders is not None
+    await client.request(client.subjects.orders_cancel, CancelOrder(order_id=entry.order_id), CommandReply)
+    leg = await until(client, entry.linked_orders["stopLoss"], S.CANCELED)
+    assert "unfilled" in (leg.reason or "")
+
+
+# -- cancel and modify -----------------------------------------------------------------------------------
+async def test_modify_price_and_quantity_and_refusals(make_system, client):
+    await make_system()
+    await publish_book(client, [("98.00", "5")], [("100.00", "5")])
+    o = await placed(client, "mod", "buy", "1", "limit", price="97.00")
+    await until(client, o.order_id, S.ACCEPTED)
+    r = await client.request(
+        client.subjects.orders_modify, ModifyOrder(order_id=o.order_id, price=D("97.50"), quantity=D("2")), CommandReply
+    )
+    assert r.ok and (r.orders[0].price, r.orders[0].quantity, r.orders[0].status) == (D("97.50"), D("2"), S.ACCEPTED)
+    r = await client.request(
+        client.subjects.orders_modify, ModifyOrder(order_id=o.order_id, price=D("97.505")), CommandReply
+    )
+    assert not r.ok and "tick" in (r.detail or "") and r.orders[0].price == D("97.50")
+    assert r.orders[0].status is S.ACCEPTED  # a refused modify returns the order to where it was
+    ev = await events(client, o.order_id)
+    assert ev.count("pending_update") == 2 and ev[-1] == "accepted"
+    r = await client.request(
+        client.subjects.orders_modify, ModifyOrder(order_id=o.order_id, price=D("100.00")), CommandReply
+    )  # now marketable: takes as taker
+    assert r.ok
+    o = await until(client, o.order_id, S.FILLED)
+    assert fills(o) == [(D("2.000"), D("100.00"), D("0.20000"), "taker")]
+
+
+async def test_a_fill_racing_a_cancel_is_applied(make_system, client):
+    await make_system(PAPER_LATENCY_MS="300")
+    await publish_book(client, [("98.00", "5")], [("100.00", "5")])
+    o = await placed(client, "race", "buy", "1", "limit", price="99.00")
+    await until(client, o.order_id, S.ACCEPTED)
+    cancel = asyncio.create_task(
+        client.request(client.subjects.orders_cancel, CancelOrder(order_id=o.order_id), CommandReply, timeout=5)
+    )
+    await until(client, o.order_id, S.PENDING_CANCEL)
+    await publish_book(client, [("98.00", "5")], [("99.00", "5")], settle=0)  # fills while the cancel travels
+    reply = await cancel
+    assert not reply.ok and reply.code == "CANCEL_REFUSED"
+    o = await until(client, o.order_id, S.FILLED)
+    assert fills(o) == [(D("1.000"), D("99.00"), D("0.049500"), "maker")]
+    ev = await events(client, o.order_id)
+    assert "pending_cancel" in ev and ev[-1] == "filled"
+
+
+async def test_cancel_all_of_one_pair(make_system, client):
+    await make_system()
+    await publish_book(client, [("98.00", "5")], [("100.00", "5")])
+    await publish_book(client, [("9.00", "5")], [("10.00", "5")], pair="ETH_USDT")
+    btc = [await placed(client, f"ca-{i}", "buy", "1", "limit", price="90.00") for i in range(3)]
+    eth = await placed(client, "ca-eth", "buy", "1", "limit", price="9.00", pair="ETH_USDT")
+    for o in [*btc, eth]:
+        await until(client, o.order_id, S.ACCEPTED)
+    r = await client.request(client.subjects.orders_cancel, CancelOrder(all=True, pair="BTC_USDT"), CommandReply)
+    assert r.ok and sorted(o.order_id for o in r.orders) == sorted(o.order_id for o in btc)
+    assert all(o.status is S.CANCELED for o in r.orders)
+    assert (await order(client, eth.order_id)).status is S.ACCEPTED
+
+
+# -- fills -----------------------------------------------------------------------------------------------
+async def test_a_duplicated_execution_report_never_counts_twice(make_system, client):
+    await make_system()
+    await publish_book(client, [("99.00", "5")], [("100.00", "5")])
+    o = await until(client, (await placed(client, "dup-rep", "buy", "1")).order_id, S.FILLED)
+    f = o.fills[0]
+    trade_id = f.fill_id.split(":", 1)[1]
+    again = ExecutionReport(
+        kind="trade",
+        order_id=o.order_id,
+        client_order_id=o.client_order_id,
+        pair=o.pair,
+        side=o.side,
+        order_quantity=o.quantity,
+        venue="paper",
+        ts=f.timestamp,
+        trade_id=trade_id,
+        quantity=f.quantity,
+        price=f.price,
+        fee=f.fee,
+        fee_currency=f.fee_currency,
+    )
+    before = await portfolio(client)
+    await client.js_publish(client.subjects.exec_reports(o.pair), again, msg_id="replayed-by-the-test")
+    await asyncio.sleep(0.5)
+    assert (await order(client, o.order_id)).fills == o.fills
+    after = await portfolio(client)
+    assert after.fills_applied == before.fills_applied and after.positions == before.positions
+
+
+async def test_cursor_pages_through_orders_newest_first(make_system, client):
+    await make_system()
+    await publish_book(client, [("98.00", "5")], [("100.00", "5")])
+    ids = [(await placed(client, f"page-{i}", "buy", "1", "limit", price="90.00")).order_id for i in range(5)]
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = await client.request(client.subjects.query("orders"), OrdersQuery(limit=2, cursor=cursor), OrdersPage)
+        seen += [o.order_id for o in page.orders]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == list(reversed(ids))
