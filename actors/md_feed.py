@@ -2,9 +2,11 @@
 
 MARKET_DATA=synthetic publishes a seeded random-walk L2 book (10 levels a side) for each pair in
 PAIRS every MARKET_DATA_INTERVAL ms on ``tbx.md.book.<pair>``. MARKET_DATA=replay:FILE publishes
-the books of a JSON-lines file (one ``Book`` per line) at their recorded pace, then keeps
-re-publishing the last book of each pair. MARKET_DATA=none publishes nothing: any outside publisher
-of ``tbx.md.book.<pair>`` can feed the service instead.
+the lines of a JSON-lines file at their recorded pace (by ``ts``; gaps over 5 s are cut to 5 s):
+a line with ``bids``/``asks`` is a book (``tbx.md.book.<pair>``), a line with ``price``/``quantity``
+is a public trade (``tbx.md.trades.<pair>``); blank lines and lines starting with ``#`` are skipped.
+After the last line it keeps re-publishing the last book of each pair. MARKET_DATA=none publishes
+nothing: any outside publisher of ``tbx.md.book.<pair>`` can feed the service instead.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import msgspec
+
 from actors.base import Actor
-from bus.codec import decode
+from bus.codec import DecodeFailure, decode
 from domain.synthetic import SyntheticBook
-from schemas.messages import Book, now_ms
+from schemas.messages import Book, Trade, now_ms
 
 
 class MarketDataFeed(Actor):
@@ -51,16 +55,38 @@ class MarketDataFeed(Actor):
     async def _replay(self, path: Path) -> None:
         prev_ts: int | None = None
         with path.open("rb") as fh:
-            for line in fh:
-                if not line.strip():
+            for n, line in enumerate(fh, 1):
+                line = line.strip()
+                if not line or line.startswith(b"#"):
                     continue
-                book = decode(line, Book)
-                if prev_ts is not None and book.ts > prev_ts:
-                    await asyncio.sleep(min((book.ts - prev_ts) / 1000, 5.0))
-                prev_ts = book.ts
-                await self._publish(book)
+                try:
+                    item = replay_line(line)
+                except ValueError as e:
+                    await self.bus.dead_letter(f"replay.{path.name}", f"line {n}: {e}", line)
+                    continue
+                if prev_ts is not None and item.ts > prev_ts:
+                    await asyncio.sleep(min((item.ts - prev_ts) / 1000, 5.0))
+                prev_ts = item.ts
+                if isinstance(item, Book):
+                    await self._publish(item)
+                else:
+                    await self.bus.publish(self.subjects.trades(item.pair), item)
         self.log.info("replay of {} done; re-publishing the last books", path)
         while True:
             await asyncio.sleep(self.settings.MARKET_DATA_INTERVAL / 1000)
             for book in list(self.last.values()):
                 await self._publish(Book(pair=book.pair, bids=book.bids, asks=book.asks, ts=now_ms()))
+
+
+def replay_line(line: bytes) -> Book | Trade:
+    """One line of a replay file: a book (has ``bids``) or a trade (has ``price``)."""
+    try:
+        raw = msgspec.json.decode(line)
+    except msgspec.DecodeError as e:
+        raise ValueError(f"not JSON: {e}") from None
+    if not isinstance(raw, dict):
+        raise ValueError("a line is a JSON object")
+    try:
+        return decode(line, Book) if "bids" in raw or "asks" in raw else decode(line, Trade)
+    except DecodeFailure as e:
+        raise ValueError(e.reason) from None

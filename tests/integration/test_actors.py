@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -29,6 +30,9 @@ from schemas.messages import (
 from schemas.subjects import Subjects
 from tbx.runner import ACTOR_CLASSES
 from tests.helpers import eventually
+
+
+EXAMPLE_REPLAY = Path(__file__).resolve().parents[2] / "examples" / "replay.jsonl"
 
 
 class System:
@@ -361,3 +365,45 @@ async def test_an_unusable_book_is_dead_lettered_and_never_used(nats_url, prefix
         assert not r.ok and r.code == "NO_MARKET_DATA"
     finally:
         await sut.stop()
+
+
+async def test_replay_file_publishes_books_and_trades_in_order(nats_url, prefix, client, tmp_path):
+    from schemas.messages import Book, DeadLetter, Trade
+
+    path = tmp_path / "replay.jsonl"
+    path.write_text(EXAMPLE_REPLAY.read_text() + "not json\n")
+    books: list[Book] = []
+    trades: list[Trade] = []
+    letters: list[DeadLetter] = []
+
+    async def on_book(b: Book, env: Envelope) -> None:
+        books.append(b)
+
+    async def on_trade(t: Trade, env: Envelope) -> None:
+        trades.append(t)
+
+    async def on_letter(d: DeadLetter, env: Envelope) -> None:
+        letters.append(d)
+
+    await client.subscribe(client.subjects.book(), Book, on_book)
+    await client.subscribe(client.subjects.trades(), Trade, on_trade)
+    await client.subscribe(client.subjects.deadletter(">"), DeadLetter, on_letter)
+    settings = load_settings(
+        {
+            "NATS_URL": nats_url,
+            "BUS_PREFIX": prefix,
+            "MARKET_DATA": f"replay:{path}",
+            "PAIRS": "BTC_USDT,ETH_USDT",
+            "MARKET_DATA_INTERVAL": "100",
+        }
+    )
+    sut = System(nats_url, settings)
+    await sut.start("md-feed")
+    try:
+        await eventually(lambda: asyncio.sleep(0, len(books) >= 5 and letters), timeout=10, what="the replay")
+    finally:
+        await sut.stop()
+    assert [b.ts for b in books[:4]] == [1767225600000, 1767225600500, 1767225600600, 1767225601000]
+    assert [(t.price, t.side) for t in trades] == [(Decimal("60010.00"), "buy"), (Decimal("60000.00"), "sell")]
+    assert books[4].pair in ("BTC_USDT", "ETH_USDT") and books[4].ts > 1767225601000  # the last books again
+    assert "line 8" in letters[0].reason
