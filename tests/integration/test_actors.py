@@ -31,7 +31,6 @@ from schemas.subjects import Subjects
 from tbx.runner import ACTOR_CLASSES
 from tests.helpers import eventually
 
-
 EXAMPLE_REPLAY = Path(__file__).resolve().parents[2] / "examples" / "replay.jsonl"
 
 
