@@ -463,3 +463,44 @@ async def test_cursor_pages_through_orders_newest_first(make_system, client):
             break
         cursor = page.next_cursor
     assert seen == list(reversed(ids))
+
+
+async def test_a_fill_beyond_the_order_quantity_is_refused_and_alerted(make_system, client):
+    from bus.client import Envelope
+    from schemas.messages import DeadLetter, RiskAlert
+
+    await make_system()
+    alerts: list[RiskAlert] = []
+    letters: list[DeadLetter] = []
+
+    async def on_alert(a: RiskAlert, env: Envelope) -> None:
+        alerts.append(a)
+
+    async def on_letter(d: DeadLetter, env: Envelope) -> None:
+        letters.append(d)
+
+    await client.subscribe(client.subjects.risk_events, RiskAlert, on_alert)
+    await client.subscribe(client.subjects.deadletter(">"), DeadLetter, on_letter)
+    await publish_book(client, [("99.00", "5")], [("100.00", "5")])
+    o = await until(client, (await placed(client, "over", "buy", "1")).order_id, S.FILLED)
+    extra = ExecutionReport(
+        kind="trade",
+        order_id=o.order_id,
+        client_order_id=o.client_order_id,
+        pair=o.pair,
+        side=o.side,
+        order_quantity=o.quantity,
+        venue="paper",
+        ts=now_ms(),
+        trade_id="ghost-1",
+        quantity=D("0.5"),
+        price=D("100.00"),
+        fee=D("0.05"),
+        fee_currency="USDT",
+    )
+    await client.js_publish(client.subjects.exec_reports(o.pair), extra)
+    await eventually(lambda: asyncio.sleep(0, bool(alerts) and bool(letters)), what="the alert and the dead letter")
+    assert alerts[0].severity == "critical" and alerts[0].code == "OVERFILL" and alerts[0].order_id == o.order_id
+    assert "overfill" in letters[0].reason
+    assert (await order(client, o.order_id)).filled_quantity == D(1)
+    assert await position(client) == D(1)
