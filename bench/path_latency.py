@@ -88,6 +88,7 @@ async def main(n: int) -> str:
                 await msg.respond(msg.data)
 
             await raw_nc.subscribe("bench.echo", cb=echo)
+            await raw_nc.flush()
             raw: list[float] = []
             for _ in range(n):
                 t0 = time.perf_counter()
@@ -141,7 +142,7 @@ async def main(n: int) -> str:
     rows = [
         ("raw NATS request/reply", raw),
         ("orders.submit -> reply", submit),
-        ("orders.submit -> fill event", fill),
+        ("orders.submit -> first fill", fill),
         ("POST /api/orders -> 201", http_ms),
     ]
     out = [
