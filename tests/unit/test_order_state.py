@@ -229,3 +229,48 @@ def test_random_walk_follows_the_table(steps):
         assert before.status not in FINAL
         if o.status in TERMINAL_STATUSES:
             assert o.closed_at is not None
+
+
+# -- every operation the router uses, in random order --------------------------------------------------
+from domain.orders import back_from_pending, to_pending, trigger  # noqa: E402
+
+ops = st.one_of(
+    st.tuples(st.just("to"), st.sampled_from(ALL)),
+    st.tuples(st.just("fill"), st.integers(1, 3)),
+    st.tuples(st.just("pending"), st.sampled_from([S.PENDING_CANCEL, S.PENDING_UPDATE])),
+    st.tuples(st.just("back"), st.none()),
+    st.tuples(st.just("trigger"), st.none()),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(steps=st.lists(ops, max_size=40))
+def test_random_operations_never_leave_the_table(steps):
+    o = order(S.INITIALIZED, quantity="4")
+    n = 0
+    for kind, arg in steps:
+        n += 1
+        before = o
+        try:
+            if kind == "to":
+                o = transition(o, arg, n)
+            elif kind == "fill":
+                o = apply_fill(o, ref(f"t{n}", str(arg), ts=n))
+            elif kind == "pending":
+                o = to_pending(o, arg, n)
+            elif kind == "back":
+                o = back_from_pending(o, n)
+            else:
+                o = trigger(o, n)
+        except (IllegalTransition, Overfilled):
+            assert o is before  # a refused operation changes nothing
+            continue
+        if o is before:
+            continue
+        assert o.status is before.status or o.status in TRANSITIONS[before.status]  # never off the table
+        assert o.filled_quantity <= o.quantity  # never overfilled
+        assert o.filled_quantity == sum((f.quantity for f in o.fills), D(0))
+        if before.status in FINAL:
+            raise AssertionError(f"{before.status.value} changed to {o.status.value}")
+        if before.status in (S.CANCELED, S.EXPIRED):  # closed: only a late fill may still come
+            assert kind == "fill" and o.status in (S.PARTIALLY_FILLED, S.FILLED)
