@@ -1194,6 +1194,7 @@ class Fill:
     trade: SimTrade
     snapshot: int  # index of the book it traded against
     bound: Decimal | None  # limit price at the time of the trade, or the market order's band
+    source: str  # "book" (on_book), "submit" or "edit"
 
 
 @dataclass
@@ -1209,10 +1210,10 @@ def run(seq_actions: list, slip: Decimal | None) -> Run:
     m = Matcher(PAIR, QUOTE, P_SPEC, slip)
     r = Run(m)
 
-    def record(o: SimOrder, trades: list[SimTrade]) -> None:
+    def record(o: SimOrder, trades: list[SimTrade], source: str) -> None:
         assert trades == o.trades[len(o.trades) - len(trades) :]
         for t in trades:
-            r.fills.append(Fill(o, t, len(r.books) - 1, o.price if o.type == "limit" else o.band))
+            r.fills.append(Fill(o, t, len(r.books) - 1, o.price if o.type == "limit" else o.band, source))
 
     for ts, a in enumerate(seq_actions, start=1):
         if a[0] == "book":
@@ -1220,7 +1221,7 @@ def run(seq_actions: list, slip: Decimal | None) -> Run:
             r.books.append(b)
             for o, trades in m.on_book(b, ts):
                 assert trades, "on_book reports only orders that traded"
-                record(o, trades)
+                record(o, trades, "book")
         elif a[0] == "order":
             s = a[1]
             n = len(r.orders)
@@ -1236,7 +1237,7 @@ def run(seq_actions: list, slip: Decimal | None) -> Run:
                 post_only=s["post_only"],
             )
             r.orders.append(o)
-            record(o, m.submit(o, ts))
+            record(o, m.submit(o, ts), "submit")
         elif r.orders:
             o = r.orders[a[1] % len(r.orders)]
             was_resting = o.client_order_id in m.resting
@@ -1252,7 +1253,7 @@ def run(seq_actions: list, slip: Decimal | None) -> Run:
                     assert trades == []
                     assert (o.quantity, o.price, o.filled, len(o.trades)) == before
                 elif got is not None:
-                    record(o, trades)
+                    record(o, trades, "edit")
         # white box: what the engine remembers having taken never exceeds the level
         if m.book is not None:
             sizes = {("ask", p): q for p, q in m.book.asks} | {("bid", p): q for p, q in m.book.bids}
@@ -1344,6 +1345,9 @@ def test_prop_prices_respect_limits_and_bands(seq_actions, slip):
                 assert t.price <= f.bound if o.is_buy else t.price >= f.bound
         if t.liquidity == "taker":
             assert t.price in dict(b.asks if o.is_buy else b.bids)
+        # new and edited orders take; on a new book, resting limits make and resting market orders take
+        expected = "maker" if f.source == "book" and o.type == "limit" else "taker"
+        assert t.liquidity == expected
 
 
 @PROPS
