@@ -84,7 +84,10 @@ class SimOrder(msgspec.Struct, kw_only=True):
 
 
 def _multiple(value: Decimal, step: Decimal) -> bool:
-    return step <= ZERO or (value % step) == ZERO
+    try:
+        return step <= ZERO or (value % step) == ZERO
+    except ArithmeticError:  # too many digits to divide: certainly not an order anyone means
+        return False
 
 
 @dataclass(slots=True)

@@ -38,7 +38,10 @@ def _camel(name: str) -> str:
 
 
 def _multiple(value: Decimal, step: Decimal) -> bool:
-    return step <= ZERO or value % step == ZERO
+    try:
+        return step <= ZERO or value % step == ZERO
+    except ArithmeticError:  # too many digits to divide: certainly not an order anyone means
+        return False
 
 
 def check_order(
