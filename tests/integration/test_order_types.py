@@ -504,3 +504,71 @@ async def test_a_fill_beyond_the_order_quantity_is_refused_and_alerted(make_syst
     assert "overfill" in letters[0].reason
     assert (await order(client, o.order_id)).filled_quantity == D(1)
     assert await position(client) == D(1)
+
+
+async def test_reduce_only_passes_only_when_it_reduces(make_system, client):
+    await make_system()
+    await publish_book(client, [("99.00", "5")], [("100.00", "5")])
+    r = await submit(client, "ro-flat", "sell", "1", reduce_only=True)
+    assert not r.ok and r.code == "REDUCE_ONLY" and r.field == "reduceOnly"
+    await until(client, (await placed(client, "ro-open", "buy", "1")).order_id, S.FILLED)
+    await eventually(lambda: _equals(position(client), D(1)), what="the long")
+    r = await submit(client, "ro-same-side", "buy", "0.5", reduce_only=True)
+    assert not r.ok and r.field == "reduceOnly"
+    r = await submit(client, "ro-too-big", "sell", "2", reduce_only=True)
+    assert not r.ok and r.field == "quantity"
+    o = await placed(client, "ro-ok", "sell", "1", reduce_only=True)
+    assert (await until(client, o.order_id, S.FILLED)).reduce_only
+
+
+async def test_order_ids_stay_unique_across_several_routers(client):
+    from actors.ids import OrderIds
+
+    kv = await client.kv(client.subjects.kv_state)
+    routers = [OrderIds(kv, block=7) for _ in range(4)]
+
+    async def take(ids: OrderIds) -> list[str]:
+        return [await ids.next() for _ in range(60)]
+
+    got = await asyncio.gather(*(take(r) for r in routers))
+    every = [i for ids in got for i in ids]
+    assert len(every) == len(set(every)) == 240
+    assert all(i.startswith("ORD_") and len(i) == len("ORD_20260101_000001") for i in every)
+    again = OrderIds(kv, block=7)  # a restart: never one of the ids handed out before
+    assert await again.next() not in set(every)
+
+
+async def test_paper_venue_answers_like_a_ccxt_exchange(nats_url, prefix, make_bus):
+    from actors.venues.base import VenueOrderRequest, VenueRefused
+    from actors.venues.paper import PaperVenue
+
+    bus = await make_bus("venue")
+    client = await make_bus("md")
+    venue = PaperVenue(settings_for(nats_url, prefix), bus)
+    await venue.start()
+    await publish_book(client, [("99.00", "5")], [("100.00", "1.000"), ("101.00", "5")])
+    rules = {m.pair: m for m in await venue.markets()}
+    assert (rules["BTC_USDT"].tick_size, rules["BTC_USDT"].amount_step, rules["BTC_USDT"].taker_fee) == (
+        D("0.01"),
+        D("0.001"),
+        TAKER,
+    )
+    done = await venue.create_order(VenueOrderRequest("v-1", "BTC_USDT", "buy", "market", D("1.5")))
+    assert done.status == "closed" and done.filled == D("1.5") and len(done.trades) == 2
+    assert await venue.create_order(VenueOrderRequest("v-1", "BTC_USDT", "buy", "market", D("1.5"))) == done
+    rest = await venue.create_order(VenueOrderRequest("v-2", "BTC_USDT", "buy", "limit", D("1"), D("98.00")))
+    assert rest.status == "open" and [o.client_order_id for o in await venue.fetch_open_orders()] == ["v-2"]
+    edited = await venue.edit_order("v-2", "BTC_USDT", price=D("97.50"))
+    assert edited.price == D("97.50") and edited.status == "open"
+    assert (await venue.cancel_order("v-2", "BTC_USDT")).status == "canceled"
+    with pytest.raises(VenueRefused):
+        await venue.cancel_order("v-2", "BTC_USDT")
+    trades = await venue.fetch_my_trades("BTC_USDT", since=0)
+    assert [(t.quantity, t.price) for t in trades] == [(D("1.000"), D("100.00")), (D("0.500"), D("101.00"))]
+    balance = await venue.fetch_balance()
+    assert balance["BTC"] == D("1.5")
+    assert balance["USDT"] == D(50000) - D("150.50") - D("0.1505")  # notional and taker fee
+    assert (await venue.fetch_order("v-2", "BTC_USDT")).status == "canceled"  # type: ignore[union-attr]
+    assert await venue.fetch_order("never", "BTC_USDT") is None
+    book = await venue.fetch_order_book("BTC_USDT")
+    assert book is not None and book.asks[0] == (D("100.00"), D("1.000"))
