@@ -50,6 +50,7 @@ from schemas.messages import (
     ExecutionReport,
     Fill,
     FillRef,
+    MarketRules,
     MarketsPage,
     ModifyOrder,
     Order,
@@ -106,6 +107,7 @@ class OrderRouter(Actor):
         self.events: dict[str, list[OrderEvent]] = {}
         self.live: set[str] = set()  # orders that may still change: working, or waiting for fills
         self.cancelling: set[str] = set()  # cancels on their way to the venue
+        self.rules: dict[str, MarketRules] = {}
         self.lock = asyncio.Lock()
         self.processed = 0
         self.filled = 0
@@ -117,6 +119,7 @@ class OrderRouter(Actor):
         self.ids = OrderIds(await self.bus.kv(s.kv_state))
         self.venue.set_listener(self._on_venue_update)
         await self.venue.start()
+        self.rules = {m.pair: m for m in await self.venue.markets()}
         await self.bus.replay(
             stream=s.s_orders, subject=s.order_events(), type_=OrderEvent, handler=self._rebuild, follow=False
         )
@@ -672,6 +675,16 @@ class OrderRouter(Actor):
                 return "a market order has no price to change", "price"
             if not cmd.price.is_finite() or cmd.price <= ZERO:
                 return "price must be positive", "price"
+        rules = self.rules.get(o.pair)
+        if rules is not None:
+            for field, value, step in (
+                ("quantity", cmd.quantity, rules.amount_step),
+                ("price", cmd.price, rules.tick_size),
+                ("stopPrice", cmd.stop_price, rules.tick_size),
+            ):
+                if value is not None and step > ZERO and value % step != ZERO:
+                    unit = "amount step" if field == "quantity" else "tick"
+                    return f"{field} {value} is not a multiple of the {unit} {step} for {o.pair}", field
         if cmd.stop_price is not None:
             if o.type not in TRIGGERED_TYPES or o.triggered_at is not None:
                 return "only a stop or take-profit that has not triggered has a stopPrice to change", "stopPrice"

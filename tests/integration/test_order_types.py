@@ -376,10 +376,14 @@ async def test_modify_price_and_quantity_and_refusals(make_system, client):
     r = await client.request(
         client.subjects.orders_modify, ModifyOrder(order_id=o.order_id, price=D("97.505")), CommandReply
     )
-    assert not r.ok and "tick" in (r.detail or "") and r.orders[0].price == D("97.50")
-    assert r.orders[0].status is S.ACCEPTED  # a refused modify returns the order to where it was
+    assert not r.ok and r.field == "price" and "tick" in (r.detail or "") and r.orders[0].price == D("97.50")
+    assert r.orders[0].status is S.ACCEPTED  # refused before it went anywhere
+    r = await client.request(
+        client.subjects.orders_modify, ModifyOrder(order_id=o.order_id, quantity=D("0.0001")), CommandReply
+    )
+    assert not r.ok and r.field == "quantity"
     ev = await events(client, o.order_id)
-    assert ev.count("pending_update") == 2 and ev[-1] == "accepted"
+    assert ev == ["submitted", "accepted", "pending_update", "accepted"]
     r = await client.request(
         client.subjects.orders_modify, ModifyOrder(order_id=o.order_id, price=D("100.00")), CommandReply
     )  # now marketable: takes as taker
@@ -572,3 +576,17 @@ async def test_paper_venue_answers_like_a_ccxt_exchange(nats_url, prefix, make_b
     assert await venue.fetch_order("never", "BTC_USDT") is None
     book = await venue.fetch_order_book("BTC_USDT")
     assert book is not None and book.asks[0] == (D("100.00"), D("1.000"))
+
+
+async def test_a_modify_the_venue_refuses_returns_the_order_to_where_it_was(make_system, client):
+    await make_system()
+    await publish_book(client, [("98.00", "5")], [("100.00", "5")])
+    o = await placed(client, "po", "buy", "1", "limit", price="99.00", post_only=True)
+    await until(client, o.order_id, S.ACCEPTED)
+    r = await client.request(
+        client.subjects.orders_modify, ModifyOrder(order_id=o.order_id, price=D("100.00")), CommandReply
+    )  # post-only at a price that would take: the venue says no
+    assert not r.ok and r.code == "MODIFY_REFUSED" and "post-only" in (r.detail or "")
+    o = await order(client, o.order_id)
+    assert (o.status, o.price) == (S.ACCEPTED, D("99.00"))
+    assert (await events(client, o.order_id))[-2:] == ["pending_update", "accepted"]
