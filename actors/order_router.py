@@ -39,6 +39,7 @@ from bus.client import Bus, Envelope
 from bus.errors import Transient
 from config.settings import Settings
 from domain.orders import IllegalTransition, Overfilled, apply_fill, back_from_pending, to_pending, transition, trigger
+from domain.risk import is_multiple
 from domain.triggers import TRIGGERED_TYPES, is_triggered, venue_leg, wrong_side
 from schemas.messages import (
     TERMINAL_STATUSES,
@@ -184,7 +185,7 @@ class OrderRouter(Actor):
     async def _emit(self, order: Order, event: str) -> Order:
         """Persist a change as an event on ORDERS, then keep it. Call with ``self.lock`` held."""
         order = msgspec.structs.replace(order, version=order.version + 1)
-        ev = OrderEvent(event=event, order=order, ts=order.updated_at or now_ms())
+        ev = OrderEvent(event=event, order=order, ts=now_ms())  # when we recorded it (fills carry the venue's time)
         await self.bus.js_publish(
             self.subjects.order_events(order.pair), ev, msg_id=f"{order.order_id}:{order.version}"
         )
@@ -671,10 +672,12 @@ class OrderRouter(Actor):
             if not cmd.quantity.is_finite() or cmd.quantity <= o.filled_quantity:
                 return f"quantity {cmd.quantity} must be above the filled {o.filled_quantity}", "quantity"
         if cmd.price is not None:
-            if o.type == "market" or (o.type == "take_profit" and o.price is None):
-                return "a market order has no price to change", "price"
+            if o.type in ("market", "stop_loss") or (o.type == "take_profit" and o.price is None):
+                return f"a {o.type} order trades at market: it has no price to change", "price"
             if not cmd.price.is_finite() or cmd.price <= ZERO:
-                return "price must be positive", "price"
+                return "price must be a positive number", "price"
+        if cmd.stop_price is not None and (not cmd.stop_price.is_finite() or cmd.stop_price <= ZERO):
+            return "stopPrice must be a positive number", "stopPrice"
         rules = self.rules.get(o.pair)
         if rules is not None:
             for field, value, step in (
@@ -682,7 +685,7 @@ class OrderRouter(Actor):
                 ("price", cmd.price, rules.tick_size),
                 ("stopPrice", cmd.stop_price, rules.tick_size),
             ):
-                if value is not None and step > ZERO and value % step != ZERO:
+                if value is not None and not is_multiple(value, step):
                     unit = "amount step" if field == "quantity" else "tick"
                     return f"{field} {value} is not a multiple of the {unit} {step} for {o.pair}", field
         if cmd.stop_price is not None:

@@ -37,7 +37,7 @@ def _camel(name: str) -> str:
     return re.sub(r"_(\w)", lambda m: m.group(1).upper(), name)
 
 
-def _multiple(value: Decimal, step: Decimal) -> bool:
+def is_multiple(value: Decimal, step: Decimal) -> bool:
     try:
         return step <= ZERO or value % step == ZERO
     except ArithmeticError:  # too many digits to divide: certainly not an order anyone means
@@ -108,7 +108,7 @@ def _check(
     if req.post_only and tif in ("IOC", "FOK"):
         return Denial("INVALID_FLAGS", "postOnly", f"a postOnly order cannot be {tif}: it would never rest")
     if rules is not None:
-        if not _multiple(req.quantity, rules.amount_step):
+        if not is_multiple(req.quantity, rules.amount_step):
             return Denial(
                 "INVALID_QUANTITY",
                 "quantity",
@@ -116,7 +116,7 @@ def _check(
             )
         for name in ("price", "stop_price", "stop_loss", "take_profit"):
             v = getattr(req, name)
-            if v is not None and not _multiple(v, rules.tick_size):
+            if v is not None and not is_multiple(v, rules.tick_size):
                 return Denial(
                     "INVALID_PRICE",
                     _camel(name),

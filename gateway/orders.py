@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 from aiohttp import web
@@ -25,6 +26,7 @@ from schemas.messages import (
 from schemas.rest import CancelAllBody, ModifyBody, OrderEvents, OrderList, PlacedOrder, PlaceOrder
 
 MAX_TIME = 10**15
+CURSOR_RE = re.compile(r"^\d{1,16}:[A-Za-z0-9_]{1,64}$")
 
 
 async def post_order(request: web.Request) -> web.Response:
@@ -95,12 +97,25 @@ async def get_orders(request: web.Request) -> web.Response:
         pair=pair.upper() if pair else None,
         since=int_param(request, "since", 0, MAX_TIME),
         until=int_param(request, "until", 0, MAX_TIME),
-        cursor=query_param(request, "cursor"),
+        cursor=_cursor(request),
         limit=int_param(request, "limit", 1, 500, 50) or 50,
     )
     bus = request.app[BUS]
     page: OrdersPage = await ask(request, bus.subjects.query("orders"), q, OrdersPage, "the order-router")  # type: ignore[assignment]
     return json_response(page)
+
+
+def _cursor(request: web.Request) -> str | None:
+    cursor = query_param(request, "cursor")
+    if cursor is not None and not CURSOR_RE.match(cursor):
+        raise ApiError(
+            422,
+            "Validation failed",
+            "cursor must be a nextCursor from a previous page",
+            field="cursor",
+            code="INVALID_FIELD",
+        )
+    return cursor
 
 
 async def _one(request: web.Request) -> Order:
