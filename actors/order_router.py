@@ -218,7 +218,8 @@ class OrderRouter(Actor):
         async with self.lock:
             known = self.by_client.get(req.client_order_id)
             if known is None:
-                order = await self._create(req)
+                ref = a.estimated_cost / req.quantity if a.estimated_cost and req.quantity else None
+                order = await self._create(req, ref)
         if known is not None:
             order = self.orders[known]
             if not same_order(order, req):
@@ -227,7 +228,7 @@ class OrderRouter(Actor):
         await self._reply(a, order)
         await self._route(order.order_id)
 
-    async def _create(self, req: OrderRequest) -> Order:
+    async def _create(self, req: OrderRequest, reference_price: Decimal | None = None) -> Order:
         """Create the order (and the legs of a bracket) and persist them. Call with the lock held."""
         ts = now_ms()
         bracket = req.stop_loss is not None or req.take_profit is not None
@@ -245,6 +246,7 @@ class OrderRouter(Actor):
             post_only=req.post_only,
             reduce_only=req.reduce_only,
             role="entry" if bracket else None,
+            reference_price=reference_price,
             status=S.SUBMITTED,
             venue=self.venue.name,
             source=req.source,

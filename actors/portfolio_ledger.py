@@ -1,25 +1,57 @@
-"""portfolio-ledger: the book of record. Positions, balances, realized and unrealized P&L.
+"""portfolio-ledger: the book of record. Positions, balances, P&L, position history, performance.
 
 It books every fill on the FILLS stream, whoever wrote it, exactly once (by fill id, in stream
-order). Its state is a pure fold of ``domain.ledger`` over that stream, so a restart - even after a
-kill -9 in the middle of a stream of fills - rebuilds the very same books. Marks come from the mid of
-the latest ``tbx.md.book.<pair>``; the portfolio is revalued and published every
-POSITION_UPDATE_INTERVAL ms on ``tbx.events.portfolio``, and each position change on
-``tbx.events.positions.<pair>``.
+order), and follows the ORDERS stream for what working orders lock. Its state is a pure fold of
+``domain.ledger`` over those two streams, so a restart - even after a kill -9 in the middle of a
+stream of fills - rebuilds the very same books: from the latest snapshot in JetStream KV (written
+every SNAPSHOT_EVERY_S and at stop), then the events after it.
+
+Marks come from the mid of the latest ``tbx.md.book.<pair>``; the portfolio is revalued every
+POSITION_UPDATE_INTERVAL ms: an equity sample for the performance figures and a snapshot on
+``tbx.events.portfolio``; each change of a position goes on ``tbx.events.positions.<pair>``.
+A balance that goes below zero raises a critical alert on ``tbx.events.risk``.
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
 
+import msgspec
+
 from actors.base import Actor
 from actors.books import BookCache
+from actors.snapshots import SnapshotStore
 from bus.client import Bus, Envelope
-from config.settings import Settings
+from config.settings import Settings, parse_currency_precision
 from domain.ids import day_key
 from domain.ledger import Ledger, LedgerError
-from domain.valuation import DayStart, equity, position_view, roll_day, snapshot
-from schemas.messages import Empty, Fill, PortfolioSnapshot, now_ms
+from domain.performance import EquityTracker, report
+from domain.valuation import DayStart, Rounding, cycle_view, equity, position_view, roll_day, snapshot
+from schemas.messages import (
+    Empty,
+    Fill,
+    HistoryQuery,
+    OrderEvent,
+    Performance,
+    PortfolioSnapshot,
+    PositionsHistory,
+    RiskAlert,
+    now_ms,
+)
+
+SNAPSHOT_EVERY_S = 30.0
+MAX_HISTORY_PAGE = 1000
+
+
+class LedgerState(msgspec.Struct):
+    """What a snapshot holds: the books and where in the streams they stand."""
+
+    ledger: Ledger
+    day: DayStart
+    tracker: EquityTracker
+    applied: list[str]
+    fills_seq: int
+    orders_seq: int
 
 
 class PortfolioLedger(Actor):
@@ -31,20 +63,48 @@ class PortfolioLedger(Actor):
         self.books = BookCache(bus)
         self.marks: dict[str, Decimal] = self.books.mids  # marks are the mids of the latest books
         self.day = DayStart()
+        self.tracker = EquityTracker(settings.INITIAL_BALANCE)
         self.applied: set[str] = set()
         self.last_seq = 0
+        self.orders_seq = 0
+        self.saved_at = (-1, -1)
         self.live = False
         self.rejected = 0
+        self.alerted: set[str] = set()
+        self.rounding = Rounding(parse_currency_precision(settings.CURRENCY_PRECISION))
 
+    # -- lifecycle -------------------------------------------------------------------------------------
     async def on_start(self) -> None:
         s = self.subjects
+        self.snapshots = SnapshotStore(await self.bus.kv(s.kv_state), "ledger")
+        await self._restore()
         await self.books.start()
-        await self.bus.replay(stream=s.s_fills, subject=s.fills(), type_=Fill, handler=self._on_fill)
+        await self.bus.replay(
+            stream=s.s_fills, subject=s.fills(), type_=Fill, handler=self._on_fill, start_seq=self.last_seq + 1
+        )
+        await self.bus.replay(
+            stream=s.s_orders, subject=s.order_events(), type_=OrderEvent, handler=self._on_order,
+            start_seq=self.orders_seq + 1,
+        )  # fmt: skip
         self.live = True
-        self.log.info("books rebuilt from {} fills (stream seq {})", self.ledger.fills_applied, self.last_seq)
-        await self.bus.subscribe(s.query("portfolio"), Empty, self._on_query, queue=self.name)
+        self.log.info(
+            "books rebuilt: {} fills (stream seq {}), {} working orders locking funds",
+            self.ledger.fills_applied, self.last_seq, len(self.ledger.locks),
+        )  # fmt: skip
+        await self._check_negative()
+        for what, type_, handler in (
+            ("portfolio", Empty, self._on_query),
+            ("portfolio_refresh", Empty, self._on_refresh),
+            ("positions_history", HistoryQuery, self._on_history),
+            ("performance", Empty, self._on_performance),
+        ):
+            await self.bus.subscribe(s.query(what), type_, handler, queue=self.name)  # type: ignore[arg-type]
         interval = self.settings.POSITION_UPDATE_INTERVAL / 1000
-        self.spawn(self.every(interval, self.publish_snapshot, "portfolio revaluation"), "revalue")
+        self.spawn(self.every(interval, self.revalue, "portfolio revaluation"), "revalue")
+        self.spawn(self.every(SNAPSHOT_EVERY_S, self.save_snapshot, "snapshot"), "snapshot")
+
+    async def on_stop(self) -> None:
+        await self.save_snapshot()
 
     def stats(self) -> dict[str, int | float | str]:
         return {
@@ -54,8 +114,39 @@ class PortfolioLedger(Actor):
             "equity": str(equity(self.ledger, self.marks)),
         }
 
+    # -- snapshots -------------------------------------------------------------------------------------
+    async def _restore(self) -> None:
+        data = await self.snapshots.load()
+        if data is None:
+            return
+        try:
+            st = msgspec.json.decode(data, type=LedgerState)
+        except (msgspec.ValidationError, msgspec.DecodeError) as e:
+            self.log.warning("snapshot unreadable ({}): rebuilding from the streams", e)
+            return
+        if (st.ledger.base_currency, st.ledger.initial_balance) != (
+            self.settings.BASE_CURRENCY, self.settings.INITIAL_BALANCE,
+        ):  # fmt: skip
+            self.log.warning("snapshot taken with another BASE_CURRENCY / INITIAL_BALANCE: rebuilding from the streams")
+            return
+        self.ledger, self.day, self.tracker = st.ledger, st.day, st.tracker
+        self.applied = set(st.applied)
+        self.last_seq, self.orders_seq = st.fills_seq, st.orders_seq
+        self.saved_at = (self.last_seq, self.orders_seq)
+        self.log.info("snapshot loaded: fills up to seq {}, orders up to seq {}", self.last_seq, self.orders_seq)
+
+    async def save_snapshot(self) -> None:
+        if not self.live or self.saved_at == (self.last_seq, self.orders_seq):
+            return
+        at = (self.last_seq, self.orders_seq)
+        state = LedgerState(self.ledger, self.day, self.tracker, sorted(self.applied), *at)
+        await self.snapshots.save(msgspec.json.encode(state))
+        self.saved_at = at
+
+    # -- events ----------------------------------------------------------------------------------------
     async def _on_fill(self, fill: Fill, env: Envelope) -> None:
         if fill.fill_id in self.applied:
+            self.last_seq = max(self.last_seq, env.seq or 0)
             return
         # replaying history, the day is the fill's own; live, it is today's
         day = day_key(now_ms() if self.live else fill.timestamp)
@@ -64,23 +155,65 @@ class PortfolioLedger(Actor):
             self.ledger.apply_fill(fill)
         except LedgerError as e:
             self.rejected += 1
-            await self.bus.dead_letter(
-                env.subject, f"ledger cannot book fill {fill.fill_id}: {e}", env.raw.data, env.seq
-            )
+            if self.live:
+                reason = f"ledger cannot book fill {fill.fill_id}: {e}"
+                await self.bus.dead_letter(env.subject, reason, env.raw.data, env.seq)
+            self.last_seq = max(self.last_seq, env.seq or 0)
             return
         self.applied.add(fill.fill_id)
-        self.last_seq = env.seq or self.last_seq
+        self.last_seq = max(self.last_seq, env.seq or 0)
         if self.live:
             total = equity(self.ledger, self.marks)
-            view = position_view(self.ledger, fill.pair, self.marks, self.day, total)
+            view = position_view(self.ledger, fill.pair, self.marks, self.day, total, self.rounding)
             await self.bus.js_publish(self.subjects.position_events(fill.pair), view, msg_id=f"pos:{fill.fill_id}")
+            await self._check_negative()
 
+    async def _on_order(self, ev: OrderEvent, env: Envelope) -> None:
+        self.ledger.apply_order(ev.order)
+        self.orders_seq = max(self.orders_seq, env.seq or 0)
+        if self.live:
+            await self._check_negative()
+
+    async def _check_negative(self) -> None:
+        negative = set(self.ledger.negative())
+        for currency in sorted(negative - self.alerted):
+            b = self.ledger.balance(currency)
+            msg = f"{currency} balance below zero: total {b.total}, available {b.available} (locked {b.locked})"
+            self.log.error(msg)
+            await self.bus.js_publish(
+                self.subjects.risk_events,
+                RiskAlert(severity="critical", code="NEGATIVE_BALANCE", message=msg, ts=now_ms()),
+            )
+        self.alerted = negative
+
+    # -- valuation -------------------------------------------------------------------------------------
     def current(self) -> PortfolioSnapshot:
-        self.day = roll_day(self.ledger, self.marks, self.day, day_key(now_ms()))
-        return snapshot(self.ledger, self.marks, self.day, now_ms(), self.last_seq)
+        now = now_ms()
+        self.day = roll_day(self.ledger, self.marks, self.day, day_key(now))
+        return snapshot(self.ledger, self.marks, self.day, now, self.last_seq, self.rounding)
 
-    async def publish_snapshot(self) -> None:
-        await self.bus.js_publish(self.subjects.portfolio_events, self.current())
+    async def revalue(self) -> PortfolioSnapshot:
+        snap = self.current()
+        self.tracker.sample(snap.ts, equity(self.ledger, self.marks))
+        await self.bus.js_publish(self.subjects.portfolio_events, snap)
+        return snap
 
+    # -- queries ---------------------------------------------------------------------------------------
     async def _on_query(self, q: Empty, env: Envelope) -> None:
         await self.bus.respond(env, self.current())
+
+    async def _on_refresh(self, q: Empty, env: Envelope) -> None:
+        await self.bus.respond(env, await self.revalue())
+
+    async def _on_history(self, q: HistoryQuery, env: Envelope) -> None:
+        limit = max(1, min(q.limit, MAX_HISTORY_PAGE))
+        found = [
+            c
+            for c in reversed(self.ledger.history)
+            if (q.pair is None or c.pair == q.pair) and (q.since is None or c.closed_at >= q.since)
+        ][:limit]
+        await self.bus.respond(env, PositionsHistory(positions=[cycle_view(c, self.rounding) for c in found]))
+
+    async def _on_performance(self, q: Empty, env: Envelope) -> None:
+        perf: Performance = report(self.ledger, self.tracker, self.marks, now_ms(), self.rounding)
+        await self.bus.respond(env, perf)

@@ -95,6 +95,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # -- portfolio ------------------------------------------------------------------------------------
     INITIAL_BALANCE: Decimal = Decimal("50000")
     BASE_CURRENCY: str = "USDT"
+    CURRENCY_PRECISION: str = ""  # JSON: {"USDT": 2, "BTC": 8}; 8 decimals for the others
     POSITION_UPDATE_INTERVAL: int = 5000
     # -- bus and market data ------------------------------------------------------------------------
     NATS_URL: str = ""
@@ -268,6 +269,22 @@ def _paper_markets(raw: Any) -> str:
     return s.strip()
 
 
+def parse_currency_precision(raw: str) -> dict[str, int]:
+    return msgspec.json.decode(raw, type=dict[str, int]) if raw.strip() else {}
+
+
+def _currency_precision(raw: Any) -> str:
+    s = raw if isinstance(raw, str) else msgspec.json.encode(raw).decode()
+    allowed = 'a JSON object of currency -> decimals (0 to 18), e.g. {"USDT": 2, "BTC": 8}'
+    try:
+        digits = parse_currency_precision(s)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        raise ValueError(allowed) from None
+    if not all(re.match(r"^[A-Z0-9]{2,20}$", c) and 0 <= d <= 18 for c, d in digits.items()):
+        raise ValueError(allowed)
+    return s.strip()
+
+
 def _exchange(raw: Any) -> str:
     s = str(raw).strip().lower()
     if s == "xeggex":
@@ -314,6 +331,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "STOP_LOSS_ENABLED": _bool,
     "MAX_ORDERS_PER_SECOND": _int(1, 1_000_000),
     "INITIAL_BALANCE": _dec(Decimal(0), lo_open=True),
+    "CURRENCY_PRECISION": _currency_precision,
     "BASE_CURRENCY": _pattern(re.compile(r"^[A-Z0-9]{2,20}$"), "an upper-case currency code such as USDT"),
     "POSITION_UPDATE_INTERVAL": _int(100),
     "NATS_URL": _url("nats", "tls", "ws", "wss"),

@@ -1,11 +1,16 @@
-"""Positions, balances and P&L: the book of record, as pure functions over fills.
+"""Positions, balances and P&L: the book of record, as pure functions over fills and order states.
 
 Rules (see ARCHITECTURE.md, "Money maths"):
 - one net position per pair; the average open price moves only on fills that increase the position;
 - a fill that crosses zero closes the position and opens the opposite one with the remainder, its fee
-  split in proportion to the two parts;
+  split in proportion to the two parts (the closing part's share belongs to the closed cycle);
 - realized P&L has fees subtracted; unrealized P&L (at the mark) does not include fees;
-- balances move by the fill's cash flows: the quote leg, the base leg and the fee in its currency.
+- balances move by the fill's cash flows: the quote leg, the base leg and the fee in its currency;
+- a working buy locks quote (what is left to fill x its price), a working sell locks base (what is
+  left to fill); a cancel or the last fill releases it (``apply_order``);
+- every position cycle (from flat to flat, or to a flip) is kept when it closes, with its realized
+  P&L, fees, open and close times and average open and close prices.
+Exact Decimal throughout; nothing is rounded here (rounding is for the edge, see valuation).
 """
 
 from __future__ import annotations
@@ -13,14 +18,47 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from schemas.messages import Fill
+from schemas.messages import Fill, Order, OrderStatus
 from schemas.subjects import pair_currencies
 
 ZERO = Decimal(0)
+S = OrderStatus
+
+# orders at the venue or on their way there hold funds; contingent and untriggered ones do not
+LOCKING = frozenset({S.SUBMITTED, S.ACCEPTED, S.TRIGGERED, S.PARTIALLY_FILLED, S.PENDING_UPDATE, S.PENDING_CANCEL})
+HELD_BY_ROUTER = frozenset({"stop_loss", "stop_limit", "take_profit"})
 
 
 class LedgerError(ValueError):
     """A fill the ledger cannot book (named reason)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedCycle:
+    """One position from open to close (flat, or flipped to the other side)."""
+
+    pair: str
+    cycle: int
+    side: str  # long | short
+    quantity: Decimal  # opened in total
+    average_open_price: Decimal
+    average_close_price: Decimal | None
+    realized_pnl: Decimal  # fees subtracted
+    fees: Decimal  # in quote currency
+    opened_at: int
+    closed_at: int
+
+
+@dataclass(slots=True)
+class CycleStats:
+    side: str
+    opened_at: int
+    open_qty: Decimal = ZERO
+    open_cost: Decimal = ZERO
+    close_qty: Decimal = ZERO
+    close_value: Decimal = ZERO
+    realized: Decimal = ZERO
+    fees: Decimal = ZERO
 
 
 @dataclass(slots=True)
@@ -34,6 +72,8 @@ class Position:
     opened_at: int | None = None
     updated_at: int = 0
     last_price: Decimal | None = None
+    current: CycleStats | None = None
+    closed_cycles: list[ClosedCycle] = field(default_factory=list)  # drained by the Ledger
 
     @property
     def side(self) -> str:
@@ -42,6 +82,37 @@ class Position:
     def unrealized(self, mark: Decimal) -> Decimal:
         return self.quantity * (mark - self.average_price) if self.quantity else ZERO
 
+    # -- cycles ----------------------------------------------------------------------------------------
+    def _open_cycle(self, side: str, ts: int) -> CycleStats:
+        self.cycle += 1
+        self.opened_at = ts
+        self.current = CycleStats(side=side, opened_at=ts)
+        return self.current
+
+    def _close_cycle(self, ts: int) -> None:
+        c = self.current
+        if c is None:
+            return
+        self.closed_cycles.append(
+            ClosedCycle(
+                pair=self.pair,
+                cycle=self.cycle,
+                side=c.side,
+                quantity=c.open_qty,
+                average_open_price=c.open_cost / c.open_qty if c.open_qty else self.average_price,
+                average_close_price=c.close_value / c.close_qty if c.close_qty else None,
+                realized_pnl=c.realized,
+                fees=c.fees,
+                opened_at=c.opened_at,
+                closed_at=ts,
+            )
+        )
+        self.current = None
+
+    def _cycle(self, side: str, ts: int) -> CycleStats:
+        return self.current if self.current is not None else self._open_cycle(side, ts)
+
+    # -- fills -----------------------------------------------------------------------------------------
     def apply(self, buy: bool, qty: Decimal, price: Decimal, fee_quote: Decimal, ts: int) -> Decimal:
         """Book one fill; returns the realized P&L it produced (fees subtracted)."""
         if qty <= ZERO:
@@ -53,29 +124,44 @@ class Position:
         realized = ZERO
         if q == ZERO or (q > 0) == buy:
             # open or increase: the average price moves
+            c = self._cycle("long" if buy else "short", ts)
             if q == ZERO:
-                self.cycle += 1
-                self.opened_at = ts
                 self.average_price = price
             else:
                 self.average_price = (abs(q) * self.average_price + qty * price) / (abs(q) + qty)
             self.quantity = q + signed
             realized -= fee_quote
+            c.open_qty += qty
+            c.open_cost += qty * price
+            c.realized -= fee_quote
+            c.fees += fee_quote
         else:
+            c = self._cycle("long" if q > 0 else "short", ts)
             closing = min(qty, abs(q))
             direction = Decimal(1) if q > 0 else Decimal(-1)
             fee_close = fee_quote if closing == qty else fee_quote * closing / qty
-            realized += closing * (price - self.average_price) * direction - fee_close
+            closed_pnl = closing * (price - self.average_price) * direction - fee_close
+            realized += closed_pnl
+            c.close_qty += closing
+            c.close_value += closing * price
+            c.realized += closed_pnl
+            c.fees += fee_close
             self.quantity = q + signed
             if self.quantity == ZERO:
+                self._close_cycle(ts)
                 self.average_price = ZERO
                 self.opened_at = None
             elif (self.quantity > 0) != (q > 0):
                 # crossed zero: the remainder opens the opposite position at this price
-                self.cycle += 1
-                self.opened_at = ts
+                self._close_cycle(ts)
+                fee_open = fee_quote - fee_close
+                n = self._open_cycle("long" if buy else "short", ts)
                 self.average_price = price
-                realized -= fee_quote - fee_close
+                realized -= fee_open
+                n.open_qty += qty - closing
+                n.open_cost += (qty - closing) * price
+                n.realized -= fee_open
+                n.fees += fee_open
         self.realized_pnl += realized
         self.fees += fee_quote
         self.updated_at = ts
@@ -92,21 +178,29 @@ class Position:
         realized = ZERO
         rest = fee
         if self.quantity > 0:
+            c = self._cycle("long", ts)
             taken = min(rest, self.quantity)
             realized -= taken * self.average_price
+            c.realized -= taken * self.average_price
+            c.fees += taken * price
             self.quantity -= taken
             rest -= taken
             if self.quantity == ZERO:
+                self._close_cycle(ts)
                 self.average_price = ZERO
                 self.opened_at = None
         if rest > ZERO:
             if self.quantity == ZERO:
-                self.cycle += 1
-                self.opened_at = ts
+                c = self._open_cycle("short", ts)
                 self.average_price = price
             else:
+                c = self._cycle("short", ts)
                 q = abs(self.quantity)
                 self.average_price = (q * self.average_price + rest * price) / (q + rest)
+            c.open_qty += rest
+            c.open_cost += rest * price
+            c.realized -= rest * price
+            c.fees += rest * price
             self.quantity -= rest
             realized -= rest * price
         self.realized_pnl += realized
@@ -125,6 +219,27 @@ class Balance:
         return self.total - self.locked
 
 
+def lock_of(order: Order) -> tuple[str, Decimal] | None:
+    """What a working order holds: (currency, amount), or None when it holds nothing.
+
+    A buy holds quote: what is left to fill times its limit price, or for a market order its reference
+    price (the risk-gate's estimate). A sell holds base: what is left to fill. Orders the router still
+    holds (a stop not triggered, a bracket leg waiting for its entry) hold nothing until they go out.
+    """
+    if order.status not in LOCKING:
+        return None
+    if order.type in HELD_BY_ROUTER and order.triggered_at is None:
+        return None
+    left = order.quantity - order.filled_quantity
+    if left <= ZERO:
+        return None
+    base, quote = pair_currencies(order.pair)
+    if order.side == "sell":
+        return base, left
+    price = order.price or order.reference_price or order.stop_price
+    return (quote, left * price) if price is not None else None
+
+
 @dataclass(slots=True)
 class Ledger:
     base_currency: str
@@ -134,6 +249,8 @@ class Ledger:
     realized_pnl: Decimal = ZERO
     fees_paid: Decimal = ZERO
     fills_applied: int = 0
+    history: list[ClosedCycle] = field(default_factory=list)
+    locks: dict[str, tuple[str, Decimal]] = field(default_factory=dict)  # order id -> (currency, amount)
 
     def __post_init__(self) -> None:
         if not self.balances:
@@ -144,6 +261,20 @@ class Ledger:
         if b is None:
             b = self.balances[currency] = Balance()
         return b
+
+    def negative(self) -> list[str]:
+        """Currencies whose total or available balance is below zero (to be alerted)."""
+        return [c for c, b in self.balances.items() if b.total < ZERO or b.available < ZERO]
+
+    def apply_order(self, order: Order) -> None:
+        """Track what a working order locks (idempotent: the latest state of the order wins)."""
+        new = lock_of(order)
+        old = self.locks.pop(order.order_id, None)
+        if old is not None:
+            self.balance(old[0]).locked -= old[1]
+        if new is not None:
+            self.locks[order.order_id] = new
+            self.balance(new[0]).locked += new[1]
 
     def apply_fill(self, fill: Fill) -> Decimal:
         """Book a fill: position, balances and P&L. Returns the realized P&L it produced."""
@@ -170,6 +301,9 @@ class Ledger:
         else:
             fee_quote = fill.fee
             realized = pos.apply(buy, fill.quantity, fill.price, fee_quote, fill.timestamp)
+        if pos.closed_cycles:
+            self.history.extend(pos.closed_cycles)
+            pos.closed_cycles.clear()
         notional = fill.quantity * fill.price
         q, b = self.balance(quote), self.balance(base)
         if buy:

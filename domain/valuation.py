@@ -3,20 +3,57 @@
 Marks are the mid of the latest book (the last fill price when no book was seen). Values are in the
 base currency; positions in pairs quoted in another currency are valued only if that currency is the
 base currency (the others are listed with a zero market value until cross rates exist).
+
+This is the edge: the books are exact, and only what leaves here is rounded (half-even): amounts to
+their currency's precision (CURRENCY_PRECISION, 8 decimals by default), prices to PRICE_DECIMALS,
+ratios and returns to RATIO_DECIMALS.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 
-from domain.ledger import Ledger
-from schemas.messages import BalanceView, PortfolioSnapshot, PortfolioSummary, PositionView, RiskMetrics
+from domain.ledger import ClosedCycle, Ledger
+from schemas.messages import (
+    BalanceView,
+    PortfolioSnapshot,
+    PortfolioSummary,
+    PositionCycleView,
+    PositionView,
+    RiskMetrics,
+)
 from schemas.subjects import pair_currencies
 
 ZERO = Decimal(0)
 ONE = Decimal(1)
-RATIO_STEP = Decimal("0.000001")
+DEFAULT_DECIMALS = 8
+PRICE_DECIMALS = 10
+RATIO_DECIMALS = 6
+
+
+@dataclass(frozen=True, slots=True)
+class Rounding:
+    """How numbers leave the books: amounts per currency, prices, ratios."""
+
+    decimals: dict[str, int] = field(default_factory=dict)
+    default: int = DEFAULT_DECIMALS
+
+    def money(self, amount: Decimal, currency: str) -> Decimal:
+        return _q(amount, self.decimals.get(currency, self.default))
+
+    def price(self, price: Decimal) -> Decimal:
+        return _q(price, PRICE_DECIMALS)
+
+    def ratio(self, ratio: Decimal) -> Decimal:
+        return _q(ratio, RATIO_DECIMALS)
+
+
+def _q(x: Decimal, decimals: int) -> Decimal:
+    return x.quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_EVEN)
+
+
+EXACT_ENOUGH = Rounding()
 
 
 @dataclass(slots=True)
@@ -63,11 +100,17 @@ def roll_day(ledger: Ledger, marks: dict[str, Decimal], start: DayStart, day: st
 
 
 def position_view(
-    ledger: Ledger, pair: str, marks: dict[str, Decimal], day: DayStart, total_value: Decimal
+    ledger: Ledger,
+    pair: str,
+    marks: dict[str, Decimal],
+    day: DayStart,
+    total_value: Decimal,
+    r: Rounding = EXACT_ENOUGH,
 ) -> PositionView:
     pos = ledger.positions[pair]
+    quote = pair_currencies(pair)[1]
     mark = mark_of(ledger, pair, marks)
-    valued = mark is not None and pair_currencies(pair)[1] == ledger.base_currency
+    valued = mark is not None and quote == ledger.base_currency
     market_value = pos.quantity * mark if valued and mark is not None else ZERO
     unrealized = pos.unrealized(mark) if mark is not None else ZERO
     day_pnl = (pos.realized_pnl - day.realized.get(pair, ZERO)) + (unrealized - day.unrealized.get(pair, ZERO))
@@ -76,15 +119,15 @@ def position_view(
         pair=pair,
         side=pos.side,  # type: ignore[arg-type]
         quantity=abs(pos.quantity),
-        average_price=pos.average_price,
+        average_price=r.price(pos.average_price),
         current_price=mark,
-        market_value=market_value,
-        unrealized_pnl=unrealized,
-        realized_pnl=pos.realized_pnl,
-        day_pnl=day_pnl,
-        fees=pos.fees,
+        market_value=r.money(market_value, quote),
+        unrealized_pnl=r.money(unrealized, quote),
+        realized_pnl=r.money(pos.realized_pnl, quote),
+        day_pnl=r.money(day_pnl, quote),
+        fees=r.money(pos.fees, quote),
         risk_metrics=RiskMetrics(
-            position_size=(abs(market_value) / total_value).quantize(RATIO_STEP) if total_value > ZERO else ZERO,
+            position_size=r.ratio(abs(market_value) / total_value) if total_value > ZERO else ZERO,
             leverage=ONE,
             liquidation_price=None,
         ),
@@ -93,35 +136,63 @@ def position_view(
     )
 
 
-def snapshot(ledger: Ledger, marks: dict[str, Decimal], day: DayStart, ts: int, last_seq: int) -> PortfolioSnapshot:
+def snapshot(
+    ledger: Ledger,
+    marks: dict[str, Decimal],
+    day: DayStart,
+    ts: int,
+    last_seq: int,
+    r: Rounding = EXACT_ENOUGH,
+) -> PortfolioSnapshot:
     """The whole portfolio in the seed's shape (open positions only; flat pairs are left out)."""
+    base = ledger.base_currency
     total_value = equity(ledger, marks)
-    positions = [
-        position_view(ledger, pair, marks, day, total_value)
-        for pair in sorted(ledger.positions)
-        if ledger.positions[pair].quantity != ZERO
-    ]
-    positions_value = sum((p.market_value for p in positions), ZERO)
-    unrealized_total = sum((p.unrealized_pnl for p in positions if p.market_value != ZERO), ZERO)
+    open_pairs = [p for p in sorted(ledger.positions) if ledger.positions[p].quantity != ZERO]
+    positions_value = ZERO
+    unrealized_total = ZERO
+    for pair in open_pairs:  # exact sums, rounded once at the end
+        pos = ledger.positions[pair]
+        mark = mark_of(ledger, pair, marks)
+        if mark is not None and pair_currencies(pair)[1] == base:
+            positions_value += pos.quantity * mark
+            unrealized_total += pos.unrealized(mark)
     balances = [
-        BalanceView(currency=c, total=b.total, available=b.available, locked=b.locked)
-        for c, b in sorted(ledger.balances.items(), key=lambda kv: (kv[0] != ledger.base_currency, kv[0]))
-        if b.total != ZERO or b.locked != ZERO or c == ledger.base_currency
+        BalanceView(
+            currency=c, total=r.money(b.total, c), available=r.money(b.available, c), locked=r.money(b.locked, c)
+        )
+        for c, b in sorted(ledger.balances.items(), key=lambda kv: (kv[0] != base, kv[0]))
+        if b.total != ZERO or b.locked != ZERO or c == base
     ]
     return PortfolioSnapshot(
         summary=PortfolioSummary(
-            total_value=total_value,
-            total_cash=ledger.balance(ledger.base_currency).total,
-            total_positions=positions_value,
-            unrealized_pnl=unrealized_total,
-            realized_pnl=ledger.realized_pnl,
-            day_pnl=total_value - day.equity if day.day else ZERO,
-            fees_paid=ledger.fees_paid,
-            base_currency=ledger.base_currency,
+            total_value=r.money(total_value, base),
+            total_cash=r.money(ledger.balance(base).total, base),
+            total_positions=r.money(positions_value, base),
+            unrealized_pnl=r.money(unrealized_total, base),
+            realized_pnl=r.money(ledger.realized_pnl, base),
+            day_pnl=r.money(total_value - day.equity, base) if day.day else ZERO,
+            fees_paid=r.money(ledger.fees_paid, base),
+            base_currency=base,
         ),
-        positions=positions,
+        positions=[position_view(ledger, p, marks, day, total_value, r) for p in open_pairs],
         balances=balances,
         fills_applied=ledger.fills_applied,
         last_fill_seq=last_seq,
         ts=ts,
+    )
+
+
+def cycle_view(c: ClosedCycle, r: Rounding = EXACT_ENOUGH) -> PositionCycleView:
+    quote = pair_currencies(c.pair)[1]
+    return PositionCycleView(
+        pair=c.pair,
+        cycle=c.cycle,
+        side=c.side,  # type: ignore[arg-type]
+        quantity=c.quantity,
+        average_open_price=r.price(c.average_open_price),
+        average_close_price=r.price(c.average_close_price) if c.average_close_price is not None else None,
+        realized_pnl=r.money(c.realized_pnl, quote),
+        fees=r.money(c.fees, quote),
+        opened_at=c.opened_at,
+        closed_at=c.closed_at,
     )

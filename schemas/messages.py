@@ -183,6 +183,7 @@ class Order(Msg):
     linked_orders: dict[str, str] | None = None  # entry: {"stopLoss": id, "takeProfit": id}; leg: its sibling
     triggered_at: int | None = None
     previous_status: OrderStatus | None = None  # while PENDING_CANCEL / PENDING_UPDATE: where to go back
+    reference_price: Decimal | None = None  # the risk-gate's expected price (what a market buy locks)
     filled_quantity: Decimal = ZERO
     average_price: Decimal | None = None
     total_cost: Decimal = ZERO
@@ -411,6 +412,89 @@ class PortfolioSnapshot(Msg):
 
 class Empty(Msg):
     pass
+
+
+class PositionCycleView(Msg):
+    """A closed position cycle (a round trip)."""
+
+    pair: str
+    cycle: int
+    side: Literal["long", "short"]
+    quantity: Decimal
+    average_open_price: Decimal
+    average_close_price: Decimal | None
+    realized_pnl: Decimal = msgspec.field(name="realizedPnL")
+    fees: Decimal
+    opened_at: int
+    closed_at: int
+
+
+class HistoryQuery(Msg):
+    pair: str | None = None
+    since: int | None = None  # closed at or after (epoch ms)
+    limit: int = 100
+
+
+class PositionsHistory(Msg):
+    positions: list[PositionCycleView]  # newest first
+
+
+class PeriodReturn(Msg):
+    period: str
+    value: Decimal = msgspec.field(name="return")
+    equity: Decimal
+
+
+class EquityPoint(Msg):
+    ts: int
+    equity: Decimal
+
+
+class TradeStatsView(Msg):
+    round_trips: int
+    wins: int
+    losses: int
+    win_rate: Decimal | None
+    profit_factor: Decimal | None
+    expectancy: Decimal | None
+    average_win: Decimal | None
+    average_loss: Decimal | None
+    gross_profit: Decimal
+    gross_loss: Decimal
+    realized_pnl: Decimal = msgspec.field(name="realizedPnL")
+    fees_paid: Decimal
+
+
+class PairPerformance(Msg):
+    pair: str
+    trades: TradeStatsView
+    unrealized_pnl: Decimal = msgspec.field(name="unrealizedPnL")
+    realized_pnl: Decimal = msgspec.field(name="realizedPnL")
+    fees_paid: Decimal
+
+
+class Performance(Msg):
+    """``GET /api/performance``: every figure is documented in domain/performance.py and the README."""
+
+    base_currency: str
+    initial_balance: Decimal
+    equity: Decimal
+    total_return: Decimal
+    equity_curve: list[EquityPoint]
+    daily_returns: list[PeriodReturn]
+    weekly_returns: list[PeriodReturn]
+    monthly_returns: list[PeriodReturn]
+    max_drawdown: Decimal
+    max_drawdown_pct: Decimal
+    current_drawdown: Decimal
+    current_drawdown_pct: Decimal
+    sharpe: Decimal | None
+    sortino: Decimal | None
+    annualization: str
+    trades: TradeStatsView
+    fees_paid: Decimal
+    per_pair: list[PairPerformance]
+    ts: int
 
 
 # --------------------------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ PLACED_KEYS = {
 ORDER_KEYS = {
     "orderId", "clientOrderId", "pair", "side", "type", "quantity", "status", "price", "stopPrice", "timeInForce",
     "expireAt", "postOnly", "reduceOnly", "role", "parentOrderId", "linkedOrders", "triggeredAt", "previousStatus",
+    "referencePrice",
     "filledQuantity", "averagePrice", "totalCost", "fees", "feeCurrency", "venue", "venueOrderId", "venueStatus",
     "venueFilled", "source", "signalId", "reason", "version", "createdAt", "updatedAt", "closedAt", "executionTime",
     "fills",

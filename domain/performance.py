@@ -1,0 +1,285 @@
+"""Performance metrics, hand-checkable. Pure.
+
+Inputs: the equity curve (samples of total value over time), the initial balance, and the closed
+position cycles (round trips). Formulas:
+
+- period return: with E_k the last equity sample of period k (UTC day ``YYYY-MM-DD``, ISO week
+  ``YYYY-Www``, month ``YYYY-MM``) and E_0 the initial balance, r_k = E_k / E_(k-1) - 1;
+- total return = E_now / initial - 1;
+- drawdown: with P the running peak of equity (starting at the initial balance), drawdown = P - E and
+  drawdown % = (P - E) / P; max drawdown is the largest over the curve, current drawdown the last;
+- Sharpe = mean(r_d) / stdev(r_d) x sqrt(365), over daily returns r_d, stdev the sample standard
+  deviation (n - 1), risk-free rate 0; annualised with 365 because crypto trades every day;
+- Sortino = mean(r_d) / downside deviation x sqrt(365), downside deviation = sqrt(sum(min(r_d, 0)^2) / n);
+  both need at least two daily returns and are absent (null) when undefined (no dispersion / no loss);
+- a round trip is a closed position cycle; a win has realized P&L (fees subtracted) > 0, a loss < 0;
+  win rate = wins / round trips; profit factor = sum of wins / |sum of losses| (null without losses);
+  expectancy = sum of realized P&L / round trips; average win = sum of wins / wins; average loss =
+  sum of losses / losses (negative).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from domain.ledger import ClosedCycle, Ledger
+from domain.valuation import EXACT_ENOUGH, Rounding, mark_of
+from domain.valuation import equity as total_equity
+from schemas.messages import EquityPoint, PairPerformance, Performance, PeriodReturn, TradeStatsView
+
+ZERO = Decimal(0)
+DAYS_PER_YEAR = Decimal(365)
+UTC = dt.UTC
+
+Point = tuple[int, Decimal]  # (epoch ms, equity)
+
+
+def day_of(ts: int) -> str:
+    return dt.datetime.fromtimestamp(ts / 1000, UTC).strftime("%Y-%m-%d")
+
+
+def week_of(ts: int) -> str:
+    y, w, _ = dt.datetime.fromtimestamp(ts / 1000, UTC).isocalendar()
+    return f"{y}-W{w:02d}"
+
+
+def month_of(ts: int) -> str:
+    return dt.datetime.fromtimestamp(ts / 1000, UTC).strftime("%Y-%m")
+
+
+def period_returns(
+    points: Sequence[Point], initial: Decimal, period: Callable[[int], str]
+) -> list[tuple[str, Decimal]]:
+    """Return of each period from its last equity sample and the previous period's (initial for the first)."""
+    closes: dict[str, Decimal] = {}
+    for ts, e in points:
+        closes[period(ts)] = e  # points are in time order: the last one of a period wins
+    out = []
+    prev = initial
+    for key in sorted(closes):
+        e = closes[key]
+        out.append((key, e / prev - 1 if prev else ZERO))
+        prev = e
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Drawdown:
+    max_amount: Decimal
+    max_pct: Decimal
+    current_amount: Decimal
+    current_pct: Decimal
+
+
+def drawdown(points: Sequence[Point], initial: Decimal) -> Drawdown:
+    peak = initial
+    max_amount = max_pct = cur_amount = cur_pct = ZERO
+    for _, e in points:
+        peak = max(peak, e)
+        cur_amount = peak - e
+        cur_pct = cur_amount / peak if peak > ZERO else ZERO
+        if cur_amount > max_amount:
+            max_amount = cur_amount
+        if cur_pct > max_pct:
+            max_pct = cur_pct
+    return Drawdown(max_amount, max_pct, cur_amount, cur_pct)
+
+
+def mean(xs: Sequence[Decimal]) -> Decimal:
+    return sum(xs, ZERO) / len(xs)
+
+
+def sharpe(daily: Sequence[Decimal]) -> Decimal | None:
+    if len(daily) < 2:
+        return None
+    m = mean(daily)
+    var = sum(((r - m) ** 2 for r in daily), ZERO) / (len(daily) - 1)
+    if var == ZERO:
+        return None
+    return m / var.sqrt() * DAYS_PER_YEAR.sqrt()
+
+
+def sortino(daily: Sequence[Decimal]) -> Decimal | None:
+    if len(daily) < 2:
+        return None
+    downside = (sum((min(r, ZERO) ** 2 for r in daily), ZERO) / len(daily)).sqrt()
+    if downside == ZERO:
+        return None
+    return mean(daily) / downside * DAYS_PER_YEAR.sqrt()
+
+
+@dataclass(frozen=True, slots=True)
+class TradeStats:
+    round_trips: int
+    wins: int
+    losses: int
+    win_rate: Decimal | None
+    profit_factor: Decimal | None
+    expectancy: Decimal | None
+    average_win: Decimal | None
+    average_loss: Decimal | None
+    gross_profit: Decimal
+    gross_loss: Decimal
+    realized_pnl: Decimal
+    fees: Decimal
+
+
+def trade_stats(cycles: Iterable[ClosedCycle]) -> TradeStats:
+    cycles = list(cycles)
+    pnls = [c.realized_pnl for c in cycles]
+    fees = sum((c.fees for c in cycles), ZERO)
+    wins = [p for p in pnls if p > ZERO]
+    losses = [p for p in pnls if p < ZERO]
+    gross_profit = sum(wins, ZERO)
+    gross_loss = sum(losses, ZERO)
+    n = len(pnls)
+    return TradeStats(
+        round_trips=n,
+        wins=len(wins),
+        losses=len(losses),
+        win_rate=Decimal(len(wins)) / n if n else None,
+        profit_factor=gross_profit / -gross_loss if losses else None,
+        expectancy=sum(pnls, ZERO) / n if n else None,
+        average_win=gross_profit / len(wins) if wins else None,
+        average_loss=gross_loss / len(losses) if losses else None,
+        gross_profit=gross_profit,
+        gross_loss=gross_loss,
+        realized_pnl=sum(pnls, ZERO),
+        fees=fees,
+    )
+
+
+def downsample(points: Sequence[Point], at_most: int) -> list[Point]:
+    """At most ``at_most`` points spread evenly over the curve, always keeping the first and the last."""
+    n = len(points)
+    if n <= at_most:
+        return list(points)
+    step = (n - 1) / (at_most - 1)
+    return [points[round(i * step)] for i in range(at_most)]
+
+
+MAX_CURVE_POINTS = 10_000
+CURVE_STEP_MS = 60_000
+CURVE_OUTPUT_POINTS = 500
+
+
+@dataclass(slots=True)
+class EquityTracker:
+    """The equity curve, sampled: at most one point a minute (the latest of that minute), the last
+    MAX_CURVE_POINTS of them; the close of every UTC day for ever; the running peak and the worst
+    drawdown seen."""
+
+    initial: Decimal
+    curve: list[tuple[int, Decimal]] = field(default_factory=list)
+    closes: dict[str, tuple[int, Decimal]] = field(default_factory=dict)
+    peak: Decimal | None = None
+    max_dd: Decimal = ZERO
+    max_dd_pct: Decimal = ZERO
+
+    def sample(self, ts: int, equity: Decimal) -> None:
+        if self.curve and ts // CURVE_STEP_MS == self.curve[-1][0] // CURVE_STEP_MS:
+            self.curve[-1] = (ts, equity)
+        else:
+            self.curve.append((ts, equity))
+            if len(self.curve) > MAX_CURVE_POINTS:
+                del self.curve[: len(self.curve) - MAX_CURVE_POINTS]
+        self.closes[day_of(ts)] = (ts, equity)
+        peak = max(self.peak if self.peak is not None else self.initial, equity)
+        self.peak = peak
+        dd = peak - equity
+        if dd > self.max_dd:
+            self.max_dd = dd
+        if peak > ZERO and dd / peak > self.max_dd_pct:
+            self.max_dd_pct = dd / peak
+
+    def daily_points(self) -> list[tuple[int, Decimal]]:
+        return [self.closes[d] for d in sorted(self.closes)]
+
+
+def _stats_view(t: TradeStats, r: Rounding, currency: str) -> TradeStatsView:
+    def money(x: Decimal | None) -> Decimal | None:
+        return None if x is None else r.money(x, currency)
+
+    def ratio(x: Decimal | None) -> Decimal | None:
+        return None if x is None else r.ratio(x)
+
+    return TradeStatsView(
+        round_trips=t.round_trips,
+        wins=t.wins,
+        losses=t.losses,
+        win_rate=ratio(t.win_rate),
+        profit_factor=ratio(t.profit_factor),
+        expectancy=money(t.expectancy),
+        average_win=money(t.average_win),
+        average_loss=money(t.average_loss),
+        gross_profit=r.money(t.gross_profit, currency),
+        gross_loss=r.money(t.gross_loss, currency),
+        realized_pnl=r.money(t.realized_pnl, currency),
+        fees_paid=r.money(t.fees, currency),
+    )
+
+
+def report(
+    ledger: Ledger, tracker: EquityTracker, marks: dict[str, Decimal], ts: int, r: Rounding = EXACT_ENOUGH
+) -> Performance:
+    """Everything ``GET /api/performance`` shows, from the books, the equity samples and the closed cycles."""
+    base = ledger.base_currency
+    now_equity = total_equity(ledger, marks)
+    points = [*tracker.curve, (ts, now_equity)] if not tracker.curve or tracker.curve[-1][0] < ts else tracker.curve
+    daily_points = tracker.daily_points()
+    if not daily_points or daily_points[-1][0] < ts:
+        daily_points = [*[p for p in daily_points if day_of(p[0]) != day_of(ts)], (ts, now_equity)]
+    daily = period_returns(daily_points, ledger.initial_balance, day_of)
+    weekly = period_returns(daily_points, ledger.initial_balance, week_of)
+    monthly = period_returns(daily_points, ledger.initial_balance, month_of)
+    peak = max(tracker.peak if tracker.peak is not None else ledger.initial_balance, now_equity)
+    cur = peak - now_equity
+    cur_pct = cur / peak if peak > ZERO else ZERO
+    rets = [v for _, v in daily]
+    s, so = sharpe(rets), sortino(rets)
+
+    def returns(items: list[tuple[str, Decimal]], period: Callable[[int], str]) -> list[PeriodReturn]:
+        last: dict[str, Decimal] = {}
+        for t, e in daily_points:
+            last[period(t)] = e
+        return [PeriodReturn(period=k, value=r.ratio(v), equity=r.money(last[k], base)) for k, v in items]
+
+    per_pair = []
+    for pair in sorted({c.pair for c in ledger.history} | set(ledger.positions)):
+        pos = ledger.positions.get(pair)
+        quote = pair.split("_")[1]
+        mark = mark_of(ledger, pair, marks)
+        unrealized = pos.unrealized(mark) if pos is not None and mark is not None else ZERO
+        per_pair.append(
+            PairPerformance(
+                pair=pair,
+                trades=_stats_view(trade_stats(c for c in ledger.history if c.pair == pair), r, quote),
+                unrealized_pnl=r.money(unrealized, quote),
+                realized_pnl=r.money(pos.realized_pnl if pos else ZERO, quote),
+                fees_paid=r.money(pos.fees if pos else ZERO, quote),
+            )
+        )
+    return Performance(
+        base_currency=base,
+        initial_balance=ledger.initial_balance,
+        equity=r.money(now_equity, base),
+        total_return=r.ratio(now_equity / ledger.initial_balance - 1),
+        equity_curve=[EquityPoint(ts=t, equity=r.money(e, base)) for t, e in downsample(points, CURVE_OUTPUT_POINTS)],
+        daily_returns=returns(daily, day_of),
+        weekly_returns=returns(weekly, week_of),
+        monthly_returns=returns(monthly, month_of),
+        max_drawdown=r.money(max(tracker.max_dd, cur), base),
+        max_drawdown_pct=r.ratio(max(tracker.max_dd_pct, cur_pct)),
+        current_drawdown=r.money(cur, base),
+        current_drawdown_pct=r.ratio(cur_pct),
+        sharpe=r.ratio(s) if s is not None else None,
+        sortino=r.ratio(so) if so is not None else None,
+        annualization="daily returns (UTC days), x sqrt(365), risk-free rate 0",
+        trades=_stats_view(trade_stats(ledger.history), r, base),
+        fees_paid=r.money(ledger.fees_paid, base),
+        per_pair=per_pair,
+        ts=ts,
+    )
