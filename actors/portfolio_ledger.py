@@ -4,7 +4,7 @@ It books every fill on the FILLS stream, whoever wrote it, exactly once (by fill
 order), and follows the ORDERS stream for what working orders lock. Its state is a pure fold of
 ``domain.ledger`` over those two streams, so a restart - even after a kill -9 in the middle of a
 stream of fills - rebuilds the very same books: from the latest snapshot in JetStream KV (written
-every SNAPSHOT_EVERY_S and at stop), then the events after it.
+every SNAPSHOT_INTERVAL ms and at stop), then the events after it.
 
 Marks come from the mid of the latest ``tbx.md.book.<pair>``; the portfolio is revalued every
 POSITION_UPDATE_INTERVAL ms: an equity sample for the performance figures and a snapshot on
@@ -39,7 +39,6 @@ from schemas.messages import (
     now_ms,
 )
 
-SNAPSHOT_EVERY_S = 30.0
 MAX_HISTORY_PAGE = 1000
 
 
@@ -101,7 +100,7 @@ class PortfolioLedger(Actor):
             await self.bus.subscribe(s.query(what), type_, handler, queue=self.name)  # type: ignore[arg-type]
         interval = self.settings.POSITION_UPDATE_INTERVAL / 1000
         self.spawn(self.every(interval, self.revalue, "portfolio revaluation"), "revalue")
-        self.spawn(self.every(SNAPSHOT_EVERY_S, self.save_snapshot, "snapshot"), "snapshot")
+        self.spawn(self.every(self.settings.SNAPSHOT_INTERVAL / 1000, self.save_snapshot, "snapshot"), "snapshot")
 
     async def on_stop(self) -> None:
         await self.save_snapshot()

@@ -97,6 +97,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     BASE_CURRENCY: str = "USDT"
     CURRENCY_PRECISION: str = ""  # JSON: {"USDT": 2, "BTC": 8}; 8 decimals for the others
     POSITION_UPDATE_INTERVAL: int = 5000
+    SNAPSHOT_INTERVAL: int = 30_000
     # -- bus and market data ------------------------------------------------------------------------
     NATS_URL: str = ""
     NATS_REPLICAS: int = 1
@@ -334,6 +335,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "CURRENCY_PRECISION": _currency_precision,
     "BASE_CURRENCY": _pattern(re.compile(r"^[A-Z0-9]{2,20}$"), "an upper-case currency code such as USDT"),
     "POSITION_UPDATE_INTERVAL": _int(100),
+    "SNAPSHOT_INTERVAL": _int(100, 86_400_000),
     "NATS_URL": _url("nats", "tls", "ws", "wss"),
     "NATS_REPLICAS": _int(1, 5),
     "BUS_PREFIX": _pattern(PREFIX_RE, "1 to 32 letters, digits, '_' or '-'"),

@@ -9,28 +9,15 @@ from loguru import logger
 
 from bus.client import Bus
 from config.settings import Settings
-from gateway import orders
-from gateway.common import BUS, HEALTH, MAX_BODY, SETTINGS, SHUTDOWN_GRACE_S, ask
+from gateway import orders, portfolio
+from gateway.common import BUS, HEALTH, MAX_BODY, SETTINGS, SHUTDOWN_GRACE_S
 from gateway.health import HealthBook
 from gateway.problems import auth_middleware, json_response, problem_middleware
-from schemas.messages import Empty, PortfolioSnapshot
 
 
 async def get_health(request: web.Request) -> web.Response:
     report = request.app[HEALTH].report()
     return json_response(report, status=200 if report.status == "healthy" else 503)
-
-
-async def get_portfolio(request: web.Request) -> web.Response:
-    bus = request.app[BUS]
-    snap: PortfolioSnapshot = await ask(
-        request,
-        bus.subjects.query("portfolio"),
-        Empty(),
-        PortfolioSnapshot,  # type: ignore[assignment]
-        "the portfolio-ledger",
-    )
-    return json_response(snap)
 
 
 def create_app(settings: Settings, bus: Bus) -> web.Application:
@@ -42,8 +29,8 @@ def create_app(settings: Settings, bus: Bus) -> web.Application:
     app[SETTINGS] = settings
     app[HEALTH] = HealthBook(settings, bus)
     app.router.add_get("/api/health", get_health)
-    app.router.add_get("/api/portfolio", get_portfolio)
     orders.register(app)
+    portfolio.register(app)
     return app
 
 

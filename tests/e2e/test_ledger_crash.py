@@ -11,8 +11,8 @@ import msgspec
 import pytest
 
 from domain.ledger import Ledger
-from domain.valuation import DayStart, snapshot
-from schemas.messages import Empty, Fill, PortfolioSnapshot
+from domain.valuation import DayStart, cycle_view, snapshot
+from schemas.messages import Empty, Fill, HistoryQuery, PortfolioSnapshot, PositionsHistory
 from tests.e2e.procs import Tbx
 from tests.helpers import eventually, fill
 
@@ -58,7 +58,8 @@ def comparable(s: PortfolioSnapshot) -> dict:
     return d
 
 
-async def test_ledger_killed_mid_stream_rebuilds_the_same_books(nats_url, prefix, make_bus, tmp_path):
+@pytest.mark.parametrize("snapshot_ms", ["86400000", "150"], ids=["from-the-stream", "from-a-snapshot"])
+async def test_ledger_killed_mid_stream_rebuilds_the_same_books(nats_url, prefix, make_bus, tmp_path, snapshot_ms):
     bus = await make_bus("feeder")
     env = {
         "NATS_URL": nats_url,
@@ -66,6 +67,7 @@ async def test_ledger_killed_mid_stream_rebuilds_the_same_books(nats_url, prefix
         "MARKET_DATA": "none",
         "PAIRS": "BTC_USDT,ETH_USDT",
         "POSITION_UPDATE_INTERVAL": "200",
+        "SNAPSHOT_INTERVAL": snapshot_ms,
     }
     fills = random_fills()
 
@@ -81,6 +83,8 @@ async def test_ledger_killed_mid_stream_rebuilds_the_same_books(nats_url, prefix
             if i == 10:  # the same fill again: once with the same id, once bypassing the stream's dedupe
                 await bus.js_publish(bus.subjects.fills(f.pair), f, msg_id=f.fill_id)
                 await bus.js_publish(bus.subjects.fills(f.pair), f, msg_id=f"{f.fill_id}-again")
+            if i == KILL_AT - 20 and snapshot_ms == "150":
+                await asyncio.sleep(0.5)  # let it write a snapshot, then keep streaming before the kill
             if i == KILL_AT:
                 seen = (await ledger_snapshot()).fills_applied
                 assert 0 < seen <= KILL_AT + 1  # it was busy booking when it died
@@ -97,6 +101,9 @@ async def test_ledger_killed_mid_stream_rebuilds_the_same_books(nats_url, prefix
         got = await eventually(all_booked, timeout=30, what="every fill booked after the restart")
         await asyncio.sleep(0.5)
         got = await ledger_snapshot()
+        history = await bus.request(bus.subjects.query("positions_history"), HistoryQuery(limit=1000), PositionsHistory)
+        if snapshot_ms == "150":
+            assert "snapshot loaded" in second.text()
     finally:
         first.ensure_stopped()
         if second is not None:
@@ -108,4 +115,7 @@ async def test_ledger_killed_mid_stream_rebuilds_the_same_books(nats_url, prefix
     expected = snapshot(uninterrupted, {}, DayStart(), 0, got.last_fill_seq)
     assert got.fills_applied == N_FILLS == expected.fills_applied
     assert comparable(got) == comparable(expected)
+    assert [msgspec.to_builtins(c) for c in history.positions] == [
+        msgspec.to_builtins(cycle_view(c)) for c in reversed(uninterrupted.history)
+    ]
     assert got.positions, "the random fills leave open positions to compare"

@@ -1,0 +1,48 @@
+"""Portfolio endpoints: the books (seed shape), a refresh, closed positions, performance."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.common import BUS, ask, int_param, query_param
+from gateway.problems import json_response
+from schemas.messages import Empty, HistoryQuery, Performance, PortfolioSnapshot, PositionsHistory
+
+MAX_TIME = 10**15
+LEDGER = "the portfolio-ledger"
+
+
+async def get_portfolio(request: web.Request) -> web.Response:
+    bus = request.app[BUS]
+    return json_response(await ask(request, bus.subjects.query("portfolio"), Empty(), PortfolioSnapshot, LEDGER))
+
+
+async def refresh_portfolio(request: web.Request) -> web.Response:
+    """Re-mark at the latest books, publish the snapshot on tbx.events.portfolio, answer it."""
+    bus = request.app[BUS]
+    snap = await ask(request, bus.subjects.query("portfolio_refresh"), Empty(), PortfolioSnapshot, LEDGER)
+    return json_response(snap)
+
+
+async def get_positions_history(request: web.Request) -> web.Response:
+    pair = query_param(request, "pair")
+    q = HistoryQuery(
+        pair=pair.upper() if pair else None,
+        since=int_param(request, "since", 0, MAX_TIME),
+        limit=int_param(request, "limit", 1, 1000, 100) or 100,
+    )
+    bus = request.app[BUS]
+    return json_response(await ask(request, bus.subjects.query("positions_history"), q, PositionsHistory, LEDGER))
+
+
+async def get_performance(request: web.Request) -> web.Response:
+    bus = request.app[BUS]
+    return json_response(await ask(request, bus.subjects.query("performance"), Empty(), Performance, LEDGER))
+
+
+def register(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/api/portfolio", get_portfolio)
+    r.add_post("/api/portfolio/refresh", refresh_portfolio)
+    r.add_get("/api/positions/history", get_positions_history)
+    r.add_get("/api/performance", get_performance)
