@@ -45,6 +45,7 @@ format: setup
 
 bench: setup
 	$(BIN)/python -m bench.path_latency 300
+	$(BIN)/python -m bench.ledger_bench
 
 clean:
 	rm -rf $(VENV) .tools data .pytest_cache .ruff_cache .hypothesis
