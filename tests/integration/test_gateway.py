@@ -190,3 +190,44 @@ async def test_an_unknown_outcome_is_504_with_the_client_order_id_to_retry_with(
 async def _posted(http, url, body):
     got = await call(http, "POST", url, data=body, headers=JSON)
     return got if got[0] == 201 else None
+
+
+async def test_portfolio_history_performance_and_refresh_over_http(stack, make_bus):
+    http, base = stack
+    bus = await make_bus("feeder")
+    from tests.helpers import fill
+
+    for f in (fill("g1", "buy", "1", "100", "0.1"), fill("g2", "sell", "1", "110", "0.11")):
+        await bus.js_publish(bus.subjects.fills(f.pair), f, msg_id=f.fill_id)
+
+    async def history():
+        status, _, body = await call(http, "GET", f"{base}/api/positions/history?pair=btc_usdt")
+        return body if status == 200 and body["positions"] else None
+
+    body = await eventually(history, what="the round trip in the history")
+    assert body["positions"][0]["realizedPnL"] == 9.79 and body["positions"][0]["side"] == "long"
+    status, _, perf = await call(http, "GET", f"{base}/api/performance")
+    assert status == 200 and perf["trades"]["roundTrips"] == 1 and perf["trades"]["winRate"] == 1
+    assert {
+        "equityCurve",
+        "dailyReturns",
+        "weeklyReturns",
+        "monthlyReturns",
+        "maxDrawdown",
+        "currentDrawdown",
+        "sharpe",
+        "sortino",
+        "feesPaid",
+        "perPair",
+        "totalReturn",
+    } <= set(perf)
+    status, _, snap = await call(http, "POST", f"{base}/api/portfolio/refresh")
+    assert status == 200 and set(snap["summary"]) >= {
+        "totalValue",
+        "totalCash",
+        "totalPositions",
+        "unrealizedPnL",
+        "dayPnL",
+    }
+    status, _, p = await call(http, "GET", f"{base}/api/positions/history?limit=0")
+    assert status == 422 and p["field"] == "limit"
