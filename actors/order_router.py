@@ -25,10 +25,12 @@ One order-router per bus prefix: its state is not shared between instances (see 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Callable
 from decimal import Decimal
 
 import msgspec
+import nats.js.errors
 
 from actors.base import Actor
 from actors.books import BookCache
@@ -39,7 +41,7 @@ from bus.client import Bus, Envelope
 from bus.errors import Transient
 from config.settings import Settings
 from domain.orders import IllegalTransition, Overfilled, apply_fill, back_from_pending, to_pending, transition, trigger
-from domain.risk import is_multiple
+from domain.risk import RESERVED_CLIENT_PREFIX, is_multiple
 from domain.triggers import TRIGGERED_TYPES, is_triggered, venue_leg, wrong_side
 from schemas.messages import (
     TERMINAL_STATUSES,
@@ -76,10 +78,12 @@ WORKING = frozenset({S.SUBMITTED, S.ACCEPTED, S.TRIGGERED, S.PARTIALLY_FILLED, S
 
 
 def same_order(o: Order, r: OrderRequest) -> bool:
-    """Does a repeated client order id carry the same order?"""
-    return (o.pair, o.side, o.type, o.quantity, o.price, o.stop_price) == (
-        r.pair, r.side, r.type, r.quantity, r.price, r.stop_price,
-    )  # fmt: skip
+    """Does a repeated client order id carry the same order? ``o`` is the order as first created."""
+    price = r.price if r.type != "market" else None
+    tif = r.time_in_force or o.time_in_force
+    mine = (o.pair, o.side, o.type, o.quantity, o.price, o.stop_price, o.time_in_force, o.expire_at)
+    theirs = (r.pair, r.side, r.type, r.quantity, price, r.stop_price, tif, r.expire_at)
+    return mine == theirs and (o.post_only, o.reduce_only) == (r.post_only, r.reduce_only)
 
 
 def at_venue(o: Order) -> bool:
@@ -108,6 +112,8 @@ class OrderRouter(Actor):
         self.events: dict[str, list[OrderEvent]] = {}
         self.live: set[str] = set()  # orders that may still change: working, or waiting for fills
         self.cancelling: set[str] = set()  # cancels on their way to the venue
+        self.sending: set[str] = set()  # creates on their way to the venue
+        self.burned: dict[str, int] = {}  # order id -> a version whose publish may or may not be stored
         self.rules: dict[str, MarketRules] = {}
         self.lock = asyncio.Lock()
         self.processed = 0
@@ -117,10 +123,8 @@ class OrderRouter(Actor):
     # -- lifecycle -------------------------------------------------------------------------------------
     async def on_start(self) -> None:
         s = self.subjects
-        self.ids = OrderIds(await self.bus.kv(s.kv_state))
-        self.venue.set_listener(self._on_venue_update)
-        await self.venue.start()
-        self.rules = {m.pair: m for m in await self.venue.markets()}
+        self.kv = await self.bus.kv(s.kv_state)
+        self.ids = OrderIds(self.kv)
         await self.bus.replay(
             stream=s.s_orders, subject=s.order_events(), type_=OrderEvent, handler=self._rebuild, follow=False
         )
@@ -129,7 +133,14 @@ class OrderRouter(Actor):
             len(self.orders),
             sum(1 for o in self.orders.values() if o.status in WORKING or o.status is S.INITIALIZED),
         )
+        # the venue only after the rebuild: what it pushes is about orders we know
+        self.venue.set_listener(self._on_venue_update)
+        await self.venue.start()
+        self.rules = {m.pair: m for m in await self.venue.markets()}
         await self._reconcile(min_age_ms=0)
+        async with self.lock:  # bracket follow-ups a crash may have cut short (idempotent)
+            for oid in list(self.live):
+                await self._after_change(self.orders[oid])
         self.books.add_hook(self._on_book)
         await self.books.start()
         await self.bus.subscribe(s.query("orders"), OrdersQuery, self._on_query, queue=self.name)
@@ -183,12 +194,18 @@ class OrderRouter(Actor):
             self.rejected += 1
 
     async def _emit(self, order: Order, event: str) -> Order:
-        """Persist a change as an event on ORDERS, then keep it. Call with ``self.lock`` held."""
-        order = msgspec.structs.replace(order, version=order.version + 1)
+        """Persist a change as an event on ORDERS, then keep it. Call with ``self.lock`` held.
+
+        A publish that fails may still have been stored: its version is burned, so the next change
+        never reuses it (JetStream would drop it as a duplicate of the stored one)."""
+        version = max(order.version, self.burned.get(order.order_id, 0)) + 1
+        order = msgspec.structs.replace(order, version=version)
         ev = OrderEvent(event=event, order=order, ts=now_ms())  # when we recorded it (fills carry the venue's time)
-        await self.bus.js_publish(
-            self.subjects.order_events(order.pair), ev, msg_id=f"{order.order_id}:{order.version}"
-        )
+        try:
+            await self.bus.js_publish(self.subjects.order_events(order.pair), ev, msg_id=f"{order.order_id}:{version}")
+        except Exception:
+            self.burned[order.order_id] = version
+            raise
         self._store(order)
         self.events.setdefault(order.order_id, []).append(ev)
         return order
@@ -220,20 +237,38 @@ class OrderRouter(Actor):
             if known is None:
                 ref = a.estimated_cost / req.quantity if a.estimated_cost and req.quantity else None
                 order = await self._create(req, ref)
-        if known is not None:
-            order = self.orders[known]
-            if not same_order(order, req):
-                await self._refuse_duplicate(a, order)
-                return
+            else:
+                order = self.orders[known]
+                first = self.events[known][0].order if self.events.get(known) else order
+                if not same_order(first, req):
+                    await self._refuse_duplicate(a, order)
+                    return
+                await self._ensure_legs(order, req)  # a crash between the entry and its legs
         await self._reply(a, order)
-        await self._route(order.order_id)
+        if order.venue_status is None and order.status in (S.SUBMITTED, S.PENDING_CANCEL):
+            # routed beside the consumer, so one slow venue call never holds up the next order;
+            # a crash here leaves it SUBMITTED and the reconcile at start routes it
+            self.spawn(self._route_logged(order.order_id), "route")
+
+    async def _reserve_ids(self, client_order_id: str, n: int) -> list[str]:
+        """The order ids of this client order id: reserved once in KV, so a create retried after a lost
+        publish (even one that was stored) reuses them and never makes a second order."""
+        key = "coid." + hashlib.sha1(client_order_id.encode()).hexdigest()
+        ids = [await self.ids.next() for _ in range(n)]
+        try:
+            await self.kv.create(key, ",".join(ids).encode())
+            return ids
+        except nats.js.errors.KeyWrongLastSequenceError:
+            entry = await self.kv.get(key)
+            return (entry.value or b"").decode().split(",")
 
     async def _create(self, req: OrderRequest, reference_price: Decimal | None = None) -> Order:
         """Create the order (and the legs of a bracket) and persist them. Call with the lock held."""
         ts = now_ms()
-        bracket = req.stop_loss is not None or req.take_profit is not None
+        n_legs = (req.stop_loss is not None) + (req.take_profit is not None)
+        ids = await self._reserve_ids(req.client_order_id, 1 + n_legs)
         order = Order(
-            order_id=await self.ids.next(),
+            order_id=ids[0],
             client_order_id=req.client_order_id,
             pair=req.pair,
             side=req.side,
@@ -245,7 +280,7 @@ class OrderRouter(Actor):
             expire_at=req.expire_at,
             post_only=req.post_only,
             reduce_only=req.reduce_only,
-            role="entry" if bracket else None,
+            role="entry" if n_legs else None,
             reference_price=reference_price,
             status=S.SUBMITTED,
             venue=self.venue.name,
@@ -254,56 +289,61 @@ class OrderRouter(Actor):
             created_at=ts,
             updated_at=ts,
         )
-        legs: list[Order] = []
-        if bracket:
-            for role, kind, trigger, suffix in (
-                ("stop_loss", "stop_loss", req.stop_loss, "sl"),
-                ("take_profit", "take_profit", req.take_profit, "tp"),
-            ):
-                if trigger is None:
-                    continue
-                legs.append(
-                    Order(
-                        order_id=await self.ids.next(),
-                        client_order_id=f"{req.client_order_id}.{suffix}",
-                        pair=req.pair,
-                        side=opposite(req.side),  # type: ignore[arg-type]
-                        type=kind,  # type: ignore[arg-type]
-                        quantity=req.quantity,  # sized to the entry's fills once it has some
-                        stop_price=trigger,
-                        time_in_force="GTC",
-                        reduce_only=True,
-                        role=role,  # type: ignore[arg-type]
-                        parent_order_id=order.order_id,
-                        status=S.INITIALIZED,
-                        venue=self.venue.name,
-                        source=req.source,
-                        signal_id=req.signal_id,
-                        created_at=ts,
-                        updated_at=ts,
-                    )
-                )
+        legs = self._legs(order, req, ids[1:], ts)
+        if legs:
             names = {"stop_loss": "stopLoss", "take_profit": "takeProfit"}
-            order = msgspec.structs.replace(order, linked_orders={names[leg.role]: leg.order_id for leg in legs})  # type: ignore[index]
-            if len(legs) == 2:
-                legs = [
-                    msgspec.structs.replace(
-                        legs[0], linked_orders={"entry": order.order_id, "sibling": legs[1].order_id}
-                    ),
-                    msgspec.structs.replace(
-                        legs[1], linked_orders={"entry": order.order_id, "sibling": legs[0].order_id}
-                    ),
-                ]
-            else:
-                legs = [msgspec.structs.replace(leg, linked_orders={"entry": order.order_id}) for leg in legs]
+            order = msgspec.structs.replace(order, linked_orders={names[str(leg.role)]: leg.order_id for leg in legs})
+        order = await self._emit(order, "submitted")  # the entry first: then a retry finds it and adds the legs
         for leg in legs:
             await self._emit(leg, "initialized")
-        order = await self._emit(order, "submitted")
         self.log.info(
             "order {} ({}) submitted: {} {} {} {}{}", order.order_id, order.client_order_id, order.side,
             order.quantity, order.pair, order.type, f" with legs {order.linked_orders}" if legs else "",
         )  # fmt: skip
         return order
+
+    def _legs(self, entry: Order, req: OrderRequest, ids: list[str], ts: int) -> list[Order]:
+        """The exit legs of a bracket: opposite side, reduce-only, waiting for the entry's fills."""
+        specs = [(r, t) for r, t in (("stop_loss", req.stop_loss), ("take_profit", req.take_profit)) if t is not None]
+        legs = [
+            Order(
+                order_id=oid,
+                client_order_id=f"{RESERVED_CLIENT_PREFIX}{oid}:{role}",  # a namespace callers cannot use
+                pair=entry.pair,
+                side=opposite(entry.side),  # type: ignore[arg-type]
+                type=role,  # type: ignore[arg-type]
+                quantity=entry.quantity,  # sized to the entry's fills once it has some
+                stop_price=trigger,
+                time_in_force="GTC",
+                reduce_only=True,
+                role=role,  # type: ignore[arg-type]
+                parent_order_id=entry.order_id,
+                status=S.INITIALIZED,
+                venue=self.venue.name,
+                source=entry.source,
+                signal_id=entry.signal_id,
+                created_at=ts,
+                updated_at=ts,
+            )
+            for oid, (role, trigger) in zip(ids, specs, strict=True)
+        ]
+        out = []
+        for leg in legs:
+            links = {"entry": entry.order_id}
+            for other in legs:
+                if other is not leg:
+                    links["sibling"] = other.order_id
+            out.append(msgspec.structs.replace(leg, linked_orders=links))
+        return out
+
+    async def _ensure_legs(self, entry: Order, req: OrderRequest) -> None:
+        """Create the legs a crash kept from being stored (the entry names them). Lock held."""
+        if not entry.linked_orders or all(oid in self.orders for oid in entry.linked_orders.values()):
+            return
+        ids = [entry.linked_orders[k] for k in ("stopLoss", "takeProfit") if k in entry.linked_orders]
+        for leg in self._legs(entry, req, ids, entry.created_at):
+            if leg.order_id not in self.orders:
+                await self._emit(leg, "initialized")
 
     async def _refuse_duplicate(self, a: ApprovedOrder, order: Order) -> None:
         self.log.warning("client order id {} reused for a different order: refused", order.client_order_id)
@@ -320,25 +360,38 @@ class OrderRouter(Actor):
             reply = OrderReply(ok=True, order=order, risk_validation=a.risk_validation, estimated_cost=a.estimated_cost)
             await self.bus.respond_to(a.reply_to, reply)
 
+    async def _route_logged(self, order_id: str) -> None:
+        try:
+            await self._route(order_id)
+        except Transient as e:
+            self.log.warning("{}; the reconcile will try again", e)
+
     async def _route(self, order_id: str) -> None:
         """Take a SUBMITTED order where it goes: the venue, or our trigger book (stops, take-profits)."""
         o = self.orders[order_id]
-        if o.status is S.PENDING_CANCEL and o.venue_status is None:  # canceled before it was ever sent
+        if o.status is S.PENDING_CANCEL and o.venue_status is None and order_id not in self.sending:
+            # canceled before we heard from the venue: ask it before calling it canceled
+            found = await self.venue.fetch_order(o.client_order_id, o.pair)
+            if found is not None:
+                await self._on_venue_result(order_id, found, found.trades)  # then the pending cancel goes out
+                return
             ts = now_ms()
-            new = await self._update(order_id, lambda cur: transition(cur, S.CANCELED, ts, cur.reason))
-            if new is not None:
-                async with self.lock:
+            async with self.lock:
+                new = await self._update_locked(
+                    order_id, lambda cur: transition(cur, S.CANCELED, ts, cur.reason)
+                    if cur.status is S.PENDING_CANCEL and cur.venue_status is None else cur,
+                )  # fmt: skip
+                if new is not None:
                     await self._after_change(new)
             return
         if o.status is not S.SUBMITTED or o.venue_status is not None:
             return
         if o.type in TRIGGERED_TYPES:
+            ts = now_ms()
             await self._update(
-                order_id, lambda cur: transition(cur, S.ACCEPTED, now_ms()) if cur.status is S.SUBMITTED else cur
+                order_id, lambda cur: transition(cur, S.ACCEPTED, ts) if cur.status is S.SUBMITTED else cur
             )
-            book = self.books.books.get(o.pair)
-            if book is not None:
-                await self._check_triggers(book, only=order_id)
+            await self._check_triggers(o.pair, only=order_id)
             return
         await self._send(order_id, o.type, o.price)  # type: ignore[arg-type]
 
@@ -348,10 +401,13 @@ class OrderRouter(Actor):
             o.client_order_id, o.pair, o.side, venue_type, o.quantity, price,  # type: ignore[arg-type]
             "GTC" if o.time_in_force == "GTD" else o.time_in_force, o.post_only,
         )  # fmt: skip
+        self.sending.add(order_id)
         try:
             result = await self.venue.create_order(request)
         except Exception as e:
             raise Transient(f"venue {self.venue.name} unavailable for {order_id}: {e}") from e
+        finally:
+            self.sending.discard(order_id)
         await self._on_venue_result(order_id, result, result.trades)
 
     # -- what the venue says ---------------------------------------------------------------------------
@@ -362,13 +418,16 @@ class OrderRouter(Actor):
             return
         await self._on_venue_result(oid, r, new_trades)
 
-    async def _on_venue_result(self, order_id: str, r: VenueOrder, trades: list[VenueTrade]) -> None:
+    async def _on_venue_result(
+        self, order_id: str, r: VenueOrder, trades: list[VenueTrade], *, edit_answer: bool = False
+    ) -> None:
         """Publish the venue's trades, then record its answer on the order."""
         o = self.orders[order_id]
+        quantity = r.quantity if r.quantity is not None else o.quantity  # the venue's, after a modify too
         for t in trades:
             report = ExecutionReport(
                 kind="trade", order_id=o.order_id, client_order_id=o.client_order_id, pair=o.pair,
-                side=o.side, order_quantity=o.quantity, venue=self.venue.name, ts=t.ts,
+                side=o.side, order_quantity=quantity, venue=self.venue.name, ts=t.ts,
                 trade_id=t.trade_id, quantity=t.quantity, price=t.price, fee=t.fee,
                 fee_currency=t.fee_currency, liquidity=t.liquidity,
             )  # fmt: skip
@@ -376,22 +435,24 @@ class OrderRouter(Actor):
                 self.subjects.exec_reports(o.pair), report, msg_id=f"{self.venue.name}:{t.trade_id}"
             )
         async with self.lock:
-            new = await self._update_locked(order_id, lambda cur: self._with_venue_answer(cur, r))
+            new = await self._update_locked(order_id, lambda cur: self._with_venue_answer(cur, r, edit_answer))
             if new is not None:
                 await self._after_change(new)
         o = self.orders[order_id]
         if o.status is S.PENDING_CANCEL and o.venue_status == "open" and order_id not in self.cancelling:
             self.spawn(self._cancel_at_venue(order_id, o.reason or "canceled"), "cancel")  # asked while in flight
 
-    def _with_venue_answer(self, cur: Order, r: VenueOrder) -> Order:
-        if (cur.venue_status, cur.venue_filled, cur.quantity) == (r.status, r.filled, r.quantity or cur.quantity) and (
-            cur.status not in (S.PENDING_UPDATE, S.PENDING_CANCEL, S.SUBMITTED)
-        ):
+    def _with_venue_answer(self, cur: Order, r: VenueOrder, edit_answer: bool) -> Order:
+        quantity = r.quantity if r.quantity is not None else cur.quantity
+        price = r.price if r.price is not None and cur.type != "market" else cur.price
+        same = (cur.venue_status, cur.venue_filled, cur.quantity, cur.price) == (r.status, r.filled, quantity, price)
+        if same and cur.status is not S.SUBMITTED and not (edit_answer and cur.status is S.PENDING_UPDATE):
             return cur  # nothing new
         ts = now_ms()
         new = msgspec.structs.replace(
-            cur, venue_order_id=r.venue_order_id, venue_status=r.status, venue_filled=r.filled, updated_at=ts
-        )
+            cur, venue_order_id=r.venue_order_id, venue_status=r.status, venue_filled=r.filled, updated_at=ts,
+            quantity=quantity, price=price,
+        )  # fmt: skip
         if r.status == "rejected":
             self.log.warning("order {} rejected by {}: {}", cur.order_id, self.venue.name, r.reason)
             return transition(new, S.REJECTED, ts, r.reason)
@@ -403,9 +464,8 @@ class OrderRouter(Actor):
             return msgspec.structs.replace(new, reason=reason)  # the fill handler ends it with the last fill
         if cur.status is S.SUBMITTED:
             return transition(new, S.ACCEPTED, ts, r.reason)
-        if cur.status is S.PENDING_UPDATE and r.status == "open":
-            changed = msgspec.structs.replace(new, quantity=r.quantity or cur.quantity, price=r.price)
-            return back_from_pending(changed, ts)
+        if cur.status is S.PENDING_UPDATE and edit_answer:
+            return back_from_pending(new, ts)  # the modify is done: quantity and price are the venue's
         return new
 
     # -- fills -----------------------------------------------------------------------------------------
@@ -431,87 +491,88 @@ class OrderRouter(Actor):
             return new
 
         async with self.lock:
-            new = await self._update_locked(f.order_id, change)
-            if new is not None:
-                await self._after_change(new)
+            await self._update_locked(f.order_id, change)
+            # also on a redelivered fill that changed nothing: finish what a crash may have cut short
+            await self._after_change(self.orders[f.order_id])
 
     # -- brackets --------------------------------------------------------------------------------------
     async def _after_change(self, o: Order) -> None:
-        """Keep a bracket consistent after a change of one of its orders. Call with the lock held."""
-        if o.role == "entry" and o.linked_orders:
-            for leg_id in o.linked_orders.values():
-                await self._size_leg(leg_id, o)
-        elif o.role in ("stop_loss", "take_profit") and o.linked_orders and o.filled_quantity:
-            sibling_id = o.linked_orders.get("sibling")
-            entry = self.orders.get(o.linked_orders.get("entry", ""))
-            if sibling_id and entry is not None:
-                await self._oco(sibling_id, o, entry)
+        """Keep a bracket consistent with its fills. Idempotent; call with the lock held.
 
-    async def _size_leg(self, leg_id: str, entry: Order) -> None:
-        leg = self.orders.get(leg_id)
-        if leg is None or leg.status in TERMINAL_STATUSES or leg.triggered_at is not None:
+        Exits cover what the entry filled minus what the exits already closed: a waiting leg is activated
+        (and sized) by the entry's first fill and resized by the next ones; when a leg fills, its sibling
+        shrinks by as much and is canceled once nothing is left to cover, and what is left of a working
+        entry is canceled (the trade is being exited); when the entry is done and nothing is left to cover,
+        the legs still waiting are canceled.
+        """
+        if o.role is None or not o.linked_orders:
             return
+        entry = o if o.role == "entry" else self.orders.get(o.linked_orders.get("entry", ""))
+        if entry is None or not entry.linked_orders:
+            return
+        legs = [self.orders[i] for i in entry.linked_orders.values() if i in self.orders]
+        exited = sum((leg.filled_quantity for leg in legs), ZERO)
+        left = entry.filled_quantity - exited
+        entry_done = entry.status in TERMINAL_STATUSES
         ts = now_ms()
-        if entry.filled_quantity == ZERO:
-            if entry.status in TERMINAL_STATUSES:
+        if exited > ZERO and not entry_done and entry.status is not S.PENDING_CANCEL:
+            self.spawn(self._cancel(entry.order_id, "bracket: an exit leg filled"), "bracket-entry")
+        for leg in legs:
+            if leg.status in TERMINAL_STATUSES or leg.status is S.PENDING_CANCEL:
+                continue
+            if left <= ZERO:
+                if leg.status is S.INITIALIZED and not entry_done and exited == ZERO:
+                    continue  # still waiting for the entry's first fill
+                why = "OCO: the other leg filled" if exited > ZERO else "bracket: the entry ended unfilled"
+                self.spawn(self._cancel(leg.order_id, why), "bracket-leg")
+                continue
+            size = leg.filled_quantity + left
+            if leg.status is S.INITIALIZED:
+
+                def activate(cur: Order, size: Decimal = size) -> Order:
+                    sized = msgspec.structs.replace(cur, quantity=size)
+                    return transition(transition(sized, S.SUBMITTED, ts), S.ACCEPTED, ts)
+
+                await self._update_locked(leg.order_id, activate, "activated")
+                self.spawn(self._check_triggers(leg.pair, only=leg.order_id), "trigger")  # after we let go
+            elif leg.triggered_at is None and leg.quantity != size:
                 await self._update_locked(
-                    leg_id, lambda cur: transition(cur, S.CANCELED, ts, "the entry ended unfilled")
-                )
-            return
-        sibling = self.orders.get((leg.linked_orders or {}).get("sibling", ""))
-        taken = sibling.filled_quantity if sibling is not None else ZERO
-        size = entry.filled_quantity - taken  # a partial entry fill sizes the exit legs
-        if leg.status is S.INITIALIZED:
-
-            def activate(cur: Order) -> Order:
-                sized = msgspec.structs.replace(cur, quantity=size)
-                return transition(transition(sized, S.SUBMITTED, ts), S.ACCEPTED, ts)
-
-            await self._update_locked(leg_id, activate, "activated")
-            book = self.books.books.get(leg.pair)
-            if book is not None:  # it may be triggered already: check now (after we let go of the lock)
-                self.spawn(self._check_triggers(book, only=leg_id), "trigger")
-        elif leg.quantity != size and size > leg.filled_quantity:
-            await self._update_locked(
-                leg_id, lambda cur: msgspec.structs.replace(cur, quantity=size, updated_at=ts), "resized"
-            )
-
-    async def _oco(self, sibling_id: str, filled_leg: Order, entry: Order) -> None:
-        """One leg filled (some or all): the other shrinks by as much, and is canceled once one leg is done."""
-        sib = self.orders.get(sibling_id)
-        if sib is None or sib.status in TERMINAL_STATUSES:
-            return
-        ts = now_ms()
-        left = entry.filled_quantity - filled_leg.filled_quantity
-        if filled_leg.status is S.FILLED or left <= ZERO:
-            if at_venue(sib):
-                self.spawn(self._cancel_at_venue(sibling_id, "OCO: the other leg filled"), "oco-cancel")
-            else:
-                await self._update_locked(
-                    sibling_id, lambda cur: transition(cur, S.CANCELED, ts, "OCO: the other leg filled")
-                )
-        elif sib.triggered_at is None and sib.status is not S.INITIALIZED and left != sib.quantity:
-            await self._update_locked(
-                sibling_id, lambda cur: msgspec.structs.replace(cur, quantity=left, updated_at=ts), "resized"
-            )
+                    leg.order_id, lambda cur, size=size: msgspec.structs.replace(cur, quantity=size, updated_at=ts),
+                    "resized",
+                )  # fmt: skip
 
     # -- triggers, expiry, timeouts ----------------------------------------------------------------------
     async def _on_book(self, book: Book) -> None:
-        await self._check_triggers(book)
+        await self._check_triggers(book.pair)
 
-    async def _check_triggers(self, book: Book, only: str | None = None) -> None:
+    def _sibling_busy(self, o: Order) -> bool:
+        """A bracket leg must not fire while the other one is already executing."""
+        sib = self.orders.get((o.linked_orders or {}).get("sibling", "")) if o.parent_order_id else None
+        return sib is not None and sib.triggered_at is not None and sib.status not in TERMINAL_STATUSES
+
+    async def _check_triggers(self, pair: str, only: str | None = None) -> None:
+        book = self.books.books.get(pair)  # the latest, whenever this runs
+        if book is None:
+            return
         bid = book.bids[0][0] if book.bids else None
         ask = book.asks[0][0] if book.asks else None
         ids = [only] if only else list(self.live)
-        candidates = [o for oid in ids if (o := self.orders[oid]).pair == book.pair and o.type in TRIGGERED_TYPES]
-        for o in candidates:
-            if o.status is S.ACCEPTED and o.triggered_at is None and is_triggered(o, bid, ask):
-                ts = now_ms()
-                marked = await self._update(o.order_id, lambda cur, ts=ts: trigger(cur, ts))
-                if marked is not None:
-                    self.log.info("order {} triggered at bid {} / ask {} (stop {})", o.order_id, bid, ask, o.stop_price)
-                    kind, price = venue_leg(marked)
-                    self.spawn(self._send_triggered(o.order_id, kind, price), "send-triggered")
+        for oid in ids:
+            o = self.orders[oid]
+            if o.pair != pair or o.type not in TRIGGERED_TYPES or o.status is not S.ACCEPTED or o.triggered_at:
+                continue
+            if not is_triggered(o, bid, ask) or self._sibling_busy(o):
+                continue
+            ts = now_ms()
+            async with self.lock:
+                cur = self.orders[oid]
+                if cur.status is not S.ACCEPTED or cur.triggered_at is not None or self._sibling_busy(cur):
+                    continue  # canceled or triggered meanwhile
+                marked = await self._update_locked(oid, lambda c, ts=ts: trigger(c, ts))
+            if marked is not None:
+                self.log.info("order {} triggered at bid {} / ask {} (stop {})", oid, bid, ask, o.stop_price)
+                kind, price = venue_leg(marked)
+                self.spawn(self._send_triggered(oid, kind, price), "send-triggered")
 
     async def _send_triggered(self, order_id: str, kind: str, price: Decimal | None) -> None:
         try:
@@ -539,26 +600,25 @@ class OrderRouter(Actor):
 
     # -- cancel and modify -----------------------------------------------------------------------------
     async def _cancel(self, order_id: str, reason: str) -> tuple[Order, str | None]:
-        """Cancel one order. Returns the order after the attempt and why it was refused, if it was."""
-        o = self.orders[order_id]
+        """Cancel one order. Returns the order after the attempt and why it was refused, if it was.
+        Decided under the lock, on the order as it is now (a trigger may have just sent it out)."""
         ts = now_ms()
-        if o.status in TERMINAL_STATUSES:
-            return o, f"order {order_id} is already {o.status.value}"
-        if o.status is S.PENDING_CANCEL:
-            return o, None
         final = S.EXPIRED if reason == "expired" else S.CANCELED
-        if held_here(o) or (o.status is S.SUBMITTED and o.venue_status is None and o.type in TRIGGERED_TYPES):
-            new = await self._update(o.order_id, lambda cur: transition(cur, final, ts, reason))
-            if new is not None:
-                async with self.lock:
-                    await self._after_change(new)
-            return self.orders[order_id], None
-        if o.status is S.SUBMITTED and o.venue_status is None:
-            # on its way to the venue: marked now, canceled there as soon as the venue has it
-            await self._update(order_id, lambda cur: to_pending(cur, S.PENDING_CANCEL, ts, reason))
-            return self.orders[order_id], None
-        if not at_venue(o):
-            return o, f"order {order_id} cannot be canceled now ({o.status.value}, venue: {o.venue_status})"
+        async with self.lock:
+            o = self.orders[order_id]
+            if o.status in TERMINAL_STATUSES:
+                return o, f"order {order_id} is already {o.status.value}"
+            if o.status is S.PENDING_CANCEL:
+                return o, None
+            if held_here(o):  # never sent anywhere: canceled here
+                new = await self._emit(transition(o, final, ts, reason), final.value)
+                await self._after_change(new)
+                return new, None
+            if o.venue_status is None:  # on its way to the venue: marked now, canceled there once it has it
+                new = await self._emit(to_pending(o, S.PENDING_CANCEL, ts, reason), "pending_cancel")
+                return new, None
+            if not at_venue(o):
+                return o, f"order {order_id} cannot be canceled now ({o.status.value}, venue: {o.venue_status})"
         return await self._cancel_at_venue(order_id, reason)
 
     async def _cancel_at_venue(self, order_id: str, reason: str) -> tuple[Order, str | None]:
@@ -598,8 +658,14 @@ class OrderRouter(Actor):
                 for o in sorted((self.orders[oid] for oid in self.live), key=lambda o: o.created_at)
                 if (o.status in WORKING or o.status is S.INITIALIZED) and (cmd.pair is None or o.pair == cmd.pair)
             ]
-            results = [(await self._cancel(oid, reason))[0] for oid in ids]
-            await self.bus.respond(env, CommandReply(ok=True, orders=results))
+            gate = asyncio.Semaphore(16)
+
+            async def one(oid: str) -> Order:
+                async with gate:
+                    return (await self._cancel(oid, reason))[0]
+
+            results = await asyncio.gather(*(one(oid) for oid in ids))
+            await self.bus.respond(env, CommandReply(ok=True, orders=list(results)))
             return
         oid = cmd.order_id or self.by_client.get(cmd.client_order_id or "")
         if oid is None or oid not in self.orders:
@@ -645,10 +711,20 @@ class OrderRouter(Actor):
             await self._update(o.order_id, lambda cur: msgspec.structs.replace(cur, **changes), "modified")
             await self.bus.respond(env, CommandReply(ok=True, orders=[self.orders[o.order_id]]))
             return
-        await self._update(
-            o.order_id,
-            lambda cur: to_pending(cur, S.PENDING_UPDATE, ts),
+        pending = await self._update(
+            o.order_id, lambda cur: to_pending(cur, S.PENDING_UPDATE, ts) if cur.status is o.status else cur
         )
+        if pending is None:  # it changed meanwhile (filled, canceled): ask again
+            await self.bus.respond(
+                env,
+                CommandReply(
+                    ok=False,
+                    orders=[self.orders[o.order_id]],
+                    code="MODIFY_REFUSED",
+                    detail="the order changed meanwhile; look at it and try again",
+                ),
+            )
+            return
         try:
             result = await self.venue.edit_order(o.client_order_id, o.pair, cmd.quantity, cmd.price)
         except VenueRefused as e:
@@ -658,7 +734,7 @@ class OrderRouter(Actor):
                 env, CommandReply(ok=False, orders=[self.orders[o.order_id]], code="MODIFY_REFUSED", detail=str(e))
             )
             return
-        await self._on_venue_result(o.order_id, result, result.trades)
+        await self._on_venue_result(o.order_id, result, result.trades, edit_answer=True)
         await self.bus.respond(env, CommandReply(ok=True, orders=[self.orders[o.order_id]]))
 
     def _modify_refusal(self, o: Order, cmd: ModifyOrder) -> tuple[str | None, str | None]:
@@ -704,34 +780,37 @@ class OrderRouter(Actor):
 
     # -- reconcile -------------------------------------------------------------------------------------
     async def _reconcile(self, min_age_ms: int = RECONCILE_AFTER_MS) -> None:
-        """Ask the venue about every order whose outcome we do not fully know yet."""
+        """Ask the venue about every order it may hold whose state we cannot be sure of: unanswered, open
+        there (a lost push), pending a command, or missing fills. One failure never stops the pass."""
         now = now_ms()
         for oid in list(self.live):
             o = self.orders[oid]
-            if now - o.updated_at < min_age_ms or held_here(o):
+            if now - o.updated_at < min_age_ms or held_here(o) or oid in self.sending or oid in self.cancelling:
                 continue
-            unanswered = o.venue_status is None and o.status in (S.SUBMITTED, S.TRIGGERED, S.PENDING_CANCEL)
-            missing_fills = o.venue_filled is not None and o.filled_quantity < o.venue_filled
-            pending = o.status in (S.PENDING_CANCEL, S.PENDING_UPDATE)
-            if not (unanswered or missing_fills or pending):
-                continue
-            found = await self.venue.fetch_order(o.client_order_id, o.pair)
-            if found is not None:
+            try:
+                await self._reconcile_one(o)
+            except Exception as e:
+                self.log.warning("reconcile of {} failed ({}); next pass", oid, e)
+
+    async def _reconcile_one(self, o: Order) -> None:
+        unanswered = o.venue_status is None and o.status in (S.SUBMITTED, S.TRIGGERED, S.PENDING_CANCEL)
+        found = await self.venue.fetch_order(o.client_order_id, o.pair)
+        if found is not None:
+            if (found.status, found.filled) != (o.venue_status, o.venue_filled) or o.status in (
+                S.PENDING_UPDATE, S.SUBMITTED, S.TRIGGERED,
+            ) or (o.venue_filled is not None and o.filled_quantity < o.venue_filled):  # fmt: skip
                 self.log.info("reconciled {} with the venue: {}, filled {}", o.order_id, found.status, found.filled)
-                await self._on_venue_result(o.order_id, found, found.trades)
-                if o.status is S.PENDING_CANCEL and found.status == "open":
-                    await self._cancel_at_venue(o.order_id, o.reason or "canceled")
-                elif o.status is S.PENDING_UPDATE and found.status == "open":
-                    await self._update(
-                        o.order_id, lambda cur: back_from_pending(cur, now_ms(), "modify outcome unknown")
-                    )
-            elif unanswered:
-                self.log.info("order {} never reached the venue: routing it now", o.order_id)
-                if o.status is S.TRIGGERED:
-                    kind, price = venue_leg(o)
-                    await self._send(o.order_id, kind, price)
-                else:
-                    await self._route(o.order_id)  # a pending cancel of an order never sent: canceled here
+                await self._on_venue_result(o.order_id, found, found.trades, edit_answer=True)
+            cur = self.orders[o.order_id]
+            if cur.status is S.PENDING_CANCEL and found.status == "open" and o.order_id not in self.cancelling:
+                await self._cancel_at_venue(o.order_id, cur.reason or "canceled")
+        elif unanswered:
+            self.log.info("order {} never reached the venue: routing it now", o.order_id)
+            if o.status is S.TRIGGERED:
+                kind, price = venue_leg(o)
+                await self._send(o.order_id, kind, price)
+            else:
+                await self._route(o.order_id)  # a pending cancel of an order never sent: canceled here
 
     # -- queries ---------------------------------------------------------------------------------------
     async def _on_query(self, q: OrdersQuery, env: Envelope) -> None:

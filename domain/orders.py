@@ -39,7 +39,9 @@ TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     S.PENDING_UPDATE: frozenset(
         {S.ACCEPTED, S.TRIGGERED, S.PENDING_CANCEL, S.PARTIALLY_FILLED, S.FILLED, S.CANCELED, S.EXPIRED, S.REJECTED}
     ),
-    S.PENDING_CANCEL: frozenset({S.CANCELED, S.ACCEPTED, S.TRIGGERED, S.PARTIALLY_FILLED, S.FILLED, S.EXPIRED}),
+    S.PENDING_CANCEL: frozenset(
+        {S.CANCELED, S.ACCEPTED, S.TRIGGERED, S.PARTIALLY_FILLED, S.FILLED, S.EXPIRED, S.REJECTED}
+    ),
     S.PARTIALLY_FILLED: frozenset(
         {S.PARTIALLY_FILLED, S.FILLED, S.PENDING_UPDATE, S.PENDING_CANCEL, S.CANCELED, S.EXPIRED}
     ),
@@ -110,8 +112,10 @@ def apply_fill(order: Order, fill: FillRef) -> Order:
 
 
 def to_pending(order: Order, pending: OrderStatus, ts: int, reason: str | None = None) -> Order:
-    """Into PENDING_CANCEL / PENDING_UPDATE, remembering where to go back if the venue says no."""
-    return msgspec.structs.replace(transition(order, pending, ts, reason), previous_status=order.status)
+    """Into PENDING_CANCEL / PENDING_UPDATE, remembering where to go back if the venue says no (a cancel
+    asked while a modify is pending goes back to where the order was before the modify)."""
+    back = order.previous_status if order.status in (S.PENDING_CANCEL, S.PENDING_UPDATE) else order.status
+    return msgspec.structs.replace(transition(order, pending, ts, reason), previous_status=back)
 
 
 def back_from_pending(order: Order, ts: int, reason: str | None = None) -> Order:

@@ -14,6 +14,7 @@ from domain.triggers import TRIGGERED_TYPES, wrong_side
 from schemas.messages import Book, MarketRules, OrderRequest, RiskValidation
 
 ZERO = Decimal(0)
+RESERVED_CLIENT_PREFIX = "tbx:"  # the client order ids of the orders the service makes itself
 CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_.:\-=]{1,64}$")
 SUPPORTED_TYPES = frozenset({"market", "limit", "stop_loss", "stop_limit", "take_profit"})
 NEEDS_PRICE = frozenset({"limit", "stop_limit"})
@@ -76,6 +77,12 @@ def _check(
 ) -> Denial | Approval:
     if trading_state == "HALTED":
         return Denial("TRADING_HALTED", None, "trading is halted")
+    if req.client_order_id.startswith(RESERVED_CLIENT_PREFIX):
+        return Denial(
+            "INVALID_CLIENT_ORDER_ID",
+            "clientOrderId",
+            f"clientOrderId must not start with {RESERVED_CLIENT_PREFIX!r} (ours)",
+        )
     if not CLIENT_ID_RE.match(req.client_order_id):
         return Denial(
             "INVALID_CLIENT_ORDER_ID",

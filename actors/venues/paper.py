@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections import deque
+from collections import OrderedDict, deque
 from decimal import Decimal
 
 import msgspec
 import nats.js.errors
+from loguru import logger
 
 from actors.books import BookCache
 from actors.venues.base import Listener, VenueOrder, VenueOrderRequest, VenueRefused, VenueTrade
@@ -29,6 +30,7 @@ from schemas.subjects import pair_currencies
 
 ZERO = Decimal(0)
 RECENT_TRADES = 10_000
+RECENT_ORDERS = 10_000
 
 _enc = msgspec.json.Encoder()
 _dec_order = msgspec.json.Decoder(SimOrder)
@@ -82,7 +84,8 @@ class PaperVenue:
         self.latency = settings.PAPER_LATENCY_MS / 1000
         self.listener: Listener | None = None
         self.balances: dict[str, Decimal] = {settings.BASE_CURRENCY: settings.INITIAL_BALANCE}
-        self.recent: deque[tuple[str, VenueTrade]] = deque(maxlen=RECENT_TRADES)
+        self.trades: deque[tuple[str, VenueTrade]] = deque(maxlen=RECENT_TRADES)
+        self.recent: OrderedDict[str, SimOrder] = OrderedDict()  # orders of this run, newest last
         self.lock = asyncio.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -105,10 +108,12 @@ class PaperVenue:
 
     async def _load_resting(self) -> None:
         try:
-            keys = await self.kv.keys(filters=["o.>"])
+            keys = await self.kv.keys()  # (nats-py's key filters match substrings, not subject wildcards)
         except nats.js.errors.NoKeysError:
             return
         for key in keys:
+            if not key.startswith("o."):
+                continue
             try:
                 entry = await self.kv.get(key)
             except nats.js.errors.KeyNotFoundError:
@@ -127,6 +132,12 @@ class PaperVenue:
             m = self.matchers[pair] = Matcher(pair, quote, market_spec(self.settings, pair), slip or None)
         return m
 
+    def _remember(self, o: SimOrder) -> None:
+        self.recent[o.client_order_id] = o
+        self.recent.move_to_end(o.client_order_id)
+        while len(self.recent) > RECENT_ORDERS:
+            self.recent.popitem(last=False)
+
     async def _save(self, o: SimOrder, new_trades: list[SimTrade]) -> None:
         await self.kv.put(_key(o.client_order_id), _enc.encode(o))
         if new_trades:
@@ -135,7 +146,7 @@ class PaperVenue:
             for t in new_trades:
                 self.balances[base] = self.balances.get(base, ZERO) + sign * t.quantity
                 self.balances[quote] = self.balances.get(quote, ZERO) - sign * t.quantity * t.price - t.fee
-                self.recent.append((o.pair, _venue_trade(t)))
+                self.trades.append((o.pair, _venue_trade(t)))
             await self.kv.put("balances", _enc.encode(self.balances))
 
     # -- market data -----------------------------------------------------------------------------------
@@ -144,10 +155,16 @@ class PaperVenue:
         async with self.lock:
             filled = m.on_book(book, now_ms())
             for o, trades in filled:
+                self._remember(o)
                 await self._save(o, trades)
         for o, trades in filled:
             if self.listener is not None:
-                await self.listener(_view(o), [_venue_trade(t) for t in trades])
+                try:
+                    await self.listener(_view(o), [_venue_trade(t) for t in trades])
+                except Exception as e:  # one failing push must not hide the others; the reconcile catches up
+                    logger.bind(actor="order-router").opt(exception=e).error(
+                        "paper venue: update of {} not delivered: {}", o.client_order_id, e
+                    )
 
     # -- the unified API -------------------------------------------------------------------------------
     async def markets(self) -> list[MarketRules]:
@@ -177,7 +194,7 @@ class PaperVenue:
         return [_view(o) for m in self.matchers.values() if pair is None or m.pair == pair for o in m.resting.values()]
 
     async def fetch_my_trades(self, pair: str, since: int = 0) -> list[VenueTrade]:
-        return [t for p, t in self.recent if p == pair and t.ts >= since]
+        return [t for p, t in self.trades if p == pair and t.ts >= since]
 
     async def fetch_balance(self) -> dict[str, Decimal]:
         return dict(self.balances)
@@ -188,15 +205,14 @@ class PaperVenue:
     async def create_order(self, req: VenueOrderRequest) -> VenueOrder:
         if self.latency:
             await asyncio.sleep(self.latency)
-        known = await self.fetch_order(req.client_order_id, req.pair)
-        if known is not None:
-            return known
         m = self._matcher(req.pair)
-        if m.book is None and (book := await self.books.get(req.pair)) is not None:
-            m.on_book(book, now_ms())
-        async with self.lock:
-            if (o := m.resting.get(req.client_order_id)) is not None:
-                return _view(o)  # raced with itself
+        if m.book is None:
+            await self.books.get(req.pair)  # waits for a first book; the hook hands it to the matcher
+        async with self.lock:  # one create per client order id, ever: memory, then the venue's records
+            if (o := self.recent.get(req.client_order_id)) is not None:
+                return _view(o)
+            if (known := await self.fetch_order(req.client_order_id, req.pair)) is not None:
+                return known
             o = SimOrder(
                 client_order_id=req.client_order_id,
                 venue_order_id="P" + hashlib.sha1(req.client_order_id.encode()).hexdigest()[:16],
@@ -209,6 +225,7 @@ class PaperVenue:
                 post_only=req.post_only,
             )
             trades = m.submit(o, now_ms())
+            self._remember(o)  # before the save: a failed save must not let a retry trade it again
             await self._save(o, trades)
         return _view(o)
 

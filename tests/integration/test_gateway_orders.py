@@ -204,7 +204,11 @@ async def test_a_bracket_answers_its_linked_legs_and_each_leg_names_its_entry(ap
         assert (leg["role"], leg["type"], leg["side"], leg["parentOrderId"]) == (role, type_, "sell", entry["orderId"])
         assert num(leg["stopPrice"]) == trigger and num(leg["quantity"]) == D(1) and leg["reduceOnly"] is True
         assert leg["linkedOrders"] == {"entry": entry["orderId"], "sibling": sibling}
-    assert (sl["clientOrderId"], tp["clientOrderId"]) == ("gw-bracket.sl", "gw-bracket.tp")
+    # the legs' client ids are ours (a namespace callers cannot use), named after the leg's own order id
+    assert (sl["clientOrderId"], tp["clientOrderId"]) == (
+        f"tbx:{sl['orderId']}:stop_loss",
+        f"tbx:{tp['orderId']}:take_profit",
+    )
 
 
 # -- refusals --------------------------------------------------------------------------------------------
