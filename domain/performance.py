@@ -157,6 +157,8 @@ def downsample(points: Sequence[Point], at_most: int) -> list[Point]:
     n = len(points)
     if n <= at_most:
         return list(points)
+    if at_most <= 1:
+        return list(points[-1:]) if at_most == 1 else []
     step = (n - 1) / (at_most - 1)
     return [points[round(i * step)] for i in range(at_most)]
 

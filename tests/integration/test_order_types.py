@@ -590,3 +590,86 @@ async def test_a_modify_the_venue_refuses_returns_the_order_to_where_it_was(make
     o = await order(client, o.order_id)
     assert (o.status, o.price) == (S.ACCEPTED, D("99.00"))
     assert (await events(client, o.order_id))[-2:] == ["pending_update", "accepted"]
+
+
+# -- regressions of the order-lifecycle review -----------------------------------------------------------
+async def test_a_resting_limit_survives_a_router_restart_and_still_fills(make_system, client):
+    sut = await make_system()
+    await publish_book(client, [("98.00", "5")], [("100.00", "5")])
+    o = await placed(client, "rest-restart", "buy", "1", "limit", price="99.00")
+    await until(client, o.order_id, S.ACCEPTED)
+    await sut.stop("order-router")
+    await sut.start("order-router")
+    await publish_book(client, [("98.00", "5")], [("99.00", "5")])
+    o = await until(client, o.order_id, S.FILLED)
+    assert fills(o) == [(D("1.000"), D("99.00"), D("0.049500"), "maker")]
+
+
+async def test_a_modify_that_trades_at_once_counts_its_fills(make_system, client):
+    await make_system()
+    await publish_book(client, [("98.00", "5")], [("100.00", "5")])
+    o = await placed(client, "mod-trade", "buy", "1", "limit", price="97.00")
+    await until(client, o.order_id, S.ACCEPTED)
+    r = await client.request(
+        client.subjects.orders_modify,
+        ModifyOrder(order_id=o.order_id, quantity=D("2"), price=D("100.00")),
+        CommandReply,
+    )
+    assert r.ok
+    o = await until(client, o.order_id, S.FILLED)
+    assert (o.quantity, o.filled_quantity) == (D("2"), D("2.000"))
+    assert await eventually(lambda: _equals(position(client), D("2.000")), what="both booked")
+
+
+async def test_a_modify_racing_a_fill_keeps_both(make_system, client):
+    await make_system(PAPER_LATENCY_MS="300")
+    await publish_book(client, [("98.00", "5")], [("100.00", "5")])
+    o = await placed(client, "mod-race", "buy", "1", "limit", price="99.00")
+    await until(client, o.order_id, S.ACCEPTED)
+    modify = asyncio.create_task(
+        client.request(
+            client.subjects.orders_modify, ModifyOrder(order_id=o.order_id, quantity=D("2")), CommandReply, timeout=5
+        )
+    )
+    await until(client, o.order_id, S.PENDING_UPDATE)
+    await publish_book(client, [("98.00", "5")], [("99.00", "0.400"), ("99.50", "5")], settle=0)  # fills 0.4 meanwhile
+    r = await modify
+    assert r.ok
+    o = await until(client, o.order_id, S.PARTIALLY_FILLED)
+    assert (o.quantity, o.filled_quantity) == (D("2"), D("0.400"))
+    await publish_book(client, [("98.00", "5")], [("99.00", "5")])
+    o = await until(client, o.order_id, S.FILLED)
+    assert o.filled_quantity == D("2.000") and [f[0] for f in fills(o)] == [D("0.400"), D("1.600")]
+
+
+async def test_a_cancel_of_an_order_the_venue_then_rejects_ends_rejected(make_system, client):
+    await make_system(PAPER_LATENCY_MS="300")
+    await publish_book(client, [("98.00", "5")], [("100.00", "5")])
+    o = await placed(client, "po-cancel", "buy", "1", "limit", price="100.00", post_only=True)
+    r = await client.request(client.subjects.orders_cancel, CancelOrder(order_id=o.order_id), CommandReply)
+    assert r.ok and r.orders[0].status is S.PENDING_CANCEL  # on its way to the venue: marked
+    o = await until(client, o.order_id, S.REJECTED)
+    assert "post-only" in (o.reason or "")
+
+
+async def test_an_exit_filling_cancels_the_rest_of_the_entry(make_system, client):
+    await make_system()
+    await publish_book(client, [("98.00", "5")], [("100.00", "5")])
+    entry = await placed(client, "br-exit", "buy", "2", "limit", price="99.00", take_profit="105.00")
+    assert entry.linked_orders is not None
+    tp_id = entry.linked_orders["takeProfit"]
+    await publish_book(client, [("98.00", "5")], [("99.00", "0.500"), ("99.50", "5")])
+    await until(client, tp_id, S.ACCEPTED)
+    await publish_book(client, [("105.50", "5")], [("106.00", "5")])  # the take-profit fills the 0.5
+    tp = await until(client, tp_id, S.FILLED)
+    assert tp.filled_quantity == D("0.500")
+    entry = await until(client, entry.order_id, S.CANCELED)  # no more entering once the exit is done
+    assert entry.filled_quantity == D("0.500") and "exit" in (entry.reason or "")
+    assert await eventually(lambda: _equals(position(client), D(0)), what="flat")
+
+
+async def test_our_own_client_id_namespace_is_refused(make_system, client):
+    await make_system()
+    await publish_book(client, [("98.00", "5")], [("100.00", "5")])
+    r = await submit(client, "tbx:ORD_1:stop_loss", "buy", "1")
+    assert not r.ok and r.field == "clientOrderId"
