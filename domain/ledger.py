@@ -276,6 +276,24 @@ class Ledger:
             self.locks[order.order_id] = new
             self.balance(new[0]).locked += new[1]
 
+    @staticmethod
+    def _with_base_fee(pos: Position, buy: bool, fill: Fill) -> Decimal:
+        """A fill whose fee is paid in the base asset. On a fill that crosses zero the fee is split in
+        proportion: the closing share is charged (at the fill price) to the cycle it closes, and those
+        units shift the new position (a buy opens that much less, a sell shorts that much more); the
+        opening share is paid out of the new position."""
+        q, price, ts = pos.quantity, fill.price, fill.timestamp
+        if q == ZERO or (q > 0) == buy or fill.quantity <= abs(q):
+            return pos.apply(buy, fill.quantity, price, ZERO, ts) + pos.pay_base_fee(fill.fee, price, ts)
+        closing = abs(q)
+        fee_close = fill.fee * closing / fill.quantity
+        realized = pos.apply(buy, closing, price, fee_close * price, ts)
+        opening = fill.quantity - closing + (-fee_close if buy else fee_close)
+        if opening > ZERO:
+            realized += pos.apply(buy, opening, price, ZERO, ts)
+            return realized + pos.pay_base_fee(fill.fee - fee_close, price, ts)
+        return realized + pos.pay_base_fee(fill.fee - fee_close - opening, price, ts)
+
     def apply_fill(self, fill: Fill) -> Decimal:
         """Book a fill: position, balances and P&L. Returns the realized P&L it produced."""
         base, quote = pair_currencies(fill.pair)
@@ -295,9 +313,8 @@ class Ledger:
         if pos is None:
             pos = self.positions[fill.pair] = Position(fill.pair)
         if fee_in_base:
-            realized = pos.apply(buy, fill.quantity, fill.price, ZERO, fill.timestamp)
-            realized += pos.pay_base_fee(fill.fee, fill.price, fill.timestamp)
             fee_quote = fill.fee * fill.price
+            realized = self._with_base_fee(pos, buy, fill)
         else:
             fee_quote = fill.fee
             realized = pos.apply(buy, fill.quantity, fill.price, fee_quote, fill.timestamp)

@@ -254,11 +254,6 @@ def test_history_of_two_pairs_in_closing_order():
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a fee in the base currency on a fill that crosses zero is not split between the two cycles: "
-    "all of it is charged to the new cycle (pay_base_fee runs after Position.apply has closed the old one)",
-)
 def test_base_fee_of_a_flip_is_split_between_the_cycles():
     # sell 1 @ 100 (short), buy 3 @ 90 fee 0.003 BTC: covers 1, opens a long of 2 (1.997 after the fee).
     # The module's rule: a fill that crosses zero has its fee split in proportion to the two parts, the
