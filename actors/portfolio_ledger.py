@@ -40,6 +40,7 @@ from schemas.messages import (
 )
 
 MAX_HISTORY_PAGE = 1000
+FOLD_VERSION = 2  # bump when domain/ledger.py books a fill differently
 
 
 class LedgerState(msgspec.Struct):
@@ -51,6 +52,7 @@ class LedgerState(msgspec.Struct):
     applied: list[str]
     fills_seq: int
     orders_seq: int
+    fold: int = 0  # the version of the books' maths that made it: another one rebuilds from the streams
 
 
 class PortfolioLedger(Actor):
@@ -70,6 +72,7 @@ class PortfolioLedger(Actor):
         self.live = False
         self.rejected = 0
         self.alerted: set[str] = set()
+        self.dirty: set[str] = set()  # pairs changed while catching up
         self.rounding = Rounding(parse_currency_precision(settings.CURRENCY_PRECISION))
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -77,7 +80,6 @@ class PortfolioLedger(Actor):
         s = self.subjects
         self.snapshots = SnapshotStore(await self.bus.kv(s.kv_state), "ledger")
         await self._restore()
-        await self.books.start()
         await self.bus.replay(
             stream=s.s_fills, subject=s.fills(), type_=Fill, handler=self._on_fill, start_seq=self.last_seq + 1
         )
@@ -86,11 +88,17 @@ class PortfolioLedger(Actor):
             start_seq=self.orders_seq + 1,
         )  # fmt: skip
         self.live = True
+        await self.books.start()  # marks from now on (a replay values at the fills' own prices)
+        await self._check_negative()
+        total = equity(self.ledger, self.marks)
+        for pair in sorted(self.dirty):  # what changed while we were away, announced once we are back
+            view = position_view(self.ledger, pair, self.marks, self.day, total, self.rounding)
+            await self.bus.js_publish(self.subjects.position_events(pair), view)
+        self.dirty.clear()
         self.log.info(
             "books rebuilt: {} fills (stream seq {}), {} working orders locking funds",
             self.ledger.fills_applied, self.last_seq, len(self.ledger.locks),
         )  # fmt: skip
-        await self._check_negative()
         for what, type_, handler in (
             ("portfolio", Empty, self._on_query),
             ("portfolio_refresh", Empty, self._on_refresh),
@@ -103,7 +111,7 @@ class PortfolioLedger(Actor):
         self.spawn(self.every(self.settings.SNAPSHOT_INTERVAL / 1000, self.save_snapshot, "snapshot"), "snapshot")
 
     async def on_stop(self) -> None:
-        await self.save_snapshot()
+        await self.save_snapshot(force=True)  # the equity samples and the day start too
 
     def stats(self) -> dict[str, int | float | str]:
         return {
@@ -128,17 +136,25 @@ class PortfolioLedger(Actor):
         ):  # fmt: skip
             self.log.warning("snapshot taken with another BASE_CURRENCY / INITIAL_BALANCE: rebuilding from the streams")
             return
+        if st.fold != FOLD_VERSION:
+            self.log.warning("snapshot made by another version of the books (fold {}): rebuilding", st.fold)
+            return
+        fills_last = (await self.bus.js.stream_info(self.subjects.s_fills)).state.last_seq or 0
+        orders_last = (await self.bus.js.stream_info(self.subjects.s_orders)).state.last_seq or 0
+        if st.fills_seq > fills_last or st.orders_seq > orders_last:
+            self.log.warning("snapshot is ahead of the streams (were they recreated?): rebuilding from the streams")
+            return
         self.ledger, self.day, self.tracker = st.ledger, st.day, st.tracker
         self.applied = set(st.applied)
         self.last_seq, self.orders_seq = st.fills_seq, st.orders_seq
         self.saved_at = (self.last_seq, self.orders_seq)
         self.log.info("snapshot loaded: fills up to seq {}, orders up to seq {}", self.last_seq, self.orders_seq)
 
-    async def save_snapshot(self) -> None:
-        if not self.live or self.saved_at == (self.last_seq, self.orders_seq):
+    async def save_snapshot(self, force: bool = False) -> None:
+        if not self.live or (not force and self.saved_at == (self.last_seq, self.orders_seq)):
             return
         at = (self.last_seq, self.orders_seq)
-        state = LedgerState(self.ledger, self.day, self.tracker, sorted(self.applied), *at)
+        state = LedgerState(self.ledger, self.day, self.tracker, sorted(self.applied), *at, fold=FOLD_VERSION)
         await self.snapshots.save(msgspec.json.encode(state))
         self.saved_at = at
 
@@ -147,9 +163,8 @@ class PortfolioLedger(Actor):
         if fill.fill_id in self.applied:
             self.last_seq = max(self.last_seq, env.seq or 0)
             return
-        # replaying history, the day is the fill's own; live, it is today's
-        day = day_key(now_ms() if self.live else fill.timestamp)
-        self.day = roll_day(self.ledger, self.marks, self.day, day)
+        # a fill belongs to the day it happened, live or replayed (days only move forward)
+        self.day = roll_day(self.ledger, self.marks, self.day, day_key(fill.timestamp))
         try:
             self.ledger.apply_fill(fill)
         except LedgerError as e:
@@ -161,11 +176,13 @@ class PortfolioLedger(Actor):
             return
         self.applied.add(fill.fill_id)
         self.last_seq = max(self.last_seq, env.seq or 0)
-        if self.live:
-            total = equity(self.ledger, self.marks)
-            view = position_view(self.ledger, fill.pair, self.marks, self.day, total, self.rounding)
-            await self.bus.js_publish(self.subjects.position_events(fill.pair), view, msg_id=f"pos:{fill.fill_id}")
-            await self._check_negative()
+        if not self.live:
+            self.dirty.add(fill.pair)
+            return
+        await self._check_negative()
+        total = equity(self.ledger, self.marks)
+        view = position_view(self.ledger, fill.pair, self.marks, self.day, total, self.rounding)
+        await self.bus.js_publish(self.subjects.position_events(fill.pair), view, msg_id=f"pos:{fill.fill_id}")
 
     async def _on_order(self, ev: OrderEvent, env: Envelope) -> None:
         self.ledger.apply_order(ev.order)
@@ -175,7 +192,8 @@ class PortfolioLedger(Actor):
 
     async def _check_negative(self) -> None:
         negative = set(self.ledger.negative())
-        for currency in sorted(negative - self.alerted):
+        new, self.alerted = negative - self.alerted, negative  # decided before any await: no double alerts
+        for currency in sorted(new):
             b = self.ledger.balance(currency)
             msg = f"{currency} balance below zero: total {b.total}, available {b.available} (locked {b.locked})"
             self.log.error(msg)
@@ -183,7 +201,6 @@ class PortfolioLedger(Actor):
                 self.subjects.risk_events,
                 RiskAlert(severity="critical", code="NEGATIVE_BALANCE", message=msg, ts=now_ms()),
             )
-        self.alerted = negative
 
     # -- valuation -------------------------------------------------------------------------------------
     def current(self) -> PortfolioSnapshot:

@@ -1,16 +1,15 @@
 """Snapshots of an actor's state in JetStream KV, so a restart does not replay years of events.
 
 A snapshot is compressed and written in chunks (KV values are bounded by the server's max payload)
-under a fresh generation id; the manifest, naming the generation, its chunk count and checksum, is
-written last. A reader only ever sees a complete snapshot: the previous one until the new manifest
-lands. Old generations are purged afterwards.
+into one of two fixed slots, the one the current manifest does not name; the manifest, naming the
+slot, its chunk count and checksum, is written last. A reader only ever sees a complete snapshot: the
+previous one until the new manifest lands. Keys are overwritten, never deleted, so the bucket (one
+revision per key) does not grow with every snapshot.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import uuid
 import zlib
 
 import msgspec
@@ -21,7 +20,7 @@ CHUNK = 256 * 1024
 
 
 class Manifest(msgspec.Struct):
-    generation: str
+    generation: str  # the slot: "a" or "b"
     chunks: int
     sha256: str
     size: int
@@ -41,17 +40,13 @@ class SnapshotStore:
 
     async def save(self, data: bytes) -> None:
         blob = zlib.compress(data, 6)
-        gen = uuid.uuid4().hex[:12]
         chunks = [blob[i : i + CHUNK] for i in range(0, len(blob), CHUNK)] or [b""]
-        for i, chunk in enumerate(chunks):
-            await self.kv.put(f"{self.name}.{gen}.{i}", chunk)
         old = await self._manifest()
-        manifest = Manifest(gen, len(chunks), hashlib.sha256(data).hexdigest(), len(data))
+        slot = "b" if old is not None and old.generation == "a" else "a"
+        for i, chunk in enumerate(chunks):
+            await self.kv.put(f"{self.name}.{slot}.{i}", chunk)
+        manifest = Manifest(slot, len(chunks), hashlib.sha256(data).hexdigest(), len(data))
         await self.kv.put(f"{self.name}.manifest", msgspec.json.encode(manifest))
-        if old is not None and old.generation != gen:
-            for i in range(old.chunks):
-                with contextlib.suppress(Exception):
-                    await self.kv.purge(f"{self.name}.{old.generation}.{i}")
 
     async def load(self) -> bytes | None:
         """The latest complete snapshot, or None (none yet, or unreadable: the caller rebuilds)."""

@@ -397,9 +397,12 @@ class Bus:
                     logger.bind(actor=self.name).opt(exception=e).error(
                         "handler failed on {} (msg {}): {}", msg.subject, env.msg_id, e
                     )
-            if msg.metadata.num_pending == 0:
+            if msg.metadata.num_pending == 0 or (env.seq or 0) >= last:
                 caught_up.set()
 
+        last = (await self.js.stream_info(stream)).state.last_seq or 0  # what "caught up" means now
+        if last < start_seq:
+            caught_up.set()  # nothing stored from there on (a restart right after a snapshot, say)
         config = api.ConsumerConfig(
             deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE if start_seq > 1 else api.DeliverPolicy.ALL,
             opt_start_seq=start_seq if start_seq > 1 else None,

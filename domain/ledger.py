@@ -219,8 +219,23 @@ class Balance:
         return self.total - self.locked
 
 
-def lock_of(order: Order) -> tuple[str, Decimal] | None:
-    """What a working order holds: (currency, amount), or None when it holds nothing.
+@dataclass(slots=True)
+class Lock:
+    """What one working order holds: ``unit`` of ``currency`` for each unit still to fill."""
+
+    currency: str
+    unit: Decimal
+    quantity: Decimal
+    filled: Decimal
+
+    @property
+    def amount(self) -> Decimal:
+        left = self.quantity - self.filled
+        return left * self.unit if left > ZERO else ZERO
+
+
+def lock_of(order: Order) -> Lock | None:
+    """What a working order holds, or None when it holds nothing.
 
     A buy holds quote: what is left to fill times its limit price, or for a market order its reference
     price (the risk-gate's estimate). A sell holds base: what is left to fill. Orders the router still
@@ -230,14 +245,13 @@ def lock_of(order: Order) -> tuple[str, Decimal] | None:
         return None
     if order.type in HELD_BY_ROUTER and order.triggered_at is None:
         return None
-    left = order.quantity - order.filled_quantity
-    if left <= ZERO:
+    if order.quantity - order.filled_quantity <= ZERO:
         return None
     base, quote = pair_currencies(order.pair)
     if order.side == "sell":
-        return base, left
+        return Lock(base, Decimal(1), order.quantity, order.filled_quantity)
     price = order.price or order.reference_price or order.stop_price
-    return (quote, left * price) if price is not None else None
+    return Lock(quote, price, order.quantity, order.filled_quantity) if price is not None else None
 
 
 @dataclass(slots=True)
@@ -250,7 +264,8 @@ class Ledger:
     fees_paid: Decimal = ZERO
     fills_applied: int = 0
     history: list[ClosedCycle] = field(default_factory=list)
-    locks: dict[str, tuple[str, Decimal]] = field(default_factory=dict)  # order id -> (currency, amount)
+    locks: dict[str, Lock] = field(default_factory=dict)  # order id -> what it holds
+    filled_by_fills: dict[str, Decimal] = field(default_factory=dict)  # order id -> filled, as the fills say
 
     def __post_init__(self) -> None:
         if not self.balances:
@@ -266,15 +281,38 @@ class Ledger:
         """Currencies whose total or available balance is below zero (to be alerted)."""
         return [c for c, b in self.balances.items() if b.total < ZERO or b.available < ZERO]
 
-    def apply_order(self, order: Order) -> None:
-        """Track what a working order locks (idempotent: the latest state of the order wins)."""
-        new = lock_of(order)
-        old = self.locks.pop(order.order_id, None)
+    def _set_lock(self, order_id: str, lock: Lock | None) -> None:
+        old = self.locks.pop(order_id, None)
         if old is not None:
-            self.balance(old[0]).locked -= old[1]
-        if new is not None:
-            self.locks[order.order_id] = new
-            self.balance(new[0]).locked += new[1]
+            self.balance(old.currency).locked -= old.amount
+        if lock is not None and lock.amount > ZERO:
+            self.locks[order_id] = lock
+            self.balance(lock.currency).locked += lock.amount
+
+    def apply_order(self, order: Order) -> None:
+        """Track what a working order locks (idempotent: the latest state of the order wins). Fills may
+        be booked before the order event that shows them: the larger filled quantity counts."""
+        lock = lock_of(order)
+        seen = self.filled_by_fills.get(order.order_id)
+        if lock is None:
+            if order.status not in LOCKING:  # the order is done: nothing more to remember of it
+                self.filled_by_fills.pop(order.order_id, None)
+        elif seen is not None:
+            lock.filled = max(lock.filled, seen)
+        self._set_lock(order.order_id, lock)
+
+    def _release_by_fill(self, fill: Fill) -> None:
+        """A fill spends what its order locked, even before the order event that shows it arrives."""
+        known = self.locks.get(fill.order_id)
+        if known is None and fill.order_id not in self.filled_by_fills and fill.order_filled_quantity is None:
+            return  # an outside fill of no order we know: nothing to remember
+        before = self.filled_by_fills.get(fill.order_id, known.filled if known else ZERO)
+        told = fill.order_filled_quantity if fill.order_filled_quantity is not None else before + fill.quantity
+        filled = max(before, told)
+        self.filled_by_fills[fill.order_id] = filled
+        if known is not None:
+            done = bool(fill.order_complete) or filled >= known.quantity
+            self._set_lock(fill.order_id, None if done else Lock(known.currency, known.unit, known.quantity, filled))
 
     @staticmethod
     def _with_base_fee(pos: Position, buy: bool, fill: Fill) -> Decimal:
@@ -291,8 +329,9 @@ class Ledger:
         opening = fill.quantity - closing + (-fee_close if buy else fee_close)
         if opening > ZERO:
             realized += pos.apply(buy, opening, price, ZERO, ts)
-            return realized + pos.pay_base_fee(fill.fee - fee_close, price, ts)
-        return realized + pos.pay_base_fee(fill.fee - fee_close - opening, price, ts)
+        elif opening < ZERO:  # the closing share of the fee is more than the buy left over: a short of the rest
+            realized += pos.apply(not buy, -opening, price, ZERO, ts)
+        return realized + pos.pay_base_fee(fill.fee - fee_close, price, ts)
 
     def apply_fill(self, fill: Fill) -> Decimal:
         """Book a fill: position, balances and P&L. Returns the realized P&L it produced."""
@@ -334,4 +373,5 @@ class Ledger:
         self.realized_pnl += realized
         self.fees_paid += fee_quote
         self.fills_applied += 1
+        self._release_by_fill(fill)  # what was locked for this part of the order is spent now
         return realized

@@ -183,3 +183,54 @@ async def test_a_restart_from_a_snapshot_gives_the_same_books(nats_url, prefix, 
     ]
     assert len(history.positions) == len(fresh.history)
     assert first.fills_applied == 40
+
+
+async def test_spending_almost_all_the_cash_raises_no_false_alert(nats_url, prefix, client):
+    sut = System(nats_url, settings_for(nats_url, prefix, INITIAL_BALANCE="1000"))
+    alerts: list[RiskAlert] = []
+
+    async def on_alert(a: RiskAlert, env: Envelope) -> None:
+        alerts.append(a)
+
+    await client.subscribe(client.subjects.risk_events, RiskAlert, on_alert)
+    await sut.start()
+    try:
+        await publish_book(client, [("98.00", "50")], [("110.00", "50")])
+        for i in range(5):  # each round trip locks 90% of the cash, then spends it
+            buy = await placed(client, f"big-{i}", "buy", "9", "limit", price="100.00")
+            await until(client, buy.order_id, S.ACCEPTED)
+            await publish_book(client, [("98.00", "50")], [("100.00", "50")])
+            await until(client, buy.order_id, S.FILLED)
+            sell = await placed(client, f"back-{i}", "sell", "9")
+            await until(client, sell.order_id, S.FILLED)
+            await publish_book(client, [("98.00", "50")], [("110.00", "50")])
+        await asyncio.sleep(0.5)
+        assert alerts == []
+        s = await snap(client)
+        assert all(b.locked == 0 for b in s.balances)
+    finally:
+        await sut.stop()
+
+
+async def test_a_restart_with_nothing_new_since_the_snapshot_starts_at_once(nats_url, prefix, client):
+    sut = System(nats_url, settings_for(nats_url, prefix))
+    await sut.start("portfolio-ledger")
+    try:
+        for i in range(5):
+            await client.js_publish(client.subjects.fills("BTC_USDT"), fill(f"q{i}", "buy", "0.1", "100"))
+        await eventually(lambda: _applied(client, 5), what="5 fills")
+        before = await snap(client)
+        await sut.stop("portfolio-ledger")
+        t0 = asyncio.get_running_loop().time()
+        await asyncio.wait_for(sut.start("portfolio-ledger"), 10)
+        assert asyncio.get_running_loop().time() - t0 < 5
+        after = await snap(client)
+        assert (after.fills_applied, after.summary.total_cash, after.positions) == (
+            before.fills_applied, before.summary.total_cash, before.positions)  # fmt: skip
+    finally:
+        await sut.stop()
+
+
+async def _applied(client, n: int):
+    s = await snap(client)
+    return s if s.fills_applied == n else None
