@@ -1,15 +1,31 @@
 """risk-gate: every order passes here before it can reach a venue.
 
 It serves ``tbx.orders.submit`` (request/reply, queue group): a denial is answered at once with its
-code, field and reason; an approval is persisted on the durable hop to the order-router, which
-answers the caller once the order exists. The checks are ``domain.risk.check_order``; the venue's
-market rules (tick, step, minimum notional) come from the order-router (``tbx.query.markets``) and
-the position for reduce-only orders from the portfolio-ledger.
+code, field and reason; an approval is persisted on the durable hop to the order-router, which answers
+the caller once the order exists.
+
+Two kinds of checks:
+- the order itself (``domain.risk.check_order``): pair, quantity, prices, the venue's tick / step /
+  minimum notional (from the order-router's ``tbx.query.markets``), stop sides, brackets, reduce-only;
+- the portfolio limits (``domain.limits.check_limits``): trading state, order rate, order notional,
+  price band, available balance, MAX_POSITION_SIZE, total exposure, MAX_DAILY_LOSS, drawdown.
+
+For the limits it keeps a read model of the books, folded from the same FILLS and ORDERS streams as the
+portfolio-ledger (which stays their owner), and it owns what in-flight orders reserve: an approval
+holds its funds and exposure until the order's first event is seen, so ten orders racing each other
+cannot together pass a limit that each passes alone. The trading state (ACTIVE / REDUCING / HALTED) is
+kept in JetStream KV; reaching MAX_DAILY_LOSS (or MAX_DRAWDOWN) halts trading by itself.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass
 from decimal import Decimal
+
+import nats.js.errors
 
 from actors.base import Actor
 from actors.books import BookCache
@@ -17,18 +33,45 @@ from actors.markets import MarketRulesCache
 from bus.client import Bus, Envelope
 from bus.errors import RequestFailed
 from config.settings import Settings
+from domain.book import mid_price, vwap, walk_book
+from domain.ids import day_key
+from domain.ledger import Ledger, lock_of
+from domain.limits import ACTIVE, HALTED, REDUCING, Exposure, Intent, Limits, check_limits, daily_loss
 from domain.risk import Denial, check_order
+from domain.valuation import DayStart, equity, roll_day
 from schemas.messages import (
     ApprovedOrder,
+    CancelOrder,
+    CommandReply,
     Empty,
+    Fill,
+    OrderEvent,
     OrderReply,
     OrderRequest,
-    PortfolioSnapshot,
+    PairExposure,
+    RiskAlert,
+    RiskCommand,
+    RiskMetricsView,
+    RiskStateChange,
     RiskValidation,
     now_ms,
 )
+from schemas.subjects import pair_currencies
 
 ZERO = Decimal(0)
+PENDING_TTL_MS = 300_000
+STATE_KEY = "risk.state"
+
+
+@dataclass(slots=True)
+class Pending:
+    """An approval whose order the order-router has not announced yet."""
+
+    pair: str
+    signed: Decimal
+    currency: str
+    amount: Decimal
+    at: int
 
 
 class RiskGate(Actor):
@@ -36,60 +79,149 @@ class RiskGate(Actor):
 
     def __init__(self, settings: Settings, bus: Bus) -> None:
         super().__init__(settings, bus)
+        s = settings
         self.books = BookCache(bus)
         self.markets = MarketRulesCache(bus)
-        self.trading_state = "ACTIVE"
+        self.trading_state = ACTIVE
+        self.limits = Limits(
+            max_position_fraction=s.MAX_POSITION_SIZE,
+            max_daily_loss=s.MAX_DAILY_LOSS,
+            max_order_notional=s.MAX_ORDER_NOTIONAL or None,
+            max_total_exposure=s.MAX_TOTAL_EXPOSURE,
+            price_band_pct=s.PRICE_BAND_PERCENT or None,
+            max_drawdown=s.MAX_DRAWDOWN or None,
+            allow_short=s.ALLOW_SHORT,
+        )
+        self.books_model = Ledger(s.BASE_CURRENCY, s.INITIAL_BALANCE)  # a read model: the ledger owns the books
+        self.applied: set[str] = set()
+        self.working: dict[str, tuple[str, Decimal]] = {}  # order id -> (pair, signed quantity left)
+        self.pending: dict[str, Pending] = {}  # client order id -> reservation
+        self.day = DayStart()
+        self.peak = s.INITIAL_BALANCE
+        self.recent: deque[float] = deque()
+        self.alerted_levels: set[str] = set()
         self.approved = 0
         self.denied = 0
 
+    # -- lifecycle -------------------------------------------------------------------------------------
     async def on_start(self) -> None:
         s = self.subjects
+        self.kv = await self.bus.kv(s.kv_state)
+        try:
+            entry = await self.kv.get(STATE_KEY)
+            if entry.value:
+                self.trading_state = entry.value.decode()
+        except nats.js.errors.KeyNotFoundError:
+            pass
+        await self.bus.replay(stream=s.s_fills, subject=s.fills(), type_=Fill, handler=self._on_fill)
+        await self.bus.replay(stream=s.s_orders, subject=s.order_events(), type_=OrderEvent, handler=self._on_order)
         await self.books.start()
         await self.bus.subscribe(s.orders_submit, OrderRequest, self._on_submit, queue=self.name)
+        await self.bus.subscribe(s.risk_command, RiskCommand, self._on_command, queue=self.name)
+        await self.bus.subscribe(s.query("risk"), Empty, self._on_metrics, queue=self.name)
         self.spawn(self.markets.keep(), "market rules")
-        self.log.warning(
-            "not enforced yet: MAX_POSITION_SIZE, MAX_DAILY_LOSS, MAX_ORDERS_PER_SECOND, ENABLE_RISK_CHECKS and "
-            "STOP_LOSS_ENABLED are read and validated, but this risk-gate checks only the order itself (pair, "
-            "quantity, prices, market rules, stop sides, brackets, reduce-only) for now"
-        )
+        self.spawn(self.every(1.0, self._watch, "risk watch"), "watch")
+        self.log.info("trading state {}", self.trading_state)
 
     def stats(self) -> dict[str, int | float | str]:
         return {"approved": self.approved, "denied": self.denied, "tradingState": self.trading_state}
 
-    async def _position(self, pair: str) -> Decimal | None:
-        snap = await self.bus.request(self.subjects.query("portfolio"), Empty(), PortfolioSnapshot, timeout=2.0)
-        for p in snap.positions:
-            if p.pair == pair:
-                return p.quantity if p.side == "long" else -p.quantity
-        return ZERO
+    # -- the read model --------------------------------------------------------------------------------
+    async def _on_fill(self, f: Fill, env: Envelope) -> None:
+        if f.fill_id in self.applied:
+            return
+        try:
+            self.books_model.apply_fill(f)
+        except ValueError:
+            return  # the ledger dead-letters it
+        self.applied.add(f.fill_id)
+
+    async def _on_order(self, ev: OrderEvent, env: Envelope) -> None:
+        o = ev.order
+        self.books_model.apply_order(o)
+        self.pending.pop(o.client_order_id, None)  # the order is known now: its own lock holds the funds
+        left = o.quantity - o.filled_quantity
+        if lock_of(o) is not None and left > ZERO:
+            self.working[o.order_id] = (o.pair, left if o.side == "buy" else -left)
+        else:
+            self.working.pop(o.order_id, None)
+
+    def exposure(self) -> Exposure:
+        marks = self.books.mids
+        now = now_ms()
+        self.day = roll_day(self.books_model, marks, self.day, day_key(now))
+        eq = equity(self.books_model, marks)
+        self.peak = max(self.peak, eq)
+        available = {c: b.available for c, b in self.books_model.balances.items()}
+        working: dict[str, Decimal] = {}
+        for pair, signed in self.working.values():
+            working[pair] = working.get(pair, ZERO) + signed
+        for p in list(self.pending.values()):
+            if now - p.at > PENDING_TTL_MS:
+                continue
+            available[p.currency] = available.get(p.currency, ZERO) - p.amount
+            working[p.pair] = working.get(p.pair, ZERO) + p.signed
+        return Exposure(
+            equity=eq,
+            day_start_equity=self.day.equity,
+            peak_equity=self.peak,
+            available=available,
+            positions={pair: pos.quantity for pair, pos in self.books_model.positions.items() if pos.quantity},
+            working=working,
+            marks=dict(marks),
+        )
+
+    # -- orders ----------------------------------------------------------------------------------------
+    def _throttled(self) -> bool:
+        """At most MAX_ORDERS_PER_SECOND orders in any second; the excess is denied, never queued."""
+        now = time.monotonic()
+        while self.recent and now - self.recent[0] >= 1.0:
+            self.recent.popleft()
+        if len(self.recent) >= self.settings.MAX_ORDERS_PER_SECOND:
+            return True
+        self.recent.append(now)
+        return False
 
     async def _on_submit(self, req: OrderRequest, env: Envelope) -> None:
         known = req.pair in self.settings.PAIRS
+        if self._throttled():
+            await self._deny(
+                req,
+                env,
+                Denial(
+                    "RATE_LIMIT",
+                    None,
+                    f"MAX_ORDERS_PER_SECOND: more than {self.settings.MAX_ORDERS_PER_SECOND} orders in one second",
+                ),
+            )
+            return
         position: Decimal | None = None
         if req.reduce_only and known:
-            try:
-                position = await self._position(req.pair)
-            except RequestFailed:
-                await self._deny(
-                    req,
-                    env,
-                    Denial(
-                        "LEDGER_UNAVAILABLE", "reduceOnly", "the position is unknown (portfolio-ledger unavailable)"
-                    ),
-                )
-                return
+            pos = self.books_model.positions.get(req.pair)
+            position = pos.quantity if pos else ZERO
+        book = await self.books.get(req.pair) if known else None
         decision = check_order(
-            req,
-            pairs=self.settings.PAIRS,
-            book=await self.books.get(req.pair) if known else None,
-            trading_state=self.trading_state,
-            rules=self.markets.get(req.pair),
-            position=position,
-            now=now_ms(),
-        )
+            req, pairs=self.settings.PAIRS, book=book, trading_state=self.trading_state,
+            rules=self.markets.get(req.pair), position=position, now=now_ms(),
+        )  # fmt: skip
         if isinstance(decision, Denial):
             await self._deny(req, env, decision)
             return
+        emergency = req.source == "emergency"
+        intent = self._intent(req, book)
+        if not emergency and intent is not None:
+            mid = mid_price(book.bids, book.asks) if book is not None else None
+            denial = check_limits(intent, self.exposure(), self.limits, self.trading_state, mid)
+            if denial is not None:
+                await self._deny(req, env, denial)
+                await self._watch()  # a daily-loss denial halts at once
+                return
+        if intent is not None:
+            amount = intent.quantity * intent.price if req.side == "buy" else intent.quantity
+            self.pending[req.client_order_id] = Pending(
+                req.pair, intent.quantity if req.side == "buy" else -intent.quantity,
+                intent.quote if req.side == "buy" else intent.base, amount, now_ms(),
+            )  # fmt: skip
         approved = ApprovedOrder(
             request=req,
             risk_validation=decision.validation,
@@ -97,8 +229,25 @@ class RiskGate(Actor):
             reply_to=env.reply,
             approved_at=now_ms(),
         )
-        await self.bus.js_publish(self.subjects.approved_orders(req.pair), approved)
+        try:
+            await self.bus.js_publish(self.subjects.approved_orders(req.pair), approved)
+        except Exception:
+            self.pending.pop(req.client_order_id, None)
+            raise
         self.approved += 1
+
+    @staticmethod
+    def _intent(req: OrderRequest, book: object) -> Intent | None:
+        base, quote = pair_currencies(req.pair)
+        price = req.price if req.type in ("limit", "stop_limit") else None
+        ref = price or req.stop_price
+        if ref is None and book is not None:
+            levels = book.asks if req.side == "buy" else book.bids  # type: ignore[attr-defined]
+            slices, _ = walk_book(levels, req.quantity, is_buy=req.side == "buy")
+            ref = vwap(slices) or (levels[0][0] if levels else None)
+        if ref is None:
+            return None
+        return Intent(req.pair, req.side, req.quantity, ref, price, quote, base)
 
     async def _deny(self, req: OrderRequest, env: Envelope, d: Denial) -> None:
         self.denied += 1
@@ -110,3 +259,133 @@ class RiskGate(Actor):
             risk_validation=RiskValidation(passed=False, code=d.code, reason=d.reason),
         )  # fmt: skip
         await self.bus.respond(env, reply)
+
+    # -- state -----------------------------------------------------------------------------------------
+    async def _set_state(self, state: str, reason: str) -> RiskStateChange:
+        previous, self.trading_state = self.trading_state, state  # at once: a racing order sees it
+        await self.kv.put(STATE_KEY, state.encode())
+        change = RiskStateChange(state=state, previous=previous, reason=reason, ts=now_ms())  # type: ignore[arg-type]
+        await self.bus.js_publish(self.subjects.risk_events, change)
+        self.log.warning("trading state {} -> {}: {}", previous, state, reason)
+        return change
+
+    async def _alert(self, severity: str, code: str, message: str) -> None:
+        await self.bus.js_publish(
+            self.subjects.risk_events,
+            RiskAlert(severity=severity, code=code, message=message, ts=now_ms()),  # type: ignore[arg-type]
+        )
+
+    async def _watch(self) -> None:
+        """Daily loss at 80% of its limit: a warning; at 100%: halt and an emergency alert. Drawdown too."""
+        x = self.exposure()
+        loss, limit = daily_loss(x), self.limits.max_daily_loss
+        if loss >= limit * Decimal("0.8") and "daily80" not in self.alerted_levels:
+            self.alerted_levels.add("daily80")
+            await self._alert("warning", "DAILY_LOSS_80", f"daily loss {loss:.4f} is 80% of MAX_DAILY_LOSS {limit}")
+        if loss >= limit and self.trading_state != HALTED:
+            await self._alert("emergency", "DAILY_LOSS_LIMIT", f"daily loss {loss:.4f} reached MAX_DAILY_LOSS {limit}")
+            await self._set_state(HALTED, f"MAX_DAILY_LOSS reached: down {loss:.4f} of start-of-day equity")
+        dd_limit = self.limits.max_drawdown
+        if dd_limit and x.peak_equity > ZERO and self.trading_state != HALTED:
+            dd = (x.peak_equity - x.equity) / x.peak_equity
+            if dd >= dd_limit:
+                await self._alert("emergency", "MAX_DRAWDOWN", f"drawdown {dd:.4f} reached MAX_DRAWDOWN {dd_limit}")
+                await self._set_state(HALTED, f"MAX_DRAWDOWN reached: {dd:.4f}")
+        if loss < limit * Decimal("0.8"):
+            self.alerted_levels.discard("daily80")
+
+    async def _on_command(self, cmd: RiskCommand, env: Envelope) -> None:
+        reason = cmd.reason or cmd.action.replace("_", " ")
+        if cmd.action == "resume":
+            self.alerted_levels.clear()
+            await self.bus.respond(env, await self._set_state(ACTIVE, reason))
+            return
+        if cmd.action == "reduce":
+            await self.bus.respond(env, await self._set_state(REDUCING, reason))
+            return
+        change = await self._set_state(HALTED, f"emergency stop: {reason}")
+        await self._alert("emergency", "EMERGENCY_STOP", f"emergency stop: {reason}")
+        for _ in range(40):  # let approvals already on their way become orders, so the cancel catches them
+            if not self.pending:
+                break
+            await asyncio.sleep(0.05)
+        try:
+            canceled = await self.bus.request(
+                self.subjects.orders_cancel, CancelOrder(all=True, reason="emergency stop"), CommandReply, timeout=10
+            )
+            change.canceled_orders = [o.order_id for o in canceled.orders]
+        except RequestFailed as e:
+            self.log.error("emergency stop could not cancel the working orders: {}", e)
+        if cmd.close_positions:
+            change.closing_orders = await self._close_all()
+        await self.bus.respond(env, change)
+
+    async def _close_all(self) -> list[str]:
+        """Close every position at market (reduce-only orders that pass the halt)."""
+        out = []
+        for pair, pos in sorted(self.books_model.positions.items()):
+            if not pos.quantity or pair not in self.settings.PAIRS:
+                continue
+            req = OrderRequest(
+                client_order_id=f"emergency-{pair}-{now_ms()}", pair=pair,
+                side="sell" if pos.quantity > 0 else "buy", quantity=abs(pos.quantity),  # type: ignore[arg-type]
+                reduce_only=True, source="emergency", ts=now_ms(),
+            )  # fmt: skip
+            approved = ApprovedOrder(
+                request=req, risk_validation=RiskValidation(passed=True, reason="emergency close"),
+                approved_at=now_ms(),
+            )  # fmt: skip
+            await self.bus.js_publish(self.subjects.approved_orders(pair), approved)
+            out.append(req.client_order_id)
+        return out
+
+    # -- metrics ---------------------------------------------------------------------------------------
+    async def _on_metrics(self, q: Empty, env: Envelope) -> None:
+        x = self.exposure()
+        pairs = []
+        total = ZERO
+        for pair in sorted(set(x.positions) | set(x.working)):
+            mark = x.marks.get(pair)
+            net = x.positions.get(pair, ZERO) + x.working.get(pair, ZERO)
+            exp = abs(net) * mark if mark is not None else ZERO
+            total += exp
+            frac = exp / x.equity if x.equity > ZERO else ZERO
+            pairs.append(
+                PairExposure(
+                    pair=pair,
+                    position=x.positions.get(pair, ZERO),
+                    working=x.working.get(pair, ZERO),
+                    mark=mark,
+                    exposure=exp,
+                    fraction=frac,
+                )
+            )
+        now = time.monotonic()
+        view = RiskMetricsView(
+            trading_state=self.trading_state,
+            equity=x.equity,
+            day_start_equity=x.day_start_equity,
+            daily_pnl=x.equity - x.day_start_equity,
+            daily_loss_fraction=daily_loss(x),
+            max_daily_loss=self.limits.max_daily_loss,
+            peak_equity=x.peak_equity,
+            drawdown_fraction=(x.peak_equity - x.equity) / x.peak_equity if x.peak_equity > ZERO else ZERO,
+            total_exposure_fraction=total / x.equity if x.equity > ZERO else ZERO,
+            pairs=pairs,
+            pending_approvals=len(self.pending),
+            orders_last_second=sum(1 for t in self.recent if now - t < 1.0),
+            limits={
+                k: str(v)
+                for k, v in (
+                    ("MAX_POSITION_SIZE", self.limits.max_position_fraction),
+                    ("MAX_DAILY_LOSS", self.limits.max_daily_loss),
+                    ("MAX_ORDER_NOTIONAL", self.limits.max_order_notional),
+                    ("MAX_TOTAL_EXPOSURE", self.limits.max_total_exposure),
+                    ("PRICE_BAND_PERCENT", self.limits.price_band_pct),
+                    ("MAX_DRAWDOWN", self.limits.max_drawdown),
+                    ("MAX_ORDERS_PER_SECOND", self.settings.MAX_ORDERS_PER_SECOND),
+                )
+            },
+            ts=now_ms(),
+        )
+        await self.bus.respond(env, view)

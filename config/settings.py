@@ -92,6 +92,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     MAX_DAILY_LOSS: Decimal = Decimal("0.05")
     STOP_LOSS_ENABLED: bool = True
     MAX_ORDERS_PER_SECOND: int = 50
+    MAX_ORDER_NOTIONAL: Decimal = Decimal(0)  # 0: no limit
+    ALLOW_SHORT: bool = False  # sell more base than is held (a venue with margin); spot: false
+    MAX_TOTAL_EXPOSURE: Decimal = Decimal(1)  # of equity, all pairs (1 = no leverage)
+    MAX_DRAWDOWN: Decimal = Decimal(0)  # of peak equity; 0: no limit
+    PRICE_BAND_PERCENT: Decimal = Decimal(10)  # a limit price at most this far from the mid; 0: no band
     # -- portfolio ------------------------------------------------------------------------------------
     INITIAL_BALANCE: Decimal = Decimal("50000")
     BASE_CURRENCY: str = "USDT"
@@ -331,6 +336,11 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "MAX_DAILY_LOSS": _dec(Decimal(0), Decimal(1), lo_open=True),
     "STOP_LOSS_ENABLED": _bool,
     "MAX_ORDERS_PER_SECOND": _int(1, 1_000_000),
+    "MAX_ORDER_NOTIONAL": _dec(Decimal(0)),
+    "ALLOW_SHORT": _bool,
+    "MAX_TOTAL_EXPOSURE": _dec(Decimal(0), Decimal(100), lo_open=True),
+    "MAX_DRAWDOWN": _dec(Decimal(0), Decimal(1)),
+    "PRICE_BAND_PERCENT": _dec(Decimal(0), Decimal(1000)),
     "INITIAL_BALANCE": _dec(Decimal(0), lo_open=True),
     "CURRENCY_PRECISION": _currency_precision,
     "BASE_CURRENCY": _pattern(re.compile(r"^[A-Z0-9]{2,20}$"), "an upper-case currency code such as USDT"),

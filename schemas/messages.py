@@ -520,6 +520,53 @@ class RiskAlert(Msg):
     order_id: str | None = None
 
 
+class RiskCommand(Msg):
+    """``tbx.risk.command``: change the trading state."""
+
+    action: Literal["emergency_stop", "resume", "reduce"]
+    close_positions: bool = False
+    reason: str | None = None
+
+
+class RiskStateChange(Msg):
+    """The answer to a RiskCommand, and an event on ``tbx.events.risk``."""
+
+    state: Literal["ACTIVE", "REDUCING", "HALTED"]
+    previous: str
+    reason: str
+    ts: int
+    canceled_orders: list[str] = msgspec.field(default_factory=list)
+    closing_orders: list[str] = msgspec.field(default_factory=list)
+
+
+class PairExposure(Msg):
+    pair: str
+    position: Decimal
+    working: Decimal
+    mark: Decimal | None
+    exposure: Decimal  # |position + working| x mark
+    fraction: Decimal  # of equity
+
+
+class RiskMetricsView(Msg):
+    """``GET /api/risk/metrics``."""
+
+    trading_state: str
+    equity: Decimal
+    day_start_equity: Decimal
+    daily_pnl: Decimal = msgspec.field(name="dailyPnL")
+    daily_loss_fraction: Decimal
+    max_daily_loss: Decimal
+    peak_equity: Decimal
+    drawdown_fraction: Decimal
+    total_exposure_fraction: Decimal
+    pairs: list[PairExposure]
+    pending_approvals: int
+    orders_last_second: int
+    limits: dict[str, str]
+    ts: int
+
+
 class DeadLetter(Msg):
     subject: str
     actor: str

@@ -46,6 +46,10 @@ class Subjects:
     def orders_modify(self) -> str:
         return f"{self.prefix}.orders.modify"
 
+    @property
+    def risk_command(self) -> str:
+        return f"{self.prefix}.risk.command"
+
     # -- events (JetStream) ----------------------------------------------------------------------
     def signal_events(self, pair: str = "*") -> str:
         return f"{self.prefix}.events.signals.{pair}"

@@ -196,12 +196,12 @@ async def test_spending_almost_all_the_cash_raises_no_false_alert(nats_url, pref
     await sut.start()
     try:
         await publish_book(client, [("98.00", "50")], [("110.00", "50")])
-        for i in range(5):  # each round trip locks 90% of the cash, then spends it
-            buy = await placed(client, f"big-{i}", "buy", "9", "limit", price="100.00")
+        for i in range(5):  # each round trip locks most of the cash, then spends it
+            buy = await placed(client, f"big-{i}", "buy", "8", "limit", price="100.00")
             await until(client, buy.order_id, S.ACCEPTED)
             await publish_book(client, [("98.00", "50")], [("100.00", "50")])
             await until(client, buy.order_id, S.FILLED)
-            sell = await placed(client, f"back-{i}", "sell", "9")
+            sell = await placed(client, f"back-{i}", "sell", "8")
             await until(client, sell.order_id, S.FILLED)
             await publish_book(client, [("98.00", "50")], [("110.00", "50")])
         await asyncio.sleep(0.5)

@@ -57,6 +57,11 @@ def settings_for(nats_url: str, prefix: str, **extra: str):
         "PAPER_MARKETS": json.dumps(MARKETS),
         "MAX_SLIPPAGE_PERCENT": "0",
         "DEFAULT_ORDER_TIMEOUT": "0",
+        # these tests are about orders, not the portfolio limits: shorts allowed, one pair may be all of equity
+        "ALLOW_SHORT": "true",
+        "MAX_POSITION_SIZE": "1",
+        "MAX_DAILY_LOSS": "1",
+        "PRICE_BAND_PERCENT": "0",
     }
     return load_settings(env | extra)
 

@@ -1,0 +1,146 @@
+"""Portfolio limits of the risk-gate: pure checks of one order against the books as they stand, plus
+what in-flight orders already reserved. Each denial has a code, the field and a sentence naming the
+numbers (``MAX_POSITION_SIZE: resulting position 0.31 of equity > 0.25``).
+
+Exposure of a pair = |position + working orders of the pair + this order| x mark, where a working buy adds
+and a working sell subtracts what is left of it (orders not yet booked included). Equity = cash + positions
+at marks (domain.valuation.equity). Every limit passes exactly at the limit and denies one step over.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from domain.risk import Denial
+
+ZERO = Decimal(0)
+HUNDRED = Decimal(100)
+
+ACTIVE, REDUCING, HALTED = "ACTIVE", "REDUCING", "HALTED"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_position_fraction: Decimal  # MAX_POSITION_SIZE: per pair, of equity
+    max_daily_loss: Decimal  # MAX_DAILY_LOSS: of start-of-day equity
+    max_order_notional: Decimal | None = None
+    max_total_exposure: Decimal | None = None  # of equity, all pairs
+    price_band_pct: Decimal | None = None  # limit price at most this % away from the mid
+    max_drawdown: Decimal | None = None  # of peak equity
+    allow_short: bool = False  # sell base not held (margin); on spot a sell needs the base
+
+
+@dataclass(slots=True)
+class Exposure:
+    """What the risk-gate knows when it decides."""
+
+    equity: Decimal
+    day_start_equity: Decimal
+    peak_equity: Decimal
+    available: dict[str, Decimal]  # currency -> available, after working orders and in-flight approvals
+    positions: dict[str, Decimal] = field(default_factory=dict)  # pair -> signed quantity
+    working: dict[str, Decimal] = field(default_factory=dict)  # pair -> signed quantity left in working orders
+    marks: dict[str, Decimal] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    pair: str
+    side: str
+    quantity: Decimal
+    price: Decimal  # the expected price (limit price, or the book's for a market order)
+    limit_price: Decimal | None = None
+    quote: str = ""
+    base: str = ""
+
+
+def reduces(position: Decimal, working: Decimal, side: str, quantity: Decimal) -> bool:
+    """Does the order only bring the pair's exposure closer to zero?"""
+    after = position + working + (quantity if side == "buy" else -quantity)
+    before = position + working
+    return abs(after) <= abs(before) and (after == 0 or (after > 0) == (before > 0))
+
+
+def daily_loss(x: Exposure) -> Decimal:
+    """Loss since the day began, as a fraction of start-of-day equity (0 when in profit)."""
+    if x.day_start_equity <= ZERO:
+        return ZERO
+    return max(ZERO, (x.day_start_equity - x.equity) / x.day_start_equity)
+
+
+def check_limits(i: Intent, x: Exposure, lim: Limits, state: str, mid: Decimal | None) -> Denial | None:
+    pos = x.positions.get(i.pair, ZERO)
+    work = x.working.get(i.pair, ZERO)
+    reducing = reduces(pos, work, i.side, i.quantity)
+    if state == HALTED:
+        return Denial("TRADING_HALTED", None, "trading is halted (emergency stop or daily loss): resume to trade")
+    if state == REDUCING and not reducing:
+        return Denial("REDUCING_ONLY", None, "trading state is REDUCING: only orders that reduce exposure pass")
+    notional = i.quantity * i.price
+    if lim.max_order_notional is not None and notional > lim.max_order_notional:
+        return Denial(
+            "MAX_ORDER_NOTIONAL",
+            "quantity",
+            f"MAX_ORDER_NOTIONAL: order notional {notional} > {lim.max_order_notional}",
+        )
+    if lim.price_band_pct is not None and i.limit_price is not None and mid is not None and mid > ZERO:
+        off = abs(i.limit_price - mid) / mid * HUNDRED
+        if off > lim.price_band_pct:
+            return Denial(
+                "PRICE_BAND",
+                "price",
+                f"PRICE_BAND: price {i.limit_price} is {off:.4f}% from the mid {mid} > {lim.price_band_pct}%",
+            )
+    if not reducing:
+        if i.side == "buy":
+            need, have, cur = notional, x.available.get(i.quote, ZERO), i.quote
+        else:
+            need, have, cur = i.quantity, x.available.get(i.base, ZERO), i.base
+        if need > have and (i.side == "buy" or not lim.allow_short):
+            return Denial(
+                "INSUFFICIENT_BALANCE",
+                "quantity",
+                f"INSUFFICIENT_BALANCE: needs {need} {cur}, {have} available after working orders",
+            )
+        if x.equity <= ZERO:
+            return Denial("NO_EQUITY", None, "equity is not positive")
+        mark = x.marks.get(i.pair, i.price)
+        after = pos + work + (i.quantity if i.side == "buy" else -i.quantity)
+        frac = abs(after) * mark / x.equity
+        if frac > lim.max_position_fraction:
+            return Denial(
+                "MAX_POSITION_SIZE",
+                "quantity",
+                f"MAX_POSITION_SIZE: resulting position {frac:.4f} of equity > {lim.max_position_fraction}",
+            )
+        if lim.max_total_exposure is not None:
+            total = (
+                sum(
+                    (
+                        abs(x.positions.get(p, ZERO) + x.working.get(p, ZERO)) * x.marks.get(p, ZERO)
+                        for p in set(x.positions) | set(x.working)
+                        if p != i.pair
+                    ),
+                    ZERO,
+                )
+                + abs(after) * mark
+            )
+            if total / x.equity > lim.max_total_exposure:
+                return Denial(
+                    "MAX_TOTAL_EXPOSURE",
+                    "quantity",
+                    f"MAX_TOTAL_EXPOSURE: total exposure {total / x.equity:.4f} of equity > {lim.max_total_exposure}",
+                )
+        loss = daily_loss(x)
+        if loss >= lim.max_daily_loss:
+            return Denial(
+                "MAX_DAILY_LOSS",
+                None,
+                f"MAX_DAILY_LOSS: down {loss:.4f} of start-of-day equity >= {lim.max_daily_loss}",
+            )
+        if lim.max_drawdown is not None and x.peak_equity > ZERO:
+            dd = (x.peak_equity - x.equity) / x.peak_equity
+            if dd >= lim.max_drawdown:
+                return Denial("MAX_DRAWDOWN", None, f"MAX_DRAWDOWN: drawdown {dd:.4f} >= {lim.max_drawdown}")
+    return None
