@@ -130,6 +130,7 @@ class RiskGate(Actor):
     async def _on_fill(self, f: Fill, env: Envelope) -> None:
         if f.fill_id in self.applied:
             return
+        self.day = roll_day(self.books_model, self.books.mids, self.day, day_key(f.timestamp))  # as the ledger
         try:
             self.books_model.apply_fill(f)
         except ValueError:

@@ -9,7 +9,7 @@ from loguru import logger
 
 from bus.client import Bus
 from config.settings import Settings
-from gateway import orders, portfolio
+from gateway import orders, portfolio, risk
 from gateway.common import BUS, HEALTH, MAX_BODY, SETTINGS, SHUTDOWN_GRACE_S
 from gateway.health import HealthBook
 from gateway.problems import auth_middleware, json_response, problem_middleware
@@ -31,6 +31,7 @@ def create_app(settings: Settings, bus: Bus) -> web.Application:
     app.router.add_get("/api/health", get_health)
     orders.register(app)
     portfolio.register(app)
+    risk.register(app)
     return app
 
 

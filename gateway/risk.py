@@ -1,0 +1,53 @@
+"""Risk endpoints: metrics, the emergency stop and resuming."""
+
+from __future__ import annotations
+
+import msgspec
+from aiohttp import web
+
+from gateway.common import BUS, ask, read_json
+from gateway.problems import json_response
+from schemas.messages import Empty, RiskCommand, RiskMetricsView, RiskStateChange
+
+GATE = "the risk-gate"
+
+
+class EmergencyStopBody(msgspec.Struct, kw_only=True, rename="camel", forbid_unknown_fields=True):
+    close_positions: bool = False
+    reason: str | None = None
+
+
+class ResumeBody(msgspec.Struct, kw_only=True, rename="camel", forbid_unknown_fields=True):
+    reason: str | None = None
+
+
+async def get_risk_metrics(request: web.Request) -> web.Response:
+    bus = request.app[BUS]
+    return json_response(await ask(request, bus.subjects.query("risk"), Empty(), RiskMetricsView, GATE))
+
+
+async def emergency_stop(request: web.Request) -> web.Response:
+    """Halt, cancel every working order and, with ``closePositions``, close every position at market.
+    Latched until ``POST /api/risk/resume``."""
+    body = EmergencyStopBody()
+    if request.can_read_body:
+        body = await read_json(request, EmergencyStopBody)  # type: ignore[assignment]
+    cmd = RiskCommand(action="emergency_stop", close_positions=body.close_positions, reason=body.reason)
+    bus = request.app[BUS]
+    return json_response(await ask(request, bus.subjects.risk_command, cmd, RiskStateChange, GATE))
+
+
+async def resume(request: web.Request) -> web.Response:
+    body = ResumeBody()
+    if request.can_read_body:
+        body = await read_json(request, ResumeBody)  # type: ignore[assignment]
+    bus = request.app[BUS]
+    cmd = RiskCommand(action="resume", reason=body.reason)
+    return json_response(await ask(request, bus.subjects.risk_command, cmd, RiskStateChange, GATE))
+
+
+def register(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/api/risk/metrics", get_risk_metrics)
+    r.add_post("/api/risk/emergency-stop", emergency_stop)
+    r.add_post("/api/risk/resume", resume)
