@@ -10,7 +10,7 @@ at marks (domain.valuation.equity). Every limit passes exactly at the limit and 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 
 from domain.risk import Denial
 
@@ -55,6 +55,11 @@ class Intent:
     base: str = ""
 
 
+def _up(x: Decimal) -> Decimal:
+    """Rounded up for a reason's text, so a value over a limit never reads as equal to it."""
+    return x.quantize(Decimal("0.0001"), rounding=ROUND_CEILING)
+
+
 def reduces(position: Decimal, working: Decimal, side: str, quantity: Decimal) -> bool:
     """Does the order only bring the pair's exposure closer to zero?"""
     after = position + working + (quantity if side == "buy" else -quantity)
@@ -90,19 +95,20 @@ def check_limits(i: Intent, x: Exposure, lim: Limits, state: str, mid: Decimal |
             return Denial(
                 "PRICE_BAND",
                 "price",
-                f"PRICE_BAND: price {i.limit_price} is {off:.4f}% from the mid {mid} > {lim.price_band_pct}%",
+                f"PRICE_BAND: price {i.limit_price} is {_up(off)}% from the mid {mid} > {lim.price_band_pct}%",
             )
+    # every order must be paid for: a buy with quote, a sell with base it holds (unless shorting is allowed)
+    if i.side == "buy":
+        need, have, cur = notional, x.available.get(i.quote, ZERO), i.quote
+    else:
+        need, have, cur = i.quantity, x.available.get(i.base, ZERO), i.base
+    if need > have and (i.side == "buy" or not lim.allow_short):
+        return Denial(
+            "INSUFFICIENT_BALANCE",
+            "quantity",
+            f"INSUFFICIENT_BALANCE: needs {need} {cur}, {have} available after working orders",
+        )
     if not reducing:
-        if i.side == "buy":
-            need, have, cur = notional, x.available.get(i.quote, ZERO), i.quote
-        else:
-            need, have, cur = i.quantity, x.available.get(i.base, ZERO), i.base
-        if need > have and (i.side == "buy" or not lim.allow_short):
-            return Denial(
-                "INSUFFICIENT_BALANCE",
-                "quantity",
-                f"INSUFFICIENT_BALANCE: needs {need} {cur}, {have} available after working orders",
-            )
         if x.equity <= ZERO:
             return Denial("NO_EQUITY", None, "equity is not positive")
         mark = x.marks.get(i.pair, i.price)
@@ -112,7 +118,7 @@ def check_limits(i: Intent, x: Exposure, lim: Limits, state: str, mid: Decimal |
             return Denial(
                 "MAX_POSITION_SIZE",
                 "quantity",
-                f"MAX_POSITION_SIZE: resulting position {frac:.4f} of equity > {lim.max_position_fraction}",
+                f"MAX_POSITION_SIZE: resulting position {_up(frac)} of equity > {lim.max_position_fraction}",
             )
         if lim.max_total_exposure is not None:
             total = (
@@ -130,7 +136,7 @@ def check_limits(i: Intent, x: Exposure, lim: Limits, state: str, mid: Decimal |
                 return Denial(
                     "MAX_TOTAL_EXPOSURE",
                     "quantity",
-                    f"MAX_TOTAL_EXPOSURE: total exposure {total / x.equity:.4f} of equity > {lim.max_total_exposure}",
+                    f"MAX_TOTAL_EXPOSURE: total exposure {_up(total / x.equity)} of equity > {lim.max_total_exposure}",
                 )
         loss = daily_loss(x)
         if loss >= lim.max_daily_loss:
