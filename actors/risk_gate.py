@@ -40,6 +40,8 @@ from domain.limits import ACTIVE, HALTED, REDUCING, Exposure, Intent, Limits, ch
 from domain.risk import Denial, check_order
 from domain.valuation import DayStart, equity, roll_day
 from schemas.messages import (
+    AlertsPage,
+    AlertsQuery,
     ApprovedOrder,
     CancelOrder,
     CommandReply,
@@ -61,6 +63,7 @@ from schemas.subjects import pair_currencies
 ZERO = Decimal(0)
 PENDING_TTL_MS = 300_000
 STATE_KEY = "risk.state"
+KEEP_ALERTS = 500
 
 
 @dataclass(slots=True)
@@ -100,6 +103,7 @@ class RiskGate(Actor):
         self.peak = s.INITIAL_BALANCE
         self.recent: deque[float] = deque()
         self.alerted_levels: set[str] = set()
+        self.alerts: deque[RiskAlert] = deque(maxlen=KEEP_ALERTS)
         self.approved = 0
         self.denied = 0
 
@@ -115,8 +119,14 @@ class RiskGate(Actor):
             pass
         await self.bus.replay(stream=s.s_fills, subject=s.fills(), type_=Fill, handler=self._on_fill)
         await self.bus.replay(stream=s.s_orders, subject=s.order_events(), type_=OrderEvent, handler=self._on_order)
+        risk_last = (await self.bus.js.stream_info(s.stream_name("RISK"))).state.last_seq or 0
+        await self.bus.replay(
+            stream=s.stream_name("RISK"), subject=s.risk_events, type_=RiskAlert, handler=self._on_alert,
+            start_seq=max(1, risk_last - KEEP_ALERTS + 1),
+        )  # fmt: skip
         await self.books.start()
         await self.bus.subscribe(s.orders_submit, OrderRequest, self._on_submit, queue=self.name)
+        await self.bus.subscribe(s.query("alerts"), AlertsQuery, self._on_alerts, queue=self.name)
         await self.bus.subscribe(s.risk_command, RiskCommand, self._on_command, queue=self.name)
         await self.bus.subscribe(s.query("risk"), Empty, self._on_metrics, queue=self.name)
         self.spawn(self.markets.keep(), "market rules")
@@ -266,7 +276,12 @@ class RiskGate(Actor):
         previous, self.trading_state = self.trading_state, state  # at once: a racing order sees it
         await self.kv.put(STATE_KEY, state.encode())
         change = RiskStateChange(state=state, previous=previous, reason=reason, ts=now_ms())  # type: ignore[arg-type]
-        await self.bus.js_publish(self.subjects.risk_events, change)
+        await self.bus.js_publish(
+            self.subjects.risk_events,
+            RiskAlert(severity="emergency" if state == HALTED else "warning", code="TRADING_STATE",
+                      message=f"trading state {previous} -> {state}: {reason}", ts=change.ts, state=state,
+                      previous=previous),
+        )  # fmt: skip
         self.log.warning("trading state {} -> {}: {}", previous, state, reason)
         return change
 
@@ -339,6 +354,14 @@ class RiskGate(Actor):
             await self.bus.js_publish(self.subjects.approved_orders(pair), approved)
             out.append(req.client_order_id)
         return out
+
+    # -- alerts ----------------------------------------------------------------------------------------
+    async def _on_alert(self, a: RiskAlert, env: Envelope) -> None:
+        self.alerts.append(a)  # every actor's, as heard on tbx.events.risk
+
+    async def _on_alerts(self, q: AlertsQuery, env: Envelope) -> None:
+        found = [a for a in reversed(self.alerts) if q.severity is None or a.severity == q.severity]
+        await self.bus.respond(env, AlertsPage(alerts=found[: max(1, min(q.limit, KEEP_ALERTS))]))
 
     # -- metrics ---------------------------------------------------------------------------------------
     async def _on_metrics(self, q: Empty, env: Envelope) -> None:

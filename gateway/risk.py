@@ -5,9 +5,9 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
-from gateway.common import BUS, ask, read_json
+from gateway.common import BUS, ask, int_param, query_param, read_json
 from gateway.problems import json_response
-from schemas.messages import Empty, RiskCommand, RiskMetricsView, RiskStateChange
+from schemas.messages import AlertsPage, AlertsQuery, Empty, RiskCommand, RiskMetricsView, RiskStateChange
 
 GATE = "the risk-gate"
 
@@ -46,8 +46,16 @@ async def resume(request: web.Request) -> web.Response:
     return json_response(await ask(request, bus.subjects.risk_command, cmd, RiskStateChange, GATE))
 
 
+async def get_alerts(request: web.Request) -> web.Response:
+    severity = query_param(request, "severity", ("warning", "critical", "emergency"))
+    q = AlertsQuery(severity=severity, limit=int_param(request, "limit", 1, 500, 100) or 100)  # type: ignore[arg-type]
+    bus = request.app[BUS]
+    return json_response(await ask(request, bus.subjects.query("alerts"), q, AlertsPage, GATE))
+
+
 def register(app: web.Application) -> None:
     r = app.router
     r.add_get("/api/risk/metrics", get_risk_metrics)
     r.add_post("/api/risk/emergency-stop", emergency_stop)
     r.add_post("/api/risk/resume", resume)
+    r.add_get("/api/alerts", get_alerts)

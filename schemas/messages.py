@@ -518,6 +518,17 @@ class RiskAlert(Msg):
     ts: int
     pair: str | None = None
     order_id: str | None = None
+    state: str | None = None  # code TRADING_STATE: the trading state now ...
+    previous: str | None = None  # ... and before
+
+
+class AlertsQuery(Msg):
+    severity: Literal["warning", "critical", "emergency"] | None = None
+    limit: int = 100
+
+
+class AlertsPage(Msg):
+    alerts: list[RiskAlert]  # newest first
 
 
 class RiskCommand(Msg):

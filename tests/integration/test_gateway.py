@@ -231,3 +231,27 @@ async def test_portfolio_history_performance_and_refresh_over_http(stack, make_b
     }
     status, _, p = await call(http, "GET", f"{base}/api/positions/history?limit=0")
     assert status == 422 and p["field"] == "limit"
+
+
+async def test_risk_endpoints_over_http(stack):
+    http, base = stack
+    status, _, m = await call(http, "GET", f"{base}/api/risk/metrics")
+    assert status == 200 and m["tradingState"] == "ACTIVE" and "MAX_POSITION_SIZE" in m["limits"]
+    status, _, stop = await call(
+        http, "POST", f"{base}/api/risk/emergency-stop", data=b'{"reason": "test"}', headers=JSON
+    )
+    assert status == 200 and stop["state"] == "HALTED" and "test" in stop["reason"]
+    body = b'{"pair":"BTC_USDT","side":"buy","quantity":0.001}'
+    status, _, p = await call(http, "POST", f"{base}/api/orders", data=body, headers=JSON)
+    assert status == 503 and p["code"] == "TRADING_HALTED"  # halted is not the caller's mistake
+
+    async def alerted():
+        status, _, page = await call(http, "GET", f"{base}/api/alerts?severity=emergency")
+        return page if status == 200 and page["alerts"] else None
+
+    page = await eventually(alerted, what="the emergency alerts")
+    assert {a["code"] for a in page["alerts"]} >= {"EMERGENCY_STOP", "TRADING_STATE"}
+    status, _, resumed = await call(http, "POST", f"{base}/api/risk/resume")
+    assert status == 200 and resumed["state"] == "ACTIVE"
+    status, _, p = await call(http, "GET", f"{base}/api/alerts?severity=bad")
+    assert status == 422 and p["field"] == "severity"

@@ -7,7 +7,16 @@ from decimal import Decimal as D
 
 import pytest
 
-from schemas.messages import Empty, OrderStatus, RiskCommand, RiskMetricsView, RiskStateChange, now_ms
+from schemas.messages import (
+    AlertsPage,
+    AlertsQuery,
+    Empty,
+    OrderStatus,
+    RiskCommand,
+    RiskMetricsView,
+    RiskStateChange,
+    now_ms,
+)
 from tests.helpers import eventually, fill
 from tests.integration.test_actors import System
 from tests.integration.test_order_types import (
@@ -135,6 +144,9 @@ async def test_reaching_the_daily_loss_halts_trading_by_itself(nats_url, prefix,
         assert {"DAILY_LOSS_80", "DAILY_LOSS_LIMIT"} <= codes
         r = await submit(client, "after-loss", "buy", "0.1", "limit", price="100.00")
         assert not r.ok and r.code == "TRADING_HALTED"
+        page = await client.request(client.subjects.query("alerts"), AlertsQuery(severity="emergency"), AlertsPage)
+        codes = [a.code for a in page.alerts]  # newest first
+        assert codes[:2] == ["TRADING_STATE", "DAILY_LOSS_LIMIT"] and page.alerts[0].state == "HALTED"
     finally:
         await sut.stop()
 
