@@ -61,6 +61,7 @@ async def main(n: int) -> str:
         "MARKET_DATA_INTERVAL": "250",
         "PAIRS": "BTC_USDT",
         "INITIAL_BALANCE": "100000000",
+        "MAX_ORDERS_PER_SECOND": "1000000",
     }
     log = (tmp / "tbx.log").open("wb")  # handed to the child, closed at the end
     proc = await asyncio.create_subprocess_exec(
@@ -89,6 +90,7 @@ async def main(n: int) -> str:
 
             await raw_nc.subscribe("bench.echo", cb=echo)
             await raw_nc.flush()
+            await asyncio.sleep(0.05)  # interest can take a few ms to be seen by other connections
             raw: list[float] = []
             for _ in range(n):
                 t0 = time.perf_counter()
@@ -110,9 +112,7 @@ async def main(n: int) -> str:
                 coid = f"bench-{i}"
                 fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
                 waiting[coid] = fut
-                req = OrderRequest(
-                    client_order_id=coid, pair="BTC_USDT", side="buy" if i % 2 else "sell", quantity=Decimal("0.001")
-                )
+                req = OrderRequest(client_order_id=coid, pair="BTC_USDT", side="buy", quantity=Decimal("0.001"))
                 t0 = time.perf_counter()
                 reply = await bus.request(bus.subjects.orders_submit, req, OrderReply, timeout=5)
                 submit.append((time.perf_counter() - t0) * 1000)

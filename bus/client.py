@@ -29,6 +29,8 @@ R = TypeVar("R")
 
 ERROR_HEADER = "Tbx-Error"
 PAUSE_NAK_DELAY_S = 0.5
+NO_RESPONDERS_TRIES = 3
+NO_RESPONDERS_PAUSE_S = 0.025
 MSG_ID_HEADER = "Nats-Msg-Id"
 
 
@@ -210,12 +212,19 @@ class Bus:
         return int(ack.seq)
 
     async def request(self, subject: str, msg: Any, reply_type: type[R], *, timeout: float = 5.0) -> R:
-        try:
-            reply = await self.nc.request(subject, encode(msg), timeout=timeout)
-        except nats.errors.NoRespondersError:
-            raise RequestFailed(subject, "nobody is serving this subject", no_responders=True) from None
-        except (TimeoutError, nats.errors.TimeoutError):
-            raise RequestFailed(subject, f"no answer within {timeout:g}s", timeout=True) from None
+        data = encode(msg)
+        for attempt in range(NO_RESPONDERS_TRIES):
+            try:
+                reply = await self.nc.request(subject, data, timeout=timeout)
+                break
+            except nats.errors.NoRespondersError:
+                # a subscription the server has just been told of can still read as "no interest" for a
+                # few ms (seen with nats-server 2.15): ask again briefly before calling the service down
+                if attempt == NO_RESPONDERS_TRIES - 1:
+                    raise RequestFailed(subject, "nobody is serving this subject", no_responders=True) from None
+                await asyncio.sleep(NO_RESPONDERS_PAUSE_S)
+            except (TimeoutError, nats.errors.TimeoutError):
+                raise RequestFailed(subject, f"no answer within {timeout:g}s", timeout=True) from None
         if reply.headers and ERROR_HEADER in reply.headers:
             raise RequestFailed(subject, reply.headers[ERROR_HEADER])
         return decode(reply.data, reply_type)
