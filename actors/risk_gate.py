@@ -97,6 +97,7 @@ class RiskGate(Actor):
         )
         self.books_model = Ledger(s.BASE_CURRENCY, s.INITIAL_BALANCE)  # a read model: the ledger owns the books
         self.applied: set[str] = set()
+        self.fills_seq = 0
         self.working: dict[str, tuple[str, Decimal]] = {}  # order id -> (pair, signed quantity left)
         self.pending: dict[str, Pending] = {}  # client order id -> reservation
         self.day = DayStart()
@@ -138,6 +139,7 @@ class RiskGate(Actor):
 
     # -- the read model --------------------------------------------------------------------------------
     async def _on_fill(self, f: Fill, env: Envelope) -> None:
+        self.fills_seq = max(self.fills_seq, env.seq or 0)
         if f.fill_id in self.applied:
             return
         self.day = roll_day(self.books_model, self.books.mids, self.day, day_key(f.timestamp))  # as the ledger
@@ -156,6 +158,16 @@ class RiskGate(Actor):
             self.working[o.order_id] = (o.pair, left if o.side == "buy" else -left)
         else:
             self.working.pop(o.order_id, None)
+
+    async def _catch_up(self, wait: float = 1.0) -> bool:
+        """Wait until our read model has every fill stored now. False if there was nothing to wait for."""
+        last = (await self.bus.js.stream_info(self.subjects.s_fills)).state.last_seq or 0
+        if self.fills_seq >= last:
+            return False
+        deadline = time.monotonic() + wait
+        while self.fills_seq < last and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        return True
 
     def exposure(self) -> Exposure:
         marks = self.books.mids
@@ -223,6 +235,9 @@ class RiskGate(Actor):
         if not emergency and intent is not None:
             mid = mid_price(book.bids, book.asks) if book is not None else None
             denial = check_limits(intent, self.exposure(), self.limits, self.trading_state, mid)
+            if denial is not None and denial.code == "INSUFFICIENT_BALANCE" and await self._catch_up():
+                # what it lacked may be in fills we have not read yet (a sale right after the purchase)
+                denial = check_limits(intent, self.exposure(), self.limits, self.trading_state, mid)
             if denial is not None:
                 await self._deny(req, env, denial)
                 await self._watch()  # a daily-loss denial halts at once

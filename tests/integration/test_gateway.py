@@ -149,7 +149,7 @@ async def test_reused_client_order_id_with_other_content_is_409(stack):
     assert status == 201 and first["clientOrderId"] == "gw-dup-1"
     status, _, again = await call(http, "POST", f"{base}/api/orders", data=body, headers=JSON)
     assert status == 201 and again["orderId"] == first["orderId"]  # same id, same content: the same order
-    other = b'{"pair":"BTC_USDT","side":"sell","quantity":0.01,"clientOrderId":"gw-dup-1"}'
+    other = b'{"pair":"BTC_USDT","side":"buy","quantity":0.02,"clientOrderId":"gw-dup-1"}'
     status, ctype, p = await call(http, "POST", f"{base}/api/orders", data=other, headers=JSON)
     assert (status, ctype) == (409, "application/problem+json")
     assert p["code"] == "DUPLICATE_CLIENT_ORDER_ID" and p["field"] == "clientOrderId"

@@ -184,3 +184,19 @@ async def test_metrics_show_the_exposure(nats_url, prefix, client):
         _ = await order(client, (await placed(client, "m2", "buy", "1", "limit", price="95.00")).order_id)
     finally:
         await sut.stop()
+
+
+async def test_a_sale_right_after_the_purchase_is_not_denied(nats_url, prefix, client):
+    sut = System(nats_url, risk_settings(nats_url, prefix))
+    await sut.start()
+    try:
+        await publish_book(client, [("99.00", "100")], [("100.00", "100")])
+        for i in range(5):
+            bought = await placed(client, f"rt-buy-{i}", "buy", "1")
+            await until(client, bought.order_id, S.FILLED)
+            sold = await submit(client, f"rt-sell-{i}", "sell", "1")  # at once: the fill may not be read yet
+            assert sold.ok, sold
+            assert sold.order is not None
+            await until(client, sold.order.order_id, S.FILLED)
+    finally:
+        await sut.stop()
