@@ -20,11 +20,13 @@ kept in JetStream KV; reaching MAX_DAILY_LOSS (or MAX_DRAWDOWN) halts trading by
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import deque
 from dataclasses import dataclass
 from decimal import Decimal
 
+import msgspec
 import nats.js.errors
 
 from actors.base import Actor
@@ -32,7 +34,7 @@ from actors.books import BookCache
 from actors.markets import MarketRulesCache
 from bus.client import Bus, Envelope
 from bus.errors import RequestFailed
-from config.settings import Settings
+from config.settings import PARSERS, Settings
 from domain.book import mid_price, vwap, walk_book
 from domain.ids import day_key
 from domain.ledger import Ledger, lock_of
@@ -53,6 +55,8 @@ from schemas.messages import (
     PairExposure,
     RiskAlert,
     RiskCommand,
+    RiskConfigReply,
+    RiskLimits,
     RiskMetricsView,
     RiskStateChange,
     RiskValidation,
@@ -64,6 +68,18 @@ ZERO = Decimal(0)
 PENDING_TTL_MS = 300_000
 STATE_KEY = "risk.state"
 KEEP_ALERTS = 500
+LIMITS_KEY = "risk.limits"
+# the fields of PUT /api/risk/config, and the settings they replace
+CONFIGURABLE = {
+    "max_position_size": "MAX_POSITION_SIZE",
+    "max_daily_loss": "MAX_DAILY_LOSS",
+    "max_order_notional": "MAX_ORDER_NOTIONAL",
+    "max_total_exposure": "MAX_TOTAL_EXPOSURE",
+    "max_drawdown": "MAX_DRAWDOWN",
+    "price_band_percent": "PRICE_BAND_PERCENT",
+    "max_orders_per_second": "MAX_ORDERS_PER_SECOND",
+    "allow_short": "ALLOW_SHORT",
+}
 
 
 @dataclass(slots=True)
@@ -86,15 +102,8 @@ class RiskGate(Actor):
         self.books = BookCache(bus)
         self.markets = MarketRulesCache(bus)
         self.trading_state = ACTIVE
-        self.limits = Limits(
-            max_position_fraction=s.MAX_POSITION_SIZE,
-            max_daily_loss=s.MAX_DAILY_LOSS,
-            max_order_notional=s.MAX_ORDER_NOTIONAL or None,
-            max_total_exposure=s.MAX_TOTAL_EXPOSURE,
-            price_band_pct=s.PRICE_BAND_PERCENT or None,
-            max_drawdown=s.MAX_DRAWDOWN or None,
-            allow_short=s.ALLOW_SHORT,
-        )
+        self.config: dict[str, object] = {name: getattr(s, name) for name in CONFIGURABLE.values()}
+        self.limits = self._limits()
         self.books_model = Ledger(s.BASE_CURRENCY, s.INITIAL_BALANCE)  # a read model: the ledger owns the books
         self.applied: set[str] = set()
         self.fills_seq = 0
@@ -118,6 +127,7 @@ class RiskGate(Actor):
                 self.trading_state = entry.value.decode()
         except nats.js.errors.KeyNotFoundError:
             pass
+        await self._load_config()
         await self.bus.replay(stream=s.s_fills, subject=s.fills(), type_=Fill, handler=self._on_fill)
         await self.bus.replay(stream=s.s_orders, subject=s.order_events(), type_=OrderEvent, handler=self._on_order)
         risk_last = (await self.bus.js.stream_info(s.stream_name("RISK"))).state.last_seq or 0
@@ -128,6 +138,7 @@ class RiskGate(Actor):
         await self.books.start()
         await self.bus.subscribe(s.orders_submit, OrderRequest, self._on_submit, queue=self.name)
         await self.bus.subscribe(s.query("alerts"), AlertsQuery, self._on_alerts, queue=self.name)
+        await self.bus.subscribe(s.risk_config, RiskLimits, self._on_config, queue=self.name)
         await self.bus.subscribe(s.risk_command, RiskCommand, self._on_command, queue=self.name)
         await self.bus.subscribe(s.query("risk"), Empty, self._on_metrics, queue=self.name)
         self.spawn(self.markets.keep(), "market rules")
@@ -136,6 +147,57 @@ class RiskGate(Actor):
 
     def stats(self) -> dict[str, int | float | str]:
         return {"approved": self.approved, "denied": self.denied, "tradingState": self.trading_state}
+
+    # -- limits ----------------------------------------------------------------------------------------
+    def _limits(self) -> Limits:
+        c = self.config
+        return Limits(
+            max_position_fraction=c["MAX_POSITION_SIZE"],  # type: ignore[arg-type]
+            max_daily_loss=c["MAX_DAILY_LOSS"],  # type: ignore[arg-type]
+            max_order_notional=c["MAX_ORDER_NOTIONAL"] or None,  # type: ignore[arg-type]
+            max_total_exposure=c["MAX_TOTAL_EXPOSURE"],  # type: ignore[arg-type]
+            price_band_pct=c["PRICE_BAND_PERCENT"] or None,  # type: ignore[arg-type]
+            max_drawdown=c["MAX_DRAWDOWN"] or None,  # type: ignore[arg-type]
+            allow_short=bool(c["ALLOW_SHORT"]),
+        )
+
+    @property
+    def max_rate(self) -> int:
+        return int(self.config["MAX_ORDERS_PER_SECOND"])  # type: ignore[call-overload]
+
+    async def _load_config(self) -> None:
+        try:
+            entry = await self.kv.get(LIMITS_KEY)
+        except nats.js.errors.KeyNotFoundError:
+            return
+        saved = msgspec.json.decode(entry.value or b"{}", type=dict[str, str])
+        for name, raw in saved.items():
+            if name in PARSERS and name in self.config:
+                try:
+                    self.config[name] = PARSERS[name](raw)
+                except ValueError as e:
+                    self.log.warning("saved limit {}={!r} ignored: expected {}", name, raw, e)
+        self.limits = self._limits()
+        self.log.info("limits from {} (set with PUT /api/risk/config): {}", LIMITS_KEY, saved)
+
+    async def _on_config(self, body: RiskLimits, env: Envelope) -> None:
+        new = dict(self.config)
+        for field, name in CONFIGURABLE.items():
+            value = getattr(body, field)
+            if value is None:
+                continue
+            try:
+                new[name] = PARSERS[name](value)
+            except ValueError as e:
+                camel = re.sub(r"_(\w)", lambda m: m.group(1).upper(), field)
+                reply = RiskConfigReply(ok=False, field=camel, detail=f"{camel}={value}: expected {e}")
+                await self.bus.respond(env, reply)
+                return
+        await self.kv.put(LIMITS_KEY, msgspec.json.encode({k: str(v) for k, v in new.items()}))
+        self.config = new
+        self.limits = self._limits()
+        await self._alert("warning", "RISK_CONFIG", "limits changed: " + ", ".join(f"{k}={v}" for k, v in new.items()))
+        await self.bus.respond(env, RiskConfigReply(ok=True, limits={k: str(v) for k, v in new.items()}))
 
     # -- the read model --------------------------------------------------------------------------------
     async def _on_fill(self, f: Fill, env: Envelope) -> None:
@@ -200,7 +262,7 @@ class RiskGate(Actor):
         now = time.monotonic()
         while self.recent and now - self.recent[0] >= 1.0:
             self.recent.popleft()
-        if len(self.recent) >= self.settings.MAX_ORDERS_PER_SECOND:
+        if len(self.recent) >= self.max_rate:
             return True
         self.recent.append(now)
         return False
@@ -214,7 +276,7 @@ class RiskGate(Actor):
                 Denial(
                     "RATE_LIMIT",
                     None,
-                    f"MAX_ORDERS_PER_SECOND: more than {self.settings.MAX_ORDERS_PER_SECOND} orders in one second",
+                    f"MAX_ORDERS_PER_SECOND: more than {self.max_rate} orders in one second",
                 ),
             )
             return
@@ -413,18 +475,7 @@ class RiskGate(Actor):
             pairs=pairs,
             pending_approvals=len(self.pending),
             orders_last_second=sum(1 for t in self.recent if now - t < 1.0),
-            limits={
-                k: str(v)
-                for k, v in (
-                    ("MAX_POSITION_SIZE", self.limits.max_position_fraction),
-                    ("MAX_DAILY_LOSS", self.limits.max_daily_loss),
-                    ("MAX_ORDER_NOTIONAL", self.limits.max_order_notional),
-                    ("MAX_TOTAL_EXPOSURE", self.limits.max_total_exposure),
-                    ("PRICE_BAND_PERCENT", self.limits.price_band_pct),
-                    ("MAX_DRAWDOWN", self.limits.max_drawdown),
-                    ("MAX_ORDERS_PER_SECOND", self.settings.MAX_ORDERS_PER_SECOND),
-                )
-            },
+            limits={k: str(v) for k, v in self.config.items()},
             ts=now_ms(),
         )
         await self.bus.respond(env, view)

@@ -6,8 +6,17 @@ import msgspec
 from aiohttp import web
 
 from gateway.common import BUS, ask, int_param, query_param, read_json
-from gateway.problems import json_response
-from schemas.messages import AlertsPage, AlertsQuery, Empty, RiskCommand, RiskMetricsView, RiskStateChange
+from gateway.problems import ApiError, json_response
+from schemas.messages import (
+    AlertsPage,
+    AlertsQuery,
+    Empty,
+    RiskCommand,
+    RiskConfigReply,
+    RiskLimits,
+    RiskMetricsView,
+    RiskStateChange,
+)
 
 GATE = "the risk-gate"
 
@@ -46,6 +55,22 @@ async def resume(request: web.Request) -> web.Response:
     return json_response(await ask(request, bus.subjects.risk_command, cmd, RiskStateChange, GATE))
 
 
+class ConfigBody(RiskLimits, forbid_unknown_fields=True):
+    """The body of PUT /api/risk/config: unknown fields refused."""
+
+
+async def put_config(request: web.Request) -> web.Response:
+    body: ConfigBody = await read_json(request, ConfigBody)  # type: ignore[assignment]
+    limits = RiskLimits(**{f: getattr(body, f) for f in RiskLimits.__struct_fields__})
+    bus = request.app[BUS]
+    reply: RiskConfigReply = await ask(request, bus.subjects.risk_config, limits, RiskConfigReply, GATE)  # type: ignore[assignment]
+    if not reply.ok:
+        raise ApiError(
+            422, "Validation failed", reply.detail or "invalid limits", field=reply.field, code="INVALID_FIELD"
+        )
+    return json_response(reply)
+
+
 async def get_alerts(request: web.Request) -> web.Response:
     severity = query_param(request, "severity", ("warning", "critical", "emergency"))
     q = AlertsQuery(severity=severity, limit=int_param(request, "limit", 1, 500, 100) or 100)  # type: ignore[arg-type]
@@ -59,3 +84,4 @@ def register(app: web.Application) -> None:
     r.add_post("/api/risk/emergency-stop", emergency_stop)
     r.add_post("/api/risk/resume", resume)
     r.add_get("/api/alerts", get_alerts)
+    r.add_put("/api/risk/config", put_config)

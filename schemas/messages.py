@@ -539,6 +539,27 @@ class RiskCommand(Msg):
     reason: str | None = None
 
 
+class RiskLimits(Msg):
+    """``PUT /api/risk/config``: new limits (what is left out stays as it is). Validated like the settings
+    of the same name, persisted in JetStream KV, applied at once."""
+
+    max_position_size: Decimal | None = None
+    max_daily_loss: Decimal | None = None
+    max_order_notional: Decimal | None = None
+    max_total_exposure: Decimal | None = None
+    max_drawdown: Decimal | None = None
+    price_band_percent: Decimal | None = None
+    max_orders_per_second: int | None = None
+    allow_short: bool | None = None
+
+
+class RiskConfigReply(Msg):
+    ok: bool
+    limits: dict[str, str] = msgspec.field(default_factory=dict)
+    field: str | None = None
+    detail: str | None = None
+
+
 class RiskStateChange(Msg):
     """The answer to a RiskCommand, and an event on ``tbx.events.risk``."""
 

@@ -50,6 +50,10 @@ class Subjects:
     def risk_command(self) -> str:
         return f"{self.prefix}.risk.command"
 
+    @property
+    def risk_config(self) -> str:
+        return f"{self.prefix}.risk.config"
+
     # -- events (JetStream) ----------------------------------------------------------------------
     def signal_events(self, pair: str = "*") -> str:
         return f"{self.prefix}.events.signals.{pair}"

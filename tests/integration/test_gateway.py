@@ -255,3 +255,33 @@ async def test_risk_endpoints_over_http(stack):
     assert status == 200 and resumed["state"] == "ACTIVE"
     status, _, p = await call(http, "GET", f"{base}/api/alerts?severity=bad")
     assert status == 422 and p["field"] == "severity"
+
+
+async def test_put_risk_config_validates_persists_and_applies(stack, nats_url, prefix):
+    http, base = stack
+    status, _, p = await call(http, "PUT", f"{base}/api/risk/config", data=b'{"maxPositionSize": 2}', headers=JSON)
+    assert status == 422 and p["field"] == "maxPositionSize" and "<= 1" in p["detail"]
+    status, _, p = await call(http, "PUT", f"{base}/api/risk/config", data=b'{"maxLeverage": 2}', headers=JSON)
+    assert status == 422 and p["field"] == "maxLeverage"
+    status, _, ok = await call(
+        http,
+        "PUT",
+        f"{base}/api/risk/config",
+        data=b'{"maxOrderNotional": "50", "maxOrdersPerSecond": 7}',
+        headers=JSON,
+    )
+    assert status == 200 and ok["limits"]["MAX_ORDER_NOTIONAL"] == "50" and ok["limits"]["MAX_ORDERS_PER_SECOND"] == "7"
+    body = b'{"pair":"BTC_USDT","side":"buy","quantity":0.01}'  # about 600 at 60,000: over the new 50
+    status, _, p = await call(http, "POST", f"{base}/api/orders", data=body, headers=JSON)
+    assert status == 422 and p["code"] == "MAX_ORDER_NOTIONAL"
+    status, _, m = await call(http, "GET", f"{base}/api/risk/metrics")
+    assert m["limits"]["MAX_ORDER_NOTIONAL"] == "50"
+    from bus.client import Bus
+    from schemas.subjects import Subjects
+
+    bus = await Bus.connect(nats_url, name="check", subjects=Subjects(prefix))
+    try:  # persisted: a restarted risk-gate reads it back
+        kv = await bus.kv(bus.subjects.kv_state)
+        assert b'"MAX_ORDER_NOTIONAL":"50"' in (await kv.get("risk.limits")).value
+    finally:
+        await bus.close()
