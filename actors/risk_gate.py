@@ -34,7 +34,7 @@ from actors.books import BookCache
 from actors.markets import MarketRulesCache
 from bus.client import Bus, Envelope
 from bus.errors import RequestFailed
-from config.settings import PARSERS, Settings
+from config.settings import PARSERS, Settings, parse_correlation_groups, parse_trading_hours
 from domain.book import mid_price, vwap, walk_book
 from domain.ids import day_key
 from domain.ledger import Ledger, lock_of
@@ -159,6 +159,12 @@ class RiskGate(Actor):
             price_band_pct=c["PRICE_BAND_PERCENT"] or None,  # type: ignore[arg-type]
             max_drawdown=c["MAX_DRAWDOWN"] or None,  # type: ignore[arg-type]
             allow_short=bool(c["ALLOW_SHORT"]),
+            groups=tuple(
+                (name, frozenset(g.pairs), g.max_exposure)
+                for name, g in parse_correlation_groups(self.settings.CORRELATION_GROUPS).items()
+            ),
+            hours=parse_trading_hours(self.settings.TRADING_HOURS),
+            timezone=self.settings.TRADING_TIMEZONE,
         )
 
     @property
@@ -296,10 +302,10 @@ class RiskGate(Actor):
         intent = self._intent(req, book)
         if not emergency and intent is not None:
             mid = mid_price(book.bids, book.asks) if book is not None else None
-            denial = check_limits(intent, self.exposure(), self.limits, self.trading_state, mid)
+            denial = check_limits(intent, self.exposure(), self.limits, self.trading_state, mid, now_ms())
             if denial is not None and denial.code == "INSUFFICIENT_BALANCE" and await self._catch_up():
                 # what it lacked may be in fills we have not read yet (a sale right after the purchase)
-                denial = check_limits(intent, self.exposure(), self.limits, self.trading_state, mid)
+                denial = check_limits(intent, self.exposure(), self.limits, self.trading_state, mid, now_ms())
             if denial is not None:
                 await self._deny(req, env, denial)
                 await self._watch()  # a daily-loss denial halts at once

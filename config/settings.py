@@ -94,6 +94,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     MAX_ORDERS_PER_SECOND: int = 50
     MAX_ORDER_NOTIONAL: Decimal = Decimal(0)  # 0: no limit
     ALLOW_SHORT: bool = False  # sell more base than is held (a venue with margin); spot: false
+    CORRELATION_GROUPS: str = ""  # JSON: {"majors": {"pairs": ["BTC_USDT", "ETH_USDT"], "maxExposure": "0.4"}}
+    TRADING_HOURS: str = ""  # "HH:MM-HH:MM" in TRADING_TIMEZONE; empty: always
+    TRADING_TIMEZONE: str = "UTC"
     MAX_TOTAL_EXPOSURE: Decimal = Decimal(1)  # of equity, all pairs (1 = no leverage)
     MAX_DRAWDOWN: Decimal = Decimal(0)  # of peak equity; 0: no limit
     PRICE_BAND_PERCENT: Decimal = Decimal(10)  # a limit price at most this far from the mid; 0: no band
@@ -291,6 +294,59 @@ def _currency_precision(raw: Any) -> str:
     return s.strip()
 
 
+class CorrelationGroup(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
+    pairs: list[str]
+    max_exposure: Decimal
+
+
+def parse_correlation_groups(raw: str) -> dict[str, CorrelationGroup]:
+    return msgspec.json.decode(raw, type=dict[str, CorrelationGroup]) if raw.strip() else {}
+
+
+def _correlation_groups(raw: Any) -> str:
+    s = raw if isinstance(raw, str) else msgspec.json.encode(raw).decode()
+    allowed = 'a JSON object such as {"majors": {"pairs": ["BTC_USDT", "ETH_USDT"], "maxExposure": "0.4"}}'
+    try:
+        groups = parse_correlation_groups(s)
+    except (msgspec.ValidationError, msgspec.DecodeError) as e:
+        raise ValueError(f"{allowed} ({e})") from None
+    for name, g in groups.items():
+        if not g.pairs or not all(PAIR_RE.match(p) for p in g.pairs):
+            raise ValueError(f"{allowed}: group {name!r} needs pairs written BASE_QUOTE")
+        if not g.max_exposure.is_finite() or g.max_exposure <= 0:
+            raise ValueError(f"{allowed}: group {name!r} needs a positive maxExposure")
+    return s.strip()
+
+
+def parse_trading_hours(raw: str) -> tuple[int, int] | None:
+    """'09:00-16:00' -> (540, 960) minutes of the day; '' -> None (always)."""
+    if not raw.strip():
+        return None
+    m = re.match(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$", raw.strip())
+    if not m:
+        raise ValueError("HH:MM-HH:MM (24 h), e.g. 09:00-16:00, or empty for always")
+    start, end = int(m[1]) * 60 + int(m[2]), int(m[3]) * 60 + int(m[4])
+    if start == end:
+        raise ValueError("a start and an end that differ")
+    return start, end
+
+
+def _trading_hours(raw: Any) -> str:
+    parse_trading_hours(str(raw))
+    return str(raw).strip()
+
+
+def _timezone(raw: Any) -> str:
+    import zoneinfo
+
+    s = str(raw).strip()
+    try:
+        zoneinfo.ZoneInfo(s)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError("an IANA time zone such as UTC or America/New_York") from None
+    return s
+
+
 def _exchange(raw: Any) -> str:
     s = str(raw).strip().lower()
     if s == "xeggex":
@@ -338,6 +394,9 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "MAX_ORDERS_PER_SECOND": _int(1, 1_000_000),
     "MAX_ORDER_NOTIONAL": _dec(Decimal(0)),
     "ALLOW_SHORT": _bool,
+    "CORRELATION_GROUPS": _correlation_groups,
+    "TRADING_HOURS": _trading_hours,
+    "TRADING_TIMEZONE": _timezone,
     "MAX_TOTAL_EXPOSURE": _dec(Decimal(0), Decimal(100), lo_open=True),
     "MAX_DRAWDOWN": _dec(Decimal(0), Decimal(1)),
     "PRICE_BAND_PERCENT": _dec(Decimal(0), Decimal(1000)),

@@ -9,6 +9,8 @@ at marks (domain.valuation.equity). Every limit passes exactly at the limit and 
 
 from __future__ import annotations
 
+import datetime as dt
+import zoneinfo
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, Decimal
 
@@ -29,6 +31,9 @@ class Limits:
     price_band_pct: Decimal | None = None  # limit price at most this % away from the mid
     max_drawdown: Decimal | None = None  # of peak equity
     allow_short: bool = False  # sell base not held (margin); on spot a sell needs the base
+    groups: tuple[tuple[str, frozenset[str], Decimal], ...] = ()  # (name, pairs, max exposure of equity)
+    hours: tuple[int, int] | None = None  # opening orders only between these minutes of the day ...
+    timezone: str = "UTC"  # ... in this time zone
 
 
 @dataclass(slots=True)
@@ -74,7 +79,17 @@ def daily_loss(x: Exposure) -> Decimal:
     return max(ZERO, (x.day_start_equity - x.equity) / x.day_start_equity)
 
 
-def check_limits(i: Intent, x: Exposure, lim: Limits, state: str, mid: Decimal | None) -> Denial | None:
+def within_hours(now_ms: int, hours: tuple[int, int], timezone: str) -> bool:
+    """Is ``now_ms`` inside the trading hours (minutes of the day in ``timezone``; may span midnight)?"""
+    local = dt.datetime.fromtimestamp(now_ms / 1000, zoneinfo.ZoneInfo(timezone))
+    minute = local.hour * 60 + local.minute
+    start, end = hours
+    return start <= minute < end if start < end else (minute >= start or minute < end)
+
+
+def check_limits(
+    i: Intent, x: Exposure, lim: Limits, state: str, mid: Decimal | None, now_ms: int | None = None
+) -> Denial | None:
     pos = x.positions.get(i.pair, ZERO)
     work = x.working.get(i.pair, ZERO)
     reducing = reduces(pos, work, i.side, i.quantity)
@@ -109,6 +124,10 @@ def check_limits(i: Intent, x: Exposure, lim: Limits, state: str, mid: Decimal |
             f"INSUFFICIENT_BALANCE: needs {need} {cur}, {have} available after working orders",
         )
     if not reducing:
+        if lim.hours is not None and now_ms is not None and not within_hours(now_ms, lim.hours, lim.timezone):
+            h = lim.hours
+            span = f"{h[0] // 60:02d}:{h[0] % 60:02d}-{h[1] // 60:02d}:{h[1] % 60:02d} {lim.timezone}"
+            return Denial("TRADING_HOURS", None, f"TRADING_HOURS: outside {span}; only reducing orders pass")
         if x.equity <= ZERO:
             return Denial("NO_EQUITY", None, "equity is not positive")
         mark = x.marks.get(i.pair, i.price)
@@ -137,6 +156,26 @@ def check_limits(i: Intent, x: Exposure, lim: Limits, state: str, mid: Decimal |
                     "MAX_TOTAL_EXPOSURE",
                     "quantity",
                     f"MAX_TOTAL_EXPOSURE: total exposure {_up(total / x.equity)} of equity > {lim.max_total_exposure}",
+                )
+        for name, pairs, cap in lim.groups:
+            if i.pair not in pairs:
+                continue
+            group = (
+                sum(
+                    (
+                        abs(x.positions.get(p, ZERO) + x.working.get(p, ZERO)) * x.marks.get(p, ZERO)
+                        for p in pairs
+                        if p != i.pair
+                    ),
+                    ZERO,
+                )
+                + abs(after) * mark
+            )
+            if group / x.equity > cap:
+                return Denial(
+                    "CORRELATION_LIMIT",
+                    "quantity",
+                    f"CORRELATION_LIMIT: group {name} exposure {_up(group / x.equity)} of equity > {cap}",
                 )
         loss = daily_loss(x)
         if loss >= lim.max_daily_loss:
