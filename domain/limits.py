@@ -79,6 +79,14 @@ def daily_loss(x: Exposure) -> Decimal:
     return max(ZERO, (x.day_start_equity - x.equity) / x.day_start_equity)
 
 
+def _exposure(x: Exposure, pairs: set[str] | frozenset[str], besides: str) -> Decimal:
+    """|position + working| x mark summed over ``pairs``, but for ``besides`` (the order's own pair)."""
+    return sum(
+        (abs(x.positions.get(p, ZERO) + x.working.get(p, ZERO)) * x.marks.get(p, ZERO) for p in pairs if p != besides),
+        ZERO,
+    )
+
+
 def within_hours(now_ms: int, hours: tuple[int, int], timezone: str) -> bool:
     """Is ``now_ms`` inside the trading hours (minutes of the day in ``timezone``; may span midnight)?"""
     local = dt.datetime.fromtimestamp(now_ms / 1000, zoneinfo.ZoneInfo(timezone))
@@ -140,17 +148,7 @@ def check_limits(
                 f"MAX_POSITION_SIZE: resulting position {_up(frac)} of equity > {lim.max_position_fraction}",
             )
         if lim.max_total_exposure is not None:
-            total = (
-                sum(
-                    (
-                        abs(x.positions.get(p, ZERO) + x.working.get(p, ZERO)) * x.marks.get(p, ZERO)
-                        for p in set(x.positions) | set(x.working)
-                        if p != i.pair
-                    ),
-                    ZERO,
-                )
-                + abs(after) * mark
-            )
+            total = _exposure(x, set(x.positions) | set(x.working), i.pair) + abs(after) * mark
             if total / x.equity > lim.max_total_exposure:
                 return Denial(
                     "MAX_TOTAL_EXPOSURE",
@@ -160,17 +158,7 @@ def check_limits(
         for name, pairs, cap in lim.groups:
             if i.pair not in pairs:
                 continue
-            group = (
-                sum(
-                    (
-                        abs(x.positions.get(p, ZERO) + x.working.get(p, ZERO)) * x.marks.get(p, ZERO)
-                        for p in pairs
-                        if p != i.pair
-                    ),
-                    ZERO,
-                )
-                + abs(after) * mark
-            )
+            group = _exposure(x, pairs, i.pair) + abs(after) * mark
             if group / x.equity > cap:
                 return Denial(
                     "CORRELATION_LIMIT",

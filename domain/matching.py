@@ -25,6 +25,7 @@ from typing import Literal
 
 import msgspec
 
+from domain.risk import is_multiple
 from schemas.messages import Book
 
 ZERO = Decimal(0)
@@ -83,13 +84,6 @@ class SimOrder(msgspec.Struct, kw_only=True):
         return self.side == "buy"
 
 
-def _multiple(value: Decimal, step: Decimal) -> bool:
-    try:
-        return step <= ZERO or (value % step) == ZERO
-    except ArithmeticError:  # too many digits to divide: certainly not an order anyone means
-        return False
-
-
 @dataclass(slots=True)
 class Matcher:
     """One pair's matching state: the latest book, what we took from it, and our resting orders."""
@@ -108,12 +102,12 @@ class Matcher:
         s = self.spec
         if o.quantity <= ZERO:
             return f"quantity must be positive, got {o.quantity}"
-        if not _multiple(o.quantity, s.amount_step):
+        if not is_multiple(o.quantity, s.amount_step):
             return f"quantity {o.quantity} is not a multiple of the amount step {s.amount_step} for {self.pair}"
         if o.type == "limit":
             if o.price is None or o.price <= ZERO:
                 return "a limit order needs a positive price"
-            if not _multiple(o.price, s.tick_size):
+            if not is_multiple(o.price, s.tick_size):
                 return f"price {o.price} is not a multiple of the tick {s.tick_size} for {self.pair}"
             ref: Decimal | None = o.price
         else:
