@@ -18,7 +18,7 @@ from loguru import logger
 
 from bus.client import Bus
 from config.settings import Settings
-from schemas.messages import Heartbeat, now_ms
+from schemas.messages import Heartbeat, RiskAlert, Severity, now_ms
 
 HEARTBEAT_INTERVAL_S = 1.0
 
@@ -82,6 +82,13 @@ class Actor:
 
         task.add_done_callback(done)
         return task
+
+    async def alert(self, severity: Severity, code: str, message: str, **fields: Any) -> None:
+        """An alert on ``tbx.events.risk`` (and so on GET /api/alerts), logged as well."""
+        level = "WARNING" if severity == "warning" else "ERROR"
+        self.log.log(level, "alert {} {}: {}", severity, code, message)
+        alert = RiskAlert(severity=severity, code=code, message=message, ts=now_ms(), **fields)
+        await self.bus.js_publish(self.subjects.risk_events, alert)
 
     async def every(self, seconds: float, fn: Any, what: str) -> None:
         """Call ``await fn()`` every ``seconds``; an exception is logged and the loop goes on."""

@@ -119,6 +119,7 @@ class OrderRouter(Actor):
         self.processed = 0
         self.filled = 0
         self.rejected = 0
+        self.venue_up: bool | None = None  # unknown until the venue is first asked
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def on_start(self) -> None:
@@ -405,10 +406,20 @@ class OrderRouter(Actor):
         try:
             result = await self.venue.create_order(request)
         except Exception as e:
+            await self._venue_answers(False, f"{type(e).__name__}: {e}")
             raise Transient(f"venue {self.venue.name} unavailable for {order_id}: {e}") from e
         finally:
             self.sending.discard(order_id)
+        await self._venue_answers(True)
         await self._on_venue_result(order_id, result, result.trades)
+
+    async def _venue_answers(self, up: bool, why: str = "") -> None:
+        """A critical VENUE_DOWN alert when the venue stops answering, VENUE_UP when it is back: once per change."""
+        was, self.venue_up = self.venue_up, up
+        if not up and was is not False:
+            await self.alert("critical", "VENUE_DOWN", f"venue {self.venue.name} unavailable: {why}")
+        elif up and was is False:
+            await self.alert("warning", "VENUE_UP", f"venue {self.venue.name} answers again")
 
     # -- what the venue says ---------------------------------------------------------------------------
     async def _on_venue_update(self, r: VenueOrder, new_trades: list[VenueTrade]) -> None:
@@ -791,6 +802,9 @@ class OrderRouter(Actor):
                 await self._reconcile_one(o)
             except Exception as e:
                 self.log.warning("reconcile of {} failed ({}); next pass", oid, e)
+                await self._venue_answers(False, f"{type(e).__name__}: {e}")
+            else:
+                await self._venue_answers(True)
 
     async def _reconcile_one(self, o: Order) -> None:
         unanswered = o.venue_status is None and o.status in (S.SUBMITTED, S.TRIGGERED, S.PENDING_CANCEL)

@@ -32,14 +32,27 @@ import nats.js.errors
 from actors.base import Actor
 from actors.books import BookCache
 from actors.markets import MarketRulesCache
+from actors.services import ServiceClient, ServiceDown
 from bus.client import Bus, Envelope
 from bus.errors import RequestFailed
 from config.settings import PARSERS, Settings, parse_correlation_groups, parse_trading_hours
 from domain.book import mid_price, vwap, walk_book
 from domain.ids import day_key
 from domain.ledger import Ledger, lock_of
-from domain.limits import ACTIVE, HALTED, REDUCING, Exposure, Intent, Limits, check_limits, daily_loss
-from domain.risk import Denial, check_order
+from domain.limits import (
+    ACTIVE,
+    HALTED,
+    REDUCING,
+    Exposure,
+    Intent,
+    Limits,
+    breaches,
+    check_limits,
+    daily_loss,
+    headroom,
+)
+from domain.risk import Approval, Denial, check_order
+from domain.sizing import QTY_STEP, SizingError, fixed_fractional
 from domain.valuation import DayStart, equity, roll_day
 from schemas.messages import (
     AlertsPage,
@@ -62,6 +75,7 @@ from schemas.messages import (
     RiskValidation,
     now_ms,
 )
+from schemas.services import TradeCheck, TradeVerdict
 from schemas.subjects import pair_currencies
 
 ZERO = Decimal(0)
@@ -116,6 +130,8 @@ class RiskGate(Actor):
         self.alerts: deque[RiskAlert] = deque(maxlen=KEEP_ALERTS)
         self.approved = 0
         self.denied = 0
+        self.over: set[str] = set()  # exposure limits the books are over now (alerted once)
+        self.risk_service = ServiceClient("risk", s.RISK_SERVICE_URL, s.RISK_SERVICE_TIMEOUT, self._service_alert)
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def on_start(self) -> None:
@@ -145,8 +161,19 @@ class RiskGate(Actor):
         self.spawn(self.every(1.0, self._watch, "risk watch"), "watch")
         self.log.info("trading state {}", self.trading_state)
 
+    async def on_stop(self) -> None:
+        await self.risk_service.close()
+
     def stats(self) -> dict[str, int | float | str]:
-        return {"approved": self.approved, "denied": self.denied, "tradingState": self.trading_state}
+        out: dict[str, int | float | str] = {
+            "approved": self.approved, "denied": self.denied, "tradingState": self.trading_state,
+        }  # fmt: skip
+        if self.risk_service.enabled:
+            out["riskService"] = {None: "unknown", True: "up", False: "down"}[self.risk_service.up]
+        return out
+
+    async def _service_alert(self, severity: str, code: str, message: str) -> None:
+        await self.alert(severity, code, message)  # type: ignore[arg-type]
 
     # -- limits ----------------------------------------------------------------------------------------
     def _limits(self) -> Limits:
@@ -202,7 +229,7 @@ class RiskGate(Actor):
         await self.kv.put(LIMITS_KEY, msgspec.json.encode({k: str(v) for k, v in new.items()}))
         self.config = new
         self.limits = self._limits()
-        await self._alert("warning", "RISK_CONFIG", "limits changed: " + ", ".join(f"{k}={v}" for k, v in new.items()))
+        await self.alert("warning", "RISK_CONFIG", "limits changed: " + ", ".join(f"{k}={v}" for k, v in new.items()))
         await self.bus.respond(env, RiskConfigReply(ok=True, limits={k: str(v) for k, v in new.items()}))
 
     # -- the read model --------------------------------------------------------------------------------
@@ -316,6 +343,12 @@ class RiskGate(Actor):
                 req.pair, intent.quantity if req.side == "buy" else -intent.quantity,
                 intent.quote if req.side == "buy" else intent.base, amount, now_ms(),
             )  # fmt: skip
+        if not emergency:
+            verdict = await self._advise(req, decision, intent)
+            if isinstance(verdict, Denial):
+                self.pending.pop(req.client_order_id, None)
+                await self._deny(req, env, verdict)
+                return
         approved = ApprovedOrder(
             request=req,
             risk_validation=decision.validation,
@@ -329,6 +362,50 @@ class RiskGate(Actor):
             self.pending.pop(req.client_order_id, None)
             raise
         self.approved += 1
+
+    async def _advise(self, req: OrderRequest, decision: Approval, intent: Intent | None) -> Denial | None:
+        """Sizing advice in ``decision.validation`` (and the user's risk service, when set). Skipped with
+        ENABLE_RISK_CHECKS=false or ``riskCheck: false``: the hard limits above have already decided."""
+        v = decision.validation
+        if not (self.settings.ENABLE_RISK_CHECKS and req.risk_check):
+            v.recommended_size = v.max_risk = None
+            why = "riskCheck: false" if not req.risk_check else "ENABLE_RISK_CHECKS=false"
+            v.note = f"sizing advice skipped ({why})"
+            return None
+        x = self.exposure()
+        if intent is not None:
+            rules = self.markets.get(req.pair)
+            step = rules.amount_step if rules else QTY_STEP
+            best = min(req.quantity, headroom(intent, x, self.limits))
+            if req.stop_loss is not None:
+                try:
+                    sized = fixed_fractional(x.equity, self.settings.RISK_PER_TRADE, intent.price, req.stop_loss, step)
+                    best = min(best, sized.quantity)
+                except SizingError:
+                    pass
+            v.recommended_size = best
+        if not self.risk_service.enabled:
+            return None
+        check = TradeCheck(
+            client_order_id=req.client_order_id, pair=req.pair, side=req.side, type=req.type, quantity=req.quantity,
+            price=intent.price if intent else req.price, stop_loss=req.stop_loss, take_profit=req.take_profit,
+            equity=x.equity, source=req.source,
+        )  # fmt: skip
+        try:
+            answer = await self.risk_service.post("/api/risk/validate-trade", check, TradeVerdict)
+        except ServiceDown as e:
+            v.note = f"risk service unavailable ({e.reason}): the local rules decided"
+            return None
+        if self.trading_state == HALTED:  # stopped while we waited for the answer
+            return Denial("TRADING_HALTED", None, "trading is halted")
+        if not answer.approved:
+            return Denial("RISK_SERVICE", None, f"risk service: {answer.reason or 'not approved'}")
+        v.decided_by = "risk_service"
+        if answer.recommended_size is not None and answer.recommended_size.is_finite():
+            v.recommended_size = answer.recommended_size
+        if answer.max_risk is not None and answer.max_risk.is_finite():
+            v.max_risk = answer.max_risk
+        return None
 
     @staticmethod
     def _intent(req: OrderRequest, book: object) -> Intent | None:
@@ -348,9 +425,10 @@ class RiskGate(Actor):
         self.log.info(
             "denied {} ({} {} {}): {} {}", req.client_order_id, req.side, req.quantity, req.pair, d.code, d.reason
         )
+        by = "risk_service" if d.code == "RISK_SERVICE" else "local"
         reply = OrderReply(
             ok=False, code=d.code, field=d.field, detail=d.reason,
-            risk_validation=RiskValidation(passed=False, code=d.code, reason=d.reason),
+            risk_validation=RiskValidation(passed=False, code=d.code, reason=d.reason, decided_by=by),
         )  # fmt: skip
         await self.bus.respond(env, reply)
 
@@ -368,30 +446,28 @@ class RiskGate(Actor):
         self.log.warning("trading state {} -> {}: {}", previous, state, reason)
         return change
 
-    async def _alert(self, severity: str, code: str, message: str) -> None:
-        await self.bus.js_publish(
-            self.subjects.risk_events,
-            RiskAlert(severity=severity, code=code, message=message, ts=now_ms()),  # type: ignore[arg-type]
-        )
-
     async def _watch(self) -> None:
         """Daily loss at 80% of its limit: a warning; at 100%: halt and an emergency alert. Drawdown too."""
         x = self.exposure()
         loss, limit = daily_loss(x), self.limits.max_daily_loss
         if loss >= limit * Decimal("0.8") and "daily80" not in self.alerted_levels:
             self.alerted_levels.add("daily80")
-            await self._alert("warning", "DAILY_LOSS_80", f"daily loss {loss:.4f} is 80% of MAX_DAILY_LOSS {limit}")
+            await self.alert("warning", "DAILY_LOSS_80", f"daily loss {loss:.4f} is 80% of MAX_DAILY_LOSS {limit}")
         if loss >= limit and self.trading_state != HALTED:
-            await self._alert("emergency", "DAILY_LOSS_LIMIT", f"daily loss {loss:.4f} reached MAX_DAILY_LOSS {limit}")
+            await self.alert("emergency", "DAILY_LOSS_LIMIT", f"daily loss {loss:.4f} reached MAX_DAILY_LOSS {limit}")
             await self._set_state(HALTED, f"MAX_DAILY_LOSS reached: down {loss:.4f} of start-of-day equity")
         dd_limit = self.limits.max_drawdown
         if dd_limit and x.peak_equity > ZERO and self.trading_state != HALTED:
             dd = (x.peak_equity - x.equity) / x.peak_equity
             if dd >= dd_limit:
-                await self._alert("emergency", "MAX_DRAWDOWN", f"drawdown {dd:.4f} reached MAX_DRAWDOWN {dd_limit}")
+                await self.alert("emergency", "MAX_DRAWDOWN", f"drawdown {dd:.4f} reached MAX_DRAWDOWN {dd_limit}")
                 await self._set_state(HALTED, f"MAX_DRAWDOWN reached: {dd:.4f}")
         if loss < limit * Decimal("0.8"):
             self.alerted_levels.discard("daily80")
+        over = breaches(x, self.limits)
+        for key in sorted(set(over) - self.over):
+            await self.alert("warning", "EXPOSURE_LIMIT", over[key], pair=key[5:] if key.startswith("pair:") else None)
+        self.over = set(over)
 
     async def _on_command(self, cmd: RiskCommand, env: Envelope) -> None:
         reason = cmd.reason or cmd.action.replace("_", " ")
@@ -403,7 +479,7 @@ class RiskGate(Actor):
             await self.bus.respond(env, await self._set_state(REDUCING, reason))
             return
         change = await self._set_state(HALTED, f"emergency stop: {reason}")
-        await self._alert("emergency", "EMERGENCY_STOP", f"emergency stop: {reason}")
+        await self.alert("emergency", "EMERGENCY_STOP", f"emergency stop: {reason}")
         for _ in range(40):  # let approvals already on their way become orders, so the cancel catches them
             if not self.pending:
                 break

@@ -1,40 +1,96 @@
 """signal-intake: trading signals from anyone become orders.
 
-Signals arrive on the SIGNALS stream (``tbx.signals.submit``, plain JSON from any NATS client) and
-are read by a durable consumer, so a signal published while this actor is down is handled when it is
-back. BUY and SELL become a market order through the risk-gate; HOLD does nothing; CLOSE closes the
-pair's position. Each outcome is published on ``tbx.events.signals.<pair>``.
+Signals arrive on the SIGNALS stream (``tbx.signals.submit``, plain JSON from any NATS client, or
+``POST /api/signals/execute``) and are read by a durable consumer, so a signal published while this
+actor is down is handled when it is back. Each signal gets exactly one result on
+``tbx.events.signals.<pair>`` (executed, filtered or rejected, with the reason); a publisher that set
+a reply subject gets that result as the reply (the stream itself does not answer: ``no_ack``).
 
-The order's client id is derived from the signal id, so a redelivered or repeated signal never makes
-a second order. Sizing here is the simple rule: ``quantity`` when the signal gives one, else
-``riskParameters.maxRiskPercent`` (default 2%) of INITIAL_BALANCE at the signal's price or the mid.
+The path of a BUY or SELL (rules in ``domain/signals.py``):
+id seen before -> the first result again; confidence adjusted by the ML service (ML_SERVICE_URL, with
+a timeout; down or slow: unchanged, and the result says so); below the source's minimum confidence ->
+filtered; a repeat of an executed (source, pair, signal) within SIGNAL_DEDUPE_WINDOW -> filtered;
+with SIGNAL_AGGREGATION_WINDOW, held with the other sources' signals for the pair until the window
+closes and decided by weights; then sized (``domain/sizing.py``, or the user's risk service), capped
+by MAX_POSITION_SIZE, and sent to the risk-gate as a market order (or a limit at an offset) with a
+stop-loss / take-profit bracket from the signal or the defaults (STOP_LOSS_ENABLED).
+
+HOLD does nothing; CLOSE closes the pair's position. An order's client id is derived from the signal
+id, so a redelivered or repeated signal never makes a second order. Open aggregation windows are
+rebuilt after a restart from the signals stored without a result. One instance per BUS_PREFIX (the
+windows are its state).
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
 from decimal import Decimal
+
+import msgspec
+from nats.aio.msg import Msg as NatsMsg
 
 from actors.base import Actor
 from actors.books import BookCache
 from actors.markets import MarketRulesCache
+from actors.services import ServiceClient, ServiceDown, clamp01
 from bus.client import Bus, Envelope
-from config.settings import Settings
+from bus.codec import DecodeFailure, decode, encode
+from bus.errors import RequestFailed
+from config.settings import Settings, parse_source_numbers
+from domain import signals as rules
 from domain.ids import day_key, signal_id
-from domain.sizing import DEFAULT_RISK_FRACTION, QTY_STEP, fixed_notional
+from domain.risk import CLIENT_ID_RE
+from domain.sizing import QTY_STEP, Sizing, SizingError, SizingInputs, cap, method_name, round_down, size, volatility
 from schemas.messages import (
+    Book,
     Empty,
     OrderReply,
     OrderRequest,
+    Performance,
     PortfolioSnapshot,
     PositionSizing,
+    RiskMetricsView,
     Signal,
     SignalEvent,
     SignalOrder,
+    SignalReply,
+    SignalsPage,
+    SignalsQuery,
     now_ms,
 )
+from schemas.services import Prediction, PredictionQuestion, SizeAnswer, SizeQuestion
 from schemas.subjects import PAIR_RE
 
 ZERO = Decimal(0)
+KEEP_RESULTS_MS = 24 * 3600 * 1000  # signal ids are remembered (and duplicates answered) this long
+MAX_RESULTS = 200_000
+KEEP_DIGESTS = 2_000  # recent results by message digest, for a reply whose request came in late ...
+LATE_REQUEST_MS = 5_000  # ... by at most this much
+PRICE_SAMPLE_MS = 1_000  # volatility: one mid per second per pair ...
+PRICE_SAMPLES = 120  # ... over the last two minutes
+
+
+@dataclass(slots=True)
+class Held:
+    """A BUY or SELL that passed the filters, waiting for its decision."""
+
+    sig: Signal
+    sid: str
+    at: int  # stored at (epoch ms)
+    confidence: Decimal  # after the ML service
+    notes: list[str]
+    seq: int
+
+
+@dataclass(slots=True)
+class Window:
+    pair: str
+    closes_at: int
+    held: list[Held] = field(default_factory=list)
+    timer: asyncio.TimerHandle | None = None
 
 
 class SignalIntake(Actor):
@@ -42,110 +98,474 @@ class SignalIntake(Actor):
 
     def __init__(self, settings: Settings, bus: Bus) -> None:
         super().__init__(settings, bus)
+        s = settings
         self.books = BookCache(bus)
         self.markets = MarketRulesCache(bus)
         self.counts = {"executed": 0, "filtered": 0, "rejected": 0}
+        self.results: OrderedDict[str, SignalEvent] = OrderedDict()  # signal id -> its result
+        self.recent = rules.RecentSignals(s.SIGNAL_DEDUPE_WINDOW)
+        self.windows: dict[str, Window] = {}
+        self.held: set[str] = set()  # signal ids waiting in a window
+        self.waiters: dict[str, list[tuple[int, str]]] = {}  # message digest -> (since, reply subject)
+        self.digests: dict[str, set[str]] = {}  # signal id -> digests of the requests that sent it
+        self.answered: OrderedDict[str, tuple[int, bytes]] = OrderedDict()  # digest -> (when, the reply sent)
+        self.prices: dict[str, deque[tuple[int, Decimal]]] = {}
+        self.min_confidence = parse_source_numbers(s.SOURCE_MIN_CONFIDENCE)
+        self.weights = parse_source_numbers(s.SIGNAL_WEIGHTS)
+        self.ml = ServiceClient("ml", s.ML_SERVICE_URL, s.ML_SERVICE_TIMEOUT, self._service_alert)
+        self.risk = ServiceClient("risk", s.RISK_SERVICE_URL, s.RISK_SERVICE_TIMEOUT, self._service_alert)
 
+    # -- lifecycle -------------------------------------------------------------------------------------
     async def on_start(self) -> None:
         s = self.subjects
+        self.stream = s.s_signals
+        self.books.add_hook(self._sample)
         await self.books.start()
         await self.markets.load()  # the amount steps, before the first signal is sized (if the router is up)
         self.spawn(self.markets.keep(), "market rules")
+        since = now_ms() - KEEP_RESULTS_MS
+        await self.bus.replay(
+            stream=s.stream_name("SIGNAL_EVENTS"), subject=s.signal_events(), type_=SignalEvent,
+            handler=self._on_result, start_time=since, follow=False,
+        )  # fmt: skip
+        if self.settings.SIGNAL_AGGREGATION_WINDOW > 0:
+            # signals taken into a window before a crash: stored, acknowledged, but without a result yet
+            back = now_ms() - self.settings.SIGNAL_AGGREGATION_WINDOW - 60_000
+            await self.bus.replay(
+                stream=self.stream, subject=s.signals_submit, type_=Signal, handler=self._on_signal,
+                start_time=back, follow=False,
+            )  # fmt: skip
+        await self.bus.nc.subscribe(s.signals_submit, cb=self._on_request)  # reply subjects
+        await self.bus.nc.flush()
+        await self.bus.subscribe(s.query("signals"), SignalsQuery, self._on_query, queue=self.name)
         await self.bus.consume(
-            stream=s.s_signals, durable="signal-intake", subject=s.signals_submit, type_=Signal, handler=self._on_signal
+            stream=self.stream, durable="signal-intake", subject=s.signals_submit, type_=Signal, handler=self._on_signal
         )
+
+    async def on_stop(self) -> None:
+        for w in self.windows.values():
+            if w.timer is not None:
+                w.timer.cancel()
+        await self.ml.close()
+        await self.risk.close()
 
     def stats(self) -> dict[str, int | float | str]:
-        return dict(self.counts)
+        out: dict[str, int | float | str] = dict(self.counts)
+        out["held"] = len(self.held)
+        for svc in (self.ml, self.risk):
+            if svc.enabled:
+                out[f"{svc.name}Service"] = {None: "unknown", True: "up", False: "down"}[svc.up]
+        return out
 
-    async def _event(
+    async def _service_alert(self, severity: str, code: str, message: str) -> None:
+        await self.alert(severity, code, message)  # type: ignore[arg-type]
+
+    async def _sample(self, book: Book) -> None:
+        mid = self.books.mids.get(book.pair)
+        if mid is None:
+            return
+        q = self.prices.setdefault(book.pair, deque(maxlen=PRICE_SAMPLES))
+        now = now_ms()
+        if not q or now - q[-1][0] >= PRICE_SAMPLE_MS:
+            q.append((now, mid))
+
+    # -- results and replies ---------------------------------------------------------------------------
+    async def _on_result(self, ev: SignalEvent, env: Envelope) -> None:
+        self._remember(ev)
+
+    def _remember(self, ev: SignalEvent) -> None:
+        self.results[ev.signal_id] = ev
+        self.results.move_to_end(ev.signal_id)
+        if ev.status == "executed":
+            self.recent.remember(ev.source, ev.pair, ev.signal, ev.received_at, ev.signal_id)
+        cutoff = now_ms() - KEEP_RESULTS_MS
+        while self.results and (len(self.results) > MAX_RESULTS or next(iter(self.results.values())).ts < cutoff):
+            self.results.popitem(last=False)
+        if len(self.results) % 1000 == 0:
+            self.recent.forget_before(now_ms())
+
+    async def _on_request(self, msg: NatsMsg) -> None:
+        """Every publish on the submit subject: note who wants the result as the reply."""
+        if not msg.reply:
+            return
+        try:
+            decode(msg.data, Signal)
+        except DecodeFailure as e:  # the stored copy goes to the dead letters; say why at once
+            error = {"error": {"code": 400, "err_code": 10_000, "description": e.reason}}
+            await self.bus.nc.publish(msg.reply, msgspec.json.encode(error))
+            return
+        digest, now = _digest(msg.data), now_ms()
+        done = self.answered.get(digest)
+        if done is not None and now - done[0] < LATE_REQUEST_MS:  # answered just before we heard of it
+            await self.bus.nc.publish(msg.reply, done[1])
+            return
+        self.waiters.setdefault(digest, []).append((now, msg.reply))
+        if len(self.waiters) > 1000:  # requests whose signal never came (not stored, say): forget them
+            for d in [d for d, ws in self.waiters.items() if now - ws[-1][0] > 600_000]:
+                del self.waiters[d]
+
+    async def _answer(self, ev: SignalEvent, digests: set[str], seq: int) -> None:
+        if not digests:
+            return
+        reply = encode(SignalReply(**msgspec.structs.asdict(ev), stream=self.stream, seq=seq))
+        for d in digests:
+            self.answered[d] = (now_ms(), reply)
+            while len(self.answered) > KEEP_DIGESTS:
+                self.answered.popitem(last=False)
+            for _, subject in self.waiters.pop(d, []):
+                await self.bus.nc.publish(subject, reply)
+
+    async def _finish(
         self,
-        sig: Signal,
-        sid: str,
+        h: Held | tuple[Signal, str, int, int],
         status: str,
         reason: str | None = None,
-        orders: list[SignalOrder] | None = None,
-        sizing: PositionSizing | None = None,
-    ) -> None:
+        **extra: object,
+    ) -> SignalEvent:
+        """Publish the one result of a signal, remember it and answer whoever asked."""
+        sig, sid, at, seq = (h.sig, h.sid, h.at, h.seq) if isinstance(h, Held) else h
+        if isinstance(h, Held):
+            extra.setdefault("notes", h.notes)
+            if h.confidence != sig.confidence:
+                extra.setdefault("adjusted_confidence", h.confidence)
         self.counts[status] = self.counts.get(status, 0) + 1
         ev = SignalEvent(
-            signal_id=sid,
-            status=status,
-            pair=sig.pair,
-            signal=sig.signal,  # type: ignore[arg-type]
-            confidence=sig.confidence,
-            source=sig.source,
-            strategy=sig.strategy,
-            ts=now_ms(),
-            reason=reason,
-            orders=orders or [],
-            position_sizing=sizing,
-        )
+            signal_id=sid, status=status, pair=sig.pair, signal=sig.signal, confidence=sig.confidence,  # type: ignore[arg-type]
+            source=sig.source, strategy=sig.strategy, ts=now_ms(), received_at=at, reason=reason, **extra,  # type: ignore[arg-type]
+        )  # fmt: skip
         self.log.info(
             "signal {} {} {} {}: {}{}", sid, sig.signal, sig.pair, sig.source, status, f" ({reason})" if reason else ""
         )
-        await self.bus.js_publish(self.subjects.signal_events(sig.pair), ev, msg_id=f"{sid}:{status}")
+        if PAIR_RE.match(sig.pair):
+            await self.bus.js_publish(self.subjects.signal_events(sig.pair), ev, msg_id=f"{sid}:result")
+        self._remember(ev)
+        self.held.discard(sid)
+        await self._answer(ev, self.digests.pop(sid, set()), seq)
+        return ev
 
+    # -- a signal arrives ------------------------------------------------------------------------------
     async def _on_signal(self, sig: Signal, env: Envelope) -> None:
+        at = env.stored_at or sig.timestamp or now_ms()
+        seq = env.seq or 0
         # without an id of its own, a signal is named by where the stream stored it: the same on redelivery
-        sid = sig.signal_id or signal_id(day_key(env.stored_at or sig.timestamp or 0), env.seq or 0)
-        if not PAIR_RE.match(sig.pair):  # not even usable in a subject name
+        sid = sig.signal_id or signal_id(day_key(at), seq)
+        digest = _digest(env.raw.data)
+        if sid in self.results:  # handled before (a redelivery, or the same id sent again)
+            await self._answer(self.results[sid], {digest}, seq)
+            return
+        self.digests.setdefault(sid, set()).add(digest)
+        if sid in self.held:  # waiting in a window already
+            return
+        me = (sig, sid, at, seq)
+        if not PAIR_RE.match(sig.pair):  # not even usable in a subject name: no event, a dead letter
             await self.bus.dead_letter(
                 env.subject, f"signal {sid}: pair {sig.pair!r} is not written BASE_QUOTE", env.raw.data, env.seq
             )
-            self.counts["rejected"] += 1
-            return None
+            await self._finish(me, "rejected", f"pair {sig.pair!r} is not written BASE_QUOTE")
+            return
         if sig.pair not in self.settings.PAIRS:
-            return await self._event(sig, sid, "rejected", f"pair {sig.pair} is not traded here")
+            await self._finish(me, "rejected", f"pair {sig.pair} is not traded here")
+            return
         if not sig.confidence.is_finite() or not (ZERO <= sig.confidence <= 1):
-            return await self._event(sig, sid, "rejected", f"confidence must be within 0..1, got {sig.confidence}")
+            await self._finish(me, "rejected", f"confidence must be within 0..1, got {sig.confidence}")
+            return
         if sig.signal == "HOLD":
-            return await self._event(sig, sid, "filtered", "HOLD does nothing")
+            await self._finish(me, "filtered", "HOLD does nothing")
+            return
         if sig.signal == "CLOSE":
-            snap = await self.bus.request(self.subjects.query("portfolio"), Empty(), PortfolioSnapshot)
-            pos = next((p for p in snap.positions if p.pair == sig.pair), None)
-            if pos is None or pos.quantity == ZERO:
-                return await self._event(sig, sid, "filtered", f"no open position in {sig.pair}")
-            side, qty = ("sell" if pos.side == "long" else "buy"), pos.quantity
-            sizing = PositionSizing(recommended_size=qty, risk_amount=pos.market_value.copy_abs(), method="close")
-            # named after the position, not the signal: several CLOSE signals for one position make one order
-            client_id = f"close-{pos.id}-{qty}"
-        else:
-            client_id = f"{sid}-1"
-            side = "buy" if sig.signal == "BUY" else "sell"
-            price = sig.price or await self.books.mid(sig.pair)
-            if sig.quantity is not None:
-                if sig.quantity <= ZERO:
-                    return await self._event(sig, sid, "rejected", "quantity must be positive")
-                qty = sig.quantity
-                sizing = PositionSizing(recommended_size=qty, risk_amount=qty * (price or ZERO), method="fixed")
-            else:
-                if price is None:
-                    return await self._event(sig, sid, "rejected", f"no price for {sig.pair}: no market data yet")
-                rp = sig.risk_parameters
-                fraction = rp.max_risk_percent if rp and rp.max_risk_percent else DEFAULT_RISK_FRACTION
-                if not (ZERO < fraction <= 1):
-                    return await self._event(sig, sid, "rejected", "riskParameters.maxRiskPercent must be in (0, 1]")
-                rules = self.markets.get(sig.pair)
-                step = rules.amount_step if rules else QTY_STEP
-                qty, amount = fixed_notional(self.settings.INITIAL_BALANCE, fraction, price, step)
-                sizing = PositionSizing(recommended_size=qty, risk_amount=amount, method="fixed_notional")
-                if qty <= ZERO:
-                    return await self._event(sig, sid, "rejected", "sized quantity rounds to zero")
+            await self._close(me)
+            return
+        h = Held(sig, sid, at, sig.confidence, [], seq)
+        await self._score(h)
+        floor = rules.min_confidence(sig.source, self.settings.MIN_CONFIDENCE, self.min_confidence)
+        if h.confidence < floor:
+            await self._finish(
+                h, "filtered", f"confidence {h.confidence} is below the minimum {floor} for {sig.source}"
+            )
+            return
+        if (first := self.recent.duplicate_of(sig.source, sig.pair, sig.signal, at)) is not None:
+            window = self.settings.SIGNAL_DEDUPE_WINDOW
+            why = f"repeats signal {first} (same source, pair and signal within {window} ms)"
+            await self._finish(h, "filtered", why)
+            return
+        if self.settings.SIGNAL_AGGREGATION_WINDOW > 0:
+            self._hold(h)
+            return
+        await self._execute(h, sig.signal, h.confidence, [h])
+
+    async def _score(self, h: Held) -> None:
+        """The ML service's view adjusts the confidence (not of its own signals)."""
+        sig = h.sig
+        if not self.ml.enabled or sig.source == self.settings.ML_SIGNAL_SOURCE:
+            return
+        question = PredictionQuestion(
+            pair=sig.pair, signal=sig.signal, confidence=sig.confidence, source=sig.source, strategy=sig.strategy,
+            price=sig.price or self.books.mids.get(sig.pair),
+        )  # fmt: skip
+        try:
+            p = await self.ml.post("/api/predict", question, Prediction)
+        except ServiceDown as e:
+            h.notes.append(f"ML service unavailable ({e.reason}): confidence not adjusted")
+            return
+        pc = clamp01(p.confidence)
+        if pc is None:
+            h.notes.append(f"ML service answered confidence {p.confidence}, not within 0..1: not adjusted")
+            return
+        h.confidence = rules.ml_adjusted(sig.confidence, sig.signal, p.signal, pc, self.settings.ML_WEIGHT)
+        h.notes.append(f"ML service predicts {p.signal} at {pc}: confidence {sig.confidence} -> {h.confidence}")
+
+    # -- aggregation -----------------------------------------------------------------------------------
+    def _hold(self, h: Held) -> None:
+        pair = h.sig.pair
+        w = self.windows.get(pair)
+        if w is None:
+            w = self.windows[pair] = Window(pair, h.at + self.settings.SIGNAL_AGGREGATION_WINDOW)
+            delay = max(0.0, (w.closes_at - now_ms()) / 1000)
+            w.timer = asyncio.get_running_loop().call_later(
+                delay, lambda: self.spawn(self._close_window(pair), f"window {pair}")
+            )
+        w.held.append(h)
+        self.held.add(h.sid)
+
+    async def _close_window(self, pair: str) -> None:
+        """Decide a closed window. It runs outside the consumer, so it retries (NATS or the risk-gate
+        away) until every signal in it has its result."""
+        w = self.windows.pop(pair, None)
+        if w is None:
+            return
+        for attempt in range(1, 10_000):
+            try:
+                await self._decide(w)
+                return
+            except Exception as e:
+                self.log.opt(exception=e).warning("aggregation window {} not decided yet: {}; again", pair, e)
+                await asyncio.sleep(min(0.25 * attempt, 5.0))
+
+    async def _decide(self, w: Window) -> None:
+        votes = [rules.Vote(h.sid, h.sig.source, h.sig.signal, h.confidence, h.at) for h in w.held]
+        d = rules.aggregate(votes, self.weights)
+        ids = [h.sid for h in w.held]
+        counted = set(d.counted)
+        open_ = [h for h in w.held if h.sid not in self.results]  # a retry skips what is decided
+        for h in open_:
+            if h.sid not in counted:
+                muted = self.weights.get(h.sig.source, Decimal(1)) <= 0
+                why = f"weight 0 for source {h.sig.source}" if muted else "superseded by a later signal of its source"
+                await self._finish(h, "filtered", why, aggregated=ids)
+        members = [h for h in open_ if h.sid in counted]
+        if not members:
+            return
+        if d.signal is None:
+            why = f"the sources cancel out in the aggregation window (net {d.net})"
+            for h in members:
+                await self._finish(h, "filtered", why, aggregated=ids)
+            return
+        for h in members:
+            if h.sig.signal != d.signal:
+                why = f"outvoted in the aggregation window: net {d.signal} at {d.confidence}"
+                await self._finish(h, "filtered", why, aggregated=ids)
+        agree = [h for h in members if h.sig.signal == d.signal]
+        floor = self.settings.MIN_CONFIDENCE
+        if d.confidence < floor:
+            why = f"aggregate confidence {d.confidence} ({d.signal}) is below MIN_CONFIDENCE {floor}"
+            for h in agree:
+                await self._finish(h, "filtered", why, aggregated=ids, adjusted_confidence=d.confidence)
+            return
+        # the strongest agreeing vote leads (its price, exits, risk parameters); the window's first id names the order
+        lead = max(agree, key=lambda h: (self.weights.get(h.sig.source, Decimal(1)) * h.confidence, -h.at))
+        await self._execute(lead, d.signal, d.confidence, agree, ids)
+
+    # -- execution -------------------------------------------------------------------------------------
+    async def _execute(
+        self, lead: Held, side_signal: str, confidence: Decimal, members: list[Held], ids: list[str] | None = None
+    ) -> None:
+        """One decision becomes one order (a bracket when there are exits); every member gets the result."""
+        sig = lead.sig
+        side = "buy" if side_signal == "BUY" else "sell"
+        notes: list[str] = []  # about the decision, added to each member's own
+        extra: dict[str, object] = {"aggregated": ids, "adjusted_confidence": confidence} if ids else {}
+
+        async def finish_all(status: str, reason: str | None = None, **more: object) -> None:
+            for h in members:
+                await self._finish(h, status, reason, **{**extra, **more, "notes": h.notes + notes})
+
+        market = self.books.mids.get(sig.pair) or await self.books.mid(sig.pair)
+        price = sig.price or market
+        if price is None:
+            await finish_all("rejected", f"no price for {sig.pair}: no market data yet")
+            return
+        rules_ = self.markets.get(sig.pair)
+        tick = rules_.tick_size if rules_ else None
+        step = rules_.amount_step if rules_ else QTY_STEP
+        entry = price
+        limit = None
+        if self.settings.SIGNAL_ORDER_TYPE == "limit":
+            limit = entry = rules.limit_price(side, market or price, self.settings.SIGNAL_LIMIT_OFFSET_PERCENT, tick)
+        stop, take = sig.stop_loss, sig.take_profit
+        if self.settings.STOP_LOSS_ENABLED and stop is None:
+            s = self.settings
+            stop, default_take = rules.default_exits(
+                side, entry, s.DEFAULT_STOP_LOSS_PERCENT, s.DEFAULT_TAKE_PROFIT_PERCENT, tick
+            )
+            take = take if take is not None else default_take
+            notes.append(f"default exits (STOP_LOSS_ENABLED): stopLoss {stop}, takeProfit {take}")
+        sizing = await self._size(sig, side, entry, stop, confidence, step, notes)
+        if isinstance(sizing, str):
+            await finish_all("rejected", sizing)
+            return
+        if sizing.recommended_size <= ZERO:
+            await finish_all("rejected", "the sized quantity rounds to zero", position_sizing=sizing)
+            return
         req = OrderRequest(
-            client_order_id=client_id,
-            pair=sig.pair,
-            side=side,
-            quantity=qty,  # type: ignore[arg-type]
-            stop_loss=sig.stop_loss,
-            take_profit=sig.take_profit,
-            source=f"signal:{sig.source}",
-            signal_id=sid,
-            ts=now_ms(),
-        )
+            client_order_id=_client_id((ids or [lead.sid])[0]), pair=sig.pair, side=side,  # type: ignore[arg-type]
+            quantity=sizing.recommended_size, type="limit" if limit is not None else "market", price=limit,
+            stop_loss=stop, take_profit=take, source=f"signal:{sig.source}", signal_id=lead.sid, ts=now_ms(),
+        )  # fmt: skip
         reply = await self.bus.request(self.subjects.orders_submit, req, OrderReply, timeout=10.0)
         if not reply.ok or reply.order is None:
-            return await self._event(sig, sid, "rejected", f"{reply.code}: {reply.detail}", sizing=sizing)
+            await finish_all("rejected", f"{reply.code}: {reply.detail}", code=reply.code, position_sizing=sizing)
+            return
         o = reply.order
         order = SignalOrder(order_id=o.order_id, type=o.type, side=o.side, quantity=o.quantity, status=o.status)
-        await self._event(sig, sid, "executed", orders=[order], sizing=sizing)
+        await finish_all("executed", orders=[order], linked_orders=o.linked_orders, position_sizing=sizing)
+
+    async def _size(
+        self,
+        sig: Signal,
+        side: str,
+        price: Decimal,
+        stop: Decimal | None,
+        confidence: Decimal,
+        step: Decimal,
+        notes: list[str],
+    ) -> PositionSizing | str:
+        """How much to trade: the signal's quantity, the risk service's answer, or a local method; never
+        more than MAX_POSITION_SIZE allows. A string: why it cannot be sized."""
+        rp = sig.risk_parameters
+        fraction = rp.max_risk_percent if rp and rp.max_risk_percent is not None else self.settings.RISK_PER_TRADE
+        if not (ZERO < fraction <= 1):
+            return "riskParameters.maxRiskPercent must be in (0, 1]"
+        if sig.quantity is not None and (not sig.quantity.is_finite() or sig.quantity <= ZERO):
+            return "quantity must be a positive number"
+        try:
+            method = (
+                "fixed_quantity"
+                if sig.quantity is not None
+                else method_name(
+                    rp.position_size_method if rp else None,
+                    default=self.settings.POSITION_SIZE_METHOD,
+                    has_stop=sig.stop_loss is not None,  # the signal's own stop; a default one is a safety net
+                )
+            )
+        except SizingError as e:
+            return str(e)
+        risk = await self.bus.request(self.subjects.query("risk"), Empty(), RiskMetricsView)
+        equity = risk.equity
+        held = next((p.position + p.working for p in risk.pairs if p.pair == sig.pair), ZERO)
+        max_fraction = Decimal(risk.limits.get("MAX_POSITION_SIZE", str(self.settings.MAX_POSITION_SIZE)))
+        mark = self.books.mids.get(sig.pair) or price
+        room = max_fraction * equity / mark - (held if side == "buy" else -held)
+        decided_by = "local"
+        sized = None
+        if self.risk.enabled and self.settings.ENABLE_RISK_CHECKS and sig.quantity is None:
+            q = SizeQuestion(
+                pair=sig.pair, signal=sig.signal, confidence=confidence, price=price, stop_loss=stop, equity=equity,
+                max_risk_percent=fraction, method=method,
+            )  # fmt: skip
+            try:
+                a = await self.risk.post("/api/risk/position-size", q, SizeAnswer)
+                if a.recommended_size.is_finite() and a.recommended_size >= ZERO:
+                    qty = round_down(a.recommended_size, step)
+                    risk_amount = a.risk_amount if a.risk_amount is not None else qty * abs(price - (stop or ZERO))
+                    sized = Sizing(qty, risk_amount, a.method or method)
+                    decided_by = "risk_service"
+                else:
+                    notes.append(f"risk service sized {a.recommended_size}: ignored, sized locally")
+            except ServiceDown as e:
+                notes.append(f"risk service unavailable ({e.reason}): sized locally")
+        if sized is None:
+            win_loss = Decimal(1)
+            if method == "kelly_criterion":
+                win_loss = await self._win_loss(notes)
+            sigma = volatility([p for _, p in self.prices.get(sig.pair, ())])
+            try:
+                sized = size(
+                    method,
+                    SizingInputs(
+                        equity=equity, price=price, risk_fraction=fraction, step=step, stop=stop,
+                        quantity=sig.quantity, confidence=confidence, win_loss_ratio=win_loss, sigma=sigma,
+                    ),
+                )  # fmt: skip
+            except SizingError as e:
+                return str(e)
+        capped, was = cap(sized, room, step)
+        return PositionSizing(
+            recommended_size=capped.quantity, risk_amount=capped.risk_amount, method=capped.method,
+            capped_by="MAX_POSITION_SIZE" if was else None, decided_by=decided_by,  # type: ignore[arg-type]
+        )  # fmt: skip
+
+    async def _win_loss(self, notes: list[str]) -> Decimal:
+        """Kelly's b: the observed average win / average loss of closed round trips (1 before any)."""
+        try:
+            perf = await self.bus.request(self.subjects.query("performance"), Empty(), Performance)
+        except RequestFailed as e:
+            notes.append(f"no performance figures ({e}): Kelly with a win/loss ratio of 1")
+            return Decimal(1)
+        t = perf.trades
+        if t.average_win and t.average_loss and t.average_win > 0 and t.average_loss != 0:
+            return t.average_win / abs(t.average_loss)
+        notes.append("no closed round trips with wins and losses yet: Kelly with a win/loss ratio of 1")
+        return Decimal(1)
+
+    async def _close(self, me: tuple[Signal, str, int, int]) -> None:
+        sig, sid = me[0], me[1]
+        snap = await self.bus.request(self.subjects.query("portfolio"), Empty(), PortfolioSnapshot)
+        pos = next((p for p in snap.positions if p.pair == sig.pair), None)
+        if pos is None or pos.quantity == ZERO:
+            await self._finish(me, "filtered", f"no open position in {sig.pair}")
+            return
+        side, qty = ("sell" if pos.side == "long" else "buy"), pos.quantity
+        sizing = PositionSizing(recommended_size=qty, risk_amount=pos.market_value.copy_abs(), method="close")
+        req = OrderRequest(
+            # named after the position, not the signal: several CLOSE signals for one position make one order
+            client_order_id=f"close-{pos.id}-{qty}", pair=sig.pair, side=side, quantity=qty,  # type: ignore[arg-type]
+            reduce_only=True, source=f"signal:{sig.source}", signal_id=sid, ts=now_ms(),
+        )  # fmt: skip
+        reply = await self.bus.request(self.subjects.orders_submit, req, OrderReply, timeout=10.0)
+        if not reply.ok or reply.order is None:
+            await self._finish(me, "rejected", f"{reply.code}: {reply.detail}", code=reply.code, position_sizing=sizing)
+            return
+        o = reply.order
+        order = SignalOrder(order_id=o.order_id, type=o.type, side=o.side, quantity=o.quantity, status=o.status)
+        await self._finish(me, "executed", orders=[order], position_sizing=sizing)
+
+    # -- reads -----------------------------------------------------------------------------------------
+    async def _on_query(self, q: SignalsQuery, env: Envelope) -> None:
+        out: list[SignalEvent] = []
+        limit = max(1, min(q.limit, 1000))
+        for ev in reversed(self.results.values()):
+            if q.since is not None and ev.ts < q.since:
+                break
+            if (
+                (q.pair is None or ev.pair == q.pair)
+                and (q.status is None or ev.status == q.status)
+                and (q.source is None or ev.source == q.source)
+                and (q.signal_id is None or ev.signal_id == q.signal_id)
+            ):
+                out.append(ev)
+                if len(out) >= limit:
+                    break
+        await self.bus.respond(env, SignalsPage(signals=out))
+
+
+def _client_id(sid: str) -> str:
+    """The client order id of a signal's order: ``<signal id>-1``, or a hash of the id when it does not
+    make a valid client id (too long, odd characters)."""
+    cid = f"{sid}-1"
+    if CLIENT_ID_RE.match(cid):
+        return cid
+    return "sig-" + hashlib.blake2b(sid.encode(), digest_size=12).hexdigest() + "-1"
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()

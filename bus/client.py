@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -170,6 +171,7 @@ class Bus:
                 max_age=spec.max_age_s or None,
                 duplicate_window=120.0,
                 num_replicas=self.replicas,
+                no_ack=spec.no_ack,
             )
             try:
                 info = await self.js.stream_info(spec.name)
@@ -179,8 +181,10 @@ class Bus:
                 except nats.js.errors.BadRequestError:
                     await self.js.update_stream(cfg)  # created meanwhile by another actor
                 continue
-            if sorted(info.config.subjects or []) != sorted(spec.subjects) or (
-                (info.config.max_msgs_per_subject or -1) != spec.max_msgs_per_subject
+            if (
+                sorted(info.config.subjects or []) != sorted(spec.subjects)
+                or (info.config.max_msgs_per_subject or -1) != spec.max_msgs_per_subject
+                or bool(info.config.no_ack) != spec.no_ack
             ):
                 await self.js.update_stream(cfg)
         for bucket in (self.subjects.kv_state, self.subjects.kv_paper):
@@ -382,6 +386,7 @@ class Bus:
         type_: type[T],
         handler: Handler[T],
         start_seq: int = 1,
+        start_time: int | None = None,
         follow: bool = True,
     ) -> Subscription | None:
         """Read a stream in order from ``start_seq`` (an ordered consumer).
@@ -389,7 +394,7 @@ class Bus:
         Returns once every message stored at the time of the call has been handled (however long that
         takes), so an actor can rebuild its state before it serves anything. With ``follow`` later
         messages keep arriving in order; without it (an actor re-reading what it wrote itself) the
-        reading stops there.
+        reading stops there. ``start_time`` (epoch ms): from the first message stored at or after it.
         """
         caught_up = asyncio.Event()
 
@@ -412,11 +417,18 @@ class Bus:
         last = (await self.js.stream_info(stream)).state.last_seq or 0  # what "caught up" means now
         if last < start_seq:
             caught_up.set()  # nothing stored from there on (a restart right after a snapshot, say)
-        config = api.ConsumerConfig(
-            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE if start_seq > 1 else api.DeliverPolicy.ALL,
-            opt_start_seq=start_seq if start_seq > 1 else None,
-            filter_subject=subject,
-        )
+        if start_time is not None:
+            config = api.ConsumerConfig(
+                deliver_policy=api.DeliverPolicy.BY_START_TIME,
+                opt_start_time=_rfc3339(start_time),
+                filter_subject=subject,
+            )
+        else:
+            config = api.ConsumerConfig(
+                deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE if start_seq > 1 else api.DeliverPolicy.ALL,
+                opt_start_seq=start_seq if start_seq > 1 else None,
+                filter_subject=subject,
+            )
         sub = await self.js.subscribe(
             subject, stream=stream, cb=cb, ordered_consumer=True, config=config, pending_msgs_limit=-1
         )
@@ -465,3 +477,7 @@ class Bus:
             await asyncio.wait_for(self.nc.drain(), 3.0)
         with contextlib.suppress(Exception):
             await self.nc.close()
+
+
+def _rfc3339(ts_ms: int) -> str:
+    return dt.datetime.fromtimestamp(ts_ms / 1000, dt.UTC).isoformat().replace("+00:00", "Z")

@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from domain.sizing import SIZING_METHODS
 from schemas.subjects import PAIR_RE, PREFIX_RE
 
 SECRET_FIELDS = frozenset(
@@ -82,6 +83,22 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     CORE_SERVICE_URL: str = ""
     ML_SERVICE_URL: str = ""
     RISK_SERVICE_URL: str = ""
+    RISK_SERVICE_TIMEOUT: int = 500  # ms; slower or down: the local rules decide
+    ML_SERVICE_TIMEOUT: int = 500  # ms; slower or down: the confidence is left as it is
+    ML_WEIGHT: Decimal = Decimal("0.5")  # how far the ML service's view moves a signal's confidence
+    ML_SIGNAL_SOURCE: str = "ml_prediction"  # the ML service's own signals: not scored by it again
+    # -- signals ----------------------------------------------------------------------------------
+    MIN_CONFIDENCE: Decimal = Decimal("0.6")
+    SOURCE_MIN_CONFIDENCE: str = ""  # JSON: {"ml_prediction": "0.7"}; other sources: MIN_CONFIDENCE
+    SIGNAL_DEDUPE_WINDOW: int = 60_000  # ms: one executed signal per (source, pair, signal) in this time
+    SIGNAL_AGGREGATION_WINDOW: int = 0  # ms: combine the sources' signals for a pair; 0: each acts alone
+    SIGNAL_WEIGHTS: str = ""  # JSON: {"core": "1", "ml_prediction": "2"}; other sources weigh 1
+    SIGNAL_ORDER_TYPE: str = "market"  # or limit: at SIGNAL_LIMIT_OFFSET_PERCENT from the mid
+    SIGNAL_LIMIT_OFFSET_PERCENT: Decimal = Decimal("0.1")
+    POSITION_SIZE_METHOD: str = "auto"  # auto: fixed_fractional with a stop, else fixed_notional
+    RISK_PER_TRADE: Decimal = Decimal("0.02")  # of equity: what a signal risks (riskParameters.maxRiskPercent)
+    DEFAULT_STOP_LOSS_PERCENT: Decimal = Decimal(2)  # with STOP_LOSS_ENABLED, when a signal gives none
+    DEFAULT_TAKE_PROFIT_PERCENT: Decimal = Decimal(4)  # 0: no take-profit leg by default
     # -- order management -------------------------------------------------------------------------
     DEFAULT_ORDER_TIMEOUT: int = 300_000
     MAX_SLIPPAGE_PERCENT: Decimal = Decimal("0.5")
@@ -318,6 +335,28 @@ def _correlation_groups(raw: Any) -> str:
     return s.strip()
 
 
+def parse_source_numbers(raw: str) -> dict[str, Decimal]:
+    return msgspec.json.decode(raw, type=dict[str, Decimal]) if raw.strip() else {}
+
+
+def _source_numbers(example: str, hi: Decimal | None) -> Callable[[Any], str]:
+    """A JSON object of signal source -> number (0..hi), e.g. SOURCE_MIN_CONFIDENCE, SIGNAL_WEIGHTS."""
+    bound = f" from 0 to {hi}" if hi is not None else " >= 0"
+    allowed = f'a JSON object of source -> number{bound}, e.g. {{"ml_prediction": "{example}"}}'
+
+    def parse(raw: Any) -> str:
+        s = raw if isinstance(raw, str) else msgspec.json.encode(raw).decode()
+        try:
+            values = parse_source_numbers(s)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            raise ValueError(allowed) from None
+        if not all(v.is_finite() and v >= 0 and (hi is None or v <= hi) for v in values.values()):
+            raise ValueError(allowed)
+        return s.strip()
+
+    return parse
+
+
 def parse_trading_hours(raw: str) -> tuple[int, int] | None:
     """'09:00-16:00' -> (540, 960) minutes of the day; '' -> None (always)."""
     if not raw.strip():
@@ -384,6 +423,21 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "CORE_SERVICE_URL": _url("http", "https"),
     "ML_SERVICE_URL": _url("http", "https"),
     "RISK_SERVICE_URL": _url("http", "https"),
+    "RISK_SERVICE_TIMEOUT": _int(10, 60_000),
+    "ML_SERVICE_TIMEOUT": _int(10, 60_000),
+    "ML_WEIGHT": _dec(Decimal(0), Decimal(1)),
+    "ML_SIGNAL_SOURCE": _pattern(re.compile(r"^\S{1,64}$"), "a source name (no spaces)"),
+    "MIN_CONFIDENCE": _dec(Decimal(0), Decimal(1)),
+    "SOURCE_MIN_CONFIDENCE": _source_numbers("0.7", Decimal(1)),
+    "SIGNAL_DEDUPE_WINDOW": _int(0, 86_400_000),
+    "SIGNAL_AGGREGATION_WINDOW": _int(0, 3_600_000),
+    "SIGNAL_WEIGHTS": _source_numbers("2", None),
+    "SIGNAL_ORDER_TYPE": _choice("market", "limit"),
+    "SIGNAL_LIMIT_OFFSET_PERCENT": _dec(Decimal(0), Decimal(50)),
+    "POSITION_SIZE_METHOD": _choice("auto", *SIZING_METHODS),
+    "RISK_PER_TRADE": _dec(Decimal(0), Decimal(1), lo_open=True),
+    "DEFAULT_STOP_LOSS_PERCENT": _dec(Decimal(0), Decimal(99), lo_open=True),
+    "DEFAULT_TAKE_PROFIT_PERCENT": _dec(Decimal(0), Decimal(1000)),
     "DEFAULT_ORDER_TIMEOUT": _int(0),
     "MAX_SLIPPAGE_PERCENT": _dec(Decimal(0), Decimal(100)),
     "DEFAULT_TIME_IN_FORCE": _choice("GTC", "IOC", "FOK", "GTD", upper=True),

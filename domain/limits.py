@@ -177,3 +177,37 @@ def check_limits(
             if dd >= lim.max_drawdown:
                 return Denial("MAX_DRAWDOWN", None, f"MAX_DRAWDOWN: drawdown {dd:.4f} >= {lim.max_drawdown}")
     return None
+
+
+def breaches(x: Exposure, lim: Limits) -> dict[str, str]:
+    """Exposure limits the books are over now (prices move after an order passed): key -> sentence.
+    Keys: ``total``, ``pair:<PAIR>``, ``group:<name>``."""
+    out: dict[str, str] = {}
+    if x.equity <= ZERO:
+        return out
+    pairs = set(x.positions) | set(x.working)
+    for p in sorted(pairs):
+        frac = _exposure(x, {p}, "") / x.equity
+        if frac > lim.max_position_fraction:
+            limit = lim.max_position_fraction
+            out[f"pair:{p}"] = f"{p} exposure {_up(frac)} of equity is over MAX_POSITION_SIZE {limit}"
+    if lim.max_total_exposure is not None:
+        frac = _exposure(x, pairs, "") / x.equity
+        if frac > lim.max_total_exposure:
+            out["total"] = f"total exposure {_up(frac)} of equity is over MAX_TOTAL_EXPOSURE {lim.max_total_exposure}"
+    for name, members, cap in lim.groups:
+        frac = _exposure(x, members, "") / x.equity
+        if frac > cap:
+            out[f"group:{name}"] = f"group {name} exposure {_up(frac)} of equity is over its limit {cap}"
+    return out
+
+
+def headroom(i: Intent, x: Exposure, lim: Limits) -> Decimal:
+    """The largest quantity in the intent's direction that MAX_POSITION_SIZE still allows (never < 0)."""
+    if x.equity <= ZERO or i.price <= ZERO:
+        return ZERO
+    mark = x.marks.get(i.pair, i.price)
+    now = x.positions.get(i.pair, ZERO) + x.working.get(i.pair, ZERO)
+    cap = lim.max_position_fraction * x.equity / mark
+    room = cap - now if i.side == "buy" else cap + now
+    return max(room, ZERO)

@@ -134,3 +134,72 @@ def volatility_scaled(
     distance = multiple * sigma * price
     q = round_down(equity * risk_fraction / distance, step)
     return Sizing(q, q * distance, "volatility_scaled")
+
+
+# --------------------------------------------------------------------------------------------------
+# Choosing a method (signals: riskParameters.positionSizeMethod, else POSITION_SIZE_METHOD)
+# --------------------------------------------------------------------------------------------------
+SIZING_METHODS = ("fixed_quantity", "fixed_notional", "fixed_fractional", "kelly_criterion", "volatility_scaled")
+ALIASES = {
+    "fixed": "fixed_quantity",
+    "quantity": "fixed_quantity",
+    "notional": "fixed_notional",
+    "fractional": "fixed_fractional",
+    "kelly": "kelly_criterion",
+    "volatility": "volatility_scaled",
+}
+
+
+def method_name(raw: str | None, *, default: str = "auto", has_stop: bool = False) -> str:
+    """The canonical method for ``raw`` (aliases accepted); ``auto``: fixed_fractional when there is a
+    stop to measure the risk by, else fixed_notional."""
+    name = (raw or default).strip().lower()
+    name = ALIASES.get(name, name)
+    if name == "auto":
+        return "fixed_fractional" if has_stop else "fixed_notional"
+    if name not in SIZING_METHODS:
+        raise SizingError(f"positionSizeMethod must be one of {', '.join(SIZING_METHODS)} (or auto), got {raw!r}")
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class SizingInputs:
+    equity: Decimal
+    price: Decimal
+    risk_fraction: Decimal
+    step: Decimal = QTY_STEP
+    stop: Decimal | None = None
+    quantity: Decimal | None = None
+    confidence: Decimal = ZERO
+    win_loss_ratio: Decimal = ONE  # no closed round trips yet: even odds
+    sigma: Decimal | None = None
+
+
+def size(method: str, x: SizingInputs) -> Sizing:
+    """Size with one of SIZING_METHODS; a named SizingError when the method lacks what it needs."""
+    if method == "fixed_quantity":
+        if x.quantity is None:
+            raise SizingError("fixed_quantity needs a quantity")
+        return fixed_quantity(x.quantity, x.price, x.step)
+    if method == "fixed_notional":
+        return fixed_notional_sizing(x.equity, x.risk_fraction, x.price, x.step)
+    if method == "fixed_fractional":
+        if x.stop is None:
+            raise SizingError("fixed_fractional needs a stop-loss price")
+        return fixed_fractional(x.equity, x.risk_fraction, x.price, x.stop, x.step)
+    if method == "kelly_criterion":
+        return kelly(x.equity, x.confidence, x.win_loss_ratio, x.price, x.step, stop=x.stop)
+    if method == "volatility_scaled":
+        if x.sigma is None:
+            raise SizingError("volatility_scaled needs recent market data (at least 3 prices)")
+        return volatility_scaled(x.equity, x.risk_fraction, x.price, x.sigma, x.step)
+    raise SizingError(f"unknown sizing method {method!r}")
+
+
+def cap(s: Sizing, max_quantity: Decimal, step: Decimal = QTY_STEP) -> tuple[Sizing, bool]:
+    """``s`` limited to ``max_quantity`` (rounded down to the step), the amount at risk scaled with it."""
+    if s.quantity <= max_quantity:
+        return s, False
+    q = round_down(max(max_quantity, ZERO), step)
+    risk = s.risk_amount * q / s.quantity if s.quantity > ZERO else ZERO
+    return Sizing(q, risk, s.method), True

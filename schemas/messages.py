@@ -146,10 +146,12 @@ class OrderRequest(Msg):
 
 class RiskValidation(Msg):
     passed: bool
-    recommended_size: Decimal | None = None
-    max_risk: Decimal | None = None
+    recommended_size: Decimal | None = None  # advice: the order keeps its own quantity
+    max_risk: Decimal | None = None  # lost if the stop-loss is hit (without one: the whole cost)
     code: str | None = None
     reason: str | None = None
+    decided_by: Literal["local", "risk_service"] = "local"
+    note: str | None = None  # e.g. the risk service was down and the local rules decided
 
 
 class FillRef(Msg):
@@ -298,10 +300,12 @@ class PositionSizing(Msg):
     recommended_size: Decimal
     risk_amount: Decimal
     method: str
+    capped_by: str | None = None  # a limit that made the size smaller than the method's (MAX_POSITION_SIZE)
+    decided_by: Literal["local", "risk_service"] = "local"
 
 
 class SignalEvent(Msg):
-    """What became of a signal, on ``tbx.events.signals.<pair>``."""
+    """What became of a signal, on ``tbx.events.signals.<pair>``: exactly one per signal."""
 
     signal_id: str
     status: Literal["accepted", "filtered", "rejected", "executed"]
@@ -311,9 +315,23 @@ class SignalEvent(Msg):
     source: str
     strategy: str
     ts: int
+    received_at: int = 0  # when the signal was stored (epoch ms): the clock of the windows
     reason: str | None = None
+    code: str | None = None  # for a rejection by the risk-gate: its denial code
     orders: list[SignalOrder] = msgspec.field(default_factory=list)
+    linked_orders: dict[str, str] | None = None  # the bracket's stopLoss / takeProfit order ids
     position_sizing: PositionSizing | None = None
+    adjusted_confidence: Decimal | None = None  # after the ML service's view, or of the aggregate
+    aggregated: list[str] | None = None  # the ids of the signals combined into this decision
+    notes: list[str] = msgspec.field(default_factory=list)  # e.g. a service down, a default stop-loss
+
+
+class SignalReply(SignalEvent):
+    """The reply to a signal sent with a reply subject: its result, plus where it was stored (so a
+    JetStream client's publish ack reads it too)."""
+
+    stream: str = ""
+    seq: int = 0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -334,6 +352,19 @@ class OrdersQuery(Msg):
 class OrdersPage(Msg):
     orders: list[Order]
     next_cursor: str | None = None
+
+
+class SignalsQuery(Msg):
+    pair: str | None = None
+    status: str | None = None
+    source: str | None = None
+    signal_id: str | None = None
+    since: int | None = None  # handled at or after (epoch ms)
+    limit: int = 50
+
+
+class SignalsPage(Msg):
+    signals: list[SignalEvent]  # newest first
 
 
 class OrderEventsQuery(Msg):
@@ -509,10 +540,13 @@ class Heartbeat(Msg):
     stats: dict[str, int | float | str] = msgspec.field(default_factory=dict)
 
 
+Severity = Literal["warning", "critical", "emergency"]
+
+
 class RiskAlert(Msg):
     """An alert on ``tbx.events.risk``."""
 
-    severity: Literal["warning", "critical", "emergency"]
+    severity: Severity
     code: str
     message: str
     ts: int

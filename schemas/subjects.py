@@ -21,6 +21,7 @@ class StreamSpec:
     subjects: tuple[str, ...]
     max_msgs_per_subject: int = -1
     max_age_s: float = 0.0  # 0: keep forever
+    no_ack: bool = False  # the stream does not answer a publish's reply subject (signal-intake does)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +113,9 @@ class Subjects:
         p = self.prefix
         week = 7 * 24 * 3600.0
         return (
-            StreamSpec(self.stream_name("SIGNALS"), (self.signals_submit,)),
+            # a signal sent with a reply subject is answered by signal-intake with its result (and where
+            # it was stored), not by the stream with a bare storage ack
+            StreamSpec(self.stream_name("SIGNALS"), (self.signals_submit,), no_ack=True),
             StreamSpec(self.stream_name("ORDERS"), (f"{p}.events.orders.>",)),
             StreamSpec(self.stream_name("FILLS"), (f"{p}.events.fills.>",)),
             StreamSpec(self.stream_name("SIGNAL_EVENTS"), (f"{p}.events.signals.>",)),

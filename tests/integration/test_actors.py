@@ -10,6 +10,7 @@ import asyncio
 from decimal import Decimal
 from pathlib import Path
 
+import nats.js.errors
 import pytest
 
 from actors.base import Actor
@@ -186,10 +187,12 @@ async def test_a_signal_published_while_intake_is_down_becomes_a_fill_when_it_is
         b'{"pair": "ETH_USDT", "signal": "BUY", "confidence": 0.82, "source": "ml_prediction", '
         b'"strategy": "ensemble_model", "signalId": "SIG-T-1", "riskParameters": {"maxRiskPercent": 0.01}}'
     )
-    await client.js.publish(client.subjects.signals_submit, raw)
-    await client.js.publish(
+    # plain publishes: nobody answers a reply subject while signal-intake is down, the stream keeps them
+    await client.nc.publish(client.subjects.signals_submit, raw)
+    await client.nc.publish(
         client.subjects.signals_submit, b'{"pair": "ETH_USDT", "signal": "HOLD", "confidence": 0.5, "source": "core"}'
     )
+    await client.nc.flush()
     await system.start("signal-intake")
     o = await eventually(lambda: filled(client, "SIG-T-1-1"), what="the signal's order filled")
     assert o.signal_id == "SIG-T-1" and o.side == "buy" and o.source == "signal:ml_prediction"
@@ -227,7 +230,8 @@ async def test_a_malformed_signal_is_dead_lettered_and_intake_goes_on(system, cl
         letters.append(d)
 
     await client.subscribe(client.subjects.deadletter(">"), DeadLetter, on_letter)
-    await client.js.publish(client.subjects.signals_submit, b'{"pair": "ETH_USDT", "signal": "BUY"}')
+    with pytest.raises(nats.js.errors.APIError, match="confidence"):  # a JetStream publisher hears why at once
+        await client.js.publish(client.subjects.signals_submit, b'{"pair": "ETH_USDT", "signal": "BUY"}')
     await client.js.publish(
         client.subjects.signals_submit,
         b'{"pair": "ETH_USDT", "signal": "BUY", '
