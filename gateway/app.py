@@ -9,7 +9,7 @@ from loguru import logger
 
 from bus.client import Bus
 from config.settings import Settings
-from gateway import orders, portfolio, risk
+from gateway import orders, portfolio, risk, signals
 from gateway.common import BUS, HEALTH, MAX_BODY, SETTINGS, SHUTDOWN_GRACE_S
 from gateway.health import HealthBook
 from gateway.problems import auth_middleware, json_response, problem_middleware
@@ -32,6 +32,7 @@ def create_app(settings: Settings, bus: Bus) -> web.Application:
     orders.register(app)
     portfolio.register(app)
     risk.register(app)
+    signals.register(app)
     return app
 
 

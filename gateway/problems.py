@@ -31,10 +31,12 @@ class ApiError(Exception):
         field: str | None = None,
         code: str | None = None,
         client_order_id: str | None = None,
+        signal_id: str | None = None,
     ) -> None:
         super().__init__(detail)
         self.status, self.title, self.detail, self.field, self.code = status, title, detail, field, code
         self.client_order_id = client_order_id
+        self.signal_id = signal_id
 
 
 def json_response(body: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -50,6 +52,7 @@ def problem(
     code: str | None = None,
     request_id: str | None = None,
     client_order_id: str | None = None,
+    signal_id: str | None = None,
 ) -> web.Response:
     slug = (code or title).lower().replace(" ", "-").replace("_", "-")
     body = Problem(
@@ -61,6 +64,7 @@ def problem(
         code=code,
         request_id=request_id,
         client_order_id=client_order_id,
+        signal_id=signal_id,
     )
     return web.Response(body=REST.encode(body), status=status, content_type="application/problem+json")
 
@@ -98,8 +102,9 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         resp = await handler(request)
     except ApiError as e:
         resp = problem(
-            e.status, e.title, e.detail, field=e.field, code=e.code, request_id=rid, client_order_id=e.client_order_id
-        )
+            e.status, e.title, e.detail, field=e.field, code=e.code, request_id=rid,
+            client_order_id=e.client_order_id, signal_id=e.signal_id,
+        )  # fmt: skip
     except web.HTTPException as e:
         if e.status < 400:
             raise

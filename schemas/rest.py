@@ -89,6 +89,7 @@ class Problem(Rest):
     code: str | None = None
     request_id: str | None = None
     client_order_id: str | None = None  # when the outcome of an order is unknown: retry with it
+    signal_id: str | None = None  # a rejected signal: its id (GET /api/signals?signalId=)
 
 
 class RateLimit(msgspec.Struct, kw_only=True, rename="camel"):
@@ -134,3 +135,32 @@ class Health(msgspec.Struct, kw_only=True, rename="camel"):
     actors: dict[str, ActorHealth]
     nats: dict[str, str | bool]
     timestamp: int
+
+
+class RiskParametersIn(RestIn, kw_only=True):
+    max_risk_percent: Decimal | None = None
+    position_size_method: str | None = None
+
+
+class ExecuteSignal(RestIn, kw_only=True):
+    """Body of ``POST /api/signals/execute`` (the seed's), the same fields as a signal on the bus."""
+
+    pair: str
+    signal: Literal["BUY", "SELL", "HOLD", "CLOSE"]
+    confidence: Decimal
+    source: str = "api"
+    strategy: str = ""
+    signal_id: str | None = None
+    price: Decimal | None = None
+    stop_loss: Decimal | None = None
+    take_profit: Decimal | None = None
+    risk_parameters: RiskParametersIn | None = None
+    quantity: Decimal | None = None
+
+
+class SignalAccepted(Rest, kw_only=True):
+    """202: stored, but its result did not come back in time; it will be on GET /api/signals."""
+
+    signal_id: str
+    status: Literal["accepted"] = "accepted"
+    detail: str

@@ -1,0 +1,76 @@
+"""Signal endpoints: execute a signal and wait for its result, list recent results."""
+
+from __future__ import annotations
+
+import uuid
+
+from aiohttp import web
+
+from bus.errors import RequestFailed
+from domain.ids import day_key
+from gateway.common import BUS, SETTINGS, UNAVAILABLE, ask, int_param, query_param, read_json
+from gateway.problems import ApiError, json_response
+from schemas.messages import RiskParameters, Signal, SignalEvent, SignalsPage, SignalsQuery, now_ms
+from schemas.rest import ExecuteSignal, SignalAccepted
+
+INTAKE = "the signal-intake"
+STATUSES = ("executed", "filtered", "rejected")
+
+
+async def execute_signal(request: web.Request) -> web.Response:
+    """Publish the signal on the bus (the same path as any NATS publisher) and answer with its result:
+    200 executed or filtered (with the reason), 4xx/503 problem when rejected, 202 when the result is
+    late (the signal is stored; its result will be listed by GET /api/signals)."""
+    body: ExecuteSignal = await read_json(request, ExecuteSignal)  # type: ignore[assignment]
+    settings = request.app[SETTINGS]
+    day = now_ms()
+    # an id chosen here, so the caller can find the result (and resend harmlessly) if it comes late
+    sid = body.signal_id or f"SIG_{day_key(day)}_{uuid.uuid4().hex[:12]}"
+    rp = body.risk_parameters
+    params = RiskParameters(
+        max_risk_percent=rp.max_risk_percent if rp else None,
+        position_size_method=rp.position_size_method if rp else None,
+    )
+    sig = Signal(
+        pair=body.pair, signal=body.signal, confidence=body.confidence, source=body.source, strategy=body.strategy,
+        signal_id=sid, price=body.price, stop_loss=body.stop_loss, take_profit=body.take_profit,
+        risk_parameters=params if rp else None, quantity=body.quantity, timestamp=day,
+    )  # fmt: skip
+    timeout = settings.SIGNAL_AGGREGATION_WINDOW / 1000 + 10.0
+    bus = request.app[BUS]
+    try:
+        ev = await bus.request(bus.subjects.signals_submit, sig, SignalEvent, timeout=timeout)
+    except RequestFailed as e:
+        if not e.timeout:
+            raise ApiError(502, "Bad Gateway", f"{INTAKE} failed: {e.reason}", code="UPSTREAM_ERROR") from None
+        detail = (
+            f"the signal is stored but {INTAKE} did not answer within {timeout:g}s (is it running?); "
+            f"its result will be at GET /api/signals?signalId={sid}"
+        )
+        return json_response(SignalAccepted(signal_id=sid, detail=detail), status=202)
+    if ev.status == "rejected":
+        code = ev.code or "SIGNAL_REJECTED"
+        status = 503 if code in UNAVAILABLE else 422
+        title = "Service Unavailable" if status == 503 else "Signal rejected"
+        field = "pair" if ev.reason and ev.reason.startswith("pair ") else None
+        raise ApiError(status, title, ev.reason or "rejected", code=code, field=field, signal_id=ev.signal_id)
+    return json_response(ev)
+
+
+async def list_signals(request: web.Request) -> web.Response:
+    q = SignalsQuery(
+        pair=query_param(request, "pair"),
+        status=query_param(request, "status", STATUSES),
+        source=query_param(request, "source"),
+        signal_id=query_param(request, "signalId"),
+        since=int_param(request, "since", 0, 10**15),
+        limit=int_param(request, "limit", 1, 1000, 50) or 50,
+    )
+    bus = request.app[BUS]
+    page: SignalsPage = await ask(request, bus.subjects.query("signals"), q, SignalsPage, INTAKE)  # type: ignore[assignment]
+    return json_response(page)
+
+
+def register(app: web.Application) -> None:
+    app.router.add_post("/api/signals/execute", execute_signal)
+    app.router.add_get("/api/signals", list_signals)
