@@ -59,6 +59,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     LOG_LEVEL: str = "INFO"
     DATA_DIR: str = "./data"
     API_TOKEN: str = ""
+    CORS_ORIGINS: tuple[str, ...] = ("http://localhost:3005",)  # the dashboard; empty: no cross-origin calls
+    MAX_BODY_BYTES: int = 1_048_576  # a larger request body is refused with 413
     # -- trading mode ---------------------------------------------------------------------------
     PAPER_TRADING: bool = True
     LIVE_TRADING: bool = False
@@ -237,6 +239,15 @@ def _url(*schemes: str, allow_empty: bool = True) -> Callable[[Any], str]:
     return parse
 
 
+def _origins(raw: Any) -> tuple[str, ...]:
+    items = raw if isinstance(raw, list | tuple) else str(raw).split(",")
+    out = tuple(dict.fromkeys(str(o).strip().rstrip("/") for o in items if str(o).strip()))
+    for o in out:
+        if o != "*" and not re.match(r"^https?://[^\s/:]+(:\d{1,5})?$", o):
+            raise ValueError("a comma-separated list of origins such as http://localhost:3005 (or *), or empty")
+    return out
+
+
 def _text(raw: Any) -> str:
     return str(raw).strip()
 
@@ -402,6 +413,8 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "LOG_LEVEL": _choice("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL", upper=True),
     "DATA_DIR": _pattern(re.compile(r"^\S.*$"), "a directory path"),
     "API_TOKEN": _text,
+    "CORS_ORIGINS": _origins,
+    "MAX_BODY_BYTES": _int(1024, 64 * 1_048_576),
     "PAPER_TRADING": _bool,
     "LIVE_TRADING": _bool,
     "EXCHANGE": _exchange,

@@ -206,7 +206,7 @@ def headroom(i: Intent, x: Exposure, lim: Limits) -> Decimal:
     """The largest quantity in the intent's direction that MAX_POSITION_SIZE still allows (never < 0)."""
     if x.equity <= ZERO or i.price <= ZERO:
         return ZERO
-    mark = x.marks.get(i.pair, i.price)
+    mark = x.marks.get(i.pair) or i.price
     now = x.positions.get(i.pair, ZERO) + x.working.get(i.pair, ZERO)
     cap = lim.max_position_fraction * x.equity / mark
     room = cap - now if i.side == "buy" else cap + now

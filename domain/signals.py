@@ -119,13 +119,32 @@ def limit_price(side: str, reference: Decimal, offset_percent: Decimal, tick: De
 def default_exits(
     side: str, entry: Decimal, stop_percent: Decimal, take_percent: Decimal, tick: Decimal | None
 ) -> tuple[Decimal, Decimal | None]:
-    """Default stop-loss and take-profit around ``entry`` (percent of it), both rounded to the tick
-    towards the entry, so neither risks nor promises more than the percent. No take-profit at 0%."""
+    """Default stop-loss and take-profit around ``entry`` (percent of it), rounded to the tick towards
+    the entry (neither risks nor promises more than the percent), but always at least one tick away on
+    its own side, even when the entry is between ticks or the percent is smaller than a tick."""
     sl, tp = stop_percent / HUNDRED, take_percent / HUNDRED
+    below = _below(entry, tick)
+    above = _above(entry, tick)
     if side == "buy":
-        stop = _to_tick(entry * (ONE - sl), tick, ROUND_CEILING)
-        take = _to_tick(entry * (ONE + tp), tick, ROUND_FLOOR) if tp > ZERO else None
+        stop = min(_to_tick(entry * (ONE - sl), tick, ROUND_CEILING), below)
+        take = max(_to_tick(entry * (ONE + tp), tick, ROUND_FLOOR), above) if tp > ZERO else None
     else:
-        stop = _to_tick(entry * (ONE + sl), tick, ROUND_FLOOR)
-        take = _to_tick(entry * (ONE - tp), tick, ROUND_CEILING) if tp > ZERO else None
+        stop = max(_to_tick(entry * (ONE + sl), tick, ROUND_FLOOR), above)
+        take = min(_to_tick(entry * (ONE - tp), tick, ROUND_CEILING), below) if tp > ZERO else None
     return stop, take
+
+
+def _below(price: Decimal, tick: Decimal | None) -> Decimal:
+    """The highest price strictly below ``price`` (on the tick when there is one)."""
+    if tick is None or tick <= ZERO:
+        return price.next_minus()
+    p = _to_tick(price, tick, ROUND_FLOOR)
+    return p - tick if p >= price else p
+
+
+def _above(price: Decimal, tick: Decimal | None) -> Decimal:
+    """The lowest price strictly above ``price`` (on the tick when there is one)."""
+    if tick is None or tick <= ZERO:
+        return price.next_plus()
+    p = _to_tick(price, tick, ROUND_CEILING)
+    return p + tick if p <= price else p

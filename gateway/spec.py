@@ -1,0 +1,65 @@
+"""The endpoint table: every route with what the OpenAPI document says about it.
+
+Handlers are registered only through ``add``, so the document and the router cannot disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    name: str
+    where: str  # query | path | header
+    schema: dict[str, Any]
+    description: str = ""
+    required: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    tag: str
+    responses: dict[int, tuple[Any, str]]  # status -> (msgspec type or None, description)
+    body: Any = None  # a msgspec Struct type
+    body_required: bool = True
+    params: tuple[Param, ...] = ()
+    errors: tuple[int, ...] = ()  # problem+json answers besides the common ones
+    description: str = ""
+    media: str = "application/json"  # of the success answers (SSE: text/event-stream)
+    open: bool = False  # no token needed (health, docs)
+
+
+ENDPOINTS: web.AppKey[list[Endpoint]] = web.AppKey("endpoints", list)
+
+
+def add(app: web.Application, ep: Endpoint) -> None:
+    app.router.add_route(ep.method, ep.path, ep.handler)
+    app[ENDPOINTS].append(ep)
+
+
+def q(name: str, schema: dict[str, Any], description: str = "") -> Param:
+    return Param(name, "query", schema, description)
+
+
+def path(name: str, description: str = "") -> Param:
+    return Param(name, "path", {"type": "string"}, description, required=True)
+
+
+INT = {"type": "integer", "minimum": 0}
+STR = {"type": "string"}
+PAIR = Param("pair", "query", {"type": "string", "pattern": "^[A-Za-z0-9]+_[A-Za-z0-9]+$"}, "BASE_QUOTE, e.g. BTC_USDT")
+
+
+def limit(hi: int, default: int) -> Param:
+    return Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": hi, "default": default}, "page size")
