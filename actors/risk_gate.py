@@ -153,6 +153,7 @@ class RiskGate(Actor):
         )  # fmt: skip
         await self.books.start()
         await self.bus.subscribe(s.orders_submit, OrderRequest, self._on_submit, queue=self.name)
+        await self.bus.subscribe(s.orders_validate, OrderRequest, self._on_validate, queue=self.name)
         await self.bus.subscribe(s.query("alerts"), AlertsQuery, self._on_alerts, queue=self.name)
         await self.bus.subscribe(s.risk_config, RiskLimits, self._on_config, queue=self.name)
         await self.bus.subscribe(s.risk_command, RiskCommand, self._on_command, queue=self.name)
@@ -301,18 +302,46 @@ class RiskGate(Actor):
         return False
 
     async def _on_submit(self, req: OrderRequest, env: Envelope) -> None:
-        known = req.pair in self.settings.PAIRS
-        if self._throttled():
-            await self._deny(
-                req,
-                env,
-                Denial(
-                    "RATE_LIMIT",
-                    None,
-                    f"MAX_ORDERS_PER_SECOND: more than {self.max_rate} orders in one second",
-                ),
-            )
+        verdict = await self._check(req, dry_run=False)
+        if isinstance(verdict, Denial):
+            await self._deny(req, env, verdict)
+            if verdict.code in ("MAX_DAILY_LOSS", "MAX_DRAWDOWN"):
+                await self._watch()  # a daily-loss denial halts at once
             return
+        approved = ApprovedOrder(
+            request=req,
+            risk_validation=verdict.validation,
+            estimated_cost=verdict.estimated_cost,
+            reply_to=env.reply,
+            approved_at=now_ms(),
+        )
+        try:
+            await self.bus.js_publish(self.subjects.approved_orders(req.pair), approved)
+        except Exception:
+            self.pending.pop(req.client_order_id, None)
+            raise
+        self.approved += 1
+
+    async def _on_validate(self, req: OrderRequest, env: Envelope) -> None:
+        """Every check an order would meet now, nothing reserved, placed or counted against the rate."""
+        verdict = await self._check(req, dry_run=True)
+        if isinstance(verdict, Denial):
+            by = "risk_service" if verdict.code == "RISK_SERVICE" else "local"
+            validation = RiskValidation(passed=False, code=verdict.code, reason=verdict.reason, decided_by=by)
+            reply = OrderReply(
+                ok=False, code=verdict.code, field=verdict.field, detail=verdict.reason, risk_validation=validation
+            )
+        else:
+            reply = OrderReply(ok=True, risk_validation=verdict.validation, estimated_cost=verdict.estimated_cost)
+        await self.bus.respond(env, reply)
+
+    async def _check(self, req: OrderRequest, *, dry_run: bool) -> Denial | Approval:
+        """The decision on an order: its own checks, the portfolio limits, then the sizing advice (and
+        the user's risk service). A real submission (not ``dry_run``) counts against the rate and
+        reserves what it needs until its order is seen."""
+        known = req.pair in self.settings.PAIRS
+        if not dry_run and self._throttled():
+            return Denial("RATE_LIMIT", None, f"MAX_ORDERS_PER_SECOND: more than {self.max_rate} orders in one second")
         position: Decimal | None = None
         if req.reduce_only and known:
             pos = self.books_model.positions.get(req.pair)
@@ -323,8 +352,7 @@ class RiskGate(Actor):
             rules=self.markets.get(req.pair), position=position, now=now_ms(),
         )  # fmt: skip
         if isinstance(decision, Denial):
-            await self._deny(req, env, decision)
-            return
+            return decision
         emergency = req.source == "emergency"
         intent = self._intent(req, book)
         if not emergency and intent is not None:
@@ -334,10 +362,8 @@ class RiskGate(Actor):
                 # what it lacked may be in fills we have not read yet (a sale right after the purchase)
                 denial = check_limits(intent, self.exposure(), self.limits, self.trading_state, mid, now_ms())
             if denial is not None:
-                await self._deny(req, env, denial)
-                await self._watch()  # a daily-loss denial halts at once
-                return
-        if intent is not None:
+                return denial
+        if intent is not None and not dry_run:
             amount = intent.quantity * intent.price if req.side == "buy" else intent.quantity
             self.pending[req.client_order_id] = Pending(
                 req.pair, intent.quantity if req.side == "buy" else -intent.quantity,
@@ -347,21 +373,8 @@ class RiskGate(Actor):
             verdict = await self._advise(req, decision, intent)
             if isinstance(verdict, Denial):
                 self.pending.pop(req.client_order_id, None)
-                await self._deny(req, env, verdict)
-                return
-        approved = ApprovedOrder(
-            request=req,
-            risk_validation=decision.validation,
-            estimated_cost=decision.estimated_cost,
-            reply_to=env.reply,
-            approved_at=now_ms(),
-        )
-        try:
-            await self.bus.js_publish(self.subjects.approved_orders(req.pair), approved)
-        except Exception:
-            self.pending.pop(req.client_order_id, None)
-            raise
-        self.approved += 1
+                return verdict
+        return decision
 
     async def _advise(self, req: OrderRequest, decision: Approval, intent: Intent | None) -> Denial | None:
         """Sizing advice in ``decision.validation`` (and the user's risk service, when set). Skipped with

@@ -1,18 +1,33 @@
-"""The aiohttp gateway: REST in, bus requests out. It imports no actor and keeps no trading state."""
+"""The aiohttp gateway: REST in, bus requests out. It imports no actor and keeps no trading state.
+
+Every route is registered through the endpoint table (``gateway/spec.py``), from which the OpenAPI
+document is generated. Middlewares, outermost first: problem+json for every error and the request id
+(on the answer and on every log line of the request), then the Bearer token when API_TOKEN is set.
+CORS (``aiohttp-cors``) lets the dashboard's origins (CORS_ORIGINS) call the API from a browser.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 
+import aiohttp_cors
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 from loguru import logger
 
 from bus.client import Bus
+from bus.errors import RequestFailed
 from config.settings import Settings
-from gateway import orders, portfolio, risk, signals
-from gateway.common import BUS, HEALTH, MAX_BODY, SETTINGS, SHUTDOWN_GRACE_S
-from gateway.health import HealthBook
+from gateway import openapi, orders, portfolio, positions, risk, signals, streams, trades
+from gateway.common import BUS, HEALTH, SETTINGS, SHUTDOWN_GRACE_S
+from gateway.health import VERSION, HealthBook
 from gateway.problems import auth_middleware, json_response, problem_middleware
+from gateway.spec import ENDPOINTS, Endpoint, add
+from schemas.messages import Empty, RiskMetricsView, now_ms
+from schemas.rest import Health, Status
+
+STARTED_AT: web.AppKey[int] = web.AppKey("started_at", int)
 
 
 async def get_health(request: web.Request) -> web.Response:
@@ -20,19 +35,117 @@ async def get_health(request: web.Request) -> web.Response:
     return json_response(report, status=200 if report.status == "healthy" else 503)
 
 
+async def get_status(request: web.Request) -> web.Response:
+    """What runs and how it is set: mode, venue, trading state, each actor's status, the limits."""
+    s = request.app[SETTINGS]
+    report = request.app[HEALTH].report()
+    bus = request.app[BUS]
+    state, limits = "unknown", {}
+    with contextlib.suppress(RequestFailed):
+        view = await bus.request(bus.subjects.query("risk"), Empty(), RiskMetricsView, timeout=2.0)
+        state, limits = view.trading_state, view.limits
+    started = request.app[STARTED_AT]
+    return json_response(
+        Status(
+            service="trading-bot-execution",
+            version=VERSION,
+            mode=report.mode,
+            status=report.status,
+            trading_state=state,
+            venue=s.EXCHANGE if s.LIVE_TRADING else "paper",
+            pairs=list(s.PAIRS),
+            base_currency=s.BASE_CURRENCY,
+            bus_prefix=s.BUS_PREFIX,
+            started_at=started,
+            uptime_ms=now_ms() - started,
+            actors={name: a.status for name, a in report.actors.items()},
+            limits=limits,
+            services={name: svc.status for name, svc in report.services.items()},
+        )
+    )
+
+
+class AccessLog(AbstractAccessLogger):
+    """One line per request, with its request id, through loguru."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        rid = response.headers.get("X-Request-Id", "")
+        logger.bind(actor="gateway", request_id=rid).info(
+            "{} {} {} {:.1f} ms", request.method, request.path_qs, response.status, time * 1000
+        )
+
+
 def create_app(settings: Settings, bus: Bus) -> web.Application:
     middlewares = [problem_middleware]
     if settings.API_TOKEN:
         middlewares.append(auth_middleware(settings.API_TOKEN))
-    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
+    app = web.Application(middlewares=middlewares, client_max_size=settings.MAX_BODY_BYTES)
     app[BUS] = bus
     app[SETTINGS] = settings
     app[HEALTH] = HealthBook(settings, bus)
-    app.router.add_get("/api/health", get_health)
+    app[ENDPOINTS] = []
+    app[STARTED_AT] = now_ms()
+    t = "service"
+    add(
+        app,
+        Endpoint(
+            "GET",
+            "/api/health",
+            get_health,
+            "Health in the seed's shape (503 when a part is down)",
+            t,
+            {200: (Health, "Every part up"), 503: (Health, "A required part is down or stale")},
+            open=True,
+        ),
+    )
+    add(
+        app,
+        Endpoint(
+            "GET",
+            "/api/status",
+            get_status,
+            "Mode, venue, trading state, actors, limits",
+            t,
+            {200: (Status, "The service's status")},
+        ),
+    )
     orders.register(app)
-    portfolio.register(app)
-    risk.register(app)
     signals.register(app)
+    portfolio.register(app)
+    positions.register(app)
+    trades.register(app)
+    risk.register(app)
+    streams.register(app)
+    add(
+        app,
+        Endpoint(
+            "GET",
+            "/api/openapi.json",
+            openapi.get_openapi,
+            "This document (OpenAPI 3.1)",
+            t,
+            {200: (None, "The OpenAPI document")},
+        ),
+    )
+    add(
+        app,
+        Endpoint(
+            "GET",
+            "/api/docs",
+            openapi.get_docs,
+            "A browsable page of this document",
+            t,
+            {200: (None, "HTML")},
+            media="text/html",
+        ),
+    )
+    if settings.CORS_ORIGINS:
+        options = aiohttp_cors.ResourceOptions(
+            allow_credentials=False, expose_headers=("X-Request-Id",), allow_headers="*", max_age=600
+        )
+        cors = aiohttp_cors.setup(app, defaults=dict.fromkeys(settings.CORS_ORIGINS, options))
+        for route in list(app.router.routes()):
+            cors.add(route)
     return app
 
 
@@ -51,11 +164,14 @@ class Gateway:
     async def start(self) -> None:
         await self.app[HEALTH].start()
         # requests in flight at a stop get SHUTDOWN_GRACE_S to finish (the actors still run then)
-        self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_S)
+        self.runner = web.AppRunner(
+            self.app, access_log=logging.getLogger("aiohttp.access"), access_log_class=AccessLog,
+            handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_S,
+        )  # fmt: skip
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.settings.HOST, self.settings.PORT, reuse_address=True)
         await site.start()
-        self.log.info("REST API on http://{}:{}/api", self.settings.HOST, self.settings.PORT)
+        self.log.info("REST API on http://{}:{}/api (docs at /api/docs)", self.settings.HOST, self.settings.PORT)
 
     async def stop(self) -> None:
         if self.runner is not None:

@@ -11,7 +11,6 @@ from config.settings import Settings
 from gateway.health import HealthBook
 from gateway.problems import ApiError, validation_error
 
-MAX_BODY = 1024 * 1024
 REQUEST_TIMEOUT = 5.0
 SHUTDOWN_GRACE_S = 1.5
 

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from gateway.common import BUS, SETTINGS, UNAVAILABLE, ask, int_param, query_param, read_json
 from gateway.problems import ApiError, json_response
+from gateway.spec import INT, PAIR, STR, Endpoint, add, limit, path, q
 from schemas.messages import (
     CancelOrder,
     CommandReply,
@@ -23,7 +24,7 @@ from schemas.messages import (
     OrderStatus,
     now_ms,
 )
-from schemas.rest import CancelAllBody, ModifyBody, OrderEvents, OrderList, PlacedOrder, PlaceOrder
+from schemas.rest import CancelAllBody, ModifyBody, OrderEvents, OrderList, OrderValidation, PlacedOrder, PlaceOrder
 
 MAX_TIME = 10**15
 CURSOR_RE = re.compile(r"^\d{1,16}:[A-Za-z0-9_]{1,64}$")
@@ -38,25 +39,7 @@ async def post_order(request: web.Request) -> web.Response:
             "paperTrade=false asks for a live order but the service runs in paper mode (PAPER_TRADING=true)",
             field="paperTrade", code="LIVE_TRADING_OFF",
         )  # fmt: skip
-    req = OrderRequest(
-        client_order_id=body.client_order_id or f"api-{uuid.uuid4().hex}",
-        pair=body.pair.upper(),
-        side=body.side,
-        quantity=body.quantity,
-        type=body.type,
-        price=body.price,
-        stop_price=body.stop_price,
-        stop_loss=body.stop_loss,
-        take_profit=body.take_profit,
-        time_in_force=body.time_in_force or settings.DEFAULT_TIME_IN_FORCE,  # type: ignore[arg-type]
-        expire_at=body.expire_at,
-        post_only=body.post_only,
-        reduce_only=body.reduce_only,
-        risk_check=body.risk_check,
-        paper_trade=body.paper_trade,
-        source="api",
-        ts=now_ms(),
-    )
+    req = _request(body, settings.DEFAULT_TIME_IN_FORCE)
     bus = request.app[BUS]
     reply: OrderReply = await ask(  # type: ignore[assignment]
         request, bus.subjects.orders_submit, req, OrderReply, "the risk-gate", req.client_order_id
@@ -85,6 +68,28 @@ async def post_order(request: web.Request) -> web.Response:
         created_at=o.created_at,
     )
     return json_response(placed, status=201)
+
+
+def _request(body: PlaceOrder, default_tif: str) -> OrderRequest:
+    return OrderRequest(
+        client_order_id=body.client_order_id or f"api-{uuid.uuid4().hex}",
+        pair=body.pair.upper(),
+        side=body.side,
+        quantity=body.quantity,
+        type=body.type,
+        price=body.price,
+        stop_price=body.stop_price,
+        stop_loss=body.stop_loss,
+        take_profit=body.take_profit,
+        time_in_force=body.time_in_force or default_tif,  # type: ignore[arg-type]
+        expire_at=body.expire_at,
+        post_only=body.post_only,
+        reduce_only=body.reduce_only,
+        risk_check=body.risk_check,
+        paper_trade=body.paper_trade,
+        source="api",
+        ts=now_ms(),
+    )
 
 
 async def get_orders(request: web.Request) -> web.Response:
@@ -186,12 +191,138 @@ async def cancel_all(request: web.Request) -> web.Response:
     return json_response(OrderList(orders=reply.orders))
 
 
+async def validate_order(request: web.Request) -> web.Response:
+    """Every check of ``POST /api/orders`` (the order's own, the portfolio limits, the sizing advice and
+    the user's risk service), nothing placed, nothing reserved: 200 with ``valid`` and the reasons."""
+    body: PlaceOrder = await read_json(request, PlaceOrder)  # type: ignore[assignment]
+    req = _request(body, request.app[SETTINGS].DEFAULT_TIME_IN_FORCE)
+    bus = request.app[BUS]
+    reply: OrderReply = await ask(request, bus.subjects.orders_validate, req, OrderReply, "the risk-gate")  # type: ignore[assignment]
+    return json_response(
+        OrderValidation(
+            valid=reply.ok,
+            code=reply.code,
+            field=reply.field,
+            detail=reply.detail,
+            risk_validation=reply.risk_validation,
+            estimated_cost=reply.estimated_cost,
+        )
+    )
+
+
+ORDER_ID = path("order_id", "ORD_YYYYMMDD_NNNNNN")
+ORDER_FILTERS = (
+    q("status", {"enum": [s.value for s in OrderStatus]}), PAIR, q("side", {"enum": ["buy", "sell"]}),
+    q("since", INT, "created at or after (epoch ms)"), q("until", INT, "created before (epoch ms)"),
+    limit(500, 50), q("cursor", STR, "nextCursor of the previous page"),
+)  # fmt: skip
+
+
 def register(app: web.Application) -> None:
-    r = app.router
-    r.add_post("/api/orders", post_order)
-    r.add_get("/api/orders", get_orders)
-    r.add_post("/api/orders/cancel-all", cancel_all)
-    r.add_get("/api/orders/{order_id}", get_order)
-    r.add_patch("/api/orders/{order_id}", patch_order)
-    r.add_delete("/api/orders/{order_id}", delete_order)
-    r.add_get("/api/orders/{order_id}/events", get_order_events)
+    t = "orders"
+    add(
+        app,
+        Endpoint(
+            "POST",
+            "/api/orders",
+            post_order,
+            "Place an order (any type; a bracket with stopLoss / takeProfit)",
+            t,
+            {201: (PlacedOrder, "The order exists (the seed's answer)")},
+            body=PlaceOrder,
+            errors=(409, 502, 503, 504),
+        ),
+    )
+    add(
+        app,
+        Endpoint(
+            "POST",
+            "/api/orders/validate",
+            validate_order,
+            "Every check of an order, nothing placed",
+            t,
+            {200: (OrderValidation, "The verdict: valid, or the denial's code, field and reason")},
+            body=PlaceOrder,
+            errors=(503, 504),
+        ),
+    )
+    add(
+        app,
+        Endpoint(
+            "GET",
+            "/api/orders",
+            get_orders,
+            "Orders, newest first, paged",
+            t,
+            {200: (OrdersPage, "A page of orders with their fills")},
+            params=ORDER_FILTERS,
+            errors=(503, 504),
+        ),
+    )
+    add(
+        app,
+        Endpoint(
+            "POST",
+            "/api/orders/cancel-all",
+            cancel_all,
+            "Cancel every working order (or one pair's)",
+            t,
+            {200: (OrderList, "The orders canceled")},
+            body=CancelAllBody,
+            body_required=False,
+            errors=(503, 504),
+        ),
+    )
+    add(
+        app,
+        Endpoint(
+            "GET",
+            "/api/orders/{order_id}",
+            get_order,
+            "One order, with its fills",
+            t,
+            {200: (Order, "The order")},
+            params=(ORDER_ID,),
+            errors=(503, 504),
+        ),
+    )
+    add(
+        app,
+        Endpoint(
+            "PATCH",
+            "/api/orders/{order_id}",
+            patch_order,
+            "Modify a working order",
+            t,
+            {200: (Order, "The order after the change")},
+            body=ModifyBody,
+            params=(ORDER_ID,),
+            errors=(409, 503, 504),
+        ),
+    )
+    add(
+        app,
+        Endpoint(
+            "DELETE",
+            "/api/orders/{order_id}",
+            delete_order,
+            "Cancel an order",
+            t,
+            {200: (Order, "The order, canceled")},
+            params=(ORDER_ID,),
+            errors=(409, 503, 504),
+        ),
+    )
+    add(
+        app,
+        Endpoint(
+            "GET",
+            "/api/orders/{order_id}/events",
+            get_order_events,
+            "An order's audit trail",
+            t,
+            {200: (OrderEvents, "Every state change, with the order after it")},
+            params=(ORDER_ID,),
+            errors=(503, 504),
+        ),
+    )

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from gateway.common import BUS, ask, int_param, query_param
 from gateway.problems import json_response
+from gateway.spec import INT, PAIR, Endpoint, add, limit, q
 from schemas.messages import Empty, HistoryQuery, Performance, PortfolioSnapshot, PositionsHistory
 
 MAX_TIME = 10**15
@@ -41,8 +42,53 @@ async def get_performance(request: web.Request) -> web.Response:
 
 
 def register(app: web.Application) -> None:
-    r = app.router
-    r.add_get("/api/portfolio", get_portfolio)
-    r.add_post("/api/portfolio/refresh", refresh_portfolio)
-    r.add_get("/api/positions/history", get_positions_history)
-    r.add_get("/api/performance", get_performance)
+    t = "portfolio"
+    add(
+        app,
+        Endpoint(
+            "GET",
+            "/api/portfolio",
+            get_portfolio,
+            "The books: summary, positions, balances (seed shape)",
+            t,
+            {200: (PortfolioSnapshot, "The portfolio, marked at the latest books")},
+            errors=(503, 504),
+        ),
+    )
+    add(
+        app,
+        Endpoint(
+            "POST",
+            "/api/portfolio/refresh",
+            refresh_portfolio,
+            "Re-mark now and publish the snapshot",
+            t,
+            {200: (PortfolioSnapshot, "The fresh snapshot")},
+            errors=(503, 504),
+        ),
+    )
+    add(
+        app,
+        Endpoint(
+            "GET",
+            "/api/positions/history",
+            get_positions_history,
+            "Closed position cycles",
+            t,
+            {200: (PositionsHistory, "Round trips, newest first")},
+            params=(PAIR, q("since", INT, "closed at or after (epoch ms)"), limit(1000, 100)),
+            errors=(503, 504),
+        ),
+    )
+    add(
+        app,
+        Endpoint(
+            "GET",
+            "/api/performance",
+            get_performance,
+            "Returns, drawdowns, ratios, round-trip stats",
+            t,
+            {200: (Performance, "Every figure is defined in the README")},
+            errors=(503, 504),
+        ),
+    )

@@ -99,7 +99,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     rid = request.headers.get("X-Request-Id") or uuid.uuid4().hex[:16]
     request[REQUEST_ID] = rid
     try:
-        resp = await handler(request)
+        with logger.contextualize(request_id=rid):
+            resp = await handler(request)
     except ApiError as e:
         resp = problem(
             e.status, e.title, e.detail, field=e.field, code=e.code, request_id=rid,
@@ -114,7 +115,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         elif e.status == 404:
             detail = f"no such endpoint: {request.method} {request.path}"
         elif e.status == 413:
-            detail = "request body too large"
+            detail = "request body too large (the limit is MAX_BODY_BYTES)"
         resp = problem(e.status, e.reason, detail, request_id=rid)
         if e.status == 405 and "Allow" in e.headers:
             resp.headers["Allow"] = e.headers["Allow"]

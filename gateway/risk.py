@@ -7,6 +7,7 @@ from aiohttp import web
 
 from gateway.common import BUS, ask, int_param, query_param, read_json
 from gateway.problems import ApiError, json_response
+from gateway.spec import Endpoint, add, limit, q
 from schemas.messages import (
     AlertsPage,
     AlertsQuery,
@@ -79,9 +80,70 @@ async def get_alerts(request: web.Request) -> web.Response:
 
 
 def register(app: web.Application) -> None:
-    r = app.router
-    r.add_get("/api/risk/metrics", get_risk_metrics)
-    r.add_post("/api/risk/emergency-stop", emergency_stop)
-    r.add_post("/api/risk/resume", resume)
-    r.add_get("/api/alerts", get_alerts)
-    r.add_put("/api/risk/config", put_config)
+    t = "risk"
+    add(
+        app,
+        Endpoint(
+            "GET",
+            "/api/risk/metrics",
+            get_risk_metrics,
+            "Trading state, equity, losses, exposure, limits",
+            t,
+            {200: (RiskMetricsView, "The risk-gate's view now")},
+            errors=(503, 504),
+        ),
+    )
+    add(
+        app,
+        Endpoint(
+            "POST",
+            "/api/risk/emergency-stop",
+            emergency_stop,
+            "Halt, cancel all, optionally close all",
+            t,
+            {200: (RiskStateChange, "Halted (latched until resume), with what was canceled / closed")},
+            body=EmergencyStopBody,
+            body_required=False,
+            errors=(503, 504),
+        ),
+    )
+    add(
+        app,
+        Endpoint(
+            "POST",
+            "/api/risk/resume",
+            resume,
+            "Back to ACTIVE",
+            t,
+            {200: (RiskStateChange, "The new state")},
+            body=ResumeBody,
+            body_required=False,
+            errors=(503, 504),
+        ),
+    )
+    add(
+        app,
+        Endpoint(
+            "GET",
+            "/api/alerts",
+            get_alerts,
+            "Recent alerts of every actor, newest first",
+            t,
+            {200: (AlertsPage, "Alerts")},
+            params=(q("severity", {"enum": ["warning", "critical", "emergency"]}), limit(500, 100)),
+            errors=(503, 504),
+        ),
+    )
+    add(
+        app,
+        Endpoint(
+            "PUT",
+            "/api/risk/config",
+            put_config,
+            "Change the limits (validated, persisted, applied)",
+            t,
+            {200: (RiskConfigReply, "The limits now in force")},
+            body=ConfigBody,
+            errors=(503, 504),
+        ),
+    )

@@ -10,6 +10,7 @@ from bus.errors import RequestFailed
 from domain.ids import day_key
 from gateway.common import BUS, SETTINGS, UNAVAILABLE, ask, int_param, query_param, read_json
 from gateway.problems import ApiError, json_response
+from gateway.spec import INT, PAIR, STR, Endpoint, add, limit, q
 from schemas.messages import RiskParameters, Signal, SignalEvent, SignalsPage, SignalsQuery, now_ms
 from schemas.rest import ExecuteSignal, SignalAccepted
 
@@ -72,5 +73,40 @@ async def list_signals(request: web.Request) -> web.Response:
 
 
 def register(app: web.Application) -> None:
-    app.router.add_post("/api/signals/execute", execute_signal)
-    app.router.add_get("/api/signals", list_signals)
+    t = "signals"
+    add(
+        app,
+        Endpoint(
+            "POST",
+            "/api/signals/execute",
+            execute_signal,
+            "Execute a trading signal, answer its result",
+            t,
+            {
+                200: (SignalEvent, "executed (with its orders and sizing) or filtered (with the reason)"),
+                202: (SignalAccepted, "Stored; the result was late and will be listed by GET /api/signals"),
+            },
+            body=ExecuteSignal,
+            errors=(502, 503),
+        ),
+    )
+    add(
+        app,
+        Endpoint(
+            "GET",
+            "/api/signals",
+            list_signals,
+            "Signal results of the last 24 h, newest first",
+            t,
+            {200: (SignalsPage, "Results")},
+            params=(
+                PAIR,
+                q("status", {"enum": list(STATUSES)}),
+                q("source", STR),
+                q("signalId", STR),
+                q("since", INT, "handled at or after (epoch ms)"),
+                limit(1000, 50),
+            ),
+            errors=(503, 504),
+        ),
+    )

@@ -7,7 +7,17 @@ from typing import Literal
 
 import msgspec
 
-from schemas.messages import Order, OrderEvent, OrderStatus, OrderType, RiskValidation, Side, TimeInForce
+from schemas.messages import (
+    Fill,
+    Order,
+    OrderEvent,
+    OrderStatus,
+    OrderType,
+    PositionView,
+    RiskValidation,
+    Side,
+    TimeInForce,
+)  # fmt: skip
 
 
 class Rest(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
@@ -76,6 +86,54 @@ class PlacedOrder(Rest):
     estimated_cost: Decimal | None = None
     linked_orders: dict[str, str] | None = None
     created_at: int = 0
+
+
+class OrderValidation(Rest, kw_only=True):
+    """Answer of ``POST /api/orders/validate``: what ``POST /api/orders`` would decide now."""
+
+    valid: bool
+    code: str | None = None
+    field: str | None = None
+    detail: str | None = None
+    risk_validation: RiskValidation | None = None
+    estimated_cost: Decimal | None = None
+
+
+class Positions(Rest):
+    positions: list[PositionView]
+
+
+class ClosedPositions(Rest):
+    """Answer of ``POST /api/positions/close-all``: the closing orders (and the pairs that failed)."""
+
+    orders: list[PlacedOrder]
+    failed: dict[str, str] = msgspec.field(default_factory=dict)  # pair -> why
+
+
+class Trades(Rest):
+    """``GET /api/trades``: fills, newest first."""
+
+    trades: list[Fill]
+    next_cursor: str | None = None
+
+
+class Status(Rest, kw_only=True):
+    """``GET /api/status``: what runs and how it is set."""
+
+    service: str
+    version: str
+    mode: Literal["paper", "live"]
+    status: Literal["healthy", "degraded", "unhealthy"]
+    trading_state: str
+    venue: str
+    pairs: list[str]
+    base_currency: str
+    bus_prefix: str
+    started_at: int
+    uptime_ms: int
+    actors: dict[str, str]
+    limits: dict[str, str] = msgspec.field(default_factory=dict)
+    services: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 class Problem(Rest):

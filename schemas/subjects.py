@@ -48,6 +48,11 @@ class Subjects:
         return f"{self.prefix}.orders.modify"
 
     @property
+    def orders_validate(self) -> str:
+        """Every check of an order, nothing placed (POST /api/orders/validate)."""
+        return f"{self.prefix}.orders.validate"
+
+    @property
     def risk_command(self) -> str:
         return f"{self.prefix}.risk.command"
 

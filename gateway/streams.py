@@ -1,0 +1,257 @@
+"""Live events: ``GET /api/stream`` (Server-Sent Events) and ``GET /api/ws`` (WebSocket).
+
+Each client gets its own ordered JetStream consumers on the event streams it asked for (``types``,
+filtered to ``pairs``), so it reads the record itself: every event carries an id that is the client's
+position in every stream it follows (``o12.f40.p3.k9.r2.s5``: orders, fills, positions, portfolio,
+risk, signals). A client that reconnects with the last id it saw (SSE ``Last-Event-ID``, or
+``?lastEventId=`` on the WebSocket) starts right after it in each stream and misses nothing. A new
+client starts at the end of each stream (a first ``hello`` event gives its position). A client that
+reads too slowly (its buffer of MAX_BUFFER events full) is dropped; the others never wait for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from dataclasses import dataclass, field
+
+import msgspec
+from aiohttp import WSMsgType, web
+from aiohttp_sse import sse_response
+from loguru import logger
+from nats.aio.msg import Msg as NatsMsg
+from nats.aio.subscription import Subscription
+from nats.js import api
+
+from bus.client import Bus
+from gateway.common import BUS
+from gateway.problems import ApiError
+from gateway.spec import STR, Endpoint, Param, add, q
+
+MAX_BUFFER = 1_000
+PING_S = 15.0
+# kind -> (letter in the event id, stream short name, subject after the prefix, per pair?)
+KINDS: dict[str, tuple[str, str, str, bool]] = {
+    "order": ("o", "ORDERS", "events.orders", True),
+    "fill": ("f", "FILLS", "events.fills", True),
+    "position": ("p", "POSITIONS", "events.positions", True),
+    "portfolio": ("k", "PORTFOLIO", "events.portfolio", False),
+    "risk": ("r", "RISK", "events.risk", False),
+    "signal": ("s", "SIGNAL_EVENTS", "events.signals", True),
+}
+LETTER = {v[0]: k for k, v in KINDS.items()}
+ID_RE = re.compile(r"^([ofpkrs]\d{1,19})(\.[ofpkrs]\d{1,19}){0,5}$")
+PAIR_RE = re.compile(r"^[A-Z0-9]{1,20}_[A-Z0-9]{1,20}$")
+
+
+class Slow(Exception):
+    """The client's buffer is full: it is dropped."""
+
+
+@dataclass(slots=True)
+class Feed:
+    """One client's subscriptions and buffer."""
+
+    bus: Bus
+    kinds: list[str]
+    pairs: list[str]
+    position: dict[str, int]  # kind -> last stream seq delivered to the client
+    queue: asyncio.Queue[tuple[str, int, bytes] | None] = field(default_factory=lambda: asyncio.Queue(MAX_BUFFER))
+    subs: list[Subscription] = field(default_factory=list)
+    dropped: bool = False
+
+    def event_id(self) -> str:
+        return ".".join(f"{KINDS[k][0]}{self.position[k]}" for k in self.kinds)
+
+    async def start(self) -> None:
+        s = self.bus.subjects
+        for kind in self.kinds:
+            _, short, subject, per_pair = KINDS[kind]
+            base = f"{s.prefix}.{subject}"
+            subjects = [f"{base}.{p}" for p in self.pairs] if per_pair and self.pairs else [
+                f"{base}.>" if per_pair else base
+            ]  # fmt: skip
+            config = api.ConsumerConfig(
+                deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=self.position[kind] + 1,
+                filter_subjects=subjects if len(subjects) > 1 else None,
+                filter_subject=subjects[0] if len(subjects) == 1 else None,
+            )
+            sub = await self.bus.js.subscribe(
+                subjects[0], stream=s.stream_name(short), cb=self._on(kind), ordered_consumer=True, config=config,
+                pending_msgs_limit=MAX_BUFFER * 2,
+            )  # fmt: skip
+            self.subs.append(sub)
+
+    def _on(self, kind: str):  # noqa: ANN202
+        async def cb(msg: NatsMsg) -> None:
+            if self.dropped:
+                return
+            try:
+                self.queue.put_nowait((kind, msg.metadata.sequence.stream, msg.data))
+            except asyncio.QueueFull:
+                self.dropped = True
+                with contextlib.suppress(asyncio.QueueFull):
+                    self.queue.get_nowait()
+                    self.queue.put_nowait(None)  # wakes the writer, which drops the client
+
+        return cb
+
+    async def next(self) -> tuple[str, int, bytes]:
+        item = await self.queue.get()
+        if item is None or self.dropped:
+            raise Slow(f"more than {MAX_BUFFER} events waiting")
+        kind, seq, data = item
+        self.position[kind] = max(self.position[kind], seq)
+        return kind, seq, data
+
+    async def stop(self) -> None:
+        for sub in self.subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        self.subs.clear()
+
+
+async def _feed(request: web.Request, last_id: str | None) -> Feed:
+    bus = request.app[BUS]
+    kinds = _list(request, "types", tuple(KINDS)) or list(KINDS)
+    pairs = [p.upper() for p in _list(request, "pairs", None)]
+    for p in pairs:
+        if not PAIR_RE.match(p):
+            raise ApiError(
+                422, "Validation failed", f"pairs: {p!r} is not written BASE_QUOTE", field="pairs", code="INVALID_FIELD"
+            )
+    position: dict[str, int] = {}
+    if last_id:
+        if not ID_RE.match(last_id):
+            raise ApiError(
+                422,
+                "Validation failed",
+                "the last event id is not one this stream gave",
+                field="lastEventId",
+                code="INVALID_FIELD",
+            )
+        for part in last_id.split("."):
+            position[LETTER[part[0]]] = int(part[1:])
+    for kind in kinds:
+        if kind not in position:  # not followed before: from now on
+            info = await bus.js.stream_info(bus.subjects.stream_name(KINDS[kind][1]))
+            position[kind] = info.state.last_seq or 0
+    feed = Feed(bus, kinds, pairs, {k: position[k] for k in kinds})
+    await feed.start()
+    return feed
+
+
+def _list(request: web.Request, name: str, allowed: tuple[str, ...] | None) -> list[str]:
+    raw = request.query.get(name, "")
+    items = [x.strip() for x in raw.split(",") if x.strip()]
+    if allowed is not None:
+        for x in items:
+            if x not in allowed:
+                raise ApiError(
+                    422,
+                    "Validation failed",
+                    f"{name}: {x!r} is not one of {', '.join(allowed)}",
+                    field=name,
+                    code="INVALID_FIELD",
+                )
+    return items
+
+
+def _frame(kind: str, event_id: str, data: bytes) -> bytes:
+    return msgspec.json.encode({"id": event_id, "type": kind, "data": msgspec.Raw(data)})
+
+
+async def sse(request: web.Request) -> web.StreamResponse:
+    feed = await _feed(request, request.headers.get("Last-Event-ID") or request.query.get("lastEventId"))
+    try:
+        async with sse_response(request, ping_interval=PING_S, headers={"X-Accel-Buffering": "no"}) as resp:
+            hello = msgspec.json.encode({"kinds": feed.kinds, "pairs": feed.pairs}).decode()
+            await resp.send(hello, id=feed.event_id(), event="hello")
+            while resp.is_connected():
+                try:
+                    kind, _, data = await feed.next()
+                    await resp.send(data.decode(), id=feed.event_id(), event=kind)
+                except Slow as e:
+                    logger.bind(actor="gateway").warning("stream client dropped: {}", e)
+                    break
+                except (ConnectionResetError, TimeoutError):
+                    break  # gone, or stalled past the send timeout
+        return resp
+    finally:
+        await feed.stop()
+
+
+async def ws(request: web.Request) -> web.StreamResponse:
+    feed = await _feed(request, request.query.get("lastEventId"))
+    sock = web.WebSocketResponse(heartbeat=PING_S, max_msg_size=64 * 1024)
+    try:
+        await sock.prepare(request)
+        hello = msgspec.json.encode({"kinds": feed.kinds, "pairs": feed.pairs})
+        await sock.send_str(_frame("hello", feed.event_id(), hello).decode())
+
+        async def reader() -> None:  # the client only closes (or pings); anything else is ignored
+            async for m in sock:
+                if m.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
+                    break
+
+        read = asyncio.create_task(reader())
+        try:
+            while not sock.closed and not read.done():
+                nxt = asyncio.create_task(feed.next())
+                done, _ = await asyncio.wait({nxt, read}, return_when=asyncio.FIRST_COMPLETED)
+                if nxt not in done:
+                    nxt.cancel()
+                    break
+                try:
+                    kind, _, data = nxt.result()
+                except Slow as e:
+                    logger.bind(actor="gateway").warning("stream client dropped: {}", e)
+                    await sock.close(code=1013, message=b"too slow: reconnect with lastEventId")
+                    break
+                await sock.send_str(_frame(kind, feed.event_id(), data).decode())
+        finally:
+            read.cancel()
+        return sock
+    finally:
+        await feed.stop()
+
+
+FILTERS: tuple[Param, ...] = (
+    q("types", STR, "comma-separated: " + ", ".join(KINDS) + " (default all)"),
+    q("pairs", STR, "comma-separated BASE_QUOTE pairs (default all)"),
+)
+
+
+def register(app: web.Application) -> None:
+    desc = __doc__ or ""
+    add(
+        app,
+        Endpoint(
+            "GET",
+            "/api/stream",
+            sse,
+            "Live events as Server-Sent Events",
+            "streams",
+            {200: (None, "text/event-stream: events named order, fill, position, portfolio, risk, signal")},
+            params=(*FILTERS, Param("Last-Event-ID", "header", STR, "resume after this event id")),
+            errors=(422,),
+            description=desc,
+            media="text/event-stream",
+        ),
+    )
+    add(
+        app,
+        Endpoint(
+            "GET",
+            "/api/ws",
+            ws,
+            "Live events over a WebSocket",
+            "streams",
+            {101: (None, "Switching to the WebSocket: text frames {id, type, data}")},
+            params=(*FILTERS, q("lastEventId", STR, "resume after this event id")),
+            errors=(422,),
+            description=desc,
+        ),
+    )

@@ -1,0 +1,85 @@
+"""``GET /api/trades``: the fills, newest first, read straight from the FILLS stream (the record)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import nats.js.errors
+from aiohttp import web
+
+from bus.codec import DecodeFailure, decode
+from gateway.common import BUS, int_param, query_param
+from gateway.problems import ApiError, json_response
+from gateway.spec import PAIR, STR, Endpoint, add, limit, q
+from schemas.messages import Fill
+from schemas.rest import Trades
+
+BATCH = 50
+MAX_SCAN = 5_000  # stored messages looked at per request; the cursor continues from there
+
+
+async def get_trades(request: web.Request) -> web.Response:
+    pair = (query_param(request, "pair") or "").upper()
+    order_id = query_param(request, "orderId")
+    size = int_param(request, "limit", 1, 500, 50) or 50
+    cursor = query_param(request, "cursor")
+    if cursor is not None and not cursor.isdigit():
+        raise ApiError(
+            422,
+            "Validation failed",
+            "cursor must be a nextCursor of a previous page",
+            field="cursor",
+            code="INVALID_FIELD",
+        )
+    bus = request.app[BUS]
+    stream = bus.subjects.s_fills
+    state = (await bus.js.stream_info(stream)).state
+    first, seq = state.first_seq or 1, (int(cursor) - 1 if cursor else state.last_seq or 0)
+    wanted = bus.subjects.fills(pair) if pair else None
+    out: list[Fill] = []
+    scanned = 0
+    while seq >= first and len(out) < size and scanned < MAX_SCAN:
+        seqs = list(range(seq, max(first, seq - BATCH + 1) - 1, -1))
+        msgs = await asyncio.gather(*(_get(bus.js, stream, n) for n in seqs))
+        for n, msg in zip(seqs, msgs, strict=True):
+            seq, scanned = n - 1, scanned + 1
+            if msg is None or (wanted and msg.subject != wanted):
+                continue
+            try:
+                fill = decode(msg.data or b"", Fill)
+            except DecodeFailure:
+                continue
+            if order_id and fill.order_id != order_id:
+                continue
+            out.append(fill)
+            if len(out) >= size:
+                break
+    return json_response(Trades(trades=out, next_cursor=str(seq + 1) if seq >= first else None))
+
+
+async def _get(js: object, stream: str, seq: int) -> object | None:
+    try:
+        return await js.get_msg(stream, seq)  # type: ignore[attr-defined]
+    except nats.js.errors.NotFoundError:
+        return None
+
+
+def register(app: web.Application) -> None:
+    add(
+        app,
+        Endpoint(
+            "GET",
+            "/api/trades",
+            get_trades,
+            "Fills, newest first, paged",
+            "portfolio",
+            {200: (Trades, "A page of fills; nextCursor continues")},
+            params=(
+                PAIR,
+                q("orderId", STR, "one order's fills"),
+                limit(500, 50),
+                q("cursor", STR, "nextCursor of the previous page"),
+            ),
+            errors=(503,),
+        ),
+    )
