@@ -52,7 +52,7 @@ from domain.limits import (
     headroom,
 )
 from domain.risk import Approval, Denial, check_order
-from domain.sizing import QTY_STEP, SizingError, fixed_fractional
+from domain.sizing import QTY_STEP, SizingError, fixed_fractional, round_down
 from domain.valuation import DayStart, equity, roll_day
 from schemas.messages import (
     AlertsPage,
@@ -97,6 +97,22 @@ CONFIGURABLE = {
 
 
 @dataclass(slots=True)
+class Working:
+    """A working order as the read model counts it: what is left is its quantity less the larger of
+    what its last event and the fills seen since say is filled (a fill lands before the order's event)."""
+
+    pair: str
+    sign: int
+    quantity: Decimal
+    filled_events: Decimal
+    filled_fills: Decimal
+
+    @property
+    def left(self) -> Decimal:
+        return self.quantity - max(self.filled_events, self.filled_fills)
+
+
+@dataclass(slots=True)
 class Pending:
     """An approval whose order the order-router has not announced yet."""
 
@@ -121,8 +137,9 @@ class RiskGate(Actor):
         self.books_model = Ledger(s.BASE_CURRENCY, s.INITIAL_BALANCE)  # a read model: the ledger owns the books
         self.applied: set[str] = set()
         self.fills_seq = 0
-        self.working: dict[str, tuple[str, Decimal]] = {}  # order id -> (pair, signed quantity left)
+        self.working: dict[str, Working] = {}  # order id -> what is left of it
         self.pending: dict[str, Pending] = {}  # client order id -> reservation
+        self.early: dict[str, Decimal] = {}  # order id -> filled before its first event was seen
         self.day = DayStart()
         self.peak = s.INITIAL_BALANCE
         self.recent: deque[float] = deque()
@@ -244,16 +261,31 @@ class RiskGate(Actor):
         except ValueError:
             return  # the ledger dead-letters it
         self.applied.add(f.fill_id)
+        # the position has it now: what still waits to fill shrinks at once, not at the order's next event
+        w = self.working.get(f.order_id)
+        if w is not None:
+            w.filled_fills += f.quantity
+            if w.left <= ZERO:
+                del self.working[f.order_id]
+        elif (p := self.pending.get(f.client_order_id)) is not None:
+            self.early[f.order_id] = self.early.get(f.order_id, ZERO) + f.quantity
+            size = abs(p.signed)
+            keep = (size - f.quantity) / size if size > ZERO else ZERO
+            if keep <= ZERO:
+                del self.pending[f.client_order_id]
+            else:
+                p.signed, p.amount = p.signed * keep, p.amount * keep
 
     async def _on_order(self, ev: OrderEvent, env: Envelope) -> None:
         o = ev.order
         self.books_model.apply_order(o)
         self.pending.pop(o.client_order_id, None)  # the order is known now: its own lock holds the funds
-        left = o.quantity - o.filled_quantity
-        if lock_of(o) is not None and left > ZERO:
-            self.working[o.order_id] = (o.pair, left if o.side == "buy" else -left)
-        else:
-            self.working.pop(o.order_id, None)
+        prev = self.working.pop(o.order_id, None)
+        seen = max(prev.filled_fills if prev else ZERO, self.early.pop(o.order_id, ZERO))
+        if lock_of(o) is not None:
+            w = Working(o.pair, 1 if o.side == "buy" else -1, o.quantity, o.filled_quantity, seen)
+            if w.left > ZERO:
+                self.working[o.order_id] = w
 
     async def _catch_up(self, wait: float = 1.0) -> bool:
         """Wait until our read model has every fill stored now. False if there was nothing to wait for."""
@@ -273,8 +305,8 @@ class RiskGate(Actor):
         self.peak = max(self.peak, eq)
         available = {c: b.available for c, b in self.books_model.balances.items()}
         working: dict[str, Decimal] = {}
-        for pair, signed in self.working.values():
-            working[pair] = working.get(pair, ZERO) + signed
+        for w in self.working.values():
+            working[w.pair] = working.get(w.pair, ZERO) + w.sign * w.left
         for p in list(self.pending.values()):
             if now - p.at > PENDING_TTL_MS:
                 continue
@@ -363,6 +395,7 @@ class RiskGate(Actor):
                 denial = check_limits(intent, self.exposure(), self.limits, self.trading_state, mid, now_ms())
             if denial is not None:
                 return denial
+        before = self.exposure()  # for the advice: without this order's own reservation
         if intent is not None and not dry_run:
             amount = intent.quantity * intent.price if req.side == "buy" else intent.quantity
             self.pending[req.client_order_id] = Pending(
@@ -370,13 +403,13 @@ class RiskGate(Actor):
                 intent.quote if req.side == "buy" else intent.base, amount, now_ms(),
             )  # fmt: skip
         if not emergency:
-            verdict = await self._advise(req, decision, intent)
+            verdict = await self._advise(req, decision, intent, before)
             if isinstance(verdict, Denial):
                 self.pending.pop(req.client_order_id, None)
                 return verdict
         return decision
 
-    async def _advise(self, req: OrderRequest, decision: Approval, intent: Intent | None) -> Denial | None:
+    async def _advise(self, req: OrderRequest, decision: Approval, intent: Intent | None, x: Exposure) -> Denial | None:
         """Sizing advice in ``decision.validation`` (and the user's risk service, when set). Skipped with
         ENABLE_RISK_CHECKS=false or ``riskCheck: false``: the hard limits above have already decided."""
         v = decision.validation
@@ -385,11 +418,10 @@ class RiskGate(Actor):
             why = "riskCheck: false" if not req.risk_check else "ENABLE_RISK_CHECKS=false"
             v.note = f"sizing advice skipped ({why})"
             return None
-        x = self.exposure()
         if intent is not None:
             rules = self.markets.get(req.pair)
             step = rules.amount_step if rules else QTY_STEP
-            best = min(req.quantity, headroom(intent, x, self.limits))
+            best = min(req.quantity, round_down(headroom(intent, x, self.limits), step))
             if req.stop_loss is not None:
                 try:
                     sized = fixed_fractional(x.equity, self.settings.RISK_PER_TRADE, intent.price, req.stop_loss, step)
