@@ -67,8 +67,8 @@ from schemas.subjects import PAIR_RE
 ZERO = Decimal(0)
 KEEP_RESULTS_MS = 24 * 3600 * 1000  # signal ids are remembered (and duplicates answered) this long
 MAX_RESULTS = 200_000
-KEEP_DIGESTS = 2_000  # recent results by message digest, for a reply whose request came in late ...
-LATE_REQUEST_MS = 5_000  # ... by at most this much
+KEEP_UNMATCHED = 2_000  # publishes / results not matched yet with their other half ...
+LATE_MS = 5_000  # ... kept at most this long
 PRICE_SAMPLE_MS = 1_000  # volatility: one mid per second per pair ...
 PRICE_SAMPLES = 120  # ... over the last two minutes
 
@@ -106,9 +106,12 @@ class SignalIntake(Actor):
         self.recent = rules.RecentSignals(s.SIGNAL_DEDUPE_WINDOW)
         self.windows: dict[str, Window] = {}
         self.held: set[str] = set()  # signal ids waiting in a window
-        self.waiters: dict[str, list[tuple[int, str]]] = {}  # message digest -> (since, reply subject)
-        self.digests: dict[str, set[str]] = {}  # signal id -> digests of the requests that sent it
-        self.answered: OrderedDict[str, tuple[int, bytes]] = OrderedDict()  # digest -> (when, the reply sent)
+        # Replies: every publish on the submit subject is heard twice, as it is published (with its reply
+        # subject, if any) and as the stream stored it. Both come in the same order, so per message digest
+        # the k-th publish heard is the k-th stored copy handled: two FIFOs pair them, whichever is first.
+        self.published: dict[str, deque[tuple[int, str | None]]] = {}  # digest -> (when, reply subject or None)
+        self.handled: dict[str, deque[tuple[int, bytes]]] = {}  # digest -> (when, the reply) not paired yet
+        self.digests: dict[str, list[str]] = {}  # signal id -> the digests of its stored copies waiting
         self.prices: dict[str, deque[tuple[int, Decimal]]] = {}
         self.min_confidence = parse_source_numbers(s.SOURCE_MIN_CONFIDENCE)
         self.weights = parse_source_numbers(s.SIGNAL_WEIGHTS)
@@ -135,7 +138,7 @@ class SignalIntake(Actor):
                 stream=self.stream, subject=s.signals_submit, type_=Signal, handler=self._on_signal,
                 start_time=back, follow=False,
             )  # fmt: skip
-        await self.bus.nc.subscribe(s.signals_submit, cb=self._on_request)  # reply subjects
+        await self.bus.nc.subscribe(s.signals_submit, cb=self._on_publish)  # reply subjects
         await self.bus.nc.flush()
         await self.bus.subscribe(s.query("signals"), SignalsQuery, self._on_query, queue=self.name)
         await self.bus.consume(
@@ -194,26 +197,49 @@ class SignalIntake(Actor):
             error = {"error": {"code": 400, "err_code": 10_000, "description": e.reason}}
             await self.bus.nc.publish(msg.reply, msgspec.json.encode(error))
             return
-        digest, now = _digest(msg.data), now_ms()
-        done = self.answered.get(digest)
-        if done is not None and now - done[0] < LATE_REQUEST_MS:  # answered just before we heard of it
-            await self.bus.nc.publish(msg.reply, done[1])
-            return
-        self.waiters.setdefault(digest, []).append((now, msg.reply))
-        if len(self.waiters) > 1000:  # requests whose signal never came (not stored, say): forget them
-            for d in [d for d, ws in self.waiters.items() if now - ws[-1][0] > 600_000]:
-                del self.waiters[d]
+        await self._pair_publish(_digest(msg.data), msg.reply)
 
-    async def _answer(self, ev: SignalEvent, digests: set[str], seq: int) -> None:
+    async def _on_publish(self, msg: NatsMsg) -> None:
+        """Every publish on the submit subject, as it happens (with or without a reply subject)."""
+        if msg.reply:
+            await self._on_request(msg)
+        else:
+            await self._pair_publish(_digest(msg.data), None)
+
+    async def _pair_publish(self, digest: str, reply: str | None) -> None:
+        now = now_ms()
+        done = self.handled.get(digest)
+        while done and now - done[0][0] > LATE_MS:
+            done.popleft()
+        if done:  # its stored copy was handled first
+            _, answer = done.popleft()
+            if not done:
+                del self.handled[digest]
+            if reply:
+                await self.bus.nc.publish(reply, answer)
+            return
+        self.published.setdefault(digest, deque()).append((now, reply))
+        _trim(self.published, now)
+
+    async def _answer(self, ev: SignalEvent, digests: list[str], seq: int) -> None:
+        """Answer the publishes whose stored copies these were (the oldest publish of each digest)."""
         if not digests:
             return
         reply = encode(SignalReply(**msgspec.structs.asdict(ev), stream=self.stream, seq=seq))
+        now = now_ms()
         for d in digests:
-            self.answered[d] = (now_ms(), reply)
-            while len(self.answered) > KEEP_DIGESTS:
-                self.answered.popitem(last=False)
-            for _, subject in self.waiters.pop(d, []):
-                await self.bus.nc.publish(subject, reply)
+            heard = self.published.get(d)
+            while heard and now - heard[0][0] > 600_000:  # published long ago and never stored: forget
+                heard.popleft()
+            if heard:
+                _, subject = heard.popleft()
+                if not heard:
+                    del self.published[d]
+                if subject:
+                    await self.bus.nc.publish(subject, reply)
+            else:  # heard as stored before heard as published (or published while we were away)
+                self.handled.setdefault(d, deque()).append((now, reply))
+                _trim(self.handled, now)
 
     async def _finish(
         self,
@@ -240,7 +266,7 @@ class SignalIntake(Actor):
             await self.bus.js_publish(self.subjects.signal_events(sig.pair), ev, msg_id=f"{sid}:result")
         self._remember(ev)
         self.held.discard(sid)
-        await self._answer(ev, self.digests.pop(sid, set()), seq)
+        await self._answer(ev, self.digests.pop(sid, []), seq)
         return ev
 
     # -- a signal arrives ------------------------------------------------------------------------------
@@ -251,9 +277,9 @@ class SignalIntake(Actor):
         sid = sig.signal_id or signal_id(day_key(at), seq)
         digest = _digest(env.raw.data)
         if sid in self.results:  # handled before (a redelivery, or the same id sent again)
-            await self._answer(self.results[sid], {digest}, seq)
+            await self._answer(self.results[sid], [digest], seq)
             return
-        self.digests.setdefault(sid, set()).add(digest)
+        self.digests.setdefault(sid, []).append(digest)
         if sid in self.held:  # waiting in a window already
             return
         me = (sig, sid, at, seq)
@@ -565,6 +591,13 @@ def _client_id(sid: str) -> str:
     if CLIENT_ID_RE.match(cid):
         return cid
     return "sig-" + hashlib.blake2b(sid.encode(), digest_size=12).hexdigest() + "-1"
+
+
+def _trim(fifos: dict[str, deque], now: int) -> None:  # type: ignore[type-arg]
+    """Bound the unpaired halves: past KEEP_UNMATCHED digests, drop those older than LATE_MS."""
+    if len(fifos) > KEEP_UNMATCHED:
+        for d in [d for d, q in fifos.items() if not q or now - q[-1][0] > LATE_MS]:
+            del fifos[d]
 
 
 def _digest(data: bytes) -> str:

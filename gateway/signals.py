@@ -48,7 +48,7 @@ async def execute_signal(request: web.Request) -> web.Response:
             f"the signal is stored but {INTAKE} did not answer within {timeout:g}s (is it running?); "
             f"its result will be at GET /api/signals?signalId={sid}"
         )
-        return json_response(SignalAccepted(signal_id=sid, detail=detail), status=202)
+        return json_response(SignalAccepted(signal_id=sid, status="accepted", detail=detail), status=202)
     if ev.status == "rejected":
         code = ev.code or "SIGNAL_REJECTED"
         status = 503 if code in UNAVAILABLE else 422

@@ -220,5 +220,5 @@ class SignalAccepted(Rest, kw_only=True):
     """202: stored, but its result did not come back in time; it will be on GET /api/signals."""
 
     signal_id: str
-    status: Literal["accepted"] = "accepted"
+    status: Literal["accepted"]
     detail: str
