@@ -22,7 +22,7 @@ from config.settings import Settings
 from gateway import openapi, orders, portfolio, positions, risk, signals, streams, trades
 from gateway.common import BUS, HEALTH, SETTINGS, SHUTDOWN_GRACE_S
 from gateway.health import VERSION, HealthBook
-from gateway.problems import auth_middleware, json_response, problem_middleware
+from gateway.problems import REQUEST_ID, auth_middleware, json_response, problem_middleware
 from gateway.spec import ENDPOINTS, Endpoint, add
 from schemas.messages import Empty, RiskMetricsView, now_ms
 from schemas.rest import Health, Status
@@ -75,6 +75,13 @@ class AccessLog(AbstractAccessLogger):
         )
 
 
+async def _request_id_header(request: web.Request, response: web.StreamResponse) -> None:
+    """The request id on every answer, also on streams (SSE, WebSocket) sent before the middleware returns."""
+    rid = request.get(REQUEST_ID)
+    if rid and "X-Request-Id" not in response.headers:
+        response.headers["X-Request-Id"] = rid
+
+
 def create_app(settings: Settings, bus: Bus) -> web.Application:
     middlewares = [problem_middleware]
     if settings.API_TOKEN:
@@ -85,6 +92,7 @@ def create_app(settings: Settings, bus: Bus) -> web.Application:
     app[HEALTH] = HealthBook(settings, bus)
     app[ENDPOINTS] = []
     app[STARTED_AT] = now_ms()
+    app.on_response_prepare.append(_request_id_header)
     t = "service"
     add(
         app,

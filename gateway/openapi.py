@@ -86,8 +86,9 @@ def document(endpoints: list[Endpoint], *, version: str, token: bool) -> dict[st
             resp: dict[str, Any] = {"description": desc}
             if t is not None:
                 resp["content"] = {ep.media: {"schema": ref_of[id(t)]}}
-            elif ep.media != "application/json":
-                resp["content"] = {ep.media: {"schema": {"type": "string"}}}
+            elif status != 101:
+                schema = {"type": "object"} if ep.media == "application/json" else {"type": "string"}
+                resp["content"] = {ep.media: {"schema": schema}}
             op["responses"][str(status)] = resp
         codes = set(ep.errors) | {404, 500}
         if ep.body is not None:

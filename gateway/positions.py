@@ -61,7 +61,7 @@ async def close_position(request: web.Request) -> web.Response:
 
 
 async def close_all(request: web.Request) -> web.Response:
-    out = ClosedPositions(orders=[])
+    out = ClosedPositions(orders=[], failed={})
     for pos in await _positions(request):
         reply = await _close(request, pos)
         if reply.ok and reply.order is not None:

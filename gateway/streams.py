@@ -14,11 +14,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import socket
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import msgspec
 from aiohttp import WSMsgType, web
-from aiohttp_sse import sse_response
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp_sse import EventSourceResponse, sse_response
 from loguru import logger
 from nats.aio.msg import Msg as NatsMsg
 from nats.aio.subscription import Subscription
@@ -31,6 +35,7 @@ from gateway.spec import STR, Endpoint, Param, add, q
 
 MAX_BUFFER = 1_000
 PING_S = 15.0
+LEFT_CHECK_S = 1.0
 # kind -> (letter in the event id, stream short name, subject after the prefix, per pair?)
 KINDS: dict[str, tuple[str, str, str, bool]] = {
     "order": ("o", "ORDERS", "events.orders", True),
@@ -60,6 +65,7 @@ class Feed:
     queue: asyncio.Queue[tuple[str, int, bytes] | None] = field(default_factory=lambda: asyncio.Queue(MAX_BUFFER))
     subs: list[Subscription] = field(default_factory=list)
     dropped: bool = False
+    on_drop: Callable[[], None] | None = None  # cuts the connection: a writer stuck on a stalled client
 
     def event_id(self) -> str:
         return ".".join(f"{KINDS[k][0]}{self.position[k]}" for k in self.kinds)
@@ -92,9 +98,12 @@ class Feed:
                 self.queue.put_nowait((kind, msg.metadata.sequence.stream, msg.data))
             except asyncio.QueueFull:
                 self.dropped = True
+                logger.bind(actor="gateway").warning("stream client dropped: more than {} events waiting", MAX_BUFFER)
                 with contextlib.suppress(asyncio.QueueFull):
                     self.queue.get_nowait()
-                    self.queue.put_nowait(None)  # wakes the writer, which drops the client
+                    self.queue.put_nowait(None)  # wakes a writer that waits for events ...
+                if self.on_drop is not None:
+                    self.on_drop()  # ... and cuts one stuck writing to a client that stopped reading
 
         return cb
 
@@ -163,21 +172,54 @@ def _frame(kind: str, event_id: str, data: bytes) -> bytes:
     return msgspec.json.encode({"id": event_id, "type": kind, "data": msgspec.Raw(data)})
 
 
+class _EventSource(EventSourceResponse):
+    """aiohttp-sse's response, but a stream whose client left ends like any answer (aiohttp logs its
+    access line) instead of raising CancelledError when aiohttp finishes it."""
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        if self.prepared:
+            return self._payload_writer
+        return await super().prepare(request)
+
+
+def _gone(request: web.Request) -> bool:
+    """Has the client left? (aiohttp drops the protocol's transport when the connection is lost.)"""
+    t = request.protocol.transport if request.protocol is not None else None
+    return t is None or t.is_closing()
+
+
+def _abort(request: web.Request) -> None:
+    """Cut the connection now: a reset (linger 0), so neither side keeps the unsent events buffered."""
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
 async def sse(request: web.Request) -> web.StreamResponse:
     feed = await _feed(request, request.headers.get("Last-Event-ID") or request.query.get("lastEventId"))
+    feed.on_drop = lambda: _abort(request)
     try:
-        async with sse_response(request, ping_interval=PING_S, headers={"X-Accel-Buffering": "no"}) as resp:
+        async with sse_response(
+            request, ping_interval=PING_S, headers={"X-Accel-Buffering": "no"}, response_cls=_EventSource
+        ) as resp:
             hello = msgspec.json.encode({"kinds": feed.kinds, "pairs": feed.pairs}).decode()
             await resp.send(hello, id=feed.event_id(), event="hello")
-            while resp.is_connected():
+            while resp.is_connected() and not _gone(request):
                 try:
-                    kind, _, data = await feed.next()
+                    try:  # wake up now and then: a client that left is noticed within a second
+                        kind, _, data = await asyncio.wait_for(feed.next(), LEFT_CHECK_S)
+                    except TimeoutError:
+                        continue
                     await resp.send(data.decode(), id=feed.event_id(), event=kind)
-                except Slow as e:
-                    logger.bind(actor="gateway").warning("stream client dropped: {}", e)
+                except Slow:
                     break
-                except (ConnectionResetError, TimeoutError):
-                    break  # gone, or stalled past the send timeout
+                except (ConnectionError, TimeoutError):
+                    break  # gone, cut, or stalled past the send timeout
         return resp
     finally:
         await feed.stop()
@@ -186,6 +228,8 @@ async def sse(request: web.Request) -> web.StreamResponse:
 async def ws(request: web.Request) -> web.StreamResponse:
     feed = await _feed(request, request.query.get("lastEventId"))
     sock = web.WebSocketResponse(heartbeat=PING_S, max_msg_size=64 * 1024)
+    # a second for the writer to send the 1013 close itself; cut if it is stuck on a client that stopped reading
+    feed.on_drop = lambda: asyncio.get_running_loop().call_later(1.0, _abort, request)  # type: ignore[func-returns-value]
     try:
         await sock.prepare(request)
         hello = msgspec.json.encode({"kinds": feed.kinds, "pairs": feed.pairs})
@@ -206,11 +250,13 @@ async def ws(request: web.Request) -> web.StreamResponse:
                     break
                 try:
                     kind, _, data = nxt.result()
-                except Slow as e:
-                    logger.bind(actor="gateway").warning("stream client dropped: {}", e)
-                    await sock.close(code=1013, message=b"too slow: reconnect with lastEventId")
+                    await sock.send_str(_frame(kind, feed.event_id(), data).decode())
+                except Slow:
+                    with contextlib.suppress(Exception):
+                        await sock.close(code=1013, message=b"too slow: reconnect with lastEventId")
                     break
-                await sock.send_str(_frame(kind, feed.event_id(), data).decode())
+                except (ConnectionError, TimeoutError):
+                    break
         finally:
             read.cancel()
         return sock

@@ -107,7 +107,7 @@ class ClosedPositions(Rest):
     """Answer of ``POST /api/positions/close-all``: the closing orders (and the pairs that failed)."""
 
     orders: list[PlacedOrder]
-    failed: dict[str, str] = msgspec.field(default_factory=dict)  # pair -> why
+    failed: dict[str, str]  # pair -> why
 
 
 class Trades(Rest):
