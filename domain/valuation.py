@@ -40,17 +40,17 @@ class Rounding:
     default: int = DEFAULT_DECIMALS
 
     def money(self, amount: Decimal, currency: str) -> Decimal:
-        return _q(amount, self.decimals.get(currency, self.default))
+        return amount.quantize(_EXP[self.decimals.get(currency, self.default)], ROUND_HALF_EVEN)
 
     def price(self, price: Decimal) -> Decimal:
-        return _q(price, PRICE_DECIMALS)
+        return price.quantize(_PRICE_EXP, ROUND_HALF_EVEN)
 
     def ratio(self, ratio: Decimal) -> Decimal:
-        return _q(ratio, RATIO_DECIMALS)
+        return ratio.quantize(_RATIO_EXP, ROUND_HALF_EVEN)
 
 
-def _q(x: Decimal, decimals: int) -> Decimal:
-    return x.quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_EVEN)
+_EXP = [Decimal(1).scaleb(-d) for d in range(19)]  # 10^-d for the 0..18 decimals allowed
+_PRICE_EXP, _RATIO_EXP = _EXP[PRICE_DECIMALS], _EXP[RATIO_DECIMALS]
 
 
 EXACT_ENOUGH = Rounding()

@@ -6,6 +6,7 @@ share one NATS. Pairs are written ``BASE_QUOTE`` (``BTC_USDT``).
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -163,6 +164,7 @@ class Subjects:
         return self.bucket_name("PAPER")
 
 
+@functools.lru_cache(maxsize=65_536)
 def pair_currencies(pair: str) -> tuple[str, str]:
     base, _, quote = pair.partition("_")
     return base, quote
