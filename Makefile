@@ -44,8 +44,7 @@ format: setup
 	$(BIN)/ruff check --fix .
 
 bench: setup
-	$(BIN)/python -m bench.path_latency 300
-	$(BIN)/python -m bench.ledger_bench
+	$(BIN)/python -m bench.harness $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .tools data .pytest_cache .ruff_cache .hypothesis

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -68,7 +69,8 @@ ZERO = Decimal(0)
 KEEP_RESULTS_MS = 24 * 3600 * 1000  # signal ids are remembered (and duplicates answered) this long
 MAX_RESULTS = 200_000
 KEEP_UNMATCHED = 2_000  # publishes / results not matched yet with their other half ...
-LATE_MS = 5_000  # ... kept at most this long
+LATE_MS = 5_000  # ... kept at most this long (beyond MAX_UNMATCHED, not even that)
+MAX_UNMATCHED = 100_000
 PRICE_SAMPLE_MS = 1_000  # volatility: one mid per second per pair ...
 PRICE_SAMPLES = 120  # ... over the last two minutes
 
@@ -594,10 +596,15 @@ def _client_id(sid: str) -> str:
 
 
 def _trim(fifos: dict[str, deque], now: int) -> None:  # type: ignore[type-arg]
-    """Bound the unpaired halves: past KEEP_UNMATCHED digests, drop those older than LATE_MS."""
-    if len(fifos) > KEEP_UNMATCHED:
-        for d in [d for d, q in fifos.items() if not q or now - q[-1][0] > LATE_MS]:
-            del fifos[d]
+    """Bound the unpaired halves, oldest first (amortised: a burst never rescans them all). Past
+    KEEP_UNMATCHED digests, those older than LATE_MS go; past MAX_UNMATCHED, the oldest go whatever their age."""
+    if len(fifos) <= KEEP_UNMATCHED:
+        return
+    for d in list(itertools.islice(fifos, 64)):
+        q = fifos[d]
+        if q and now - q[-1][0] <= LATE_MS and len(fifos) <= MAX_UNMATCHED:
+            break
+        del fifos[d]
 
 
 def _digest(data: bytes) -> str:

@@ -144,15 +144,29 @@ async def actor_rates(tmp: Path) -> tuple[float, float]:
         server.stop()
 
 
-def main() -> str:
+VALUATION_SIZES = (1, 100, 10_000)
+
+
+def valuation_samples(n: int, repeat: int | None = None) -> tuple[list[float], list[float]]:
+    """Per-call times (ms) of the full snapshot and of the equity alone over a book of ``n`` positions."""
+    ledger, marks = book_with(n)
+    repeat = repeat or (200 if n < 10_000 else 30)
+    snap = time_calls(lambda: snapshot(ledger, marks, DayStart(), 0, 0), repeat)
+    eq = time_calls(lambda: equity(ledger, marks), repeat)
+    return snap, eq
+
+
+def valuation_rows(sizes: tuple[int, ...] = VALUATION_SIZES) -> list[tuple[str, float, float]]:
     rows = []
-    for n in (1, 100, 10_000):
-        ledger, marks = book_with(n)
-        repeat = 200 if n < 10_000 else 30
-        snap = time_calls(lambda: snapshot(ledger, marks, DayStart(), 0, 0), repeat)  # noqa: B023
-        eq = time_calls(lambda: equity(ledger, marks), repeat)  # noqa: B023
+    for n in sizes:
+        snap, eq = valuation_samples(n)
         rows.append((f"snapshot, {n} positions", pct(snap, 50), pct(snap, 99)))
         rows.append((f"equity only, {n} positions", pct(eq, 50), pct(eq, 99)))
+    return rows
+
+
+def main() -> str:
+    rows = valuation_rows()
     fills = random_fills(100_000)
     ledger = Ledger("USDT", Decimal(10) ** 9)
     t0 = time.perf_counter()
