@@ -435,6 +435,18 @@ class OrderRouter(Actor):
         """Publish the venue's trades, then record its answer on the order."""
         o = self.orders[order_id]
         quantity = r.quantity if r.quantity is not None else o.quantity  # the venue's, after a modify too
+        if trades and quantity > o.quantity:
+            # a modify that enlarged the order and traded at once: the order must have its new size before
+            # those trades come back as fills, or they would read as an overfill
+            async with self.lock:
+                grown = await self._update_locked(
+                    order_id,
+                    lambda cur: msgspec.structs.replace(cur, quantity=quantity, updated_at=now_ms())
+                    if quantity > cur.quantity else cur,
+                    "quantity_changed",
+                )  # fmt: skip
+                if grown is not None:
+                    await self._after_change(grown)
         for t in trades:
             report = ExecutionReport(
                 kind="trade", order_id=o.order_id, client_order_id=o.client_order_id, pair=o.pair,
