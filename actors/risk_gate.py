@@ -148,7 +148,7 @@ class RiskGate(Actor):
         self.approved = 0
         self.denied = 0
         self.over: set[str] = set()  # exposure limits the books are over now (alerted once)
-        self.risk_service = ServiceClient("risk", s.RISK_SERVICE_URL, s.RISK_SERVICE_TIMEOUT, self._service_alert)
+        self.risk_service = ServiceClient("risk", s.RISK_SERVICE_URL, s.RISK_SERVICE_TIMEOUT, self.alert)
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def on_start(self) -> None:
@@ -187,11 +187,8 @@ class RiskGate(Actor):
             "approved": self.approved, "denied": self.denied, "tradingState": self.trading_state,
         }  # fmt: skip
         if self.risk_service.enabled:
-            out["riskService"] = {None: "unknown", True: "up", False: "down"}[self.risk_service.up]
+            out["riskService"] = self.risk_service.state
         return out
-
-    async def _service_alert(self, severity: str, code: str, message: str) -> None:
-        await self.alert(severity, code, message)  # type: ignore[arg-type]
 
     # -- limits ----------------------------------------------------------------------------------------
     def _limits(self) -> Limits:
@@ -358,11 +355,7 @@ class RiskGate(Actor):
         """Every check an order would meet now, nothing reserved, placed or counted against the rate."""
         verdict = await self._check(req, dry_run=True)
         if isinstance(verdict, Denial):
-            by = "risk_service" if verdict.code == "RISK_SERVICE" else "local"
-            validation = RiskValidation(passed=False, code=verdict.code, reason=verdict.reason, decided_by=by)
-            reply = OrderReply(
-                ok=False, code=verdict.code, field=verdict.field, detail=verdict.reason, risk_validation=validation
-            )
+            reply = _denied(verdict)
         else:
             reply = OrderReply(ok=True, risk_validation=verdict.validation, estimated_cost=verdict.estimated_cost)
         await self.bus.respond(env, reply)
@@ -387,15 +380,16 @@ class RiskGate(Actor):
             return decision
         emergency = req.source == "emergency"
         intent = self._intent(req, book)
+        before = self.exposure()  # for the limits and the advice: without this order's own reservation
         if not emergency and intent is not None:
             mid = mid_price(book.bids, book.asks) if book is not None else None
-            denial = check_limits(intent, self.exposure(), self.limits, self.trading_state, mid, now_ms())
+            denial = check_limits(intent, before, self.limits, self.trading_state, mid, now_ms())
             if denial is not None and denial.code == "INSUFFICIENT_BALANCE" and await self._catch_up():
                 # what it lacked may be in fills we have not read yet (a sale right after the purchase)
-                denial = check_limits(intent, self.exposure(), self.limits, self.trading_state, mid, now_ms())
+                before = self.exposure()
+                denial = check_limits(intent, before, self.limits, self.trading_state, mid, now_ms())
             if denial is not None:
                 return denial
-        before = self.exposure()  # for the advice: without this order's own reservation
         if intent is not None and not dry_run:
             amount = intent.quantity * intent.price if req.side == "buy" else intent.quantity
             self.pending[req.client_order_id] = Pending(
@@ -470,12 +464,7 @@ class RiskGate(Actor):
         self.log.info(
             "denied {} ({} {} {}): {} {}", req.client_order_id, req.side, req.quantity, req.pair, d.code, d.reason
         )
-        by = "risk_service" if d.code == "RISK_SERVICE" else "local"
-        reply = OrderReply(
-            ok=False, code=d.code, field=d.field, detail=d.reason,
-            risk_validation=RiskValidation(passed=False, code=d.code, reason=d.reason, decided_by=by),
-        )  # fmt: skip
-        await self.bus.respond(env, reply)
+        await self.bus.respond(env, _denied(d))
 
     # -- state -----------------------------------------------------------------------------------------
     async def _set_state(self, state: str, reason: str) -> RiskStateChange:
@@ -606,3 +595,9 @@ class RiskGate(Actor):
             ts=now_ms(),
         )
         await self.bus.respond(env, view)
+
+
+def _denied(d: Denial) -> OrderReply:
+    by = "risk_service" if d.code == "RISK_SERVICE" else "local"
+    validation = RiskValidation(passed=False, code=d.code, reason=d.reason, decided_by=by)
+    return OrderReply(ok=False, code=d.code, field=d.field, detail=d.reason, risk_validation=validation)

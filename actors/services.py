@@ -18,7 +18,7 @@ import msgspec
 T = TypeVar("T")
 
 _encoder = msgspec.json.Encoder(decimal_format="number")
-AlertHook = Callable[[str, str, str], Awaitable[None]]  # (severity, code, message)
+AlertHook = Callable[..., Awaitable[None]]  # (severity, code, message): an actor's ``alert``
 
 
 class ServiceDown(Exception):
@@ -44,6 +44,10 @@ class ServiceClient:
     @property
     def enabled(self) -> bool:
         return bool(self.base_url)
+
+    @property
+    def state(self) -> str:
+        return "unknown" if self.up is None else "up" if self.up else "down"
 
     async def close(self) -> None:
         if self._session is not None:

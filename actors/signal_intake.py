@@ -117,8 +117,8 @@ class SignalIntake(Actor):
         self.prices: dict[str, deque[tuple[int, Decimal]]] = {}
         self.min_confidence = parse_source_numbers(s.SOURCE_MIN_CONFIDENCE)
         self.weights = parse_source_numbers(s.SIGNAL_WEIGHTS)
-        self.ml = ServiceClient("ml", s.ML_SERVICE_URL, s.ML_SERVICE_TIMEOUT, self._service_alert)
-        self.risk = ServiceClient("risk", s.RISK_SERVICE_URL, s.RISK_SERVICE_TIMEOUT, self._service_alert)
+        self.ml = ServiceClient("ml", s.ML_SERVICE_URL, s.ML_SERVICE_TIMEOUT, self.alert)
+        self.risk = ServiceClient("risk", s.RISK_SERVICE_URL, s.RISK_SERVICE_TIMEOUT, self.alert)
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def on_start(self) -> None:
@@ -159,11 +159,8 @@ class SignalIntake(Actor):
         out["held"] = len(self.held)
         for svc in (self.ml, self.risk):
             if svc.enabled:
-                out[f"{svc.name}Service"] = {None: "unknown", True: "up", False: "down"}[svc.up]
+                out[f"{svc.name}Service"] = svc.state
         return out
-
-    async def _service_alert(self, severity: str, code: str, message: str) -> None:
-        await self.alert(severity, code, message)  # type: ignore[arg-type]
 
     async def _sample(self, book: Book) -> None:
         mid = self.books.mids.get(book.pair)
@@ -449,13 +446,8 @@ class SignalIntake(Actor):
             quantity=sizing.recommended_size, type="limit" if limit is not None else "market", price=limit,
             stop_loss=stop, take_profit=take, source=f"signal:{sig.source}", signal_id=lead.sid, ts=now_ms(),
         )  # fmt: skip
-        reply = await self.bus.request(self.subjects.orders_submit, req, OrderReply, timeout=10.0)
-        if not reply.ok or reply.order is None:
-            await finish_all("rejected", f"{reply.code}: {reply.detail}", code=reply.code, position_sizing=sizing)
-            return
-        o = reply.order
-        order = SignalOrder(order_id=o.order_id, type=o.type, side=o.side, quantity=o.quantity, status=o.status)
-        await finish_all("executed", orders=[order], linked_orders=o.linked_orders, position_sizing=sizing)
+        status, reason, placed = await self._place(req)
+        await finish_all(status, reason, position_sizing=sizing, **placed)
 
     async def _size(
         self,
@@ -559,13 +551,17 @@ class SignalIntake(Actor):
             client_order_id=f"close-{pos.id}-{qty}", pair=sig.pair, side=side, quantity=qty,  # type: ignore[arg-type]
             reduce_only=True, source=f"signal:{sig.source}", signal_id=sid, ts=now_ms(),
         )  # fmt: skip
+        status, reason, placed = await self._place(req)
+        await self._finish(me, status, reason, position_sizing=sizing, **placed)
+
+    async def _place(self, req: OrderRequest) -> tuple[str, str | None, dict[str, object]]:
+        """A signal's order through the risk-gate: (executed, its orders) or (rejected, the denial)."""
         reply = await self.bus.request(self.subjects.orders_submit, req, OrderReply, timeout=10.0)
         if not reply.ok or reply.order is None:
-            await self._finish(me, "rejected", f"{reply.code}: {reply.detail}", code=reply.code, position_sizing=sizing)
-            return
+            return "rejected", f"{reply.code}: {reply.detail}", {"code": reply.code}
         o = reply.order
         order = SignalOrder(order_id=o.order_id, type=o.type, side=o.side, quantity=o.quantity, status=o.status)
-        await self._finish(me, "executed", orders=[order], position_sizing=sizing)
+        return "executed", None, {"orders": [order], "linked_orders": o.linked_orders}
 
     # -- reads -----------------------------------------------------------------------------------------
     async def _on_query(self, q: SignalsQuery, env: Envelope) -> None:

@@ -45,29 +45,31 @@ async def post_order(request: web.Request) -> web.Response:
         request, bus.subjects.orders_submit, req, OrderReply, "the risk-gate", req.client_order_id
     )
     if not reply.ok or reply.order is None:
-        code = reply.code or "DENIED"
-        status, title = (
-            (409, "Conflict") if code == "DUPLICATE_CLIENT_ORDER_ID"
-            else (503, "Service Unavailable") if code in UNAVAILABLE or code == "LEDGER_UNAVAILABLE"
-            else (422, "Order denied")
-        )  # fmt: skip
-        raise ApiError(status, title, reply.detail or "the order was denied", field=reply.field, code=code)
-    o = reply.order
-    placed = PlacedOrder(
-        order_id=o.order_id,
-        client_order_id=o.client_order_id,
-        status=o.status,
-        pair=o.pair,
-        side=o.side,
-        type=o.type,
-        quantity=o.quantity,
-        price=o.price,
-        risk_validation=reply.risk_validation,
-        estimated_cost=reply.estimated_cost,
-        linked_orders=o.linked_orders,
-        created_at=o.created_at,
-    )
+        raise denied(reply, "Order denied")
+    placed = placed_order(reply)
     return json_response(placed, status=201)
+
+
+def denied(reply: OrderReply, title: str) -> ApiError:
+    """The problem for a refused order: 409 a reused client id, 503 when it cannot be decided now, else 422."""
+    code = reply.code or "DENIED"
+    status, title = (
+        (409, "Conflict") if code == "DUPLICATE_CLIENT_ORDER_ID"
+        else (503, "Service Unavailable") if code in UNAVAILABLE or code == "LEDGER_UNAVAILABLE"
+        else (422, title)
+    )  # fmt: skip
+    return ApiError(status, title, reply.detail or "the order was denied", field=reply.field, code=code)
+
+
+def placed_order(reply: OrderReply) -> PlacedOrder:
+    """The seed's answer to a placed order."""
+    o = reply.order
+    assert o is not None
+    return PlacedOrder(
+        order_id=o.order_id, client_order_id=o.client_order_id, status=o.status, pair=o.pair, side=o.side,
+        type=o.type, quantity=o.quantity, price=o.price, risk_validation=reply.risk_validation,
+        estimated_cost=reply.estimated_cost, linked_orders=o.linked_orders, created_at=o.created_at,
+    )  # fmt: skip
 
 
 def _request(body: PlaceOrder, default_tif: str) -> OrderRequest:

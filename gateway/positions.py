@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.common import BUS, UNAVAILABLE, ask
+from gateway.common import BUS, ask
+from gateway.orders import denied, placed_order
 from gateway.problems import ApiError, json_response
 from gateway.spec import PAIR, Endpoint, add, path
 from schemas.messages import Empty, OrderReply, OrderRequest, PortfolioSnapshot, PositionView, now_ms
@@ -37,16 +38,6 @@ async def _close(request: web.Request, pos: PositionView) -> OrderReply:
     return await ask(request, bus.subjects.orders_submit, req, OrderReply, GATE, req.client_order_id)  # type: ignore[return-value]
 
 
-def _placed(reply: OrderReply) -> PlacedOrder:
-    o = reply.order
-    assert o is not None
-    return PlacedOrder(
-        order_id=o.order_id, client_order_id=o.client_order_id, status=o.status, pair=o.pair, side=o.side,
-        type=o.type, quantity=o.quantity, price=o.price, risk_validation=reply.risk_validation,
-        estimated_cost=reply.estimated_cost, created_at=o.created_at,
-    )  # fmt: skip
-
-
 async def close_position(request: web.Request) -> web.Response:
     pair = request.match_info["pair"].upper()
     pos = next((p for p in await _positions(request) if p.pair == pair), None)
@@ -54,10 +45,8 @@ async def close_position(request: web.Request) -> web.Response:
         raise ApiError(404, "Not Found", f"no open position in {pair}", field="pair", code="NO_POSITION")
     reply = await _close(request, pos)
     if not reply.ok or reply.order is None:
-        code = reply.code or "DENIED"
-        status = 503 if code in UNAVAILABLE else 409 if code == "DUPLICATE_CLIENT_ORDER_ID" else 422
-        raise ApiError(status, "Close refused", reply.detail or "refused", field=reply.field, code=code)
-    return json_response(_placed(reply), status=201)
+        raise denied(reply, "Close refused")
+    return json_response(placed_order(reply), status=201)
 
 
 async def close_all(request: web.Request) -> web.Response:
@@ -65,7 +54,7 @@ async def close_all(request: web.Request) -> web.Response:
     for pos in await _positions(request):
         reply = await _close(request, pos)
         if reply.ok and reply.order is not None:
-            out.orders.append(_placed(reply))
+            out.orders.append(placed_order(reply))
         else:
             out.failed[pos.pair] = f"{reply.code}: {reply.detail}"
     return json_response(out)

@@ -72,11 +72,6 @@ async def system(nats_url, prefix):
     await sut.stop()
 
 
-@pytest.fixture
-async def client(make_bus):
-    return await make_bus("client")
-
-
 def order(coid: str, qty: str = "0.01", side: str = "buy", pair: str = "BTC_USDT") -> OrderRequest:
     return OrderRequest(client_order_id=coid, pair=pair, side=side, quantity=Decimal(qty))  # type: ignore[arg-type]
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 from decimal import Decimal as D
 
-import pytest
-
 from bus.client import Envelope
 from schemas.messages import (
     BalanceView,
@@ -24,11 +22,6 @@ from schemas.messages import (
 from tests.helpers import eventually, fill
 from tests.integration.test_actors import System
 from tests.integration.test_order_types import S, placed, publish_book, settings_for, until
-
-
-@pytest.fixture
-async def client(make_bus):
-    return await make_bus("client")
 
 
 async def snap(client) -> PortfolioSnapshot:

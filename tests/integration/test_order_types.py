@@ -33,7 +33,6 @@ from schemas.messages import (
     now_ms,
 )
 from tests.helpers import eventually
-from tests.integration.test_actors import System
 
 S = OrderStatus
 MAKER, TAKER = D("0.0005"), D("0.001")
@@ -64,26 +63,6 @@ def settings_for(nats_url: str, prefix: str, **extra: str):
         "PRICE_BAND_PERCENT": "0",
     }
     return load_settings(env | extra)
-
-
-@pytest.fixture
-async def make_system(nats_url, prefix):
-    systems: list[System] = []
-
-    async def make(**extra: str) -> System:
-        sut = System(nats_url, settings_for(nats_url, prefix, **extra))
-        await sut.start()
-        systems.append(sut)
-        return sut
-
-    yield make
-    for sut in systems:
-        await sut.stop()
-
-
-@pytest.fixture
-async def client(make_bus):
-    return await make_bus("client")
 
 
 def levels(*pairs: tuple[str, str]) -> list[tuple[D, D]]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 from decimal import Decimal as D
 
-import pytest
-
 from schemas.messages import (
     AlertsPage,
     AlertsQuery,
@@ -34,11 +32,6 @@ def risk_settings(nats_url: str, prefix: str, **extra: str):
     # the defaults of the service for the limits (settings_for relaxes them for the order-type tests)
     limits = {"ALLOW_SHORT": "false", "MAX_POSITION_SIZE": "0.25", "MAX_DAILY_LOSS": "0.05", "PRICE_BAND_PERCENT": "10"}
     return settings_for(nats_url, prefix, **(limits | extra))
-
-
-@pytest.fixture
-async def client(make_bus):
-    return await make_bus("client")
 
 
 async def metrics(client) -> RiskMetricsView:

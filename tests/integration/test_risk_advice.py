@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from decimal import Decimal as D
 from typing import Any
 
@@ -59,29 +59,10 @@ EXTRA = {
 BIDS = [("99.00", "1000")]
 ASKS = [("100.00", "30"), ("101.00", "1000")]
 SERVICE_TIMEOUT = "200"  # ms
+SYSTEM_DEFAULTS = EXTRA  # for make_system (tests/integration/conftest.py)
 
 
 # -- the system ------------------------------------------------------------------------------------------
-@pytest.fixture
-async def client(make_bus) -> Bus:
-    return await make_bus("client")
-
-
-@pytest.fixture
-async def make_system(nats_url, prefix) -> AsyncIterator[Callable[..., Awaitable[System]]]:
-    systems: list[System] = []
-
-    async def make(**extra: str) -> System:
-        sut = System(nats_url, settings_for(nats_url, prefix, **(EXTRA | extra)))
-        systems.append(sut)
-        await sut.start()
-        return sut
-
-    yield make
-    for sut in systems:
-        await sut.stop()
-
-
 @pytest.fixture
 async def api(nats_url, prefix, make_bus) -> AsyncIterator[Api]:
     extra = {"MARKET_DATA": "none", "MAX_SLIPPAGE_PERCENT": "0", "DEFAULT_ORDER_TIMEOUT": "0"} | EXTRA

@@ -52,6 +52,7 @@ STEP, TICK = D("0.001"), D("0.01")
 EQUITY = D(50000)
 # what most tests run with: no default bracket, no dedupe window (each test turns on what it is about)
 BASE = {"STOP_LOSS_ENABLED": "false", "SIGNAL_DEDUPE_WINDOW": "0"}
+SYSTEM_DEFAULTS = BASE  # for make_system (tests/integration/conftest.py)
 
 
 def down(x: D, step: D = STEP) -> D:
@@ -125,26 +126,6 @@ async def collect(client: Bus, subject: str) -> Collected:
     c.sub = await client.nc.subscribe(subject, cb=cb)
     await client.nc.flush()
     return c
-
-
-@pytest.fixture
-async def make_system(nats_url, prefix):
-    systems: list[System] = []
-
-    async def make(**extra: str) -> System:
-        sut = System(nats_url, settings_for(nats_url, prefix, **(BASE | extra)))
-        systems.append(sut)
-        await sut.start()
-        return sut
-
-    yield make
-    for sut in systems:
-        await sut.stop()
-
-
-@pytest.fixture
-async def client(make_bus):
-    return await make_bus("client")
 
 
 # -- a small HTTP service (the ML or the risk service) -------------------------------------------------------
