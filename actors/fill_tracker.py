@@ -5,6 +5,11 @@ A trade beyond the order's quantity is refused, dead-lettered and raised as a cr
 For each order it keeps the cumulative filled quantity, the volume-weighted average price and the
 fees, and writes them on each canonical fill (``orderFilledQuantity``, ``orderAveragePrice``...).
 
+Memory: an order's trade ids and totals stay while it can still fill; once complete it leaves memory
+after KEEP_COMPLETE newer ones did, leaving one byte behind (``done``): a report about it after that
+is a repeat (the reconcile sends an order's trades again) and is dropped. An order that ends partly
+filled (canceled) keeps its totals, since the venue could in principle still report a trade of it.
+
 Recovery: its state is rebuilt from the FILLS stream it writes; the report consumer is durable, and a
 fill is published before its report is acknowledged, so a crash in between only causes a redelivery
 that the trade-id check drops.
@@ -12,11 +17,16 @@ that the trade-id check drops.
 
 from __future__ import annotations
 
+from collections import deque
+
 from actors.base import Actor
 from bus.client import Bus, Envelope
 from config.settings import Settings
 from domain.fills import OrderFills, Overfill
+from domain.recent import OrderTable
 from schemas.messages import ExecutionReport, Fill, RiskAlert, now_ms
+
+KEEP_COMPLETE = 1_000  # complete orders whose trade ids stay in memory
 
 
 class FillTracker(Actor):
@@ -25,6 +35,8 @@ class FillTracker(Actor):
     def __init__(self, settings: Settings, bus: Bus) -> None:
         super().__init__(settings, bus)
         self.orders: dict[str, OrderFills] = {}
+        self.complete: deque[str] = deque()  # complete orders still in memory, oldest first
+        self.done = OrderTable("B")  # 1: complete, and out of memory
         self.published = 0
         self.duplicates = 0
         self.overfills = 0
@@ -53,11 +65,26 @@ class FillTracker(Actor):
         # a rebuilt order's quantity is unknown until a report says it: allow what the log holds
         of.order_quantity = max(of.order_quantity, of.filled + f.quantity)
         of.add(trade_id, f.quantity, f.price, f.fee)
+        if f.order_complete:  # as the fill says: the quantity above is only a floor for a working order
+            self._retire(f.order_id)
+
+    def _retire(self, order_id: str) -> None:
+        self.complete.append(order_id)
+        while len(self.complete) > KEEP_COMPLETE:
+            oid = self.complete.popleft()
+            of = self.orders.get(oid)
+            if of is not None:
+                del self.orders[oid]
+                self.done.set(oid, 1)
 
     async def _on_report(self, r: ExecutionReport, env: Envelope) -> None:
         if r.kind != "trade" or r.trade_id is None:
             return
         of = self.orders.get(r.order_id)
+        if of is None and self.done.get(r.order_id):
+            self.duplicates += 1  # every trade of it was counted, long ago
+            self.log.info("trade {} of {}, complete long ago: dropped as a repeat", r.trade_id, r.order_id)
+            return
         if of is None:
             of = OrderFills(r.order_quantity)
         else:
@@ -94,6 +121,8 @@ class FillTracker(Actor):
         await self.bus.js_publish(self.subjects.fills(r.pair), fill, msg_id=fill.fill_id)
         self.orders[r.order_id] = trial  # committed only once the fill is stored
         self.published += 1
+        if trial.complete:
+            self._retire(r.order_id)
 
     async def _alert_overfill(self, r: ExecutionReport, why: str) -> None:
         self.log.error("OVERFILL refused on {} ({}): {}", r.order_id, r.pair, why)

@@ -26,6 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import heapq
+import itertools
+from collections import deque
 from collections.abc import Callable
 from decimal import Decimal
 
@@ -38,9 +41,11 @@ from actors.ids import OrderIds
 from actors.venues.base import Venue, VenueOrder, VenueOrderRequest, VenueRefused, VenueTrade
 from actors.venues.paper import PaperVenue
 from bus.client import Bus, Envelope
+from bus.codec import DecodeFailure, decode
 from bus.errors import Transient
 from config.settings import Settings
 from domain.orders import IllegalTransition, Overfilled, apply_fill, back_from_pending, to_pending, transition, trigger
+from domain.recent import OrderTable
 from domain.risk import RESERVED_CLIENT_PREFIX, is_multiple
 from domain.triggers import TRIGGERED_TYPES, is_triggered, venue_leg, wrong_side
 from schemas.messages import (
@@ -74,6 +79,10 @@ MAX_PAGE = 500
 RECONCILE_EVERY_S = 10.0
 RECONCILE_AFTER_MS = 5_000
 CLOCK_EVERY_S = 0.25
+KEEP_CLOSED = 1_000  # closed orders kept in memory; older ones are read back from ORDERS when asked for
+SCAN_BATCH = 64  # orders read back from ORDERS at once when a list query goes beyond memory
+MAX_SCAN = 20_000  # ... and at most this many per page (a page cut there is shorter; its cursor goes on)
+CLOCK_SLACK_MS = 1_000  # creation times of orders read back may be this much out of id order
 WORKING = frozenset({S.SUBMITTED, S.ACCEPTED, S.TRIGGERED, S.PARTIALLY_FILLED, S.PENDING_UPDATE, S.PENDING_CANCEL})
 
 
@@ -100,6 +109,21 @@ def opposite(side: str) -> str:
     return "sell" if side == "buy" else "buy"
 
 
+def _order_in(msg: object | None) -> Order | None:
+    """The order of a stored ORDERS message (None if missing or unreadable)."""
+    if msg is None:
+        return None
+    try:
+        return decode(getattr(msg, "data", None) or b"", OrderEvent).order
+    except DecodeFailure:
+        return None
+
+
+def _coid_key(client_order_id: str) -> str:
+    """The KV key holding the order ids reserved for a client order id."""
+    return "coid." + hashlib.sha1(client_order_id.encode()).hexdigest()
+
+
 class OrderRouter(Actor):
     name = "order-router"
 
@@ -115,6 +139,12 @@ class OrderRouter(Actor):
         self.sending: set[str] = set()  # creates on their way to the venue
         self.burned: dict[str, int] = {}  # order id -> a version whose publish may or may not be stored
         self.rules: dict[str, MarketRules] = {}
+        # closed orders leave memory for the ORDERS stream (oldest first, KEEP_CLOSED kept): where each
+        # order's events are stored there is all that stays, a few bytes per order
+        self.closed: deque[str] = deque()
+        self.first_seq = OrderTable("Q")
+        self.last_seq = OrderTable("Q")
+        self.evicted_created = 0  # the newest creation time among the orders that left memory
         self.lock = asyncio.Lock()
         self.processed = 0
         self.filled = 0
@@ -174,17 +204,27 @@ class OrderRouter(Actor):
 
     # -- state -----------------------------------------------------------------------------------------
     async def _rebuild(self, ev: OrderEvent, env: Envelope) -> None:
-        known = self.orders.get(ev.order.order_id)
+        oid = ev.order.order_id
+        self._stored_at(oid, env.seq or 0)
+        known = self.orders.get(oid)
         if known is None or ev.order.version > known.version:
+            self.events.setdefault(oid, []).append(ev)
             self._store(ev.order)
-            self.events.setdefault(ev.order.order_id, []).append(ev)
+
+    def _stored_at(self, order_id: str, seq: int) -> None:
+        if not self.first_seq.get(order_id):
+            self.first_seq.set(order_id, seq)
+        self.last_seq.set(order_id, max(seq, self.last_seq.get(order_id)))
 
     def _store(self, o: Order) -> None:
         prev = self.orders.get(o.order_id)
         self.orders[o.order_id] = o
         self.by_client[o.client_order_id] = o.order_id
+        was_live = o.order_id in self.live
         if o.status in TERMINAL_STATUSES and (o.venue_filled is None or o.filled_quantity >= o.venue_filled):
             self.live.discard(o.order_id)
+            if was_live or prev is None:
+                self._retire(o.order_id)
         else:
             self.live.add(o.order_id)
         if prev is None:
@@ -193,6 +233,84 @@ class OrderRouter(Actor):
             self.filled += 1
         if o.status is S.REJECTED and (prev is None or prev.status is not S.REJECTED):
             self.rejected += 1
+
+    def _retire(self, order_id: str) -> None:
+        """An order is closed (all its fills in): it leaves memory once KEEP_CLOSED newer ones closed, and
+        not while an order of its bracket still works (the bracket logic reads them together)."""
+        self.closed.append(order_id)
+        for _ in range(len(self.closed) - KEEP_CLOSED):
+            oid = self.closed.popleft()
+            o = self.orders.get(oid)
+            if o is None or oid in self.live:
+                continue
+            if any(linked in self.live for linked in (o.linked_orders or {}).values()):
+                self.closed.append(oid)  # looked at again later
+                continue
+            del self.orders[oid]
+            self.events.pop(oid, None)
+            self.burned.pop(oid, None)
+            if self.by_client.get(o.client_order_id) == oid:
+                del self.by_client[o.client_order_id]
+            self.evicted_created = max(self.evicted_created, o.created_at)
+
+    async def _recall(self, order_id: str) -> Order | None:
+        """The order, from memory or - once it left memory - from its events on ORDERS (kept in memory
+        again for a while). None if no such order was ever stored."""
+        if (o := self.orders.get(order_id)) is not None:
+            return o
+        last = self.last_seq.get(order_id)
+        if not last:
+            return None
+        events = await self._read_events(order_id, self.first_seq.get(order_id) or last, last)
+        if (o := self.orders.get(order_id)) is not None:  # recalled by someone else meanwhile
+            return o
+        if not events:
+            return None
+        o = events[-1].order
+        self.orders[order_id] = o
+        self.events[order_id] = events
+        self.by_client.setdefault(o.client_order_id, order_id)
+        self._retire(order_id)
+        return o
+
+    async def _read_events(self, order_id: str, first: int, last: int) -> list[OrderEvent]:
+        """An order's events, stored between ``first`` and ``last`` (its pair's events in between skipped)."""
+        stream = self.subjects.s_orders
+        out: list[OrderEvent] = []
+        seq, subject = first, None
+        while seq <= last:
+            try:
+                if subject is None:
+                    msg = await self.bus.js.get_msg(stream, seq)
+                else:
+                    msg = await self.bus.js.get_msg(stream, seq, subject=subject, next=True)
+            except nats.js.errors.NotFoundError:
+                break
+            if msg.seq is None or msg.seq > last:
+                break
+            seq = msg.seq + 1
+            try:
+                ev = decode(msg.data or b"", OrderEvent)
+            except DecodeFailure:
+                continue
+            subject = subject or self.subjects.order_events(ev.order.pair)
+            if ev.order.order_id == order_id:
+                out.append(ev)
+        return out
+
+    async def _order_of_client(self, client_order_id: str) -> str | None:
+        """The order id a client order id names: memory, else its reservation in KV."""
+        if (oid := self.by_client.get(client_order_id)) is not None:
+            return oid
+        if client_order_id.startswith(RESERVED_CLIENT_PREFIX):  # a bracket leg: tbx:<order id>:<role>
+            oid = client_order_id.removeprefix(RESERVED_CLIENT_PREFIX).partition(":")[0]
+            return oid if self.last_seq.get(oid) else None
+        try:
+            entry = await self.kv.get(_coid_key(client_order_id))
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        ids = (entry.value or b"").decode().split(",")
+        return ids[0] if ids and ids[0] and self.last_seq.get(ids[0]) else None
 
     async def _emit(self, order: Order, event: str) -> Order:
         """Persist a change as an event on ORDERS, then keep it. Call with ``self.lock`` held.
@@ -203,12 +321,15 @@ class OrderRouter(Actor):
         order = msgspec.structs.replace(order, version=version)
         ev = OrderEvent(event=event, order=order, ts=now_ms())  # when we recorded it (fills carry the venue's time)
         try:
-            await self.bus.js_publish(self.subjects.order_events(order.pair), ev, msg_id=f"{order.order_id}:{version}")
+            seq = await self.bus.js_publish(
+                self.subjects.order_events(order.pair), ev, msg_id=f"{order.order_id}:{version}"
+            )
         except Exception:
             self.burned[order.order_id] = version
             raise
-        self._store(order)
+        self._stored_at(order.order_id, seq)
         self.events.setdefault(order.order_id, []).append(ev)
+        self._store(order)
         return order
 
     async def _update(self, order_id: str, change: Callable[[Order], Order], event: str | None = None) -> Order | None:
@@ -235,9 +356,15 @@ class OrderRouter(Actor):
         req = a.request
         async with self.lock:
             known = self.by_client.get(req.client_order_id)
+            ids: list[str] = []
+            if known is None:  # new, or one that left memory: its ids were reserved when it was created
+                n_legs = (req.stop_loss is not None) + (req.take_profit is not None)
+                ids, existed = await self._reserve_ids(req.client_order_id, 1 + n_legs)
+                if existed and await self._recall(ids[0]) is not None:
+                    known = ids[0]
             if known is None:
                 ref = a.estimated_cost / req.quantity if a.estimated_cost and req.quantity else None
-                order = await self._create(req, ref)
+                order = await self._create(req, ids, ref)
             else:
                 order = self.orders[known]
                 first = self.events[known][0].order if self.events.get(known) else order
@@ -251,23 +378,23 @@ class OrderRouter(Actor):
             # a crash here leaves it SUBMITTED and the reconcile at start routes it
             self.spawn(self._route_logged(order.order_id), "route")
 
-    async def _reserve_ids(self, client_order_id: str, n: int) -> list[str]:
-        """The order ids of this client order id: reserved once in KV, so a create retried after a lost
-        publish (even one that was stored) reuses them and never makes a second order."""
-        key = "coid." + hashlib.sha1(client_order_id.encode()).hexdigest()
+    async def _reserve_ids(self, client_order_id: str, n: int) -> tuple[list[str], bool]:
+        """The order ids of this client order id, and whether they were reserved before: reserved once
+        in KV, so a create retried after a lost publish (even one that was stored) reuses them and never
+        makes a second order."""
+        key = _coid_key(client_order_id)
         ids = [await self.ids.next() for _ in range(n)]
         try:
             await self.kv.create(key, ",".join(ids).encode())
-            return ids
+            return ids, False
         except nats.js.errors.KeyWrongLastSequenceError:
             entry = await self.kv.get(key)
-            return (entry.value or b"").decode().split(",")
+            return (entry.value or b"").decode().split(","), True
 
-    async def _create(self, req: OrderRequest, reference_price: Decimal | None = None) -> Order:
-        """Create the order (and the legs of a bracket) and persist them. Call with the lock held."""
+    async def _create(self, req: OrderRequest, ids: list[str], reference_price: Decimal | None = None) -> Order:
+        """Create the order (and the legs of a bracket) under its reserved ids and persist them. Call with
+        the lock held."""
         ts = now_ms()
-        n_legs = (req.stop_loss is not None) + (req.take_profit is not None)
-        ids = await self._reserve_ids(req.client_order_id, 1 + n_legs)
         order = Order(
             order_id=ids[0],
             client_order_id=req.client_order_id,
@@ -281,7 +408,7 @@ class OrderRouter(Actor):
             expire_at=req.expire_at,
             post_only=req.post_only,
             reduce_only=req.reduce_only,
-            role="entry" if n_legs else None,
+            role="entry" if len(ids) > 1 else None,
             reference_price=reference_price,
             status=S.SUBMITTED,
             venue=self.venue.name,
@@ -339,11 +466,14 @@ class OrderRouter(Actor):
 
     async def _ensure_legs(self, entry: Order, req: OrderRequest) -> None:
         """Create the legs a crash kept from being stored (the entry names them). Lock held."""
-        if not entry.linked_orders or all(oid in self.orders for oid in entry.linked_orders.values()):
+        if not entry.linked_orders:
+            return
+        missing = [oid for oid in entry.linked_orders.values() if await self._recall(oid) is None]
+        if not missing:
             return
         ids = [entry.linked_orders[k] for k in ("stopLoss", "takeProfit") if k in entry.linked_orders]
         for leg in self._legs(entry, req, ids, entry.created_at):
-            if leg.order_id not in self.orders:
+            if leg.order_id in missing:
                 await self._emit(leg, "initialized")
 
     async def _refuse_duplicate(self, a: ApprovedOrder, order: Order) -> None:
@@ -628,7 +758,9 @@ class OrderRouter(Actor):
         ts = now_ms()
         final = S.EXPIRED if reason == "expired" else S.CANCELED
         async with self.lock:
-            o = self.orders[order_id]
+            o = self.orders.get(order_id) or await self._recall(order_id)
+            if o is None:
+                raise KeyError(order_id)
             if o.status in TERMINAL_STATUSES:
                 return o, f"order {order_id} is already {o.status.value}"
             if o.status is S.PENDING_CANCEL:
@@ -690,8 +822,8 @@ class OrderRouter(Actor):
             results = await asyncio.gather(*(one(oid) for oid in ids))
             await self.bus.respond(env, CommandReply(ok=True, orders=list(results)))
             return
-        oid = cmd.order_id or self.by_client.get(cmd.client_order_id or "")
-        if oid is None or oid not in self.orders:
+        oid = cmd.order_id or await self._order_of_client(cmd.client_order_id or "")
+        if oid is None or await self._recall(oid) is None:
             await self.bus.respond(
                 env,
                 CommandReply(
@@ -710,7 +842,7 @@ class OrderRouter(Actor):
         await self.bus.respond(env, reply)
 
     async def _on_modify(self, cmd: ModifyOrder, env: Envelope) -> None:
-        o = self.orders.get(cmd.order_id)
+        o = await self._recall(cmd.order_id)
         if o is None:
             await self.bus.respond(
                 env, CommandReply(ok=False, code="ORDER_NOT_FOUND", field="orderId", detail=f"no order {cmd.order_id}")
@@ -732,7 +864,7 @@ class OrderRouter(Actor):
             changes["stop_price"] = cmd.stop_price
         if held_here(o):
             await self._update(o.order_id, lambda cur: msgspec.structs.replace(cur, **changes), "modified")
-            await self.bus.respond(env, CommandReply(ok=True, orders=[self.orders[o.order_id]]))
+            await self.bus.respond(env, CommandReply(ok=True, orders=[self.orders.get(o.order_id, o)]))
             return
         pending = await self._update(
             o.order_id, lambda cur: to_pending(cur, S.PENDING_UPDATE, ts) if cur.status is o.status else cur
@@ -742,7 +874,7 @@ class OrderRouter(Actor):
                 env,
                 CommandReply(
                     ok=False,
-                    orders=[self.orders[o.order_id]],
+                    orders=[self.orders.get(o.order_id, o)],
                     code="MODIFY_REFUSED",
                     detail="the order changed meanwhile; look at it and try again",
                 ),
@@ -754,11 +886,12 @@ class OrderRouter(Actor):
             ts = now_ms()
             await self._update(o.order_id, lambda cur: back_from_pending(cur, ts))
             await self.bus.respond(
-                env, CommandReply(ok=False, orders=[self.orders[o.order_id]], code="MODIFY_REFUSED", detail=str(e))
+                env,
+                CommandReply(ok=False, orders=[self.orders.get(o.order_id, o)], code="MODIFY_REFUSED", detail=str(e)),
             )
             return
         await self._on_venue_result(o.order_id, result, result.trades, edit_answer=True)
-        await self.bus.respond(env, CommandReply(ok=True, orders=[self.orders[o.order_id]]))
+        await self.bus.respond(env, CommandReply(ok=True, orders=[self.orders.get(o.order_id, o)]))
 
     def _modify_refusal(self, o: Order, cmd: ModifyOrder) -> tuple[str | None, str | None]:
         if o.status in TERMINAL_STATUSES:
@@ -841,30 +974,84 @@ class OrderRouter(Actor):
     # -- queries ---------------------------------------------------------------------------------------
     async def _on_query(self, q: OrdersQuery, env: Envelope) -> None:
         if q.order_id or q.client_order_id:
-            oid = q.order_id or self.by_client.get(q.client_order_id or "")
-            await self.bus.respond(env, OrdersPage(orders=[self.orders[oid]] if oid in self.orders else []))
+            oid = q.order_id or await self._order_of_client(q.client_order_id or "")
+            o = await self._recall(oid) if oid else None
+            await self.bus.respond(env, OrdersPage(orders=[o] if o is not None else []))
             return
         after: tuple[int, str] | None = None
         if q.cursor:
             created, _, oid = q.cursor.partition(":")
             after = (int(created), oid) if created.isdigit() else None
-        found = [
-            o
-            for o in self.orders.values()
-            if (q.status is None or o.status is q.status)
-            and (q.pair is None or o.pair == q.pair)
-            and (q.side is None or o.side == q.side)
-            and (q.since is None or o.created_at >= q.since)
-            and (q.until is None or o.created_at < q.until)
-            and (after is None or (o.created_at, o.order_id) < after)
-        ]
-        found.sort(key=lambda o: (o.created_at, o.order_id), reverse=True)
         limit = max(1, min(q.limit, MAX_PAGE))
-        page = found[:limit]
-        cursor = f"{page[-1].created_at}:{page[-1].order_id}" if len(found) > limit else None
+        page, cursor = await self._list(q, after, limit)
         await self.bus.respond(env, OrdersPage(orders=page, next_cursor=cursor))
 
+    async def _list(self, q: OrdersQuery, after: tuple[int, str] | None, limit: int) -> tuple[list[Order], str | None]:
+        """A page of the orders that match, newest first (by creation), and the cursor of the next one.
+
+        Memory has the latest word on the orders it holds. Those that left it are read back from ORDERS
+        by their last event's sequence, newest id first: order ids count up as orders are created, so
+        once ``limit + 1`` of them matched, no older one can rank higher. At most MAX_SCAN are read per
+        page; a page cut there is shorter and its cursor goes on from the last order read.
+        """
+
+        def wanted(o: Order) -> bool:
+            return (
+                (q.status is None or o.status is q.status)
+                and (q.pair is None or o.pair == q.pair)
+                and (q.side is None or o.side == q.side)
+                and (q.since is None or o.created_at >= q.since)
+                and (q.until is None or o.created_at < q.until)
+                and (after is None or (o.created_at, o.order_id) < after)
+            )
+
+        def rank(o: Order) -> tuple[int, str]:
+            return o.created_at, o.order_id
+
+        def cursor_of(o: Order) -> str:
+            return f"{o.created_at}:{o.order_id}"
+
+        mine = heapq.nlargest(limit + 1, (o for o in self.orders.values() if wanted(o)), key=rank)
+        if not self.evicted_created or (len(mine) > limit and mine[-1].created_at > self.evicted_created):
+            return mine[:limit], cursor_of(mine[limit - 1]) if len(mine) > limit else None  # memory alone
+        theirs: list[Order] = []
+        ids = self.last_seq.ids_descending(after[1] if after else None)
+        examined, last, done = 0, None, False
+        while len(theirs) <= limit and not done and examined < MAX_SCAN:
+            batch = list(itertools.islice(ids, SCAN_BATCH))
+            if not batch:
+                done = True
+                break
+            stored = await asyncio.gather(
+                *(self._stored(self.last_seq.get(oid)) for oid in batch if oid not in self.orders)
+            )
+            for msg in stored:
+                o = _order_in(msg)
+                if o is None:
+                    continue
+                examined, last = examined + 1, o
+                if wanted(o):
+                    theirs.append(o)
+                if q.since is not None and o.created_at < q.since - CLOCK_SLACK_MS:
+                    done = True  # created before the window, and so was every order read after it
+                    break
+        merged = heapq.nlargest(limit + 1, mine + theirs, key=rank)
+        if len(theirs) <= limit and not done and last is not None:  # cut at MAX_SCAN: go on from `last`
+            page = [o for o in merged if rank(o) >= rank(last)][:limit]
+            self.log.info("orders query read {} orders back from ORDERS: a shorter page", examined)
+            return page, cursor_of(page[-1] if len(page) == limit else last)
+        return merged[:limit], cursor_of(merged[limit - 1]) if len(merged) > limit else None
+
+    async def _stored(self, seq: int) -> object | None:
+        if not seq:
+            return None
+        try:
+            return await self.bus.js.get_msg(self.subjects.s_orders, seq)
+        except nats.js.errors.NotFoundError:
+            return None
+
     async def _on_events_query(self, q: OrderEventsQuery, env: Envelope) -> None:
+        await self._recall(q.order_id)
         await self.bus.respond(env, OrderEventsPage(events=self.events.get(q.order_id, [])))
 
     async def _on_markets_query(self, q: Empty, env: Envelope) -> None:

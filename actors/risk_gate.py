@@ -51,6 +51,7 @@ from domain.limits import (
     daily_loss,
     headroom,
 )
+from domain.recent import FILL_DEDUPE_WINDOW, RecentIds
 from domain.risk import Approval, Denial, check_order
 from domain.sizing import QTY_STEP, SizingError, fixed_fractional, round_down
 from domain.valuation import DayStart, equity, roll_day
@@ -135,7 +136,7 @@ class RiskGate(Actor):
         self.config: dict[str, object] = {name: getattr(s, name) for name in CONFIGURABLE.values()}
         self.limits = self._limits()
         self.books_model = Ledger(s.BASE_CURRENCY, s.INITIAL_BALANCE)  # a read model: the ledger owns the books
-        self.applied: set[str] = set()
+        self.applied = RecentIds(FILL_DEDUPE_WINDOW)  # as the ledger: the same fills booked
         self.fills_seq = 0
         self.working: dict[str, Working] = {}  # order id -> what is left of it
         self.pending: dict[str, Pending] = {}  # client order id -> reservation

@@ -139,7 +139,9 @@ class PaperVenue:
             self.recent.popitem(last=False)
 
     async def _save(self, o: SimOrder, new_trades: list[SimTrade]) -> None:
-        await self.kv.put(_key(o.client_order_id), _enc.encode(o))
+        """Store the order and, if it traded, the balances: both writes at once (one round trip, not two).
+        Callers hold ``self.lock``, so two balance writes never race each other."""
+        writes = [self.kv.put(_key(o.client_order_id), _enc.encode(o))]
         if new_trades:
             base, quote = pair_currencies(o.pair)
             sign = Decimal(1) if o.side == "buy" else Decimal(-1)
@@ -147,7 +149,8 @@ class PaperVenue:
                 self.balances[base] = self.balances.get(base, ZERO) + sign * t.quantity
                 self.balances[quote] = self.balances.get(quote, ZERO) - sign * t.quantity * t.price - t.fee
                 self.trades.append((o.pair, _venue_trade(t)))
-            await self.kv.put("balances", _enc.encode(self.balances))
+            writes.append(self.kv.put("balances", _enc.encode(self.balances)))
+        await asyncio.gather(*writes)
 
     # -- market data -----------------------------------------------------------------------------------
     async def _on_book(self, book: Book) -> None:
