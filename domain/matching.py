@@ -43,7 +43,7 @@ class MarketSpec:
     taker_fee: Decimal
 
 
-class SimTrade(msgspec.Struct, kw_only=True, frozen=True):
+class SimTrade(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     trade_id: str
     quantity: Decimal
     price: Decimal
@@ -53,7 +53,7 @@ class SimTrade(msgspec.Struct, kw_only=True, frozen=True):
     ts: int
 
 
-class SimOrder(msgspec.Struct, kw_only=True):
+class SimOrder(msgspec.Struct, kw_only=True, gc=False):  # plain data: no GC tracking
     """The paper exchange's record of one order."""
 
     client_order_id: str
