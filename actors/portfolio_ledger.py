@@ -26,6 +26,7 @@ from config.settings import Settings, parse_currency_precision
 from domain.ids import day_key
 from domain.ledger import Ledger, LedgerError
 from domain.performance import EquityTracker, report
+from domain.recent import FILL_DEDUPE_WINDOW, RecentIds
 from domain.valuation import DayStart, Rounding, cycle_view, equity, position_view, roll_day, snapshot
 from schemas.messages import (
     Empty,
@@ -49,7 +50,7 @@ class LedgerState(msgspec.Struct):
     ledger: Ledger
     day: DayStart
     tracker: EquityTracker
-    applied: list[str]
+    applied: list[str]  # the latest fill ids booked, oldest first (at most FILL_DEDUPE_WINDOW)
     fills_seq: int
     orders_seq: int
     fold: int = 0  # the version of the books' maths that made it: another one rebuilds from the streams
@@ -65,7 +66,7 @@ class PortfolioLedger(Actor):
         self.marks: dict[str, Decimal] = self.books.mids  # marks are the mids of the latest books
         self.day = DayStart()
         self.tracker = EquityTracker(settings.INITIAL_BALANCE)
-        self.applied: set[str] = set()
+        self.applied = RecentIds(FILL_DEDUPE_WINDOW)
         self.last_seq = 0
         self.orders_seq = 0
         self.saved_at = (-1, -1)
@@ -145,7 +146,7 @@ class PortfolioLedger(Actor):
             self.log.warning("snapshot is ahead of the streams (were they recreated?): rebuilding from the streams")
             return
         self.ledger, self.day, self.tracker = st.ledger, st.day, st.tracker
-        self.applied = set(st.applied)
+        self.applied = RecentIds(FILL_DEDUPE_WINDOW, st.applied)
         self.last_seq, self.orders_seq = st.fills_seq, st.orders_seq
         self.saved_at = (self.last_seq, self.orders_seq)
         self.log.info("snapshot loaded: fills up to seq {}, orders up to seq {}", self.last_seq, self.orders_seq)
@@ -154,7 +155,7 @@ class PortfolioLedger(Actor):
         if not self.live or (not force and self.saved_at == (self.last_seq, self.orders_seq)):
             return
         at = (self.last_seq, self.orders_seq)
-        state = LedgerState(self.ledger, self.day, self.tracker, sorted(self.applied), *at, fold=FOLD_VERSION)
+        state = LedgerState(self.ledger, self.day, self.tracker, list(self.applied), *at, fold=FOLD_VERSION)
         await self.snapshots.save(msgspec.json.encode(state))
         self.saved_at = at
 
