@@ -31,6 +31,7 @@ import itertools
 from collections import deque
 from collections.abc import Callable
 from decimal import Decimal
+from typing import Any
 
 import msgspec
 import nats.js.errors
@@ -109,12 +110,12 @@ def opposite(side: str) -> str:
     return "sell" if side == "buy" else "buy"
 
 
-def _order_in(msg: object | None) -> Order | None:
-    """The order of a stored ORDERS message (None if missing or unreadable)."""
+def _event_in(msg: object | None) -> OrderEvent | None:
+    """The event of a stored ORDERS message (None if missing or unreadable)."""
     if msg is None:
         return None
     try:
-        return decode(getattr(msg, "data", None) or b"", OrderEvent).order
+        return decode(getattr(msg, "data", None) or b"", OrderEvent)
     except DecodeFailure:
         return None
 
@@ -275,23 +276,14 @@ class OrderRouter(Actor):
 
     async def _read_events(self, order_id: str, first: int, last: int) -> list[OrderEvent]:
         """An order's events, stored between ``first`` and ``last`` (its pair's events in between skipped)."""
-        stream = self.subjects.s_orders
         out: list[OrderEvent] = []
         seq, subject = first, None
         while seq <= last:
-            try:
-                if subject is None:
-                    msg = await self.bus.js.get_msg(stream, seq)
-                else:
-                    msg = await self.bus.js.get_msg(stream, seq, subject=subject, next=True)
-            except nats.js.errors.NotFoundError:
-                break
-            if msg.seq is None or msg.seq > last:
+            msg = await self._stored(seq, subject)
+            if msg is None or msg.seq is None or msg.seq > last:
                 break
             seq = msg.seq + 1
-            try:
-                ev = decode(msg.data or b"", OrderEvent)
-            except DecodeFailure:
+            if (ev := _event_in(msg)) is None:
                 continue
             subject = subject or self.subjects.order_events(ev.order.pair)
             if ev.order.order_id == order_id:
@@ -1026,9 +1018,9 @@ class OrderRouter(Actor):
                 *(self._stored(self.last_seq.get(oid)) for oid in batch if oid not in self.orders)
             )
             for msg in stored:
-                o = _order_in(msg)
-                if o is None:
+                if (ev := _event_in(msg)) is None:
                     continue
+                o = ev.order
                 examined, last = examined + 1, o
                 if wanted(o):
                     theirs.append(o)
@@ -1042,11 +1034,15 @@ class OrderRouter(Actor):
             return page, cursor_of(page[-1] if len(page) == limit else last)
         return merged[:limit], cursor_of(merged[limit - 1]) if len(merged) > limit else None
 
-    async def _stored(self, seq: int) -> object | None:
+    async def _stored(self, seq: int, subject: str | None = None) -> Any:
+        """The ORDERS message at ``seq`` (with ``subject``: the first one of that subject from ``seq`` on),
+        or None."""
         if not seq:
             return None
         try:
-            return await self.bus.js.get_msg(self.subjects.s_orders, seq)
+            if subject is None:
+                return await self.bus.js.get_msg(self.subjects.s_orders, seq)
+            return await self.bus.js.get_msg(self.subjects.s_orders, seq, subject=subject, next=True)
         except nats.js.errors.NotFoundError:
             return None
 
