@@ -53,6 +53,7 @@ import aiohttp
 import msgspec
 import nats
 import nats.errors
+import nats.js.api
 from nats.aio.msg import Msg as NatsMsg
 
 from bench.ledger_bench import VALUATION_SIZES, pct, valuation_samples
@@ -107,6 +108,7 @@ T_FLAT = 0.05  # "flat": at most 5 % more resident memory after all the orders t
 class Plan:
     raw: int = 2000
     path: int = 1000
+    bus_count: int = 2000
     signal: int = 1000
     post_rate: float = 100.0
     post_s: float = 40.0
@@ -125,8 +127,8 @@ class Plan:
 
 FULL = Plan()
 QUICK = Plan(
-    raw=500, path=200, signal=200, post_s=10.0, step_s=2.0, flow_signals=3000, flow_orders=3000, get_s=3.0,
-    memory_orders=10_000, drain_s=60.0, max_minutes=10.0,
+    raw=500, path=200, bus_count=300, signal=200, post_s=10.0, step_s=2.0, flow_signals=3000, flow_orders=3000,
+    get_s=3.0, memory_orders=10_000, drain_s=60.0, max_minutes=10.0,
 )  # fmt: skip
 
 
@@ -606,6 +608,56 @@ async def phase_raw(ctx: Ctx, n: int) -> list[float]:
         await echo_nc.close()
 
 
+async def phase_js(ctx: Ctx, n: int) -> list[float]:
+    """One durable write: a JetStream publish to a file-storage stream until its stored ack, one at a time.
+    Every hop of the service that is "persisted before it goes on" costs at least this."""
+    js = ctx.nc.jetstream()
+    tag = uuid.uuid4().hex[:8]
+    name, subject = f"BENCHJS_{tag}", f"benchjs.{tag}"
+    await js.add_stream(name=name, subjects=[subject], storage=nats.js.api.StorageType.FILE)
+    try:
+        for _ in range(50):  # warm-up
+            await js.publish(subject, RAW_PAYLOAD, timeout=2)
+        out = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            await js.publish(subject, RAW_PAYLOAD, timeout=2)
+            out.append((time.perf_counter() - t0) * 1000)
+        return out
+    finally:
+        await js.delete_stream(name)
+
+
+async def phase_bus_count(ctx: Ctx, n: int, concurrency: int) -> dict[str, Any]:
+    """What one order costs on the bus: every message nats-server carries (a wildcard subscriber counts
+    them) while ``n`` orders go through orders.submit, and of those the JetStream stored acks (one per
+    durable write). A separate short phase: the counting subscriber adds its own load."""
+    spy = await nats.connect(ctx.server.url, name="bench-spy", pending_size=64 * 1024 * 1024)
+    counts = Counter[str]()
+
+    async def cb(msg: NatsMsg) -> None:
+        counts["all"] += 1
+        if msg.subject.startswith("_INBOX.") and msg.data.startswith(b'{"stream":'):
+            counts["stored"] += 1
+
+    try:
+        await spy.subscribe(">", cb=cb, pending_msgs_limit=-1)
+        await spy.flush()
+        await asyncio.sleep(1.0)
+        idle0 = counts["all"]
+        await asyncio.sleep(1.0)
+        idle_per_s = counts["all"] - idle0  # heartbeats, books: taken out below
+        counts.clear()
+        t0 = time.perf_counter()
+        res = await ctx.pipelined("bc", 0, n, concurrency)
+        await asyncio.sleep(0.5)  # the last acks and deliveries
+        seconds = time.perf_counter() - t0
+    finally:
+        await spy.close()
+    per_order = (counts["all"] - idle_per_s * seconds) / n
+    return {"n": n, "perOrder": round(per_order, 1), "storedPerOrder": round(counts["stored"] / n, 2), **res}
+
+
 async def phase_path(ctx: Ctx, n: int) -> tuple[list[float], list[float]]:
     """orders.submit -> reply and -> complete fill, one order at a time."""
     replies, fills = [], []
@@ -806,8 +858,12 @@ async def run(plan: Plan, quick: bool) -> tuple[str, dict[str, Any]]:
         await ctx.seed()
         say("raw NATS round trip")
         raw = await phase_raw(ctx, plan.raw)
+        say("JetStream publish -> stored, one at a time")
+        stored = await phase_js(ctx, plan.raw)
         say("orders.submit one at a time")
         path_reply, path_fill = await phase_path(ctx, plan.path)
+        say(f"messages per order ({plan.bus_count:,} orders, counted)")
+        bus_count = await phase_bus_count(ctx, plan.bus_count, 16)
         say("signal -> fill one at a time")
         sig = await phase_signal(ctx, plan.signal)
         say(f"POST /api/orders at {plan.post_rate:g}/s for {plan.post_s:g}s")
@@ -878,6 +934,7 @@ async def run(plan: Plan, quick: bool) -> tuple[str, dict[str, Any]]:
     t = Table(raw50)
     t.head_latency("latency (ratios: x the raw round trip p50)")
     t.latency("raw NATS request/reply (baseline)", raw)
+    t.latency("JetStream publish -> stored ack (one durable write)", stored)
     t.latency("orders.submit -> reply (one at a time)", path_reply)
     t.latency("orders.submit -> complete fill (one at a time)", path_fill)
     s50, s99 = (pct(sig, 50), pct(sig, 99)) if sig else (float("inf"), float("inf"))
@@ -898,6 +955,12 @@ async def run(plan: Plan, quick: bool) -> tuple[str, dict[str, Any]]:
             p999=True,
         )
     t.head_value("rate, size")
+    t.value(
+        "bus messages per order (wildcard subscriber)",
+        f"{bus_count['perOrder']:.1f}, of which {bus_count['storedPerOrder']:.1f} durable writes (stored acks)",
+        perOrder=bus_count["perOrder"],
+        storedPerOrder=bus_count["storedPerOrder"],
+    )
     best_rate = best["target_rate"] if best else 0
     t.value(
         "POST /api/orders sustained, p99 < 20 ms",
@@ -936,6 +999,17 @@ async def run(plan: Plan, quick: bool) -> tuple[str, dict[str, Any]]:
         f"replies {flow_ord['replyRate']:,.0f}/s)",
         **flow_ord,
     )
+    cores, rate = flow_ord["cores"], flow_ord["fillRate"]
+    if rate:
+        tbx_ms, nats_ms = cores["tbx"] / rate * 1000, cores["nats"] / rate * 1000
+        ceiling = (os.cpu_count() or 1) * 1000 / (tbx_ms + nats_ms)
+        t.value(
+            "  CPU per order in that flow",
+            f"tbx run {tbx_ms:.2f} ms + nats-server {nats_ms:.2f} ms; {ceiling:,.0f} orders/s would fill {os.cpu_count()} cores",
+            tbxMs=round(tbx_ms, 3),
+            natsMs=round(nats_ms, 3),
+            ceiling=round(ceiling),
+        )
     get_lat = get["latencies_ms"]
     t.value(
         f"GET /api/portfolio, {plan.get_clients} keep-alive clients",
@@ -1012,6 +1086,7 @@ async def run(plan: Plan, quick: bool) -> tuple[str, dict[str, Any]]:
         runSeconds=round(run_s, 1),
         loadAverageAtStart=load_at_start,
         rawP50Ms=raw50,
+        busCount=bus_count,
         figures=t.figures,
         steps=steps,
         postLight=light,
