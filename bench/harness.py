@@ -1005,7 +1005,8 @@ async def run(plan: Plan, quick: bool) -> tuple[str, dict[str, Any]]:
         ceiling = (os.cpu_count() or 1) * 1000 / (tbx_ms + nats_ms)
         t.value(
             "  CPU per order in that flow",
-            f"tbx run {tbx_ms:.2f} ms + nats-server {nats_ms:.2f} ms; {ceiling:,.0f} orders/s would fill {os.cpu_count()} cores",
+            f"tbx run {tbx_ms:.2f} ms + nats-server {nats_ms:.2f} ms; "
+            f"{ceiling:,.0f} orders/s would fill {os.cpu_count()} cores",
             tbxMs=round(tbx_ms, 3),
             natsMs=round(nats_ms, 3),
             ceiling=round(ceiling),
