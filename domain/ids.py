@@ -3,24 +3,23 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 
 UTC = dt.UTC
 
 
 DAY_MS = 86_400_000  # epoch milliseconds have no leap seconds: every UTC day is this long
-_day: tuple[int, str] = (-1, "")  # the last day asked for: (its number since the epoch, its key)
 
 
 def day_key(ts_ms: int) -> str:
     """``YYYYMMDD`` of the UTC day of ``ts_ms``. Asked for several times per order, nearly always of the
-    same day: that day's key is kept (formatting a date is the costly part)."""
-    global _day
-    n = ts_ms // DAY_MS
-    if n == _day[0]:
-        return _day[1]
-    key = dt.datetime.fromtimestamp(n * DAY_MS / 1000, UTC).strftime("%Y%m%d")
-    _day = (n, key)
-    return key
+    same day: the keys of the last few days are kept (formatting a date is the costly part)."""
+    return _day_key(ts_ms // DAY_MS)
+
+
+@functools.lru_cache(maxsize=8)
+def _day_key(day: int) -> str:
+    return dt.datetime.fromtimestamp(day * DAY_MS / 1000, UTC).strftime("%Y%m%d")
 
 
 def order_id(day: str, n: int) -> str:

@@ -1,4 +1,4 @@
-"""domain.ids.day_key keeps the key of the last day asked for: it must equal the plain formatting for
+"""domain.ids.day_key keeps the keys of the last days asked for: it must equal the plain formatting for
 any time, in any order of calls (crossing days both ways, and the edges of a day)."""
 
 from __future__ import annotations
