@@ -43,7 +43,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
@@ -585,6 +585,18 @@ class Ctx:
 # ------------------------------------------------------------------------------------------------------
 # the phases
 # ------------------------------------------------------------------------------------------------------
+async def one_at_a_time(call: Callable[[], Awaitable[object]], n: int, warmup: int = 50) -> list[float]:
+    """Milliseconds of each of ``n`` calls made one after the other, after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        await call()
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        await call()
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
 async def phase_raw(ctx: Ctx, n: int) -> list[float]:
     echo_nc = await nats.connect(ctx.server.url, name="bench-echo")
     subject = f"benchecho.{uuid.uuid4().hex[:8]}"
@@ -596,14 +608,7 @@ async def phase_raw(ctx: Ctx, n: int) -> list[float]:
         await echo_nc.subscribe(subject, cb=echo)
         await echo_nc.flush()
         await asyncio.sleep(0.05)  # interest can take a few ms to be seen by the other connection
-        for _ in range(50):  # warm-up
-            await ctx.nc.request(subject, RAW_PAYLOAD, timeout=2)
-        out = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            await ctx.nc.request(subject, RAW_PAYLOAD, timeout=2)
-            out.append((time.perf_counter() - t0) * 1000)
-        return out
+        return await one_at_a_time(lambda: ctx.nc.request(subject, RAW_PAYLOAD, timeout=2), n)
     finally:
         await echo_nc.close()
 
@@ -616,14 +621,7 @@ async def phase_js(ctx: Ctx, n: int) -> list[float]:
     name, subject = f"BENCHJS_{tag}", f"benchjs.{tag}"
     await js.add_stream(name=name, subjects=[subject], storage=nats.js.api.StorageType.FILE)
     try:
-        for _ in range(50):  # warm-up
-            await js.publish(subject, RAW_PAYLOAD, timeout=2)
-        out = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            await js.publish(subject, RAW_PAYLOAD, timeout=2)
-            out.append((time.perf_counter() - t0) * 1000)
-        return out
+        return await one_at_a_time(lambda: js.publish(subject, RAW_PAYLOAD, timeout=2), n)
     finally:
         await js.delete_stream(name)
 
@@ -1025,22 +1023,15 @@ async def run(plan: Plan, quick: bool) -> tuple[str, dict[str, Any]]:
     )
     for n, (snap, eq) in valuation.items():
         judged = n == 10_000
-        t.value(
-            f"valuation, {n:,} positions: full snapshot",
-            f"p50 {pct(snap, 50):.3f} ms, p99 {pct(snap, 99):.3f} ms ({len(snap)} calls)",
-            f"p99 < {T_VALUATION_MS:g} ms" if judged else "",
-            verdict(pct(snap, 99) < T_VALUATION_MS) if judged else "",
-            p50Ms=pct(snap, 50),
-            p99Ms=pct(snap, 99),
-        )
-        t.value(
-            f"valuation, {n:,} positions: equity only",
-            f"p50 {pct(eq, 50):.3f} ms, p99 {pct(eq, 99):.3f} ms ({len(eq)} calls)",
-            f"p99 < {T_VALUATION_MS:g} ms" if judged else "",
-            verdict(pct(eq, 99) < T_VALUATION_MS) if judged else "",
-            p50Ms=pct(eq, 50),
-            p99Ms=pct(eq, 99),
-        )
+        for what, xs in (("full snapshot", snap), ("equity only", eq)):
+            t.value(
+                f"valuation, {n:,} positions: {what}",
+                f"p50 {pct(xs, 50):.3f} ms, p99 {pct(xs, 99):.3f} ms ({len(xs)} calls)",
+                f"p99 < {T_VALUATION_MS:g} ms" if judged else "",
+                verdict(pct(xs, 99) < T_VALUATION_MS) if judged else "",
+                p50Ms=pct(xs, 50),
+                p99Ms=pct(xs, 99),
+            )
     n_mem = plan.memory_orders
     t.value("tbx run resident memory at start (fresh)", f"{rss0:.0f} MB", rss=rss0)
     t.value(f"  after {half:,} orders", f"{rss1:.0f} MB", rss=rss1)
