@@ -20,7 +20,6 @@ from bus.codec import decode
 from schemas.messages import (
     CancelOrder,
     CommandReply,
-    ExecutionReport,
     ModifyOrder,
     Order,
     OrderEvent,
@@ -33,7 +32,7 @@ from schemas.messages import (
 from tests.helpers import eventually
 from tests.integration.test_actors import System
 from tests.integration.test_gateway import start_gateway
-from tests.integration.test_order_types import placed, portfolio, publish_book, submit, until
+from tests.integration.test_order_types import placed, portfolio, publish_book, submit, trade_report, until
 
 S = OrderStatus
 KEEP = 3
@@ -155,26 +154,6 @@ async def canceled_limit(client: Bus, coid: str) -> Order:
     r = await client.request(client.subjects.orders_cancel, CancelOrder(order_id=o.order_id), CommandReply)
     assert r.ok, r
     return await until(client, o.order_id, S.CANCELED)
-
-
-def trade_report(o: Order, fill_index: int = 0) -> ExecutionReport:
-    f = o.fills[fill_index]
-    return ExecutionReport(
-        kind="trade",
-        order_id=o.order_id,
-        client_order_id=o.client_order_id,
-        pair=o.pair,
-        side=o.side,
-        order_quantity=o.quantity,
-        venue="paper",
-        ts=f.timestamp,
-        trade_id=f.fill_id.split(":", 1)[1],
-        quantity=f.quantity,
-        price=f.price,
-        fee=f.fee,
-        fee_currency=f.fee_currency,
-        liquidity=f.liquidity,
-    )
 
 
 async def assert_answered(client: Bus, record: dict[str, list[OrderEvent]], o: Order, first: int = 0) -> None:

@@ -136,6 +136,27 @@ async def events(client: Bus, order_id: str) -> list[str]:
     return [e.event for e in page.events]
 
 
+def trade_report(o: Order, fill_index: int = 0) -> ExecutionReport:
+    """The execution report that brought one of the order's fills from the paper venue (to send it again)."""
+    f = o.fills[fill_index]
+    return ExecutionReport(
+        kind="trade",
+        order_id=o.order_id,
+        client_order_id=o.client_order_id,
+        pair=o.pair,
+        side=o.side,
+        order_quantity=o.quantity,
+        venue="paper",
+        ts=f.timestamp,
+        trade_id=f.fill_id.split(":", 1)[1],
+        quantity=f.quantity,
+        price=f.price,
+        fee=f.fee,
+        fee_currency=f.fee_currency,
+        liquidity=f.liquidity,
+    )
+
+
 # -- market ----------------------------------------------------------------------------------------------
 async def test_market_order_walks_the_book_one_trade_per_level(make_system, client):
     await make_system()
@@ -413,23 +434,7 @@ async def test_a_duplicated_execution_report_never_counts_twice(make_system, cli
     await make_system()
     await publish_book(client, [("99.00", "5")], [("100.00", "5")])
     o = await until(client, (await placed(client, "dup-rep", "buy", "1")).order_id, S.FILLED)
-    f = o.fills[0]
-    trade_id = f.fill_id.split(":", 1)[1]
-    again = ExecutionReport(
-        kind="trade",
-        order_id=o.order_id,
-        client_order_id=o.client_order_id,
-        pair=o.pair,
-        side=o.side,
-        order_quantity=o.quantity,
-        venue="paper",
-        ts=f.timestamp,
-        trade_id=trade_id,
-        quantity=f.quantity,
-        price=f.price,
-        fee=f.fee,
-        fee_currency=f.fee_currency,
-    )
+    again = trade_report(o)
     before = await portfolio(client)
     await client.js_publish(client.subjects.exec_reports(o.pair), again, msg_id="replayed-by-the-test")
     await asyncio.sleep(0.5)
