@@ -25,6 +25,7 @@ One order-router per bus prefix: its state is not shared between instances (see 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import heapq
 import itertools
@@ -45,8 +46,9 @@ from bus.client import Bus, Envelope
 from bus.codec import DecodeFailure, decode
 from bus.errors import Transient
 from config.settings import Settings
+from domain.exits import Exit, NetPositions, fit_exits, reducible
 from domain.orders import IllegalTransition, Overfilled, apply_fill, back_from_pending, to_pending, transition, trigger
-from domain.recent import OrderTable
+from domain.recent import FILL_DEDUPE_WINDOW, OrderTable
 from domain.risk import RESERVED_CLIENT_PREFIX, is_multiple
 from domain.triggers import TRIGGERED_TYPES, is_triggered, venue_leg, wrong_side
 from schemas.messages import (
@@ -73,6 +75,7 @@ from schemas.messages import (
     OrderStatus,
     now_ms,
 )
+from schemas.subjects import pair_currencies
 
 S = OrderStatus
 ZERO = Decimal(0)
@@ -108,6 +111,11 @@ def held_here(o: Order) -> bool:
 
 def opposite(side: str) -> str:
     return "sell" if side == "buy" else "buy"
+
+
+def _nothing_to_reduce(o: Order) -> str:
+    held = "long" if o.side == "sell" else "short"
+    return f"reduce-only: no {held} {o.pair} position left to reduce"
 
 
 def _event_in(msg: object | None) -> OrderEvent | None:
@@ -151,6 +159,10 @@ class OrderRouter(Actor):
         self.filled = 0
         self.rejected = 0
         self.venue_up: bool | None = None  # unknown until the venue is first asked
+        # reduce-only exits: the net position of each pair (every fill on FILLS) and the live
+        # reduce-only orders of each pair, so an exit never takes more than the position (domain.exits)
+        self.positions = NetPositions(FILL_DEDUPE_WINDOW)
+        self.exits: dict[str, set[str]] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def on_start(self) -> None:
@@ -165,6 +177,7 @@ class OrderRouter(Actor):
             len(self.orders),
             sum(1 for o in self.orders.values() if o.status in WORKING or o.status is S.INITIALIZED),
         )
+        await self.bus.replay(stream=s.s_fills, subject=s.fills(), type_=Fill, handler=self._fold_fill, follow=False)
         # the venue only after the rebuild: what it pushes is about orders we know
         self.venue.set_listener(self._on_venue_update)
         await self.venue.start()
@@ -228,6 +241,11 @@ class OrderRouter(Actor):
                 self._retire(o.order_id)
         else:
             self.live.add(o.order_id)
+        if o.reduce_only:
+            if o.order_id in self.live:
+                self.exits.setdefault(o.pair, set()).add(o.order_id)
+            elif (ids := self.exits.get(o.pair)) is not None:
+                ids.discard(o.order_id)
         if prev is None:
             self.processed += 1
         if o.status is S.FILLED and (prev is None or prev.status is not S.FILLED):
@@ -519,12 +537,15 @@ class OrderRouter(Actor):
         await self._send(order_id, o.type, o.price)  # type: ignore[arg-type]
 
     async def _send(self, order_id: str, venue_type: str, price: Decimal | None) -> None:
-        o = self.orders[order_id]
+        async with self.lock:
+            if self.orders[order_id].reduce_only and not await self._fit_to_position(self.orders[order_id]):
+                return  # nothing left to reduce: canceled here, never sent
+            o = self.orders[order_id]
+            self.sending.add(order_id)
         request = VenueOrderRequest(
             o.client_order_id, o.pair, o.side, venue_type, o.quantity, price,  # type: ignore[arg-type]
-            "GTC" if o.time_in_force == "GTD" else o.time_in_force, o.post_only,
+            "GTC" if o.time_in_force == "GTD" else o.time_in_force, o.post_only, o.reduce_only,
         )  # fmt: skip
-        self.sending.add(order_id)
         try:
             result = await self.venue.create_order(request)
         except Exception as e:
@@ -583,6 +604,8 @@ class OrderRouter(Actor):
             new = await self._update_locked(order_id, lambda cur: self._with_venue_answer(cur, r, edit_answer))
             if new is not None:
                 await self._after_change(new)
+                if new.reduce_only:  # an exit's answer moves what the others may take
+                    await self._refit(new.pair)
         o = self.orders[order_id]
         if o.status is S.PENDING_CANCEL and o.venue_status == "open" and order_id not in self.cancelling:
             self.spawn(self._cancel_at_venue(order_id, o.reason or "canceled"), "cancel")  # asked while in flight
@@ -614,9 +637,17 @@ class OrderRouter(Actor):
         return new
 
     # -- fills -----------------------------------------------------------------------------------------
+    async def _fold_fill(self, f: Fill, env: Envelope) -> None:
+        """A fill read back at start: the position it made (its order has it in its events already)."""
+        self._fold_position(f)
+
     async def _on_fill(self, f: Fill, env: Envelope) -> None:
         if f.order_id not in self.orders:
-            return  # a fill of an order that is not ours (an outside writer): the ledger still books it
+            # a fill of an order that is not ours (an outside writer): the ledger books it, the position moves
+            async with self.lock:
+                if self._fold_position(f):
+                    await self._refit(f.pair)
+            return
         ref = FillRef(
             fill_id=f.fill_id, quantity=f.quantity, price=f.price, fee=f.fee, fee_currency=f.fee_currency,
             liquidity=f.liquidity, timestamp=f.timestamp,
@@ -635,10 +666,17 @@ class OrderRouter(Actor):
                 new = transition(new, final, f.timestamp, cur.reason)
             return new
 
-        async with self.lock:
+        async with self.lock:  # the position and the order's fills move together: an exit is never counted twice
+            moved = self._fold_position(f)
             await self._update_locked(f.order_id, change)
             # also on a redelivered fill that changed nothing: finish what a crash may have cut short
             await self._after_change(self.orders[f.order_id])
+            if moved:
+                await self._refit(f.pair)
+
+    def _fold_position(self, f: Fill) -> bool:
+        base = pair_currencies(f.pair)[0]
+        return self.positions.apply(f.fill_id, f.pair, f.side, f.quantity, f.fee, f.fee_currency, base)
 
     # -- brackets --------------------------------------------------------------------------------------
     async def _after_change(self, o: Order) -> None:
@@ -655,10 +693,9 @@ class OrderRouter(Actor):
         entry = o if o.role == "entry" else self.orders.get(o.linked_orders.get("entry", ""))
         if entry is None or not entry.linked_orders:
             return
-        legs = [self.orders[i] for i in entry.linked_orders.values() if i in self.orders]
-        exited = sum((leg.filled_quantity for leg in legs), ZERO)
-        left = entry.filled_quantity - exited
+        legs, exited, left = self._bracket(entry)
         entry_done = entry.status in TERMINAL_STATUSES
+        plan = self._fit(entry.pair)
         ts = now_ms()
         if exited > ZERO and not entry_done and entry.status is not S.PENDING_CANCEL:
             self.spawn(self._cancel(entry.order_id, "bracket: an exit leg filled"), "bracket-entry")
@@ -671,7 +708,12 @@ class OrderRouter(Actor):
                 why = "OCO: the other leg filled" if exited > ZERO else "bracket: the entry ended unfilled"
                 self.spawn(self._cancel(leg.order_id, why), "bracket-leg")
                 continue
-            size = leg.filled_quantity + left
+            room = min(left, plan.get(leg.order_id, left))  # the pair's position caps the pair's exits
+            if room <= ZERO:
+                if held_here(leg):
+                    self.spawn(self._cancel(leg.order_id, _nothing_to_reduce(leg)), "bracket-leg")
+                continue
+            size = leg.filled_quantity + room
             if leg.status is S.INITIALIZED:
 
                 def activate(cur: Order, size: Decimal = size) -> Order:
@@ -685,6 +727,108 @@ class OrderRouter(Actor):
                     leg.order_id, lambda cur, size=size: msgspec.structs.replace(cur, quantity=size, updated_at=ts),
                     "resized",
                 )  # fmt: skip
+
+    def _bracket(self, entry: Order) -> tuple[list[Order], Decimal, Decimal]:
+        """A bracket's legs, what they exited, and what the entry filled that they still cover."""
+        legs = [self.orders[i] for i in (entry.linked_orders or {}).values() if i in self.orders]
+        exited = sum((leg.filled_quantity for leg in legs), ZERO)
+        return legs, exited, entry.filled_quantity - exited
+
+    # -- reduce-only exits -----------------------------------------------------------------------------
+    def _exit_of(self, o: Order) -> Exit:
+        """A live reduce-only order as domain.exits plans it."""
+        if not held_here(o):  # triggered, at the venue or on its way: what it may still execute
+            done = o.status in TERMINAL_STATUSES and o.venue_filled is not None  # waiting for its last fills
+            left = (o.venue_filled if done else o.quantity) - o.filled_quantity  # type: ignore[operator]
+            return Exit(o.order_id, o.side, max(left, ZERO), "sent", (o.triggered_at or o.created_at, o.order_id))
+        rank = (o.created_at, o.order_id)
+        links = o.linked_orders or {}
+        entry = self.orders.get(links.get("entry", ""))
+        if o.role not in ("stop_loss", "take_profit") or entry is None:
+            return Exit(o.order_id, o.side, o.quantity - o.filled_quantity, "waiting", rank)
+        sibling = self.orders.get(links.get("sibling", ""))
+        busy = sibling is not None and sibling.order_id in self.live and not held_here(sibling)
+        kind = "stop" if o.role == "stop_loss" else "take_profit"
+        return Exit(o.order_id, o.side, max(self._bracket(entry)[2], ZERO), kind, rank, busy)
+
+    def _fit(self, pair: str, instead: Exit | None = None) -> dict[str, Decimal]:
+        """What each live reduce-only order of ``pair`` may still execute (``instead``: a changed one)."""
+        exits = [self._exit_of(self.orders[oid]) for oid in self.exits.get(pair, ())]
+        if instead is not None:
+            exits = [instead if e.order_id == instead.order_id else e for e in exits]
+        rules = self.rules.get(pair)
+        return fit_exits(self.positions.get(pair), exits, rules.amount_step if rules else None)
+
+    async def _fit_to_position(self, o: Order) -> bool:
+        """A reduce-only order about to go to the venue: cut to what the position leaves once the exits
+        ahead of it took theirs, or canceled here when nothing is left. False: do not send it. Lock held."""
+        remaining = o.quantity - o.filled_quantity
+        allowed = self._fit(o.pair).get(o.order_id, remaining)
+        if allowed >= remaining:
+            return True
+        ts = now_ms()
+        if allowed <= ZERO:
+            new = await self._emit(transition(o, S.CANCELED, ts, _nothing_to_reduce(o)), "canceled")
+            self.log.warning("order {} canceled before it was sent: {}", o.order_id, new.reason)
+            await self._after_change(new)
+            return False
+        cut = o.filled_quantity + allowed
+        why = f"reduce-only: cut from {o.quantity} to {cut}, what is left of the {o.pair} position to reduce"
+        await self._emit(msgspec.structs.replace(o, quantity=cut, updated_at=ts, reason=why), "resized")
+        self.log.warning("order {}: {}", o.order_id, why)
+        return True
+
+    async def _refit(self, pair: str) -> None:
+        """The position of ``pair`` (or an exit of it) changed: bracket legs follow the position, and sent
+        exits it no longer covers are cut at the venue (newest first) or canceled. Lock held."""
+        ids = self.exits.get(pair)
+        if not ids:
+            return
+        entries = {self.orders[oid].linked_orders.get("entry") for oid in ids if self.orders[oid].parent_order_id}  # type: ignore[union-attr]
+        for eid in sorted(e for e in entries if e and e in self.orders):
+            await self._after_change(self.orders[eid])
+        plan = self._fit(pair)
+        for oid in list(self.exits.get(pair, ())):
+            o = self.orders[oid]
+            if o.status not in WORKING or o.status in (S.PENDING_CANCEL, S.PENDING_UPDATE) or not at_venue(o):
+                continue
+            if oid in self.cancelling or oid in self.sending or held_here(o):
+                continue
+            allowed = plan.get(oid, o.quantity - o.filled_quantity)
+            if allowed < o.quantity - o.filled_quantity:
+                self.spawn(self._shrink_at_venue(oid, o.filled_quantity + allowed), "reduce-only")
+
+    async def _shrink_at_venue(self, order_id: str, quantity: Decimal) -> None:
+        """A reduce-only order at the venue the position no longer covers: cut there, or canceled."""
+        o = self.orders.get(order_id)
+        if o is None or o.status not in WORKING or o.status in (S.PENDING_CANCEL, S.PENDING_UPDATE):
+            return
+        if quantity <= o.filled_quantity:
+            await self._cancel(order_id, _nothing_to_reduce(o))
+            return
+        refusal = await self._edit_at_venue(o, quantity, None)
+        if refusal is not None:
+            self.log.warning("reduce-only {} could not be cut to {} ({}): canceled", order_id, quantity, refusal)
+            await self._cancel(order_id, _nothing_to_reduce(o))
+        else:
+            self.log.warning("reduce-only {} cut to {}: the {} position shrank", order_id, quantity, o.pair)
+
+    async def _edit_at_venue(self, o: Order, quantity: Decimal | None, price: Decimal | None) -> str | None:
+        """Change an order the venue holds (through PENDING_UPDATE). The venue's refusal, or None."""
+        ts = now_ms()
+        pending = await self._update(
+            o.order_id, lambda cur: to_pending(cur, S.PENDING_UPDATE, ts) if cur.status is o.status else cur
+        )
+        if pending is None:  # it changed meanwhile (filled, canceled)
+            return "the order changed meanwhile; look at it and try again"
+        try:
+            result = await self.venue.edit_order(o.client_order_id, o.pair, quantity, price)
+        except VenueRefused as e:
+            ts = now_ms()
+            await self._update(o.order_id, lambda cur: back_from_pending(cur, ts))
+            return str(e)
+        await self._on_venue_result(o.order_id, result, result.trades, edit_answer=True)
+        return None
 
     # -- triggers, expiry, timeouts ----------------------------------------------------------------------
     async def _on_book(self, book: Book) -> None:
@@ -858,31 +1002,13 @@ class OrderRouter(Actor):
             await self._update(o.order_id, lambda cur: msgspec.structs.replace(cur, **changes), "modified")
             await self.bus.respond(env, CommandReply(ok=True, orders=[self.orders.get(o.order_id, o)]))
             return
-        pending = await self._update(
-            o.order_id, lambda cur: to_pending(cur, S.PENDING_UPDATE, ts) if cur.status is o.status else cur
-        )
-        if pending is None:  # it changed meanwhile (filled, canceled): ask again
+        refusal = await self._edit_at_venue(o, cmd.quantity, cmd.price)
+        if refusal is not None:
             await self.bus.respond(
                 env,
-                CommandReply(
-                    ok=False,
-                    orders=[self.orders.get(o.order_id, o)],
-                    code="MODIFY_REFUSED",
-                    detail="the order changed meanwhile; look at it and try again",
-                ),
+                CommandReply(ok=False, orders=[self.orders.get(o.order_id, o)], code="MODIFY_REFUSED", detail=refusal),
             )
             return
-        try:
-            result = await self.venue.edit_order(o.client_order_id, o.pair, cmd.quantity, cmd.price)
-        except VenueRefused as e:
-            ts = now_ms()
-            await self._update(o.order_id, lambda cur: back_from_pending(cur, ts))
-            await self.bus.respond(
-                env,
-                CommandReply(ok=False, orders=[self.orders.get(o.order_id, o)], code="MODIFY_REFUSED", detail=str(e)),
-            )
-            return
-        await self._on_venue_result(o.order_id, result, result.trades, edit_answer=True)
         await self.bus.respond(env, CommandReply(ok=True, orders=[self.orders.get(o.order_id, o)]))
 
     def _modify_refusal(self, o: Order, cmd: ModifyOrder) -> tuple[str | None, str | None]:
@@ -897,6 +1023,13 @@ class OrderRouter(Actor):
                 return "a bracket leg's quantity follows its entry's fills", "quantity"
             if not cmd.quantity.is_finite() or cmd.quantity <= o.filled_quantity:
                 return f"quantity {cmd.quantity} must be above the filled {o.filled_quantity}", "quantity"
+            if o.reduce_only and cmd.quantity > o.quantity and o.order_id in self.live:
+                wanted = cmd.quantity - o.filled_quantity
+                mine = self._exit_of(o)
+                allowed = self._fit(o.pair, dataclasses.replace(mine, wanted=wanted)).get(o.order_id, wanted)
+                if allowed < wanted or wanted > reducible(self.positions.get(o.pair), o.side):
+                    room = o.filled_quantity + allowed
+                    return f"reduceOnly: quantity {cmd.quantity} is above what the position leaves ({room})", "quantity"
         if cmd.price is not None:
             if o.type in ("market", "stop_loss") or (o.type == "take_profit" and o.price is None):
                 return f"a {o.type} order trades at market: it has no price to change", "price"

@@ -15,6 +15,9 @@
   would take liquidity is rejected. Breaking a rule rejects the order with the reason; nothing is
   rounded into a different order.
 - Fees are charged in the quote currency: quantity x price x rate, exact.
+- A reduce-only order never fills beyond the pair's position (what our orders bought less what they
+  sold): with nothing to reduce it is rejected, and once the position is gone what is left of it is
+  canceled (as a derivatives venue does; spot venues have no reduce-only, so this is the paper guard).
 """
 
 from __future__ import annotations
@@ -25,11 +28,14 @@ from typing import Literal
 
 import msgspec
 
+from domain.exits import reducible
 from domain.risk import is_multiple
 from schemas.messages import Book
 
 ZERO = Decimal(0)
 HUNDRED = Decimal(100)
+NOTHING_TO_REDUCE = "reduce-only: no position to reduce"
+POSITION_CLOSED = "reduce-only: the position is closed, nothing left to reduce"
 
 SimStatus = Literal["open", "closed", "canceled", "rejected", "expired"]
 
@@ -65,6 +71,7 @@ class SimOrder(msgspec.Struct, kw_only=True, gc=False):  # plain data: no GC tra
     price: Decimal | None = None
     time_in_force: str = "GTC"
     post_only: bool = False
+    reduce_only: bool = False  # never fills beyond the pair's position (Matcher.position)
     seq: int = 0
     band: Decimal | None = None  # market orders: the worst price they may fill at
     status: SimStatus = "open"
@@ -96,6 +103,7 @@ class Matcher:
     consumed: dict[tuple[str, Decimal], Decimal] = field(default_factory=dict)
     resting: dict[str, SimOrder] = field(default_factory=dict)
     seq: int = 0  # arrival counter: time priority among equal prices
+    position: Decimal = ZERO  # net base bought less sold by our orders on this pair (reduce-only's limit)
 
     # -- rules ----------------------------------------------------------------------------------------
     def rule_violation(self, o: SimOrder) -> str | None:
@@ -142,6 +150,12 @@ class Matcher:
     def _within(self, is_buy: bool, price: Decimal, bound: Decimal | None) -> bool:
         return bound is None or (price <= bound if is_buy else price >= bound)
 
+    def _cap(self, o: SimOrder) -> Decimal:
+        """What ``o`` may still fill: its remaining, and for a reduce-only order no more than the position."""
+        if not o.reduce_only:
+            return o.remaining
+        return min(o.remaining, reducible(self.position, o.side))
+
     def fillable(self, o: SimOrder) -> Decimal:
         """How much of ``o`` could trade against the book right now (for FOK), level by level as _take would."""
         total = ZERO
@@ -150,7 +164,7 @@ class Matcher:
             if not self._within(o.is_buy, price, bound):
                 break
             total += self._step_down(max(ZERO, self._available(o.is_buy, price, size)))
-        return total
+        return min(total, self._cap(o)) if o.reduce_only else total
 
     def marketable(self, o: SimOrder) -> bool:
         t = self.touch(o.is_buy)
@@ -171,6 +185,7 @@ class Matcher:
             ts=ts,
         )
         o.trades.append(t)
+        self.position += qty if o.is_buy else -qty
         o.filled += qty
         o.cost += qty * price
         o.updated_at = ts
@@ -187,9 +202,10 @@ class Matcher:
         out: list[SimTrade] = []
         bound = self._bound(o)
         for price, size in self._levels(o.is_buy):
-            if o.remaining <= ZERO or not self._within(o.is_buy, price, bound):
+            cap = self._cap(o)
+            if cap <= ZERO or not self._within(o.is_buy, price, bound):
                 break
-            qty = self._step_down(min(self._available(o.is_buy, price, size), o.remaining))
+            qty = self._step_down(min(self._available(o.is_buy, price, size), cap))
             if qty <= ZERO:
                 continue
             self._take_level(o.is_buy, price, qty)
@@ -208,7 +224,7 @@ class Matcher:
             if a > ZERO:
                 crossed.append((price, a))
                 avail += a
-        qty = self._step_down(min(avail, o.remaining))
+        qty = self._step_down(min(avail, self._cap(o)))
         if qty <= ZERO:
             return []
         left = qty
@@ -227,6 +243,8 @@ class Matcher:
         o.seq = self.seq
         if (why := self.rule_violation(o)) is not None:
             return self._end(o, "rejected", why, ts)
+        if o.reduce_only and self._cap(o) <= ZERO:
+            return self._end(o, "rejected", NOTHING_TO_REDUCE, ts)
         if o.type == "market":
             touch = self.touch(o.is_buy)
             if touch is None:
@@ -240,6 +258,8 @@ class Matcher:
             return self._end(o, "canceled", "FOK: not enough liquidity to fill it entirely now", ts)
         trades = self._take(o, ts) if self.marketable(o) else []
         if o.status == "open":
+            if o.reduce_only and self._cap(o) <= ZERO:  # it took the whole position: the rest can never fill
+                return trades + self._end(o, "canceled", POSITION_CLOSED, ts)
             if o.time_in_force in ("IOC", "FOK"):
                 reason = "IOC: the rest was canceled" if o.filled else "IOC: nothing to fill now"
                 return trades + self._end(o, "canceled", reason, ts)
@@ -262,6 +282,10 @@ class Matcher:
                 if o.status != "open":
                     self.resting.pop(o.client_order_id, None)
                 out.append((o, trades))
+        for o in [o for o in self.resting.values() if o.reduce_only and self._cap(o) <= ZERO]:
+            self._end(o, "canceled", POSITION_CLOSED, ts)  # nothing left to reduce: it can never fill
+            if not any(done is o for done, _ in out):
+                out.append((o, []))
         return out
 
     def _by_priority(self) -> list[SimOrder]:

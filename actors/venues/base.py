@@ -32,6 +32,7 @@ class VenueOrderRequest:
     price: Decimal | None = None
     time_in_force: str = "GTC"
     post_only: bool = False
+    reduce_only: bool = False  # the venue must never fill it beyond the position (paper: it does not)
 
 
 @dataclass(frozen=True, slots=True)

@@ -121,6 +121,7 @@ class PaperVenue:
             o = _dec_order.decode(entry.value)
             m = self._matcher(o.pair)
             m.seq = max(m.seq, o.seq)
+            m.position += o.filled if o.is_buy else -o.filled  # every order's record: the pair's position
             if o.status == "open":
                 m.resting[o.client_order_id] = o
 
@@ -226,6 +227,7 @@ class PaperVenue:
                 price=req.price,
                 time_in_force=req.time_in_force,
                 post_only=req.post_only,
+                reduce_only=req.reduce_only,
             )
             trades = m.submit(o, now_ms())
             self._remember(o)  # before the save: a failed save must not let a retry trade it again
