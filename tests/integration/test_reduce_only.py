@@ -1,0 +1,297 @@
+"""Reduce-only exits over the real bus: they never sell more than is held, nor buy into a long (issue 15).
+
+ALLOW_SHORT=false, MARKET_DATA=none: the books are the tests'. BTC_USDT and ETH_USDT trade on a 0.01 tick
+and a 0.001 step with no fees, so positions are plain sums. Each test checks the books the way the
+issue's run did: the ledger's position, and every fill in FILLS order (the running position of a pair
+never goes below zero, and no reduce-only buy ever fills against a long).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from decimal import Decimal as D
+
+import msgspec
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bus.client import Bus
+from bus.codec import decode
+from schemas.messages import Book, Fill, Order, OrdersPage, OrdersQuery, OrderStatus, Signal, SignalReply, now_ms
+from schemas.subjects import Subjects
+from tests.helpers import eventually
+from tests.integration.test_actors import System
+from tests.integration.test_order_types import order, placed, position, settings_for, until
+
+S = OrderStatus
+NO_FEES = {"tickSize": "0.01", "amountStep": "0.001", "minNotional": "1", "makerFee": "0", "takerFee": "0"}
+SYSTEM_DEFAULTS = {
+    "ALLOW_SHORT": "false",
+    "PAPER_MARKETS": json.dumps({"BTC_USDT": NO_FEES, "ETH_USDT": NO_FEES}),
+    "SIGNAL_DEDUPE_WINDOW": "0",
+    "MIN_CONFIDENCE": "0.1",
+    "MAX_ORDERS_PER_SECOND": "1000",
+}
+MIDS = {"BTC_USDT": D("60000"), "ETH_USDT": D("3000")}
+
+
+async def book_at(client: Bus, pair: str, mid: D, settle: float = 0.2) -> None:
+    """A deep book around ``mid`` (0.01 apart at the touch, then 1 apart), and time for everyone to see it."""
+    mid = mid.quantize(D("0.01"))
+    bids = [(mid - D("0.01") - i, D("50")) for i in range(10)]
+    asks = [(mid + D("0.01") + i, D("50")) for i in range(10)]
+    await client.publish(client.subjects.book(pair), Book(pair=pair, bids=bids, asks=asks, ts=now_ms()))
+    await client.nc.flush()
+    await asyncio.sleep(settle)
+
+
+async def all_orders(client: Bus) -> dict[str, Order]:
+    page = await client.request(client.subjects.query("orders"), OrdersQuery(limit=500), OrdersPage)
+    return {o.order_id: o for o in page.orders}
+
+
+async def stored_fills(client: Bus) -> list[Fill]:
+    """Every fill on FILLS, in stream order."""
+    out: list[Fill] = []
+    info = await client.js.stream_info(client.subjects.s_fills)
+    for seq in range(info.state.first_seq or 1, (info.state.last_seq or 0) + 1):
+        msg = await client.js.get_msg(client.subjects.s_fills, seq)
+        out.append(decode(msg.data, Fill))
+    return out
+
+
+async def assert_never_beyond_the_position(client: Bus) -> None:
+    """No pair's running position goes below zero in FILLS order; no reduce-only order grew a position."""
+    orders = await all_orders(client)
+    running: dict[str, D] = {}
+    for f in await stored_fills(client):
+        before = running.get(f.pair, D(0))
+        after = before + (f.quantity if f.side == "buy" else -f.quantity)
+        assert after >= 0, f"{f.pair} went short {after} with ALLOW_SHORT=false at fill {f.fill_id} of {f.order_id}"
+        o = orders.get(f.order_id)
+        if o is not None and o.reduce_only:
+            assert abs(after) < abs(before), f"reduce-only {o.order_id} ({o.side}) grew {f.pair}: {before} -> {after}"
+        running[f.pair] = after
+    for pair, qty in running.items():
+        assert await position(client, pair) == qty
+
+
+async def quiet(client: Bus, settle: float = 0.4) -> None:
+    """Wait until no order is on its way to the venue or triggered without an answer."""
+
+    async def calm():
+        busy = [
+            o
+            for o in (await all_orders(client)).values()
+            if o.status in (S.SUBMITTED, S.TRIGGERED, S.PENDING_CANCEL, S.PENDING_UPDATE) and o.type == "market"
+        ]
+        return not busy
+
+    await eventually(calm, timeout=15, what="no market order in flight")
+    await asyncio.sleep(settle)
+
+
+# --------------------------------------------------------------------------------------------------
+# at trigger time
+# --------------------------------------------------------------------------------------------------
+async def test_stops_firing_together_never_sell_more_than_the_long(make_system, client):
+    await make_system()
+    await book_at(client, "BTC_USDT", MIDS["BTC_USDT"])
+    entry = await placed(client, "long", "buy", "0.05")
+    await until(client, entry.order_id, S.FILLED)
+    # each passes alone at creation (0.05 <= the 0.05 long); together they are twice the position
+    a = await placed(client, "stop-a", "sell", "0.05", "stop_loss", stop_price="59500", reduce_only=True)
+    b = await placed(client, "stop-b", "sell", "0.05", "stop_loss", stop_price="59000", reduce_only=True)
+    await book_at(client, "BTC_USDT", D("58800"))  # through both stops at once
+    done_a = await until(client, a.order_id, S.FILLED, S.CANCELED)
+    done_b = await until(client, b.order_id, S.FILLED, S.CANCELED)
+    assert sorted([done_a.status, done_b.status]) == [S.CANCELED, S.FILLED]
+    canceled = done_a if done_a.status is S.CANCELED else done_b
+    assert canceled.reason == "reduce-only: no long BTC_USDT position left to reduce"
+    assert canceled.filled_quantity == 0
+    assert await position(client) == 0
+    await assert_never_beyond_the_position(client)
+
+
+async def test_a_stop_is_cut_to_what_the_exits_ahead_of_it_leave(make_system, client):
+    await make_system()
+    await book_at(client, "BTC_USDT", MIDS["BTC_USDT"])
+    await until(client, (await placed(client, "long", "buy", "0.05")).order_id, S.FILLED)
+    a = await placed(client, "stop-a", "sell", "0.03", "stop_loss", stop_price="59500", reduce_only=True)
+    await book_at(client, "BTC_USDT", D("59400"))  # a fires and sells 0.03
+    assert (await until(client, a.order_id, S.FILLED)).filled_quantity == D("0.03")
+    b = await placed(client, "stop-b", "sell", "0.02", "stop_loss", stop_price="59000", reduce_only=True)
+    c = await placed(client, "stop-c", "sell", "0.02", "stop_loss", stop_price="58900", reduce_only=True)
+    await book_at(client, "BTC_USDT", D("58000"))
+    got = {o.order_id: o for o in [await until(client, x.order_id, S.FILLED, S.CANCELED) for x in (b, c)]}
+    assert sum(o.filled_quantity for o in got.values()) == D("0.02")
+    assert await position(client) == 0
+    await assert_never_beyond_the_position(client)
+
+
+async def test_the_cut_survives_a_restart_of_the_router(make_system, client):
+    sut = await make_system()
+    await book_at(client, "BTC_USDT", MIDS["BTC_USDT"])
+    await until(client, (await placed(client, "long", "buy", "0.04")).order_id, S.FILLED)
+    a = await placed(client, "stop-a", "sell", "0.04", "stop_loss", stop_price="59500", reduce_only=True)
+    b = await placed(client, "stop-b", "sell", "0.04", "stop_loss", stop_price="59400", reduce_only=True)
+    await sut.stop("order-router")
+    await sut.start("order-router")  # its position comes back from FILLS
+    await book_at(client, "BTC_USDT", D("59000"))
+    statuses = sorted([(await until(client, x.order_id, S.FILLED, S.CANCELED)).status for x in (a, b)])
+    assert statuses == [S.CANCELED, S.FILLED]
+    assert await position(client) == 0
+    await assert_never_beyond_the_position(client)
+
+
+# --------------------------------------------------------------------------------------------------
+# brackets of several entries, and exits already at the venue
+# --------------------------------------------------------------------------------------------------
+async def test_bracket_legs_of_one_pair_follow_the_position_oldest_kept(make_system, client):
+    await make_system()
+    await book_at(client, "BTC_USDT", MIDS["BTC_USDT"])
+    entries = []
+    for i in range(3):
+        e = await placed(client, f"e{i}", "buy", "0.01", stop_loss=str(59000 - i), take_profit=str(62000 + i))
+        entries.append(await until(client, e.order_id, S.FILLED))
+    sells = await placed(client, "by-hand", "sell", "0.015")  # a plain sell: 0.015 left
+    await until(client, sells.order_id, S.FILLED)
+
+    async def legs_fitted():
+        legs = [[await order(client, e.linked_orders[k]) for e in entries] for k in ("stopLoss", "takeProfit")]
+        sizes = [[(o.status, o.quantity) for o in row] for row in legs]
+        want = [(S.ACCEPTED, D("0.01")), (S.ACCEPTED, D("0.005")), (S.CANCELED, D("0.01"))]
+        return legs if sizes == [want, want] else None
+
+    legs = await eventually(legs_fitted, timeout=10, what="the legs fitted to the 0.015 long")
+    assert legs[0][2].reason == "reduce-only: no long BTC_USDT position left to reduce"
+    await book_at(client, "BTC_USDT", D("58000"))  # every stop fires: together they sell exactly the long
+    for sl in legs[0][:2]:
+        await until(client, sl.order_id, S.FILLED)
+    assert await position(client) == 0
+    await assert_never_beyond_the_position(client)
+
+
+async def test_a_sells_bracket_against_a_long_never_buys(make_system, client):
+    await make_system()
+    await book_at(client, "BTC_USDT", MIDS["BTC_USDT"])
+    await until(client, (await placed(client, "long", "buy", "0.05")).order_id, S.FILLED)
+    sell = await placed(client, "sell", "sell", "0.02", stop_loss="61000", take_profit="58000")
+    await until(client, sell.order_id, S.FILLED)
+    for k in ("stopLoss", "takeProfit"):
+        leg = await until(client, sell.linked_orders[k], S.CANCELED)
+        assert leg.reason == "reduce-only: no short BTC_USDT position left to reduce"
+    await book_at(client, "BTC_USDT", D("61500"))
+    await book_at(client, "BTC_USDT", D("57500"))
+    assert await position(client) == D("0.03")
+    await assert_never_beyond_the_position(client)
+
+
+async def test_a_resting_exit_is_cut_at_the_venue_then_canceled_as_the_position_shrinks(make_system, client):
+    # shorts allowed, so a sell by hand passes beside the exit's lock (and would shrink the long under it)
+    await make_system(ALLOW_SHORT="true")
+    await book_at(client, "BTC_USDT", MIDS["BTC_USDT"])
+    await until(client, (await placed(client, "long", "buy", "0.02")).order_id, S.FILLED)
+    tp = await placed(client, "tp", "sell", "0.02", "limit", price="61000", reduce_only=True)
+    await until(client, tp.order_id, S.ACCEPTED)
+    await until(client, (await placed(client, "s1", "sell", "0.015")).order_id, S.FILLED)
+
+    async def cut():
+        o = await order(client, tp.order_id)
+        return o if o.quantity == D("0.005") and o.status is S.ACCEPTED else None
+
+    await eventually(cut, timeout=10, what="the resting exit cut to 0.005 at the venue")
+    await until(client, (await placed(client, "s2", "sell", "0.005")).order_id, S.FILLED)
+    gone = await until(client, tp.order_id, S.CANCELED)
+    assert gone.reason == "reduce-only: no long BTC_USDT position left to reduce"
+    await book_at(client, "BTC_USDT", D("61500"))  # the book crosses where it was: nothing sells
+    assert await position(client) == 0
+    await assert_never_beyond_the_position(client)
+
+
+async def test_growing_a_reduce_only_order_past_the_position_is_refused(make_system, client):
+    from schemas.messages import CommandReply, ModifyOrder
+
+    await make_system()
+    await book_at(client, "BTC_USDT", MIDS["BTC_USDT"])
+    await until(client, (await placed(client, "long", "buy", "0.02")).order_id, S.FILLED)
+    tp = await placed(client, "tp", "sell", "0.01", "limit", price="61000", reduce_only=True)
+    await until(client, tp.order_id, S.ACCEPTED)
+    r = await client.request(
+        client.subjects.orders_modify, ModifyOrder(order_id=tp.order_id, quantity=D("0.03")), CommandReply
+    )
+    assert (r.ok, r.code, r.field) == (False, "MODIFY_REFUSED", "quantity")
+    assert "above what the position leaves (0.020)" in (r.detail or "")
+    ok = await client.request(
+        client.subjects.orders_modify, ModifyOrder(order_id=tp.order_id, quantity=D("0.02")), CommandReply
+    )
+    assert ok.ok and ok.orders[0].quantity == D("0.02")
+
+
+# --------------------------------------------------------------------------------------------------
+# the issue's run: many signals, both directions, prices moving through the stops
+# --------------------------------------------------------------------------------------------------
+async def send_signal(client: Bus, pair: str, action: str, qty: D, n: int) -> SignalReply:
+    sig = Signal(pair=pair, signal=action, confidence=D("0.9"), source="test", signal_id=f"s{n}", quantity=qty)  # type: ignore[arg-type]
+    msg = await client.nc.request(client.subjects.signals_submit, msgspec.json.encode(sig), timeout=10)
+    return decode(msg.data, SignalReply)
+
+
+async def run_signals(client: Bus, steps: list[tuple[str, str, int]]) -> None:
+    """``steps``: (pair, BUY | SELL | MOVE, size or price move in per mille)."""
+    mids = dict(MIDS)
+    for pair, mid in mids.items():
+        await book_at(client, pair, mid, settle=0)
+    await asyncio.sleep(0.3)
+    for n, (pair, action, amount) in enumerate(steps):
+        if action == "MOVE":
+            mids[pair] = mids[pair] * (1 + D(amount) / 1000)
+            await book_at(client, pair, mids[pair])
+        else:
+            qty = D(amount) / 1000 if pair == "BTC_USDT" else D(amount) / 100
+            await send_signal(client, pair, action, qty, n)  # a SELL beyond the long is rejected: fine
+        await quiet(client, settle=0.05)
+    await quiet(client)
+
+
+async def test_many_signals_both_ways_and_prices_through_the_stops(make_system, client):
+    await make_system()  # STOP_LOSS_ENABLED=true by default: every entry gets a 2 % stop and a 4 % take-profit
+    steps: list[tuple[str, str, int]] = []
+    for i in range(10):
+        steps.append(("BTC_USDT", "BUY", 5 + i))
+        steps.append(("ETH_USDT", "BUY" if i % 3 else "SELL", 10 + i))
+        if i % 3 == 2:
+            steps.append(("BTC_USDT", "SELL", 12))
+    steps += [("BTC_USDT", "MOVE", -25), ("ETH_USDT", "MOVE", -25), ("ETH_USDT", "MOVE", 70), ("BTC_USDT", "MOVE", 70)]
+    await run_signals(client, steps)
+    await assert_never_beyond_the_position(client)
+    assert await position(client, "BTC_USDT") >= 0 and await position(client, "ETH_USDT") >= 0
+
+
+step_st = st.one_of(
+    st.tuples(st.sampled_from(["BTC_USDT", "ETH_USDT"]), st.sampled_from(["BUY", "SELL"]), st.integers(1, 30)),
+    st.tuples(st.sampled_from(["BTC_USDT", "ETH_USDT"]), st.just("MOVE"), st.integers(-45, 45)),
+)
+
+
+@settings(
+    max_examples=4,
+    deadline=None,
+    derandomize=True,  # the same few sequences every run: a failure here is a real one, not luck
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(st.lists(step_st, min_size=4, max_size=12))
+async def test_random_signals_and_prices_never_leave_a_forbidden_position(nats_url, steps):
+    prefix = "t" + uuid.uuid4().hex[:10]  # each example its own streams and actors
+    sut = System(nats_url, settings_for(nats_url, prefix, **SYSTEM_DEFAULTS))
+    client = await Bus.connect(nats_url, name="client", subjects=Subjects(prefix))
+    try:
+        await client.ensure_layout()
+        await sut.start()
+        await run_signals(client, steps)
+        await assert_never_beyond_the_position(client)
+    finally:
+        await sut.stop()
+        await client.close()
