@@ -163,6 +163,7 @@ class OrderRouter(Actor):
         # reduce-only orders of each pair, so an exit never takes more than the position (domain.exits)
         self.positions = NetPositions(FILL_DEDUPE_WINDOW)
         self.exits: dict[str, set[str]] = {}
+        self.shrinking: set[str] = set()  # reduce-only orders being cut at the venue
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def on_start(self) -> None:
@@ -792,14 +793,21 @@ class OrderRouter(Actor):
             o = self.orders[oid]
             if o.status not in WORKING or o.status in (S.PENDING_CANCEL, S.PENDING_UPDATE) or not at_venue(o):
                 continue
-            if oid in self.cancelling or oid in self.sending or held_here(o):
+            if oid in self.cancelling or oid in self.sending or oid in self.shrinking or held_here(o):
                 continue
             allowed = plan.get(oid, o.quantity - o.filled_quantity)
             if allowed < o.quantity - o.filled_quantity:
+                self.shrinking.add(oid)  # one cut at a time per order
                 self.spawn(self._shrink_at_venue(oid, o.filled_quantity + allowed), "reduce-only")
 
     async def _shrink_at_venue(self, order_id: str, quantity: Decimal) -> None:
         """A reduce-only order at the venue the position no longer covers: cut there, or canceled."""
+        try:
+            await self._shrink_at_venue_once(order_id, quantity)
+        finally:
+            self.shrinking.discard(order_id)
+
+    async def _shrink_at_venue_once(self, order_id: str, quantity: Decimal) -> None:
         o = self.orders.get(order_id)
         if o is None or o.status not in WORKING or o.status in (S.PENDING_CANCEL, S.PENDING_UPDATE):
             return
