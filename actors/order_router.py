@@ -538,11 +538,14 @@ class OrderRouter(Actor):
         await self._send(order_id, o.type, o.price)  # type: ignore[arg-type]
 
     async def _send(self, order_id: str, venue_type: str, price: Decimal | None) -> None:
-        async with self.lock:
-            if self.orders[order_id].reduce_only and not await self._fit_to_position(self.orders[order_id]):
-                return  # nothing left to reduce: canceled here, never sent
-            o = self.orders[order_id]
-            self.sending.add(order_id)
+        if self.orders[order_id].reduce_only:  # cut to the position under the lock (others may be sending)
+            async with self.lock:
+                if not await self._fit_to_position(self.orders[order_id]):
+                    return  # nothing left to reduce: canceled here, never sent
+                self.sending.add(order_id)
+        else:
+            self.sending.add(order_id)  # the hot path takes no lock
+        o = self.orders[order_id]
         request = VenueOrderRequest(
             o.client_order_id, o.pair, o.side, venue_type, o.quantity, price,  # type: ignore[arg-type]
             "GTC" if o.time_in_force == "GTD" else o.time_in_force, o.post_only, o.reduce_only,
