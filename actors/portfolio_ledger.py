@@ -9,7 +9,9 @@ every SNAPSHOT_INTERVAL ms and at stop), then the events after it.
 Marks come from the mid of the latest ``tbx.md.book.<pair>``; the portfolio is revalued every
 POSITION_UPDATE_INTERVAL ms: an equity sample for the performance figures and a snapshot on
 ``tbx.events.portfolio``; each change of a position goes on ``tbx.events.positions.<pair>``.
-A balance that goes below zero raises a critical alert on ``tbx.events.risk``.
+Totals are in BASE_CURRENCY, every currency converted at the marks (CONVERSION_BRIDGE: see
+domain/valuation.py). A balance that goes below what the settings allow (below zero; with
+ALLOW_SHORT, below the short positions) raises one critical alert on ``tbx.events.risk`` per breach.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from schemas.messages import (
 )
 
 MAX_HISTORY_PAGE = 1000
-FOLD_VERSION = 2  # bump when domain/ledger.py books a fill differently
+FOLD_VERSION = 3  # bump when domain/ledger.py books a fill differently (3: locks know their side)
 
 
 class LedgerState(msgspec.Struct):
@@ -75,6 +77,7 @@ class PortfolioLedger(Actor):
         self.alerted: set[str] = set()
         self.dirty: set[str] = set()  # pairs changed while catching up
         self.rounding = Rounding(parse_currency_precision(settings.CURRENCY_PRECISION))
+        self.bridge = settings.CONVERSION_BRIDGE
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def on_start(self) -> None:
@@ -91,9 +94,9 @@ class PortfolioLedger(Actor):
         self.live = True
         await self.books.start()  # marks from now on (a replay values at the fills' own prices)
         await self._check_negative()
-        total = equity(self.ledger, self.marks)
+        total = equity(self.ledger, self.marks, self.bridge)
         for pair in sorted(self.dirty):  # what changed while we were away, announced once we are back
-            view = position_view(self.ledger, pair, self.marks, self.day, total, self.rounding)
+            view = position_view(self.ledger, pair, self.marks, self.day, total, self.rounding, self.bridge)
             await self.bus.js_publish(self.subjects.position_events(pair), view)
         self.dirty.clear()
         self.log.info(
@@ -119,7 +122,7 @@ class PortfolioLedger(Actor):
             "fills": self.ledger.fills_applied,
             "lastFillSeq": self.last_seq,
             "rejectedFills": self.rejected,
-            "equity": str(equity(self.ledger, self.marks)),
+            "equity": str(equity(self.ledger, self.marks, self.bridge)),
         }
 
     # -- snapshots -------------------------------------------------------------------------------------
@@ -165,7 +168,7 @@ class PortfolioLedger(Actor):
             self.last_seq = max(self.last_seq, env.seq or 0)
             return
         # a fill belongs to the day it happened, live or replayed (days only move forward)
-        self.day = roll_day(self.ledger, self.marks, self.day, day_key(fill.timestamp))
+        self.day = roll_day(self.ledger, self.marks, self.day, day_key(fill.timestamp), self.bridge)
         try:
             self.ledger.apply_fill(fill)
         except LedgerError as e:
@@ -181,8 +184,8 @@ class PortfolioLedger(Actor):
             self.dirty.add(fill.pair)
             return
         await self._check_negative()
-        total = equity(self.ledger, self.marks)
-        view = position_view(self.ledger, fill.pair, self.marks, self.day, total, self.rounding)
+        total = equity(self.ledger, self.marks, self.bridge)
+        view = position_view(self.ledger, fill.pair, self.marks, self.day, total, self.rounding, self.bridge)
         await self.bus.js_publish(self.subjects.position_events(fill.pair), view, msg_id=f"pos:{fill.fill_id}")
 
     async def _on_order(self, ev: OrderEvent, env: Envelope) -> None:
@@ -192,11 +195,16 @@ class PortfolioLedger(Actor):
             await self._check_negative()
 
     async def _check_negative(self) -> None:
-        negative = set(self.ledger.negative())
-        new, self.alerted = negative - self.alerted, negative  # decided before any await: no double alerts
+        """One alert when a currency's balance goes below what the settings allow (a short position is
+        not a negative balance with ALLOW_SHORT=true); none while it stays there; another only after it
+        came back and breaches again."""
+        allow_short = self.settings.ALLOW_SHORT
+        breached = set(self.ledger.breaches(allow_short))
+        new, self.alerted = breached - self.alerted, breached  # decided before any await: no double alerts
         for currency in sorted(new):
             b = self.ledger.balance(currency)
-            msg = f"{currency} balance below zero: total {b.total}, available {b.available} (locked {b.locked})"
+            what = "below its short positions" if allow_short else "below zero"
+            msg = f"{currency} balance {what}: total {b.total}, available {b.available} (locked {b.locked})"
             self.log.error(msg)
             await self.bus.js_publish(
                 self.subjects.risk_events,
@@ -206,12 +214,12 @@ class PortfolioLedger(Actor):
     # -- valuation -------------------------------------------------------------------------------------
     def current(self) -> PortfolioSnapshot:
         now = now_ms()
-        self.day = roll_day(self.ledger, self.marks, self.day, day_key(now))
-        return snapshot(self.ledger, self.marks, self.day, now, self.last_seq, self.rounding)
+        self.day = roll_day(self.ledger, self.marks, self.day, day_key(now), self.bridge)
+        return snapshot(self.ledger, self.marks, self.day, now, self.last_seq, self.rounding, self.bridge)
 
     async def revalue(self) -> PortfolioSnapshot:
         snap = self.current()
-        self.tracker.sample(snap.ts, equity(self.ledger, self.marks))
+        self.tracker.sample(snap.ts, equity(self.ledger, self.marks, self.bridge))
         await self.bus.js_publish(self.subjects.portfolio_events, snap)
         return snap
 
@@ -232,5 +240,5 @@ class PortfolioLedger(Actor):
         await self.bus.respond(env, PositionsHistory(positions=[cycle_view(c, self.rounding) for c in found]))
 
     async def _on_performance(self, q: Empty, env: Envelope) -> None:
-        perf: Performance = report(self.ledger, self.tracker, self.marks, now_ms(), self.rounding)
+        perf: Performance = report(self.ledger, self.tracker, self.marks, now_ms(), self.rounding, self.bridge)
         await self.bus.respond(env, perf)
