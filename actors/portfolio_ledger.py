@@ -19,12 +19,13 @@ from __future__ import annotations
 from decimal import Decimal
 
 import msgspec
+import nats.js.errors
 
 from actors.base import Actor
 from actors.books import BookCache
 from actors.snapshots import SnapshotStore
 from bus.client import Bus, Envelope
-from config.settings import Settings, parse_currency_precision
+from config.settings import PARSERS, Settings, parse_currency_precision
 from domain.ids import day_key
 from domain.ledger import Ledger, LedgerError
 from domain.performance import EquityTracker, report
@@ -43,6 +44,7 @@ from schemas.messages import (
 )
 
 MAX_HISTORY_PAGE = 1000
+RISK_LIMITS_KEY = "risk.limits"  # the risk-gate's limits as set with PUT /api/risk/config (actors/risk_gate.py)
 FOLD_VERSION = 3  # bump when domain/ledger.py books a fill differently (3: locks know their side)
 
 
@@ -78,11 +80,14 @@ class PortfolioLedger(Actor):
         self.dirty: set[str] = set()  # pairs changed while catching up
         self.rounding = Rounding(parse_currency_precision(settings.CURRENCY_PRECISION))
         self.bridge = settings.CONVERSION_BRIDGE
+        self.allow_short = settings.ALLOW_SHORT  # as the risk-gate's limits say (_follow_limits)
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def on_start(self) -> None:
         s = self.subjects
-        self.snapshots = SnapshotStore(await self.bus.kv(s.kv_state), "ledger")
+        self.kv = await self.bus.kv(s.kv_state)
+        self.snapshots = SnapshotStore(self.kv, "ledger")
+        await self._follow_limits()
         await self._restore()
         await self.bus.replay(
             stream=s.s_fills, subject=s.fills(), type_=Fill, handler=self._on_fill, start_seq=self.last_seq + 1
@@ -112,6 +117,7 @@ class PortfolioLedger(Actor):
             await self.bus.subscribe(s.query(what), type_, handler, queue=self.name)  # type: ignore[arg-type]
         interval = self.settings.POSITION_UPDATE_INTERVAL / 1000
         self.spawn(self.every(interval, self.revalue, "portfolio revaluation"), "revalue")
+        self.spawn(self.every(interval, self._follow_limits, "reading the risk limits"), "limits")
         self.spawn(self.every(self.settings.SNAPSHOT_INTERVAL / 1000, self.save_snapshot, "snapshot"), "snapshot")
 
     async def on_stop(self) -> None:
@@ -198,7 +204,7 @@ class PortfolioLedger(Actor):
         """One alert when a currency's balance goes below what the settings allow (a short position is
         not a negative balance with ALLOW_SHORT=true); none while it stays there; another only after it
         came back and breaches again."""
-        allow_short = self.settings.ALLOW_SHORT
+        allow_short = self.allow_short
         breached = set(self.ledger.breaches(allow_short))
         new, self.alerted = breached - self.alerted, breached  # decided before any await: no double alerts
         for currency in sorted(new):
@@ -210,6 +216,24 @@ class PortfolioLedger(Actor):
                 self.subjects.risk_events,
                 RiskAlert(severity="critical", code="NEGATIVE_BALANCE", message=msg, ts=now_ms()),
             )
+
+    async def _follow_limits(self) -> None:
+        """ALLOW_SHORT as the risk-gate has it: the setting, or what PUT /api/risk/config stored since."""
+        try:
+            entry = await self.kv.get(RISK_LIMITS_KEY)
+        except nats.js.errors.KeyNotFoundError:
+            return
+        try:
+            raw = msgspec.json.decode(entry.value or b"{}", type=dict[str, str]).get("ALLOW_SHORT")
+            allow = PARSERS["ALLOW_SHORT"](raw) if raw is not None else self.settings.ALLOW_SHORT
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as e:
+            self.log.warning("{} unreadable ({}): ALLOW_SHORT stays {}", RISK_LIMITS_KEY, e, self.allow_short)
+            return
+        if allow != self.allow_short:
+            self.log.info("ALLOW_SHORT is now {} (from {})", allow, RISK_LIMITS_KEY)
+            self.allow_short = bool(allow)
+            if self.live:
+                await self._check_negative()
 
     # -- valuation -------------------------------------------------------------------------------------
     def current(self) -> PortfolioSnapshot:

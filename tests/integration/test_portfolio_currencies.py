@@ -13,7 +13,7 @@ from decimal import Decimal as D
 from typing import Any
 
 from bus.client import Envelope
-from schemas.messages import Empty, PortfolioSnapshot, RiskAlert
+from schemas.messages import Empty, PortfolioSnapshot, RiskAlert, RiskConfigReply, RiskLimits
 from tests.helpers import eventually, fill
 from tests.integration.test_actors import System
 from tests.integration.test_gateway_api import Api, launch  # noqa: F401  (launch: the fixture)
@@ -121,5 +121,31 @@ async def test_a_short_is_no_negative_balance_and_a_real_breach_alerts_once(nats
         await eventually(lambda: asyncio.sleep(0, len(alerts) >= 2), what="the BTC alert")
         await eventually(lambda: booked(n), what="every fill booked")
         assert [a.message.split()[0] for a in alerts] == ["USDT", "BTC"]
+    finally:
+        await sut.stop()
+
+
+async def test_the_ledger_follows_allow_short_set_with_the_risk_config(nats_url, prefix, client):
+    settings = settings_for(
+        nats_url, prefix, ALLOW_SHORT="false", INITIAL_BALANCE="1000", POSITION_UPDATE_INTERVAL="100"
+    )
+    sut = System(nats_url, settings)
+    alerts: list[RiskAlert] = []
+
+    async def on_alert(a: RiskAlert, env: Envelope) -> None:
+        if a.code == "NEGATIVE_BALANCE":
+            alerts.append(a)
+
+    await client.subscribe(client.subjects.risk_events, RiskAlert, on_alert)
+    await sut.start("risk-gate", "portfolio-ledger")
+    try:
+        reply = await client.request(client.subjects.risk_config, RiskLimits(allow_short=True), RiskConfigReply)
+        assert reply.ok, reply
+        ledger = sut.running["portfolio-ledger"]
+        await eventually(lambda: asyncio.sleep(0, ledger.allow_short), what="the ledger reads allowShort")  # type: ignore[attr-defined]
+        await client.js_publish(client.subjects.fills("BTC_USDT"), fill("cfg1", "sell", "0.5", "100"))  # a short
+        await client.js_publish(client.subjects.fills("ETH_USDT"), fill("cfg2", "buy", "2", "600", pair="ETH_USDT"))
+        await eventually(lambda: asyncio.sleep(0, bool(alerts)), what="the USDT alert")
+        assert [a.message.split()[0] for a in alerts] == ["USDT"]  # the short before it raised none
     finally:
         await sut.stop()
