@@ -1,12 +1,14 @@
 """md-feed: market data for the paper venue and the marks, with no setup.
 
 MARKET_DATA=synthetic publishes a seeded random-walk L2 book (10 levels a side) for each pair in
-PAIRS every MARKET_DATA_INTERVAL ms on ``tbx.md.book.<pair>``. MARKET_DATA=replay:FILE publishes
-the lines of a JSON-lines file at their recorded pace (by ``ts``; gaps over 5 s are cut to 5 s):
-a line with ``bids``/``asks`` is a book (``tbx.md.book.<pair>``), a line with ``price``/``quantity``
-is a public trade (``tbx.md.trades.<pair>``); blank lines and lines starting with ``#`` are skipped.
-After the last line it keeps re-publishing the last book of each pair. MARKET_DATA=none publishes
-nothing: any outside publisher of ``tbx.md.book.<pair>`` can feed the service instead.
+PAIRS every MARKET_DATA_INTERVAL ms on ``tbx.md.book.<pair>``; a cross whose currencies both have a
+pair in the main quote currency follows them (ETH_BTC mid = ETH_USDT mid / BTC_USDT mid).
+MARKET_DATA=replay:FILE publishes the lines of a JSON-lines file at their recorded pace (by
+``ts``; gaps over 5 s are cut to 5 s): a line with ``bids``/``asks`` is a book
+(``tbx.md.book.<pair>``), a line with ``price``/``quantity`` is a public trade
+(``tbx.md.trades.<pair>``); blank lines and lines starting with ``#`` are skipped. After the last
+line it keeps re-publishing the last book of each pair. MARKET_DATA=none publishes nothing: any
+outside publisher of ``tbx.md.book.<pair>`` can feed the service instead.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import msgspec
 
 from actors.base import Actor
 from bus.codec import DecodeFailure, decode
-from domain.synthetic import SyntheticBook
+from domain.synthetic import SyntheticMarket
 from schemas.messages import Book, Trade, now_ms
 
 
@@ -44,12 +46,11 @@ class MarketDataFeed(Actor):
         self.published += 1
 
     async def _synthetic(self) -> None:
-        gens = [SyntheticBook(p, self.settings.MARKET_DATA_SEED) for p in self.settings.PAIRS]
+        market = SyntheticMarket(self.settings.PAIRS, self.settings.MARKET_DATA_SEED)
         interval = self.settings.MARKET_DATA_INTERVAL / 1000
         while True:
-            ts = now_ms()
-            for g in gens:
-                await self._publish(g.next(ts))
+            for book in market.next(now_ms()):
+                await self._publish(book)
             await asyncio.sleep(interval)
 
     async def _replay(self, path: Path) -> None:

@@ -9,7 +9,9 @@ every SNAPSHOT_INTERVAL ms and at stop), then the events after it.
 Marks come from the mid of the latest ``tbx.md.book.<pair>``; the portfolio is revalued every
 POSITION_UPDATE_INTERVAL ms: an equity sample for the performance figures and a snapshot on
 ``tbx.events.portfolio``; each change of a position goes on ``tbx.events.positions.<pair>``.
-A balance that goes below zero raises a critical alert on ``tbx.events.risk``.
+Totals are in BASE_CURRENCY, every currency converted at the marks (CONVERSION_BRIDGE: see
+domain/valuation.py). A balance that goes below what the settings allow (below zero; with
+ALLOW_SHORT, below the short positions) raises one critical alert on ``tbx.events.risk`` per breach.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from __future__ import annotations
 from decimal import Decimal
 
 import msgspec
+import nats.js.errors
 
 from actors.base import Actor
 from actors.books import BookCache
 from actors.snapshots import SnapshotStore
 from bus.client import Bus, Envelope
-from config.settings import Settings, parse_currency_precision
+from config.settings import PARSERS, Settings, parse_currency_precision
 from domain.ids import day_key
 from domain.ledger import Ledger, LedgerError
 from domain.performance import EquityTracker, report
@@ -41,7 +44,8 @@ from schemas.messages import (
 )
 
 MAX_HISTORY_PAGE = 1000
-FOLD_VERSION = 2  # bump when domain/ledger.py books a fill differently
+RISK_LIMITS_KEY = "risk.limits"  # the risk-gate's limits as set with PUT /api/risk/config (actors/risk_gate.py)
+FOLD_VERSION = 3  # bump when domain/ledger.py books a fill differently (3: locks know their side)
 
 
 class LedgerState(msgspec.Struct):
@@ -75,11 +79,15 @@ class PortfolioLedger(Actor):
         self.alerted: set[str] = set()
         self.dirty: set[str] = set()  # pairs changed while catching up
         self.rounding = Rounding(parse_currency_precision(settings.CURRENCY_PRECISION))
+        self.bridge = settings.CONVERSION_BRIDGE
+        self.allow_short = settings.ALLOW_SHORT  # as the risk-gate's limits say (_follow_limits)
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def on_start(self) -> None:
         s = self.subjects
-        self.snapshots = SnapshotStore(await self.bus.kv(s.kv_state), "ledger")
+        self.kv = await self.bus.kv(s.kv_state)
+        self.snapshots = SnapshotStore(self.kv, "ledger")
+        await self._follow_limits()
         await self._restore()
         await self.bus.replay(
             stream=s.s_fills, subject=s.fills(), type_=Fill, handler=self._on_fill, start_seq=self.last_seq + 1
@@ -91,9 +99,9 @@ class PortfolioLedger(Actor):
         self.live = True
         await self.books.start()  # marks from now on (a replay values at the fills' own prices)
         await self._check_negative()
-        total = equity(self.ledger, self.marks)
+        total = equity(self.ledger, self.marks, self.bridge)
         for pair in sorted(self.dirty):  # what changed while we were away, announced once we are back
-            view = position_view(self.ledger, pair, self.marks, self.day, total, self.rounding)
+            view = position_view(self.ledger, pair, self.marks, self.day, total, self.rounding, self.bridge)
             await self.bus.js_publish(self.subjects.position_events(pair), view)
         self.dirty.clear()
         self.log.info(
@@ -109,6 +117,7 @@ class PortfolioLedger(Actor):
             await self.bus.subscribe(s.query(what), type_, handler, queue=self.name)  # type: ignore[arg-type]
         interval = self.settings.POSITION_UPDATE_INTERVAL / 1000
         self.spawn(self.every(interval, self.revalue, "portfolio revaluation"), "revalue")
+        self.spawn(self.every(interval, self._follow_limits, "reading the risk limits"), "limits")
         self.spawn(self.every(self.settings.SNAPSHOT_INTERVAL / 1000, self.save_snapshot, "snapshot"), "snapshot")
 
     async def on_stop(self) -> None:
@@ -119,7 +128,7 @@ class PortfolioLedger(Actor):
             "fills": self.ledger.fills_applied,
             "lastFillSeq": self.last_seq,
             "rejectedFills": self.rejected,
-            "equity": str(equity(self.ledger, self.marks)),
+            "equity": str(equity(self.ledger, self.marks, self.bridge)),
         }
 
     # -- snapshots -------------------------------------------------------------------------------------
@@ -165,7 +174,7 @@ class PortfolioLedger(Actor):
             self.last_seq = max(self.last_seq, env.seq or 0)
             return
         # a fill belongs to the day it happened, live or replayed (days only move forward)
-        self.day = roll_day(self.ledger, self.marks, self.day, day_key(fill.timestamp))
+        self.day = roll_day(self.ledger, self.marks, self.day, day_key(fill.timestamp), self.bridge)
         try:
             self.ledger.apply_fill(fill)
         except LedgerError as e:
@@ -181,8 +190,8 @@ class PortfolioLedger(Actor):
             self.dirty.add(fill.pair)
             return
         await self._check_negative()
-        total = equity(self.ledger, self.marks)
-        view = position_view(self.ledger, fill.pair, self.marks, self.day, total, self.rounding)
+        total = equity(self.ledger, self.marks, self.bridge)
+        view = position_view(self.ledger, fill.pair, self.marks, self.day, total, self.rounding, self.bridge)
         await self.bus.js_publish(self.subjects.position_events(fill.pair), view, msg_id=f"pos:{fill.fill_id}")
 
     async def _on_order(self, ev: OrderEvent, env: Envelope) -> None:
@@ -192,26 +201,49 @@ class PortfolioLedger(Actor):
             await self._check_negative()
 
     async def _check_negative(self) -> None:
-        negative = set(self.ledger.negative())
-        new, self.alerted = negative - self.alerted, negative  # decided before any await: no double alerts
+        """One alert when a currency's balance goes below what the settings allow (a short position is
+        not a negative balance with ALLOW_SHORT=true); none while it stays there; another only after it
+        came back and breaches again."""
+        allow_short = self.allow_short
+        breached = set(self.ledger.breaches(allow_short))
+        new, self.alerted = breached - self.alerted, breached  # decided before any await: no double alerts
         for currency in sorted(new):
             b = self.ledger.balance(currency)
-            msg = f"{currency} balance below zero: total {b.total}, available {b.available} (locked {b.locked})"
+            what = "below its short positions" if allow_short else "below zero"
+            msg = f"{currency} balance {what}: total {b.total}, available {b.available} (locked {b.locked})"
             self.log.error(msg)
             await self.bus.js_publish(
                 self.subjects.risk_events,
                 RiskAlert(severity="critical", code="NEGATIVE_BALANCE", message=msg, ts=now_ms()),
             )
 
+    async def _follow_limits(self) -> None:
+        """ALLOW_SHORT as the risk-gate has it: the setting, or what PUT /api/risk/config stored since."""
+        try:
+            entry = await self.kv.get(RISK_LIMITS_KEY)
+        except nats.js.errors.KeyNotFoundError:
+            return
+        try:
+            raw = msgspec.json.decode(entry.value or b"{}", type=dict[str, str]).get("ALLOW_SHORT")
+            allow = PARSERS["ALLOW_SHORT"](raw) if raw is not None else self.settings.ALLOW_SHORT
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as e:
+            self.log.warning("{} unreadable ({}): ALLOW_SHORT stays {}", RISK_LIMITS_KEY, e, self.allow_short)
+            return
+        if allow != self.allow_short:
+            self.log.info("ALLOW_SHORT is now {} (from {})", allow, RISK_LIMITS_KEY)
+            self.allow_short = bool(allow)
+            if self.live:
+                await self._check_negative()
+
     # -- valuation -------------------------------------------------------------------------------------
     def current(self) -> PortfolioSnapshot:
         now = now_ms()
-        self.day = roll_day(self.ledger, self.marks, self.day, day_key(now))
-        return snapshot(self.ledger, self.marks, self.day, now, self.last_seq, self.rounding)
+        self.day = roll_day(self.ledger, self.marks, self.day, day_key(now), self.bridge)
+        return snapshot(self.ledger, self.marks, self.day, now, self.last_seq, self.rounding, self.bridge)
 
     async def revalue(self) -> PortfolioSnapshot:
         snap = self.current()
-        self.tracker.sample(snap.ts, equity(self.ledger, self.marks))
+        self.tracker.sample(snap.ts, equity(self.ledger, self.marks, self.bridge))
         await self.bus.js_publish(self.subjects.portfolio_events, snap)
         return snap
 
@@ -232,5 +264,5 @@ class PortfolioLedger(Actor):
         await self.bus.respond(env, PositionsHistory(positions=[cycle_view(c, self.rounding) for c in found]))
 
     async def _on_performance(self, q: Empty, env: Envelope) -> None:
-        perf: Performance = report(self.ledger, self.tracker, self.marks, now_ms(), self.rounding)
+        perf: Performance = report(self.ledger, self.tracker, self.marks, now_ms(), self.rounding, self.bridge)
         await self.bus.respond(env, perf)

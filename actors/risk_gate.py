@@ -253,7 +253,9 @@ class RiskGate(Actor):
         self.fills_seq = max(self.fills_seq, env.seq or 0)
         if f.fill_id in self.applied:
             return
-        self.day = roll_day(self.books_model, self.books.mids, self.day, day_key(f.timestamp))  # as the ledger
+        self.day = roll_day(
+            self.books_model, self.books.mids, self.day, day_key(f.timestamp), self.settings.CONVERSION_BRIDGE
+        )  # as the ledger
         try:
             self.books_model.apply_fill(f)
         except ValueError:
@@ -298,8 +300,8 @@ class RiskGate(Actor):
     def exposure(self) -> Exposure:
         marks = self.books.mids
         now = now_ms()
-        self.day = roll_day(self.books_model, marks, self.day, day_key(now))
-        eq = equity(self.books_model, marks)
+        self.day = roll_day(self.books_model, marks, self.day, day_key(now), self.settings.CONVERSION_BRIDGE)
+        eq = equity(self.books_model, marks, self.settings.CONVERSION_BRIDGE)  # in BASE_CURRENCY, as the ledger's
         self.peak = max(self.peak, eq)
         available = {c: b.available for c, b in self.books_model.balances.items()}
         working: dict[str, Decimal] = {}

@@ -122,6 +122,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # -- portfolio ------------------------------------------------------------------------------------
     INITIAL_BALANCE: Decimal = Decimal("50000")
     BASE_CURRENCY: str = "USDT"
+    CONVERSION_BRIDGE: str = "USDT"  # totals: X_BASE, else BASE_X, else through this currency
     CURRENCY_PRECISION: str = ""  # JSON: {"USDT": 2, "BTC": 8}; 8 decimals for the others
     POSITION_UPDATE_INTERVAL: int = 5000
     SNAPSHOT_INTERVAL: int = 30_000
@@ -470,6 +471,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "INITIAL_BALANCE": _dec(Decimal(0), lo_open=True),
     "CURRENCY_PRECISION": _currency_precision,
     "BASE_CURRENCY": _pattern(re.compile(r"^[A-Z0-9]{2,20}$"), "an upper-case currency code such as USDT"),
+    "CONVERSION_BRIDGE": _pattern(re.compile(r"^[A-Z0-9]{2,20}$"), "an upper-case currency code such as USDT"),
     "POSITION_UPDATE_INTERVAL": _int(100),
     "SNAPSHOT_INTERVAL": _int(100, 86_400_000),
     "NATS_URL": _url("nats", "tls", "ws", "wss"),

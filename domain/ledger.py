@@ -227,6 +227,7 @@ class Lock:
     unit: Decimal
     quantity: Decimal
     filled: Decimal
+    sell: bool = False  # a working sell, holding the base it sells
 
     @property
     def amount(self) -> Decimal:
@@ -249,7 +250,7 @@ def lock_of(order: Order) -> Lock | None:
         return None
     base, quote = pair_currencies(order.pair)
     if order.side == "sell":
-        return Lock(base, Decimal(1), order.quantity, order.filled_quantity)
+        return Lock(base, Decimal(1), order.quantity, order.filled_quantity, sell=True)
     price = order.price or order.reference_price or order.stop_price
     return Lock(quote, price, order.quantity, order.filled_quantity) if price is not None else None
 
@@ -260,6 +261,8 @@ class Ledger:
     initial_balance: Decimal
     positions: dict[str, Position] = field(default_factory=dict)
     balances: dict[str, Balance] = field(default_factory=dict)
+    # summed over the pairs as they are, whatever their quote currency: the portfolio's totals are
+    # converted per currency by domain.valuation, never taken from these two
     realized_pnl: Decimal = ZERO
     fees_paid: Decimal = ZERO
     fills_applied: int = 0
@@ -278,8 +281,35 @@ class Ledger:
         return b
 
     def negative(self) -> list[str]:
-        """Currencies whose total or available balance is below zero (to be alerted)."""
+        """Currencies whose total or available balance is below zero."""
         return [c for c, b in self.balances.items() if b.total < ZERO or b.available < ZERO]
+
+    def breaches(self, allow_short: bool) -> list[str]:
+        """Currencies whose balance is below what the settings allow (to be alerted).
+
+        Without shorts (``allow_short`` false) that is any total or available balance below zero. With
+        shorts allowed, a short position is not a negative balance: a currency's total may go as far
+        below zero as the short positions of the pairs based on it, and working sells of it may take
+        its available further down; below that is a breach (spending, or locking for a buy, what is not
+        there).
+        """
+        if not allow_short:
+            return self.negative()
+        shorts: dict[str, Decimal] = {}
+        for pair, pos in self.positions.items():
+            if pos.quantity < ZERO:
+                base = pair_currencies(pair)[0]
+                shorts[base] = shorts.get(base, ZERO) + pos.quantity
+        selling: dict[str, Decimal] = {}
+        for lock in self.locks.values():
+            if lock.sell:
+                selling[lock.currency] = selling.get(lock.currency, ZERO) + lock.amount
+        out = []
+        for c, b in self.balances.items():
+            floor = shorts.get(c, ZERO)
+            if b.total < floor or b.available + selling.get(c, ZERO) < floor:
+                out.append(c)
+        return out
 
     def _set_lock(self, order_id: str, lock: Lock | None) -> None:
         old = self.locks.pop(order_id, None)
@@ -312,7 +342,8 @@ class Ledger:
         self.filled_by_fills[fill.order_id] = filled
         if known is not None:
             done = bool(fill.order_complete) or filled >= known.quantity
-            self._set_lock(fill.order_id, None if done else Lock(known.currency, known.unit, known.quantity, filled))
+            left = None if done else Lock(known.currency, known.unit, known.quantity, filled, known.sell)
+            self._set_lock(fill.order_id, left)
 
     @staticmethod
     def _with_base_fee(pos: Position, buy: bool, fill: Fill) -> Decimal:

@@ -16,6 +16,11 @@ position cycles (round trips). Formulas:
   win rate = wins / round trips; profit factor = sum of wins / |sum of losses| (null without losses);
   expectancy = sum of realized P&L / round trips; average win = sum of wins / wins; average loss =
   sum of losses / losses (negative).
+
+Currencies: equity is the converted total value (domain/valuation.py); a round trip's P&L and fees,
+in its pair's quote currency, are converted into the base currency at the latest marks before they
+are added up (overall and per pair). A pair quoted in a currency that cannot be converted keeps its
+own figures, labelled with that currency, and stays out of the overall figures (``unconverted``).
 """
 
 from __future__ import annotations
@@ -26,11 +31,13 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from domain.ledger import ClosedCycle, Ledger
-from domain.valuation import EXACT_ENOUGH, Rounding, mark_of
+from domain.valuation import DEFAULT_BRIDGE, EXACT_ENOUGH, Converter, Rounding
 from domain.valuation import equity as total_equity
 from schemas.messages import EquityPoint, PairPerformance, Performance, PeriodReturn, TradeStatsView
+from schemas.subjects import pair_currencies
 
 ZERO = Decimal(0)
+ONE = Decimal(1)
 DAYS_PER_YEAR = Decimal(365)
 UTC = dt.UTC
 
@@ -127,10 +134,17 @@ class TradeStats:
     fees: Decimal
 
 
-def trade_stats(cycles: Iterable[ClosedCycle]) -> TradeStats:
+def trade_stats(cycles: Iterable[ClosedCycle], rate: Callable[[ClosedCycle], Decimal] | None = None) -> TradeStats:
+    """Round-trip statistics; with ``rate``, each cycle's P&L and fees are first multiplied by its rate
+    (e.g. into the base currency)."""
     cycles = list(cycles)
-    pnls = [c.realized_pnl for c in cycles]
-    fees = sum((c.fees for c in cycles), ZERO)
+    if rate is None:
+        pnls = [c.realized_pnl for c in cycles]
+        fees = sum((c.fees for c in cycles), ZERO)
+    else:
+        rates = [rate(c) for c in cycles]
+        pnls = [c.realized_pnl * x for c, x in zip(cycles, rates, strict=True)]
+        fees = sum((c.fees * x for c, x in zip(cycles, rates, strict=True)), ZERO)
     wins = [p for p in pnls if p > ZERO]
     losses = [p for p in pnls if p < ZERO]
     gross_profit = sum(wins, ZERO)
@@ -225,11 +239,17 @@ def _stats_view(t: TradeStats, r: Rounding, currency: str) -> TradeStatsView:
 
 
 def report(
-    ledger: Ledger, tracker: EquityTracker, marks: dict[str, Decimal], ts: int, r: Rounding = EXACT_ENOUGH
+    ledger: Ledger,
+    tracker: EquityTracker,
+    marks: dict[str, Decimal],
+    ts: int,
+    r: Rounding = EXACT_ENOUGH,
+    bridge: str = DEFAULT_BRIDGE,
 ) -> Performance:
     """Everything ``GET /api/performance`` shows, from the books, the equity samples and the closed cycles."""
     base = ledger.base_currency
-    now_equity = total_equity(ledger, marks)
+    conv = Converter(ledger, marks, bridge)
+    now_equity = total_equity(ledger, marks, bridge)
     points = [*tracker.curve, (ts, now_equity)] if not tracker.curve or tracker.curve[-1][0] < ts else tracker.curve
     daily_points = tracker.daily_points()
     if not daily_points or daily_points[-1][0] < ts:
@@ -249,19 +269,41 @@ def report(
             last[period(t)] = e
         return [PeriodReturn(period=k, value=r.ratio(v), equity=r.money(last[k], base)) for k, v in items]
 
+    by_pair: dict[str, list[ClosedCycle]] = {}
+    for c in ledger.history:
+        by_pair.setdefault(c.pair, []).append(c)
     per_pair = []
-    for pair in sorted({c.pair for c in ledger.history} | set(ledger.positions)):
+    unconverted: set[str] = set()
+    converted_cycles: list[ClosedCycle] = []
+    rate_of: dict[str, Decimal] = {}
+    fees_paid = ZERO
+    for pair in sorted(by_pair.keys() | ledger.positions.keys()):
         pos = ledger.positions.get(pair)
-        quote = pair.split("_")[1]
-        mark = mark_of(ledger, pair, marks)
+        quote = pair_currencies(pair)[1]
+        mark = conv.mark(pair)
         unrealized = pos.unrealized(mark) if pos is not None and mark is not None else ZERO
+        realized = pos.realized_pnl if pos else ZERO
+        fees = pos.fees if pos else ZERO
+        cycles = by_pair.get(pair, [])
+        rate = conv.rate(quote)
+        currency = base
+        if rate is None:
+            currency = quote
+            rate = ONE
+            if unrealized or realized or fees or cycles:
+                unconverted.add(quote)
+        else:
+            rate_of[pair] = rate
+            converted_cycles.extend(cycles)
+            fees_paid += fees * rate
         per_pair.append(
             PairPerformance(
                 pair=pair,
-                trades=_stats_view(trade_stats(c for c in ledger.history if c.pair == pair), r, quote),
-                unrealized_pnl=r.money(unrealized, quote),
-                realized_pnl=r.money(pos.realized_pnl if pos else ZERO, quote),
-                fees_paid=r.money(pos.fees if pos else ZERO, quote),
+                trades=_stats_view(trade_stats(cycles, lambda c, x=rate: x), r, currency),
+                unrealized_pnl=r.money(unrealized * rate, currency),
+                realized_pnl=r.money(realized * rate, currency),
+                fees_paid=r.money(fees * rate, currency),
+                currency=currency,
             )
         )
     return Performance(
@@ -280,8 +322,9 @@ def report(
         sharpe=r.ratio(s) if s is not None else None,
         sortino=r.ratio(so) if so is not None else None,
         annualization="daily returns (UTC days), x sqrt(365), risk-free rate 0",
-        trades=_stats_view(trade_stats(ledger.history), r, base),
-        fees_paid=r.money(ledger.fees_paid, base),
+        trades=_stats_view(trade_stats(converted_cycles, lambda c: rate_of[c.pair]), r, base),
+        fees_paid=r.money(fees_paid, base),
         per_pair=per_pair,
         ts=ts,
+        unconverted=sorted(unconverted),
     )

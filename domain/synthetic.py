@@ -1,12 +1,23 @@
-"""A seeded synthetic L2 order book: a random walk of the mid with 10 levels a side. Pure."""
+"""A seeded synthetic L2 order book: a random walk of the mid with 10 levels a side. Pure.
+
+``SyntheticMarket`` prices a set of pairs consistently. The pairs quoted in the main quote currency
+(a stable coin if any, else the most common quote), e.g. BTC_USDT and ETH_USDT, are the legs and walk
+at random. A cross whose two currencies both have a leg (ETH_BTC) is not walked on its own but priced
+from them (mid = ETH_USDT mid / BTC_USDT mid), so converting through a cross or through the legs gives
+the same value up to the books' ticks. Any other pair walks on its own from a consistent start
+(``start_price``).
+"""
 
 from __future__ import annotations
 
 import math
 import random
+from collections import Counter
+from collections.abc import Sequence
 from decimal import ROUND_DOWN, ROUND_UP, Decimal
 
 from schemas.messages import Book
+from schemas.subjects import pair_currencies
 
 START_PRICES: dict[str, Decimal] = {
     "BTC": Decimal("60000"),
@@ -18,6 +29,21 @@ START_PRICES: dict[str, Decimal] = {
     "BEL": Decimal("0.8"),
     "DOGE": Decimal("0.15"),
 }
+
+
+STABLE = frozenset({"USDT", "USD", "USDC", "BUSD", "DAI", "TUSD", "FDUSD"})  # worth about 1 USD each
+
+
+def usd_value(quote: str) -> Decimal:
+    """About what one unit of a quote currency is worth in USD: 1 for a stable coin or an unknown one."""
+    return Decimal(1) if quote in STABLE else START_PRICES.get(quote, Decimal(1))
+
+
+def start_price(pair: str) -> Decimal:
+    """Where a pair's synthetic price starts: its base in USD over its quote in USD (START_PRICES; an
+    unknown base is 100): ETH_BTC 3000 / 60000 = 0.05."""
+    base, quote = pair_currencies(pair)
+    return START_PRICES.get(base, Decimal(100)) / usd_value(quote)
 
 
 def _pow10(exp: int) -> Decimal:
@@ -42,16 +68,22 @@ class SyntheticBook:
     ) -> None:
         self.pair = pair
         self.rng = random.Random(f"{seed}:{pair}")
-        base = pair.split("_")[0]
-        self.mid = float(start or START_PRICES.get(base, Decimal(100)))
+        self.mid = float(start or start_price(pair))
+        self.quote_usd = usd_value(pair_currencies(pair)[1])  # depth and lots are sized in USD
         self.levels = levels
         self.volatility = volatility
 
     def next(self, ts: int) -> Book:
+        """The next book of the random walk."""
         self.mid *= math.exp(self.rng.gauss(0.0, self.volatility))
-        mid = Decimal(repr(self.mid))
+        return self.at(self.mid, ts)
+
+    def at(self, mid_f: float, ts: int) -> Book:
+        """A book around ``mid_f`` (depth from this pair's own random sizes)."""
+        self.mid = mid_f
+        mid = Decimal(repr(mid_f))
         tick = tick_size(mid)
-        lot = lot_size(mid)
+        lot = lot_size(mid if self.quote_usd == 1 else mid * self.quote_usd)
         half_spread = max(tick, (mid * Decimal("0.0002")).quantize(tick, ROUND_UP))
         best_bid = (mid - half_spread).quantize(tick, ROUND_DOWN)
         best_ask = (mid + half_spread).quantize(tick, ROUND_UP)
@@ -63,5 +95,37 @@ class SyntheticBook:
         return Book(pair=self.pair, bids=bids, asks=asks, ts=ts)
 
     def _size(self, mid: Decimal, lot: Decimal) -> Decimal:
-        notional = Decimal(self.rng.randint(5_000, 60_000))
+        notional = Decimal(self.rng.randint(5_000, 60_000))  # USD
+        if self.quote_usd != 1:
+            notional /= self.quote_usd
         return max(lot, (notional / mid).quantize(lot, ROUND_DOWN))
+
+
+class SyntheticMarket:
+    """Books for a set of pairs, crosses priced from their legs (see the module docstring)."""
+
+    def __init__(self, pairs: Sequence[str], seed: int, **kw: float) -> None:
+        self.pairs = list(pairs)
+        quotes = Counter(pair_currencies(p)[1] for p in self.pairs)
+        # the main quote: a stable coin first, then the most pairs, then the first listed
+        main = max(quotes, key=lambda q: (q in STABLE, quotes[q], -self._first(q))) if quotes else ""
+        legs = {pair_currencies(p)[0]: p for p in self.pairs if pair_currencies(p)[1] == main}
+        self.books = {p: SyntheticBook(p, seed, **kw) for p in self.pairs}  # type: ignore[arg-type]
+        self.crosses: dict[str, tuple[str, str]] = {}  # cross -> (leg of its base, leg of its quote)
+        for p in self.pairs:
+            base, quote = pair_currencies(p)
+            if quote != main and base in legs and quote in legs:
+                self.crosses[p] = (legs[base], legs[quote])
+
+    def _first(self, quote: str) -> int:
+        return next(i for i, p in enumerate(self.pairs) if pair_currencies(p)[1] == quote)
+
+    def next(self, ts: int) -> list[Book]:
+        """One book per pair, in the order of ``pairs``: legs and lone pairs walk, crosses follow their legs."""
+        out: dict[str, Book] = {}
+        for p in self.pairs:
+            if p not in self.crosses:
+                out[p] = self.books[p].next(ts)
+        for p, (of_base, of_quote) in self.crosses.items():
+            out[p] = self.books[p].at(self.books[of_base].mid / self.books[of_quote].mid, ts)
+        return [out[p] for p in self.pairs]

@@ -1,8 +1,23 @@
 """Portfolio valuation at marks: the seed's portfolio shape computed from a Ledger. Pure.
 
-Marks are the mid of the latest book (the last fill price when no book was seen). Values are in the
-base currency; positions in pairs quoted in another currency are valued only if that currency is the
-base currency (the others are listed with a zero market value until cross rates exist).
+Marks are the mid of the latest book (the last fill price when no book was seen).
+
+Currencies. Every amount is kept in its own currency: a position's figures (market value, realized
+and unrealized P&L, fees) in its pair's quote currency, balances in theirs. The totals are in the
+base currency: each amount is converted at the latest marks, with one rate per currency found once
+per valuation (``Converter``):
+
+- the direct pair ``X_BASE`` (rate = its mark), else the inverse ``BASE_X`` (rate = 1 / its mark),
+- else through the bridge currency (CONVERSION_BRIDGE, USDT by default): ``X_BRIDGE`` or ``BRIDGE_X``,
+  then ``BRIDGE_BASE`` or ``BASE_BRIDGE`` (rate = the product of the two legs),
+- else the currency cannot be converted: it is listed in ``unconverted`` and left out of the totals,
+  never added as if it were the base currency.
+
+Value. An open position is worth ``quantity x mark`` in its quote currency; cash is what each balance
+holds beyond the open positions in pairs based on that currency (``balance - sum of those positions``;
+buying ETH with BTC in ETH_BTC moves that BTC out of cash into the ETH_BTC position). ``totalValue``
+= cash + positions, each converted; so, at any marks, totalValue = initial + realized + unrealized
+(all converted), when every currency converts.
 
 This is the edge: the books are exact, and only what leaves here is rounded (half-even): amounts to
 their currency's precision (CURRENCY_PRECISION, 8 decimals by default), prices to PRICE_DECIMALS,
@@ -11,12 +26,14 @@ ratios and returns to RATIO_DECIMALS.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from domain.ledger import ClosedCycle, Ledger
+from domain.ledger import ClosedCycle, Ledger, Position
 from schemas.messages import (
     BalanceView,
+    CurrencyFigures,
     PortfolioSnapshot,
     PortfolioSummary,
     PositionCycleView,
@@ -30,6 +47,7 @@ ONE = Decimal(1)
 DEFAULT_DECIMALS = 8
 PRICE_DECIMALS = 10
 RATIO_DECIMALS = 6
+DEFAULT_BRIDGE = "USDT"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +59,10 @@ class Rounding:
 
     def money(self, amount: Decimal, currency: str) -> Decimal:
         return amount.quantize(_EXP[self.decimals.get(currency, self.default)], ROUND_HALF_EVEN)
+
+    def exponent(self, currency: str) -> Decimal:
+        """The quantum amounts of ``currency`` are rounded to (for loops that round many of them)."""
+        return _EXP[self.decimals.get(currency, self.default)]
 
     def price(self, price: Decimal) -> Decimal:
         return price.quantize(_PRICE_EXP, ROUND_HALF_EVEN)
@@ -66,7 +88,7 @@ class DayStart:
     unrealized: dict[str, Decimal] = field(default_factory=dict)
 
 
-def mark_of(ledger: Ledger, pair: str, marks: dict[str, Decimal]) -> Decimal | None:
+def mark_of(ledger: Ledger, pair: str, marks: Mapping[str, Decimal]) -> Decimal | None:
     m = marks.get(pair)
     if m is not None:
         return m
@@ -74,24 +96,125 @@ def mark_of(ledger: Ledger, pair: str, marks: dict[str, Decimal]) -> Decimal | N
     return pos.last_price if pos else None
 
 
-def equity(ledger: Ledger, marks: dict[str, Decimal]) -> Decimal:
-    total = ledger.balance(ledger.base_currency).total
+Leg = tuple[str, bool]  # (pair, inverted): a rate leg is the pair's mark, or 1 / mark when inverted
+_MarkedLeg = tuple[str, bool, Decimal]
+
+
+def _leg(frm: str, to: str, ledger: Ledger, marks: Mapping[str, Decimal]) -> _MarkedLeg | None:
+    pair = f"{frm}_{to}"
+    m = mark_of(ledger, pair, marks)
+    if m is not None and m > ZERO:
+        return (pair, False, m)
+    pair = f"{to}_{frm}"
+    m = mark_of(ledger, pair, marks)
+    if m is not None and m > ZERO:
+        return (pair, True, m)
+    return None
+
+
+def _route(
+    currency: str, base: str, bridge: str, ledger: Ledger, marks: Mapping[str, Decimal]
+) -> tuple[_MarkedLeg, ...] | None:
+    if currency == base:
+        return ()
+    leg = _leg(currency, base, ledger, marks)
+    if leg is not None:
+        return (leg,)
+    if bridge in (currency, base):
+        return None
+    first = _leg(currency, bridge, ledger, marks)
+    if first is None:
+        return None
+    second = _leg(bridge, base, ledger, marks)
+    return None if second is None else (first, second)
+
+
+def conversion_route(
+    currency: str, base: str, bridge: str, ledger: Ledger, marks: Mapping[str, Decimal]
+) -> tuple[Leg, ...] | None:
+    """The pairs whose marks convert ``currency`` into ``base``: none for the base itself; the direct
+    pair X_BASE, else the inverse BASE_X, else X_BRIDGE or BRIDGE_X then BRIDGE_BASE or BASE_BRIDGE;
+    None when there is no route. A pair is usable when it has a mark (a book's mid, or its last fill)."""
+    route = _route(currency, base, bridge, ledger, marks)
+    return None if route is None else tuple((pair, inverted) for pair, inverted, _ in route)
+
+
+class Converter:
+    """Rates into the base currency at the current marks, each currency's route found once (lazily)
+    and kept for the life of this object: make one per valuation."""
+
+    __slots__ = ("base", "bridge", "ledger", "marks", "rates")
+
+    def __init__(self, ledger: Ledger, marks: Mapping[str, Decimal], bridge: str = DEFAULT_BRIDGE) -> None:
+        self.ledger = ledger
+        self.marks = marks
+        self.base = ledger.base_currency
+        self.bridge = bridge
+        self.rates: dict[str, Decimal | None] = {self.base: ONE}
+
+    def mark(self, pair: str) -> Decimal | None:
+        return mark_of(self.ledger, pair, self.marks)
+
+    def rate(self, currency: str) -> Decimal | None:
+        """Units of the base currency per unit of ``currency``; None when it cannot be converted."""
+        try:
+            return self.rates[currency]
+        except KeyError:
+            pass
+        route = _route(currency, self.base, self.bridge, self.ledger, self.marks)
+        rate: Decimal | None = None
+        if route is not None:
+            rate = ONE
+            for _, inverted, m in route:
+                rate = rate / m if inverted else rate * m
+        self.rates[currency] = rate
+        return rate
+
+
+def equity(ledger: Ledger, marks: Mapping[str, Decimal], bridge: str = DEFAULT_BRIDGE) -> Decimal:
+    """Total value in the base currency: cash plus open positions at their marks, every currency
+    converted (see the module docstring); currencies that cannot be converted are left out."""
+    conv = Converter(ledger, marks, bridge)
+    rates = conv.rates
+    total = ZERO
+    held: dict[str, Decimal] = {}
     for pair, pos in ledger.positions.items():
-        if pos.quantity and pair_currencies(pair)[1] == ledger.base_currency:
-            m = mark_of(ledger, pair, marks)
-            if m is not None:
-                total += pos.quantity * m
+        q = pos.quantity
+        if not q:
+            continue
+        base, quote = pair_currencies(pair)
+        h = held.get(base)
+        held[base] = q if h is None else h + q
+        m = marks.get(pair)
+        if m is None:
+            m = pos.last_price
+            if m is None:
+                continue
+        rate = rates[quote] if quote in rates else conv.rate(quote)
+        if rate is ONE:
+            total += q * m
+        elif rate is not None:
+            total += q * m * rate
+    for currency, b in ledger.balances.items():
+        h = held.get(currency)
+        cash = b.total if h is None else b.total - h
+        if cash:
+            rate = conv.rate(currency)
+            if rate is not None:
+                total += cash if rate is ONE else cash * rate
     return total
 
 
-def roll_day(ledger: Ledger, marks: dict[str, Decimal], start: DayStart, day: str) -> DayStart:
+def roll_day(
+    ledger: Ledger, marks: Mapping[str, Decimal], start: DayStart, day: str, bridge: str = DEFAULT_BRIDGE
+) -> DayStart:
     """The day-start record for ``day`` (YYYYMMDD): unchanged on the same or an earlier day (days only
     move forward), taken now on a new one."""
     if start.day >= day:
         return start
     return DayStart(
         day=day,
-        equity=equity(ledger, marks) if ledger.fills_applied else ledger.initial_balance,
+        equity=equity(ledger, marks, bridge) if ledger.fills_applied else ledger.initial_balance,
         realized={p: pos.realized_pnl for p, pos in ledger.positions.items()},
         unrealized={
             p: pos.unrealized(m) for p, pos in ledger.positions.items() if (m := mark_of(ledger, p, marks)) is not None
@@ -99,83 +222,201 @@ def roll_day(ledger: Ledger, marks: dict[str, Decimal], start: DayStart, day: st
     )
 
 
-def position_view(
-    ledger: Ledger,
+def _view(
+    pos: Position,
     pair: str,
-    marks: dict[str, Decimal],
+    exp: Decimal,
+    mark: Decimal | None,
+    market_value: Decimal,
+    unrealized: Decimal,
+    rate: Decimal | None,
     day: DayStart,
     total_value: Decimal,
-    r: Rounding = EXACT_ENOUGH,
 ) -> PositionView:
-    pos = ledger.positions[pair]
-    quote = pair_currencies(pair)[1]
-    mark = mark_of(ledger, pair, marks)
-    valued = mark is not None and quote == ledger.base_currency
-    market_value = pos.quantity * mark if valued and mark is not None else ZERO
-    unrealized = pos.unrealized(mark) if mark is not None else ZERO
+    """One position's view; ``exp`` is the rounding quantum of its quote currency."""
     day_pnl = (pos.realized_pnl - day.realized.get(pair, ZERO)) + (unrealized - day.unrealized.get(pair, ZERO))
+    value_base = market_value if rate is ONE else market_value * rate if rate is not None else ZERO
+    realized = pos.realized_pnl.quantize(exp, ROUND_HALF_EVEN)
+    fees = pos.fees.quantize(exp, ROUND_HALF_EVEN)
+    cur = pos.current
+    if cur is None or not pos.quantity:
+        cycle_realized = cycle_fees = ZERO
+    else:  # the pair's first cycle is its whole life: the same figures, rounded once
+        cycle_realized = realized if cur.realized == pos.realized_pnl else cur.realized.quantize(exp, ROUND_HALF_EVEN)
+        cycle_fees = fees if cur.fees == pos.fees else cur.fees.quantize(exp, ROUND_HALF_EVEN)
     return PositionView(
         id=f"POS_{pos.cycle:03d}_{pair}",
         pair=pair,
         side=pos.side,  # type: ignore[arg-type]
         quantity=abs(pos.quantity),
-        average_price=r.price(pos.average_price),
+        average_price=pos.average_price.quantize(_PRICE_EXP, ROUND_HALF_EVEN),
         current_price=mark,
-        market_value=r.money(market_value, quote),
-        unrealized_pnl=r.money(unrealized, quote),
-        realized_pnl=r.money(pos.realized_pnl, quote),
-        day_pnl=r.money(day_pnl, quote),
-        fees=r.money(pos.fees, quote),
+        market_value=market_value.quantize(exp, ROUND_HALF_EVEN),
+        unrealized_pnl=unrealized.quantize(exp, ROUND_HALF_EVEN),
+        realized_pnl=realized,
+        day_pnl=day_pnl.quantize(exp, ROUND_HALF_EVEN),
+        fees=fees,
         risk_metrics=RiskMetrics(
-            position_size=r.ratio(abs(market_value) / total_value) if total_value > ZERO else ZERO,
+            position_size=(abs(value_base) / total_value).quantize(_RATIO_EXP, ROUND_HALF_EVEN)
+            if total_value > ZERO
+            else ZERO,
             leverage=ONE,
             liquidation_price=None,
         ),
         opened_at=pos.opened_at,
         updated_at=pos.updated_at,
+        cycle_realized_pnl=cycle_realized,
+        cycle_fees=cycle_fees,
+        pair_realized_pnl=realized,
+        pair_fees=fees,
     )
+
+
+def position_view(
+    ledger: Ledger,
+    pair: str,
+    marks: Mapping[str, Decimal],
+    day: DayStart,
+    total_value: Decimal,
+    r: Rounding = EXACT_ENOUGH,
+    bridge: str = DEFAULT_BRIDGE,
+) -> PositionView:
+    """One position, its figures in its pair's quote currency; ``riskMetrics.positionSize`` is its
+    market value converted into the base currency over ``total_value`` (0 when it cannot be converted)."""
+    conv = Converter(ledger, marks, bridge)
+    pos = ledger.positions[pair]
+    quote = pair_currencies(pair)[1]
+    mark = conv.mark(pair)
+    market_value = pos.quantity * mark if mark is not None else ZERO
+    unrealized = pos.unrealized(mark) if mark is not None else ZERO
+    return _view(pos, pair, r.exponent(quote), mark, market_value, unrealized, conv.rate(quote), day, total_value)
+
+
+@dataclass(slots=True)
+class _Figures:
+    """The exact figures of one currency that pairs are quoted in, in its own units."""
+
+    realized: Decimal = ZERO
+    unrealized: Decimal = ZERO
+    fees: Decimal = ZERO
+    positions: Decimal = ZERO  # market value of the open positions quoted in it
+
+
+_NONE = _Figures()
 
 
 def snapshot(
     ledger: Ledger,
-    marks: dict[str, Decimal],
+    marks: Mapping[str, Decimal],
     day: DayStart,
     ts: int,
     last_seq: int,
     r: Rounding = EXACT_ENOUGH,
+    bridge: str = DEFAULT_BRIDGE,
 ) -> PortfolioSnapshot:
-    """The whole portfolio in the seed's shape (open positions only; flat pairs are left out)."""
+    """The whole portfolio in the seed's shape (open positions only; flat pairs are left out), its
+    totals converted into the base currency (see the module docstring)."""
     base = ledger.base_currency
-    total_value = equity(ledger, marks)
-    open_pairs = [p for p in sorted(ledger.positions) if ledger.positions[p].quantity != ZERO]
-    positions_value = ZERO
-    unrealized_total = ZERO
-    for pair in open_pairs:  # exact sums, rounded once at the end
-        pos = ledger.positions[pair]
-        mark = mark_of(ledger, pair, marks)
-        if mark is not None and pair_currencies(pair)[1] == base:
-            positions_value += pos.quantity * mark
-            unrealized_total += pos.unrealized(mark)
-    balances = [
-        BalanceView(
-            currency=c, total=r.money(b.total, c), available=r.money(b.available, c), locked=r.money(b.locked, c)
-        )
-        for c, b in sorted(ledger.balances.items(), key=lambda kv: (kv[0] != base, kv[0]))
-        if b.total != ZERO or b.locked != ZERO or c == base
-    ]
+    conv = Converter(ledger, marks, bridge)
+    figs: dict[str, _Figures] = {}  # by quote currency
+    held: dict[str, Decimal] = {}  # units held as open positions, by base currency
+    opened: list[tuple[str, Position, str, Decimal | None, Decimal, Decimal]] = []
+    for pair, pos in ledger.positions.items():  # one pass, exact sums, rounded once at the end
+        base_c, quote = pair_currencies(pair)
+        f = figs.get(quote)
+        if f is None:
+            f = figs[quote] = _Figures()
+        f.realized += pos.realized_pnl
+        f.fees += pos.fees
+        q = pos.quantity
+        if not q:
+            continue
+        h = held.get(base_c)
+        held[base_c] = q if h is None else h + q
+        mark = marks.get(pair)
+        if mark is None:
+            mark = pos.last_price
+        value = unrealized = ZERO
+        if mark is not None:
+            value = q * mark
+            unrealized = q * (mark - pos.average_price)
+            f.positions += value
+            f.unrealized += unrealized
+        opened.append((pair, pos, quote, mark, value, unrealized))
+
+    cash_total = positions_total = realized_total = unrealized_total = fees_total = ZERO
+    unconverted: list[str] = []
+    used: dict[str, Decimal] = {}
+    by_currency: dict[str, CurrencyFigures] = {}
+    balance_views: list[BalanceView] = []
+    balances = ledger.balances
+    zeros: dict[Decimal, Decimal] = {}
+    for c in sorted(balances.keys() | figs.keys()):
+        f = figs.get(c, _NONE)
+        b = balances.get(c)
+        balance = b.total if b is not None else ZERO
+        h = held.get(c)
+        cash = balance if h is None else balance - h
+        if cash or (f is not _NONE and (f.positions or f.realized or f.unrealized or f.fees)):
+            rate = conv.rate(c)
+            if rate is None:
+                unconverted.append(c)
+            else:
+                used[c] = rate
+                cash_total += cash * rate
+                if f is not _NONE:
+                    positions_total += f.positions * rate
+                    realized_total += f.realized * rate
+                    unrealized_total += f.unrealized * rate
+                    fees_total += f.fees * rate
+        # else there is nothing in it to convert: its units are all held as positions, valued in their quote
+        exp = r.exponent(c)
+        total = balance.quantize(exp, ROUND_HALF_EVEN)
+        if b is not None and (balance or b.locked or c == base):
+            locked = b.locked.quantize(exp, ROUND_HALF_EVEN)
+            available = total if not b.locked else b.available.quantize(exp, ROUND_HALF_EVEN)
+            balance_views.append(BalanceView(currency=c, total=total, available=available, locked=locked))
+        if f is _NONE:
+            if balance or c == base:
+                zero = zeros.get(exp)
+                if zero is None:
+                    zero = zeros[exp] = ZERO.quantize(exp)
+                by_currency[c] = CurrencyFigures(realized_pnl=zero, unrealized_pnl=zero, fees_paid=zero, balance=total)
+        else:
+            by_currency[c] = CurrencyFigures(
+                realized_pnl=f.realized.quantize(exp, ROUND_HALF_EVEN),
+                unrealized_pnl=f.unrealized.quantize(exp, ROUND_HALF_EVEN),
+                fees_paid=f.fees.quantize(exp, ROUND_HALF_EVEN),
+                balance=total,
+            )
+    if base in balances:  # the base currency's balance first
+        i = next(i for i, v in enumerate(balance_views) if v.currency == base)
+        balance_views.insert(0, balance_views.pop(i))
+    total_value = cash_total + positions_total
+    opened.sort(key=lambda o: o[0])
+    exps = {quote: r.exponent(quote) for quote in figs}
+    rates = conv.rates
+    views = [
+        _view(pos, pair, exps[quote], mark, value, unrealized, rates[quote] if quote in rates else conv.rate(quote),
+              day, total_value)
+        for pair, pos, quote, mark, value, unrealized in opened
+    ]  # fmt: skip
     return PortfolioSnapshot(
         summary=PortfolioSummary(
             total_value=r.money(total_value, base),
-            total_cash=r.money(ledger.balance(base).total, base),
-            total_positions=r.money(positions_value, base),
+            total_cash=r.money(cash_total, base),
+            total_positions=r.money(positions_total, base),
             unrealized_pnl=r.money(unrealized_total, base),
-            realized_pnl=r.money(ledger.realized_pnl, base),
+            realized_pnl=r.money(realized_total, base),
             day_pnl=r.money(total_value - day.equity, base) if day.day else ZERO,
-            fees_paid=r.money(ledger.fees_paid, base),
+            fees_paid=r.money(fees_total, base),
             base_currency=base,
+            by_currency=by_currency,
+            unconverted=unconverted,
+            conversion_rates={c: r.price(v) for c, v in used.items() if c != base},
         ),
-        positions=[position_view(ledger, p, marks, day, total_value, r) for p in open_pairs],
-        balances=balances,
+        positions=views,
+        balances=balance_views,
         fills_applied=ledger.fills_applied,
         last_fill_seq=last_seq,
         ts=ts,

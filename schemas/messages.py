@@ -409,12 +409,18 @@ class PositionView(Msg):
     current_price: Decimal | None
     market_value: Decimal
     unrealized_pnl: Decimal = msgspec.field(name="unrealizedPnL")
-    realized_pnl: Decimal = msgspec.field(name="realizedPnL")
+    realized_pnl: Decimal = msgspec.field(name="realizedPnL")  # the pair's whole life (= pairRealizedPnL)
     day_pnl: Decimal = msgspec.field(name="dayPnL")
-    fees: Decimal
+    fees: Decimal  # the pair's whole life (= pairFees)
     risk_metrics: RiskMetrics
     opened_at: int | None = None
     updated_at: int = 0
+    # realized P&L and fees of the current cycle only (the position named by ``id``; 0 when flat) and of
+    # the pair's whole life (every cycle since its first fill); all in the pair's quote currency
+    cycle_realized_pnl: Decimal = msgspec.field(default=ZERO, name="cycleRealizedPnL")
+    cycle_fees: Decimal = ZERO
+    pair_realized_pnl: Decimal = msgspec.field(default=ZERO, name="pairRealizedPnL")
+    pair_fees: Decimal = ZERO
 
 
 class BalanceView(Msg):
@@ -424,7 +430,19 @@ class BalanceView(Msg):
     locked: Decimal
 
 
+class CurrencyFigures(Msg):
+    """One currency's own figures, in its own units (``summary.byCurrency``)."""
+
+    realized_pnl: Decimal = msgspec.field(name="realizedPnL")  # of the pairs quoted in it
+    unrealized_pnl: Decimal = msgspec.field(name="unrealizedPnL")  # of the open positions quoted in it
+    fees_paid: Decimal  # of the pairs quoted in it
+    balance: Decimal  # the total balance
+
+
 class PortfolioSummary(Msg):
+    """Totals in ``base_currency``: every amount converted at the latest marks (see domain/valuation.py);
+    a currency that cannot be converted is listed in ``unconverted`` and left out of the totals."""
+
     total_value: Decimal
     total_cash: Decimal
     total_positions: Decimal
@@ -433,6 +451,9 @@ class PortfolioSummary(Msg):
     day_pnl: Decimal = msgspec.field(name="dayPnL")
     fees_paid: Decimal
     base_currency: str
+    by_currency: dict[str, CurrencyFigures] = msgspec.field(default_factory=dict)
+    unconverted: list[str] = msgspec.field(default_factory=list)
+    conversion_rates: dict[str, Decimal] = msgspec.field(default_factory=dict)  # BASE per unit, as used
 
 
 class PortfolioSnapshot(Msg):
@@ -505,6 +526,9 @@ class PairPerformance(Msg):
     unrealized_pnl: Decimal = msgspec.field(name="unrealizedPnL")
     realized_pnl: Decimal = msgspec.field(name="realizedPnL")
     fees_paid: Decimal
+    # the currency of the money figures above: the base currency (converted at the latest marks), or the
+    # pair's quote currency when that cannot be converted (then listed in ``Performance.unconverted``)
+    currency: str = ""
 
 
 class Performance(Msg):
@@ -529,6 +553,7 @@ class Performance(Msg):
     fees_paid: Decimal
     per_pair: list[PairPerformance]
     ts: int
+    unconverted: list[str] = msgspec.field(default_factory=list)  # left out of the figures in base_currency
 
 
 # --------------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from actors.venues.base import Listener, VenueOrder, VenueOrderRequest, VenueRef
 from bus.client import Bus
 from config.settings import Settings, parse_paper_markets
 from domain.matching import MarketSpec, Matcher, SimOrder, SimTrade
-from domain.synthetic import START_PRICES, lot_size, tick_size
+from domain.synthetic import START_PRICES, lot_size, start_price, tick_size
 from schemas.messages import Book, MarketRules, now_ms
 from schemas.subjects import pair_currencies
 
@@ -64,7 +64,7 @@ def market_spec(settings: Settings, pair: str) -> MarketSpec:
     start = START_PRICES.get(pair_currencies(pair)[0], Decimal(100))
     o = parse_paper_markets(settings.PAPER_MARKETS).get(pair)
     return MarketSpec(
-        tick_size=(o and o.tick_size) or tick_size(start),
+        tick_size=(o and o.tick_size) or tick_size(start_price(pair)),  # ETH_BTC: of 0.05, not of 3000
         amount_step=(o and o.amount_step) or lot_size(start),
         min_notional=o.min_notional if o and o.min_notional is not None else settings.PAPER_MIN_NOTIONAL,
         maker_fee=o.maker_fee if o and o.maker_fee is not None else settings.PAPER_MAKER_FEE,

@@ -62,7 +62,9 @@ async def test_working_orders_lock_funds_and_release_them(nats_url, prefix, clie
 
 
 async def test_a_negative_balance_raises_a_critical_alert(nats_url, prefix, client):
-    sut = System(nats_url, settings_for(nats_url, prefix))
+    # without shorts a sale of what is not held is a breach (with ALLOW_SHORT=true it is a short: see
+    # tests/integration/test_portfolio_currencies.py)
+    sut = System(nats_url, settings_for(nats_url, prefix, ALLOW_SHORT="false"))
     alerts: list[RiskAlert] = []
 
     async def on_alert(a: RiskAlert, env: Envelope) -> None:

@@ -458,17 +458,21 @@ def test_snapshot_marks_fall_back_to_the_last_fill_price():
     assert [p.current_price for p in snap.positions] == [D("50000"), D("3000")]
 
 
-def test_snapshot_pair_quoted_in_another_currency_has_no_value():
+def test_snapshot_pair_quoted_in_a_currency_that_cannot_be_converted_stays_out_of_the_totals():
+    # only ETH_BTC has a mark: BTC has no route into USDT (no BTC_USDT, no USDT_BTC; the bridge is USDT itself)
     ledger = Ledger("USDT", INITIAL)
     ledger.apply_fill(fill("buy", "1", "0.05", "0", "BTC", pair="ETH_BTC"))
     snap = snapshot(ledger, {"ETH_BTC": D("0.06")}, DayStart(), ts=1, last_seq=0)
     (pos,) = snap.positions
-    assert pos.market_value == 0
-    assert pos.unrealized_pnl == D("0.01")  # in BTC, listed but not summed into the USDT totals
-    assert pos.risk_metrics.position_size == 0
-    assert snap.summary.total_value == INITIAL
-    assert snap.summary.unrealized_pnl == 0
-    assert snap.summary.total_positions == 0
+    assert pos.market_value == D("0.06")  # in BTC, its quote currency
+    assert pos.unrealized_pnl == D("0.01")  # in BTC
+    assert pos.risk_metrics.position_size == 0  # no value in USDT to compare
+    s = snap.summary
+    assert s.unconverted == ["BTC"]
+    assert s.total_value == INITIAL and s.total_cash == INITIAL  # the BTC spent and the ETH_BTC position: left out
+    assert s.unrealized_pnl == 0 and s.total_positions == 0
+    assert s.by_currency["BTC"].unrealized_pnl == D("0.01") and s.by_currency["BTC"].balance == D("-0.05")
+    assert s.by_currency["ETH"].balance == 1
 
 
 def test_roll_day_and_day_pnl():
