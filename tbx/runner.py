@@ -175,8 +175,10 @@ async def serve(settings: Settings, names: list[str], *, with_gateway: bool, emb
         # what runs in this process sees the URL in use (GET /api/status shows it as natsUrl)
         settings = msgspec.structs.replace(settings, NATS_URL=url)
     if embedded_ok:
-        public_url = without_credentials(url)
-        url_file = write_url_file(settings.DATA_DIR, public_url)
+        try:
+            url_file = write_url_file(settings.DATA_DIR, without_credentials(url))
+        except OSError as e:  # not worth refusing to trade for: clients can still be told the URL
+            logger.warning("cannot write {}: {}", Path(settings.DATA_DIR) / NATS_URL_FILE, e)
     started: list[Component] = []
 
     async def start_all() -> None:
