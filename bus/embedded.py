@@ -35,8 +35,19 @@ def find_binary() -> str:
     )
 
 
+class PortInUse(BusUnavailable):
+    """The port asked for (NATS_PORT) is taken by another program."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        super().__init__(f"port {port} on {host} is already in use by another program")
+
+
 def port_is_free(host: str, port: int) -> bool:
+    """Whether a server could listen on ``host:port`` now. Like nats-server, with SO_REUSEADDR: connections
+    of an earlier server left in TIME_WAIT do not count, a listening socket does."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
@@ -57,13 +68,21 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 class EmbeddedNats:
-    """A private nats-server process with JetStream stored under ``data_dir``."""
+    """A private nats-server process with JetStream stored under ``data_dir``.
+
+    ``port``: that port or nothing (``PortInUse`` when it is taken). Without it: 4222, or a free port when
+    4222 is taken (``fell_back_from`` then says so, for the launcher to tell the user).
+
+    The server runs in a process group of its own: a signal to the launcher's group (Ctrl-C in a terminal,
+    ``kill -TERM -<pgid>``) reaches only the launcher, which stops the actors while the bus is still up and
+    then the server. It still dies with the launcher (PR_SET_PDEATHSIG)."""
 
     def __init__(self, data_dir: str | Path, *, host: str = "127.0.0.1", port: int | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.host = host
         self.requested_port = port
         self.port = 0
+        self.fell_back_from: int | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.data_dir / "nats-server.log"
 
@@ -78,12 +97,25 @@ class EmbeddedNats:
     def start(self, timeout: float = 15.0) -> str:
         store = self.data_dir / "jetstream"
         store.mkdir(parents=True, exist_ok=True)
-        if self.requested_port is not None:
-            self.port = self.requested_port
-        elif port_is_free(self.host, DEFAULT_PORT):
-            self.port = DEFAULT_PORT
-        else:
-            self.port = free_port(self.host)
+        for attempt in range(3):
+            if self.requested_port is not None:
+                if not port_is_free(self.host, self.requested_port):
+                    raise PortInUse(self.host, self.requested_port)
+                self.port = self.requested_port
+            elif port_is_free(self.host, DEFAULT_PORT) and attempt == 0:
+                self.port = DEFAULT_PORT
+            else:
+                self.fell_back_from = DEFAULT_PORT
+                self.port = free_port(self.host)
+            try:
+                return self._start_on_port(store, timeout)
+            except PortInUse:
+                # taken between the check and the server's bind: NATS_PORT is refused, otherwise another port
+                if self.requested_port is not None or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _start_on_port(self, store: Path, timeout: float) -> str:
         cmd = [
             find_binary(),
             "--addr", self.host,
@@ -92,23 +124,36 @@ class EmbeddedNats:
             "--store_dir", str(store),
             "--server_name", f"tbx-{self.port}",
         ]  # fmt: skip
+        log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
         try:
             preexec = _die_with_parent if sys.platform.startswith("linux") else None
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, preexec_fn=preexec)
+            self.proc = subprocess.Popen(
+                cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, preexec_fn=preexec, process_group=0
+            )
         finally:
             log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise BusUnavailable(
-                    f"embedded nats-server exited with code {self.proc.returncode}: {self._log_tail()}"
-                )
-            if self._ready():
+                code, self.proc = self.proc.returncode, None
+                if "address already in use" in self._log_since(log_start).lower():
+                    raise PortInUse(self.host, self.port)
+                raise BusUnavailable(f"embedded nats-server exited with code {code}: {self._log_tail()}")
+            # its own "ready" line first: a client port that answers may be another server's
+            if "Server is ready" in self._log_since(log_start) and self._ready():
                 return self.url
             time.sleep(0.05)
         self.stop()
         raise BusUnavailable(f"embedded nats-server not ready on {self.url} after {timeout:.0f}s: {self._log_tail()}")
+
+    def _log_since(self, offset: int) -> str:
+        try:
+            with open(self.log_path, "rb") as fh:
+                fh.seek(offset)
+                return fh.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     def _ready(self) -> bool:
         try:
@@ -123,6 +168,12 @@ class EmbeddedNats:
             return " | ".join(self.log_path.read_text(errors="replace").strip().splitlines()[-n:])
         except OSError:
             return "(no log)"
+
+    def signal_stop(self) -> None:
+        """SIGTERM without waiting (the launcher exits at once)."""
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGTERM)
 
     def stop(self, timeout: float = 3.0) -> None:
         """Stop the server by its pid: SIGTERM, then SIGKILL after ``timeout``."""

@@ -128,6 +128,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     SNAPSHOT_INTERVAL: int = 30_000
     # -- bus and market data ------------------------------------------------------------------------
     NATS_URL: str = ""
+    NATS_PORT: int | None = None  # the embedded nats-server's port; unset: 4222, or a free port when taken
     NATS_REPLICAS: int = 1
     BUS_PREFIX: str = "tbx"
     PAIRS: tuple[str, ...] = ("BTC_USDT", "ETH_USDT", "XMR_USDT", "RVN_USDT")
@@ -247,6 +248,12 @@ def _origins(raw: Any) -> tuple[str, ...]:
         if o != "*" and not re.match(r"^https?://[^\s/:]+(:\d{1,5})?$", o):
             raise ValueError("a comma-separated list of origins such as http://localhost:3005 (or *), or empty")
     return out
+
+
+def _optional_port(raw: Any) -> int | None:
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    return _int(1, 65535)(raw)
 
 
 def _text(raw: Any) -> str:
@@ -475,6 +482,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "POSITION_UPDATE_INTERVAL": _int(100),
     "SNAPSHOT_INTERVAL": _int(100, 86_400_000),
     "NATS_URL": _url("nats", "tls", "ws", "wss"),
+    "NATS_PORT": _optional_port,
     "NATS_REPLICAS": _int(1, 5),
     "BUS_PREFIX": _pattern(PREFIX_RE, "1 to 32 letters, digits, '_' or '-'"),
     "PAIRS": _pairs,
@@ -490,10 +498,51 @@ def hide_credentials(url: str) -> str:
     return re.sub(r"(://)[^\s/@,]+@", r"\1***@", url)
 
 
+def without_credentials(url: str) -> str:
+    """``nats://user:secret@host:4222`` -> ``nats://host:4222`` (each URL of a comma-separated list): what
+    may be shown to anyone, in an answer or a file."""
+    out = []
+    for part in url.split(","):
+        scheme, sep, rest = part.partition("://")
+        if sep:
+            authority, slash, path = rest.partition("/")
+            rest = authority.rpartition("@")[2] + slash + path
+        out.append(scheme + sep + rest)
+    return ",".join(out)
+
+
 def _show(name: str, raw: Any) -> str:
     if name in SECRET_FIELDS:
         return "'***'"
     return repr(hide_credentials(str(raw)) if name in URL_FIELDS else str(raw))
+
+
+DOTENV_FILE = ".env"
+
+
+def read_environment(directory: str | Path = ".") -> tuple[dict[str, str], list[str]]:
+    """The environment to read settings from: ``.env`` in ``directory`` (the working directory), if there is
+    one, overlaid by the process environment (a variable set in the environment wins over the file).
+
+    The file is read with python-dotenv, literally (no ``${VAR}`` expansion). Returns the merged mapping and
+    warnings: names in the file that are not settings (a typo would otherwise be ignored in silence)."""
+    from dotenv import dotenv_values
+
+    path = Path(directory) / DOTENV_FILE
+    from_file: dict[str, str] = {}
+    if path.is_file():
+        try:
+            values = dotenv_values(path, interpolate=False, encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{str(path)!r}: cannot read the file ({e})") from None
+        from_file = {k: v for k, v in values.items() if v is not None}
+    unknown = sorted(set(from_file) - set(PARSERS) - {"TBX_CONFIG"})
+    warnings = (
+        [f"{path}: not settings, ignored: {', '.join(unknown)} (the settings are the variables of .env.example)"]
+        if unknown
+        else []
+    )
+    return {**from_file, **os.environ}, warnings
 
 
 def load_settings(env: Mapping[str, str] | None = None, config_file: str | Path | None = None) -> Settings:
@@ -572,4 +621,9 @@ def warnings_for(s: Settings) -> list[str]:
     out = []
     if s.XEGGEX_API_KEY or s.XEGGEX_API_SECRET:
         out.append(f"XEGGEX_API_KEY/SECRET are set but ignored: {XEGGEX_GONE}")
+    if s.NATS_PORT is not None and s.NATS_URL:
+        out.append(
+            f"NATS_PORT={s.NATS_PORT} is ignored: NATS_URL is set, so no embedded nats-server is started "
+            "(unset NATS_URL to run one on NATS_PORT)"
+        )
     return out

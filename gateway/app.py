@@ -18,7 +18,7 @@ from loguru import logger
 
 from bus.client import Bus
 from bus.errors import RequestFailed
-from config.settings import Settings
+from config.settings import Settings, without_credentials
 from gateway import openapi, orders, portfolio, positions, risk, signals, streams, trades
 from gateway.common import BUS, HEALTH, SETTINGS, SHUTDOWN_GRACE_S
 from gateway.health import VERSION, HealthBook
@@ -56,6 +56,7 @@ async def get_status(request: web.Request) -> web.Response:
             pairs=list(s.PAIRS),
             base_currency=s.BASE_CURRENCY,
             bus_prefix=s.BUS_PREFIX,
+            nats_url=without_credentials(s.NATS_URL),
             started_at=started,
             uptime_ms=now_ms() - started,
             actors={name: a.status for name, a in report.actors.items()},

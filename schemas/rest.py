@@ -129,6 +129,7 @@ class Status(Rest, kw_only=True):
     pairs: list[str]
     base_currency: str
     bus_prefix: str
+    nats_url: str  # the NATS this gateway uses (the embedded one's, or NATS_URL), never with credentials
     started_at: int
     uptime_ms: int
     actors: dict[str, str]

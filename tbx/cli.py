@@ -8,7 +8,7 @@ import sys
 
 import msgspec
 
-from config.settings import ConfigError, load_settings, warnings_for
+from config.settings import ConfigError, load_settings, read_environment, warnings_for
 from schemas.subjects import ACTORS
 
 
@@ -16,15 +16,21 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tbx",
         description="trading-bot-execution: risk-checked order routing, fill tracking and books over NATS.",
-        epilog="Settings come from environment variables (see .env.example) and an optional TOML file.",
+        epilog="Settings come from environment variables, then a .env file in the working directory, then an "
+        "optional TOML file (see .env.example).",
     )
-    p.add_argument("--config", metavar="FILE", help="TOML file with settings (environment variables win)")
+    p.add_argument("--config", metavar="FILE", help="TOML file with settings (environment variables and ./.env win)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("run", help="everything in one process: NATS (embedded unless NATS_URL), all actors, gateway")
     a = sub.add_parser("actor", help="one actor alone, against NATS_URL")
     a.add_argument("name", choices=ACTORS)
     sub.add_parser("gateway", help="the REST gateway alone, against NATS_URL")
     sub.add_parser("config", help="print the effective settings (secrets hidden) and exit")
+    sub.add_parser(
+        "status",
+        help="is it running? prints the NATS URL of `tbx run` (DATA_DIR/nats.url) and GET /api/health; "
+        "exit 0 healthy, 1 unhealthy, 3 not running",
+    )
     return p
 
 
@@ -40,22 +46,28 @@ def _event_loop_runner() -> asyncio.Runner:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        settings = load_settings(config_file=args.config)
+        env, env_warnings = read_environment()
+        settings = load_settings(env, config_file=args.config)
     except ConfigError as e:
         print(f"tbx: config error: {e}", file=sys.stderr)
         return 2
     if args.command == "config":
         sys.stdout.write(msgspec.json.format(msgspec.json.encode(settings.redacted())).decode() + "\n")
         return 0
+    if args.command == "status":
+        from tbx.status import status
+
+        return status(settings)
 
     from loguru import logger
 
+    from bus.embedded import PortInUse
     from bus.errors import BusUnavailable
     from tbx.logs import setup_logging
     from tbx.runner import ACTOR_CLASSES, serve
 
     setup_logging(settings.LOG_LEVEL, json=settings.NODE_ENV == "production")
-    for w in warnings_for(settings):
+    for w in [*env_warnings, *warnings_for(settings)]:
         logger.warning(w)
     if args.command == "run":
         names, gateway, embedded = list(ACTOR_CLASSES), True, True
@@ -66,6 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with _event_loop_runner() as runner:
             return runner.run(serve(settings, names, with_gateway=gateway, embedded_ok=embedded))
+    except PortInUse as e:
+        print(
+            f"tbx: config error: NATS_PORT={str(e.port)!r} is not allowed: the port is already in use on {e.host} "
+            "(another nats-server or program listens there); stop it, choose another NATS_PORT, or unset "
+            "NATS_PORT to take a free port",
+            file=sys.stderr,
+        )
+        return 2
     except BusUnavailable as e:
         logger.error(str(e))
         return 1

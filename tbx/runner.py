@@ -5,10 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import signal
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+import msgspec
 from loguru import logger
 
 from actors.base import Actor
@@ -20,15 +25,19 @@ from actors.risk_gate import RiskGate
 from actors.signal_intake import SignalIntake
 from bus.client import Bus
 from bus.embedded import EmbeddedNats
-from config.settings import Settings, hide_credentials
+from config.settings import Settings, hide_credentials, without_credentials
 from gateway.app import Gateway
+from gateway.common import HEALTH
 from schemas.subjects import Subjects
+from tbx.status import NATS_URL_FILE  # in DATA_DIR, while `tbx run` runs
 
 # start order: consumers before producers; stop order is the reverse
 ACTOR_CLASSES: dict[str, type[Actor]] = {
     cls.name: cls for cls in (MarketDataFeed, PortfolioLedger, FillTracker, OrderRouter, RiskGate, SignalIntake)
 }
 STOP_BUDGET_S = 3.5  # for the actors and the gateway; the embedded nats-server gets 1 s more
+SECOND_SIGNAL_GRACE_S = 1.0  # a stop signal again within this time is the same request, not "exit now"
+READY_WARN_AFTER_S = 15.0  # not healthy this long after start: say what is missing (and again every 15 s)
 
 
 class Component(Protocol):
@@ -39,18 +48,67 @@ class Component(Protocol):
     async def stop(self) -> None: ...
 
 
-def install_stop_signals(stop: asyncio.Event) -> None:
+def install_stop_signals(stop: asyncio.Event, on_force: Callable[[], None] | None = None) -> None:
+    """SIGINT / SIGTERM set ``stop``. The same signal again within SECOND_SIGNAL_GRACE_S is part of the same
+    request (``kill -TERM -<pgid>`` reaching us through a wrapper such as ``uv run`` too, a double tap):
+    ignored. One sent after that means "now": ``on_force`` and exit 130 at once, no clean stop."""
     loop = asyncio.get_running_loop()
+    first: list[float] = []
 
     def on_signal(sig: signal.Signals) -> None:
-        if stop.is_set():
-            logger.warning("second {}: exiting now", sig.name)
-            raise SystemExit(130)
-        logger.info("{} received: stopping", sig.name)
-        stop.set()
+        now = time.monotonic()
+        if not first:
+            first.append(now)
+            logger.info("{} received: stopping", sig.name)
+            stop.set()
+            return
+        if now - first[0] < SECOND_SIGNAL_GRACE_S:
+            logger.debug("{} again {:.0f} ms after the first: already stopping", sig.name, (now - first[0]) * 1000)
+            return
+        logger.warning("second {}: exiting now, without a clean stop", sig.name)
+        if on_force is not None:
+            with contextlib.suppress(Exception):
+                on_force()
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        os._exit(130)  # no unwinding through half-stopped parts (and no traceback)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
+
+
+def write_url_file(data_dir: str, url: str) -> Path:
+    """DATA_DIR/nats.url: the NATS URL of the running service (no credentials), for clients and `tbx status`."""
+    path = Path(data_dir) / NATS_URL_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{NATS_URL_FILE}.{os.getpid()}.tmp")
+    tmp.write_text(url + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def remove_url_file(path: Path, url: str) -> None:
+    """Remove the file if it still says ``url`` (not if another run has written its own since)."""
+    with contextlib.suppress(OSError):
+        if path.read_text().strip() == url:
+            path.unlink()
+
+
+async def wait_until_healthy(gateway: Gateway) -> None:
+    """Until /api/health would answer 200 (the gateway's own view of the heartbeats); a warning now and then
+    naming what is missing, so a start that never gets healthy says why."""
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    warn_at = t0 + READY_WARN_AFTER_S
+    while True:
+        report = gateway.app[HEALTH].report()
+        if report.status == "healthy":
+            return
+        if loop.time() >= warn_at:
+            down = ", ".join(f"{n} {a.status}" for n, a in report.actors.items() if a.status != "running")
+            logger.warning("not healthy yet after {:.0f} s: {}", loop.time() - t0, down or report.status)
+            warn_at += READY_WARN_AFTER_S
+        await asyncio.sleep(0.02)
 
 
 async def connect(settings: Settings, url: str, name: str) -> Bus:
@@ -75,9 +133,18 @@ async def build(settings: Settings, url: str, names: list[str], with_gateway: bo
 
 async def serve(settings: Settings, names: list[str], *, with_gateway: bool, embedded_ok: bool) -> int:
     stop = asyncio.Event()
-    install_stop_signals(stop)
     nats_server: EmbeddedNats | None = None
+
+    def force() -> None:
+        if nats_server is not None:
+            nats_server.signal_stop()
+
+    install_stop_signals(stop, force)
     url = settings.NATS_URL
+    url_file: Path | None = None
+    if embedded_ok:  # `tbx run` owns DATA_DIR: a file left by a run that was killed says nothing true
+        with contextlib.suppress(OSError):
+            (Path(settings.DATA_DIR) / NATS_URL_FILE).unlink()
     if not url:
         if not embedded_ok:
             logger.error(
@@ -85,7 +152,7 @@ async def serve(settings: Settings, names: list[str], *, with_gateway: bool, emb
                 "use `tbx run` for everything in one process with an embedded NATS"
             )
             return 2
-        nats_server = EmbeddedNats(Path(settings.DATA_DIR) / "nats")
+        nats_server = EmbeddedNats(Path(settings.DATA_DIR) / "nats", port=settings.NATS_PORT)
         # started from the main thread on purpose: the server is bound to die with the thread that
         # forked it (PR_SET_PDEATHSIG), and a worker thread may end before we do
         url = nats_server.start()
@@ -95,6 +162,23 @@ async def serve(settings: Settings, names: list[str], *, with_gateway: bool, emb
             url,
             nats_server.data_dir / "jetstream",
         )
+        if nats_server.fell_back_from is not None:
+            logger.warning(
+                "PORT {} IS TAKEN by another program: the embedded nats-server listens on port {} instead. "
+                "NATS clients must use NATS_URL={} (also in {}; `tbx status` shows it). "
+                "Set NATS_PORT to choose the port.",
+                nats_server.fell_back_from,
+                nats_server.port,
+                url,
+                Path(settings.DATA_DIR) / NATS_URL_FILE,
+            )
+        # what runs in this process sees the URL in use (GET /api/status shows it as natsUrl)
+        settings = msgspec.structs.replace(settings, NATS_URL=url)
+    if embedded_ok:
+        try:
+            url_file = write_url_file(settings.DATA_DIR, without_credentials(url))
+        except OSError as e:  # not worth refusing to trade for: clients can still be told the URL
+            logger.warning("cannot write {}: {}", Path(settings.DATA_DIR) / NATS_URL_FILE, e)
     started: list[Component] = []
 
     async def start_all() -> None:
@@ -106,6 +190,9 @@ async def serve(settings: Settings, names: list[str], *, with_gateway: bool, emb
         gc.collect()
         gc.freeze()
         shown = hide_credentials(url)
+        gateway = next((p for p in started if isinstance(p, Gateway)), None)
+        if gateway is not None and names:
+            await wait_until_healthy(gateway)  # "ready" means GET /api/health answers 200
         if with_gateway:
             mode = "live" if settings.LIVE_TRADING else "paper"
             logger.info("ready: http://{}:{}/api/health ({} mode, NATS {})", settings.HOST, settings.PORT, mode, shown)
@@ -130,6 +217,8 @@ async def serve(settings: Settings, names: list[str], *, with_gateway: bool, emb
         if nats_server is not None:
             await asyncio.to_thread(nats_server.stop, 1.0)
             logger.info("embedded nats-server stopped")
+        if url_file is not None:
+            remove_url_file(url_file, without_credentials(url))
 
 
 async def shutdown(parts: list[Component]) -> None:

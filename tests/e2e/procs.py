@@ -14,18 +14,31 @@ from tests.conftest import pid_alive
 
 
 class Tbx:
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        env: dict[str, str],
+        log: Path,
+        *,
+        cwd: Path | None = None,
+        new_session: bool = False,
+        command: list[str] | None = None,
+    ) -> None:
+        """``cwd``: where it runs (its ``.env``); ``new_session``: a process group of its own, for signals to
+        the group; ``command``: what starts ``tbx`` (default ``python -m tbx.cli``), e.g. through a wrapper."""
         self.log = log
-        full_env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "TBX_CONFIG")}
+        full_env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "NATS_PORT", "TBX_CONFIG")}
         full_env.update(env)
         full_env.setdefault("LOG_LEVEL", "INFO")
         with open(log, "ab") as fh:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tbx.cli", *args],
+                [*(command or [sys.executable, "-m", "tbx.cli"]), *args],
                 env=full_env,
                 stdout=fh,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                cwd=cwd,
+                start_new_session=new_session,
             )
 
     @property

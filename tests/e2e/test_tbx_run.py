@@ -170,7 +170,7 @@ async def test_ctrl_c_stops_everything_within_5_seconds(tmp_path):
 def test_help_lists_the_commands():
     out = subprocess.run([sys.executable, "-m", "tbx.cli", "--help"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0
-    for word in ("run", "actor", "gateway", "config"):
+    for word in ("run", "actor", "gateway", "config", "status"):
         assert word in out.stdout
 
 

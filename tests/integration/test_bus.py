@@ -11,7 +11,7 @@ import pytest
 
 from bus.client import Bus, Envelope
 from bus.codec import decode
-from bus.embedded import DEFAULT_PORT, EmbeddedNats, port_is_free
+from bus.embedded import DEFAULT_PORT, EmbeddedNats, PortInUse, port_is_free
 from bus.errors import BusUnavailable, RequestFailed
 from schemas.messages import DeadLetter, ExecutionReport, Fill, OrderRequest
 from tests.conftest import pid_alive
@@ -234,6 +234,7 @@ def test_embedded_server_takes_a_free_port_when_4222_is_taken_and_stops_by_pid(t
         pid = server.pid
         assert pid is not None and pid_alive(pid)
         assert server.port != DEFAULT_PORT and url.endswith(f":{server.port}")
+        assert server.fell_back_from == DEFAULT_PORT  # for the launcher's warning
         assert (tmp_path / "jetstream").is_dir()
         server.stop()
         assert not pid_alive(pid)
@@ -289,3 +290,35 @@ def test_transient_errors_are_told_apart_from_bugs():
     assert not is_transient(RequestFailed("x", "internal error: KeyError"))
     assert not is_transient(KeyError("bug"))
     assert not is_transient(ValueError("bug"))
+
+
+def test_nats_port_taken_by_another_nats_server_is_refused_not_joined(nats_url, tmp_path):
+    """NATS_PORT on a port where another nats-server answers: PortInUse, never that server's URL."""
+    port = int(nats_url.rsplit(":", 1)[1])
+    server = EmbeddedNats(tmp_path, port=port)
+    with pytest.raises(PortInUse) as err:
+        server.start()
+    assert err.value.port == port and server.pid is None
+
+
+def test_a_bind_lost_to_a_race_is_recognised_and_not_mistaken_for_the_other_server(nats_url, tmp_path, monkeypatch):
+    """Free when checked, taken when nats-server binds: its own failure is read from its log, even though the
+    other server on the port answers INFO like ours would."""
+    import bus.embedded as embedded
+
+    port = int(nats_url.rsplit(":", 1)[1])
+    monkeypatch.setattr(embedded, "port_is_free", lambda host, p: True)  # the check "before the other one bound"
+    with pytest.raises(PortInUse):
+        EmbeddedNats(tmp_path / "a", port=port).start()
+
+
+def test_embedded_server_on_nats_port_uses_exactly_that_port(tmp_path):
+    from bus.embedded import free_port
+
+    port = free_port()
+    server = EmbeddedNats(tmp_path, port=port)
+    try:
+        assert server.start() == f"nats://127.0.0.1:{port}"
+        assert server.fell_back_from is None
+    finally:
+        server.stop()

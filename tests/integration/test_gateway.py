@@ -285,3 +285,16 @@ async def test_put_risk_config_validates_persists_and_applies(stack, nats_url, p
         assert b'"MAX_ORDER_NOTIONAL":"50"' in (await kv.get("risk.limits")).value
     finally:
         await bus.close()
+
+
+async def test_status_shows_the_nats_url_without_credentials(nats_url, prefix):
+    """The gateway alone against NATS_URL: natsUrl is that URL, and no secret of it is in the answer."""
+    with_secret = nats_url.replace("nats://", "nats://tbx-user:hunter2-secret@")
+    gw, base = await start_gateway(with_secret, prefix, API_TOKEN="tok")
+    try:
+        async with aiohttp.ClientSession() as http:
+            status, _, body = await call(http, "GET", f"{base}/api/status", headers={"Authorization": "Bearer tok"})
+    finally:
+        await gw.stop()
+    assert status == 200 and body["natsUrl"] == nats_url
+    assert "hunter2" not in json.dumps(body) and "tbx-user" not in json.dumps(body)

@@ -102,6 +102,7 @@ EXPECTED_DEFAULTS = {
     "CONVERSION_BRIDGE": "USDT",
     "POSITION_UPDATE_INTERVAL": 5000,
     "NATS_URL": "",
+    "NATS_PORT": None,
     "NATS_REPLICAS": 1,
     "BUS_PREFIX": "tbx",
     "PAIRS": ("BTC_USDT", "ETH_USDT", "XMR_USDT", "RVN_USDT"),
@@ -227,6 +228,9 @@ BAD_VALUES = [
     ("POSITION_UPDATE_INTERVAL", "99", "expected an integer >= 100"),
     ("NATS_URL", "http://localhost:4222", "expected nats://host:port or tls://host:port or ws://host:port"),
     ("NATS_URL", "nats://a:4222,", "expected nats://host:port or tls://host:port or ws://host:port"),
+    ("NATS_PORT", "0", "expected an integer from 1 to 65535"),
+    ("NATS_PORT", "4222x", "expected an integer from 1 to 65535"),
+    ("NATS_PORT", "65536", "expected an integer from 1 to 65535"),
     ("NATS_REPLICAS", "0", "expected an integer from 1 to 5"),
     ("NATS_REPLICAS", "6", "expected an integer from 1 to 5"),
     ("BUS_PREFIX", "tbx.prod", "expected 1 to 32 letters, digits, '_' or '-'"),
@@ -730,3 +734,36 @@ def test_redacted_leaves_empty_secrets_empty_and_keeps_other_values():
     assert out["HOST"] == "127.0.0.1"
     assert Decimal(out["INITIAL_BALANCE"]) == Decimal("50000")
     assert list(out["PAIRS"]) == ["BTC_USDT", "ETH_USDT", "XMR_USDT", "RVN_USDT"]
+
+
+# ------------------------------------------------------------------------------------------------------
+# NATS_PORT and URLs without credentials
+# ------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("raw", "expected"), [("", None), ("  ", None), ("4333", 4333), (" 1 ", 1), ("65535", 65535)])
+def test_nats_port_empty_is_unset_and_a_number_is_the_port(raw, expected):
+    port = load_settings({"NATS_PORT": raw}).NATS_PORT
+    assert port == expected
+
+
+def test_nats_port_with_nats_url_is_ignored_with_a_warning():
+    s = load_settings({"NATS_PORT": "4333", "NATS_URL": "nats://user:pw@nats.example:4222"})
+    [warning] = warnings_for(s)
+    assert warning.startswith("NATS_PORT=4333 is ignored: NATS_URL is set")
+    assert "pw" not in warning
+    assert warnings_for(load_settings({"NATS_PORT": "4333"})) == []
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("nats://127.0.0.1:4222", "nats://127.0.0.1:4222"),
+        ("nats://user:secret@nats.example:4222", "nats://nats.example:4222"),
+        ("nats://s3cr3t-token@nats.example:4222", "nats://nats.example:4222"),
+        ("tls://a:b@n1:4222,tls://c:d@n2:4222", "tls://n1:4222,tls://n2:4222"),
+        ("nats://u:p@ss@host:4222", "nats://host:4222"),  # an unencoded @ in a password: still nothing of it
+        ("ws://u:p@host:80/path", "ws://host:80/path"),
+        ("", ""),
+    ],
+)
+def test_without_credentials_leaves_no_part_of_a_secret(url, shown):
+    assert settings_mod.without_credentials(url) == shown
