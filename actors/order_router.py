@@ -75,7 +75,6 @@ from schemas.messages import (
     OrderStatus,
     now_ms,
 )
-from schemas.subjects import pair_currencies
 
 S = OrderStatus
 ZERO = Decimal(0)
@@ -113,9 +112,12 @@ def opposite(side: str) -> str:
     return "sell" if side == "buy" else "buy"
 
 
+REDUCE_ONLY_WHY = "reduce-only:"  # how the reasons of cuts and cancels for want of a position start
+
+
 def _nothing_to_reduce(o: Order) -> str:
     held = "long" if o.side == "sell" else "short"
-    return f"reduce-only: no {held} {o.pair} position left to reduce"
+    return f"{REDUCE_ONLY_WHY} no {held} {o.pair} position left to reduce"
 
 
 def _event_in(msg: object | None) -> OrderEvent | None:
@@ -185,8 +187,12 @@ class OrderRouter(Actor):
         self.rules = {m.pair: m for m in await self.venue.markets()}
         await self._reconcile(min_age_ms=0)
         async with self.lock:  # bracket follow-ups a crash may have cut short (idempotent)
+            plans: dict[str, dict[str, Decimal]] = {}
             for oid in list(self.live):
-                await self._after_change(self.orders[oid])
+                if (o := self.orders[oid]).role is not None:
+                    await self._after_change(o, plans.get(o.pair) or plans.setdefault(o.pair, self._fit(o.pair)))
+            for pair in list(self.exits):  # exits the position no longer covers (fills while we were down)
+                await self._refit(pair)
         self.books.add_hook(self._on_book)
         await self.books.start()
         await self.bus.subscribe(s.query("orders"), OrdersQuery, self._on_query, queue=self.name)
@@ -642,7 +648,11 @@ class OrderRouter(Actor):
 
     # -- fills -----------------------------------------------------------------------------------------
     async def _fold_fill(self, f: Fill, env: Envelope) -> None:
-        """A fill read back at start: the position it made (its order has it in its events already)."""
+        """A fill read back at start: the position it made. A fill of a known order that its order does not
+        list yet is left for the FILLS consumer, which folds it together with the order (never twice)."""
+        o = self.orders.get(f.order_id)
+        if o is not None and all(ref.fill_id != f.fill_id for ref in o.fills):
+            return
         self._fold_position(f)
 
     async def _on_fill(self, f: Fill, env: Envelope) -> None:
@@ -679,18 +689,19 @@ class OrderRouter(Actor):
                 await self._refit(f.pair)
 
     def _fold_position(self, f: Fill) -> bool:
-        base = pair_currencies(f.pair)[0]
-        return self.positions.apply(f.fill_id, f.pair, f.side, f.quantity, f.fee, f.fee_currency, base)
+        return self.positions.apply(f.fill_id, f.pair, f.side, f.quantity, f.price, f.fee, f.fee_currency)
 
     # -- brackets --------------------------------------------------------------------------------------
-    async def _after_change(self, o: Order) -> None:
+    async def _after_change(self, o: Order, plan: dict[str, Decimal] | None = None) -> None:
         """Keep a bracket consistent with its fills. Idempotent; call with the lock held.
 
         Exits cover what the entry filled minus what the exits already closed: a waiting leg is activated
         (and sized) by the entry's first fill and resized by the next ones; when a leg fills, its sibling
         shrinks by as much and is canceled once nothing is left to cover, and what is left of a working
         entry is canceled (the trade is being exited); when the entry is done and nothing is left to cover,
-        the legs still waiting are canceled.
+        the legs still waiting are canceled. Waiting legs are also sized to the pair's position (``plan``,
+        domain.exits); a leg the position leaves nothing to now keeps its size and waits (it is cut when
+        it triggers), so a position that grows back is still protected.
         """
         if o.role is None or not o.linked_orders:
             return
@@ -699,12 +710,25 @@ class OrderRouter(Actor):
             return
         legs, exited, left = self._bracket(entry)
         entry_done = entry.status in TERMINAL_STATUSES
-        plan = self._fit(entry.pair)
         ts = now_ms()
         if exited > ZERO and not entry_done and entry.status is not S.PENDING_CANCEL:
             self.spawn(self._cancel(entry.order_id, "bracket: an exit leg filled"), "bracket-entry")
+        # one leg is done - it filled, or it fired with nothing of the position left to reduce and its
+        # entry is done too: the bracket is over, the other leg goes (one-cancels-other)
+        over = next(
+            (
+                leg for leg in legs
+                if leg.status is S.FILLED
+                or (entry_done and leg.status is S.CANCELED and (leg.reason or "").startswith(REDUCE_ONLY_WHY))
+            ),
+            None,
+        )  # fmt: skip
         for leg in legs:
             if leg.status in TERMINAL_STATUSES or leg.status is S.PENDING_CANCEL:
+                continue
+            if over is not None:
+                why = "OCO: the other leg filled" if over.status is S.FILLED else f"OCO: the other leg: {over.reason}"
+                self.spawn(self._cancel(leg.order_id, why), "bracket-leg")
                 continue
             if left <= ZERO:
                 if leg.status is S.INITIALIZED and not entry_done and exited == ZERO:
@@ -712,11 +736,11 @@ class OrderRouter(Actor):
                 why = "OCO: the other leg filled" if exited > ZERO else "bracket: the entry ended unfilled"
                 self.spawn(self._cancel(leg.order_id, why), "bracket-leg")
                 continue
+            if plan is None:
+                plan = self._fit(entry.pair)
             room = min(left, plan.get(leg.order_id, left))  # the pair's position caps the pair's exits
-            if room <= ZERO:
-                if held_here(leg):
-                    self.spawn(self._cancel(leg.order_id, _nothing_to_reduce(leg)), "bracket-leg")
-                continue
+            if room <= ZERO:  # nothing of the position for it now: it waits as it is
+                room = left if leg.status is S.INITIALIZED else min(left, leg.quantity - leg.filled_quantity)
             size = leg.filled_quantity + room
             if leg.status is S.INITIALIZED:
 
@@ -742,10 +766,14 @@ class OrderRouter(Actor):
     def _exit_of(self, o: Order) -> Exit:
         """A live reduce-only order as domain.exits plans it."""
         if not held_here(o):  # triggered, at the venue or on its way: what it may still execute
-            done = o.status in TERMINAL_STATUSES and o.venue_filled is not None  # waiting for its last fills
-            left = (o.venue_filled if done else o.quantity) - o.filled_quantity  # type: ignore[operator]
-            return Exit(o.order_id, o.side, max(left, ZERO), "sent", (o.triggered_at or o.created_at, o.order_id))
-        rank = (o.created_at, o.order_id)
+            ended = o.venue_status in ("closed", "canceled", "expired", "rejected") and o.venue_filled is not None
+            left = (o.venue_filled if ended else o.quantity) - o.filled_quantity  # type: ignore[operator]
+            resting = venue_leg(o)[0] == "limit" if o.type in TRIGGERED_TYPES else o.type == "limit"
+            # executing (market) exits before resting limits: a stop that fires is not starved by a
+            # take-profit resting above the market (that one is cut at the venue instead)
+            rank = (int(resting), o.triggered_at or o.created_at, o.order_id)
+            return Exit(o.order_id, o.side, max(left, ZERO), "sent", rank)
+        rank = (0, o.created_at, o.order_id)
         links = o.linked_orders or {}
         entry = self.orders.get(links.get("entry", ""))
         if o.role not in ("stop_loss", "take_profit") or entry is None:
@@ -788,10 +816,11 @@ class OrderRouter(Actor):
         ids = self.exits.get(pair)
         if not ids:
             return
-        entries = {self.orders[oid].linked_orders.get("entry") for oid in ids if self.orders[oid].parent_order_id}  # type: ignore[union-attr]
-        for eid in sorted(e for e in entries if e and e in self.orders):
-            await self._after_change(self.orders[eid])
         plan = self._fit(pair)
+        entries = {self.orders[oid].parent_order_id for oid in ids}
+        for eid in sorted(e for e in entries if e and e in self.orders):
+            await self._after_change(self.orders[eid], plan)
+        plan = self._fit(pair)  # with the legs as they are now
         for oid in list(self.exits.get(pair, ())):
             o = self.orders[oid]
             if o.status not in WORKING or o.status in (S.PENDING_CANCEL, S.PENDING_UPDATE) or not at_venue(o):
@@ -809,6 +838,11 @@ class OrderRouter(Actor):
             await self._shrink_at_venue_once(order_id, quantity)
         finally:
             self.shrinking.discard(order_id)
+        # the position may have moved again while we were at the venue (a venue that did not answer
+        # raised above: the reconcile's refit tries again, no loop against a venue that is down)
+        if (o := self.orders.get(order_id)) is not None:
+            async with self.lock:
+                await self._refit(o.pair)
 
     async def _shrink_at_venue_once(self, order_id: str, quantity: Decimal) -> None:
         o = self.orders.get(order_id)
@@ -856,11 +890,14 @@ class OrderRouter(Actor):
             return
         bid = book.bids[0][0] if book.bids else None
         ask = book.asks[0][0] if book.asks else None
-        ids = [only] if only else list(self.live)
-        for oid in ids:
-            o = self.orders[oid]
-            if o.pair != pair or o.type not in TRIGGERED_TYPES or o.status is not S.ACCEPTED or o.triggered_at:
-                continue
+        waiting = [
+            o
+            for o in ((self.orders[i] for i in self.live) if only is None else [self.orders[only]])
+            if o.pair == pair and o.type in TRIGGERED_TYPES and o.status is S.ACCEPTED and not o.triggered_at
+        ]
+        waiting.sort(key=lambda o: (o.created_at, o.order_id))  # several firing on one book: oldest first
+        for o in waiting:
+            oid = o.order_id
             if not is_triggered(o, bid, ask) or self._sibling_busy(o):
                 continue
             ts = now_ms()
@@ -1038,9 +1075,10 @@ class OrderRouter(Actor):
                 wanted = cmd.quantity - o.filled_quantity
                 mine = self._exit_of(o)
                 allowed = self._fit(o.pair, dataclasses.replace(mine, wanted=wanted)).get(o.order_id, wanted)
-                if allowed < wanted or wanted > reducible(self.positions.get(o.pair), o.side):
-                    room = o.filled_quantity + allowed
-                    return f"reduceOnly: quantity {cmd.quantity} is above what the position leaves ({room})", "quantity"
+                room = min(allowed, reducible(self.positions.get(o.pair), o.side))
+                if room < wanted:
+                    most = o.filled_quantity + room
+                    return f"reduceOnly: quantity {cmd.quantity} is above what the position leaves ({most})", "quantity"
         if cmd.price is not None:
             if o.type in ("market", "stop_loss") or (o.type == "take_profit" and o.price is None):
                 return f"a {o.type} order trades at market: it has no price to change", "price"
@@ -1086,6 +1124,9 @@ class OrderRouter(Actor):
                 await self._venue_answers(False, f"{type(e).__name__}: {e}")
             else:
                 await self._venue_answers(True)
+        async with self.lock:  # a backstop: exits the position no longer covers are cut
+            for pair in list(self.exits):
+                await self._refit(pair)
 
     async def _reconcile_one(self, o: Order) -> None:
         unanswered = o.venue_status is None and o.status in (S.SUBMITTED, S.TRIGGERED, S.PENDING_CANCEL)

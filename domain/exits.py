@@ -27,6 +27,7 @@ from decimal import Decimal
 from typing import Literal
 
 from domain.recent import RecentIds
+from schemas.subjects import pair_currencies
 
 ZERO = Decimal(0)
 
@@ -70,7 +71,7 @@ class Exit:
     side: str
     wanted: Decimal
     kind: Kind
-    rank: tuple[int, str]
+    rank: tuple[int | str, ...]
     sibling_sent: bool = False
 
 
@@ -101,6 +102,19 @@ def fit_exits(position: Decimal, exits: Iterable[Exit], step: Decimal | None = N
     return out
 
 
+def bookable(pair: str, quantity: Decimal, price: Decimal, fee: Decimal, fee_currency: str) -> bool:
+    """Would the ledger book this fill (domain.ledger.Ledger.apply_fill's checks)? A fill it refuses moves
+    no position."""
+    base, quote = pair_currencies(pair)
+    if not (base and quote and quantity.is_finite() and price.is_finite() and fee.is_finite()):
+        return False
+    if quantity <= ZERO or price <= ZERO:
+        return False
+    if fee == ZERO:
+        return True
+    return fee_currency == quote or (fee_currency == base and fee > ZERO)
+
+
 class NetPositions:
     """The net position of every pair, folded from fills (each fill id once, within the last ``window``
     fills, as the ledger books them)."""
@@ -115,11 +129,12 @@ class NetPositions:
         return self.positions.get(pair, ZERO)
 
     def apply(
-        self, fill_id: str, pair: str, side: str, quantity: Decimal, fee: Decimal, fee_currency: str, base: str
+        self, fill_id: str, pair: str, side: str, quantity: Decimal, price: Decimal, fee: Decimal, fee_currency: str
     ) -> bool:
         """Fold one fill; False when it was seen before or is not a fill the ledger would book."""
-        if fill_id in self.seen or not (quantity.is_finite() and fee.is_finite()) or quantity <= ZERO:
+        if fill_id in self.seen or not bookable(pair, quantity, price, fee, fee_currency):
             return False
         self.seen.add(fill_id)
+        base = pair_currencies(pair)[0]
         self.positions[pair] = self.get(pair) + position_change(side, quantity, fee, fee_currency, base)
         return True

@@ -21,12 +21,12 @@ D = Decimal
 STEP = D("0.0001")
 
 
-def sent(oid: str, side: str, qty: str, at: int) -> Exit:
-    return Exit(oid, side, D(qty), "sent", (at, oid))
+def sent(oid: str, side: str, qty: str, at: int, resting: bool = False) -> Exit:
+    return Exit(oid, side, D(qty), "sent", (int(resting), at, oid))
 
 
 def leg(oid: str, side: str, qty: str, kind: str, at: int, busy: bool = False) -> Exit:
-    return Exit(oid, side, D(qty), kind, (at, oid), busy)  # type: ignore[arg-type]
+    return Exit(oid, side, D(qty), kind, (0, at, oid), busy)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -55,13 +55,26 @@ def test_floor_step():
 
 def test_net_positions_fold_each_fill_id_once():
     p = NetPositions(3)
-    assert p.apply("f1", "BTC_USDT", "buy", D("0.5"), D("1"), "USDT", "BTC")
-    assert not p.apply("f1", "BTC_USDT", "buy", D("0.5"), D("1"), "USDT", "BTC")
-    assert p.apply("f2", "BTC_USDT", "sell", D("0.2"), D("0.001"), "BTC", "BTC")
-    assert not p.apply("f3", "BTC_USDT", "sell", D("NaN"), D("0"), "USDT", "BTC")
-    assert not p.apply("f4", "BTC_USDT", "sell", D("0"), D("0"), "USDT", "BTC")
+    px = D("60000")
+    assert p.apply("f1", "BTC_USDT", "buy", D("0.5"), px, D("1"), "USDT")
+    assert not p.apply("f1", "BTC_USDT", "buy", D("0.5"), px, D("1"), "USDT")
+    assert p.apply("f2", "BTC_USDT", "sell", D("0.2"), px, D("0.001"), "BTC")
     assert p.get("BTC_USDT") == D("0.299")
     assert p.get("ETH_USDT") == 0
+
+
+def test_net_positions_move_only_on_fills_the_ledger_books():
+    p = NetPositions(10)
+    px = D("60000")
+    assert not p.apply("nan", "BTC_USDT", "sell", D("NaN"), px, D("0"), "USDT")
+    assert not p.apply("zero", "BTC_USDT", "sell", D("0"), px, D("0"), "USDT")
+    assert not p.apply("price", "BTC_USDT", "sell", D("1"), D("0"), D("0"), "USDT")
+    assert not p.apply("fee-ccy", "BTC_USDT", "sell", D("1"), px, D("1"), "EUR")
+    assert not p.apply("rebate-in-base", "BTC_USDT", "sell", D("1"), px, D("-0.1"), "BTC")
+    assert not p.apply("no-pair", "BTCUSDT", "sell", D("1"), px, D("0"), "USDT")
+    assert p.get("BTC_USDT") == 0
+    assert p.apply("rebate-in-quote", "BTC_USDT", "buy", D("1"), px, D("-0.5"), "USDT")
+    assert p.get("BTC_USDT") == 1
 
 
 # --------------------------------------------------------------------------------------------------
@@ -94,6 +107,12 @@ def test_bracket_legs_of_several_entries_cover_the_position_once_oldest_kept():
     assert [got[f"tp{i}"] for i in range(3)] == [D("0.1"), D("0.05"), 0]
 
 
+def test_an_executing_exit_goes_before_a_limit_resting_at_the_venue():
+    # a stop that fires is not starved by an older take-profit limit resting above the market
+    got = fit_exits(D("0.02"), [sent("tp", "sell", "0.02", 1, resting=True), sent("stop", "sell", "0.02", 9)], STEP)
+    assert got == {"stop": D("0.02"), "tp": 0}
+
+
 def test_waiting_legs_get_what_sent_exits_leave():
     exits = [
         sent("close", "sell", "0.3", 5),
@@ -108,7 +127,7 @@ def test_a_leg_whose_sibling_executes_and_a_plain_waiting_stop_are_left_alone():
     exits = [
         sent("tp", "sell", "0.5", 9),
         leg("sl", "sell", "0.5", "stop", 1, busy=True),
-        Exit("mine", "sell", D("0.7"), "waiting", (2, "mine")),
+        Exit("mine", "sell", D("0.7"), "waiting", (0, 2, "mine")),
     ]
     assert fit_exits(D("0.5"), exits, STEP) == {"tp": D("0.5"), "sl": D("0.5"), "mine": D("0.7")}
 
