@@ -56,8 +56,9 @@ def path(name: str, description: str = "") -> Param:
     return Param(name, "path", {"type": "string"}, description, required=True)
 
 
-INT = {"type": "integer", "minimum": 0}
 STR = {"type": "string"}
+MAX_TIME = 10**15  # epoch ms query parameters (since, until) go up to this
+TIME = {"type": "integer", "minimum": 0, "maximum": MAX_TIME}
 PAIR = Param("pair", "query", {"type": "string", "pattern": "^[A-Za-z0-9]+_[A-Za-z0-9]+$"}, "BASE_QUOTE, e.g. BTC_USDT")
 
 
