@@ -406,13 +406,19 @@ def test_broken_json_is_malformed(data):
     assert isinstance(info.value, ValueError)
 
 
+def test_a_signal_value_outside_the_actions_decodes_and_is_rejected_by_signal_intake_with_a_result():
+    # any case is taken (buy, Buy); a value that is none of them gets a rejected result naming the field,
+    # so it is not a decoding failure (which has no result, only a dead letter)
+    assert decode(b'{"pair":"BTC_USDT","signal":"MAYBE","confidence":"0.5"}', Signal).signal == "MAYBE"
+
+
 @pytest.mark.parametrize(
     ("data", "field"),
     [
         (b'{"pair":"BTC_USDT","signal":"BUY","confidence":true}', "$.confidence"),
         (b'{"pair":"BTC_USDT","signal":"BUY","confidence":"high"}', "$.confidence"),
         (b'{"pair":"BTC_USDT","signal":"BUY","confidence":[0.5]}', "$.confidence"),
-        (b'{"pair":"BTC_USDT","signal":"MAYBE","confidence":"0.5"}', "$.signal"),
+        (b'{"pair":"BTC_USDT","signal":5,"confidence":"0.5"}', "$.signal"),
         (b'{"pair":42,"signal":"BUY","confidence":"0.5"}', "$.pair"),
         (b'{"pair":"BTC_USDT","signal":"BUY","confidence":"0.5","timestamp":"soon"}', "$.timestamp"),
         (
