@@ -96,7 +96,7 @@ def query_param(request: web.Request, name: str, allowed: tuple[str, ...] | None
     if value is None or value == "":
         return None
     if allowed is not None:
-        canonical = {a.lower(): a for a in allowed}.get(value.lower())
+        canonical = rules.canonical(value, allowed)
         if canonical is None:
             raise ApiError(
                 422, "Validation failed", f"{name} must be one of {', '.join(allowed)}, not {value!r}",

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from gateway.common import BUS, SETTINGS, UNAVAILABLE, ask, choice, int_param, query_param, read_json
 from gateway.problems import ApiError, json_response
-from gateway.spec import MAX_TIME, PAIR, TIME, Endpoint, add, limit, path, q
+from gateway.spec import MAX_TIME, PAIR, TIME, Endpoint, add, limit, one_of, path, q
 from schemas.messages import (
     CancelOrder,
     CommandReply,
@@ -223,7 +223,7 @@ async def validate_order(request: web.Request) -> web.Response:
 
 ORDER_ID = path("order_id", "ORD_YYYYMMDD_NNNNNN")
 ORDER_FILTERS = (
-    q("status", {"enum": [s.value for s in OrderStatus]}), PAIR, q("side", {"enum": ["buy", "sell"]}),
+    q("status", one_of([s.value for s in OrderStatus])), PAIR, q("side", one_of(["buy", "sell"])),
     q("since", TIME, "created at or after (epoch ms)"), q("until", TIME, "created before (epoch ms)"),
     limit(500, 50), q("cursor", {"type": "string", "pattern": CURSOR}, "nextCursor of the previous page"),
 )  # fmt: skip

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from gateway.common import BUS, ask, int_param, query_param, read_json, typed_limits
 from gateway.problems import ApiError, json_response
-from gateway.spec import Endpoint, add, limit, q
+from gateway.spec import Endpoint, add, limit, one_of, q
 from schemas.messages import (
     AlertsPage,
     AlertsQuery,
@@ -153,7 +153,7 @@ def register(app: web.Application) -> None:
             "Recent alerts of every actor, newest first",
             t,
             {200: (AlertsPage, "Alerts")},
-            params=(q("severity", {"enum": ["warning", "critical", "emergency"]}), limit(500, 100)),
+            params=(q("severity", one_of(["warning", "critical", "emergency"])), limit(500, 100)),
             errors=(503, 504),
         ),
     )

@@ -10,7 +10,7 @@ from bus.errors import RequestFailed
 from domain.ids import day_key
 from gateway.common import BUS, SETTINGS, UNAVAILABLE, ask, choice, int_param, query_param, read_json
 from gateway.problems import ApiError, json_response
-from gateway.spec import MAX_TIME, PAIR, STR, TIME, Endpoint, add, limit, q
+from gateway.spec import MAX_TIME, PAIR, STR, TIME, Endpoint, add, limit, one_of, q
 from schemas.messages import RiskParameters, Signal, SignalEvent, SignalsPage, SignalsQuery, now_ms
 from schemas.rest import SIGNALS, ExecuteSignal, SignalAccepted
 
@@ -102,7 +102,7 @@ def register(app: web.Application) -> None:
             {200: (SignalsPage, "Results")},
             params=(
                 PAIR,
-                q("status", {"enum": list(STATUSES)}),
+                q("status", one_of(STATUSES)),
                 q("source", STR),
                 q("signalId", STR),
                 q("since", TIME, "handled at or after (epoch ms)"),

@@ -242,7 +242,7 @@ async def ws(request: web.Request) -> web.StreamResponse:
             426, "Upgrade Required",
             "GET /api/ws is a WebSocket: connect with a WebSocket client (Upgrade: websocket); "
             "for plain HTTP use GET /api/stream (Server-Sent Events)",
-            code="UPGRADE_REQUIRED", headers={"Upgrade": "websocket", "Connection": "Upgrade"},
+            code="UPGRADE_REQUIRED", headers={"Upgrade": "websocket"},
         )  # fmt: skip
     await feed.start()
     # a second for the writer to send the 1013 close itself; cut if it is stuck on a client that stopped reading

@@ -335,3 +335,16 @@ async def test_a_malformed_signal_request_gets_a_rejected_result_and_is_a_dead_l
         assert {d.subject for d in letters} == {s.signals_submit}
     finally:
         await sub.unsubscribe()
+
+
+async def test_query_enums_take_any_case_as_the_document_says(api):
+    await api.book()
+    await api.filled_buy()
+    assert [o["status"] for o in (await api.ok("GET", "/api/orders?status=FILLED&side=Buy"))["orders"]] == ["filled"]
+    assert (await api.call("GET", "/api/alerts?severity=Critical")).status == 200
+    p = problem(await api.call("GET", "/api/orders?side=long"), 422, "side", "INVALID_FIELD")
+    assert "buy, sell" in p["detail"]
+    side = _param(api, "/api/orders", "side")
+    api.contract.validate(side, "SELL", "any case")
+    with pytest.raises(AssertionError):
+        api.contract.validate(side, "long", "not a side")
