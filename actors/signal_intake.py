@@ -194,7 +194,11 @@ class SignalIntake(Actor):
         try:
             decode(msg.data, Signal)
         except DecodeFailure as e:  # the stored copy goes to the dead letters; answer a rejected result at once
-            await self.bus.nc.publish(msg.reply, encode(self._malformed(msg.data, e.reason)))
+            result = msgspec.to_builtins(self._malformed(msg.data, e.reason), builtin_types=(Decimal,))
+            # with a JetStream-style error too: a JetStream client's publish (which reads the reply as its ack)
+            # raises with the reason instead of returning an ack of a signal that will never be handled
+            result["error"] = {"code": 400, "err_code": 10_000, "description": e.reason}
+            await self.bus.nc.publish(msg.reply, encode(result))
             return
         await self._pair_publish(_digest(msg.data), msg.reply)
 

@@ -18,6 +18,7 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
+import nats.js.errors
 import pytest
 
 from bus.codec import decode
@@ -328,10 +329,14 @@ async def test_a_malformed_signal_request_gets_a_rejected_result_and_is_a_dead_l
         )
         assert (reply.pair, reply.signal, reply.source) == ("BTC_USDT", "BUY", "edge")
         assert "confidence" in (reply.reason or "") and s.deadletter(s.signals_submit) in reply.notes[0]
+        raw = await api.bus.nc.request(s.signals_submit, json.dumps(body).encode(), timeout=10)
+        assert "confidence" in json.loads(raw.data)["error"]["description"]  # a JetStream publisher raises with it
+        with pytest.raises(nats.js.errors.APIError, match="confidence"):
+            await api.bus.js.publish(s.signals_submit, json.dumps({**body, "signalId": _sid()}).encode())
         anonymous = await _request(api, b'{"pair": "BTC_USDT", "signal": ')
         assert anonymous.status == "rejected" and anonymous.signal_id.startswith("SIG_")
         assert "malformed JSON" in (anonymous.reason or "")
-        await eventually(lambda: asyncio.sleep(0, len(letters) >= 2), what="both dead letters")
+        await eventually(lambda: asyncio.sleep(0, len(letters) >= 4), what="the dead letters")
         assert {d.subject for d in letters} == {s.signals_submit}
     finally:
         await sub.unsubscribe()
