@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+import re
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -192,11 +193,33 @@ class SignalIntake(Actor):
             return
         try:
             decode(msg.data, Signal)
-        except DecodeFailure as e:  # the stored copy goes to the dead letters; say why at once
-            error = {"error": {"code": 400, "err_code": 10_000, "description": e.reason}}
-            await self.bus.nc.publish(msg.reply, msgspec.json.encode(error))
+        except DecodeFailure as e:  # the stored copy goes to the dead letters; answer a rejected result at once
+            result = msgspec.to_builtins(self._malformed(msg.data, e.reason), builtin_types=(Decimal,))
+            # with a JetStream-style error too: a JetStream client's publish (which reads the reply as its ack)
+            # raises with the reason instead of returning an ack of a signal that will never be handled
+            result["error"] = {"code": 400, "err_code": 10_000, "description": e.reason}
+            await self.bus.nc.publish(msg.reply, encode(result))
             return
         await self._pair_publish(_digest(msg.data), msg.reply)
+
+    def _malformed(self, data: bytes, reason: str) -> SignalReply:
+        """The result of a signal that does not decode (it has no place in the results or on the events
+        subject: its stored copy is a dead letter on tbx.deadletter.<submit subject>, with the reason)."""
+        try:  # what can still be read of it: each field only if it is a string
+            body = msgspec.json.decode(data)
+        except msgspec.DecodeError:
+            body = None
+        seen = {k: v for k, v in body.items() if isinstance(v, str)} if isinstance(body, dict) else {}
+        now = now_ms()
+        sid = seen.get("signalId") or f"SIG_{day_key(now)}_invalid_{_digest(data)[:12]}"
+        letters = self.subjects.deadletter(self.subjects.signals_submit)
+        return SignalReply(
+            signal_id=sid, status="rejected", pair=seen.get("pair", ""), signal=seen.get("signal", ""),
+            confidence=ZERO, source=seen.get("source", ""), strategy=seen.get("strategy", ""), ts=now,
+            received_at=now, reason=reason,
+            field=_field_of(reason), code="INVALID_SIGNAL", stream=self.stream,
+            notes=[f"not handled: stored as a dead letter on {letters} (stream TBX_DEADLETTER) with the reason"],
+        )  # fmt: skip
 
     async def _on_publish(self, msg: NatsMsg) -> None:
         """Every publish on the submit subject, as it happens (with or without a reply subject)."""
@@ -282,17 +305,27 @@ class SignalIntake(Actor):
         if sid in self.held:  # waiting in a window already
             return
         me = (sig, sid, at, seq)
+        action = rules.canonical(sig.signal, rules.ACTIONS)
+        if action is None:
+            allowed = ", ".join(rules.ACTIONS)
+            why = f"signal must be one of {allowed} (any case), not {sig.signal[:40]!r}"
+            await self._finish(me, "rejected", why, field="signal", code="INVALID_SIGNAL")
+            return
+        if action != sig.signal:  # buy, Buy: BUY from here on (the result and the order say BUY)
+            sig = msgspec.structs.replace(sig, signal=action)
+            me = (sig, sid, at, seq)
         if not PAIR_RE.match(sig.pair):  # not even usable in a subject name: no event, a dead letter
             await self.bus.dead_letter(
                 env.subject, f"signal {sid}: pair {sig.pair!r} is not written BASE_QUOTE", env.raw.data, env.seq
             )
-            await self._finish(me, "rejected", f"pair {sig.pair!r} is not written BASE_QUOTE")
+            await self._finish(me, "rejected", f"pair {sig.pair!r} is not written BASE_QUOTE", field="pair")
             return
         if sig.pair not in self.settings.PAIRS:
-            await self._finish(me, "rejected", f"pair {sig.pair} is not traded here")
+            await self._finish(me, "rejected", f"pair {sig.pair} is not traded here", field="pair")
             return
         if not sig.confidence.is_finite() or not (ZERO <= sig.confidence <= 1):
-            await self._finish(me, "rejected", f"confidence must be within 0..1, got {sig.confidence}")
+            why = f"confidence must be within 0..1, got {sig.confidence}"
+            await self._finish(me, "rejected", why, field="confidence")
             return
         if sig.signal == "HOLD":
             await self._finish(me, "filtered", "HOLD does nothing")
@@ -601,6 +634,15 @@ def _trim(fifos: dict[str, deque], now: int) -> None:  # type: ignore[type-arg]
         if q and now - q[-1][0] <= LATE_MS and len(fifos) <= MAX_UNMATCHED:
             break
         del fifos[d]
+
+
+_FIELD = re.compile(r"at `\$\.([A-Za-z0-9_.\[\]]+)`|missing required field `([^`]+)`")
+
+
+def _field_of(reason: str) -> str | None:
+    """The field a decoding error names (``... - at `$.confidence```), if any."""
+    m = _FIELD.search(reason)
+    return (m.group(1) or m.group(2)) if m else None
 
 
 def _digest(data: bytes) -> str:

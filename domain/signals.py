@@ -24,6 +24,16 @@ ZERO = Decimal(0)
 ONE = Decimal(1)
 HUNDRED = Decimal(100)
 DIRECTION = {"BUY": 1, "SELL": -1}
+ACTIONS = ("BUY", "SELL", "HOLD", "CLOSE")  # a signal's ``signal``, in any case on input
+
+
+def canonical(value: str, allowed: Sequence[str]) -> str | None:
+    """``value`` as spelled in ``allowed``, matched without regard to case (``buy`` -> ``BUY``); None if
+    it is none of them."""
+    if not value.isascii():  # "ſell".casefold() is "sell": letters only ASCII, as the document's pattern says
+        return None
+    folded = value.lower()
+    return next((a for a in allowed if a.lower() == folded), None)
 
 
 def ml_adjusted(confidence: Decimal, signal: str, ml_signal: str, ml_confidence: Decimal, weight: Decimal) -> Decimal:

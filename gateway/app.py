@@ -20,7 +20,7 @@ from bus.client import Bus
 from bus.errors import RequestFailed
 from config.settings import Settings, without_credentials
 from gateway import openapi, orders, portfolio, positions, risk, signals, streams, trades
-from gateway.common import BUS, HEALTH, SETTINGS, SHUTDOWN_GRACE_S
+from gateway.common import BUS, HEALTH, SETTINGS, SHUTDOWN_GRACE_S, typed_limits
 from gateway.health import VERSION, HealthBook
 from gateway.problems import REQUEST_ID, auth_middleware, json_response, problem_middleware
 from gateway.spec import ENDPOINTS, Endpoint, add
@@ -60,7 +60,7 @@ async def get_status(request: web.Request) -> web.Response:
             started_at=started,
             uptime_ms=now_ms() - started,
             actors={name: a.status for name, a in report.actors.items()},
-            limits=limits,
+            limits=typed_limits(limits),
             services={name: svc.status for name, svc in report.services.items()},
         )
     )

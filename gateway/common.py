@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
 import msgspec
 from aiohttp import web
 
 from bus.client import Bus
 from bus.errors import RequestFailed
 from config.settings import Settings
+from domain import signals as rules
 from gateway.health import HealthBook
 from gateway.problems import ApiError, validation_error
 
@@ -25,11 +30,28 @@ async def read_json(request: web.Request, type_: type) -> object:
         raise ApiError(415, "Unsupported Media Type", f"send the body as application/json, not {ctype or 'nothing'}")
     raw = await request.read()
     try:
-        return msgspec.json.decode(raw, type=type_)
+        body = msgspec.json.decode(raw, type=type_)
     except msgspec.ValidationError as e:
-        raise validation_error(e) from None
+        raise validation_error(e, type_) from None
     except msgspec.DecodeError as e:
         raise ApiError(400, "Malformed JSON", f"the body is not valid JSON: {e}", code="MALFORMED_JSON") from None
+    _finite(body, "")
+    return body
+
+
+def _finite(node: object, at: str) -> None:
+    """A decimal in a body is a finite number: "NaN" and "Infinity" are refused, naming the field."""
+    if not isinstance(node, msgspec.Struct):
+        return
+    for f in msgspec.structs.fields(node):
+        value = getattr(node, f.name)
+        where = f"{at}{f.encode_name}"
+        if isinstance(value, Decimal) and not value.is_finite():
+            raise ApiError(
+                422, "Validation failed", f"{where}: expected a finite decimal, not {value}", field=where,
+                code="INVALID_FIELD",
+            )  # fmt: skip
+        _finite(value, where + ".")
 
 
 async def ask(
@@ -68,22 +90,70 @@ UNAVAILABLE = frozenset({"NO_MARKET_DATA", "TRADING_HALTED"})
 
 
 def query_param(request: web.Request, name: str, allowed: tuple[str, ...] | None = None) -> str | None:
+    """A query parameter; empty (``?pair=``) is the same as not given. With ``allowed``, matched without
+    regard to case and answered in its canonical spelling (``?side=BUY`` is ``buy``)."""
     value = request.query.get(name)
     if value is None or value == "":
         return None
-    if allowed is not None and value not in allowed:
-        raise ApiError(
-            422, "Validation failed", f"{name} must be one of {', '.join(allowed)}", field=name, code="INVALID_FIELD"
-        )
+    if allowed is not None:
+        canonical = rules.canonical(value, allowed)
+        if canonical is None:
+            raise ApiError(
+                422, "Validation failed", f"{name} must be one of {', '.join(allowed)}, not {value!r}",
+                field=name, code="INVALID_FIELD",
+            )  # fmt: skip
+        return canonical
     return value
 
 
+def choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    """A body field that takes one of ``allowed`` in any case, in its canonical spelling (``BUY`` -> ``buy``);
+    anything else is a 422 naming the field and listing the allowed values."""
+    canonical = rules.canonical(value, allowed)
+    if canonical is None:
+        raise ApiError(
+            422, "Validation failed", f"{name} must be one of {', '.join(allowed)} (any case), not {value[:40]!r}",
+            field=name, code="INVALID_FIELD",
+        )  # fmt: skip
+    return canonical
+
+
+ASCII_INT = re.compile(r"[0-9]{1,20}")
+MAX_SEQ = 2**63 - 1  # the largest stream sequence JetStream takes
+
+
 def int_param(request: web.Request, name: str, lo: int, hi: int, default: int | None = None) -> int | None:
+    """An integer query parameter: ASCII digits only (not ``²`` or ``١٢``), from ``lo`` to ``hi``; empty or
+    left out: ``default``. Anything else is a 422 naming the parameter."""
     raw = query_param(request, name)
     if raw is None:
         return default
-    if not raw.isdigit() or not lo <= int(raw) <= hi:
+    if not ASCII_INT.fullmatch(raw) or not lo <= int(raw) <= hi:
         raise ApiError(
-            422, "Validation failed", f"{name} must be an integer from {lo} to {hi}", field=name, code="INVALID_FIELD"
-        )
+            422, "Validation failed", f"{name} must be an integer from {lo} to {hi} (ASCII digits), not {raw[:40]!r}",
+            field=name, code="INVALID_FIELD",
+        )  # fmt: skip
     return int(raw)
+
+
+_SETTING_TYPES: dict[str, Any] = {f.name: f.type for f in msgspec.structs.fields(Settings)}
+
+
+def typed_limits(limits: dict[str, str]) -> dict[str, Any]:
+    """Limits as the risk-gate reports them (strings on the bus) as REST shows them: a boolean setting as a
+    JSON boolean, a number as a JSON number (by the setting's type; an unknown name stays as it is)."""
+    out: dict[str, Any] = {}
+    for name, raw in limits.items():
+        kind = _SETTING_TYPES.get(name)
+        value: Any = raw
+        if kind is bool and raw.strip().lower() in ("true", "false"):
+            value = raw.strip().lower() == "true"
+        elif kind in (int, Decimal):
+            try:
+                number = Decimal(raw)
+            except InvalidOperation:
+                number = None
+            if number is not None and number.is_finite():
+                value = int(number) if kind is int and number == number.to_integral_value() else number
+        out[name] = value
+    return out

@@ -10,12 +10,18 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from gateway.spec import ENDPOINTS, Endpoint
+from gateway.spec import ENDPOINTS, Endpoint, Param
 from schemas.rest import Problem
 
+# what a decimal string in a body may look like (the server refuses "", "abc", "NaN", "Infinity")
+DECIMAL_PATTERN = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 DECIMAL = {
     "type": ["number", "string"],
-    "description": "a decimal: a JSON number in answers, a number or a string in bodies",
+    "pattern": DECIMAL_PATTERN,
+    "description": (
+        "a decimal: a JSON number in answers (the shortest exact form: 0, 0.1, 60162), a number or a decimal "
+        "string in bodies"
+    ),
 }
 DOCS_HTML = Path(__file__).with_name("docs.html")
 COMMON_ERRORS = {
@@ -24,6 +30,7 @@ COMMON_ERRORS = {
     404: "No such endpoint or resource",
     405: "Method not allowed on this path",
     413: "Body larger than MAX_BODY_BYTES",
+    426: "Upgrade Required: a WebSocket endpoint asked without the WebSocket upgrade",
     415: "The body is not application/json",
     422: "Validation failed: the offending field is named",
     500: "An error inside the service (details in its logs, never here)",
@@ -39,11 +46,23 @@ TITLES = {
 def _fix_decimals(node: Any) -> Any:
     if isinstance(node, dict):
         if node.get("type") == "string" and node.get("format") == "decimal":
-            return dict(DECIMAL)
+            # bounds a field states (minimum, maximum...) apply to the number form; the pattern to the string
+            extra = {k: v for k, v in node.items() if k not in ("type", "format")}
+            return {**DECIMAL, **extra}
         return {k: _fix_decimals(v) for k, v in node.items()}
     if isinstance(node, list):
         return [_fix_decimals(v) for v in node]
     return node
+
+
+def _parameter(p: Param) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": p.name, "in": p.where, "required": p.required, "schema": p.schema, "description": p.description,
+    }  # fmt: skip
+    if p.where == "query":  # ?limit= is the same as leaving limit out
+        out["allowEmptyValue"] = True
+        out["description"] = f"{p.description} (empty: as if not given)".lstrip()
+    return out
 
 
 def document(endpoints: list[Endpoint], *, version: str, token: bool) -> dict[str, Any]:
@@ -67,16 +86,7 @@ def document(endpoints: list[Endpoint], *, version: str, token: bool) -> dict[st
         if ep.description:
             op["description"] = ep.description
         if ep.params:
-            op["parameters"] = [
-                {
-                    "name": p.name,
-                    "in": p.where,
-                    "required": p.required,
-                    "schema": p.schema,
-                    "description": p.description,
-                }
-                for p in ep.params
-            ]
+            op["parameters"] = [_parameter(p) for p in ep.params]
         if ep.body is not None:
             op["requestBody"] = {
                 "required": ep.body_required,

@@ -7,9 +7,9 @@ import uuid
 
 from aiohttp import web
 
-from gateway.common import BUS, SETTINGS, UNAVAILABLE, ask, int_param, query_param, read_json
+from gateway.common import BUS, SETTINGS, UNAVAILABLE, ask, choice, int_param, query_param, read_json
 from gateway.problems import ApiError, json_response
-from gateway.spec import INT, PAIR, STR, Endpoint, add, limit, path, q
+from gateway.spec import MAX_TIME, PAIR, TIME, Endpoint, add, limit, one_of, path, q
 from schemas.messages import (
     CancelOrder,
     CommandReply,
@@ -24,10 +24,19 @@ from schemas.messages import (
     OrderStatus,
     now_ms,
 )
-from schemas.rest import CancelAllBody, ModifyBody, OrderEvents, OrderList, OrderValidation, PlacedOrder, PlaceOrder
+from schemas.rest import (
+    SIDES,
+    CancelAllBody,
+    ModifyBody,
+    OrderEvents,
+    OrderList,
+    OrderValidation,
+    PlacedOrder,
+    PlaceOrder,
+)
 
-MAX_TIME = 10**15
-CURSOR_RE = re.compile(r"^\d{1,16}:[A-Za-z0-9_]{1,64}$")
+CURSOR = r"^[0-9]{1,16}:[A-Za-z0-9_]{1,64}$"
+CURSOR_RE = re.compile(CURSOR)
 
 
 async def post_order(request: web.Request) -> web.Response:
@@ -76,7 +85,7 @@ def _request(body: PlaceOrder, default_tif: str) -> OrderRequest:
     return OrderRequest(
         client_order_id=body.client_order_id or f"api-{uuid.uuid4().hex}",
         pair=body.pair.upper(),
-        side=body.side,
+        side=choice("side", body.side, SIDES),  # type: ignore[arg-type]
         quantity=body.quantity,
         type=body.type,
         price=body.price,
@@ -114,7 +123,7 @@ async def get_orders(request: web.Request) -> web.Response:
 
 def _cursor(request: web.Request) -> str | None:
     cursor = query_param(request, "cursor")
-    if cursor is not None and not CURSOR_RE.match(cursor):
+    if cursor is not None and not CURSOR_RE.fullmatch(cursor):
         raise ApiError(
             422,
             "Validation failed",
@@ -214,9 +223,9 @@ async def validate_order(request: web.Request) -> web.Response:
 
 ORDER_ID = path("order_id", "ORD_YYYYMMDD_NNNNNN")
 ORDER_FILTERS = (
-    q("status", {"enum": [s.value for s in OrderStatus]}), PAIR, q("side", {"enum": ["buy", "sell"]}),
-    q("since", INT, "created at or after (epoch ms)"), q("until", INT, "created before (epoch ms)"),
-    limit(500, 50), q("cursor", STR, "nextCursor of the previous page"),
+    q("status", one_of([s.value for s in OrderStatus])), PAIR, q("side", one_of(["buy", "sell"])),
+    q("since", TIME, "created at or after (epoch ms)"), q("until", TIME, "created before (epoch ms)"),
+    limit(500, 50), q("cursor", {"type": "string", "pattern": CURSOR}, "nextCursor of the previous page"),
 )  # fmt: skip
 
 

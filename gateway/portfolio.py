@@ -6,10 +6,9 @@ from aiohttp import web
 
 from gateway.common import BUS, ask, int_param, query_param
 from gateway.problems import json_response
-from gateway.spec import INT, PAIR, Endpoint, add, limit, q
+from gateway.spec import MAX_TIME, PAIR, TIME, Endpoint, add, limit, q
 from schemas.messages import Empty, HistoryQuery, Performance, PortfolioSnapshot, PositionsHistory
 
-MAX_TIME = 10**15
 LEDGER = "the portfolio-ledger"
 
 
@@ -76,7 +75,7 @@ def register(app: web.Application) -> None:
             "Closed position cycles",
             t,
             {200: (PositionsHistory, "Round trips, newest first")},
-            params=(PAIR, q("since", INT, "closed at or after (epoch ms)"), limit(1000, 100)),
+            params=(PAIR, q("since", TIME, "closed at or after (epoch ms)"), limit(1000, 100)),
             errors=(503, 504),
         ),
     )

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import enum
 import hmac
 import re
+import types
 import uuid
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import msgspec
 from aiohttp import web
 from loguru import logger
 
+from domain.decimals import NEEDS_PLAIN, shortest, shortest_literal
 from schemas.rest import Problem
 
-REST = msgspec.json.Encoder(decimal_format="number")
+_ENCODER = msgspec.json.Encoder(decimal_format="number")
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 PROBLEM_TYPE = "https://github.com/trading-bot-execution/problems/"
 _FIELD_RE = re.compile(r"at `\$\.([A-Za-z0-9_.\[\]]+)`")
@@ -32,15 +37,48 @@ class ApiError(Exception):
         code: str | None = None,
         client_order_id: str | None = None,
         signal_id: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(detail)
         self.status, self.title, self.detail, self.field, self.code = status, title, detail, field, code
         self.client_order_id = client_order_id
         self.signal_id = signal_id
+        self.headers = headers or {}
+
+
+def _number(text: str) -> msgspec.Raw:
+    """A non-integer number literal of an answer, in the shortest exact form (never through float)."""
+    if NEEDS_PLAIN.search(text) is None and not text.endswith("0"):
+        return msgspec.Raw(text.encode())
+    return msgspec.Raw(shortest_literal(text).encode())
+
+
+# answers are read back as JSON, their non-integer number literals taken exactly as text (float_hook)
+_READ_BACK = msgspec.json.Decoder(float_hook=_number)
+
+
+def rest_json(body: object) -> bytes:
+    """Every REST answer's JSON, in one place: decimals are JSON numbers in the shortest exact form
+    (``0``, ``0.1``, ``60162``: no exponent, no trailing zeros, no negative zero)."""
+    data = _ENCODER.encode(body)
+    try:
+        return _ENCODER.encode(_READ_BACK.decode(data))
+    except msgspec.DecodeError:  # a non-finite decimal (NaN) is no JSON number: it leaves as null
+        return _ENCODER.encode(_finite(msgspec.to_builtins(body, builtin_types=(Decimal,))))
+
+
+def _finite(node: object) -> object:
+    if isinstance(node, Decimal):
+        return msgspec.Raw(shortest(node).encode()) if node.is_finite() else None
+    if isinstance(node, dict):
+        return {k: _finite(v) for k, v in node.items()}
+    if isinstance(node, list | tuple):
+        return [_finite(v) for v in node]
+    return node
 
 
 def json_response(body: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=REST.encode(body), status=status, content_type="application/json", headers=headers)
+    return web.Response(body=rest_json(body), status=status, content_type="application/json", headers=headers)
 
 
 def problem(
@@ -66,11 +104,11 @@ def problem(
         client_order_id=client_order_id,
         signal_id=signal_id,
     )
-    return web.Response(body=REST.encode(body), status=status, content_type="application/problem+json")
+    return web.Response(body=rest_json(body), status=status, content_type="application/problem+json")
 
 
-def validation_error(e: msgspec.ValidationError) -> ApiError:
-    """Name the offending field of a msgspec validation error."""
+def validation_error(e: msgspec.ValidationError, type_: Any = None) -> ApiError:
+    """Name the offending field of a msgspec validation error (and, for an enum, its allowed values)."""
     msg = str(e)
     field = None
     if m := _FIELD_RE.search(msg):
@@ -86,9 +124,45 @@ def validation_error(e: msgspec.ValidationError) -> ApiError:
         field = ".".join(filter(None, [field, missing.group(1)]))
         return ApiError(422, "Validation failed", f"field {field!r} is required", field=field, code="MISSING_FIELD")
     detail = msg.split(" - at ")[0]
+    if field and detail.startswith("Invalid enum value") and (allowed := allowed_values(type_, field)):
+        detail = f"{detail}: must be one of {', '.join(allowed)}"
     return ApiError(
         422, "Validation failed", f"{field}: {detail}" if field else detail, field=field, code="INVALID_FIELD"
     )
+
+
+def allowed_values(type_: Any, path: str) -> list[str]:
+    """The values a Literal (or enum) field allows, found by its wire path (``type``, ``riskParameters.x``)."""
+    node = type_
+    for name in path.split("."):
+        node = _unwrap(node)
+        if not (isinstance(node, type) and issubclass(node, msgspec.Struct)):
+            return []
+        by_wire = {f.encode_name: f.type for f in msgspec.structs.fields(node)}
+        if name not in by_wire:
+            return []
+        node = by_wire[name]
+    node = _unwrap(node)
+    if get_origin(node) is Literal:
+        return [str(a) for a in get_args(node)]
+    if isinstance(node, type) and issubclass(node, enum.Enum):
+        return [str(m.value) for m in node]
+    return []
+
+
+def _unwrap(t: Any) -> Any:
+    """``X | None`` and ``Annotated[X, ...]`` -> X."""
+    while True:
+        origin = get_origin(t)
+        if origin is Annotated:
+            t = get_args(t)[0]
+        elif origin in (Union, types.UnionType):
+            rest = [a for a in get_args(t) if a is not type(None)]
+            if len(rest) != 1:
+                return t
+            t = rest[0]
+        else:
+            return t
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -106,6 +180,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             e.status, e.title, e.detail, field=e.field, code=e.code, request_id=rid,
             client_order_id=e.client_order_id, signal_id=e.signal_id,
         )  # fmt: skip
+        resp.headers.update(e.headers)
     except web.HTTPException as e:
         if e.status < 400:
             raise

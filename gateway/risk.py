@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+from typing import Annotated, Any
+
 import msgspec
 from aiohttp import web
 
-from gateway.common import BUS, ask, int_param, query_param, read_json
+from gateway.common import BUS, ask, int_param, query_param, read_json, typed_limits
 from gateway.problems import ApiError, json_response
-from gateway.spec import Endpoint, add, limit, q
+from gateway.spec import Endpoint, add, limit, one_of, q
 from schemas.messages import (
     AlertsPage,
     AlertsQuery,
@@ -18,6 +21,7 @@ from schemas.messages import (
     RiskMetricsView,
     RiskStateChange,
 )
+from schemas.rest import RiskConfig, RiskMetrics
 
 GATE = "the risk-gate"
 
@@ -33,7 +37,9 @@ class ResumeBody(msgspec.Struct, kw_only=True, rename="camel", forbid_unknown_fi
 
 async def get_risk_metrics(request: web.Request) -> web.Response:
     bus = request.app[BUS]
-    return json_response(await ask(request, bus.subjects.query("risk"), Empty(), RiskMetricsView, GATE))
+    view: RiskMetricsView = await ask(request, bus.subjects.query("risk"), Empty(), RiskMetricsView, GATE)  # type: ignore[assignment]
+    fields = msgspec.structs.asdict(view)
+    return json_response(RiskMetrics(**{**fields, "limits": typed_limits(view.limits)}))
 
 
 async def emergency_stop(request: web.Request) -> web.Response:
@@ -56,8 +62,25 @@ async def resume(request: web.Request) -> web.Response:
     return json_response(await ask(request, bus.subjects.risk_command, cmd, RiskStateChange, GATE))
 
 
-class ConfigBody(RiskLimits, forbid_unknown_fields=True):
-    """The body of PUT /api/risk/config: unknown fields refused."""
+def _dec(lo: int, hi: int | None, *, lo_open: bool = False, what: str = "") -> Any:
+    """A decimal limit with the bounds of its setting, stated in the document (the risk-gate checks them)."""
+    bounds: dict[str, Any] = {"exclusiveMinimum" if lo_open else "minimum": lo}
+    if hi is not None:
+        bounds["maximum"] = hi
+    return Annotated[Decimal, msgspec.Meta(description=what, extra_json_schema=bounds)] | None
+
+
+class ConfigBody(msgspec.Struct, kw_only=True, rename="camel", forbid_unknown_fields=True):
+    """The body of PUT /api/risk/config: unknown fields refused; each limit bounded as its setting is."""
+
+    max_position_size: _dec(0, 1, lo_open=True, what="MAX_POSITION_SIZE, of equity") = None  # type: ignore[valid-type]
+    max_daily_loss: _dec(0, 1, lo_open=True, what="MAX_DAILY_LOSS, of start-of-day equity") = None  # type: ignore[valid-type]
+    max_order_notional: _dec(0, None, what="MAX_ORDER_NOTIONAL (0: no limit)") = None  # type: ignore[valid-type]
+    max_total_exposure: _dec(0, 100, lo_open=True, what="MAX_TOTAL_EXPOSURE, of equity") = None  # type: ignore[valid-type]
+    max_drawdown: _dec(0, 1, what="MAX_DRAWDOWN, of peak equity (0: none)") = None  # type: ignore[valid-type]
+    price_band_percent: _dec(0, 1000, what="PRICE_BAND_PERCENT (0: none)") = None  # type: ignore[valid-type]
+    max_orders_per_second: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
+    allow_short: bool | None = None
 
 
 async def put_config(request: web.Request) -> web.Response:
@@ -69,7 +92,7 @@ async def put_config(request: web.Request) -> web.Response:
         raise ApiError(
             422, "Validation failed", reply.detail or "invalid limits", field=reply.field, code="INVALID_FIELD"
         )
-    return json_response(reply)
+    return json_response(RiskConfig(ok=True, limits=typed_limits(reply.limits)))
 
 
 async def get_alerts(request: web.Request) -> web.Response:
@@ -89,7 +112,7 @@ def register(app: web.Application) -> None:
             get_risk_metrics,
             "Trading state, equity, losses, exposure, limits",
             t,
-            {200: (RiskMetricsView, "The risk-gate's view now")},
+            {200: (RiskMetrics, "The risk-gate's view now")},
             errors=(503, 504),
         ),
     )
@@ -130,7 +153,7 @@ def register(app: web.Application) -> None:
             "Recent alerts of every actor, newest first",
             t,
             {200: (AlertsPage, "Alerts")},
-            params=(q("severity", {"enum": ["warning", "critical", "emergency"]}), limit(500, 100)),
+            params=(q("severity", one_of(["warning", "critical", "emergency"])), limit(500, 100)),
             errors=(503, 504),
         ),
     )
@@ -142,7 +165,7 @@ def register(app: web.Application) -> None:
             put_config,
             "Change the limits (validated, persisted, applied)",
             t,
-            {200: (RiskConfigReply, "The limits now in force")},
+            {200: (RiskConfig, "The limits now in force")},
             body=ConfigBody,
             errors=(503, 504),
         ),

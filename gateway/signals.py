@@ -8,11 +8,11 @@ from aiohttp import web
 
 from bus.errors import RequestFailed
 from domain.ids import day_key
-from gateway.common import BUS, SETTINGS, UNAVAILABLE, ask, int_param, query_param, read_json
+from gateway.common import BUS, SETTINGS, UNAVAILABLE, ask, choice, int_param, query_param, read_json
 from gateway.problems import ApiError, json_response
-from gateway.spec import INT, PAIR, STR, Endpoint, add, limit, q
+from gateway.spec import MAX_TIME, PAIR, STR, TIME, Endpoint, add, limit, one_of, q
 from schemas.messages import RiskParameters, Signal, SignalEvent, SignalsPage, SignalsQuery, now_ms
-from schemas.rest import ExecuteSignal, SignalAccepted
+from schemas.rest import SIGNALS, ExecuteSignal, SignalAccepted
 
 INTAKE = "the signal-intake"
 STATUSES = ("executed", "filtered", "rejected")
@@ -32,8 +32,9 @@ async def execute_signal(request: web.Request) -> web.Response:
         max_risk_percent=rp.max_risk_percent if rp else None,
         position_size_method=rp.position_size_method if rp else None,
     )
+    action = choice("signal", body.signal, SIGNALS)
     sig = Signal(
-        pair=body.pair, signal=body.signal, confidence=body.confidence, source=body.source, strategy=body.strategy,
+        pair=body.pair, signal=action, confidence=body.confidence, source=body.source, strategy=body.strategy,
         signal_id=sid, price=body.price, stop_loss=body.stop_loss, take_profit=body.take_profit,
         risk_parameters=params if rp else None, quantity=body.quantity, timestamp=day,
     )  # fmt: skip
@@ -53,7 +54,7 @@ async def execute_signal(request: web.Request) -> web.Response:
         code = ev.code or "SIGNAL_REJECTED"
         status = 503 if code in UNAVAILABLE else 422
         title = "Service Unavailable" if status == 503 else "Signal rejected"
-        field = "pair" if ev.reason and ev.reason.startswith("pair ") else None
+        field = ev.field or ("pair" if ev.reason and ev.reason.startswith("pair ") else None)
         raise ApiError(status, title, ev.reason or "rejected", code=code, field=field, signal_id=ev.signal_id)
     return json_response(ev)
 
@@ -64,7 +65,7 @@ async def list_signals(request: web.Request) -> web.Response:
         status=query_param(request, "status", STATUSES),
         source=query_param(request, "source"),
         signal_id=query_param(request, "signalId"),
-        since=int_param(request, "since", 0, 10**15),
+        since=int_param(request, "since", 0, MAX_TIME),
         limit=int_param(request, "limit", 1, 1000, 50) or 50,
     )
     bus = request.app[BUS]
@@ -101,10 +102,10 @@ def register(app: web.Application) -> None:
             {200: (SignalsPage, "Results")},
             params=(
                 PAIR,
-                q("status", {"enum": list(STATUSES)}),
+                q("status", one_of(STATUSES)),
                 q("source", STR),
                 q("signalId", STR),
-                q("since", INT, "handled at or after (epoch ms)"),
+                q("since", TIME, "handled at or after (epoch ms)"),
                 limit(1000, 50),
             ),
             errors=(503, 504),

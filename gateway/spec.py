@@ -11,6 +11,8 @@ from typing import Any
 
 from aiohttp import web
 
+from schemas.rest import any_case_pattern
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -56,9 +58,15 @@ def path(name: str, description: str = "") -> Param:
     return Param(name, "path", {"type": "string"}, description, required=True)
 
 
-INT = {"type": "integer", "minimum": 0}
 STR = {"type": "string"}
+MAX_TIME = 10**15  # epoch ms query parameters (since, until) go up to this
+TIME = {"type": "integer", "minimum": 0, "maximum": MAX_TIME}
 PAIR = Param("pair", "query", {"type": "string", "pattern": "^[A-Za-z0-9]+_[A-Za-z0-9]+$"}, "BASE_QUOTE, e.g. BTC_USDT")
+
+
+def one_of(values: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """A query enum: any case is taken (``?side=BUY``), so the document states a pattern, with the values."""
+    return {"type": "string", "pattern": any_case_pattern(tuple(values)), "examples": list(values)}
 
 
 def limit(hi: int, default: int) -> Param:

@@ -46,7 +46,9 @@ KINDS: dict[str, tuple[str, str, str, bool]] = {
     "signal": ("s", "SIGNAL_EVENTS", "events.signals", True),
 }
 LETTER = {v[0]: k for k, v in KINDS.items()}
-ID_RE = re.compile(r"^([ofpkrs]\d{1,19})(\.[ofpkrs]\d{1,19}){0,5}$")
+ID_RE = re.compile(r"([ofpkrs][0-9]{1,19})(\.[ofpkrs][0-9]{1,19}){0,5}")  # fullmatch
+ID_PATTERN = f"^{ID_RE.pattern}$"
+MAX_SEQ = 2**63 - 1
 PAIR_RE = re.compile(r"^[A-Z0-9]{1,20}_[A-Z0-9]{1,20}$")
 
 
@@ -122,7 +124,8 @@ class Feed:
         self.subs.clear()
 
 
-async def _feed(request: web.Request, last_id: str | None) -> Feed:
+async def _feed(request: web.Request, last_id: str | None, *, start: bool = True) -> Feed:
+    """The client's feed from its parameters (422 naming a bad one); ``start``: its consumers too."""
     bus = request.app[BUS]
     kinds = _list(request, "types", tuple(KINDS)) or list(KINDS)
     pairs = [p.upper() for p in _list(request, "pairs", None)]
@@ -133,7 +136,7 @@ async def _feed(request: web.Request, last_id: str | None) -> Feed:
             )
     position: dict[str, int] = {}
     if last_id:
-        if not ID_RE.match(last_id):
+        if not ID_RE.fullmatch(last_id):
             raise ApiError(
                 422,
                 "Validation failed",
@@ -143,12 +146,18 @@ async def _feed(request: web.Request, last_id: str | None) -> Feed:
             )
         for part in last_id.split("."):
             position[LETTER[part[0]]] = int(part[1:])
+        if max(position.values()) >= MAX_SEQ:  # JetStream takes no start sequence past 2^63 - 1
+            raise ApiError(
+                422, "Validation failed", "the last event id is not one this stream gave",
+                field="lastEventId", code="INVALID_FIELD",
+            )  # fmt: skip
     for kind in kinds:
         if kind not in position:  # not followed before: from now on
             info = await bus.js.stream_info(bus.subjects.stream_name(KINDS[kind][1]))
             position[kind] = info.state.last_seq or 0
     feed = Feed(bus, kinds, pairs, {k: position[k] for k in kinds})
-    await feed.start()
+    if start:
+        await feed.start()
     return feed
 
 
@@ -226,8 +235,16 @@ async def sse(request: web.Request) -> web.StreamResponse:
 
 
 async def ws(request: web.Request) -> web.StreamResponse:
-    feed = await _feed(request, request.query.get("lastEventId"))
+    feed = await _feed(request, request.query.get("lastEventId"), start=False)
     sock = web.WebSocketResponse(heartbeat=PING_S, max_msg_size=64 * 1024)
+    if not sock.can_prepare(request).ok:  # a plain GET: say what is needed, as a problem (not aiohttp's 400 text)
+        raise ApiError(
+            426, "Upgrade Required",
+            "GET /api/ws is a WebSocket: connect with a WebSocket client (Upgrade: websocket); "
+            "for plain HTTP use GET /api/stream (Server-Sent Events)",
+            code="UPGRADE_REQUIRED", headers={"Upgrade": "websocket"},
+        )  # fmt: skip
+    await feed.start()
     # a second for the writer to send the 1013 close itself; cut if it is stuck on a client that stopped reading
     feed.on_drop = lambda: asyncio.get_running_loop().call_later(1.0, _abort, request)  # type: ignore[func-returns-value]
     try:
@@ -281,7 +298,17 @@ def register(app: web.Application) -> None:
             "Live events as Server-Sent Events",
             "streams",
             {200: (None, "text/event-stream: events named order, fill, position, portfolio, risk, signal")},
-            params=(*FILTERS, Param("Last-Event-ID", "header", STR, "resume after this event id")),
+            params=(
+                *FILTERS,
+                Param(
+                    "Last-Event-ID", "header", {"type": "string", "pattern": ID_PATTERN}, "resume after this event id"
+                ),
+                q(
+                    "lastEventId",
+                    {"type": "string", "pattern": ID_PATTERN},
+                    "resume after this event id (or the header)",
+                ),
+            ),
             errors=(422,),
             description=desc,
             media="text/event-stream",
@@ -296,8 +323,11 @@ def register(app: web.Application) -> None:
             "Live events over a WebSocket",
             "streams",
             {101: (None, "Switching to the WebSocket: text frames {id, type, data}")},
-            params=(*FILTERS, q("lastEventId", STR, "resume after this event id")),
-            errors=(422,),
+            params=(
+                *FILTERS,
+                q("lastEventId", {"type": "string", "pattern": ID_PATTERN}, "resume after this event id"),
+            ),
+            errors=(422, 426),
             description=desc,
         ),
     )

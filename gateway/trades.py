@@ -8,8 +8,8 @@ import nats.js.errors
 from aiohttp import web
 
 from bus.codec import DecodeFailure, decode
-from gateway.common import BUS, int_param, query_param
-from gateway.problems import ApiError, json_response
+from gateway.common import BUS, MAX_SEQ, int_param, query_param
+from gateway.problems import json_response
 from gateway.spec import PAIR, STR, Endpoint, add, limit, q
 from schemas.messages import Fill
 from schemas.rest import Trades
@@ -19,24 +19,24 @@ MAX_SCAN = 5_000  # stored messages looked at per request; the cursor continues 
 
 
 async def get_trades(request: web.Request) -> web.Response:
+    """A page of fills, newest first: the stream is read backwards from the cursor (the stream sequence
+    to start below). A fill id is listed once per page, at its newest copy: a fill stored again by an
+    outside writer (without its Nats-Msg-Id, or outside JetStream's duplicate window) is booked once by
+    the ledger and must not look like a second trade."""
     pair = (query_param(request, "pair") or "").upper()
     order_id = query_param(request, "orderId")
     size = int_param(request, "limit", 1, 500, 50) or 50
-    cursor = query_param(request, "cursor")
-    if cursor is not None and not cursor.isdigit():
-        raise ApiError(
-            422,
-            "Validation failed",
-            "cursor must be a nextCursor of a previous page",
-            field="cursor",
-            code="INVALID_FIELD",
-        )
+    cursor = int_param(request, "cursor", 1, MAX_SEQ)
     bus = request.app[BUS]
     stream = bus.subjects.s_fills
     state = (await bus.js.stream_info(stream)).state
-    first, seq = state.first_seq or 1, (int(cursor) - 1 if cursor else state.last_seq or 0)
+    first, last = state.first_seq or 1, state.last_seq or 0
+    if cursor is not None and cursor > last + 1:  # not a cursor this stream gave: nothing below it to read
+        return json_response(Trades(trades=[]))
+    seq = cursor - 1 if cursor is not None else last
     wanted = bus.subjects.fills(pair) if pair else None
     out: list[Fill] = []
+    listed: set[str] = set()
     scanned = 0
     while seq >= first and len(out) < size and scanned < MAX_SCAN:
         seqs = list(range(seq, max(first, seq - BATCH + 1) - 1, -1))
@@ -49,8 +49,9 @@ async def get_trades(request: web.Request) -> web.Response:
                 fill = decode(msg.data or b"", Fill)
             except DecodeFailure:
                 continue
-            if order_id and fill.order_id != order_id:
+            if (order_id and fill.order_id != order_id) or fill.fill_id in listed:
                 continue
+            listed.add(fill.fill_id)
             out.append(fill)
             if len(out) >= size:
                 break
@@ -78,7 +79,7 @@ def register(app: web.Application) -> None:
                 PAIR,
                 q("orderId", STR, "one order's fills"),
                 limit(500, 50),
-                q("cursor", STR, "nextCursor of the previous page"),
+                q("cursor", {"type": "integer", "minimum": 1, "maximum": MAX_SEQ}, "nextCursor of the previous page"),
             ),
             errors=(503,),
         ),

@@ -66,7 +66,7 @@ class Signal(Msg):
     """A trading signal on ``tbx.signals.submit`` (the seed's body)."""
 
     pair: str
-    signal: SignalAction
+    signal: str  # BUY, SELL, HOLD or CLOSE, in any case (signal-intake answers other values with a rejection)
     confidence: Decimal
     source: str = "unknown"
     strategy: str = ""
@@ -321,6 +321,7 @@ class SignalEvent(Msg):
     received_at: int = 0  # when the signal was stored (epoch ms): the clock of the windows
     reason: str | None = None
     code: str | None = None  # for a rejection by the risk-gate: its denial code
+    field: str | None = None  # for a rejected signal: the field at fault (signal, pair, confidence...)
     orders: list[SignalOrder] = msgspec.field(default_factory=list)
     linked_orders: dict[str, str] | None = None  # the bracket's stopLoss / takeProfit order ids
     position_sizing: PositionSizing | None = None

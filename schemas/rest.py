@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -14,10 +14,35 @@ from schemas.messages import (
     OrderStatus,
     OrderType,
     PositionView,
+    RiskConfigReply,
+    RiskMetricsView,
     RiskValidation,
     Side,
     TimeInForce,
 )  # fmt: skip
+
+# a limit or setting as REST shows it: a boolean as a JSON boolean, a number as a JSON number
+LimitValue = bool | Decimal
+
+
+def any_case_pattern(allowed: tuple[str, ...]) -> str:
+    """A JSON Schema pattern that matches exactly the ``allowed`` words in any case (``^(?:[Bb][Uu][Yy])$``)."""
+    words = ["".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in a) for a in allowed]
+    return "^(?:" + "|".join(words) + ")$"
+
+
+def any_case(allowed: tuple[str, ...], what: str) -> object:
+    """A string field that takes one of ``allowed`` in any case (the gateway answers the canonical one)."""
+    schema = {"pattern": any_case_pattern(allowed), "examples": list(allowed)}
+    return Annotated[
+        str, msgspec.Meta(description=f"{what}: {', '.join(allowed)}, in any case", extra_json_schema=schema)
+    ]
+
+
+SIDES = ("buy", "sell")
+SIGNALS = ("BUY", "SELL", "HOLD", "CLOSE")
+AnySide = any_case(SIDES, "the side")
+AnySignal = any_case(SIGNALS, "the signal")
 
 
 class Rest(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
@@ -32,7 +57,7 @@ class PlaceOrder(RestIn):
     """Body of ``POST /api/orders`` (the seed's)."""
 
     pair: str
-    side: Side
+    side: AnySide  # type: ignore[valid-type]
     quantity: Decimal
     type: OrderType = "market"
     price: Decimal | None = None
@@ -133,8 +158,20 @@ class Status(Rest, kw_only=True):
     started_at: int
     uptime_ms: int
     actors: dict[str, str]
-    limits: dict[str, str] = msgspec.field(default_factory=dict)
+    limits: dict[str, LimitValue] = msgspec.field(default_factory=dict)
     services: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class RiskMetrics(RiskMetricsView):
+    """``GET /api/risk/metrics``: the risk-gate's view, its limits typed (booleans, numbers)."""
+
+    limits: dict[str, LimitValue]
+
+
+class RiskConfig(RiskConfigReply):
+    """``PUT /api/risk/config``: the limits now in force, typed (booleans, numbers)."""
+
+    limits: dict[str, LimitValue] = msgspec.field(default_factory=dict)
 
 
 class Problem(Rest):
@@ -205,7 +242,7 @@ class ExecuteSignal(RestIn, kw_only=True):
     """Body of ``POST /api/signals/execute`` (the seed's), the same fields as a signal on the bus."""
 
     pair: str
-    signal: Literal["BUY", "SELL", "HOLD", "CLOSE"]
+    signal: AnySignal  # type: ignore[valid-type]
     confidence: Decimal
     source: str = "api"
     strategy: str = ""

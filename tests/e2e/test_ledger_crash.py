@@ -50,7 +50,8 @@ def random_fills(seed: int = 7) -> list[Fill]:
 
 
 def comparable(s: PortfolioSnapshot) -> dict:
-    d = msgspec.to_builtins(s)
+    # decimals compared by value: the bus writes 0E-8 as 0 (no exponent, no negative zero)
+    d = msgspec.to_builtins(s, builtin_types=(Decimal,))
     d.pop("ts")
     d["summary"].pop("dayPnL")
     for p in d["positions"]:
@@ -115,7 +116,7 @@ async def test_ledger_killed_mid_stream_rebuilds_the_same_books(nats_url, prefix
     expected = snapshot(uninterrupted, {}, DayStart(), 0, got.last_fill_seq)
     assert got.fills_applied == N_FILLS == expected.fills_applied
     assert comparable(got) == comparable(expected)
-    assert [msgspec.to_builtins(c) for c in history.positions] == [
-        msgspec.to_builtins(cycle_view(c)) for c in reversed(uninterrupted.history)
+    assert [msgspec.to_builtins(c, builtin_types=(Decimal,)) for c in history.positions] == [
+        msgspec.to_builtins(cycle_view(c), builtin_types=(Decimal,)) for c in reversed(uninterrupted.history)
     ]
     assert got.positions, "the random fills leave open positions to compare"

@@ -270,12 +270,12 @@ async def test_put_risk_config_validates_persists_and_applies(stack, nats_url, p
         data=b'{"maxOrderNotional": "50", "maxOrdersPerSecond": 7}',
         headers=JSON,
     )
-    assert status == 200 and ok["limits"]["MAX_ORDER_NOTIONAL"] == "50" and ok["limits"]["MAX_ORDERS_PER_SECOND"] == "7"
+    assert status == 200 and ok["limits"]["MAX_ORDER_NOTIONAL"] == 50 and ok["limits"]["MAX_ORDERS_PER_SECOND"] == 7
     body = b'{"pair":"BTC_USDT","side":"buy","quantity":0.01}'  # about 600 at 60,000: over the new 50
     status, _, p = await call(http, "POST", f"{base}/api/orders", data=body, headers=JSON)
     assert status == 422 and p["code"] == "MAX_ORDER_NOTIONAL"
     status, _, m = await call(http, "GET", f"{base}/api/risk/metrics")
-    assert m["limits"]["MAX_ORDER_NOTIONAL"] == "50"
+    assert m["limits"]["MAX_ORDER_NOTIONAL"] == 50
     from bus.client import Bus
     from schemas.subjects import Subjects
 

@@ -531,7 +531,7 @@ async def test_risk_config_emergency_stop_alerts_and_resume(api):
     metrics = await api.ok("GET", "/api/risk/metrics")
     assert metrics["tradingState"] == "ACTIVE"
     cfg = await api.ok("PUT", "/api/risk/config", {"maxOrdersPerSecond": 500})
-    assert cfg["limits"]["MAX_ORDERS_PER_SECOND"] == "500"
+    assert cfg["limits"]["MAX_ORDERS_PER_SECOND"] == 500
     stop = await api.ok("POST", "/api/risk/emergency-stop", {"reason": "api test"})
     assert stop["state"] == "HALTED" and "api test" in stop["reason"]
     p = problem(await api.call("POST", "/api/orders", {"pair": "BTC_USDT", "side": "buy", "quantity": 0.1}), 503)
