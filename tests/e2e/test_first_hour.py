@@ -34,6 +34,7 @@ def listening(port: int) -> Iterator[socket.socket | None]:
         yield None
         return
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as port_is_free: TIME_WAIT does not count
     sock.bind(("127.0.0.1", port))
     sock.listen()
     try:

@@ -11,7 +11,7 @@ import pytest
 
 from bus.client import Bus, Envelope
 from bus.codec import decode
-from bus.embedded import DEFAULT_PORT, EmbeddedNats, PortInUse, port_is_free
+from bus.embedded import DEFAULT_PORT, EmbeddedNats, PortInUse
 from bus.errors import BusUnavailable, RequestFailed
 from schemas.messages import DeadLetter, ExecutionReport, Fill, OrderRequest
 from tests.conftest import pid_alive
@@ -223,11 +223,14 @@ async def test_connect_to_nothing_is_a_clear_error():
 
 
 def test_embedded_server_takes_a_free_port_when_4222_is_taken_and_stops_by_pid(tmp_path):
-    blocker = None
-    if port_is_free("127.0.0.1", DEFAULT_PORT):
-        blocker = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        blocker.bind(("127.0.0.1", DEFAULT_PORT))
-        blocker.listen()
+    blocker: socket.socket | None = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # type: ignore[union-attr]  # (TIME_WAIT)
+    try:
+        blocker.bind(("127.0.0.1", DEFAULT_PORT))  # type: ignore[union-attr]
+        blocker.listen()  # type: ignore[union-attr]
+    except OSError:  # somebody else holds it already: taken all the same
+        blocker.close()  # type: ignore[union-attr]
+        blocker = None
     try:
         server = EmbeddedNats(tmp_path)
         url = server.start()
