@@ -32,11 +32,13 @@ class ApiError(Exception):
         code: str | None = None,
         client_order_id: str | None = None,
         signal_id: str | None = None,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(detail)
         self.status, self.title, self.detail, self.field, self.code = status, title, detail, field, code
         self.client_order_id = client_order_id
         self.signal_id = signal_id
+        self.retry_after = retry_after  # seconds: sent as the Retry-After header
 
 
 def json_response(body: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -106,6 +108,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             e.status, e.title, e.detail, field=e.field, code=e.code, request_id=rid,
             client_order_id=e.client_order_id, signal_id=e.signal_id,
         )  # fmt: skip
+        if e.retry_after is not None:
+            resp.headers["Retry-After"] = str(e.retry_after)
     except web.HTTPException as e:
         if e.status < 400:
             raise
