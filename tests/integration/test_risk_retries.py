@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 
 from actors.risk_gate import RiskGate
+from bus.client import Envelope
 from bus.errors import RequestFailed
 from domain.recent import RecentIds
 from gateway.app import Gateway
@@ -29,6 +30,7 @@ from schemas.messages import (
     RiskCommand,
     RiskStateChange,
     Signal,
+    SignalEvent,
     SignalReply,
     now_ms,
 )
@@ -279,3 +281,36 @@ async def test_the_emergency_stop_answers_closing_orders_a_client_can_look_up(ma
     closing = await api.until(change["closingOrders"][0], "filled")  # GET /api/orders/{id} finds it
     assert closing["side"] == "sell" and closing["reduceOnly"] is True and closing["pair"] == "BTC_USDT"
     assert closing["quantity"] == 1
+
+
+async def test_a_signal_is_never_rejected_with_cannot_know_yet(make_api: MakeApi):
+    """Halted, with the order-router down, the gate cannot tell whether the signal's order exists
+    (RETRY_LATER): signal-intake asks again instead of publishing that as the signal's result; once the
+    router is back the answer is final (TRADING_HALTED: no such order)."""
+    api = await make_api(STOP_LOSS_ENABLED="false")
+    results: list[SignalEvent] = []
+
+    async def on_result(ev: SignalEvent, env: Envelope) -> None:
+        results.append(ev)
+
+    await api.bus.subscribe(api.bus.subjects.signal_events(), SignalEvent, on_result)
+    await halt(api)
+    await api.system.stop("order-router")
+    sig = Signal(
+        pair="BTC_USDT", signal="BUY", confidence=D("0.9"), source="later", signal_id="sig-l", quantity=D("0.5")
+    )
+    await api.bus.publish(api.bus.subjects.signals_submit, sig)  # the stream stores it (no_ack: no answer)
+    gate = api.system.running["risk-gate"]
+
+    async def asked_twice() -> bool:
+        return gate.denied >= 2  # type: ignore[attr-defined]
+
+    await eventually(asked_twice, what="signal-intake asking the gate again")
+    assert results == []  # "cannot know yet" is no result
+    await api.system.start("order-router")
+
+    async def final() -> list[SignalEvent]:
+        return results
+
+    (ev,) = await eventually(final, what="the signal's result")
+    assert ev.status == "rejected" and ev.code == "TRADING_HALTED", ev
