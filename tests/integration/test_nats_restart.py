@@ -7,6 +7,7 @@ server is stopped by its pid at the end.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -15,16 +16,22 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal as D
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
 from bus.client import Bus, Envelope
 from bus.embedded import EmbeddedNats, free_port
-from schemas.messages import Fill
+from gateway.app import Gateway
+from schemas.messages import Book, Empty, Fill, OrdersPage, OrdersQuery, PortfolioSnapshot
 from schemas.subjects import Subjects
 from tests.conftest import pid_alive
 from tests.helpers import eventually, fill
+from tests.integration.test_actors import System
+from tests.integration.test_gateway import start_gateway
+from tests.integration.test_gateway_orders import EXTRA
+from tests.integration.test_order_types import settings_for
 
 
 @dataclass
@@ -122,3 +129,121 @@ async def test_a_followed_stream_resumes_at_once_after_the_server_restarts(own_n
     finally:
         await reader.close()
         await writer.close()
+
+
+# -- the whole service under load --------------------------------------------------------------------------
+@dataclass
+class Attempt:
+    coid: str
+    side: str
+    sent: float  # monotonic
+    answered: float
+    status: int
+    code: str | None
+
+
+async def test_after_a_kill_9_of_nats_buys_and_sells_pass_again_at_once_without_504(own_nats: Restartable):
+    """Issue 15, 1c: killed under load and restarted, the risk-gate used to refuse covered sells for ~15 s
+    (its read model stalled until nats-py noticed two missed heartbeats) and held its one-at-a-time submit
+    handler for 1 s catch-up waits (504s behind it). Now: soon after every client has reconnected, buys
+    and sells pass again; nothing sent after the reconnect is answered 504 or 422 (every sale sells what
+    its own filled purchase bought); a request whose outcome was unknown is retried with its clientOrderId
+    and answered with its order, never a second one."""
+    prefix = "k" + uuid.uuid4().hex[:8]
+    extra = EXTRA | {
+        "INITIAL_BALANCE": "100000",
+        "ALLOW_SHORT": "false",
+        "MAX_POSITION_SIZE": "1",
+        "MAX_ORDERS_PER_SECOND": "1000",
+    }
+    sut = System(own_nats.url, settings_for(own_nats.url, prefix, **extra))
+    gw: Gateway | None = None
+    client = await Bus.connect(own_nats.url, name="client", subjects=Subjects(prefix))
+    attempts: list[Attempt] = []
+    stop = asyncio.Event()
+    try:
+        await sut.start()
+        gw, base = await start_gateway(own_nats.url, prefix, **extra)
+        await client.ensure_layout()
+
+        async def feed() -> None:  # the book, again and again (our own orders take what they fill)
+            while not stop.is_set():
+                with contextlib.suppress(Exception):
+                    await client.publish(
+                        client.subjects.book("BTC_USDT"),
+                        Book(pair="BTC_USDT", bids=[(D("99.00"), D("100"))], asks=[(D("100.00"), D("100"))], ts=1),
+                    )
+                await asyncio.sleep(0.05)
+
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http:
+
+            async def call(method: str, path: str, body: object = None) -> tuple[int, dict[str, Any]]:
+                async with http.request(method, base + path, json=body) as r:
+                    return r.status, await r.json(content_type=None)
+
+            async def place(coid: str, side: str) -> str:
+                """Until the order exists: 503 / 504 / errors are retried with the same clientOrderId."""
+                body = {"pair": "BTC_USDT", "side": side, "type": "market", "quantity": 0.1, "clientOrderId": coid}
+                while True:
+                    sent = time.monotonic()
+                    try:
+                        status, answer = await call("POST", "/api/orders", body)
+                    except (aiohttp.ClientError, TimeoutError):
+                        status, answer = 0, {}
+                    attempts.append(Attempt(coid, side, sent, time.monotonic(), status, answer.get("code")))
+                    if status == 201:
+                        return str(answer["orderId"])
+                    if status == 422:
+                        raise AssertionError(f"{coid} ({side}) denied: {answer}")
+                    await asyncio.sleep(0.05)
+
+            async def filled(order_id: str) -> None:
+                async def check() -> bool:
+                    status, o = await call("GET", f"/api/orders/{order_id}")
+                    return status == 200 and o["status"] == "filled"
+
+                await eventually(check, timeout=30, every=0.02, what=f"{order_id} filled")
+
+            async def worker(w: int) -> None:
+                n = 0
+                while not stop.is_set():
+                    n += 1
+                    await filled(await place(f"w{w}-{n}-buy", "buy"))
+                    await filled(await place(f"w{w}-{n}-sell", "sell"))  # sells what its purchase bought
+
+            feeder = asyncio.create_task(feed())
+            workers = [asyncio.create_task(worker(w)) for w in range(3)]
+            await asyncio.sleep(1.5)  # under load
+            assert not any(t.done() for t in workers), [t.exception() for t in workers if t.done()]
+            buses = [a.bus for a in sut.running.values()] + [gw.bus, client]
+            await restart(own_nats)
+            reconnected = await wait_connected(*buses)
+            await asyncio.sleep(4.0)  # under load again
+            stop.set()
+            await asyncio.wait_for(asyncio.gather(*workers), 60)
+            feeder.cancel()
+
+        after = [a for a in attempts if a.sent >= reconnected]
+        assert not [a for a in after if a.status in (504, 422)], [a for a in after if a.status in (504, 422)]
+        first = {
+            side: min(a.answered for a in after if a.side == side and a.status == 201) - reconnected
+            for side in ("buy", "sell")
+        }
+        # "within 1 s of the reconnect": generous on a noisy 2-core machine, far below the 10-15 s before
+        assert first["buy"] < 3.0 and first["sell"] < 3.0, first
+        # nothing lost or doubled: one order per client order id, and the books are flat again
+        page = await client.request(client.subjects.query("orders"), OrdersQuery(limit=500), OrdersPage)
+        coids = [o.client_order_id for o in page.orders]
+        assert len(coids) == len(set(coids)) == len({a.coid for a in attempts if a.status == 201})
+
+        async def flat() -> bool:
+            snap = await client.request(client.subjects.query("portfolio"), Empty(), PortfolioSnapshot)
+            return not any(p.quantity for p in snap.positions)
+
+        await eventually(flat, what="every purchase sold again")
+    finally:
+        stop.set()
+        if gw is not None:
+            await gw.stop()
+        await sut.stop()
+        await client.close()
