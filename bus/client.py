@@ -35,6 +35,9 @@ NO_RESPONDERS_PAUSE_S = 0.025
 MSG_ID_HEADER = "Nats-Msg-Id"
 RESUME_CREATE_WAIT_S = 2.0  # how long one re-created ordered consumer may take before it is asked for again
 RESUME_POLL_S = 0.005
+# a request sent before a disconnect is answered within this long after the reconnect, or never (the server
+# that should answer it is gone, or answered into the dead connection): then it fails as a timeout at once
+LOST_REQUEST_GRACE_S = 0.5
 
 
 @dataclass(slots=True)
@@ -122,6 +125,8 @@ class Bus:
         self._synced = asyncio.Event()  # connected, and every followed stream resumed after the last reconnect
         self._synced.set()
         self._resume_task: asyncio.Task[None] | None = None
+        self._in_flight_at_disconnect: set[str] = set()
+        self._background: set[asyncio.Task[None]] = set()
 
     @property
     def in_sync(self) -> bool:
@@ -156,6 +161,7 @@ class Bus:
         async def on_disconnect() -> None:
             if buses:
                 buses[0]._synced.clear()  # from now on what we fold from streams may be behind
+                buses[0]._in_flight_at_disconnect |= set(buses[0].nc._resp_map)
             if holder and (holder[0].is_closed or holder[0].is_draining):
                 return  # our own close
             log.warning("nats disconnected, reconnecting")
@@ -164,6 +170,7 @@ class Bus:
             log.info("nats reconnected")
             if buses:
                 buses[0]._resume_all()
+                buses[0]._fail_lost_requests()
 
         try:
             nc = await asyncio.wait_for(
@@ -502,6 +509,31 @@ class Bus:
             return
         self._synced.clear()
         self._resume_task = asyncio.create_task(self._resume_follows(), name=f"{self.name}:resume")
+
+    def _fail_lost_requests(self) -> None:
+        """Requests in flight when the connection dropped: those written before it will never be answered
+        (a request still in nats-py's buffer is sent after the reconnect and answered). Rather than holding
+        their callers (an actor's lock, a one-at-a-time handler) for their whole timeout (10 s for a
+        JetStream publish), each still unanswered shortly after the reconnect fails as a timeout, which
+        every caller already handles ("outcome unknown": retried, idempotently)."""
+        tokens, self._in_flight_at_disconnect = self._in_flight_at_disconnect, set()
+        if not tokens:
+            return
+
+        async def fail_later() -> None:
+            await asyncio.sleep(LOST_REQUEST_GRACE_S)
+            lost = 0
+            for token in tokens:
+                future = self.nc._resp_map.get(token)
+                if future is not None and not future.done():
+                    future.set_exception(nats.errors.TimeoutError())
+                    lost += 1
+            if lost:
+                logger.bind(actor=self.name).warning("{} request(s) lost with the connection: failed as timeouts", lost)
+
+        task = asyncio.create_task(fail_later(), name=f"{self.name}:lost requests")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _resume_follows(self) -> None:
         log = logger.bind(actor=self.name)

@@ -12,7 +12,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal as D
 from pathlib import Path
@@ -23,6 +23,7 @@ import pytest
 
 from bus.client import Bus, Envelope
 from bus.embedded import EmbeddedNats, free_port
+from bus.errors import RequestFailed
 from gateway.app import Gateway
 from schemas.messages import Book, Empty, Fill, OrdersPage, OrdersQuery, PortfolioSnapshot
 from schemas.subjects import Subjects
@@ -129,6 +130,50 @@ async def test_a_followed_stream_resumes_at_once_after_the_server_restarts(own_n
     finally:
         await reader.close()
         await writer.close()
+
+
+async def test_a_request_lost_with_the_server_fails_at_once_one_sent_during_the_outage_is_answered(
+    own_nats: Restartable,
+):
+    """A request written before the server died is never answered: it fails as a timeout just after the
+    reconnect instead of holding its caller for its whole timeout (10 s for a JetStream publish). A
+    request made while reconnecting is sent after the reconnect and answered."""
+    subjects = Subjects("r" + uuid.uuid4().hex[:8])
+    server = await Bus.connect(own_nats.url, name="server", subjects=subjects)
+    asker = await Bus.connect(own_nats.url, name="asker", subjects=subjects)
+    try:
+        held = asyncio.Event()
+
+        async def never(body: Empty, env: Envelope) -> None:
+            held.set()  # got it, and the server dies before any answer
+
+        async def echo(body: Empty, env: Envelope) -> None:
+            await server.respond(env, body)
+
+        await server.subscribe("x.never", Empty, never)
+        await server.subscribe("x.echo", Empty, echo)
+        lost = asyncio.create_task(asker.request("x.never", Empty(), Empty, timeout=30))
+        await asyncio.wait_for(held.wait(), 5)
+        own_nats.kill9()
+        await eventually(_disconnected(asker), timeout=5, every=0.01, what="the disconnect")
+        during = asyncio.create_task(asker.request("x.echo", Empty(), Empty, timeout=30))
+        await asyncio.sleep(0.2)
+        await asyncio.to_thread(own_nats.start)
+        reconnected = await wait_connected(server, asker)
+        with pytest.raises(RequestFailed) as e:
+            await asyncio.wait_for(lost, 30)
+        assert e.value.timeout and time.monotonic() - reconnected < 3.0  # not 30 s
+        assert await asyncio.wait_for(during, 10) == Empty()
+    finally:
+        await asker.close()
+        await server.close()
+
+
+def _disconnected(bus: Bus) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return not bus.nc.is_connected
+
+    return check
 
 
 # -- the whole service under load --------------------------------------------------------------------------
