@@ -213,6 +213,7 @@ class RiskGate(Actor):
         await self.bus.subscribe(s.query("risk"), Empty, self._on_metrics, queue=self.name)
         self.spawn(self.markets.keep(), "market rules")
         self.spawn(self.every(1.0, self._watch, "risk watch"), "watch")
+        self.spawn(self.every(1.0, self._release_retries, "reservations of retries"), "retries")
         self.log.info("trading state {}", self.trading_state)
 
     async def on_stop(self) -> None:
@@ -445,6 +446,23 @@ class RiskGate(Actor):
             timeout=LOOKUP_TIMEOUT_S,
         )  # fmt: skip
         return page.orders[0] if page.orders else None
+
+    async def _release_retries(self) -> None:
+        """A reservation whose order is not seen after PENDING_CHECK_MS: if the order-router's order under
+        that client order id was created before the approval, the approval was a retry of an order older
+        than the gate remembers (answered with it, no new event coming): release what it reserved."""
+        now = now_ms()
+        due = [(c, p) for c, p in self.pending.items() if not p.checked and now - p.at > PENDING_CHECK_MS][:20]
+        for coid, p in due:
+            try:
+                o = await self._order_of(coid)
+            except RequestFailed:
+                continue  # asked again next time
+            p.checked = True
+            if o is not None and o.created_at < p.at and self.pending.get(coid) is p:
+                del self.pending[coid]
+                self.client_ids.add(coid)
+                self.log.info("{} was a retry of order {}: its reservation released", coid, o.order_id)
 
     async def _deny_unless_known(self, req: OrderRequest, env: Envelope, d: Denial, slot: float | None) -> None:
         """A denial, unless the client order id names an order after all (one the gate does not remember):

@@ -211,6 +211,32 @@ async def test_an_id_the_gate_no_longer_remembers_is_looked_up_before_a_denial(m
     assert_problem(got, 503, None, "TRADING_HALTED")
 
 
+async def test_a_retry_the_gate_no_longer_remembers_that_passes_leaves_no_reservation(make_api: MakeApi):
+    """Passing every check, a retry of an order past the gate's memory is approved and answered with the
+    order by the order-router; no event of it follows, so the gate asks and releases the reservation."""
+    api = await make_api()
+    body = {"pair": "BTC_USDT", "side": "buy", "type": "limit", "price": 95, "quantity": 1, "clientOrderId": "f-1"}
+    placed = await api.place(**body)
+    await api.until(placed["orderId"], "accepted")
+    gate = api.system.running["risk-gate"]
+    assert isinstance(gate, RiskGate)
+
+    async def read_all() -> bool:  # the gate has every event of the order (none left to release anything)
+        info = await api.bus.js.stream_info(api.bus.subjects.s_orders)
+        return gate.orders_seq >= (info.state.last_seq or 0)
+
+    await eventually(read_all, what="the gate reading ORDERS")
+    gate.client_ids = RecentIds(1)  # as if 20,000 orders came after it
+    await api.same_over_http(placed, **body)
+    assert (await metrics(api.bus)).pending_approvals == 1  # approved again: the router answered the order
+
+    async def released() -> bool:
+        return (await metrics(api.bus)).pending_approvals == 0
+
+    await eventually(released, what="the retry's reservation released")
+    assert await api.orders_named("f-1") == 1
+
+
 async def test_a_retry_of_an_approved_order_not_yet_created_waits_for_it_and_reserves_nothing(make_api: MakeApi):
     """The order-router is down: the approval waits on its durable hop. Retries are handed on too (the
     router answers each with the one order once it is back); other content is refused at once; the
