@@ -430,6 +430,9 @@ class RiskGate(Actor):
     async def _to_router(self, req: OrderRequest, env: Envelope, estimated_cost: Decimal | None = None) -> None:
         """A retry of an order that exists (or is on its way): the order-router answers it with the order
         (or 409 for other content). Nothing checked, reserved or counted against the rate."""
+        if req.pair not in self.settings.PAIRS:  # not the order it names (and no subject to carry it on)
+            await self._deny(req, env, _duplicate(req.client_order_id))
+            return
         self.retries += 1
         self.log.info("{} names an order already: answered with it by the order-router", req.client_order_id)
         note = "clientOrderId names an existing order: answered with it, not checked again"
@@ -776,7 +779,7 @@ def _cannot_know(d: Denial) -> Denial:
 def _duplicate(client_order_id: str) -> Denial:
     return Denial(
         "DUPLICATE_CLIENT_ORDER_ID", "clientOrderId",
-        f"clientOrderId {client_order_id} already names an order on its way, with other content",
+        f"clientOrderId {client_order_id} already names an order, with other content",
     )  # fmt: skip
 
 

@@ -116,6 +116,8 @@ async def test_balance_a_sale_sent_again_after_it_filled_is_answered_with_it(mak
     # other content under the same id stays a conflict
     got = await api.post(pair="BTC_USDT", side="sell", type="market", quantity=2, clientOrderId="r-sell")
     assert_problem(got, 409, "clientOrderId", "DUPLICATE_CLIENT_ORDER_ID")
+    got = await api.post(pair="BTC.>", side="sell", type="market", quantity=1, clientOrderId="r-sell")
+    assert_problem(got, 409, "clientOrderId", "DUPLICATE_CLIENT_ORDER_ID")
     assert await api.orders_named("r-sell") == 1
     m = await metrics(api.bus)
     assert m.pending_approvals == 0  # a retry reserves nothing
