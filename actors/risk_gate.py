@@ -105,6 +105,12 @@ LOOKUP_TIMEOUT_S = 2.0  # asking the order-router whether a client order id name
 PENDING_CHECK_MS = 2_000  # a reservation whose order is not seen after this long: does the order exist?
 CLOSE_ANSWER_TIMEOUT_S = 3.0  # the emergency stop waits this long for the order-router to create its closes
 RETRY_LATER = "RETRY_LATER"
+# denials that depend only on the request itself and the settings: its identical first sending met them
+# too, so no order can exist under its id (no need to ask the order-router)
+STATIC_CODES = frozenset({
+    "INVALID_CLIENT_ORDER_ID", "UNKNOWN_PAIR", "INVALID_QUANTITY", "UNSUPPORTED_ORDER_TYPE", "INVALID_PRICE",
+    "MISSING_PRICE", "MISSING_STOP_PRICE", "UNEXPECTED_FIELD", "INVALID_FLAGS", "INVALID_NUMBER",
+})  # fmt: skip
 # denials that depend on the read model of the books (and so may be wrong while it is behind)
 BOOK_CODES = frozenset({
     "INSUFFICIENT_BALANCE", "MAX_POSITION_SIZE", "MAX_TOTAL_EXPOSURE", "CORRELATION_LIMIT", "REDUCING_ONLY",
@@ -406,8 +412,8 @@ class RiskGate(Actor):
         if isinstance(verdict, Denial):
             if verdict.code in ("MAX_DAILY_LOSS", "MAX_DRAWDOWN"):
                 await self._watch()  # a daily-loss denial halts at once
-            if verdict.code == "INVALID_CLIENT_ORDER_ID":
-                await self._deny(req, env, verdict)  # no order can have such an id
+            if verdict.code in STATIC_CODES:
+                await self._deny(req, env, verdict)  # no order can exist under its id
             else:  # unless its id names an order the gate no longer remembers: looked up beside the handler
                 self.spawn(self._deny_unless_known(req, env, verdict, slot), "denial")
             return

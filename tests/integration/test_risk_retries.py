@@ -342,3 +342,20 @@ async def test_a_signal_is_never_rejected_with_cannot_know_yet(make_api: MakeApi
 
     (ev,) = await eventually(final, what="the signal's result")
     assert ev.status == "rejected" and ev.code == "TRADING_HALTED", ev
+
+
+async def test_a_denial_of_the_request_itself_needs_no_lookup_a_denial_of_the_moment_does(make_api: MakeApi):
+    """With the order-router down: an order its own content denies (its identical first sending was denied
+    too) gets its 422 at once; one the moment denies (halted) cannot be told from a retry of an order that
+    exists, so it is RETRY_LATER (503 with Retry-After), never a final no."""
+    api = await make_api()
+    await halt(api)
+    await api.system.stop("order-router")
+    got = await api.post(pair="BTC_USDT", side="buy", type="limit", quantity=1, clientOrderId="s-1")
+    assert_problem(got, 422, "price", "MISSING_PRICE")
+    status, _, p = await api.post(pair="BTC_USDT", side="buy", type="market", quantity=1, clientOrderId="s-2")
+    assert status == 503 and p["code"] == "RETRY_LATER" and p["clientOrderId"] == "s-2", p
+    async with api.http.post(
+        api.base + "/api/orders", json={"pair": "BTC_USDT", "side": "buy", "quantity": 1, "clientOrderId": "s-2"}
+    ) as r:
+        assert r.status == 503 and r.headers["Retry-After"] == "1"
