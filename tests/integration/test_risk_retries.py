@@ -349,10 +349,10 @@ async def test_a_denial_of_the_request_itself_needs_no_lookup_a_denial_of_the_mo
     too) gets its 422 at once; one the moment denies (halted) cannot be told from a retry of an order that
     exists, so it is RETRY_LATER (503 with Retry-After), never a final no."""
     api = await make_api()
-    await halt(api)
     await api.system.stop("order-router")
     got = await api.post(pair="BTC_USDT", side="buy", type="limit", quantity=1, clientOrderId="s-1")
     assert_problem(got, 422, "price", "MISSING_PRICE")
+    await halt(api)
     status, _, p = await api.post(pair="BTC_USDT", side="buy", type="market", quantity=1, clientOrderId="s-2")
     assert status == 503 and p["code"] == "RETRY_LATER" and p["clientOrderId"] == "s-2", p
     async with api.http.post(
