@@ -501,8 +501,8 @@ class RiskGate(Actor):
 
     async def _check(self, req: OrderRequest, *, dry_run: bool) -> Denial | Approval:
         """The decision on an order: its own checks, the portfolio limits, then the sizing advice (and
-        the user's risk service). A real submission (not ``dry_run``) counts against the rate and
-        reserves what it needs until its order is seen."""
+        the user's risk service). A real submission (not ``dry_run``) reserves what it needs until its
+        order is seen (the rate is counted by ``_on_submit``, before this)."""
         known = req.pair in self.settings.PAIRS
         book = await self.books.get(req.pair) if known else None
 
