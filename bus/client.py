@@ -567,6 +567,8 @@ class Bus:
             await asyncio.sleep(pause)  # JetStream not ready yet (a server still recovering its streams)
             pause = min(pause * 2, 1.0)
         while True:
+            if not self.nc.is_connected:
+                return  # dropped again: the next reconnect resumes it
             try:
                 info = await sub.consumer_info()
             except Exception:
