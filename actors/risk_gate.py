@@ -15,11 +15,23 @@ portfolio-ledger (which stays their owner), and it owns what in-flight orders re
 holds its funds and exposure until the order's first event is seen, so ten orders racing each other
 cannot together pass a limit that each passes alone. The trading state (ACTIVE / REDUCING / HALTED) is
 kept in JetStream KV; reaching MAX_DAILY_LOSS (or MAX_DRAWDOWN) halts trading by itself.
+
+Retries come first: a submit whose client order id already names an order (seen on ORDERS, or approved
+and on its way to the order-router) is handed to the order-router without any check, which answers it
+with that order (409 for other content under the same id); it reserves nothing and does not count
+against MAX_ORDERS_PER_SECOND. An id the gate does not remember is looked up at the order-router only
+when the answer would otherwise be a denial, so a new order costs no extra round trip.
+
+"Cannot know yet" is never a final denial: while the read model may be behind (NATS reconnecting, the
+followed streams not resumed yet, or fills stored that it has not read within a few ms), a denial
+that depends on the books is answered ``RETRY_LATER`` (503 with Retry-After at the REST edge), and the
+submit handler never waits longer than that for the model to catch up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections import deque
@@ -28,12 +40,14 @@ from decimal import Decimal
 
 import msgspec
 import nats.js.errors
+from nats.aio.msg import Msg as NatsMsg
 
 from actors.base import Actor
 from actors.books import BookCache
 from actors.markets import MarketRulesCache
 from actors.services import ServiceClient, ServiceDown
 from bus.client import Bus, Envelope
+from bus.codec import DecodeFailure, decode
 from bus.errors import RequestFailed
 from config.settings import PARSERS, Settings, parse_correlation_groups, parse_trading_hours
 from domain.book import mid_price, vwap, walk_book
@@ -52,7 +66,7 @@ from domain.limits import (
     headroom,
 )
 from domain.recent import FILL_DEDUPE_WINDOW, RecentIds
-from domain.risk import Approval, Denial, check_order
+from domain.risk import RESERVED_CLIENT_PREFIX, Approval, Denial, check_order, same_request
 from domain.sizing import QTY_STEP, SizingError, fixed_fractional, round_down
 from domain.valuation import DayStart, equity, roll_day
 from schemas.messages import (
@@ -63,9 +77,12 @@ from schemas.messages import (
     CommandReply,
     Empty,
     Fill,
+    Order,
     OrderEvent,
     OrderReply,
     OrderRequest,
+    OrdersPage,
+    OrdersQuery,
     PairExposure,
     RiskAlert,
     RiskCommand,
@@ -81,6 +98,24 @@ from schemas.subjects import pair_currencies
 
 ZERO = Decimal(0)
 PENDING_TTL_MS = 300_000
+CLIENT_ID_WINDOW = 20_000  # client order ids of the latest orders seen on ORDERS: retries answered at once
+CATCH_UP_WAIT_S = 0.02  # the longest the submit handler waits for fills / order events stored but not read
+STREAM_INFO_TIMEOUT_S = 0.5
+LOOKUP_TIMEOUT_S = 2.0  # asking the order-router whether a client order id names an order
+PENDING_CHECK_MS = 2_000  # a reservation whose order is not seen after this long: does the order exist?
+CLOSE_ANSWER_TIMEOUT_S = 3.0  # the emergency stop waits this long for the order-router to create its closes
+RETRY_LATER = "RETRY_LATER"
+# denials that depend only on the request itself and the settings: its identical first sending met them
+# too, so no order can exist under its id (no need to ask the order-router)
+STATIC_CODES = frozenset({
+    "INVALID_CLIENT_ORDER_ID", "UNKNOWN_PAIR", "INVALID_QUANTITY", "UNSUPPORTED_ORDER_TYPE", "INVALID_PRICE",
+    "MISSING_PRICE", "MISSING_STOP_PRICE", "UNEXPECTED_FIELD", "INVALID_FLAGS", "INVALID_NUMBER",
+})  # fmt: skip
+# denials that depend on the read model of the books (and so may be wrong while it is behind)
+BOOK_CODES = frozenset({
+    "INSUFFICIENT_BALANCE", "MAX_POSITION_SIZE", "MAX_TOTAL_EXPOSURE", "CORRELATION_LIMIT", "REDUCING_ONLY",
+    "TRADING_HOURS", "NO_EQUITY", "MAX_DAILY_LOSS", "MAX_DRAWDOWN", "REDUCE_ONLY",
+})  # fmt: skip
 STATE_KEY = "risk.state"
 KEEP_ALERTS = 500
 LIMITS_KEY = "risk.limits"
@@ -122,6 +157,9 @@ class Pending:
     currency: str
     amount: Decimal
     at: int
+    request: OrderRequest | None = None  # what was approved: a retry must carry the same order
+    estimated_cost: Decimal | None = None
+    checked: bool = False  # asked the order-router once whether its order exists
 
 
 class RiskGate(Actor):
@@ -140,6 +178,9 @@ class RiskGate(Actor):
         self.fills_seq = 0
         self.working: dict[str, Working] = {}  # order id -> what is left of it
         self.pending: dict[str, Pending] = {}  # client order id -> reservation
+        self.client_ids = RecentIds(CLIENT_ID_WINDOW)  # client order ids that name an order (seen on ORDERS)
+        self.orders_seq = 0
+        self.retries = 0
         self.early: dict[str, Decimal] = {}  # order id -> filled before its first event was seen
         self.day = DayStart()
         self.peak = s.INITIAL_BALANCE
@@ -178,6 +219,7 @@ class RiskGate(Actor):
         await self.bus.subscribe(s.query("risk"), Empty, self._on_metrics, queue=self.name)
         self.spawn(self.markets.keep(), "market rules")
         self.spawn(self.every(1.0, self._watch, "risk watch"), "watch")
+        self.spawn(self.every(1.0, self._release_retries, "reservations of retries"), "retries")
         self.log.info("trading state {}", self.trading_state)
 
     async def on_stop(self) -> None:
@@ -185,7 +227,8 @@ class RiskGate(Actor):
 
     def stats(self) -> dict[str, int | float | str]:
         out: dict[str, int | float | str] = {
-            "approved": self.approved, "denied": self.denied, "tradingState": self.trading_state,
+            "approved": self.approved, "denied": self.denied, "retries": self.retries,
+            "tradingState": self.trading_state, "readModel": "in sync" if self.bus.in_sync else "catching up",
         }  # fmt: skip
         if self.risk_service.enabled:
             out["riskService"] = self.risk_service.state
@@ -277,9 +320,12 @@ class RiskGate(Actor):
                 p.signed, p.amount = p.signed * keep, p.amount * keep
 
     async def _on_order(self, ev: OrderEvent, env: Envelope) -> None:
+        self.orders_seq = max(self.orders_seq, env.seq or 0)
         o = ev.order
         self.books_model.apply_order(o)
         self.pending.pop(o.client_order_id, None)  # the order is known now: its own lock holds the funds
+        if not o.client_order_id.startswith(RESERVED_CLIENT_PREFIX):  # bracket legs are not callers' ids
+            self.client_ids.add(o.client_order_id)
         prev = self.working.pop(o.order_id, None)
         seen = max(prev.filled_fills if prev else ZERO, self.early.pop(o.order_id, ZERO))
         if lock_of(o) is not None:
@@ -287,15 +333,27 @@ class RiskGate(Actor):
             if w.left > ZERO:
                 self.working[o.order_id] = w
 
-    async def _catch_up(self, wait: float = 1.0) -> bool:
-        """Wait until our read model has every fill stored now. False if there was nothing to wait for."""
-        last = (await self.bus.js.stream_info(self.subjects.s_fills)).state.last_seq or 0
-        if self.fills_seq >= last:
-            return False
+    async def _lagging(self, wait: float = CATCH_UP_WAIT_S) -> bool | None:
+        """Is the read model behind the FILLS and ORDERS streams? None: it has every message stored now;
+        False: it was behind and caught up within ``wait`` (a sale right after the purchase); True: it
+        cannot be known now (NATS reconnecting, the streams not resumed, or still behind after ``wait``)."""
+        if not self.bus.in_sync:
+            return True
+        s = self.subjects
+        try:
+            fills, orders = await asyncio.wait_for(
+                asyncio.gather(self.bus.js.stream_info(s.s_fills), self.bus.js.stream_info(s.s_orders)),
+                STREAM_INFO_TIMEOUT_S,
+            )
+        except Exception:
+            return True
+        f_last, o_last = fills.state.last_seq or 0, orders.state.last_seq or 0
+        if self.fills_seq >= f_last and self.orders_seq >= o_last:
+            return None
         deadline = time.monotonic() + wait
-        while self.fills_seq < last and time.monotonic() < deadline:
-            await asyncio.sleep(0.005)
-        return True
+        while (self.fills_seq < f_last or self.orders_seq < o_last) and time.monotonic() < deadline:
+            await asyncio.sleep(0.002)
+        return self.fills_seq < f_last or self.orders_seq < o_last
 
     def exposure(self) -> Exposure:
         marks = self.books.mids
@@ -323,22 +381,43 @@ class RiskGate(Actor):
         )
 
     # -- orders ----------------------------------------------------------------------------------------
-    def _throttled(self) -> bool:
-        """At most MAX_ORDERS_PER_SECOND orders in any second; the excess is denied, never queued."""
+    def _rate_slot(self) -> float | None:
+        """At most MAX_ORDERS_PER_SECOND orders in any second; the excess is denied, never queued. The
+        slot taken (its time), or None when there is none left."""
         now = time.monotonic()
         while self.recent and now - self.recent[0] >= 1.0:
             self.recent.popleft()
         if len(self.recent) >= self.max_rate:
-            return True
+            return None
         self.recent.append(now)
-        return False
+        return now
 
     async def _on_submit(self, req: OrderRequest, env: Envelope) -> None:
-        verdict = await self._check(req, dry_run=False)
+        coid = req.client_order_id
+        # a retry first, before any limit, state or rate check: answered with its order, whatever happened since
+        if coid in self.client_ids:
+            await self._to_router(req, env)
+            return
+        if (p := self.pending.get(coid)) is not None and p.request is not None:  # approved, order not seen yet
+            if same_request(p.request, req, self.settings.DEFAULT_TIME_IN_FORCE):
+                await self._to_router(req, env, p.estimated_cost)
+            else:
+                await self._deny(req, env, _duplicate(coid))
+            return
+        slot = self._rate_slot()
+        if slot is None:
+            verdict: Denial | Approval = Denial(
+                "RATE_LIMIT", None, f"MAX_ORDERS_PER_SECOND: more than {self.max_rate} orders in one second"
+            )
+        else:
+            verdict = await self._check(req, dry_run=False)
         if isinstance(verdict, Denial):
-            await self._deny(req, env, verdict)
             if verdict.code in ("MAX_DAILY_LOSS", "MAX_DRAWDOWN"):
                 await self._watch()  # a daily-loss denial halts at once
+            if verdict.code in STATIC_CODES:
+                await self._deny(req, env, verdict)  # no order can exist under its id
+            else:  # unless its id names an order the gate no longer remembers: looked up beside the handler
+                self.spawn(self._deny_unless_known(req, env, verdict, slot), "denial")
             return
         approved = ApprovedOrder(
             request=req,
@@ -347,12 +426,71 @@ class RiskGate(Actor):
             reply_to=env.reply,
             approved_at=now_ms(),
         )
+        if (p := self.pending.get(coid)) is not None:
+            p.request, p.estimated_cost = req, verdict.estimated_cost
         try:
             await self.bus.js_publish(self.subjects.approved_orders(req.pair), approved)
         except Exception:
-            self.pending.pop(req.client_order_id, None)
+            self.pending.pop(coid, None)
             raise
         self.approved += 1
+
+    async def _to_router(self, req: OrderRequest, env: Envelope, estimated_cost: Decimal | None = None) -> None:
+        """A retry of an order that exists (or is on its way): the order-router answers it with the order
+        (or 409 for other content). Nothing checked, reserved or counted against the rate."""
+        if req.pair not in self.settings.PAIRS:  # not the order it names (and no subject to carry it on)
+            await self._deny(req, env, _duplicate(req.client_order_id))
+            return
+        self.retries += 1
+        self.log.info("{} names an order already: answered with it by the order-router", req.client_order_id)
+        note = "clientOrderId names an existing order: answered with it, not checked again"
+        approved = ApprovedOrder(
+            request=req, risk_validation=RiskValidation(passed=True, note=note), estimated_cost=estimated_cost,
+            reply_to=env.reply, approved_at=now_ms(),
+        )  # fmt: skip
+        await self.bus.js_publish(self.subjects.approved_orders(req.pair), approved)
+
+    async def _order_of(self, client_order_id: str) -> Order | None:
+        """The order a client order id names, asked of the order-router (its owner). Raises RequestFailed."""
+        page = await self.bus.request(
+            self.subjects.query("orders"), OrdersQuery(client_order_id=client_order_id), OrdersPage,
+            timeout=LOOKUP_TIMEOUT_S,
+        )  # fmt: skip
+        return page.orders[0] if page.orders else None
+
+    async def _release_retries(self) -> None:
+        """A reservation whose order is not seen after PENDING_CHECK_MS: if the order-router's order under
+        that client order id was created before the approval, the approval was a retry of an order older
+        than the gate remembers (answered with it, no new event coming): release what it reserved."""
+        now = now_ms()
+        due = [(c, p) for c, p in self.pending.items() if not p.checked and now - p.at > PENDING_CHECK_MS][:20]
+        for coid, p in due:
+            try:
+                o = await self._order_of(coid)
+            except RequestFailed:
+                continue  # asked again next time
+            p.checked = True
+            if o is not None and o.created_at < p.at and self.pending.get(coid) is p:
+                del self.pending[coid]
+                self.client_ids.add(coid)
+                self.log.info("{} was a retry of order {}: its reservation released", coid, o.order_id)
+
+    async def _deny_unless_known(self, req: OrderRequest, env: Envelope, d: Denial, slot: float | None) -> None:
+        """A denial, unless the client order id names an order after all (one the gate does not remember):
+        then that order is the answer, and the rate slot is given back."""
+        try:
+            known = await self._order_of(req.client_order_id) is not None
+        except RequestFailed as e:
+            why = f"cannot tell now whether clientOrderId {req.client_order_id} names an order ({e.reason})"
+            await self._deny(req, env, Denial(RETRY_LATER, None, f"{why}; retry with the same clientOrderId"))
+            return
+        if not known:
+            await self._deny(req, env, d)
+            return
+        if slot is not None:
+            with contextlib.suppress(ValueError):
+                self.recent.remove(slot)
+        await self._to_router(req, env)
 
     async def _on_validate(self, req: OrderRequest, env: Envelope) -> None:
         """Every check an order would meet now, nothing reserved, placed or counted against the rate."""
@@ -365,20 +503,26 @@ class RiskGate(Actor):
 
     async def _check(self, req: OrderRequest, *, dry_run: bool) -> Denial | Approval:
         """The decision on an order: its own checks, the portfolio limits, then the sizing advice (and
-        the user's risk service). A real submission (not ``dry_run``) counts against the rate and
-        reserves what it needs until its order is seen."""
+        the user's risk service). A real submission (not ``dry_run``) reserves what it needs until its
+        order is seen (the rate is counted by ``_on_submit``, before this)."""
         known = req.pair in self.settings.PAIRS
-        if not dry_run and self._throttled():
-            return Denial("RATE_LIMIT", None, f"MAX_ORDERS_PER_SECOND: more than {self.max_rate} orders in one second")
-        position: Decimal | None = None
-        if req.reduce_only and known:
-            pos = self.books_model.positions.get(req.pair)
-            position = pos.quantity if pos else ZERO
         book = await self.books.get(req.pair) if known else None
-        decision = check_order(
-            req, pairs=self.settings.PAIRS, book=book, trading_state=self.trading_state,
-            rules=self.markets.get(req.pair), position=position, now=now_ms(),
-        )  # fmt: skip
+
+        def own_checks() -> Denial | Approval:
+            position: Decimal | None = None
+            if req.reduce_only and known:
+                pos = self.books_model.positions.get(req.pair)
+                position = pos.quantity if pos else ZERO
+            return check_order(
+                req, pairs=self.settings.PAIRS, book=book, trading_state=self.trading_state,
+                rules=self.markets.get(req.pair), position=position, now=now_ms(),
+            )  # fmt: skip
+
+        decision = own_checks()
+        if isinstance(decision, Denial) and decision.code in BOOK_CODES and (lag := await self._lagging()) is not None:
+            decision = own_checks()  # the position may be in what was not read yet
+            if isinstance(decision, Denial) and decision.code in BOOK_CODES and lag:
+                return _cannot_know(decision)
         if isinstance(decision, Denial):
             return decision
         emergency = req.source == "emergency"
@@ -387,10 +531,12 @@ class RiskGate(Actor):
         if not emergency and intent is not None:
             mid = mid_price(book.bids, book.asks) if book is not None else None
             denial = check_limits(intent, before, self.limits, self.trading_state, mid, now_ms())
-            if denial is not None and denial.code == "INSUFFICIENT_BALANCE" and await self._catch_up():
-                # what it lacked may be in fills we have not read yet (a sale right after the purchase)
+            if denial is not None and denial.code in BOOK_CODES and (lag := await self._lagging()) is not None:
+                # what it lacked may be in fills or order events not read yet (a sale right after the purchase)
                 before = self.exposure()
                 denial = check_limits(intent, before, self.limits, self.trading_state, mid, now_ms())
+                if denial is not None and denial.code in BOOK_CODES and lag:
+                    return _cannot_know(denial)
             if denial is not None:
                 return denial
         if intent is not None and not dry_run:
@@ -533,23 +679,52 @@ class RiskGate(Actor):
         await self.bus.respond(env, change)
 
     async def _close_all(self) -> list[str]:
-        """Close every position at market (reduce-only orders that pass the halt)."""
-        out = []
-        for pair, pos in sorted(self.books_model.positions.items()):
-            if not pos.quantity or pair not in self.settings.PAIRS:
-                continue
-            req = OrderRequest(
-                client_order_id=f"emergency-{pair}-{now_ms()}", pair=pair,
-                side="sell" if pos.quantity > 0 else "buy", quantity=abs(pos.quantity),  # type: ignore[arg-type]
-                reduce_only=True, source="emergency", ts=now_ms(),
-            )  # fmt: skip
-            approved = ApprovedOrder(
-                request=req, risk_validation=RiskValidation(passed=True, reason="emergency close"),
-                approved_at=now_ms(),
-            )  # fmt: skip
-            await self.bus.js_publish(self.subjects.approved_orders(pair), approved)
-            out.append(req.client_order_id)
-        return out
+        """Close every position at market (reduce-only orders that pass the halt). The order ids of the
+        closing orders, as the order-router answers them (GET /api/orders/{id} finds each)."""
+        inbox = self.bus.nc.new_inbox()
+        answers: asyncio.Queue[OrderReply] = asyncio.Queue()
+
+        async def on_answer(msg: NatsMsg) -> None:
+            with contextlib.suppress(DecodeFailure):
+                answers.put_nowait(decode(msg.data, OrderReply))
+
+        sub = await self.bus.nc.subscribe(inbox, cb=on_answer)
+        sent: list[str] = []
+        try:
+            for pair, pos in sorted(self.books_model.positions.items()):
+                if not pos.quantity or pair not in self.settings.PAIRS:
+                    continue
+                req = OrderRequest(
+                    client_order_id=f"emergency-{pair}-{now_ms()}", pair=pair,
+                    side="sell" if pos.quantity > 0 else "buy", quantity=abs(pos.quantity),  # type: ignore[arg-type]
+                    reduce_only=True, source="emergency", ts=now_ms(),
+                )  # fmt: skip
+                approved = ApprovedOrder(
+                    request=req, risk_validation=RiskValidation(passed=True, reason="emergency close"),
+                    reply_to=inbox, approved_at=now_ms(),
+                )  # fmt: skip
+                await self.bus.js_publish(self.subjects.approved_orders(pair), approved)
+                sent.append(req.client_order_id)
+            by_client: dict[str, str] = {}
+            deadline = time.monotonic() + CLOSE_ANSWER_TIMEOUT_S
+            while len(by_client) < len(sent) and (left := deadline - time.monotonic()) > 0:
+                try:
+                    reply = await asyncio.wait_for(answers.get(), left)
+                except TimeoutError:
+                    break
+                if reply.order is not None:
+                    by_client[reply.order.client_order_id] = reply.order.order_id
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        for coid in sent:
+            if coid not in by_client:
+                with contextlib.suppress(RequestFailed):
+                    if (o := await self._order_of(coid)) is not None:
+                        by_client[coid] = o.order_id
+                if coid not in by_client:
+                    self.log.error("emergency close {}: no answer from the order-router yet", coid)
+        return [by_client[c] for c in sent if c in by_client]
 
     # -- alerts ----------------------------------------------------------------------------------------
     async def _on_alert(self, a: RiskAlert, env: Envelope) -> None:
@@ -598,6 +773,22 @@ class RiskGate(Actor):
             ts=now_ms(),
         )
         await self.bus.respond(env, view)
+
+
+def _cannot_know(d: Denial) -> Denial:
+    """A denial that may only be the read model being behind: "retry", not a final no."""
+    return Denial(
+        RETRY_LATER, None,
+        f"cannot decide now: the risk-gate's view of the books is catching up with the event log (it would "
+        f"say {d.code}: {d.reason}); retry in a second with the same clientOrderId",
+    )  # fmt: skip
+
+
+def _duplicate(client_order_id: str) -> Denial:
+    return Denial(
+        "DUPLICATE_CLIENT_ORDER_ID", "clientOrderId",
+        f"clientOrderId {client_order_id} already names an order, with other content",
+    )  # fmt: skip
 
 
 def _denied(d: Denial) -> OrderReply:

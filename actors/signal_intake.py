@@ -40,7 +40,7 @@ from actors.markets import MarketRulesCache
 from actors.services import ServiceClient, ServiceDown, clamp01
 from bus.client import Bus, Envelope
 from bus.codec import DecodeFailure, decode, encode
-from bus.errors import RequestFailed
+from bus.errors import RequestFailed, Transient
 from config.settings import Settings, parse_source_numbers
 from domain import signals as rules
 from domain.ids import day_key, signal_id
@@ -590,6 +590,8 @@ class SignalIntake(Actor):
     async def _place(self, req: OrderRequest) -> tuple[str, str | None, dict[str, object]]:
         """A signal's order through the risk-gate: (executed, its orders) or (rejected, the denial)."""
         reply = await self.bus.request(self.subjects.orders_submit, req, OrderReply, timeout=10.0)
+        if reply.code == "RETRY_LATER":  # the risk-gate cannot know yet: not a result, ask again (redelivery)
+            raise Transient(f"risk-gate: {reply.detail}")
         if not reply.ok or reply.order is None:
             return "rejected", f"{reply.code}: {reply.detail}", {"code": reply.code}
         o = reply.order

@@ -33,6 +33,11 @@ PAUSE_NAK_DELAY_S = 0.5
 NO_RESPONDERS_TRIES = 3
 NO_RESPONDERS_PAUSE_S = 0.025
 MSG_ID_HEADER = "Nats-Msg-Id"
+RESUME_CREATE_WAIT_S = 2.0  # how long one re-created ordered consumer may take before it is asked for again
+RESUME_POLL_S = 0.005
+# a request sent before a disconnect is answered within this long after the reconnect, or never (the server
+# that should answer it is gone, or answered into the dead connection): then it fails as a timeout at once
+LOST_REQUEST_GRACE_S = 0.5
 
 
 @dataclass(slots=True)
@@ -55,6 +60,17 @@ class Envelope:
 
 
 Handler = Callable[[T, Envelope], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class _Follow:
+    """A replay that keeps following its stream (an ordered consumer), and how far it has handled."""
+
+    stream: str
+    subject: str
+    start_seq: int
+    sub: Any  # nats.js.JetStreamContext.PushSubscription
+    handled: int = 0  # stream sequence of the last message handed to the handler
 
 
 _TRANSIENT = (
@@ -105,6 +121,23 @@ class Bus:
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._follows: list[_Follow] = []
+        self._synced = asyncio.Event()  # connected, and every followed stream resumed after the last reconnect
+        self._synced.set()
+        self._resume_task: asyncio.Task[None] | None = None
+        self._in_flight_at_disconnect: set[str] = set()
+        self._background: set[asyncio.Task[None]] = set()
+
+    @property
+    def in_sync(self) -> bool:
+        """Connected, and every replay that follows its stream has caught up again since the last
+        reconnect. False from a disconnect until then: state folded from the streams may be behind."""
+        return self._synced.is_set() and self.nc.is_connected
+
+    async def wait_in_sync(self, timeout: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._synced.wait(), timeout)
+        return self.in_sync
 
     # ------------------------------------------------------------------------------------------------
     @classmethod
@@ -123,14 +156,21 @@ class Bus:
             log.warning("nats error: {}", e)
 
         holder: list[NatsClient] = []
+        buses: list[Bus] = []
 
         async def on_disconnect() -> None:
+            if buses:
+                buses[0]._synced.clear()  # from now on what we fold from streams may be behind
+                buses[0]._in_flight_at_disconnect |= set(buses[0].nc._resp_map)
             if holder and (holder[0].is_closed or holder[0].is_draining):
                 return  # our own close
             log.warning("nats disconnected, reconnecting")
 
         async def on_reconnect() -> None:
             log.info("nats reconnected")
+            if buses:
+                buses[0]._resume_all()
+                buses[0]._fail_lost_requests()
 
         try:
             nc = await asyncio.wait_for(
@@ -156,7 +196,9 @@ class Bus:
                 f"cannot reach NATS at {shown}: {reason}. Start a nats-server there, or unset NATS_URL "
                 "to let tbx start its embedded one"
             ) from None
-        return cls(nc, subjects, name, replicas)
+        bus = cls(nc, subjects, name, replicas)
+        buses.append(bus)
+        return bus
 
     async def ensure_layout(self) -> None:
         """Create (or bring up to date) every stream and KV bucket. Idempotent, safe to race."""
@@ -397,9 +439,13 @@ class Bus:
         reading stops there. ``start_time`` (epoch ms): from the first message stored at or after it.
         """
         caught_up = asyncio.Event()
+        follow_state = _Follow(stream, subject, start_seq, None)
 
         async def cb(msg: NatsMsg) -> None:
             env = _envelope(msg, js=True)
+            if (env.seq or 0) <= follow_state.handled:
+                return  # delivered again by a consumer re-created after a reconnect: handled already
+            follow_state.handled = env.seq or 0
             try:
                 body = decode(msg.data, type_)
             except DecodeFailure as e:
@@ -447,7 +493,90 @@ class Bus:
             self._subs.remove(sub)
             await sub.unsubscribe()
             return None
+        follow_state.sub = sub
+        self._follows.append(follow_state)
         return sub
+
+    # ------------------------------------------------------------------------------------------------
+    def _resume_all(self) -> None:
+        """After a reconnect: resume every followed stream at once, from the message after the last one
+        received, instead of waiting for nats-py to notice two missed idle heartbeats (10 s) of consumers
+        that a restarted nats-server no longer has. ``in_sync`` is False until each has caught up."""
+        if self._resume_task is not None and not self._resume_task.done():
+            self._resume_task.cancel()
+        if not self._follows:
+            self._synced.set()
+            return
+        self._synced.clear()
+        self._resume_task = asyncio.create_task(self._resume_follows(), name=f"{self.name}:resume")
+
+    def _fail_lost_requests(self) -> None:
+        """Requests in flight when the connection dropped: those written before it will never be answered
+        (a request still in nats-py's buffer is sent after the reconnect and answered). Rather than holding
+        their callers (an actor's lock, a one-at-a-time handler) for their whole timeout (10 s for a
+        JetStream publish), each still unanswered shortly after the reconnect fails as a timeout, which
+        every caller already handles ("outcome unknown": retried, idempotently)."""
+        tokens, self._in_flight_at_disconnect = self._in_flight_at_disconnect, set()
+        if not tokens:
+            return
+
+        async def fail_later() -> None:
+            await asyncio.sleep(LOST_REQUEST_GRACE_S)
+            lost = 0
+            for token in tokens:
+                future = self.nc._resp_map.get(token)
+                if future is not None and not future.done():
+                    future.set_exception(nats.errors.TimeoutError())
+                    lost += 1
+            if lost:
+                logger.bind(actor=self.name).warning("{} request(s) lost with the connection: failed as timeouts", lost)
+
+        task = asyncio.create_task(fail_later(), name=f"{self.name}:lost requests")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _resume_follows(self) -> None:
+        log = logger.bind(actor=self.name)
+        try:
+            await asyncio.gather(*(self._resume(f) for f in list(self._follows)))
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # never leave the flag down for good because of one surprise
+            log.opt(exception=e).error("resuming the followed streams failed: {}", e)
+            return
+        if self.nc.is_connected:
+            self._synced.set()
+            log.info("resumed {} followed stream(s) after the reconnect", len(self._follows))
+
+    async def _resume(self, f: _Follow) -> None:
+        """Re-create one ordered consumer from the next sequence (nats-py's own reset, which its idle
+        heartbeat check would call 10 s later) until the server has it, then wait until it has caught up."""
+        sub = f.sub
+        jsi = sub._sub._jsi  # nats-py keeps the ordered consumer's state on the core subscription
+        pause = 0.05
+        while True:
+            if sub._closed or not self.nc.is_connected:
+                return
+            old = sub._consumer
+            await jsi.reset_ordered_consumer(max(jsi._sseq, f.start_seq - 1, f.handled) + 1)
+            deadline = asyncio.get_running_loop().time() + RESUME_CREATE_WAIT_S
+            while sub._consumer == old and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(RESUME_POLL_S)
+            if sub._consumer != old:
+                break
+            await asyncio.sleep(pause)  # JetStream not ready yet (a server still recovering its streams)
+            pause = min(pause * 2, 1.0)
+        while True:
+            if not self.nc.is_connected:
+                return  # dropped again: the next reconnect resumes it
+            try:
+                info = await sub.consumer_info()
+            except Exception:
+                await asyncio.sleep(0.05)
+                continue
+            if (info.num_pending or 0) == 0 and f.handled >= (info.delivered.stream_seq or 0):
+                return
+            await asyncio.sleep(RESUME_POLL_S)
 
     # ------------------------------------------------------------------------------------------------
     async def stop_consuming(self, grace: float = 2.0) -> None:
@@ -465,12 +594,17 @@ class Bus:
             await asyncio.sleep(0.01)
             if all(sub.pending_msgs == 0 for sub in self._subs):
                 break
+        if self._resume_task is not None:
+            self._resume_task.cancel()
+        self._follows.clear()
         for sub in self._subs:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
         self._subs.clear()
 
     async def close(self) -> None:
+        if self._resume_task is not None:
+            self._resume_task.cancel()
         if self.nc.is_closed:
             return
         with contextlib.suppress(Exception):

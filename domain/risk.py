@@ -178,3 +178,18 @@ def _check(
             )
     max_risk = abs(ref - req.stop_loss) * req.quantity if req.stop_loss is not None else cost
     return Approval(RiskValidation(passed=True, recommended_size=req.quantity, max_risk=max_risk), cost)
+
+
+def same_request(first: OrderRequest, again: OrderRequest, default_tif: str) -> bool:
+    """Does ``again`` (a retry under the same client order id) carry the same order as ``first``? The
+    fields the order-router compares for a repeated client order id (a market order's price is only a
+    reference; a missing time in force is the default), plus the bracket's exits."""
+
+    def key(r: OrderRequest) -> tuple[object, ...]:
+        price = r.price if r.type != "market" else None
+        return (
+            r.pair, r.side, r.type, r.quantity, price, r.stop_price, r.time_in_force or default_tif, r.expire_at,
+            r.post_only, r.reduce_only, r.stop_loss, r.take_profit,
+        )  # fmt: skip
+
+    return key(first) == key(again)

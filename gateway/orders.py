@@ -54,20 +54,29 @@ async def post_order(request: web.Request) -> web.Response:
         request, bus.subjects.orders_submit, req, OrderReply, "the risk-gate", req.client_order_id
     )
     if not reply.ok or reply.order is None:
-        raise denied(reply, "Order denied")
+        raise denied(reply, "Order denied", req.client_order_id)
     placed = placed_order(reply)
     return json_response(placed, status=201)
 
 
-def denied(reply: OrderReply, title: str) -> ApiError:
-    """The problem for a refused order: 409 a reused client id, 503 when it cannot be decided now, else 422."""
+RETRY_LATER = "RETRY_LATER"  # the risk-gate cannot know yet (its view of the books is catching up)
+RETRY_AFTER_S = 1
+
+
+def denied(reply: OrderReply, title: str, client_order_id: str | None = None) -> ApiError:
+    """The problem for a refused order: 409 a reused client id, 503 when it cannot be decided now (with
+    Retry-After when a retry in a second will be decided), else 422."""
     code = reply.code or "DENIED"
     status, title = (
         (409, "Conflict") if code == "DUPLICATE_CLIENT_ORDER_ID"
-        else (503, "Service Unavailable") if code in UNAVAILABLE or code == "LEDGER_UNAVAILABLE"
+        else (503, "Service Unavailable") if code in UNAVAILABLE or code in ("LEDGER_UNAVAILABLE", RETRY_LATER)
         else (422, title)
     )  # fmt: skip
-    return ApiError(status, title, reply.detail or "the order was denied", field=reply.field, code=code)
+    return ApiError(
+        status, title, reply.detail or "the order was denied", field=reply.field, code=code,
+        client_order_id=client_order_id if code == RETRY_LATER else None,
+        retry_after=RETRY_AFTER_S if code == RETRY_LATER else None,
+    )  # fmt: skip
 
 
 def placed_order(reply: OrderReply) -> PlacedOrder:
@@ -242,6 +251,12 @@ def register(app: web.Application) -> None:
             {201: (PlacedOrder, "The order exists (the seed's answer)")},
             body=PlaceOrder,
             errors=(409, 502, 503, 504),
+            description=(
+                "A clientOrderId that already names an order is answered with that order (201), before any "
+                "limit, state or rate check; other content under that id is a 409. 503 with code RETRY_LATER "
+                "and a Retry-After header: the risk-gate cannot know yet (its view of the books is catching "
+                "up, e.g. after a NATS reconnect); retry after that many seconds with the same clientOrderId."
+            ),
         ),
     )
     add(

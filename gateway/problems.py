@@ -38,12 +38,14 @@ class ApiError(Exception):
         client_order_id: str | None = None,
         signal_id: str | None = None,
         headers: dict[str, str] | None = None,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(detail)
         self.status, self.title, self.detail, self.field, self.code = status, title, detail, field, code
         self.client_order_id = client_order_id
         self.signal_id = signal_id
         self.headers = headers or {}
+        self.retry_after = retry_after  # seconds: sent as the Retry-After header
 
 
 def _number(text: str) -> msgspec.Raw:
@@ -181,6 +183,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             client_order_id=e.client_order_id, signal_id=e.signal_id,
         )  # fmt: skip
         resp.headers.update(e.headers)
+        if e.retry_after is not None:
+            resp.headers["Retry-After"] = str(e.retry_after)
     except web.HTTPException as e:
         if e.status < 400:
             raise

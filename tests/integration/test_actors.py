@@ -347,7 +347,7 @@ async def test_an_unusable_book_is_dead_lettered_and_never_used(nats_url, prefix
 
     settings = load_settings({"NATS_URL": nats_url, "BUS_PREFIX": prefix, "MARKET_DATA": "none", "PAIRS": "BTC_USDT"})
     sut = System(nats_url, settings)
-    await sut.start("risk-gate")
+    await sut.start("order-router", "risk-gate")  # the router: asked whether a denied client order id names an order
     letters: list[DeadLetter] = []
 
     async def on_letter(d: DeadLetter, env: Envelope) -> None:

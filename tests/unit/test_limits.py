@@ -10,10 +10,12 @@ from __future__ import annotations
 import re
 from decimal import Decimal as D
 
+import msgspec
 import pytest
 
 from domain.limits import ACTIVE, HALTED, REDUCING, Exposure, Intent, Limits, check_limits, daily_loss, reduces
-from domain.risk import Denial
+from domain.risk import Denial, same_request
+from schemas.messages import OrderRequest
 
 PAIR, BASE, QUOTE = "BTC/USDT", "BTC", "USDT"
 ETH, SOL = "ETH/USDT", "SOL/USDT"
@@ -547,3 +549,20 @@ def test_the_reason_names_a_number_above_the_limit(i, x, lim, mid, pattern):
     m = re.search(pattern, d.reason)
     assert m is not None, d.reason
     assert D(m.group(1)) > D(m.group(2)), d.reason
+
+
+# -- a retry carries the same order (issue 15, 1b) -------------------------------------------------------
+def test_same_request_compares_what_the_router_compares_and_the_exits():
+    base = OrderRequest(
+        client_order_id="c", pair="BTC_USDT", side="buy", quantity=D("1"), type="limit", price=D("95"), ts=1
+    )
+    assert same_request(base, msgspec.structs.replace(base, ts=2, source="other", signal_id="s"), "GTC")
+    assert same_request(base, msgspec.structs.replace(base, time_in_force="GTC"), "GTC")  # the default
+    assert not same_request(base, msgspec.structs.replace(base, time_in_force="IOC"), "GTC")
+    market = msgspec.structs.replace(base, type="market", price=None)
+    assert same_request(market, msgspec.structs.replace(market, price=D("100")), "GTC")  # only a reference
+    for change in (
+        {"quantity": D("2")}, {"side": "sell"}, {"price": D("96")}, {"pair": "ETH_USDT"}, {"reduce_only": True},
+        {"post_only": True}, {"stop_loss": D("90")}, {"take_profit": D("99")}, {"type": "stop_limit"},
+    ):  # fmt: skip
+        assert not same_request(base, msgspec.structs.replace(base, **change), "GTC"), change
