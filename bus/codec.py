@@ -33,6 +33,9 @@ class DecodeFailure(ValueError):
 
 def encode(msg: Any) -> bytes:
     data = _encoder.encode(msg)
+    # what _SUSPECT looks for always has one of these; plain substring tests cost a fraction of the regex
+    if b"E-" not in data and b"E+" not in data and b'"-0' not in data and b'"0.0' not in data:
+        return data
     if _SUSPECT.search(data) is None:
         return data
     return _encoder.encode(_plain(msgspec.to_builtins(msg, builtin_types=(Decimal,))))

@@ -39,6 +39,9 @@ async def read_json(request: web.Request, type_: type) -> object:
     return body
 
 
+MAX_ADJUSTED = 30  # no price, quantity or ratio a client sends is beyond 1e30 or below 1e-30
+
+
 def _finite(node: object, at: str) -> None:
     """A decimal in a body is a finite number: "NaN" and "Infinity" are refused, naming the field."""
     if not isinstance(node, msgspec.Struct):
@@ -50,6 +53,12 @@ def _finite(node: object, at: str) -> None:
             raise ApiError(
                 422, "Validation failed", f"{where}: expected a finite decimal, not {value}", field=where,
                 code="INVALID_FIELD",
+            )  # fmt: skip
+        if isinstance(value, Decimal) and value and not (-MAX_ADJUSTED <= value.adjusted() <= MAX_ADJUSTED):
+            raise ApiError(
+                422, "Validation failed",
+                f"{where}: {value} is out of range (a magnitude between 1e-{MAX_ADJUSTED} and 1e{MAX_ADJUSTED})",
+                field=where, code="INVALID_FIELD",
             )  # fmt: skip
         _finite(value, where + ".")
 

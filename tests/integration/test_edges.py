@@ -353,3 +353,21 @@ async def test_query_enums_take_any_case_as_the_document_says(api):
     api.contract.validate(side, "SELL", "any case")
     with pytest.raises(AssertionError):
         api.contract.validate(side, "long", "not a side")
+
+
+async def test_a_decimal_with_an_absurd_exponent_is_a_422_not_megabytes(api):
+    for where, body in (
+        ("quantity", {**ORDER, "quantity": "1E+50000000"}),
+        ("quantity", {**ORDER, "quantity": "1E-50000000"}),
+        ("price", {**ORDER, "type": "limit", "price": "1E+999999999999999999"}),
+    ):
+        problem(await api.call("POST", "/api/orders", body), 422, where, "INVALID_FIELD")
+        problem(await api.call("POST", "/api/orders/validate", body), 422, where, "INVALID_FIELD")
+    sig = {"pair": "BTC_USDT", "signal": "BUY", "confidence": "1E-50000000", "signalId": _sid()}
+    problem(await api.call("POST", "/api/signals/execute", sig), 422, "confidence", "INVALID_FIELD")
+
+
+async def test_a_signal_with_an_absurd_exponent_on_the_bus_still_gets_its_one_result(api):
+    await api.book()
+    reply = await _request(api, {"pair": "BTC_USDT", "signal": "BUY", "confidence": "1E-5000000", "signalId": _sid()})
+    assert reply.status == "filtered" and "confidence" in (reply.reason or "")

@@ -89,3 +89,17 @@ def test_status_limits_are_typed():
     )  # fmt: skip
     limits = json.loads(rest_json(status))["limits"]
     assert limits == {"ALLOW_SHORT": False, "MAX_POSITION_SIZE": 0.25, "MAX_ORDERS_PER_SECOND": 50}
+
+
+def test_an_absurd_exponent_keeps_it_instead_of_writing_megabytes_of_digits():
+    from domain.decimals import MAX_PLAIN
+
+    for text in ("1E+50000000", "1E-50000000", "-7.5E+999999999999999999"):
+        d = Decimal(text)
+        assert plain(d) == shortest(d) == str(d) and Decimal(plain(d)) == d
+    edge = Decimal(10) ** (MAX_PLAIN - 1)
+    assert plain(edge) == "1" + "0" * (MAX_PLAIN - 1)  # up to the bound: written out
+    assert "E" not in shortest(Decimal(1).scaleb(-MAX_PLAIN))
+    from bus.codec import encode
+
+    assert len(encode({"v": Decimal("1E+50000000")})) < 100
