@@ -348,12 +348,18 @@ class RiskGate(Actor):
         except Exception:
             return True
         f_last, o_last = fills.state.last_seq or 0, orders.state.last_seq or 0
-        if self.fills_seq >= f_last and self.orders_seq >= o_last:
+
+        def behind() -> bool:  # (a message that did not decode was dead-lettered: read all the same)
+            f_seen = max(self.fills_seq, self.bus.followed_to(s.s_fills))
+            o_seen = max(self.orders_seq, self.bus.followed_to(s.s_orders))
+            return f_seen < f_last or o_seen < o_last
+
+        if not behind():
             return None
         deadline = time.monotonic() + wait
-        while (self.fills_seq < f_last or self.orders_seq < o_last) and time.monotonic() < deadline:
+        while behind() and time.monotonic() < deadline:
             await asyncio.sleep(0.002)
-        return self.fills_seq < f_last or self.orders_seq < o_last
+        return behind()
 
     def exposure(self) -> Exposure:
         marks = self.books.mids

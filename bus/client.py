@@ -161,7 +161,10 @@ class Bus:
         async def on_disconnect() -> None:
             if buses:
                 buses[0]._synced.clear()  # from now on what we fold from streams may be behind
-                buses[0]._in_flight_at_disconnect |= set(buses[0].nc._resp_map)
+                try:  # (nats-py's private map of open requests: never let a surprise stop the reconnect)
+                    buses[0]._in_flight_at_disconnect |= set(buses[0].nc._resp_map)
+                except Exception as e:
+                    log.warning("open requests not recorded at the disconnect: {}", e)
             if holder and (holder[0].is_closed or holder[0].is_draining):
                 return  # our own close
             log.warning("nats disconnected, reconnecting")
@@ -169,8 +172,11 @@ class Bus:
         async def on_reconnect() -> None:
             log.info("nats reconnected")
             if buses:
-                buses[0]._resume_all()
-                buses[0]._fail_lost_requests()
+                try:
+                    buses[0]._resume_all()
+                    buses[0]._fail_lost_requests()
+                except Exception as e:
+                    log.error("resuming after the reconnect failed: {}", e)
 
         try:
             nc = await asyncio.wait_for(
@@ -439,7 +445,8 @@ class Bus:
         reading stops there. ``start_time`` (epoch ms): from the first message stored at or after it.
         """
         caught_up = asyncio.Event()
-        follow_state = _Follow(stream, subject, start_seq, None)
+        # handled from start_seq - 1 on: a follow that starts past the end counts as caught up at once
+        follow_state = _Follow(stream, subject, start_seq, None, handled=max(start_seq - 1, 0))
 
         async def cb(msg: NatsMsg) -> None:
             env = _envelope(msg, js=True)
@@ -535,15 +542,26 @@ class Bus:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    def followed_to(self, stream: str) -> int:
+        """The stream sequence up to which every message of ``stream`` that a follow reads was handed on
+        (a message that did not decode counts too: it went to the dead letters). 0 if none follows it."""
+        return max((f.handled for f in self._follows if f.stream == stream), default=0)
+
     async def _resume_follows(self) -> None:
         log = logger.bind(actor=self.name)
-        try:
-            await asyncio.gather(*(self._resume(f) for f in list(self._follows)))
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:  # never leave the flag down for good because of one surprise
-            log.opt(exception=e).error("resuming the followed streams failed: {}", e)
-            return
+        pause = 0.1
+        while True:
+            try:
+                await asyncio.gather(*(self._resume(f) for f in list(self._follows)))
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # never leave the flag down for good because of one surprise: again
+                log.opt(exception=e).error("resuming the followed streams failed ({}); again in {:g} s", e, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
+                if not self.nc.is_connected:
+                    return  # the next reconnect resumes them
         if self.nc.is_connected:
             self._synced.set()
             log.info("resumed {} followed stream(s) after the reconnect", len(self._follows))

@@ -132,6 +132,40 @@ async def test_a_followed_stream_resumes_at_once_after_the_server_restarts(own_n
         await writer.close()
 
 
+async def test_a_follow_started_past_the_end_and_one_with_a_dead_letter_come_back_in_sync(own_nats: Restartable):
+    """A follow that starts after the last message (the ledger after its snapshot) and one whose last
+    message did not decode are caught up as soon as they are resumed: no new message is needed."""
+    subjects = Subjects("r" + uuid.uuid4().hex[:8])
+    writer = await Bus.connect(own_nats.url, name="writer", subjects=subjects)
+    reader = await Bus.connect(own_nats.url, name="reader", subjects=subjects)
+    try:
+        await writer.ensure_layout()
+        for i in range(3):
+            await writer.js_publish(subjects.fills("BTC_USDT"), fill(f"before-{i}", "buy", "1", "100"))
+        await writer.js.publish(subjects.fills("BTC_USDT"), b'{"not": "a fill"}')
+
+        async def ignore(f: Fill, env: Envelope) -> None:
+            return None
+
+        await reader.replay(stream=subjects.s_fills, subject=subjects.fills(), type_=Fill, handler=ignore)
+        assert reader.followed_to(subjects.s_fills) == 4  # the dead letter counts as read
+        other = await Bus.connect(own_nats.url, name="other", subjects=subjects)
+        try:
+            await other.replay(
+                stream=subjects.s_fills, subject=subjects.fills(), type_=Fill, handler=ignore, start_seq=5
+            )
+            assert other.followed_to(subjects.s_fills) == 4
+            await restart(own_nats)
+            await wait_connected(writer, reader, other)
+            assert await reader.wait_in_sync(5.0), "the follow with a dead letter did not come back in sync"
+            assert await other.wait_in_sync(5.0), "the follow started past the end did not come back in sync"
+        finally:
+            await other.close()
+    finally:
+        await reader.close()
+        await writer.close()
+
+
 async def test_a_request_lost_with_the_server_fails_at_once_one_sent_during_the_outage_is_answered(
     own_nats: Restartable,
 ):

@@ -359,3 +359,14 @@ async def test_a_denial_of_the_request_itself_needs_no_lookup_a_denial_of_the_mo
         api.base + "/api/orders", json={"pair": "BTC_USDT", "side": "buy", "quantity": 1, "clientOrderId": "s-2"}
     ) as r:
         assert r.status == 503 and r.headers["Retry-After"] == "1"
+
+
+async def test_a_message_on_fills_that_does_not_decode_leaves_denials_final(make_api: MakeApi):
+    """An outside writer's broken message on FILLS is dead-lettered; the gate's view counts it as read, so a
+    sale of what is not held stays a final 422, never a 'cannot know yet' 503 until the next fill."""
+    api = await make_api()
+    await api.bus.js.publish(api.bus.subjects.fills("BTC_USDT"), b'{"not": "a fill"}')
+    await asyncio.sleep(0.2)
+    for i in range(3):
+        status, _, p = await api.post(pair="BTC_USDT", side="sell", type="market", quantity=1, clientOrderId=f"x{i}")
+        assert status == 422 and p["code"] == "INSUFFICIENT_BALANCE", p
