@@ -51,6 +51,8 @@ from schemas.messages import (
     Empty,
     OrderReply,
     OrderRequest,
+    OrdersPage,
+    OrdersQuery,
     Performance,
     PortfolioSnapshot,
     PositionSizing,
@@ -592,6 +594,16 @@ class SignalIntake(Actor):
         reply = await self.bus.request(self.subjects.orders_submit, req, OrderReply, timeout=10.0)
         if reply.code == "RETRY_LATER":  # the risk-gate cannot know yet: not a result, ask again (redelivery)
             raise Transient(f"risk-gate: {reply.detail}")
+        if reply.code == "DUPLICATE_CLIENT_ORDER_ID":
+            # the client order id is this signal's own: an earlier attempt made the order (its answer was lost)
+            # and this one sized it anew at today's prices. The order that exists is the signal's result.
+            page = await self.bus.request(
+                self.subjects.query("orders"), OrdersQuery(client_order_id=req.client_order_id), OrdersPage,
+                timeout=10.0,
+            )  # fmt: skip
+            if not page.orders:  # approved, not created yet: the next delivery finds it
+                raise Transient(f"the order of {req.client_order_id} is on its way")
+            reply = OrderReply(ok=True, order=page.orders[0])
         if not reply.ok or reply.order is None:
             return "rejected", f"{reply.code}: {reply.detail}", {"code": reply.code}
         o = reply.order

@@ -370,3 +370,19 @@ async def test_a_message_on_fills_that_does_not_decode_leaves_denials_final(make
     for i in range(3):
         status, _, p = await api.post(pair="BTC_USDT", side="sell", type="market", quantity=1, clientOrderId=f"x{i}")
         assert status == 422 and p["code"] == "INSUFFICIENT_BALANCE", p
+
+
+async def test_a_signal_handled_again_after_the_market_moved_is_executed_with_its_first_order(make_api: MakeApi):
+    """The signal's first attempt made its order (<signalId>-1) and the answer was lost; handled again, the
+    signal is sized anew at the new price, with new default exits: still the same signal, so its result is
+    the order that exists, never a 409 'rejected'."""
+    api = await make_api(STOP_LOSS_ENABLED="true")
+    first = await api.place(
+        pair="BTC_USDT", side="buy", type="market", quantity=0.5, clientOrderId="sig-m-1", stopLoss=90, takeProfit=120
+    )
+    await api.book([("101.00", "100")], [("102.00", "100")])  # the market moved: other size, other exits
+    sig = Signal(pair="BTC_USDT", signal="BUY", confidence=D("0.9"), source="moved", signal_id="sig-m")
+    result = await api.bus.request(api.bus.subjects.signals_submit, sig, SignalReply, timeout=15)
+    assert result.status == "executed", result
+    assert [o.order_id for o in result.orders] == [first["orderId"]]
+    assert await api.orders_named("sig-m-1") == 1
