@@ -436,9 +436,14 @@ class RiskGate(Actor):
             p.request, p.estimated_cost = req, verdict.estimated_cost
         try:
             await self.bus.js_publish(self.subjects.approved_orders(req.pair), approved)
-        except Exception:
-            self.pending.pop(coid, None)
-            raise
+        except Exception as e:
+            # the approval may be stored all the same (a lost ack): its order may still be made, so what it
+            # reserved stays, and the caller is told the outcome is unknown; a retry with the same client
+            # order id is sent on as the approved request (the order-router makes it once, or answers it)
+            self.log.warning("approval of {} not confirmed ({}): outcome unknown", coid, e)
+            why = f"the approval of {coid} was not confirmed ({type(e).__name__}); retry with the same clientOrderId"
+            await self.bus.respond(env, _denied(Denial(RETRY_LATER, None, why)))
+            return
         self.approved += 1
 
     async def _to_router(self, req: OrderRequest, env: Envelope, estimated_cost: Decimal | None = None) -> None:

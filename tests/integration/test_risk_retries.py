@@ -386,3 +386,40 @@ async def test_a_signal_handled_again_after_the_market_moved_is_executed_with_it
     assert result.status == "executed", result
     assert [o.order_id for o in result.orders] == [first["orderId"]]
     assert await api.orders_named("sig-m-1") == 1
+
+
+async def test_an_approval_whose_ack_is_lost_keeps_its_reservation_and_a_retry_gets_the_one_order(
+    make_api: MakeApi, monkeypatch
+):
+    """The gate's publish of an approval is stored but its ack is lost (a NATS restart): the caller is told
+    'cannot know yet' (or already gets the order), the reservation stays, and the retry under the same
+    clientOrderId is answered with the one order it made."""
+    import nats.errors
+
+    api = await make_api(INITIAL_BALANCE="10000")
+    gate = api.system.running["risk-gate"]
+    real = gate.bus.js_publish
+    lost: list[str] = []
+
+    async def ack_lost(subject: str, msg: object, *, msg_id: str | None = None) -> int:
+        await real(subject, msg, msg_id=msg_id)  # stored...
+        if not lost:
+            lost.append(subject)
+            raise nats.errors.TimeoutError  # ...but the ack never came
+        return 0
+
+    monkeypatch.setattr(gate.bus, "js_publish", ack_lost)
+    status, _, first = await api.post(pair="BTC_USDT", side="buy", type="market", quantity=1, clientOrderId="lost-1")
+    assert lost, "the approval went out"
+    assert status in (201, 503), first
+    if status == 503:
+        assert (first["code"], first["clientOrderId"]) == ("RETRY_LATER", "lost-1")
+    status, _, again = await api.post(pair="BTC_USDT", side="buy", type="market", quantity=1, clientOrderId="lost-1")
+    assert status == 201, again
+    await api.until(again["orderId"], "filled")
+    assert await api.orders_named("lost-1") == 1
+
+    async def released() -> bool:
+        return (await metrics(api.bus)).pending_approvals == 0
+
+    await eventually(released, timeout=10, what="the reservation released once the order is seen")
