@@ -103,6 +103,8 @@ CATCH_UP_WAIT_S = 0.02  # the longest the submit handler waits for fills / order
 STREAM_INFO_TIMEOUT_S = 0.5
 LOOKUP_TIMEOUT_S = 2.0  # asking the order-router whether a client order id names an order
 PENDING_CHECK_MS = 2_000  # a reservation whose order is not seen after this long: does the order exist?
+CANCEL_ALL_TIMEOUT_S = 5.0  # the emergency stop's cancel of every working order
+PENDING_SETTLE_MS = 2_000  # the emergency stop waits for approvals younger than this to become orders
 CLOSE_ANSWER_TIMEOUT_S = 3.0  # the emergency stop waits this long for the order-router to create its closes
 RETRY_LATER = "RETRY_LATER"
 # denials that depend only on the request itself and the settings: its identical first sending met them
@@ -674,24 +676,32 @@ class RiskGate(Actor):
             return
         change = await self._set_state(HALTED, f"emergency stop: {reason}")
         await self.alert("emergency", "EMERGENCY_STOP", f"emergency stop: {reason}")
-        for _ in range(40):  # let approvals already on their way become orders, so the cancel catches them
-            if not self.pending:
+        for _ in range(40):  # let approvals on their way (not stale ones) become orders, so the cancel catches them
+            if not any(now_ms() - p.at < PENDING_SETTLE_MS for p in self.pending.values()):
                 break
             await asyncio.sleep(0.05)
         try:
             canceled = await self.bus.request(
-                self.subjects.orders_cancel, CancelOrder(all=True, reason="emergency stop"), CommandReply, timeout=10
-            )
+                self.subjects.orders_cancel, CancelOrder(all=True, reason="emergency stop"), CommandReply,
+                timeout=CANCEL_ALL_TIMEOUT_S,
+            )  # fmt: skip
             change.canceled_orders = [o.order_id for o in canceled.orders]
         except RequestFailed as e:
             self.log.error("emergency stop could not cancel the working orders: {}", e)
+            change.errors.append(f"working orders not canceled: the order-router did not answer ({e.reason})")
         if cmd.close_positions:
-            change.closing_orders = await self._close_all()
+            change.closing_orders, change.closing_pending = await self._close_all()
+            if change.closing_pending:
+                change.errors.append(
+                    f"{len(change.closing_pending)} close(s) sent but not confirmed yet (closingPending): the "
+                    "order-router makes them when it takes them"
+                )
         await self.bus.respond(env, change)
 
-    async def _close_all(self) -> list[str]:
+    async def _close_all(self) -> tuple[list[str], list[str]]:
         """Close every position at market (reduce-only orders that pass the halt). The order ids of the
-        closing orders, as the order-router answers them (GET /api/orders/{id} finds each)."""
+        closing orders, as the order-router answers them (GET /api/orders/{id} finds each), and the client
+        order ids of the closes sent whose orders were not confirmed in time (made when the router takes them)."""
         inbox = self.bus.nc.new_inbox()
         answers: asyncio.Queue[OrderReply] = asyncio.Queue()
 
@@ -728,14 +738,18 @@ class RiskGate(Actor):
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
-        for coid in sent:
-            if coid not in by_client:
-                with contextlib.suppress(RequestFailed):
-                    if (o := await self._order_of(coid)) is not None:
-                        by_client[coid] = o.order_id
-                if coid not in by_client:
-                    self.log.error("emergency close {}: no answer from the order-router yet", coid)
-        return [by_client[c] for c in sent if c in by_client]
+        missing = [c for c in sent if c not in by_client]
+
+        async def look_up(coid: str) -> None:
+            with contextlib.suppress(RequestFailed):
+                if (o := await self._order_of(coid)) is not None:
+                    by_client[coid] = o.order_id
+
+        await asyncio.gather(*(look_up(c) for c in missing))  # at once, not one after the other
+        pending = [c for c in sent if c not in by_client]
+        for coid in pending:
+            self.log.error("emergency close {}: no answer from the order-router yet", coid)
+        return [by_client[c] for c in sent if c in by_client], pending
 
     # -- alerts ----------------------------------------------------------------------------------------
     async def _on_alert(self, a: RiskAlert, env: Envelope) -> None:

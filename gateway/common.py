@@ -64,16 +64,22 @@ def _finite(node: object, at: str) -> None:
 
 
 async def ask(
-    request: web.Request, subject: str, msg: object, reply_type: type, what: str, client_order_id: str | None = None
+    request: web.Request,
+    subject: str,
+    msg: object,
+    reply_type: type,
+    what: str,
+    client_order_id: str | None = None,
+    timeout: float = REQUEST_TIMEOUT,
 ) -> object:
     """A bus request on behalf of a REST call; failures become problems. For an order, the problem
     carries its clientOrderId: when the outcome is unknown (504, 502) the caller retries with it."""
     try:
-        return await request.app[BUS].request(subject, msg, reply_type, timeout=REQUEST_TIMEOUT)
+        return await request.app[BUS].request(subject, msg, reply_type, timeout=timeout)
     except RequestFailed as e:
         unknown = " The order may still be placed: retry with the same clientOrderId." if client_order_id else ""
         if e.timeout:
-            detail = f"{what} did not answer within {REQUEST_TIMEOUT:g}s.{unknown}"
+            detail = f"{what} did not answer within {timeout:g}s.{unknown}"
             raise ApiError(
                 504, "Gateway Timeout", detail, code="UPSTREAM_TIMEOUT", client_order_id=client_order_id
             ) from None

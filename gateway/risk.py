@@ -42,6 +42,9 @@ async def get_risk_metrics(request: web.Request) -> web.Response:
     return json_response(RiskMetrics(**{**fields, "limits": typed_limits(view.limits)}))
 
 
+EMERGENCY_TIMEOUT_S = 15.0  # above the risk-gate's budget for the whole stop
+
+
 async def emergency_stop(request: web.Request) -> web.Response:
     """Halt, cancel every working order and, with ``closePositions``, close every position at market.
     Latched until ``POST /api/risk/resume``."""
@@ -50,7 +53,9 @@ async def emergency_stop(request: web.Request) -> web.Response:
         body = await read_json(request, EmergencyStopBody)  # type: ignore[assignment]
     cmd = RiskCommand(action="emergency_stop", close_positions=body.close_positions, reason=body.reason)
     bus = request.app[BUS]
-    return json_response(await ask(request, bus.subjects.risk_command, cmd, RiskStateChange, GATE))
+    # it halts at once, then cancels and closes: the risk-gate bounds that (EMERGENCY_STOP_BUDGET_S)
+    answer = await ask(request, bus.subjects.risk_command, cmd, RiskStateChange, GATE, timeout=EMERGENCY_TIMEOUT_S)
+    return json_response(answer)
 
 
 async def resume(request: web.Request) -> web.Response:

@@ -631,7 +631,11 @@ class RiskStateChange(Msg):
     reason: str
     ts: int
     canceled_orders: list[str] = msgspec.field(default_factory=list)
-    closing_orders: list[str] = msgspec.field(default_factory=list)
+    closing_orders: list[str] = msgspec.field(default_factory=list)  # order ids of the closes made
+    # closes sent whose orders were not confirmed in time (client order ids: they are made once the
+    # order-router takes them), and what the stop could not do (the cancel of the working orders, say)
+    closing_pending: list[str] = msgspec.field(default_factory=list)
+    errors: list[str] = msgspec.field(default_factory=list)
 
 
 class PairExposure(Msg):

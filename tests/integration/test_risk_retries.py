@@ -423,3 +423,27 @@ async def test_an_approval_whose_ack_is_lost_keeps_its_reservation_and_a_retry_g
         return (await metrics(api.bus)).pending_approvals == 0
 
     await eventually(released, timeout=10, what="the reservation released once the order is seen")
+
+
+async def test_an_emergency_stop_with_the_router_away_says_what_it_could_not_do_in_time(make_api: MakeApi):
+    """The order-router is down: the stop still halts and answers in time (no 504), naming the closes it
+    sent that are not confirmed yet (closingPending) and the cancel it could not make (errors); the close
+    is made once the router is back."""
+    api = await make_api()
+    bought = await api.place(pair="BTC_USDT", side="buy", type="market", quantity=1, clientOrderId="e-2")
+    await api.until(bought["orderId"], "filled")
+    await api.system.stop("order-router")
+    status, _, change = await api.call("POST", "/api/risk/emergency-stop", {"closePositions": True})
+    assert status == 200 and change["state"] == "HALTED", change
+    assert change["closingOrders"] == [] and len(change["closingPending"]) == 1, change
+    assert any("not canceled" in e for e in change["errors"]) and any("closingPending" in e for e in change["errors"])
+    await api.system.start("order-router")
+
+    async def made() -> Any:
+        page = await api.bus.request(
+            api.bus.subjects.query("orders"), OrdersQuery(client_order_id=change["closingPending"][0]), OrdersPage
+        )
+        return page.orders[0] if page.orders else None
+
+    close = await eventually(made, timeout=15, what="the pending close made once the router is back")
+    assert (close.side, close.quantity, close.reduce_only) == ("sell", D(1), True)
