@@ -101,6 +101,7 @@ PENDING_TTL_MS = 300_000
 CLIENT_ID_WINDOW = 20_000  # client order ids of the latest orders seen on ORDERS: retries answered at once
 CATCH_UP_WAIT_S = 0.02  # the longest the submit handler waits for fills / order events stored but not read
 STREAM_INFO_TIMEOUT_S = 0.5
+MAX_LOOKUPS = 16  # lookups of denied ids at the order-router in flight at once (the rest wait, as below)
 LOOKUP_TIMEOUT_S = 2.0  # asking the order-router whether a client order id names an order
 PENDING_CHECK_MS = 2_000  # a reservation whose order is not seen after this long: does the order exist?
 CANCEL_ALL_TIMEOUT_S = 5.0  # the emergency stop's cancel of every working order
@@ -193,6 +194,7 @@ class RiskGate(Actor):
         self.denied = 0
         self.over: set[str] = set()  # exposure limits the books are over now (alerted once)
         self.risk_service = ServiceClient("risk", s.RISK_SERVICE_URL, s.RISK_SERVICE_TIMEOUT, self.alert)
+        self.lookups = asyncio.Semaphore(MAX_LOOKUPS)  # denials' lookups at the order-router in flight
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def on_start(self) -> None:
@@ -492,9 +494,11 @@ class RiskGate(Actor):
         """A denial, unless the client order id names an order after all (one the gate does not remember):
         then that order is the answer, and the rate slot is given back."""
         try:
-            known = await self._order_of(req.client_order_id) is not None
-        except RequestFailed as e:
-            why = f"cannot tell now whether clientOrderId {req.client_order_id} names an order ({e.reason})"
+            async with asyncio.timeout(LOOKUP_TIMEOUT_S), self.lookups:  # a burst of denials: bounded load
+                known = await self._order_of(req.client_order_id) is not None
+        except (RequestFailed, TimeoutError) as e:
+            reason = e.reason if isinstance(e, RequestFailed) else "too many lookups at once"
+            why = f"cannot tell now whether clientOrderId {req.client_order_id} names an order ({reason})"
             await self._deny(req, env, Denial(RETRY_LATER, None, f"{why}; retry with the same clientOrderId"))
             return
         if not known:
@@ -538,10 +542,10 @@ class RiskGate(Actor):
                 return _cannot_know(decision)
         if isinstance(decision, Denial):
             return decision
-        emergency = req.source == "emergency"
+        # (no source skips the limits: the emergency stop's closes go straight to the order-router)
         intent = self._intent(req, book)
         before = self.exposure()  # for the limits and the advice: without this order's own reservation
-        if not emergency and intent is not None:
+        if intent is not None:
             mid = mid_price(book.bids, book.asks) if book is not None else None
             denial = check_limits(intent, before, self.limits, self.trading_state, mid, now_ms())
             if denial is not None and denial.code in BOOK_CODES and (lag := await self._lagging()) is not None:
@@ -558,11 +562,10 @@ class RiskGate(Actor):
                 req.pair, intent.quantity if req.side == "buy" else -intent.quantity,
                 intent.quote if req.side == "buy" else intent.base, amount, now_ms(),
             )  # fmt: skip
-        if not emergency:
-            verdict = await self._advise(req, decision, intent, before)
-            if isinstance(verdict, Denial):
-                self.pending.pop(req.client_order_id, None)
-                return verdict
+        verdict = await self._advise(req, decision, intent, before)
+        if isinstance(verdict, Denial):
+            self.pending.pop(req.client_order_id, None)
+            return verdict
         return decision
 
     async def _advise(self, req: OrderRequest, decision: Approval, intent: Intent | None, x: Exposure) -> Denial | None:

@@ -447,3 +447,11 @@ async def test_an_emergency_stop_with_the_router_away_says_what_it_could_not_do_
 
     close = await eventually(made, timeout=15, what="the pending close made once the router is back")
     assert (close.side, close.quantity, close.reduce_only) == ("sell", D(1), True)
+
+
+async def test_no_source_skips_the_limits_over_nats(make_api: MakeApi):
+    """Any NATS client may name its source: "emergency" is no key to skip the limits (the emergency stop's
+    own closes go straight to the order-router)."""
+    api = await make_api(INITIAL_BALANCE="10000")
+    r = await submit(api.bus, "not-an-emergency", "buy", "50", source="emergency")
+    assert not r.ok and r.code == "MAX_POSITION_SIZE", r
