@@ -19,12 +19,12 @@ from __future__ import annotations
 from decimal import Decimal
 
 import msgspec
-import nats.js.errors
 
 from actors.base import Actor
 from actors.books import BookCache
 from actors.snapshots import SnapshotStore
 from bus.client import Bus, Envelope
+from bus.errors import RequestFailed
 from config.settings import PARSERS, Settings, parse_currency_precision
 from domain.ids import day_key
 from domain.ledger import Ledger, LedgerError
@@ -40,11 +40,11 @@ from schemas.messages import (
     PortfolioSnapshot,
     PositionsHistory,
     RiskAlert,
+    RiskMetricsView,
     now_ms,
 )
 
 MAX_HISTORY_PAGE = 1000
-RISK_LIMITS_KEY = "risk.limits"  # the risk-gate's limits as set with PUT /api/risk/config (actors/risk_gate.py)
 FOLD_VERSION = 3  # bump when domain/ledger.py books a fill differently (3: locks know their side)
 
 
@@ -147,7 +147,9 @@ class PortfolioLedger(Actor):
             self.log.warning("snapshot taken with another BASE_CURRENCY / INITIAL_BALANCE: rebuilding from the streams")
             return
         if st.fold != FOLD_VERSION:
+            # the books are folded again from the streams; the equity curve is not in them: it is kept
             self.log.warning("snapshot made by another version of the books (fold {}): rebuilding", st.fold)
+            self.tracker = st.tracker
             return
         fills_last = (await self.bus.js.stream_info(self.subjects.s_fills)).state.last_seq or 0
         orders_last = (await self.bus.js.stream_info(self.subjects.s_orders)).state.last_seq or 0
@@ -218,19 +220,20 @@ class PortfolioLedger(Actor):
             )
 
     async def _follow_limits(self) -> None:
-        """ALLOW_SHORT as the risk-gate has it: the setting, or what PUT /api/risk/config stored since."""
+        """ALLOW_SHORT as the risk-gate (its owner) has it now: the setting, or what PUT /api/risk/config
+        set since. Asked of the risk-gate; while it does not answer, the last known value stays."""
         try:
-            entry = await self.kv.get(RISK_LIMITS_KEY)
-        except nats.js.errors.KeyNotFoundError:
+            view = await self.bus.request(self.subjects.query("risk"), Empty(), RiskMetricsView, timeout=1.0)
+        except RequestFailed:
             return
+        raw = view.limits.get("ALLOW_SHORT")
         try:
-            raw = msgspec.json.decode(entry.value or b"{}", type=dict[str, str]).get("ALLOW_SHORT")
             allow = PARSERS["ALLOW_SHORT"](raw) if raw is not None else self.settings.ALLOW_SHORT
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as e:
-            self.log.warning("{} unreadable ({}): ALLOW_SHORT stays {}", RISK_LIMITS_KEY, e, self.allow_short)
+        except ValueError as e:
+            self.log.warning("the risk-gate's ALLOW_SHORT={!r} unreadable ({}): stays {}", raw, e, self.allow_short)
             return
         if allow != self.allow_short:
-            self.log.info("ALLOW_SHORT is now {} (from {})", allow, RISK_LIMITS_KEY)
+            self.log.info("ALLOW_SHORT is now {} (as the risk-gate has it)", allow)
             self.allow_short = bool(allow)
             if self.live:
                 await self._check_negative()
