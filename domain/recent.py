@@ -43,6 +43,33 @@ class RecentIds:
             del self._ids[next(iter(self._ids))]
 
 
+class FirstSeen:
+    """Where each of the last ``limit`` distinct ids was first seen (a stream sequence), oldest forgotten
+    first: an id stored again later is recognised as a copy of the first."""
+
+    __slots__ = ("_at", "limit")
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        self.limit = limit
+        self._at: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._at)
+
+    def saw(self, item: str, seq: int) -> None:
+        first = self._at.get(item)
+        if first is not None and first <= seq:
+            return
+        self._at[item] = seq
+        if len(self._at) > self.limit:
+            del self._at[next(iter(self._at))]
+
+    def first(self, item: str) -> int | None:
+        return self._at.get(item)
+
+
 def _digits(s: str) -> bool:
     return s.isascii() and s.isdigit()
 

@@ -172,6 +172,7 @@ class Gateway:
 
     async def start(self) -> None:
         await self.app[HEALTH].start()
+        await self.app[trades.FILL_INDEX].start()
         # requests in flight at a stop get SHUTDOWN_GRACE_S to finish (the actors still run then)
         self.runner = web.AppRunner(
             self.app, access_log=logging.getLogger("aiohttp.access"), access_log_class=AccessLog,

@@ -6,8 +6,11 @@ import asyncio
 
 import nats.js.errors
 from aiohttp import web
+from loguru import logger
 
+from bus.client import Bus, Envelope
 from bus.codec import DecodeFailure, decode
+from domain.recent import FILL_DEDUPE_WINDOW, FirstSeen
 from gateway.common import BUS, MAX_SEQ, int_param, query_param
 from gateway.problems import json_response
 from gateway.spec import PAIR, STR, Endpoint, add, limit, q
@@ -18,11 +21,46 @@ BATCH = 50
 MAX_SCAN = 5_000  # stored messages looked at per request; the cursor continues from there
 
 
+class FillIndex:
+    """Where each fill id of the last FILL_DEDUPE_WINDOW fills was first stored, following FILLS: a copy
+    stored later (an outside writer's repeat) is not listed, on any page. The ledger books the first copy
+    and remembers as many fill ids, so the listing and the books agree."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.seen = FirstSeen(FILL_DEDUPE_WINDOW)
+        self.ready = False
+
+    async def start(self) -> None:
+        s = self.bus.subjects
+        try:
+            last = (await self.bus.js.stream_info(s.s_fills)).state.last_seq or 0
+            await self.bus.replay(
+                stream=s.s_fills, subject=s.fills(), type_=Fill, handler=self._on_fill,
+                start_seq=max(1, last - FILL_DEDUPE_WINDOW + 1),
+            )  # fmt: skip
+        except Exception as e:  # listing still works, a repeat is then only dropped within its page
+            logger.bind(actor="gateway").warning("fill index not started ({}): repeats listed once per page", e)
+            return
+        self.ready = True
+
+    async def _on_fill(self, fill: Fill, env: Envelope) -> None:
+        self.seen.saw(fill.fill_id, env.seq or 0)
+
+    def is_repeat(self, fill_id: str, seq: int) -> bool:
+        first = self.seen.first(fill_id)
+        return first is not None and first < seq
+
+
+FILL_INDEX: web.AppKey[FillIndex] = web.AppKey("fill_index", FillIndex)
+
+
 async def get_trades(request: web.Request) -> web.Response:
     """A page of fills, newest first: the stream is read backwards from the cursor (the stream sequence
-    to start below). A fill id is listed once per page, at its newest copy: a fill stored again by an
-    outside writer (without its Nats-Msg-Id, or outside JetStream's duplicate window) is booked once by
-    the ledger and must not look like a second trade."""
+    to start below). A fill id is listed once, at its first copy (the one the ledger booked): a fill
+    stored again by an outside writer (without its Nats-Msg-Id, or outside JetStream's duplicate window)
+    is booked once by the ledger and must not look like a second trade (FillIndex; beyond its window, and
+    until it has started, once per page)."""
     pair = (query_param(request, "pair") or "").upper()
     order_id = query_param(request, "orderId")
     size = int_param(request, "limit", 1, 500, 50) or 50
@@ -37,6 +75,7 @@ async def get_trades(request: web.Request) -> web.Response:
     wanted = bus.subjects.fills(pair) if pair else None
     out: list[Fill] = []
     listed: set[str] = set()
+    index = request.app[FILL_INDEX]
     scanned = 0
     while seq >= first and len(out) < size and scanned < MAX_SCAN:
         seqs = list(range(seq, max(first, seq - BATCH + 1) - 1, -1))
@@ -49,7 +88,7 @@ async def get_trades(request: web.Request) -> web.Response:
                 fill = decode(msg.data or b"", Fill)
             except DecodeFailure:
                 continue
-            if (order_id and fill.order_id != order_id) or fill.fill_id in listed:
+            if (order_id and fill.order_id != order_id) or fill.fill_id in listed or index.is_repeat(fill.fill_id, n):
                 continue
             listed.add(fill.fill_id)
             out.append(fill)
@@ -66,6 +105,7 @@ async def _get(js: object, stream: str, seq: int) -> object | None:
 
 
 def register(app: web.Application) -> None:
+    app[FILL_INDEX] = FillIndex(app[BUS])
     add(
         app,
         Endpoint(

@@ -229,3 +229,17 @@ def test_order_table_behaves_like_a_dict(steps):
             assert t.get(oid) == model.get(oid, 0)
     for oid, value in model.items():
         assert t.get(oid) == value
+
+
+def test_first_seen_keeps_the_first_sequence_of_the_last_ids():
+    from domain.recent import FirstSeen
+
+    f = FirstSeen(2)
+    f.saw("a", 5)
+    f.saw("a", 9)  # a copy stored later: the first stays
+    f.saw("b", 3)
+    assert (f.first("a"), f.first("b")) == (5, 3)
+    f.saw("a", 2)  # read back from earlier in the stream: earlier wins
+    assert f.first("a") == 2
+    f.saw("c", 10)  # the oldest id leaves
+    assert len(f) == 2 and f.first("a") is None and f.first("c") == 10
