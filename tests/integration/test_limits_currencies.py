@@ -69,6 +69,11 @@ async def test_the_oversized_eth_btc_short_is_denied_and_a_sell_signal_is_sized_
     )
     problem(r, 422, "quantity", "MAX_POSITION_SIZE")
     await api.ok("PUT", "/api/risk/config", {"maxOrderNotional": 10000})
+    # the advice: risking RISK_PER_TRADE 2% of 50,000 USDT = 1,000 USDT = 0.01666... BTC over a stop 0.01 BTC
+    # away is 1.666 ETH (MAX_POSITION_SIZE would allow 12,500 / 3,000 = 4.166)
+    body = {"pair": "ETH_BTC", "side": "sell", "type": "limit", "price": 0.05, "quantity": 3, "stopLoss": 0.06}
+    v = await api.ok("POST", "/api/orders/validate", body)
+    assert v["valid"] and v["riskValidation"]["recommendedSize"] == 1.666, v
 
     # a SELL signal, fixed_notional 2% of equity: 1,000 USDT = 1000 / 60000 BTC, at the mid 0.05 BTC:
     # 0.3333... ETH, 0.333 on the 0.001 step (not 50000 x 0.02 / 0.05 = 20,000 ETH)
