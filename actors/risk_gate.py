@@ -64,11 +64,13 @@ from domain.limits import (
     check_limits,
     daily_loss,
     headroom,
+    in_quote,
+    rate_of,
 )
 from domain.recent import FILL_DEDUPE_WINDOW, RecentIds
 from domain.risk import RESERVED_CLIENT_PREFIX, Approval, Denial, check_order, same_request
 from domain.sizing import QTY_STEP, SizingError, fixed_fractional, round_down
-from domain.valuation import DayStart, equity, roll_day
+from domain.valuation import Converter, DayStart, equity, quote_rates, roll_day
 from schemas.messages import (
     AlertsPage,
     AlertsQuery,
@@ -368,8 +370,10 @@ class RiskGate(Actor):
     def exposure(self) -> Exposure:
         marks = self.books.mids
         now = now_ms()
-        self.day = roll_day(self.books_model, marks, self.day, day_key(now), self.settings.CONVERSION_BRIDGE)
-        eq = equity(self.books_model, marks, self.settings.CONVERSION_BRIDGE)  # in BASE_CURRENCY, as the ledger's
+        bridge = self.settings.CONVERSION_BRIDGE
+        self.day = roll_day(self.books_model, marks, self.day, day_key(now), bridge)
+        conv = Converter(self.books_model, marks, bridge)  # one rate per currency for this decision
+        eq = equity(self.books_model, marks, bridge, conv)  # in BASE_CURRENCY, as the ledger's
         self.peak = max(self.peak, eq)
         available = {c: b.available for c, b in self.books_model.balances.items()}
         working: dict[str, Decimal] = {}
@@ -380,14 +384,19 @@ class RiskGate(Actor):
                 continue
             available[p.currency] = available.get(p.currency, ZERO) - p.amount
             working[p.pair] = working.get(p.pair, ZERO) + p.signed
+        positions = {pair: pos.quantity for pair, pos in self.books_model.positions.items() if pos.quantity}
+        pairs = self.settings.PAIRS
+        extra = [p for p in (*positions, *working) if p not in pairs]
         return Exposure(
             equity=eq,
             day_start_equity=self.day.equity,
             peak_equity=self.peak,
             available=available,
-            positions={pair: pos.quantity for pair, pos in self.books_model.positions.items() if pos.quantity},
+            positions=positions,
             working=working,
             marks=dict(marks),
+            rates=quote_rates(conv, (*pairs, *extra) if extra else pairs),  # every amount into BASE_CURRENCY
+            base_currency=self.books_model.base_currency,
         )
 
     # -- orders ----------------------------------------------------------------------------------------
@@ -581,9 +590,10 @@ class RiskGate(Actor):
             rules = self.markets.get(req.pair)
             step = rules.amount_step if rules else QTY_STEP
             best = min(req.quantity, round_down(headroom(intent, x, self.limits), step))
-            if req.stop_loss is not None:
+            budget = in_quote(x, req.pair, x.equity)  # equity in the pair's quote currency, as the stop distance
+            if req.stop_loss is not None and budget is not None:
                 try:
-                    sized = fixed_fractional(x.equity, self.settings.RISK_PER_TRADE, intent.price, req.stop_loss, step)
+                    sized = fixed_fractional(budget, self.settings.RISK_PER_TRADE, intent.price, req.stop_loss, step)
                     best = min(best, sized.quantity)
                 except SizingError:
                     pass
@@ -766,11 +776,19 @@ class RiskGate(Actor):
     async def _on_metrics(self, q: Empty, env: Envelope) -> None:
         x = self.exposure()
         pairs = []
+        unconverted: list[str] = []
         total = ZERO
         for pair in sorted(set(x.positions) | set(x.working)):
             mark = x.marks.get(pair)
             net = x.positions.get(pair, ZERO) + x.working.get(pair, ZERO)
-            exp = abs(net) * mark if mark is not None else ZERO
+            rate = rate_of(x, pair)
+            exp = abs(net) * mark if mark is not None else ZERO  # in the quote currency
+            if rate is None:
+                if exp:
+                    unconverted.append(pair)  # cannot be valued in BASE_CURRENCY now: not in the totals
+                exp = ZERO
+            elif rate != 1:
+                exp *= rate  # in BASE_CURRENCY, as equity
             total += exp
             frac = exp / x.equity if x.equity > ZERO else ZERO
             pairs.append(
@@ -781,6 +799,7 @@ class RiskGate(Actor):
                     mark=mark,
                     exposure=exp,
                     fraction=frac,
+                    rate=rate,
                 )
             )
         now = time.monotonic()
@@ -799,6 +818,13 @@ class RiskGate(Actor):
             orders_last_second=sum(1 for t in self.recent if now - t < 1.0),
             limits={k: str(v) for k, v in self.config.items()},
             ts=now_ms(),
+            base_currency=x.base_currency,
+            conversion_rates={
+                q: r
+                for p, r in (x.rates or {}).items()
+                if r is not None and (q := pair_currencies(p)[1]) != x.base_currency
+            },
+            unconverted=unconverted,
         )
         await self.bus.respond(env, view)
 

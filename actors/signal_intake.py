@@ -66,9 +66,10 @@ from schemas.messages import (
     now_ms,
 )
 from schemas.services import Prediction, PredictionQuestion, SizeAnswer, SizeQuestion
-from schemas.subjects import PAIR_RE
+from schemas.subjects import PAIR_RE, pair_currencies
 
 ZERO = Decimal(0)
+ONE = Decimal(1)
 KEEP_RESULTS_MS = 24 * 3600 * 1000  # signal ids are remembered (and duplicates answered) this long
 MAX_RESULTS = 200_000
 KEEP_UNMATCHED = 2_000  # publishes / results not matched yet with their other half ...
@@ -195,7 +196,16 @@ class SignalIntake(Actor):
             return
         try:
             decode(msg.data, Signal)
-        except DecodeFailure as e:  # the stored copy goes to the dead letters; answer a rejected result at once
+        except DecodeFailure as e:  # the stored copy goes to the dead letters
+            sid = _signal_id_of(msg.data)
+            if sid is not None and (done := self.results.get(sid)) is not None:
+                # a signal whose id already has a result is answered with that result before anything else
+                # (where this copy was stored is not known here: it is a dead letter, with the reason)
+                await self.bus.nc.publish(
+                    msg.reply, encode(SignalReply(**msgspec.structs.asdict(done), stream=self.stream))
+                )
+                return
+            # else a rejected result at once
             result = msgspec.to_builtins(self._malformed(msg.data, e.reason), builtin_types=(Decimal,))
             # with a JetStream-style error too: a JetStream client's publish (which reads the reply as its ack)
             # raises with the reason instead of returning an ack of a signal that will never be handled
@@ -471,7 +481,8 @@ class SignalIntake(Actor):
             notes.append(f"default exits (STOP_LOSS_ENABLED): stopLoss {stop}, takeProfit {take}")
         sizing = await self._size(sig, side, entry, stop, confidence, step, notes)
         if isinstance(sizing, str):
-            await finish_all("rejected", sizing)
+            code = sizing.partition(":")[0] if sizing.startswith("NO_CONVERSION:") else None
+            await finish_all("rejected", sizing, **({"code": code} if code else {}))
             return
         if sizing.recommended_size <= ZERO:
             await finish_all("rejected", "the sized quantity rounds to zero", position_sizing=sizing)
@@ -515,7 +526,16 @@ class SignalIntake(Actor):
         except SizingError as e:
             return str(e)
         risk = await self.bus.request(self.subjects.query("risk"), Empty(), RiskMetricsView)
-        equity = risk.equity
+        # the risk-gate's equity is in BASE_CURRENCY; prices are in the pair's quote currency: size in quote units
+        quote = pair_currencies(sig.pair)[1]
+        rate = ONE if quote == risk.base_currency else risk.conversion_rates.get(quote)
+        if rate is None or not rate.is_finite() or rate <= ZERO:
+            return f"NO_CONVERSION: cannot value {sig.pair} in {risk.base_currency}: no rate for {quote}"
+        equity = risk.equity if rate == ONE else risk.equity / rate  # in the quote currency
+        if rate != ONE:
+            notes.append(
+                f"sized in {quote}: equity {risk.equity} {risk.base_currency} at {rate} {risk.base_currency}/{quote}"
+            )
         held = next((p.position + p.working for p in risk.pairs if p.pair == sig.pair), ZERO)
         max_fraction = Decimal(risk.limits.get("MAX_POSITION_SIZE", str(self.settings.MAX_POSITION_SIZE)))
         mark = self.books.mids.get(sig.pair) or price
@@ -557,6 +577,7 @@ class SignalIntake(Actor):
         return PositionSizing(
             recommended_size=capped.quantity, risk_amount=capped.risk_amount, method=capped.method,
             capped_by="MAX_POSITION_SIZE" if was else None, decided_by=decided_by,  # type: ignore[arg-type]
+            currency=quote,
         )  # fmt: skip
 
     async def _win_loss(self, notes: list[str]) -> Decimal:
@@ -580,7 +601,10 @@ class SignalIntake(Actor):
             await self._finish(me, "filtered", f"no open position in {sig.pair}")
             return
         side, qty = ("sell" if pos.side == "long" else "buy"), pos.quantity
-        sizing = PositionSizing(recommended_size=qty, risk_amount=pos.market_value.copy_abs(), method="close")
+        sizing = PositionSizing(
+            recommended_size=qty, risk_amount=pos.market_value.copy_abs(), method="close",
+            currency=pair_currencies(sig.pair)[1],
+        )  # fmt: skip
         req = OrderRequest(
             # named after the position, not the signal: several CLOSE signals for one position make one order
             client_order_id=f"close-{pos.id}-{qty}", pair=sig.pair, side=side, quantity=qty,  # type: ignore[arg-type]
@@ -657,6 +681,16 @@ def _field_of(reason: str) -> str | None:
     """The field a decoding error names (``... - at `$.confidence```), if any."""
     m = _FIELD.search(reason)
     return (m.group(1) or m.group(2)) if m else None
+
+
+def _signal_id_of(data: bytes) -> str | None:
+    """The ``signalId`` of a signal that does not decode, when it can still be read (a string)."""
+    try:
+        body = msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        return None
+    sid = body.get("signalId") if isinstance(body, dict) else None
+    return sid if isinstance(sid, str) and sid else None
 
 
 def _digest(data: bytes) -> str:

@@ -111,7 +111,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     MAX_DAILY_LOSS: Decimal = Decimal("0.05")
     STOP_LOSS_ENABLED: bool = True
     MAX_ORDERS_PER_SECOND: int = 50
-    MAX_ORDER_NOTIONAL: Decimal = Decimal(0)  # 0: no limit
+    MAX_ORDER_NOTIONAL: Decimal = Decimal(0)  # in BASE_CURRENCY; 0: no limit
     ALLOW_SHORT: bool = False  # sell more base than is held (a venue with margin); spot: false
     CORRELATION_GROUPS: str = ""  # JSON: {"majors": {"pairs": ["BTC_USDT", "ETH_USDT"], "maxExposure": "0.4"}}
     TRADING_HOURS: str = ""  # "HH:MM-HH:MM" in TRADING_TIMEZONE; empty: always

@@ -5,6 +5,14 @@ numbers (``MAX_POSITION_SIZE: resulting position 0.31 of equity > 0.25``).
 Exposure of a pair = |position + working orders of the pair + this order| x mark, where a working buy adds
 and a working sell subtracts what is left of it (orders not yet booked included). Equity = cash + positions
 at marks (domain.valuation.equity). Every limit passes exactly at the limit and denies one step over.
+
+Currencies. Equity is in BASE_CURRENCY; a pair's amounts (its notional, its exposure) are in its quote
+currency. Every amount a limit compares with equity or with MAX_ORDER_NOTIONAL is first converted into
+BASE_CURRENCY at ``Exposure.rates`` (the books' conversion: domain.valuation.Converter, one rate per
+currency per decision). A pair quoted in BASE_CURRENCY has the rate 1 and is computed exactly as without
+conversion. An amount that a limit needs but that cannot be converted now (no rate for the quote currency)
+is never compared as if it were in BASE_CURRENCY: the order is denied ``NO_CONVERSION``, naming the pair and
+the currency.
 """
 
 from __future__ import annotations
@@ -15,8 +23,10 @@ from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, Decimal
 
 from domain.risk import Denial
+from schemas.subjects import pair_currencies
 
 ZERO = Decimal(0)
+ONE = Decimal(1)
 HUNDRED = Decimal(100)
 
 ACTIVE, REDUCING, HALTED = "ACTIVE", "REDUCING", "HALTED"
@@ -47,6 +57,11 @@ class Exposure:
     positions: dict[str, Decimal] = field(default_factory=dict)  # pair -> signed quantity
     working: dict[str, Decimal] = field(default_factory=dict)  # pair -> signed quantity left in working orders
     marks: dict[str, Decimal] = field(default_factory=dict)
+    # pair -> units of BASE_CURRENCY per unit of the pair's quote currency (None or absent: cannot be converted
+    # now); the risk-gate always sets it (domain.valuation.quote_rates). None for the whole map: every pair is
+    # quoted in BASE_CURRENCY.
+    rates: dict[str, Decimal | None] | None = None
+    base_currency: str = "USDT"  # BASE_CURRENCY, for the reasons
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +94,48 @@ def daily_loss(x: Exposure) -> Decimal:
     return max(ZERO, (x.day_start_equity - x.equity) / x.day_start_equity)
 
 
-def _exposure(x: Exposure, pairs: set[str] | frozenset[str], besides: str) -> Decimal:
-    """|position + working| x mark summed over ``pairs``, but for ``besides`` (the order's own pair)."""
-    return sum(
-        (abs(x.positions.get(p, ZERO) + x.working.get(p, ZERO)) * x.marks.get(p, ZERO) for p in pairs if p != besides),
-        ZERO,
+def rate_of(x: Exposure, pair: str) -> Decimal | None:
+    """Units of BASE_CURRENCY per unit of ``pair``'s quote currency; None when it cannot be converted now."""
+    return ONE if x.rates is None else x.rates.get(pair)
+
+
+def in_quote(x: Exposure, pair: str, amount: Decimal) -> Decimal | None:
+    """``amount`` (in BASE_CURRENCY, e.g. equity) in ``pair``'s quote currency; None when it cannot be converted."""
+    rate = rate_of(x, pair)
+    if rate is None or rate <= ZERO:
+        return None
+    return amount if rate == ONE else amount / rate
+
+
+def no_conversion(x: Exposure, pair: str, needed_by: str, field: str | None = None) -> Denial:
+    quote = pair_currencies(pair)[1] or pair
+    return Denial(
+        "NO_CONVERSION",
+        field,
+        f"NO_CONVERSION: cannot value {pair} in {x.base_currency}: no rate for {quote} (needed by {needed_by})",
     )
+
+
+def _exposure(x: Exposure, pairs: set[str] | frozenset[str], besides: str) -> tuple[Decimal, str | None]:
+    """|position + working| x mark, in BASE_CURRENCY, summed over ``pairs`` but for ``besides`` (the order's own
+    pair); and the first pair with something open whose quote currency cannot be converted (left out of the sum)."""
+    rates = x.rates
+    total = ZERO
+    missing: str | None = None
+    for p in pairs:
+        if p == besides:
+            continue
+        value = abs(x.positions.get(p, ZERO) + x.working.get(p, ZERO)) * x.marks.get(p, ZERO)
+        if rates is not None:
+            rate = rates.get(p)
+            if rate is None:
+                if value and missing is None:
+                    missing = p
+                continue
+            if rate != ONE:
+                value *= rate
+        total += value
+    return total, missing
 
 
 def within_hours(now_ms: int, hours: tuple[int, int], timezone: str) -> bool:
@@ -105,13 +156,19 @@ def check_limits(
         return Denial("TRADING_HALTED", None, "trading is halted (emergency stop or daily loss): resume to trade")
     if state == REDUCING and not reducing:
         return Denial("REDUCING_ONLY", None, "trading state is REDUCING: only orders that reduce exposure pass")
-    notional = i.quantity * i.price
-    if lim.max_order_notional is not None and notional > lim.max_order_notional:
-        return Denial(
-            "MAX_ORDER_NOTIONAL",
-            "quantity",
-            f"MAX_ORDER_NOTIONAL: order notional {notional} > {lim.max_order_notional}",
-        )
+    notional = i.quantity * i.price  # in the quote currency (what a buy spends)
+    rate = rate_of(x, i.pair)
+    if lim.max_order_notional is not None:
+        if rate is None:
+            return no_conversion(x, i.pair, "MAX_ORDER_NOTIONAL", "pair")
+        value = notional if rate == ONE else notional * rate  # in BASE_CURRENCY, as the limit
+        if value > lim.max_order_notional:
+            shown = f"{notional}" if rate == ONE else f"{_up(value)} {x.base_currency} ({notional} {i.quote} at {rate})"
+            return Denial(
+                "MAX_ORDER_NOTIONAL",
+                "quantity",
+                f"MAX_ORDER_NOTIONAL: order notional {shown} > {lim.max_order_notional}",
+            )
     if lim.price_band_pct is not None and i.limit_price is not None and mid is not None and mid > ZERO:
         off = abs(i.limit_price - mid) / mid * HUNDRED
         if off > lim.price_band_pct:
@@ -138,9 +195,14 @@ def check_limits(
             return Denial("TRADING_HOURS", None, f"TRADING_HOURS: outside {span}; only reducing orders pass")
         if x.equity <= ZERO:
             return Denial("NO_EQUITY", None, "equity is not positive")
+        if rate is None:
+            return no_conversion(x, i.pair, "MAX_POSITION_SIZE", "pair")
         mark = x.marks.get(i.pair, i.price)
         after = pos + work + (i.quantity if i.side == "buy" else -i.quantity)
-        frac = abs(after) * mark / x.equity
+        value = abs(after) * mark  # the pair's exposure after the order, in BASE_CURRENCY
+        if rate != ONE:
+            value *= rate
+        frac = value / x.equity
         if frac > lim.max_position_fraction:
             return Denial(
                 "MAX_POSITION_SIZE",
@@ -148,7 +210,10 @@ def check_limits(
                 f"MAX_POSITION_SIZE: resulting position {_up(frac)} of equity > {lim.max_position_fraction}",
             )
         if lim.max_total_exposure is not None:
-            total = _exposure(x, set(x.positions) | set(x.working), i.pair) + abs(after) * mark
+            others, missing = _exposure(x, set(x.positions) | set(x.working), i.pair)
+            if missing is not None:
+                return no_conversion(x, missing, "MAX_TOTAL_EXPOSURE")
+            total = others + value
             if total / x.equity > lim.max_total_exposure:
                 return Denial(
                     "MAX_TOTAL_EXPOSURE",
@@ -158,7 +223,10 @@ def check_limits(
         for name, pairs, cap in lim.groups:
             if i.pair not in pairs:
                 continue
-            group = _exposure(x, pairs, i.pair) + abs(after) * mark
+            others, missing = _exposure(x, pairs, i.pair)
+            if missing is not None:
+                return no_conversion(x, missing, f"CORRELATION_LIMIT {name}")
+            group = others + value
             if group / x.equity > cap:
                 return Denial(
                     "CORRELATION_LIMIT",
@@ -181,33 +249,38 @@ def check_limits(
 
 def breaches(x: Exposure, lim: Limits) -> dict[str, str]:
     """Exposure limits the books are over now (prices move after an order passed): key -> sentence.
-    Keys: ``total``, ``pair:<PAIR>``, ``group:<name>``."""
+    Keys: ``total``, ``pair:<PAIR>``, ``group:<name>``. A pair whose quote currency cannot be converted now
+    is left out (it cannot be valued; GET /api/risk/metrics lists it)."""
     out: dict[str, str] = {}
     if x.equity <= ZERO:
         return out
     pairs = set(x.positions) | set(x.working)
     for p in sorted(pairs):
-        frac = _exposure(x, {p}, "") / x.equity
+        frac = _exposure(x, {p}, "")[0] / x.equity
         if frac > lim.max_position_fraction:
             limit = lim.max_position_fraction
             out[f"pair:{p}"] = f"{p} exposure {_up(frac)} of equity is over MAX_POSITION_SIZE {limit}"
     if lim.max_total_exposure is not None:
-        frac = _exposure(x, pairs, "") / x.equity
+        frac = _exposure(x, pairs, "")[0] / x.equity
         if frac > lim.max_total_exposure:
             out["total"] = f"total exposure {_up(frac)} of equity is over MAX_TOTAL_EXPOSURE {lim.max_total_exposure}"
     for name, members, cap in lim.groups:
-        frac = _exposure(x, members, "") / x.equity
+        frac = _exposure(x, members, "")[0] / x.equity
         if frac > cap:
             out[f"group:{name}"] = f"group {name} exposure {_up(frac)} of equity is over its limit {cap}"
     return out
 
 
 def headroom(i: Intent, x: Exposure, lim: Limits) -> Decimal:
-    """The largest quantity in the intent's direction that MAX_POSITION_SIZE still allows (never < 0)."""
+    """The largest quantity in the intent's direction that MAX_POSITION_SIZE still allows (never < 0; 0 when
+    the pair's quote currency cannot be converted into BASE_CURRENCY now)."""
     if x.equity <= ZERO or i.price <= ZERO:
+        return ZERO
+    room_in_quote = in_quote(x, i.pair, x.equity)
+    if room_in_quote is None:
         return ZERO
     mark = x.marks.get(i.pair) or i.price
     now = x.positions.get(i.pair, ZERO) + x.working.get(i.pair, ZERO)
-    cap = lim.max_position_fraction * x.equity / mark
+    cap = lim.max_position_fraction * room_in_quote / mark
     room = cap - now if i.side == "buy" else cap + now
     return max(room, ZERO)

@@ -26,7 +26,7 @@ ratios and returns to RATIO_DECIMALS.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 
@@ -171,10 +171,26 @@ class Converter:
         return rate
 
 
-def equity(ledger: Ledger, marks: Mapping[str, Decimal], bridge: str = DEFAULT_BRIDGE) -> Decimal:
+def quote_rates(conv: Converter, pairs: Iterable[str]) -> dict[str, Decimal | None]:
+    """Pair -> units of the base currency per unit of the pair's quote currency (None when the quote
+    cannot be converted now): what the risk limits multiply a quote amount by to compare it with equity.
+    Each currency's rate is found once (``conv`` keeps them)."""
+    rates = conv.rates
+    out: dict[str, Decimal | None] = {}
+    for pair in pairs:
+        quote = pair_currencies(pair)[1]
+        out[pair] = rates[quote] if quote in rates else conv.rate(quote)
+    return out
+
+
+def equity(
+    ledger: Ledger, marks: Mapping[str, Decimal], bridge: str = DEFAULT_BRIDGE, conv: Converter | None = None
+) -> Decimal:
     """Total value in the base currency: cash plus open positions at their marks, every currency
-    converted (see the module docstring); currencies that cannot be converted are left out."""
-    conv = Converter(ledger, marks, bridge)
+    converted (see the module docstring); currencies that cannot be converted are left out. ``conv``:
+    a Converter of the same ledger and marks to reuse (its rates are then shared with the caller)."""
+    if conv is None:
+        conv = Converter(ledger, marks, bridge)
     rates = conv.rates
     total = ZERO
     held: dict[str, Decimal] = {}

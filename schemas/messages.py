@@ -305,6 +305,7 @@ class PositionSizing(Msg):
     method: str
     capped_by: str | None = None  # a limit that made the size smaller than the method's (MAX_POSITION_SIZE)
     decided_by: Literal["local", "risk_service"] = "local"
+    currency: str | None = None  # of risk_amount: the pair's quote currency
 
 
 class SignalEvent(Msg):
@@ -643,8 +644,9 @@ class PairExposure(Msg):
     position: Decimal
     working: Decimal
     mark: Decimal | None
-    exposure: Decimal  # |position + working| x mark
+    exposure: Decimal  # |position + working| x mark x rate, in BASE_CURRENCY (0 when it cannot be converted)
     fraction: Decimal  # of equity
+    rate: Decimal | None = None  # BASE_CURRENCY per unit of the pair's quote currency; None: cannot be converted now
 
 
 class RiskMetricsView(Msg):
@@ -664,6 +666,10 @@ class RiskMetricsView(Msg):
     orders_last_second: int
     limits: dict[str, str]
     ts: int
+    base_currency: str = "USDT"  # equity and every exposure are in it
+    # the rate into base_currency of each quote currency of the pairs traded (and held) that can be converted now
+    conversion_rates: dict[str, Decimal] = msgspec.field(default_factory=dict)
+    unconverted: list[str] = msgspec.field(default_factory=list)  # pairs with exposure that cannot be valued now
 
 
 class DeadLetter(Msg):
