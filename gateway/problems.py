@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import hmac
 import re
 import types
@@ -15,7 +16,7 @@ import msgspec
 from aiohttp import web
 from loguru import logger
 
-from domain.decimals import NEEDS_PLAIN, shortest, shortest_literal
+from domain.decimals import shortest, shortest_literal
 from schemas.rest import Problem
 
 _ENCODER = msgspec.json.Encoder(decimal_format="number")
@@ -48,11 +49,19 @@ class ApiError(Exception):
         self.retry_after = retry_after  # seconds: sent as the Retry-After header
 
 
+@functools.lru_cache(maxsize=8192)  # answers repeat their literals (0E-8, prices): most are a cache hit
 def _number(text: str) -> msgspec.Raw:
-    """A non-integer number literal of an answer, in the shortest exact form (never through float)."""
-    if NEEDS_PLAIN.search(text) is None and not text.endswith("0"):
-        return msgspec.Raw(text.encode())
-    return msgspec.Raw(shortest_literal(text).encode())
+    """A non-integer number literal of an answer, in the shortest exact form (never through float). Without
+    an exponent that is plain text work (trailing zeros off, ``-0`` is ``0``); with one, through Decimal."""
+    if "e" in text or "E" in text:
+        if not text.upper().partition("E")[0].strip("-+0."):  # a zero (0E-8, the ledger's rounding of zero)
+            return msgspec.Raw(b"0")
+        return msgspec.Raw(shortest_literal(text).encode())
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+        if text == "-0":
+            text = "0"
+    return msgspec.Raw(text.encode())
 
 
 # answers are read back as JSON, their non-integer number literals taken exactly as text (float_hook)
