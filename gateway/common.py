@@ -110,15 +110,7 @@ def query_param(request: web.Request, name: str, allowed: tuple[str, ...] | None
     value = request.query.get(name)
     if value is None or value == "":
         return None
-    if allowed is not None:
-        canonical = rules.canonical(value, allowed)
-        if canonical is None:
-            raise ApiError(
-                422, "Validation failed", f"{name} must be one of {', '.join(allowed)}, not {value!r}",
-                field=name, code="INVALID_FIELD",
-            )  # fmt: skip
-        return canonical
-    return value
+    return choice(name, value, allowed) if allowed is not None else value
 
 
 def choice(name: str, value: str, allowed: tuple[str, ...]) -> str:

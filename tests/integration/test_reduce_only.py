@@ -87,6 +87,16 @@ async def position_is(client: Bus, qty: D, pair: str = "BTC_USDT") -> None:
     await eventually(check, timeout=10, what=f"the ledger's {pair} position at {qty}")
 
 
+async def resting_at(client: Bus, order_id: str, qty: D) -> Order:
+    """Until the order works at the venue with ``qty`` (cut there as the position shrank)."""
+
+    async def cut():
+        o = await order(client, order_id)
+        return o if o.quantity == qty and o.status is S.ACCEPTED else None
+
+    return await eventually(cut, timeout=10, what=f"{order_id} working with {qty} at the venue")
+
+
 async def quiet(client: Bus, settle: float = 0.4) -> None:
     """Wait until no order is on its way to the venue or triggered without an answer."""
 
@@ -213,11 +223,7 @@ async def test_a_resting_exit_is_cut_at_the_venue_then_canceled_as_the_position_
     await until(client, tp.order_id, S.ACCEPTED)
     await until(client, (await placed(client, "s1", "sell", "0.015")).order_id, S.FILLED)
 
-    async def cut():
-        o = await order(client, tp.order_id)
-        return o if o.quantity == D("0.005") and o.status is S.ACCEPTED else None
-
-    await eventually(cut, timeout=10, what="the resting exit cut to 0.005 at the venue")
+    await resting_at(client, tp.order_id, D("0.005"))
     await until(client, (await placed(client, "s2", "sell", "0.005")).order_id, S.FILLED)
     gone = await until(client, tp.order_id, S.CANCELED)
     assert gone.reason == "reduce-only: no long BTC_USDT position left to reduce"
@@ -338,11 +344,7 @@ async def test_a_cut_at_the_venue_follows_a_second_shrink_that_came_meanwhile(ma
     await until(client, s1.order_id, S.FILLED)
     await until(client, s2.order_id, S.FILLED)
 
-    async def cut():
-        o = await order(client, tp.order_id)
-        return o if o.quantity == D("0.005") and o.status is S.ACCEPTED else None
-
-    await eventually(cut, timeout=10, what="the resting exit cut to the 0.005 left")
+    await resting_at(client, tp.order_id, D("0.005"))
 
 
 async def test_an_outside_fill_while_the_router_was_down_cuts_the_exit_at_start(make_system, client):
@@ -362,11 +364,7 @@ async def test_an_outside_fill_while_the_router_was_down_cuts_the_exit_at_start(
     await client.js_publish(client.subjects.fills("BTC_USDT"), f, msg_id="outside-1")
     await sut.start("order-router")
 
-    async def cut():
-        o = await order(client, tp.order_id)
-        return o if o.quantity == D("0.005") and o.status is S.ACCEPTED else None
-
-    await eventually(cut, timeout=10, what="the resting exit cut to the 0.005 left")
+    await resting_at(client, tp.order_id, D("0.005"))
 
 
 async def test_a_waiting_reduce_only_stop_cannot_grow_past_the_position(make_system, client):
