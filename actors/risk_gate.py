@@ -103,6 +103,7 @@ PENDING_TTL_MS = 300_000
 CLIENT_ID_WINDOW = 20_000  # client order ids of the latest orders seen on ORDERS: retries answered at once
 CATCH_UP_WAIT_S = 0.02  # the longest the submit handler waits for fills / order events stored but not read
 STREAM_INFO_TIMEOUT_S = 0.5
+APPROVAL_TRIES = 3  # publishes of one approval (same Nats-Msg-Id) before its outcome is called unknown
 MAX_LOOKUPS = 16  # lookups of denied ids at the order-router in flight at once (the rest wait, as below)
 LOOKUP_TIMEOUT_S = 2.0  # asking the order-router whether a client order id names an order
 PENDING_CHECK_MS = 2_000  # a reservation whose order is not seen after this long: does the order exist?
@@ -165,6 +166,7 @@ class Pending:
     request: OrderRequest | None = None  # what was approved: a retry must carry the same order
     estimated_cost: Decimal | None = None
     checked: bool = False  # asked the order-router once whether its order exists
+    unconfirmed: bool = False  # its approval's publish was never acknowledged (stored or not: unknown)
 
 
 class RiskGate(Actor):
@@ -447,17 +449,35 @@ class RiskGate(Actor):
         )
         if (p := self.pending.get(coid)) is not None:
             p.request, p.estimated_cost = req, verdict.estimated_cost
-        try:
-            await self.bus.js_publish(self.subjects.approved_orders(req.pair), approved)
-        except Exception as e:
-            # the approval may be stored all the same (a lost ack): its order may still be made, so what it
-            # reserved stays, and the caller is told the outcome is unknown; a retry with the same client
-            # order id is sent on as the approved request (the order-router makes it once, or answers it)
-            self.log.warning("approval of {} not confirmed ({}): outcome unknown", coid, e)
-            why = f"the approval of {coid} was not confirmed ({type(e).__name__}); retry with the same clientOrderId"
+        if (failure := await self._publish_approval(approved)) is not None:
+            # not confirmed: it may be stored (a lost ack) or not. What it reserved stays until its order
+            # shows, or until PENDING_CHECK_MS shows none; a retry meanwhile is checked again, never sent on
+            # unchecked (its approval, if stored, is the one JetStream keeps: the same Nats-Msg-Id)
+            if p is not None:
+                p.request, p.unconfirmed = None, True
+            self.log.warning("approval of {} not confirmed ({}): outcome unknown", coid, failure)
+            why = f"the approval of {coid} was not confirmed ({failure}); retry with the same clientOrderId"
             await self.bus.respond(env, _denied(Denial(RETRY_LATER, None, why)))
             return
         self.approved += 1
+
+    async def _publish_approval(self, approved: ApprovedOrder) -> str | None:
+        """Store an approval on the durable hop, once: under the Nats-Msg-Id ``approval:<clientOrderId>``,
+        so a publish repeated after a lost ack is dropped by JetStream if the first was stored. Tried again
+        while connected; the last failure, or None once stored."""
+        req = approved.request
+        failure = ""
+        for _ in range(APPROVAL_TRIES):
+            try:
+                await self.bus.js_publish(
+                    self.subjects.approved_orders(req.pair), approved, msg_id=f"approval:{req.client_order_id}"
+                )
+                return None
+            except Exception as e:
+                failure = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+                if not self.bus.nc.is_connected:
+                    break
+        return failure
 
     async def _to_router(self, req: OrderRequest, env: Envelope, estimated_cost: Decimal | None = None) -> None:
         """A retry of an order that exists (or is on its way): the order-router answers it with the order
@@ -498,6 +518,9 @@ class RiskGate(Actor):
                 del self.pending[coid]
                 self.client_ids.add(coid)
                 self.log.info("{} was a retry of order {}: its reservation released", coid, o.order_id)
+            elif o is None and p.unconfirmed and self.pending.get(coid) is p:
+                del self.pending[coid]  # its approval was not stored after all (or waits for a router away)
+                self.log.info("approval of {} not confirmed and no order since: its reservation released", coid)
 
     async def _deny_unless_known(self, req: OrderRequest, env: Envelope, d: Denial, slot: float | None) -> None:
         """A denial, unless the client order id names an order after all (one the gate does not remember):

@@ -388,12 +388,10 @@ async def test_a_signal_handled_again_after_the_market_moved_is_executed_with_it
     assert await api.orders_named("sig-m-1") == 1
 
 
-async def test_an_approval_whose_ack_is_lost_keeps_its_reservation_and_a_retry_gets_the_one_order(
-    make_api: MakeApi, monkeypatch
-):
-    """The gate's publish of an approval is stored but its ack is lost (a NATS restart): the caller is told
-    'cannot know yet' (or already gets the order), the reservation stays, and the retry under the same
-    clientOrderId is answered with the one order it made."""
+async def test_an_approval_whose_ack_is_lost_is_published_again_and_stored_once(make_api: MakeApi, monkeypatch):
+    """The gate's publish of an approval is stored but its ack is lost (a NATS restart): it is published
+    again under the same Nats-Msg-Id, which JetStream drops as a duplicate, so the order is made once and
+    the caller gets it."""
     import nats.errors
 
     api = await make_api(INITIAL_BALANCE="10000")
@@ -402,27 +400,51 @@ async def test_an_approval_whose_ack_is_lost_keeps_its_reservation_and_a_retry_g
     lost: list[str] = []
 
     async def ack_lost(subject: str, msg: object, *, msg_id: str | None = None) -> int:
-        await real(subject, msg, msg_id=msg_id)  # stored...
+        seq = await real(subject, msg, msg_id=msg_id)  # stored...
         if not lost:
             lost.append(subject)
             raise nats.errors.TimeoutError  # ...but the ack never came
-        return 0
+        return seq
 
     monkeypatch.setattr(gate.bus, "js_publish", ack_lost)
-    status, _, first = await api.post(pair="BTC_USDT", side="buy", type="market", quantity=1, clientOrderId="lost-1")
+    placed = await api.place(pair="BTC_USDT", side="buy", type="market", quantity=1, clientOrderId="lost-1")
     assert lost, "the approval went out"
-    assert status in (201, 503), first
-    if status == 503:
-        assert (first["code"], first["clientOrderId"]) == ("RETRY_LATER", "lost-1")
-    status, _, again = await api.post(pair="BTC_USDT", side="buy", type="market", quantity=1, clientOrderId="lost-1")
-    assert status == 201, again
-    await api.until(again["orderId"], "filled")
+    await api.until(placed["orderId"], "filled")
     assert await api.orders_named("lost-1") == 1
 
     async def released() -> bool:
         return (await metrics(api.bus)).pending_approvals == 0
 
     await eventually(released, timeout=10, what="the reservation released once the order is seen")
+
+
+async def test_an_approval_never_stored_is_no_pass_for_a_later_retry(make_api: MakeApi, monkeypatch):
+    """The approval cannot be stored at all: the caller gets 503 RETRY_LATER; a retry after an emergency
+    stop is checked again (denied), never sent on unchecked; what it reserved is released."""
+    import nats.errors
+
+    api = await make_api(INITIAL_BALANCE="10000")
+    gate = api.system.running["risk-gate"]
+    real = gate.bus.js_publish
+
+    async def never(subject: str, msg: object, *, msg_id: str | None = None) -> int:
+        if (msg_id or "").startswith("approval:"):
+            raise nats.errors.TimeoutError
+        return await real(subject, msg, msg_id=msg_id)
+
+    monkeypatch.setattr(gate.bus, "js_publish", never)
+    status, _, first = await api.post(pair="BTC_USDT", side="buy", type="market", quantity=1, clientOrderId="gone-1")
+    assert status == 503 and (first["code"], first["clientOrderId"]) == ("RETRY_LATER", "gone-1"), first
+    monkeypatch.setattr(gate.bus, "js_publish", real)
+    await halt(api)
+    status, _, again = await api.post(pair="BTC_USDT", side="buy", type="market", quantity=1, clientOrderId="gone-1")
+    assert status == 503 and again["code"] == "TRADING_HALTED", again
+    assert await api.orders_named("gone-1") == 0
+
+    async def released() -> bool:
+        return (await metrics(api.bus)).pending_approvals == 0
+
+    await eventually(released, timeout=10, what="the reservation of the approval never stored released")
 
 
 async def test_an_emergency_stop_with_the_router_away_says_what_it_could_not_do_in_time(make_api: MakeApi):
