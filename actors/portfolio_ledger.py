@@ -16,6 +16,7 @@ ALLOW_SHORT, below the short positions) raises one critical alert on ``tbx.event
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 
 import msgspec
@@ -24,6 +25,7 @@ from actors.base import Actor
 from actors.books import BookCache
 from actors.snapshots import SnapshotStore
 from bus.client import Bus, Envelope
+from bus.codec import DecodeFailure
 from bus.errors import RequestFailed
 from config.settings import PARSERS, Settings, parse_currency_precision
 from domain.ids import day_key
@@ -45,6 +47,8 @@ from schemas.messages import (
 )
 
 MAX_HISTORY_PAGE = 1000
+LIMITS_EVERY_S = 5.0  # how often the ledger asks the risk-gate for ALLOW_SHORT
+LIMITS_GRACE_S = 10.0  # without an answer by then, the setting decides the NEGATIVE_BALANCE alerts
 FOLD_VERSION = 3  # bump when domain/ledger.py books a fill differently (3: locks know their side)
 
 
@@ -81,13 +85,17 @@ class PortfolioLedger(Actor):
         self.rounding = Rounding(parse_currency_precision(settings.CURRENCY_PRECISION))
         self.bridge = settings.CONVERSION_BRIDGE
         self.allow_short = settings.ALLOW_SHORT  # as the risk-gate's limits say (_follow_limits)
+        # until the risk-gate answered once (it may start after us), no NEGATIVE_BALANCE alert is decided on
+        # the setting alone, which PUT /api/risk/config may have changed; after LIMITS_GRACE_S it is used
+        self.limits_known = False
+        self.started_mono = time.monotonic()
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def on_start(self) -> None:
         s = self.subjects
         self.kv = await self.bus.kv(s.kv_state)
         self.snapshots = SnapshotStore(self.kv, "ledger")
-        await self._follow_limits()
+        await self._follow_limits(timeout=0.3)
         await self._restore()
         await self.bus.replay(
             stream=s.s_fills, subject=s.fills(), type_=Fill, handler=self._on_fill, start_seq=self.last_seq + 1
@@ -117,7 +125,7 @@ class PortfolioLedger(Actor):
             await self.bus.subscribe(s.query(what), type_, handler, queue=self.name)  # type: ignore[arg-type]
         interval = self.settings.POSITION_UPDATE_INTERVAL / 1000
         self.spawn(self.every(interval, self.revalue, "portfolio revaluation"), "revalue")
-        self.spawn(self.every(interval, self._follow_limits, "reading the risk limits"), "limits")
+        self.spawn(self.every(LIMITS_EVERY_S, self._follow_limits, "reading the risk limits"), "limits")
         self.spawn(self.every(self.settings.SNAPSHOT_INTERVAL / 1000, self.save_snapshot, "snapshot"), "snapshot")
 
     async def on_stop(self) -> None:
@@ -206,6 +214,8 @@ class PortfolioLedger(Actor):
         """One alert when a currency's balance goes below what the settings allow (a short position is
         not a negative balance with ALLOW_SHORT=true); none while it stays there; another only after it
         came back and breaches again."""
+        if not self.limits_known and time.monotonic() - self.started_mono < LIMITS_GRACE_S:
+            return  # decided once the risk-gate says what ALLOW_SHORT is (or the grace is over)
         allow_short = self.allow_short
         breached = set(self.ledger.breaches(allow_short))
         new, self.alerted = breached - self.alerted, breached  # decided before any await: no double alerts
@@ -219,24 +229,27 @@ class PortfolioLedger(Actor):
                 RiskAlert(severity="critical", code="NEGATIVE_BALANCE", message=msg, ts=now_ms()),
             )
 
-    async def _follow_limits(self) -> None:
+    async def _follow_limits(self, timeout: float = 1.0) -> None:
         """ALLOW_SHORT as the risk-gate (its owner) has it now: the setting, or what PUT /api/risk/config
         set since. Asked of the risk-gate; while it does not answer, the last known value stays."""
         try:
-            view = await self.bus.request(self.subjects.query("risk"), Empty(), RiskMetricsView, timeout=1.0)
-        except RequestFailed:
+            view = await self.bus.request(self.subjects.query("risk"), Empty(), RiskMetricsView, timeout=timeout)
+        except (RequestFailed, DecodeFailure):
             return
+        first = not self.limits_known
+        self.limits_known = True
         raw = view.limits.get("ALLOW_SHORT")
         try:
             allow = PARSERS["ALLOW_SHORT"](raw) if raw is not None else self.settings.ALLOW_SHORT
         except ValueError as e:
             self.log.warning("the risk-gate's ALLOW_SHORT={!r} unreadable ({}): stays {}", raw, e, self.allow_short)
             return
-        if allow != self.allow_short:
+        changed = allow != self.allow_short
+        if changed:
             self.log.info("ALLOW_SHORT is now {} (as the risk-gate has it)", allow)
             self.allow_short = bool(allow)
-            if self.live:
-                await self._check_negative()
+        if self.live and (first or changed):
+            await self._check_negative()
 
     # -- valuation -------------------------------------------------------------------------------------
     def current(self) -> PortfolioSnapshot:

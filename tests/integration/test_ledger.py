@@ -71,7 +71,7 @@ async def test_a_negative_balance_raises_a_critical_alert(nats_url, prefix, clie
         alerts.append(a)
 
     await client.subscribe(client.subjects.risk_events, RiskAlert, on_alert)
-    await sut.start("portfolio-ledger")
+    await sut.start("risk-gate", "portfolio-ledger")  # the ledger alerts once the gate says ALLOW_SHORT
     try:  # an outside writer books a sale of BTC we never had
         await client.js_publish(client.subjects.fills("BTC_USDT"), fill("neg-1", "sell", "0.5", "100", "0.05"))
         await eventually(lambda: asyncio.sleep(0, bool(alerts)), what="the alert")
