@@ -348,14 +348,13 @@ class RiskGate(Actor):
         if not self.bus.in_sync:
             return True
         s = self.subjects
-        try:
-            fills, orders = await asyncio.wait_for(
-                asyncio.gather(self.bus.js.stream_info(s.s_fills), self.bus.js.stream_info(s.s_orders)),
+        try:  # the last message of each on the subjects we follow (the streams may hold others)
+            f_last, o_last = await asyncio.wait_for(
+                asyncio.gather(self._last_seq(s.s_fills, s.fills()), self._last_seq(s.s_orders, s.order_events())),
                 STREAM_INFO_TIMEOUT_S,
             )
         except Exception:
             return True
-        f_last, o_last = fills.state.last_seq or 0, orders.state.last_seq or 0
 
         def behind() -> bool:  # (a message that did not decode was dead-lettered: read all the same)
             f_seen = max(self.fills_seq, self.bus.followed_to(s.s_fills))
@@ -368,6 +367,12 @@ class RiskGate(Actor):
         while behind() and time.monotonic() < deadline:
             await asyncio.sleep(0.002)
         return behind()
+
+    async def _last_seq(self, stream: str, subject: str) -> int:
+        try:
+            return int((await self.bus.js.get_last_msg(stream, subject)).seq or 0)
+        except nats.js.errors.NotFoundError:
+            return 0
 
     def exposure(self) -> Exposure:
         marks = self.books.mids

@@ -366,6 +366,8 @@ async def test_a_message_on_fills_that_does_not_decode_leaves_denials_final(make
     sale of what is not held stays a final 422, never a 'cannot know yet' 503 until the next fill."""
     api = await make_api()
     await api.bus.js.publish(api.bus.subjects.fills("BTC_USDT"), b'{"not": "a fill"}')
+    # and one the stream stores on a subject nobody follows (events.fills.> holds it, readers read fills.*)
+    await api.bus.js.publish(api.bus.subjects.fills("BTC_USDT") + ".x", b'{"not": "followed"}')
     await asyncio.sleep(0.2)
     for i in range(3):
         status, _, p = await api.post(pair="BTC_USDT", side="sell", type="market", quantity=1, clientOrderId=f"x{i}")
