@@ -70,7 +70,7 @@ from domain.limits import (
 from domain.recent import FILL_DEDUPE_WINDOW, RecentIds
 from domain.risk import RESERVED_CLIENT_PREFIX, Approval, Denial, check_order, same_request
 from domain.sizing import QTY_STEP, SizingError, fixed_fractional, round_down
-from domain.valuation import Converter, DayStart, equity, quote_rates, roll_day
+from domain.valuation import Converter, DayStart, equity, mark_of, quote_rates, roll_day
 from schemas.messages import (
     AlertsPage,
     AlertsQuery,
@@ -392,6 +392,10 @@ class RiskGate(Actor):
             available[p.currency] = available.get(p.currency, ZERO) - p.amount
             working[p.pair] = working.get(p.pair, ZERO) + p.signed
         positions = {pair: pos.quantity for pair, pos in self.books_model.positions.items() if pos.quantity}
+        held_marks = dict(marks)
+        for pair in positions:  # a held pair with no book yet is valued at its last fill (as the ledger does)
+            if pair not in held_marks and (m := mark_of(self.books_model, pair, marks)) is not None:
+                held_marks[pair] = m
         pairs = self.settings.PAIRS
         extra = [p for p in (*positions, *working) if p not in pairs]
         return Exposure(
@@ -401,7 +405,7 @@ class RiskGate(Actor):
             available=available,
             positions=positions,
             working=working,
-            marks=dict(marks),
+            marks=held_marks,
             rates=quote_rates(conv, (*pairs, *extra) if extra else pairs),  # every amount into BASE_CURRENCY
             base_currency=self.books_model.base_currency,
         )

@@ -158,8 +158,8 @@ def check_limits(
         return Denial("REDUCING_ONLY", None, "trading state is REDUCING: only orders that reduce exposure pass")
     notional = i.quantity * i.price  # in the quote currency (what a buy spends)
     rate = rate_of(x, i.pair)
-    if lim.max_order_notional is not None:
-        if rate is None:
+    if lim.max_order_notional is not None and (rate is not None or not reducing):
+        if rate is None:  # (an order that reduces the position passes without a rate: exits are never blocked)
             return no_conversion(x, i.pair, "MAX_ORDER_NOTIONAL", "pair")
         value = notional if rate == ONE else notional * rate  # in BASE_CURRENCY, as the limit
         if value > lim.max_order_notional:

@@ -193,3 +193,27 @@ async def test_a_sale_right_after_the_purchase_is_not_denied(nats_url, prefix, c
             await until(client, sold.order.order_id, S.FILLED)
     finally:
         await sut.stop()
+
+
+async def test_a_held_pair_with_no_book_counts_at_its_last_fill_price(nats_url, prefix, client):
+    """ETH bought by an outside writer, no ETH book ever seen: its exposure is its last fill price, not
+    zero, so a BTC order that takes the total over MAX_TOTAL_EXPOSURE is denied."""
+    sut = System(
+        nats_url,
+        settings_for(nats_url, prefix, INITIAL_BALANCE="10000", MAX_TOTAL_EXPOSURE="0.5", MAX_POSITION_SIZE="1"),
+    )
+    await sut.start("risk-gate", "order-router", "fill-tracker", "portfolio-ledger")
+    try:
+        await client.js_publish(client.subjects.fills("ETH_USDT"), fill("eth-1", "buy", "4", "1000", pair="ETH_USDT"))
+        await publish_book(client, [("99.99", "100")], [("100.01", "100")])
+
+        async def seen() -> bool:
+            return any(p.pair == "ETH_USDT" and p.position == 4 for p in (await metrics(client)).pairs)
+
+        await eventually(seen, what="the ETH position in the gate's view")
+        r = await submit(client, "btc-over", "buy", "15")  # 1,500 + 4,000 = 0.55 of 10,000
+        assert not r.ok and r.code == "MAX_TOTAL_EXPOSURE", r
+        r = await submit(client, "btc-under", "buy", "9")  # 900 + 4,000 = 0.49
+        assert r.ok, r
+    finally:
+        await sut.stop()

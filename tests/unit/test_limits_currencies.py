@@ -151,9 +151,11 @@ def test_an_order_whose_quote_cannot_be_converted_is_denied_not_passed():
     assert "cannot value ETH_BTC in USDT: no rate for BTC" in d.reason and "MAX_POSITION_SIZE" in d.reason
     d = check(order(ETHBTC, "sell", "0.001", "0.04"), x, limits(max_order_notional=D(10**9)))
     assert d is not None and d.code == "NO_CONVERSION" and "MAX_ORDER_NOTIONAL" in d.reason
-    # a reducing order meets no limit that needs its value (unless MAX_ORDER_NOTIONAL is set)
+    # a reducing order meets no limit that needs its value, MAX_ORDER_NOTIONAL included: an exit (a CLOSE
+    # signal, a stop-loss) is never blocked for want of a rate
     held = exposure({ETHBTC: D("0.04"), SOL: D(100)}, pairs=(ETHBTC, SOL), positions={ETHBTC: D(1)})
     assert check(order(ETHBTC, "sell", "1", "0.04"), held, limits()) is None
+    assert check(order(ETHBTC, "sell", "1", "0.04"), held, limits(max_order_notional=D(10))) is None
     # what is held there cannot be valued: the total exposure cannot be known, an opening order elsewhere waits
     d = check(order(SOL, "buy", "1", "100"), held, limits(max_total_exposure=D(1)))
     assert d is not None and d.code == "NO_CONVERSION" and "cannot value ETH_BTC in USDT" in d.reason
