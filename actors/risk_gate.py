@@ -471,15 +471,18 @@ class RiskGate(Actor):
         self.approved += 1
 
     async def _publish_approval(self, approved: ApprovedOrder) -> str | None:
-        """Store an approval on the durable hop, once: under the Nats-Msg-Id ``approval:<clientOrderId>``,
-        so a publish repeated after a lost ack is dropped by JetStream if the first was stored. Tried again
+        """Store an approval on the durable hop, once: under the Nats-Msg-Id ``approval:<clientOrderId>:<when>``,
+        so a publish repeated after a lost ack is dropped by JetStream if the first was stored (a later
+        approval of the same id, a retry of an order past the gate's memory, is another message). Tried again
         while connected; the last failure, or None once stored."""
         req = approved.request
         failure = ""
         for _ in range(APPROVAL_TRIES):
             try:
                 await self.bus.js_publish(
-                    self.subjects.approved_orders(req.pair), approved, msg_id=f"approval:{req.client_order_id}"
+                    self.subjects.approved_orders(req.pair),
+                    approved,
+                    msg_id=f"approval:{req.client_order_id}:{approved.approved_at}",  # this approval, not a later one
                 )
                 return None
             except Exception as e:
@@ -735,7 +738,8 @@ class RiskGate(Actor):
             self.log.error("emergency stop could not cancel the working orders: {}", e)
             change.errors.append(f"working orders not canceled: the order-router did not answer ({e.reason})")
         if cmd.close_positions:
-            change.closing_orders, change.closing_pending = await self._close_all()
+            change.closing_orders, change.closing_pending, failed = await self._close_all()
+            change.errors += failed
             if change.closing_pending:
                 change.errors.append(
                     f"{len(change.closing_pending)} close(s) sent but not confirmed yet (closingPending): the "
@@ -743,10 +747,11 @@ class RiskGate(Actor):
                 )
         await self.bus.respond(env, change)
 
-    async def _close_all(self) -> tuple[list[str], list[str]]:
+    async def _close_all(self) -> tuple[list[str], list[str], list[str]]:
         """Close every position at market (reduce-only orders that pass the halt). The order ids of the
         closing orders, as the order-router answers them (GET /api/orders/{id} finds each), and the client
-        order ids of the closes sent whose orders were not confirmed in time (made when the router takes them)."""
+        order ids of the closes sent whose orders were not confirmed in time (made when the router takes them),
+        and the closes that could not be sent."""
         inbox = self.bus.nc.new_inbox()
         answers: asyncio.Queue[OrderReply] = asyncio.Queue()
 
@@ -756,6 +761,7 @@ class RiskGate(Actor):
 
         sub = await self.bus.nc.subscribe(inbox, cb=on_answer)
         sent: list[str] = []
+        failed: list[str] = []
         try:
             for pair, pos in sorted(self.books_model.positions.items()):
                 if not pos.quantity or pair not in self.settings.PAIRS:
@@ -769,7 +775,12 @@ class RiskGate(Actor):
                     request=req, risk_validation=RiskValidation(passed=True, reason="emergency close"),
                     reply_to=inbox, approved_at=now_ms(),
                 )  # fmt: skip
-                await self.bus.js_publish(self.subjects.approved_orders(pair), approved)
+                try:
+                    await self.bus.js_publish(self.subjects.approved_orders(pair), approved)
+                except Exception as e:  # the other pairs are still closed; the answer says which one was not
+                    self.log.error("emergency close of {} not sent: {}", pair, e)
+                    failed.append(f"close of {pair} not sent ({type(e).__name__}): close it by hand")
+                    continue
                 sent.append(req.client_order_id)
             by_client: dict[str, str] = {}
             deadline = time.monotonic() + CLOSE_ANSWER_TIMEOUT_S
@@ -794,7 +805,7 @@ class RiskGate(Actor):
         pending = [c for c in sent if c not in by_client]
         for coid in pending:
             self.log.error("emergency close {}: no answer from the order-router yet", coid)
-        return [by_client[c] for c in sent if c in by_client], pending
+        return [by_client[c] for c in sent if c in by_client], pending, failed
 
     # -- alerts ----------------------------------------------------------------------------------------
     async def _on_alert(self, a: RiskAlert, env: Envelope) -> None:

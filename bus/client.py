@@ -550,10 +550,14 @@ class Bus:
     async def _resume_follows(self) -> None:
         log = logger.bind(actor=self.name)
         pause = 0.1
+        todo = list(self._follows)
         while True:
-            try:
-                await asyncio.gather(*(self._resume(f) for f in list(self._follows)))
-                break
+            try:  # each to its end (never two resets of one follow at once), then again those that failed
+                results = await asyncio.gather(*(self._resume(f) for f in todo), return_exceptions=True)
+                todo = [f for f, r in zip(todo, results, strict=True) if isinstance(r, Exception)]
+                if not todo:
+                    break
+                raise next(r for r in results if isinstance(r, Exception))
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # never leave the flag down for good because of one surprise: again

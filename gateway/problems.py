@@ -49,8 +49,17 @@ class ApiError(Exception):
         self.retry_after = retry_after  # seconds: sent as the Retry-After header
 
 
-@functools.lru_cache(maxsize=8192)  # answers repeat their literals (0E-8, prices): most are a cache hit
 def _number(text: str) -> msgspec.Raw:
+    """A non-integer number literal of an answer, in the shortest exact form; the usual short ones cached."""
+    return _short_number(text) if len(text) <= 40 else _shortest_number(text)
+
+
+@functools.lru_cache(maxsize=8192)  # answers repeat their literals (0E-8, prices): most are a cache hit
+def _short_number(text: str) -> msgspec.Raw:
+    return _shortest_number(text)
+
+
+def _shortest_number(text: str) -> msgspec.Raw:
     """A non-integer number literal of an answer, in the shortest exact form (never through float). Without
     an exponent that is plain text work (trailing zeros off, ``-0`` is ``0``); with one, through Decimal."""
     if "e" in text or "E" in text:
