@@ -12,7 +12,7 @@ import json
 from decimal import Decimal as D
 from typing import Any
 
-from bus.client import Envelope
+from bus.client import Bus, Envelope
 from schemas.messages import Empty, PortfolioSnapshot, RiskAlert, RiskConfigReply, RiskLimits
 from tests.helpers import eventually, fill
 from tests.integration.test_actors import System
@@ -127,6 +127,14 @@ async def test_a_short_is_no_negative_balance_and_a_real_breach_alerts_once(nats
         await sut.stop()
 
 
+async def allow_shorts_by_config(client: Bus, sut: System) -> None:
+    """PUT allowShort=true through the risk config, and wait until the ledger follows it."""
+    reply = await client.request(client.subjects.risk_config, RiskLimits(allow_short=True), RiskConfigReply)
+    assert reply.ok, reply
+    ledger = sut.running["portfolio-ledger"]
+    await eventually(lambda: asyncio.sleep(0, ledger.allow_short), what="the ledger reads allowShort")  # type: ignore[attr-defined]
+
+
 async def test_the_ledger_follows_allow_short_set_with_the_risk_config(nats_url, prefix, client):
     settings = settings_for(
         nats_url, prefix, ALLOW_SHORT="false", INITIAL_BALANCE="1000", POSITION_UPDATE_INTERVAL="100"
@@ -141,10 +149,7 @@ async def test_the_ledger_follows_allow_short_set_with_the_risk_config(nats_url,
     await client.subscribe(client.subjects.risk_events, RiskAlert, on_alert)
     await sut.start("risk-gate", "portfolio-ledger")
     try:
-        reply = await client.request(client.subjects.risk_config, RiskLimits(allow_short=True), RiskConfigReply)
-        assert reply.ok, reply
-        ledger = sut.running["portfolio-ledger"]
-        await eventually(lambda: asyncio.sleep(0, ledger.allow_short), what="the ledger reads allowShort")  # type: ignore[attr-defined]
+        await allow_shorts_by_config(client, sut)
         await client.js_publish(client.subjects.fills("BTC_USDT"), fill("cfg1", "sell", "0.5", "100"))  # a short
         await client.js_publish(client.subjects.fills("ETH_USDT"), fill("cfg2", "buy", "2", "600", pair="ETH_USDT"))
         await eventually(lambda: asyncio.sleep(0, bool(alerts)), what="the USDT alert")
@@ -167,10 +172,7 @@ async def test_a_restart_with_allow_short_set_by_the_risk_config_raises_no_false
 
     await sut.start("risk-gate", "portfolio-ledger")
     try:
-        reply = await client.request(client.subjects.risk_config, RiskLimits(allow_short=True), RiskConfigReply)
-        assert reply.ok, reply
-        ledger = sut.running["portfolio-ledger"]
-        await eventually(lambda: asyncio.sleep(0, ledger.allow_short), what="the ledger reads allowShort")  # type: ignore[attr-defined]
+        await allow_shorts_by_config(client, sut)
         await client.js_publish(client.subjects.fills("BTC_USDT"), fill("rs1", "sell", "0.5", "100"))  # a short
         await asyncio.sleep(0.5)
         await sut.stop()

@@ -87,6 +87,13 @@ async def position_is(client: Bus, qty: D, pair: str = "BTC_USDT") -> None:
     await eventually(check, timeout=10, what=f"the ledger's {pair} position at {qty}")
 
 
+async def long_position(make_system, client: Bus, qty: str, **settings: str) -> None:
+    """A system (SYSTEM_DEFAULTS and ``settings``), a BTC_USDT book at its mid, and a long of ``qty`` bought."""
+    await make_system(**settings)
+    await book_at(client, "BTC_USDT", MIDS["BTC_USDT"])
+    await until(client, (await placed(client, "long", "buy", qty)).order_id, S.FILLED)
+
+
 async def resting_at(client: Bus, order_id: str, qty: D) -> Order:
     """Until the order works at the venue with ``qty`` (cut there as the position shrank)."""
 
@@ -135,9 +142,7 @@ async def test_stops_firing_together_never_sell_more_than_the_long(make_system, 
 
 
 async def test_a_stop_is_cut_to_what_the_exits_ahead_of_it_leave(make_system, client):
-    await make_system()
-    await book_at(client, "BTC_USDT", MIDS["BTC_USDT"])
-    await until(client, (await placed(client, "long", "buy", "0.05")).order_id, S.FILLED)
+    await long_position(make_system, client, "0.05")
     a = await placed(client, "stop-a", "sell", "0.03", "stop_loss", stop_price="59500", reduce_only=True)
     await book_at(client, "BTC_USDT", D("59400"))  # a fires and sells 0.03
     assert (await until(client, a.order_id, S.FILLED)).filled_quantity == D("0.03")
@@ -199,9 +204,7 @@ async def test_bracket_legs_of_one_pair_follow_the_position_oldest_kept(make_sys
 
 
 async def test_a_sells_bracket_against_a_long_never_buys(make_system, client):
-    await make_system()
-    await book_at(client, "BTC_USDT", MIDS["BTC_USDT"])
-    await until(client, (await placed(client, "long", "buy", "0.05")).order_id, S.FILLED)
+    await long_position(make_system, client, "0.05")
     sell = await placed(client, "sell", "sell", "0.02", stop_loss="61000", take_profit="58000")
     await until(client, sell.order_id, S.FILLED)
     await book_at(client, "BTC_USDT", D("61500"))  # the buy stop-loss fires: there is no short to buy back
@@ -216,9 +219,7 @@ async def test_a_sells_bracket_against_a_long_never_buys(make_system, client):
 
 async def test_a_resting_exit_is_cut_at_the_venue_then_canceled_as_the_position_shrinks(make_system, client):
     # shorts allowed, so a sell by hand passes beside the exit's lock (and would shrink the long under it)
-    await make_system(ALLOW_SHORT="true")
-    await book_at(client, "BTC_USDT", MIDS["BTC_USDT"])
-    await until(client, (await placed(client, "long", "buy", "0.02")).order_id, S.FILLED)
+    await long_position(make_system, client, "0.02", ALLOW_SHORT="true")
     tp = await placed(client, "tp", "sell", "0.02", "limit", price="61000", reduce_only=True)
     await until(client, tp.order_id, S.ACCEPTED)
     await until(client, (await placed(client, "s1", "sell", "0.015")).order_id, S.FILLED)
@@ -235,9 +236,7 @@ async def test_a_resting_exit_is_cut_at_the_venue_then_canceled_as_the_position_
 async def test_growing_a_reduce_only_order_past_the_position_is_refused(make_system, client):
     from schemas.messages import CommandReply, ModifyOrder
 
-    await make_system()
-    await book_at(client, "BTC_USDT", MIDS["BTC_USDT"])
-    await until(client, (await placed(client, "long", "buy", "0.02")).order_id, S.FILLED)
+    await long_position(make_system, client, "0.02")
     tp = await placed(client, "tp", "sell", "0.01", "limit", price="61000", reduce_only=True)
     await until(client, tp.order_id, S.ACCEPTED)
     r = await client.request(
@@ -272,9 +271,7 @@ async def test_a_resting_reduce_only_limit_never_starves_the_brackets_stop(make_
 
 
 async def test_a_stop_that_fires_goes_before_a_take_profit_resting_above(make_system, client):
-    await make_system()
-    await book_at(client, "BTC_USDT", MIDS["BTC_USDT"])
-    await until(client, (await placed(client, "long", "buy", "0.02")).order_id, S.FILLED)
+    await long_position(make_system, client, "0.02")
     stop = await placed(client, "st", "sell", "0.02", "stop_loss", stop_price="59000", reduce_only=True)
     tp = await placed(client, "tp", "sell", "0.02", "limit", price="62000", reduce_only=True)
     await until(client, tp.order_id, S.ACCEPTED)
@@ -333,9 +330,7 @@ async def test_legs_of_an_entry_still_filling_survive_a_moment_of_no_position(ma
 
 
 async def test_a_cut_at_the_venue_follows_a_second_shrink_that_came_meanwhile(make_system, client):
-    await make_system(ALLOW_SHORT="true", PAPER_LATENCY_MS="300")
-    await book_at(client, "BTC_USDT", MIDS["BTC_USDT"])
-    await until(client, (await placed(client, "long", "buy", "0.02")).order_id, S.FILLED)
+    await long_position(make_system, client, "0.02", ALLOW_SHORT="true", PAPER_LATENCY_MS="300")
     tp = await placed(client, "tp", "sell", "0.02", "limit", price="61000", reduce_only=True)
     await until(client, tp.order_id, S.ACCEPTED)
     s1 = await placed(client, "s1", "sell", "0.01")
@@ -370,9 +365,7 @@ async def test_an_outside_fill_while_the_router_was_down_cuts_the_exit_at_start(
 async def test_a_waiting_reduce_only_stop_cannot_grow_past_the_position(make_system, client):
     from schemas.messages import CommandReply, ModifyOrder
 
-    await make_system()
-    await book_at(client, "BTC_USDT", MIDS["BTC_USDT"])
-    await until(client, (await placed(client, "long", "buy", "0.02")).order_id, S.FILLED)
+    await long_position(make_system, client, "0.02")
     st_ = await placed(client, "st", "sell", "0.01", "stop_loss", stop_price="59000", reduce_only=True)
     r = await client.request(
         client.subjects.orders_modify, ModifyOrder(order_id=st_.order_id, quantity=D("0.03")), CommandReply
