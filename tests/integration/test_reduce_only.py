@@ -87,11 +87,12 @@ async def position_is(client: Bus, qty: D, pair: str = "BTC_USDT") -> None:
     await eventually(check, timeout=10, what=f"the ledger's {pair} position at {qty}")
 
 
-async def long_position(make_system, client: Bus, qty: str, **settings: str) -> None:
+async def long_position(make_system, client: Bus, qty: str, **settings: str) -> System:
     """A system (SYSTEM_DEFAULTS and ``settings``), a BTC_USDT book at its mid, and a long of ``qty`` bought."""
-    await make_system(**settings)
+    sut = await make_system(**settings)
     await book_at(client, "BTC_USDT", MIDS["BTC_USDT"])
     await until(client, (await placed(client, "long", "buy", qty)).order_id, S.FILLED)
+    return sut
 
 
 async def resting_at(client: Bus, order_id: str, qty: D) -> Order:
@@ -443,3 +444,32 @@ async def test_random_signals_and_prices_never_leave_a_forbidden_position(nats_u
     finally:
         await sut.stop()
         await client.close()
+
+
+async def test_a_cut_whose_answer_is_lost_after_the_venue_acted_is_settled_by_the_reconcile(
+    make_system, client, monkeypatch
+):
+    """The venue cuts the resting exit but its answer is lost: the order stays pending_update (never
+    guessed), and the reconcile reads the venue and settles it at the venue's quantity; nothing is cut twice."""
+    sut = await long_position(make_system, client, "0.02", ALLOW_SHORT="true")
+    router = sut.running["order-router"]
+    real = router.venue.edit_order  # type: ignore[attr-defined]
+    edits: list[D] = []
+
+    async def answer_lost(client_order_id: str, pair: str, quantity=None, price=None):
+        await real(client_order_id, pair, quantity, price)  # the venue acts...
+        edits.append(quantity)
+        raise ConnectionError("connection reset")  # ...and its answer never arrives
+
+    monkeypatch.setattr(router.venue, "edit_order", answer_lost)  # type: ignore[attr-defined]
+    tp = await placed(client, "tp", "sell", "0.02", "limit", price="61000", reduce_only=True)
+    await until(client, tp.order_id, S.ACCEPTED)
+    await until(client, (await placed(client, "s1", "sell", "0.015")).order_id, S.FILLED)
+    assert (await until(client, tp.order_id, S.PENDING_UPDATE)).quantity == D("0.02")  # unknown: not guessed
+
+    async def settled() -> Order | None:
+        o = await order(client, tp.order_id)
+        return o if (o.status, o.quantity) == (S.ACCEPTED, D("0.005")) else None
+
+    await eventually(settled, timeout=30, what="the reconcile settling the cut at the venue's quantity")
+    assert edits == [D("0.005")]  # one cut at the venue, not repeated
