@@ -16,10 +16,27 @@ from typing import Literal, Protocol
 from schemas.messages import Book, Liquidity, MarketRules, Side
 
 VenueOrderStatus = Literal["open", "closed", "canceled", "rejected", "expired"]
+# what a request may ask the venue to hold: the triggered kinds only where ``Venue.native_types`` lists them
+VenueOrderType = Literal["market", "limit", "stop_loss", "stop_loss_limit", "take_profit", "take_profit_limit"]
+UpdateMode = Literal["push", "stream", "polling"]
 
 
 class VenueRefused(Exception):
     """The venue said no to a command (cancel, edit) for a reason; the order is unchanged."""
+
+
+class OutcomeUnknown(Exception):
+    """A command may or may not have taken effect at the venue (timeout, lost connection, "execution status
+    unknown"). Never retried blind: the order is looked up by its client order id until the venue says."""
+
+
+class VenueUnavailable(Exception):
+    """The venue did not process the command (rate limited after the back-off, refused to connect, under
+    maintenance): nothing changed there, so it may be sent again later."""
+
+
+class VenueStartError(Exception):
+    """The venue cannot be used (unknown pair, keys refused, clock skew, markets not loaded): one line saying what."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,12 +44,13 @@ class VenueOrderRequest:
     client_order_id: str
     pair: str
     side: Side
-    type: Literal["market", "limit"]
+    type: VenueOrderType
     quantity: Decimal
     price: Decimal | None = None
     time_in_force: str = "GTC"
     post_only: bool = False
     reduce_only: bool = False  # the venue must never fill it beyond the position (paper: it does not)
+    stop_price: Decimal | None = None  # the trigger of a stop / take-profit the venue holds natively
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +62,11 @@ class VenueTrade:
     fee_currency: str
     liquidity: Liquidity
     ts: int
+    # whose trade it is (set by venues that list trades of several orders: fetch_my_trades, polling)
+    venue_order_id: str | None = None
+    client_order_id: str | None = None
+    side: Side | None = None
+    pair: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +82,31 @@ class VenueOrder:
     reason: str | None = None
     quantity: Decimal | None = None
     price: Decimal | None = None
+    code: str | None = None  # why a rejected order was rejected: INSUFFICIENT_FUNDS, INVALID_ORDER, BAD_SYMBOL...
+    side: Side | None = None
+    type: str | None = None  # the venue's order type, unified (market, limit, stop_loss_limit, ...)
+    stop_price: Decimal | None = None
+    created_at: int | None = None
+    external: bool = False  # not placed by this service (its client order id is not one of ours)
+
+
+@dataclass(frozen=True, slots=True)
+class VenueBalance:
+    free: Decimal
+    total: Decimal
+
+
+@dataclass(slots=True)
+class VenueHealth:
+    """How the venue session is doing, for /api/health."""
+
+    name: str
+    connected: bool | None = None  # None: not asked yet
+    last_latency_ms: float | None = None  # the last call's round trip
+    rate_limit_used: float | None = None  # share of the venue's request budget in use (0..1)
+    update_mode: UpdateMode = "push"
+    last_error: str | None = None
+    last_error_at: int | None = None
 
 
 Listener = Callable[[VenueOrder, list[VenueTrade]], Awaitable[None]]
@@ -66,6 +114,12 @@ Listener = Callable[[VenueOrder, list[VenueTrade]], Awaitable[None]]
 
 class Venue(Protocol):
     name: str
+    # the order types the venue holds itself (stops, take-profits); the others the order-router emulates
+    native_types: frozenset[str]
+    # True when ``fetch_order`` returning None proves the venue never got the order (so it may be sent
+    # again); a live venue's answer may lag an order whose answer was lost: never resent, rejected after
+    # a grace period
+    authoritative_lookup: bool
 
     async def start(self) -> None: ...
 
@@ -101,6 +155,8 @@ class Venue(Protocol):
 
     async def fetch_my_trades(self, pair: str, since: int = 0) -> list[VenueTrade]: ...
 
-    async def fetch_balance(self) -> dict[str, Decimal]: ...
+    async def fetch_balance(self) -> dict[str, VenueBalance]: ...
 
     async def fetch_order_book(self, pair: str) -> Book | None: ...
+
+    def health(self) -> VenueHealth: ...

@@ -20,7 +20,15 @@ import nats.js.errors
 from loguru import logger
 
 from actors.books import BookCache
-from actors.venues.base import Listener, VenueOrder, VenueOrderRequest, VenueRefused, VenueTrade
+from actors.venues.base import (
+    Listener,
+    VenueBalance,
+    VenueHealth,
+    VenueOrder,
+    VenueOrderRequest,
+    VenueRefused,
+    VenueTrade,
+)
 from bus.client import Bus
 from config.settings import Settings, parse_paper_markets
 from domain.matching import MarketSpec, Matcher, SimOrder, SimTrade
@@ -74,6 +82,8 @@ def market_spec(settings: Settings, pair: str) -> MarketSpec:
 
 class PaperVenue:
     name = "paper"
+    native_types: frozenset[str] = frozenset()  # stops and take-profits wait in the order-router
+    authoritative_lookup = True  # its records are in KV, written before it answers: unknown = never got it
 
     def __init__(self, settings: Settings, bus: Bus, books: BookCache | None = None) -> None:
         self.settings = settings
@@ -87,6 +97,7 @@ class PaperVenue:
         self.trades: deque[tuple[str, VenueTrade]] = deque(maxlen=RECENT_TRADES)
         self.recent: OrderedDict[str, SimOrder] = OrderedDict()  # orders of this run, newest last
         self.lock = asyncio.Lock()
+        self._health = VenueHealth(name=self.name, connected=True, update_mode="push")
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -200,8 +211,11 @@ class PaperVenue:
     async def fetch_my_trades(self, pair: str, since: int = 0) -> list[VenueTrade]:
         return [t for p, t in self.trades if p == pair and t.ts >= since]
 
-    async def fetch_balance(self) -> dict[str, Decimal]:
-        return dict(self.balances)
+    async def fetch_balance(self) -> dict[str, VenueBalance]:
+        return {c: VenueBalance(free=v, total=v) for c, v in self.balances.items()}  # it locks nothing
+
+    def health(self) -> VenueHealth:
+        return self._health
 
     async def fetch_order_book(self, pair: str) -> Book | None:
         return await self.books.get(pair, wait=0)

@@ -559,8 +559,8 @@ async def test_paper_venue_answers_like_a_ccxt_exchange(nats_url, prefix, make_b
     trades = await venue.fetch_my_trades("BTC_USDT", since=0)
     assert [(t.quantity, t.price) for t in trades] == [(D("1.000"), D("100.00")), (D("0.500"), D("101.00"))]
     balance = await venue.fetch_balance()
-    assert balance["BTC"] == D("1.5")
-    assert balance["USDT"] == D(50000) - D("150.50") - D("0.1505")  # notional and taker fee
+    assert balance["BTC"].total == D("1.5")
+    assert balance["USDT"].total == D(50000) - D("150.50") - D("0.1505")  # notional and taker fee
     assert (await venue.fetch_order("v-2", "BTC_USDT")).status == "canceled"  # type: ignore[union-attr]
     assert await venue.fetch_order("never", "BTC_USDT") is None
     book = await venue.fetch_order_book("BTC_USDT")
