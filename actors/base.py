@@ -18,7 +18,7 @@ from loguru import logger
 
 from bus.client import Bus
 from config.settings import Settings
-from schemas.messages import Heartbeat, RiskAlert, Severity, now_ms
+from schemas.messages import Heartbeat, RiskAlert, Severity, VenueState, now_ms
 
 HEARTBEAT_INTERVAL_S = 1.0
 
@@ -101,6 +101,10 @@ class Actor:
             except Exception as e:
                 self.log.opt(exception=e).error("{} failed: {}", what, e)
 
+    def venue_states(self) -> list[VenueState] | None:
+        """The venue sessions this actor runs (the order-router), for /api/health."""
+        return None
+
     async def _publish_heartbeat(self) -> None:
         hb = Heartbeat(
             actor=self.name,
@@ -109,6 +113,7 @@ class Actor:
             started_at=self.started_at,
             status=self.status,  # type: ignore[arg-type]
             stats=self.stats(),
+            venues=self.venue_states(),
         )
         await self.bus.publish(self.subjects.health(self.name), hb)
 

@@ -76,6 +76,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     ALPACA_API_SECRET: str = ""
     BINANCE_TESTNET_API_KEY: str = ""
     BINANCE_TESTNET_SECRET: str = ""
+    EXTERNAL_ORDERS: str = "adopt"  # orders placed at the venue outside this service: adopt (booked) or ignore
+    VENUE_UNKNOWN_GRACE_MS: int = 60_000  # an order the venue does not know this long after it was sent: rejected
     PAPER_TAKER_FEE: Decimal = Decimal("0.001")
     PAPER_MAKER_FEE: Decimal = Decimal("0.001")
     PAPER_MIN_NOTIONAL: Decimal = Decimal("1")
@@ -436,6 +438,8 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "ALPACA_API_SECRET": _text,
     "BINANCE_TESTNET_API_KEY": _text,
     "BINANCE_TESTNET_SECRET": _text,
+    "EXTERNAL_ORDERS": _choice("adopt", "ignore"),
+    "VENUE_UNKNOWN_GRACE_MS": _int(1_000, 86_400_000),
     "PAPER_TAKER_FEE": _dec(Decimal(0), Decimal("0.1")),
     "PAPER_MAKER_FEE": _dec(Decimal("-0.01"), Decimal("0.1")),
     "PAPER_MIN_NOTIONAL": _dec(Decimal(0)),
@@ -599,10 +603,15 @@ def _check_together(s: Settings) -> None:
         raise ConfigError("API_TOKEN='' is not allowed with LIVE_TRADING=true: expected a secret token")
     if s.LIVE_TRADING and s.XEGGEX_API_KEY and not s.EXCHANGE_API_KEY:
         raise ConfigError(f"XEGGEX_API_KEY='***' is not allowed: {XEGGEX_GONE}")
-    if s.LIVE_TRADING:
+    if s.LIVE_TRADING and not all(venue_credentials(s)[:2]):
+        key, secret = ("ALPACA_API_KEY", "ALPACA_API_SECRET") if s.EXCHANGE == "alpaca" else (
+            ("BINANCE_TESTNET_API_KEY", "BINANCE_TESTNET_SECRET") if s.EXCHANGE == "binance" and s.EXCHANGE_SANDBOX
+            else (None, None)
+        )  # fmt: skip
+        also = f" (or {key} / {secret})" if key else ""
         raise ConfigError(
-            "LIVE_TRADING='true' is not allowed yet: live venues (ccxt) are not wired in this version; "
-            "run with PAPER_TRADING=true"
+            f"EXCHANGE_API_KEY / EXCHANGE_API_SECRET are not set: LIVE_TRADING=true on {s.EXCHANGE} needs the "
+            f"venue's keys{also}"
         )
     if s.BASE_CURRENCY not in {p.split("_")[1] for p in s.PAIRS}:
         raise ConfigError(
@@ -614,6 +623,19 @@ def _check_together(s: Settings) -> None:
             f"HOST={s.HOST!r} is not allowed without API_TOKEN: expected 127.0.0.1 (or set API_TOKEN to "
             "serve other addresses)"
         )
+
+
+def venue_credentials(s: Settings) -> tuple[str, str, str]:
+    """The live venue's (api key, secret, password): EXCHANGE_API_KEY / _SECRET / _PASSWORD, else the
+    specs' own names for the venue (ALPACA_API_KEY / _SECRET on alpaca, BINANCE_TESTNET_API_KEY / _SECRET on
+    the binance sandbox)."""
+    if s.EXCHANGE_API_KEY or s.EXCHANGE_API_SECRET:
+        return s.EXCHANGE_API_KEY, s.EXCHANGE_API_SECRET, s.EXCHANGE_PASSWORD
+    if s.EXCHANGE == "alpaca":
+        return s.ALPACA_API_KEY, s.ALPACA_API_SECRET, ""
+    if s.EXCHANGE == "binance" and s.EXCHANGE_SANDBOX:
+        return s.BINANCE_TESTNET_API_KEY, s.BINANCE_TESTNET_SECRET, ""
+    return "", "", ""
 
 
 def warnings_for(s: Settings) -> list[str]:

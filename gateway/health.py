@@ -9,7 +9,7 @@ import aiohttp
 
 from bus.client import Bus, Envelope
 from config.settings import Settings
-from schemas.messages import Heartbeat, now_ms
+from schemas.messages import Heartbeat, VenueState, now_ms
 from schemas.rest import (
     ActorHealth,
     EngineHealth,
@@ -79,6 +79,29 @@ class HealthBook:
                         )
                 await asyncio.sleep(5.0)
 
+    def _exchanges(self, router: Heartbeat | None, router_up: bool) -> dict[str, ExchangeHealth]:
+        """Each venue as its session last reported it (through the order-router's heartbeat)."""
+        states = {v.name: v for v in (router.venues or [])} if router else {}
+        names = list(states) or [self.settings.EXCHANGE if self.settings.LIVE_TRADING else "paper"]
+        out: dict[str, ExchangeHealth] = {}
+        for name in names:
+            v = states.get(name) or VenueState(name=name)
+            up = router_up and v.connected is not False
+            used = v.rate_limit_used
+            out[name] = ExchangeHealth(
+                status="connected" if up else "disconnected",
+                last_ping=router.ts if router else None,
+                rate_limit=RateLimit(remaining=None if used is None else max(0, round(100 * (1 - used)))),
+                connected=v.connected if router_up else False,
+                last_latency_ms=v.last_latency_ms,
+                rate_limit_used=used,
+                update_mode=v.update_mode if router else None,
+                last_error=v.last_error,
+                last_error_at=v.last_error_at,
+                paper=name == "paper",
+            )
+        return out
+
     def report(self) -> Health:
         now = now_ms()
         actors: dict[str, ActorHealth] = {}
@@ -99,19 +122,12 @@ class HealthBook:
         router = self.beats.get("order-router")
         stats = router.stats if router else {}
         router_up = "order-router" not in down
-        venue = self.settings.EXCHANGE if self.settings.LIVE_TRADING else "paper"
         return Health(
             status="healthy" if not down else "unhealthy",
             service="trading-bot-execution",
             version=VERSION,
             mode="live" if self.settings.LIVE_TRADING else "paper",
-            exchanges={
-                venue: ExchangeHealth(
-                    status="connected" if router_up else "disconnected",
-                    last_ping=router.ts if router else None,
-                    rate_limit=RateLimit(),
-                )
-            },
+            exchanges=self._exchanges(router, router_up),
             services=dict(self.services),
             execution_engine=EngineHealth(
                 status="operational" if not down else ("degraded" if router_up else "down"),

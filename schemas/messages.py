@@ -561,6 +561,18 @@ class Performance(Msg):
 # --------------------------------------------------------------------------------------------------
 # Operations
 # --------------------------------------------------------------------------------------------------
+class VenueState(Msg):
+    """How a venue session is doing: in the order-router's heartbeat, shown by /api/health."""
+
+    name: str
+    connected: bool | None = None  # None: not asked yet
+    last_latency_ms: float | None = None  # the last call's round trip
+    rate_limit_used: float | None = None  # share of the venue's request budget in use (0..1)
+    update_mode: Literal["push", "stream", "polling"] = "push"
+    last_error: str | None = None
+    last_error_at: int | None = None
+
+
 class Heartbeat(Msg):
     actor: str
     instance: str
@@ -568,6 +580,7 @@ class Heartbeat(Msg):
     started_at: int
     status: Literal["starting", "running", "degraded", "stopping"] = "running"
     stats: dict[str, int | float | str] = msgspec.field(default_factory=dict)
+    venues: list[VenueState] | None = None  # the order-router: its venue sessions
 
 
 Severity = Literal["warning", "critical", "emergency"]

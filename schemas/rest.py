@@ -197,6 +197,13 @@ class ExchangeHealth(msgspec.Struct, kw_only=True, rename="camel"):
     status: Literal["connected", "disconnected"]
     last_ping: int | None
     rate_limit: RateLimit
+    connected: bool | None = None  # the venue answered its last call (None: not asked yet)
+    last_latency_ms: float | None = None  # that call's round trip
+    rate_limit_used: float | None = None  # share of the venue's request budget in use (0..1)
+    update_mode: Literal["push", "stream", "polling"] | None = None  # how order updates reach us
+    last_error: str | None = None
+    last_error_at: int | None = None
+    paper: bool = True
 
 
 class ServiceHealth(msgspec.Struct, kw_only=True, rename="camel"):

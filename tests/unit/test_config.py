@@ -21,8 +21,9 @@ from config.settings import (
 # Fields whose parser is plain text: any value is allowed, so they have no "bad value" row below.
 TEXT_FIELDS = {name for name, parse in PARSERS.items() if parse is settings_mod._text}
 
-# A valid live-trading environment up to the point where only "not wired yet" refuses it.
+# A live-trading environment that lacks only the venue's keys.
 LIVE_ENV = {"LIVE_TRADING": "true", "PAPER_TRADING": "false", "EXCHANGE": "binance", "API_TOKEN": "tok-live"}
+LIVE_KEYS = {"EXCHANGE_API_KEY": "key-live", "EXCHANGE_API_SECRET": "secret-live"}
 
 
 def _error(env: dict[str, str], config_file: Path | None = None) -> str:
@@ -56,6 +57,8 @@ EXPECTED_DEFAULTS = {
     "ALPACA_API_SECRET": "",
     "BINANCE_TESTNET_API_KEY": "",
     "BINANCE_TESTNET_SECRET": "",
+    "EXTERNAL_ORDERS": "adopt",
+    "VENUE_UNKNOWN_GRACE_MS": 60_000,
     "PAPER_TAKER_FEE": Decimal("0.001"),
     "PAPER_MAKER_FEE": Decimal("0.001"),
     "PAPER_MIN_NOTIONAL": Decimal("1"),
@@ -211,6 +214,8 @@ BAD_VALUES = [
     ("DEFAULT_STOP_LOSS_PERCENT", "0", "expected a number > 0 and <= 99"),
     ("DEFAULT_TAKE_PROFIT_PERCENT", "-1", "expected a number >= 0 and <= 1000"),
     ("DEFAULT_ORDER_TIMEOUT", "-1", "expected an integer >= 0"),
+    ("EXTERNAL_ORDERS", "keep", "expected one of adopt, ignore"),
+    ("VENUE_UNKNOWN_GRACE_MS", "10", "expected an integer from 1000 to 86400000"),
     ("MAX_SLIPPAGE_PERCENT", "101", "expected a number >= 0 and <= 100"),
     ("MAX_SLIPPAGE_PERCENT", "NaN", "expected a number >= 0 and <= 100"),
     ("DEFAULT_TIME_IN_FORCE", "DAY", "expected one of GTC, IOC, FOK, GTD"),
@@ -359,12 +364,23 @@ def test_live_trading_without_api_token_is_refused():
     assert message.startswith("API_TOKEN='' is not allowed with LIVE_TRADING=true")
 
 
-def test_live_trading_is_refused_for_now_with_a_clear_message():
+def test_live_trading_without_the_venues_keys_is_refused_in_one_line():
     message = _error(LIVE_ENV)
-    assert message.startswith("LIVE_TRADING='true' is not allowed yet")
-    assert "not wired" in message
-    assert "PAPER_TRADING=true" in message
-    assert "\n" not in message
+    assert message.startswith("EXCHANGE_API_KEY / EXCHANGE_API_SECRET are not set")
+    assert "binance" in message and "\n" not in message
+    sandbox = _error(LIVE_ENV | {"EXCHANGE_SANDBOX": "true"})
+    assert "BINANCE_TESTNET_API_KEY / BINANCE_TESTNET_SECRET" in sandbox
+    assert "ALPACA_API_KEY / ALPACA_API_SECRET" in _error(LIVE_ENV | {"EXCHANGE": "alpaca"})
+
+
+def test_live_trading_with_keys_loads_and_the_specs_key_names_count():
+    s = load_settings(LIVE_ENV | LIVE_KEYS)
+    assert s.LIVE_TRADING and settings_mod.venue_credentials(s) == ("key-live", "secret-live", "")
+    alpaca = load_settings(LIVE_ENV | {"EXCHANGE": "alpaca", "ALPACA_API_KEY": "ak", "ALPACA_API_SECRET": "as"})
+    assert settings_mod.venue_credentials(alpaca) == ("ak", "as", "")
+    testnet = LIVE_ENV | {"EXCHANGE_SANDBOX": "true", "BINANCE_TESTNET_API_KEY": "tk", "BINANCE_TESTNET_SECRET": "ts"}
+    assert settings_mod.venue_credentials(load_settings(testnet)) == ("tk", "ts", "")
+    assert _error(LIVE_ENV | LIVE_KEYS | {"API_TOKEN": ""}).startswith("API_TOKEN='' is not allowed")
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.10", "example.com"])
