@@ -27,6 +27,7 @@ from actors.venues.base import (
     VenueOrder,
     VenueOrderRequest,
     VenueRefused,
+    VenueStartError,
     VenueTrade,
 )
 from bus.client import Bus
@@ -86,6 +87,8 @@ class PaperVenue:
     authoritative_lookup = True  # its records are in KV, written before it answers: unknown = never got it
 
     def __init__(self, settings: Settings, bus: Bus, books: BookCache | None = None) -> None:
+        if settings.LIVE_TRADING:  # never paper trade silently when live trading was asked for
+            raise VenueStartError(f"the paper venue cannot serve LIVE_TRADING=true on {settings.EXCHANGE}")
         self.settings = settings
         self.bus = bus
         self.books = books or BookCache(bus)
