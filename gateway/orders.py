@@ -87,6 +87,7 @@ def placed_order(reply: OrderReply) -> PlacedOrder:
         order_id=o.order_id, client_order_id=o.client_order_id, status=o.status, pair=o.pair, side=o.side,
         type=o.type, quantity=o.quantity, price=o.price, risk_validation=reply.risk_validation,
         estimated_cost=reply.estimated_cost, linked_orders=o.linked_orders, created_at=o.created_at,
+        paper_trade=o.paper_trade, venue=o.venue, venue_order_id=o.venue_order_id,
     )  # fmt: skip
 
 

@@ -195,6 +195,8 @@ class Order(Msg):
     fees: Decimal = ZERO
     fee_currency: str | None = None
     venue: str = "paper"
+    paper_trade: bool = True  # false: a live order at a real venue
+    native_trigger: bool = False  # a stop / take-profit the venue holds itself (not triggered here)
     venue_order_id: str | None = None
     venue_status: str | None = None  # what the venue last said: open, closed, canceled, rejected, expired
     venue_filled: Decimal | None = None  # quantity the venue reports as executed

@@ -111,6 +111,9 @@ class PlacedOrder(Rest):
     estimated_cost: Decimal | None = None
     linked_orders: dict[str, str] | None = None
     created_at: int = 0
+    paper_trade: bool | None = None  # false: a live order at a real venue (always set)
+    venue: str | None = None
+    venue_order_id: str | None = None  # the venue's id once it answered
 
 
 class OrderValidation(Rest, kw_only=True):

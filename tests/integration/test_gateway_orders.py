@@ -40,13 +40,14 @@ PROBLEM_CT = "application/problem+json"
 
 PLACED_KEYS = {
     "orderId", "clientOrderId", "status", "pair", "side", "type", "quantity", "riskValidation", "estimatedCost",
-    "createdAt",
+    "createdAt", "paperTrade", "venue",
 }  # fmt: skip
 ORDER_KEYS = {
     "orderId", "clientOrderId", "pair", "side", "type", "quantity", "status", "price", "stopPrice", "timeInForce",
     "expireAt", "postOnly", "reduceOnly", "role", "parentOrderId", "linkedOrders", "triggeredAt", "previousStatus",
     "referencePrice",
-    "filledQuantity", "averagePrice", "totalCost", "fees", "feeCurrency", "venue", "venueOrderId", "venueStatus",
+    "filledQuantity", "averagePrice", "totalCost", "fees", "feeCurrency", "venue", "paperTrade", "nativeTrigger",
+    "venueOrderId", "venueStatus",
     "venueFilled", "source", "signalId", "reason", "version", "createdAt", "updatedAt", "closedAt", "executionTime",
     "fills",
 }  # fmt: skip
@@ -144,6 +145,7 @@ async def test_a_market_order_answers_201_in_the_seed_shape_with_numbers(api):
     assert (status, ctype) == (201, JSON_CT)
     assert set(placed) == PLACED_KEYS
     assert placed["orderId"].startswith("ORD_") and placed["clientOrderId"] == "gw-mkt-1"
+    assert (placed["paperTrade"], placed["venue"]) == (True, "paper")
     assert (placed["status"], placed["pair"], placed["side"], placed["type"]) == (
         "submitted",
         "BTC_USDT",
