@@ -27,9 +27,11 @@ from decimal import Decimal
 from typing import Literal
 
 from domain.recent import RecentIds
+from schemas.messages import Order
 from schemas.subjects import pair_currencies
 
 ZERO = Decimal(0)
+REDUCE_ONLY_WHY = "reduce-only:"  # how the reasons of cuts and cancels for want of a position start
 
 Kind = Literal["sent", "stop", "take_profit", "waiting"]
 
@@ -41,6 +43,12 @@ def position_change(side: str, quantity: Decimal, fee: Decimal, fee_currency: st
     if fee_currency == base and fee > ZERO:
         signed -= fee
     return signed
+
+
+def nothing_to_reduce(o: Order) -> str:
+    """The reason an exit is canceled (or cut to nothing) when its pair has no position left to reduce."""
+    held = "long" if o.side == "sell" else "short"
+    return f"{REDUCE_ONLY_WHY} no {held} {o.pair} position left to reduce"
 
 
 def reducible(position: Decimal, side: str) -> Decimal:

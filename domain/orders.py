@@ -1,4 +1,5 @@
-"""The order state machine: an explicit transition table, and fill application. Pure.
+"""The order state machine: an explicit transition table, fill application, and what an order's state
+says (working, held here, at the venue). Pure.
 
 Real-world transitions are allowed on purpose: a fill that arrives after a cancel was requested or done
 is applied (CANCELED / PENDING_CANCEL -> PARTIALLY_FILLED / FILLED); a rejected cancel or modify
@@ -11,10 +12,12 @@ from decimal import Decimal
 
 import msgspec
 
-from schemas.messages import TERMINAL_STATUSES, FillRef, Order, OrderStatus
+from domain.triggers import TRIGGERED_TYPES
+from schemas.messages import TERMINAL_STATUSES, FillRef, Order, OrderRequest, OrderStatus
 
 S = OrderStatus
 ZERO = Decimal(0)
+WORKING = frozenset({S.SUBMITTED, S.ACCEPTED, S.TRIGGERED, S.PARTIALLY_FILLED, S.PENDING_UPDATE, S.PENDING_CANCEL})
 
 TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     S.INITIALIZED: frozenset({S.DENIED, S.SUBMITTED, S.REJECTED, S.CANCELED, S.EXPIRED, S.TRIGGERED}),
@@ -136,3 +139,26 @@ def trigger(order: Order, ts: int) -> Order:
     if order.status is not S.ACCEPTED or order.triggered_at is not None:
         return order
     return msgspec.structs.replace(transition(order, S.TRIGGERED, ts), triggered_at=ts)
+
+
+def same_order(o: Order, r: OrderRequest) -> bool:
+    """Does a repeated client order id carry the same order? ``o`` is the order as first created."""
+    price = r.price if r.type != "market" else None
+    tif = r.time_in_force or o.time_in_force
+    mine = (o.pair, o.side, o.type, o.quantity, o.price, o.stop_price, o.time_in_force, o.expire_at)
+    theirs = (r.pair, r.side, r.type, r.quantity, price, r.stop_price, tif, r.expire_at)
+    return mine == theirs and (o.post_only, o.reduce_only) == (r.post_only, r.reduce_only)
+
+
+def at_venue(o: Order) -> bool:
+    """Is the order (also) held by the venue, so that a cancel or modify must go there?"""
+    return o.venue_status == "open"
+
+
+def held_here(o: Order) -> bool:
+    """A stop / take-profit not triggered yet, or a bracket leg waiting for its entry."""
+    return o.status is S.INITIALIZED or (o.type in TRIGGERED_TYPES and o.triggered_at is None)
+
+
+def opposite(side: str) -> str:
+    return "sell" if side == "buy" else "buy"

@@ -15,6 +15,7 @@ import pytest
 
 import actors.fill_tracker
 import actors.order_router
+import actors.order_router.store
 from bus.client import Bus
 from bus.codec import decode
 from schemas.messages import (
@@ -42,10 +43,10 @@ SYSTEM_DEFAULTS = {"MAX_ORDERS_PER_SECOND": "1000"}
 @pytest.fixture(autouse=True)
 def small_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     """Set before any actor starts (make_system is only called inside the tests)."""
-    monkeypatch.setattr(actors.order_router, "KEEP_CLOSED", KEEP)
+    monkeypatch.setattr(actors.order_router.store, "KEEP_CLOSED", KEEP)
     monkeypatch.setattr(actors.fill_tracker, "KEEP_COMPLETE", KEEP)
     # a list query reads ORDERS back a few messages at a time: its stopping rules matter on a dozen orders
-    monkeypatch.setattr(actors.order_router, "SCAN_BATCH", 4)
+    monkeypatch.setattr(actors.order_router.store, "SCAN_BATCH", 4)
 
 
 # -- helpers ---------------------------------------------------------------------------------------------
@@ -572,7 +573,7 @@ async def test_a_bracket_leg_out_of_memory_is_still_found_by_its_client_order_id
 
 
 async def test_paging_reaches_the_oldest_order_however_far_back(make_system, client, monkeypatch):
-    monkeypatch.setattr(actors.order_router, "MAX_SCAN", 12)  # 4 orders of 3 events: MAX_SCAN=50,000 in small
+    monkeypatch.setattr(actors.order_router.store, "MAX_SCAN", 12)  # 4 orders of 3 events: MAX_SCAN=50,000 in small
     sut = await make_system()
     await books(client)
     filled = await market_orders(client, 8, "deep")

@@ -1,0 +1,454 @@
+"""order-router: takes approved orders, answers commands and queries, and wires its parts together.
+
+Path: approved order (durable hop from risk-gate) -> order created and persisted as an event ->
+reply to the caller -> venue -> execution reports (durable hop to fill-tracker). Canonical fills come
+back on the FILLS stream and move the order to PARTIALLY_FILLED / FILLED. Cancel, modify and cancel-all
+are request/reply commands on ``tbx.orders.cancel`` / ``tbx.orders.modify``.
+
+Its parts, each with one job (the durability rules each keeps are in its docstring):
+- ``store.OrderStore``: the orders and their events over JetStream, the only writer of ORDERS; it owns
+  the lock that serialises every change;
+- ``emulator.Emulator``: what the venue cannot hold (stops, take-profits, brackets / OCO, reduce-only
+  exits kept true as the position moves, expiry and timeouts);
+- ``session.VenueSession``: what is said to the venue and heard from it (send, answers, cancel and edit
+  there, reconcile, VENUE_DOWN / VENUE_UP).
+
+One order-router per bus prefix: its state is not shared between instances (see README).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import msgspec
+
+from actors.base import Actor
+from actors.books import BookCache
+from actors.order_router.emulator import CLOCK_EVERY_S, Emulator
+from actors.order_router.session import RECONCILE_EVERY_S, VenueSession
+from actors.order_router.store import OrderStore
+from actors.venues.base import Venue
+from actors.venues.paper import PaperVenue
+from bus.client import Bus, Envelope
+from bus.errors import Transient
+from config.settings import Settings
+from domain.orders import WORKING, apply_fill, at_venue, held_here, same_order, to_pending, transition
+from domain.recent import OrderTable
+from domain.risk import is_multiple
+from domain.triggers import TRIGGERED_TYPES, wrong_side
+from schemas.messages import (
+    TERMINAL_STATUSES,
+    ApprovedOrder,
+    CancelOrder,
+    CommandReply,
+    Empty,
+    Fill,
+    FillRef,
+    MarketsPage,
+    ModifyOrder,
+    Order,
+    OrderEvent,
+    OrderEventsPage,
+    OrderEventsQuery,
+    OrderReply,
+    OrderRequest,
+    OrdersPage,
+    OrdersQuery,
+    OrderStatus,
+    now_ms,
+)
+
+S = OrderStatus
+ZERO = Decimal(0)
+MAX_PAGE = 500
+
+
+class OrderRouter(Actor):
+    name = "order-router"
+
+    def __init__(self, settings: Settings, bus: Bus, venue: Venue | None = None) -> None:
+        super().__init__(settings, bus)
+        self.books = BookCache(bus)
+        self.store = OrderStore(bus, self.log)
+        self.session = VenueSession(
+            venue or PaperVenue(settings, bus, self.books), self.store, bus, self.log, self.spawn, self.alert
+        )
+        self.emulator = Emulator(settings, self.store, self.books, self.log, self.spawn)
+        self.emulator.connect(self.session, self._cancel)
+        self.session.connect(self.emulator, self._route)
+        self.store.on_stored = self.emulator.track
+
+    # what tests and tools read of the router (each owned by its part)
+    @property
+    def venue(self) -> Venue:
+        return self.session.venue
+
+    @property
+    def orders(self) -> dict[str, Order]:
+        return self.store.orders
+
+    @property
+    def by_client(self) -> dict[str, str]:
+        return self.store.by_client
+
+    @property
+    def events(self) -> dict[str, list[OrderEvent]]:
+        return self.store.events
+
+    @property
+    def live(self) -> set[str]:
+        return self.store.live
+
+    @property
+    def first_seq(self) -> OrderTable:
+        return self.store.first_seq
+
+    @property
+    def last_seq(self) -> OrderTable:
+        return self.store.last_seq
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    async def on_start(self) -> None:
+        s = self.subjects
+        await self.store.load()
+        await self.bus.replay(stream=s.s_fills, subject=s.fills(), type_=Fill, handler=self._fold_fill, follow=False)
+        await self.session.start()  # the venue only after the rebuild: what it pushes is about orders we know
+        await self.session.reconcile(min_age_ms=0)
+        await self.emulator.resume()
+        self.books.add_hook(self.emulator.on_book)
+        await self.books.start()
+        await self.bus.subscribe(s.query("orders"), OrdersQuery, self._on_query, queue=self.name)
+        await self.bus.subscribe(s.query("order_events"), OrderEventsQuery, self._on_events_query, queue=self.name)
+        await self.bus.subscribe(s.query("markets"), Empty, self._on_markets_query, queue=self.name)
+        await self.bus.subscribe(s.orders_cancel, CancelOrder, self._on_cancel, queue=self.name)
+        await self.bus.subscribe(s.orders_modify, ModifyOrder, self._on_modify, queue=self.name)
+        await self.bus.consume(
+            stream=s.s_hops, durable="order-router", subject=s.approved_orders(), type_=ApprovedOrder,
+            handler=self._on_approved,
+        )  # fmt: skip
+        await self.bus.consume(
+            stream=s.s_fills, durable="order-router", subject=s.fills(), type_=Fill, handler=self._on_fill
+        )
+        self.spawn(self.every(RECONCILE_EVERY_S, self.session.reconcile, "reconcile"), "reconcile")
+        self.spawn(self.every(CLOCK_EVERY_S, self.emulator.on_clock, "expiry and timeouts"), "clock")
+
+    async def on_stop(self) -> None:
+        await self.session.stop()
+
+    def stats(self) -> dict[str, int | float | str]:
+        return self.store.stats()
+
+    # -- new orders ------------------------------------------------------------------------------------
+    async def _on_approved(self, a: ApprovedOrder, env: Envelope) -> None:
+        req = a.request
+        store = self.store
+        async with store.lock:
+            known = store.by_client.get(req.client_order_id)
+            ids: list[str] = []
+            if known is None:  # new, or one that left memory: its ids were reserved when it was created
+                n_legs = (req.stop_loss is not None) + (req.take_profit is not None)
+                ids, existed = await store.reserve_ids(req.client_order_id, 1 + n_legs)
+                if existed and await store.recall(ids[0]) is not None:
+                    known = ids[0]
+            if known is None:
+                ref = a.estimated_cost / req.quantity if a.estimated_cost and req.quantity else None
+                order = await self._create(req, ids, ref)
+            else:
+                order = store.orders[known]
+                first = store.events[known][0].order if store.events.get(known) else order
+                if not same_order(first, req):
+                    await self._refuse_duplicate(a, order)
+                    return
+                await self.emulator.ensure_legs(order, req)  # a crash between the entry and its legs
+        await self._reply(a, order)
+        if order.venue_status is None and order.status in (S.SUBMITTED, S.PENDING_CANCEL):
+            # routed beside the consumer, so one slow venue call never holds up the next order;
+            # a crash here leaves it SUBMITTED and the reconcile at start routes it
+            self.spawn(self._route_logged(order.order_id), "route")
+
+    async def _create(self, req: OrderRequest, ids: list[str], reference_price: Decimal | None = None) -> Order:
+        """Create the order (and the legs of a bracket) under its reserved ids and persist them. Call with
+        the lock held."""
+        ts = now_ms()
+        order = Order(
+            order_id=ids[0],
+            client_order_id=req.client_order_id,
+            pair=req.pair,
+            side=req.side,
+            type=req.type,
+            quantity=req.quantity,
+            price=req.price if req.type != "market" else None,
+            stop_price=req.stop_price,
+            time_in_force=req.time_in_force or self.settings.DEFAULT_TIME_IN_FORCE,  # type: ignore[arg-type]
+            expire_at=req.expire_at,
+            post_only=req.post_only,
+            reduce_only=req.reduce_only,
+            role="entry" if len(ids) > 1 else None,
+            reference_price=reference_price,
+            status=S.SUBMITTED,
+            venue=self.venue.name,
+            source=req.source,
+            signal_id=req.signal_id,
+            created_at=ts,
+            updated_at=ts,
+        )
+        legs = self.emulator.legs(order, req, ids[1:], ts)
+        if legs:
+            names = {"stop_loss": "stopLoss", "take_profit": "takeProfit"}
+            order = msgspec.structs.replace(order, linked_orders={names[str(leg.role)]: leg.order_id for leg in legs})
+        order = await self.store.emit(order, "submitted")  # the entry first: then a retry finds it and adds the legs
+        for leg in legs:
+            await self.store.emit(leg, "initialized")
+        self.log.info(
+            "order {} ({}) submitted: {} {} {} {}{}", order.order_id, order.client_order_id, order.side,
+            order.quantity, order.pair, order.type, f" with legs {order.linked_orders}" if legs else "",
+        )  # fmt: skip
+        return order
+
+    async def _refuse_duplicate(self, a: ApprovedOrder, order: Order) -> None:
+        self.log.warning("client order id {} reused for a different order: refused", order.client_order_id)
+        if a.reply_to:
+            detail = (
+                f"clientOrderId {order.client_order_id} already names order {order.order_id} "
+                f"({order.side} {order.quantity} {order.pair} {order.type}) with other content"
+            )
+            reply = OrderReply(ok=False, code="DUPLICATE_CLIENT_ORDER_ID", field="clientOrderId", detail=detail)
+            await self.bus.respond_to(a.reply_to, reply)
+
+    async def _reply(self, a: ApprovedOrder, order: Order) -> None:
+        if a.reply_to:
+            reply = OrderReply(ok=True, order=order, risk_validation=a.risk_validation, estimated_cost=a.estimated_cost)
+            await self.bus.respond_to(a.reply_to, reply)
+
+    async def _route_logged(self, order_id: str) -> None:
+        try:
+            await self._route(order_id)
+        except Transient as e:
+            self.log.warning("{}; the reconcile will try again", e)
+
+    async def _route(self, order_id: str) -> None:
+        """Take a SUBMITTED order where it goes: the venue, or our trigger book (stops, take-profits)."""
+        o = self.store.orders[order_id]
+        if o.status is S.PENDING_CANCEL and o.venue_status is None:
+            await self.session.cancel_unsent(order_id)  # (unless its create is on its way)
+            return
+        if o.status is not S.SUBMITTED or o.venue_status is not None:
+            return
+        if o.type in TRIGGERED_TYPES:
+            ts = now_ms()
+            await self.store.update(
+                order_id, lambda cur: transition(cur, S.ACCEPTED, ts) if cur.status is S.SUBMITTED else cur
+            )
+            await self.emulator.check_triggers(o.pair, only=order_id)
+            return
+        await self.session.send(order_id, o.type, o.price)
+
+    # -- fills -----------------------------------------------------------------------------------------
+    async def _fold_fill(self, f: Fill, env: Envelope) -> None:
+        """A fill read back at start: the position it made. A fill of a known order that its order does not
+        list yet is left for the FILLS consumer, which folds it together with the order (never twice)."""
+        o = self.store.orders.get(f.order_id)
+        if o is not None and all(ref.fill_id != f.fill_id for ref in o.fills):
+            return
+        self.emulator.fold_position(f)
+
+    async def _on_fill(self, f: Fill, env: Envelope) -> None:
+        store, emulator = self.store, self.emulator
+        if f.order_id not in store.orders:
+            # a fill of an order that is not ours (an outside writer): the ledger books it, the position moves
+            async with store.lock:
+                if emulator.fold_position(f):
+                    await emulator.refit(f.pair)
+            return
+        ref = FillRef(
+            fill_id=f.fill_id, quantity=f.quantity, price=f.price, fee=f.fee, fee_currency=f.fee_currency,
+            liquidity=f.liquidity, timestamp=f.timestamp,
+        )  # fmt: skip
+
+        def change(cur: Order) -> Order:
+            new = apply_fill(cur, ref)
+            if (
+                new is not cur
+                and new.status is S.PARTIALLY_FILLED
+                and new.venue_status in ("canceled", "expired")
+                and new.venue_filled is not None
+                and new.filled_quantity >= new.venue_filled
+            ):
+                final = S.EXPIRED if new.venue_status == "expired" or cur.reason == "expired" else S.CANCELED
+                new = transition(new, final, f.timestamp, cur.reason)
+            return new
+
+        async with store.lock:  # the position and the order's fills move together: an exit is never counted twice
+            moved = emulator.fold_position(f)
+            await store.update_locked(f.order_id, change)
+            # also on a redelivered fill that changed nothing: finish what a crash may have cut short
+            await emulator.after_change(store.orders[f.order_id])
+            if moved:
+                await emulator.refit(f.pair)
+
+    # -- cancel and modify -----------------------------------------------------------------------------
+    async def _cancel(self, order_id: str, reason: str) -> tuple[Order, str | None]:
+        """Cancel one order. Returns the order after the attempt and why it was refused, if it was.
+        Decided under the lock, on the order as it is now (a trigger may have just sent it out)."""
+        ts = now_ms()
+        final = S.EXPIRED if reason == "expired" else S.CANCELED
+        store = self.store
+        async with store.lock:
+            o = store.orders.get(order_id) or await store.recall(order_id)
+            if o is None:
+                raise KeyError(order_id)
+            if o.status in TERMINAL_STATUSES:
+                return o, f"order {order_id} is already {o.status.value}"
+            if o.status is S.PENDING_CANCEL:
+                return o, None
+            if held_here(o):  # never sent anywhere: canceled here
+                new = await store.emit(transition(o, final, ts, reason), final.value)
+                await self.emulator.after_change(new)
+                return new, None
+            if o.venue_status is None:  # on its way to the venue: marked now, canceled there once it has it
+                new = await store.emit(to_pending(o, S.PENDING_CANCEL, ts, reason), "pending_cancel")
+                return new, None
+            if not at_venue(o):
+                return o, f"order {order_id} cannot be canceled now ({o.status.value}, venue: {o.venue_status})"
+        return await self.session.cancel_at_venue(order_id, reason)
+
+    async def _on_cancel(self, cmd: CancelOrder, env: Envelope) -> None:
+        reason = cmd.reason or "canceled by request"
+        if cmd.all:
+            ids = [
+                o.order_id
+                for o in sorted((self.store.orders[oid] for oid in self.store.live), key=lambda o: o.created_at)
+                if (o.status in WORKING or o.status is S.INITIALIZED) and (cmd.pair is None or o.pair == cmd.pair)
+            ]
+            gate = asyncio.Semaphore(16)
+
+            async def one(oid: str) -> Order:
+                async with gate:
+                    return (await self._cancel(oid, reason))[0]
+
+            results = await asyncio.gather(*(one(oid) for oid in ids))
+            await self.bus.respond(env, CommandReply(ok=True, orders=list(results)))
+            return
+        oid = cmd.order_id or await self.store.order_of_client(cmd.client_order_id or "")
+        if oid is None or await self.store.recall(oid) is None:
+            await self.bus.respond(
+                env,
+                CommandReply(
+                    ok=False,
+                    code="ORDER_NOT_FOUND",
+                    field="orderId",
+                    detail=f"no order {cmd.order_id or cmd.client_order_id}",
+                ),
+            )
+            return
+        order, refusal = await self._cancel(oid, reason)
+        if refusal is not None:
+            reply = CommandReply(ok=False, orders=[order], code="CANCEL_REFUSED", detail=refusal)
+        else:
+            reply = CommandReply(ok=True, orders=[order])
+        await self.bus.respond(env, reply)
+
+    async def _on_modify(self, cmd: ModifyOrder, env: Envelope) -> None:
+        o = await self.store.recall(cmd.order_id)
+        if o is None:
+            await self.bus.respond(
+                env, CommandReply(ok=False, code="ORDER_NOT_FOUND", field="orderId", detail=f"no order {cmd.order_id}")
+            )
+            return
+        refusal, field = self._modify_refusal(o, cmd)
+        if refusal is not None:
+            await self.bus.respond(
+                env, CommandReply(ok=False, orders=[o], code="MODIFY_REFUSED", field=field, detail=refusal)
+            )
+            return
+        ts = now_ms()
+        changes: dict[str, object] = {"updated_at": ts}
+        if cmd.quantity is not None:
+            changes["quantity"] = cmd.quantity
+        if cmd.price is not None:
+            changes["price"] = cmd.price
+        if cmd.stop_price is not None:
+            changes["stop_price"] = cmd.stop_price
+        orders = self.store.orders
+        if held_here(o):
+            await self.store.update(o.order_id, lambda cur: msgspec.structs.replace(cur, **changes), "modified")
+            await self.bus.respond(env, CommandReply(ok=True, orders=[orders.get(o.order_id, o)]))
+            return
+        refusal = await self.session.edit_at_venue(o, cmd.quantity, cmd.price)
+        if refusal is not None:
+            await self.bus.respond(
+                env,
+                CommandReply(ok=False, orders=[orders.get(o.order_id, o)], code="MODIFY_REFUSED", detail=refusal),
+            )
+            return
+        await self.bus.respond(env, CommandReply(ok=True, orders=[orders.get(o.order_id, o)]))
+
+    def _modify_refusal(self, o: Order, cmd: ModifyOrder) -> tuple[str | None, str | None]:
+        if o.status in TERMINAL_STATUSES:
+            return f"order {o.order_id} is already {o.status.value}", "orderId"
+        if o.status in (S.PENDING_CANCEL, S.PENDING_UPDATE):
+            return f"order {o.order_id} is {o.status.value}: wait for the venue's answer", "orderId"
+        if cmd.quantity is None and cmd.price is None and cmd.stop_price is None:
+            return "nothing to change: give quantity, price or stopPrice", None
+        if cmd.quantity is not None:
+            if o.role in ("stop_loss", "take_profit"):
+                return "a bracket leg's quantity follows its entry's fills", "quantity"
+            if not cmd.quantity.is_finite() or cmd.quantity <= o.filled_quantity:
+                return f"quantity {cmd.quantity} must be above the filled {o.filled_quantity}", "quantity"
+            if o.reduce_only and cmd.quantity > o.quantity and o.order_id in self.store.live:
+                wanted = cmd.quantity - o.filled_quantity
+                room = self.emulator.room_to_grow(o, wanted)
+                if room < wanted:
+                    most = o.filled_quantity + room
+                    return f"reduceOnly: quantity {cmd.quantity} is above what the position leaves ({most})", "quantity"
+        if cmd.price is not None:
+            if o.type in ("market", "stop_loss") or (o.type == "take_profit" and o.price is None):
+                return f"a {o.type} order trades at market: it has no price to change", "price"
+            if not cmd.price.is_finite() or cmd.price <= ZERO:
+                return "price must be a positive number", "price"
+        if cmd.stop_price is not None and (not cmd.stop_price.is_finite() or cmd.stop_price <= ZERO):
+            return "stopPrice must be a positive number", "stopPrice"
+        rules = self.session.rules.get(o.pair)
+        if rules is not None:
+            for field, value, step in (
+                ("quantity", cmd.quantity, rules.amount_step),
+                ("price", cmd.price, rules.tick_size),
+                ("stopPrice", cmd.stop_price, rules.tick_size),
+            ):
+                if value is not None and not is_multiple(value, step):
+                    unit = "amount step" if field == "quantity" else "tick"
+                    return f"{field} {value} is not a multiple of the {unit} {step} for {o.pair}", field
+        if cmd.stop_price is not None:
+            if o.type not in TRIGGERED_TYPES or o.triggered_at is not None:
+                return "only a stop or take-profit that has not triggered has a stopPrice to change", "stopPrice"
+            book = self.books.books.get(o.pair)
+            bid = book.bids[0][0] if book and book.bids else None
+            ask = book.asks[0][0] if book and book.asks else None
+            if (why := wrong_side(o.type, o.side, cmd.stop_price, bid, ask)) is not None:
+                return why, "stopPrice"
+        if not held_here(o) and not at_venue(o):
+            return f"order {o.order_id} cannot be modified now ({o.status.value})", "orderId"
+        return None, None
+
+    # -- queries ---------------------------------------------------------------------------------------
+    async def _on_query(self, q: OrdersQuery, env: Envelope) -> None:
+        if q.order_id or q.client_order_id:
+            oid = q.order_id or await self.store.order_of_client(q.client_order_id or "")
+            o = await self.store.recall(oid) if oid else None
+            await self.bus.respond(env, OrdersPage(orders=[o] if o is not None else []))
+            return
+        after: tuple[int, str] | None = None
+        if q.cursor:
+            created, _, oid = q.cursor.partition(":")
+            after = (int(created), oid) if created.isdigit() else None
+        limit = max(1, min(q.limit, MAX_PAGE))
+        page, cursor = await self.store.page(q, after, limit)
+        await self.bus.respond(env, OrdersPage(orders=page, next_cursor=cursor))
+
+    async def _on_events_query(self, q: OrderEventsQuery, env: Envelope) -> None:
+        await self.store.recall(q.order_id)
+        await self.bus.respond(env, OrderEventsPage(events=self.store.events.get(q.order_id, [])))
+
+    async def _on_markets_query(self, q: Empty, env: Envelope) -> None:
+        await self.bus.respond(env, MarketsPage(venue=self.venue.name, markets=await self.venue.markets()))

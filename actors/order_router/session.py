@@ -1,0 +1,294 @@
+"""The venue session: everything the order-router says to the venue and hears from it.
+
+It sends orders, records the venue's answers and pushed updates, cancels and edits orders the venue
+holds, reconciles the orders whose outcome is not fully known, and raises VENUE_DOWN / VENUE_UP. It is
+the home of what a live venue adds (following updates by stream or polling, trades since the last one
+seen, external orders, balances); one session per venue.
+
+Durability rules kept here:
+- the venue's trades are published as execution reports *before* the venue's answer is recorded on
+  the order, so a crash in between leaves the answer unrecorded and the reconcile sends the trades
+  again (duplicates are dropped by trade id downstream);
+- on start, and every RECONCILE_EVERY_S, orders whose outcome is not fully known are reconciled with
+  the venue by client order id; an order whose outcome is unknown stays in flight, never guessed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from actors.order_router.store import OrderStore
+from actors.venues.base import Venue, VenueOrder, VenueOrderRequest, VenueRefused, VenueTrade
+from bus.client import Bus
+from bus.errors import Transient
+from domain.orders import back_from_pending, held_here, to_pending, transition
+from domain.triggers import venue_leg
+from schemas.messages import TERMINAL_STATUSES, ExecutionReport, MarketRules, Order, OrderStatus, Severity, now_ms
+
+if TYPE_CHECKING:
+    from loguru import Logger
+
+    from actors.order_router.emulator import Emulator, Spawn
+
+S = OrderStatus
+RECONCILE_EVERY_S = 10.0
+RECONCILE_AFTER_MS = 5_000
+
+Alert = Callable[[Severity, str, str], Awaitable[None]]  # the actor's alert on tbx.events.risk
+Route = Callable[[str], Awaitable[None]]  # the router's routing of a SUBMITTED order
+
+
+class VenueSession:
+    def __init__(self, venue: Venue, store: OrderStore, bus: Bus, log: Logger, spawn: Spawn, alert: Alert) -> None:
+        self.venue = venue
+        self.store = store
+        self.bus = bus
+        self.subjects = bus.subjects
+        self.log = log
+        self.spawn = spawn
+        self.alert = alert
+        self.rules: dict[str, MarketRules] = {}
+        self.cancelling: set[str] = set()  # cancels on their way to the venue
+        self.sending: set[str] = set()  # creates on their way to the venue
+        self.venue_up: bool | None = None  # unknown until the venue is first asked
+
+    def connect(self, emulator: Emulator, route: Route) -> None:
+        """The emulator (brackets and exits follow the venue's answers) and the router's routing."""
+        self.emulator = emulator
+        self.route = route
+
+    async def start(self) -> None:
+        """Start the venue and read its markets. Only after the orders are rebuilt: what it pushes is about
+        orders we know."""
+        self.venue.set_listener(self._on_venue_update)
+        await self.venue.start()
+        self.rules = {m.pair: m for m in await self.venue.markets()}
+
+    async def stop(self) -> None:
+        await self.venue.stop()
+
+    def in_flight(self, order_id: str) -> bool:
+        """Is a create or a cancel of the order on its way to the venue?"""
+        return order_id in self.sending or order_id in self.cancelling
+
+    # -- sending ---------------------------------------------------------------------------------------
+    async def send(self, order_id: str, venue_type: str, price: Decimal | None) -> None:
+        orders = self.store.orders
+        if orders[order_id].reduce_only:  # cut to the position under the lock (others may be sending)
+            async with self.store.lock:
+                if not await self.emulator.fit_to_position(orders[order_id]):
+                    return  # nothing left to reduce: canceled here, never sent
+                self.sending.add(order_id)
+        else:
+            self.sending.add(order_id)  # the hot path takes no lock
+        o = orders[order_id]
+        request = VenueOrderRequest(
+            o.client_order_id, o.pair, o.side, venue_type, o.quantity, price,  # type: ignore[arg-type]
+            "GTC" if o.time_in_force == "GTD" else o.time_in_force, o.post_only, o.reduce_only,
+        )  # fmt: skip
+        try:
+            result = await self.venue.create_order(request)
+        except Exception as e:
+            await self._venue_answers(False, f"{type(e).__name__}: {e}")
+            raise Transient(f"venue {self.venue.name} unavailable for {order_id}: {e}") from e
+        finally:
+            self.sending.discard(order_id)
+        await self._venue_answers(True)
+        await self.on_venue_result(order_id, result, result.trades)
+
+    async def send_logged(self, order_id: str, venue_type: str, price: Decimal | None) -> None:
+        """``send`` in the background (a triggered order): a venue that does not answer is left to the reconcile."""
+        try:
+            await self.send(order_id, venue_type, price)
+        except Transient as e:
+            self.log.warning("{}; the reconcile will try again", e)
+
+    async def cancel_unsent(self, order_id: str) -> None:
+        """An order canceled before we heard from the venue: ask it before calling it canceled."""
+        if order_id in self.sending:
+            return
+        o = self.store.orders[order_id]
+        found = await self.venue.fetch_order(o.client_order_id, o.pair)
+        if found is not None:
+            await self.on_venue_result(order_id, found, found.trades)  # then the pending cancel goes out
+            return
+        ts = now_ms()
+        async with self.store.lock:
+            new = await self.store.update_locked(
+                order_id, lambda cur: transition(cur, S.CANCELED, ts, cur.reason)
+                if cur.status is S.PENDING_CANCEL and cur.venue_status is None else cur,
+            )  # fmt: skip
+            if new is not None:
+                await self.emulator.after_change(new)
+
+    async def _venue_answers(self, up: bool, why: str = "") -> None:
+        """A critical VENUE_DOWN alert when the venue stops answering, VENUE_UP when it is back: once per change."""
+        was, self.venue_up = self.venue_up, up
+        if not up and was is not False:
+            await self.alert("critical", "VENUE_DOWN", f"venue {self.venue.name} unavailable: {why}")
+        elif up and was is False:
+            await self.alert("warning", "VENUE_UP", f"venue {self.venue.name} answers again")
+
+    # -- what the venue says ---------------------------------------------------------------------------
+    async def _on_venue_update(self, r: VenueOrder, new_trades: list[VenueTrade]) -> None:
+        oid = self.store.by_client.get(r.client_order_id)
+        if oid is None:
+            self.log.warning("venue update for an unknown client order id {}", r.client_order_id)
+            return
+        await self.on_venue_result(oid, r, new_trades)
+
+    async def on_venue_result(
+        self, order_id: str, r: VenueOrder, trades: list[VenueTrade], *, edit_answer: bool = False
+    ) -> None:
+        """Publish the venue's trades, then record its answer on the order."""
+        store = self.store
+        o = store.orders[order_id]
+        quantity = r.quantity if r.quantity is not None else o.quantity  # the venue's, after a modify too
+        if trades and quantity > o.quantity:
+            # a modify that enlarged the order and traded at once: the order must have its new size before
+            # those trades come back as fills, or they would read as an overfill
+            async with store.lock:
+                grown = await store.update_locked(
+                    order_id,
+                    lambda cur: msgspec.structs.replace(cur, quantity=quantity, updated_at=now_ms())
+                    if quantity > cur.quantity else cur,
+                    "quantity_changed",
+                )  # fmt: skip
+                if grown is not None:
+                    await self.emulator.after_change(grown)
+        for t in trades:
+            report = ExecutionReport(
+                kind="trade", order_id=o.order_id, client_order_id=o.client_order_id, pair=o.pair,
+                side=o.side, order_quantity=quantity, venue=self.venue.name, ts=t.ts,
+                trade_id=t.trade_id, quantity=t.quantity, price=t.price, fee=t.fee,
+                fee_currency=t.fee_currency, liquidity=t.liquidity,
+            )  # fmt: skip
+            await self.bus.js_publish(
+                self.subjects.exec_reports(o.pair), report, msg_id=f"{self.venue.name}:{t.trade_id}"
+            )
+        async with store.lock:
+            new = await store.update_locked(order_id, lambda cur: self._with_venue_answer(cur, r, edit_answer))
+            if new is not None:
+                await self.emulator.after_change(new)
+                if new.reduce_only:  # an exit's answer moves what the others may take
+                    await self.emulator.refit(new.pair)
+        o = store.orders[order_id]
+        if o.status is S.PENDING_CANCEL and o.venue_status == "open" and order_id not in self.cancelling:
+            self.spawn(self.cancel_at_venue(order_id, o.reason or "canceled"), "cancel")  # asked while in flight
+
+    def _with_venue_answer(self, cur: Order, r: VenueOrder, edit_answer: bool) -> Order:
+        quantity = r.quantity if r.quantity is not None else cur.quantity
+        price = r.price if r.price is not None and cur.type != "market" else cur.price
+        same = (cur.venue_status, cur.venue_filled, cur.quantity, cur.price) == (r.status, r.filled, quantity, price)
+        if same and cur.status is not S.SUBMITTED and not (edit_answer and cur.status is S.PENDING_UPDATE):
+            return cur  # nothing new
+        ts = now_ms()
+        new = msgspec.structs.replace(
+            cur, venue_order_id=r.venue_order_id, venue_status=r.status, venue_filled=r.filled, updated_at=ts,
+            quantity=quantity, price=price,
+        )  # fmt: skip
+        if r.status == "rejected":
+            self.log.warning("order {} rejected by {}: {}", cur.order_id, self.venue.name, r.reason)
+            return transition(new, S.REJECTED, ts, r.reason)
+        if r.status in ("canceled", "expired"):
+            reason = cur.reason if cur.status is S.PENDING_CANCEL else (r.reason or cur.reason)
+            if cur.filled_quantity >= r.filled:  # the venue's trades are all in: nothing more to wait for
+                final = S.EXPIRED if r.status == "expired" or cur.reason == "expired" else S.CANCELED
+                return transition(new, final, ts, reason)
+            return msgspec.structs.replace(new, reason=reason)  # the fill handler ends it with the last fill
+        if cur.status is S.SUBMITTED:
+            return transition(new, S.ACCEPTED, ts, r.reason)
+        if cur.status is S.PENDING_UPDATE and edit_answer:
+            return back_from_pending(new, ts)  # the modify is done: quantity and price are the venue's
+        return new
+
+    # -- cancel and edit at the venue ------------------------------------------------------------------
+    async def edit_at_venue(self, o: Order, quantity: Decimal | None, price: Decimal | None) -> str | None:
+        """Change an order the venue holds (through PENDING_UPDATE). The venue's refusal, or None."""
+        ts = now_ms()
+        pending = await self.store.update(
+            o.order_id, lambda cur: to_pending(cur, S.PENDING_UPDATE, ts) if cur.status is o.status else cur
+        )
+        if pending is None:  # it changed meanwhile (filled, canceled)
+            return "the order changed meanwhile; look at it and try again"
+        try:
+            result = await self.venue.edit_order(o.client_order_id, o.pair, quantity, price)
+        except VenueRefused as e:
+            ts = now_ms()
+            await self.store.update(o.order_id, lambda cur: back_from_pending(cur, ts))
+            return str(e)
+        await self.on_venue_result(o.order_id, result, result.trades, edit_answer=True)
+        return None
+
+    async def cancel_at_venue(self, order_id: str, reason: str) -> tuple[Order, str | None]:
+        self.cancelling.add(order_id)
+        try:
+            return await self._cancel_at_venue_once(order_id, reason)
+        finally:
+            self.cancelling.discard(order_id)
+
+    async def _cancel_at_venue_once(self, order_id: str, reason: str) -> tuple[Order, str | None]:
+        orders = self.store.orders
+        o = orders[order_id]
+        if o.status in TERMINAL_STATUSES:
+            return o, f"order {order_id} is already {o.status.value}"
+        if o.status is not S.PENDING_CANCEL:
+            ts = now_ms()
+            await self.store.update(order_id, lambda cur: to_pending(cur, S.PENDING_CANCEL, ts, reason))
+        try:
+            result = await self.venue.cancel_order(o.client_order_id, o.pair, reason)
+        except VenueRefused as e:
+            # the venue no longer has it open (filled meanwhile, say): back to where it was; fills finish it
+            ts = now_ms()
+            await self.store.update(order_id, lambda cur: back_from_pending(cur, ts))
+            return orders[order_id], str(e)
+        except Exception as e:
+            self.log.warning(
+                "cancel of {} at {} failed ({}); the reconcile will try again", order_id, self.venue.name, e
+            )
+            return orders[order_id], None
+        await self.on_venue_result(order_id, result, [])
+        return orders[order_id], None
+
+    # -- reconcile -------------------------------------------------------------------------------------
+    async def reconcile(self, min_age_ms: int = RECONCILE_AFTER_MS) -> None:
+        """Ask the venue about every order it may hold whose state we cannot be sure of: unanswered, open
+        there (a lost push), pending a command, or missing fills. One failure never stops the pass."""
+        now = now_ms()
+        for oid in list(self.store.live):
+            o = self.store.orders[oid]
+            if now - o.updated_at < min_age_ms or held_here(o) or self.in_flight(oid):
+                continue
+            try:
+                await self._reconcile_one(o)
+            except Exception as e:
+                self.log.warning("reconcile of {} failed ({}); next pass", oid, e)
+                await self._venue_answers(False, f"{type(e).__name__}: {e}")
+            else:
+                await self._venue_answers(True)
+        async with self.store.lock:  # a backstop: exits the position no longer covers are cut
+            await self.emulator.refit_all()
+
+    async def _reconcile_one(self, o: Order) -> None:
+        unanswered = o.venue_status is None and o.status in (S.SUBMITTED, S.TRIGGERED, S.PENDING_CANCEL)
+        found = await self.venue.fetch_order(o.client_order_id, o.pair)
+        if found is not None:
+            if (found.status, found.filled) != (o.venue_status, o.venue_filled) or o.status in (
+                S.PENDING_UPDATE, S.SUBMITTED, S.TRIGGERED,
+            ) or (o.venue_filled is not None and o.filled_quantity < o.venue_filled):  # fmt: skip
+                self.log.info("reconciled {} with the venue: {}, filled {}", o.order_id, found.status, found.filled)
+                await self.on_venue_result(o.order_id, found, found.trades, edit_answer=True)
+            cur = self.store.orders[o.order_id]
+            if cur.status is S.PENDING_CANCEL and found.status == "open" and o.order_id not in self.cancelling:
+                await self.cancel_at_venue(o.order_id, cur.reason or "canceled")
+        elif unanswered:
+            self.log.info("order {} never reached the venue: routing it now", o.order_id)
+            if o.status is S.TRIGGERED:
+                kind, price = venue_leg(o)
+                await self.send(o.order_id, kind, price)
+            else:
+                await self.route(o.order_id)  # a pending cancel of an order never sent: canceled here
