@@ -156,8 +156,8 @@ def at_venue(o: Order) -> bool:
 
 
 def held_here(o: Order) -> bool:
-    """A stop / take-profit not triggered yet, or a bracket leg waiting for its entry."""
-    return o.status is S.INITIALIZED or (o.type in TRIGGERED_TYPES and o.triggered_at is None)
+    """A stop / take-profit not triggered yet (and not held by the venue), or a bracket leg waiting for its entry."""
+    return o.status is S.INITIALIZED or (o.type in TRIGGERED_TYPES and o.triggered_at is None and not o.native_trigger)
 
 
 def opposite(side: str) -> str:

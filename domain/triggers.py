@@ -46,6 +46,15 @@ def wrong_side(
     return None
 
 
+def native_kind(order: Order) -> str:
+    """The venue order type that holds this stop / take-profit natively (ccxt's unified names)."""
+    if order.type == "stop_limit":
+        return "stop_loss_limit"
+    if order.type == "take_profit":
+        return "take_profit" if order.price is None else "take_profit_limit"
+    return "stop_loss"
+
+
 def venue_leg(order: Order) -> tuple[str, Decimal | None]:
     """What a triggered order becomes at the venue: (type, limit price)."""
     if order.type == "stop_limit" or (order.type == "take_profit" and order.price is not None):

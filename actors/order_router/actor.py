@@ -36,7 +36,7 @@ from config.settings import Settings
 from domain.orders import WORKING, apply_fill, at_venue, held_here, same_order, to_pending, transition
 from domain.recent import OrderTable
 from domain.risk import is_multiple
-from domain.triggers import TRIGGERED_TYPES, wrong_side
+from domain.triggers import TRIGGERED_TYPES, native_kind, wrong_side
 from schemas.messages import (
     TERMINAL_STATUSES,
     ApprovedOrder,
@@ -56,12 +56,14 @@ from schemas.messages import (
     OrdersPage,
     OrdersQuery,
     OrderStatus,
+    VenueState,
     now_ms,
 )
 
 S = OrderStatus
 ZERO = Decimal(0)
 MAX_PAGE = 500
+ACK_WAIT_S = 3.0  # a live order's caller waits this long for the venue's first answer
 
 
 class OrderRouter(Actor):
@@ -72,7 +74,7 @@ class OrderRouter(Actor):
         self.books = BookCache(bus)
         self.store = OrderStore(bus, self.log)
         self.session = VenueSession(
-            venue or PaperVenue(settings, bus, self.books), self.store, bus, self.log, self.spawn, self.alert
+            venue or PaperVenue(settings, bus, self.books), self.store, bus, self.log, self.spawn, self.alert, settings
         )
         self.emulator = Emulator(settings, self.store, self.books, self.log, self.spawn)
         self.emulator.connect(self.session, self._cancel)
@@ -139,6 +141,9 @@ class OrderRouter(Actor):
     def stats(self) -> dict[str, int | float | str]:
         return self.store.stats()
 
+    def venue_states(self) -> list[VenueState] | None:
+        return [self.session.venue_state()]
+
     # -- new orders ------------------------------------------------------------------------------------
     async def _on_approved(self, a: ApprovedOrder, env: Envelope) -> None:
         req = a.request
@@ -161,11 +166,15 @@ class OrderRouter(Actor):
                     await self._refuse_duplicate(a, order)
                     return
                 await self.emulator.ensure_legs(order, req)  # a crash between the entry and its legs
-        await self._reply(a, order)
-        if order.venue_status is None and order.status in (S.SUBMITTED, S.PENDING_CANCEL):
+        routed = order.venue_status is None and order.status in (S.SUBMITTED, S.PENDING_CANCEL)
+        if not routed or not self._answer_after_venue(order):
+            await self._reply(a, order)
+        if routed:
             # routed beside the consumer, so one slow venue call never holds up the next order;
             # a crash here leaves it SUBMITTED and the reconcile at start routes it
-            self.spawn(self._route_logged(order.order_id), "route")
+            route = self.spawn(self._route_logged(order.order_id), "route")
+            if self._answer_after_venue(order):
+                self.spawn(self._reply_after_venue(a, order.order_id, route), "reply")
 
     async def _create(self, req: OrderRequest, ids: list[str], reference_price: Decimal | None = None) -> Order:
         """Create the order (and the legs of a bracket) under its reserved ids and persist them. Call with
@@ -188,6 +197,7 @@ class OrderRouter(Actor):
             reference_price=reference_price,
             status=S.SUBMITTED,
             venue=self.venue.name,
+            paper_trade=not self.settings.LIVE_TRADING,
             source=req.source,
             signal_id=req.signal_id,
             created_at=ts,
@@ -198,6 +208,7 @@ class OrderRouter(Actor):
             names = {"stop_loss": "stopLoss", "take_profit": "takeProfit"}
             order = msgspec.structs.replace(order, linked_orders={names[str(leg.role)]: leg.order_id for leg in legs})
         order = await self.store.emit(order, "submitted")  # the entry first: then a retry finds it and adds the legs
+        self.session.fresh.add(order.order_id)  # never sent yet: the one order a live venue may get without a lookup
         for leg in legs:
             await self.store.emit(leg, "initialized")
         self.log.info(
@@ -221,6 +232,29 @@ class OrderRouter(Actor):
             reply = OrderReply(ok=True, order=order, risk_validation=a.risk_validation, estimated_cost=a.estimated_cost)
             await self.bus.respond_to(a.reply_to, reply)
 
+    def _answer_after_venue(self, order: Order) -> bool:
+        """On a live venue the caller hears the venue's first answer (a rejection is a refusal with the venue's
+        reason and code), when the order goes to the venue now (not a stop waiting here)."""
+        return (
+            not self.venue.authoritative_lookup
+            and order.status is S.SUBMITTED
+            and (order.type not in TRIGGERED_TYPES or self.session.holds_natively(order))
+        )
+
+    async def _reply_after_venue(self, a: ApprovedOrder, order_id: str, route: asyncio.Task[None]) -> None:
+        """Reply once the venue answered, or after ACK_WAIT_S with the order as it is (still in flight)."""
+        await asyncio.wait({route}, timeout=ACK_WAIT_S)
+        order = self.store.orders.get(order_id) or await self.store.recall(order_id)
+        if order is None or not a.reply_to:
+            return
+        code = self.session.reject_codes.pop(order_id, None)
+        if order.status is S.REJECTED and order.venue_status == "rejected":
+            detail = f"order {order_id} rejected by {order.venue}: {order.reason or 'no reason given'}"
+            reply = OrderReply(ok=False, order=order, code=code or "VENUE_REJECTED", detail=detail)
+            await self.bus.respond_to(a.reply_to, reply)
+            return
+        await self._reply(a, order)
+
     async def _route_logged(self, order_id: str) -> None:
         try:
             await self._route(order_id)
@@ -235,12 +269,21 @@ class OrderRouter(Actor):
             return
         if o.status is not S.SUBMITTED or o.venue_status is not None:
             return
-        if o.type in TRIGGERED_TYPES:
-            ts = now_ms()
-            await self.store.update(
-                order_id, lambda cur: transition(cur, S.ACCEPTED, ts) if cur.status is S.SUBMITTED else cur
-            )
-            await self.emulator.check_triggers(o.pair, only=order_id)
+        if o.type in TRIGGERED_TYPES and not o.native_trigger:
+            if self.session.holds_natively(o):  # the venue holds it: marked (durably) first, then sent
+                o = await self.store.update(
+                    order_id, lambda cur: msgspec.structs.replace(cur, native_trigger=True, updated_at=now_ms())
+                    if cur.status is S.SUBMITTED and cur.venue_status is None else cur, "native_trigger",
+                ) or self.store.orders[order_id]  # fmt: skip
+            else:
+                ts = now_ms()
+                await self.store.update(
+                    order_id, lambda cur: transition(cur, S.ACCEPTED, ts) if cur.status is S.SUBMITTED else cur
+                )
+                await self.emulator.check_triggers(o.pair, only=order_id)
+                return
+        if o.native_trigger:
+            await self.session.send(order_id, native_kind(o), o.price, o.stop_price)
             return
         await self.session.send(order_id, o.type, o.price)
 
@@ -422,6 +465,8 @@ class OrderRouter(Actor):
         if cmd.stop_price is not None:
             if o.type not in TRIGGERED_TYPES or o.triggered_at is not None:
                 return "only a stop or take-profit that has not triggered has a stopPrice to change", "stopPrice"
+            if o.native_trigger:
+                return f"the stop is held by {o.venue}: cancel it and place a new one to move it", "stopPrice"
             book = self.books.books.get(o.pair)
             bid = book.bids[0][0] if book and book.bids else None
             ask = book.asks[0][0] if book and book.asks else None

@@ -103,7 +103,8 @@ class Emulator:
                 role=role,  # type: ignore[arg-type]
                 parent_order_id=entry.order_id,
                 status=S.INITIALIZED,
-                venue=self.session.venue.name,
+                venue=entry.venue,
+                paper_trade=entry.paper_trade,
                 source=entry.source,
                 signal_id=entry.signal_id,
                 created_at=ts,
@@ -332,7 +333,11 @@ class Emulator:
         waiting = [
             o
             for o in ((orders[i] for i in self.store.live) if only is None else [orders[only]])
-            if o.pair == pair and o.type in TRIGGERED_TYPES and o.status is S.ACCEPTED and not o.triggered_at
+            if o.pair == pair
+            and o.type in TRIGGERED_TYPES
+            and o.status is S.ACCEPTED
+            and not o.triggered_at
+            and not o.native_trigger
         ]
         waiting.sort(key=lambda o: (o.created_at, o.order_id))  # several firing on one book: oldest first
         for o in waiting:

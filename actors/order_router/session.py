@@ -15,6 +15,7 @@ Durability rules kept here:
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -22,12 +23,22 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from actors.order_router.store import OrderStore
-from actors.venues.base import Venue, VenueOrder, VenueOrderRequest, VenueRefused, VenueTrade
+from actors.venues.base import Venue, VenueOrder, VenueOrderRequest, VenueRefused, VenueTrade, VenueUnavailable
 from bus.client import Bus
 from bus.errors import Transient
+from config.settings import Settings
 from domain.orders import back_from_pending, held_here, to_pending, transition
-from domain.triggers import venue_leg
-from schemas.messages import TERMINAL_STATUSES, ExecutionReport, MarketRules, Order, OrderStatus, Severity, now_ms
+from domain.triggers import native_kind, venue_leg
+from schemas.messages import (
+    TERMINAL_STATUSES,
+    ExecutionReport,
+    MarketRules,
+    Order,
+    OrderStatus,
+    Severity,
+    VenueState,
+    now_ms,
+)
 
 if TYPE_CHECKING:
     from loguru import Logger
@@ -37,14 +48,27 @@ if TYPE_CHECKING:
 S = OrderStatus
 RECONCILE_EVERY_S = 10.0
 RECONCILE_AFTER_MS = 5_000
+MAX_REJECT_CODES = 1_000
+# a venue's order type -> (our type, held by the venue): how an external order is kept
+_ADOPTED_TYPES = {
+    "market": ("market", False),
+    "limit": ("limit", False),
+    "stop_loss": ("stop_loss", True),
+    "stop_loss_limit": ("stop_limit", True),
+    "take_profit": ("take_profit", True),
+    "take_profit_limit": ("take_profit", True),
+}
 
 Alert = Callable[[Severity, str, str], Awaitable[None]]  # the actor's alert on tbx.events.risk
 Route = Callable[[str], Awaitable[None]]  # the router's routing of a SUBMITTED order
 
 
 class VenueSession:
-    def __init__(self, venue: Venue, store: OrderStore, bus: Bus, log: Logger, spawn: Spawn, alert: Alert) -> None:
+    def __init__(
+        self, venue: Venue, store: OrderStore, bus: Bus, log: Logger, spawn: Spawn, alert: Alert, settings: Settings
+    ) -> None:
         self.venue = venue
+        self.settings = settings
         self.store = store
         self.bus = bus
         self.subjects = bus.subjects
@@ -54,6 +78,13 @@ class VenueSession:
         self.rules: dict[str, MarketRules] = {}
         self.cancelling: set[str] = set()  # cancels on their way to the venue
         self.sending: set[str] = set()  # creates on their way to the venue
+        # orders created by this run and not sent yet: on a live venue (``authoritative_lookup`` false) only
+        # these are sent without asking first; any other unanswered order is looked up by its client order id
+        # and, if the venue still does not know it VENUE_UNKNOWN_GRACE_MS after it was sent, rejected - never
+        # sent twice. Orders the venue certainly did not take (``VenueUnavailable``) go back in here.
+        self.fresh: set[str] = set()
+        self.reject_codes: OrderedDict[str, str] = OrderedDict()  # the venue's code of a rejection, for the reply
+        self.ignored: OrderedDict[str, None] = OrderedDict()  # external orders ignored (logged once each)
         self.venue_up: bool | None = None  # unknown until the venue is first asked
 
     def connect(self, emulator: Emulator, route: Route) -> None:
@@ -71,13 +102,33 @@ class VenueSession:
     async def stop(self) -> None:
         await self.venue.stop()
 
+    def holds_natively(self, o: Order) -> bool:
+        """Does the venue hold this stop / take-profit itself? Not a bracket leg nor a reduce-only order: those
+        follow the position here (a spot venue has no reduce-only)."""
+        return o.role is None and not o.reduce_only and native_kind(o) in self.venue.native_types
+
+    def venue_state(self) -> VenueState:
+        h = self.venue.health()
+        return VenueState(
+            name=h.name, connected=h.connected, last_latency_ms=h.last_latency_ms, rate_limit_used=h.rate_limit_used,
+            update_mode=h.update_mode, last_error=h.last_error, last_error_at=h.last_error_at,
+        )  # fmt: skip
+
     def in_flight(self, order_id: str) -> bool:
         """Is a create or a cancel of the order on its way to the venue?"""
         return order_id in self.sending or order_id in self.cancelling
 
     # -- sending ---------------------------------------------------------------------------------------
-    async def send(self, order_id: str, venue_type: str, price: Decimal | None) -> None:
+    async def send(
+        self, order_id: str, venue_type: str, price: Decimal | None, stop_price: Decimal | None = None
+    ) -> None:
         orders = self.store.orders
+        if order_id in self.sending:
+            return  # one create at a time per order
+        if not self.venue.authoritative_lookup and order_id not in self.fresh:
+            # sent before (or by a run before this one): the venue may have it; the reconcile asks first
+            self.log.info("order {} may be at {} already: looked up, not sent again", order_id, self.venue.name)
+            return
         if orders[order_id].reduce_only:  # cut to the position under the lock (others may be sending)
             async with self.store.lock:
                 if not await self.emulator.fit_to_position(orders[order_id]):
@@ -88,13 +139,18 @@ class VenueSession:
         o = orders[order_id]
         request = VenueOrderRequest(
             o.client_order_id, o.pair, o.side, venue_type, o.quantity, price,  # type: ignore[arg-type]
-            "GTC" if o.time_in_force == "GTD" else o.time_in_force, o.post_only, o.reduce_only,
+            "GTC" if o.time_in_force == "GTD" else o.time_in_force, o.post_only, o.reduce_only, stop_price,
         )  # fmt: skip
+        self.fresh.discard(order_id)
         try:
             result = await self.venue.create_order(request)
-        except Exception as e:
+        except VenueUnavailable as e:  # not taken: it may go again (the reconcile sends it)
+            self.fresh.add(order_id)
             await self._venue_answers(False, f"{type(e).__name__}: {e}")
-            raise Transient(f"venue {self.venue.name} unavailable for {order_id}: {e}") from e
+            raise Transient(f"venue {self.venue.name} did not take {order_id}: {e}") from e
+        except Exception as e:  # the outcome is unknown: in flight until the venue says
+            await self._venue_answers(False, f"{type(e).__name__}: {e}")
+            raise Transient(f"venue {self.venue.name}: the outcome of {order_id} is unknown: {e}") from e
         finally:
             self.sending.discard(order_id)
         await self._venue_answers(True)
@@ -116,6 +172,8 @@ class VenueSession:
         if found is not None:
             await self.on_venue_result(order_id, found, found.trades)  # then the pending cancel goes out
             return
+        if not self.venue.authoritative_lookup and order_id not in self.fresh:
+            return  # it may still show up at the venue: the reconcile waits VENUE_UNKNOWN_GRACE_MS for it
         ts = now_ms()
         async with self.store.lock:
             new = await self.store.update_locked(
@@ -135,11 +193,56 @@ class VenueSession:
 
     # -- what the venue says ---------------------------------------------------------------------------
     async def _on_venue_update(self, r: VenueOrder, new_trades: list[VenueTrade]) -> None:
-        oid = self.store.by_client.get(r.client_order_id)
-        if oid is None:
-            self.log.warning("venue update for an unknown client order id {}", r.client_order_id)
+        oid = self.store.by_client.get(r.client_order_id) or await self.store.order_of_client(r.client_order_id)
+        if oid is not None and await self.store.recall(oid) is not None:
+            await self.on_venue_result(oid, r, new_trades)
             return
-        await self.on_venue_result(oid, r, new_trades)
+        if self.settings.EXTERNAL_ORDERS == "ignore" or self.venue.authoritative_lookup:
+            if r.venue_order_id not in self.ignored:
+                self.ignored[r.venue_order_id] = None
+                while len(self.ignored) > MAX_REJECT_CODES:
+                    self.ignored.popitem(last=False)
+                self.log.warning(
+                    "order {} ({}) at {} was not placed by this service: ignored (EXTERNAL_ORDERS=ignore)",
+                    r.venue_order_id, r.client_order_id, self.venue.name,
+                )  # fmt: skip
+            return
+        oid = await self._adopt(r)
+        if oid is not None:
+            await self.on_venue_result(oid, r, r.trades)  # all its trades: those seen before are dropped by id
+
+    async def _adopt(self, r: VenueOrder) -> str | None:
+        """An order placed at the venue outside this service (its website, another program): kept as an order
+        of ours with ``source: "external"``, so its fills are booked and it is listed, cancelable, reconciled.
+        Its id is reserved under its client order id, so it is adopted once however often it is seen."""
+        if r.side is None or r.pair not in self.rules:
+            self.log.warning("external order {} at {}: no side or unknown pair: not adopted", r.venue_order_id, r.pair)
+            return None
+        coid = r.client_order_id or f"ext-{r.venue_order_id}"
+        kind, native = _ADOPTED_TYPES.get(r.type or "", ("limit" if r.price is not None else "market", False))
+        ts = now_ms()
+        async with self.store.lock:
+            ids, existed = await self.store.reserve_ids(coid, 1)
+            if existed and await self.store.recall(ids[0]) is not None:
+                return ids[0]
+            order = Order(
+                order_id=ids[0], client_order_id=coid, pair=r.pair, side=r.side, type=kind,  # type: ignore[arg-type]
+                quantity=r.quantity if r.quantity is not None else r.filled,
+                price=r.price if kind not in ("market", "stop_loss") else None,
+                stop_price=r.stop_price, status=S.SUBMITTED, venue=self.venue.name, paper_trade=False,
+                native_trigger=native, source="external", created_at=r.created_at or ts, updated_at=ts,
+            )  # fmt: skip
+            await self.store.emit(order, "adopted")
+        self.log.warning(
+            "order {} ({} {} {} {}) placed at {} outside this service: adopted as {}",
+            r.venue_order_id, r.side, order.quantity, r.pair, r.type, self.venue.name, order.order_id,
+        )  # fmt: skip
+        await self.alert(
+            "warning", "EXTERNAL_ORDER",
+            f"order {r.venue_order_id} ({r.side} {order.quantity} {r.pair}) was placed at {self.venue.name} outside "
+            f"this service: adopted as {order.order_id} (EXTERNAL_ORDERS=adopt)",
+        )  # fmt: skip
+        return order.order_id
 
     async def on_venue_result(
         self, order_id: str, r: VenueOrder, trades: list[VenueTrade], *, edit_answer: bool = False
@@ -193,6 +296,10 @@ class VenueSession:
         )  # fmt: skip
         if r.status == "rejected":
             self.log.warning("order {} rejected by {}: {}", cur.order_id, self.venue.name, r.reason)
+            if r.code:
+                self.reject_codes[cur.order_id] = r.code
+                while len(self.reject_codes) > MAX_REJECT_CODES:
+                    self.reject_codes.popitem(last=False)
             return transition(new, S.REJECTED, ts, r.reason)
         if r.status in ("canceled", "expired"):
             reason = cur.reason if cur.status is S.PENDING_CANCEL else (r.reason or cur.reason)
@@ -286,9 +393,38 @@ class VenueSession:
             if cur.status is S.PENDING_CANCEL and found.status == "open" and o.order_id not in self.cancelling:
                 await self.cancel_at_venue(o.order_id, cur.reason or "canceled")
         elif unanswered:
+            if not self.venue.authoritative_lookup and o.order_id not in self.fresh:
+                await self._unknown_to_venue(o)
+                return
             self.log.info("order {} never reached the venue: routing it now", o.order_id)
             if o.status is S.TRIGGERED:
                 kind, price = venue_leg(o)
                 await self.send(o.order_id, kind, price)
             else:
                 await self.route(o.order_id)  # a pending cancel of an order never sent: canceled here
+
+    async def _unknown_to_venue(self, o: Order) -> None:
+        """A live venue does not know an order whose send had no answer: it may still show up (the venue lags);
+        once VENUE_UNKNOWN_GRACE_MS passed since it was sent, it is rejected with that reason - never sent twice."""
+        grace = self.settings.VENUE_UNKNOWN_GRACE_MS
+        if now_ms() - o.updated_at < grace:
+            self.log.info("order {} not known to {} yet: looked up again next pass", o.order_id, self.venue.name)
+            return
+        why = (
+            f"{self.venue.name} has no order with client order id {o.client_order_id} {grace / 1000:g} s after it "
+            "was sent (the answer to the send was lost): rejected, never sent twice"
+        )
+        ts = now_ms()
+
+        def settle(cur: Order) -> Order:
+            if cur.venue_status is not None:
+                return cur  # the venue answered meanwhile
+            if cur.status is S.PENDING_CANCEL:
+                return transition(cur, S.CANCELED, ts, cur.reason)  # canceled before the venue had it
+            return transition(cur, S.REJECTED, ts, why) if cur.status in (S.SUBMITTED, S.TRIGGERED) else cur
+
+        async with self.store.lock:
+            new = await self.store.update_locked(o.order_id, settle)
+            if new is not None:
+                self.log.warning("order {} rejected: {}", o.order_id, why)
+                await self.emulator.after_change(new)
