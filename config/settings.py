@@ -272,11 +272,11 @@ def _pairs(raw: Any) -> tuple[str, ...]:
 
 def _market_data(raw: Any) -> str:
     s = str(raw).strip()
-    if s in ("synthetic", "none"):
+    if s in ("synthetic", "none", "venue"):
         return s
     if s.startswith("replay:") and len(s) > len("replay:"):
         return s
-    raise ValueError("synthetic, none or replay:FILE")
+    raise ValueError("synthetic, venue, none or replay:FILE")
 
 
 class PaperMarket(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
@@ -582,6 +582,8 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: str | Path 
             raise ConfigError(f"{name}={_show(name, value)} is not allowed: {e}") from None
         except ValueError as e:
             raise ConfigError(f"{name}={_show(name, value)} is not allowed: expected {e}") from None
+    if values.get("LIVE_TRADING") and "MARKET_DATA" not in values:
+        values["MARKET_DATA"] = "venue"  # live: the venue's own books, never synthetic prices
     settings = Settings(**values)
     _check_together(settings)
     return settings
@@ -603,6 +605,16 @@ def _check_together(s: Settings) -> None:
         raise ConfigError("API_TOKEN='' is not allowed with LIVE_TRADING=true: expected a secret token")
     if s.LIVE_TRADING and s.XEGGEX_API_KEY and not s.EXCHANGE_API_KEY:
         raise ConfigError(f"XEGGEX_API_KEY='***' is not allowed: {XEGGEX_GONE}")
+    if s.LIVE_TRADING and s.MARKET_DATA == "synthetic":
+        raise ConfigError(
+            "MARKET_DATA='synthetic' is not allowed with LIVE_TRADING=true: expected venue (the venue's books, the "
+            "default when trading live), none (an outside publisher of tbx.md.book) or replay:FILE"
+        )
+    if not s.LIVE_TRADING and s.MARKET_DATA == "venue":
+        raise ConfigError(
+            "MARKET_DATA='venue' is not allowed in paper mode: expected synthetic, none or replay:FILE (the paper "
+            "venue has no books of its own)"
+        )
     if s.LIVE_TRADING and not all(venue_credentials(s)[:2]):
         key, secret = ("ALPACA_API_KEY", "ALPACA_API_SECRET") if s.EXCHANGE == "alpaca" else (
             ("BINANCE_TESTNET_API_KEY", "BINANCE_TESTNET_SECRET") if s.EXCHANGE == "binance" and s.EXCHANGE_SANDBOX

@@ -243,8 +243,8 @@ BAD_VALUES = [
     ("PAIRS", "BTCUSDT", "expected a comma-separated list of pairs written BASE_QUOTE"),
     ("PAIRS", " , ", "expected a comma-separated list of pairs written BASE_QUOTE"),
     ("PAIRS", "BTC_USDT,ETH-USDT", "expected a comma-separated list of pairs written BASE_QUOTE"),
-    ("MARKET_DATA", "live", "expected synthetic, none or replay:FILE"),
-    ("MARKET_DATA", "replay:", "expected synthetic, none or replay:FILE"),
+    ("MARKET_DATA", "live", "expected synthetic, venue, none or replay:FILE"),
+    ("MARKET_DATA", "replay:", "expected synthetic, venue, none or replay:FILE"),
     ("MARKET_DATA_SEED", "-1", "expected an integer >= 0"),
     ("MARKET_DATA_INTERVAL", "5", "expected an integer from 10 to 60000"),
     ("MARKET_DATA_INTERVAL", "60001", "expected an integer from 10 to 60000"),
@@ -371,6 +371,16 @@ def test_live_trading_without_the_venues_keys_is_refused_in_one_line():
     sandbox = _error(LIVE_ENV | {"EXCHANGE_SANDBOX": "true"})
     assert "BINANCE_TESTNET_API_KEY / BINANCE_TESTNET_SECRET" in sandbox
     assert "ALPACA_API_KEY / ALPACA_API_SECRET" in _error(LIVE_ENV | {"EXCHANGE": "alpaca"})
+
+
+def test_live_trading_reads_the_venues_books_never_synthetic_prices():
+    assert load_settings(LIVE_ENV | LIVE_KEYS).MARKET_DATA == "venue"
+    assert load_settings(LIVE_ENV | LIVE_KEYS | {"MARKET_DATA": "none"}).MARKET_DATA == "none"
+    assert _error(LIVE_ENV | LIVE_KEYS | {"MARKET_DATA": "synthetic"}).startswith(
+        "MARKET_DATA='synthetic' is not allowed with LIVE_TRADING=true"
+    )
+    assert _error({"MARKET_DATA": "venue"}).startswith("MARKET_DATA='venue' is not allowed in paper mode")
+    assert load_settings({}).MARKET_DATA == "synthetic"
 
 
 def test_live_trading_with_keys_loads_and_the_specs_key_names_count():
