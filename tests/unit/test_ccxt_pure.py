@@ -250,7 +250,7 @@ def test_within_the_venues_amount_limits_passes_and_no_limits_means_none() -> No
 
 
 def test_market_rules_encode_the_new_fields_in_camel_case() -> None:
-    from bus.codec import encode  # noqa: PLC0415
+    from bus.codec import encode
 
     raw = encode(RULES_BTC)
     assert re.search(rb'"minAmount":\s*"0.001"', raw) and re.search(rb'"maxAmount":\s*"100"', raw)
