@@ -46,3 +46,39 @@ async def coin_balances(ex: Any) -> dict[str, tuple[Decimal, Decimal]]:
         free = _dec(p.get("qty_available"))
         out[code] = (total if free is None else free, total)
     return out
+
+
+def _stamp(activity_id: str) -> str:
+    return activity_id.split("::", 1)[0]
+
+
+async def attach_fees(ex: Any, trades: list[Any], quote_by_base: dict[str, str]) -> list[Any]:
+    """Alpaca's crypto fee is not on the fill: it is a CFEE activity posted with it, in the asset received
+    (a buy pays in the coin, a sell in USD: ``net_amount`` is then the fee in USD). A CFEE belongs to the
+    fill with the same activity time stamp (the part of the id before ``::``), symbol and price."""
+    from dataclasses import replace
+
+    if not trades:
+        return trades
+    first = min(t.ts for t in trades)
+    params: dict[str, Any] = {"activity_type": "CFEE", "direction": "asc"}
+    if first:
+        params["after"] = ex.iso8601(first - 1000)
+    fees = await ex.traderPrivateGetV2AccountActivitiesActivityType(params)
+    by_key: dict[tuple[str, str, Decimal | None], dict[str, Any]] = {}
+    for f in fees or []:
+        by_key.setdefault((_stamp(str(f.get("id", ""))), str(f.get("symbol", "")), _dec(f.get("price"))), f)
+    out = []
+    for t in trades:
+        base = (t.pair or "").split("_")[0]
+        quote = quote_by_base.get(t.pair or "", "USD")
+        f = by_key.get((_stamp(t.trade_id), f"{base}{quote}", t.price)) or by_key.get(
+            (_stamp(t.trade_id), f"{base}USD", t.price)
+        )
+        if f is None:
+            out.append(t)
+            continue
+        in_quote = (_dec(f.get("net_amount")) or Decimal(0)) != 0
+        cost = abs(_dec(f.get("net_amount")) or Decimal(0)) if in_quote else abs(_dec(f.get("qty")) or Decimal(0))
+        out.append(replace(t, fee=cost, fee_currency=quote if in_quote else base))
+    return out

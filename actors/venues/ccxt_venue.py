@@ -81,6 +81,7 @@ class CcxtVenue:
         rate_limit_tries: int = 5,
         backoff_s: float = 0.25,
         backoff_max_s: float = 5.0,
+        ccxt_config: dict[str, Any] | None = None,
     ) -> None:
         self.name = exchange_id
         self.pairs = tuple(pairs)
@@ -112,6 +113,7 @@ class CcxtVenue:
         }
         if password:
             config["password"] = password
+        config.update(ccxt_config or {})  # e.g. a lower rateLimit for a local test exchange
         if exchange_id in ("binance", "binanceus"):
             # spot only: with keys and no sandbox ccxt would sign a sapi currencies call and read futures markets
             config["options"] = {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False}
@@ -338,9 +340,9 @@ class CcxtVenue:
             return []
         listed = o.get("trades") or []
         if listed and all(t.get("id") for t in listed):
-            trades = [self._trade(t) for t in listed]
+            trades = _unique(self._trade(t) for t in listed)
             if sum((t.quantity for t in trades), ZERO) == filled:
-                return trades  # the answer carried them all (Binance FULL)
+                return await self._with_fees(trades)  # the answer carried them all (Binance FULL)
         symbol, oid = o["symbol"], str(o["id"])
         if self.name in ("binance", "binanceus"):
             raw = await self._backing_off(self.ex.fetch_my_trades, symbol, None, None, {"orderId": oid})
@@ -348,7 +350,14 @@ class CcxtVenue:
             raw = await self._backing_off(self.ex.fetch_order_trades, oid, symbol)
         else:
             raw = await self._backing_off(self.ex.fetch_my_trades, symbol)
-        return [self._trade(t) for t in raw if str(t.get("order")) == oid]
+        trades = _unique(self._trade(t) for t in raw if str(t.get("order")) == oid)
+        return await self._with_fees(trades)
+
+    async def _with_fees(self, trades: list[VenueTrade]) -> list[VenueTrade]:
+        if self.name != "alpaca" or not trades:
+            return trades
+        quotes = {p: p.split("_")[1] for p in self.pairs}
+        return await self._backing_off(ccxt_alpaca.attach_fees, self.ex, trades, quotes)
 
     async def _full(self, o: dict[str, Any], ours: str | None = None) -> VenueOrder:
         trades = await self._order_trades(o)
@@ -537,7 +546,10 @@ class CcxtVenue:
         for code, total in (raw.get("total") or {}).items():
             free = (raw.get("free") or {}).get(code)
             out[code] = VenueBalance(free=_dec(free) or ZERO, total=_dec(total) or ZERO)
-        if self.name == "alpaca":
+        if self.name == "alpaca":  # ccxt's USD total is the equity (cash + coins): the cash is what is held
+            cash = _dec((raw.get("info") or {}).get("cash"))
+            if cash is not None and "USD" in out:
+                out["USD"] = VenueBalance(free=min(out["USD"].free, cash), total=cash)
             for code, (free_c, total_c) in (await self._backing_off(ccxt_alpaca.coin_balances, self.ex)).items():
                 out[code] = VenueBalance(free=free_c, total=total_c)
         return out
@@ -585,6 +597,7 @@ class CcxtVenue:
             symbol = symbol_of(pair)
             raw = await self._backing_off(self.ex.fetch_my_trades, symbol, self.since.get(pair) or None)
             trades = [self._trade(t) for t in raw]
+            trades = [t for t in trades if t.trade_id not in self.seen_trades]
             if trades:
                 self.since[pair] = max(self.since.get(pair, 0), max(t.ts for t in trades))
             new = self._mark_seen(trades)
@@ -654,3 +667,14 @@ class CcxtVenue:
                 log.warning("{}: stream dropped, polling: {}", self.name, self._health.last_error)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 60.0)
+
+
+def _unique(trades: Iterable[VenueTrade]) -> list[VenueTrade]:
+    """Each trade once (a venue may list one twice), oldest first."""
+    seen: set[str] = set()
+    out = []
+    for t in trades:
+        if t.trade_id not in seen:
+            seen.add(t.trade_id)
+            out.append(t)
+    return sorted(out, key=lambda t: (t.ts, t.trade_id))
