@@ -420,6 +420,8 @@ class CcxtVenue:
         if ccxt_type == "market":
             return ccxt_type, params  # no price (a binance market buy with one is quoteOrderQty), no time in force
         if req.post_only:
+            if self.name == "alpaca":
+                return self._rejected(req, "INVALID_ORDER", "alpaca has no post-only orders for crypto")
             params["postOnly"] = True  # Binance LIMIT_MAKER; no time in force with it
             return ccxt_type, params
         tif = (req.time_in_force or "GTC").upper()

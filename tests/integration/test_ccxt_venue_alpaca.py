@@ -99,6 +99,8 @@ async def test_limit_ioc_and_native_stop_limit(venue: CcxtVenue, exchange) -> No
     assert exchange.order_by_client_id("stop-1")["type"] == "stop_limit"
     fok = await venue.create_order(req("fok-1", type="limit", price=D(50000), time_in_force="FOK"))
     assert (fok.status, fok.code) == ("rejected", "INVALID_ORDER") and "gtc or ioc" in (fok.reason or "").lower()
+    po = await venue.create_order(req("po-1", type="limit", price=D(40000), post_only=True))
+    assert (po.status, po.code) == ("rejected", "INVALID_ORDER") and not exchange.orders_with_client_id("po-1")
     take = await venue.create_order(req("tp-1", type="take_profit", stop_price=D(60000)))
     assert (take.status, take.code) == ("rejected", "NOT_SUPPORTED")
 
