@@ -340,7 +340,11 @@ class CcxtVenue:
             return []
         listed = o.get("trades") or []
         if listed and all(t.get("id") for t in listed):
-            trades = _unique(self._trade(t) for t in listed)
+            ts, oid, side = int(o.get("timestamp") or 0), str(o["id"]), o.get("side")
+            trades = _unique(
+                replace(t, ts=t.ts or ts, venue_order_id=t.venue_order_id or oid, side=t.side or side)
+                for t in map(self._trade, listed)
+            )
             if sum((t.quantity for t in trades), ZERO) == filled:
                 return await self._with_fees(trades)  # the answer carried them all (Binance FULL)
         symbol, oid = o["symbol"], str(o["id"])
