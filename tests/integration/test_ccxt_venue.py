@@ -162,7 +162,7 @@ async def test_cancel_and_edit(venue: CcxtVenue) -> None:
         await venue.cancel_order("c-1", "BTC_USDT")
     with pytest.raises(VenueRefused, match="unknown"):
         await venue.cancel_order("never", "BTC_USDT")
-    with pytest.raises(VenueRefused, match="^binance cannot change an order in place"):
+    with pytest.raises(VenueRefused, match=r"^binance cannot change an order in place"):
         await venue.edit_order("c-1", "BTC_USDT", quantity=D("0.005"))
     assert await venue.fetch_order("never", "BTC_USDT") is None
 
