@@ -90,7 +90,7 @@ async def test_wrong_keys_unknown_pair_and_clock_skew_stop_the_start(exchange: B
 
 
 async def test_market_buy_pays_the_commission_in_btc(venue: CcxtVenue, exchange) -> None:
-    o = await venue.create_order(req("mkt-1"))
+    o = await venue.create_order(req("mkt-1", price=D(60010)))  # a price on a market order is not sent
     assert (o.status, o.filled, o.client_order_id) == ("closed", D("0.01"), "mkt-1")
     assert [(t.quantity, t.price) for t in o.trades] == [(D("0.004"), D(60000)), (D("0.006"), D(60010))]
     assert [(t.fee, t.fee_currency) for t in o.trades] == [(D("0.000004"), "BTC"), (D("0.000006"), "BTC")]
