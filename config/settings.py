@@ -35,7 +35,7 @@ SECRET_FIELDS = frozenset(
     }
 )
 
-URL_FIELDS = ("NATS_URL", "CORE_SERVICE_URL", "ML_SERVICE_URL", "RISK_SERVICE_URL")
+URL_FIELDS = ("NATS_URL", "CORE_SERVICE_URL", "ML_SERVICE_URL", "RISK_SERVICE_URL", "EXCHANGE_API_URL")
 
 XEGGEX_GONE = (
     "Xeggex shut down in 2025 and ccxt has no adapter for it; set EXCHANGE to a ccxt exchange id "
@@ -70,6 +70,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     EXCHANGE_API_SECRET: str = ""
     EXCHANGE_PASSWORD: str = ""
     EXCHANGE_SANDBOX: bool = False
+    EXCHANGE_API_URL: str = ""  # http(s)://host[:port]: replaces scheme and host of ccxt's REST URLs
+    EXCHANGE_TIMEOUT_MS: int = 10_000  # ccxt's request timeout
+    EXCHANGE_POLL_MS: int = 1000  # open orders and trades are polled this often when not streamed
+    EXCHANGE_STREAM: str = "auto"  # auto: ccxt.pro watch_orders/watch_my_trades when offered, else polling; off
     XEGGEX_API_KEY: str = ""
     XEGGEX_API_SECRET: str = ""
     ALPACA_API_KEY: str = ""
@@ -416,6 +420,14 @@ def _exchange(raw: Any) -> str:
     return s
 
 
+def _api_base(raw: Any) -> str:
+    """EXCHANGE_API_URL: empty, or http(s)://host[:port] with no path, query or credentials."""
+    s = str(raw).strip().rstrip("/")
+    if s and not re.match(r"^https?://[A-Za-z0-9.\-\[\]:]+$", s, re.IGNORECASE):
+        raise ValueError("http://host:port or https://host:port with no path (or empty)")
+    return s
+
+
 PARSERS: dict[str, Callable[[Any], Any]] = {
     "PORT": _int(1, 65535),
     "HOST": _pattern(re.compile(r"^[A-Za-z0-9.:\-\[\]]+$"), "a host name or IP address"),
@@ -432,6 +444,10 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "EXCHANGE_API_SECRET": _text,
     "EXCHANGE_PASSWORD": _text,
     "EXCHANGE_SANDBOX": _bool,
+    "EXCHANGE_API_URL": _api_base,
+    "EXCHANGE_TIMEOUT_MS": _int(100, 600_000),
+    "EXCHANGE_POLL_MS": _int(50, 600_000),
+    "EXCHANGE_STREAM": _choice("auto", "off"),
     "XEGGEX_API_KEY": _text,
     "XEGGEX_API_SECRET": _text,
     "ALPACA_API_KEY": _text,

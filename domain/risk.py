@@ -121,6 +121,18 @@ def _check(
                 "quantity",
                 f"quantity {req.quantity} is not a multiple of the amount step {rules.amount_step} for {req.pair}",
             )
+        if rules.min_amount is not None and req.quantity < rules.min_amount:
+            return Denial(
+                "MIN_AMOUNT",
+                "quantity",
+                f"quantity {req.quantity} is below the venue's minimum amount {rules.min_amount} for {req.pair}",
+            )
+        if rules.max_amount is not None and rules.max_amount > ZERO and req.quantity > rules.max_amount:
+            return Denial(
+                "MAX_AMOUNT",
+                "quantity",
+                f"quantity {req.quantity} is above the venue's maximum amount {rules.max_amount} for {req.pair}",
+            )
         for name in ("price", "stop_price", "stop_loss", "take_profit"):
             v = getattr(req, name)
             if v is not None and not is_multiple(v, rules.tick_size):

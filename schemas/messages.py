@@ -391,6 +391,8 @@ class MarketRules(Msg):
     min_notional: Decimal
     maker_fee: Decimal
     taker_fee: Decimal
+    min_amount: Decimal | None = None  # the venue's smallest / largest order quantity (None: no limit known)
+    max_amount: Decimal | None = None
 
 
 class MarketsPage(Msg):

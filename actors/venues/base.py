@@ -8,7 +8,7 @@ call the listener given to ``set_listener``.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal, Protocol
@@ -127,6 +127,12 @@ class Venue(Protocol):
 
     def set_listener(self, listener: Listener) -> None:
         """``listener(order, new_trades)`` is awaited when an order changes without a command of ours."""
+        ...
+
+    def track(self, client_order_ids: Iterable[str]) -> None:
+        """Our live client order ids (the router's, at start, before the first command): a venue that sends
+        another id for some of them (shortened to its limit) maps its ids back to these; the venue's orders
+        with other client ids are passed to the listener as ``external``."""
         ...
 
     async def markets(self) -> list[MarketRules]:

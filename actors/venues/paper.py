@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import OrderedDict, deque
+from collections.abc import Iterable
 from decimal import Decimal
 
 import msgspec
@@ -119,6 +120,10 @@ class PaperVenue:
 
     def set_listener(self, listener: Listener) -> None:
         self.listener = listener
+
+    def track(self, client_order_ids: Iterable[str]) -> None:
+        """Nothing to map: the paper venue keeps our client order ids as they are (and never sees external orders)."""
+        return None
 
     async def _load_resting(self) -> None:
         try:

@@ -1,0 +1,686 @@
+"""A live venue over ``ccxt.async_support`` (any ccxt exchange id; Binance spot and Alpaca checked).
+
+One ccxt instance per venue and API key (its rate limiter is per instance), ``enableRateLimit``, a
+request timeout, closed on stop. Orders are addressed by OUR client order id: sent as the venue's client
+order id (``domain.venue_ids``: unchanged when it fits the venue's rule, else a deterministic mapping), so
+an order whose answer was lost is found by it and never sent twice.
+
+Errors are read by ccxt class (``ccxt_errors``): a refusal is a ``rejected`` order with a code; a rate
+limit is backed off and sent again; anything that may have acted (timeout, lost connection, "execution
+status unknown") is looked up by client id a few times, then ``OutcomeUnknown``: never sent again blind.
+
+Updates: ccxt.pro ``watch_orders`` where the venue has it and EXCHANGE_STREAM=auto (and the REST URL is
+the venue's own); otherwise, and whenever the stream drops, open orders and trades are polled every
+EXCHANGE_POLL_MS. Each trade is passed on once (by its id), with its order and all the order's trades.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import replace
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import ccxt
+import ccxt.async_support as ccxt_async
+from loguru import logger
+
+from actors.venues import ccxt_alpaca
+from actors.venues.base import (
+    Listener,
+    OutcomeUnknown,
+    VenueBalance,
+    VenueHealth,
+    VenueOrder,
+    VenueOrderRequest,
+    VenueRefused,
+    VenueStartError,
+    VenueTrade,
+    VenueUnavailable,
+)
+from actors.venues.ccxt_errors import classify, safe_message
+from actors.venues.ccxt_markets import CCXT_TYPES, _dec, market_rules, native_types, pair_of, symbol_of
+from actors.venues.ccxt_urls import rewrite_api_urls
+from domain.venue_ids import rule_for, venue_client_id
+from schemas.messages import Book, MarketRules, now_ms
+
+T = TypeVar("T")
+ZERO = Decimal(0)
+SEEN_TRADES = 50_000  # trade ids remembered so that a trade reported twice is passed on once
+KNOWN_ORDERS = 50_000
+UNIFIED_STATUS = {"open", "closed", "canceled", "rejected", "expired"}
+log = logger.bind(actor="order-router")
+
+
+def _now() -> float:
+    return time.monotonic()
+
+
+class CcxtVenue:
+    authoritative_lookup = False  # a live venue's lookup may lag an order whose answer was lost
+
+    def __init__(
+        self,
+        exchange_id: str,
+        *,
+        pairs: Iterable[str],
+        api_key: str = "",
+        secret: str = "",
+        password: str = "",
+        sandbox: bool = False,
+        api_url: str = "",
+        timeout_ms: int = 10_000,
+        poll_ms: int = 1000,
+        stream: str = "auto",
+        lookup_tries: int = 4,
+        lookup_delay_s: float = 0.25,
+        rate_limit_tries: int = 5,
+        backoff_s: float = 0.25,
+        backoff_max_s: float = 5.0,
+        ccxt_config: dict[str, Any] | None = None,
+    ) -> None:
+        self.name = exchange_id
+        self.pairs = tuple(pairs)
+        self.native_types: frozenset[str] = frozenset()
+        self.rule = rule_for(exchange_id)
+        self.secrets = tuple(s for s in (api_key, secret, password) if s)
+        self.poll_s = poll_ms / 1000
+        self.lookup_tries, self.lookup_delay_s = lookup_tries, lookup_delay_s
+        self.rate_limit_tries, self.backoff_s, self.backoff_max_s = rate_limit_tries, backoff_s, backoff_max_s
+        self.listener: Listener | None = None
+        self._health = VenueHealth(name=exchange_id, connected=None, update_mode="polling")
+        self._weight_limit: int | None = None
+        # our client id <-> the venue's (recorded on every send and by ``track``); venue order id -> ours
+        self.ours: dict[str, str] = {}
+        self.by_venue_id: OrderedDict[str, str] = OrderedDict()
+        self.seen_trades: OrderedDict[str, None] = OrderedDict()
+        self.open_seen: dict[str, VenueOrder] = {}  # orders seen open at the last poll, by venue order id
+        self.since: dict[str, int] = {}  # per pair: the newest trade time polled
+        self.tasks: list[asyncio.Task[None]] = []
+        self.stream_wanted = stream == "auto" and not api_url
+        cls = self._exchange_class(exchange_id, self.stream_wanted)
+        config: dict[str, Any] = {
+            "apiKey": api_key,
+            "secret": secret,
+            "enableRateLimit": True,
+            "timeout": timeout_ms,
+            "enableLastResponseHeaders": True,
+            "enableLastJsonResponse": True,
+        }
+        if password:
+            config["password"] = password
+        config.update(ccxt_config or {})  # e.g. a lower rateLimit for a local test exchange
+        if exchange_id in ("binance", "binanceus"):
+            # spot only: with keys and no sandbox ccxt would sign a sapi currencies call and read futures markets
+            config["options"] = {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False}
+        self.ex: Any = cls(config)
+        if sandbox:
+            self.ex.set_sandbox_mode(True)  # before load_markets: Binance spot testnet, Alpaca paper
+        if api_url:
+            self.ex.urls["api"] = rewrite_api_urls(self.ex.urls["api"], api_url)
+
+    @staticmethod
+    def _exchange_class(exchange_id: str, stream: bool) -> Any:
+        if stream:
+            try:
+                import ccxt.pro as ccxt_pro
+
+                if exchange_id in ccxt_pro.exchanges:
+                    return getattr(ccxt_pro, exchange_id)
+            except ImportError:  # pragma: no cover - ccxt.pro ships with ccxt
+                pass
+        if exchange_id not in ccxt_async.exchanges:
+            raise VenueStartError(f"EXCHANGE={exchange_id!r} is not a ccxt exchange id")
+        return getattr(ccxt_async, exchange_id)
+
+    # -- calls, timed and remembered for health --------------------------------------------------------
+    def _safe(self, e: BaseException) -> str:
+        return safe_message(f"{type(e).__name__}: {e}", self.secrets)
+
+    async def _call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        t0 = _now()
+        try:
+            out = await fn(*args, **kwargs)
+        except Exception as e:
+            self._health.last_latency_ms = round((_now() - t0) * 1000, 3)
+            self._health.last_error, self._health.last_error_at = self._safe(e), now_ms()
+            if isinstance(e, ccxt.NetworkError) and not isinstance(e, ccxt.RateLimitExceeded | ccxt.DDoSProtection):
+                self._health.connected = False
+            else:
+                self._health.connected = True  # the venue answered (with an error)
+            raise
+        self._health.last_latency_ms = round((_now() - t0) * 1000, 3)
+        self._health.connected = True
+        return out
+
+    async def _backing_off(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        """``fn`` sent again after RateLimitExceeded / DDoSProtection (not processed by the venue), with an
+        exponential, bounded back-off (Retry-After when the venue sent one); VenueUnavailable when it stays
+        refused. Every other error is raised as it is."""
+        for attempt in range(self.rate_limit_tries):
+            try:
+                return await self._call(fn, *args, **kwargs)
+            except (ccxt.RateLimitExceeded, ccxt.DDoSProtection) as e:
+                if attempt == self.rate_limit_tries - 1:
+                    raise VenueUnavailable(
+                        f"{self.name} rate limit: still refused after backing off ({self._safe(e)})"
+                    ) from None
+                await asyncio.sleep(self._delay(attempt))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _delay(self, attempt: int) -> float:
+        delay = min(self.backoff_max_s, self.backoff_s * (2**attempt))
+        headers = getattr(self.ex, "last_response_headers", None) or {}
+        retry_after = next((v for k, v in headers.items() if str(k).lower() == "retry-after"), None)
+        try:
+            if retry_after is not None:
+                delay = min(self.backoff_max_s, max(delay, float(retry_after)))
+        except ValueError:
+            pass
+        return delay
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        try:
+            await self._start_check()
+        except VenueStartError:
+            await self.ex.close()
+            raise
+        except Exception as e:
+            await self.ex.close()
+            raise VenueStartError(f"{self.name} start check failed: {self._safe(e)}") from None
+        self.tasks.append(asyncio.create_task(self._poll_loop(), name=f"{self.name}-poll"))
+        if self.stream_wanted and self.ex.has.get("watchOrders"):
+            self.tasks.append(asyncio.create_task(self._stream_loop(), name=f"{self.name}-stream"))
+
+    async def _start_check(self) -> None:
+        name = self.name
+        try:
+            await self._backing_off(self.ex.load_markets)
+        except ccxt.AuthenticationError as e:
+            raise VenueStartError(f"keys refused by {name}: {self._safe(e)}") from None
+        except Exception as e:
+            raise VenueStartError(f"markets of {name} not loaded: {self._safe(e)}") from None
+        self._weight_limit = self._read_weight_limit(self.ex.last_json_response)
+        missing = [p for p in self.pairs if symbol_of(p) not in self.ex.markets]
+        if missing:
+            raise VenueStartError(
+                f"PAIRS: {', '.join(missing)} not listed by {name} (no market {', '.join(map(symbol_of, missing))})"
+            )
+        try:
+            await self._backing_off(self.ex.fetch_balance)
+        except (ccxt.AuthenticationError, ccxt.PermissionDenied) as e:
+            raise VenueStartError(f"keys refused by {name}: {self._safe(e)}") from None
+        except Exception as e:
+            raise VenueStartError(f"balance of {name} not read: {self._safe(e)}") from None
+        recv_window = self.ex.options.get("recvWindow")
+        if recv_window and self.ex.has.get("fetchTime"):
+            t0 = time.time() * 1000
+            server = await self._backing_off(self.ex.fetch_time)
+            t1 = time.time() * 1000
+            skew = abs(server - (t0 + t1) / 2)
+            if skew >= recv_window:
+                raise VenueStartError(
+                    f"clock of this host is {skew:.0f} ms off {name}'s (recvWindow {recv_window} ms): sync the clock"
+                )
+        markets = [self.ex.markets[symbol_of(p)] for p in self.pairs]
+        self.native_types = native_types(name, self.ex.features, markets)
+        now = now_ms()
+        for p in self.pairs:
+            self.since.setdefault(p, now)
+
+    @staticmethod
+    def _read_weight_limit(raw: Any) -> int | None:
+        """Binance exchangeInfo's REQUEST_WEIGHT per 1 minute, if that was the last answer."""
+        if not isinstance(raw, dict):
+            return None
+        for lim in raw.get("rateLimits") or []:
+            if lim.get("rateLimitType") == "REQUEST_WEIGHT" and lim.get("interval") == "MINUTE":
+                return int(lim.get("limit", 0)) // max(1, int(lim.get("intervalNum", 1))) or None
+        return None
+
+    async def stop(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        for t in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self.tasks.clear()
+        await self.ex.close()
+
+    def set_listener(self, listener: Listener) -> None:
+        self.listener = listener
+
+    def track(self, client_order_ids: Iterable[str]) -> None:
+        """Our live client order ids (the router's, at start): their venue ids map back to them."""
+        for cid in client_order_ids:
+            self._venue_cid(cid)
+
+    # -- ids ---------------------------------------------------------------------------------------------
+    def _venue_cid(self, ours: str) -> str:
+        v = venue_client_id(ours, self.rule)
+        self.ours[v] = ours
+        return v
+
+    def _remember_order(self, venue_order_id: str, ours: str) -> None:
+        self.by_venue_id[venue_order_id] = ours
+        self.by_venue_id.move_to_end(venue_order_id)
+        while len(self.by_venue_id) > KNOWN_ORDERS:
+            self.by_venue_id.popitem(last=False)
+
+    def _mark_seen(self, trades: Iterable[VenueTrade]) -> list[VenueTrade]:
+        """The trades not seen before (and now remembered as seen)."""
+        new = []
+        for t in trades:
+            if t.trade_id in self.seen_trades:
+                continue
+            self.seen_trades[t.trade_id] = None
+            new.append(t)
+        while len(self.seen_trades) > SEEN_TRADES:
+            self.seen_trades.popitem(last=False)
+        return new
+
+    # -- conversions -------------------------------------------------------------------------------------
+    def _trade(self, t: dict[str, Any], ours: str | None = None) -> VenueTrade:
+        fee = t.get("fee") or {}
+        oid = str(t["order"]) if t.get("order") is not None else None
+        return VenueTrade(
+            trade_id=str(t["id"]),
+            quantity=_dec(t.get("amount")) or ZERO,
+            price=_dec(t.get("price")) or ZERO,
+            fee=_dec(fee.get("cost")) or ZERO,
+            fee_currency=str(fee.get("currency") or ""),
+            liquidity="maker" if t.get("takerOrMaker") == "maker" else "taker",
+            ts=int(t.get("timestamp") or 0),
+            venue_order_id=oid,
+            client_order_id=ours or (self.by_venue_id.get(oid) if oid else None),
+            side=t.get("side"),
+            pair=pair_of(t["symbol"]) if t.get("symbol") else None,
+        )
+
+    def _status(self, o: dict[str, Any]) -> str:
+        s = o.get("status")
+        if s in UNIFIED_STATUS:
+            return str(s)
+        raw = str((o.get("info") or {}).get("status") or s or "").lower()
+        return ccxt_alpaca.STATUS.get(raw, "open")  # never guessed terminal
+
+    def _order(self, o: dict[str, Any], trades: list[VenueTrade], ours: str | None = None) -> VenueOrder:
+        vcid = str(o.get("clientOrderId") or "")
+        mine = ours or self.ours.get(vcid)
+        venue_id = str(o.get("id") or "")
+        if mine and venue_id:
+            self._remember_order(venue_id, mine)
+        info = o.get("info") or {}
+        kind = str(info.get("type") or o.get("type") or "").lower() or None
+        return VenueOrder(
+            client_order_id=mine or vcid,
+            venue_order_id=venue_id,
+            pair=pair_of(o["symbol"]),
+            status=self._status(o),  # type: ignore[arg-type]
+            filled=_dec(o.get("filled")) or ZERO,
+            trades=[replace(t, client_order_id=mine or vcid) for t in trades],
+            quantity=_dec(o.get("amount")),
+            price=_dec(o.get("price")),
+            side=o.get("side"),
+            type=kind,
+            stop_price=_dec(o.get("triggerPrice") or o.get("stopPrice")),
+            created_at=o.get("timestamp"),
+            external=mine is None,
+        )
+
+    async def _order_trades(self, o: dict[str, Any]) -> list[VenueTrade]:
+        """All the trades of ccxt order ``o`` (none when nothing is filled)."""
+        filled = _dec(o.get("filled")) or ZERO
+        if filled <= ZERO:
+            return []
+        listed = o.get("trades") or []
+        if listed and all(t.get("id") for t in listed):
+            ts, oid, side = int(o.get("timestamp") or 0), str(o["id"]), o.get("side")
+            trades = _unique(
+                replace(t, ts=t.ts or ts, venue_order_id=t.venue_order_id or oid, side=t.side or side)
+                for t in map(self._trade, listed)
+            )
+            if sum((t.quantity for t in trades), ZERO) == filled:
+                return await self._with_fees(trades)  # the answer carried them all (Binance FULL)
+        symbol, oid = o["symbol"], str(o["id"])
+        if self.name in ("binance", "binanceus"):
+            raw = await self._backing_off(self.ex.fetch_my_trades, symbol, None, None, {"orderId": oid})
+        elif self.ex.has.get("fetchOrderTrades"):
+            raw = await self._backing_off(self.ex.fetch_order_trades, oid, symbol)
+        else:
+            raw = await self._backing_off(self.ex.fetch_my_trades, symbol)
+        trades = _unique(self._trade(t) for t in raw if str(t.get("order")) == oid)
+        return await self._with_fees(trades)
+
+    async def _with_fees(self, trades: list[VenueTrade]) -> list[VenueTrade]:
+        if self.name != "alpaca" or not trades:
+            return trades
+        quotes = {p: p.split("_")[1] for p in self.pairs}
+        return await self._backing_off(ccxt_alpaca.attach_fees, self.ex, trades, quotes)
+
+    async def _full(self, o: dict[str, Any], ours: str | None = None) -> VenueOrder:
+        trades = await self._order_trades(o)
+        self._mark_seen(trades)  # the caller books them: polling must not pass them on again
+        return self._order(o, trades, ours)
+
+    # -- the unified API -----------------------------------------------------------------------------------
+    async def markets(self) -> list[MarketRules]:
+        fees = (self.ex.fees or {}).get("trading") or {}
+        return [market_rules(p, self.ex.markets[symbol_of(p)], self.ex.precisionMode, fees) for p in self.pairs]
+
+    def _rejected(self, req: VenueOrderRequest, code: str, reason: str) -> VenueOrder:
+        return VenueOrder(
+            client_order_id=req.client_order_id,
+            venue_order_id="",
+            pair=req.pair,
+            status="rejected",
+            filled=ZERO,
+            reason=reason,
+            quantity=req.quantity,
+            price=req.price,
+            code=code,
+            side=req.side,
+            type=req.type,
+        )
+
+    def _precise(self, req: VenueOrderRequest) -> tuple[str, str | None, str | None] | VenueOrder:
+        """The quantity, price and trigger as ccxt's precision helpers write them; a rejection when one of
+        ours is not already on the venue's step (never sent with another size)."""
+        symbol, market = symbol_of(req.pair), self.ex.markets[symbol_of(req.pair)]
+        out: list[str | None] = []
+        for name, value, helper, step in (
+            ("quantity", req.quantity, self.ex.amount_to_precision, market["precision"].get("amount")),
+            ("price", req.price, self.ex.price_to_precision, market["precision"].get("price")),
+            ("stopPrice", req.stop_price, self.ex.price_to_precision, market["precision"].get("price")),
+        ):
+            if value is None:
+                out.append(None)
+                continue
+            try:
+                text = helper(symbol, format(value, "f"))
+            except ccxt.InvalidOrder as e:
+                return self._rejected(req, "INVALID_ORDER", f"{name} {value}: {self._safe(e)}")
+            if Decimal(text) != value:
+                return self._rejected(
+                    req,
+                    "INVALID_ORDER",
+                    f"{name} {value} is not on {self.name}'s step {_dec(step)} for {req.pair} (it would send {text})",
+                )
+            out.append(text)
+        return out[0] or "", out[1], out[2]
+
+    def _params(self, req: VenueOrderRequest, vcid: str, stop: str | None) -> tuple[str, dict[str, Any]] | VenueOrder:
+        ccxt_type, trigger = CCXT_TYPES[req.type]
+        params: dict[str, Any] = {"clientOrderId": vcid}
+        if trigger is not None:
+            if req.type not in self.native_types:
+                return self._rejected(req, "NOT_SUPPORTED", f"{self.name} does not hold {req.type} orders")
+            params["triggerPrice" if self.name == "alpaca" else trigger] = stop
+        if ccxt_type == "market":
+            return ccxt_type, params  # no price (a binance market buy with one is quoteOrderQty), no time in force
+        if req.post_only:
+            if self.name == "alpaca":
+                return self._rejected(req, "INVALID_ORDER", "alpaca has no post-only orders for crypto")
+            params["postOnly"] = True  # Binance LIMIT_MAKER; no time in force with it
+            return ccxt_type, params
+        tif = (req.time_in_force or "GTC").upper()
+        if self.name == "alpaca":
+            if tif not in ccxt_alpaca.TIME_IN_FORCE:
+                return self._rejected(
+                    req, "INVALID_ORDER", f"alpaca takes time in force GTC or IOC for crypto, not {tif}"
+                )
+            params["timeInForce"] = ccxt_alpaca.TIME_IN_FORCE[tif]
+            return ccxt_type, params
+        offered = ((self.ex.features.get("spot") or {}).get("createOrder") or {}).get("timeInForce") or {}
+        if offered and not offered.get(tif):
+            return self._rejected(req, "INVALID_ORDER", f"{self.name} does not take time in force {tif}")
+        params["timeInForce"] = tif
+        return ccxt_type, params
+
+    async def create_order(self, req: VenueOrderRequest) -> VenueOrder:
+        if req.pair not in self.pairs or symbol_of(req.pair) not in self.ex.markets:
+            return self._rejected(req, "BAD_SYMBOL", f"{req.pair} is not traded on {self.name}")
+        precise = self._precise(req)
+        if isinstance(precise, VenueOrder):
+            return precise
+        amount, price, stop = precise
+        vcid = self._venue_cid(req.client_order_id)
+        shaped = self._params(req, vcid, stop)
+        if isinstance(shaped, VenueOrder):
+            return shaped
+        ccxt_type, params = shaped
+        symbol = symbol_of(req.pair)
+        # never reduceOnly on spot; a market order goes without a price
+        send_price = None if ccxt_type == "market" else price
+        try:
+            o = await self._backing_off(self.ex.create_order, symbol, ccxt_type, req.side, amount, send_price, params)
+        except VenueUnavailable:
+            raise
+        except Exception as e:
+            return await self._after_create_error(req, e)
+        return await self._full(o, req.client_order_id)
+
+    async def _after_create_error(self, req: VenueOrderRequest, e: Exception) -> VenueOrder:
+        verdict = classify(e)
+        reason = self._safe(e)
+        if verdict.kind == "rejected":
+            return self._rejected(req, verdict.code or "VENUE_REJECTED", reason)
+        if verdict.kind == "not_processed":
+            raise VenueUnavailable(f"{self.name} did not process the order: {reason}") from None
+        if verdict.kind == "maybe_duplicate":  # also how Binance and Alpaca answer a client id they hold
+            try:
+                found = await self.fetch_order(req.client_order_id, req.pair)
+            except Exception:
+                found = None
+            if found is not None:
+                return found
+            return self._rejected(req, verdict.code or "INVALID_ORDER", reason)
+        # duplicate / unknown: the order may be there; look it up by client id, a few times
+        for attempt in range(self.lookup_tries):
+            if attempt:
+                await asyncio.sleep(self.lookup_delay_s * attempt)
+            try:
+                found = await self.fetch_order(req.client_order_id, req.pair)
+            except Exception as le:
+                log.warning("{}: lookup of {} failed: {}", self.name, req.client_order_id, self._safe(le))
+                continue
+            if found is not None:
+                return found
+        raise OutcomeUnknown(f"{self.name}: the outcome of order {req.client_order_id} is not known yet ({reason})")
+
+    async def fetch_order(self, client_order_id: str, pair: str) -> VenueOrder | None:
+        vcid = self._venue_cid(client_order_id)
+        symbol = symbol_of(pair)
+        if self.name == "alpaca":
+            o = await self._backing_off(ccxt_alpaca.order_by_client_id, self.ex, vcid)
+        else:
+            try:
+                o = await self._backing_off(self.ex.fetch_order, None, symbol, {"clientOrderId": vcid})
+            except ccxt.OrderNotFound:
+                o = None
+        if o is None:
+            return None
+        return await self._full(o, client_order_id)
+
+    async def cancel_order(self, client_order_id: str, pair: str, reason: str = "canceled") -> VenueOrder:
+        symbol = symbol_of(pair)
+        vcid = self._venue_cid(client_order_id)
+        try:
+            if self.name == "alpaca":  # by the venue's id; the answer is 204 with no body
+                known = await self.fetch_order(client_order_id, pair)
+                if known is None or known.status != "open":
+                    raise VenueRefused(f"cannot cancel: the order is {known.status if known else 'unknown'}")
+                await self._backing_off(self.ex.cancel_order, known.venue_order_id, symbol)
+            else:
+                await self._backing_off(self.ex.cancel_order, None, symbol, {"clientOrderId": vcid})
+        except (ccxt.OrderNotFound, ccxt.InvalidOrder, ccxt.OperationRejected, ccxt.BadRequest) as e:
+            known = await self.fetch_order(client_order_id, pair)
+            state = known.status if known else "unknown"
+            raise VenueRefused(f"cannot cancel: the order is {state} ({self._safe(e)})") from None
+        after = await self.fetch_order(client_order_id, pair)
+        if after is None:  # just canceled, not found: the venue's lookup lags
+            raise OutcomeUnknown(f"{self.name}: order {client_order_id} canceled but not found after")
+        return after
+
+    async def edit_order(
+        self, client_order_id: str, pair: str, quantity: Decimal | None = None, price: Decimal | None = None
+    ) -> VenueOrder:
+        # Binance spot's edit is cancelReplace (a new order id) and Alpaca's PATCH makes a new order: neither
+        # keeps the order and our client id, and ccxt 4.5.64 offers no amend that would
+        raise VenueRefused(f"{self.name} cannot change an order in place: cancel it and place a new one")
+
+    async def fetch_open_orders(self, pair: str | None = None) -> list[VenueOrder]:
+        out = []
+        for p in [pair] if pair else self.pairs:
+            raw = await self._backing_off(self.ex.fetch_open_orders, symbol_of(p))
+            for o in raw:
+                out.append(self._order(o, await self._order_trades(o)))
+        return out
+
+    async def fetch_my_trades(self, pair: str, since: int = 0) -> list[VenueTrade]:
+        raw = await self._backing_off(self.ex.fetch_my_trades, symbol_of(pair), since or None)
+        return [self._trade(t) for t in raw]
+
+    async def fetch_balance(self) -> dict[str, VenueBalance]:
+        raw = await self._backing_off(self.ex.fetch_balance)
+        out: dict[str, VenueBalance] = {}
+        for code, total in (raw.get("total") or {}).items():
+            free = (raw.get("free") or {}).get(code)
+            out[code] = VenueBalance(free=_dec(free) or ZERO, total=_dec(total) or ZERO)
+        if self.name == "alpaca":  # ccxt's USD total is the equity (cash + coins): the cash is what is held
+            cash = _dec((raw.get("info") or {}).get("cash"))
+            if cash is not None and "USD" in out:
+                out["USD"] = VenueBalance(free=min(out["USD"].free, cash), total=cash)
+            for code, (free_c, total_c) in (await self._backing_off(ccxt_alpaca.coin_balances, self.ex)).items():
+                out[code] = VenueBalance(free=free_c, total=total_c)
+        return out
+
+    async def fetch_order_book(self, pair: str) -> Book | None:
+        raw = await self._backing_off(self.ex.fetch_order_book, symbol_of(pair))
+        return Book(
+            pair=pair,
+            bids=[(_dec(p) or ZERO, _dec(q) or ZERO) for p, q, *_ in raw.get("bids") or []],
+            asks=[(_dec(p) or ZERO, _dec(q) or ZERO) for p, q, *_ in raw.get("asks") or []],
+            ts=int(raw.get("timestamp") or now_ms()),
+        )
+
+    def health(self) -> VenueHealth:
+        self._health.rate_limit_used = self._rate_limit_used()
+        return self._health
+
+    def _rate_limit_used(self) -> float | None:
+        headers = getattr(self.ex, "last_response_headers", None) or {}
+        used = next((v for k, v in headers.items() if str(k).lower() == "x-mbx-used-weight-1m"), None)
+        if used is not None and self._weight_limit:
+            try:
+                return round(min(1.0, int(used) / self._weight_limit), 4)
+            except ValueError:
+                pass
+        throttler = getattr(self.ex, "throttler", None)
+        if throttler is None:
+            return None
+        tokens = throttler.config.get("tokens", 0)
+        return 1.0 if throttler.queue or tokens < 0 else 0.0
+
+    # -- updates: polling, and the stream where there is one --------------------------------------------------
+    async def _deliver(self, order: VenueOrder, new: list[VenueTrade]) -> None:
+        if self.listener is None:
+            return
+        try:
+            await self.listener(order, new)
+        except Exception as e:  # one failing update must not stop the others; the router's reconcile catches up
+            log.opt(exception=e).error("{}: update of {} not delivered: {}", self.name, order.client_order_id, e)
+
+    async def poll_once(self) -> None:
+        """One round: per pair, the trades since the last seen (each passed on once, with its order and all
+        the order's trades), then open orders that are new (an external one) or gone (ended at the venue)."""
+        for pair in self.pairs:
+            symbol = symbol_of(pair)
+            raw = await self._backing_off(self.ex.fetch_my_trades, symbol, self.since.get(pair) or None)
+            trades = [self._trade(t) for t in raw]
+            trades = [t for t in trades if t.trade_id not in self.seen_trades]
+            if trades:
+                self.since[pair] = max(self.since.get(pair, 0), max(t.ts for t in trades))
+            new = self._mark_seen(trades)
+            by_order: dict[str, list[VenueTrade]] = {}
+            for t in new:
+                by_order.setdefault(t.venue_order_id or "", []).append(t)
+            for oid, fresh in by_order.items():
+                if not oid:
+                    continue
+                o = await self._backing_off(self.ex.fetch_order, oid, symbol)
+                all_trades = await self._order_trades(o)
+                self._mark_seen(all_trades)
+                order = self._order(o, all_trades)
+                ids = {t.trade_id for t in fresh}
+                await self._deliver(order, [t for t in order.trades if t.trade_id in ids])
+                if order.status == "open":
+                    self.open_seen[order.venue_order_id] = order
+                else:
+                    self.open_seen.pop(order.venue_order_id, None)
+            open_now = await self._backing_off(self.ex.fetch_open_orders, symbol)
+            ids_now = {str(o["id"]) for o in open_now}
+            for o in open_now:
+                oid = str(o["id"])
+                if oid not in self.open_seen:
+                    order = self._order(o, await self._order_trades(o))
+                    self.open_seen[oid] = order
+                    if order.external:  # placed outside this service: the router adopts or ignores it
+                        await self._deliver(order, [])
+            for oid, before in list(self.open_seen.items()):
+                if before.pair != pair or oid in ids_now:
+                    continue
+                del self.open_seen[oid]
+                if oid in by_order:
+                    continue
+                o = await self._backing_off(self.ex.fetch_order, oid, symbol)
+                order = self._order(o, all_trades := await self._order_trades(o))
+                await self._deliver(order, self._mark_seen(all_trades))
+
+    async def _poll_loop(self) -> None:
+        while True:
+            interval = self.poll_s if self._health.update_mode == "polling" else max(self.poll_s * 10, 10.0)
+            await asyncio.sleep(interval)
+            try:
+                await self.poll_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("{}: poll failed: {}", self.name, self._safe(e))
+
+    async def _stream_loop(self) -> None:
+        delay = 1.0
+        while True:
+            try:
+                orders = await self.ex.watch_orders()
+                self._health.update_mode = "stream"
+                delay = 1.0
+                for o in orders:
+                    order = self._order(o, all_trades := await self._order_trades(o))
+                    new = self._mark_seen(all_trades)
+                    if new or order.external or order.status != "open":
+                        await self._deliver(order, new)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                self._health.update_mode = "polling"
+                self._health.last_error, self._health.last_error_at = self._safe(e), now_ms()
+                log.warning("{}: stream dropped, polling: {}", self.name, self._health.last_error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60.0)
+
+
+def _unique(trades: Iterable[VenueTrade]) -> list[VenueTrade]:
+    """Each trade once (a venue may list one twice), oldest first."""
+    seen: set[str] = set()
+    out = []
+    for t in trades:
+        if t.trade_id not in seen:
+            seen.add(t.trade_id)
+            out.append(t)
+    return sorted(out, key=lambda t: (t.ts, t.trade_id))

@@ -1,0 +1,729 @@
+"""A local Alpaca test exchange that real ccxt talks to: trading API v2 and the crypto market data API.
+
+One aiohttp app on 127.0.0.1 serves both ccxt bases (``urls['api']['trader']`` and ``['market']``): point
+every http(s) URL of ccxt's ``urls['api']`` at ``base_url`` (scheme and host replaced, paths kept). The
+state and the matching rules are in ``tests/exchanges/alpaca_engine.py``.
+
+Python control API (same event loop as the test)::
+
+    ex = AlpacaTestExchange(api_key="k", secret="s", cash="100000", positions={"BTC": "1"})
+    base_url = await ex.start()              # http://127.0.0.1:PORT
+    ex.set_book("BTC/USD", bids=[("49990", "1")], asks=[("50010", "0.5"), ("50020", "1")])
+    ex.inject("lost_after_place", "POST", "/v2/orders")        # the next POST /v2/orders
+    ex.order_by_client_id("cid-1"); ex.cash; ex.positions; ex.fills; ex.requests
+    await ex.stop()
+
+Faults (``inject(kind, method, path, times=1, seconds=...)``; ``path`` may be an fnmatch pattern such as
+``/v2/orders/*``; a fault is used by the next ``times`` authorized requests that match):
+
+- ``lost_after_place``: the request is processed (an order IS placed), then the connection is closed
+  without an answer (ccxt: ExchangeNotAvailable).
+- ``http_429``: not processed; 429 ``{"code": 42910000, "message": "rate limit exceeded"}``
+  (ccxt: RateLimitExceeded).
+- ``http_503``: not processed; 503 with a plain text body, as a load balancer answers
+  (ccxt: ExchangeNotAvailable).
+- ``http_500_placed``: processed (placed), then 500 ``{"code": 50010000, "message": "internal server
+  error occurred"}``. ccxt raises plain **ExchangeError** for it (the JSON message wins over the status).
+- ``drop_connection``: the connection is closed before processing (ccxt: ExchangeNotAvailable).
+- ``slow``: processed, the answer is sent after ``seconds`` (ccxt: RequestTimeout beyond its timeout).
+- ``fill_reported_twice``: an activities listing lists each FILL activity twice.
+
+Run on its own for end-to-end tests: ``python -m tests.exchanges.alpaca --port 0`` prints its URL on
+stdout; it is then driven through a JSON API under ``/__control/`` (see ``_control_routes``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fnmatch
+import json
+import re
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from aiohttp import web
+
+from tests.exchanges.alpaca_engine import (
+    SYMBOL_RE,
+    AlpacaEngine,
+    AlpacaError,
+    AssetSpec,
+    Order,
+    dstr,
+    parse_time,
+    rfc3339,
+)
+
+FAULT_KINDS = (
+    "lost_after_place",
+    "http_429",
+    "http_503",
+    "http_500_placed",
+    "drop_connection",
+    "slow",
+    "fill_reported_twice",
+)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+FILL_TWICE = web.RequestKey("fill_twice", bool)
+
+
+@dataclass
+class Fault:
+    kind: str
+    method: str
+    path: str
+    times: int = 1
+    seconds: float = 5.0
+
+    def matches(self, method: str, path: str) -> bool:
+        return self.times > 0 and self.method == method.upper() and fnmatch.fnmatchcase(path, self.path)
+
+
+def _json(body: object, status: int = 200) -> web.Response:
+    return web.json_response(body, status=status)
+
+
+def _num(value: Decimal) -> float | int:
+    """Market data numbers are JSON numbers at Alpaca."""
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+def _int_param(query: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as e:
+        raise AlpacaError(422, 40010001, f"Invalid format for parameter {name}: {raw!r} is not an integer") from e
+    if not lo <= value <= hi:
+        raise AlpacaError(422, 40010001, f"{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _choice(query: Mapping[str, str], name: str, default: str, allowed: Iterable[str]) -> str:
+    value = query.get(name) or default
+    allowed = tuple(allowed)
+    if value not in allowed:
+        raise AlpacaError(422, 40010001, f"invalid {name}: {value!r} (one of {', '.join(allowed)})")
+    return value
+
+
+def _time_param(query: Mapping[str, str], name: str) -> datetime | None:
+    raw = query.get(name)
+    return parse_time(raw, name) if raw else None
+
+
+def _data_error(message: str) -> AlpacaError:
+    """The market data API answers errors with a message and no code."""
+    error = AlpacaError(400, 0, message)
+    error.body = {"message": message}
+    return error
+
+
+_TIMEFRAME = re.compile(r"^(\d+)(Min|min|T|Hour|H|Day|D|Week|W|Month|M)$")
+_UNIT_SECONDS = {"min": 60, "t": 60, "hour": 3600, "h": 3600, "day": 86400, "d": 86400, "week": 604800, "w": 604800}
+
+
+def _timeframe_seconds(raw: str) -> int:
+    m = _TIMEFRAME.match(raw)
+    if not m:
+        raise _data_error(f"Invalid format for parameter timeframe: {raw!r}")
+    unit = m.group(2)
+    seconds = 30 * 86400 if unit in ("M", "Month") else _UNIT_SECONDS[unit.lower()]
+    return int(m.group(1)) * seconds
+
+
+class AlpacaTestExchange:
+    """The local Alpaca: an ``AlpacaEngine`` behind Alpaca's REST paths, with faults and a request log."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str = "test-key",
+        secret: str = "test-secret",
+        assets: Iterable[AssetSpec] | None = None,
+        cash: Decimal | str | int = Decimal("100000"),
+        positions: Mapping[str, Decimal | str | int] | None = None,
+        taker_fee: Decimal | str = Decimal("0.0025"),
+        maker_fee: Decimal | str = Decimal("0.0015"),
+        min_order_cost: Decimal | str = Decimal("10"),
+        fill_delay: float = 0.0,
+        clock_skew_ms: int = 0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.api_key = api_key
+        self.secret = secret
+        self.engine = AlpacaEngine(
+            assets=assets,
+            cash=cash,
+            positions=positions,
+            taker_fee=taker_fee,
+            maker_fee=maker_fee,
+            min_order_cost=min_order_cost,
+        )
+        self.fill_delay = fill_delay  # seconds between the answer to a new order and its matching
+        self.clock_skew_ms = clock_skew_ms  # what GET /v2/clock adds to the real time
+        self.host = host
+        self.port = port
+        self.requests: list[dict[str, Any]] = []
+        self.faults: list[Fault] = []
+        self._runner: web.AppRunner | None = None
+        self._timers: set[asyncio.TimerHandle] = set()
+        self.base_url = ""
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._middleware])
+        r = app.router
+        r.add_get("/v2/account", self._account)
+        r.add_get("/v2/clock", self._clock)
+        r.add_get("/v2/assets", self._assets)
+        r.add_get("/v2/assets/{symbol_or_asset_id}", self._asset)
+        r.add_get("/v2/positions", self._positions)
+        r.add_get("/v2/positions/{symbol_or_asset_id}", self._position)
+        r.add_post("/v2/orders", self._create_order)
+        r.add_get("/v2/orders", self._list_orders)
+        r.add_delete("/v2/orders", self._cancel_all)
+        r.add_get("/v2/orders:by_client_order_id", self._order_by_client_id)
+        r.add_get("/v2/orders/{order_id}", self._get_order)
+        r.add_delete("/v2/orders/{order_id}", self._cancel_order)
+        r.add_patch("/v2/orders/{order_id}", self._replace_order)
+        r.add_get("/v2/account/activities", self._activities)
+        r.add_get("/v2/account/activities/{activity_type}", self._activities)
+        for name in ("orderbooks", "trades", "quotes", "bars"):
+            r.add_get(f"/v1beta3/crypto/{{loc}}/latest/{name}", self._latest(name))
+        r.add_get("/v1beta3/crypto/{loc}/trades", self._trades)
+        r.add_get("/v1beta3/crypto/{loc}/bars", self._bars)
+        r.add_get("/v1beta3/crypto/{loc}/snapshots", self._snapshots)
+        self._control_routes(r)
+        return app
+
+    async def start(self) -> str:
+        """Listen on ``host`` (a free port unless one was given); returns ``http://127.0.0.1:PORT``."""
+        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.port = port
+        self.base_url = f"http://{host}:{port}"
+        return self.base_url
+
+    async def stop(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # ---- control API ----------------------------------------------------------------------------
+
+    def set_book(self, symbol: str, bids: Iterable[Iterable[object]], asks: Iterable[Iterable[object]]) -> None:
+        """Replace the book of ``symbol`` ((price, size) pairs, best first or not); open orders match it."""
+        self.engine.set_book(symbol, bids, asks)
+
+    def inject(
+        self, kind: str, method: str = "POST", path: str = "/v2/orders", *, times: int = 1, seconds: float = 5.0
+    ) -> None:
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault {kind!r}: one of {', '.join(FAULT_KINDS)}")
+        if times < 1:
+            raise ValueError(f"times must be >= 1, got {times}")
+        self.faults.append(Fault(kind, method.upper(), path, times, seconds))
+
+    def clear_faults(self) -> None:
+        self.faults.clear()
+
+    def place_external_order(self, **params: Any) -> dict[str, Any]:
+        """An order placed "on the website": same rules as POST /v2/orders, no request logged, no faults.
+
+        ``params`` are Alpaca's (``symbol``, ``side``, ``type``, ``qty`` or ``notional``, ``limit_price``,
+        ``stop_price``, ``time_in_force`` (default gtc), ``client_order_id``). Raises ``AlpacaError``.
+        """
+        params.setdefault("time_in_force", "gtc")
+        params.setdefault("type", "market")
+        order = self.engine.place(params, source="external")
+        answer = order.to_json()
+        self._schedule_activation(order.id)
+        return answer
+
+    @property
+    def cash(self) -> Decimal:
+        return self.engine.cash
+
+    @cash.setter
+    def cash(self, value: Decimal | str | int) -> None:
+        self.engine.cash = Decimal(str(value))
+
+    @property
+    def positions(self) -> dict[str, Decimal]:
+        """Coin -> quantity held (after fees), as ``GET /v2/positions`` shows it (``qty``)."""
+        return {c: q for c, q in self.engine.positions.items() if q != 0}
+
+    def set_position(self, coin: str, qty: Decimal | str | int) -> None:
+        self.engine.positions[coin] = Decimal(str(qty))
+
+    @property
+    def orders(self) -> list[dict[str, Any]]:
+        """Every order ever placed, oldest first, as Alpaca's order JSON (plus ``source``: api | external)."""
+        return [{**o.to_json(), "source": o.source} for o in self.engine.orders.values()]
+
+    def order(self, order_id: str) -> dict[str, Any]:
+        return self.engine.get(order_id).to_json()
+
+    def order_by_client_id(self, client_order_id: str) -> dict[str, Any] | None:
+        order = self.engine.by_client_id.get(client_order_id)
+        return None if order is None else order.to_json()
+
+    def orders_with_client_id(self, client_order_id: str) -> list[dict[str, Any]]:
+        return [o.to_json() for o in self.engine.orders.values() if o.client_order_id == client_order_id]
+
+    @property
+    def fills(self) -> list[dict[str, Any]]:
+        """FILL activities, oldest first."""
+        return [a for a in self.engine.activities if a["activity_type"] == "FILL"]
+
+    @property
+    def fees(self) -> list[dict[str, Any]]:
+        """CFEE activities (the crypto fee, in the asset received), oldest first."""
+        return [a for a in self.engine.activities if a["activity_type"] == "CFEE"]
+
+    def requests_to(self, method: str, path: str) -> list[dict[str, Any]]:
+        return [r for r in self.requests if r["method"] == method.upper() and r["path"] == path]
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "cash": dstr(self.cash),
+            "positions": {c: dstr(q) for c, q in self.positions.items()},
+            "orders": self.orders,
+            "fills": self.fills,
+            "fees": self.fees,
+        }
+
+    # ---- plumbing -------------------------------------------------------------------------------
+
+    def _schedule_activation(self, order_id: str) -> None:
+        loop = asyncio.get_running_loop()
+        holder: list[asyncio.TimerHandle] = []
+
+        def run() -> None:
+            self._timers.discard(holder[0])
+            self.engine.activate(order_id)
+
+        handle = loop.call_later(self.fill_delay, run)
+        holder.append(handle)
+        self._timers.add(handle)
+
+    def _take_fault(self, method: str, path: str) -> Fault | None:
+        for fault in self.faults:
+            if fault.matches(method, path):
+                fault.times -= 1
+                if fault.times <= 0:
+                    self.faults.remove(fault)
+                return fault
+        return None
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith("/__control/"):
+            return await handler(request)
+        params: dict[str, Any] = dict(request.query)
+        if request.can_read_body:
+            raw = await request.read()
+            with contextlib.suppress(ValueError):
+                body = json.loads(raw) if raw else None
+                if isinstance(body, dict):
+                    params.update(body)
+        entry: dict[str, Any] = {"method": request.method, "path": request.path, "params": params, "status": None}
+        self.requests.append(entry)
+        if request.path.startswith("/v2/") and (
+            request.headers.get("APCA-API-KEY-ID") != self.api_key
+            or request.headers.get("APCA-API-SECRET-KEY") != self.secret
+        ):
+            entry["status"] = 401
+            return _json({"code": 40110000, "message": "request is not authorized"}, 401)
+        fault = self._take_fault(request.method, request.path)
+        entry["fault"] = fault.kind if fault else None
+        if fault is not None and fault.kind == "drop_connection":
+            return self._drop(request, entry)
+        if fault is not None and fault.kind == "http_429":
+            entry["status"] = 429
+            reset = int(datetime.now(UTC).timestamp()) + 60
+            return web.json_response(
+                {"code": 42910000, "message": "rate limit exceeded"},
+                status=429,
+                headers={"X-RateLimit-Limit": "200", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(reset)},
+            )
+        if fault is not None and fault.kind == "http_503":
+            entry["status"] = 503
+            return web.Response(status=503, text="503 Service Temporarily Unavailable", content_type="text/plain")
+        request[FILL_TWICE] = fault is not None and fault.kind == "fill_reported_twice"
+        try:
+            response = await handler(request)
+        except AlpacaError as e:
+            response = _json(e.body, e.status)
+        if fault is not None and fault.kind == "lost_after_place":
+            return self._drop(request, entry)
+        if fault is not None and fault.kind == "http_500_placed":
+            entry["status"] = 500
+            return _json({"code": 50010000, "message": "internal server error occurred"}, 500)
+        if fault is not None and fault.kind == "slow":
+            await asyncio.sleep(fault.seconds)
+        entry["status"] = response.status
+        return response
+
+    @staticmethod
+    def _drop(request: web.Request, entry: dict[str, Any]) -> web.StreamResponse:
+        entry["status"] = "dropped"
+        if request.transport is not None:
+            request.transport.close()
+        return web.Response(status=599)  # never reaches the client: the connection is closed
+
+    # ---- trader API -----------------------------------------------------------------------------
+
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        raw = await request.read()
+        try:
+            body = json.loads(raw) if raw else {}
+        except ValueError as e:
+            raise AlpacaError(400, 40010000, "request body format is invalid") from e
+        if not isinstance(body, dict):
+            raise AlpacaError(400, 40010000, "request body format is invalid")
+        return body
+
+    async def _account(self, request: web.Request) -> web.Response:
+        return _json(self.engine.account_json())
+
+    async def _clock(self, request: web.Request) -> web.Response:
+        now = datetime.now(UTC) + timedelta(milliseconds=self.clock_skew_ms)
+        day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        return _json(
+            {
+                "timestamp": now.strftime("%Y-%m-%dT%H:%M:%S.%f") + "+00:00",
+                "is_open": True,
+                "next_open": (day + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S+00:00"),
+                "next_close": (day + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S+00:00"),
+            }
+        )
+
+    async def _assets(self, request: web.Request) -> web.Response:
+        q = request.query
+        asset_class = q.get("asset_class", "us_equity")
+        status = q.get("status")
+        if asset_class != "crypto":
+            return _json([])
+        return _json([a.to_json() for a in self.engine.assets.values() if status in (None, "", a.status)])
+
+    def _find_asset(self, key: str) -> AssetSpec:
+        for a in self.engine.assets.values():
+            if key in (a.id, a.symbol, a.symbol.replace("/", "")):
+                return a
+        raise AlpacaError(404, 40410000, "asset not found")
+
+    async def _asset(self, request: web.Request) -> web.Response:
+        return _json(self._find_asset(request.match_info["symbol_or_asset_id"]).to_json())
+
+    async def _positions(self, request: web.Request) -> web.Response:
+        return _json(self.engine.positions_json())
+
+    async def _position(self, request: web.Request) -> web.Response:
+        key = request.match_info["symbol_or_asset_id"].upper()
+        for coin, qty in self.engine.positions.items():
+            if qty != 0 and key in (coin, f"{coin}USD", f"{coin}/USD"):
+                return _json(self.engine.position_json(coin))
+        raise AlpacaError(404, 40410000, "position does not exist")
+
+    async def _create_order(self, request: web.Request) -> web.Response:
+        order = self.engine.place(await self._body(request))
+        answer = order.to_json()  # the answer: pending_new, nothing filled; the fills come after it
+        self._schedule_activation(order.id)
+        return _json(answer)
+
+    async def _list_orders(self, request: web.Request) -> web.Response:
+        q = request.query
+        symbols = [s for s in q.get("symbols", "").split(",") if s] or None
+        orders = self.engine.list_orders(
+            status=_choice(q, "status", "open", ("open", "closed", "all")),
+            limit=_int_param(q, "limit", 50, 1, 500),
+            after=_time_param(q, "after"),
+            until=_time_param(q, "until"),
+            direction=_choice(q, "direction", "desc", ("asc", "desc")),
+            symbols=symbols,
+            side=q.get("side") or None,
+        )
+        return _json([o.to_json() for o in orders])
+
+    async def _order_by_client_id(self, request: web.Request) -> web.Response:
+        cid = request.query.get("client_order_id")
+        if not cid:
+            raise AlpacaError(422, 40010001, "client_order_id is required")
+        return _json(self.engine.get_by_client_id(cid).to_json())
+
+    async def _get_order(self, request: web.Request) -> web.Response:
+        return _json(self.engine.get(request.match_info["order_id"]).to_json())
+
+    async def _cancel_order(self, request: web.Request) -> web.Response:
+        self.engine.cancel(request.match_info["order_id"])
+        return web.Response(status=204)
+
+    async def _cancel_all(self, request: web.Request) -> web.Response:
+        canceled = self.engine.cancel_all()
+        return _json([{"id": o.id, "status": 200, "body": o.to_json()} for o in canceled], 207)
+
+    async def _replace_order(self, request: web.Request) -> web.Response:
+        new: Order = self.engine.replace(request.match_info["order_id"], await self._body(request))
+        answer = new.to_json()
+        self._schedule_activation(new.id)
+        return _json(answer)
+
+    async def _activities(self, request: web.Request) -> web.Response:
+        q = request.query
+        path_type = request.match_info.get("activity_type")
+        if path_type:
+            types: set[str] | None = {path_type.upper()}
+        elif q.get("activity_types"):
+            types = {t.strip().upper() for t in q["activity_types"].split(",") if t.strip()}
+        else:
+            types = None
+        after, until = _time_param(q, "after"), _time_param(q, "until")
+        if q.get("date"):
+            day = parse_time(q["date"], "date")
+            after, until = day - timedelta(microseconds=1), day + timedelta(days=1) - timedelta(microseconds=1)
+        rows = self.engine.list_activities(
+            types=types,
+            after=after,
+            until=until,
+            direction=_choice(q, "direction", "desc", ("asc", "desc")),
+            page_size=_int_param(q, "page_size", 100, 1, 100),
+            page_token=q.get("page_token") or None,
+        )
+        if request.get(FILL_TWICE):
+            rows = [r for row in rows for r in ([row, row] if row["activity_type"] == "FILL" else [row])]
+        return _json(rows)
+
+    # ---- market data API ------------------------------------------------------------------------
+
+    def _symbols(self, request: web.Request) -> list[str]:
+        raw = request.query.get("symbols", "")
+        symbols = [s for s in raw.split(",") if s]
+        if not symbols:
+            raise _data_error("Invalid symbol(s): symbols is required")
+        for s in symbols:
+            if not SYMBOL_RE.match(s):
+                raise _data_error(f"Invalid symbol(s): {s} does not match ^[A-Z]+/[A-Z]+$")
+        return [s for s in symbols if s in self.engine.assets]
+
+    def _quote(self, symbol: str) -> dict[str, Any]:
+        book = self.engine.books.get(symbol)
+        bid = book.bids[0] if book and book.bids else None
+        ask = book.asks[0] if book and book.asks else None
+        ts = book.ts if book and book.ts else datetime.now(UTC)
+        return {
+            "ap": _num(ask.price) if ask else 0,
+            "as": _num(ask.size) if ask else 0,
+            "bp": _num(bid.price) if bid else 0,
+            "bs": _num(bid.size) if bid else 0,
+            "t": rfc3339(ts),
+        }
+
+    def _orderbook(self, symbol: str) -> dict[str, Any]:
+        book = self.engine.books.get(symbol)
+        ts = book.ts if book and book.ts else datetime.now(UTC)
+        return {
+            "a": [{"p": _num(lv.price), "s": _num(lv.size)} for lv in (book.asks if book else [])],
+            "b": [{"p": _num(lv.price), "s": _num(lv.size)} for lv in (book.bids if book else [])],
+            "t": rfc3339(ts),
+        }
+
+    @staticmethod
+    def _trade_json(t: dict[str, Any]) -> dict[str, Any]:
+        return {"i": t["i"], "p": _num(t["p"]), "s": _num(t["s"]), "t": t["t"], "tks": t["tks"]}
+
+    def _bars_of(self, symbol: str, seconds: int, start: datetime | None = None) -> list[dict[str, Any]]:
+        buckets: dict[int, list[dict[str, Any]]] = {}
+        for t in self.engine.public_trades.get(symbol, []):
+            ts = parse_time(t["t"], "t")
+            if start is not None and ts < start:
+                continue
+            buckets.setdefault(int(ts.timestamp()) // seconds * seconds, []).append(t)
+        bars = []
+        for key in sorted(buckets):
+            trades = buckets[key]
+            volume = sum((t["s"] for t in trades), Decimal(0))
+            vwap = sum((t["p"] * t["s"] for t in trades), Decimal(0)) / volume
+            bars.append(
+                {
+                    "t": rfc3339(datetime.fromtimestamp(key, UTC)).replace(".000000Z", "Z"),
+                    "o": _num(trades[0]["p"]),
+                    "h": _num(max(t["p"] for t in trades)),
+                    "l": _num(min(t["p"] for t in trades)),
+                    "c": _num(trades[-1]["p"]),
+                    "v": _num(volume),
+                    "n": len(trades),
+                    "vw": _num(vwap),
+                }
+            )
+        return bars
+
+    def _latest(self, name: str) -> Handler:
+        async def handler(request: web.Request) -> web.Response:
+            out: dict[str, Any] = {}
+            for s in self._symbols(request):
+                if name == "orderbooks":
+                    out[s] = self._orderbook(s)
+                elif name == "quotes":
+                    out[s] = self._quote(s)
+                elif name == "trades":
+                    trades = self.engine.public_trades.get(s)
+                    if trades:
+                        out[s] = self._trade_json(trades[-1])
+                else:
+                    bars = self._bars_of(s, 60)
+                    if bars:
+                        out[s] = bars[-1]
+            return _json({name: out})
+
+        return handler
+
+    async def _trades(self, request: web.Request) -> web.Response:
+        q = request.query
+        limit = _int_param(q, "limit", 1000, 1, 10000)
+        start = _time_param(q, "start")
+        out = {}
+        for s in self._symbols(request):
+            trades = [
+                t for t in self.engine.public_trades.get(s, []) if start is None or parse_time(t["t"], "t") >= start
+            ]
+            out[s] = [self._trade_json(t) for t in trades[:limit]]
+        return _json({"trades": out, "next_page_token": None})
+
+    async def _bars(self, request: web.Request) -> web.Response:
+        q = request.query
+        seconds = _timeframe_seconds(q.get("timeframe", "1Min"))
+        limit = _int_param(q, "limit", 1000, 1, 10000)
+        start = _time_param(q, "start")
+        return _json(
+            {
+                "bars": {s: self._bars_of(s, seconds, start)[:limit] for s in self._symbols(request)},
+                "next_page_token": None,
+            }
+        )
+
+    async def _snapshots(self, request: web.Request) -> web.Response:
+        out: dict[str, Any] = {}
+        for s in self._symbols(request):
+            entry: dict[str, Any] = {"latestQuote": self._quote(s)}
+            trades = self.engine.public_trades.get(s)
+            if trades:
+                entry["latestTrade"] = self._trade_json(trades[-1])
+            minute, daily = self._bars_of(s, 60), self._bars_of(s, 86400)
+            if minute:
+                entry["minuteBar"] = minute[-1]
+            if daily:
+                entry["dailyBar"] = daily[-1]
+                if len(daily) > 1:
+                    entry["prevDailyBar"] = daily[-2]
+            out[s] = entry
+        return _json({"snapshots": out})
+
+    # ---- control over HTTP (for a separate process) ---------------------------------------------
+
+    def _control_routes(self, r: web.UrlDispatcher) -> None:
+        async def state(request: web.Request) -> web.Response:
+            return _json(self.state())
+
+        async def requests(request: web.Request) -> web.Response:
+            return _json(self.requests)
+
+        async def book(request: web.Request) -> web.Response:
+            b = await request.json()
+            self.set_book(b["symbol"], b.get("bids", []), b.get("asks", []))
+            return _json({"ok": True})
+
+        async def fault(request: web.Request) -> web.Response:
+            b = await request.json()
+            try:
+                self.inject(
+                    b["kind"],
+                    b.get("method", "POST"),
+                    b.get("path", "/v2/orders"),
+                    times=int(b.get("times", 1)),
+                    seconds=float(b.get("seconds", 5.0)),
+                )
+            except (KeyError, ValueError) as e:
+                return _json({"error": str(e)}, 400)
+            return _json({"ok": True})
+
+        async def clear_faults(request: web.Request) -> web.Response:
+            self.clear_faults()
+            return _json({"ok": True})
+
+        async def external_order(request: web.Request) -> web.Response:
+            try:
+                return _json(self.place_external_order(**(await request.json())))
+            except AlpacaError as e:
+                return _json(e.body, e.status)
+
+        async def balances(request: web.Request) -> web.Response:
+            b = await request.json()
+            if "cash" in b:
+                self.cash = b["cash"]
+            for coin, qty in (b.get("positions") or {}).items():
+                self.set_position(coin, qty)
+            return _json({"ok": True})
+
+        r.add_get("/__control/state", state)
+        r.add_get("/__control/requests", requests)
+        r.add_post("/__control/book", book)
+        r.add_post("/__control/fault", fault)
+        r.add_post("/__control/clear_faults", clear_faults)
+        r.add_post("/__control/external_order", external_order)
+        r.add_post("/__control/balances", balances)
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    exchange = AlpacaTestExchange(
+        api_key=args.api_key,
+        secret=args.secret,
+        cash=args.cash,
+        taker_fee=args.taker_fee,
+        maker_fee=args.maker_fee,
+        min_order_cost=args.min_order_cost,
+        port=args.port,
+    )
+    url = await exchange.start()
+    print(url, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await exchange.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.exchanges.alpaca", description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0, help="0: a free port (the URL is printed on stdout)")
+    parser.add_argument("--api-key", default="test-key")
+    parser.add_argument("--secret", default="test-secret")
+    parser.add_argument("--cash", default="100000")
+    parser.add_argument("--taker-fee", default="0.0025")
+    parser.add_argument("--maker-fee", default="0.0015")
+    parser.add_argument("--min-order-cost", default="10")
+    asyncio.run(_serve(parser.parse_args(argv)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
