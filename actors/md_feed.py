@@ -7,7 +7,10 @@ MARKET_DATA=replay:FILE publishes the lines of a JSON-lines file at their record
 ``ts``; gaps over 5 s are cut to 5 s): a line with ``bids``/``asks`` is a book
 (``tbx.md.book.<pair>``), a line with ``price``/``quantity`` is a public trade
 (``tbx.md.trades.<pair>``); blank lines and lines starting with ``#`` are skipped. After the last
-line it keeps re-publishing the last book of each pair. MARKET_DATA=none publishes nothing: any
+line it keeps re-publishing the last book of each pair. MARKET_DATA=venue (live trading) publishes
+the live venue's own books: each pair's top 10 levels read through ccxt every MARKET_DATA_INTERVAL
+ms (an instance without the keys, so its calls never wait behind the order-router's orders in one
+rate limiter). MARKET_DATA=none publishes nothing: any
 outside publisher of ``tbx.md.book.<pair>`` can feed the service instead.
 """
 
@@ -15,13 +18,21 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from actors.base import Actor
+from actors.venues.factory import make_ccxt_venue
 from bus.codec import DecodeFailure, decode
 from domain.synthetic import SyntheticMarket
 from schemas.messages import Book, Trade, now_ms
+
+if TYPE_CHECKING:
+    from actors.venues.ccxt_venue import CcxtVenue
+
+
+BOOK_DEPTH = 10
 
 
 class MarketDataFeed(Actor):
@@ -29,16 +40,22 @@ class MarketDataFeed(Actor):
 
     async def on_start(self) -> None:
         self.published = 0
+        self.failed = 0
+        self.venue: CcxtVenue | None = None
         self.last: dict[str, Book] = {}
         if self.settings.MARKET_DATA == "synthetic":
             self.spawn(self._synthetic(), "synthetic")
+        elif self.settings.MARKET_DATA == "venue":
+            self.venue = make_ccxt_venue(self.settings, keys=False)
+            await self.venue.load_markets()
+            self.spawn(self._venue_books(), "venue books")
         elif (path := self.settings.replay_file) is not None:
             if not path.is_file():
                 raise FileNotFoundError(f"MARKET_DATA={self.settings.MARKET_DATA!r}: no such file")
             self.spawn(self._replay(path), "replay")
 
     def stats(self) -> dict[str, int | float | str]:
-        return {"booksPublished": self.published, "mode": self.settings.MARKET_DATA}
+        return {"booksPublished": self.published, "booksFailed": self.failed, "mode": self.settings.MARKET_DATA}
 
     async def _publish(self, book: Book) -> None:
         await self.bus.publish(self.subjects.book(book.pair), book)
@@ -51,6 +68,25 @@ class MarketDataFeed(Actor):
         while True:
             for book in market.next(now_ms()):
                 await self._publish(book)
+            await asyncio.sleep(interval)
+
+    async def on_stop(self) -> None:
+        if self.venue is not None:
+            await self.venue.stop()
+
+    async def _venue_books(self) -> None:
+        assert self.venue is not None
+        interval = self.settings.MARKET_DATA_INTERVAL / 1000
+        while True:
+            for pair in self.settings.PAIRS:
+                try:
+                    book = await self.venue.fetch_order_book(pair, depth=BOOK_DEPTH)
+                except Exception as e:  # no book this round: the next one tries again
+                    self.failed += 1
+                    self.log.warning("book of {} not read from {}: {}", pair, self.venue.name, self.venue.safe(e))
+                    continue
+                if book is not None and (book.bids or book.asks):
+                    await self._publish(book)
             await asyncio.sleep(interval)
 
     async def _replay(self, path: Path) -> None:

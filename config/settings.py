@@ -82,6 +82,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     BINANCE_TESTNET_SECRET: str = ""
     EXTERNAL_ORDERS: str = "adopt"  # orders placed at the venue outside this service: adopt (booked) or ignore
     VENUE_UNKNOWN_GRACE_MS: int = 60_000  # an order the venue does not know this long after it was sent: rejected
+    RECONCILE_INTERVAL_MS: int = 10_000  # orders (and, live, balances) reconciled with the venue this often
     PAPER_TAKER_FEE: Decimal = Decimal("0.001")
     PAPER_MAKER_FEE: Decimal = Decimal("0.001")
     PAPER_MIN_NOTIONAL: Decimal = Decimal("1")
@@ -456,6 +457,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "BINANCE_TESTNET_SECRET": _text,
     "EXTERNAL_ORDERS": _choice("adopt", "ignore"),
     "VENUE_UNKNOWN_GRACE_MS": _int(1_000, 86_400_000),
+    "RECONCILE_INTERVAL_MS": _int(100, 3_600_000),
     "PAPER_TAKER_FEE": _dec(Decimal(0), Decimal("0.1")),
     "PAPER_MAKER_FEE": _dec(Decimal("-0.01"), Decimal("0.1")),
     "PAPER_MIN_NOTIONAL": _dec(Decimal(0)),

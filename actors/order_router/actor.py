@@ -26,10 +26,10 @@ import msgspec
 from actors.base import Actor
 from actors.books import BookCache
 from actors.order_router.emulator import CLOCK_EVERY_S, Emulator
-from actors.order_router.session import RECONCILE_EVERY_S, VenueSession
+from actors.order_router.session import VenueSession
 from actors.order_router.store import OrderStore
 from actors.venues.base import Venue
-from actors.venues.paper import PaperVenue
+from actors.venues.factory import make_venue
 from bus.client import Bus, Envelope
 from bus.errors import Transient
 from config.settings import Settings
@@ -74,7 +74,7 @@ class OrderRouter(Actor):
         self.books = BookCache(bus)
         self.store = OrderStore(bus, self.log)
         self.session = VenueSession(
-            venue or PaperVenue(settings, bus, self.books), self.store, bus, self.log, self.spawn, self.alert, settings
+            venue or make_venue(settings, bus, self.books), self.store, bus, self.log, self.spawn, self.alert, settings
         )
         self.emulator = Emulator(settings, self.store, self.books, self.log, self.spawn)
         self.emulator.connect(self.session, self._cancel)
@@ -132,7 +132,8 @@ class OrderRouter(Actor):
         await self.bus.consume(
             stream=s.s_fills, durable="order-router", subject=s.fills(), type_=Fill, handler=self._on_fill
         )
-        self.spawn(self.every(RECONCILE_EVERY_S, self.session.reconcile, "reconcile"), "reconcile")
+        every = self.settings.RECONCILE_INTERVAL_MS / 1000
+        self.spawn(self.every(every, self.session.reconcile, "reconcile"), "reconcile")
         self.spawn(self.every(CLOCK_EVERY_S, self.emulator.on_clock, "expiry and timeouts"), "clock")
 
     async def on_stop(self) -> None:

@@ -9,7 +9,7 @@ Durability rules kept here:
 - the venue's trades are published as execution reports *before* the venue's answer is recorded on
   the order, so a crash in between leaves the answer unrecorded and the reconcile sends the trades
   again (duplicates are dropped by trade id downstream);
-- on start, and every RECONCILE_EVERY_S, orders whose outcome is not fully known are reconciled with
+- on start, and every RECONCILE_INTERVAL_MS, orders whose outcome is not fully known are reconciled with
   the venue by client order id; an order whose outcome is unknown stays in flight, never guessed.
 """
 
@@ -46,8 +46,6 @@ if TYPE_CHECKING:
     from actors.order_router.emulator import Emulator, Spawn
 
 S = OrderStatus
-RECONCILE_EVERY_S = 10.0
-RECONCILE_AFTER_MS = 5_000
 MAX_REJECT_CODES = 1_000
 # a venue's order type -> (our type, held by the venue): how an external order is kept
 _ADOPTED_TYPES = {
@@ -96,6 +94,7 @@ class VenueSession:
         """Start the venue and read its markets. Only after the orders are rebuilt: what it pushes is about
         orders we know."""
         self.venue.set_listener(self._on_venue_update)
+        self.venue.track(self.store.orders[oid].client_order_id for oid in self.store.live)
         await self.venue.start()
         self.rules = {m.pair: m for m in await self.venue.markets()}
 
@@ -362,10 +361,12 @@ class VenueSession:
         return orders[order_id], None
 
     # -- reconcile -------------------------------------------------------------------------------------
-    async def reconcile(self, min_age_ms: int = RECONCILE_AFTER_MS) -> None:
+    async def reconcile(self, min_age_ms: int | None = None) -> None:
         """Ask the venue about every order it may hold whose state we cannot be sure of: unanswered, open
         there (a lost push), pending a command, or missing fills. One failure never stops the pass."""
         now = now_ms()
+        if min_age_ms is None:  # orders younger than half the interval: their answer may be on its way
+            min_age_ms = self.settings.RECONCILE_INTERVAL_MS // 2
         for oid in list(self.store.live):
             o = self.store.orders[oid]
             if now - o.updated_at < min_age_ms or held_here(o) or self.in_flight(oid):

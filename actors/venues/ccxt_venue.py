@@ -138,7 +138,8 @@ class CcxtVenue:
         return getattr(ccxt_async, exchange_id)
 
     # -- calls, timed and remembered for health --------------------------------------------------------
-    def _safe(self, e: BaseException) -> str:
+    def safe(self, e: BaseException) -> str:
+        """An error as it may be shown: no secret, no signed URL."""
         return safe_message(f"{type(e).__name__}: {e}", self.secrets)
 
     async def _call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
@@ -147,7 +148,7 @@ class CcxtVenue:
             out = await fn(*args, **kwargs)
         except Exception as e:
             self._health.last_latency_ms = round((_now() - t0) * 1000, 3)
-            self._health.last_error, self._health.last_error_at = self._safe(e), now_ms()
+            self._health.last_error, self._health.last_error_at = self.safe(e), now_ms()
             if isinstance(e, ccxt.NetworkError) and not isinstance(e, ccxt.RateLimitExceeded | ccxt.DDoSProtection):
                 self._health.connected = False
             else:
@@ -167,7 +168,7 @@ class CcxtVenue:
             except (ccxt.RateLimitExceeded, ccxt.DDoSProtection) as e:
                 if attempt == self.rate_limit_tries - 1:
                     raise VenueUnavailable(
-                        f"{self.name} rate limit: still refused after backing off ({self._safe(e)})"
+                        f"{self.name} rate limit: still refused after backing off ({self.safe(e)})"
                     ) from None
                 await asyncio.sleep(self._delay(attempt))
         raise AssertionError("unreachable")  # pragma: no cover
@@ -192,31 +193,37 @@ class CcxtVenue:
             raise
         except Exception as e:
             await self.ex.close()
-            raise VenueStartError(f"{self.name} start check failed: {self._safe(e)}") from None
+            raise VenueStartError(f"{self.name} start check failed: {self.safe(e)}") from None
         self.tasks.append(asyncio.create_task(self._poll_loop(), name=f"{self.name}-poll"))
         if self.stream_wanted and self.ex.has.get("watchOrders"):
             self.tasks.append(asyncio.create_task(self._stream_loop(), name=f"{self.name}-stream"))
 
-    async def _start_check(self) -> None:
+    async def load_markets(self) -> None:
+        """The venue's markets, every pair of ours listed there (else VenueStartError). All that reading its public
+        books needs (MARKET_DATA=venue)."""
         name = self.name
         try:
             await self._backing_off(self.ex.load_markets)
         except ccxt.AuthenticationError as e:
-            raise VenueStartError(f"keys refused by {name}: {self._safe(e)}") from None
+            raise VenueStartError(f"keys refused by {name}: {self.safe(e)}") from None
         except Exception as e:
-            raise VenueStartError(f"markets of {name} not loaded: {self._safe(e)}") from None
+            raise VenueStartError(f"markets of {name} not loaded: {self.safe(e)}") from None
         self._weight_limit = self._read_weight_limit(self.ex.last_json_response)
         missing = [p for p in self.pairs if symbol_of(p) not in self.ex.markets]
         if missing:
             raise VenueStartError(
                 f"PAIRS: {', '.join(missing)} not listed by {name} (no market {', '.join(map(symbol_of, missing))})"
             )
+
+    async def _start_check(self) -> None:
+        name = self.name
+        await self.load_markets()
         try:
             await self._backing_off(self.ex.fetch_balance)
         except (ccxt.AuthenticationError, ccxt.PermissionDenied) as e:
-            raise VenueStartError(f"keys refused by {name}: {self._safe(e)}") from None
+            raise VenueStartError(f"keys refused by {name}: {self.safe(e)}") from None
         except Exception as e:
-            raise VenueStartError(f"balance of {name} not read: {self._safe(e)}") from None
+            raise VenueStartError(f"balance of {name} not read: {self.safe(e)}") from None
         recv_window = self.ex.options.get("recvWindow")
         if recv_window and self.ex.has.get("fetchTime"):
             t0 = time.time() * 1000
@@ -404,7 +411,7 @@ class CcxtVenue:
             try:
                 text = helper(symbol, format(value, "f"))
             except ccxt.InvalidOrder as e:
-                return self._rejected(req, "INVALID_ORDER", f"{name} {value}: {self._safe(e)}")
+                return self._rejected(req, "INVALID_ORDER", f"{name} {value}: {self.safe(e)}")
             if Decimal(text) != value:
                 return self._rejected(
                     req,
@@ -467,7 +474,7 @@ class CcxtVenue:
 
     async def _after_create_error(self, req: VenueOrderRequest, e: Exception) -> VenueOrder:
         verdict = classify(e)
-        reason = self._safe(e)
+        reason = self.safe(e)
         if verdict.kind == "rejected":
             return self._rejected(req, verdict.code or "VENUE_REJECTED", reason)
         if verdict.kind == "not_processed":
@@ -487,7 +494,7 @@ class CcxtVenue:
             try:
                 found = await self.fetch_order(req.client_order_id, req.pair)
             except Exception as le:
-                log.warning("{}: lookup of {} failed: {}", self.name, req.client_order_id, self._safe(le))
+                log.warning("{}: lookup of {} failed: {}", self.name, req.client_order_id, self.safe(le))
                 continue
             if found is not None:
                 return found
@@ -521,7 +528,7 @@ class CcxtVenue:
         except (ccxt.OrderNotFound, ccxt.InvalidOrder, ccxt.OperationRejected, ccxt.BadRequest) as e:
             known = await self.fetch_order(client_order_id, pair)
             state = known.status if known else "unknown"
-            raise VenueRefused(f"cannot cancel: the order is {state} ({self._safe(e)})") from None
+            raise VenueRefused(f"cannot cancel: the order is {state} ({self.safe(e)})") from None
         after = await self.fetch_order(client_order_id, pair)
         if after is None:  # just canceled, not found: the venue's lookup lags
             raise OutcomeUnknown(f"{self.name}: order {client_order_id} canceled but not found after")
@@ -560,8 +567,8 @@ class CcxtVenue:
                 out[code] = VenueBalance(free=free_c, total=total_c)
         return out
 
-    async def fetch_order_book(self, pair: str) -> Book | None:
-        raw = await self._backing_off(self.ex.fetch_order_book, symbol_of(pair))
+    async def fetch_order_book(self, pair: str, depth: int | None = None) -> Book | None:
+        raw = await self._backing_off(self.ex.fetch_order_book, symbol_of(pair), depth)
         return Book(
             pair=pair,
             bids=[(_dec(p) or ZERO, _dec(q) or ZERO) for p, q, *_ in raw.get("bids") or []],
@@ -651,7 +658,7 @@ class CcxtVenue:
             except asyncio.CancelledError:
                 raise
             except Exception as e:
-                log.warning("{}: poll failed: {}", self.name, self._safe(e))
+                log.warning("{}: poll failed: {}", self.name, self.safe(e))
 
     async def _stream_loop(self) -> None:
         delay = 1.0
@@ -669,7 +676,7 @@ class CcxtVenue:
                 raise
             except Exception as e:
                 self._health.update_mode = "polling"
-                self._health.last_error, self._health.last_error_at = self._safe(e), now_ms()
+                self._health.last_error, self._health.last_error_at = self.safe(e), now_ms()
                 log.warning("{}: stream dropped, polling: {}", self.name, self._health.last_error)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 60.0)

@@ -7,34 +7,23 @@ from typing import TYPE_CHECKING
 from actors.books import BookCache
 from actors.venues.base import Venue
 from bus.client import Bus
-from config.settings import Settings
+from config.settings import Settings, venue_credentials
 
 if TYPE_CHECKING:
     from actors.venues.ccxt_venue import CcxtVenue
 
 
-def venue_keys(settings: Settings) -> tuple[str, str]:
-    """EXCHANGE_API_KEY / SECRET; when unset, the venue's own pair (BINANCE_TESTNET_* in the Binance sandbox,
-    ALPACA_API_*)."""
-    if settings.EXCHANGE_API_KEY or settings.EXCHANGE_API_SECRET:
-        return settings.EXCHANGE_API_KEY, settings.EXCHANGE_API_SECRET
-    if settings.EXCHANGE == "binance" and settings.EXCHANGE_SANDBOX:
-        return settings.BINANCE_TESTNET_API_KEY, settings.BINANCE_TESTNET_SECRET
-    if settings.EXCHANGE == "alpaca":
-        return settings.ALPACA_API_KEY, settings.ALPACA_API_SECRET
-    return "", ""
-
-
-def make_ccxt_venue(settings: Settings) -> CcxtVenue:
+def make_ccxt_venue(settings: Settings, keys: bool = True) -> CcxtVenue:
+    """The ccxt venue of EXCHANGE; ``keys=False``: without the keys (public market data only, its own rate limiter)."""
     from actors.venues.ccxt_venue import CcxtVenue
 
-    key, secret = venue_keys(settings)
+    key, secret, password = venue_credentials(settings) if keys else ("", "", "")
     return CcxtVenue(
         settings.EXCHANGE,
         pairs=settings.PAIRS,
         api_key=key,
         secret=secret,
-        password=settings.EXCHANGE_PASSWORD,
+        password=password,
         sandbox=settings.EXCHANGE_SANDBOX,
         api_url=settings.EXCHANGE_API_URL,
         timeout_ms=settings.EXCHANGE_TIMEOUT_MS,

@@ -1,0 +1,248 @@
+"""The whole service trading live on the local Binance spot test exchange, over the real bus, through real
+ccxt pointed at it with EXCHANGE_API_URL: every order type (native at the venue or emulated here), a lost
+answer, an order in flight while the order-router is down, external orders, rate limits, an unknown
+outcome that never reached the venue."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from decimal import Decimal
+
+import pytest
+
+from bus.client import Bus
+from schemas.messages import Fill, Order, OrderReply, OrderRequest, OrdersPage, OrdersQuery
+from tests.exchanges.binance import BinanceTestExchange
+from tests.helpers import eventually
+from tests.integration.test_actors import System
+from tests.integration.test_order_types import settings_for
+
+KEY, SECRET = "live-test-key-0123456789", "live-test-secret-abcdef0123"
+D = Decimal
+
+
+@pytest.fixture
+async def exchange() -> AsyncIterator[BinanceTestExchange]:
+    ex = BinanceTestExchange(
+        api_key=KEY, secret=SECRET, symbols=("BTC/USDT", "ETH/USDT"), balances={"USDT": "100000", "BTC": "1"}
+    )
+    await ex.start()
+    ex.set_book("BTC/USDT", bids=[("59990", "1")], asks=[("60000", "0.5"), ("60010", "1")])
+    ex.set_book("ETH/USDT", bids=[("2999", "10")], asks=[("3001", "10")])
+    yield ex
+    await ex.stop()
+
+
+def live_env(exchange: BinanceTestExchange, **extra: str) -> dict[str, str]:
+    return {
+        "PAPER_TRADING": "false",
+        "LIVE_TRADING": "true",
+        "EXCHANGE": "binance",
+        "EXCHANGE_API_KEY": KEY,
+        "EXCHANGE_API_SECRET": SECRET,
+        "EXCHANGE_API_URL": exchange.base_url,
+        "API_TOKEN": "live-token",
+        "MARKET_DATA": "venue",
+        "MARKET_DATA_INTERVAL": "50",
+        "EXCHANGE_POLL_MS": "100",
+        "RECONCILE_INTERVAL_MS": "300",
+        "VENUE_UNKNOWN_GRACE_MS": "1000",
+        "INITIAL_BALANCE": "100000",
+    } | extra
+
+
+@pytest.fixture
+async def live(nats_url, prefix, exchange) -> AsyncIterator[Callable[..., Awaitable[System]]]:
+    systems: list[System] = []
+
+    async def make(**extra: str) -> System:
+        sut = System(nats_url, settings_for(nats_url, prefix, **live_env(exchange, **extra)))
+        systems.append(sut)
+        await sut.start()
+        return sut
+
+    yield make
+    for sut in systems:
+        await sut.stop()
+
+
+async def submit(client: Bus, coid: str, **kw: object) -> OrderReply:
+    fields: dict = {"client_order_id": coid, "pair": "BTC_USDT", "side": "buy", "quantity": D("0.01")} | kw
+    reply = await client.request(client.subjects.orders_submit, OrderRequest(**fields), OrderReply, timeout=10)
+    assert isinstance(reply, OrderReply)
+    return reply
+
+
+async def order_of(client: Bus, coid: str) -> Order | None:
+    page = await client.request(client.subjects.query("orders"), OrdersQuery(client_order_id=coid), OrdersPage)
+    assert isinstance(page, OrdersPage)
+    return page.orders[0] if page.orders else None
+
+
+async def until(client: Bus, coid: str, *statuses: str, timeout: float = 10.0) -> Order:
+    async def probe() -> Order | None:
+        o = await order_of(client, coid)
+        return o if o is not None and o.status.value in statuses else None
+
+    return await eventually(probe, timeout=timeout, what=f"{coid} {'/'.join(statuses)}")
+
+
+async def fills_of(client: Bus, order_id: str) -> list[Fill]:
+    out: list[Fill] = []
+
+    async def keep(f: Fill, env: object) -> None:
+        if f.order_id == order_id:
+            out.append(f)
+
+    await client.replay(stream=client.subjects.s_fills, subject=client.subjects.fills(), type_=Fill, handler=keep)
+    return out
+
+
+def posts(exchange: BinanceTestExchange, coid: str) -> int:
+    return len(exchange.requests_for("POST", "/api/v3/order", newClientOrderId=coid))
+
+
+async def test_a_market_buy_is_filled_at_the_venue_with_its_fee_in_btc_and_booked_as_a_live_order(
+    live, client, exchange
+) -> None:
+    await live()
+    reply = await submit(client, "lv-mkt-1")
+    assert reply.ok, reply.detail
+    assert reply.order is not None and reply.order.paper_trade is False and reply.order.venue == "binance"
+    o = await until(client, "lv-mkt-1", "filled")
+    assert o.venue_order_id and o.filled_quantity == D("0.01") and o.paper_trade is False
+    fills = await fills_of(client, o.order_id)
+    venue_trades = exchange.trades("BTC/USDT")
+    assert len(fills) == len(venue_trades) == 1
+    assert str(venue_trades[0].trade_id) in fills[0].fill_id  # the fill id carries the venue's trade id
+    assert (fills[0].fee, fills[0].fee_currency) == (D("0.00001"), "BTC")  # Binance: a buy pays in the base asset
+    assert posts(exchange, "lv-mkt-1") == 1
+
+
+async def test_a_limit_rests_at_the_venue_and_fills_when_the_book_crosses_it(live, client, exchange) -> None:
+    await live()
+    reply = await submit(client, "lv-lim-1", type="limit", price=D("59000"))
+    assert reply.ok, reply.detail
+    await until(client, "lv-lim-1", "accepted")
+    exchange.set_book("BTC/USDT", bids=[("58990", "1")], asks=[("58995", "1")])  # the market comes down to it
+    o = await until(client, "lv-lim-1", "filled")
+    fills = await fills_of(client, o.order_id)
+    assert [f.liquidity for f in fills] == ["maker"] and fills[0].price == D("59000")
+
+
+async def test_a_stop_limit_is_held_by_binance_itself_and_fires_there(live, client, exchange) -> None:
+    await live()
+    reply = await submit(client, "lv-stp-1", side="sell", type="stop_limit", stop_price=D("59000"), price=D("58900"))
+    assert reply.ok, reply.detail
+    o = await until(client, "lv-stp-1", "accepted")
+    assert o.native_trigger and o.venue_order_id  # at the venue, as STOP_LOSS_LIMIT
+    [held] = exchange.orders("BTC/USDT")
+    assert held.type == "STOP_LOSS_LIMIT" and held.stop_price == D("59000")
+    exchange.set_book("BTC/USDT", bids=[("58950", "1")], asks=[("58960", "1")])  # through the stop
+    o = await until(client, "lv-stp-1", "filled")
+    assert o.triggered_at is None  # it fired at the venue, not here
+
+
+async def test_a_bracket_is_emulated_its_stop_leg_fires_on_the_venues_books(live, client, exchange) -> None:
+    await live()
+    reply = await submit(client, "lv-brk-1", stop_loss=D("59000"), take_profit=D("61000"))
+    assert reply.ok, reply.detail
+    entry = await until(client, "lv-brk-1", "filled")
+    links = entry.linked_orders or {}
+    stop_coid = f"tbx:{links['stopLoss']}:stop_loss"
+    await until(client, stop_coid, "accepted")
+    assert not exchange.orders("BTC/USDT", open_only=True)  # nothing of the bracket rests at the venue
+    exchange.set_book("BTC/USDT", bids=[("58900", "1")], asks=[("58910", "1")])  # the md-feed reads it
+    stop = await until(client, stop_coid, "filled")
+    assert stop.triggered_at is not None and stop.filled_quantity == D("0.00999")  # the position, after the fee
+    await until(client, f"tbx:{links['takeProfit']}:take_profit", "canceled")
+
+
+async def test_a_venue_refusal_is_the_callers_refusal_with_the_venues_code(live, client, exchange) -> None:
+    await live()
+    exchange.set_balance("USDT", "10")
+    reply = await submit(client, "lv-poor-1")
+    assert not reply.ok and reply.code == "INSUFFICIENT_FUNDS"
+    assert reply.order is not None and reply.order.status.value == "rejected"
+    assert "rejected by binance" in (reply.detail or "")
+
+
+async def test_a_lost_answer_leaves_exactly_one_order_found_by_its_client_id_and_filled(live, client, exchange) -> None:
+    await live()
+    exchange.inject_fault("lost_after_place")
+    reply = await submit(client, "lv-lost-1")
+    assert reply.ok, reply.detail
+    o = await until(client, "lv-lost-1", "filled")
+    assert posts(exchange, "lv-lost-1") == 1 and len(exchange.trades("BTC/USDT")) == 1
+    assert len(await fills_of(client, o.order_id)) == 1
+
+
+async def test_rate_limited_sends_back_off_and_go_through_once(live, client, exchange) -> None:
+    await live()
+    exchange.inject_fault("http_429", times=2)
+    reply = await submit(client, "lv-429-1")
+    assert reply.ok, reply.detail
+    await until(client, "lv-429-1", "filled")
+    assert len(exchange.orders("BTC/USDT")) == 1
+
+
+async def test_an_unknown_outcome_that_never_reached_the_venue_is_rejected_after_the_grace_never_resent(
+    live, client, exchange
+) -> None:
+    await live()
+    exchange.inject_fault("unknown_status", placed=False, times=8)  # the create and the lookups after it
+    reply = await submit(client, "lv-unk-1")
+    assert reply.ok and reply.order is not None and reply.order.status.value == "submitted"  # still in flight
+    o = await until(client, "lv-unk-1", "rejected", timeout=15)
+    assert "has no order with client order id lv-unk-1" in (o.reason or "")
+    assert posts(exchange, "lv-unk-1") == 1 and not exchange.orders("BTC/USDT")
+
+
+async def test_an_order_in_flight_when_the_router_stops_and_its_fill_while_down_are_booked_once(
+    live, client, exchange
+) -> None:
+    sut = await live()
+    exchange.inject_fault("slow", seconds=3)  # the venue takes the order at once; its answer comes too late
+    asking = asyncio.create_task(submit(client, "lv-kill-1", type="limit", price=D("59500")))
+
+    async def resting() -> bool:
+        return bool(exchange.orders("BTC/USDT", open_only=True))
+
+    await eventually(resting, what="the order resting at the venue")
+    await sut.stop("order-router")  # down while its send has no answer yet
+    asking.cancel()
+    with contextlib.suppress(BaseException):
+        await asking
+    exchange.set_book("BTC/USDT", bids=[("59400", "1")], asks=[("59450", "1")])  # it fills while we are down
+    assert exchange.trades("BTC/USDT")
+    await sut.start("order-router")
+    o = await until(client, "lv-kill-1", "filled")
+    assert len(await fills_of(client, o.order_id)) == 1 and posts(exchange, "lv-kill-1") == 1
+
+
+async def test_an_order_placed_on_the_website_is_adopted_as_external_and_its_fills_booked(
+    live, client, exchange
+) -> None:
+    await live()
+    web = exchange.place_external_order("BTC/USDT", "buy", "LIMIT", "0.02", "59500")
+    o = await until(client, web.client_order_id, "accepted")
+    assert (o.source, o.paper_trade, o.quantity, o.price) == ("external", False, D("0.02"), D("59500"))
+    exchange.set_book("BTC/USDT", bids=[("59400", "1")], asks=[("59450", "1")])
+    o = await until(client, web.client_order_id, "filled")
+    fills = await fills_of(client, o.order_id)
+    assert len(fills) == 1 and fills[0].quantity == D("0.02")
+
+
+async def test_external_orders_are_left_alone_with_external_orders_ignore(live, client, exchange) -> None:
+    sut = await live(EXTERNAL_ORDERS="ignore")
+    web = exchange.place_external_order("BTC/USDT", "buy", "LIMIT", "0.02", "59500")
+    await until(client, "lv-after-1", "filled") if (await submit(client, "lv-after-1")).ok else None
+    router = sut.running["order-router"]
+
+    async def polled_past_it() -> bool:
+        return web.order_id in {int(k) for k in router.venue.open_seen}  # type: ignore[attr-defined]
+
+    await eventually(polled_past_it, what="the poll seeing the external order")
+    assert await order_of(client, web.client_order_id) is None
