@@ -392,9 +392,9 @@ def snapshot(
         exp = r.exponent(c)
         total = balance.quantize(exp, ROUND_HALF_EVEN)
         if b is not None and (balance or b.held or c == base):
-            held = b.held
-            locked = held.quantize(exp, ROUND_HALF_EVEN)
-            available = total if not held else b.available.quantize(exp, ROUND_HALF_EVEN)
+            not_free = b.held
+            locked = not_free.quantize(exp, ROUND_HALF_EVEN)
+            available = total if not not_free else b.available.quantize(exp, ROUND_HALF_EVEN)
             balance_views.append(BalanceView(currency=c, total=total, available=available, locked=locked))
         if f is _NONE:
             if balance or c == base:
