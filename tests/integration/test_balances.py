@@ -15,6 +15,7 @@ from schemas.messages import (
     Performance,
     PortfolioSnapshot,
     RiskAlert,
+    RiskMetricsView,
     VenueBalanceFigures,
     VenueBalances,
     now_ms,
@@ -182,7 +183,7 @@ async def test_a_fill_in_flight_is_no_mismatch_nor_one_booked_after_the_reading(
 
 async def test_opening_balances_replace_the_initial_balance_at_a_fresh_start(nats_url, prefix, client):
     sut = System(nats_url, settings_for(nats_url, prefix, POSITION_UPDATE_INTERVAL="100"))
-    await sut.start("portfolio-ledger")
+    await sut.start("portfolio-ledger", "risk-gate")
     alerts = await alerts_on(client)
     try:
         await publish_book(client, [("99", "1")], [("101", "1")])  # BTC marked at 100
@@ -204,5 +205,11 @@ async def test_opening_balances_replace_the_initial_balance_at_a_fresh_start(nat
         perf = await eventually(started, what="the starting equity of the opening balances")
         assert perf.total_return == D(0)
         assert alerts.got == []  # an opening is no alarm (the ledger handled it: its books show it)
+
+        async def gate_sees_it() -> RiskMetricsView | None:  # the risk-gate's checks use the same balances
+            m = await client.request(client.subjects.query("risk"), Empty(), RiskMetricsView)
+            return m if m.equity == D(1050) else None
+
+        await eventually(gate_sees_it, what="the risk-gate's equity from the opening balances")
     finally:
         await sut.stop()
