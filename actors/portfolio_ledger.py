@@ -12,6 +12,17 @@ POSITION_UPDATE_INTERVAL ms: an equity sample for the performance figures and a 
 Totals are in BASE_CURRENCY, every currency converted at the marks (CONVERSION_BRIDGE: see
 domain/valuation.py). A balance that goes below what the settings allow (below zero; with
 ALLOW_SHORT, below the short positions) raises one critical alert on ``tbx.events.risk`` per breach.
+
+Live venues: the balances the order-router reads at the venue (``tbx.events.balances.<venue>``, stream
+BALANCES) are taken one at a time on a durable consumer and compared with the books as of the reading's
+FILLS position (domain/reconcile.py: the rule, and how adjustments coexist with the locks). A difference
+beyond BALANCE_DUST is one BALANCE_MISMATCH alert per breach, and the venue wins: a ``BalanceAdjusted``
+event on ``tbx.events.adjustments.<venue>`` (stream ADJUSTMENTS), stored before the reading is
+acknowledged and made between two fills (``books_lock``), at the FILLS sequence it records. The books
+are a fold over FILLS, ORDERS and ADJUSTMENTS: every instance follows ADJUSTMENTS and applies each
+adjustment once (by id), after the fills it was made after, live, from a snapshot or from zero alike.
+An ``opening`` reading (no fills yet) replaces the INITIAL_BALANCE-based books and starts the
+performance figures again from what the opening balances are worth.
 """
 
 from __future__ import annotations
