@@ -228,7 +228,7 @@ class PortfolioLedger(Actor):
 
     async def save_snapshot(self, force: bool = False) -> None:
         at = (self.last_seq, self.orders_seq, self.adjustments_seq())
-        if not self.live or (not force and self.saved_at == at and not self.books_lock.locked()):
+        if not self.live or (not force and self.saved_at == at):
             return
         state = LedgerState(
             self.ledger, self.day, self.tracker, list(self.applied), self.last_seq, self.orders_seq,

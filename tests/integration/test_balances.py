@@ -213,3 +213,25 @@ async def test_opening_balances_replace_the_initial_balance_at_a_fresh_start(nat
         await eventually(gate_sees_it, what="the risk-gate's equity from the opening balances")
     finally:
         await sut.stop()
+
+
+async def test_one_alert_per_breach_while_the_venue_keeps_differing(nats_url, prefix, client):
+    sut = System(nats_url, settings_for(nats_url, prefix))
+    await sut.start("portfolio-ledger")
+    alerts = await alerts_on(client)
+    try:
+        # 50000 USDT in the books; the venue has 49990, then 49980 (still differing: adjusted, no new alert),
+        # then agrees, then differs again (a new breach: a new alert)
+        for total in ("49990", "49980"):
+            await compared(client, await publish(client, reading(0, USDT=(total, total))))
+        assert bal(await snap(client), "USDT").total == D(49980)
+        await compared(client, await publish(client, reading(0, USDT=("49980", "49980"))))
+        await compared(client, await publish(client, reading(0, USDT=("49970", "49970"))))
+        # (the alerts come in the order they were published: once the last is in, so are the others)
+        await eventually(
+            lambda: asyncio.sleep(0, any(a.balance.venue_total == D(49970) for a in alerts.got if a.balance))
+        )
+        assert [a.balance.venue_total for a in alerts.of("USDT") if a.balance] == [D(49990), D(49970)]
+        assert [a.to_total for a in await adjustments(client)] == [D(49990), D(49980), D(49970)]
+    finally:
+        await sut.stop()
