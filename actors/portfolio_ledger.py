@@ -12,11 +12,24 @@ POSITION_UPDATE_INTERVAL ms: an equity sample for the performance figures and a 
 Totals are in BASE_CURRENCY, every currency converted at the marks (CONVERSION_BRIDGE: see
 domain/valuation.py). A balance that goes below what the settings allow (below zero; with
 ALLOW_SHORT, below the short positions) raises one critical alert on ``tbx.events.risk`` per breach.
+
+Live venues: the balances the order-router reads at the venue (``tbx.events.balances.<venue>``, stream
+BALANCES) are taken one at a time on a durable consumer and compared with the books as of the reading's
+FILLS position (domain/reconcile.py: the rule, and how adjustments coexist with the locks). A difference
+beyond BALANCE_DUST is one BALANCE_MISMATCH alert per breach, and the venue wins: a ``BalanceAdjusted``
+event on ``tbx.events.adjustments.<venue>`` (stream ADJUSTMENTS), stored before the reading is
+acknowledged and made between two fills (``books_lock``), at the FILLS sequence it records. The books
+are a fold over FILLS, ORDERS and ADJUSTMENTS: every instance follows ADJUSTMENTS and applies each
+adjustment once (by id), after the fills it was made after, live, from a snapshot or from zero alike.
+An ``opening`` reading (no fills yet) replaces the INITIAL_BALANCE-based books and starts the
+performance figures again from what the opening balances are worth.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 from decimal import Decimal
 
 import msgspec
@@ -26,14 +39,17 @@ from actors.books import BookCache
 from actors.snapshots import SnapshotStore
 from bus.client import Bus, Envelope
 from bus.codec import DecodeFailure
-from bus.errors import RequestFailed
-from config.settings import PARSERS, Settings, parse_currency_precision
+from bus.errors import RequestFailed, Transient
+from config.settings import PARSERS, Settings, parse_balance_dust, parse_currency_precision
 from domain.ids import day_key
 from domain.ledger import Ledger, LedgerError
 from domain.performance import EquityTracker, report
 from domain.recent import FILL_DEDUPE_WINDOW, RecentIds
-from domain.valuation import DayStart, Rounding, cycle_view, equity, position_view, roll_day, snapshot
+from domain.reconcile import Journal, as_of, changes, dust_of, reading_problem, venue_figures
+from domain.valuation import ZERO, DayStart, Rounding, cycle_view, equity, position_view, roll_day, snapshot
 from schemas.messages import (
+    BalanceAdjusted,
+    BalanceMismatch,
     Empty,
     Fill,
     HistoryQuery,
@@ -43,13 +59,16 @@ from schemas.messages import (
     PositionsHistory,
     RiskAlert,
     RiskMetricsView,
+    VenueBalances,
     now_ms,
 )
+from schemas.subjects import pair_currencies
 
 MAX_HISTORY_PAGE = 1000
 LIMITS_EVERY_S = 5.0  # how often the ledger asks the risk-gate for ALLOW_SHORT
 LIMITS_GRACE_S = 10.0  # without an answer by then, the setting decides the NEGATIVE_BALANCE alerts
 FOLD_VERSION = 3  # bump when domain/ledger.py books a fill differently (3: locks know their side)
+READING_WAIT_S = 10.0  # a reading waits this long for its fills (and order changes) before it is retried
 
 
 class LedgerState(msgspec.Struct):
@@ -62,6 +81,10 @@ class LedgerState(msgspec.Struct):
     fills_seq: int
     orders_seq: int
     fold: int = 0  # the version of the books' maths that made it: another one rebuilds from the streams
+    adjustments_seq: int = 0  # ADJUSTMENTS stream: every adjustment up to here is in the books
+    fill_journal: Journal | None = None  # what the recent fills changed (a reading looks back with it)
+    order_journal: Journal | None = None  # what the recent order changes changed in what is locked
+    readings: dict[str, int] = msgspec.field(default_factory=dict)  # venue -> ts of the last reading compared
 
 
 class PortfolioLedger(Actor):
@@ -77,7 +100,7 @@ class PortfolioLedger(Actor):
         self.applied = RecentIds(FILL_DEDUPE_WINDOW)
         self.last_seq = 0
         self.orders_seq = 0
-        self.saved_at = (-1, -1)
+        self.saved_at = (-1, -1, -1)
         self.live = False
         self.rejected = 0
         self.alerted: set[str] = set()
@@ -89,6 +112,16 @@ class PortfolioLedger(Actor):
         # the setting alone, which PUT /api/risk/config may have changed; after LIMITS_GRACE_S it is used
         self.limits_known = False
         self.started_mono = time.monotonic()
+        # balances reconciled with a live venue (domain/reconcile.py)
+        self.fill_journal = Journal()  # what the recent fills changed, by FILLS seq
+        self.order_journal = Journal()  # what the recent order changes locked, by when they were stored (ms)
+        self.adjustments_followed = 0  # ADJUSTMENTS stream: handed on up to here
+        self.pending_adjustments: list[tuple[int, BalanceAdjusted]] = []  # (seq, adjustment) waiting for fills
+        self.readings: dict[str, int] = {}  # venue -> ts of the last reading compared
+        self.mismatched: set[tuple[str, str]] = set()  # (venue, currency) alerted, until a reading agrees
+        self.books_lock = asyncio.Lock()  # a reading's adjustments are made between two fills, never during one
+        self.balance_dust = parse_balance_dust(settings.BALANCE_DUST)
+        self.mismatches = 0
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def on_start(self) -> None:
@@ -97,6 +130,12 @@ class PortfolioLedger(Actor):
         self.snapshots = SnapshotStore(self.kv, "ledger")
         await self._follow_limits(timeout=0.3)
         await self._restore()
+        # the adjustments first: each waits (pending) for the fills it was made after, so a replay makes it
+        # at the same point relative to the fills as when it was made
+        await self.bus.replay(
+            stream=s.s_adjustments, subject=s.balance_adjustments(), type_=BalanceAdjusted,
+            handler=self._on_adjustment, start_seq=self.adjustments_seq() + 1,
+        )  # fmt: skip
         await self.bus.replay(
             stream=s.s_fills, subject=s.fills(), type_=Fill, handler=self._on_fill, start_seq=self.last_seq + 1
         )
@@ -123,6 +162,11 @@ class PortfolioLedger(Actor):
             ("performance", Empty, self._on_performance),
         ):
             await self.bus.subscribe(s.query(what), type_, handler, queue=self.name)  # type: ignore[arg-type]
+        # a live venue's balances (the order-router publishes them; paper mode never does), one at a time
+        await self.bus.consume(
+            stream=s.s_balances, durable="portfolio-ledger-balances", subject=s.balances(), type_=VenueBalances,
+            handler=self._on_balances, max_ack_pending=1, ack_wait=60.0,
+        )  # fmt: skip
         interval = self.settings.POSITION_UPDATE_INTERVAL / 1000
         self.spawn(self.every(interval, self.revalue, "portfolio revaluation"), "revalue")
         self.spawn(self.every(LIMITS_EVERY_S, self._follow_limits, "reading the risk limits"), "limits")
@@ -136,6 +180,7 @@ class PortfolioLedger(Actor):
             "fills": self.ledger.fills_applied,
             "lastFillSeq": self.last_seq,
             "rejectedFills": self.rejected,
+            "balanceMismatches": self.mismatches,
             "equity": str(equity(self.ledger, self.marks, self.bridge)),
         }
 
@@ -161,54 +206,228 @@ class PortfolioLedger(Actor):
             return
         fills_last = (await self.bus.js.stream_info(self.subjects.s_fills)).state.last_seq or 0
         orders_last = (await self.bus.js.stream_info(self.subjects.s_orders)).state.last_seq or 0
-        if st.fills_seq > fills_last or st.orders_seq > orders_last:
+        adjustments_last = (await self.bus.js.stream_info(self.subjects.s_adjustments)).state.last_seq or 0
+        if st.fills_seq > fills_last or st.orders_seq > orders_last or st.adjustments_seq > adjustments_last:
             self.log.warning("snapshot is ahead of the streams (were they recreated?): rebuilding from the streams")
             return
         self.ledger, self.day, self.tracker = st.ledger, st.day, st.tracker
         self.applied = RecentIds(FILL_DEDUPE_WINDOW, st.applied)
         self.last_seq, self.orders_seq = st.fills_seq, st.orders_seq
-        self.saved_at = (self.last_seq, self.orders_seq)
+        self.adjustments_followed = st.adjustments_seq
+        self.fill_journal = st.fill_journal or Journal(floor=st.fills_seq)
+        self.order_journal = st.order_journal or Journal(floor=now_ms())
+        self.readings = dict(st.readings)
+        self.saved_at = (self.last_seq, self.orders_seq, self.adjustments_seq())
         self.log.info("snapshot loaded: fills up to seq {}, orders up to seq {}", self.last_seq, self.orders_seq)
 
+    def adjustments_seq(self) -> int:
+        """The ADJUSTMENTS position the books stand at: every adjustment up to it is in them."""
+        if self.pending_adjustments:
+            return min(seq for seq, _ in self.pending_adjustments) - 1
+        return self.adjustments_followed
+
     async def save_snapshot(self, force: bool = False) -> None:
-        if not self.live or (not force and self.saved_at == (self.last_seq, self.orders_seq)):
+        at = (self.last_seq, self.orders_seq, self.adjustments_seq())
+        if not self.live or (not force and self.saved_at == at):
             return
-        at = (self.last_seq, self.orders_seq)
-        state = LedgerState(self.ledger, self.day, self.tracker, list(self.applied), *at, fold=FOLD_VERSION)
+        state = LedgerState(
+            self.ledger, self.day, self.tracker, list(self.applied), self.last_seq, self.orders_seq,
+            fold=FOLD_VERSION, adjustments_seq=at[2], fill_journal=self.fill_journal,
+            order_journal=self.order_journal, readings=dict(self.readings),
+        )  # fmt: skip
         await self.snapshots.save(msgspec.json.encode(state))
         self.saved_at = at
 
     # -- events ----------------------------------------------------------------------------------------
     async def _on_fill(self, fill: Fill, env: Envelope) -> None:
-        if fill.fill_id in self.applied:
-            self.last_seq = max(self.last_seq, env.seq or 0)
+        async with self.books_lock:  # (free but while a reading adjusts the books: then after it)
+            booked = self._book_fill(fill, env)
+            self._apply_pending()
+        if isinstance(booked, LedgerError):
+            if self.live:
+                reason = f"ledger cannot book fill {fill.fill_id}: {booked}"
+                await self.bus.dead_letter(env.subject, reason, env.raw.data, env.seq)
             return
+        if booked and self.live:
+            await self._after_fill(fill)
+
+    def _book_fill(self, fill: Fill, env: Envelope) -> bool | LedgerError:
+        """Book a fill (False: booked already); the fill journal records what it changed."""
+        seq = env.seq or 0
+        if fill.fill_id in self.applied:
+            self.last_seq = max(self.last_seq, seq)
+            return False
         # a fill belongs to the day it happened, live or replayed (days only move forward)
         self.day = roll_day(self.ledger, self.marks, self.day, day_key(fill.timestamp), self.bridge)
+        currencies = pair_currencies(fill.pair)
+        before = self.ledger.figures(currencies)
         try:
             self.ledger.apply_fill(fill)
         except LedgerError as e:
             self.rejected += 1
-            if self.live:
-                reason = f"ledger cannot book fill {fill.fill_id}: {e}"
-                await self.bus.dead_letter(env.subject, reason, env.raw.data, env.seq)
-            self.last_seq = max(self.last_seq, env.seq or 0)
-            return
+            self.last_seq = max(self.last_seq, seq)
+            return e
+        self.fill_journal.record(seq, before, self.ledger.figures(currencies))
         self.applied.add(fill.fill_id)
-        self.last_seq = max(self.last_seq, env.seq or 0)
+        self.last_seq = max(self.last_seq, seq)
         if not self.live:
             self.dirty.add(fill.pair)
-            return
+        return True
+
+    async def _after_fill(self, fill: Fill) -> None:
         await self._check_negative()
         total = equity(self.ledger, self.marks, self.bridge)
         view = position_view(self.ledger, fill.pair, self.marks, self.day, total, self.rounding, self.bridge)
         await self.bus.js_publish(self.subjects.position_events(fill.pair), view, msg_id=f"pos:{fill.fill_id}")
 
     async def _on_order(self, ev: OrderEvent, env: Envelope) -> None:
+        currencies = pair_currencies(ev.order.pair)
+        before = self.ledger.figures(currencies)
         self.ledger.apply_order(ev.order)
+        self.order_journal.record(env.stored_at or now_ms(), before, self.ledger.figures(currencies))
         self.orders_seq = max(self.orders_seq, env.seq or 0)
         if self.live:
             await self._check_negative()
+
+    # -- balances reconciled with a live venue (domain/reconcile.py) -----------------------------------
+    async def _on_adjustment(self, adj: BalanceAdjusted, env: Envelope) -> None:
+        """An adjustment on the ADJUSTMENTS stream (made by this ledger or another instance): into the
+        books once, after the fills it was made after (it waits for them when they are not booked yet)."""
+        self.adjustments_followed = max(self.adjustments_followed, env.seq or 0)
+        if adj.fills_seq <= self.last_seq:
+            self._apply_adjustment(adj)
+        else:
+            self.pending_adjustments.append((env.seq or 0, adj))
+
+    def _apply_pending(self) -> None:
+        if not self.pending_adjustments:
+            return
+        ready = [(seq, a) for seq, a in self.pending_adjustments if a.fills_seq <= self.last_seq]
+        if ready:
+            self.pending_adjustments = [p for p in self.pending_adjustments if p[1].fills_seq > self.last_seq]
+            for _, a in sorted(ready, key=lambda p: p[0]):
+                self._apply_adjustment(a)
+
+    def _apply_adjustment(self, adj: BalanceAdjusted) -> None:
+        if not self.ledger.apply_adjustment(adj):
+            return  # in the books already
+        # an opening: the performance figures (and the day) start again from the opening balances
+        key = f"{adj.venue}:{adj.reading_seq}"
+        if adj.reason == "opening" and self.tracker.open_at(key, equity(self.ledger, self.marks, self.bridge)):
+            self.day = DayStart()
+        if self.live:
+            self.log.info(
+                "{} {} {}: total {} -> {}, available {} -> {} (adjustment {})", adj.reason, adj.venue, adj.currency,
+                adj.from_total, adj.to_total, adj.from_available, adj.to_available, adj.adjustment_id,
+            )  # fmt: skip
+
+    async def _on_balances(self, r: VenueBalances, env: Envelope) -> None:
+        """A venue's balances: compared with the books as of the reading's FILLS position; a difference
+        beyond dust is a BALANCE_MISMATCH alert (once per breach) and the venue's figures win, recorded
+        as BalanceAdjusted events. Safe to receive twice: the second finds no difference."""
+        problem = reading_problem(r, env.subject.rsplit(".", 1)[-1])
+        if problem is not None:
+            field, why = problem
+            reason = f"balances not compared: {field}: {why}"
+            await self.bus.dead_letter(env.subject, reason, env.raw.data, env.seq)
+            return
+        last = self.readings.get(r.venue)
+        if last is not None and r.ts < last:
+            self.log.warning(
+                "balances of {} read at {}: older than the last compared ({}), skipped", r.venue, r.ts, last
+            )
+            return
+        s = self.subjects
+        if not await self._wait_until(lambda: max(self.last_seq, self.bus.followed_to(s.s_fills)) >= r.fills_seq):
+            fills_last = (await self.bus.js.stream_info(s.s_fills)).state.last_seq or 0
+            if fills_last < r.fills_seq:
+                reason = (
+                    f"balances not compared: fillsSeq: {r.fills_seq} is beyond the FILLS stream (last {fills_last})"
+                )
+                await self.bus.dead_letter(env.subject, reason, env.raw.data, env.seq)
+                return
+            raise Transient(f"the ledger has not booked the fills up to {r.fills_seq} yet")
+        # what was stored before the reading (order changes, adjustments) is in the books before we compare
+        for stream in (s.s_orders, s.s_adjustments):
+            stored = (await self.bus.js.stream_info(stream)).state.last_seq or 0
+            if not await self._wait_until(lambda st=stream, n=stored: self.bus.followed_to(st) >= n):
+                raise Transient(f"the ledger has not read {stream} up to {stored} yet")
+        async with self.books_lock:  # no fill is booked until the adjustments are stored and in the books
+            await self._reconcile(r, env)
+        await self._check_negative()
+
+    async def _wait_until(self, ready: Callable[[], bool]) -> bool:
+        deadline = time.monotonic() + READING_WAIT_S
+        while not ready():
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
+
+    async def _reconcile(self, r: VenueBalances, env: Envelope) -> None:
+        at, cut, seq = r.fills_seq, env.stored_at or now_ms(), env.seq or 0
+        if not (self.fill_journal.covers(at) and self.order_journal.covers(cut)):
+            self.log.warning(
+                "balances of {} at fills seq {}: too far back to compare (the changes since are no longer all "
+                "remembered); the next reading will be compared", r.venue, at,
+            )  # fmt: skip
+            return
+        now = {c: (b.total, b.locked, b.correction) for c, b in self.ledger.balances.items()}
+        books = as_of(now, self.fill_journal.since(at), self.order_journal.since(cut))
+        opening = r.opening and self.ledger.fills_applied == 0
+        if r.opening and not opening:
+            self.log.warning("opening balances of {} with {} fills booked: compared as any reading", r.venue,
+                             self.ledger.fills_applied)  # fmt: skip
+        if opening:
+            found = changes(books, venue_figures(r), lambda c: ZERO)
+        else:
+            default = self.rounding.default
+            found = changes(
+                books, venue_figures(r), lambda c: dust_of(c, self.balance_dust, self.rounding.decimals, default)
+            )
+        self.readings[r.venue] = r.ts
+        ts = now_ms()
+        adjustments = [
+            BalanceAdjusted(
+                adjustment_id=f"{r.venue}:{seq}:{ch.currency}", venue=r.venue, currency=ch.currency,
+                from_total=ch.ledger_total, from_available=ch.ledger_available, to_total=ch.venue_total,
+                to_available=ch.venue_free, locked_delta=ch.locked_delta,
+                reason="opening" if opening else "mismatch", fills_seq=self.last_seq, reading_fills_seq=at,
+                reading_seq=seq, reading_ts=r.ts, ts=ts,
+            )
+            for ch in found
+        ]  # fmt: skip
+        if not opening:
+            breached = {(r.venue, ch.currency) for ch in found}
+            for ch in found:
+                if (r.venue, ch.currency) in self.mismatched:
+                    continue  # alerted already: one alert per breach
+                self.mismatches += 1
+                msg = (
+                    f"{r.venue} {ch.currency} balance differs from the ledger's: ledger total {ch.ledger_total}, "
+                    f"available {ch.ledger_available}; venue total {ch.venue_total}, free {ch.venue_free}; "
+                    "the venue's figures are adopted"
+                )
+                self.log.error(msg)
+                figures = BalanceMismatch(
+                    venue=r.venue, currency=ch.currency, ledger_total=ch.ledger_total,
+                    ledger_available=ch.ledger_available, venue_total=ch.venue_total, venue_free=ch.venue_free,
+                )  # fmt: skip
+                alert = RiskAlert(severity="critical", code="BALANCE_MISMATCH", message=msg, ts=ts, balance=figures)
+                # stored before the adjustment: a crash between the two repeats the alert (the same id within
+                # the duplicate window), never loses it
+                await self.bus.js_publish(
+                    self.subjects.risk_events, alert, msg_id=f"balance-mismatch:{r.venue}:{seq}:{ch.currency}"
+                )
+            self.mismatched = {k for k in self.mismatched if k[0] != r.venue} | breached
+        elif adjustments:
+            self.log.info("opening balances of {} adopted: {}", r.venue, ", ".join(
+                f"{a.currency} {a.to_total} (free {a.to_available})" for a in adjustments))  # fmt: skip
+        for adj in adjustments:
+            await self.bus.js_publish(
+                self.subjects.balance_adjustments(r.venue), adj, msg_id=f"adjusted:{adj.adjustment_id}"
+            )
+            self._apply_adjustment(adj)
 
     async def _check_negative(self) -> None:
         """One alert when a currency's balance goes below what the settings allow (a short position is
@@ -222,7 +441,7 @@ class PortfolioLedger(Actor):
         for currency in sorted(new):
             b = self.ledger.balance(currency)
             what = "below its short positions" if allow_short else "below zero"
-            msg = f"{currency} balance {what}: total {b.total}, available {b.available} (locked {b.locked})"
+            msg = f"{currency} balance {what}: total {b.total}, available {b.available} (locked {b.held})"
             self.log.error(msg)
             await self.bus.js_publish(
                 self.subjects.risk_events,
@@ -259,7 +478,9 @@ class PortfolioLedger(Actor):
 
     async def revalue(self) -> PortfolioSnapshot:
         snap = self.current()
-        self.tracker.sample(snap.ts, equity(self.ledger, self.marks, self.bridge))
+        total = equity(self.ledger, self.marks, self.bridge)
+        self.tracker.settle(total, complete=not snap.summary.unconverted)  # an opening still valued provisionally
+        self.tracker.sample(snap.ts, total)
         await self.bus.js_publish(self.subjects.portfolio_events, snap)
         return snap
 

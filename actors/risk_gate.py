@@ -75,6 +75,7 @@ from schemas.messages import (
     AlertsPage,
     AlertsQuery,
     ApprovedOrder,
+    BalanceAdjusted,
     CancelOrder,
     CommandReply,
     Empty,
@@ -213,6 +214,12 @@ class RiskGate(Actor):
         await self._load_config()
         await self.bus.replay(stream=s.s_fills, subject=s.fills(), type_=Fill, handler=self._on_fill)
         await self.bus.replay(stream=s.s_orders, subject=s.order_events(), type_=OrderEvent, handler=self._on_order)
+        # a live venue's balances adopted by the ledger (adjustments are differences: their order with the
+        # fills does not change the balances)
+        await self.bus.replay(
+            stream=s.s_adjustments, subject=s.balance_adjustments(), type_=BalanceAdjusted,
+            handler=self._on_adjustment,
+        )  # fmt: skip
         risk_last = (await self.bus.js.stream_info(s.stream_name("RISK"))).state.last_seq or 0
         await self.bus.replay(
             stream=s.stream_name("RISK"), subject=s.risk_events, type_=RiskAlert, handler=self._on_alert,
@@ -326,6 +333,9 @@ class RiskGate(Actor):
                 del self.pending[f.client_order_id]
             else:
                 p.signed, p.amount = p.signed * keep, p.amount * keep
+
+    async def _on_adjustment(self, adj: BalanceAdjusted, env: Envelope) -> None:
+        self.books_model.apply_adjustment(adj)
 
     async def _on_order(self, ev: OrderEvent, env: Envelope) -> None:
         self.orders_seq = max(self.orders_seq, env.seq or 0)

@@ -131,6 +131,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     BASE_CURRENCY: str = "USDT"
     CONVERSION_BRIDGE: str = "USDT"  # totals: X_BASE, else BASE_X, else through this currency
     CURRENCY_PRECISION: str = ""  # JSON: {"USDT": 2, "BTC": 8}; 8 decimals for the others
+    BALANCE_DUST: str = ""  # a venue's balance this close to the ledger's agrees: JSON {"USDT": "0.01"}; see below
     POSITION_UPDATE_INTERVAL: int = 5000
     SNAPSHOT_INTERVAL: int = 30_000
     # -- bus and market data ------------------------------------------------------------------------
@@ -337,6 +338,27 @@ def _currency_precision(raw: Any) -> str:
     return s.strip()
 
 
+def parse_balance_dust(raw: str) -> dict[str, Decimal]:
+    """BALANCE_DUST: currency -> the largest difference between the venue's balance and the ledger's
+    that still agrees ("*": any other currency). A currency not named (and no "*"): one unit of its last
+    decimal in CURRENCY_PRECISION (0.00000001 with the default 8 decimals)."""
+    return msgspec.json.decode(raw, type=dict[str, Decimal]) if raw.strip() else {}
+
+
+def _balance_dust(raw: Any) -> str:
+    s = raw if isinstance(raw, str) else msgspec.json.encode(raw).decode()
+    allowed = (
+        'a JSON object of currency (or "*" for any other) -> amount >= 0, e.g. {"USDT": "0.01", "*": "0.00000001"}'
+    )
+    try:
+        dust = parse_balance_dust(s)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        raise ValueError(allowed) from None
+    if not all((c == "*" or re.match(r"^[A-Z0-9]{2,20}$", c)) and v.is_finite() and v >= 0 for c, v in dust.items()):
+        raise ValueError(allowed)
+    return s.strip()
+
+
 class CorrelationGroup(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
     pairs: list[str]
     max_exposure: Decimal
@@ -499,6 +521,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "PRICE_BAND_PERCENT": _dec(Decimal(0), Decimal(1000)),
     "INITIAL_BALANCE": _dec(Decimal(0), lo_open=True),
     "CURRENCY_PRECISION": _currency_precision,
+    "BALANCE_DUST": _balance_dust,
     "BASE_CURRENCY": _pattern(re.compile(r"^[A-Z0-9]{2,20}$"), "an upper-case currency code such as USDT"),
     "CONVERSION_BRIDGE": _pattern(re.compile(r"^[A-Z0-9]{2,20}$"), "an upper-case currency code such as USDT"),
     "POSITION_UPDATE_INTERVAL": _int(100),

@@ -10,19 +10,27 @@ Rules (see ARCHITECTURE.md, "Money maths"):
   left to fill); a cancel or the last fill releases it (``apply_order``);
 - every position cycle (from flat to flat, or to a flip) is kept when it closes, with its realized
   P&L, fees, open and close times and average open and close prices.
+- a live venue's balance that differs from the books is adopted as an adjustment
+  (``apply_adjustment``, decided in domain/reconcile.py): the total moves by the difference, and a
+  per-currency ``correction`` is added to what the working orders lock (``held`` = max(locked +
+  correction, 0), ``available`` = total - held), so fills and lock changes that come later move the
+  books as before, never undoing the adjustment nor counting it twice.
 Exact Decimal throughout; nothing is rounded here (rounding is for the edge, see valuation).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from schemas.messages import Fill, Order, OrderStatus
+from schemas.messages import BalanceAdjusted, Fill, Order, OrderStatus
 from schemas.subjects import pair_currencies
 
 ZERO = Decimal(0)
 S = OrderStatus
+RECENT_ADJUSTMENTS = 20  # kept for GET /api/portfolio (balanceAdjustments)
+ADJUSTMENT_IDS = 10_000  # adjustment ids remembered, so one stored twice is applied once
 
 # orders at the venue or on their way there hold funds; contingent and untriggered ones do not
 LOCKING = frozenset({S.SUBMITTED, S.ACCEPTED, S.TRIGGERED, S.PARTIALLY_FILLED, S.PENDING_UPDATE, S.PENDING_CANCEL})
@@ -212,11 +220,20 @@ class Position:
 @dataclass(slots=True)
 class Balance:
     total: Decimal = ZERO
-    locked: Decimal = ZERO
+    locked: Decimal = ZERO  # what the working orders lock, as the ledger knows them
+    correction: Decimal = ZERO  # what the venue holds beyond (or short of) ``locked``, per the adjustments
+
+    @property
+    def held(self) -> Decimal:
+        """What is not available: the locks corrected by the venue's readings, never below zero."""
+        if not self.correction:
+            return self.locked
+        h = self.locked + self.correction
+        return h if h > ZERO else ZERO
 
     @property
     def available(self) -> Decimal:
-        return self.total - self.locked
+        return self.total - self.held
 
 
 @dataclass(slots=True)
@@ -269,6 +286,9 @@ class Ledger:
     history: list[ClosedCycle] = field(default_factory=list)
     locks: dict[str, Lock] = field(default_factory=dict)  # order id -> what it holds
     filled_by_fills: dict[str, Decimal] = field(default_factory=dict)  # order id -> filled, as the fills say
+    adjustments: list[BalanceAdjusted] = field(default_factory=list)  # the last RECENT_ADJUSTMENTS, oldest first
+    adjustment_ids: list[str] = field(default_factory=list)  # the last ADJUSTMENT_IDS applied, oldest first
+    opened_at_venue: str | None = None  # the venue whose balances replaced INITIAL_BALANCE (opening)
 
     def __post_init__(self) -> None:
         if not self.balances:
@@ -309,6 +329,34 @@ class Ledger:
             floor = shorts.get(c, ZERO)
             if b.total < floor or b.available + selling.get(c, ZERO) < floor:
                 out.append(c)
+        return out
+
+    def apply_adjustment(self, adj: BalanceAdjusted) -> bool:
+        """Set one currency's books to a venue's reading: the total moves by ``to_total - from_total``,
+        the correction of what is locked by ``locked_delta``. Both are differences, so the result is the
+        same whichever fills and order changes come before or after it. False (nothing changed) for an
+        adjustment already applied (the same id)."""
+        if adj.adjustment_id in self.adjustment_ids:
+            return False
+        b = self.balance(adj.currency)
+        b.total += adj.to_total - adj.from_total
+        b.correction += adj.locked_delta
+        if adj.reason == "opening":
+            self.opened_at_venue = adj.venue
+        self.adjustments.append(adj)
+        if len(self.adjustments) > RECENT_ADJUSTMENTS:
+            del self.adjustments[: len(self.adjustments) - RECENT_ADJUSTMENTS]
+        self.adjustment_ids.append(adj.adjustment_id)
+        if len(self.adjustment_ids) > ADJUSTMENT_IDS:
+            del self.adjustment_ids[: len(self.adjustment_ids) - ADJUSTMENT_IDS]
+        return True
+
+    def figures(self, currencies: Iterable[str]) -> dict[str, tuple[Decimal, Decimal]]:
+        """(total, locked) of each currency: what a fill or an order change moves (see domain/reconcile.py)."""
+        out = {}
+        for c in currencies:
+            b = self.balances.get(c)
+            out[c] = (b.total, b.locked) if b is not None else (ZERO, ZERO)
         return out
 
     def _set_lock(self, order_id: str, lock: Lock | None) -> None:

@@ -5,6 +5,8 @@ position cycles (round trips). Formulas:
 
 - period return: with E_k the last equity sample of period k (UTC day ``YYYY-MM-DD``, ISO week
   ``YYYY-Www``, month ``YYYY-MM``) and E_0 the initial balance, r_k = E_k / E_(k-1) - 1;
+  the initial balance is INITIAL_BALANCE, or, once a live venue's opening balances replaced it, what
+  they were worth in the base currency (``EquityTracker.open_at`` / ``settle``);
 - total return = E_now / initial - 1;
 - drawdown: with P the running peak of equity (starting at the initial balance), drawdown = P - E and
   drawdown % = (P - E) / P; max drawdown is the largest over the curve, current drawdown the last;
@@ -188,12 +190,30 @@ class EquityTracker:
     MAX_CURVE_POINTS of them; the close of every UTC day for ever; the running peak and the worst
     drawdown seen."""
 
-    initial: Decimal
+    initial: Decimal  # the starting equity: INITIAL_BALANCE, or the opening balances of a live venue
     curve: list[tuple[int, Decimal]] = field(default_factory=list)
     closes: dict[str, tuple[int, Decimal]] = field(default_factory=dict)
     peak: Decimal | None = None
     max_dd: Decimal = ZERO
     max_dd_pct: Decimal = ZERO
+    opening: str | None = None  # the reading whose balances became the opening balances (venue:seq)
+    opening_pending: bool = False  # the starting equity still follows the marks (not every currency converted yet)
+
+    def open_at(self, key: str, equity: Decimal) -> bool:
+        """Start again from a venue's opening balances worth ``equity`` (provisional until ``settle``).
+        False when that opening was adopted already (a replay)."""
+        if self.opening == key:
+            return False
+        self.initial, self.opening, self.opening_pending = equity, key, True
+        self.curve, self.closes, self.peak, self.max_dd, self.max_dd_pct = [], {}, None, ZERO, ZERO
+        return True
+
+    def settle(self, equity: Decimal, complete: bool) -> None:
+        """While the opening is provisional, its starting equity is the equity now (no trade yet counts
+        as one); fixed at the first revaluation where every currency converts (``complete``)."""
+        if self.opening_pending:
+            self.initial = equity
+            self.opening_pending = not complete
 
     def sample(self, ts: int, equity: Decimal) -> None:
         if self.curve and ts // CURVE_STEP_MS == self.curve[-1][0] // CURVE_STEP_MS:
@@ -254,10 +274,11 @@ def report(
     daily_points = tracker.daily_points()
     if not daily_points or daily_points[-1][0] < ts:
         daily_points = [*[p for p in daily_points if day_of(p[0]) != day_of(ts)], (ts, now_equity)]
-    daily = period_returns(daily_points, ledger.initial_balance, day_of)
-    weekly = period_returns(daily_points, ledger.initial_balance, week_of)
-    monthly = period_returns(daily_points, ledger.initial_balance, month_of)
-    peak = max(tracker.peak if tracker.peak is not None else ledger.initial_balance, now_equity)
+    initial = tracker.initial  # INITIAL_BALANCE, or what the opening balances of a live venue were worth
+    daily = period_returns(daily_points, initial, day_of)
+    weekly = period_returns(daily_points, initial, week_of)
+    monthly = period_returns(daily_points, initial, month_of)
+    peak = max(tracker.peak if tracker.peak is not None else initial, now_equity)
     cur = peak - now_equity
     cur_pct = cur / peak if peak > ZERO else ZERO
     rets = [v for _, v in daily]
@@ -308,9 +329,9 @@ def report(
         )
     return Performance(
         base_currency=base,
-        initial_balance=ledger.initial_balance,
+        initial_balance=r.money(initial, base) if tracker.opening else initial,
         equity=r.money(now_equity, base),
-        total_return=r.ratio(now_equity / ledger.initial_balance - 1),
+        total_return=r.ratio(now_equity / initial - 1) if initial else ZERO,
         equity_curve=[EquityPoint(ts=t, equity=r.money(e, base)) for t, e in downsample(points, CURVE_OUTPUT_POINTS)],
         daily_returns=returns(daily, day_of),
         weekly_returns=returns(weekly, week_of),

@@ -30,8 +30,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 
+import msgspec
+
 from domain.ledger import ClosedCycle, Ledger, Position
 from schemas.messages import (
+    BalanceAdjusted,
     BalanceView,
     CurrencyFigures,
     PortfolioSnapshot,
@@ -230,7 +233,7 @@ def roll_day(
         return start
     return DayStart(
         day=day,
-        equity=equity(ledger, marks, bridge) if ledger.fills_applied else ledger.initial_balance,
+        equity=equity(ledger, marks, bridge) if ledger.fills_applied or ledger.adjustments else ledger.initial_balance,
         realized={p: pos.realized_pnl for p, pos in ledger.positions.items()},
         unrealized={
             p: pos.unrealized(m) for p, pos in ledger.positions.items() if (m := mark_of(ledger, p, marks)) is not None
@@ -388,9 +391,10 @@ def snapshot(
         # else there is nothing in it to convert: its units are all held as positions, valued in their quote
         exp = r.exponent(c)
         total = balance.quantize(exp, ROUND_HALF_EVEN)
-        if b is not None and (balance or b.locked or c == base):
-            locked = b.locked.quantize(exp, ROUND_HALF_EVEN)
-            available = total if not b.locked else b.available.quantize(exp, ROUND_HALF_EVEN)
+        if b is not None and (balance or b.held or c == base):
+            not_free = b.held
+            locked = not_free.quantize(exp, ROUND_HALF_EVEN)
+            available = total if not not_free else b.available.quantize(exp, ROUND_HALF_EVEN)
             balance_views.append(BalanceView(currency=c, total=total, available=available, locked=locked))
         if f is _NONE:
             if balance or c == base:
@@ -436,6 +440,20 @@ def snapshot(
         fills_applied=ledger.fills_applied,
         last_fill_seq=last_seq,
         ts=ts,
+        balance_adjustments=[adjustment_view(a, r) for a in reversed(ledger.adjustments)],
+    )
+
+
+def adjustment_view(a: BalanceAdjusted, r: Rounding = EXACT_ENOUGH) -> BalanceAdjusted:
+    """An adjustment as it leaves the books: its amounts rounded to the currency's precision."""
+    c = a.currency
+    return msgspec.structs.replace(
+        a,
+        from_total=r.money(a.from_total, c),
+        from_available=r.money(a.from_available, c),
+        to_total=r.money(a.to_total, c),
+        to_available=r.money(a.to_available, c),
+        locked_delta=r.money(a.locked_delta, c),
     )
 
 

@@ -462,6 +462,48 @@ class PortfolioSummary(Msg):
     conversion_rates: dict[str, Decimal] = msgspec.field(default_factory=dict)  # BASE per unit, as used
 
 
+class VenueBalanceFigures(Msg):
+    """One currency at a venue: ``free`` = ``total`` - what the venue holds for open orders."""
+
+    free: Decimal
+    total: Decimal
+
+
+class VenueBalances(Msg):
+    """A live venue's balances as read there, on ``tbx.events.balances.<venue>`` (order-router ->
+    portfolio-ledger; paper mode never publishes it). ``fills_seq``: the FILLS stream sequence up to
+    which every trade behind these figures has a fill. ``opening``: the first balances of a live venue
+    whose ledger has no fills yet (they become the opening balances)."""
+
+    venue: str
+    balances: dict[str, VenueBalanceFigures]  # by currency code, as the ledger writes them (USDT, BTC)
+    ts: int  # when read at the venue
+    fills_seq: int
+    opening: bool = False
+
+
+class BalanceAdjusted(Msg):
+    """The ledger's books set to a venue's balance for one currency, on ``tbx.events.adjustments.<venue>``
+    (stream ADJUSTMENTS, a book of record the ledger rebuilds from). ``from_*`` are the ledger's figures
+    as of the reading's FILLS position, ``to_*`` the venue's (``to_available`` is its free); the total
+    changes by ``to_total - from_total``, what is locked by ``locked_delta`` (see domain/reconcile.py)."""
+
+    adjustment_id: str  # <venue>:<BALANCES stream seq of the reading>:<currency>
+    venue: str
+    currency: str
+    from_total: Decimal
+    from_available: Decimal
+    to_total: Decimal
+    to_available: Decimal
+    locked_delta: Decimal
+    reason: Literal["mismatch", "opening"]
+    fills_seq: int  # applied after this FILLS sequence (a replay applies it at the same point)
+    reading_fills_seq: int  # the reading's fillsSeq
+    reading_seq: int  # the reading's sequence in the BALANCES stream
+    reading_ts: int  # when the venue was read
+    ts: int  # when the ledger adjusted its books
+
+
 class PortfolioSnapshot(Msg):
     summary: PortfolioSummary
     positions: list[PositionView]
@@ -469,6 +511,7 @@ class PortfolioSnapshot(Msg):
     fills_applied: int
     last_fill_seq: int
     ts: int
+    balance_adjustments: list[BalanceAdjusted] = msgspec.field(default_factory=list)  # the last ones, newest first
 
 
 class Empty(Msg):
@@ -590,6 +633,17 @@ class Heartbeat(Msg):
 Severity = Literal["warning", "critical", "emergency"]
 
 
+class BalanceMismatch(Msg):
+    """The two figures of a ``BALANCE_MISMATCH`` alert: the ledger's and the venue's."""
+
+    venue: str
+    currency: str
+    ledger_total: Decimal
+    ledger_available: Decimal
+    venue_total: Decimal
+    venue_free: Decimal
+
+
 class RiskAlert(Msg):
     """An alert on ``tbx.events.risk``."""
 
@@ -601,6 +655,7 @@ class RiskAlert(Msg):
     order_id: str | None = None
     state: str | None = None  # code TRADING_STATE: the trading state now ...
     previous: str | None = None  # ... and before
+    balance: BalanceMismatch | None = None  # code BALANCE_MISMATCH: both figures
 
 
 class AlertsQuery(Msg):

@@ -82,6 +82,14 @@ class Subjects:
     def risk_events(self) -> str:
         return f"{self.prefix}.events.risk"
 
+    def balances(self, venue: str = "*") -> str:
+        """A venue's balances as read there (order-router, live venues only) -> portfolio-ledger."""
+        return f"{self.prefix}.events.balances.{venue}"
+
+    def balance_adjustments(self, venue: str = "*") -> str:
+        """portfolio-ledger: each adjustment of its books to a venue's balances (a book of record)."""
+        return f"{self.prefix}.events.adjustments.{venue}"
+
     # -- internal durable hops (JetStream stream HOPS) ----------------------------------------------
     def approved_orders(self, pair: str = "*") -> str:
         """risk-gate -> order-router: orders that passed the limits."""
@@ -128,6 +136,8 @@ class Subjects:
             StreamSpec(self.stream_name("POSITIONS"), (f"{p}.events.positions.>",)),
             StreamSpec(self.stream_name("PORTFOLIO"), (self.portfolio_events,), max_msgs_per_subject=1),
             StreamSpec(self.stream_name("RISK"), (self.risk_events,)),
+            StreamSpec(self.stream_name("BALANCES"), (f"{p}.events.balances.>",), max_age_s=4 * week),
+            StreamSpec(self.stream_name("ADJUSTMENTS"), (f"{p}.events.adjustments.>",)),
             StreamSpec(self.stream_name("HOPS"), (f"{p}.hop.>",), max_age_s=week),
             StreamSpec(self.stream_name("DEADLETTER"), (f"{p}.deadletter.>",), max_age_s=4 * week),
         )
@@ -144,6 +154,14 @@ class Subjects:
     @property
     def s_fills(self) -> str:
         return self.stream_name("FILLS")
+
+    @property
+    def s_balances(self) -> str:
+        return self.stream_name("BALANCES")
+
+    @property
+    def s_adjustments(self) -> str:
+        return self.stream_name("ADJUSTMENTS")
 
     @property
     def s_hops(self) -> str:
