@@ -36,7 +36,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.exchanges.binance import BinanceTestExchange
-from tests.exchanges.binance_engine import BinanceError, Engine, SymbolSpec
+from tests.exchanges.binance_engine import Engine
+from tests.exchanges.binance_model import BinanceError, SymbolSpec
 
 KEY, SECRET = "test-key-16", "test-secret-16"
 SYM = "BTC/USDT"
@@ -199,6 +200,37 @@ async def test_market_buy_by_quote_order_qty(client: ccxt.binance, venue: Binanc
         Decimal("0.00999"),
     )
     assert D(order["cost"]) == Decimal("150.05") + Decimal("149.7998")
+
+
+async def test_answer_types_sell_by_quote_and_all_orders(client: ccxt.binance, venue: BinanceTestExchange) -> None:
+    base = {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "0.1"}
+    ack = await client.private_post_order({**base, "price": "29000", "newOrderRespType": "ACK"})
+    assert sorted(ack) == ["clientOrderId", "orderId", "orderListId", "symbol", "transactTime"]
+    result = await client.private_post_order({**base, "price": "29001", "newOrderRespType": "RESULT"})
+    assert result["status"] == "NEW" and result["origQty"] == "0.10000000" and "fills" not in result
+    assert result["workingTime"] == result["transactTime"] and result["selfTradePreventionMode"] == "EXPIRE_MAKER"
+    sell = await client.private_post_order(
+        {"symbol": "BTCUSDT", "side": "SELL", "type": "MARKET", "quoteOrderQty": "45000", "newOrderRespType": "FULL"}
+    )
+    # 1 @ 29990 = 29990, then 15010 / 29980 = 0.50066... -> 0.50066 (whole steps)
+    assert [(f["price"], f["qty"]) for f in sell["fills"]] == [
+        ("29990.00000000", "1.00000000"),
+        ("29980.00000000", "0.50066000"),
+    ]
+    assert (sell["status"], sell["origQuoteOrderQty"], sell["executedQty"]) == (
+        "FILLED",
+        "45000.00000000",
+        "1.50066000",
+    )
+    assert sell["fills"][1]["commissionAsset"] == "USDT" and sell["fills"][0]["tradeId"] == 1
+    everything = await client.fetch_orders(SYM)
+    assert [(o["id"], o["status"]) for o in everything] == [("1", "open"), ("2", "open"), ("3", "closed")]
+    assert [o["id"] for o in await client.fetch_closed_orders(SYM)] == ["3"]
+    # params={"test": True}: /api/v3/order/test validates as a real order would, and places nothing
+    assert await client.create_order(SYM, "limit", "buy", 0.1, 29000, params={"test": True}) is not None
+    with pytest.raises(InvalidOrder, match="LOT_SIZE"):
+        await client.private_post_order_test({**base, "quantity": "0.000015", "price": "29000"})
+    assert len(venue.orders()) == 3
 
 
 async def test_limit_rests_locks_then_fills_as_maker_when_the_book_crosses(
@@ -434,6 +466,24 @@ async def test_clock_skew_is_invalid_nonce(
     assert venue.orders() == []
     venue.clock_offset_ms = 0
     assert (await client.create_order(SYM, "market", "buy", 0.001))["status"] == "closed"
+
+
+async def test_a_key_revoked_after_a_success_is_ddos_protection_in_ccxt(
+    client: ccxt.binance, venue: BinanceTestExchange
+) -> None:
+    await client.fetch_balance()
+    venue.api_key = "rotated"
+    # ccxt 4.5.64 reads -2015 after one authenticated success as a temporary ban, not as bad keys
+    with pytest.raises(DDoSProtection, match="-2015"):
+        await client.fetch_balance()
+
+
+async def test_unknown_endpoint_is_a_plain_404(client: ccxt.binance, venue: BinanceTestExchange) -> None:
+    with pytest.raises(ExchangeNotAvailable, match="404"):
+        await client.public_get_avgprice({"symbol": "BTCUSDT"})
+    assert venue.requests[-1].path == "/api/v3/avgPrice" and venue.requests[-1].status == 404
+    with pytest.raises(BadRequest, match="-1127"):
+        await client.fetch_my_trades(SYM, since=1, params={"endTime": 1 + 25 * 3600 * 1000})
 
 
 # --- faults ---------------------------------------------------------------------------------------
