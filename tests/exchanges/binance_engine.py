@@ -3,7 +3,7 @@
 Pure state, no I/O: symbols with Binance's filters, one book per symbol that the test sets, orders,
 trades and balances, all in Decimal. Requests come in as Binance's own parameters (``dict[str, str]``)
 and are validated as Binance does, failing with :class:`BinanceError` (Binance's code, message and
-HTTP status). Answers are built in Binance's JSON shapes by the ``*_json`` functions.
+HTTP status). Answers are built in Binance's JSON shapes by ``binance_model`` and ``binance_market``.
 
 Rules kept from Binance spot:
 - order ids and trade ids count per symbol; a client order id is unique only among the symbol's open

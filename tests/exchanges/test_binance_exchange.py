@@ -7,6 +7,7 @@ every http(s) URL in its ``urls["api"]`` (as ``EXCHANGE_API_URL`` will do in the
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import re
 import sys
@@ -101,10 +102,20 @@ async def venue() -> AsyncIterator[BinanceTestExchange]:
     await ex.stop()
 
 
+_markets: list[dict[str, Any]] = []  # parsed by the first real load_markets of this module
+
+
 @pytest.fixture
 async def client(venue: BinanceTestExchange) -> AsyncIterator[ccxt.binance]:
+    """A ccxt client on ``venue``. Markets are loaded for real once per module, then handed to the next
+    clients (every venue here lists the same symbols): ccxt's rate limiter would otherwise make each
+    test wait for the weight of exchangeInfo. test_load_markets_* and the key tests load for real."""
     ex = make_client(venue.base_url)
-    await ex.load_markets()
+    if _markets:
+        ex.set_markets(copy.deepcopy(_markets))
+    else:
+        _markets.extend(copy.deepcopy(list((await ex.load_markets()).values())))
+    venue.requests.clear()
     yield ex
     await ex.close()
 
@@ -116,7 +127,12 @@ def D(x: Any) -> Decimal:
 # --- markets and public data -------------------------------------------------------------------
 
 
-async def test_load_markets_has_the_filters_as_set(client: ccxt.binance, venue: BinanceTestExchange) -> None:
+async def test_load_markets_has_the_filters_as_set(venue: BinanceTestExchange) -> None:
+    client = make_client(venue.base_url)
+    try:
+        await client.load_markets()
+    finally:
+        await client.close()
     m = client.markets[SYM]
     assert (m["id"], m["base"], m["quote"], m["spot"], m["active"]) == ("BTCUSDT", "BTC", "USDT", True, True)
     assert D(m["precision"]["price"]) == Decimal("0.01") and D(m["precision"]["amount"]) == Decimal("0.00001")
@@ -587,8 +603,8 @@ OPS = st.one_of(
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(OPS, max_size=25))
 def test_balances_are_conserved_and_locked_is_what_open_orders_reserve(ops: list[tuple[Any, ...]]) -> None:
-    spec = SymbolSpec(base="AAA", quote="QQ", tick_size=Decimal(1), min_price=Decimal(1), step_size=Decimal("0.1"))
-    spec = SymbolSpec(**{**spec.__dict__, "min_qty": Decimal("0.1"), "min_notional": Decimal(1)})
+    one, tenth = Decimal(1), Decimal("0.1")
+    spec = SymbolSpec("AAA", "QQ", tick_size=one, min_price=one, step_size=tenth, min_qty=tenth, min_notional=one)
     start = {"AAA": Decimal(20), "QQ": Decimal(2000)}
     eng = Engine([spec], start, Decimal("0.0005"), Decimal("0.001"), lambda: 1)
     for op in ops:
