@@ -32,6 +32,7 @@ import json
 import signal
 import sys
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
@@ -126,6 +127,7 @@ class BinanceTestExchange:
         self.engine = Engine(symbols, balances, dec(maker_fee), dec(taker_fee), self.now_ms)
         self.requests: list[LoggedRequest] = []
         self.faults: list[Fault] = []
+        self._weights: deque[int] = deque()  # answer times of the last minute (X-MBX-USED-WEIGHT-1M)
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
         self.base_url = ""
@@ -347,7 +349,11 @@ class BinanceTestExchange:
         return web.Response(status=500)  # never reaches the client: the connection is gone
 
     def _json(self, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> web.Response:
-        used = sum(1 for r in self.requests if r.time_ms >= self.now_ms() - 60_000)
+        now = self.now_ms()
+        self._weights.append(now)
+        while self._weights and self._weights[0] < now - 60_000:
+            self._weights.popleft()
+        used = len(self._weights)
         return web.Response(
             status=status,
             text=json.dumps(payload),

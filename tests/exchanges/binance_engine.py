@@ -78,6 +78,8 @@ class Engine:
         self.trades: list[Trade] = []
         self.last_price: dict[str, Decimal] = {}
         self._by_id: dict[tuple[str, int], Order] = {}
+        self._by_client: dict[tuple[str, str], list[Order]] = {}
+        self._open: dict[str, dict[int, Order]] = {s: {} for s in self.specs}  # may hold closed ones: prune
         self._next_order_id: dict[str, int] = dict.fromkeys(self.specs, 1)
         self._next_trade_id: dict[str, int] = dict.fromkeys(self.specs, 1)
         self.update_time = clock()
@@ -105,9 +107,16 @@ class Engine:
             if order is not None and client_id is not None and order.client_order_id != client_id:
                 return None
             return order
-        matches = [o for o in self.orders if o.symbol == spec.symbol and o.client_order_id == client_id]
+        matches = self._by_client.get((spec.symbol, client_id or ""), [])
         open_ = [o for o in matches if o.is_open]
         return (open_ or matches or [None])[-1]
+
+    def _open_of(self, sid: str) -> list[Order]:
+        """The symbol's open orders, oldest first."""
+        held = self._open[sid]
+        for order_id in [i for i, o in held.items() if not o.is_open]:
+            del held[order_id]
+        return list(held.values())
 
     # --- books ---------------------------------------------------------------------------------
 
@@ -139,7 +148,7 @@ class Engine:
         changed = True
         while changed:
             changed = False
-            for order in [o for o in self.orders if o.symbol == sid and o.is_open]:
+            for order in self._open_of(sid):
                 if not order.is_working:
                     if self._stop_reached(order, book):
                         trades += self._trigger(order)
@@ -413,7 +422,7 @@ class Engine:
     def place(self, req: NewOrder, *, external: bool = False) -> tuple[Order, list[Trade], str]:
         spec, sid = req.spec, req.spec.symbol
         book = self.books[sid]
-        if any(o.symbol == sid and o.is_open and o.client_order_id == req.client_order_id for o in self.orders):
+        if any(o.is_open for o in self._by_client.get((sid, req.client_order_id), [])):
             raise BinanceError(-2010, "Duplicate order sent.")
         if req.type == "LIMIT_MAKER":
             best = book.best("ask" if req.side == "BUY" else "bid")
@@ -470,6 +479,8 @@ class Engine:
         self._next_order_id[sid] += 1
         self.orders.append(order)
         self._by_id[(sid, order.order_id)] = order
+        self._by_client.setdefault((sid, order.client_order_id), []).append(order)
+        self._open[sid][order.order_id] = order
         self.update_time = now
         fills: list[Trade] = []
         if req.type == "MARKET":
@@ -595,7 +606,7 @@ class Engine:
         return cancelled, order, fills, resp, cancel_new_id
 
     def cancel_all(self, spec: SymbolSpec) -> list[Order]:
-        open_ = [o for o in self.orders if o.symbol == spec.symbol and o.is_open]
+        open_ = self._open_of(spec.symbol)
         if not open_:
             raise BinanceError(-2011, "Unknown order sent.")
         for order in open_:
@@ -603,7 +614,7 @@ class Engine:
         return open_
 
     def open_orders(self, symbol: str | None) -> list[Order]:
-        return [o for o in self.orders if o.is_open and (symbol is None or o.symbol == symbol)]
+        return [o for sid in ([symbol] if symbol else self.specs) for o in self._open_of(sid)]
 
     @staticmethod
     def _window(params: Mapping[str, str]) -> tuple[int | None, int | None]:
