@@ -32,6 +32,7 @@ import json
 import signal
 import sys
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
@@ -40,12 +41,13 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from tests.exchanges.binance_engine import (
+from tests.exchanges import binance_market as market
+from tests.exchanges.binance_engine import Engine
+from tests.exchanges.binance_model import (
     AUTH_PARAMS,
     CANCEL_REPLACE_PARAMS,
     ORDER_PARAMS,
     BinanceError,
-    Engine,
     Order,
     SymbolSpec,
     Trade,
@@ -125,6 +127,7 @@ class BinanceTestExchange:
         self.engine = Engine(symbols, balances, dec(maker_fee), dec(taker_fee), self.now_ms)
         self.requests: list[LoggedRequest] = []
         self.faults: list[Fault] = []
+        self._weights: deque[int] = deque()  # answer times of the last minute (X-MBX-USED-WEIGHT-1M)
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
         self.base_url = ""
@@ -312,6 +315,8 @@ class BinanceTestExchange:
             elif fault.kind == "trade_reported_twice" and isinstance(payload, list):
                 payload = [row for row in payload for _ in (0, 1)]
         entry.status = status
+        if payload is None:
+            return web.Response(status=status, text="Not Found", content_type="text/plain")
         return self._json(status, payload)
 
     def _early_fault(self, fault: Fault, request: web.Request) -> web.StreamResponse | None:
@@ -344,7 +349,11 @@ class BinanceTestExchange:
         return web.Response(status=500)  # never reaches the client: the connection is gone
 
     def _json(self, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> web.Response:
-        used = sum(1 for r in self.requests if r.time_ms >= self.now_ms() - 60_000)
+        now = self.now_ms()
+        self._weights.append(now)
+        while self._weights and self._weights[0] < now - 60_000:
+            self._weights.popleft()
+        used = len(self._weights)
         return web.Response(
             status=status,
             text=json.dumps(payload),
@@ -355,7 +364,7 @@ class BinanceTestExchange:
     def _process(self, request: web.Request, params: Params, raw_query: str, raw_body: str) -> tuple[int, Any]:
         route = self._routes.get((request.method, request.path))
         if route is None:
-            return 404, {"code": -1000, "msg": f"Unknown endpoint {request.method} {request.path}"}
+            return 404, None  # as Binance's front: a plain 404 (ccxt raises ExchangeNotAvailable)
         try:
             if route.signed:
                 self._authenticate(request, params, raw_query, raw_body)
@@ -405,14 +414,15 @@ class BinanceTestExchange:
         public("GET", "/api/v3/time", lambda p: {"serverTime": self.now_ms()})
         public("GET", "/api/v3/exchangeInfo", self._exchange_info)
         public("GET", "/api/v3/depth", self._depth)
-        public("GET", "/api/v3/ticker/24hr", lambda p: self._tickers(p, e.ticker_24hr_json))
-        public("GET", "/api/v3/ticker/bookTicker", lambda p: self._tickers(p, e.book_ticker_json))
-        public("GET", "/api/v3/ticker/price", lambda p: self._tickers(p, e.price_ticker_json))
+        public("GET", "/api/v3/ticker/24hr", lambda p: self._tickers(p, market.ticker_24hr_json))
+        public("GET", "/api/v3/ticker/bookTicker", lambda p: self._tickers(p, market.book_ticker_json))
+        public("GET", "/api/v3/ticker/price", lambda p: self._tickers(p, market.price_ticker_json))
         # a spot-only account: no margin pairs (ccxt's load_markets signs these when it has keys)
         signed("GET", "/sapi/v1/margin/allPairs", lambda p: [], ("symbol",))
         signed("GET", "/sapi/v1/margin/isolated/allPairs", lambda p: [], ("symbol",))
         signed("GET", "/api/v3/account", self._account, ("omitZeroBalances",))
         signed("POST", "/api/v3/order", self._new_order, ORDER_PARAMS)
+        signed("POST", "/api/v3/order/test", self._test_order, ORDER_PARAMS | {"computeCommissionRates"})
         signed(
             "GET", "/api/v3/order", lambda p: e.query_order(p).query_json(), ("symbol", "orderId", "origClientOrderId")
         )
@@ -434,7 +444,7 @@ class BinanceTestExchange:
         )
 
     def _exchange_info(self, params: Params) -> dict[str, Any]:
-        wanted = self.engine.symbols_param(params)
+        wanted = market.symbols_param(self.engine, params)
         specs = [s for s in self.engine.specs.values() if wanted is None or s.symbol in wanted]
         return {
             "timezone": "UTC",
@@ -454,20 +464,39 @@ class BinanceTestExchange:
         limit = param_int(params, "limit") or 100
         if not 1 <= limit <= 5000:
             raise BinanceError(-1100, "Illegal characters found in parameter 'limit'; legal range is '1-5000'.")
-        return self.engine.depth_json(spec.symbol, limit)
+        return market.depth_json(self.engine, spec.symbol, limit)
 
-    def _tickers(self, params: Params, one: Callable[[str], dict[str, Any]]) -> Any:
+    def _tickers(self, params: Params, one: Callable[[Engine, str], dict[str, Any]]) -> Any:
         if "symbol" in params:
-            return one(self.engine.spec(params).symbol)
-        wanted = self.engine.symbols_param(params)
-        return [one(s) for s in (wanted if wanted is not None else self.engine.specs)]
+            return one(self.engine, self.engine.spec(params).symbol)
+        wanted = market.symbols_param(self.engine, params)
+        return [one(self.engine, s) for s in (wanted if wanted is not None else self.engine.specs)]
 
     def _account(self, params: Params) -> dict[str, Any]:
-        return self.engine.account_json(params.get("omitZeroBalances") == "true")
+        return market.account_json(self.engine, params.get("omitZeroBalances") == "true")
 
     def _new_order(self, params: Params) -> dict[str, Any]:
         order, fills, resp_type = self.engine.new_order(params)
         return order.result_json(order.time, resp_type, fills)
+
+    def _test_order(self, params: Params) -> dict[str, Any]:
+        """Validated as a new order (parameters, filters), never placed; ``{}`` as on Binance."""
+        self.engine.parse_new_order(params)
+        if params.get("computeCommissionRates") != "true":
+            return {}
+        fees = {"maker": fmt(self.engine.maker_fee), "taker": fmt(self.engine.taker_fee)}
+        zero = {"maker": fmt(Decimal(0)), "taker": fmt(Decimal(0))}
+        return {
+            "standardCommissionForOrder": fees,
+            "specialCommissionForOrder": zero,
+            "taxCommissionForOrder": zero,
+            "discount": {
+                "enabledForAccount": False,
+                "enabledForSymbol": False,
+                "discountAsset": "BNB",
+                "discount": "0",
+            },
+        }
 
     def _cancel(self, params: Params) -> dict[str, Any]:
         spec = self.engine.spec(params)

@@ -3,7 +3,7 @@
 Pure state, no I/O: symbols with Binance's filters, one book per symbol that the test sets, orders,
 trades and balances, all in Decimal. Requests come in as Binance's own parameters (``dict[str, str]``)
 and are validated as Binance does, failing with :class:`BinanceError` (Binance's code, message and
-HTTP status). Answers are built in Binance's JSON shapes by the ``*_json`` functions.
+HTTP status). Answers are built in Binance's JSON shapes by ``binance_model`` and ``binance_market``.
 
 Rules kept from Binance spot:
 - order ids and trade ids count per symbol; a client order id is unique only among the symbol's open
@@ -20,425 +20,36 @@ reserves nothing and expires if the quote balance does not cover it when it trig
 
 from __future__ import annotations
 
-import json
-import re
-import secrets
-import string
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-ZERO = Decimal(0)
-EIGHT = Decimal("0.00000001")
-DAY_MS = 24 * 60 * 60 * 1000
-CLIENT_ID_PATTERN = r"^[\.A-Z\:/a-z0-9_-]{1,36}$"
-CLIENT_ID_RE = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
-NUMBER_RE = re.compile(r"^([0-9]{1,20})(\.[0-9]{1,20})?$")
-ORDER_TYPES = ("LIMIT", "MARKET", "STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT", "LIMIT_MAKER")
-STOP_TYPES = ("STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT")
-LIMIT_TYPES = ("LIMIT", "LIMIT_MAKER", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT")
-OPEN_STATUSES = ("NEW", "PARTIALLY_FILLED")
-STP_MODES = ("NONE", "EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH", "DECREMENT")
-
-# The parameters each signed endpoint reads; anything else is -1104 as on Binance.
-AUTH_PARAMS = frozenset({"timestamp", "recvWindow", "signature"})
-ORDER_PARAMS = frozenset(
-    {
-        "symbol",
-        "side",
-        "type",
-        "timeInForce",
-        "quantity",
-        "quoteOrderQty",
-        "price",
-        "newClientOrderId",
-        "strategyId",
-        "strategyType",
-        "stopPrice",
-        "trailingDelta",
-        "icebergQty",
-        "newOrderRespType",
-        "selfTradePreventionMode",
-        "pegPriceType",
-        "pegOffsetValue",
-        "pegOffsetType",
-    }
+from tests.exchanges.binance_model import (
+    CLIENT_ID_PATTERN,
+    CLIENT_ID_RE,
+    DAY_MS,
+    EIGHT,
+    LIMIT_TYPES,
+    ORDER_TYPES,
+    STOP_TYPES,
+    STP_MODES,
+    ZERO,
+    BinanceError,
+    Book,
+    NewOrder,
+    Order,
+    SymbolSpec,
+    Trade,
+    dec,
+    floor_to,
+    illegal_param,
+    insufficient_balance,
+    mandatory_param,
+    param_decimal,
+    param_int,
+    param_not_required,
+    random_client_id,
 )
-CANCEL_REPLACE_PARAMS = ORDER_PARAMS | {
-    "cancelReplaceMode",
-    "cancelNewClientOrderId",
-    "cancelOrigClientOrderId",
-    "cancelOrderId",
-    "cancelRestrictions",
-    "orderRateLimitExceededMode",
-}
-
-
-class BinanceError(Exception):
-    """An answer Binance gives as ``{"code": -NNNN, "msg": "..."}`` with an HTTP status."""
-
-    def __init__(self, code: int, msg: str, status: int = 400, data: dict[str, Any] | None = None) -> None:
-        super().__init__(f"{code} {msg}")
-        self.code = code
-        self.msg = msg
-        self.status = status
-        self.data = data
-
-    def body(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"code": self.code, "msg": self.msg}
-        if self.data is not None:
-            out["data"] = self.data
-        return out
-
-
-def insufficient_balance() -> BinanceError:
-    return BinanceError(-2010, "Account has insufficient balance for requested action.")
-
-
-def fmt(value: Decimal | None) -> str:
-    """Binance's decimal strings: always 8 places (``"0.01000000"``)."""
-    return format((value or ZERO).quantize(EIGHT), "f")
-
-
-def dec(value: Decimal | str | int | float) -> Decimal:
-    return value if isinstance(value, Decimal) else Decimal(str(value))
-
-
-def random_client_id() -> str:
-    alphabet = string.ascii_letters + string.digits
-    return "".join(secrets.choice(alphabet) for _ in range(22))
-
-
-def floor_to(value: Decimal, step: Decimal) -> Decimal:
-    return (value / step).to_integral_value(rounding=ROUND_DOWN) * step
-
-
-@dataclass(frozen=True)
-class SymbolSpec:
-    """A spot symbol and its filters (PRICE_FILTER, LOT_SIZE, NOTIONAL)."""
-
-    base: str
-    quote: str
-    tick_size: Decimal = Decimal("0.01")
-    min_price: Decimal = Decimal("0.01")
-    max_price: Decimal = Decimal("1000000")
-    step_size: Decimal = Decimal("0.00001")
-    min_qty: Decimal = Decimal("0.00001")
-    max_qty: Decimal = Decimal("9000")
-    min_notional: Decimal = Decimal("5")
-    max_notional: Decimal = Decimal("9000000")
-    status: str = "TRADING"
-
-    @property
-    def symbol(self) -> str:
-        return self.base + self.quote
-
-    @classmethod
-    def of(cls, value: SymbolSpec | str | Mapping[str, Any]) -> SymbolSpec:
-        """``SymbolSpec``, ``"BTC/USDT"`` (default filters) or a mapping of the fields (strings allowed)."""
-        if isinstance(value, SymbolSpec):
-            return value
-        if isinstance(value, str):
-            base, sep, quote = value.partition("/")
-            if not sep or not base or not quote:
-                raise ValueError(f"symbol {value!r}: expected BASE/QUOTE, e.g. 'BTC/USDT'")
-            return cls(base=base.upper(), quote=quote.upper())
-        fields = {k: (v if k in ("base", "quote", "status") else dec(v)) for k, v in value.items()}
-        return cls(**fields)
-
-    def info_json(self) -> dict[str, Any]:
-        return {
-            "symbol": self.symbol,
-            "status": self.status,
-            "baseAsset": self.base,
-            "baseAssetPrecision": 8,
-            "quoteAsset": self.quote,
-            "quotePrecision": 8,
-            "quoteAssetPrecision": 8,
-            "baseCommissionPrecision": 8,
-            "quoteCommissionPrecision": 8,
-            "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", *STOP_TYPES],
-            "icebergAllowed": False,
-            "ocoAllowed": False,
-            "otoAllowed": False,
-            "quoteOrderQtyMarketAllowed": True,
-            "allowTrailingStop": False,
-            "cancelReplaceAllowed": True,
-            "isSpotTradingAllowed": True,
-            "isMarginTradingAllowed": False,
-            "filters": [
-                {
-                    "filterType": "PRICE_FILTER",
-                    "minPrice": fmt(self.min_price),
-                    "maxPrice": fmt(self.max_price),
-                    "tickSize": fmt(self.tick_size),
-                },
-                {
-                    "filterType": "LOT_SIZE",
-                    "minQty": fmt(self.min_qty),
-                    "maxQty": fmt(self.max_qty),
-                    "stepSize": fmt(self.step_size),
-                },
-                {
-                    "filterType": "NOTIONAL",
-                    "minNotional": fmt(self.min_notional),
-                    "applyMinToMarket": True,
-                    "maxNotional": fmt(self.max_notional),
-                    "applyMaxToMarket": False,
-                    "avgPriceMins": 5,
-                },
-            ],
-            "permissions": ["SPOT"],
-            "permissionSets": [["SPOT"]],
-            "defaultSelfTradePreventionMode": "EXPIRE_MAKER",
-            "allowedSelfTradePreventionModes": list(STP_MODES),
-        }
-
-
-@dataclass
-class Order:
-    symbol: str
-    order_id: int
-    client_order_id: str
-    side: str  # BUY | SELL
-    type: str
-    time_in_force: str
-    price: Decimal
-    orig_qty: Decimal
-    orig_quote_qty: Decimal
-    stop_price: Decimal
-    time: int
-    update_time: int
-    working_time: int  # -1 while a stop order waits for its trigger
-    status: str = "NEW"
-    executed_qty: Decimal = ZERO
-    cum_quote: Decimal = ZERO
-    reserved: Decimal = ZERO  # still locked for this order, in reserve_asset
-    reserve_asset: str = ""
-    stp_mode: str = "EXPIRE_MAKER"
-    strategy_id: int | None = None
-    strategy_type: int | None = None
-    external: bool = False
-
-    @property
-    def is_open(self) -> bool:
-        return self.status in OPEN_STATUSES
-
-    @property
-    def is_working(self) -> bool:
-        return self.working_time != -1
-
-    @property
-    def remaining(self) -> Decimal:
-        return self.orig_qty - self.executed_qty
-
-    def query_json(self) -> dict[str, Any]:
-        """The shape of GET /api/v3/order, /openOrders, /allOrders."""
-        out: dict[str, Any] = {
-            "symbol": self.symbol,
-            "orderId": self.order_id,
-            "orderListId": -1,
-            "clientOrderId": self.client_order_id,
-            "price": fmt(self.price),
-            "origQty": fmt(self.orig_qty),
-            "executedQty": fmt(self.executed_qty),
-            "cummulativeQuoteQty": fmt(self.cum_quote),
-            "status": self.status,
-            "timeInForce": self.time_in_force,
-            "type": self.type,
-            "side": self.side,
-            "stopPrice": fmt(self.stop_price),
-            "icebergQty": fmt(ZERO),
-            "time": self.time,
-            "updateTime": self.update_time,
-            "isWorking": self.is_working,
-            "workingTime": self.working_time,
-            "origQuoteOrderQty": fmt(self.orig_quote_qty),
-            "selfTradePreventionMode": self.stp_mode,
-        }
-        self._strategy(out)
-        return out
-
-    def result_json(self, transact_time: int, resp_type: str, fills: list[Trade]) -> dict[str, Any]:
-        """The answer of POST /api/v3/order for newOrderRespType ACK, RESULT or FULL."""
-        out: dict[str, Any] = {
-            "symbol": self.symbol,
-            "orderId": self.order_id,
-            "orderListId": -1,
-            "clientOrderId": self.client_order_id,
-            "transactTime": transact_time,
-        }
-        if resp_type == "ACK":
-            return out
-        out.update(
-            {
-                "price": fmt(self.price),
-                "origQty": fmt(self.orig_qty),
-                "executedQty": fmt(self.executed_qty),
-                "origQuoteOrderQty": fmt(self.orig_quote_qty),
-                "cummulativeQuoteQty": fmt(self.cum_quote),
-                "status": self.status,
-                "timeInForce": self.time_in_force,
-                "type": self.type,
-                "side": self.side,
-                "workingTime": self.working_time,
-                "selfTradePreventionMode": self.stp_mode,
-            }
-        )
-        if self.type in STOP_TYPES:
-            out["stopPrice"] = fmt(self.stop_price)
-        self._strategy(out)
-        if resp_type == "FULL":
-            out["fills"] = [t.fill_json() for t in fills]
-        return out
-
-    def cancel_json(self, transact_time: int, cancel_client_id: str) -> dict[str, Any]:
-        """The answer of DELETE /api/v3/order: ``clientOrderId`` is the cancel request's own id."""
-        out: dict[str, Any] = {
-            "symbol": self.symbol,
-            "origClientOrderId": self.client_order_id,
-            "orderId": self.order_id,
-            "orderListId": -1,
-            "clientOrderId": cancel_client_id,
-            "transactTime": transact_time,
-            "price": fmt(self.price),
-            "origQty": fmt(self.orig_qty),
-            "executedQty": fmt(self.executed_qty),
-            "origQuoteOrderQty": fmt(self.orig_quote_qty),
-            "cummulativeQuoteQty": fmt(self.cum_quote),
-            "status": self.status,
-            "timeInForce": self.time_in_force,
-            "type": self.type,
-            "side": self.side,
-            "selfTradePreventionMode": self.stp_mode,
-        }
-        if self.type in STOP_TYPES:
-            out["stopPrice"] = fmt(self.stop_price)
-        return out
-
-    def _strategy(self, out: dict[str, Any]) -> None:
-        if self.strategy_id is not None:
-            out["strategyId"] = self.strategy_id
-        if self.strategy_type is not None:
-            out["strategyType"] = self.strategy_type
-
-
-@dataclass
-class Trade:
-    symbol: str
-    trade_id: int
-    order_id: int
-    price: Decimal
-    qty: Decimal
-    quote_qty: Decimal
-    commission: Decimal
-    commission_asset: str
-    time: int
-    is_buyer: bool
-    is_maker: bool
-
-    def fill_json(self) -> dict[str, Any]:
-        return {
-            "price": fmt(self.price),
-            "qty": fmt(self.qty),
-            "commission": fmt(self.commission),
-            "commissionAsset": self.commission_asset,
-            "tradeId": self.trade_id,
-        }
-
-    def my_trade_json(self) -> dict[str, Any]:
-        return {
-            "symbol": self.symbol,
-            "id": self.trade_id,
-            "orderId": self.order_id,
-            "orderListId": -1,
-            "price": fmt(self.price),
-            "qty": fmt(self.qty),
-            "quoteQty": fmt(self.quote_qty),
-            "commission": fmt(self.commission),
-            "commissionAsset": self.commission_asset,
-            "time": self.time,
-            "isBuyer": self.is_buyer,
-            "isMaker": self.is_maker,
-            "isBestMatch": True,
-        }
-
-
-@dataclass
-class Book:
-    bids: list[list[Decimal]] = field(default_factory=list)  # [price, qty], best (highest) first
-    asks: list[list[Decimal]] = field(default_factory=list)  # best (lowest) first
-    update_id: int = 0
-
-    def best(self, side: str) -> Decimal | None:
-        levels = self.bids if side == "bid" else self.asks
-        return levels[0][0] if levels else None
-
-
-# --- parameter parsing, as Binance validates -------------------------------------------------------
-
-
-def _mandatory(name: str) -> BinanceError:
-    return BinanceError(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
-
-
-def _not_required(name: str) -> BinanceError:
-    return BinanceError(-1106, f"Parameter '{name}' sent when not required.")
-
-
-def _illegal(name: str, legal: str) -> BinanceError:
-    return BinanceError(-1100, f"Illegal characters found in parameter '{name}'; legal range is '{legal}'.")
-
-
-def param_decimal(params: Mapping[str, str], name: str) -> Decimal | None:
-    raw = params.get(name)
-    if raw is None:
-        return None
-    if not NUMBER_RE.match(raw):
-        raise _illegal(name, NUMBER_RE.pattern)
-    value = Decimal(raw)
-    if -value.normalize().as_tuple().exponent > 8:  # type: ignore[operator]
-        raise BinanceError(-1111, f"Parameter '{name}' has too much precision.")
-    return value
-
-
-def param_int(params: Mapping[str, str], name: str) -> int | None:
-    raw = params.get(name)
-    if raw is None:
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise _illegal(name, "^-?[0-9]{1,20}$") from None
-
-
-def check_unread(params: Mapping[str, str], allowed: frozenset[str]) -> None:
-    unread = [k for k in params if k not in allowed]
-    if unread:
-        read = len(params) - len(unread)
-        raise BinanceError(
-            -1104, f"Not all sent parameters were read; read '{read}' parameter(s) but was sent '{len(params)}'."
-        )
-
-
-@dataclass
-class NewOrder:
-    """A validated order request, before any balance check or matching."""
-
-    spec: SymbolSpec
-    side: str
-    type: str
-    time_in_force: str
-    quantity: Decimal | None
-    quote_qty: Decimal | None
-    price: Decimal | None
-    stop_price: Decimal | None
-    client_order_id: str
-    resp_type: str
-    stp_mode: str
-    strategy_id: int | None
-    strategy_type: int | None
 
 
 class Engine:
@@ -467,6 +78,8 @@ class Engine:
         self.trades: list[Trade] = []
         self.last_price: dict[str, Decimal] = {}
         self._by_id: dict[tuple[str, int], Order] = {}
+        self._by_client: dict[tuple[str, str], list[Order]] = {}
+        self._open: dict[str, dict[int, Order]] = {s: {} for s in self.specs}  # may hold closed ones: prune
         self._next_order_id: dict[str, int] = dict.fromkeys(self.specs, 1)
         self._next_trade_id: dict[str, int] = dict.fromkeys(self.specs, 1)
         self.update_time = clock()
@@ -479,7 +92,7 @@ class Engine:
     def spec(self, params: Mapping[str, str]) -> SymbolSpec:
         raw = params.get("symbol")
         if not raw:
-            raise _mandatory("symbol")
+            raise mandatory_param("symbol")
         spec = self.specs.get(raw)
         if spec is None:
             raise BinanceError(-1121, "Invalid symbol.")
@@ -494,9 +107,16 @@ class Engine:
             if order is not None and client_id is not None and order.client_order_id != client_id:
                 return None
             return order
-        matches = [o for o in self.orders if o.symbol == spec.symbol and o.client_order_id == client_id]
+        matches = self._by_client.get((spec.symbol, client_id or ""), [])
         open_ = [o for o in matches if o.is_open]
         return (open_ or matches or [None])[-1]
+
+    def _open_of(self, sid: str) -> list[Order]:
+        """The symbol's open orders, oldest first."""
+        held = self._open[sid]
+        for order_id in [i for i, o in held.items() if not o.is_open]:
+            del held[order_id]
+        return list(held.values())
 
     # --- books ---------------------------------------------------------------------------------
 
@@ -528,7 +148,7 @@ class Engine:
         changed = True
         while changed:
             changed = False
-            for order in [o for o in self.orders if o.symbol == sid and o.is_open]:
+            for order in self._open_of(sid):
                 if not order.is_working:
                     if self._stop_reached(order, book):
                         trades += self._trigger(order)
@@ -694,12 +314,12 @@ class Engine:
         spec = self.spec(params)
         side = params.get("side") or ""
         if not side:
-            raise _mandatory("side")
+            raise mandatory_param("side")
         if side not in ("BUY", "SELL"):
             raise BinanceError(-1117, "Invalid side.")
         otype = params.get("type") or ""
         if not otype:
-            raise _mandatory("type")
+            raise mandatory_param("type")
         if otype not in ORDER_TYPES:
             raise BinanceError(-1116, "Invalid orderType.")
         for unsupported in ("trailingDelta", "icebergQty", "pegPriceType", "pegOffsetValue", "pegOffsetType"):
@@ -717,34 +337,34 @@ class Engine:
             if qty is None and quote_qty is None:
                 raise BinanceError(-1102, "Param 'quantity' or 'quoteOrderQty' must be sent, but both were empty/null!")
             if qty is not None and quote_qty is not None:
-                raise _not_required("quoteOrderQty")
+                raise param_not_required("quoteOrderQty")
         else:
             if quote_qty is not None:
-                raise _not_required("quoteOrderQty")
+                raise param_not_required("quoteOrderQty")
             if qty is None:
-                raise _mandatory("quantity")
+                raise mandatory_param("quantity")
         for name, value, needed in (("price", price, needs_price), ("stopPrice", stop, needs_stop)):
             if needed and value is None:
-                raise _mandatory(name)
+                raise mandatory_param(name)
             if not needed and value is not None:
-                raise _not_required(name)
+                raise param_not_required(name)
         if needs_tif and not tif:
-            raise _mandatory("timeInForce")
+            raise mandatory_param("timeInForce")
         if not needs_tif and tif is not None:
-            raise _not_required("timeInForce")
+            raise param_not_required("timeInForce")
         if tif is not None and tif not in ("GTC", "IOC", "FOK"):
             raise BinanceError(-1115, "Invalid timeInForce.")
         client_id = params.get("newClientOrderId")
         if client_id is None:
             client_id = random_client_id()
         elif not CLIENT_ID_RE.match(client_id):
-            raise _illegal("newClientOrderId", CLIENT_ID_PATTERN)
+            raise illegal_param("newClientOrderId", CLIENT_ID_PATTERN)
         resp_type = params.get("newOrderRespType") or ("FULL" if otype in ("MARKET", "LIMIT") else "ACK")
         if resp_type not in ("ACK", "RESULT", "FULL"):
-            raise _illegal("newOrderRespType", "ACK, RESULT, FULL")
+            raise illegal_param("newOrderRespType", "ACK, RESULT, FULL")
         stp = params.get("selfTradePreventionMode") or "EXPIRE_MAKER"
         if stp not in STP_MODES:
-            raise _illegal("selfTradePreventionMode", ", ".join(STP_MODES))
+            raise illegal_param("selfTradePreventionMode", ", ".join(STP_MODES))
         req = NewOrder(
             spec=spec,
             side=side,
@@ -802,7 +422,7 @@ class Engine:
     def place(self, req: NewOrder, *, external: bool = False) -> tuple[Order, list[Trade], str]:
         spec, sid = req.spec, req.spec.symbol
         book = self.books[sid]
-        if any(o.symbol == sid and o.is_open and o.client_order_id == req.client_order_id for o in self.orders):
+        if any(o.is_open for o in self._by_client.get((sid, req.client_order_id), [])):
             raise BinanceError(-2010, "Duplicate order sent.")
         if req.type == "LIMIT_MAKER":
             best = book.best("ask" if req.side == "BUY" else "bid")
@@ -859,6 +479,8 @@ class Engine:
         self._next_order_id[sid] += 1
         self.orders.append(order)
         self._by_id[(sid, order.order_id)] = order
+        self._by_client.setdefault((sid, order.client_order_id), []).append(order)
+        self._open[sid][order.order_id] = order
         self.update_time = now
         fills: list[Trade] = []
         if req.type == "MARKET":
@@ -907,7 +529,7 @@ class Engine:
             raise BinanceError(-2011, "Unknown order sent.")
         if restrictions is not None:
             if restrictions not in ("ONLY_NEW", "ONLY_PARTIALLY_FILLED"):
-                raise _illegal("cancelRestrictions", "ONLY_NEW, ONLY_PARTIALLY_FILLED")
+                raise illegal_param("cancelRestrictions", "ONLY_NEW, ONLY_PARTIALLY_FILLED")
             if order.status != restrictions.removeprefix("ONLY_"):
                 raise BinanceError(-2011, "Order was not canceled due to cancel restrictions.")
         self._close(order, "CANCELED")
@@ -917,9 +539,9 @@ class Engine:
         """POST /api/v3/order/cancelReplace: cancel, then place. Failures carry Binance's ``data``."""
         mode = params.get("cancelReplaceMode")
         if not mode:
-            raise _mandatory("cancelReplaceMode")
+            raise mandatory_param("cancelReplaceMode")
         if mode not in ("STOP_ON_FAILURE", "ALLOW_FAILURE"):
-            raise _illegal("cancelReplaceMode", "STOP_ON_FAILURE, ALLOW_FAILURE")
+            raise illegal_param("cancelReplaceMode", "STOP_ON_FAILURE, ALLOW_FAILURE")
         cancel_id = param_int(params, "cancelOrderId")
         cancel_client = params.get("cancelOrigClientOrderId")
         if cancel_id is None and cancel_client is None:
@@ -984,7 +606,7 @@ class Engine:
         return cancelled, order, fills, resp, cancel_new_id
 
     def cancel_all(self, spec: SymbolSpec) -> list[Order]:
-        open_ = [o for o in self.orders if o.symbol == spec.symbol and o.is_open]
+        open_ = self._open_of(spec.symbol)
         if not open_:
             raise BinanceError(-2011, "Unknown order sent.")
         for order in open_:
@@ -992,7 +614,7 @@ class Engine:
         return open_
 
     def open_orders(self, symbol: str | None) -> list[Order]:
-        return [o for o in self.orders if o.is_open and (symbol is None or o.symbol == symbol)]
+        return [o for sid in ([symbol] if symbol else self.specs) for o in self._open_of(sid)]
 
     @staticmethod
     def _window(params: Mapping[str, str]) -> tuple[int | None, int | None]:
@@ -1042,114 +664,3 @@ class Engine:
         if start is not None and end is not None:
             rows = [t for t in rows if start <= t.time <= end]
         return rows[:limit] if "startTime" in params else rows[-limit:]
-
-    # --- public market data --------------------------------------------------------------------
-
-    def depth_json(self, sid: str, limit: int) -> dict[str, Any]:
-        book = self.books[sid]
-        return {
-            "lastUpdateId": book.update_id,
-            "bids": [[fmt(p), fmt(q)] for p, q in book.bids[:limit]],
-            "asks": [[fmt(p), fmt(q)] for p, q in book.asks[:limit]],
-        }
-
-    def _last(self, sid: str) -> Decimal:
-        if sid in self.last_price:
-            return self.last_price[sid]
-        bid, ask = self.books[sid].best("bid"), self.books[sid].best("ask")
-        if bid is not None and ask is not None:
-            return ((bid + ask) / 2).quantize(self.specs[sid].tick_size, ROUND_HALF_UP)
-        return bid or ask or ZERO
-
-    def book_ticker_json(self, sid: str) -> dict[str, Any]:
-        book = self.books[sid]
-        bid, ask = (book.bids or [[ZERO, ZERO]])[0], (book.asks or [[ZERO, ZERO]])[0]
-        return {
-            "symbol": sid,
-            "bidPrice": fmt(bid[0]),
-            "bidQty": fmt(bid[1]),
-            "askPrice": fmt(ask[0]),
-            "askQty": fmt(ask[1]),
-        }
-
-    def price_ticker_json(self, sid: str) -> dict[str, Any]:
-        return {"symbol": sid, "price": fmt(self._last(sid))}
-
-    def ticker_24hr_json(self, sid: str) -> dict[str, Any]:
-        now = self.clock()
-        trades = [t for t in self.trades if t.symbol == sid and t.time >= now - DAY_MS]
-        last = self._last(sid)
-        first = trades[0].price if trades else last
-        prices = [t.price for t in trades] or [last]
-        volume = sum((t.qty for t in trades), ZERO)
-        quote_volume = sum((t.quote_qty for t in trades), ZERO)
-        change = last - first
-        return {
-            "symbol": sid,
-            "priceChange": fmt(change),
-            "priceChangePercent": format((change / first * 100 if first else ZERO).quantize(Decimal("0.001")), "f"),
-            "weightedAvgPrice": fmt(quote_volume / volume if volume else last),
-            "prevClosePrice": fmt(first),
-            "lastPrice": fmt(last),
-            "lastQty": fmt(trades[-1].qty if trades else ZERO),
-            **{k: v for k, v in self.book_ticker_json(sid).items() if k != "symbol"},
-            "openPrice": fmt(first),
-            "highPrice": fmt(max(prices)),
-            "lowPrice": fmt(min(prices)),
-            "volume": fmt(volume),
-            "quoteVolume": fmt(quote_volume),
-            "openTime": now - DAY_MS,
-            "closeTime": now,
-            "firstId": trades[0].trade_id if trades else -1,
-            "lastId": trades[-1].trade_id if trades else -1,
-            "count": len(trades),
-        }
-
-    def symbols_param(self, params: Mapping[str, str]) -> list[str] | None:
-        """``symbol=X`` or ``symbols=["X","Y"]`` (validated), or None for all."""
-        if "symbol" in params:
-            return [self.spec(params).symbol]
-        if "symbols" in params:
-            try:
-                wanted = json.loads(params["symbols"])
-            except ValueError:
-                raise _illegal("symbols", '["SYMBOL",...]') from None
-            if not isinstance(wanted, list) or not all(isinstance(s, str) for s in wanted):
-                raise _illegal("symbols", '["SYMBOL",...]')
-            for s in wanted:
-                if s not in self.specs:
-                    raise BinanceError(-1121, "Invalid symbol.")
-            return wanted
-        return None
-
-    def account_json(self, omit_zero: bool) -> dict[str, Any]:
-        bps = (self.maker_fee * 10000).to_integral_value()
-        tbps = (self.taker_fee * 10000).to_integral_value()
-        balances = [
-            {"asset": asset, "free": fmt(free), "locked": fmt(locked)}
-            for asset, (free, locked) in sorted(self.balances.items())
-            if not (omit_zero and free == 0 and locked == 0)
-        ]
-        return {
-            "makerCommission": int(bps),
-            "takerCommission": int(tbps),
-            "buyerCommission": 0,
-            "sellerCommission": 0,
-            "commissionRates": {
-                "maker": fmt(self.maker_fee),
-                "taker": fmt(self.taker_fee),
-                "buyer": fmt(ZERO),
-                "seller": fmt(ZERO),
-            },
-            "canTrade": True,
-            "canWithdraw": True,
-            "canDeposit": True,
-            "brokered": False,
-            "requireSelfTradePrevention": False,
-            "preventSor": False,
-            "updateTime": self.update_time,
-            "accountType": "SPOT",
-            "balances": balances,
-            "permissions": ["SPOT"],
-            "uid": 354937868,
-        }

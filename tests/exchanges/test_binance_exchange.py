@@ -7,6 +7,7 @@ every http(s) URL in its ``urls["api"]`` (as ``EXCHANGE_API_URL`` will do in the
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import re
 import sys
@@ -36,7 +37,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.exchanges.binance import BinanceTestExchange
-from tests.exchanges.binance_engine import BinanceError, Engine, SymbolSpec
+from tests.exchanges.binance_engine import Engine
+from tests.exchanges.binance_model import BinanceError, SymbolSpec
 
 KEY, SECRET = "test-key-16", "test-secret-16"
 SYM = "BTC/USDT"
@@ -100,10 +102,20 @@ async def venue() -> AsyncIterator[BinanceTestExchange]:
     await ex.stop()
 
 
+_markets: list[dict[str, Any]] = []  # parsed by the first real load_markets of this module
+
+
 @pytest.fixture
 async def client(venue: BinanceTestExchange) -> AsyncIterator[ccxt.binance]:
+    """A ccxt client on ``venue``. Markets are loaded for real once per module, then handed to the next
+    clients (every venue here lists the same symbols): ccxt's rate limiter would otherwise make each
+    test wait for the weight of exchangeInfo. test_load_markets_* and the key tests load for real."""
     ex = make_client(venue.base_url)
-    await ex.load_markets()
+    if _markets:
+        ex.set_markets(copy.deepcopy(_markets))
+    else:
+        _markets.extend(copy.deepcopy(list((await ex.load_markets()).values())))
+    venue.requests.clear()
     yield ex
     await ex.close()
 
@@ -115,7 +127,12 @@ def D(x: Any) -> Decimal:
 # --- markets and public data -------------------------------------------------------------------
 
 
-async def test_load_markets_has_the_filters_as_set(client: ccxt.binance, venue: BinanceTestExchange) -> None:
+async def test_load_markets_has_the_filters_as_set(venue: BinanceTestExchange) -> None:
+    client = make_client(venue.base_url)
+    try:
+        await client.load_markets()
+    finally:
+        await client.close()
     m = client.markets[SYM]
     assert (m["id"], m["base"], m["quote"], m["spot"], m["active"]) == ("BTCUSDT", "BTC", "USDT", True, True)
     assert D(m["precision"]["price"]) == Decimal("0.01") and D(m["precision"]["amount"]) == Decimal("0.00001")
@@ -199,6 +216,37 @@ async def test_market_buy_by_quote_order_qty(client: ccxt.binance, venue: Binanc
         Decimal("0.00999"),
     )
     assert D(order["cost"]) == Decimal("150.05") + Decimal("149.7998")
+
+
+async def test_answer_types_sell_by_quote_and_all_orders(client: ccxt.binance, venue: BinanceTestExchange) -> None:
+    base = {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "0.1"}
+    ack = await client.private_post_order({**base, "price": "29000", "newOrderRespType": "ACK"})
+    assert sorted(ack) == ["clientOrderId", "orderId", "orderListId", "symbol", "transactTime"]
+    result = await client.private_post_order({**base, "price": "29001", "newOrderRespType": "RESULT"})
+    assert result["status"] == "NEW" and result["origQty"] == "0.10000000" and "fills" not in result
+    assert result["workingTime"] == result["transactTime"] and result["selfTradePreventionMode"] == "EXPIRE_MAKER"
+    sell = await client.private_post_order(
+        {"symbol": "BTCUSDT", "side": "SELL", "type": "MARKET", "quoteOrderQty": "45000", "newOrderRespType": "FULL"}
+    )
+    # 1 @ 29990 = 29990, then 15010 / 29980 = 0.50066... -> 0.50066 (whole steps)
+    assert [(f["price"], f["qty"]) for f in sell["fills"]] == [
+        ("29990.00000000", "1.00000000"),
+        ("29980.00000000", "0.50066000"),
+    ]
+    assert (sell["status"], sell["origQuoteOrderQty"], sell["executedQty"]) == (
+        "FILLED",
+        "45000.00000000",
+        "1.50066000",
+    )
+    assert sell["fills"][1]["commissionAsset"] == "USDT" and sell["fills"][0]["tradeId"] == 1
+    everything = await client.fetch_orders(SYM)
+    assert [(o["id"], o["status"]) for o in everything] == [("1", "open"), ("2", "open"), ("3", "closed")]
+    assert [o["id"] for o in await client.fetch_closed_orders(SYM)] == ["3"]
+    # params={"test": True}: /api/v3/order/test validates as a real order would, and places nothing
+    assert await client.create_order(SYM, "limit", "buy", 0.1, 29000, params={"test": True}) is not None
+    with pytest.raises(InvalidOrder, match="LOT_SIZE"):
+        await client.private_post_order_test({**base, "quantity": "0.000015", "price": "29000"})
+    assert len(venue.orders()) == 3
 
 
 async def test_limit_rests_locks_then_fills_as_maker_when_the_book_crosses(
@@ -436,6 +484,24 @@ async def test_clock_skew_is_invalid_nonce(
     assert (await client.create_order(SYM, "market", "buy", 0.001))["status"] == "closed"
 
 
+async def test_a_key_revoked_after_a_success_is_ddos_protection_in_ccxt(
+    client: ccxt.binance, venue: BinanceTestExchange
+) -> None:
+    await client.fetch_balance()
+    venue.api_key = "rotated"
+    # ccxt 4.5.64 reads -2015 after one authenticated success as a temporary ban, not as bad keys
+    with pytest.raises(DDoSProtection, match="-2015"):
+        await client.fetch_balance()
+
+
+async def test_unknown_endpoint_is_a_plain_404(client: ccxt.binance, venue: BinanceTestExchange) -> None:
+    with pytest.raises(ExchangeNotAvailable, match="404"):
+        await client.public_get_avgprice({"symbol": "BTCUSDT"})
+    assert venue.requests[-1].path == "/api/v3/avgPrice" and venue.requests[-1].status == 404
+    with pytest.raises(BadRequest, match="-1127"):
+        await client.fetch_my_trades(SYM, since=1, params={"endTime": 1 + 25 * 3600 * 1000})
+
+
 # --- faults ---------------------------------------------------------------------------------------
 
 
@@ -537,8 +603,8 @@ OPS = st.one_of(
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(OPS, max_size=25))
 def test_balances_are_conserved_and_locked_is_what_open_orders_reserve(ops: list[tuple[Any, ...]]) -> None:
-    spec = SymbolSpec(base="AAA", quote="QQ", tick_size=Decimal(1), min_price=Decimal(1), step_size=Decimal("0.1"))
-    spec = SymbolSpec(**{**spec.__dict__, "min_qty": Decimal("0.1"), "min_notional": Decimal(1)})
+    one, tenth = Decimal(1), Decimal("0.1")
+    spec = SymbolSpec("AAA", "QQ", tick_size=one, min_price=one, step_size=tenth, min_qty=tenth, min_notional=one)
     start = {"AAA": Decimal(20), "QQ": Decimal(2000)}
     eng = Engine([spec], start, Decimal("0.0005"), Decimal("0.001"), lambda: 1)
     for op in ops:
