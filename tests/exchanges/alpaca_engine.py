@@ -16,7 +16,10 @@ Matching rules (what a test can rely on):
 - stop_limit orders are held until the book reaches the stop (a buy when the best ask >= stop, a sell
   when the best bid <= stop), then act as a limit order (taker for what crosses at once).
 - Fees are charged in the asset received (a BTC/USD buy pays in BTC, a sell in USD), taker or maker
-  rate, exact Decimal, posted as a separate CFEE activity; FILL activities carry no fee.
+  rate, exact Decimal, posted at once as a separate CFEE activity (Alpaca posts them later); FILL
+  activities carry no fee. A coin fee is ``qty`` (negative) of ``symbol`` ``<COIN>USD`` with
+  ``net_amount`` "0", as in Alpaca's published sample; a USD fee is ``net_amount`` (negative) with ``qty``
+  "0" and the traded pair as ``symbol`` (Alpaca publishes no sample of it). A CFEE names no order.
 - A buy quoted in USD below ``min_order_cost`` is refused (403, code 40310000: "cost basis must be >=
   minimal amount of order 10", as Alpaca answers; ccxt raises InsufficientFunds). Alpaca applies that
   floor to USD-quoted buys only (ccxt PR #30101 probed the paper API).
@@ -745,7 +748,7 @@ class AlpacaEngine:
                 if fee_asset == "USD"
                 else "Coin Pair Transaction Fee (Non USD)",
                 "symbol": f"{fee_asset}USD" if fee_asset != "USD" else asset.symbol.replace("/", ""),
-                "qty": dstr(-fee),
+                "qty": dstr(-fee) if fee_asset != "USD" else "0",
                 "price": dstr(price),
                 "status": "executed",
                 # not in Alpaca's published sample: when the fee was charged, for ordering after/until
