@@ -125,6 +125,8 @@ async def test_order_book_ticker_and_public_trades(venue: AlpacaTestExchange, ex
     assert ticker["last"] == 50010.0
     trades = await ex.fetch_trades("BTC/USD")
     assert [(t["price"], t["amount"], t["side"]) for t in trades] == [(50010.0, 0.001, "buy")]
+    [candle] = await ex.fetch_ohlcv("BTC/USD", "1m")
+    assert candle[1:] == [50010.0, 50010.0, 50010.0, 50010.0, 0.001]
     with pytest.raises(ccxt.BadSymbol):
         await ex.marketPublicGetV1beta3CryptoLocLatestOrderbooks({"loc": "us", "symbols": "btcusd"})
 
@@ -348,8 +350,8 @@ async def test_external_order_is_listed_and_filled(venue: AlpacaTestExchange, ex
 async def test_fault_on_create_order_raises_the_ccxt_class(
     venue: AlpacaTestExchange, ex: ccxt.alpaca, fault: str, error: type[Exception], placed: bool
 ) -> None:
-    ex.timeout = 500
-    venue.inject(fault, "POST", "/v2/orders", seconds=1.5)
+    ex.timeout = 300
+    venue.inject(fault, "POST", "/v2/orders", seconds=0.8)
     with pytest.raises(error) as caught:
         await ex.create_order("BTC/USD", "market", "buy", 0.001, None, {"clientOrderId": f"f-{fault}"})
     assert type(caught.value) is error  # exactly: e.g. a 500 with Alpaca's JSON body is no NetworkError
