@@ -59,9 +59,12 @@ from tests.exchanges.alpaca_model import (
     AlpacaError,
     AssetSpec,
     Order,
+    default_assets,
     dstr,
     parse_time,
 )
+
+__all__ = ["FAULT_KINDS", "AlpacaError", "AlpacaTestExchange", "AssetSpec", "default_assets"]
 
 FAULT_KINDS = (
     "lost_after_place",
@@ -315,6 +318,10 @@ class AlpacaTestExchange:
             response = await handler(request)
         except AlpacaError as e:
             response = json_response(e.body, e.status)
+        except web.HTTPMethodNotAllowed:
+            response = json_response({"code": 40510000, "message": "method not allowed"}, 405)
+        except web.HTTPNotFound:
+            response = json_response({"code": 40410000, "message": "endpoint not found"}, 404)
         if fault is not None and fault.kind == "lost_after_place":
             return self._drop(request, entry)
         if fault is not None and fault.kind == "http_500_placed":

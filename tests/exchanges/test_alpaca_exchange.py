@@ -249,6 +249,11 @@ async def test_find_by_client_id_and_unknown_ids(venue: AlpacaTestExchange, ex: 
         await by_client_id(ex, "never-sent")
     with pytest.raises(ccxt.InvalidOrder):
         await ex.fetch_order("00000000-0000-0000-0000-000000000000")
+    async with (
+        aiohttp.ClientSession(headers={"APCA-API-KEY-ID": KEY, "APCA-API-SECRET-KEY": SECRET}) as http,
+        http.get(f"{venue.base_url}/v2/no-such-endpoint") as resp,
+    ):
+        assert (resp.status, await resp.json()) == (404, {"code": 40410000, "message": "endpoint not found"})
 
 
 async def test_client_order_id_is_unique_across_every_order_ever_placed(
