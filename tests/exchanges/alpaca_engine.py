@@ -425,20 +425,23 @@ class AlpacaEngine:
             else:
                 q = min(lvl.size, order.remaining_qty or D0)
             if q <= 0:
-                if order.notional is not None:  # less than one increment of notional left
+                if order.notional is not None and order.filled_qty > 0:  # less than one increment's worth left
                     self._finish(order)
+                elif order.notional is not None:
+                    self._cancel_rest(order)
                 break
             self._fill(order, q, price, maker)
             lvl.size -= q
             if lvl.size <= 0:
                 levels.pop(0)
-            if order.notional is not None and (order.notional - order.filled_cost) / price < inc:
-                self._finish(order)
         if order.is_open and order.time_in_force == "ioc":
-            order.status = "canceled"
-            order.canceled_at = order.updated_at = self.now()
+            self._cancel_rest(order)
         elif order.is_open:
             order.resting = True
+
+    def _cancel_rest(self, order: Order) -> None:
+        order.status = "canceled"
+        order.canceled_at = order.updated_at = self.now()
 
     def _finish(self, order: Order) -> None:
         order.status = "filled"
@@ -452,7 +455,12 @@ class AlpacaEngine:
         order.filled_qty += qty
         order.filled_cost += cost
         order.updated_at = now
-        if order.qty is not None and order.filled_qty >= order.qty:
+        if order.qty is not None:
+            done = order.filled_qty >= order.qty
+        else:  # notional: done when less than one increment's worth is left
+            assert order.notional is not None
+            done = order.notional - order.filled_cost < price * asset.min_trade_increment
+        if done:
             self._finish(order)
         else:
             order.status = "partially_filled"

@@ -173,6 +173,17 @@ async def test_market_order_is_answered_pending_new_then_fills_across_levels(
     assert {f["symbol"] for f in fees} == {"BTCUSD"}
 
 
+async def test_market_buy_by_cost_is_a_notional_order(venue: AlpacaTestExchange, ex: ccxt.alpaca) -> None:
+    order = await ex.create_market_buy_order_with_cost("BTC/USD", 100)
+    [sent] = venue.requests_to("POST", "/v2/orders")
+    assert (sent["params"]["notional"], "qty" in sent["params"]) == ("100", False)
+    done = await until_status(ex, order["id"], "filled")
+    assert (done["filled"], done["average"], done["info"]["notional"]) == (0.0019996, 50010.0, "100")
+    [fill] = venue.fills
+    assert (fill["qty"], fill["order_status"], fill["type"]) == ("0.0019996", "filled", "fill")
+    assert venue.cash == D(100000) - D("0.0019996") * 50010
+
+
 async def test_limit_order_rests_then_fills_as_maker_when_the_book_crosses(
     venue: AlpacaTestExchange, ex: ccxt.alpaca
 ) -> None:
