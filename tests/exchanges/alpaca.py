@@ -1,8 +1,12 @@
 """A local Alpaca test exchange that real ccxt talks to: trading API v2 and the crypto market data API.
 
 One aiohttp app on 127.0.0.1 serves both ccxt bases (``urls['api']['trader']`` and ``['market']``): point
-every http(s) URL of ccxt's ``urls['api']`` at ``base_url`` (scheme and host replaced, paths kept). The
-state and the matching rules are in ``tests/exchanges/alpaca_engine.py``.
+every http(s) URL of ccxt's ``urls['api']`` at ``base_url`` (scheme and host replaced, paths kept). This
+module has the trading API, the faults, the request log and the control API; the state and the matching
+rules are in ``alpaca_engine.py``, the JSON shapes in ``alpaca_model.py``, the market data routes in
+``alpaca_market.py``. Keys: ``APCA-API-KEY-ID`` / ``APCA-API-SECRET-KEY`` on every ``/v2/`` request, else 401
+``{"code": 40110000, "message": "request is not authorized"}`` (ccxt: PermissionDenied, an
+AuthenticationError); market data needs none.
 
 Python control API (same event loop as the test)::
 
@@ -39,10 +43,9 @@ import asyncio
 import contextlib
 import fnmatch
 import json
-import re
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -50,16 +53,18 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.exchanges.alpaca_engine import (
-    SYMBOL_RE,
-    AlpacaEngine,
+from tests.exchanges.alpaca_engine import AlpacaEngine
+from tests.exchanges.alpaca_market import AlpacaMarketData, Handler, choice, int_param, json_response, time_param
+from tests.exchanges.alpaca_model import (
     AlpacaError,
     AssetSpec,
     Order,
+    default_assets,
     dstr,
     parse_time,
-    rfc3339,
 )
+
+__all__ = ["FAULT_KINDS", "AlpacaError", "AlpacaTestExchange", "AssetSpec", "default_assets"]
 
 FAULT_KINDS = (
     "lost_after_place",
@@ -70,7 +75,6 @@ FAULT_KINDS = (
     "slow",
     "fill_reported_twice",
 )
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 FILL_TWICE = web.RequestKey("fill_twice", bool)
 
 
@@ -84,61 +88,6 @@ class Fault:
 
     def matches(self, method: str, path: str) -> bool:
         return self.times > 0 and self.method == method.upper() and fnmatch.fnmatchcase(path, self.path)
-
-
-def _json(body: object, status: int = 200) -> web.Response:
-    return web.json_response(body, status=status)
-
-
-def _num(value: Decimal) -> float | int:
-    """Market data numbers are JSON numbers at Alpaca."""
-    return int(value) if value == value.to_integral_value() else float(value)
-
-
-def _int_param(query: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
-    raw = query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError as e:
-        raise AlpacaError(422, 40010001, f"Invalid format for parameter {name}: {raw!r} is not an integer") from e
-    if not lo <= value <= hi:
-        raise AlpacaError(422, 40010001, f"{name} must be between {lo} and {hi}, got {value}")
-    return value
-
-
-def _choice(query: Mapping[str, str], name: str, default: str, allowed: Iterable[str]) -> str:
-    value = query.get(name) or default
-    allowed = tuple(allowed)
-    if value not in allowed:
-        raise AlpacaError(422, 40010001, f"invalid {name}: {value!r} (one of {', '.join(allowed)})")
-    return value
-
-
-def _time_param(query: Mapping[str, str], name: str) -> datetime | None:
-    raw = query.get(name)
-    return parse_time(raw, name) if raw else None
-
-
-def _data_error(message: str) -> AlpacaError:
-    """The market data API answers errors with a message and no code."""
-    error = AlpacaError(400, 0, message)
-    error.body = {"message": message}
-    return error
-
-
-_TIMEFRAME = re.compile(r"^(\d+)(Min|min|T|Hour|H|Day|D|Week|W|Month|M)$")
-_UNIT_SECONDS = {"min": 60, "t": 60, "hour": 3600, "h": 3600, "day": 86400, "d": 86400, "week": 604800, "w": 604800}
-
-
-def _timeframe_seconds(raw: str) -> int:
-    m = _TIMEFRAME.match(raw)
-    if not m:
-        raise _data_error(f"Invalid format for parameter timeframe: {raw!r}")
-    unit = m.group(2)
-    seconds = 30 * 86400 if unit in ("M", "Month") else _UNIT_SECONDS[unit.lower()]
-    return int(m.group(1)) * seconds
 
 
 class AlpacaTestExchange:
@@ -200,11 +149,7 @@ class AlpacaTestExchange:
         r.add_patch("/v2/orders/{order_id}", self._replace_order)
         r.add_get("/v2/account/activities", self._activities)
         r.add_get("/v2/account/activities/{activity_type}", self._activities)
-        for name in ("orderbooks", "trades", "quotes", "bars"):
-            r.add_get(f"/v1beta3/crypto/{{loc}}/latest/{name}", self._latest(name))
-        r.add_get("/v1beta3/crypto/{loc}/trades", self._trades)
-        r.add_get("/v1beta3/crypto/{loc}/bars", self._bars)
-        r.add_get("/v1beta3/crypto/{loc}/snapshots", self._snapshots)
+        AlpacaMarketData(self.engine).add_routes(r)
         self._control_routes(r)
         return app
 
@@ -352,7 +297,7 @@ class AlpacaTestExchange:
             or request.headers.get("APCA-API-SECRET-KEY") != self.secret
         ):
             entry["status"] = 401
-            return _json({"code": 40110000, "message": "request is not authorized"}, 401)
+            return json_response({"code": 40110000, "message": "request is not authorized"}, 401)
         fault = self._take_fault(request.method, request.path)
         entry["fault"] = fault.kind if fault else None
         if fault is not None and fault.kind == "drop_connection":
@@ -372,12 +317,16 @@ class AlpacaTestExchange:
         try:
             response = await handler(request)
         except AlpacaError as e:
-            response = _json(e.body, e.status)
+            response = json_response(e.body, e.status)
+        except web.HTTPMethodNotAllowed:
+            response = json_response({"code": 40510000, "message": "method not allowed"}, 405)
+        except web.HTTPNotFound:
+            response = json_response({"code": 40410000, "message": "endpoint not found"}, 404)
         if fault is not None and fault.kind == "lost_after_place":
             return self._drop(request, entry)
         if fault is not None and fault.kind == "http_500_placed":
             entry["status"] = 500
-            return _json({"code": 50010000, "message": "internal server error occurred"}, 500)
+            return json_response({"code": 50010000, "message": "internal server error occurred"}, 500)
         if fault is not None and fault.kind == "slow":
             await asyncio.sleep(fault.seconds)
         entry["status"] = response.status
@@ -403,12 +352,12 @@ class AlpacaTestExchange:
         return body
 
     async def _account(self, request: web.Request) -> web.Response:
-        return _json(self.engine.account_json())
+        return json_response(self.engine.account_json())
 
     async def _clock(self, request: web.Request) -> web.Response:
         now = datetime.now(UTC) + timedelta(milliseconds=self.clock_skew_ms)
         day = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        return _json(
+        return json_response(
             {
                 "timestamp": now.strftime("%Y-%m-%dT%H:%M:%S.%f") + "+00:00",
                 "is_open": True,
@@ -422,8 +371,8 @@ class AlpacaTestExchange:
         asset_class = q.get("asset_class", "us_equity")
         status = q.get("status")
         if asset_class != "crypto":
-            return _json([])
-        return _json([a.to_json() for a in self.engine.assets.values() if status in (None, "", a.status)])
+            return json_response([])
+        return json_response([a.to_json() for a in self.engine.assets.values() if status in (None, "", a.status)])
 
     def _find_asset(self, key: str) -> AssetSpec:
         for a in self.engine.assets.values():
@@ -432,46 +381,46 @@ class AlpacaTestExchange:
         raise AlpacaError(404, 40410000, "asset not found")
 
     async def _asset(self, request: web.Request) -> web.Response:
-        return _json(self._find_asset(request.match_info["symbol_or_asset_id"]).to_json())
+        return json_response(self._find_asset(request.match_info["symbol_or_asset_id"]).to_json())
 
     async def _positions(self, request: web.Request) -> web.Response:
-        return _json(self.engine.positions_json())
+        return json_response(self.engine.positions_json())
 
     async def _position(self, request: web.Request) -> web.Response:
         key = request.match_info["symbol_or_asset_id"].upper()
         for coin, qty in self.engine.positions.items():
             if qty != 0 and key in (coin, f"{coin}USD", f"{coin}/USD"):
-                return _json(self.engine.position_json(coin))
+                return json_response(self.engine.position_json(coin))
         raise AlpacaError(404, 40410000, "position does not exist")
 
     async def _create_order(self, request: web.Request) -> web.Response:
         order = self.engine.place(await self._body(request))
         answer = order.to_json()  # the answer: pending_new, nothing filled; the fills come after it
         self._schedule_activation(order.id)
-        return _json(answer)
+        return json_response(answer)
 
     async def _list_orders(self, request: web.Request) -> web.Response:
         q = request.query
         symbols = [s for s in q.get("symbols", "").split(",") if s] or None
         orders = self.engine.list_orders(
-            status=_choice(q, "status", "open", ("open", "closed", "all")),
-            limit=_int_param(q, "limit", 50, 1, 500),
-            after=_time_param(q, "after"),
-            until=_time_param(q, "until"),
-            direction=_choice(q, "direction", "desc", ("asc", "desc")),
+            status=choice(q, "status", "open", ("open", "closed", "all")),
+            limit=int_param(q, "limit", 50, 1, 500),
+            after=time_param(q, "after"),
+            until=time_param(q, "until"),
+            direction=choice(q, "direction", "desc", ("asc", "desc")),
             symbols=symbols,
             side=q.get("side") or None,
         )
-        return _json([o.to_json() for o in orders])
+        return json_response([o.to_json() for o in orders])
 
     async def _order_by_client_id(self, request: web.Request) -> web.Response:
         cid = request.query.get("client_order_id")
         if not cid:
             raise AlpacaError(422, 40010001, "client_order_id is required")
-        return _json(self.engine.get_by_client_id(cid).to_json())
+        return json_response(self.engine.get_by_client_id(cid).to_json())
 
     async def _get_order(self, request: web.Request) -> web.Response:
-        return _json(self.engine.get(request.match_info["order_id"]).to_json())
+        return json_response(self.engine.get(request.match_info["order_id"]).to_json())
 
     async def _cancel_order(self, request: web.Request) -> web.Response:
         self.engine.cancel(request.match_info["order_id"])
@@ -479,13 +428,13 @@ class AlpacaTestExchange:
 
     async def _cancel_all(self, request: web.Request) -> web.Response:
         canceled = self.engine.cancel_all()
-        return _json([{"id": o.id, "status": 200, "body": o.to_json()} for o in canceled], 207)
+        return json_response([{"id": o.id, "status": 200, "body": o.to_json()} for o in canceled], 207)
 
     async def _replace_order(self, request: web.Request) -> web.Response:
         new: Order = self.engine.replace(request.match_info["order_id"], await self._body(request))
         answer = new.to_json()
         self._schedule_activation(new.id)
-        return _json(answer)
+        return json_response(answer)
 
     async def _activities(self, request: web.Request) -> web.Response:
         q = request.query
@@ -496,7 +445,7 @@ class AlpacaTestExchange:
             types = {t.strip().upper() for t in q["activity_types"].split(",") if t.strip()}
         else:
             types = None
-        after, until = _time_param(q, "after"), _time_param(q, "until")
+        after, until = time_param(q, "after"), time_param(q, "until")
         if q.get("date"):
             day = parse_time(q["date"], "date")
             after, until = day - timedelta(microseconds=1), day + timedelta(days=1) - timedelta(microseconds=1)
@@ -504,152 +453,27 @@ class AlpacaTestExchange:
             types=types,
             after=after,
             until=until,
-            direction=_choice(q, "direction", "desc", ("asc", "desc")),
-            page_size=_int_param(q, "page_size", 100, 1, 100),
+            direction=choice(q, "direction", "desc", ("asc", "desc")),
+            page_size=int_param(q, "page_size", 100, 1, 100),
             page_token=q.get("page_token") or None,
         )
         if request.get(FILL_TWICE):
             rows = [r for row in rows for r in ([row, row] if row["activity_type"] == "FILL" else [row])]
-        return _json(rows)
-
-    # ---- market data API ------------------------------------------------------------------------
-
-    def _symbols(self, request: web.Request) -> list[str]:
-        raw = request.query.get("symbols", "")
-        symbols = [s for s in raw.split(",") if s]
-        if not symbols:
-            raise _data_error("Invalid symbol(s): symbols is required")
-        for s in symbols:
-            if not SYMBOL_RE.match(s):
-                raise _data_error(f"Invalid symbol(s): {s} does not match ^[A-Z]+/[A-Z]+$")
-        return [s for s in symbols if s in self.engine.assets]
-
-    def _quote(self, symbol: str) -> dict[str, Any]:
-        book = self.engine.books.get(symbol)
-        bid = book.bids[0] if book and book.bids else None
-        ask = book.asks[0] if book and book.asks else None
-        ts = book.ts if book and book.ts else datetime.now(UTC)
-        return {
-            "ap": _num(ask.price) if ask else 0,
-            "as": _num(ask.size) if ask else 0,
-            "bp": _num(bid.price) if bid else 0,
-            "bs": _num(bid.size) if bid else 0,
-            "t": rfc3339(ts),
-        }
-
-    def _orderbook(self, symbol: str) -> dict[str, Any]:
-        book = self.engine.books.get(symbol)
-        ts = book.ts if book and book.ts else datetime.now(UTC)
-        return {
-            "a": [{"p": _num(lv.price), "s": _num(lv.size)} for lv in (book.asks if book else [])],
-            "b": [{"p": _num(lv.price), "s": _num(lv.size)} for lv in (book.bids if book else [])],
-            "t": rfc3339(ts),
-        }
-
-    @staticmethod
-    def _trade_json(t: dict[str, Any]) -> dict[str, Any]:
-        return {"i": t["i"], "p": _num(t["p"]), "s": _num(t["s"]), "t": t["t"], "tks": t["tks"]}
-
-    def _bars_of(self, symbol: str, seconds: int, start: datetime | None = None) -> list[dict[str, Any]]:
-        buckets: dict[int, list[dict[str, Any]]] = {}
-        for t in self.engine.public_trades.get(symbol, []):
-            ts = parse_time(t["t"], "t")
-            if start is not None and ts < start:
-                continue
-            buckets.setdefault(int(ts.timestamp()) // seconds * seconds, []).append(t)
-        bars = []
-        for key in sorted(buckets):
-            trades = buckets[key]
-            volume = sum((t["s"] for t in trades), Decimal(0))
-            vwap = sum((t["p"] * t["s"] for t in trades), Decimal(0)) / volume
-            bars.append(
-                {
-                    "t": rfc3339(datetime.fromtimestamp(key, UTC)).replace(".000000Z", "Z"),
-                    "o": _num(trades[0]["p"]),
-                    "h": _num(max(t["p"] for t in trades)),
-                    "l": _num(min(t["p"] for t in trades)),
-                    "c": _num(trades[-1]["p"]),
-                    "v": _num(volume),
-                    "n": len(trades),
-                    "vw": _num(vwap),
-                }
-            )
-        return bars
-
-    def _latest(self, name: str) -> Handler:
-        async def handler(request: web.Request) -> web.Response:
-            out: dict[str, Any] = {}
-            for s in self._symbols(request):
-                if name == "orderbooks":
-                    out[s] = self._orderbook(s)
-                elif name == "quotes":
-                    out[s] = self._quote(s)
-                elif name == "trades":
-                    trades = self.engine.public_trades.get(s)
-                    if trades:
-                        out[s] = self._trade_json(trades[-1])
-                else:
-                    bars = self._bars_of(s, 60)
-                    if bars:
-                        out[s] = bars[-1]
-            return _json({name: out})
-
-        return handler
-
-    async def _trades(self, request: web.Request) -> web.Response:
-        q = request.query
-        limit = _int_param(q, "limit", 1000, 1, 10000)
-        start = _time_param(q, "start")
-        out = {}
-        for s in self._symbols(request):
-            trades = [
-                t for t in self.engine.public_trades.get(s, []) if start is None or parse_time(t["t"], "t") >= start
-            ]
-            out[s] = [self._trade_json(t) for t in trades[:limit]]
-        return _json({"trades": out, "next_page_token": None})
-
-    async def _bars(self, request: web.Request) -> web.Response:
-        q = request.query
-        seconds = _timeframe_seconds(q.get("timeframe", "1Min"))
-        limit = _int_param(q, "limit", 1000, 1, 10000)
-        start = _time_param(q, "start")
-        return _json(
-            {
-                "bars": {s: self._bars_of(s, seconds, start)[:limit] for s in self._symbols(request)},
-                "next_page_token": None,
-            }
-        )
-
-    async def _snapshots(self, request: web.Request) -> web.Response:
-        out: dict[str, Any] = {}
-        for s in self._symbols(request):
-            entry: dict[str, Any] = {"latestQuote": self._quote(s)}
-            trades = self.engine.public_trades.get(s)
-            if trades:
-                entry["latestTrade"] = self._trade_json(trades[-1])
-            minute, daily = self._bars_of(s, 60), self._bars_of(s, 86400)
-            if minute:
-                entry["minuteBar"] = minute[-1]
-            if daily:
-                entry["dailyBar"] = daily[-1]
-                if len(daily) > 1:
-                    entry["prevDailyBar"] = daily[-2]
-            out[s] = entry
-        return _json({"snapshots": out})
+        return json_response(rows)
 
     # ---- control over HTTP (for a separate process) ---------------------------------------------
 
     def _control_routes(self, r: web.UrlDispatcher) -> None:
         async def state(request: web.Request) -> web.Response:
-            return _json(self.state())
+            return json_response(self.state())
 
         async def requests(request: web.Request) -> web.Response:
-            return _json(self.requests)
+            return json_response(self.requests)
 
         async def book(request: web.Request) -> web.Response:
             b = await request.json()
             self.set_book(b["symbol"], b.get("bids", []), b.get("asks", []))
-            return _json({"ok": True})
+            return json_response({"ok": True})
 
         async def fault(request: web.Request) -> web.Response:
             b = await request.json()
@@ -662,18 +486,18 @@ class AlpacaTestExchange:
                     seconds=float(b.get("seconds", 5.0)),
                 )
             except (KeyError, ValueError) as e:
-                return _json({"error": str(e)}, 400)
-            return _json({"ok": True})
+                return json_response({"error": str(e)}, 400)
+            return json_response({"ok": True})
 
         async def clear_faults(request: web.Request) -> web.Response:
             self.clear_faults()
-            return _json({"ok": True})
+            return json_response({"ok": True})
 
         async def external_order(request: web.Request) -> web.Response:
             try:
-                return _json(self.place_external_order(**(await request.json())))
+                return json_response(self.place_external_order(**(await request.json())))
             except AlpacaError as e:
-                return _json(e.body, e.status)
+                return json_response(e.body, e.status)
 
         async def balances(request: web.Request) -> web.Response:
             b = await request.json()
@@ -681,7 +505,7 @@ class AlpacaTestExchange:
                 self.cash = b["cash"]
             for coin, qty in (b.get("positions") or {}).items():
                 self.set_position(coin, qty)
-            return _json({"ok": True})
+            return json_response({"ok": True})
 
         r.add_get("/__control/state", state)
         r.add_get("/__control/requests", requests)

@@ -19,8 +19,11 @@ from urllib.parse import urlsplit
 import aiohttp
 import ccxt.async_support as ccxt
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from tests.exchanges.alpaca import AlpacaTestExchange
+from tests.exchanges.alpaca_engine import D0, AlpacaEngine, AlpacaError
 from tests.helpers import eventually
 
 KEY, SECRET = "PKTEST123", "secret-abc"
@@ -122,6 +125,8 @@ async def test_order_book_ticker_and_public_trades(venue: AlpacaTestExchange, ex
     assert ticker["last"] == 50010.0
     trades = await ex.fetch_trades("BTC/USD")
     assert [(t["price"], t["amount"], t["side"]) for t in trades] == [(50010.0, 0.001, "buy")]
+    [candle] = await ex.fetch_ohlcv("BTC/USD", "1m")
+    assert candle[1:] == [50010.0, 50010.0, 50010.0, 50010.0, 0.001]
     with pytest.raises(ccxt.BadSymbol):
         await ex.marketPublicGetV1beta3CryptoLocLatestOrderbooks({"loc": "us", "symbols": "btcusd"})
 
@@ -166,6 +171,17 @@ async def test_market_order_is_answered_pending_new_then_fills_across_levels(
     fees = await ex.traderPrivateGetV2AccountActivitiesActivityType({"activity_type": "CFEE"})
     assert sorted(D(f["qty"]) for f in fees) == [D("-0.0000125"), D("-0.0000125")]
     assert {f["symbol"] for f in fees} == {"BTCUSD"}
+
+
+async def test_market_buy_by_cost_is_a_notional_order(venue: AlpacaTestExchange, ex: ccxt.alpaca) -> None:
+    order = await ex.create_market_buy_order_with_cost("BTC/USD", 100)
+    [sent] = venue.requests_to("POST", "/v2/orders")
+    assert (sent["params"]["notional"], "qty" in sent["params"]) == ("100", False)
+    done = await until_status(ex, order["id"], "filled")
+    assert (done["filled"], done["average"], done["info"]["notional"]) == (0.0019996, 50010.0, "100")
+    [fill] = venue.fills
+    assert (fill["qty"], fill["order_status"], fill["type"]) == ("0.0019996", "filled", "fill")
+    assert venue.cash == D(100000) - D("0.0019996") * 50010
 
 
 async def test_limit_order_rests_then_fills_as_maker_when_the_book_crosses(
@@ -244,6 +260,11 @@ async def test_find_by_client_id_and_unknown_ids(venue: AlpacaTestExchange, ex: 
         await by_client_id(ex, "never-sent")
     with pytest.raises(ccxt.InvalidOrder):
         await ex.fetch_order("00000000-0000-0000-0000-000000000000")
+    async with (
+        aiohttp.ClientSession(headers={"APCA-API-KEY-ID": KEY, "APCA-API-SECRET-KEY": SECRET}) as http,
+        http.get(f"{venue.base_url}/v2/no-such-endpoint") as resp,
+    ):
+        assert (resp.status, await resp.json()) == (404, {"code": 40410000, "message": "endpoint not found"})
 
 
 async def test_client_order_id_is_unique_across_every_order_ever_placed(
@@ -345,8 +366,8 @@ async def test_external_order_is_listed_and_filled(venue: AlpacaTestExchange, ex
 async def test_fault_on_create_order_raises_the_ccxt_class(
     venue: AlpacaTestExchange, ex: ccxt.alpaca, fault: str, error: type[Exception], placed: bool
 ) -> None:
-    ex.timeout = 500
-    venue.inject(fault, "POST", "/v2/orders", seconds=1.5)
+    ex.timeout = 300
+    venue.inject(fault, "POST", "/v2/orders", seconds=0.8)
     with pytest.raises(error) as caught:
         await ex.create_order("BTC/USD", "market", "buy", 0.001, None, {"clientOrderId": f"f-{fault}"})
     assert type(caught.value) is error  # exactly: e.g. a 500 with Alpaca's JSON body is no NetworkError
@@ -448,3 +469,100 @@ async def test_runs_as_a_process_controlled_over_http() -> None:
             proc.kill()
             await proc.wait()
     assert proc.returncode == 0
+
+
+# ---- the engine's money maths, for every sequence of books and orders ---------------------------
+
+_prices = st.integers(min_value=45000, max_value=55000).map(D)
+_sizes = st.integers(min_value=1, max_value=3000).map(lambda n: D(n) / 10000)  # 0.0001 .. 0.3
+_levels = st.lists(st.tuples(_prices, _sizes), max_size=4)
+_steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("book"), _levels, _levels),
+        st.tuples(st.just("limit"), st.sampled_from(["buy", "sell"]), _sizes, _prices, st.sampled_from(["gtc", "ioc"])),
+        st.tuples(st.just("market"), st.sampled_from(["buy", "sell"]), _sizes),
+        st.tuples(st.just("cancel"), st.integers(min_value=0, max_value=20)),
+    ),
+    max_size=25,
+)
+
+
+_OVERSPEND = [  # two resting buys worth more than the cash together, then a book that fills both
+    ("limit", "buy", D("0.1"), D(50000), "gtc"),
+    ("limit", "buy", D("0.1"), D(50000), "gtc"),
+    ("book", [], [(D(49000), D("0.3"))]),
+]
+_OVERSELL = [  # two resting sells of more coin than is held together, then a book that fills both
+    ("limit", "sell", D("0.3"), D(52000), "gtc"),
+    ("limit", "sell", D("0.3"), D(52000), "gtc"),
+    ("book", [(D(53000), D("1"))], []),
+]
+
+
+@settings(max_examples=80, deadline=None)
+@example(steps=_OVERSPEND, limits_only=True)
+@example(steps=_OVERSELL, limits_only=True)
+@given(steps=_steps, limits_only=st.booleans())
+def test_engine_conserves_money_and_never_overspends(steps: list[tuple[Any, ...]], limits_only: bool) -> None:
+    engine = AlpacaEngine(cash="8000", positions={"BTC": "0.4"})
+    engine.set_book("BTC/USD", [("49000", "1")], [("51000", "1")])
+    for step in steps:
+        try:
+            if step[0] == "book":
+                engine.set_book("BTC/USD", step[1], step[2])
+            elif step[0] == "limit" or (step[0] == "market" and limits_only):
+                side, qty = step[1], step[2]
+                price = step[3] if step[0] == "limit" else D(51000 if side == "buy" else 49000)
+                tif = step[4] if step[0] == "limit" else "ioc"
+                order = engine.place(
+                    {
+                        "symbol": "BTC/USD",
+                        "side": side,
+                        "type": "limit",
+                        "qty": qty,
+                        "limit_price": price,
+                        "time_in_force": tif,
+                    }
+                )
+                engine.activate(order.id)
+            elif step[0] == "market":
+                order = engine.place(
+                    {"symbol": "BTC/USD", "side": step[1], "type": "market", "qty": step[2], "time_in_force": "gtc"}
+                )
+                engine.activate(order.id)
+            else:
+                ids = list(engine.orders)
+                if ids:
+                    engine.cancel(ids[step[1] % len(ids)])
+        except AlpacaError as e:
+            assert e.status in (403, 422), e.body
+    fills = [a for a in engine.activities if a["activity_type"] == "FILL"]
+    fees = [a for a in engine.activities if a["activity_type"] == "CFEE"]
+    assert len(fees) == len(fills)
+    bought = sum((D(f["qty"]) for f in fills if f["side"] == "buy"), D0)
+    sold = sum((D(f["qty"]) for f in fills if f["side"] == "sell"), D0)
+    spent = sum((D(f["qty"]) * D(f["price"]) for f in fills if f["side"] == "buy"), D0)
+    earned = sum((D(f["qty"]) * D(f["price"]) for f in fills if f["side"] == "sell"), D0)
+    coin_fees = -sum((D(c["qty"]) for c in fees), D0)
+    usd_fees = -sum((D(c["net_amount"]) for c in fees), D0)
+    assert engine.cash == D(8000) - spent + earned - usd_fees
+    assert engine.positions["BTC"] == D("0.4") + bought - coin_fees - sold
+    for fill, fee in zip(fills, fees, strict=True):
+        rate = {D("0.0025"), D("0.0015")}
+        if fill["side"] == "buy":  # in the coin received
+            assert (D(fee["net_amount"]), fee["symbol"]) == (0, "BTCUSD")
+            assert -D(fee["qty"]) / D(fill["qty"]) in rate
+        else:  # in the USD received
+            assert D(fee["qty"]) == 0
+            assert -D(fee["net_amount"]) / (D(fill["qty"]) * D(fill["price"])) in rate
+    for order in engine.orders.values():
+        mine = [f for f in fills if f["order_id"] == order.id]
+        assert order.filled_qty == sum((D(f["qty"]) for f in mine), D0)
+        assert order.qty is not None and order.filled_qty <= order.qty
+        assert (order.status == "filled") == (order.filled_qty == order.qty)
+        if order.limit_price is not None:  # never a worse price than the limit
+            worse = [f for f in mine if (D(f["price"]) > order.limit_price) == (order.side == "buy")]
+            assert all(D(f["price"]) == order.limit_price for f in worse)
+    if limits_only:  # every buy reserved its worst cost: nothing overdrawn
+        assert engine.cash >= 0
+    assert engine.positions["BTC"] >= 0  # sells reserve the coin they sell
