@@ -118,6 +118,7 @@ class OrderRouter(Actor):
         await self.session.start()  # the venue only after the rebuild: what it pushes is about orders we know
         await self.session.reconcile(min_age_ms=0)
         await self.emulator.resume()
+        await self.session.publish_balances()
         self.books.add_hook(self.emulator.on_book)
         await self.books.start()
         await self.bus.subscribe(s.query("orders"), OrdersQuery, self._on_query, queue=self.name)
@@ -292,6 +293,7 @@ class OrderRouter(Actor):
     async def _fold_fill(self, f: Fill, env: Envelope) -> None:
         """A fill read back at start: the position it made. A fill of a known order that its order does not
         list yet is left for the FILLS consumer, which folds it together with the order (never twice)."""
+        self.session.fills_seq = max(self.session.fills_seq, env.seq or 0)
         o = self.store.orders.get(f.order_id)
         if o is not None and all(ref.fill_id != f.fill_id for ref in o.fills):
             return
@@ -299,6 +301,7 @@ class OrderRouter(Actor):
 
     async def _on_fill(self, f: Fill, env: Envelope) -> None:
         store, emulator = self.store, self.emulator
+        self.session.fills_seq = max(self.session.fills_seq, env.seq or 0)
         if f.order_id not in store.orders:
             # a fill of an order that is not ours (an outside writer): the ledger books it, the position moves
             async with store.lock:

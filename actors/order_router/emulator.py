@@ -353,7 +353,7 @@ class Emulator:
             if marked is not None:
                 self.log.info("order {} triggered at bid {} / ask {} (stop {})", oid, bid, ask, o.stop_price)
                 kind, price = venue_leg(marked)
-                self.spawn(self.session.send_logged(oid, kind, price), "send-triggered")
+                self.spawn(self.session.send_triggered(oid, kind, price), "send-triggered")
 
     async def on_clock(self) -> None:
         now = now_ms()

@@ -36,9 +36,12 @@ from schemas.messages import (
     Order,
     OrderStatus,
     Severity,
+    VenueBalanceFigures,
+    VenueBalances,
     VenueState,
     now_ms,
 )
+from schemas.subjects import pair_currencies
 
 if TYPE_CHECKING:
     from loguru import Logger
@@ -46,6 +49,7 @@ if TYPE_CHECKING:
     from actors.order_router.emulator import Emulator, Spawn
 
 S = OrderStatus
+ZERO = Decimal(0)
 MAX_REJECT_CODES = 1_000
 # a venue's order type -> (our type, held by the venue): how an external order is kept
 _ADOPTED_TYPES = {
@@ -84,6 +88,8 @@ class VenueSession:
         self.reject_codes: OrderedDict[str, str] = OrderedDict()  # the venue's code of a rejection, for the reply
         self.ignored: OrderedDict[str, None] = OrderedDict()  # external orders ignored (logged once each)
         self.venue_up: bool | None = None  # unknown until the venue is first asked
+        self.fills_seq = 0  # the last FILLS sequence this router has seen (its balance readings vouch up to it)
+        self.balances_published = 0
 
     def connect(self, emulator: Emulator, route: Route) -> None:
         """The emulator (brackets and exits follow the venue's answers) and the router's routing."""
@@ -155,8 +161,10 @@ class VenueSession:
         await self._venue_answers(True)
         await self.on_venue_result(order_id, result, result.trades)
 
-    async def send_logged(self, order_id: str, venue_type: str, price: Decimal | None) -> None:
-        """``send`` in the background (a triggered order): a venue that does not answer is left to the reconcile."""
+    async def send_triggered(self, order_id: str, venue_type: str, price: Decimal | None) -> None:
+        """``send`` in the background of an order that just triggered here (its first send: it was held here
+        until now); a venue that does not answer is left to the reconcile."""
+        self.fresh.add(order_id)
         try:
             await self.send(order_id, venue_type, price)
         except Transient as e:
@@ -380,6 +388,47 @@ class VenueSession:
                 await self._venue_answers(True)
         async with self.store.lock:  # a backstop: exits the position no longer covers are cut
             await self.emulator.refit_all()
+        await self.publish_balances()
+
+    # -- balances (live venues) ------------------------------------------------------------------------
+    def _quiet(self) -> bool:
+        """No create on its way, no order unanswered, every trade the venue reported for our orders back as a
+        fill: our fills account for everything the venue did with our orders."""
+        if self.sending:
+            return False
+        for oid in self.store.live:
+            o = self.store.orders[oid]
+            if held_here(o):
+                continue
+            if o.venue_status is None or (o.venue_filled is not None and o.filled_quantity < o.venue_filled):
+                return False
+        return True
+
+    async def publish_balances(self) -> None:
+        """A live venue's balances for the ledger to reconcile (tbx.events.balances.<venue>), read only when
+        quiet, and dropped when an order of ours traded while they were read (a fill in flight is no mismatch).
+        The figures cover the currencies of PAIRS; the first reading, before any fill, is the opening one."""
+        if self.venue.authoritative_lookup or not self._quiet():
+            return
+        seq = self.fills_seq
+        try:
+            raw = await self.venue.fetch_balance()
+            open_now = await self.venue.fetch_open_orders()
+        except Exception as e:
+            self.log.warning("balances of {} not read: {}", self.venue.name, e)
+            return
+        for r in open_now:  # a resting order of ours that traded meanwhile: its fill is not in yet
+            oid = self.store.by_client.get(r.client_order_id)
+            o = self.store.orders.get(oid) if oid else None
+            if o is not None and r.filled != (o.venue_filled or ZERO):
+                return
+        if not self._quiet() or self.fills_seq != seq:
+            return
+        wanted = {c for p in self.settings.PAIRS for c in pair_currencies(p)}
+        figures = {c: VenueBalanceFigures(free=b.free, total=b.total) for c, b in raw.items() if c in wanted}
+        reading = VenueBalances(venue=self.venue.name, balances=figures, ts=now_ms(), fills_seq=seq, opening=seq == 0)
+        await self.bus.js_publish(self.subjects.balances(self.venue.name), reading)
+        self.balances_published += 1
 
     async def _reconcile_one(self, o: Order) -> None:
         unanswered = o.venue_status is None and o.status in (S.SUBMITTED, S.TRIGGERED, S.PENDING_CANCEL)

@@ -66,11 +66,6 @@ def classify(exc: BaseException) -> Classified:
     return _UNKNOWN  # a plain ExchangeError (a code ccxt does not map) or anything else: assume it may have acted
 
 
-def retry_after_seconds(exc: BaseException) -> float | None:
-    """Retry-After of a 429/418 when ccxt kept the response headers (``last_response_headers``), else None."""
-    return None
-
-
 _QUERY_RE = re.compile(r"(https?://[^\s?#\"']+)\?[^\s\"']*", re.IGNORECASE)
 _KV_SECRET_RE = re.compile(
     r"(?i)\b(signature|apikey|api_key|secret|key|token|password|passphrase|x-mbx-apikey|apca-api-key-id|"

@@ -52,6 +52,7 @@ T = TypeVar("T")
 ZERO = Decimal(0)
 SEEN_TRADES = 50_000  # trade ids remembered so that a trade reported twice is passed on once
 KNOWN_ORDERS = 50_000
+STOP_WAIT_S = 1.0  # on stop, calls in flight get this long to end before the session is closed
 UNIFIED_STATUS = {"open", "closed", "canceled", "rejected", "expired"}
 log = logger.bind(actor="order-router")
 
@@ -101,6 +102,9 @@ class CcxtVenue:
         self.open_seen: dict[str, VenueOrder] = {}  # orders seen open at the last poll, by venue order id
         self.since: dict[str, int] = {}  # per pair: the newest trade time polled
         self.tasks: list[asyncio.Task[None]] = []
+        self.closed = False
+        self.calls = 0  # calls in flight: stop waits for them (a ccxt call in flight may reopen a closed session)
+        self.idle = asyncio.Event()
         self.stream_wanted = stream == "auto" and not api_url
         cls = self._exchange_class(exchange_id, self.stream_wanted)
         config: dict[str, Any] = {
@@ -116,7 +120,8 @@ class CcxtVenue:
         config.update(ccxt_config or {})  # e.g. a lower rateLimit for a local test exchange
         if exchange_id in ("binance", "binanceus"):
             # spot only: with keys and no sandbox ccxt would sign a sapi currencies call and read futures markets
-            config["options"] = {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False}
+            # and no signed sapi margin pairs either (fetchMargins): the spot testnet has no sapi
+            config["options"] = {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False, "fetchMargins": False}
         self.ex: Any = cls(config)
         if sandbox:
             self.ex.set_sandbox_mode(True)  # before load_markets: Binance spot testnet, Alpaca paper
@@ -143,7 +148,10 @@ class CcxtVenue:
         return safe_message(f"{type(e).__name__}: {e}", self.secrets)
 
     async def _call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        if self.closed:  # a late call (a task of the actor not cancelled yet) would open a new session
+            raise VenueUnavailable(f"{self.name}: the venue session is stopped")
         t0 = _now()
+        self.calls += 1
         try:
             out = await fn(*args, **kwargs)
         except Exception as e:
@@ -154,6 +162,10 @@ class CcxtVenue:
             else:
                 self._health.connected = True  # the venue answered (with an error)
             raise
+        finally:
+            self.calls -= 1
+            if not self.calls:
+                self.idle.set()
         self._health.last_latency_ms = round((_now() - t0) * 1000, 3)
         self._health.connected = True
         return out
@@ -251,12 +263,17 @@ class CcxtVenue:
         return None
 
     async def stop(self) -> None:
+        self.closed = True
         for t in self.tasks:
             t.cancel()
         for t in self.tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self.tasks.clear()
+        if self.calls:
+            self.idle.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.idle.wait(), STOP_WAIT_S)
         await self.ex.close()
 
     def set_listener(self, listener: Listener) -> None:

@@ -17,6 +17,8 @@ from schemas.messages import Fill, Order, OrderReply, OrderRequest, OrdersPage, 
 from tests.exchanges.binance import BinanceTestExchange
 from tests.helpers import eventually
 from tests.integration.test_actors import System
+from tests.integration.test_balances import alerts_on
+from tests.integration.test_ledger import bal, snap
 from tests.integration.test_order_types import settings_for
 
 KEY, SECRET = "live-test-key-0123456789", "live-test-secret-abcdef0123"
@@ -246,3 +248,36 @@ async def test_external_orders_are_left_alone_with_external_orders_ignore(live, 
 
     await eventually(polled_past_it, what="the poll seeing the external order")
     assert await order_of(client, web.client_order_id) is None
+
+
+async def test_the_venues_balances_open_the_books_and_a_later_difference_is_a_critical_alert(
+    live, client, exchange
+) -> None:
+    alerts = await alerts_on(client)
+    await live()
+
+    async def opened() -> bool:
+        s = await snap(client)
+        return bal(s, "USDT").total == D(100000) and bal(s, "BTC").total == D(1)
+
+    await eventually(opened, what="the venue's balances as the opening books")
+    assert not alerts.got  # opening balances are no mismatch
+    reply = await submit(client, "lv-bal-1")
+    assert reply.ok, reply.detail
+    await until(client, "lv-bal-1", "filled")
+    await asyncio.sleep(1.0)  # a few readings with the fill in: the books agree
+    assert not alerts.got
+    exchange.set_balance("USDT", "90000")  # money leaves the account outside this service
+
+    async def alerted() -> list:
+        return alerts.of("USDT")
+
+    [alert] = await eventually(alerted, what="BALANCE_MISMATCH on USDT")
+    assert alert.severity == "critical" and alert.balance is not None
+    assert alert.balance.venue_total == D(90000) and alert.balance.ledger_total == D(100000) - D("600.00")
+
+    async def venue_wins() -> bool:
+        return bal(await snap(client), "USDT").available == D(90000)
+
+    await eventually(venue_wins, what="the venue's available in the books")
+    assert bal(await snap(client), "BTC").total == D("1.00999")  # 0.01 bought, 0.00001 fee in BTC
