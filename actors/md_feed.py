@@ -9,8 +9,8 @@ MARKET_DATA=replay:FILE publishes the lines of a JSON-lines file at their record
 (``tbx.md.trades.<pair>``); blank lines and lines starting with ``#`` are skipped. After the last
 line it keeps re-publishing the last book of each pair. MARKET_DATA=venue (live trading) publishes
 the live venue's own books: each pair's top 10 levels read through ccxt every MARKET_DATA_INTERVAL
-ms (an instance without the keys, so its calls never wait behind the order-router's orders in one
-rate limiter). MARKET_DATA=none publishes nothing: any
+ms (its own ccxt instance, without the keys where books are public, so its calls never wait behind
+the order-router's orders in one rate limiter; Alpaca's need the keys). MARKET_DATA=none publishes nothing: any
 outside publisher of ``tbx.md.book.<pair>`` can feed the service instead.
 """
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 
 BOOK_DEPTH = 10
+KEYED_MARKET_DATA = frozenset({"alpaca"})  # venues whose markets and books need the account's keys
 
 
 class MarketDataFeed(Actor):
@@ -46,7 +47,10 @@ class MarketDataFeed(Actor):
         if self.settings.MARKET_DATA == "synthetic":
             self.spawn(self._synthetic(), "synthetic")
         elif self.settings.MARKET_DATA == "venue":
-            self.venue = make_ccxt_venue(self.settings, keys=False)
+            # without the keys where the books are public (its own rate limiter, never in the way of orders);
+            # Alpaca serves markets and books to key holders only
+            keyed = self.settings.EXCHANGE in KEYED_MARKET_DATA
+            self.venue = make_ccxt_venue(self.settings, keys=keyed)
             await self.venue.load_markets()
             self.spawn(self._venue_books(), "venue books")
         elif (path := self.settings.replay_file) is not None:
