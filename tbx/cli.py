@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from loguru import logger
 
+    from actors.venues.base import VenueStartError
     from bus.embedded import PortInUse
     from bus.errors import BusUnavailable
     from tbx.logs import setup_logging
@@ -89,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     except BusUnavailable as e:
         logger.error(str(e))
         return 1
+    except VenueStartError as e:  # the live venue's start check: one line naming what failed
+        print(f"tbx: cannot start: {e}", file=sys.stderr)
+        return 2
     except OSError as e:
         logger.error("cannot start: {}", e)
         return 1

@@ -194,3 +194,24 @@ async def test_sigterm_while_starting_stops_at_once(tmp_path):
         assert not pid_alive(int(m.group(1)))
     finally:
         proc.ensure_stopped()
+
+
+async def test_live_trading_with_keys_the_venue_refuses_stops_start_up_with_one_line(tmp_path):
+    from tests.exchanges.binance import BinanceTestExchange
+
+    exchange = BinanceTestExchange(api_key="the-right-key-0123456789", secret="the-right-secret-0123456789")
+    await exchange.start()
+    try:
+        env = {
+            "DATA_DIR": str(tmp_path), "PORT": str(free_port()), "PAPER_TRADING": "false", "LIVE_TRADING": "true",
+            "EXCHANGE": "binance", "EXCHANGE_API_KEY": "a-wrong-key-0123456789", "EXCHANGE_API_SECRET": "wrong-secret",
+            "EXCHANGE_API_URL": exchange.base_url, "API_TOKEN": "live-token", "PAIRS": "BTC_USDT",
+        }  # fmt: skip
+        proc = Tbx(["run"], env, tmp_path / "keys.log")
+        rc = await asyncio.to_thread(proc.proc.wait, 60)
+        assert rc == 2, proc.text()[-2000:]
+        refusals = [line for line in proc.text().splitlines() if line.startswith("tbx: cannot start:")]
+        assert refusals == [refusals[0]] and "keys refused by binance" in refusals[0], proc.text()[-2000:]
+        assert "wrong-secret" not in proc.text() and "a-wrong-key-0123456789" not in proc.text()
+    finally:
+        await exchange.stop()
