@@ -10,7 +10,9 @@ MARKET_DATA=replay:FILE publishes the lines of a JSON-lines file at their record
 line it keeps re-publishing the last book of each pair. MARKET_DATA=venue (live trading) publishes
 the live venue's own books: each pair's top 10 levels read through ccxt every MARKET_DATA_INTERVAL
 ms (its own ccxt instance, without the keys where books are public, so its calls never wait behind
-the order-router's orders in one rate limiter; Alpaca's need the keys). MARKET_DATA=none publishes nothing: any
+the order-router's orders in one rate limiter; Alpaca's need the keys). Where the venue counts its
+request budget per IP (Binance), this instance keeps to a quarter of it and the order-router's to the
+rest (actors/venues/factory.py). MARKET_DATA=none publishes nothing: any
 outside publisher of ``tbx.md.book.<pair>`` can feed the service instead.
 """
 
@@ -23,7 +25,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from actors.base import Actor
-from actors.venues.factory import make_ccxt_venue
+from actors.venues.factory import BOOKS_SHARE, make_ccxt_venue
 from bus.codec import DecodeFailure, decode
 from domain.synthetic import SyntheticMarket
 from schemas.messages import Book, Trade, now_ms
@@ -50,7 +52,7 @@ class MarketDataFeed(Actor):
             # without the keys where the books are public (its own rate limiter, never in the way of orders);
             # Alpaca serves markets and books to key holders only
             keyed = self.settings.EXCHANGE in KEYED_MARKET_DATA
-            self.venue = make_ccxt_venue(self.settings, keys=keyed)
+            self.venue = make_ccxt_venue(self.settings, keys=keyed, share=BOOKS_SHARE)
             await self.venue.load_markets()
             self.spawn(self._venue_books(), "venue books")
         elif (path := self.settings.replay_file) is not None:
@@ -87,7 +89,7 @@ class MarketDataFeed(Actor):
                     book = await self.venue.fetch_order_book(pair, depth=BOOK_DEPTH)
                 except Exception as e:  # no book this round: the next one tries again
                     self.failed += 1
-                    self.log.warning("book of {} not read from {}: {}", pair, self.venue.name, self.venue.safe(e))
+                    self.log.warning("book of {} not read from {}: {}", pair, self.venue.name, self.venue.describe(e))
                     continue
                 if book is not None and (book.bids or book.asks):
                     await self._publish(book)

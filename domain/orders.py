@@ -77,6 +77,25 @@ def transition(order: Order, new: OrderStatus, ts: int, reason: str | None = Non
     return msgspec.structs.replace(order, **changes)
 
 
+UNKNOWN_TO_VENUE = "unknown to the venue:"  # how the reason of an order rejected for want of an answer starts
+
+
+def revivable(order: Order) -> bool:
+    """Rejected because a live venue did not know it after its send went unanswered (never answered since)."""
+    return (
+        order.status is S.REJECTED and order.venue_status is None and (order.reason or "").startswith(UNKNOWN_TO_VENUE)
+    )
+
+
+def revive(order: Order, ts: int) -> Order:
+    """A ``revivable`` order the venue shows after all (its send did reach it): working again, ACCEPTED, so
+    its answer and fills are applied. Nothing else leaves a terminal state this way."""
+    if not revivable(order):
+        raise IllegalTransition(f"{order.order_id}: {order.status.value} cannot be revived")
+    why = "the venue showed it after it was rejected as unknown: working again"
+    return msgspec.structs.replace(order, status=S.ACCEPTED, closed_at=None, updated_at=ts, reason=why)
+
+
 class Overfilled(ValueError):
     """A fill would take an order past its quantity."""
 

@@ -33,7 +33,17 @@ from actors.venues.factory import make_venue
 from bus.client import Bus, Envelope
 from bus.errors import Transient
 from config.settings import Settings
-from domain.orders import WORKING, apply_fill, at_venue, held_here, same_order, to_pending, transition
+from domain.orders import (
+    WORKING,
+    apply_fill,
+    at_venue,
+    held_here,
+    revivable,
+    revive,
+    same_order,
+    to_pending,
+    transition,
+)
 from domain.recent import OrderTable
 from domain.risk import is_multiple
 from domain.triggers import TRIGGERED_TYPES, native_kind, wrong_side
@@ -314,6 +324,9 @@ class OrderRouter(Actor):
         )  # fmt: skip
 
         def change(cur: Order) -> Order:
+            if revivable(cur):  # rejected as unknown to the venue, and here is its fill: it was there after all
+                self.log.warning("order {} rejected as unknown has a fill: working again", cur.order_id)
+                cur = revive(cur, f.timestamp)
             new = apply_fill(cur, ref)
             if (
                 new is not cur

@@ -27,7 +27,7 @@ from actors.venues.base import Venue, VenueOrder, VenueOrderRequest, VenueRefuse
 from bus.client import Bus
 from bus.errors import Transient
 from config.settings import Settings
-from domain.orders import back_from_pending, held_here, to_pending, transition
+from domain.orders import UNKNOWN_TO_VENUE, back_from_pending, held_here, revivable, revive, to_pending, transition
 from domain.triggers import native_kind, venue_leg
 from schemas.messages import (
     TERMINAL_STATUSES,
@@ -85,6 +85,10 @@ class VenueSession:
         # and, if the venue still does not know it VENUE_UNKNOWN_GRACE_MS after it was sent, rejected - never
         # sent twice. Orders the venue certainly did not take (``VenueUnavailable``) go back in here.
         self.fresh: set[str] = set()
+        # when this run last sent each order (the grace of an unknown outcome runs from the last send; for
+        # orders sent by a run before this one, from this run's start)
+        self.sent_at: dict[str, int] = {}
+        self.started_at = now_ms()
         self.reject_codes: OrderedDict[str, str] = OrderedDict()  # the venue's code of a rejection, for the reply
         self.ignored: OrderedDict[str, None] = OrderedDict()  # external orders ignored (logged once each)
         self.venue_up: bool | None = None  # unknown until the venue is first asked
@@ -101,6 +105,7 @@ class VenueSession:
         orders we know."""
         self.venue.set_listener(self._on_venue_update)
         self.venue.track(self.store.orders[oid].client_order_id for oid in self.store.live)
+        self.started_at = now_ms()
         await self.venue.start()
         self.rules = {m.pair: m for m in await self.venue.markets()}
 
@@ -134,28 +139,29 @@ class VenueSession:
             # sent before (or by a run before this one): the venue may have it; the reconcile asks first
             self.log.info("order {} may be at {} already: looked up, not sent again", order_id, self.venue.name)
             return
-        if orders[order_id].reduce_only:  # cut to the position under the lock (others may be sending)
-            async with self.store.lock:
-                if not await self.emulator.fit_to_position(orders[order_id]):
-                    return  # nothing left to reduce: canceled here, never sent
-                self.sending.add(order_id)
-        else:
-            self.sending.add(order_id)  # the hot path takes no lock
-        o = orders[order_id]
-        request = VenueOrderRequest(
-            o.client_order_id, o.pair, o.side, venue_type, o.quantity, price,  # type: ignore[arg-type]
-            "GTC" if o.time_in_force == "GTD" else o.time_in_force, o.post_only, o.reduce_only, stop_price,
-        )  # fmt: skip
-        self.fresh.discard(order_id)
+        self.sending.add(order_id)  # before any await: a second send of this order stops above
         try:
-            result = await self.venue.create_order(request)
-        except VenueUnavailable as e:  # not taken: it may go again (the reconcile sends it)
-            self.fresh.add(order_id)
-            await self._venue_answers(False, f"{type(e).__name__}: {e}")
-            raise Transient(f"venue {self.venue.name} did not take {order_id}: {e}") from e
-        except Exception as e:  # the outcome is unknown: in flight until the venue says
-            await self._venue_answers(False, f"{type(e).__name__}: {e}")
-            raise Transient(f"venue {self.venue.name}: the outcome of {order_id} is unknown: {e}") from e
+            if orders[order_id].reduce_only:  # cut to the position under the lock (others may be sending)
+                async with self.store.lock:
+                    if not await self.emulator.fit_to_position(orders[order_id]):
+                        return  # nothing left to reduce: canceled here, never sent
+            o = orders[order_id]  # (the hot path takes no lock)
+            request = VenueOrderRequest(
+                o.client_order_id, o.pair, o.side, venue_type, o.quantity, price,  # type: ignore[arg-type]
+                "GTC" if o.time_in_force == "GTD" else o.time_in_force, o.post_only, o.reduce_only, stop_price,
+            )  # fmt: skip
+            self.fresh.discard(order_id)
+            self.sent_at[order_id] = now_ms()
+            try:
+                result = await self.venue.create_order(request)
+            except VenueUnavailable as e:  # not taken: it may go again (the reconcile sends it)
+                self.fresh.add(order_id)
+                await self._venue_answers(False, self.venue.describe(e))
+                raise Transient(f"venue {self.venue.name} did not take {order_id}: {self.venue.describe(e)}") from e
+            except Exception as e:  # the outcome is unknown: in flight until the venue says
+                await self._venue_answers(False, self.venue.describe(e))
+                why = self.venue.describe(e)
+                raise Transient(f"venue {self.venue.name}: the outcome of {order_id} is unknown: {why}") from e
         finally:
             self.sending.discard(order_id)
         await self._venue_answers(True)
@@ -289,8 +295,16 @@ class VenueSession:
         o = store.orders[order_id]
         if o.status is S.PENDING_CANCEL and o.venue_status == "open" and order_id not in self.cancelling:
             self.spawn(self.cancel_at_venue(order_id, o.reason or "canceled"), "cancel")  # asked while in flight
+        elif o.status is S.CANCELED and o.venue_status == "open" and order_id not in self.cancelling:
+            # canceled here while its send had no answer, and the venue has it open after all: canceled there
+            self.spawn(self._cancel_orphan(order_id), "cancel")
 
     def _with_venue_answer(self, cur: Order, r: VenueOrder, edit_answer: bool) -> Order:
+        if revivable(cur) and r.status != "rejected":
+            self.log.warning(
+                "order {} rejected as unknown is at {} after all: working again", cur.order_id, self.venue.name
+            )
+            cur = revive(cur, now_ms())
         quantity = r.quantity if r.quantity is not None else cur.quantity
         price = r.price if r.price is not None and cur.type != "market" else cur.price
         same = (cur.venue_status, cur.venue_filled, cur.quantity, cur.price) == (r.status, r.filled, quantity, price)
@@ -338,6 +352,20 @@ class VenueSession:
         await self.on_venue_result(o.order_id, result, result.trades, edit_answer=True)
         return None
 
+    async def _cancel_orphan(self, order_id: str) -> None:
+        o = self.store.orders[order_id]
+        self.cancelling.add(order_id)
+        try:
+            result = await self.venue.cancel_order(o.client_order_id, o.pair, o.reason or "canceled")
+        except Exception as e:  # refused (filled meanwhile) or not answered: the reconcile looks again
+            self.log.warning(
+                "order {} open at {} after its cancel: {}", order_id, self.venue.name, self.venue.describe(e)
+            )
+            return
+        finally:
+            self.cancelling.discard(order_id)
+        await self.on_venue_result(order_id, result, result.trades)
+
     async def cancel_at_venue(self, order_id: str, reason: str) -> tuple[Order, str | None]:
         self.cancelling.add(order_id)
         try:
@@ -362,10 +390,13 @@ class VenueSession:
             return orders[order_id], str(e)
         except Exception as e:
             self.log.warning(
-                "cancel of {} at {} failed ({}); the reconcile will try again", order_id, self.venue.name, e
+                "cancel of {} at {} failed ({}); the reconcile will try again",
+                order_id,
+                self.venue.name,
+                self.venue.describe(e),
             )
             return orders[order_id], None
-        await self.on_venue_result(order_id, result, [])
+        await self.on_venue_result(order_id, result, result.trades)  # trades seen with the answer come too
         return orders[order_id], None
 
     # -- reconcile -------------------------------------------------------------------------------------
@@ -382,12 +413,16 @@ class VenueSession:
             try:
                 await self._reconcile_one(o)
             except Exception as e:
-                self.log.warning("reconcile of {} failed ({}); next pass", oid, e)
-                await self._venue_answers(False, f"{type(e).__name__}: {e}")
+                self.log.warning("reconcile of {} failed ({}); next pass", oid, self.venue.describe(e))
+                await self._venue_answers(False, self.venue.describe(e))
             else:
                 await self._venue_answers(True)
         async with self.store.lock:  # a backstop: exits the position no longer covers are cut
             await self.emulator.refit_all()
+        live = self.store.live  # what this run remembers of orders that ended goes
+        self.fresh.intersection_update(live)
+        for oid in [oid for oid in self.sent_at if oid not in live]:
+            del self.sent_at[oid]
         await self.publish_balances()
 
     # -- balances (live venues) ------------------------------------------------------------------------
@@ -415,18 +450,21 @@ class VenueSession:
             raw = await self.venue.fetch_balance()
             open_now = await self.venue.fetch_open_orders()
         except Exception as e:
-            self.log.warning("balances of {} not read: {}", self.venue.name, e)
+            self.log.warning("balances of {} not read: {}", self.venue.name, self.venue.describe(e))
             return
-        for r in open_now:  # a resting order of ours that traded meanwhile: its fill is not in yet
-            oid = self.store.by_client.get(r.client_order_id)
-            o = self.store.orders.get(oid) if oid else None
-            if o is not None and r.filled != (o.venue_filled or ZERO):
+        # an order of ours that traded while the balances were read: its fill is not in yet. It still rests
+        # there with more filled than we know, or it left the open orders (filled or canceled there)
+        there = {r.client_order_id: r.filled for r in open_now}
+        for oid in self.store.live:
+            o = self.store.orders[oid]
+            if o.venue_status == "open" and there.get(o.client_order_id) != (o.venue_filled or ZERO):
                 return
         if not self._quiet() or self.fills_seq != seq:
             return
         wanted = {c for p in self.settings.PAIRS for c in pair_currencies(p)}
         figures = {c: VenueBalanceFigures(free=b.free, total=b.total) for c, b in raw.items() if c in wanted}
-        reading = VenueBalances(venue=self.venue.name, balances=figures, ts=now_ms(), fills_seq=seq, opening=seq == 0)
+        opening = seq == 0 and not self.balances_published  # the first reading, before any fill: the opening books
+        reading = VenueBalances(venue=self.venue.name, balances=figures, ts=now_ms(), fills_seq=seq, opening=opening)
         await self.bus.js_publish(self.subjects.balances(self.venue.name), reading)
         self.balances_published += 1
 
@@ -457,12 +495,12 @@ class VenueSession:
         """A live venue does not know an order whose send had no answer: it may still show up (the venue lags);
         once VENUE_UNKNOWN_GRACE_MS passed since it was sent, it is rejected with that reason - never sent twice."""
         grace = self.settings.VENUE_UNKNOWN_GRACE_MS
-        if now_ms() - o.updated_at < grace:
+        if now_ms() - max(o.updated_at, self.sent_at.get(o.order_id, 0), self.started_at) < grace:
             self.log.info("order {} not known to {} yet: looked up again next pass", o.order_id, self.venue.name)
             return
         why = (
-            f"{self.venue.name} has no order with client order id {o.client_order_id} {grace / 1000:g} s after it "
-            "was sent (the answer to the send was lost): rejected, never sent twice"
+            f"{UNKNOWN_TO_VENUE} {self.venue.name} has no order with client order id {o.client_order_id} "
+            f"{grace / 1000:g} s after it was sent (the answer to the send was lost): rejected, never sent twice"
         )
         ts = now_ms()
 

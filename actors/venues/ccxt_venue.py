@@ -53,6 +53,10 @@ ZERO = Decimal(0)
 SEEN_TRADES = 50_000  # trade ids remembered so that a trade reported twice is passed on once
 KNOWN_ORDERS = 50_000
 STOP_WAIT_S = 1.0  # on stop, calls in flight get this long to end before the session is closed
+BUSY_FOR_S = 60.0  # a pair is polled every EXCHANGE_POLL_MS this long after an order of ours was sent there
+SWEEP_POLLS = 10  # every pair is polled every this many polls (external orders, trades on a quiet pair)
+SHARED_WEIGHT = frozenset({"binance", "binanceus"})  # request weight counted per IP, across our instances
+TRADES_WINDOW_MS = 23 * 3_600_000  # Binance answers myTrades for 24 h from startTime: never ask from further back
 UNIFIED_STATUS = {"open", "closed", "canceled", "rejected", "expired"}
 log = logger.bind(actor="order-router")
 
@@ -83,6 +87,7 @@ class CcxtVenue:
         backoff_s: float = 0.25,
         backoff_max_s: float = 5.0,
         ccxt_config: dict[str, Any] | None = None,
+        rate_share: float = 1.0,
     ) -> None:
         self.name = exchange_id
         self.pairs = tuple(pairs)
@@ -96,11 +101,12 @@ class CcxtVenue:
         self._health = VenueHealth(name=exchange_id, connected=None, update_mode="polling")
         self._weight_limit: int | None = None
         # our client id <-> the venue's (recorded on every send and by ``track``); venue order id -> ours
-        self.ours: dict[str, str] = {}
+        self.ours: OrderedDict[str, str] = OrderedDict()
         self.by_venue_id: OrderedDict[str, str] = OrderedDict()
         self.seen_trades: OrderedDict[str, None] = OrderedDict()
         self.open_seen: dict[str, VenueOrder] = {}  # orders seen open at the last poll, by venue order id
         self.since: dict[str, int] = {}  # per pair: the newest trade time polled
+        self.sent_at: dict[str, float] = {}  # per pair: when an order of ours was last sent (monotonic)
         self.tasks: list[asyncio.Task[None]] = []
         self.closed = False
         self.calls = 0  # calls in flight: stop waits for them (a ccxt call in flight may reopen a closed session)
@@ -123,6 +129,12 @@ class CcxtVenue:
             # and no signed sapi margin pairs either (fetchMargins): the spot testnet has no sapi
             config["options"] = {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False, "fetchMargins": False}
         self.ex: Any = cls(config)
+        if rate_share < 1 and exchange_id in SHARED_WEIGHT:
+            # the venue's request budget is per IP, and another instance (md-feed) spends it too: this instance's
+            # limiter is held to its share (ccxt's leaky bucket refills 1/rateLimit cost units per ms)
+            self.ex.rateLimit = self.ex.rateLimit / rate_share
+            self.ex.tokenBucket = None
+            self.ex.init_rest_rate_limiter()
         if sandbox:
             self.ex.set_sandbox_mode(True)  # before load_markets: Binance spot testnet, Alpaca paper
         if api_url:
@@ -143,7 +155,7 @@ class CcxtVenue:
         return getattr(ccxt_async, exchange_id)
 
     # -- calls, timed and remembered for health --------------------------------------------------------
-    def safe(self, e: BaseException) -> str:
+    def describe(self, e: BaseException) -> str:
         """An error as it may be shown: no secret, no signed URL."""
         return safe_message(f"{type(e).__name__}: {e}", self.secrets)
 
@@ -156,7 +168,7 @@ class CcxtVenue:
             out = await fn(*args, **kwargs)
         except Exception as e:
             self._health.last_latency_ms = round((_now() - t0) * 1000, 3)
-            self._health.last_error, self._health.last_error_at = self.safe(e), now_ms()
+            self._health.last_error, self._health.last_error_at = self.describe(e), now_ms()
             if isinstance(e, ccxt.NetworkError) and not isinstance(e, ccxt.RateLimitExceeded | ccxt.DDoSProtection):
                 self._health.connected = False
             else:
@@ -180,7 +192,7 @@ class CcxtVenue:
             except (ccxt.RateLimitExceeded, ccxt.DDoSProtection) as e:
                 if attempt == self.rate_limit_tries - 1:
                     raise VenueUnavailable(
-                        f"{self.name} rate limit: still refused after backing off ({self.safe(e)})"
+                        f"{self.name} rate limit: still refused after backing off ({self.describe(e)})"
                     ) from None
                 await asyncio.sleep(self._delay(attempt))
         raise AssertionError("unreachable")  # pragma: no cover
@@ -205,7 +217,7 @@ class CcxtVenue:
             raise
         except Exception as e:
             await self.ex.close()
-            raise VenueStartError(f"{self.name} start check failed: {self.safe(e)}") from None
+            raise VenueStartError(f"{self.name} start check failed: {self.describe(e)}") from None
         self.tasks.append(asyncio.create_task(self._poll_loop(), name=f"{self.name}-poll"))
         if self.stream_wanted and self.ex.has.get("watchOrders"):
             self.tasks.append(asyncio.create_task(self._stream_loop(), name=f"{self.name}-stream"))
@@ -217,9 +229,9 @@ class CcxtVenue:
         try:
             await self._backing_off(self.ex.load_markets)
         except ccxt.AuthenticationError as e:
-            raise VenueStartError(f"keys refused by {name}: {self.safe(e)}") from None
+            raise VenueStartError(f"keys refused by {name}: {self.describe(e)}") from None
         except Exception as e:
-            raise VenueStartError(f"markets of {name} not loaded: {self.safe(e)}") from None
+            raise VenueStartError(f"markets of {name} not loaded: {self.describe(e)}") from None
         self._weight_limit = self._read_weight_limit(self.ex.last_json_response)
         missing = [p for p in self.pairs if symbol_of(p) not in self.ex.markets]
         if missing:
@@ -233,9 +245,9 @@ class CcxtVenue:
         try:
             await self._backing_off(self.ex.fetch_balance)
         except (ccxt.AuthenticationError, ccxt.PermissionDenied) as e:
-            raise VenueStartError(f"keys refused by {name}: {self.safe(e)}") from None
+            raise VenueStartError(f"keys refused by {name}: {self.describe(e)}") from None
         except Exception as e:
-            raise VenueStartError(f"balance of {name} not read: {self.safe(e)}") from None
+            raise VenueStartError(f"balance of {name} not read: {self.describe(e)}") from None
         recv_window = self.ex.options.get("recvWindow")
         if recv_window and self.ex.has.get("fetchTime"):
             t0 = time.time() * 1000
@@ -288,6 +300,9 @@ class CcxtVenue:
     def _venue_cid(self, ours: str) -> str:
         v = venue_client_id(ours, self.rule)
         self.ours[v] = ours
+        self.ours.move_to_end(v)
+        while len(self.ours) > KNOWN_ORDERS:
+            self.ours.popitem(last=False)
         return v
 
     def _remember_order(self, venue_order_id: str, ours: str) -> None:
@@ -428,7 +443,7 @@ class CcxtVenue:
             try:
                 text = helper(symbol, format(value, "f"))
             except ccxt.InvalidOrder as e:
-                return self._rejected(req, "INVALID_ORDER", f"{name} {value}: {self.safe(e)}")
+                return self._rejected(req, "INVALID_ORDER", f"{name} {value}: {self.describe(e)}")
             if Decimal(text) != value:
                 return self._rejected(
                     req,
@@ -479,6 +494,7 @@ class CcxtVenue:
             return shaped
         ccxt_type, params = shaped
         symbol = symbol_of(req.pair)
+        self.sent_at[req.pair] = _now()
         # never reduceOnly on spot; a market order goes without a price
         send_price = None if ccxt_type == "market" else price
         try:
@@ -491,7 +507,7 @@ class CcxtVenue:
 
     async def _after_create_error(self, req: VenueOrderRequest, e: Exception) -> VenueOrder:
         verdict = classify(e)
-        reason = self.safe(e)
+        reason = self.describe(e)
         if verdict.kind == "rejected":
             return self._rejected(req, verdict.code or "VENUE_REJECTED", reason)
         if verdict.kind == "not_processed":
@@ -499,8 +515,11 @@ class CcxtVenue:
         if verdict.kind == "maybe_duplicate":  # also how Binance and Alpaca answer a client id they hold
             try:
                 found = await self.fetch_order(req.client_order_id, req.pair)
-            except Exception:
-                found = None
+            except Exception as le:  # cannot tell a refusal from "it is there already": not known yet
+                raise OutcomeUnknown(
+                    f"{self.name} refused order {req.client_order_id} ({reason}) and the lookup by its client id "
+                    f"failed ({self.describe(le)})"
+                ) from None
             if found is not None:
                 return found
             return self._rejected(req, verdict.code or "INVALID_ORDER", reason)
@@ -511,7 +530,7 @@ class CcxtVenue:
             try:
                 found = await self.fetch_order(req.client_order_id, req.pair)
             except Exception as le:
-                log.warning("{}: lookup of {} failed: {}", self.name, req.client_order_id, self.safe(le))
+                log.warning("{}: lookup of {} failed: {}", self.name, req.client_order_id, self.describe(le))
                 continue
             if found is not None:
                 return found
@@ -545,7 +564,7 @@ class CcxtVenue:
         except (ccxt.OrderNotFound, ccxt.InvalidOrder, ccxt.OperationRejected, ccxt.BadRequest) as e:
             known = await self.fetch_order(client_order_id, pair)
             state = known.status if known else "unknown"
-            raise VenueRefused(f"cannot cancel: the order is {state} ({self.safe(e)})") from None
+            raise VenueRefused(f"cannot cancel: the order is {state} ({self.describe(e)})") from None
         after = await self.fetch_order(client_order_id, pair)
         if after is None:  # just canceled, not found: the venue's lookup lags
             raise OutcomeUnknown(f"{self.name}: order {client_order_id} canceled but not found after")
@@ -620,12 +639,20 @@ class CcxtVenue:
         except Exception as e:  # one failing update must not stop the others; the router's reconcile catches up
             log.opt(exception=e).error("{}: update of {} not delivered: {}", self.name, order.client_order_id, e)
 
-    async def poll_once(self) -> None:
-        """One round: per pair, the trades since the last seen (each passed on once, with its order and all
-        the order's trades), then open orders that are new (an external one) or gone (ended at the venue)."""
-        for pair in self.pairs:
+    def _busy_pairs(self) -> list[str]:
+        """The pairs with something to follow now: an order open at the venue, or one of ours sent lately."""
+        now = _now()
+        open_pairs = {o.pair for o in self.open_seen.values()}
+        return [p for p in self.pairs if p in open_pairs or now - self.sent_at.get(p, -1e9) < BUSY_FOR_S]
+
+    async def poll_once(self, pairs: Iterable[str] | None = None) -> None:
+        """One round: per pair (all of them, or ``pairs``), the trades since the last seen (each passed on once,
+        with its order and all the order's trades), then open orders that are new (an external one) or gone
+        (ended at the venue)."""
+        for pair in self.pairs if pairs is None else pairs:
             symbol = symbol_of(pair)
-            raw = await self._backing_off(self.ex.fetch_my_trades, symbol, self.since.get(pair) or None)
+            since = max(self.since.get(pair) or 0, now_ms() - TRADES_WINDOW_MS)
+            raw = await self._backing_off(self.ex.fetch_my_trades, symbol, since)
             trades = [self._trade(t) for t in raw]
             trades = [t for t in trades if t.trade_id not in self.seen_trades]
             if trades:
@@ -667,15 +694,22 @@ class CcxtVenue:
                 await self._deliver(order, self._mark_seen(all_trades))
 
     async def _poll_loop(self) -> None:
+        """Busy pairs every EXCHANGE_POLL_MS, every pair every SWEEP_POLLS polls (an order placed on the website,
+        a pair quiet for a while): a venue's request budget (Binance: weight per minute) goes where orders are."""
+        polls = 0
         while True:
             interval = self.poll_s if self._health.update_mode == "polling" else max(self.poll_s * 10, 10.0)
             await asyncio.sleep(interval)
             try:
-                await self.poll_once()
+                polls += 1
+                if polls % SWEEP_POLLS == 1 or self._health.update_mode != "polling":
+                    await self.poll_once()
+                else:
+                    await self.poll_once(self._busy_pairs())
             except asyncio.CancelledError:
                 raise
             except Exception as e:
-                log.warning("{}: poll failed: {}", self.name, self.safe(e))
+                log.warning("{}: poll failed: {}", self.name, self.describe(e))
 
     async def _stream_loop(self) -> None:
         delay = 1.0
@@ -693,7 +727,7 @@ class CcxtVenue:
                 raise
             except Exception as e:
                 self._health.update_mode = "polling"
-                self._health.last_error, self._health.last_error_at = self.safe(e), now_ms()
+                self._health.last_error, self._health.last_error_at = self.describe(e), now_ms()
                 log.warning("{}: stream dropped, polling: {}", self.name, self._health.last_error)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 60.0)

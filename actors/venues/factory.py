@@ -13,8 +13,13 @@ if TYPE_CHECKING:
     from actors.venues.ccxt_venue import CcxtVenue
 
 
-def make_ccxt_venue(settings: Settings, keys: bool = True) -> CcxtVenue:
-    """The ccxt venue of EXCHANGE; ``keys=False``: without the keys (public market data only, its own rate limiter)."""
+ORDERS_SHARE = 0.75  # of a venue's per-IP request budget (Binance weight): the order-router's instance
+BOOKS_SHARE = 0.25  # ... and the md-feed's (MARKET_DATA=venue)
+
+
+def make_ccxt_venue(settings: Settings, keys: bool = True, share: float = ORDERS_SHARE) -> CcxtVenue:
+    """The ccxt venue of EXCHANGE; ``keys=False``: without the keys (public market data only). ``share``: the part
+    of the venue's per-IP request budget its rate limiter keeps to (where the venue counts per IP)."""
     from actors.venues.ccxt_venue import CcxtVenue
 
     key, secret, password = venue_credentials(settings) if keys else ("", "", "")
@@ -29,6 +34,7 @@ def make_ccxt_venue(settings: Settings, keys: bool = True) -> CcxtVenue:
         timeout_ms=settings.EXCHANGE_TIMEOUT_MS,
         poll_ms=settings.EXCHANGE_POLL_MS,
         stream=settings.EXCHANGE_STREAM,
+        rate_share=share,
     )
 
 

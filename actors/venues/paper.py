@@ -225,6 +225,9 @@ class PaperVenue:
     def health(self) -> VenueHealth:
         return self._health
 
+    def describe(self, e: BaseException) -> str:
+        return f"{type(e).__name__}: {e}"  # nothing secret in the paper venue's errors
+
     async def fetch_order_book(self, pair: str) -> Book | None:
         return await self.books.get(pair, wait=0)
 
