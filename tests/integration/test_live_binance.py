@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 
+import aiohttp
 import pytest
 
 from bus.client import Bus
@@ -19,6 +20,7 @@ from tests.exchanges.binance import BinanceTestExchange
 from tests.helpers import eventually
 from tests.integration.test_actors import System
 from tests.integration.test_balances import adjustments, alerts_on
+from tests.integration.test_gateway import start_gateway
 from tests.integration.test_ledger import bal, snap
 from tests.integration.test_order_types import settings_for
 
@@ -338,3 +340,49 @@ async def test_an_order_rejected_as_unknown_that_the_venue_shows_later_works_aga
     exchange.place_external_order("BTC/USDT", "buy", "MARKET", "0.01", client_order_id="lv-late-1")  # there after all
     o = await until(client, "lv-late-1", "filled")
     assert len(o.fills) == len(await fills_of(client, o.order_id)) == 1 and o.filled_quantity == D("0.01")
+
+
+async def test_over_http_a_live_order_health_per_venue_a_venue_refusal_and_an_external_order(
+    live, client, exchange, nats_url, prefix
+) -> None:
+    await live()
+    gw, base = await start_gateway(nats_url, prefix, **live_env(exchange))
+    auth = {"Authorization": "Bearer live-token"}
+    try:
+        async with aiohttp.ClientSession(headers=auth) as http:
+            body = {"pair": "BTC_USDT", "side": "buy", "quantity": 0.01, "clientOrderId": "lv-http-1"}
+            async with http.post(f"{base}/api/orders", json=body) as r:
+                placed = await r.json()
+                assert r.status == 201, placed
+            assert (placed["paperTrade"], placed["venue"]) == (False, "binance") and placed["venueOrderId"]
+
+            exchange.set_balance("USDT", "1")
+            body = {"pair": "BTC_USDT", "side": "buy", "quantity": 0.01, "clientOrderId": "lv-http-2"}
+            async with http.post(f"{base}/api/orders", json=body) as r:
+                problem = await r.json(content_type=None)
+                assert r.status == 422 and r.content_type == "application/problem+json", problem
+            assert problem["code"] == "INSUFFICIENT_FUNDS" and "rejected by binance" in problem["detail"]
+
+            web = exchange.place_external_order("BTC/USDT", "sell", "LIMIT", "0.001", "65000")
+
+            async def listed() -> list:
+                async with http.get(f"{base}/api/orders", params={"status": "accepted"}) as r:
+                    page = await r.json()
+                return [o for o in page["orders"] if o["clientOrderId"] == web.client_order_id]
+
+            [ext] = await eventually(listed, what="the external order listed")
+            assert (ext["source"], ext["paperTrade"], ext["venue"]) == ("external", False, "binance")
+
+            async def health() -> dict | None:
+                async with http.get(f"{base}/api/health") as r:
+                    h = await r.json()
+                v = h["exchanges"].get("binance")
+                return h if v and v["connected"] and v["lastLatencyMs"] is not None else None
+
+            h = await eventually(health, what="the venue in /api/health")
+            v = h["exchanges"]["binance"]
+            assert h["mode"] == "live" and v["status"] == "connected" and v["updateMode"] == "polling"
+            assert v["paper"] is False and 0 <= v["rateLimitUsed"] <= 1
+            assert SECRET not in str(h) and KEY not in str(h)
+    finally:
+        await gw.stop()
