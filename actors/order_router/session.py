@@ -94,6 +94,7 @@ class VenueSession:
         self.venue_up: bool | None = None  # unknown until the venue is first asked
         self.fills_seq = 0  # the last FILLS sequence this router has seen (its balance readings vouch up to it)
         self.balances_published = 0
+        self.reconciling = False
 
     def connect(self, emulator: Emulator, route: Route) -> None:
         """The emulator (brackets and exits follow the venue's answers) and the router's routing."""
@@ -203,6 +204,7 @@ class VenueSession:
             await self.alert("critical", "VENUE_DOWN", f"venue {self.venue.name} unavailable: {why}")
         elif up and was is False:
             await self.alert("warning", "VENUE_UP", f"venue {self.venue.name} answers again")
+            self.spawn(self.reconcile(min_age_ms=0), "reconcile")  # back after a break: what happened meanwhile
 
     # -- what the venue says ---------------------------------------------------------------------------
     async def _on_venue_update(self, r: VenueOrder, new_trades: list[VenueTrade]) -> None:
@@ -401,6 +403,15 @@ class VenueSession:
 
     # -- reconcile -------------------------------------------------------------------------------------
     async def reconcile(self, min_age_ms: int | None = None) -> None:
+        if self.reconciling:
+            return  # one pass at a time (the timer's and one after the venue came back)
+        self.reconciling = True
+        try:
+            await self._reconcile_pass(min_age_ms)
+        finally:
+            self.reconciling = False
+
+    async def _reconcile_pass(self, min_age_ms: int | None) -> None:
         """Ask the venue about every order it may hold whose state we cannot be sure of: unanswered, open
         there (a lost push), pending a command, or missing fills. One failure never stops the pass."""
         now = now_ms()

@@ -245,3 +245,20 @@ def test_factory_builds_the_ccxt_venue_from_settings() -> None:
     )
     assert v.ex.options["fetchMarkets"]["types"] == ["spot"] and v.ex.options["fetchCurrencies"] is False
     asyncio.run(v.ex.close())
+
+
+async def test_the_trades_poll_starts_from_the_newest_trade_listed_even_one_of_ours_already_seen(
+    venue: CcxtVenue, exchange
+) -> None:
+    """Our orders' trades are seen with their answers; the poll's start must still move past them, or the venue's
+    bounded answer from a start that stands still would one day leave new trades out."""
+    start = venue.since["BTC_USDT"]
+    done = await venue.create_order(req("since-1"))
+    assert done.status == "closed" and done.trades
+    await venue.poll_once(["BTC_USDT"])
+    assert venue.since["BTC_USDT"] >= max(t.ts for t in done.trades) >= start
+    asked = exchange.requests_for("GET", "/api/v3/myTrades")
+    await venue.poll_once(["BTC_USDT"])
+    assert (
+        int(exchange.requests_for("GET", "/api/v3/myTrades")[len(asked)].params["startTime"]) == venue.since["BTC_USDT"]
+    )

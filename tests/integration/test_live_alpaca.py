@@ -115,3 +115,33 @@ async def test_an_order_placed_on_alpacas_website_is_adopted(live, client, excha
     exchange.set_book("BTC/USD", bids=[("49400", "1")], asks=[("49450", "1")])
     o = await until(client, web["client_order_id"], "filled")
     assert sum(f.quantity for f in await fills_of(client, o.order_id)) == D("0.02")
+
+
+async def test_every_order_type_on_alpaca_native_or_emulated(live, client, exchange) -> None:
+    await live()
+    kinds: dict[str, dict] = {
+        "market": {},
+        "limit": {"type": "limit", "price": D("49000")},
+        "ioc": {"type": "limit", "price": D("50010"), "time_in_force": "IOC"},
+        "stop-loss": {"side": "sell", "type": "stop_loss", "stop_price": D("49200")},
+        "stop-limit": {"side": "sell", "type": "stop_limit", "stop_price": D("49200"), "price": D("48800")},
+        "take-profit": {"side": "sell", "type": "take_profit", "stop_price": D("51000")},
+        "take-profit-limit": {"side": "sell", "type": "take_profit", "stop_price": D("51000"), "price": D("50900")},
+    }
+    for name, kw in kinds.items():
+        reply = await submit(client, f"al-all-{name}", pair="BTC_USD", **kw)
+        assert reply.ok, (name, reply.detail)
+    for name, kw in {"post-only": {"post_only": True}, "fok": {"time_in_force": "FOK"}}.items():
+        refused = await submit(client, f"al-all-{name}", pair="BTC_USD", type="limit", price=D("49000"), **kw)
+        assert not refused.ok and refused.code == "INVALID_ORDER", (name, refused.detail)  # none for crypto
+    for name in ("market", "ioc"):
+        await until(client, f"al-all-{name}", "filled")
+    native = {name: (await until(client, f"al-all-{name}", "accepted")).native_trigger for name in list(kinds)[3:]}
+    assert native == {"stop-loss": False, "stop-limit": True, "take-profit": False, "take-profit-limit": False}
+    exchange.set_book("BTC/USD", bids=[("48900", "5")], asks=[("48950", "5")])  # down: the buy fills, stops fire
+    for name in ("limit", "stop-loss", "stop-limit"):
+        await until(client, f"al-all-{name}", "filled")
+    exchange.set_book("BTC/USD", bids=[("51100", "5")], asks=[("51150", "5")])  # up: the take-profits fire here
+    for name in ("take-profit", "take-profit-limit"):
+        o = await until(client, f"al-all-{name}", "filled")
+        assert o.triggered_at is not None

@@ -386,3 +386,42 @@ async def test_over_http_a_live_order_health_per_venue_a_venue_refusal_and_an_ex
             assert SECRET not in str(h) and KEY not in str(h)
     finally:
         await gw.stop()
+
+
+async def test_every_order_type_on_binance_native_or_emulated(live, client, exchange) -> None:
+    await live()
+    kinds: dict[str, dict] = {
+        "market": {},
+        "limit": {"type": "limit", "price": D("59000")},
+        "ioc": {"type": "limit", "price": D("60000"), "time_in_force": "IOC"},
+        "post-only": {"type": "limit", "price": D("59500"), "post_only": True},
+        "stop-loss": {"side": "sell", "type": "stop_loss", "stop_price": D("59200")},
+        "stop-limit": {"side": "sell", "type": "stop_limit", "stop_price": D("59200"), "price": D("58800")},
+        "take-profit": {"side": "sell", "type": "take_profit", "stop_price": D("61000")},
+        "take-profit-limit": {"side": "sell", "type": "take_profit", "stop_price": D("61000"), "price": D("60900")},
+    }
+    for name, kw in kinds.items():
+        reply = await submit(client, f"lv-all-{name}", **kw)
+        assert reply.ok, (name, reply.detail)
+    crossing = await submit(client, "lv-all-post-cross", type="limit", price=D("60000"), post_only=True)
+    assert not crossing.ok and crossing.code == "INVALID_ORDER"  # LIMIT_MAKER would take: Binance refuses it
+    for name in ("market", "ioc"):
+        await until(client, f"lv-all-{name}", "filled")
+    for name in ("stop-loss", "stop-limit", "take-profit", "take-profit-limit"):
+        o = await until(client, f"lv-all-{name}", "accepted")
+        assert o.native_trigger, name  # held by Binance itself
+    held = {o.client_order_id: o.type for o in exchange.orders("BTC/USDT", open_only=True)}
+    assert held == {
+        "lv-all-limit": "LIMIT", "lv-all-post-only": "LIMIT_MAKER", "lv-all-stop-loss": "STOP_LOSS",
+        "lv-all-stop-limit": "STOP_LOSS_LIMIT", "lv-all-take-profit": "TAKE_PROFIT",
+        "lv-all-take-profit-limit": "TAKE_PROFIT_LIMIT",
+    }  # fmt: skip
+    exchange.set_book("BTC/USDT", bids=[("58900", "5")], asks=[("58950", "5")])  # down: the buys fill, stops fire
+    for name in ("limit", "post-only", "stop-loss", "stop-limit"):
+        await until(client, f"lv-all-{name}", "filled")
+    exchange.set_book("BTC/USDT", bids=[("61100", "5")], asks=[("61150", "5")])  # up: the take-profits fire
+    for name in ("take-profit", "take-profit-limit"):
+        await until(client, f"lv-all-{name}", "filled")
+    trades = exchange.trades("BTC/USDT")
+    booked = [f for name in kinds for f in await fills_of(client, (await order_of(client, f"lv-all-{name}")).order_id)]  # type: ignore[union-attr]
+    assert sorted(str(t.trade_id) for t in trades) == sorted(f.fill_id.rsplit(":", 1)[-1] for f in booked)
