@@ -204,16 +204,26 @@ def rss_mb(pid: int) -> tuple[float, int]:
 class Tbx:
     """``tbx run`` as a subprocess against our nats-server, with a fresh bus prefix."""
 
-    def __init__(self, nats_url: str, tmp: Path, label: str) -> None:
+    def __init__(
+        self,
+        nats_url: str,
+        tmp: Path,
+        label: str,
+        extra_env: dict[str, str] | None = None,
+        python_args: tuple[str, ...] = (),
+    ) -> None:
+        """``extra_env`` is laid over SERVICE_ENV (the live stage: live-mode settings); ``python_args`` go
+        before ``-m tbx.cli run`` (e.g. ``-m cProfile -o FILE`` to profile it)."""
         self.prefix = f"bench{uuid.uuid4().hex[:8]}"
         self.port = free_port()
         self.log_path = tmp / f"tbx-{label}.log"
         env = {k: v for k, v in os.environ.items() if k not in PARSERS and k != "TBX_CONFIG"}
         env.update(SERVICE_ENV)
+        env.update(extra_env or {})
         env.update(NATS_URL=nats_url, PORT=str(self.port), BUS_PREFIX=self.prefix, DATA_DIR=str(tmp / self.prefix))
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tbx.cli", "run"],
+                [sys.executable, *python_args, "-m", "tbx.cli", "run"],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -1127,10 +1137,11 @@ def depth_check(plan: Plan) -> dict[str, Any]:
 
 
 def keep_logs(tmp: Path) -> None:
-    """Copy the logs of tbx run and nats-server out of the temp dir (removed at the end) to LOGS."""
+    """Copy the logs of tbx run, nats-server and the live stage's exchange out of the temp dir (removed at the
+    end) to LOGS."""
     shutil.rmtree(LOGS, ignore_errors=True)
     LOGS.mkdir(parents=True, exist_ok=True)
-    for log in [*tmp.glob("tbx-*.log"), tmp / "nats" / "nats-server.log"]:
+    for log in [*tmp.glob("tbx-*.log"), *tmp.glob("binance-*"), tmp / "nats" / "nats-server.log"]:
         with contextlib.suppress(OSError):
             shutil.copy(log, LOGS / log.name)
     say(f"logs of tbx run and nats-server: {LOGS}")
