@@ -16,7 +16,10 @@ enough that every order is a real accepted and filled order), then measures, in 
              then N orders.submit requests pipelined with bounded concurrency;
   get        GET /api/portfolio from concurrent keep-alive clients of the load generator;
   valuation  domain.valuation over 1, 100 and 10,000 positions (bench.ledger_bench's code);
-  memory     a second, fresh ``tbx run``: resident memory after half and all of 100,000 orders.
+  memory     a second, fresh ``tbx run``: resident memory after half and all of 100,000 orders;
+  live       the local Binance exchange (its own process) and a third ``tbx run``, in live mode against it:
+             a raw signed POST /api/v3/order (and GET) beside orders.submit and POST /api/orders -> the
+             venue's acknowledgement and -> the fill event, one at a time (``bench/live_venue.py``).
 
 Every accepted order is checked to be completely filled; denials and failures are counted and a run
 with any is flagged in the table. Prints one table and writes it to bench/results/harness.txt (and
@@ -123,12 +126,13 @@ class Plan:
     memory_concurrency: int = 64
     drain_s: float = 120.0  # how long we wait for the fills of a phase after its last request
     max_minutes: float = 40.0  # the whole run is stopped past this, whatever it is doing
+    live_orders: int = 1000  # the live-venue stage (bench/live_venue.py): orders per path, one at a time
 
 
 FULL = Plan()
 QUICK = Plan(
     raw=500, path=200, bus_count=300, signal=200, post_s=10.0, step_s=2.0, flow_signals=3000, flow_orders=3000,
-    get_s=3.0, memory_orders=10_000, drain_s=60.0, max_minutes=10.0,
+    get_s=3.0, memory_orders=10_000, drain_s=60.0, max_minutes=10.0, live_orders=100,
 )  # fmt: skip
 
 
@@ -204,16 +208,26 @@ def rss_mb(pid: int) -> tuple[float, int]:
 class Tbx:
     """``tbx run`` as a subprocess against our nats-server, with a fresh bus prefix."""
 
-    def __init__(self, nats_url: str, tmp: Path, label: str) -> None:
+    def __init__(
+        self,
+        nats_url: str,
+        tmp: Path,
+        label: str,
+        extra_env: dict[str, str] | None = None,
+        python_args: tuple[str, ...] = (),
+    ) -> None:
+        """``extra_env`` is laid over SERVICE_ENV (the live stage: live-mode settings); ``python_args`` go
+        before ``-m tbx.cli run`` (e.g. ``-m cProfile -o FILE`` to profile it)."""
         self.prefix = f"bench{uuid.uuid4().hex[:8]}"
         self.port = free_port()
         self.log_path = tmp / f"tbx-{label}.log"
         env = {k: v for k, v in os.environ.items() if k not in PARSERS and k != "TBX_CONFIG"}
         env.update(SERVICE_ENV)
+        env.update(extra_env or {})
         env.update(NATS_URL=nats_url, PORT=str(self.port), BUS_PREFIX=self.prefix, DATA_DIR=str(tmp / self.prefix))
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tbx.cli", "run"],
+                [sys.executable, *python_args, "-m", "tbx.cli", "run"],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -914,6 +928,12 @@ async def run(plan: Plan, quick: bool) -> tuple[str, dict[str, Any]]:
         problems_b = tbx.log_problems()
         tbx.stop()
         tbx = None
+
+        # -------- live venue: the local Binance exchange and a live tbx run (bench/live_venue.py) --------
+        from bench import live_venue
+
+        say(f"live venue: the local Binance exchange, {plan.live_orders} orders per path")
+        live = await live_venue.stage(url, nats_pid, tmp, plan.live_orders, tally)
     finally:
         if ctx is not None:
             await ctx.close()
@@ -1051,6 +1071,8 @@ async def run(plan: Plan, quick: bool) -> tuple[str, dict[str, Any]]:
         growth=growth,
     )
 
+    live_venue.add_rows(t, live)
+
     title = (
         f"tbx bench harness, {'QUICK (counts scaled down: not for quoting)' if quick else 'full'} run, "
         f"{started_at}, {os.cpu_count()} cores, load average at start {load_at_start[0]:.2f}, "
@@ -1059,7 +1081,7 @@ async def run(plan: Plan, quick: bool) -> tuple[str, dict[str, Any]]:
     lines = [t.text(title)]
     lines.append("")
     lines.append(tally.line())
-    probs = problems_a + problems_b
+    probs = problems_a + problems_b + Counter(live["logProblems"])
     lines.append(
         "tbx run logs (LOG_LEVEL=WARNING): "
         + (", ".join(f"{k} x{v}" for k, v in sorted(probs.items())) if probs else "no warning, no error")
@@ -1093,7 +1115,8 @@ async def run(plan: Plan, quick: bool) -> tuple[str, dict[str, Any]]:
             "notFilled": tally.not_filled,
             "phases": tally.phases,
         },
-        logProblems={"a": dict(problems_a), "b": dict(problems_b)},
+        logProblems={"a": dict(problems_a), "b": dict(problems_b), "live": live["logProblems"]},
+        liveVenue=live_venue.summary(live),
     )
     return text, out
 
@@ -1127,10 +1150,11 @@ def depth_check(plan: Plan) -> dict[str, Any]:
 
 
 def keep_logs(tmp: Path) -> None:
-    """Copy the logs of tbx run and nats-server out of the temp dir (removed at the end) to LOGS."""
+    """Copy the logs of tbx run, nats-server and the live stage's exchange out of the temp dir (removed at the
+    end) to LOGS."""
     shutil.rmtree(LOGS, ignore_errors=True)
     LOGS.mkdir(parents=True, exist_ok=True)
-    for log in [*tmp.glob("tbx-*.log"), tmp / "nats" / "nats-server.log"]:
+    for log in [*tmp.glob("tbx-*.log"), *tmp.glob("binance-*"), tmp / "nats" / "nats-server.log"]:
         with contextlib.suppress(OSError):
             shutil.copy(log, LOGS / log.name)
     say(f"logs of tbx run and nats-server: {LOGS}")
@@ -1155,6 +1179,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--flow", type=int, help="signals and orders of the throughput phase (default 20,000 each)")
     p.add_argument("--step-seconds", type=float, help="seconds per target rate of the search (default 6)")
     p.add_argument("--steps", help="target rates of the search, comma-separated (default 100,...,2000)")
+    p.add_argument("--live-orders", type=int, help="orders per path of the live-venue stage (default 1,000)")
     p.add_argument("--out", default=str(RESULTS / "harness"), help="write OUT.txt and OUT.json")
     return p.parse_args(argv)
 
@@ -1170,6 +1195,8 @@ def main(argv: list[str] | None = None) -> int:
         plan = replace(plan, step_s=a.step_seconds)
     if a.steps:
         plan = replace(plan, steps=tuple(int(x) for x in a.steps.split(",")))
+    if a.live_orders:
+        plan = replace(plan, live_orders=a.live_orders)
     try:
         import uvloop
 
@@ -1203,4 +1230,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run as bench.harness, not __main__: bench.live_venue imports bench.harness, and there must be one
+    # module (one STARTED registry of the processes to stop)
+    from bench.harness import main as harness_main
+
+    sys.exit(harness_main())

@@ -1,0 +1,89 @@
+"""A diagnostic probe of ccxt's rate limiter inside ``tbx run`` (bench/live_venue.py ``--probe MODE`` puts this
+directory on ``tbx run``'s PYTHONPATH and sets TBX_BENCH_PROBE=MODE). Not used by the service, nor by
+``make bench``; it changes nothing unless TBX_BENCH_PROBE is set.
+
+- ``record``: every ccxt REST call of the process is timed: how long it waited in ccxt's throttle (the
+  leaky bucket of ``enableRateLimit``) and how long the HTTP exchange took, by path; written as JSON to
+  TBX_BENCH_PROBE_OUT when the process exits.
+- ``idle-refill``: ``record``, and ccxt's leaky bucket also refills for the time it was idle (ccxt 4.5.64
+  refills only while a call waits, so each call's cost is paid as a wait by the next call however long
+  after it comes: ``cost x rateLimit`` ms).
+- ``no-throttle``: ``record``, and ccxt's throttle never waits (what our path costs without it).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import time
+
+MODE = os.environ.get("TBX_BENCH_PROBE", "")
+
+
+def _install() -> None:
+    from ccxt.async_support.base import exchange as ccxt_exchange
+    from ccxt.async_support.base import throttler as ccxt_throttler
+
+    calls: list[tuple[str, str, float, float, float]] = []  # (method, url path, cost, throttle ms, http ms)
+    pending: dict[int, tuple[float, float]] = {}  # id(exchange) -> (cost, throttle ms) of the call in hand
+    Exchange = ccxt_exchange.Exchange
+    orig_throttle, orig_fetch = Exchange.throttle, Exchange.fetch
+
+    async def throttle(self, cost=None):  # type: ignore[no-untyped-def]
+        t0 = time.perf_counter()
+        if MODE != "no-throttle":
+            await orig_throttle(self, cost)
+        pending[id(self)] = (cost or 0.0, (time.perf_counter() - t0) * 1000)
+
+    async def fetch(self, url, method="GET", headers=None, body=None):  # type: ignore[no-untyped-def]
+        cost, waited = pending.pop(id(self), (0.0, 0.0))
+        t0 = time.perf_counter()
+        try:
+            return await orig_fetch(self, url, method, headers, body)
+        finally:
+            path = url.split("//", 1)[-1].split("/", 1)[-1].split("?", 1)[0]
+            calls.append((method, "/" + path, cost, round(waited, 3), round((time.perf_counter() - t0) * 1000, 3)))
+
+    Exchange.throttle, Exchange.fetch = throttle, fetch
+
+    if MODE == "idle-refill":
+        Throttler = ccxt_throttler.Throttler
+
+        async def leaky_bucket_loop(self):  # type: ignore[no-untyped-def]
+            cfg = self.config
+            now = time.time() * 1000
+            idle_since = getattr(self, "_idle_since", now)
+            cfg["tokens"] = min(cfg["tokens"] + (now - idle_since) * cfg["refillRate"], cfg["capacity"])
+            last = now
+            while self.running:
+                future, cost = self.queue[0]
+                cost = cfg["cost"] if cost is None else cost
+                if cfg["tokens"] >= 0:
+                    cfg["tokens"] -= cost
+                    if not future.done():
+                        future.set_result(None)
+                    self.queue.popleft()
+                    await ccxt_throttler.asyncio.sleep(0)
+                    if len(self.queue) == 0:
+                        self.running = False
+                else:
+                    await ccxt_throttler.asyncio.sleep(cfg["delay"])
+                    now = time.time() * 1000
+                    cfg["tokens"] = min(cfg["tokens"] + (now - last) * cfg["refillRate"], cfg["capacity"])
+                    last = now
+            self._idle_since = last  # refilled up to here; the idle time after it counts at the next call
+
+        Throttler.leaky_bucket_loop = leaky_bucket_loop
+
+    def dump() -> None:
+        out = os.environ.get("TBX_BENCH_PROBE_OUT")
+        if out:
+            with open(out, "w") as f:
+                json.dump({"mode": MODE, "calls": calls}, f)
+
+    atexit.register(dump)
+
+
+if MODE:
+    _install()
