@@ -28,7 +28,7 @@ from actors.books import BookCache
 from actors.order_router.emulator import CLOCK_EVERY_S, Emulator
 from actors.order_router.session import VenueSession
 from actors.order_router.store import OrderStore
-from actors.venues.base import Venue
+from actors.venues.base import Venue, VenueOrder
 from actors.venues.factory import make_venue
 from bus.client import Bus, Envelope
 from bus.errors import Transient
@@ -184,9 +184,10 @@ class OrderRouter(Actor):
         if routed:
             # routed beside the consumer, so one slow venue call never holds up the next order;
             # a crash here leaves it SUBMITTED and the reconcile at start routes it
+            answer = self.session.await_answer(order.order_id) if self._answer_after_venue(order) else None
             route = self.spawn(self._route_logged(order.order_id), "route")
-            if self._answer_after_venue(order):
-                self.spawn(self._reply_after_venue(a, order.order_id, route), "reply")
+            if answer is not None:
+                self.spawn(self._reply_after_venue(a, order.order_id, route, answer), "reply")
 
     async def _create(self, req: OrderRequest, ids: list[str], reference_price: Decimal | None = None) -> Order:
         """Create the order (and the legs of a bracket) under its reserved ids and persist them. Call with
@@ -253,14 +254,24 @@ class OrderRouter(Actor):
             and (order.type not in TRIGGERED_TYPES or self.session.holds_natively(order))
         )
 
-    async def _reply_after_venue(self, a: ApprovedOrder, order_id: str, route: asyncio.Task[None]) -> None:
-        """Reply once the venue answered, or after ACK_WAIT_S with the order as it is (still in flight)."""
-        await asyncio.wait({route}, timeout=ACK_WAIT_S)
+    async def _reply_after_venue(
+        self, a: ApprovedOrder, order_id: str, route: asyncio.Task[None], answer: asyncio.Future[VenueOrder]
+    ) -> None:
+        """Reply as soon as the venue answered (the order as that answer makes it, while it is being stored), or
+        once the route ended without an answer, or after ACK_WAIT_S: the order as it is (still in flight)."""
+        try:
+            await asyncio.wait({route, answer}, timeout=ACK_WAIT_S, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self.session.forget_answer(order_id, answer)
         order = self.store.orders.get(order_id) or await self.store.recall(order_id)
         if order is None or not a.reply_to:
             return
-        code = self.session.reject_codes.pop(order_id, None)
+        if answer.done() and not answer.cancelled():
+            order = self.session.answered(order, answer.result())
         if order.status is S.REJECTED and order.venue_status == "rejected":
+            code = self.session.reject_codes.pop(order_id, None) or (
+                answer.result().code if answer.done() and not answer.cancelled() else None
+            )
             detail = f"order {order_id} rejected by {order.venue}: {order.reason or 'no reason given'}"
             reply = OrderReply(ok=False, order=order, code=code or "VENUE_REJECTED", detail=detail)
             await self.bus.respond_to(a.reply_to, reply)

@@ -15,6 +15,7 @@ Durability rules kept here:
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
@@ -89,6 +90,7 @@ class VenueSession:
         # orders sent by a run before this one, from this run's start)
         self.sent_at: dict[str, int] = {}
         self.started_at = now_ms()
+        self.answers: dict[str, asyncio.Future[VenueOrder]] = {}  # first answers a caller waits for
         self.reject_codes: OrderedDict[str, str] = OrderedDict()  # the venue's code of a rejection, for the reply
         self.ignored: OrderedDict[str, None] = OrderedDict()  # external orders ignored (logged once each)
         self.venue_up: bool | None = None  # unknown until the venue is first asked
@@ -125,6 +127,29 @@ class VenueSession:
             update_mode=h.update_mode, last_error=h.last_error, last_error_at=h.last_error_at,
         )  # fmt: skip
 
+    def await_answer(self, order_id: str) -> asyncio.Future[VenueOrder]:
+        """A future set with the venue's answer to the order's send, as soon as it comes (before it is stored)."""
+        fut: asyncio.Future[VenueOrder] = asyncio.get_running_loop().create_future()
+        self.answers[order_id] = fut
+        return fut
+
+    def forget_answer(self, order_id: str, fut: asyncio.Future[VenueOrder]) -> None:
+        if self.answers.get(order_id) is fut:
+            del self.answers[order_id]
+
+    def answered(self, cur: Order, r: VenueOrder) -> Order:
+        """The order as the venue's first answer makes it, for the caller (the stored order follows)."""
+        if cur.venue_status is not None or cur.status is not S.SUBMITTED:
+            return cur  # stored already
+        if r.status == "rejected":
+            return msgspec.structs.replace(
+                transition(cur, S.REJECTED, now_ms(), r.reason), venue_status="rejected", venue_filled=r.filled
+            )
+        view = msgspec.structs.replace(
+            cur, venue_order_id=r.venue_order_id, venue_status=r.status, venue_filled=r.filled
+        )
+        return transition(view, S.ACCEPTED, now_ms())
+
     def in_flight(self, order_id: str) -> bool:
         """Is a create or a cancel of the order on its way to the venue?"""
         return order_id in self.sending or order_id in self.cancelling
@@ -155,6 +180,8 @@ class VenueSession:
             self.sent_at[order_id] = now_ms()
             try:
                 result = await self.venue.create_order(request)
+                if (fut := self.answers.pop(order_id, None)) is not None and not fut.done():
+                    fut.set_result(result)  # the caller hears it now; the answer is stored below
             except VenueUnavailable as e:  # not taken: it may go again (the reconcile sends it)
                 self.fresh.add(order_id)
                 await self._venue_answers(False, self.venue.describe(e))
