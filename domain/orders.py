@@ -181,3 +181,47 @@ def held_here(o: Order) -> bool:
 
 def opposite(side: str) -> str:
     return "sell" if side == "buy" else "buy"
+
+
+def with_venue_answer(
+    cur: Order,
+    status: str,
+    filled: Decimal,
+    venue_order_id: str,
+    quantity: Decimal | None,
+    price: Decimal | None,
+    reason: str | None,
+    ts: int,
+    edit_answer: bool = False,
+) -> Order:
+    """The order after the venue said ``status`` with ``filled`` executed (an answer, an update, a lookup): the
+    same object when nothing is new. A rejection ends it; canceled / expired end it once its fills are all in
+    (else the last fill ends it); a first answer accepts it; an edit's answer ends PENDING_UPDATE. A revivable
+    order the venue shows after all works again; an order already ended here only records what the venue says
+    (a cancel confirmed at the venue after it was canceled here, say)."""
+    if revivable(cur) and status != "rejected":
+        cur = revive(cur, ts)
+    quantity = quantity if quantity is not None else cur.quantity
+    price = price if price is not None and cur.type != "market" else cur.price
+    same = (cur.venue_status, cur.venue_filled, cur.quantity, cur.price) == (status, filled, quantity, price)
+    if same and cur.status is not S.SUBMITTED and not (edit_answer and cur.status is S.PENDING_UPDATE):
+        return cur  # nothing new
+    new = msgspec.structs.replace(
+        cur, venue_order_id=venue_order_id, venue_status=status, venue_filled=filled, updated_at=ts,
+        quantity=quantity, price=price,
+    )  # fmt: skip
+    if cur.status in TERMINAL_STATUSES:
+        return new  # ended here already: what the venue says is recorded, fills still come by the fill path
+    if status == "rejected":
+        return transition(new, S.REJECTED, ts, reason)
+    if status in ("canceled", "expired"):
+        why = cur.reason if cur.status is S.PENDING_CANCEL else (reason or cur.reason)
+        if cur.filled_quantity >= filled:  # the venue's trades are all in: nothing more to wait for
+            final = S.EXPIRED if status == "expired" or cur.reason == "expired" else S.CANCELED
+            return transition(new, final, ts, why)
+        return msgspec.structs.replace(new, reason=why)  # the fill handler ends it with the last fill
+    if cur.status is S.SUBMITTED:
+        return transition(new, S.ACCEPTED, ts, reason)
+    if cur.status is S.PENDING_UPDATE and edit_answer:
+        return back_from_pending(new, ts)  # the modify is done: quantity and price are the venue's
+    return new

@@ -26,7 +26,7 @@ from actors.books import BookCache
 from actors.order_router.store import OrderStore
 from config.settings import Settings
 from domain.exits import REDUCE_ONLY_WHY, Exit, NetPositions, fit_exits, nothing_to_reduce, reducible
-from domain.orders import WORKING, at_venue, held_here, opposite, transition, trigger
+from domain.orders import WORKING, at_venue, held_here, opposite, revivable, transition, trigger
 from domain.recent import FILL_DEDUPE_WINDOW
 from domain.risk import RESERVED_CLIENT_PREFIX
 from domain.triggers import TRIGGERED_TYPES, is_triggered, venue_leg
@@ -150,7 +150,8 @@ class Emulator:
         if entry is None or not entry.linked_orders:
             return
         legs, exited, left = self._bracket(entry)
-        entry_done = entry.status in TERMINAL_STATUSES
+        # an entry rejected as unknown to the venue may still show up there (and fill): its legs wait for it
+        entry_done = entry.status in TERMINAL_STATUSES and not revivable(entry)
         ts = now_ms()
         if exited > ZERO and not entry_done and entry.status is not S.PENDING_CANCEL:
             self.spawn(self.cancel(entry.order_id, "bracket: an exit leg filled"), "bracket-entry")

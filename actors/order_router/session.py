@@ -28,7 +28,16 @@ from actors.venues.base import Venue, VenueOrder, VenueOrderRequest, VenueRefuse
 from bus.client import Bus
 from bus.errors import Transient
 from config.settings import Settings
-from domain.orders import UNKNOWN_TO_VENUE, back_from_pending, held_here, revivable, revive, to_pending, transition
+from domain.orders import (
+    UNKNOWN_TO_VENUE,
+    IllegalTransition,
+    back_from_pending,
+    held_here,
+    revivable,
+    to_pending,
+    transition,
+    with_venue_answer,
+)
 from domain.triggers import native_kind, venue_leg
 from schemas.messages import (
     TERMINAL_STATUSES,
@@ -97,6 +106,7 @@ class VenueSession:
         self.fills_seq = 0  # the last FILLS sequence this router has seen (its balance readings vouch up to it)
         self.balances_published = 0
         self.reconciling = False
+        self.again = False
 
     def connect(self, emulator: Emulator, route: Route) -> None:
         """The emulator (brackets and exits follow the venue's answers) and the router's routing."""
@@ -107,7 +117,17 @@ class VenueSession:
         """Start the venue and read its markets. Only after the orders are rebuilt: what it pushes is about
         orders we know."""
         self.venue.set_listener(self._on_venue_update)
-        self.venue.track(self.store.orders[oid].client_order_id for oid in self.store.live)
+        # ours: the live orders, and those given up on that the venue may still show (rejected as unknown to it,
+        # canceled before it had them)
+        given_up = (
+            o for o in self.store.orders.values() if revivable(o) or (o.status is S.CANCELED and o.venue_status is None)
+        )
+        self.venue.track(
+            [
+                *(self.store.orders[oid].client_order_id for oid in self.store.live),
+                *(o.client_order_id for o in given_up),
+            ]
+        )
         self.started_at = now_ms()
         await self.venue.start()
         self.rules = {m.pair: m for m in await self.venue.markets()}
@@ -138,17 +158,15 @@ class VenueSession:
             del self.answers[order_id]
 
     def answered(self, cur: Order, r: VenueOrder) -> Order:
-        """The order as the venue's first answer makes it, for the caller (the stored order follows)."""
+        """The order as the venue's first answer makes it, for the caller (the stored order follows, by the same
+        rules); the stored order when it has the answer already."""
         if cur.venue_status is not None or cur.status is not S.SUBMITTED:
-            return cur  # stored already
-        if r.status == "rejected":
-            return msgspec.structs.replace(
-                transition(cur, S.REJECTED, now_ms(), r.reason), venue_status="rejected", venue_filled=r.filled
-            )
-        view = msgspec.structs.replace(
-            cur, venue_order_id=r.venue_order_id, venue_status=r.status, venue_filled=r.filled
-        )
-        return transition(view, S.ACCEPTED, now_ms())
+            return cur
+        try:
+            return with_venue_answer(cur, r.status, r.filled, r.venue_order_id, r.quantity, r.price, r.reason,
+                                     now_ms(), False)  # fmt: skip
+        except IllegalTransition:
+            return cur
 
     def in_flight(self, order_id: str) -> bool:
         """Is a create or a cancel of the order on its way to the venue?"""
@@ -329,38 +347,18 @@ class VenueSession:
             self.spawn(self._cancel_orphan(order_id), "cancel")
 
     def _with_venue_answer(self, cur: Order, r: VenueOrder, edit_answer: bool) -> Order:
-        if revivable(cur) and r.status != "rejected":
-            self.log.warning(
-                "order {} rejected as unknown is at {} after all: working again", cur.order_id, self.venue.name
-            )
-            cur = revive(cur, now_ms())
-        quantity = r.quantity if r.quantity is not None else cur.quantity
-        price = r.price if r.price is not None and cur.type != "market" else cur.price
-        same = (cur.venue_status, cur.venue_filled, cur.quantity, cur.price) == (r.status, r.filled, quantity, price)
-        if same and cur.status is not S.SUBMITTED and not (edit_answer and cur.status is S.PENDING_UPDATE):
-            return cur  # nothing new
-        ts = now_ms()
-        new = msgspec.structs.replace(
-            cur, venue_order_id=r.venue_order_id, venue_status=r.status, venue_filled=r.filled, updated_at=ts,
-            quantity=quantity, price=price,
-        )  # fmt: skip
-        if r.status == "rejected":
+        """The order after the venue's answer (domain.orders.with_venue_answer), said in the log."""
+        new = with_venue_answer(cur, r.status, r.filled, r.venue_order_id, r.quantity, r.price, r.reason, now_ms(),
+                                edit_answer)  # fmt: skip
+        if new is not cur and revivable(cur):
+            self.log.warning("order {} rejected as unknown is at {} after all: working again", cur.order_id,
+                             self.venue.name)  # fmt: skip
+        if new is not cur and new.status is S.REJECTED and cur.status is not S.REJECTED:
             self.log.warning("order {} rejected by {}: {}", cur.order_id, self.venue.name, r.reason)
             if r.code:
                 self.reject_codes[cur.order_id] = r.code
                 while len(self.reject_codes) > MAX_REJECT_CODES:
                     self.reject_codes.popitem(last=False)
-            return transition(new, S.REJECTED, ts, r.reason)
-        if r.status in ("canceled", "expired"):
-            reason = cur.reason if cur.status is S.PENDING_CANCEL else (r.reason or cur.reason)
-            if cur.filled_quantity >= r.filled:  # the venue's trades are all in: nothing more to wait for
-                final = S.EXPIRED if r.status == "expired" or cur.reason == "expired" else S.CANCELED
-                return transition(new, final, ts, reason)
-            return msgspec.structs.replace(new, reason=reason)  # the fill handler ends it with the last fill
-        if cur.status is S.SUBMITTED:
-            return transition(new, S.ACCEPTED, ts, r.reason)
-        if cur.status is S.PENDING_UPDATE and edit_answer:
-            return back_from_pending(new, ts)  # the modify is done: quantity and price are the venue's
         return new
 
     # -- cancel and edit at the venue ------------------------------------------------------------------
@@ -430,11 +428,15 @@ class VenueSession:
 
     # -- reconcile -------------------------------------------------------------------------------------
     async def reconcile(self, min_age_ms: int | None = None) -> None:
-        if self.reconciling:
-            return  # one pass at a time (the timer's and one after the venue came back)
+        if self.reconciling:  # one pass at a time: the one running goes round again, with every order
+            self.again = True
+            return
         self.reconciling = True
         try:
             await self._reconcile_pass(min_age_ms)
+            while self.again:  # the venue came back during that pass
+                self.again = False
+                await self._reconcile_pass(0)
         finally:
             self.reconciling = False
 

@@ -55,7 +55,9 @@ KNOWN_ORDERS = 50_000
 STOP_WAIT_S = 1.0  # on stop, calls in flight get this long to end before the session is closed
 BUSY_FOR_S = 60.0  # a pair is polled every EXCHANGE_POLL_MS this long after an order of ours was sent there
 SWEEP_POLLS = 10  # every pair is polled every this many polls (external orders, trades on a quiet pair)
-RATE_WINDOW_MS = 60_000
+# a short window: the budget per minute, spread (a minute's window spends it at once and then serves nothing until
+# it expires); a call's cost must fit in it (ccxt's limiter never serves one that does not)
+RATE_WINDOW_MS = 2_000
 SHARED_WEIGHT = frozenset({"binance", "binanceus"})  # request weight counted per IP, across our instances
 TRADES_WINDOW_MS = 23 * 3_600_000  # Binance answers myTrades for 24 h from startTime: never ask from further back
 UNIFIED_STATUS = {"open", "closed", "canceled", "rejected", "expired"}
@@ -96,6 +98,7 @@ class CcxtVenue:
         self.rule = rule_for(exchange_id)
         self.secrets = tuple(s for s in (api_key, secret, password) if s)
         self.poll_s = poll_ms / 1000
+        self.call_limit_s = timeout_ms / 1000 + RATE_WINDOW_MS / 1000 * 5
         self.lookup_tries, self.lookup_delay_s = lookup_tries, lookup_delay_s
         self.rate_limit_tries, self.backoff_s, self.backoff_max_s = rate_limit_tries, backoff_s, backoff_max_s
         self.listener: Listener | None = None
@@ -118,8 +121,8 @@ class CcxtVenue:
             "apiKey": api_key,
             "secret": secret,
             "enableRateLimit": True,
-            # ccxt's rolling-window limiter: the venue's budget per minute, spent without a wait until it runs
-            # out. Its leaky bucket (the default) credits no idle time in ccxt 4.5.64: every call then waits
+            # ccxt's rolling-window limiter: the venue's rate over RATE_WINDOW_MS, spent without a wait until it
+            # runs out. Its leaky bucket (the default) credits no idle time in ccxt 4.5.64: every call then waits
             # for the previous one's cost (measured +10 ms before an order, +200 ms after a trades poll)
             "rateLimiterAlgorithm": "rollingWindow",
             "rollingWindowSize": RATE_WINDOW_MS,
@@ -171,7 +174,13 @@ class CcxtVenue:
         t0 = _now()
         self.calls += 1
         try:
-            out = await fn(*args, **kwargs)
+            # ccxt's timeout covers the HTTP request, not the wait in its limiter: a bound on both
+            try:
+                out = await asyncio.wait_for(fn(*args, **kwargs), self.call_limit_s)
+            except TimeoutError:
+                raise ccxt.RequestTimeout(
+                    f"{self.name}: no answer within {self.call_limit_s:g} s (its rate limiter's wait included)"
+                ) from None
         except Exception as e:
             self._health.last_latency_ms = round((_now() - t0) * 1000, 3)
             self._health.last_error, self._health.last_error_at = self.describe(e), now_ms()
@@ -633,8 +642,14 @@ class CcxtVenue:
         throttler = getattr(self.ex, "throttler", None)
         if throttler is None:
             return None
-        tokens = throttler.config.get("tokens", 0)
-        return 1.0 if throttler.queue or tokens < 0 else 0.0
+        if throttler.queue:
+            return 1.0  # calls are waiting for the budget
+        window, most = throttler.config.get("windowSize", 0), throttler.config.get("maxWeight", 0)
+        if not window or not most:
+            return None
+        since = time.time() * 1000 - window
+        spent = sum(t["cost"] for t in throttler.timestamps if t["timestamp"] > since)
+        return round(min(1.0, spent / most), 4)
 
     # -- updates: polling, and the stream where there is one --------------------------------------------------
     async def _deliver(self, order: VenueOrder, new: list[VenueTrade]) -> None:
@@ -688,8 +703,9 @@ class CcxtVenue:
                 if oid not in self.open_seen:
                     order = self._order(o, await self._order_trades(o))
                     self.open_seen[oid] = order
-                    if order.external:  # placed outside this service: the router adopts or ignores it
-                        await self._deliver(order, [])
+                    # once each: an external one (the router adopts or ignores it), or one of ours the router may
+                    # have given up on (rejected as unknown, canceled before the venue had it): it learns it is there
+                    await self._deliver(order, [])
             for oid, before in list(self.open_seen.items()):
                 if before.pair != pair or oid in ids_now:
                     continue
@@ -728,8 +744,7 @@ class CcxtVenue:
                 for o in orders:
                     order = self._order(o, all_trades := await self._order_trades(o))
                     new = self._mark_seen(all_trades)
-                    if new or order.external or order.status != "open":
-                        await self._deliver(order, new)
+                    await self._deliver(order, new)  # every change the stream tells
             except asyncio.CancelledError:
                 raise
             except Exception as e:

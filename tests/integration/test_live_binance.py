@@ -15,7 +15,16 @@ import aiohttp
 import pytest
 
 from bus.client import Bus
-from schemas.messages import Fill, Order, OrderReply, OrderRequest, OrdersPage, OrdersQuery
+from schemas.messages import (
+    CancelOrder,
+    CommandReply,
+    Fill,
+    Order,
+    OrderReply,
+    OrderRequest,
+    OrdersPage,
+    OrdersQuery,
+)
 from tests.exchanges.binance import BinanceTestExchange
 from tests.helpers import eventually
 from tests.integration.test_actors import System
@@ -425,3 +434,42 @@ async def test_every_order_type_on_binance_native_or_emulated(live, client, exch
     trades = exchange.trades("BTC/USDT")
     booked = [f for name in kinds for f in await fills_of(client, (await order_of(client, f"lv-all-{name}")).order_id)]  # type: ignore[union-attr]
     assert sorted(str(t.trade_id) for t in trades) == sorted(f.fill_id.rsplit(":", 1)[-1] for f in booked)
+
+
+async def test_an_order_rejected_as_unknown_that_rests_at_the_venue_works_again_and_cancel_all_reaches_it(
+    live, client, exchange
+) -> None:
+    await live()
+    exchange.inject_fault("unknown_status", placed=False, times=8)
+    assert (await submit(client, "lv-rest-late-1", type="limit", price=D("59000"))).ok
+    o = await until(client, "lv-rest-late-1", "rejected")
+    assert (o.reason or "").startswith("unknown to the venue:")
+    exchange.place_external_order(
+        "BTC/USDT", "buy", "LIMIT", "0.01", price="59000", time_in_force="GTC", client_order_id="lv-rest-late-1"
+    )  # it rests there after all, nothing traded
+    await until(client, "lv-rest-late-1", "accepted")
+    reply = await client.request(client.subjects.orders_cancel, CancelOrder(all=True), CommandReply, timeout=10)
+    assert isinstance(reply, CommandReply) and reply.ok
+    await until(client, "lv-rest-late-1", "canceled")
+    assert not exchange.orders("BTC/USDT", open_only=True)
+
+
+async def test_a_bracket_entry_rejected_as_unknown_keeps_its_legs_waiting_and_filled_later_is_protected(
+    live, client, exchange
+) -> None:
+    await live()
+    exchange.inject_fault("unknown_status", placed=False, times=8)
+    assert (await submit(client, "lv-brk-late-1", stop_loss=D("59000"), take_profit=D("61000"))).ok
+    entry = await until(client, "lv-brk-late-1", "rejected")
+    stop_coid = f"tbx:{(entry.linked_orders or {})['stopLoss']}:stop_loss"
+    assert (await order_of(client, stop_coid)).status.value == "initialized"  # type: ignore[union-attr]
+    exchange.place_external_order("BTC/USDT", "buy", "MARKET", "0.01", client_order_id="lv-brk-late-1")
+    await until(client, "lv-brk-late-1", "filled")
+    await until(client, stop_coid, "accepted")  # the stop protects the position
+
+
+async def test_an_ioc_that_expires_at_once_is_answered_as_stored(live, client, exchange) -> None:
+    await live()
+    reply = await submit(client, "lv-ioc-exp-1", type="limit", price=D("59000"), time_in_force="IOC")
+    stored = await until(client, "lv-ioc-exp-1", "expired")
+    assert reply.order is not None and reply.order.status is stored.status

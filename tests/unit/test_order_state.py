@@ -274,3 +274,38 @@ def test_random_operations_never_leave_the_table(steps):
             raise AssertionError(f"{before.status.value} changed to {o.status.value}")
         if before.status in (S.CANCELED, S.EXPIRED):  # closed: only a late fill may still come
             assert o.status in (S.PARTIALLY_FILLED, S.FILLED)
+
+
+# -- the venue's answers ------------------------------------------------------------------------------------
+def answer(o: Order, status: str, filled: str = "0", reason: str | None = None) -> Order:
+    from domain.orders import with_venue_answer
+
+    return with_venue_answer(o, status, D(filled), "V1", None, None, reason, 5_000)
+
+
+def test_a_first_answer_accepts_an_ioc_that_expired_unfilled_ends_it_and_a_rejection_rejects():
+    assert answer(order(S.SUBMITTED), "open").status is S.ACCEPTED
+    assert answer(order(S.SUBMITTED), "expired").status is S.EXPIRED  # nothing filled, nothing to wait for
+    waiting = answer(order(S.SUBMITTED), "expired", filled="0.4")
+    assert waiting.status is S.SUBMITTED and waiting.venue_filled == D("0.4")  # its fills end it
+    rejected = answer(order(S.SUBMITTED), "rejected", reason="insufficient balance")
+    assert (rejected.status, rejected.reason, rejected.venue_status) == (S.REJECTED, "insufficient balance", "rejected")
+
+
+def test_an_order_ended_here_only_records_what_the_venue_says():
+    canceled = order(S.CANCELED)
+    seen = answer(canceled, "canceled")  # a cancel confirmed at the venue after it was canceled here
+    assert seen.status is S.CANCELED and seen.venue_status == "canceled"
+    assert answer(seen, "canceled") is seen  # nothing new
+
+
+def test_an_order_rejected_as_unknown_that_the_venue_shows_works_again_and_nothing_else_is_revived():
+    from domain.orders import UNKNOWN_TO_VENUE, revivable
+
+    lost = order(S.REJECTED, reason=f"{UNKNOWN_TO_VENUE} binance has no order ...")
+    assert revivable(lost)
+    back = answer(lost, "open")
+    assert back.status is S.ACCEPTED and back.closed_at is None and back.venue_status == "open"
+    assert answer(lost, "rejected").status is S.REJECTED  # the venue refused it after all: stays rejected
+    refused = order(S.REJECTED, reason="insufficient balance")
+    assert not revivable(refused) and answer(refused, "open").status is S.REJECTED
