@@ -485,7 +485,7 @@ class VenueSession:
         The figures cover the currencies of PAIRS; the first reading, before any fill, is the opening one."""
         if self.venue.authoritative_lookup or not self._quiet():
             return
-        seq = self.fills_seq
+        seq, changes = self.fills_seq, self.store.changes
         try:
             raw = await self.venue.fetch_balance()
             open_now = await self.venue.fetch_open_orders()
@@ -499,8 +499,8 @@ class VenueSession:
             o = self.store.orders[oid]
             if o.venue_status == "open" and there.get(o.client_order_id) != (o.venue_filled or ZERO):
                 return
-        if not self._quiet() or self.fills_seq != seq:
-            return
+        if not self._quiet() or self.fills_seq != seq or self.store.changes != changes:
+            return  # an order came and went (or changed) while the balances were read: they may not show it
         wanted = {c for p in self.settings.PAIRS for c in pair_currencies(p)}
         figures = {c: VenueBalanceFigures(free=b.free, total=b.total) for c, b in raw.items() if c in wanted}
         opening = seq == 0 and not self.balances_published  # the first reading, before any fill: the opening books

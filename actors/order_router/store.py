@@ -81,6 +81,7 @@ class OrderStore:
         self.rejected = 0
         # told of every order kept (after ``live`` has it): the emulator follows the live reduce-only ones
         self.on_stored: Callable[[Order], None] = lambda o: None
+        self.changes = 0  # changes stored by this run (a reader can tell whether any came in between)
 
     async def load(self) -> None:
         """Open the KV bucket of reserved ids and rebuild the orders from the ORDERS stream."""
@@ -226,6 +227,7 @@ class OrderStore:
         self._stored_at(order.order_id, seq)
         self.events.setdefault(order.order_id, []).append(ev)
         self._store(order)
+        self.changes += 1
         return order
 
     async def update(self, order_id: str, change: Callable[[Order], Order], event: str | None = None) -> Order | None:

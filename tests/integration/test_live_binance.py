@@ -473,3 +473,26 @@ async def test_an_ioc_that_expires_at_once_is_answered_as_stored(live, client, e
     reply = await submit(client, "lv-ioc-exp-1", type="limit", price=D("59000"), time_in_force="IOC")
     stored = await until(client, "lv-ioc-exp-1", "expired")
     assert reply.order is not None and reply.order.status is stored.status
+
+
+async def test_an_order_placed_while_the_balances_are_read_is_no_mismatch(live, client, exchange) -> None:
+    """The venue's balances were read before an order of ours rested there (and locked funds here): that reading
+    cannot show it, so it is dropped."""
+    alerts = await alerts_on(client)
+    await live()
+
+    async def opened() -> bool:
+        return bool(await adjustments(client))
+
+    await eventually(opened, what="opening balances")
+    reads = len(exchange.requests_for("GET", "/api/v3/account"))
+    exchange.inject_fault("slow", "GET", "/api/v3/account", seconds=1.5)
+
+    async def reading() -> bool:
+        return len(exchange.requests_for("GET", "/api/v3/account")) > reads
+
+    await eventually(reading, what="a balance read under way")
+    assert (await submit(client, "lv-during-read-1", type="limit", price=D("59000"))).ok
+    await until(client, "lv-during-read-1", "accepted")
+    await asyncio.sleep(2.5)  # the slow reading is back, and a few after it
+    assert not alerts.got
