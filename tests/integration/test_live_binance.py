@@ -318,7 +318,7 @@ async def test_a_resting_order_filled_just_before_the_balance_read_is_no_mismatc
 
 
 async def test_the_unknown_grace_runs_from_the_last_send_not_from_the_orders_creation(live, client, exchange) -> None:
-    await live(VENUE_UNKNOWN_GRACE_MS="6000")  # the order is older than that when its second send goes out
+    await live(VENUE_UNKNOWN_GRACE_MS="8000")  # the order is older than that when its second send goes out
     exchange.inject_fault("http_429", times=5)  # the first send is backed off 5 times: not taken, sent again later
     exchange.inject_fault("unknown_status", placed=False)  # the second send has no answer
     reply = await submit(client, "lv-grace-1")
