@@ -620,6 +620,25 @@ class VenueState(Msg):
     last_error_at: int | None = None
 
 
+class VenueCheck(Msg):
+    """A venue's connection tested now (``POST /api/exchanges/test``): each step, the clock, the latency."""
+
+    id: str
+    ccxt_id: str
+    ok: bool
+    markets_loaded: bool | None = None
+    pairs_listed: bool | None = None
+    keys_accepted: bool | None = None  # None: a venue without keys (paper)
+    balance_read: bool | None = None
+    clock_skew_ms: float | None = None  # this host's clock against the venue's (None: the venue does not say)
+    latency_ms: float | None = None  # the round trip of its quickest call
+    error: str | None = None  # the first step that failed, and why (never a secret)
+
+
+class VenueChecks(Msg):
+    exchanges: list[VenueCheck]
+
+
 class Heartbeat(Msg):
     actor: str
     instance: str

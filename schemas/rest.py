@@ -196,6 +196,24 @@ class RateLimit(msgspec.Struct, kw_only=True, rename="camel"):
     reset_time: int | None = None
 
 
+class ExchangeView(msgspec.Struct, kw_only=True, rename="camel"):
+    """One venue in ``GET /api/exchanges``."""
+
+    id: str
+    ccxt_id: str
+    status: Literal["up", "down", "degraded"]
+    updates: Literal["push", "stream", "polling"] | None  # how order updates reach us (paper: pushed)
+    latency_ms: float | None = None  # the last call's round trip
+    rate_limit_used: float | None = None
+    last_error: str | None = None
+    last_error_at: int | None = None
+    paper: bool = True
+
+
+class ExchangeList(msgspec.Struct, kw_only=True, rename="camel"):
+    exchanges: list[ExchangeView]
+
+
 class ExchangeHealth(msgspec.Struct, kw_only=True, rename="camel"):
     status: Literal["connected", "disconnected"]
     last_ping: int | None

@@ -66,6 +66,7 @@ from schemas.messages import (
     OrdersPage,
     OrdersQuery,
     OrderStatus,
+    VenueChecks,
     VenueState,
     now_ms,
 )
@@ -134,6 +135,7 @@ class OrderRouter(Actor):
         await self.bus.subscribe(s.query("orders"), OrdersQuery, self._on_query, queue=self.name)
         await self.bus.subscribe(s.query("order_events"), OrderEventsQuery, self._on_events_query, queue=self.name)
         await self.bus.subscribe(s.query("markets"), Empty, self._on_markets_query, queue=self.name)
+        await self.bus.subscribe(s.query("venues_test"), Empty, self._on_venues_test, queue=self.name)
         await self.bus.subscribe(s.orders_cancel, CancelOrder, self._on_cancel, queue=self.name)
         await self.bus.subscribe(s.orders_modify, ModifyOrder, self._on_modify, queue=self.name)
         await self.bus.consume(
@@ -522,6 +524,9 @@ class OrderRouter(Actor):
     async def _on_events_query(self, q: OrderEventsQuery, env: Envelope) -> None:
         await self.store.recall(q.order_id)
         await self.bus.respond(env, OrderEventsPage(events=self.store.events.get(q.order_id, [])))
+
+    async def _on_venues_test(self, q: Empty, env: Envelope) -> None:
+        await self.bus.respond(env, VenueChecks(exchanges=[await self.venue.check()]))
 
     async def _on_markets_query(self, q: Empty, env: Envelope) -> None:
         await self.bus.respond(env, MarketsPage(venue=self.venue.name, markets=await self.venue.markets()))

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal, Protocol
 
-from schemas.messages import Book, Liquidity, MarketRules, Side
+from schemas.messages import Book, Liquidity, MarketRules, Side, VenueCheck
 
 VenueOrderStatus = Literal["open", "closed", "canceled", "rejected", "expired"]
 # what a request may ask the venue to hold: the triggered kinds only where ``Venue.native_types`` lists them
@@ -169,4 +169,8 @@ class Venue(Protocol):
 
     def describe(self, e: BaseException) -> str:
         """An error of this venue as it may be shown (logs, alerts, reasons): no secret, no signed URL."""
+        ...
+
+    async def check(self) -> VenueCheck:
+        """Test the connection now: markets, pairs, keys, balance, clock skew, latency (never raises)."""
         ...

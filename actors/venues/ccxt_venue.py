@@ -46,7 +46,7 @@ from actors.venues.ccxt_errors import classify, safe_message
 from actors.venues.ccxt_markets import CCXT_TYPES, _dec, market_rules, native_types, pair_of, symbol_of
 from actors.venues.ccxt_urls import rewrite_api_urls
 from domain.venue_ids import rule_for, venue_client_id
-from schemas.messages import Book, MarketRules, now_ms
+from schemas.messages import Book, MarketRules, VenueCheck, now_ms
 
 T = TypeVar("T")
 ZERO = Decimal(0)
@@ -626,6 +626,55 @@ class CcxtVenue:
             asks=[(_dec(p) or ZERO, _dec(q) or ZERO) for p, q, *_ in raw.get("asks") or []],
             ts=int(raw.get("timestamp") or now_ms()),
         )
+
+    async def check(self) -> VenueCheck:
+        """Markets read again, every pair listed, keys accepted and the balance read, the clock against the venue's,
+        the quickest call's round trip; the first failure named (without secrets). Never raises."""
+        steps: dict[str, Any] = {}
+        error: str | None = None
+        latencies: list[float] = []
+
+        async def step(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+            t0 = _now()
+            out = await self._backing_off(fn, *args)
+            latencies.append((_now() - t0) * 1000)
+            return out
+
+        try:
+            await step(self.ex.load_markets, True)
+            steps["markets_loaded"] = True
+            missing = [p for p in self.pairs if symbol_of(p) not in self.ex.markets]
+            steps["pairs_listed"] = not missing
+            if missing:
+                error = f"PAIRS: {', '.join(missing)} not listed by {self.name}"
+        except Exception as e:
+            steps["markets_loaded"] = False
+            error = f"markets not loaded: {self.describe(e)}"
+        try:
+            await step(self.ex.fetch_balance)
+            steps["keys_accepted"] = steps["balance_read"] = True
+        except (ccxt.AuthenticationError, ccxt.PermissionDenied) as e:
+            steps["keys_accepted"] = steps["balance_read"] = False
+            error = error or f"keys refused by {self.name}: {self.describe(e)}"
+        except Exception as e:
+            steps["balance_read"] = False
+            error = error or f"balance not read: {self.describe(e)}"
+        if self.ex.has.get("fetchTime"):
+            try:
+                t0 = time.time() * 1000
+                server = await step(self.ex.fetch_time)
+                skew = round(abs(server - (t0 + time.time() * 1000) / 2), 1)
+                steps["clock_skew_ms"] = skew
+                window = self.ex.options.get("recvWindow")
+                if window and skew >= window:
+                    error = error or f"clock {skew:.0f} ms off {self.name}'s (recvWindow {window} ms)"
+            except Exception as e:
+                error = error or f"time not read: {self.describe(e)}"
+        ok = error is None and all(steps.get(k) for k in ("markets_loaded", "pairs_listed", "balance_read"))
+        return VenueCheck(
+            id=self.name, ccxt_id=self.name, ok=ok, latency_ms=round(min(latencies), 3) if latencies else None,
+            error=error, **steps,
+        )  # fmt: skip
 
     def health(self) -> VenueHealth:
         self._health.rate_limit_used = self._rate_limit_used()

@@ -298,3 +298,21 @@ async def test_status_shows_the_nats_url_without_credentials(nats_url, prefix):
         await gw.stop()
     assert status == 200 and body["natsUrl"] == nats_url
     assert "hunter2" not in json.dumps(body) and "tbx-user" not in json.dumps(body)
+
+
+async def test_exchanges_lists_the_paper_venue_up_and_its_connection_test_passes(stack):
+    http, base = stack
+
+    async def listed() -> dict | None:
+        async with http.get(f"{base}/api/exchanges") as r:
+            body = await r.json()
+        return body if body["exchanges"] and body["exchanges"][0]["status"] == "up" else None
+
+    body = await eventually(listed, what="paper up in /api/exchanges")
+    assert body == {"exchanges": [{"id": "paper", "ccxtId": "paper", "status": "up", "updates": "push",
+                                   "latencyMs": None, "rateLimitUsed": None, "lastError": None, "lastErrorAt": None,
+                                   "paper": True}]}  # fmt: skip
+    async with http.post(f"{base}/api/exchanges/test") as r:
+        assert r.status == 200
+        [check] = (await r.json())["exchanges"]
+    assert check["ok"] and check["id"] == "paper" and check["keysAccepted"] is None and check["balanceRead"]
