@@ -379,6 +379,14 @@ class VenueSession:
         await self.on_venue_result(o.order_id, result, result.trades, edit_answer=True)
         return None
 
+    async def _lookup(self, o: Order) -> VenueOrder | None:
+        """The order as the venue has it now, or None (unknown there, or the venue did not answer)."""
+        try:
+            return await self.venue.fetch_order(o.client_order_id, o.pair)
+        except Exception as e:
+            self.log.warning("lookup of {} at {} failed: {}", o.order_id, self.venue.name, self.venue.describe(e))
+            return None
+
     async def _cancel_orphan(self, order_id: str) -> None:
         o = self.store.orders[order_id]
         self.cancelling.add(order_id)
@@ -411,7 +419,13 @@ class VenueSession:
         try:
             result = await self.venue.cancel_order(o.client_order_id, o.pair, reason)
         except VenueRefused as e:
-            # the venue no longer has it open (filled meanwhile, say): back to where it was; fills finish it
+            # the venue no longer has it open. Canceled there already (this cancel acted, its answer was lost and
+            # the request went again, say): the cancel is done. Else (filled meanwhile, say): back to where it
+            # was; fills finish it
+            found = await self._lookup(o)
+            if found is not None and found.status in ("canceled", "expired"):
+                await self.on_venue_result(order_id, found, found.trades)
+                return orders[order_id], None
             ts = now_ms()
             await self.store.update(order_id, lambda cur: back_from_pending(cur, ts))
             return orders[order_id], str(e)

@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import pytest
 
+from schemas.messages import CancelOrder, CommandReply
 from tests.exchanges.alpaca import AlpacaTestExchange
 from tests.integration.test_actors import System
 from tests.integration.test_live_binance import fills_of, submit, until
@@ -145,3 +146,16 @@ async def test_every_order_type_on_alpaca_native_or_emulated(live, client, excha
     for name in ("take-profit", "take-profit-limit"):
         o = await until(client, f"al-all-{name}", "filled")
         assert o.triggered_at is not None
+
+
+async def test_a_cancel_whose_answer_is_lost_after_alpaca_canceled_is_settled_by_the_lookup(
+    live, client, exchange
+) -> None:
+    await live()
+    assert (await submit(client, "al-cxl-lost-1", pair="BTC_USD", type="limit", price=D("49000"))).ok
+    o = await until(client, "al-cxl-lost-1", "accepted")
+    exchange.inject("lost_after_place", "DELETE", "/v2/orders/*")  # canceled there, the answer lost
+    reply = await client.request(client.subjects.orders_cancel, CancelOrder(order_id=o.order_id), CommandReply)
+    assert isinstance(reply, CommandReply) and reply.ok
+    await until(client, "al-cxl-lost-1", "canceled")
+    assert [x["status"] for x in exchange.orders if x["client_order_id"] == "al-cxl-lost-1"] == ["canceled"]

@@ -526,3 +526,16 @@ async def test_exchanges_over_http_the_live_venue_up_its_test_passing_then_namin
             assert check["error"] and KEY not in check["error"] and "a-revoked-key" not in check["error"]
     finally:
         await gw.stop()
+
+
+async def test_a_cancel_whose_answer_is_lost_after_the_venue_canceled_is_settled_by_the_lookup(
+    live, client, exchange
+) -> None:
+    await live()
+    assert (await submit(client, "lv-cxl-lost-1", type="limit", price=D("59000"))).ok
+    o = await until(client, "lv-cxl-lost-1", "accepted")
+    exchange.inject_fault("lost_after_place", "DELETE", "/api/v3/order")  # canceled there, the answer lost
+    reply = await client.request(client.subjects.orders_cancel, CancelOrder(order_id=o.order_id), CommandReply)
+    assert isinstance(reply, CommandReply) and reply.ok  # asked: the venue's word decides
+    await until(client, "lv-cxl-lost-1", "canceled")
+    assert not exchange.orders("BTC/USDT", open_only=True)
