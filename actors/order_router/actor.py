@@ -223,7 +223,7 @@ class OrderRouter(Actor):
             names = {"stop_loss": "stopLoss", "take_profit": "takeProfit"}
             order = msgspec.structs.replace(order, linked_orders={names[str(leg.role)]: leg.order_id for leg in legs})
         order = await self.store.emit(order, "submitted")  # the entry first: then a retry finds it and adds the legs
-        self.session.fresh.add(order.order_id)  # never sent yet: the one order a live venue may get without a lookup
+        self.session.mark_fresh(order.order_id)  # never sent yet: the one order a live venue may get without a lookup
         for leg in legs:
             await self.store.emit(leg, "initialized")
         self.log.info(

@@ -163,10 +163,14 @@ class VenueSession:
         if cur.venue_status is not None or cur.status is not S.SUBMITTED:
             return cur
         try:
-            return with_venue_answer(cur, r.status, r.filled, r.venue_order_id, r.quantity, r.price, r.reason,
-                                     now_ms(), False)  # fmt: skip
+            return _applied(cur, r, False)
         except IllegalTransition:
             return cur
+
+    def mark_fresh(self, order_id: str) -> None:
+        """The order may be sent without a lookup first (never sent, or certainly not taken): live venues only."""
+        if not self.venue.authoritative_lookup:
+            self.fresh.add(order_id)
 
     def in_flight(self, order_id: str) -> bool:
         """Is a create or a cancel of the order on its way to the venue?"""
@@ -194,14 +198,15 @@ class VenueSession:
                 o.client_order_id, o.pair, o.side, venue_type, o.quantity, price,  # type: ignore[arg-type]
                 "GTC" if o.time_in_force == "GTD" else o.time_in_force, o.post_only, o.reduce_only, stop_price,
             )  # fmt: skip
-            self.fresh.discard(order_id)
-            self.sent_at[order_id] = now_ms()
+            if not self.venue.authoritative_lookup:  # (what only a live venue needs stays off the paper path)
+                self.fresh.discard(order_id)
+                self.sent_at[order_id] = now_ms()
             try:
                 result = await self.venue.create_order(request)
                 if (fut := self.answers.pop(order_id, None)) is not None and not fut.done():
                     fut.set_result(result)  # the caller hears it now; the answer is stored below
             except VenueUnavailable as e:  # not taken: it may go again (the reconcile sends it)
-                self.fresh.add(order_id)
+                self.mark_fresh(order_id)
                 await self._venue_answers(False, self.venue.describe(e))
                 raise Transient(f"venue {self.venue.name} did not take {order_id}: {self.venue.describe(e)}") from e
             except Exception as e:  # the outcome is unknown: in flight until the venue says
@@ -216,7 +221,7 @@ class VenueSession:
     async def send_triggered(self, order_id: str, venue_type: str, price: Decimal | None) -> None:
         """``send`` in the background of an order that just triggered here (its first send: it was held here
         until now); a venue that does not answer is left to the reconcile."""
-        self.fresh.add(order_id)
+        self.mark_fresh(order_id)
         try:
             await self.send(order_id, venue_type, price)
         except Transient as e:
@@ -348,8 +353,7 @@ class VenueSession:
 
     def _with_venue_answer(self, cur: Order, r: VenueOrder, edit_answer: bool) -> Order:
         """The order after the venue's answer (domain.orders.with_venue_answer), said in the log."""
-        new = with_venue_answer(cur, r.status, r.filled, r.venue_order_id, r.quantity, r.price, r.reason, now_ms(),
-                                edit_answer)  # fmt: skip
+        new = _applied(cur, r, edit_answer)
         if new is not cur and revivable(cur):
             self.log.warning("order {} rejected as unknown is at {} after all: working again", cur.order_id,
                              self.venue.name)  # fmt: skip
@@ -570,3 +574,10 @@ class VenueSession:
             if new is not None:
                 self.log.warning("order {} rejected: {}", o.order_id, why)
                 await self.emulator.after_change(new)
+
+
+def _applied(cur: Order, r: VenueOrder, edit_answer: bool) -> Order:
+    """``cur`` after the venue's answer ``r`` (domain.orders.with_venue_answer)."""
+    return with_venue_answer(
+        cur, r.status, r.filled, r.venue_order_id, r.quantity, r.price, r.reason, now_ms(), edit_answer
+    )

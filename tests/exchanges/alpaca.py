@@ -43,7 +43,6 @@ import asyncio
 import contextlib
 import fnmatch
 import json
-import signal
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -63,6 +62,7 @@ from tests.exchanges.alpaca_model import (
     dstr,
     parse_time,
 )
+from tests.exchanges.process import serve_until_signal
 
 __all__ = ["FAULT_KINDS", "AlpacaError", "AlpacaTestExchange", "AssetSpec", "default_assets"]
 
@@ -526,14 +526,7 @@ async def _serve(args: argparse.Namespace) -> None:
         min_order_cost=args.min_order_cost,
         port=args.port,
     )
-    url = await exchange.start()
-    print(url, flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await exchange.stop()
+    await serve_until_signal(exchange)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,7 +29,6 @@ import contextlib
 import hashlib
 import hmac
 import json
-import signal
 import sys
 import time
 from collections import deque
@@ -57,6 +56,7 @@ from tests.exchanges.binance_model import (
     param_int,
     random_client_id,
 )
+from tests.exchanges.process import serve_until_signal
 
 __all__ = ["FAULTS", "BinanceError", "BinanceTestExchange", "Fault", "LoggedRequest", "Order", "SymbolSpec", "Trade"]
 
@@ -649,14 +649,7 @@ async def _serve(args: argparse.Namespace) -> None:
         host=args.host,
         port=args.port,
     )
-    url = await ex.start()
-    print(url, flush=True)
-    done = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, done.set)
-    await done.wait()
-    await ex.stop()
+    await serve_until_signal(ex)
 
 
 def main(argv: list[str] | None = None) -> None:
