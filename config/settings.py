@@ -66,6 +66,15 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     LIVE_TRADING: bool = False
     # -- exchange -------------------------------------------------------------------------------
     EXCHANGE: str = "paper"
+    # several venues at once: "binance,alpaca,paper" or "paper,binance,bn2=binance" (name=ccxt id); each venue's
+    # settings under its NAME in upper case (BINANCE_API_KEY, BN2_API_URL, ...; see config/venues.py). Wins over
+    # EXCHANGE when both are set.
+    EXCHANGES: tuple[str, ...] = ()
+    # the per-venue settings read for the names in EXCHANGES: NAME -> {"API_KEY": ..., "PAIRS": ...}
+    VENUE_SETTINGS: dict[str, dict[str, str]] = msgspec.field(default_factory=dict)
+    ROUTING: str = "best_price"  # an order naming no venue: best_price (fees included) or priority (EXCHANGES order)
+    PAPER_BOOKS: str = ""  # the venue whose books the paper venue trades on (default: the first live venue listed)
+    PRICE_EVENT_MS: int = 1000  # price events on /api/stream and /api/ws: at most one per pair and venue this often
     EXCHANGE_API_KEY: str = ""
     EXCHANGE_API_SECRET: str = ""
     EXCHANGE_PASSWORD: str = ""
@@ -443,6 +452,31 @@ def _exchange(raw: Any) -> str:
     return s
 
 
+def _exchanges(raw: Any) -> tuple[str, ...]:
+    """EXCHANGES: names of venues, each ``name`` (a ccxt id or paper) or ``name=ccxtid``; see config/venues.py."""
+    from config.venues import parse_exchanges
+
+    return parse_exchanges(raw)
+
+
+def _venue_settings(raw: Any) -> dict[str, dict[str, str]]:
+    if isinstance(raw, str):
+        try:
+            raw = msgspec.json.decode(raw) if raw.strip() else {}
+        except msgspec.DecodeError:
+            raise ValueError("a table of venue names to their settings") from None
+    if not isinstance(raw, dict) or not all(isinstance(t, dict) for t in raw.values()):
+        raise ValueError("a table of venue names to their settings")
+    return {str(k).upper(): {str(n).upper(): str(v) for n, v in dict(t).items()} for k, t in raw.items()}
+
+
+def _paper_books(raw: Any) -> str:
+    s = str(raw).strip().lower()
+    if s and not re.match(r"^[a-z0-9_]{2,40}$", s):
+        raise ValueError("the name of a venue in EXCHANGES, or empty")
+    return s
+
+
 def _api_base(raw: Any) -> str:
     """EXCHANGE_API_URL: empty, or http(s)://host[:port] with no path, query or credentials."""
     s = str(raw).strip().rstrip("/")
@@ -463,6 +497,11 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "PAPER_TRADING": _bool,
     "LIVE_TRADING": _bool,
     "EXCHANGE": _exchange,
+    "EXCHANGES": _exchanges,
+    "VENUE_SETTINGS": _venue_settings,
+    "ROUTING": _choice("best_price", "priority"),
+    "PAPER_BOOKS": _paper_books,
+    "PRICE_EVENT_MS": _int(50, 3_600_000),
     "EXCHANGE_API_KEY": _text,
     "EXCHANGE_API_SECRET": _text,
     "EXCHANGE_PASSWORD": _text,

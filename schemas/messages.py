@@ -86,6 +86,7 @@ class Book(Msg):
     bids: list[tuple[Decimal, Decimal]]
     asks: list[tuple[Decimal, Decimal]]
     ts: int
+    venue: str | None = None  # the venue whose book this is (a live venue's md-feed); None: synthetic, replay, outside
 
 
 class Trade(Msg):
@@ -97,6 +98,7 @@ class Trade(Msg):
     side: Side  # the taker's side
     ts: int
     trade_id: str | None = None
+    venue: str | None = None  # as Book.venue
 
 
 class Fill(Msg):
@@ -145,6 +147,7 @@ class OrderRequest(Msg):
     source: str = "api"
     signal_id: str | None = None
     ts: int = 0
+    exchange: str | None = None  # the venue it must go to (a name in EXCHANGES); None: the router's policy picks
 
 
 class RiskValidation(Msg):
@@ -195,6 +198,7 @@ class Order(Msg):
     fees: Decimal = ZERO
     fee_currency: str | None = None
     venue: str = "paper"
+    routing: str | None = None  # how its venue was chosen (named, or the policy's decision and each venue's price)
     paper_trade: bool = True  # false: a live order at a real venue
     native_trigger: bool = False  # a stop / take-profit the venue holds itself (not triggered here)
     venue_order_id: str | None = None
@@ -256,6 +260,9 @@ class ApprovedOrder(Msg):
     estimated_cost: Decimal | None = None
     reply_to: str | None = None
     approved_at: int = 0
+    # the venues the risk gate found able to take it (they list the pair, their rules accept it, their balance
+    # pays for it), in priority order; the router routes among these only. None: every venue (older messages)
+    venues: list[str] | None = None
 
 
 class OrderReply(Msg):
@@ -393,6 +400,7 @@ class MarketRules(Msg):
     taker_fee: Decimal
     min_amount: Decimal | None = None  # the venue's smallest / largest order quantity (None: no limit known)
     max_amount: Decimal | None = None
+    venue: str | None = None  # whose rules these are (several venues: one entry per venue and pair)
 
 
 class MarketsPage(Msg):
@@ -421,6 +429,7 @@ class PositionView(Msg):
     risk_metrics: RiskMetrics
     opened_at: int | None = None
     updated_at: int = 0
+    exchange: str | None = None  # the venue that holds it (positions are kept per venue)
     # realized P&L and fees of the current cycle only (the position named by ``id``; 0 when flat) and of
     # the pair's whole life (every cycle since its first fill); all in the pair's quote currency
     cycle_realized_pnl: Decimal = msgspec.field(default=ZERO, name="cycleRealizedPnL")
@@ -504,14 +513,23 @@ class BalanceAdjusted(Msg):
     ts: int  # when the ledger adjusted its books
 
 
-class PortfolioSnapshot(Msg):
+class ExchangePortfolio(Msg):
+    """One venue's books (``byExchange``): its positions and balances, and its totals in ``base_currency``."""
+
     summary: PortfolioSummary
     positions: list[PositionView]
     balances: list[BalanceView]
+
+
+class PortfolioSnapshot(Msg):
+    summary: PortfolioSummary  # every venue together
+    positions: list[PositionView]  # every venue's, each naming its ``exchange``
+    balances: list[BalanceView]  # summed over the venues, per currency
     fills_applied: int
     last_fill_seq: int
     ts: int
     balance_adjustments: list[BalanceAdjusted] = msgspec.field(default_factory=list)  # the last ones, newest first
+    by_exchange: dict[str, ExchangePortfolio] = msgspec.field(default_factory=dict)  # venue name -> its books
 
 
 class Empty(Msg):

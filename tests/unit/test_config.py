@@ -47,6 +47,11 @@ EXPECTED_DEFAULTS = {
     "PAPER_TRADING": True,
     "LIVE_TRADING": False,
     "EXCHANGE": "paper",
+    "EXCHANGES": (),
+    "VENUE_SETTINGS": {},
+    "ROUTING": "best_price",
+    "PAPER_BOOKS": "",
+    "PRICE_EVENT_MS": 1000,
     "EXCHANGE_API_KEY": "",
     "EXCHANGE_API_SECRET": "",
     "EXCHANGE_PASSWORD": "",
@@ -158,6 +163,13 @@ def test_env_none_reads_os_environ(monkeypatch):
 # One bad value per variable: one line naming the variable, the value and what is allowed
 # ------------------------------------------------------------------------------------------------------
 BAD_VALUES = [
+    ("EXCHANGES", "binance,binance", "each venue name once"),
+    ("EXCHANGES", "bin ance!", "a list of venue names such as binance,alpaca,paper"),
+    ("VENUE_SETTINGS", "x", "a table of venue names to their settings"),
+    ("VENUE_SETTINGS", "[1]", "a table of venue names to their settings"),
+    ("ROUTING", "cheapest", "one of best_price, priority"),
+    ("PAPER_BOOKS", "Bin!", "the name of a venue in EXCHANGES, or empty"),
+    ("PRICE_EVENT_MS", "10", "expected an integer from 50 to 3600000"),
     ("PORT", "0", "expected an integer from 1 to 65535"),
     ("PORT", "65536", "expected an integer from 1 to 65535"),
     ("PORT", "http", "expected an integer from 1 to 65535"),
