@@ -137,12 +137,22 @@ class NetPositions:
         return self.positions.get(pair, ZERO)
 
     def apply(
-        self, fill_id: str, pair: str, side: str, quantity: Decimal, price: Decimal, fee: Decimal, fee_currency: str
+        self,
+        fill_id: str,
+        pair: str,
+        side: str,
+        quantity: Decimal,
+        price: Decimal,
+        fee: Decimal,
+        fee_currency: str,
+        key: str | None = None,
     ) -> bool:
-        """Fold one fill; False when it was seen before or is not a fill the ledger would book."""
+        """Fold one fill into the position of ``key`` (default: the pair; several venues: the venue's pair);
+        False when it was seen before or is not a fill the ledger would book."""
         if fill_id in self.seen or not bookable(pair, quantity, price, fee, fee_currency):
             return False
         self.seen.add(fill_id)
         base = pair_currencies(pair)[0]
-        self.positions[pair] = self.get(pair) + position_change(side, quantity, fee, fee_currency, base)
+        key = key or pair
+        self.positions[key] = self.get(key) + position_change(side, quantity, fee, fee_currency, base)
         return True

@@ -199,6 +199,8 @@ class Order(Msg):
     fee_currency: str | None = None
     venue: str = "paper"
     routing: str | None = None  # how its venue was chosen (named, or the policy's decision and each venue's price)
+    # the venues to try next, in order, should ``venue`` certainly not take it (routed by policy; empty when named)
+    fallback: list[str] = msgspec.field(default_factory=list)
     paper_trade: bool = True  # false: a live order at a real venue
     native_trigger: bool = False  # a stop / take-profit the venue holds itself (not triggered here)
     venue_order_id: str | None = None

@@ -10,8 +10,10 @@ Its parts, each with one job (the durability rules each keeps are in its docstri
   the lock that serialises every change;
 - ``emulator.Emulator``: what the venue cannot hold (stops, take-profits, brackets / OCO, reduce-only
   exits kept true as the position moves, expiry and timeouts);
-- ``session.VenueSession``: what is said to the venue and heard from it (send, answers, cancel and edit
-  there, reconcile, VENUE_DOWN / VENUE_UP).
+- ``session.VenueSession``: what is said to one venue and heard from it (send, answers, cancel and edit
+  there, reconcile, VENUE_DOWN / VENUE_UP); one per venue (EXCHANGES);
+- ``routing.Router``: which venue an order goes to (named by the order, or ROUTING's policy over the venues'
+  books) and where it goes next when its venue certainly did not take it (fallback).
 
 One order-router per bus prefix: its state is not shared between instances (see README).
 """
@@ -19,6 +21,7 @@ One order-router per bus prefix: its state is not shared between instances (see 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 
 import msgspec
@@ -26,10 +29,11 @@ import msgspec
 from actors.base import Actor
 from actors.books import BookCache
 from actors.order_router.emulator import CLOCK_EVERY_S, Emulator
-from actors.order_router.session import VenueSession
+from actors.order_router.routing import Router
+from actors.order_router.session import NotTaken, VenueSession
 from actors.order_router.store import OrderStore
 from actors.venues.base import Venue, VenueOrder
-from actors.venues.factory import make_venue
+from actors.venues.factory import make_venues
 from bus.client import Bus, Envelope
 from bus.errors import Transient
 from config.settings import Settings
@@ -46,7 +50,7 @@ from domain.orders import (
 )
 from domain.recent import OrderTable
 from domain.risk import is_multiple
-from domain.triggers import TRIGGERED_TYPES, native_kind, wrong_side
+from domain.triggers import TRIGGERED_TYPES, native_kind, venue_leg, wrong_side
 from schemas.messages import (
     TERMINAL_STATUSES,
     ApprovedOrder,
@@ -80,19 +84,33 @@ ACK_WAIT_S = 3.0  # a live order's caller waits this long for the venue's first 
 class OrderRouter(Actor):
     name = "order-router"
 
-    def __init__(self, settings: Settings, bus: Bus, venue: Venue | None = None) -> None:
+    def __init__(
+        self, settings: Settings, bus: Bus, venue: Venue | None = None, venues: list[Venue] | None = None
+    ) -> None:
         super().__init__(settings, bus)
         self.books = BookCache(bus)
         self.store = OrderStore(bus, self.log)
-        self.session = VenueSession(
-            venue or make_venue(settings, bus, self.books), self.store, bus, self.log, self.spawn, self.alert, settings
-        )
+        chosen = venues or ([venue] if venue is not None else make_venues(settings, bus, self.books))
+        self.sessions: dict[str, VenueSession] = {
+            v.name: VenueSession(v, self.store, bus, self.log, self.spawn, self.alert, settings) for v in chosen
+        }  # in priority order
+        self.router = Router(settings, self.sessions, self.books)
         self.emulator = Emulator(settings, self.store, self.books, self.log, self.spawn)
-        self.emulator.connect(self.session, self._cancel)
-        self.session.connect(self.emulator, self._route)
+        self.emulator.connect(self.session_of, self._cancel)
+        for session in self.sessions.values():
+            session.connect(self.emulator, self._route, self._reroute)
         self.store.on_stored = self.emulator.track
 
+    def session_of(self, o: Order) -> VenueSession:
+        """The session of the order's venue. An order of a venue no longer configured has none (KeyError)."""
+        return self.sessions[o.venue]
+
     # what tests and tools read of the router (each owned by its part)
+    @property
+    def session(self) -> VenueSession:
+        """The first venue's session (the only one of a one-venue deployment)."""
+        return next(iter(self.sessions.values()))
+
     @property
     def venue(self) -> Venue:
         return self.session.venue
@@ -126,10 +144,14 @@ class OrderRouter(Actor):
         s = self.subjects
         await self.store.load()
         await self.bus.replay(stream=s.s_fills, subject=s.fills(), type_=Fill, handler=self._fold_fill, follow=False)
-        await self.session.start()  # the venue only after the rebuild: what it pushes is about orders we know
-        await self.session.reconcile(min_age_ms=0)
+        strays = {o.venue for o in self.store.orders.values() if o.order_id in self.store.live} - set(self.sessions)
+        for name in sorted(strays):  # left as they are: never sent to another venue than their own
+            self.log.error("live orders of venue {} which is not configured (EXCHANGES): left alone", name)
+        # the venues only after the rebuild: what they push is about orders we know
+        await asyncio.gather(*(session.start() for session in self.sessions.values()))
+        await self._each(lambda session: session.reconcile(min_age_ms=0))
         await self.emulator.resume()
-        await self.session.publish_balances()
+        await self._each(lambda session: session.publish_balances())
         self.books.add_hook(self.emulator.on_book)
         await self.books.start()
         await self.bus.subscribe(s.query("orders"), OrdersQuery, self._on_query, queue=self.name)
@@ -146,17 +168,24 @@ class OrderRouter(Actor):
             stream=s.s_fills, durable="order-router", subject=s.fills(), type_=Fill, handler=self._on_fill
         )
         every = self.settings.RECONCILE_INTERVAL_MS / 1000
-        self.spawn(self.every(every, self.session.reconcile, "reconcile"), "reconcile")
+        self.spawn(self.every(every, lambda: self._each(lambda session: session.reconcile()), "reconcile"), "reconcile")
         self.spawn(self.every(CLOCK_EVERY_S, self.emulator.on_clock, "expiry and timeouts"), "clock")
 
     async def on_stop(self) -> None:
-        await self.session.stop()
+        await asyncio.gather(*(session.stop() for session in self.sessions.values()), return_exceptions=True)
+
+    async def _each(self, job: Callable[[VenueSession], Awaitable[None]]) -> None:
+        """The job on every venue at once: one slow venue never holds up the others."""
+        results = await asyncio.gather(*(job(session) for session in self.sessions.values()), return_exceptions=True)
+        for session, r in zip(self.sessions.values(), results, strict=True):
+            if isinstance(r, BaseException):
+                self.log.warning("{}: {}", session.name, session.venue.describe(r))
 
     def stats(self) -> dict[str, int | float | str]:
         return self.store.stats()
 
     def venue_states(self) -> list[VenueState] | None:
-        return [self.session.venue_state()]
+        return [session.venue_state() for session in self.sessions.values()]
 
     # -- new orders ------------------------------------------------------------------------------------
     async def _on_approved(self, a: ApprovedOrder, env: Envelope) -> None:
@@ -172,7 +201,11 @@ class OrderRouter(Actor):
                     known = ids[0]
             if known is None:
                 ref = a.estimated_cost / req.quantity if a.estimated_cost and req.quantity else None
-                order = await self._create(req, ids, ref)
+                choice = self.router.choose(req, a.venues)
+                if choice.venue is None:
+                    await self._refuse_unroutable(a, choice.reason)
+                    return
+                order = await self._create(req, ids, ref, choice.venue, choice.reason, choice.fallback)
             else:
                 order = store.orders[known]
                 first = store.events[known][0].order if store.events.get(known) else order
@@ -186,14 +219,23 @@ class OrderRouter(Actor):
         if routed:
             # routed beside the consumer, so one slow venue call never holds up the next order;
             # a crash here leaves it SUBMITTED and the reconcile at start routes it
-            answer = self.session.await_answer(order.order_id) if self._answer_after_venue(order) else None
+            answer = self.session_of(order).await_answer(order.order_id) if self._answer_after_venue(order) else None
             route = self.spawn(self._route_logged(order.order_id), "route")
             if answer is not None:
                 self.spawn(self._reply_after_venue(a, order.order_id, route, answer), "reply")
 
-    async def _create(self, req: OrderRequest, ids: list[str], reference_price: Decimal | None = None) -> Order:
-        """Create the order (and the legs of a bracket) under its reserved ids and persist them. Call with
-        the lock held."""
+    async def _create(
+        self,
+        req: OrderRequest,
+        ids: list[str],
+        reference_price: Decimal | None,
+        venue: str,
+        routing: str | None = None,
+        fallback: list[str] | None = None,
+    ) -> Order:
+        """Create the order (and the legs of a bracket) under its reserved ids and persist them, for ``venue``
+        (chosen by ``routing``; ``fallback``: where it goes next should that venue certainly not take it). Call
+        with the lock held."""
         ts = now_ms()
         order = Order(
             order_id=ids[0],
@@ -211,8 +253,10 @@ class OrderRouter(Actor):
             role="entry" if len(ids) > 1 else None,
             reference_price=reference_price,
             status=S.SUBMITTED,
-            venue=self.venue.name,
-            paper_trade=not self.settings.LIVE_TRADING,
+            venue=venue,
+            routing=routing,
+            fallback=fallback or [],
+            paper_trade=self.sessions[venue].venue.authoritative_lookup,  # the paper venue (its lookups decide)
             source=req.source,
             signal_id=req.signal_id,
             created_at=ts,
@@ -223,14 +267,22 @@ class OrderRouter(Actor):
             names = {"stop_loss": "stopLoss", "take_profit": "takeProfit"}
             order = msgspec.structs.replace(order, linked_orders={names[str(leg.role)]: leg.order_id for leg in legs})
         order = await self.store.emit(order, "submitted")  # the entry first: then a retry finds it and adds the legs
-        self.session.mark_fresh(order.order_id)  # never sent yet: the one order a live venue may get without a lookup
+        self.sessions[venue].mark_fresh(order.order_id)  # never sent yet: the one order sent without a lookup
         for leg in legs:
             await self.store.emit(leg, "initialized")
         self.log.info(
-            "order {} ({}) submitted: {} {} {} {}{}", order.order_id, order.client_order_id, order.side,
-            order.quantity, order.pair, order.type, f" with legs {order.linked_orders}" if legs else "",
+            "order {} ({}) submitted: {} {} {} {}{} to {}{}", order.order_id, order.client_order_id, order.side,
+            order.quantity, order.pair, order.type, f" with legs {order.linked_orders}" if legs else "", venue,
+            f" ({routing})" if routing else "",
         )  # fmt: skip
         return order
+
+    async def _refuse_unroutable(self, a: ApprovedOrder, why: str) -> None:
+        self.log.warning("order {} not routed: {}", a.request.client_order_id, why)
+        if a.reply_to:
+            field = "exchange" if a.request.exchange else None
+            reply = OrderReply(ok=False, code="NO_VENUE", field=field, detail=why)
+            await self.bus.respond_to(a.reply_to, reply)
 
     async def _refuse_duplicate(self, a: ApprovedOrder, order: Order) -> None:
         self.log.warning("client order id {} reused for a different order: refused", order.client_order_id)
@@ -250,10 +302,11 @@ class OrderRouter(Actor):
     def _answer_after_venue(self, order: Order) -> bool:
         """On a live venue the caller hears the venue's first answer (a rejection is a refusal with the venue's
         reason and code), when the order goes to the venue now (not a stop waiting here)."""
+        session = self.session_of(order)
         return (
-            not self.venue.authoritative_lookup
+            not session.venue.authoritative_lookup
             and order.status is S.SUBMITTED
-            and (order.type not in TRIGGERED_TYPES or self.session.holds_natively(order))
+            and (order.type not in TRIGGERED_TYPES or session.holds_natively(order))
         )
 
     async def _reply_after_venue(
@@ -264,14 +317,16 @@ class OrderRouter(Actor):
         try:
             await asyncio.wait({route, answer}, timeout=ACK_WAIT_S, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            self.session.forget_answer(order_id, answer)
+            for session in self.sessions.values():  # (a fallback moves it to the next venue's session)
+                session.forget_answer(order_id, answer)
         order = self.store.orders.get(order_id) or await self.store.recall(order_id)
         if order is None or not a.reply_to:
             return
+        session = self.session_of(order)
         if answer.done() and not answer.cancelled():
-            order = self.session.answered(order, answer.result())
+            order = session.answered(order, answer.result())
         if order.status is S.REJECTED and order.venue_status == "rejected":
-            code = self.session.reject_codes.pop(order_id, None) or (
+            code = session.reject_codes.pop(order_id, None) or (
                 answer.result().code if answer.done() and not answer.cancelled() else None
             )
             detail = f"order {order_id} rejected by {order.venue}: {order.reason or 'no reason given'}"
@@ -287,15 +342,74 @@ class OrderRouter(Actor):
             self.log.warning("{}; the reconcile will try again", e)
 
     async def _route(self, order_id: str) -> None:
-        """Take a SUBMITTED order where it goes: the venue, or our trigger book (stops, take-profits)."""
+        """Take a SUBMITTED order where it goes: its venue (the next one, should that one certainly not take it),
+        or our trigger book (stops, take-profits)."""
+        try:
+            await self._route_once(order_id)
+        except NotTaken as e:
+            if not await self._reroute(order_id, str(e)):
+                raise
+
+    async def _reroute(self, order_id: str, why: str) -> bool:
+        """Fallback: the order's venue certainly does not have it (it refused the connection, or it still did not
+        know the order VENUE_UNKNOWN_GRACE_MS after the send); it goes to the next venue of its ``fallback`` that
+        can take it now, its bracket legs with it, the move on its audit trail. False: it stays (named venue, no
+        venue left, or it was answered / is being sent meanwhile)."""
+        store = self.store
+        async with store.lock:
+            o = store.orders.get(order_id)
+            if (
+                o is None or not o.fallback or o.venue_status is not None
+                or o.status not in (S.SUBMITTED, S.TRIGGERED) or self.session_of(o).in_flight(order_id)
+            ):  # fmt: skip
+                return False
+            nxt, rest = self.router.next_venue(o)
+            if nxt is None:
+                return False
+            old = self.session_of(o)
+            ts = now_ms()
+            note = f"{o.venue} did not take it ({why}) -> {nxt}"
+
+            def move(cur: Order) -> Order:
+                if cur.venue != o.venue or cur.venue_status is not None or cur.status not in (S.SUBMITTED, S.TRIGGERED):
+                    return cur
+                return msgspec.structs.replace(
+                    cur, venue=nxt, fallback=rest, native_trigger=False, routing=f"{cur.routing or ''}; {note}",
+                    paper_trade=self.sessions[nxt].venue.authoritative_lookup, updated_at=ts,
+                )  # fmt: skip
+
+            moved = await store.update_locked(order_id, move, "rerouted")
+            if moved is None or moved.venue != nxt:
+                return False
+            for leg_id in (moved.linked_orders or {}).values():  # the bracket's exits follow their entry
+                if (leg := store.orders.get(leg_id)) is not None and held_here(leg) and leg.venue == o.venue:
+                    await store.update_locked(
+                        leg_id, lambda cur: msgspec.structs.replace(cur, venue=nxt, updated_at=ts)
+                        if held_here(cur) else cur, "rerouted",
+                    )  # fmt: skip
+            old.fresh.discard(order_id)
+            new = self.sessions[nxt]
+            new.mark_fresh(order_id)  # certainly not at the old venue: the new one may have it without a lookup
+            if (fut := old.answers.pop(order_id, None)) is not None:
+                new.answers[order_id] = fut  # the caller waiting for the first answer hears the new venue's
+        self.log.warning("order {} rerouted: {}", order_id, note)
+        if moved.status is S.TRIGGERED:
+            kind, price = venue_leg(moved)
+            self.spawn(new.send_triggered(order_id, kind, price), "send-triggered")
+        else:
+            self.spawn(self._route_logged(order_id), "route")
+        return True
+
+    async def _route_once(self, order_id: str) -> None:
         o = self.store.orders[order_id]
+        session = self.session_of(o)
         if o.status is S.PENDING_CANCEL and o.venue_status is None:
-            await self.session.cancel_unsent(order_id)  # (unless its create is on its way)
+            await session.cancel_unsent(order_id)  # (unless its create is on its way)
             return
         if o.status is not S.SUBMITTED or o.venue_status is not None:
             return
         if o.type in TRIGGERED_TYPES and not o.native_trigger:
-            if self.session.holds_natively(o):  # the venue holds it: marked (durably) first, then sent
+            if session.holds_natively(o):  # the venue holds it: marked (durably) first, then sent
                 o = await self.store.update(
                     order_id, lambda cur: msgspec.structs.replace(cur, native_trigger=True, updated_at=now_ms())
                     if cur.status is S.SUBMITTED and cur.venue_status is None else cur, "native_trigger",
@@ -308,15 +422,15 @@ class OrderRouter(Actor):
                 await self.emulator.check_triggers(o.pair, only=order_id)
                 return
         if o.native_trigger:
-            await self.session.send(order_id, native_kind(o), o.price, o.stop_price)
+            await session.send(order_id, native_kind(o), o.price, o.stop_price)
             return
-        await self.session.send(order_id, o.type, o.price)
+        await session.send(order_id, o.type, o.price)
 
     # -- fills -----------------------------------------------------------------------------------------
     async def _fold_fill(self, f: Fill, env: Envelope) -> None:
         """A fill read back at start: the position it made. A fill of a known order that its order does not
         list yet is left for the FILLS consumer, which folds it together with the order (never twice)."""
-        self.session.fills_seq = max(self.session.fills_seq, env.seq or 0)
+        self._fills_seen(env)
         o = self.store.orders.get(f.order_id)
         if o is not None and all(ref.fill_id != f.fill_id for ref in o.fills):
             return
@@ -324,12 +438,12 @@ class OrderRouter(Actor):
 
     async def _on_fill(self, f: Fill, env: Envelope) -> None:
         store, emulator = self.store, self.emulator
-        self.session.fills_seq = max(self.session.fills_seq, env.seq or 0)
+        self._fills_seen(env)
         if f.order_id not in store.orders:
             # a fill of an order that is not ours (an outside writer): the ledger books it, the position moves
             async with store.lock:
-                if emulator.fold_position(f):
-                    await emulator.refit(f.pair)
+                if (key := emulator.fold_position(f)) is not None:
+                    await emulator.refit(key)
             return
         ref = FillRef(
             fill_id=f.fill_id, quantity=f.quantity, price=f.price, fee=f.fee, fee_currency=f.fee_currency,
@@ -357,8 +471,13 @@ class OrderRouter(Actor):
             await store.update_locked(f.order_id, change)
             # also on a redelivered fill that changed nothing: finish what a crash may have cut short
             await emulator.after_change(store.orders[f.order_id])
-            if moved:
-                await emulator.refit(f.pair)
+            if moved is not None:
+                await emulator.refit(moved)
+
+    def _fills_seen(self, env: Envelope) -> None:
+        """The last FILLS sequence seen: every venue's balance readings vouch up to it."""
+        for session in self.sessions.values():
+            session.fills_seq = max(session.fills_seq, env.seq or 0)
 
     # -- cancel and modify -----------------------------------------------------------------------------
     async def _cancel(self, order_id: str, reason: str) -> tuple[Order, str | None]:
@@ -384,7 +503,9 @@ class OrderRouter(Actor):
                 return new, None
             if not at_venue(o):
                 return o, f"order {order_id} cannot be canceled now ({o.status.value}, venue: {o.venue_status})"
-        return await self.session.cancel_at_venue(order_id, reason)
+            if o.venue not in self.sessions:
+                return o, f"order {order_id} is at {o.venue}, which is not configured (EXCHANGES)"
+        return await self.session_of(o).cancel_at_venue(order_id, reason)
 
     async def _on_cancel(self, cmd: CancelOrder, env: Envelope) -> None:
         reason = cmd.reason or "canceled by request"
@@ -448,7 +569,7 @@ class OrderRouter(Actor):
             await self.store.update(o.order_id, lambda cur: msgspec.structs.replace(cur, **changes), "modified")
             await self.bus.respond(env, CommandReply(ok=True, orders=[orders.get(o.order_id, o)]))
             return
-        refusal = await self.session.edit_at_venue(o, cmd.quantity, cmd.price)
+        refusal = await self.session_of(o).edit_at_venue(o, cmd.quantity, cmd.price)
         if refusal is not None:
             await self.bus.respond(
                 env,
@@ -482,7 +603,9 @@ class OrderRouter(Actor):
                 return "price must be a positive number", "price"
         if cmd.stop_price is not None and (not cmd.stop_price.is_finite() or cmd.stop_price <= ZERO):
             return "stopPrice must be a positive number", "stopPrice"
-        rules = self.session.rules.get(o.pair)
+        if o.venue not in self.sessions:
+            return f"order {o.order_id} is at {o.venue}, which is not configured (EXCHANGES)", "orderId"
+        rules = self.session_of(o).rules.get(o.pair)
         if rules is not None:
             for field, value, step in (
                 ("quantity", cmd.quantity, rules.amount_step),
@@ -497,7 +620,7 @@ class OrderRouter(Actor):
                 return "only a stop or take-profit that has not triggered has a stopPrice to change", "stopPrice"
             if o.native_trigger:
                 return f"the stop is held by {o.venue}: cancel it and place a new one to move it", "stopPrice"
-            book = self.books.books.get(o.pair)
+            book = self.router.book_of(o.venue, o.pair)
             bid = book.bids[0][0] if book and book.bids else None
             ask = book.asks[0][0] if book and book.asks else None
             if (why := wrong_side(o.type, o.side, cmd.stop_price, bid, ask)) is not None:
@@ -526,7 +649,12 @@ class OrderRouter(Actor):
         await self.bus.respond(env, OrderEventsPage(events=self.store.events.get(q.order_id, [])))
 
     async def _on_venues_test(self, q: Empty, env: Envelope) -> None:
-        await self.bus.respond(env, VenueChecks(exchanges=[await self.venue.check()]))
+        checks = await asyncio.gather(*(session.venue.check() for session in self.sessions.values()))
+        await self.bus.respond(env, VenueChecks(exchanges=list(checks)))
 
     async def _on_markets_query(self, q: Empty, env: Envelope) -> None:
-        await self.bus.respond(env, MarketsPage(venue=self.venue.name, markets=await self.venue.markets()))
+        """Every venue's rules, each naming its venue."""
+        pages = await asyncio.gather(*(session.venue.markets() for session in self.sessions.values()))
+        pairs = zip(list(self.sessions), pages, strict=True)
+        markets = [msgspec.structs.replace(m, venue=name) for name, page in pairs for m in page]
+        await self.bus.respond(env, MarketsPage(venue=self.venue.name, markets=markets))

@@ -43,6 +43,12 @@ CLOCK_EVERY_S = 0.25
 
 Spawn = Callable[[Coroutine[Any, Any, Any], str], asyncio.Task[Any]]  # the actor's guarded background task
 Cancel = Callable[[str, str], Awaitable[tuple[Order, str | None]]]  # the router's cancel of one order
+SessionOf = Callable[[Order], "VenueSession"]  # the venue session an order belongs to
+
+
+def slot(venue: str, pair: str) -> str:
+    """What a position and the exits of it are kept under: a pair at one venue (positions are per venue)."""
+    return f"{venue} {pair}"
 
 
 class Emulator:
@@ -52,27 +58,36 @@ class Emulator:
         self.books = books
         self.log = log
         self.spawn = spawn
-        # reduce-only exits: the net position of each pair (every fill on FILLS) and the live
-        # reduce-only orders of each pair, so an exit never takes more than the position (domain.exits)
+        # reduce-only exits: the net position of each pair at each venue (every fill on FILLS) and the live
+        # reduce-only orders of each, so an exit never takes more than the position (domain.exits). Keyed by
+        # ``slot(venue, pair)``: a position on one venue is never reduced by an order on another
         self.positions = NetPositions(FILL_DEDUPE_WINDOW)
         self.exits: dict[str, set[str]] = {}
         self.shrinking: set[str] = set()  # reduce-only orders being cut at the venue
 
-    def connect(self, session: VenueSession, cancel: Cancel) -> None:
-        """The venue session (sends what triggers, cuts exits there) and the router's cancel."""
-        self.session = session
+    def connect(self, session_of: SessionOf, cancel: Cancel) -> None:
+        """The venue session of an order (sends what triggers, cuts exits there) and the router's cancel."""
+        self.session_of = session_of
         self.cancel = cancel
 
     def track(self, o: Order) -> None:
         """An order was stored: follow the live reduce-only ones of each pair."""
         if o.reduce_only:
+            key = slot(o.venue, o.pair)
             if o.order_id in self.store.live:
-                self.exits.setdefault(o.pair, set()).add(o.order_id)
-            elif (ids := self.exits.get(o.pair)) is not None:
-                ids.discard(o.order_id)
+                for other, ids in self.exits.items():  # an order that moved venue leaves its old slot
+                    if other != key:
+                        ids.discard(o.order_id)
+                self.exits.setdefault(key, set()).add(o.order_id)
+            else:
+                for ids in self.exits.values():
+                    ids.discard(o.order_id)
 
-    def fold_position(self, f: Fill) -> bool:
-        return self.positions.apply(f.fill_id, f.pair, f.side, f.quantity, f.price, f.fee, f.fee_currency)
+    def fold_position(self, f: Fill) -> str | None:
+        """Fold a fill into its venue's position: the slot that moved, or None (seen before, or not bookable)."""
+        key = slot(f.venue, f.pair)
+        moved = self.positions.apply(f.fill_id, f.pair, f.side, f.quantity, f.price, f.fee, f.fee_currency, key)
+        return key if moved else None
 
     async def resume(self) -> None:
         """At start: bracket follow-ups a crash may have cut short (idempotent), and exits the position no
@@ -82,7 +97,8 @@ class Emulator:
             plans: dict[str, dict[str, Decimal]] = {}
             for oid in list(self.store.live):
                 if (o := orders[oid]).role is not None:
-                    await self.after_change(o, plans.get(o.pair) or plans.setdefault(o.pair, self.fit(o.pair)))
+                    key = slot(o.venue, o.pair)
+                    await self.after_change(o, plans.get(key) or plans.setdefault(key, self.fit(key)))
             await self.refit_all()
 
     # -- brackets --------------------------------------------------------------------------------------
@@ -179,7 +195,7 @@ class Emulator:
                 self.spawn(self.cancel(leg.order_id, why), "bracket-leg")
                 continue
             if plan is None:
-                plan = self.fit(entry.pair)
+                plan = self.fit(slot(entry.venue, entry.pair))
             room = min(left, plan.get(leg.order_id, left))  # the pair's position caps the pair's exits
             if room <= ZERO:  # nothing of the position for it now: it waits as it is
                 room = left if leg.status is S.INITIALIZED else min(left, leg.quantity - leg.filled_quantity)
@@ -226,26 +242,32 @@ class Emulator:
         kind = "stop" if o.role == "stop_loss" else "take_profit"
         return Exit(o.order_id, o.side, max(self._bracket(entry)[2], ZERO), kind, rank, busy)
 
-    def fit(self, pair: str, instead: Exit | None = None) -> dict[str, Decimal]:
-        """What each live reduce-only order of ``pair`` may still execute (``instead``: a changed one)."""
-        exits = [self._exit_of(self.store.orders[oid]) for oid in self.exits.get(pair, ())]
+    def fit(self, key: str, instead: Exit | None = None) -> dict[str, Decimal]:
+        """What each live reduce-only order of the slot ``key`` (a pair at a venue) may still execute (``instead``:
+        a changed one)."""
+        ids = self.exits.get(key, ())
+        exits = [self._exit_of(self.store.orders[oid]) for oid in ids]
         if instead is not None:
             exits = [instead if e.order_id == instead.order_id else e for e in exits]
-        rules = self.session.rules.get(pair)
-        return fit_exits(self.positions.get(pair), exits, rules.amount_step if rules else None)
+        rules = None
+        if exits:
+            o = self.store.orders[exits[0].order_id]
+            rules = self.session_of(o).rules.get(o.pair)
+        return fit_exits(self.positions.get(key), exits, rules.amount_step if rules else None)
 
     def room_to_grow(self, o: Order, wanted: Decimal) -> Decimal:
         """How much of ``wanted`` (more than it has now) a live reduce-only order may take: what the exits
         ahead of it and the position leave."""
         mine = dataclasses.replace(self._exit_of(o), wanted=wanted)
-        allowed = self.fit(o.pair, mine).get(o.order_id, wanted)
-        return min(allowed, reducible(self.positions.get(o.pair), o.side))
+        key = slot(o.venue, o.pair)
+        allowed = self.fit(key, mine).get(o.order_id, wanted)
+        return min(allowed, reducible(self.positions.get(key), o.side))
 
     async def fit_to_position(self, o: Order) -> bool:
         """A reduce-only order about to go to the venue: cut to what the position leaves once the exits
         ahead of it took theirs, or canceled here when nothing is left. False: do not send it. Lock held."""
         remaining = o.quantity - o.filled_quantity
-        allowed = self.fit(o.pair).get(o.order_id, remaining)
+        allowed = self.fit(slot(o.venue, o.pair)).get(o.order_id, remaining)
         if allowed >= remaining:
             return True
         ts = now_ms()
@@ -260,23 +282,23 @@ class Emulator:
         self.log.warning("order {}: {}", o.order_id, why)
         return True
 
-    async def refit(self, pair: str) -> None:
-        """The position of ``pair`` (or an exit of it) changed: bracket legs follow the position, and sent
-        exits it no longer covers are cut at the venue (newest first) or canceled. Lock held."""
-        ids = self.exits.get(pair)
+    async def refit(self, key: str) -> None:
+        """The position of the slot ``key`` (a pair at a venue, or an exit of it) changed: bracket legs follow the
+        position, and sent exits it no longer covers are cut at the venue (newest first) or canceled. Lock held."""
+        ids = self.exits.get(key)
         if not ids:
             return
         orders = self.store.orders
-        plan = self.fit(pair)
+        plan = self.fit(key)
         entries = {orders[oid].parent_order_id for oid in ids}
         for eid in sorted(e for e in entries if e and e in orders):
             await self.after_change(orders[eid], plan)
-        plan = self.fit(pair)  # with the legs as they are now
-        for oid in list(self.exits.get(pair, ())):
+        plan = self.fit(key)  # with the legs as they are now
+        for oid in list(self.exits.get(key, ())):
             o = orders[oid]
             if o.status not in WORKING or o.status in (S.PENDING_CANCEL, S.PENDING_UPDATE) or not at_venue(o):
                 continue
-            if self.session.in_flight(oid) or oid in self.shrinking or held_here(o):
+            if self.session_of(o).in_flight(oid) or oid in self.shrinking or held_here(o):
                 continue
             allowed = plan.get(oid, o.quantity - o.filled_quantity)
             if allowed < o.quantity - o.filled_quantity:
@@ -284,9 +306,9 @@ class Emulator:
                 self.spawn(self._shrink_at_venue(oid, o.filled_quantity + allowed), "reduce-only")
 
     async def refit_all(self) -> None:
-        """Every pair with live exits refitted to its position. Lock held."""
-        for pair in list(self.exits):
-            await self.refit(pair)
+        """Every slot with live exits refitted to its position. Lock held."""
+        for key in list(self.exits):
+            await self.refit(key)
 
     async def _shrink_at_venue(self, order_id: str, quantity: Decimal) -> None:
         """A reduce-only order at the venue the position no longer covers: cut there, or canceled."""
@@ -298,7 +320,7 @@ class Emulator:
         # raised above: the reconcile's refit tries again, no loop against a venue that is down)
         if (o := self.store.orders.get(order_id)) is not None:
             async with self.store.lock:
-                await self.refit(o.pair)
+                await self.refit(slot(o.venue, o.pair))
 
     async def _shrink_at_venue_once(self, order_id: str, quantity: Decimal) -> None:
         o = self.store.orders.get(order_id)
@@ -307,7 +329,7 @@ class Emulator:
         if quantity <= o.filled_quantity:
             await self.cancel(order_id, nothing_to_reduce(o))
             return
-        refusal = await self.session.edit_at_venue(o, quantity, None)
+        refusal = await self.session_of(o).edit_at_venue(o, quantity, None)
         if refusal is not None:
             self.log.warning("reduce-only {} could not be cut to {} ({}): canceled", order_id, quantity, refusal)
             await self.cancel(order_id, nothing_to_reduce(o))
@@ -354,7 +376,7 @@ class Emulator:
             if marked is not None:
                 self.log.info("order {} triggered at bid {} / ask {} (stop {})", oid, bid, ask, o.stop_price)
                 kind, price = venue_leg(marked)
-                self.spawn(self.session.send_triggered(oid, kind, price), "send-triggered")
+                self.spawn(self.session_of(marked).send_triggered(oid, kind, price), "send-triggered")
 
     async def on_clock(self) -> None:
         now = now_ms()

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from actors.order_router.emulator import slot
 from actors.order_router.store import OrderStore
 from actors.venues.base import Venue, VenueOrder, VenueOrderRequest, VenueRefused, VenueTrade, VenueUnavailable
 from bus.client import Bus
@@ -73,6 +74,12 @@ _ADOPTED_TYPES = {
 
 Alert = Callable[[Severity, str, str], Awaitable[None]]  # the actor's alert on tbx.events.risk
 Route = Callable[[str], Awaitable[None]]  # the router's routing of a SUBMITTED order
+# the router's fallback: the order (certainly not taken by this venue) goes to its next venue; False: it has none
+Reroute = Callable[[str, str], Awaitable[bool]]
+
+
+class NotTaken(Transient):
+    """The venue certainly did not take the order (``VenueUnavailable``): it may go again, here or elsewhere."""
 
 
 class VenueSession:
@@ -80,6 +87,8 @@ class VenueSession:
         self, venue: Venue, store: OrderStore, bus: Bus, log: Logger, spawn: Spawn, alert: Alert, settings: Settings
     ) -> None:
         self.venue = venue
+        self.name = venue.name
+        self.pairs: tuple[str, ...] = tuple(getattr(venue, "pairs", None) or settings.PAIRS)
         self.settings = settings
         self.store = store
         self.bus = bus
@@ -108,10 +117,19 @@ class VenueSession:
         self.reconciling = False
         self.again = False
 
-    def connect(self, emulator: Emulator, route: Route) -> None:
-        """The emulator (brackets and exits follow the venue's answers) and the router's routing."""
+    def connect(self, emulator: Emulator, route: Route, reroute: Reroute | None = None) -> None:
+        """The emulator (brackets and exits follow the venue's answers), the router's routing and fallback."""
         self.emulator = emulator
         self.route = route
+        self.reroute = reroute
+
+    def mine(self, o: Order) -> bool:
+        """Is the order this venue's (several venues: each session minds its own)?"""
+        return o.venue == self.name
+
+    def up(self) -> bool:
+        """Not known to be down: answering (or not asked yet), and its health check not failing."""
+        return self.venue_up is not False and self.venue.health().connected is not False
 
     async def start(self) -> None:
         """Start the venue and read its markets. Only after the orders are rebuilt: what it pushes is about
@@ -120,14 +138,12 @@ class VenueSession:
         # ours: the live orders, and those given up on that the venue may still show (rejected as unknown to it,
         # canceled before it had them)
         given_up = (
-            o for o in self.store.orders.values() if revivable(o) or (o.status is S.CANCELED and o.venue_status is None)
+            o
+            for o in self.store.orders.values()
+            if self.mine(o) and (revivable(o) or (o.status is S.CANCELED and o.venue_status is None))
         )
-        self.venue.track(
-            [
-                *(self.store.orders[oid].client_order_id for oid in self.store.live),
-                *(o.client_order_id for o in given_up),
-            ]
-        )
+        live = (self.store.orders[oid] for oid in self.store.live)
+        self.venue.track([*(o.client_order_id for o in live if self.mine(o)), *(o.client_order_id for o in given_up)])
         self.started_at = now_ms()
         await self.venue.start()
         self.rules = {m.pair: m for m in await self.venue.markets()}
@@ -208,7 +224,7 @@ class VenueSession:
             except VenueUnavailable as e:  # not taken: it may go again (the reconcile sends it)
                 self.mark_fresh(order_id)
                 await self._venue_answers(False, self.venue.describe(e))
-                raise Transient(f"venue {self.venue.name} did not take {order_id}: {self.venue.describe(e)}") from e
+                raise NotTaken(f"venue {self.venue.name} did not take {order_id}: {self.venue.describe(e)}") from e
             except Exception as e:  # the outcome is unknown: in flight until the venue says
                 await self._venue_answers(False, self.venue.describe(e))
                 why = self.venue.describe(e)
@@ -224,6 +240,9 @@ class VenueSession:
         self.mark_fresh(order_id)
         try:
             await self.send(order_id, venue_type, price)
+        except NotTaken as e:
+            if self.reroute is None or not await self.reroute(order_id, str(e)):
+                self.log.warning("{}; the reconcile will try again", e)
         except Transient as e:
             self.log.warning("{}; the reconcile will try again", e)
 
@@ -259,7 +278,10 @@ class VenueSession:
     # -- what the venue says ---------------------------------------------------------------------------
     async def _on_venue_update(self, r: VenueOrder, new_trades: list[VenueTrade]) -> None:
         oid = self.store.by_client.get(r.client_order_id) or await self.store.order_of_client(r.client_order_id)
-        if oid is not None and await self.store.recall(oid) is not None:
+        if oid is not None and (o := await self.store.recall(oid)) is not None:
+            if not self.mine(o):
+                await self._ghost(o, r, new_trades)
+                return
             await self.on_venue_result(oid, r, new_trades)
             return
         if self.settings.EXTERNAL_ORDERS == "ignore" or self.venue.authoritative_lookup:
@@ -275,6 +297,33 @@ class VenueSession:
         oid = await self._adopt(r)
         if oid is not None:
             await self.on_venue_result(oid, r, r.trades)  # all its trades: those seen before are dropped by id
+
+    async def _ghost(self, o: Order, r: VenueOrder, trades: list[VenueTrade]) -> None:
+        """Our order shows up here although it went to another venue (this one did not know it when it was looked
+        up, VENUE_UNKNOWN_GRACE_MS after the send, and it was routed on): canceled here at once, its trades here
+        reported (they are real: booked on this venue), and a critical alert - it was live on two venues."""
+        for t in trades:
+            report = ExecutionReport(
+                kind="trade", order_id=o.order_id, client_order_id=o.client_order_id, pair=o.pair, side=o.side,
+                order_quantity=o.quantity, venue=self.name, ts=t.ts, trade_id=t.trade_id, quantity=t.quantity,
+                price=t.price, fee=t.fee, fee_currency=t.fee_currency, liquidity=t.liquidity,
+            )  # fmt: skip
+            await self.bus.js_publish(self.subjects.exec_reports(o.pair), report, msg_id=f"{self.name}:{t.trade_id}")
+        if r.venue_order_id in self.ignored:
+            return  # seen and handled before
+        self.ignored[r.venue_order_id] = None
+        while len(self.ignored) > MAX_REJECT_CODES:
+            self.ignored.popitem(last=False)
+        what = f"order {o.order_id} ({o.client_order_id}) went to {o.venue}, but {self.name} has it too ({r.status}, "
+        what += f"filled {r.filled})"
+        self.log.error("{}: canceled at {}", what, self.name)
+        await self.alert("critical", "ORDER_ON_TWO_VENUES", f"{what}: canceled at {self.name}; check both venues")
+        if r.status == "open":
+            try:
+                await self.venue.cancel_order(o.client_order_id, o.pair, "on another venue already")
+            except Exception as e:
+                self.ignored.pop(r.venue_order_id, None)  # the next sight of it tries again
+                self.log.error("cancel of {} at {} failed: {}", o.order_id, self.name, self.venue.describe(e))
 
     async def _adopt(self, r: VenueOrder) -> str | None:
         """An order placed at the venue outside this service (its website, another program): kept as an order
@@ -343,7 +392,7 @@ class VenueSession:
             if new is not None:
                 await self.emulator.after_change(new)
                 if new.reduce_only:  # an exit's answer moves what the others may take
-                    await self.emulator.refit(new.pair)
+                    await self.emulator.refit(slot(new.venue, new.pair))
         o = store.orders[order_id]
         if o.status is S.PENDING_CANCEL and o.venue_status == "open" and order_id not in self.cancelling:
             self.spawn(self.cancel_at_venue(order_id, o.reason or "canceled"), "cancel")  # asked while in flight
@@ -466,7 +515,7 @@ class VenueSession:
             min_age_ms = self.settings.RECONCILE_INTERVAL_MS // 2
         for oid in list(self.store.live):
             o = self.store.orders[oid]
-            if now - o.updated_at < min_age_ms or held_here(o) or self.in_flight(oid):
+            if not self.mine(o) or now - o.updated_at < min_age_ms or held_here(o) or self.in_flight(oid):
                 continue
             try:
                 await self._reconcile_one(o)
@@ -491,7 +540,7 @@ class VenueSession:
             return False
         for oid in self.store.live:
             o = self.store.orders[oid]
-            if held_here(o):
+            if held_here(o) or not self.mine(o):
                 continue
             if o.venue_status is None or (o.venue_filled is not None and o.filled_quantity < o.venue_filled):
                 return False
@@ -515,11 +564,11 @@ class VenueSession:
         there = {r.client_order_id: r.filled for r in open_now}
         for oid in self.store.live:
             o = self.store.orders[oid]
-            if o.venue_status == "open" and there.get(o.client_order_id) != (o.venue_filled or ZERO):
+            if self.mine(o) and o.venue_status == "open" and there.get(o.client_order_id) != (o.venue_filled or ZERO):
                 return
         if not self._quiet() or self.fills_seq != seq or self.store.changes != changes:
             return  # an order came and went (or changed) while the balances were read: they may not show it
-        wanted = {c for p in self.settings.PAIRS for c in pair_currencies(p)}
+        wanted = {c for p in self.pairs for c in pair_currencies(p)}
         figures = {c: VenueBalanceFigures(free=b.free, total=b.total) for c, b in raw.items() if c in wanted}
         opening = seq == 0 and not self.balances_published  # the first reading, before any fill: the opening books
         reading = VenueBalances(venue=self.venue.name, balances=figures, ts=now_ms(), fills_seq=seq, opening=opening)
@@ -556,6 +605,10 @@ class VenueSession:
         if now_ms() - max(o.updated_at, self.sent_at.get(o.order_id, 0), self.started_at) < grace:
             self.log.info("order {} not known to {} yet: looked up again next pass", o.order_id, self.venue.name)
             return
+        if o.fallback and o.status in (S.SUBMITTED, S.TRIGGERED) and self.reroute is not None:
+            lacks = f"{self.name} has no order {o.client_order_id} {grace / 1000:g} s after it was sent"
+            if await self.reroute(o.order_id, lacks):
+                return  # routed on (should it show up here after all: canceled here, see _ghost)
         why = (
             f"{UNKNOWN_TO_VENUE} {self.venue.name} has no order with client order id {o.client_order_id} "
             f"{grace / 1000:g} s after it was sent (the answer to the send was lost): rejected, never sent twice"

@@ -91,8 +91,10 @@ class CcxtVenue:
         backoff_max_s: float = 5.0,
         ccxt_config: dict[str, Any] | None = None,
         rate_share: float = 1.0,
+        name: str | None = None,
     ) -> None:
-        self.name = exchange_id
+        self.name = name or exchange_id  # how orders, fills and the API name it (a second account: its own name)
+        self.exchange_id = exchange_id  # what it is (ccxt's id): behaviour follows this
         self.pairs = tuple(pairs)
         self.native_types: frozenset[str] = frozenset()
         self.rule = rule_for(exchange_id)
@@ -102,7 +104,7 @@ class CcxtVenue:
         self.lookup_tries, self.lookup_delay_s = lookup_tries, lookup_delay_s
         self.rate_limit_tries, self.backoff_s, self.backoff_max_s = rate_limit_tries, backoff_s, backoff_max_s
         self.listener: Listener | None = None
-        self._health = VenueHealth(name=exchange_id, connected=None, update_mode="polling")
+        self._health = VenueHealth(name=self.name, connected=None, update_mode="polling")
         self._weight_limit: int | None = None
         # our client id <-> the venue's (recorded on every send and by ``track``); venue order id -> ours
         self.ours: OrderedDict[str, str] = OrderedDict()
@@ -402,7 +404,7 @@ class CcxtVenue:
             if sum((t.quantity for t in trades), ZERO) == filled:
                 return await self._with_fees(trades)  # the answer carried them all (Binance FULL)
         symbol, oid = o["symbol"], str(o["id"])
-        if self.name in ("binance", "binanceus"):
+        if self.exchange_id in ("binance", "binanceus"):
             raw = await self._backing_off(self.ex.fetch_my_trades, symbol, None, None, {"orderId": oid})
         elif self.ex.has.get("fetchOrderTrades"):
             raw = await self._backing_off(self.ex.fetch_order_trades, oid, symbol)
@@ -412,7 +414,7 @@ class CcxtVenue:
         return await self._with_fees(trades)
 
     async def _with_fees(self, trades: list[VenueTrade]) -> list[VenueTrade]:
-        if self.name != "alpaca" or not trades:
+        if self.exchange_id != "alpaca" or not trades:
             return trades
         quotes = {p: p.split("_")[1] for p in self.pairs}
         return await self._backing_off(ccxt_alpaca.attach_fees, self.ex, trades, quotes)
@@ -474,16 +476,16 @@ class CcxtVenue:
         if trigger is not None:
             if req.type not in self.native_types:
                 return self._rejected(req, "NOT_SUPPORTED", f"{self.name} does not hold {req.type} orders")
-            params["triggerPrice" if self.name == "alpaca" else trigger] = stop
+            params["triggerPrice" if self.exchange_id == "alpaca" else trigger] = stop
         if ccxt_type == "market":
             return ccxt_type, params  # no price (a binance market buy with one is quoteOrderQty), no time in force
         if req.post_only:
-            if self.name == "alpaca":
+            if self.exchange_id == "alpaca":
                 return self._rejected(req, "INVALID_ORDER", "alpaca has no post-only orders for crypto")
             params["postOnly"] = True  # Binance LIMIT_MAKER; no time in force with it
             return ccxt_type, params
         tif = (req.time_in_force or "GTC").upper()
-        if self.name == "alpaca":
+        if self.exchange_id == "alpaca":
             if tif not in ccxt_alpaca.TIME_IN_FORCE:
                 return self._rejected(
                     req, "INVALID_ORDER", f"alpaca takes time in force GTC or IOC for crypto, not {tif}"
@@ -554,7 +556,7 @@ class CcxtVenue:
     async def fetch_order(self, client_order_id: str, pair: str) -> VenueOrder | None:
         vcid = self._venue_cid(client_order_id)
         symbol = symbol_of(pair)
-        if self.name == "alpaca":
+        if self.exchange_id == "alpaca":
             o = await self._backing_off(ccxt_alpaca.order_by_client_id, self.ex, vcid)
         else:
             try:
@@ -569,7 +571,7 @@ class CcxtVenue:
         symbol = symbol_of(pair)
         vcid = self._venue_cid(client_order_id)
         try:
-            if self.name == "alpaca":  # by the venue's id; the answer is 204 with no body
+            if self.exchange_id == "alpaca":  # by the venue's id; the answer is 204 with no body
                 known = await self.fetch_order(client_order_id, pair)
                 if known is None or known.status != "open":
                     raise VenueRefused(f"cannot cancel: the order is {known.status if known else 'unknown'}")
@@ -610,7 +612,7 @@ class CcxtVenue:
         for code, total in (raw.get("total") or {}).items():
             free = (raw.get("free") or {}).get(code)
             out[code] = VenueBalance(free=_dec(free) or ZERO, total=_dec(total) or ZERO)
-        if self.name == "alpaca":  # ccxt's USD total is the equity (cash + coins): the cash is what is held
+        if self.exchange_id == "alpaca":  # ccxt's USD total is the equity (cash + coins): the cash is what is held
             cash = _dec((raw.get("info") or {}).get("cash"))
             if cash is not None and "USD" in out:
                 out["USD"] = VenueBalance(free=min(out["USD"].free, cash), total=cash)

@@ -8,6 +8,7 @@ from actors.books import BookCache
 from actors.venues.base import Venue
 from bus.client import Bus
 from config.settings import Settings, venue_credentials
+from config.venues import VenueConfig, venue_configs
 
 if TYPE_CHECKING:
     from actors.venues.ccxt_venue import CcxtVenue
@@ -38,10 +39,42 @@ def make_ccxt_venue(settings: Settings, keys: bool = True, share: float = ORDERS
     )
 
 
-def make_venue(settings: Settings, bus: Bus, books: BookCache | None = None) -> Venue:
-    """Paper when PAPER_TRADING, else the ccxt venue for EXCHANGE (its ``start()`` is the start check)."""
-    if settings.PAPER_TRADING or settings.EXCHANGE == "paper":
+def make_ccxt_venue_of(cfg: VenueConfig, keys: bool = True, share: float = ORDERS_SHARE) -> CcxtVenue:
+    """The ccxt venue of one configured venue (``cfg.name`` may differ from its ccxt id: a second account)."""
+    from actors.venues.ccxt_venue import CcxtVenue
+
+    venue = CcxtVenue(
+        cfg.ccxt_id,
+        pairs=cfg.pairs,
+        api_key=cfg.api_key if keys else "",
+        secret=cfg.api_secret if keys else "",
+        password=cfg.password if keys else "",
+        sandbox=cfg.sandbox,
+        api_url=cfg.api_url,
+        timeout_ms=cfg.timeout_ms,
+        poll_ms=cfg.poll_ms,
+        stream=cfg.stream,
+        rate_share=share,
+        name=cfg.name,
+    )
+    return venue
+
+
+def make_venue_of(cfg: VenueConfig, settings: Settings, bus: Bus, books: BookCache | None = None) -> Venue:
+    """The venue one entry of EXCHANGES (or the single EXCHANGE) names: paper, or ccxt (its ``start()`` is the
+    start check)."""
+    if cfg.paper:
         from actors.venues.paper import PaperVenue
 
-        return PaperVenue(settings, bus, books)
-    return make_ccxt_venue(settings)
+        return PaperVenue(settings, bus, books, pairs=cfg.pairs)
+    return make_ccxt_venue_of(cfg)
+
+
+def make_venues(settings: Settings, bus: Bus, books: BookCache | None = None) -> list[Venue]:
+    """Every venue of the deployment, in priority order."""
+    return [make_venue_of(cfg, settings, bus, books) for cfg in venue_configs(settings)]
+
+
+def make_venue(settings: Settings, bus: Bus, books: BookCache | None = None) -> Venue:
+    """The first venue of the deployment (paper when PAPER_TRADING without EXCHANGES)."""
+    return make_venue_of(venue_configs(settings)[0], settings, bus, books)

@@ -33,6 +33,7 @@ from actors.venues.base import (
 )
 from bus.client import Bus
 from config.settings import Settings, parse_paper_markets
+from config.venues import PAPER, venue_names
 from domain.matching import MarketSpec, Matcher, SimOrder, SimTrade
 from domain.synthetic import START_PRICES, lot_size, start_price, tick_size
 from schemas.messages import Book, MarketRules, VenueCheck, now_ms
@@ -87,10 +88,14 @@ class PaperVenue:
     native_types: frozenset[str] = frozenset()  # stops and take-profits wait in the order-router
     authoritative_lookup = True  # its records are in KV, written before it answers: unknown = never got it
 
-    def __init__(self, settings: Settings, bus: Bus, books: BookCache | None = None) -> None:
-        if settings.LIVE_TRADING:  # never paper trade silently when live trading was asked for
+    def __init__(
+        self, settings: Settings, bus: Bus, books: BookCache | None = None, pairs: tuple[str, ...] | None = None
+    ) -> None:
+        if settings.LIVE_TRADING and PAPER not in venue_names(settings):
+            # never paper trade silently when live trading was asked for (paper beside live venues is listed)
             raise VenueStartError(f"the paper venue cannot serve LIVE_TRADING=true on {settings.EXCHANGE}")
         self.settings = settings
+        self.pairs = pairs or settings.PAIRS
         self.bus = bus
         self.books = books or BookCache(bus)
         self.books.add_hook(self._on_book)  # resting orders match before anything else sees the book
@@ -192,7 +197,7 @@ class PaperVenue:
     # -- the unified API -------------------------------------------------------------------------------
     async def markets(self) -> list[MarketRules]:
         out = []
-        for pair in self.settings.PAIRS:
+        for pair in self.pairs:
             s = market_spec(self.settings, pair)
             out.append(
                 MarketRules(

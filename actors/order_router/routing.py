@@ -1,0 +1,76 @@
+"""The router: which venue an order goes to, and where it goes next when its venue certainly did not take it.
+
+An order naming its venue (``exchange``) goes there, and only there. An order naming none is routed by
+ROUTING's policy among the venues the risk gate found able to take it (``ApprovedOrder.venues``: they list
+the pair, their rules accept it, their balance pays), skipping those that are down (not answering, or their
+health check failing): ``best_price`` picks the venue whose current book gives the best expected average
+price for the quantity, fees included, ``priority`` the first venue of EXCHANGES; ties by EXCHANGES order.
+The decision (each venue's expected price, or why it was skipped) is the order's ``routing`` text, and the
+other eligible venues, best first, its ``fallback``. The decision itself is pure: domain/routing.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from actors.books import BookCache
+from config.settings import Settings
+from domain.routing import Candidate, decide
+from schemas.messages import Book, Order, OrderRequest
+
+if TYPE_CHECKING:
+    from actors.order_router.session import VenueSession
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    venue: str | None  # None: no venue can take it (``reason`` says why)
+    reason: str | None  # the order's ``routing`` text (None: a one-venue deployment, nothing was decided)
+    fallback: list[str]
+
+
+class Router:
+    def __init__(self, settings: Settings, sessions: dict[str, VenueSession], books: BookCache) -> None:
+        self.settings = settings
+        self.sessions = sessions  # in priority order
+        self.books = books
+
+    def book_of(self, venue: str, pair: str) -> Book | None:
+        """The venue's latest book of the pair (the paper venue: the books it trades on)."""
+        return self.books.books.get(pair)
+
+    def lists(self, venue: str, pair: str) -> bool:
+        session = self.sessions[venue]
+        return pair in session.rules if session.rules else pair in session.pairs
+
+    def choose(self, req: OrderRequest, allowed: list[str] | None) -> Choice:
+        names = list(self.sessions)
+        if req.exchange is not None:
+            if req.exchange not in self.sessions:
+                return Choice(None, f"exchange {req.exchange!r} is not a configured venue ({', '.join(names)})", [])
+            return Choice(req.exchange, f"named by the order: {req.exchange}" if len(names) > 1 else None, [])
+        if len(names) == 1 and allowed in (None, names):
+            return Choice(names[0], None, [])
+        candidates = []
+        for i, name in enumerate(names):
+            session = self.sessions[name]
+            rules = session.rules.get(req.pair)
+            excluded = None if allowed is None or name in allowed else "cannot take it (risk: pair, rules or balance)"
+            book = self.book_of(name, req.pair)
+            levels = (book.asks if req.side == "buy" else book.bids) if book is not None else None
+            fee = rules.taker_fee if rules else None
+            up, listed = session.up(), self.lists(name, req.pair)
+            candidates.append(Candidate(name, i, levels, fee, up, listed, excluded))
+        limit = req.price if req.type == "limit" else None
+        d = decide(req.side, req.quantity, limit, self.settings.ROUTING, candidates, req.pair)
+        if d.venue is None:
+            return Choice(None, d.reason, [])
+        return Choice(d.venue, d.reason, d.fallback)
+
+    def next_venue(self, o: Order) -> tuple[str | None, list[str]]:
+        """The first venue of the order's fallback that can take it now, and those after it."""
+        for i, name in enumerate(o.fallback):
+            if name in self.sessions and name != o.venue and self.sessions[name].up() and self.lists(name, o.pair):
+                return name, o.fallback[i + 1 :]
+        return None, []
