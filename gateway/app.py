@@ -19,6 +19,7 @@ from loguru import logger
 from bus.client import Bus
 from bus.errors import RequestFailed
 from config.settings import Settings, without_credentials
+from config.venues import venue_names
 from gateway import exchanges, openapi, orders, portfolio, positions, risk, signals, streams, trades
 from gateway.common import BUS, HEALTH, SETTINGS, SHUTDOWN_GRACE_S, typed_limits
 from gateway.health import VERSION, HealthBook
@@ -52,7 +53,8 @@ async def get_status(request: web.Request) -> web.Response:
             mode=report.mode,
             status=report.status,
             trading_state=state,
-            venue=s.EXCHANGE if s.LIVE_TRADING else "paper",
+            venue=venue_names(s)[0],
+            exchanges=venue_names(s),
             pairs=list(s.PAIRS),
             base_currency=s.BASE_CURRENCY,
             bus_prefix=s.BUS_PREFIX,

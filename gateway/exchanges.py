@@ -33,7 +33,7 @@ async def get_exchanges(request: web.Request) -> web.Response:
         views.append(
             ExchangeView(
                 id=name,
-                ccxt_id=name,
+                ccxt_id=h.ccxt_id or name,
                 status=status,
                 updates=h.update_mode,
                 latency_ms=h.last_latency_ms,

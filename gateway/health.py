@@ -9,6 +9,7 @@ import aiohttp
 
 from bus.client import Bus, Envelope
 from config.settings import Settings
+from config.venues import venue_configs
 from schemas.messages import Heartbeat, VenueState, now_ms
 from schemas.rest import (
     ActorHealth,
@@ -82,7 +83,8 @@ class HealthBook:
     def _exchanges(self, router: Heartbeat | None, router_up: bool) -> dict[str, ExchangeHealth]:
         """Each venue as its session last reported it (through the order-router's heartbeat)."""
         states = {v.name: v for v in (router.venues or [])} if router else {}
-        names = list(states) or [self.settings.EXCHANGE if self.settings.LIVE_TRADING else "paper"]
+        configured = {v.name: v for v in venue_configs(self.settings)}
+        names = [*configured, *(n for n in states if n not in configured)]
         out: dict[str, ExchangeHealth] = {}
         for name in names:
             v = states.get(name) or VenueState(name=name)
@@ -98,7 +100,8 @@ class HealthBook:
                 update_mode=v.update_mode if router else None,
                 last_error=v.last_error,
                 last_error_at=v.last_error_at,
-                paper=name == "paper",
+                paper=configured[name].paper if name in configured else name == "paper",
+                ccxt_id=configured[name].ccxt_id if name in configured else None,
             )
         return out
 

@@ -153,7 +153,8 @@ class Status(Rest, kw_only=True):
     mode: Literal["paper", "live"]
     status: Literal["healthy", "degraded", "unhealthy"]
     trading_state: str
-    venue: str
+    venue: str  # the first venue (priority order)
+    exchanges: list[str] = msgspec.field(default_factory=list)  # every venue (EXCHANGES), priority order
     pairs: list[str]
     base_currency: str
     bus_prefix: str
@@ -225,6 +226,7 @@ class ExchangeHealth(msgspec.Struct, kw_only=True, rename="camel"):
     last_error: str | None = None
     last_error_at: int | None = None
     paper: bool = True
+    ccxt_id: str | None = None  # the venue's ccxt exchange id ("paper" for the paper venue)
 
 
 class ServiceHealth(msgspec.Struct, kw_only=True, rename="camel"):

@@ -21,9 +21,11 @@ The order of ``TABLE`` matters (the first class that matches wins: subclasses be
 from __future__ import annotations
 
 import re
+import socket
 from dataclasses import dataclass
 from typing import Literal
 
+import aiohttp
 import ccxt
 
 Kind = Literal["rejected", "maybe_duplicate", "duplicate", "rate_limited", "not_processed", "unknown"]
@@ -59,7 +61,14 @@ TABLE: list[tuple[type[BaseException], Classified]] = [
 _UNKNOWN = Classified("unknown")
 
 
+_NOT_SENT = Classified("not_processed")
+
+
 def classify(exc: BaseException) -> Classified:
+    if isinstance(exc, ccxt.ExchangeNotAvailable) and isinstance(
+        exc.__cause__, aiohttp.ClientConnectorError | socket.gaierror
+    ):  # no connection was made (refused, no route, no such host): the request was never sent
+        return _NOT_SENT
     for cls, verdict in TABLE:
         if isinstance(exc, cls):
             return verdict

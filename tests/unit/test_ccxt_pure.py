@@ -141,6 +141,29 @@ def test_error_classification_table(exc: type[Exception], kind: str, code: str |
     assert (verdict.kind, verdict.code) == (kind, code)
 
 
+def test_a_connection_never_made_is_not_processed_but_one_dropped_after_sending_is_unknown() -> None:
+    """Fallback to another venue hangs on this: only a request that never left (connect refused, no such host)
+    is certainly not at the venue; a connection closed after the request was written may have acted."""
+    import socket
+
+    import aiohttp
+
+    refused = aiohttp.ClientConnectorError(
+        aiohttp.client_reqrep.ConnectionKey("127.0.0.1", 1, False, True, None, None, None),
+        ConnectionRefusedError(111, "Connection refused"),
+    )
+    for cause, kind in (
+        (refused, "not_processed"),
+        (socket.gaierror(-2, "Name or service not known"), "not_processed"),
+        (aiohttp.ServerDisconnectedError(), "unknown"),
+        (aiohttp.ClientOSError(104, "Connection reset by peer"), "unknown"),
+    ):
+        try:
+            raise ccxt.ExchangeNotAvailable("binance POST https://x/api/v3/order") from cause
+        except ccxt.ExchangeNotAvailable as e:
+            assert classify(e).kind == kind, cause
+
+
 def test_safe_message_strips_query_strings_keys_and_secrets() -> None:
     key, secret = "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A", "s3cr3t-VALUE"
     raw = (
