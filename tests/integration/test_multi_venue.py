@@ -1,0 +1,210 @@
+"""One service on three venues at once (issue 17): the local Binance and Alpaca test exchanges, through real ccxt
+pointed at them, and the paper venue trading on Binance's books. Best-price routing with fees, a venue going
+down (new orders go to the other; an order whose outcome is unknown stays on its venue until that venue says it
+lacks it), books and balances per venue, a balance on one venue never paying for an order on another."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from decimal import Decimal
+
+import pytest
+
+from bus.client import Bus
+from schemas.messages import Empty, PortfolioSnapshot
+from tests.exchanges.alpaca import AlpacaTestExchange
+from tests.exchanges.alpaca_model import AssetSpec
+from tests.exchanges.binance import BinanceTestExchange
+from tests.helpers import eventually
+from tests.integration.test_actors import System
+from tests.integration.test_live_binance import order_of, submit, until
+from tests.integration.test_order_types import settings_for
+
+D = Decimal
+BN_KEY, BN_SECRET = "multi-binance-key-0123456789", "multi-binance-secret-abcdef0123"
+AL_KEY, AL_SECRET = "PKMULTITEST123", "multi-alpaca-secret-abcdef"
+
+
+@pytest.fixture
+async def binance() -> AsyncIterator[BinanceTestExchange]:
+    ex = BinanceTestExchange(
+        api_key=BN_KEY, secret=BN_SECRET, symbols=("BTC/USDT", "ETH/USDT"), balances={"USDT": "100000", "BTC": "1"}
+    )
+    await ex.start()
+    ex.set_book("BTC/USDT", bids=[("59990", "1")], asks=[("60000", "0.5"), ("60010", "1")])
+    ex.set_book("ETH/USDT", bids=[("2999", "10")], asks=[("3001", "10")])
+    yield ex
+    await ex.stop()
+
+
+@pytest.fixture
+async def alpaca() -> AsyncIterator[AlpacaTestExchange]:
+    assets = [AssetSpec("BTC/USDT", D("0.0001"), D("0.000000001"), D("1"), "Bitcoin / USD Tether")]
+    ex = AlpacaTestExchange(api_key=AL_KEY, secret=AL_SECRET, assets=assets, cash="0", positions={"USDT": "5000"})
+    await ex.start()
+    ex.set_book("BTC/USDT", bids=[("59700", "1")], asks=[("59800", "1")])  # cheaper, with a dearer fee (0.25 %)
+    yield ex
+    await ex.stop()
+
+
+def multi_env(binance: BinanceTestExchange, alpaca: AlpacaTestExchange, **extra: str) -> dict[str, str]:
+    return {
+        "PAPER_TRADING": "false",
+        "LIVE_TRADING": "true",
+        "EXCHANGES": "binance,alpaca,paper",
+        "BINANCE_API_KEY": BN_KEY,
+        "BINANCE_API_SECRET": BN_SECRET,
+        "BINANCE_API_URL": binance.base_url,
+        "ALPACA_API_KEY": AL_KEY,  # the spec's own names
+        "ALPACA_API_SECRET": AL_SECRET,
+        "ALPACA_API_URL": alpaca.base_url,
+        "ALPACA_PAIRS": "BTC_USDT",
+        "API_TOKEN": "multi-token",
+        "MARKET_DATA": "venue",
+        "MARKET_DATA_INTERVAL": "50",
+        "EXCHANGE_POLL_MS": "100",
+        "RECONCILE_INTERVAL_MS": "300",
+        "VENUE_UNKNOWN_GRACE_MS": "1500",
+        "INITIAL_BALANCE": "100000",
+    } | extra
+
+
+@pytest.fixture
+async def multi(nats_url, prefix, binance, alpaca) -> AsyncIterator[Callable[..., Awaitable[System]]]:
+    systems: list[System] = []
+
+    async def make(**extra: str) -> System:
+        sut = System(nats_url, settings_for(nats_url, prefix, **multi_env(binance, alpaca, **extra)))
+        systems.append(sut)
+        await sut.start()
+        return sut
+
+    yield make
+    for sut in systems:
+        await sut.stop()
+
+
+async def seen_by_router(sut: System, venue: str, pair: str, ask: str) -> None:
+    """Wait until the order-router has this venue's book with this best ask (the md-feed polls every 50 ms)."""
+    router = sut.running["order-router"]
+
+    async def probe() -> bool | None:
+        book = router.router.book_of(venue, pair)  # type: ignore[attr-defined]
+        return True if book is not None and book.asks and book.asks[0][0] == D(ask) else None
+
+    await eventually(probe, timeout=10, what=f"{venue} {pair} ask {ask} at the order-router")
+
+
+def posts_binance(ex: BinanceTestExchange, coid: str) -> int:
+    return len(ex.requests_for("POST", "/api/v3/order", newClientOrderId=coid))
+
+
+def posts_alpaca(ex: AlpacaTestExchange, coid: str) -> int:
+    return sum(1 for o in ex.engine.orders.values() if o.client_order_id == coid)
+
+
+async def portfolio(client: Bus) -> PortfolioSnapshot:
+    snap = await client.request(client.subjects.query("portfolio"), Empty(), PortfolioSnapshot, timeout=5)
+    assert isinstance(snap, PortfolioSnapshot)
+    return snap
+
+
+async def test_best_price_routing_picks_the_cheaper_book_fees_included(multi, client, binance, alpaca) -> None:
+    sut = await multi()
+    await seen_by_router(sut, "alpaca", "BTC_USDT", "59800")
+    await seen_by_router(sut, "binance", "BTC_USDT", "60000")
+    # alpaca: 59800 x 1.0025 = 59949.5 beats binance (and paper on binance's books): 60000 x 1.001 = 60060
+    reply = await submit(client, "mv-best-1")
+    assert reply.ok, reply.detail
+    o = await until(client, "mv-best-1", "filled")
+    assert o.venue == "alpaca" and o.paper_trade is False
+    assert o.routing is not None and all(v in o.routing for v in ("binance", "alpaca", "paper")), o.routing
+    assert "59949.5" in o.routing and "60060" in o.routing, o.routing
+    assert (posts_alpaca(alpaca, "mv-best-1"), posts_binance(binance, "mv-best-1")) == (1, 0)
+
+    # alpaca's book is still cheaper by price (59990 < 60000), but not with its fee: 60139.975 > 60060
+    alpaca.set_book("BTC/USDT", bids=[("59900", "1")], asks=[("59990", "1")])
+    await seen_by_router(sut, "alpaca", "BTC_USDT", "59990")
+    reply = await submit(client, "mv-best-2")
+    assert reply.ok, reply.detail
+    o = await until(client, "mv-best-2", "filled")
+    assert o.venue == "binance", o.routing  # tied with paper (same book, same fee): binance comes first
+    assert (posts_alpaca(alpaca, "mv-best-2"), posts_binance(binance, "mv-best-2")) == (0, 1)
+
+
+async def test_a_named_venue_is_used_and_an_order_on_alpaca_cannot_spend_binances_usdt(
+    multi, client, binance, alpaca
+) -> None:
+    await multi()
+    reply = await submit(client, "mv-named-1", exchange="paper")
+    assert reply.ok, reply.detail
+    o = await until(client, "mv-named-1", "filled")
+    assert o.venue == "paper" and o.paper_trade is True and o.fallback == []
+    # alpaca holds 5000 USDT (binance 100000, paper 100000): 0.2 BTC at ~59800 is not payable there
+    reply = await submit(client, "mv-poor-1", exchange="alpaca", quantity=D("0.2"))
+    assert not reply.ok and reply.code == "INSUFFICIENT_BALANCE", reply
+    assert "alpaca" in (reply.detail or "")
+    assert posts_alpaca(alpaca, "mv-poor-1") == 0
+    # unnamed, the same order goes where it can be paid for (alpaca is cheaper, but cannot pay)
+    reply = await submit(client, "mv-poor-2", quantity=D("0.2"))
+    assert reply.ok, reply.detail
+    o = await until(client, "mv-poor-2", "filled")
+    assert o.venue in ("binance", "paper") and posts_alpaca(alpaca, "mv-poor-2") == 0
+
+
+async def test_a_venue_down_new_orders_go_to_the_next_and_an_unknown_outcome_waits_for_its_venue(
+    multi, client, binance, alpaca
+) -> None:
+    sut = await multi()
+    await seen_by_router(sut, "alpaca", "BTC_USDT", "59800")
+    # the answer to alpaca's send is lost and the order was not carried out: its outcome is unknown
+    alpaca.inject("drop_connection", "POST", "/v2/orders")
+    reply = await submit(client, "mv-lost-1")
+    o = reply.order or await order_of(client, "mv-lost-1")
+    assert o is not None and o.venue == "alpaca" and o.venue_status is None
+    # while alpaca may still have it, it is never sent elsewhere (grace: VENUE_UNKNOWN_GRACE_MS=1500)
+    for _ in range(5):
+        cur = await order_of(client, "mv-lost-1")
+        assert cur is not None and (cur.venue != "alpaca" or posts_binance(binance, "mv-lost-1") == 0)
+        if cur.venue != "alpaca":
+            break
+        assert posts_binance(binance, "mv-lost-1") == 0
+        await asyncio.sleep(0.2)
+    # once alpaca says it lacks it (looked up after the grace), it goes to the next venue: binance
+    o = await until(client, "mv-lost-1", "filled", timeout=15)
+    assert o.venue == "binance" and "alpaca" in (o.routing or "")
+    assert posts_binance(binance, "mv-lost-1") == 1 and posts_alpaca(alpaca, "mv-lost-1") == 0
+
+    # binance goes down (connections refused): an order routed there goes to the next venue at once
+    await binance.stop()
+    reply = await submit(client, "mv-down-1", exchange=None)
+    assert reply.ok, reply.detail
+    o = await until(client, "mv-down-1", "filled", timeout=15)
+    assert o.venue in ("alpaca", "paper"), o.routing
+    assert posts_binance(binance, "mv-down-1") == 0
+
+
+async def test_positions_and_balances_are_kept_per_venue(multi, client, binance, alpaca) -> None:
+    await multi()
+    for coid, venue in (("mv-pos-bn", "binance"), ("mv-pos-al", "alpaca"), ("mv-pos-pp", "paper")):
+        reply = await submit(client, coid, exchange=venue)
+        assert reply.ok, reply.detail
+        await until(client, coid, "filled")
+
+    async def all_booked() -> PortfolioSnapshot | None:
+        snap = await portfolio(client)
+        return snap if snap.fills_applied >= 3 else None
+
+    snap = await eventually(all_booked, timeout=10, what="three fills booked")
+    assert set(snap.by_exchange) >= {"binance", "alpaca", "paper"}
+    for venue in ("binance", "alpaca", "paper"):
+        mine = [p for p in snap.by_exchange[venue].positions if p.pair == "BTC_USDT" and p.quantity]
+        assert len(mine) == 1 and mine[0].exchange == venue, (venue, mine)
+    rows = [p for p in snap.positions if p.pair == "BTC_USDT" and p.quantity]
+    assert sorted(p.exchange or "" for p in rows) == ["alpaca", "binance", "paper"]
+    # each venue's USDT moved by its own fill only
+    usdt = {v: next(b for b in snap.by_exchange[v].balances if b.currency == "USDT").total for v in snap.by_exchange}
+    assert usdt["alpaca"] < D(5000) and usdt["binance"] < D(100000) and usdt["paper"] < D(100000)
+    total = next(b for b in snap.balances if b.currency == "USDT").total
+    assert total == sum(usdt.values())
