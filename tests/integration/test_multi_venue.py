@@ -185,7 +185,7 @@ async def test_a_venue_down_new_orders_go_to_the_next_and_an_unknown_outcome_wai
         reply = await submit(client, coid)
         assert reply.ok, reply.detail
         o = await until(client, coid, "filled", timeout=15)
-        assert o.venue == "paper", o.routing  # paper (60060, on binance's last book) beats alpaca (60139.975)
+X
     assert "binance" in (o.routing or "")
 
 
