@@ -510,6 +510,13 @@ class VenueSession:
     async def _reconcile_pass(self, min_age_ms: int | None) -> None:
         """Ask the venue about every order it may hold whose state we cannot be sure of: unanswered, open
         there (a lost push), pending a command, or missing fills. One failure never stops the pass."""
+        if self.venue_up is False:  # down since a call failed: asked (cheaply) whether it is back, even with no order
+            try:
+                await self.venue.fetch_balance()
+            except Exception as e:
+                self.log.info("{} still unavailable: {}", self.name, self.venue.describe(e))
+                return  # its orders cannot be looked up now; the next pass asks again
+            await self._venue_answers(True)
         now = now_ms()
         if min_age_ms is None:  # orders younger than half the interval: their answer may be on its way
             min_age_ms = self.settings.RECONCILE_INTERVAL_MS // 2
