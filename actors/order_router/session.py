@@ -301,10 +301,12 @@ class VenueSession:
     async def _ghost(self, o: Order, r: VenueOrder, trades: list[VenueTrade]) -> None:
         """Our order shows up here although it went to another venue (this one did not know it when it was looked
         up, VENUE_UNKNOWN_GRACE_MS after the send, and it was routed on): canceled here at once, its trades here
-        reported (they are real: booked on this venue), and a critical alert - it was live on two venues."""
+        reported (they are real: booked on this venue, as fills of ``<order id>@<venue>`` so they never count
+        towards the order's fills at its own venue), and a critical alert - it was live on two venues."""
         for t in trades:
             report = ExecutionReport(
-                kind="trade", order_id=o.order_id, client_order_id=o.client_order_id, pair=o.pair, side=o.side,
+                kind="trade", order_id=f"{o.order_id}@{self.name}", client_order_id=o.client_order_id, pair=o.pair,
+                side=o.side,
                 order_quantity=o.quantity, venue=self.name, ts=t.ts, trade_id=t.trade_id, quantity=t.quantity,
                 price=t.price, fee=t.fee, fee_currency=t.fee_currency, liquidity=t.liquidity,
             )  # fmt: skip
