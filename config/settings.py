@@ -683,7 +683,7 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: str | Path 
     """Read the settings. Raises ConfigError with one line for the first wrong value."""
     env = os.environ if env is None else env
     raw: dict[str, Any] = {}
-    others: dict[str, Any] = {}  # keys of the file that are no setting: venue sections and venue variables?
+    others: dict[str, Any] = {}  # keys of the file that are not settings: venue sections, venue variables
     path = config_file or env.get("TBX_CONFIG")
     if path:
         try:
