@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from config.venues import PAPER, SECRET_KEYS, VENUE_KEYS, parse_exchanges, split_entry
 from domain.sizing import SIZING_METHODS
 from schemas.subjects import PAIR_RE, PREFIX_RE
 
@@ -164,6 +165,13 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
                 out[k] = "***"
         for k in URL_FIELDS:
             out[k] = hide_credentials(out[k])
+        out["VENUE_SETTINGS"] = {
+            venue: {
+                key: "***" if key in SECRET_KEYS and value else hide_credentials(value) if key == "API_URL" else value
+                for key, value in own.items()
+            }
+            for venue, own in self.VENUE_SETTINGS.items()
+        }
         return out
 
 
@@ -454,20 +462,12 @@ def _exchange(raw: Any) -> str:
 
 def _exchanges(raw: Any) -> tuple[str, ...]:
     """EXCHANGES: names of venues, each ``name`` (a ccxt id or paper) or ``name=ccxtid``; see config/venues.py."""
-    from config.venues import parse_exchanges
-
-    return parse_exchanges(raw)
-
-
-def _venue_settings(raw: Any) -> dict[str, dict[str, str]]:
-    if isinstance(raw, str):
-        try:
-            raw = msgspec.json.decode(raw) if raw.strip() else {}
-        except msgspec.DecodeError:
-            raise ValueError("a table of venue names to their settings") from None
-    if not isinstance(raw, dict) or not all(isinstance(t, dict) for t in raw.values()):
-        raise ValueError("a table of venue names to their settings")
-    return {str(k).upper(): {str(n).upper(): str(v) for n, v in dict(t).items()} for k, t in raw.items()}
+    try:
+        return parse_exchanges(raw)
+    except ValueError as e:
+        if str(e) == XEGGEX_GONE:
+            raise _Reason(XEGGEX_GONE) from None
+        raise
 
 
 def _paper_books(raw: Any) -> str:
@@ -498,7 +498,6 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "LIVE_TRADING": _bool,
     "EXCHANGE": _exchange,
     "EXCHANGES": _exchanges,
-    "VENUE_SETTINGS": _venue_settings,
     "ROUTING": _choice("best_price", "priority"),
     "PAPER_BOOKS": _paper_books,
     "PRICE_EVENT_MS": _int(50, 3_600_000),
@@ -574,7 +573,25 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "MARKET_DATA_SEED": _int(0),
     "MARKET_DATA_INTERVAL": _int(10, 60_000),
 }
-assert set(PARSERS) == set(Settings.__struct_fields__), "every setting needs a parser"
+# Fields the loader fills itself, never set by name: VENUE_SETTINGS is read from the NAME_<KEY> variables and the
+# TOML sections of the venues listed in EXCHANGES (VENUE_PARSERS below), not from a variable VENUE_SETTINGS.
+DERIVED_FIELDS = frozenset({"VENUE_SETTINGS"})
+assert not set(PARSERS) & DERIVED_FIELDS, "a derived field is not a variable"
+assert set(PARSERS) | DERIVED_FIELDS == set(Settings.__struct_fields__), "every setting needs a parser"
+
+# What a venue of EXCHANGES may set under its name (``BINANCE_API_URL``, ``[binance] api_url``): the same rules as
+# its EXCHANGE_* twin (PAIRS: as PAIRS).
+VENUE_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "API_KEY": _text,
+    "API_SECRET": _text,
+    "PASSWORD": _text,
+    "API_URL": PARSERS["EXCHANGE_API_URL"],
+    "SANDBOX": PARSERS["EXCHANGE_SANDBOX"],
+    "PAIRS": PARSERS["PAIRS"],
+    "TIMEOUT_MS": PARSERS["EXCHANGE_TIMEOUT_MS"],
+    "POLL_MS": PARSERS["EXCHANGE_POLL_MS"],
+    "STREAM": PARSERS["EXCHANGE_STREAM"],
+}
 
 
 def hide_credentials(url: str) -> str:
@@ -595,21 +612,30 @@ def without_credentials(url: str) -> str:
     return ",".join(out)
 
 
+def _is_secret(name: str) -> bool:
+    """A setting or a venue's NAME_API_KEY / NAME_API_SECRET / NAME_PASSWORD."""
+    return name in SECRET_FIELDS or any(name.endswith("_" + key) for key in SECRET_KEYS)
+
+
 def _show(name: str, raw: Any) -> str:
-    if name in SECRET_FIELDS:
+    if _is_secret(name):
         return "'***'"
-    return repr(hide_credentials(str(raw)) if name in URL_FIELDS else str(raw))
+    return repr(hide_credentials(str(raw)) if name in URL_FIELDS or name.endswith("_API_URL") else str(raw))
 
 
 DOTENV_FILE = ".env"
 
 
-def read_environment(directory: str | Path = ".") -> tuple[dict[str, str], list[str]]:
+def read_environment(
+    directory: str | Path = ".", config_file: str | Path | None = None
+) -> tuple[dict[str, str], list[str]]:
     """The environment to read settings from: ``.env`` in ``directory`` (the working directory), if there is
     one, overlaid by the process environment (a variable set in the environment wins over the file).
 
     The file is read with python-dotenv, literally (no ``${VAR}`` expansion). Returns the merged mapping and
-    warnings: names in the file that are not settings (a typo would otherwise be ignored in silence)."""
+    warnings: names in the file that are not settings (a typo would otherwise be ignored in silence). The
+    NAME_<KEY> variables of the venues listed in EXCHANGES (here, or in the TOML file ``config_file`` /
+    ``TBX_CONFIG``) are settings."""
     from dotenv import dotenv_values
 
     path = Path(directory) / DOTENV_FILE
@@ -620,19 +646,44 @@ def read_environment(directory: str | Path = ".") -> tuple[dict[str, str], list[
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigError(f"{str(path)!r}: cannot read the file ({e})") from None
         from_file = {k: v for k, v in values.items() if v is not None}
-    unknown = sorted(set(from_file) - set(PARSERS) - {"TBX_CONFIG"})
+    merged = {**from_file, **os.environ}
+    venue_vars = {venue_variable(name, key) for name in _listed_venues(merged, config_file) for key in VENUE_KEYS}
+    unknown = sorted(set(from_file) - set(PARSERS) - {"TBX_CONFIG"} - venue_vars)
     warnings = (
         [f"{path}: not settings, ignored: {', '.join(unknown)} (the settings are the variables of .env.example)"]
         if unknown
         else []
     )
-    return {**from_file, **os.environ}, warnings
+    return merged, warnings
+
+
+def _listed_venues(env: Mapping[str, str], config_file: str | Path | None) -> list[str]:
+    """The venue names of EXCHANGES as the loader will read them (environment, else the TOML file); nothing when
+    EXCHANGES cannot be read (the loader then says why)."""
+    raw: Any = env.get("EXCHANGES")
+    path = config_file or env.get("TBX_CONFIG")
+    if raw is None and path:
+        try:
+            data = tomllib.loads(Path(path).read_bytes().decode("utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            return []
+        raw = next((v for k, v in data.items() if k.upper() == "EXCHANGES"), None)
+    try:
+        return [split_entry(e)[0] for e in parse_exchanges(raw)] if raw is not None else []
+    except ValueError:
+        return []
+
+
+def venue_variable(name: str, key: str) -> str:
+    """The variable of a venue's setting: (bn2, API_URL) -> BN2_API_URL."""
+    return f"{name.upper()}_{key}"
 
 
 def load_settings(env: Mapping[str, str] | None = None, config_file: str | Path | None = None) -> Settings:
     """Read the settings. Raises ConfigError with one line for the first wrong value."""
     env = os.environ if env is None else env
     raw: dict[str, Any] = {}
+    others: dict[str, Any] = {}  # keys of the file that are not settings: venue sections, venue variables
     path = config_file or env.get("TBX_CONFIG")
     if path:
         try:
@@ -645,28 +696,119 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: str | Path 
             raise ConfigError(f"TBX_CONFIG={str(path)!r}: not valid TOML ({e})") from None
         for key, value in data.items():
             name = key.upper()
-            if name not in PARSERS:
-                raise ConfigError(
-                    f"{key!r} in {str(path)!r}: unknown setting; allowed are the variables of .env.example"
-                )
-            raw[name] = value
+            if name in PARSERS:
+                raw[name] = value
+            else:
+                others[key] = value
     for name in PARSERS:
         if name in env:
             raw[name] = env[name]
 
     values: dict[str, Any] = {}
     for name, value in raw.items():
-        try:
-            values[name] = PARSERS[name](value)
-        except _Reason as e:
-            raise ConfigError(f"{name}={_show(name, value)} is not allowed: {e}") from None
-        except ValueError as e:
-            raise ConfigError(f"{name}={_show(name, value)} is not allowed: expected {e}") from None
-    if values.get("LIVE_TRADING") and "MARKET_DATA" not in values:
-        values["MARKET_DATA"] = "venue"  # live: the venue's own books, never synthetic prices
+        values[name] = _parse(PARSERS[name], name, value)
+    exchanges: tuple[str, ...] = values.get("EXCHANGES", ())
+    values["VENUE_SETTINGS"] = _venue_settings(exchanges, env, others, str(path))
+    live_listed = any(split_entry(e)[1] != PAPER for e in exchanges)
+    if (values.get("LIVE_TRADING") or live_listed) and "MARKET_DATA" not in values:
+        values["MARKET_DATA"] = "venue"  # live: the venues' own books, never synthetic prices
     settings = Settings(**values)
     _check_together(settings)
     return settings
+
+
+def _parse(parse: Callable[[Any], Any], name: str, value: Any) -> Any:
+    try:
+        return parse(value)
+    except _Reason as e:
+        raise ConfigError(f"{name}={_show(name, value)} is not allowed: {e}") from None
+    except ValueError as e:
+        raise ConfigError(f"{name}={_show(name, value)} is not allowed: expected {e}") from None
+
+
+def _as_text(value: Any) -> str:
+    """A venue setting's parsed value as VENUE_SETTINGS keeps it: true/false, digits, comma-separated pairs."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return str(value)
+
+
+def _venue_settings(
+    exchanges: tuple[str, ...], env: Mapping[str, str], others: dict[str, Any], path: str
+) -> dict[str, dict[str, str]]:
+    """VENUE_SETTINGS: for each venue of EXCHANGES, its NAME_<KEY> variables (environment first), else the same
+    names in the TOML file, else its TOML section ``[name]`` (``api_key = "..."``), each checked like its
+    EXCHANGE_* twin and kept as normalised text. An empty value is no value (the default applies). The file's
+    keys that are neither settings nor a listed venue's are refused, naming them."""
+    venues = [split_entry(e) for e in exchanges]
+    names = [name for name, _ in venues]
+    listed = ", ".join(names) or "none"
+    for name, ccxt_id in venues:
+        clash = [venue_variable(name, k) for k in VENUE_KEYS if venue_variable(name, k) in PARSERS]
+        if clash and not (name == ccxt_id == "alpaca"):  # ALPACA_API_KEY / _SECRET: the alpaca venue's own keys
+            raise ConfigError(
+                f"EXCHANGES={','.join(exchanges)!r} is not allowed: the venue name {name!r} would read "
+                f"{', '.join(clash)}, which are other settings; expected another name (e.g. {name}2={ccxt_id})"
+            )
+    variables = {venue_variable(name, k): (name, k) for name in names for k in VENUE_KEYS}
+    flat: dict[str, tuple[str, Any]] = {}
+    sections: dict[str, dict[str, Any]] = {}
+    for key, value in others.items():
+        if isinstance(value, dict) and key.lower() in names and key.lower() not in sections:
+            sections[key.lower()] = value
+        elif not isinstance(value, dict) and key.upper() in variables and key.upper() not in flat:
+            flat[key.upper()] = (key, value)
+        elif isinstance(value, dict):
+            raise ConfigError(
+                f"{key!r} in {path!r}: unknown setting; a section [name] is allowed only for a venue listed in "
+                f"EXCHANGES (listed: {listed}), once"
+            )
+        else:
+            raise ConfigError(
+                f"{key!r} in {path!r}: unknown setting; allowed are the variables of .env.example and NAME_<KEY> "
+                f"of a venue listed in EXCHANGES (listed: {listed}), once"
+            )
+    from_sections: dict[str, Any] = {}
+    for name, table in sections.items():
+        for key, value in table.items():
+            k = key.upper()
+            if k not in VENUE_KEYS or isinstance(value, dict):
+                raise ConfigError(
+                    f"{key!r} in [{name}] of {path!r}: unknown venue setting; allowed are "
+                    f"{', '.join(k.lower() for k in VENUE_KEYS)}"
+                )
+            var = venue_variable(name, k)
+            if var in flat or var in from_sections:
+                raise ConfigError(
+                    f"{var} is set twice in {path!r}: as {flat[var][0] if var in flat else var!r} and in [{name}]"
+                )
+            from_sections[var] = value
+    out: dict[str, dict[str, str]] = {}
+    for name, ccxt_id in venues:
+        own: dict[str, str] = {}
+        for k in VENUE_KEYS:
+            var = venue_variable(name, k)
+            if var in env:
+                value: Any = env[var]
+            elif var in flat:
+                value = flat[var][1]
+            elif var in from_sections:
+                value = from_sections[var]
+            else:
+                continue
+            if isinstance(value, str) and not value.strip():
+                continue  # empty: not set
+            if ccxt_id == PAPER and k != "PAIRS":
+                raise ConfigError(
+                    f"{var}={_show(var, value)} is not allowed: {name} is the paper venue, which takes only "
+                    f"{venue_variable(name, 'PAIRS')} (no keys, URL or connection settings)"
+                )
+            own[k] = _as_text(_parse(VENUE_PARSERS[k], var, value))
+        if own:
+            out[name.upper()] = own
+    return out
 
 
 def _check_together(s: Settings) -> None:
@@ -677,14 +819,17 @@ def _check_together(s: Settings) -> None:
         )
     if not s.LIVE_TRADING and not s.PAPER_TRADING:
         raise ConfigError("PAPER_TRADING='false' is not allowed with LIVE_TRADING='false': one trading mode must be on")
-    if s.LIVE_TRADING and s.EXCHANGE == "paper":
+    if s.EXCHANGES:
+        _check_venue_modes(s)
+    elif s.LIVE_TRADING and s.EXCHANGE == "paper":
         raise ConfigError(
             "EXCHANGE='paper' is not allowed with LIVE_TRADING=true: expected a ccxt exchange id such as binance"
         )
     if s.LIVE_TRADING and not s.API_TOKEN:
         raise ConfigError("API_TOKEN='' is not allowed with LIVE_TRADING=true: expected a secret token")
-    if s.LIVE_TRADING and s.XEGGEX_API_KEY and not s.EXCHANGE_API_KEY:
+    if s.LIVE_TRADING and not s.EXCHANGES and s.XEGGEX_API_KEY and not s.EXCHANGE_API_KEY:
         raise ConfigError(f"XEGGEX_API_KEY='***' is not allowed: {XEGGEX_GONE}")
+    # a live venue listed <=> LIVE_TRADING (checked above for EXCHANGES; EXCHANGE=paper is refused when live)
     if s.LIVE_TRADING and s.MARKET_DATA == "synthetic":
         raise ConfigError(
             "MARKET_DATA='synthetic' is not allowed with LIVE_TRADING=true: expected venue (the venue's books, the "
@@ -695,7 +840,9 @@ def _check_together(s: Settings) -> None:
             "MARKET_DATA='venue' is not allowed in paper mode: expected synthetic, none or replay:FILE (the paper "
             "venue has no books of its own)"
         )
-    if s.LIVE_TRADING and not all(venue_credentials(s)[:2]):
+    if s.EXCHANGES:
+        _check_venues(s)
+    elif s.LIVE_TRADING and not all(venue_credentials(s)[:2]):
         key, secret = ("ALPACA_API_KEY", "ALPACA_API_SECRET") if s.EXCHANGE == "alpaca" else (
             ("BINANCE_TESTNET_API_KEY", "BINANCE_TESTNET_SECRET") if s.EXCHANGE == "binance" and s.EXCHANGE_SANDBOX
             else (None, None)
@@ -705,6 +852,15 @@ def _check_together(s: Settings) -> None:
             f"EXCHANGE_API_KEY / EXCHANGE_API_SECRET are not set: LIVE_TRADING=true on {s.EXCHANGE} needs the "
             f"venue's keys{also}"
         )
+    if s.PAPER_BOOKS:
+        from config.venues import live_venues
+
+        live = [v.name for v in live_venues(s)] if s.EXCHANGES else []
+        if s.PAPER_BOOKS not in live:
+            raise ConfigError(
+                f"PAPER_BOOKS={s.PAPER_BOOKS!r} is not allowed: expected a live venue listed in EXCHANGES "
+                f"({', '.join(live) or 'none is listed'})"
+            )
     if s.BASE_CURRENCY not in {p.split("_")[1] for p in s.PAIRS}:
         raise ConfigError(
             f"PAIRS={','.join(s.PAIRS)!r} is not allowed with BASE_CURRENCY={s.BASE_CURRENCY!r}: "
@@ -715,6 +871,75 @@ def _check_together(s: Settings) -> None:
             f"HOST={s.HOST!r} is not allowed without API_TOKEN: expected 127.0.0.1 (or set API_TOKEN to "
             "serve other addresses)"
         )
+
+
+def _check_venue_modes(s: Settings) -> None:
+    """EXCHANGES and the trading mode: a live venue needs LIVE_TRADING=true, LIVE_TRADING=true a live venue; one
+    paper venue at most."""
+    listed = ",".join(s.EXCHANGES)
+    venues = [split_entry(e) for e in s.EXCHANGES]
+    live = [name for name, ccxt_id in venues if ccxt_id != PAPER]
+    paper = [name for name, ccxt_id in venues if ccxt_id == PAPER]
+    if len(paper) > 1:
+        raise ConfigError(
+            f"EXCHANGES={listed!r} is not allowed: expected at most one paper venue ({', '.join(paper)} are all paper)"
+        )
+    if live and not s.LIVE_TRADING:
+        raise ConfigError(
+            f"EXCHANGES={listed!r} is not allowed without LIVE_TRADING=true: {', '.join(live)} "
+            f"{'is a live venue' if len(live) == 1 else 'are live venues'}; set LIVE_TRADING=true and "
+            "PAPER_TRADING=false to trade on it, or list only paper"
+        )
+    if not live and s.LIVE_TRADING:
+        raise ConfigError(
+            f"EXCHANGES={listed!r} is not allowed with LIVE_TRADING=true: expected at least one live venue (a ccxt "
+            "exchange id such as binance)"
+        )
+
+
+def _check_venues(s: Settings) -> None:
+    """Each venue of EXCHANGES: its keys when live, its pairs within PAIRS, one account listed once."""
+    from config.venues import venue_configs
+
+    venues = venue_configs(s)
+    for v in venues:
+        if v.paper or (v.api_key and v.api_secret):
+            continue
+        own = s.VENUE_SETTINGS.get(v.name.upper(), {})
+        key, secret = venue_variable(v.name, "API_KEY"), venue_variable(v.name, "API_SECRET")
+        if own.get("API_KEY") or own.get("API_SECRET"):  # one of the two
+            missing = secret if own.get("API_KEY") else key
+            raise ConfigError(
+                f"{missing} is not set: LIVE_TRADING=true on {v.name} needs the venue's key and secret "
+                f"({key} / {secret})"
+            )
+        also = ""
+        if v.ccxt_id == "binance":
+            sandbox = "" if v.sandbox else f", with {venue_variable(v.name, 'SANDBOX')}=true,"
+            also = f" (or{sandbox} BINANCE_TESTNET_API_KEY / BINANCE_TESTNET_SECRET)"
+        elif v.ccxt_id == "alpaca" and v.name != "alpaca":
+            also = " (or ALPACA_API_KEY / ALPACA_API_SECRET)"
+        raise ConfigError(f"{key} / {secret} are not set: LIVE_TRADING=true on {v.name} needs the venue's keys{also}")
+    for v in venues:
+        extra = [p for p in v.pairs if p not in s.PAIRS]
+        if extra:
+            var = venue_variable(v.name, "PAIRS")
+            raise ConfigError(
+                f"{var}={','.join(v.pairs)!r} is not allowed: {', '.join(extra)} "
+                f"{'is' if len(extra) == 1 else 'are'} not in PAIRS ({','.join(s.PAIRS)}); a venue trades pairs "
+                "of PAIRS only (risk limits and market data are kept per pair of PAIRS): add them to PAIRS"
+            )
+    seen: dict[tuple[str, str, bool, str], str] = {}
+    for v in venues:
+        if v.paper:
+            continue
+        account = (v.ccxt_id, v.api_key, v.sandbox, v.api_url)
+        if account in seen:
+            raise ConfigError(
+                f"EXCHANGES={','.join(s.EXCHANGES)!r} is not allowed: {seen[account]} and {v.name} are one account "
+                f"({v.ccxt_id}, the same API key and URL), whose balance would be counted twice; list it once"
+            )
+        seen[account] = v.name
 
 
 def venue_credentials(s: Settings) -> tuple[str, str, str]:
@@ -735,6 +960,24 @@ def warnings_for(s: Settings) -> list[str]:
     out = []
     if s.XEGGEX_API_KEY or s.XEGGEX_API_SECRET:
         out.append(f"XEGGEX_API_KEY/SECRET are set but ignored: {XEGGEX_GONE}")
+    if s.EXCHANGES:
+        if s.EXCHANGE != "paper":
+            out.append(
+                f"EXCHANGE={s.EXCHANGE!r} is ignored: EXCHANGES={','.join(s.EXCHANGES)!r} is set and wins (the "
+                "venues are those of EXCHANGES, each with its NAME_* settings)"
+            )
+        single = [
+            name
+            for name in ("EXCHANGE_API_KEY", "EXCHANGE_API_SECRET", "EXCHANGE_PASSWORD", "EXCHANGE_API_URL")
+            if getattr(s, name)
+        ] + (["EXCHANGE_SANDBOX"] if s.EXCHANGE_SANDBOX else [])
+        if single:
+            out.append(
+                f"{', '.join(single)} {'is' if len(single) == 1 else 'are'} ignored: EXCHANGES is set, and each "
+                "venue has its own (NAME_API_KEY, NAME_API_SECRET, NAME_PASSWORD, NAME_API_URL, NAME_SANDBOX)"
+            )
+        if s.PAPER_BOOKS and all(split_entry(e)[1] != PAPER for e in s.EXCHANGES):
+            out.append(f"PAPER_BOOKS={s.PAPER_BOOKS!r} has no effect: no paper venue is listed in EXCHANGES")
     if s.NATS_PORT is not None and s.NATS_URL:
         out.append(
             f"NATS_PORT={s.NATS_PORT} is ignored: NATS_URL is set, so no embedded nats-server is started "

@@ -70,6 +70,8 @@ def parse_exchanges(raw: Any) -> tuple[str, ...]:
             raise ValueError(
                 f"a list of venue names such as binance,alpaca,paper or name=ccxtid (bn2=binance); {entry!r} is not"
             )
+        if name == PAPER and ccxt_id != PAPER:
+            raise ValueError(f"the name paper for the paper venue only; {entry!r} is not (name it otherwise)")
         if name in names:
             raise ValueError(f"each venue name once; {name!r} is listed twice")
         names.add(name)
@@ -87,7 +89,10 @@ def _bool(raw: str) -> bool:
 
 
 def venue_configs(s: Settings) -> list[VenueConfig]:
-    """Every venue of the deployment, in priority order. Values are checked by the settings loader."""
+    """Every venue of the deployment, in priority order. Pure and cheap: the values were checked and normalised by
+    the settings loader (``VENUE_SETTINGS``); what a venue does not set is the ``EXCHANGE_*`` default (timeout,
+    poll, stream) or ``PAIRS``; keys fall back to the specs' own names (``ALPACA_API_KEY`` / ``_SECRET`` for an
+    alpaca venue, ``BINANCE_TESTNET_API_KEY`` / ``_SECRET`` for a binance venue on its sandbox)."""
     if not s.EXCHANGES:
         if s.PAPER_TRADING or s.EXCHANGE == PAPER:
             return [VenueConfig(PAPER, PAPER, 0, s.PAIRS)]

@@ -46,7 +46,7 @@ def _event_loop_runner() -> asyncio.Runner:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        env, env_warnings = read_environment()
+        env, env_warnings = read_environment(config_file=args.config)
         settings = load_settings(env, config_file=args.config)
     except ConfigError as e:
         print(f"tbx: config error: {e}", file=sys.stderr)

@@ -165,8 +165,6 @@ def test_env_none_reads_os_environ(monkeypatch):
 BAD_VALUES = [
     ("EXCHANGES", "binance,binance", "each venue name once"),
     ("EXCHANGES", "bin ance!", "a list of venue names such as binance,alpaca,paper"),
-    ("VENUE_SETTINGS", "x", "a table of venue names to their settings"),
-    ("VENUE_SETTINGS", "[1]", "a table of venue names to their settings"),
     ("ROUTING", "cheapest", "one of best_price, priority"),
     ("PAPER_BOOKS", "Bin!", "the name of a venue in EXCHANGES, or empty"),
     ("PRICE_EVENT_MS", "10", "expected an integer from 50 to 3600000"),
