@@ -71,6 +71,7 @@ class PlaceOrder(RestIn):
     paper_trade: bool | None = None
     risk_check: bool = True
     client_order_id: str | None = None
+    exchange: str | None = None  # the venue it must go to (a name in EXCHANGES); absent: the router's policy picks
 
 
 class ModifyBody(RestIn):
@@ -114,6 +115,7 @@ class PlacedOrder(Rest):
     paper_trade: bool | None = None  # false: a live order at a real venue (always set)
     venue: str | None = None
     venue_order_id: str | None = None  # the venue's id once it answered
+    exchange: str | None = None  # the order's venue (= venue), by the name the REST API uses
 
 
 class OrderValidation(Rest, kw_only=True):
