@@ -40,13 +40,14 @@ PROBLEM_CT = "application/problem+json"
 
 PLACED_KEYS = {
     "orderId", "clientOrderId", "status", "pair", "side", "type", "quantity", "riskValidation", "estimatedCost",
-    "createdAt", "paperTrade", "venue",
+    "createdAt", "paperTrade", "venue", "exchange",
 }  # fmt: skip
 ORDER_KEYS = {
     "orderId", "clientOrderId", "pair", "side", "type", "quantity", "status", "price", "stopPrice", "timeInForce",
     "expireAt", "postOnly", "reduceOnly", "role", "parentOrderId", "linkedOrders", "triggeredAt", "previousStatus",
     "referencePrice",
-    "filledQuantity", "averagePrice", "totalCost", "fees", "feeCurrency", "venue", "paperTrade", "nativeTrigger",
+    "filledQuantity", "averagePrice", "totalCost", "fees", "feeCurrency", "venue", "exchange", "paperTrade",
+    "nativeTrigger", "routing",
     "venueOrderId", "venueStatus",
     "venueFilled", "source", "signalId", "reason", "version", "createdAt", "updatedAt", "closedAt", "executionTime",
     "fills",
