@@ -879,6 +879,9 @@ class RiskGate(Actor):
             for venue, pair, qty in sorted(held, key=lambda h: (h[1], h[0] or "")):
                 if not qty or pair not in self.settings.PAIRS:
                     continue
+                if venue is not None and venue not in self.venue_by_name:  # booked from a venue not configured
+                    failed.append(f"{pair} on {venue} not closed: {venue} is not a configured venue; close it by hand")
+                    continue
                 on = f"{venue}-" if venue is not None else ""
                 req = OrderRequest(
                     client_order_id=f"emergency-{on}{pair}-{now_ms()}", pair=pair,

@@ -24,6 +24,8 @@ from schemas.messages import (
     MarketsPage,
     OrderReply,
     OrderRequest,
+    RiskCommand,
+    RiskStateChange,
     now_ms,
 )
 from tests.helpers import eventually
@@ -204,3 +206,18 @@ async def test_a_venue_that_does_not_list_the_pair_is_no_candidate(gate: Gate, c
     await submit_no_wait(client, request("btc-any", "1"))
     found = await eventually(lambda: _approved(client, "btc-any"), what="the approval of btc-any")
     assert found.venues == ["beta"]
+
+
+async def test_the_emergency_stop_closes_each_venues_position_on_that_venue(gate: Gate, client: Bus) -> None:
+    s = client.subjects
+    await client.js_publish(s.fills("BTC_USDT"), vfill("a-1", "alpha", "buy", "2", "100"))
+    await client.js_publish(s.fills("BTC_USDT"), vfill("b-1", "beta", "buy", "3", "100"))
+    await gate()
+    change = await client.request(
+        s.risk_command, RiskCommand(action="emergency_stop", close_positions=True), RiskStateChange, timeout=20
+    )
+    assert change.state == "HALTED"
+    closes = [a for a in await approvals(client) if a.request.source == "emergency"]
+    got = sorted((a.request.exchange, a.request.side, a.request.quantity, a.venues) for a in closes)
+    assert got == [("alpha", "sell", D(2), ["alpha"]), ("beta", "sell", D(3), ["beta"])]
+    assert all(a.request.reduce_only for a in closes)
