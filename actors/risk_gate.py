@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import re
 import time
 from collections import deque
@@ -50,6 +51,7 @@ from bus.client import Bus, Envelope
 from bus.codec import DecodeFailure, decode
 from bus.errors import RequestFailed
 from config.settings import PARSERS, Settings, parse_correlation_groups, parse_trading_hours
+from config.venues import VenueConfig, venue_configs
 from domain.book import mid_price, vwap, walk_book
 from domain.ids import day_key
 from domain.ledger import Ledger, lock_of
@@ -60,17 +62,21 @@ from domain.limits import (
     Exposure,
     Intent,
     Limits,
+    VenueState,
     breaches,
+    candidates,
     check_limits,
     daily_loss,
     headroom,
     in_quote,
+    no_venue,
     rate_of,
 )
 from domain.recent import FILL_DEDUPE_WINDOW, RecentIds
 from domain.risk import RESERVED_CLIENT_PREFIX, Approval, Denial, check_order, same_request
 from domain.sizing import QTY_STEP, SizingError, fixed_fractional, round_down
 from domain.valuation import Converter, DayStart, equity, mark_of, quote_rates, roll_day
+from domain.venue_ledgers import VenueLedgers
 from schemas.messages import (
     AlertsPage,
     AlertsQuery,
@@ -80,6 +86,7 @@ from schemas.messages import (
     CommandReply,
     Empty,
     Fill,
+    MarketRules,
     Order,
     OrderEvent,
     OrderReply,
@@ -117,6 +124,7 @@ RETRY_LATER = "RETRY_LATER"
 STATIC_CODES = frozenset({
     "INVALID_CLIENT_ORDER_ID", "UNKNOWN_PAIR", "INVALID_QUANTITY", "UNSUPPORTED_ORDER_TYPE", "INVALID_PRICE",
     "MISSING_PRICE", "MISSING_STOP_PRICE", "UNEXPECTED_FIELD", "INVALID_FLAGS", "INVALID_NUMBER",
+    "UNKNOWN_EXCHANGE",
 })  # fmt: skip
 # denials that depend on the read model of the books (and so may be wrong while it is behind)
 BOOK_CODES = frozenset({
@@ -168,6 +176,9 @@ class Pending:
     estimated_cost: Decimal | None = None
     checked: bool = False  # asked the order-router once whether its order exists
     unconfirmed: bool = False  # its approval's publish was never acknowledged (stored or not: unknown)
+    # the venues whose balance it is reserved against (several venues): the named one, or every candidate of
+    # an order naming none (see RiskGate._check); () : the only venue
+    venues: tuple[str, ...] = ()
 
 
 class RiskGate(Actor):
@@ -181,7 +192,12 @@ class RiskGate(Actor):
         self.trading_state = ACTIVE
         self.config: dict[str, object] = {name: getattr(s, name) for name in CONFIGURABLE.values()}
         self.limits = self._limits()
-        self.books_model = Ledger(s.BASE_CURRENCY, s.INITIAL_BALANCE)  # a read model: the ledger owns the books
+        self.venues: list[VenueConfig] = venue_configs(s)  # priority order
+        self.venue_by_name = {v.name: v for v in self.venues}
+        self.only = self.venues[0].name if len(self.venues) == 1 else None  # a one-venue deployment
+        # a read model (the portfolio-ledger owns the books): one ledger per venue, so a balance on one venue
+        # never pays for an order on another; one venue: every fill, lock and adjustment on its ledger
+        self.books_model = VenueLedgers(s.BASE_CURRENCY, s.INITIAL_BALANCE, tuple(self.venue_by_name))
         self.applied = RecentIds(FILL_DEDUPE_WINDOW)  # as the ledger: the same fills booked
         self.fills_seq = 0
         self.working: dict[str, Working] = {}  # order id -> what is left of it
@@ -311,11 +327,12 @@ class RiskGate(Actor):
         self.fills_seq = max(self.fills_seq, env.seq or 0)
         if f.fill_id in self.applied:
             return
-        self.day = roll_day(
-            self.books_model, self.books.mids, self.day, day_key(f.timestamp), self.settings.CONVERSION_BRIDGE
-        )  # as the ledger
+        if self.day.day < (day := day_key(f.timestamp)):  # as the ledger
+            self.day = roll_day(
+                self.books_model.combined(), self.books.mids, self.day, day, self.settings.CONVERSION_BRIDGE
+            )
         try:
-            self.books_model.apply_fill(f)
+            self._ledger(f.venue).apply_fill(f)
         except ValueError:
             return  # the ledger dead-letters it
         self.applied.add(f.fill_id)
@@ -335,12 +352,15 @@ class RiskGate(Actor):
                 p.signed, p.amount = p.signed * keep, p.amount * keep
 
     async def _on_adjustment(self, adj: BalanceAdjusted, env: Envelope) -> None:
-        self.books_model.apply_adjustment(adj)
+        self._ledger(adj.venue).apply_adjustment(adj)
 
     async def _on_order(self, ev: OrderEvent, env: Envelope) -> None:
         self.orders_seq = max(self.orders_seq, env.seq or 0)
         o = ev.order
-        self.books_model.apply_order(o)
+        if self.only is not None:
+            self.books_model.of(self.only).apply_order(o)
+        else:
+            self.books_model.apply_order(o)  # the lock on the order's venue (it follows an order that moved)
         self.pending.pop(o.client_order_id, None)  # the order is known now: its own lock holds the funds
         if not o.client_order_id.startswith(RESERVED_CLIENT_PREFIX):  # bracket legs are not callers' ids
             self.client_ids.add(o.client_order_id)
@@ -350,6 +370,10 @@ class RiskGate(Actor):
             w = Working(o.pair, 1 if o.side == "buy" else -1, o.quantity, o.filled_quantity, seen)
             if w.left > ZERO:
                 self.working[o.order_id] = w
+
+    def _ledger(self, venue: str) -> Ledger:
+        """The ledger that books what ``venue`` did: its own; the only one in a one-venue deployment."""
+        return self.books_model.of(self.only if self.only is not None else venue)
 
     async def _lagging(self, wait: float = CATCH_UP_WAIT_S) -> bool | None:
         """Is the read model behind the FILLS and ORDERS streams? None: it has every message stored now;
@@ -384,27 +408,29 @@ class RiskGate(Actor):
         except nats.js.errors.NotFoundError:
             return 0
 
-    def exposure(self) -> Exposure:
+    def exposure(self, venue: str | None = None) -> Exposure:
+        """What the limits see: equity, positions and working orders of every venue together; ``available``:
+        ``venue``'s balance (None: the only venue's; several venues: nothing, see ``available``)."""
         marks = self.books.mids
         now = now_ms()
         bridge = self.settings.CONVERSION_BRIDGE
-        self.day = roll_day(self.books_model, marks, self.day, day_key(now), bridge)
-        conv = Converter(self.books_model, marks, bridge)  # one rate per currency for this decision
-        eq = equity(self.books_model, marks, bridge, conv)  # in BASE_CURRENCY, as the ledger's
+        total = self.books_model.combined()  # every venue together: equity, positions, day start, drawdown
+        self.day = roll_day(total, marks, self.day, day_key(now), bridge)
+        conv = Converter(total, marks, bridge)  # one rate per currency for this decision
+        eq = equity(total, marks, bridge, conv)  # in BASE_CURRENCY, as the ledger's
         self.peak = max(self.peak, eq)
-        available = {c: b.available for c, b in self.books_model.balances.items()}
         working: dict[str, Decimal] = {}
         for w in self.working.values():
             working[w.pair] = working.get(w.pair, ZERO) + w.sign * w.left
         for p in list(self.pending.values()):
             if now - p.at > PENDING_TTL_MS:
                 continue
-            available[p.currency] = available.get(p.currency, ZERO) - p.amount
             working[p.pair] = working.get(p.pair, ZERO) + p.signed
-        positions = {pair: pos.quantity for pair, pos in self.books_model.positions.items() if pos.quantity}
+        # positions summed per pair over the venues
+        positions = {pair: pos.quantity for pair, pos in total.positions.items() if pos.quantity}
         held_marks = dict(marks)
         for pair in positions:  # a held pair with no book yet is valued at its last fill (as the ledger does)
-            if pair not in held_marks and (m := mark_of(self.books_model, pair, marks)) is not None:
+            if pair not in held_marks and (m := mark_of(total, pair, marks)) is not None:
                 held_marks[pair] = m
         pairs = self.settings.PAIRS
         extra = [p for p in (*positions, *working) if p not in pairs]
@@ -412,13 +438,30 @@ class RiskGate(Actor):
             equity=eq,
             day_start_equity=self.day.equity,
             peak_equity=self.peak,
-            available=available,
+            available=self.available(venue),
             positions=positions,
             working=working,
             marks=held_marks,
             rates=quote_rates(conv, (*pairs, *extra) if extra else pairs),  # every amount into BASE_CURRENCY
-            base_currency=self.books_model.base_currency,
+            base_currency=total.base_currency,
         )
+
+    def available(self, venue: str | None = None) -> dict[str, Decimal]:
+        """What ``venue`` (None: the only venue) has available, after its working orders and what the
+        approvals on their way reserve against it."""
+        now = now_ms()
+        if self.only is not None:
+            led = self.books_model.of(self.only)
+        elif venue is None:
+            return {}
+        else:
+            led = self.books_model.of(venue)
+        available = {c: b.available for c, b in led.balances.items()}
+        for p in list(self.pending.values()):
+            if now - p.at > PENDING_TTL_MS or (self.only is None and venue not in p.venues):
+                continue
+            available[p.currency] = available.get(p.currency, ZERO) - p.amount
+        return available
 
     # -- orders ----------------------------------------------------------------------------------------
     def _rate_slot(self) -> float | None:
@@ -465,6 +508,7 @@ class RiskGate(Actor):
             estimated_cost=verdict.estimated_cost,
             reply_to=env.reply,
             approved_at=now_ms(),
+            venues=verdict.venues,
         )
         if (p := self.pending.get(coid)) is not None:
             p.request, p.estimated_cost = req, verdict.estimated_cost
@@ -575,18 +619,45 @@ class RiskGate(Actor):
     async def _check(self, req: OrderRequest, *, dry_run: bool) -> Denial | Approval:
         """The decision on an order: its own checks, the portfolio limits, then the sizing advice (and
         the user's risk service). A real submission (not ``dry_run``) reserves what it needs until its
-        order is seen (the rate is counted by ``_on_submit``, before this)."""
+        order is seen (the rate is counted by ``_on_submit``, before this).
+
+        Venues. An order naming one (``exchange``) must name a configured venue (else ``UNKNOWN_EXCHANGE``)
+        that lists its pair; that venue's market rules apply and that venue's own available balance must
+        pay for it (a balance on another venue does not count). An order naming none, with several venues,
+        is checked against each (``domain.limits.candidates``): the venues that list the pair, whose rules
+        accept it and whose balance pays for it are its candidates, in priority order (``Approval.venues``,
+        the router routes among these only); none: the first venue's denial, the detail saying why each
+        could not. Positions, working orders, equity, daily loss and drawdown are every venue's together.
+
+        Reservations: an approval holds its funds until its order's first event is seen; then the order's
+        own lock holds them, in the ledger of the venue the event names. An order naming a venue reserves
+        against that venue; one naming none reserves against *every* candidate until then (conservative:
+        while it is in flight each candidate looks poorer by its amount, never richer, so no racing order
+        can spend funds the router may still take on whichever candidate it picks; the cost is that a burst
+        of unnamed orders may be denied a little early, never approved beyond what a venue holds)."""
         known = req.pair in self.settings.PAIRS
+        named = req.exchange
+        if named is not None and named not in self.venue_by_name:
+            return Denial(
+                "UNKNOWN_EXCHANGE", "exchange",
+                f"exchange {named!r} is not a configured venue (EXCHANGES: {', '.join(self.venue_by_name)})",
+            )  # fmt: skip
+        if named is not None and known and req.pair not in (pairs := self.venue_by_name[named].pairs):
+            return Denial("UNKNOWN_PAIR", "pair", f"{named} does not list {req.pair} (its pairs: {', '.join(pairs)})")
+        several = self.only is None
+        venue = named or self.only  # whose balance decides; None: several venues, none named (candidates below)
+        # whose rules: the named venue's; one venue: the only rules there are; several, none named: each's, below
+        rules_of = named if several else None
         book = await self.books.get(req.pair) if known else None
 
         def own_checks() -> Denial | Approval:
             position: Decimal | None = None
             if req.reduce_only and known:
-                pos = self.books_model.positions.get(req.pair)
-                position = pos.quantity if pos else ZERO
+                position = self.books_model.position(req.pair, named if several else None)
+            rules = self.markets.get(req.pair, rules_of) if venue is not None else None
             return check_order(
                 req, pairs=self.settings.PAIRS, book=book, trading_state=self.trading_state,
-                rules=self.markets.get(req.pair), position=position, now=now_ms(),
+                rules=rules, position=position, now=now_ms(),
             )  # fmt: skip
 
         decision = own_checks()
@@ -598,31 +669,59 @@ class RiskGate(Actor):
             return decision
         # (no source skips the limits: the emergency stop's closes go straight to the order-router)
         intent = self._intent(req, book)
-        before = self.exposure()  # for the limits and the advice: without this order's own reservation
-        if intent is not None:
-            mid = mid_price(book.bids, book.asks) if book is not None else None
-            denial = check_limits(intent, before, self.limits, self.trading_state, mid, now_ms())
-            if denial is not None and denial.code in BOOK_CODES and (lag := await self._lagging()) is not None:
-                # what it lacked may be in fills or order events not read yet (a sale right after the purchase)
-                before = self.exposure()
-                denial = check_limits(intent, before, self.limits, self.trading_state, mid, now_ms())
-                if denial is not None and denial.code in BOOK_CODES and lag:
-                    return _cannot_know(denial)
-            if denial is not None:
-                return denial
+        mid = mid_price(book.bids, book.asks) if book is not None else None
+
+        def limits() -> tuple[Exposure, Denial | None, list[str] | None]:
+            x = self.exposure(venue)  # for the limits and the advice: without this order's own reservation
+            if venue is not None:
+                if intent is None:
+                    return x, None, [venue] if named else None
+                d = check_limits(intent, x, self.limits, self.trading_state, mid, now_ms(), named if several else None)
+                return x, d, [venue] if named else None
+            states = [
+                VenueState(v.name, v.pairs, self.markets.get(req.pair, v.name), self.available(v.name))
+                for v in self.venues
+            ]
+            able, unable = candidates(req, intent, states, self.limits.allow_short)
+            if intent is None:
+                return x, None if able else no_venue(unable), able
+            # the limits with the balance of the venue it would go to (the first candidate), else of the first
+            # venue the balance alone kept out (so that a limit any venue would meet is the answer)
+            short = [n for n, d in unable if d.code == "INSUFFICIENT_BALANCE"]
+            pick = able[0] if able else short[0] if short else unable[0][0]
+            x.available = dict(next(v.available for v in states if v.name == pick))
+            d = check_limits(intent, x, self.limits, self.trading_state, mid, now_ms(), pick)
+            if not able and (d is None or d.code == "INSUFFICIENT_BALANCE"):
+                d = no_venue(unable)
+            return x, d, able
+
+        before, denial, venues = limits()
+        if denial is not None and denial.code in BOOK_CODES and (lag := await self._lagging()) is not None:
+            # what it lacked may be in fills or order events not read yet (a sale right after the purchase)
+            before, denial, venues = limits()
+            if denial is not None and denial.code in BOOK_CODES and lag:
+                return _cannot_know(denial)
+        if denial is not None:
+            return denial
         if intent is not None and not dry_run:
             amount = intent.quantity * intent.price if req.side == "buy" else intent.quantity
             self.pending[req.client_order_id] = Pending(
                 req.pair, intent.quantity if req.side == "buy" else -intent.quantity,
                 intent.quote if req.side == "buy" else intent.base, amount, now_ms(),
+                venues=tuple(venues or ()) if several else (),
             )  # fmt: skip
-        verdict = await self._advise(req, decision, intent, before)
+        if venues is not None:
+            decision = dataclasses.replace(decision, venues=venues)
+        rules = self.markets.get(req.pair, venues[0] if several and venues else None)
+        verdict = await self._advise(req, decision, intent, before, rules)
         if isinstance(verdict, Denial):
             self.pending.pop(req.client_order_id, None)
             return verdict
         return decision
 
-    async def _advise(self, req: OrderRequest, decision: Approval, intent: Intent | None, x: Exposure) -> Denial | None:
+    async def _advise(
+        self, req: OrderRequest, decision: Approval, intent: Intent | None, x: Exposure, rules: MarketRules | None
+    ) -> Denial | None:
         """Sizing advice in ``decision.validation`` (and the user's risk service, when set). Skipped with
         ENABLE_RISK_CHECKS=false or ``riskCheck: false``: the hard limits above have already decided."""
         v = decision.validation
@@ -632,7 +731,6 @@ class RiskGate(Actor):
             v.note = f"sizing advice skipped ({why})"
             return None
         if intent is not None:
-            rules = self.markets.get(req.pair)
             step = rules.amount_step if rules else QTY_STEP
             best = min(req.quantity, round_down(headroom(intent, x, self.limits), step))
             budget = in_quote(x, req.pair, x.equity)  # equity in the pair's quote currency, as the stop distance
@@ -773,17 +871,26 @@ class RiskGate(Actor):
         sent: list[str] = []
         failed: list[str] = []
         try:
-            for pair, pos in sorted(self.books_model.positions.items()):
-                if not pos.quantity or pair not in self.settings.PAIRS:
+            # each venue's position closed on that venue (one venue: every position, as it always was)
+            held = (
+                [(None, p, q) for p, q in self.books_model.net_positions().items()] if self.only is not None
+                else [(v, p, q) for v, p, q in self.books_model.positions()]
+            )  # fmt: skip
+            for venue, pair, qty in sorted(held, key=lambda h: (h[1], h[0] or "")):
+                if not qty or pair not in self.settings.PAIRS:
                     continue
+                if venue is not None and venue not in self.venue_by_name:  # booked from a venue not configured
+                    failed.append(f"{pair} on {venue} not closed: {venue} is not a configured venue; close it by hand")
+                    continue
+                on = f"{venue}-" if venue is not None else ""
                 req = OrderRequest(
-                    client_order_id=f"emergency-{pair}-{now_ms()}", pair=pair,
-                    side="sell" if pos.quantity > 0 else "buy", quantity=abs(pos.quantity),  # type: ignore[arg-type]
-                    reduce_only=True, source="emergency", ts=now_ms(),
+                    client_order_id=f"emergency-{on}{pair}-{now_ms()}", pair=pair,
+                    side="sell" if qty > 0 else "buy", quantity=abs(qty),  # type: ignore[arg-type]
+                    reduce_only=True, source="emergency", ts=now_ms(), exchange=venue,
                 )  # fmt: skip
                 approved = ApprovedOrder(
                     request=req, risk_validation=RiskValidation(passed=True, reason="emergency close"),
-                    reply_to=inbox, approved_at=now_ms(),
+                    reply_to=inbox, approved_at=now_ms(), venues=[venue] if venue is not None else None,
                 )  # fmt: skip
                 try:
                     await self.bus.js_publish(self.subjects.approved_orders(pair), approved)

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, Decimal
 
-from domain.risk import Denial
+from domain.risk import Denial, notional_denial, rule_denial
+from schemas.messages import MarketRules, OrderRequest
 from schemas.subjects import pair_currencies
 
 ZERO = Decimal(0)
@@ -146,9 +148,36 @@ def within_hours(now_ms: int, hours: tuple[int, int], timezone: str) -> bool:
     return start <= minute < end if start < end else (minute >= start or minute < end)
 
 
+def pays(i: Intent, available: Mapping[str, Decimal], allow_short: bool, venue: str | None = None) -> Denial | None:
+    """Every order must be paid for: a buy with quote, a sell with base it holds (unless shorting is allowed),
+    out of ``available`` (one venue's, after its working orders and the reservations held against it: a
+    balance on another venue never pays). ``venue``: named in the reason (None: the only venue)."""
+    if i.side == "buy":
+        need, have, cur = i.quantity * i.price, available.get(i.quote, ZERO), i.quote
+    else:
+        need, have, cur = i.quantity, available.get(i.base, ZERO), i.base
+    if need > have and (i.side == "buy" or not allow_short):
+        where = f" on {venue}" if venue else ""
+        return Denial(
+            "INSUFFICIENT_BALANCE",
+            "quantity",
+            f"INSUFFICIENT_BALANCE: needs {need} {cur}, {have} available{where} after working orders",
+        )
+    return None
+
+
 def check_limits(
-    i: Intent, x: Exposure, lim: Limits, state: str, mid: Decimal | None, now_ms: int | None = None
+    i: Intent,
+    x: Exposure,
+    lim: Limits,
+    state: str,
+    mid: Decimal | None,
+    now_ms: int | None = None,
+    venue: str | None = None,
 ) -> Denial | None:
+    """The portfolio limits. ``x.available`` is the balance of the venue the order goes to (``venue``, named
+    in a balance denial; None: the only venue); positions, working orders, equity, daily loss and drawdown
+    are every venue's together."""
     pos = x.positions.get(i.pair, ZERO)
     work = x.working.get(i.pair, ZERO)
     reducing = reduces(pos, work, i.side, i.quantity)
@@ -177,17 +206,8 @@ def check_limits(
                 "price",
                 f"PRICE_BAND: price {i.limit_price} is {_up(off)}% from the mid {mid} > {lim.price_band_pct}%",
             )
-    # every order must be paid for: a buy with quote, a sell with base it holds (unless shorting is allowed)
-    if i.side == "buy":
-        need, have, cur = notional, x.available.get(i.quote, ZERO), i.quote
-    else:
-        need, have, cur = i.quantity, x.available.get(i.base, ZERO), i.base
-    if need > have and (i.side == "buy" or not lim.allow_short):
-        return Denial(
-            "INSUFFICIENT_BALANCE",
-            "quantity",
-            f"INSUFFICIENT_BALANCE: needs {need} {cur}, {have} available after working orders",
-        )
+    if (short := pays(i, x.available, lim.allow_short, venue)) is not None:
+        return short
     if not reducing:
         if lim.hours is not None and now_ms is not None and not within_hours(now_ms, lim.hours, lim.timezone):
             h = lim.hours
@@ -284,3 +304,55 @@ def headroom(i: Intent, x: Exposure, lim: Limits) -> Decimal:
     cap = lim.max_position_fraction * room_in_quote / mark
     room = cap - now if i.side == "buy" else cap + now
     return max(room, ZERO)
+
+
+# -- several venues: which can take an order ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VenueState:
+    """One configured venue as the balance check of an order sees it."""
+
+    name: str
+    pairs: tuple[str, ...]  # what it lists (VenueConfig.pairs)
+    rules: MarketRules | None  # its rules for the order's pair (None: not known, the venue checks them)
+    available: Mapping[str, Decimal]  # after its working orders and the reservations held against it
+
+
+def venue_denial(req: OrderRequest, i: Intent | None, v: VenueState, allow_short: bool) -> Denial | None:
+    """Why ``v`` cannot take the order (None: it can): it does not list the pair, its market rules refuse the
+    order (step, minimum / maximum amount, tick, minimum notional), or its own balance does not pay for it
+    (not checked without an ``i``: no price to value it)."""
+    if req.pair not in v.pairs:
+        return Denial("UNKNOWN_PAIR", "pair", f"{v.name} does not list {req.pair} (its pairs: {', '.join(v.pairs)})")
+    if v.rules is not None:
+        denial = rule_denial(req, v.rules)
+        if denial is None and i is not None:
+            denial = notional_denial(req, v.rules, i.quantity * i.price)
+        if denial is not None:
+            return denial
+    return None if i is None else pays(i, v.available, allow_short, v.name)
+
+
+def candidates(
+    req: OrderRequest, i: Intent | None, venues: Sequence[VenueState], allow_short: bool
+) -> tuple[list[str], list[tuple[str, Denial]]]:
+    """The venues (in the order given: priority) that can take an order naming none, and why each other
+    one cannot."""
+    able: list[str] = []
+    unable: list[tuple[str, Denial]] = []
+    for v in venues:
+        denial = venue_denial(req, i, v, allow_short)
+        if denial is None:
+            able.append(v.name)
+        else:
+            unable.append((v.name, denial))
+    return able, unable
+
+
+def no_venue(unable: Sequence[tuple[str, Denial]]) -> Denial:
+    """The denial of an order no venue could take: the first venue's (priority order) code and field, and a
+    detail saying why each could not."""
+    first = unable[0][1]
+    why = "; ".join(f"{name}: {d.reason}" for name, d in unable)
+    return Denial(first.code, first.field, f"no venue could take it ({why})")

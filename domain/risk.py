@@ -32,6 +32,7 @@ class Denial:
 class Approval:
     validation: RiskValidation
     estimated_cost: Decimal | None
+    venues: list[str] | None = None  # the venues able to take it, priority order (None: not decided here)
 
 
 def _camel(name: str) -> str:
@@ -114,33 +115,8 @@ def _check(
         return Denial("INVALID_EXPIRY", "expireAt", "expireAt is only for timeInForce GTD")
     if req.post_only and tif in ("IOC", "FOK"):
         return Denial("INVALID_FLAGS", "postOnly", f"a postOnly order cannot be {tif}: it would never rest")
-    if rules is not None:
-        if not is_multiple(req.quantity, rules.amount_step):
-            return Denial(
-                "INVALID_QUANTITY",
-                "quantity",
-                f"quantity {req.quantity} is not a multiple of the amount step {rules.amount_step} for {req.pair}",
-            )
-        if rules.min_amount is not None and req.quantity < rules.min_amount:
-            return Denial(
-                "MIN_AMOUNT",
-                "quantity",
-                f"quantity {req.quantity} is below the venue's minimum amount {rules.min_amount} for {req.pair}",
-            )
-        if rules.max_amount is not None and rules.max_amount > ZERO and req.quantity > rules.max_amount:
-            return Denial(
-                "MAX_AMOUNT",
-                "quantity",
-                f"quantity {req.quantity} is above the venue's maximum amount {rules.max_amount} for {req.pair}",
-            )
-        for name in ("price", "stop_price", "stop_loss", "take_profit"):
-            v = getattr(req, name)
-            if v is not None and not is_multiple(v, rules.tick_size):
-                return Denial(
-                    "INVALID_PRICE",
-                    _camel(name),
-                    f"{_camel(name)} {v} is not a multiple of the tick {rules.tick_size} for {req.pair}",
-                )
+    if rules is not None and (denial := rule_denial(req, rules)) is not None:
+        return denial
     is_buy = req.side == "buy"
     bid = book.bids[0][0] if book is not None and book.bids else None
     ask = book.asks[0][0] if book is not None and book.asks else None
@@ -158,10 +134,8 @@ def _check(
     if ref is None:
         return Denial("NO_MARKET_DATA", "pair", f"no market data for {req.pair}: cannot price the order")
     cost = req.quantity * ref
-    if rules is not None and cost < rules.min_notional:
-        return Denial(
-            "MIN_NOTIONAL", "quantity", f"notional {cost} is below the minimum {rules.min_notional} for {req.pair}"
-        )
+    if rules is not None and (denial := notional_denial(req, rules, cost)) is not None:
+        return denial
     if req.stop_loss is not None or req.take_profit is not None:
         if req.type not in BRACKET_ENTRIES:
             return Denial("INVALID_BRACKET", "type", "a bracket's entry is a market or limit order")
@@ -192,6 +166,53 @@ def _check(
     return Approval(RiskValidation(passed=True, recommended_size=req.quantity, max_risk=max_risk), cost)
 
 
+def _on(req: OrderRequest, rules: MarketRules) -> str:
+    """``BTC_USDT`` (one venue), ``BTC_USDT on binance`` (rules that name their venue)."""
+    return f"{req.pair} on {rules.venue}" if rules.venue else req.pair
+
+
+def rule_denial(req: OrderRequest, rules: MarketRules) -> Denial | None:
+    """The venue's amount step, minimum / maximum amount and price tick for the order (its own numbers)."""
+    if not is_multiple(req.quantity, rules.amount_step):
+        return Denial(
+            "INVALID_QUANTITY",
+            "quantity",
+            f"quantity {req.quantity} is not a multiple of the amount step {rules.amount_step} for {_on(req, rules)}",
+        )
+    if rules.min_amount is not None and req.quantity < rules.min_amount:
+        return Denial(
+            "MIN_AMOUNT",
+            "quantity",
+            f"quantity {req.quantity} is below the venue's minimum amount {rules.min_amount} for {_on(req, rules)}",
+        )
+    if rules.max_amount is not None and rules.max_amount > ZERO and req.quantity > rules.max_amount:
+        return Denial(
+            "MAX_AMOUNT",
+            "quantity",
+            f"quantity {req.quantity} is above the venue's maximum amount {rules.max_amount} for {_on(req, rules)}",
+        )
+    for name in ("price", "stop_price", "stop_loss", "take_profit"):
+        v = getattr(req, name)
+        if v is not None and not is_multiple(v, rules.tick_size):
+            return Denial(
+                "INVALID_PRICE",
+                _camel(name),
+                f"{_camel(name)} {v} is not a multiple of the tick {rules.tick_size} for {_on(req, rules)}",
+            )
+    return None
+
+
+def notional_denial(req: OrderRequest, rules: MarketRules, cost: Decimal) -> Denial | None:
+    """The venue's minimum notional against the order's expected cost."""
+    if cost < rules.min_notional:
+        return Denial(
+            "MIN_NOTIONAL",
+            "quantity",
+            f"notional {cost} is below the minimum {rules.min_notional} for {_on(req, rules)}",
+        )
+    return None
+
+
 def same_request(first: OrderRequest, again: OrderRequest, default_tif: str) -> bool:
     """Does ``again`` (a retry under the same client order id) carry the same order as ``first``? The
     fields the order-router compares for a repeated client order id (a market order's price is only a
@@ -201,7 +222,7 @@ def same_request(first: OrderRequest, again: OrderRequest, default_tif: str) -> 
         price = r.price if r.type != "market" else None
         return (
             r.pair, r.side, r.type, r.quantity, price, r.stop_price, r.time_in_force or default_tif, r.expire_at,
-            r.post_only, r.reduce_only, r.stop_loss, r.take_profit,
+            r.post_only, r.reduce_only, r.stop_loss, r.take_profit, r.exchange,
         )  # fmt: skip
 
     return key(first) == key(again)

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from domain.ledger import Balance, Ledger
+from domain.ledger import Balance, Ledger, Position
 from schemas.messages import BalanceAdjusted, Fill, Order
 
 ZERO = Decimal(0)
@@ -91,3 +91,42 @@ class VenueLedgers:
     @property
     def fills_applied(self) -> int:
         return sum(led.fills_applied for _, led in self)
+
+    # -- risk gate (part E): every venue together, as one Ledger (valuation, limits) -------------------------
+    def combined(self) -> Ledger:
+        """Every venue's books as one ``Ledger`` to value (equity, marks, conversion, day start): the only
+        ledger itself when there is one; else a new Ledger (not to be booked on) with the balances summed
+        per currency (``balances``), one position per pair (quantities, realized P&L and fees summed, the
+        average price such that its unrealized P&L is the sum of the venues', the last price of the venue
+        that traded it last), the fills and adjustments of all."""
+        if len(self.ledgers) == 1:
+            return next(iter(self.ledgers.values()))
+        out = Ledger(self.base_currency, self.initial_balance * len(self.ledgers), balances=self.balances())
+        cost: dict[str, Decimal] = {}
+        for _, led in self:
+            out.fills_applied += led.fills_applied
+            out.adjustments.extend(led.adjustments)
+            out.realized_pnl += led.realized_pnl
+            out.fees_paid += led.fees_paid
+            for pair, pos in led.positions.items():
+                t = out.positions.get(pair)
+                if t is None:
+                    t = out.positions[pair] = Position(pair)
+                t.quantity += pos.quantity
+                t.realized_pnl += pos.realized_pnl
+                t.fees += pos.fees
+                cost[pair] = cost.get(pair, ZERO) + pos.quantity * pos.average_price
+                if pos.last_price is not None and (t.last_price is None or pos.updated_at >= t.updated_at):
+                    t.last_price, t.updated_at = pos.last_price, pos.updated_at
+        for pair, t in out.positions.items():
+            t.average_price = cost[pair] / t.quantity if t.quantity else ZERO
+        return out
+
+    def position(self, pair: str, venue: str | None = None) -> Decimal:
+        """The signed position of ``pair`` on ``venue`` (None: every venue's together)."""
+        if venue is not None:
+            pos = self.ledgers[venue].positions.get(pair) if venue in self.ledgers else None
+            return pos.quantity if pos is not None else ZERO
+        return sum((led.positions[pair].quantity for _, led in self if pair in led.positions), ZERO)
+
+    # -- end of part E's block ----------------------------------------------------------------------------

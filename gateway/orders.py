@@ -7,6 +7,8 @@ import uuid
 
 from aiohttp import web
 
+from config.settings import Settings
+from config.venues import venue_names
 from gateway.common import BUS, SETTINGS, UNAVAILABLE, ask, choice, int_param, query_param, read_json
 from gateway.problems import ApiError, json_response
 from gateway.spec import MAX_TIME, PAIR, TIME, Endpoint, add, limit, one_of, path, q
@@ -48,7 +50,7 @@ async def post_order(request: web.Request) -> web.Response:
             "paperTrade=false asks for a live order but the service runs in paper mode (PAPER_TRADING=true)",
             field="paperTrade", code="LIVE_TRADING_OFF",
         )  # fmt: skip
-    req = _request(body, settings.DEFAULT_TIME_IN_FORCE)
+    req = _request(body, settings)
     bus = request.app[BUS]
     reply: OrderReply = await ask(  # type: ignore[assignment]
         request, bus.subjects.orders_submit, req, OrderReply, "the risk-gate", req.client_order_id
@@ -87,11 +89,28 @@ def placed_order(reply: OrderReply) -> PlacedOrder:
         order_id=o.order_id, client_order_id=o.client_order_id, status=o.status, pair=o.pair, side=o.side,
         type=o.type, quantity=o.quantity, price=o.price, risk_validation=reply.risk_validation,
         estimated_cost=reply.estimated_cost, linked_orders=o.linked_orders, created_at=o.created_at,
-        paper_trade=o.paper_trade, venue=o.venue, venue_order_id=o.venue_order_id,
+        paper_trade=o.paper_trade, venue=o.venue, venue_order_id=o.venue_order_id, exchange=o.venue,
     )  # fmt: skip
 
 
-def _request(body: PlaceOrder, default_tif: str) -> OrderRequest:
+def exchange_of(raw: str | None, settings: Settings) -> str | None:
+    """The venue an order names (``exchange``, any case), checked against the configured venues: a name not
+    among them is a 422 naming the field and the venues there are. None: not named (the router's policy)."""
+    if raw is None:
+        return None
+    name = raw.strip().lower()
+    names = venue_names(settings)
+    if name not in names:
+        raise ApiError(
+            422, "Validation failed",
+            f"exchange {raw!r} is not a configured venue (EXCHANGES: {', '.join(names)})",
+            field="exchange", code="UNKNOWN_EXCHANGE",
+        )  # fmt: skip
+    return name
+
+
+def _request(body: PlaceOrder, settings: Settings) -> OrderRequest:
+    exchange = exchange_of(body.exchange, settings)
     return OrderRequest(
         client_order_id=body.client_order_id or f"api-{uuid.uuid4().hex}",
         pair=body.pair.upper(),
@@ -102,7 +121,7 @@ def _request(body: PlaceOrder, default_tif: str) -> OrderRequest:
         stop_price=body.stop_price,
         stop_loss=body.stop_loss,
         take_profit=body.take_profit,
-        time_in_force=body.time_in_force or default_tif,  # type: ignore[arg-type]
+        time_in_force=body.time_in_force or settings.DEFAULT_TIME_IN_FORCE,  # type: ignore[arg-type]
         expire_at=body.expire_at,
         post_only=body.post_only,
         reduce_only=body.reduce_only,
@@ -110,6 +129,7 @@ def _request(body: PlaceOrder, default_tif: str) -> OrderRequest:
         paper_trade=body.paper_trade,
         source="api",
         ts=now_ms(),
+        exchange=exchange,
     )
 
 
@@ -216,7 +236,7 @@ async def validate_order(request: web.Request) -> web.Response:
     """Every check of ``POST /api/orders`` (the order's own, the portfolio limits, the sizing advice and
     the user's risk service), nothing placed, nothing reserved: 200 with ``valid`` and the reasons."""
     body: PlaceOrder = await read_json(request, PlaceOrder)  # type: ignore[assignment]
-    req = _request(body, request.app[SETTINGS].DEFAULT_TIME_IN_FORCE)
+    req = _request(body, request.app[SETTINGS])
     bus = request.app[BUS]
     reply: OrderReply = await ask(request, bus.subjects.orders_validate, req, OrderReply, "the risk-gate")  # type: ignore[assignment]
     return json_response(

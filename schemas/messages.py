@@ -215,6 +215,10 @@ class Order(Msg):
     closed_at: int | None = None
     execution_time: int | None = None
     fills: list[FillRef] = msgspec.field(default_factory=list)
+    exchange: str = ""  # = venue, always (set on every construction and decoding): the REST name of the venue
+
+    def __post_init__(self) -> None:
+        self.exchange = self.venue
 
 
 class CancelOrder(Msg):

@@ -45,6 +45,19 @@ AnySide = any_case(SIDES, "the side")
 AnySignal = any_case(SIGNALS, "the signal")
 
 
+VenueName = Annotated[
+    str,
+    msgspec.Meta(
+        max_length=40,
+        description=(
+            "the venue the order must go to: one of the configured venues (EXCHANGES, or the single EXCHANGE), any "
+            "case; absent: the router picks among the venues able to take it. Not configured: 422 UNKNOWN_EXCHANGE"
+        ),
+        examples=["binance"],
+    ),
+]
+
+
 class Rest(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
     pass
 
@@ -71,6 +84,9 @@ class PlaceOrder(RestIn):
     paper_trade: bool | None = None
     risk_check: bool = True
     client_order_id: str | None = None
+    exchange: VenueName | None = (
+        None  # the venue it must go to (a name in EXCHANGES); absent: the router's policy picks
+    )
 
 
 class ModifyBody(RestIn):
@@ -114,6 +130,7 @@ class PlacedOrder(Rest):
     paper_trade: bool | None = None  # false: a live order at a real venue (always set)
     venue: str | None = None
     venue_order_id: str | None = None  # the venue's id once it answered
+    exchange: Annotated[str, msgspec.Meta(description="the order's venue (the same name as venue)")] | None = None
 
 
 class OrderValidation(Rest, kw_only=True):

@@ -40,13 +40,14 @@ PROBLEM_CT = "application/problem+json"
 
 PLACED_KEYS = {
     "orderId", "clientOrderId", "status", "pair", "side", "type", "quantity", "riskValidation", "estimatedCost",
-    "createdAt", "paperTrade", "venue",
+    "createdAt", "paperTrade", "venue", "exchange",
 }  # fmt: skip
 ORDER_KEYS = {
     "orderId", "clientOrderId", "pair", "side", "type", "quantity", "status", "price", "stopPrice", "timeInForce",
     "expireAt", "postOnly", "reduceOnly", "role", "parentOrderId", "linkedOrders", "triggeredAt", "previousStatus",
     "referencePrice",
-    "filledQuantity", "averagePrice", "totalCost", "fees", "feeCurrency", "venue", "paperTrade", "nativeTrigger",
+    "filledQuantity", "averagePrice", "totalCost", "fees", "feeCurrency", "venue", "exchange", "paperTrade",
+    "nativeTrigger", "routing",
     "venueOrderId", "venueStatus",
     "venueFilled", "source", "signalId", "reason", "version", "createdAt", "updatedAt", "closedAt", "executionTime",
     "fills",
@@ -137,6 +138,40 @@ async def api(nats_url, prefix, make_bus):
 
 
 # -- placing orders --------------------------------------------------------------------------------------
+async def test_an_order_names_its_venue_as_exchange_and_every_view_shows_it(api):
+    await api.book([("99.00", "5")], [("100.00", "5")])
+    # any case; the only venue of this deployment is "paper"
+    placed = await api.place(pair="BTC_USDT", side="buy", quantity=0.5, exchange="Paper", clientOrderId="gw-ex-1")
+    assert (placed["exchange"], placed["venue"]) == ("paper", "paper")
+    o = await api.until(placed["orderId"], "filled")
+    assert (o["exchange"], o["venue"]) == ("paper", "paper")
+    page = await api.listed()
+    assert page["orders"] and all(x["exchange"] == x["venue"] for x in page["orders"])
+    status, _, v = await api.call(
+        "POST", "/api/orders/validate", {"pair": "BTC_USDT", "side": "buy", "quantity": 0.1, "exchange": "paper"}
+    )
+    assert status == 200 and v["valid"] is True
+    # a venue that is not configured: 422 naming the field and the venues there are, for placing and validating
+    for path in ("/api/orders", "/api/orders/validate"):
+        got = await api.call("POST", path, {"pair": "BTC_USDT", "side": "buy", "quantity": 0.1, "exchange": "kraken"})
+        p = assert_problem(got, 422, "exchange", "UNKNOWN_EXCHANGE")
+        assert "'kraken'" in p["detail"] and "EXCHANGES: paper" in p["detail"]
+    assert not [x for x in (await api.listed())["orders"] if x["clientOrderId"] != "gw-ex-1"]
+
+
+async def test_an_unknown_exchange_is_refused_naming_the_configured_venues(nats_url, prefix):
+    gw, base = await start_gateway(nats_url, prefix, **EXTRA, EXCHANGES="alpha=paper,beta=paper")
+    try:
+        async with aiohttp.ClientSession() as http:
+            body = {"pair": "BTC_USDT", "side": "buy", "quantity": 0.1, "exchange": "binance"}
+            async with http.post(base + "/api/orders", json=body) as r:
+                got = (r.status, r.content_type, await r.json(content_type=None))
+    finally:
+        await gw.stop()
+    p = assert_problem(got, 422, "exchange", "UNKNOWN_EXCHANGE")
+    assert "EXCHANGES: alpha, beta" in p["detail"]
+
+
 async def test_a_market_order_answers_201_in_the_seed_shape_with_numbers(api):
     await api.book([("99.90", "5")], [("100.00", "5")])
     status, ctype, placed = await api.call(
