@@ -874,16 +874,11 @@ def _check_together(s: Settings) -> None:
 
 
 def _check_venue_modes(s: Settings) -> None:
-    """EXCHANGES and the trading mode: a live venue needs LIVE_TRADING=true, LIVE_TRADING=true a live venue; one
-    paper venue at most."""
+    """EXCHANGES and the trading mode: a live venue needs LIVE_TRADING=true, LIVE_TRADING=true a live venue.
+    Several paper venues may be listed (``alpha=paper,beta=paper``: each its own books and store)."""
     listed = ",".join(s.EXCHANGES)
     venues = [split_entry(e) for e in s.EXCHANGES]
     live = [name for name, ccxt_id in venues if ccxt_id != PAPER]
-    paper = [name for name, ccxt_id in venues if ccxt_id == PAPER]
-    if len(paper) > 1:
-        raise ConfigError(
-            f"EXCHANGES={listed!r} is not allowed: expected at most one paper venue ({', '.join(paper)} are all paper)"
-        )
     if live and not s.LIVE_TRADING:
         raise ConfigError(
             f"EXCHANGES={listed!r} is not allowed without LIVE_TRADING=true: {', '.join(live)} "

@@ -66,7 +66,7 @@ def make_venue_of(cfg: VenueConfig, settings: Settings, bus: Bus, books: BookCac
     if cfg.paper:
         from actors.venues.paper import PaperVenue
 
-        return PaperVenue(settings, bus, books, pairs=cfg.pairs)
+        return PaperVenue(settings, bus, books, pairs=cfg.pairs, name=cfg.name)
     return make_ccxt_venue_of(cfg)
 
 

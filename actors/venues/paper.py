@@ -33,7 +33,7 @@ from actors.venues.base import (
 )
 from bus.client import Bus
 from config.settings import Settings, parse_paper_markets
-from config.venues import PAPER, venue_names
+from config.venues import PAPER, venue_configs
 from domain.matching import MarketSpec, Matcher, SimOrder, SimTrade
 from domain.synthetic import START_PRICES, lot_size, start_price, tick_size
 from schemas.messages import Book, MarketRules, VenueCheck, now_ms
@@ -89,13 +89,19 @@ class PaperVenue:
     authoritative_lookup = True  # its records are in KV, written before it answers: unknown = never got it
 
     def __init__(
-        self, settings: Settings, bus: Bus, books: BookCache | None = None, pairs: tuple[str, ...] | None = None
+        self,
+        settings: Settings,
+        bus: Bus,
+        books: BookCache | None = None,
+        pairs: tuple[str, ...] | None = None,
+        name: str = PAPER,
     ) -> None:
-        if settings.LIVE_TRADING and PAPER not in venue_names(settings):
+        if settings.LIVE_TRADING and not any(v.paper for v in venue_configs(settings)):
             # never paper trade silently when live trading was asked for (paper beside live venues is listed)
             raise VenueStartError(f"the paper venue cannot serve LIVE_TRADING=true on {settings.EXCHANGE}")
         self.settings = settings
         self.pairs = pairs or settings.PAIRS
+        self.name = name  # several paper venues (alpha=paper,beta=paper): each its own name and store
         self.bus = bus
         self.books = books or BookCache(bus)
         self.books.add_hook(self._on_book)  # resting orders match before anything else sees the book
@@ -110,7 +116,9 @@ class PaperVenue:
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def start(self) -> None:
-        self.kv = await self.bus.kv(self.bus.subjects.kv_paper)
+        subjects = self.bus.subjects
+        store = subjects.kv_paper if self.name == PAPER else subjects.bucket_name(f"PAPER_{self.name.upper()}")
+        self.kv = await self.bus.kv(store)
         try:
             entry = await self.kv.get("balances")
             if entry.value:
@@ -233,7 +241,7 @@ class PaperVenue:
     async def check(self) -> VenueCheck:
         ms = float(self.settings.PAPER_LATENCY_MS)
         return VenueCheck(
-            id=self.name, ccxt_id=self.name, ok=True, markets_loaded=True, pairs_listed=True, keys_accepted=None,
+            id=self.name, ccxt_id=PAPER, ok=True, markets_loaded=True, pairs_listed=True, keys_accepted=None,
             balance_read=True, clock_skew_ms=0.0, latency_ms=ms,
         )  # fmt: skip
 

@@ -47,7 +47,7 @@ ORDER_KEYS = {
     "expireAt", "postOnly", "reduceOnly", "role", "parentOrderId", "linkedOrders", "triggeredAt", "previousStatus",
     "referencePrice",
     "filledQuantity", "averagePrice", "totalCost", "fees", "feeCurrency", "venue", "exchange", "paperTrade",
-    "nativeTrigger", "routing",
+    "nativeTrigger", "routing", "fallback",
     "venueOrderId", "venueStatus",
     "venueFilled", "source", "signalId", "reason", "version", "createdAt", "updatedAt", "closedAt", "executionTime",
     "fills",

@@ -200,7 +200,7 @@ async def test_exposure_limits_count_the_positions_of_every_venue(gate: Gate, cl
 
 
 async def test_a_venue_that_does_not_list_the_pair_is_no_candidate(gate: Gate, client: Bus) -> None:
-    await gate(VENUE_SETTINGS='{"alpha": {"PAIRS": "ETH_USDT"}}')
+    await gate(ALPHA_PAIRS="ETH_USDT")
     r = await validate(client, request("eth-only", "1", exchange="alpha"))
     assert not r.ok and (r.code, r.field) == ("UNKNOWN_PAIR", "pair") and "alpha does not list BTC_USDT" in r.detail
     await submit_no_wait(client, request("btc-any", "1"))
