@@ -190,10 +190,8 @@ def decide(order: RouteOrder, policy: Policy, candidates: Sequence[Candidate]) -
         status = _status(c)
         if status == "excluded" or status == "no_pair":
             r = Ranked(c.venue, c.priority, status, c.taker_fee, why=c.excluded)
-        else:
+        else:  # a venue that is down keeps its status, with the price its last book gives (for the record)
             r = _price(order, c, status)
-            if status == "down":
-                r = Ranked(c.venue, c.priority, "down", c.taker_fee, r.fillable, r.average, r.expected, r.total)
         ranked.append(r)
     is_buy = order.side == "buy"
 
