@@ -16,6 +16,8 @@ enough that every order is a real accepted and filled order), then measures, in 
              then N orders.submit requests pipelined with bounded concurrency;
   get        GET /api/portfolio from concurrent keep-alive clients of the load generator;
   valuation  domain.valuation over 1, 100 and 10,000 positions (bench.ledger_bench's code);
+  routing    domain.routing.decide for 3 venues with 20-level books beside one walk_book of one book, in
+             process (``bench/routing.py``): p50 / p99 in microseconds and decisions per second;
   memory     a second, fresh ``tbx run``: resident memory after half and all of 100,000 orders;
   live       the local Binance exchange (its own process) and a third ``tbx run``, in live mode against it:
              a raw signed POST /api/v3/order (and GET) beside orders.submit and POST /api/orders -> the
@@ -59,6 +61,7 @@ import nats.errors
 import nats.js.api
 from nats.aio.msg import Msg as NatsMsg
 
+from bench import routing
 from bench.ledger_bench import VALUATION_SIZES, pct, valuation_samples
 from bus.client import ERROR_HEADER
 from bus.codec import encode
@@ -127,12 +130,13 @@ class Plan:
     drain_s: float = 120.0  # how long we wait for the fills of a phase after its last request
     max_minutes: float = 40.0  # the whole run is stopped past this, whatever it is doing
     live_orders: int = 1000  # the live-venue stage (bench/live_venue.py): orders per path, one at a time
+    routing_calls: int = 20_000  # the routing stage (bench/routing.py): timed decisions (and baseline walks)
 
 
 FULL = Plan()
 QUICK = Plan(
     raw=500, path=200, bus_count=300, signal=200, post_s=10.0, step_s=2.0, flow_signals=3000, flow_orders=3000,
-    get_s=3.0, memory_orders=10_000, drain_s=60.0, max_minutes=10.0, live_orders=100,
+    get_s=3.0, memory_orders=10_000, drain_s=60.0, max_minutes=10.0, live_orders=100, routing_calls=2000,
 )  # fmt: skip
 
 
@@ -907,6 +911,8 @@ async def run(plan: Plan, quick: bool) -> tuple[str, dict[str, Any]]:
         # -------- valuation (nothing else running but an idle nats-server) -----------------------------------
         say("valuation of 1, 100 and 10,000 positions")
         valuation = {n: valuation_samples(n) for n in VALUATION_SIZES}
+        say(f"routing decision: 3 venues x 20 levels, {plan.routing_calls:,} calls")
+        routing_res = routing.measure(plan.routing_calls)
 
         # -------- service B: memory -----------------------------------------------------------------------
         tbx = Tbx(url, tmp, "b")
@@ -1052,6 +1058,7 @@ async def run(plan: Plan, quick: bool) -> tuple[str, dict[str, Any]]:
                 p50Ms=pct(xs, 50),
                 p99Ms=pct(xs, 99),
             )
+    routing.add_rows(t, routing_res)
     n_mem = plan.memory_orders
     t.value("tbx run resident memory at start (fresh)", f"{rss0:.0f} MB", rss=rss0)
     t.value(f"  after {half:,} orders", f"{rss1:.0f} MB", rss=rss1)
@@ -1071,6 +1078,8 @@ async def run(plan: Plan, quick: bool) -> tuple[str, dict[str, Any]]:
         growth=growth,
     )
 
+    # issue 17's "submit -> fill with routing on vs off" belongs to the live stage (several venues): its rows
+    # go in live_venue.add_rows, its figures in live_venue.summary (see bench/routing.py)
     live_venue.add_rows(t, live)
 
     title = (
@@ -1117,6 +1126,7 @@ async def run(plan: Plan, quick: bool) -> tuple[str, dict[str, Any]]:
         },
         logProblems={"a": dict(problems_a), "b": dict(problems_b), "live": live["logProblems"]},
         liveVenue=live_venue.summary(live),
+        routing=routing_res,
     )
     return text, out
 
@@ -1180,6 +1190,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--step-seconds", type=float, help="seconds per target rate of the search (default 6)")
     p.add_argument("--steps", help="target rates of the search, comma-separated (default 100,...,2000)")
     p.add_argument("--live-orders", type=int, help="orders per path of the live-venue stage (default 1,000)")
+    p.add_argument("--routing-calls", type=int, help="timed calls of the routing stage (default 20,000)")
     p.add_argument("--out", default=str(RESULTS / "harness"), help="write OUT.txt and OUT.json")
     return p.parse_args(argv)
 
@@ -1197,6 +1208,8 @@ def main(argv: list[str] | None = None) -> int:
         plan = replace(plan, steps=tuple(int(x) for x in a.steps.split(",")))
     if a.live_orders:
         plan = replace(plan, live_orders=a.live_orders)
+    if a.routing_calls:
+        plan = replace(plan, routing_calls=a.routing_calls)
     try:
         import uvloop
 

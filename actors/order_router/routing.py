@@ -12,15 +12,18 @@ other eligible venues, best first, its ``fallback``. The decision itself is pure
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from actors.books import BookCache
 from config.settings import Settings
-from domain.routing import Candidate, decide
+from domain.routing import Candidate, decide, levels_for, route_order
 from schemas.messages import Book, Order, OrderRequest
 
 if TYPE_CHECKING:
     from actors.order_router.session import VenueSession
+
+ZERO = Decimal(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,17 +59,25 @@ class Router:
         for i, name in enumerate(names):
             session = self.sessions[name]
             rules = session.rules.get(req.pair)
-            excluded = None if allowed is None or name in allowed else "cannot take it (risk: pair, rules or balance)"
-            book = self.book_of(name, req.pair)
-            levels = (book.asks if req.side == "buy" else book.bids) if book is not None else None
-            fee = rules.taker_fee if rules else None
-            up, listed = session.up(), self.lists(name, req.pair)
-            candidates.append(Candidate(name, i, levels, fee, up, listed, excluded))
-        limit = req.price if req.type == "limit" else None
-        d = decide(req.side, req.quantity, limit, self.settings.ROUTING, candidates, req.pair)
+            excluded = None if allowed is None or name in allowed else "ruled out by the risk gate (rules or balance)"
+            candidates.append(
+                Candidate(
+                    venue=name,
+                    priority=i,
+                    levels=levels_for(self.book_of(name, req.pair), req.side),
+                    taker_fee=rules.taker_fee if rules is not None else ZERO,
+                    up=session.up(),
+                    lists_pair=self.lists(name, req.pair),
+                    excluded=excluded,
+                )
+            )
+        try:
+            d = decide(route_order(req), self.settings.ROUTING, candidates)  # type: ignore[arg-type]
+        except ValueError as e:
+            return Choice(None, f"not routed: {e}", [])
         if d.venue is None:
             return Choice(None, d.reason, [])
-        return Choice(d.venue, d.reason, d.fallback)
+        return Choice(d.venue, d.reason, [r.venue for r in d.ranked if r.eligible and r.venue != d.venue])
 
     def next_venue(self, o: Order) -> tuple[str | None, list[str]]:
         """The first venue of the order's fallback that can take it now, and those after it."""
