@@ -356,10 +356,10 @@ def _one_venue_id(venue: str | None, pair: str, cycle: int) -> str:
 
 def position_id(venue: str | None, pair: str, cycle: int, only_venue: str | None) -> str:
     """A position's id: ``POS_<cycle>_<pair>`` as before books were kept per venue when the venue is the
-    deployment's only one (ids of one-venue deployments do not change), else ``POS_<cycle>_<pair>@<venue>``
+    deployment's only one (ids of one-venue deployments do not change), else ``POS_<cycle>_<pair>:<venue>``
     (the same pair on two venues is two positions)."""
     base = f"POS_{cycle:03d}_{pair}"
-    return base if venue is None or venue == only_venue else f"{base}@{venue}"
+    return base if venue is None or venue == only_venue else f"{base}:{venue}"
 
 
 def combined_marks(ledgers: Iterable[Ledger], marks: Mapping[str, Decimal]) -> dict[str, Decimal]:

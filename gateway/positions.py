@@ -83,8 +83,8 @@ async def close_all(request: web.Request) -> web.Response:
         reply = await _close(request, pos)
         if reply.ok and reply.order is not None:
             out.orders.append(placed_order(reply))
-        else:  # keyed by pair (PAIR@venue when the position id names its venue: several venues)
-            key = f"{pos.pair}@{pos.exchange}" if "@" in pos.id else pos.pair
+        else:  # keyed by pair (PAIR:venue when the position id names its venue: several venues)
+            key = f"{pos.pair}:{pos.exchange}" if ":" in pos.id else pos.pair
             out.failed[key] = f"{reply.code}: {reply.detail}"
     return json_response(out)
 

@@ -251,8 +251,8 @@ def test_the_snapshot_has_each_venues_books_and_the_totals() -> None:
     assert s.realized_pnl == bn.summary.realized_pnl + al.summary.realized_pnl == D("-0.31")
     assert snap.fills_applied == 3
     # ids: unique, stable, naming the venue (several venues)
-    assert {p.id for p in snap.positions} == {"POS_001_BTC_USDT@alpaca", "POS_001_BTC_USDT@binance",
-                                              "POS_001_ETH_USDT@alpaca"}  # fmt: skip
+    assert {p.id for p in snap.positions} == {"POS_001_BTC_USDT:alpaca", "POS_001_BTC_USDT:binance",
+                                              "POS_001_ETH_USDT:alpaca"}  # fmt: skip
     # positionSize: of the total value at the top level, of the venue's in byExchange
     top = next(p for p in snap.positions if p.exchange == "binance")
     assert top.risk_metrics.position_size == D("0.078697")  # 240 / 3049.69
@@ -294,7 +294,7 @@ def test_a_position_event_names_its_venue() -> None:
     b = two_venues()
     view = venue_position_view(b, "alpaca", "BTC_USDT", {"BTC_USDT": D(120)}, DayStart(), D(3000))
     assert (view.exchange, view.id, view.quantity, view.unrealized_pnl) == (
-        "alpaca", "POS_001_BTC_USDT@alpaca", D(1), D(10))  # fmt: skip
+        "alpaca", "POS_001_BTC_USDT:alpaca", D(1), D(10))  # fmt: skip
 
 
 def test_without_a_book_every_venue_is_valued_at_the_latest_fill_price_of_the_pair() -> None:
