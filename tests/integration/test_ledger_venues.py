@@ -78,7 +78,7 @@ async def test_fills_of_two_venues_make_two_books_exact_and_a_restart_gives_the_
         s = await booked(client, 4)
         a, b = s.by_exchange["alpha"], s.by_exchange["beta"]
         assert list(s.by_exchange) == ["alpha", "beta"]
-        # alpha: 1000 - 200 - 0.2 + 120 - 0.12 USDT, 1 BTC left at 100, realized -0.2 + 20 - 0.12 (fees are realized as paid)
+        # alpha: 1000 - 200 - 0.2 + 120 - 0.12 USDT, 1 BTC left at 100, realized -0.2 + 20 - 0.12
         assert [(x.currency, x.total, x.available) for x in a.balances] == [
             ("USDT", D("919.68"), D("919.68")), ("BTC", D(1), D(1))]  # fmt: skip
         assert [(p.exchange, p.pair, p.quantity, p.average_price) for p in a.positions] == [
