@@ -443,6 +443,7 @@ def books_snapshot(
     parts = [(v, books.of(v), days.get(v, DayStart())) for v in books.names()]
     by_exchange: dict[str, ExchangePortfolio] = {}
     day_equity = ZERO
+    val = None
     for v, led, day in parts:
         val = _valuate([(v, led, day)], led.balances, cm, conv, r, id_of)
         by_exchange[v] = ExchangePortfolio(
@@ -451,7 +452,8 @@ def books_snapshot(
             balances=val.balance_views,
         )
         day_equity += day.equity if day.day else val.total_value  # a venue without a day start: no day P&L
-    every = _valuate(parts, books.balances(), cm, conv, r, id_of)
+    # one venue: its valuation is the total's (the same figures, valued once)
+    every = val if val is not None and len(parts) == 1 else _valuate(parts, books.balances(), cm, conv, r, id_of)
     any_day = any(day.day for _, _, day in parts)
     return PortfolioSnapshot(
         summary=every.summary(r, conv, day_equity if any_day else None),
