@@ -23,6 +23,19 @@ are a fold over FILLS, ORDERS and ADJUSTMENTS: every instance follows ADJUSTMENT
 adjustment once (by id), after the fills it was made after, live, from a snapshot or from zero alike.
 An ``opening`` reading (no fills yet) replaces the INITIAL_BALANCE-based books and starts the
 performance figures again from what the opening balances are worth.
+
+Books per venue (issue 17): a ``VenueLedgers``, one ``Ledger`` per venue (``config.venues``: EXCHANGES, or
+the one venue). A fill is booked on its venue's ledger (``Fill.venue``; a venue not configured gets a ledger
+of its own, starting empty: never lost), an order's lock on its venue's (``Order.venue``; the lock follows an
+order moved to another venue), a reading and its adjustments on that venue's. What is per venue and what
+is a total:
+- per venue: positions (one per venue and pair, naming its ``exchange``), balances and what is available,
+  the reconciliation with a live venue's readings, the NEGATIVE_BALANCE breaches (a balance below what the
+  settings allow on one venue is a breach even when another venue holds the currency; the alert names the
+  venue), the day start of each venue's figures;
+- totals over the venues: equity, the equity curve and every performance figure, the portfolio's
+  top-level summary / positions / balances (``byExchange`` has each venue's), day P&L (the venues' summed),
+  the history of closed cycles (each naming its venue).
 """
 
 from __future__ import annotations
@@ -33,6 +46,7 @@ from collections.abc import Callable
 from decimal import Decimal
 
 import msgspec
+import nats.js.errors
 
 from actors.base import Actor
 from actors.books import BookCache
@@ -41,12 +55,23 @@ from bus.client import Bus, Envelope
 from bus.codec import DecodeFailure
 from bus.errors import RequestFailed, Transient
 from config.settings import PARSERS, Settings, parse_balance_dust, parse_currency_precision
+from config.venues import venue_names
 from domain.ids import day_key
 from domain.ledger import Ledger, LedgerError
 from domain.performance import EquityTracker, report
 from domain.recent import FILL_DEDUPE_WINDOW, RecentIds
 from domain.reconcile import Journal, as_of, changes, dust_of, reading_problem, venue_figures
-from domain.valuation import ZERO, DayStart, Rounding, cycle_view, equity, position_view, roll_day, snapshot
+from domain.valuation import (
+    ZERO,
+    DayStart,
+    Rounding,
+    books_equity,
+    books_snapshot,
+    cycle_view,
+    roll_days,
+    venue_position_view,
+)
+from domain.venue_ledgers import VenueLedgers
 from schemas.messages import (
     BalanceAdjusted,
     BalanceMismatch,
@@ -57,6 +82,7 @@ from schemas.messages import (
     Performance,
     PortfolioSnapshot,
     PositionsHistory,
+    PositionView,
     RiskAlert,
     RiskMetricsView,
     VenueBalances,
@@ -72,10 +98,12 @@ READING_WAIT_S = 10.0  # a reading waits this long for its fills (and order chan
 
 
 class LedgerState(msgspec.Struct):
-    """What a snapshot holds: the books and where in the streams they stand."""
+    """What a snapshot holds: the books and where in the streams they stand.
 
-    ledger: Ledger
-    day: DayStart
+    ``books`` and ``days``: the books and day starts per venue. A snapshot written before books were kept
+    per venue has ``ledger`` and ``day`` instead (one Ledger): it is restored as the books of the venue its
+    fills name (``_legacy_venue``). The journals' currencies are ``<venue>:<currency>``."""
+
     tracker: EquityTracker
     applied: list[str]  # the latest fill ids booked, oldest first (at most FILL_DEDUPE_WINDOW)
     fills_seq: int
@@ -85,6 +113,10 @@ class LedgerState(msgspec.Struct):
     fill_journal: Journal | None = None  # what the recent fills changed (a reading looks back with it)
     order_journal: Journal | None = None  # what the recent order changes changed in what is locked
     readings: dict[str, int] = msgspec.field(default_factory=dict)  # venue -> ts of the last reading compared
+    books: VenueLedgers | None = None
+    days: dict[str, DayStart] = msgspec.field(default_factory=dict)  # venue -> its day start
+    ledger: Ledger | None = None  # before books per venue
+    day: DayStart | None = None  # before books per venue
 
 
 class PortfolioLedger(Actor):
@@ -92,19 +124,20 @@ class PortfolioLedger(Actor):
 
     def __init__(self, settings: Settings, bus: Bus) -> None:
         super().__init__(settings, bus)
-        self.ledger = Ledger(settings.BASE_CURRENCY, settings.INITIAL_BALANCE)
+        self.venues = tuple(venue_names(settings))  # the configured venues, in priority order
+        self.ledgers = VenueLedgers(settings.BASE_CURRENCY, settings.INITIAL_BALANCE, self.venues)
         self.books = BookCache(bus)
         self.marks: dict[str, Decimal] = self.books.mids  # marks are the mids of the latest books
-        self.day = DayStart()
-        self.tracker = EquityTracker(settings.INITIAL_BALANCE)
+        self.days: dict[str, DayStart] = {}  # venue -> its day start
+        self.tracker = EquityTracker(self.ledgers.initial_total)
         self.applied = RecentIds(FILL_DEDUPE_WINDOW)
         self.last_seq = 0
         self.orders_seq = 0
         self.saved_at = (-1, -1, -1)
         self.live = False
         self.rejected = 0
-        self.alerted: set[str] = set()
-        self.dirty: set[str] = set()  # pairs changed while catching up
+        self.alerted: set[tuple[str, str]] = set()  # (venue, currency) below what the settings allow
+        self.dirty: set[tuple[str, str]] = set()  # (venue, pair) changed while catching up
         self.rounding = Rounding(parse_currency_precision(settings.CURRENCY_PRECISION))
         self.bridge = settings.CONVERSION_BRIDGE
         self.allow_short = settings.ALLOW_SHORT  # as the risk-gate's limits say (_follow_limits)
@@ -146,14 +179,13 @@ class PortfolioLedger(Actor):
         self.live = True
         await self.books.start()  # marks from now on (a replay values at the fills' own prices)
         await self._check_negative()
-        total = equity(self.ledger, self.marks, self.bridge)
-        for pair in sorted(self.dirty):  # what changed while we were away, announced once we are back
-            view = position_view(self.ledger, pair, self.marks, self.day, total, self.rounding, self.bridge)
-            await self.bus.js_publish(self.subjects.position_events(pair), view)
+        total = books_equity(self.ledgers, self.marks, self.bridge)
+        for venue, pair in sorted(self.dirty):  # what changed while we were away, announced once we are back
+            await self.bus.js_publish(self.subjects.position_events(pair), self._position(venue, pair, total))
         self.dirty.clear()
         self.log.info(
-            "books rebuilt: {} fills (stream seq {}), {} working orders locking funds",
-            self.ledger.fills_applied, self.last_seq, len(self.ledger.locks),
+            "books rebuilt: {} fills (stream seq {}) on {} venue(s), {} working orders locking funds",
+            self.ledgers.fills_applied, self.last_seq, len(self.ledgers.ledgers), self.ledgers.locks,
         )  # fmt: skip
         for what, type_, handler in (
             ("portfolio", Empty, self._on_query),
@@ -177,11 +209,11 @@ class PortfolioLedger(Actor):
 
     def stats(self) -> dict[str, int | float | str]:
         return {
-            "fills": self.ledger.fills_applied,
+            "fills": self.ledgers.fills_applied,
             "lastFillSeq": self.last_seq,
             "rejectedFills": self.rejected,
             "balanceMismatches": self.mismatches,
-            "equity": str(equity(self.ledger, self.marks, self.bridge)),
+            "equity": str(books_equity(self.ledgers, self.marks, self.bridge)),
         }
 
     # -- snapshots -------------------------------------------------------------------------------------
@@ -194,7 +226,11 @@ class PortfolioLedger(Actor):
         except (msgspec.ValidationError, msgspec.DecodeError) as e:
             self.log.warning("snapshot unreadable ({}): rebuilding from the streams", e)
             return
-        if (st.ledger.base_currency, st.ledger.initial_balance) != (
+        kept = st.books if st.books is not None else st.ledger
+        if kept is None:
+            self.log.warning("snapshot holds no books: rebuilding from the streams")
+            return
+        if (kept.base_currency, kept.initial_balance) != (
             self.settings.BASE_CURRENCY, self.settings.INITIAL_BALANCE,
         ):  # fmt: skip
             self.log.warning("snapshot taken with another BASE_CURRENCY / INITIAL_BALANCE: rebuilding from the streams")
@@ -210,15 +246,46 @@ class PortfolioLedger(Actor):
         if st.fills_seq > fills_last or st.orders_seq > orders_last or st.adjustments_seq > adjustments_last:
             self.log.warning("snapshot is ahead of the streams (were they recreated?): rebuilding from the streams")
             return
-        self.ledger, self.day, self.tracker = st.ledger, st.day, st.tracker
+        fill_journal, order_journal = st.fill_journal, st.order_journal
+        if st.books is not None:
+            self.ledgers, self.days = st.books, dict(st.days)
+        elif st.ledger is not None:  # a snapshot of one Ledger: the books of the venue its fills name
+            venue = await self._legacy_venue(st.ledger, st.fills_seq)
+            self.ledgers = VenueLedgers(self.settings.BASE_CURRENCY, self.settings.INITIAL_BALANCE, ())
+            self.ledgers.ledgers[venue] = st.ledger
+            orders = st.ledger.locks.keys() | st.ledger.filled_by_fills.keys()
+            self.ledgers.lock_venue = dict.fromkeys(orders, venue)
+            self.days = {venue: st.day} if st.day is not None else {}
+            fill_journal = _journal_of(fill_journal, venue)
+            order_journal = _journal_of(order_journal, venue)
+            self.log.info("snapshot of one ledger (before books per venue): restored as the books of {}", venue)
+        self.ledgers.configure(self.venues)  # a venue configured since gets its (initial) books
+        self.tracker = st.tracker
         self.applied = RecentIds(FILL_DEDUPE_WINDOW, st.applied)
         self.last_seq, self.orders_seq = st.fills_seq, st.orders_seq
         self.adjustments_followed = st.adjustments_seq
-        self.fill_journal = st.fill_journal or Journal(floor=st.fills_seq)
-        self.order_journal = st.order_journal or Journal(floor=now_ms())
+        self.fill_journal = fill_journal or Journal(floor=st.fills_seq)
+        self.order_journal = order_journal or Journal(floor=now_ms())
         self.readings = dict(st.readings)
         self.saved_at = (self.last_seq, self.orders_seq, self.adjustments_seq())
         self.log.info("snapshot loaded: fills up to seq {}, orders up to seq {}", self.last_seq, self.orders_seq)
+
+    async def _legacy_venue(self, ledger: Ledger, fills_seq: int) -> str:
+        """The venue whose books a snapshot of one Ledger holds: the venue its fills name (the last one it
+        booked, read from the FILLS stream), else the venue of its adjustments, else the first configured
+        venue (a one-venue deployment: the only venue)."""
+        stream = self.subjects.s_fills
+        for seq in range(fills_seq, max(0, fills_seq - 50), -1):  # the last fill booked (or one shortly before)
+            try:
+                msg = await self.bus.js.get_msg(stream, seq)
+                return msgspec.json.decode(msg.data or b"", type=Fill).venue
+            except (nats.js.errors.NotFoundError, msgspec.ValidationError, msgspec.DecodeError):
+                continue  # gone (the stream's limits), or not a fill: look further back
+        if ledger.opened_at_venue:
+            return ledger.opened_at_venue
+        if ledger.adjustments:
+            return ledger.adjustments[-1].venue
+        return self.venues[0] if self.venues else "paper"
 
     def adjustments_seq(self) -> int:
         """The ADJUSTMENTS position the books stand at: every adjustment up to it is in them."""
@@ -231,9 +298,9 @@ class PortfolioLedger(Actor):
         if not self.live or (not force and self.saved_at == at):
             return
         state = LedgerState(
-            self.ledger, self.day, self.tracker, list(self.applied), self.last_seq, self.orders_seq,
+            self.tracker, list(self.applied), self.last_seq, self.orders_seq,
             fold=FOLD_VERSION, adjustments_seq=at[2], fill_journal=self.fill_journal,
-            order_journal=self.order_journal, readings=dict(self.readings),
+            order_journal=self.order_journal, readings=dict(self.readings), books=self.ledgers, days=self.days,
         )  # fmt: skip
         await self.snapshots.save(msgspec.json.encode(state))
         self.saved_at = at
@@ -258,33 +325,49 @@ class PortfolioLedger(Actor):
             self.last_seq = max(self.last_seq, seq)
             return False
         # a fill belongs to the day it happened, live or replayed (days only move forward)
-        self.day = roll_day(self.ledger, self.marks, self.day, day_key(fill.timestamp), self.bridge)
+        self.days = roll_days(self.ledgers, self.marks, self.days, day_key(fill.timestamp), self.bridge)
         currencies = pair_currencies(fill.pair)
-        before = self.ledger.figures(currencies)
+        venue = self.ledgers.venue_of(fill.venue)  # (a one-venue deployment books every fill on its venue)
+        before = self._figures([venue], currencies)
         try:
-            self.ledger.apply_fill(fill)
+            self.ledgers.apply_fill(fill)
         except LedgerError as e:
             self.rejected += 1
             self.last_seq = max(self.last_seq, seq)
             return e
-        self.fill_journal.record(seq, before, self.ledger.figures(currencies))
+        if venue not in self.days:  # a venue first seen now (not configured): its day starts now
+            self.days = roll_days(self.ledgers, self.marks, self.days, day_key(fill.timestamp), self.bridge)
+        self.fill_journal.record(seq, before, self._figures([venue], currencies))
         self.applied.add(fill.fill_id)
         self.last_seq = max(self.last_seq, seq)
         if not self.live:
-            self.dirty.add(fill.pair)
+            self.dirty.add((venue, fill.pair))
         return True
+
+    def _figures(self, venues: list[str], currencies: tuple[str, str]) -> dict[str, tuple[Decimal, Decimal]]:
+        """(total, locked) of the venues' currencies, keyed ``<venue>:<currency>`` (the journals' keys)."""
+        out = {}
+        for v in venues:
+            for c, figures in self.ledgers.of(v).figures(currencies).items():
+                out[f"{v}:{c}"] = figures
+        return out
+
+    def _position(self, venue: str, pair: str, total: Decimal) -> PositionView:
+        day = self.days.get(venue, DayStart())
+        return venue_position_view(self.ledgers, venue, pair, self.marks, day, total, self.rounding, self.bridge)
 
     async def _after_fill(self, fill: Fill) -> None:
         await self._check_negative()
-        total = equity(self.ledger, self.marks, self.bridge)
-        view = position_view(self.ledger, fill.pair, self.marks, self.day, total, self.rounding, self.bridge)
+        venue = self.ledgers.venue_of(fill.venue)
+        view = self._position(venue, fill.pair, books_equity(self.ledgers, self.marks, self.bridge))
         await self.bus.js_publish(self.subjects.position_events(fill.pair), view, msg_id=f"pos:{fill.fill_id}")
 
     async def _on_order(self, ev: OrderEvent, env: Envelope) -> None:
         currencies = pair_currencies(ev.order.pair)
-        before = self.ledger.figures(currencies)
-        self.ledger.apply_order(ev.order)
-        self.order_journal.record(env.stored_at or now_ms(), before, self.ledger.figures(currencies))
+        venues = self.ledgers.lock_venues(ev.order)  # where its lock was, and where it is now
+        before = self._figures(venues, currencies)
+        self.ledgers.apply_order(ev.order)
+        self.order_journal.record(env.stored_at or now_ms(), before, self._figures(venues, currencies))
         self.orders_seq = max(self.orders_seq, env.seq or 0)
         if self.live:
             await self._check_negative()
@@ -309,12 +392,12 @@ class PortfolioLedger(Actor):
                 self._apply_adjustment(a)
 
     def _apply_adjustment(self, adj: BalanceAdjusted) -> None:
-        if not self.ledger.apply_adjustment(adj):
+        if not self.ledgers.apply_adjustment(adj):
             return  # in the books already
-        # an opening: the performance figures (and the day) start again from the opening balances
+        # an opening: the performance figures (and the venue's day) start again from the opening balances
         key = f"{adj.venue}:{adj.reading_seq}"
-        if adj.reason == "opening" and self.tracker.open_at(key, equity(self.ledger, self.marks, self.bridge)):
-            self.day = DayStart()
+        if adj.reason == "opening" and self.tracker.open_at(key, books_equity(self.ledgers, self.marks, self.bridge)):
+            self.days.pop(adj.venue, None)  # taken again at the next valuation, from the opening balances
         if self.live:
             self.log.info(
                 "{} {} {}: total {} -> {}, available {} -> {} (adjustment {})", adj.reason, adj.venue, adj.currency,
@@ -372,12 +455,15 @@ class PortfolioLedger(Actor):
                 "remembered); the next reading will be compared", r.venue, at,
             )  # fmt: skip
             return
-        now = {c: (b.total, b.locked, b.correction) for c, b in self.ledger.balances.items()}
-        books = as_of(now, self.fill_journal.since(at), self.order_journal.since(cut))
-        opening = r.opening and self.ledger.fills_applied == 0
+        ledger = self.ledgers.of(r.venue)  # the reading is compared with that venue's books only
+        now = {c: (b.total, b.locked, b.correction) for c, b in ledger.balances.items()}
+        books = as_of(
+            now, _of_venue(self.fill_journal.since(at), r.venue), _of_venue(self.order_journal.since(cut), r.venue)
+        )
+        opening = r.opening and ledger.fills_applied == 0
         if r.opening and not opening:
             self.log.warning("opening balances of {} with {} fills booked: compared as any reading", r.venue,
-                             self.ledger.fills_applied)  # fmt: skip
+                             ledger.fills_applied)  # fmt: skip
         if opening:
             found = changes(books, venue_figures(r), lambda c: ZERO)
         else:
@@ -436,12 +522,12 @@ class PortfolioLedger(Actor):
         if not self.limits_known and time.monotonic() - self.started_mono < LIMITS_GRACE_S:
             return  # decided once the risk-gate says what ALLOW_SHORT is (or the grace is over)
         allow_short = self.allow_short
-        breached = set(self.ledger.breaches(allow_short))
+        breached = set(self.ledgers.breaches(allow_short))  # (venue, currency): per venue
         new, self.alerted = breached - self.alerted, breached  # decided before any await: no double alerts
-        for currency in sorted(new):
-            b = self.ledger.balance(currency)
+        for venue, currency in sorted(new):
+            b = self.ledgers.of(venue).balance(currency)
             what = "below its short positions" if allow_short else "below zero"
-            msg = f"{currency} balance {what}: total {b.total}, available {b.available} (locked {b.held})"
+            msg = f"{currency} balance on {venue} {what}: total {b.total}, available {b.available} (locked {b.held})"
             self.log.error(msg)
             await self.bus.js_publish(
                 self.subjects.risk_events,
@@ -473,12 +559,12 @@ class PortfolioLedger(Actor):
     # -- valuation -------------------------------------------------------------------------------------
     def current(self) -> PortfolioSnapshot:
         now = now_ms()
-        self.day = roll_day(self.ledger, self.marks, self.day, day_key(now), self.bridge)
-        return snapshot(self.ledger, self.marks, self.day, now, self.last_seq, self.rounding, self.bridge)
+        self.days = roll_days(self.ledgers, self.marks, self.days, day_key(now), self.bridge)
+        return books_snapshot(self.ledgers, self.marks, self.days, now, self.last_seq, self.rounding, self.bridge)
 
     async def revalue(self) -> PortfolioSnapshot:
         snap = self.current()
-        total = equity(self.ledger, self.marks, self.bridge)
+        total = books_equity(self.ledgers, self.marks, self.bridge)
         self.tracker.settle(total, complete=not snap.summary.unconverted)  # an opening still valued provisionally
         self.tracker.sample(snap.ts, total)
         await self.bus.js_publish(self.subjects.portfolio_events, snap)
@@ -494,12 +580,27 @@ class PortfolioLedger(Actor):
     async def _on_history(self, q: HistoryQuery, env: Envelope) -> None:
         limit = max(1, min(q.limit, MAX_HISTORY_PAGE))
         found = [
-            c
-            for c in reversed(self.ledger.history)
+            (v, c)
+            for v, c in reversed(self.ledgers.history())
             if (q.pair is None or c.pair == q.pair) and (q.since is None or c.closed_at >= q.since)
         ][:limit]
-        await self.bus.respond(env, PositionsHistory(positions=[cycle_view(c, self.rounding) for c in found]))
+        views = [cycle_view(c, self.rounding, v) for v, c in found]
+        await self.bus.respond(env, PositionsHistory(positions=views))
 
     async def _on_performance(self, q: Empty, env: Envelope) -> None:
-        perf: Performance = report(self.ledger, self.tracker, self.marks, now_ms(), self.rounding, self.bridge)
+        perf: Performance = report(self.ledgers, self.tracker, self.marks, now_ms(), self.rounding, self.bridge)
         await self.bus.respond(env, perf)
+
+
+def _of_venue(changes: dict[str, tuple[Decimal, Decimal]], venue: str) -> dict[str, tuple[Decimal, Decimal]]:
+    """A journal's changes (keyed ``<venue>:<currency>``) of one venue, keyed by currency."""
+    prefix = f"{venue}:"
+    return {k[len(prefix) :]: v for k, v in changes.items() if k.startswith(prefix)}
+
+
+def _journal_of(journal: Journal | None, venue: str) -> Journal | None:
+    """A journal of a snapshot of one Ledger (keyed by currency) as the journal of that venue's books."""
+    if journal is None:
+        return None
+    entries = [(k, {f"{venue}:{c}": d for c, d in delta.items()}) for k, delta in journal.entries]
+    return Journal(size=journal.size, floor=journal.floor, entries=entries)

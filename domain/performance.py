@@ -32,9 +32,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from domain.ledger import ClosedCycle, Ledger
-from domain.valuation import DEFAULT_BRIDGE, EXACT_ENOUGH, Converter, Rounding
+from domain.ledger import ClosedCycle, Ledger, Position
+from domain.valuation import DEFAULT_BRIDGE, EXACT_ENOUGH, Converter, Rounding, books_equity, combined_marks
 from domain.valuation import equity as total_equity
+from domain.venue_ledgers import VenueLedgers
 from schemas.messages import EquityPoint, PairPerformance, Performance, PeriodReturn, TradeStatsView
 from schemas.subjects import pair_currencies
 
@@ -198,12 +199,15 @@ class EquityTracker:
     max_dd_pct: Decimal = ZERO
     opening: str | None = None  # the reading whose balances became the opening balances (venue:seq)
     opening_pending: bool = False  # the starting equity still follows the marks (not every currency converted yet)
+    openings: list[str] = field(default_factory=list)  # every opening adopted (several venues: one each)
 
     def open_at(self, key: str, equity: Decimal) -> bool:
-        """Start again from a venue's opening balances worth ``equity`` (provisional until ``settle``).
-        False when that opening was adopted already (a replay)."""
-        if self.opening == key:
+        """Start again from a venue's opening balances worth ``equity`` (provisional until ``settle``): the
+        equity of every venue's books, so with several live venues each one's opening starts the figures
+        again. False when that opening was adopted already (a replay, of any venue's opening)."""
+        if self.opening == key or key in self.openings:
             return False
+        self.openings.append(key)
         self.initial, self.opening, self.opening_pending = equity, key, True
         self.curve, self.closes, self.peak, self.max_dd, self.max_dd_pct = [], {}, None, ZERO, ZERO
         return True
@@ -259,17 +263,28 @@ def _stats_view(t: TradeStats, r: Rounding, currency: str) -> TradeStatsView:
 
 
 def report(
-    ledger: Ledger,
+    ledger: Ledger | VenueLedgers,
     tracker: EquityTracker,
     marks: dict[str, Decimal],
     ts: int,
     r: Rounding = EXACT_ENOUGH,
     bridge: str = DEFAULT_BRIDGE,
 ) -> Performance:
-    """Everything ``GET /api/performance`` shows, from the books, the equity samples and the closed cycles."""
-    base = ledger.base_currency
-    conv = Converter(ledger, marks, bridge)
-    now_equity = total_equity(ledger, marks, bridge)
+    """Everything ``GET /api/performance`` shows, from the books, the equity samples and the closed cycles.
+
+    Books per venue (``VenueLedgers``): every figure is a total over the venues - the equity (their sum,
+    every venue valued at the same prices), the round trips of every venue, and per pair the figures of
+    that pair on every venue added up (each venue's position is its own round trips)."""
+    if isinstance(ledger, VenueLedgers):
+        ledgers = [led for _, led in ledger]
+        marks = combined_marks(ledgers, marks)
+        base = ledger.base_currency
+        now_equity = books_equity(ledger, marks, bridge)
+    else:
+        ledgers = [ledger]
+        base = ledger.base_currency
+        now_equity = total_equity(ledger, marks, bridge)
+    conv = Converter(ledgers[0] if ledgers else Ledger(base, ZERO), marks, bridge)
     points = [*tracker.curve, (ts, now_equity)] if not tracker.curve or tracker.curve[-1][0] < ts else tracker.curve
     daily_points = tracker.daily_points()
     if not daily_points or daily_points[-1][0] < ts:
@@ -291,20 +306,27 @@ def report(
         return [PeriodReturn(period=k, value=r.ratio(v), equity=r.money(last[k], base)) for k, v in items]
 
     by_pair: dict[str, list[ClosedCycle]] = {}
-    for c in ledger.history:
-        by_pair.setdefault(c.pair, []).append(c)
+    for led in ledgers:
+        for c in led.history:
+            by_pair.setdefault(c.pair, []).append(c)
+    for cycles in by_pair.values():
+        cycles.sort(key=lambda c: c.closed_at)
+    positions: dict[str, list[Position]] = {}
+    for led in ledgers:
+        for pair, p in led.positions.items():
+            positions.setdefault(pair, []).append(p)
     per_pair = []
     unconverted: set[str] = set()
     converted_cycles: list[ClosedCycle] = []
     rate_of: dict[str, Decimal] = {}
     fees_paid = ZERO
-    for pair in sorted(by_pair.keys() | ledger.positions.keys()):
-        pos = ledger.positions.get(pair)
+    for pair in sorted(by_pair.keys() | positions.keys()):
+        held = positions.get(pair, [])
         quote = pair_currencies(pair)[1]
         mark = conv.mark(pair)
-        unrealized = pos.unrealized(mark) if pos is not None and mark is not None else ZERO
-        realized = pos.realized_pnl if pos else ZERO
-        fees = pos.fees if pos else ZERO
+        unrealized = sum((p.unrealized(mark) for p in held), ZERO) if mark is not None else ZERO
+        realized = sum((p.realized_pnl for p in held), ZERO)
+        fees = sum((p.fees for p in held), ZERO)
         cycles = by_pair.get(pair, [])
         rate = conv.rate(quote)
         currency = base

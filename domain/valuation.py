@@ -26,17 +26,19 @@ ratios and returns to RATIO_DECIMALS.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 
 import msgspec
 
-from domain.ledger import ClosedCycle, Ledger, Position
+from domain.ledger import RECENT_ADJUSTMENTS, Balance, ClosedCycle, Ledger, Position
+from domain.venue_ledgers import VenueLedgers
 from schemas.messages import (
     BalanceAdjusted,
     BalanceView,
     CurrencyFigures,
+    ExchangePortfolio,
     PortfolioSnapshot,
     PortfolioSummary,
     PositionCycleView,
@@ -334,41 +336,230 @@ def snapshot(
     bridge: str = DEFAULT_BRIDGE,
 ) -> PortfolioSnapshot:
     """The whole portfolio in the seed's shape (open positions only; flat pairs are left out), its
-    totals converted into the base currency (see the module docstring)."""
-    base = ledger.base_currency
+    totals converted into the base currency (see the module docstring). One ledger: no ``exchange``."""
     conv = Converter(ledger, marks, bridge)
+    val = _valuate([(None, ledger, day)], ledger.balances, marks, conv, r, _one_venue_id)
+    return PortfolioSnapshot(
+        summary=val.summary(r, conv, day.equity if day.day else None),
+        positions=val.views(r, conv, val.total_value),
+        balances=val.balance_views,
+        fills_applied=ledger.fills_applied,
+        last_fill_seq=last_seq,
+        ts=ts,
+        balance_adjustments=[adjustment_view(a, r) for a in reversed(ledger.adjustments)],
+    )
+
+
+def _one_venue_id(venue: str | None, pair: str, cycle: int) -> str:
+    return f"POS_{cycle:03d}_{pair}"
+
+
+def position_id(venue: str | None, pair: str, cycle: int, only_venue: str | None) -> str:
+    """A position's id: ``POS_<cycle>_<pair>`` as before books were kept per venue when the venue is the
+    deployment's only one (ids of one-venue deployments do not change), else ``POS_<cycle>_<pair>:<venue>``
+    (the same pair on two venues is two positions)."""
+    base = f"POS_{cycle:03d}_{pair}"
+    return base if venue is None or venue == only_venue else f"{base}:{venue}"
+
+
+def combined_marks(ledgers: Iterable[Ledger], marks: Mapping[str, Decimal]) -> dict[str, Decimal]:
+    """The marks, and for a pair without one the latest fill price booked on any venue: one set of prices
+    for every venue's valuation, so the venues' figures add up to the totals."""
+    last: dict[str, tuple[int, Decimal]] = {}
+    for led in ledgers:
+        for pair, pos in led.positions.items():
+            if pos.last_price is not None and (pair not in last or pos.updated_at > last[pair][0]):
+                last[pair] = (pos.updated_at, pos.last_price)
+    out = {pair: p for pair, (_, p) in last.items()}
+    out.update(marks)
+    return out
+
+
+def books_equity(books: VenueLedgers, marks: Mapping[str, Decimal], bridge: str = DEFAULT_BRIDGE) -> Decimal:
+    """Total value of every venue's books in the base currency (the sum of the venues' equities, all valued
+    at the same prices: ``combined_marks``)."""
+    ledgers = [led for _, led in books]
+    if not ledgers:
+        return ZERO
+    cm = combined_marks(ledgers, marks)
+    conv = Converter(ledgers[0], cm, bridge)
+    return sum((equity(led, cm, bridge, conv) for led in ledgers), ZERO)
+
+
+def roll_days(
+    books: VenueLedgers, marks: Mapping[str, Decimal], days: dict[str, DayStart], day: str, bridge: str = DEFAULT_BRIDGE
+) -> dict[str, DayStart]:
+    """``roll_day`` for every venue (a venue without a day start yet gets one now); days only move forward,
+    all venues together."""
+    target = max([day, *(d.day for d in days.values())])
+    if all(days.get(v) is not None and days[v].day >= target for v, _ in books):
+        return days
+    cm = combined_marks((led for _, led in books), marks)
+    return {v: roll_day(led, cm, days.get(v, DayStart()), target, bridge) for v, led in books}
+
+
+def venue_position_view(
+    books: VenueLedgers,
+    venue: str,
+    pair: str,
+    marks: Mapping[str, Decimal],
+    day: DayStart,
+    total_value: Decimal,
+    r: Rounding = EXACT_ENOUGH,
+    bridge: str = DEFAULT_BRIDGE,
+) -> PositionView:
+    """One venue's position in a pair (``position_view``), naming its ``exchange``; ``total_value``: of
+    every venue together."""
+    cm = combined_marks((led for _, led in books), marks)
+    view = position_view(books.of(venue), pair, cm, day, total_value, r, bridge)
+    only = books.venues[0] if len(books.venues) == 1 else None
+    pos = books.of(venue).positions[pair]
+    return msgspec.structs.replace(view, id=position_id(venue, pair, pos.cycle, only), exchange=venue)
+
+
+def books_snapshot(
+    books: VenueLedgers,
+    marks: Mapping[str, Decimal],
+    days: Mapping[str, DayStart],
+    ts: int,
+    last_seq: int,
+    r: Rounding = EXACT_ENOUGH,
+    bridge: str = DEFAULT_BRIDGE,
+) -> PortfolioSnapshot:
+    """The portfolio of every venue: the top-level summary, positions and balances are all venues together
+    (one position per venue and pair, each naming its ``exchange``; balances summed per currency; the
+    summary's figures converted and summed as for one ledger, its ``dayPnL`` the sum of the venues'), and
+    ``by_exchange`` the books of each venue (the configured ones, and any other with books), its
+    ``riskMetrics.positionSize`` relative to the venue's own total value. Every venue is valued at the same
+    prices (``combined_marks``), so a venue's figures add up to the totals (before rounding)."""
+    ledgers = [led for _, led in books]
+    cm = combined_marks(ledgers, marks)
+    conv = Converter(ledgers[0] if ledgers else Ledger(books.base_currency, ZERO), cm, bridge)
+    only = books.venues[0] if len(books.venues) == 1 else None
+
+    def id_of(venue: str | None, pair: str, cycle: int) -> str:
+        return position_id(venue, pair, cycle, only)
+
+    parts = [(v, books.of(v), days.get(v, DayStart())) for v in books.names()]
+    by_exchange: dict[str, ExchangePortfolio] = {}
+    day_equity = ZERO
+    val = None
+    for v, led, day in parts:
+        val = _valuate([(v, led, day)], led.balances, cm, conv, r, id_of)
+        by_exchange[v] = ExchangePortfolio(
+            summary=val.summary(r, conv, day.equity if day.day else None),
+            positions=val.views(r, conv, val.total_value),
+            balances=val.balance_views,
+        )
+        day_equity += day.equity if day.day else val.total_value  # a venue without a day start: no day P&L
+    # one venue: its valuation is the total's (the same figures, valued once)
+    every = val if val is not None and len(parts) == 1 else _valuate(parts, books.balances(), cm, conv, r, id_of)
+    any_day = any(day.day for _, _, day in parts)
+    return PortfolioSnapshot(
+        summary=every.summary(r, conv, day_equity if any_day else None),
+        positions=every.views(r, conv, every.total_value),
+        balances=every.balance_views,
+        fills_applied=books.fills_applied,
+        last_fill_seq=last_seq,
+        ts=ts,
+        balance_adjustments=[adjustment_view(a, r) for a in reversed(books.recent_adjustments()[-RECENT_ADJUSTMENTS:])],
+        by_exchange=by_exchange,
+    )
+
+
+_Opened = tuple[str | None, str, Position, DayStart, str, "Decimal | None", Decimal, Decimal]
+
+
+@dataclass(slots=True)
+class _Valued:
+    """The exact figures of some books (one venue, or several together) before they are rounded."""
+
+    base: str
+    total_value: Decimal
+    cash_total: Decimal
+    positions_total: Decimal
+    realized_total: Decimal
+    unrealized_total: Decimal
+    fees_total: Decimal
+    by_currency: dict[str, CurrencyFigures]
+    unconverted: list[str]
+    used: dict[str, Decimal]
+    balance_views: list[BalanceView]
+    opened: list[_Opened]
+    exps: dict[str, Decimal]
+    id_of: Callable[[str | None, str, int], str]
+
+    def summary(self, r: Rounding, conv: Converter, day_equity: Decimal | None) -> PortfolioSummary:
+        base = self.base
+        return PortfolioSummary(
+            total_value=r.money(self.total_value, base),
+            total_cash=r.money(self.cash_total, base),
+            total_positions=r.money(self.positions_total, base),
+            unrealized_pnl=r.money(self.unrealized_total, base),
+            realized_pnl=r.money(self.realized_total, base),
+            day_pnl=r.money(self.total_value - day_equity, base) if day_equity is not None else ZERO,
+            fees_paid=r.money(self.fees_total, base),
+            base_currency=base,
+            by_currency=self.by_currency,
+            unconverted=self.unconverted,
+            conversion_rates={c: r.price(v) for c, v in self.used.items() if c != base},
+        )
+
+    def views(self, r: Rounding, conv: Converter, total_value: Decimal) -> list[PositionView]:
+        rates = conv.rates
+        out = []
+        for venue, pair, pos, day, quote, mark, value, unrealized in self.opened:
+            rate = rates[quote] if quote in rates else conv.rate(quote)
+            view = _view(pos, pair, self.exps[quote], mark, value, unrealized, rate, day, total_value)
+            if venue is not None:
+                view = msgspec.structs.replace(view, id=self.id_of(venue, pair, pos.cycle), exchange=venue)
+            out.append(view)
+        return out
+
+
+def _valuate(
+    parts: Sequence[tuple[str | None, Ledger, DayStart]],
+    balances: Mapping[str, Balance],
+    marks: Mapping[str, Decimal],
+    conv: Converter,
+    r: Rounding,
+    id_of: Callable[[str | None, str, int], str],
+) -> _Valued:
+    """Value the positions of ``parts`` (venue, ledger, its day start) and the ``balances`` (theirs,
+    summed): one pass, exact sums, rounded once at the end (the summary in ``_Valued.summary``)."""
+    base = conv.base
     figs: dict[str, _Figures] = {}  # by quote currency
     held: dict[str, Decimal] = {}  # units held as open positions, by base currency
-    opened: list[tuple[str, Position, str, Decimal | None, Decimal, Decimal]] = []
-    for pair, pos in ledger.positions.items():  # one pass, exact sums, rounded once at the end
-        base_c, quote = pair_currencies(pair)
-        f = figs.get(quote)
-        if f is None:
-            f = figs[quote] = _Figures()
-        f.realized += pos.realized_pnl
-        f.fees += pos.fees
-        q = pos.quantity
-        if not q:
-            continue
-        h = held.get(base_c)
-        held[base_c] = q if h is None else h + q
-        mark = marks.get(pair)
-        if mark is None:
-            mark = pos.last_price
-        value = unrealized = ZERO
-        if mark is not None:
-            value = q * mark
-            unrealized = q * (mark - pos.average_price)
-            f.positions += value
-            f.unrealized += unrealized
-        opened.append((pair, pos, quote, mark, value, unrealized))
+    opened: list[_Opened] = []
+    for venue, ledger, day in parts:
+        for pair, pos in ledger.positions.items():
+            base_c, quote = pair_currencies(pair)
+            f = figs.get(quote)
+            if f is None:
+                f = figs[quote] = _Figures()
+            f.realized += pos.realized_pnl
+            f.fees += pos.fees
+            q = pos.quantity
+            if not q:
+                continue
+            h = held.get(base_c)
+            held[base_c] = q if h is None else h + q
+            mark = marks.get(pair)
+            if mark is None:
+                mark = pos.last_price
+            value = unrealized = ZERO
+            if mark is not None:
+                value = q * mark
+                unrealized = q * (mark - pos.average_price)
+                f.positions += value
+                f.unrealized += unrealized
+            opened.append((venue, pair, pos, day, quote, mark, value, unrealized))
 
     cash_total = positions_total = realized_total = unrealized_total = fees_total = ZERO
     unconverted: list[str] = []
     used: dict[str, Decimal] = {}
     by_currency: dict[str, CurrencyFigures] = {}
     balance_views: list[BalanceView] = []
-    balances = ledger.balances
     zeros: dict[Decimal, Decimal] = {}
     for c in sorted(balances.keys() | figs.keys()):
         f = figs.get(c, _NONE)
@@ -410,37 +601,25 @@ def snapshot(
                 balance=total,
             )
     if base in balances:  # the base currency's balance first
-        i = next(i for i, v in enumerate(balance_views) if v.currency == base)
-        balance_views.insert(0, balance_views.pop(i))
-    total_value = cash_total + positions_total
-    opened.sort(key=lambda o: o[0])
-    exps = {quote: r.exponent(quote) for quote in figs}
-    rates = conv.rates
-    views = [
-        _view(pos, pair, exps[quote], mark, value, unrealized, rates[quote] if quote in rates else conv.rate(quote),
-              day, total_value)
-        for pair, pos, quote, mark, value, unrealized in opened
-    ]  # fmt: skip
-    return PortfolioSnapshot(
-        summary=PortfolioSummary(
-            total_value=r.money(total_value, base),
-            total_cash=r.money(cash_total, base),
-            total_positions=r.money(positions_total, base),
-            unrealized_pnl=r.money(unrealized_total, base),
-            realized_pnl=r.money(realized_total, base),
-            day_pnl=r.money(total_value - day.equity, base) if day.day else ZERO,
-            fees_paid=r.money(fees_total, base),
-            base_currency=base,
-            by_currency=by_currency,
-            unconverted=unconverted,
-            conversion_rates={c: r.price(v) for c, v in used.items() if c != base},
-        ),
-        positions=views,
-        balances=balance_views,
-        fills_applied=ledger.fills_applied,
-        last_fill_seq=last_seq,
-        ts=ts,
-        balance_adjustments=[adjustment_view(a, r) for a in reversed(ledger.adjustments)],
+        i = next((i for i, v in enumerate(balance_views) if v.currency == base), None)
+        if i is not None:
+            balance_views.insert(0, balance_views.pop(i))
+    opened.sort(key=lambda o: (o[1], o[0] or ""))
+    return _Valued(
+        base=base,
+        total_value=cash_total + positions_total,
+        cash_total=cash_total,
+        positions_total=positions_total,
+        realized_total=realized_total,
+        unrealized_total=unrealized_total,
+        fees_total=fees_total,
+        by_currency=by_currency,
+        unconverted=unconverted,
+        used=used,
+        balance_views=balance_views,
+        opened=opened,
+        exps={quote: r.exponent(quote) for quote in figs},
+        id_of=id_of,
     )
 
 
@@ -457,9 +636,10 @@ def adjustment_view(a: BalanceAdjusted, r: Rounding = EXACT_ENOUGH) -> BalanceAd
     )
 
 
-def cycle_view(c: ClosedCycle, r: Rounding = EXACT_ENOUGH) -> PositionCycleView:
+def cycle_view(c: ClosedCycle, r: Rounding = EXACT_ENOUGH, exchange: str | None = None) -> PositionCycleView:
     quote = pair_currencies(c.pair)[1]
     return PositionCycleView(
+        exchange=exchange,
         pair=c.pair,
         cycle=c.cycle,
         side=c.side,  # type: ignore[arg-type]

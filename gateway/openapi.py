@@ -11,6 +11,7 @@ import msgspec
 from aiohttp import web
 
 from gateway.spec import ENDPOINTS, Endpoint, Param
+from schemas.messages import Fill
 from schemas.rest import Problem
 
 # what a decimal string in a body may look like (the server refuses "", "abc", "NaN", "Infinity")
@@ -66,7 +67,7 @@ def _parameter(p: Param) -> dict[str, Any]:
 
 
 def document(endpoints: list[Endpoint], *, version: str, token: bool) -> dict[str, Any]:
-    types: list[Any] = [Problem]
+    types: list[Any] = [Problem, Fill]  # Fill: the fill events of /api/stream and /api/ws (trades are TradeView)
     for ep in endpoints:
         if ep.body is not None:
             types.append(ep.body)

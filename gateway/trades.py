@@ -12,10 +12,11 @@ from bus.client import Bus, Envelope
 from bus.codec import DecodeFailure, decode
 from domain.recent import FILL_DEDUPE_WINDOW, FirstSeen
 from gateway.common import BUS, MAX_SEQ, int_param, query_param
+from gateway.exchange_param import EXCHANGE, exchange_param
 from gateway.problems import json_response
 from gateway.spec import PAIR, STR, Endpoint, add, limit, q
 from schemas.messages import Fill
-from schemas.rest import Trades
+from schemas.rest import Trades, TradeView, trade_view
 
 BATCH = 50
 MAX_SCAN = 5_000  # stored messages looked at per request; the cursor continues from there
@@ -56,12 +57,13 @@ FILL_INDEX: web.AppKey[FillIndex] = web.AppKey("fill_index", FillIndex)
 
 
 async def get_trades(request: web.Request) -> web.Response:
-    """A page of fills, newest first: the stream is read backwards from the cursor (the stream sequence
-    to start below). A fill id is listed once, at its first copy (the one the ledger booked): a fill
-    stored again by an outside writer (without its Nats-Msg-Id, or outside JetStream's duplicate window)
-    is booked once by the ledger and must not look like a second trade (FillIndex; beyond its window, and
-    until it has started, once per page)."""
+    """A page of fills, newest first, each naming its venue as ``exchange`` (``?exchange=``: one venue's):
+    the stream is read backwards from the cursor (the stream sequence to start below). A fill id is listed
+    once, at its first copy (the one the ledger booked): a fill stored again by an outside writer (without
+    its Nats-Msg-Id, or outside JetStream's duplicate window) is booked once by the ledger and must not
+    look like a second trade (FillIndex; beyond its window, and until it has started, once per page)."""
     pair = (query_param(request, "pair") or "").upper()
+    exchange = exchange_param(request)
     order_id = query_param(request, "orderId")
     size = int_param(request, "limit", 1, 500, 50) or 50
     cursor = int_param(request, "cursor", 1, MAX_SEQ)
@@ -73,7 +75,7 @@ async def get_trades(request: web.Request) -> web.Response:
         return json_response(Trades(trades=[]))
     seq = cursor - 1 if cursor is not None else last
     wanted = bus.subjects.fills(pair) if pair else None
-    out: list[Fill] = []
+    out: list[TradeView] = []
     listed: set[str] = set()
     index = request.app[FILL_INDEX]
     scanned = 0
@@ -88,10 +90,12 @@ async def get_trades(request: web.Request) -> web.Response:
                 fill = decode(msg.data or b"", Fill)
             except DecodeFailure:
                 continue
-            if (order_id and fill.order_id != order_id) or fill.fill_id in listed or index.is_repeat(fill.fill_id, n):
+            if (order_id and fill.order_id != order_id) or (exchange is not None and fill.venue != exchange):
+                continue
+            if fill.fill_id in listed or index.is_repeat(fill.fill_id, n):
                 continue
             listed.add(fill.fill_id)
-            out.append(fill)
+            out.append(trade_view(fill))
             if len(out) >= size:
                 break
     return json_response(Trades(trades=out, next_cursor=str(seq + 1) if seq >= first else None))
@@ -117,10 +121,11 @@ def register(app: web.Application) -> None:
             {200: (Trades, "A page of fills; nextCursor continues")},
             params=(
                 PAIR,
+                EXCHANGE,
                 q("orderId", STR, "one order's fills"),
                 limit(500, 50),
                 q("cursor", {"type": "integer", "minimum": 1, "maximum": MAX_SEQ}, "nextCursor of the previous page"),
             ),
-            errors=(503,),
+            errors=(422, 503),
         ),
     )

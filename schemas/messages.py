@@ -555,6 +555,7 @@ class PositionCycleView(Msg):
     fees: Decimal
     opened_at: int
     closed_at: int
+    exchange: str | None = None  # the venue it was held on (books are kept per venue)
 
 
 class HistoryQuery(Msg):

@@ -50,7 +50,9 @@ def fill(
     pair: str = "BTC_USDT",
     fee_currency: str = "USDT",
     ts: int = 1,
+    venue: str = "paper",
 ) -> Fill:
+    """A fill as the fill-tracker writes it; on the ``paper`` venue (the tests' deployment) unless named."""
     return Fill(
         fill_id=fill_id,
         order_id=f"O-{fill_id}",
@@ -62,6 +64,6 @@ def fill(
         fee=Decimal(fee),  # type: ignore[arg-type]
         fee_currency=fee_currency,
         liquidity="taker",
-        venue="test",
+        venue=venue,
         timestamp=ts,
     )

@@ -97,6 +97,7 @@ class OrderRouter(Actor):
         self.router = Router(settings, self.sessions, self.books)
         self.emulator = Emulator(settings, self.store, self.books, self.log, self.spawn)
         self.emulator.connect(self.session_of, self._cancel)
+        self.emulator.only = next(iter(self.sessions)) if len(self.sessions) == 1 else None
         for session in self.sessions.values():
             session.connect(self.emulator, self._route, self._reroute)
         self.store.on_stored = self.emulator.track

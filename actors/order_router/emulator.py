@@ -70,6 +70,8 @@ class Emulator:
         self.session_of = session_of
         self.cancel = cancel
 
+    only: str | None = None  # the venue of a one-venue deployment (every fill is its)
+
     def track(self, o: Order) -> None:
         """An order was stored: follow the live reduce-only ones of each pair."""
         if o.reduce_only:
@@ -84,8 +86,9 @@ class Emulator:
                     ids.discard(o.order_id)
 
     def fold_position(self, f: Fill) -> str | None:
-        """Fold a fill into its venue's position: the slot that moved, or None (seen before, or not bookable)."""
-        key = slot(f.venue, f.pair)
+        """Fold a fill into its venue's position (a one-venue deployment: the venue's, whatever the fill names): the
+        slot that moved, or None (seen before, or not bookable)."""
+        key = slot(self.only or f.venue, f.pair)
         moved = self.positions.apply(f.fill_id, f.pair, f.side, f.quantity, f.price, f.fee, f.fee_currency, key)
         return key if moved else None
 

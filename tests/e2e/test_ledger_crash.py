@@ -1,5 +1,6 @@
-"""Kill -9 the portfolio-ledger (run alone with ``tbx actor``) while fills are flowing, restart it:
-its books equal those of an uninterrupted run (the pure fold of the same fills)."""
+"""Kill -9 the portfolio-ledger (run alone with ``tbx actor``) while fills of two venues are flowing,
+restart it: its books, per venue and in total, equal those of an uninterrupted run (the pure fold of the
+same fills)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from decimal import Decimal
 import msgspec
 import pytest
 
-from domain.ledger import Ledger
-from domain.valuation import DayStart, cycle_view, snapshot
+from domain.valuation import books_snapshot, cycle_view
+from domain.venue_ledgers import VenueLedgers
 from schemas.messages import Empty, Fill, HistoryQuery, PortfolioSnapshot, PositionsHistory
 from tests.e2e.procs import Tbx
 from tests.helpers import eventually, fill
@@ -20,6 +21,7 @@ pytestmark = pytest.mark.e2e
 
 N_FILLS = 600
 KILL_AT = 220
+VENUES = ("alpha", "beta")  # EXCHANGES=alpha=paper,beta=paper: the books are kept per venue
 
 
 def random_fills(seed: int = 7) -> list[Fill]:
@@ -44,6 +46,7 @@ def random_fills(seed: int = 7) -> list[Fill]:
                 pair=pair,
                 fee_currency=base if in_base else "USDT",
                 ts=1_700_000_000_000 + i,
+                venue=rng.choice(VENUES),
             )
         )
     return out
@@ -53,9 +56,10 @@ def comparable(s: PortfolioSnapshot) -> dict:
     # decimals compared by value: the bus writes 0E-8 as 0 (no exponent, no negative zero)
     d = msgspec.to_builtins(s, builtin_types=(Decimal,))
     d.pop("ts")
-    d["summary"].pop("dayPnL")
-    for p in d["positions"]:
-        p.pop("dayPnL")
+    for part in [d, *d["byExchange"].values()]:
+        part["summary"].pop("dayPnL")
+        for p in part["positions"]:
+            p.pop("dayPnL")
     return d
 
 
@@ -69,6 +73,7 @@ async def test_ledger_killed_mid_stream_rebuilds_the_same_books(nats_url, prefix
         "PAIRS": "BTC_USDT,ETH_USDT",
         "POSITION_UPDATE_INTERVAL": "200",
         "SNAPSHOT_INTERVAL": snapshot_ms,
+        "EXCHANGES": ",".join(f"{v}=paper" for v in VENUES),
     }
     fills = random_fills()
 
@@ -110,13 +115,14 @@ async def test_ledger_killed_mid_stream_rebuilds_the_same_books(nats_url, prefix
         if second is not None:
             second.ensure_stopped()
 
-    uninterrupted = Ledger("USDT", Decimal(50000))
+    uninterrupted = VenueLedgers("USDT", Decimal(50000), VENUES)
     for f in fills:
         uninterrupted.apply_fill(f)
-    expected = snapshot(uninterrupted, {}, DayStart(), 0, got.last_fill_seq)
+    expected = books_snapshot(uninterrupted, {}, {}, 0, got.last_fill_seq)
     assert got.fills_applied == N_FILLS == expected.fills_applied
     assert comparable(got) == comparable(expected)
     assert [msgspec.to_builtins(c, builtin_types=(Decimal,)) for c in history.positions] == [
-        msgspec.to_builtins(cycle_view(c), builtin_types=(Decimal,)) for c in reversed(uninterrupted.history)
+        msgspec.to_builtins(cycle_view(c, exchange=v), builtin_types=(Decimal,))
+        for v, c in reversed(uninterrupted.history())
     ]
-    assert got.positions, "the random fills leave open positions to compare"
+    assert {p.exchange for p in got.positions} == set(VENUES), "open positions on both venues to compare"

@@ -20,12 +20,24 @@ from schemas.messages import (
     VenueBalances,
     now_ms,
 )
-from tests.helpers import eventually, fill
+from tests.helpers import eventually
+from tests.helpers import fill as a_fill
 from tests.integration.test_actors import System
 from tests.integration.test_ledger import bal, snap
-from tests.integration.test_order_types import publish_book, settings_for
+from tests.integration.test_order_types import publish_book
+from tests.integration.test_order_types import settings_for as order_settings
 
 VENUE = "binance"
+
+
+def settings_for(nats_url: str, prefix: str, **extra: str):  # type: ignore[no-untyped-def]
+    """The books are per venue: the readings' venue is the deployment's (one venue, named binance, whose
+    orders nothing here sends) and the fills are that venue's."""
+    return order_settings(nats_url, prefix, **({"EXCHANGES": f"{VENUE}=paper"} | extra))
+
+
+def fill(*args: str, **kw: str):  # type: ignore[no-untyped-def]
+    return a_fill(*args, **({"venue": VENUE} | kw))
 
 
 def reading(fills_seq: int, opening: bool = False, **figures: tuple[str, str]) -> VenueBalances:

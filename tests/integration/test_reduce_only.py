@@ -352,11 +352,11 @@ async def test_an_outside_fill_while_the_router_was_down_cuts_the_exit_at_start(
     tp = await placed(client, "tp", "sell", "0.02", "limit", price="61000", reduce_only=True)
     await until(client, tp.order_id, S.ACCEPTED)
     await sut.stop("order-router")
-    # an outside fill at our venue (positions are per venue: one at another venue leaves this exit alone)
+    # an outside fill (a one-venue deployment books every fill on its venue, whatever the fill names)
     f = Fill(
         fill_id="outside-1", order_id="OUTSIDE-1", client_order_id="outside", pair="BTC_USDT", side="sell",
         quantity=D("0.015"), price=D("60000"), fee=D(0), fee_currency="USDT", liquidity="taker",
-        venue="paper", timestamp=now_ms(),
+        venue="elsewhere", timestamp=now_ms(),
     )  # fmt: skip
     await client.js_publish(client.subjects.fills("BTC_USDT"), f, msg_id="outside-1")
     await sut.start("order-router")
