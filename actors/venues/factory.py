@@ -8,6 +8,7 @@ from actors.books import BookCache
 from actors.venues.base import Venue
 from bus.client import Bus
 from config.settings import Settings, venue_credentials
+from config.venues import VenueConfig
 
 if TYPE_CHECKING:
     from actors.venues.ccxt_venue import CcxtVenue
@@ -45,3 +46,24 @@ def make_venue(settings: Settings, bus: Bus, books: BookCache | None = None) -> 
 
         return PaperVenue(settings, bus, books)
     return make_ccxt_venue(settings)
+
+
+def make_ccxt_venue_for(cfg: VenueConfig, keys: bool = True, share: float = ORDERS_SHARE) -> CcxtVenue:
+    """The ccxt venue of one configured venue (``config.venues.VenueConfig``: EXCHANGES, or the single EXCHANGE);
+    ``keys`` and ``share`` as ``make_ccxt_venue``. Its ``name`` is the ccxt id; the venue's own name is
+    ``cfg.name``."""
+    from actors.venues.ccxt_venue import CcxtVenue
+
+    return CcxtVenue(
+        cfg.ccxt_id,
+        pairs=cfg.pairs,
+        api_key=cfg.api_key if keys else "",
+        secret=cfg.api_secret if keys else "",
+        password=cfg.password if keys else "",
+        sandbox=cfg.sandbox,
+        api_url=cfg.api_url,
+        timeout_ms=cfg.timeout_ms,
+        poll_ms=cfg.poll_ms,
+        stream=cfg.stream,
+        rate_share=share,
+    )
