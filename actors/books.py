@@ -7,9 +7,10 @@ unnamed book - the synthetic feed, a replay file, an outside publisher): ``by_ve
 ``books[pair]`` / ``mids[pair]`` (and ``get(pair)`` / ``mid(pair)`` without a venue) are the pair's
 **reference book**, the one marks, stop triggers and price bands read: an unnamed book if one is fresh,
 else the fresh book of the first venue in the venue order (EXCHANGES order; venues not listed there after
-those, in the order first heard). Fresh: received less than FRESH_MS ago. When no book of the pair is
-fresh, the one received last. It is kept up to date as books arrive (a dict lookup per book; the venues
-are looked through only when the reference has gone stale), so reading it costs nothing.
+those, in the order first heard). Fresh: received less than FRESH_MS (5 s) ago. It is decided as each book
+arrives (a dict lookup per book; the venues are looked through only when the reference has gone stale), so
+reading it costs nothing: a book that is not the reference replaces it once the reference is stale, and when
+every source of a pair falls silent the last reference stays.
 """
 
 from __future__ import annotations
