@@ -123,8 +123,14 @@ class VenueFeed:
                     level = "WARNING" if was_streaming or self.stream_failures == 1 else "DEBUG"  # once per outage
                     self.actor.log.log(level, "books of {}: stream dropped, polling: {}", self.name, self.last_error)
                 continue
-            ok = await self.poll_once()
-            await self._trades_if_due()
+            try:
+                ok = await self.poll_once()
+                await self._trades_if_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # not the venue's (the bus, a bug): logged, and the feed goes on
+                self.actor.log.opt(exception=e).error("books of {}: round failed: {}", self.name, e)
+                ok = False
             await asyncio.sleep(self.interval if ok else self.backoff())
 
     async def poll_once(self) -> bool:
@@ -148,7 +154,7 @@ class VenueFeed:
                 self.pair_down.discard(pair)
                 self.actor.log.info("book of {} read from {} again", pair, self.name)
             if book is not None and (book.bids or book.asks):
-                await self.publish_book(book)
+                await self._publish(book)
         if read == 0:
             await self._down("; ".join(errors) or "no book read")
             return False
@@ -164,7 +170,7 @@ class VenueFeed:
                     self.actor.log.info("books of {}: streamed", self.name)
                 await self._up()
                 if book.bids or book.asks:
-                    await self.publish_book(book)
+                    await self._publish(book)
 
         async def trades() -> None:
             while True:
