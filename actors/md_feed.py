@@ -39,7 +39,9 @@ import msgspec
 
 from actors.base import Actor
 from actors.venues.factory import BOOKS_SHARE, make_ccxt_venue_for
+from bus.client import Bus
 from bus.codec import DecodeFailure, decode
+from config.settings import Settings
 from config.venues import VenueConfig, live_venues
 from domain.synthetic import SyntheticMarket
 from schemas.messages import Book, Trade, VenueState, now_ms
@@ -243,10 +245,13 @@ class VenueFeed:
 class MarketDataFeed(Actor):
     name = "md-feed"
 
-    async def on_start(self) -> None:
+    def __init__(self, settings: Settings, bus: Bus) -> None:
+        super().__init__(settings, bus)
         self.published = 0
         self.last: dict[str, Book] = {}
-        self.feeds: dict[str, VenueFeed] = {}
+        self.feeds: dict[str, VenueFeed] = {}  # live venue name -> its feed (MARKET_DATA=venue)
+
+    async def on_start(self) -> None:
         if self.settings.MARKET_DATA == "synthetic":
             self.spawn(self._synthetic(), "synthetic")
         elif self.settings.MARKET_DATA == "venue":
@@ -276,7 +281,7 @@ class MarketDataFeed(Actor):
 
     def venue_states(self) -> list[VenueState] | None:
         """Each live venue's market data feed (MARKET_DATA=venue)."""
-        return [f.state() for f in self.feeds.values()] if getattr(self, "feeds", None) else None
+        return [f.state() for f in self.feeds.values()] if self.feeds else None
 
     async def publish_book(self, book: Book) -> None:
         await self.bus.publish(self.subjects.book(book.pair), book)
