@@ -42,6 +42,7 @@ from bus.client import Bus, Envelope
 from bus.codec import DecodeFailure, decode, encode
 from bus.errors import RequestFailed, Transient
 from config.settings import Settings, parse_source_numbers
+from config.venues import venue_names
 from domain import signals as rules
 from domain.ids import day_key, signal_id
 from domain.risk import CLIENT_ID_RE
@@ -105,7 +106,7 @@ class SignalIntake(Actor):
     def __init__(self, settings: Settings, bus: Bus) -> None:
         super().__init__(settings, bus)
         s = settings
-        self.books = BookCache(bus)
+        self.books = BookCache(bus, venue_names(settings))
         self.markets = MarketRulesCache(bus)
         self.counts = {"executed": 0, "filtered": 0, "rejected": 0}
         self.results: OrderedDict[str, SignalEvent] = OrderedDict()  # signal id -> its result

@@ -72,6 +72,7 @@ def document(endpoints: list[Endpoint], *, version: str, token: bool) -> dict[st
         if ep.body is not None:
             types.append(ep.body)
         types.extend(t for t, _ in ep.responses.values() if t is not None)
+        types.extend(ep.events)
     refs, components = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
     ref_of = {id(t): r for t, r in zip(types, refs, strict=True)}
     problem = {"application/problem+json": {"schema": ref_of[id(Problem)]}}

@@ -40,6 +40,7 @@ class Endpoint:
     description: str = ""
     media: str = "application/json"  # of the success answers (SSE: text/event-stream)
     open: bool = False  # no token needed (health, docs)
+    events: tuple[Any, ...] = ()  # msgspec types of what it streams besides its answers (schema components)
 
 
 ENDPOINTS: web.AppKey[list[Endpoint]] = web.AppKey("endpoints", list)

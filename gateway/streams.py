@@ -7,6 +7,11 @@ risk, signals). A client that reconnects with the last id it saw (SSE ``Last-Eve
 ``?lastEventId=`` on the WebSocket) starts right after it in each stream and misses nothing. A new
 client starts at the end of each stream (a first ``hello`` event gives its position). A client that
 reads too slowly (its buffer of MAX_BUFFER events full) is dropped; the others never wait for it.
+
+``price`` events (``gateway/prices.py``: best bid, best ask and last trade per pair and venue, at most one per
+pair and venue every PRICE_EVENT_MS) are live only: not stored, sent without an event id (SSE: no ``id:``
+line, so a browser's last event id stays the last stored event's; WebSocket: a frame without ``id``), never
+replayed, and they do not move the client's position: a resume after them gets every stored event once.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ from nats.aio.subscription import Subscription
 from nats.js import api
 
 from bus.client import Bus
-from gateway.common import BUS
+from gateway.common import BUS, SETTINGS
+from gateway.prices import PriceBoard, PriceEvent
 from gateway.problems import ApiError
 from gateway.spec import STR, Endpoint, Param, add, q
 
@@ -45,6 +51,9 @@ KINDS: dict[str, tuple[str, str, str, bool]] = {
     "risk": ("r", "RISK", "events.risk", False),
     "signal": ("s", "SIGNAL_EVENTS", "events.signals", True),
 }
+LIVE_KINDS = ("price",)  # live only: no stream, no id, not replayed
+TYPES = (*KINDS, *LIVE_KINDS)
+PRICES: web.AppKey[PriceBoard] = web.AppKey("prices", PriceBoard)
 LETTER = {v[0]: k for k, v in KINDS.items()}
 ID_RE = re.compile(r"([ofpkrs][0-9]{1,19})(\.[ofpkrs][0-9]{1,19}){0,5}")  # fullmatch
 ID_PATTERN = f"^{ID_RE.pattern}$"
@@ -61,18 +70,42 @@ class Feed:
     """One client's subscriptions and buffer."""
 
     bus: Bus
-    kinds: list[str]
+    kinds: list[str]  # the stored kinds followed
     pairs: list[str]
     position: dict[str, int]  # kind -> last stream seq delivered to the client
+    types: list[str] = field(default_factory=list)  # every type asked for (stored and live), in the asked order
+    prices: PriceBoard | None = None  # set: the client follows price events
     queue: asyncio.Queue[tuple[str, int, bytes] | None] = field(default_factory=lambda: asyncio.Queue(MAX_BUFFER))
     subs: list[Subscription] = field(default_factory=list)
     dropped: bool = False
     on_drop: Callable[[], None] | None = None  # cuts the connection: a writer stuck on a stalled client
 
-    def event_id(self) -> str:
-        return ".".join(f"{KINDS[k][0]}{self.position[k]}" for k in self.kinds)
+    def event_id(self) -> str | None:
+        """The client's position in every stored stream it follows (None: it follows none)."""
+        return ".".join(f"{KINDS[k][0]}{self.position[k]}" for k in self.kinds) or None
+
+    def hello(self) -> bytes:
+        return msgspec.json.encode({"kinds": self.types or self.kinds, "pairs": self.pairs})
+
+    def _put(self, item: tuple[str, int, bytes]) -> None:
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self.dropped = True
+            logger.bind(actor="gateway").warning("stream client dropped: more than {} events waiting", MAX_BUFFER)
+            with contextlib.suppress(asyncio.QueueFull):
+                self.queue.get_nowait()
+                self.queue.put_nowait(None)  # wakes a writer that waits for events ...
+            if self.on_drop is not None:
+                self.on_drop()  # ... and cuts one stuck writing to a client that stopped reading
+
+    def _on_price(self, pair: str, data: bytes) -> None:
+        if not self.dropped and (not self.pairs or pair in self.pairs):
+            self._put(("price", 0, data))
 
     async def start(self) -> None:
+        if self.prices is not None:
+            self.prices.add(self._on_price)
         s = self.bus.subjects
         for kind in self.kinds:
             _, short, subject, per_pair = KINDS[kind]
@@ -94,18 +127,8 @@ class Feed:
 
     def _on(self, kind: str):  # noqa: ANN202
         async def cb(msg: NatsMsg) -> None:
-            if self.dropped:
-                return
-            try:
-                self.queue.put_nowait((kind, msg.metadata.sequence.stream, msg.data))
-            except asyncio.QueueFull:
-                self.dropped = True
-                logger.bind(actor="gateway").warning("stream client dropped: more than {} events waiting", MAX_BUFFER)
-                with contextlib.suppress(asyncio.QueueFull):
-                    self.queue.get_nowait()
-                    self.queue.put_nowait(None)  # wakes a writer that waits for events ...
-                if self.on_drop is not None:
-                    self.on_drop()  # ... and cuts one stuck writing to a client that stopped reading
+            if not self.dropped:
+                self._put((kind, msg.metadata.sequence.stream, msg.data))
 
         return cb
 
@@ -114,10 +137,13 @@ class Feed:
         if item is None or self.dropped:
             raise Slow(f"more than {MAX_BUFFER} events waiting")
         kind, seq, data = item
-        self.position[kind] = max(self.position[kind], seq)
+        if kind in self.position:  # a live event (price) moves no position
+            self.position[kind] = max(self.position[kind], seq)
         return kind, seq, data
 
     async def stop(self) -> None:
+        if self.prices is not None:
+            self.prices.discard(self._on_price)
         for sub in self.subs:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
@@ -127,7 +153,8 @@ class Feed:
 async def _feed(request: web.Request, last_id: str | None, *, start: bool = True) -> Feed:
     """The client's feed from its parameters (422 naming a bad one); ``start``: its consumers too."""
     bus = request.app[BUS]
-    kinds = _list(request, "types", tuple(KINDS)) or list(KINDS)
+    types = _list(request, "types", TYPES) or list(TYPES)
+    kinds = [k for k in types if k in KINDS]
     pairs = [p.upper() for p in _list(request, "pairs", None)]
     for p in pairs:
         if not PAIR_RE.match(p):
@@ -155,7 +182,8 @@ async def _feed(request: web.Request, last_id: str | None, *, start: bool = True
         if kind not in position:  # not followed before: from now on
             info = await bus.js.stream_info(bus.subjects.stream_name(KINDS[kind][1]))
             position[kind] = info.state.last_seq or 0
-    feed = Feed(bus, kinds, pairs, {k: position[k] for k in kinds})
+    prices = request.app[PRICES] if "price" in types else None
+    feed = Feed(bus, kinds, pairs, {k: position[k] for k in kinds}, types=types, prices=prices)
     if start:
         await feed.start()
     return feed
@@ -177,7 +205,10 @@ def _list(request: web.Request, name: str, allowed: tuple[str, ...] | None) -> l
     return items
 
 
-def _frame(kind: str, event_id: str, data: bytes) -> bytes:
+def _frame(kind: str, event_id: str | None, data: bytes) -> bytes:
+    """A WebSocket frame; a live event (price) and the hello of a client following no stored kind have no id."""
+    if event_id is None or kind in LIVE_KINDS:
+        return msgspec.json.encode({"type": kind, "data": msgspec.Raw(data)})
     return msgspec.json.encode({"id": event_id, "type": kind, "data": msgspec.Raw(data)})
 
 
@@ -216,15 +247,15 @@ async def sse(request: web.Request) -> web.StreamResponse:
         async with sse_response(
             request, ping_interval=PING_S, headers={"X-Accel-Buffering": "no"}, response_cls=_EventSource
         ) as resp:
-            hello = msgspec.json.encode({"kinds": feed.kinds, "pairs": feed.pairs}).decode()
-            await resp.send(hello, id=feed.event_id(), event="hello")
+            await resp.send(feed.hello().decode(), id=feed.event_id(), event="hello")
             while resp.is_connected() and not _gone(request):
                 try:
                     try:  # wake up now and then: a client that left is noticed within a second
                         kind, _, data = await asyncio.wait_for(feed.next(), LEFT_CHECK_S)
                     except TimeoutError:
                         continue
-                    await resp.send(data.decode(), id=feed.event_id(), event=kind)
+                    event_id = None if kind in LIVE_KINDS else feed.event_id()  # a price event: no id
+                    await resp.send(data.decode(), id=event_id, event=kind)
                 except Slow:
                     break
                 except (ConnectionError, TimeoutError):
@@ -249,8 +280,7 @@ async def ws(request: web.Request) -> web.StreamResponse:
     feed.on_drop = lambda: asyncio.get_running_loop().call_later(1.0, _abort, request)  # type: ignore[func-returns-value]
     try:
         await sock.prepare(request)
-        hello = msgspec.json.encode({"kinds": feed.kinds, "pairs": feed.pairs})
-        await sock.send_str(_frame("hello", feed.event_id(), hello).decode())
+        await sock.send_str(_frame("hello", feed.event_id(), feed.hello()).decode())
 
         async def reader() -> None:  # the client only closes (or pings); anything else is ignored
             async for m in sock:
@@ -282,13 +312,24 @@ async def ws(request: web.Request) -> web.StreamResponse:
 
 
 FILTERS: tuple[Param, ...] = (
-    q("types", STR, "comma-separated: " + ", ".join(KINDS) + " (default all)"),
+    q("types", STR, "comma-separated: " + ", ".join(TYPES) + " (default all)"),
     q("pairs", STR, "comma-separated BASE_QUOTE pairs (default all)"),
 )
 
 
+async def _start_prices(app: web.Application) -> None:
+    await app[PRICES].start()
+
+
+async def _stop_prices(app: web.Application) -> None:
+    await app[PRICES].stop()
+
+
 def register(app: web.Application) -> None:
     desc = __doc__ or ""
+    app[PRICES] = PriceBoard(app[BUS], app[SETTINGS].PRICE_EVENT_MS)
+    app.on_startup.append(_start_prices)
+    app.on_cleanup.append(_stop_prices)
     add(
         app,
         Endpoint(
@@ -297,7 +338,7 @@ def register(app: web.Application) -> None:
             sse,
             "Live events as Server-Sent Events",
             "streams",
-            {200: (None, "text/event-stream: events named order, fill, position, portfolio, risk, signal")},
+            {200: (None, "text/event-stream: events named order, fill, position, portfolio, risk, signal, price")},
             params=(
                 *FILTERS,
                 Param(
@@ -312,6 +353,7 @@ def register(app: web.Application) -> None:
             errors=(422,),
             description=desc,
             media="text/event-stream",
+            events=(PriceEvent,),
         ),
     )
     add(
@@ -329,5 +371,6 @@ def register(app: web.Application) -> None:
             ),
             errors=(422, 426),
             description=desc,
+            events=(PriceEvent,),
         ),
     )

@@ -46,7 +46,7 @@ from actors.venues.ccxt_errors import classify, safe_message
 from actors.venues.ccxt_markets import CCXT_TYPES, _dec, market_rules, native_types, pair_of, symbol_of
 from actors.venues.ccxt_urls import rewrite_api_urls
 from domain.venue_ids import rule_for, venue_client_id
-from schemas.messages import Book, MarketRules, VenueCheck, now_ms
+from schemas.messages import Book, MarketRules, Trade, VenueCheck, now_ms
 
 T = TypeVar("T")
 ZERO = Decimal(0)
@@ -622,12 +622,47 @@ class CcxtVenue:
 
     async def fetch_order_book(self, pair: str, depth: int | None = None) -> Book | None:
         raw = await self._backing_off(self.ex.fetch_order_book, symbol_of(pair), depth)
-        return Book(
-            pair=pair,
-            bids=[(_dec(p) or ZERO, _dec(q) or ZERO) for p, q, *_ in raw.get("bids") or []],
-            asks=[(_dec(p) or ZERO, _dec(q) or ZERO) for p, q, *_ in raw.get("asks") or []],
-            ts=int(raw.get("timestamp") or now_ms()),
-        )
+        return _book(pair, raw, depth)
+
+    @property
+    def streams_books(self) -> bool:
+        """Can books be watched (ccxt.pro ``watch_order_book``; EXCHANGE_STREAM=auto and no URL override)?"""
+        return self.stream_wanted and bool(self.ex.has.get("watchOrderBook"))
+
+    async def watch_order_book(self, pair: str, depth: int | None = None) -> Book:
+        """The book of ``pair`` at its next change (ccxt.pro: the first call subscribes). Not bounded by the call
+        timeout: a quiet market may not change for a while; the caller bounds the wait."""
+        if self.closed:
+            raise VenueUnavailable(f"{self.name}: the venue session is stopped")
+        raw = await self.ex.watch_order_book(symbol_of(pair), depth)
+        self._health.connected = True
+        return _book(pair, raw, depth)
+
+    @property
+    def has_public_trades(self) -> bool:
+        return bool(self.ex.has.get("fetchTrades"))
+
+    async def fetch_trades(self, pair: str, since: int | None = None, limit: int | None = None) -> list[Trade]:
+        """Public trades of ``pair`` (ccxt ``fetch_trades``), oldest first; a print without a price, an amount or
+        the taker's side is left out (a ``Trade`` needs them)."""
+        raw = await self._backing_off(self.ex.fetch_trades, symbol_of(pair), since, limit)
+        out = []
+        for t in raw:
+            price, amount, side = _dec(t.get("price")), _dec(t.get("amount")), t.get("side")
+            if price is None or amount is None or side not in ("buy", "sell"):
+                continue
+            tid = t.get("id")
+            out.append(
+                Trade(
+                    pair=pair,
+                    price=price,
+                    quantity=amount,
+                    side=side,
+                    ts=int(t.get("timestamp") or now_ms()),
+                    trade_id=None if tid is None else str(tid),
+                )
+            )
+        return sorted(out, key=lambda t: t.ts)
 
     async def check(self) -> VenueCheck:
         """Markets read again, every pair listed, keys accepted and the balance read, the clock against the venue's,
@@ -804,6 +839,20 @@ class CcxtVenue:
                 log.warning("{}: stream dropped, polling: {}", self.name, self._health.last_error)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 60.0)
+
+
+def _book(pair: str, raw: Any, depth: int | None) -> Book:
+    """A ccxt order book (dict) as our Book, at most ``depth`` levels a side (a watched book keeps them all)."""
+    bids = raw.get("bids") or []
+    asks = raw.get("asks") or []
+    if depth is not None:
+        bids, asks = bids[:depth], asks[:depth]
+    return Book(
+        pair=pair,
+        bids=[(_dec(p) or ZERO, _dec(q) or ZERO) for p, q, *_ in bids],
+        asks=[(_dec(p) or ZERO, _dec(q) or ZERO) for p, q, *_ in asks],
+        ts=int(raw.get("timestamp") or now_ms()),
+    )
 
 
 def _unique(trades: Iterable[VenueTrade]) -> list[VenueTrade]:

@@ -1,5 +1,9 @@
 """The paper exchange: a venue that fills our orders against the latest books of ``tbx.md.book.<pair>``.
 
+It trades on one source's books only (``paper_book_source``): PAPER_BOOKS' venue (books with ``venue`` =
+that name, e.g. a live venue's md-feed: paper trading on real prices); unset, the first live venue of
+EXCHANGES when MARKET_DATA=venue, else the unnamed books (synthetic, replay, an outside publisher).
+
 It behaves like an outside venue: it keeps its own record of every order in the JetStream KV bucket
 PAPER (so resting orders survive a restart of the router, as they would at a real exchange), answers
 by our client order id, never double-fills a retried order, and pushes fills of resting orders to its
@@ -33,7 +37,7 @@ from actors.venues.base import (
 )
 from bus.client import Bus
 from config.settings import Settings, parse_paper_markets
-from config.venues import PAPER, venue_configs
+from config.venues import PAPER, live_venues, venue_configs, venue_names
 from domain.matching import MarketSpec, Matcher, SimOrder, SimTrade
 from domain.synthetic import START_PRICES, lot_size, start_price, tick_size
 from schemas.messages import Book, MarketRules, VenueCheck, now_ms
@@ -83,6 +87,17 @@ def market_spec(settings: Settings, pair: str) -> MarketSpec:
     )
 
 
+def paper_book_source(settings: Settings) -> str | None:
+    """The venue whose books the paper venue trades on (None: the unnamed books)."""
+    if settings.PAPER_BOOKS:
+        return settings.PAPER_BOOKS
+    if settings.MARKET_DATA == "venue":
+        live = live_venues(settings)
+        if live:
+            return live[0].name
+    return None
+
+
 class PaperVenue:
     name = "paper"
     native_types: frozenset[str] = frozenset()  # stops and take-profits wait in the order-router
@@ -103,7 +118,8 @@ class PaperVenue:
         self.pairs = pairs or settings.PAIRS
         self.name = name  # several paper venues (alpha=paper,beta=paper): each its own name and store
         self.bus = bus
-        self.books = books or BookCache(bus)
+        self.books = books or BookCache(bus, venue_names(settings))
+        self.source = paper_book_source(settings)  # whose books it matches on (None: unnamed ones)
         self.books.add_hook(self._on_book)  # resting orders match before anything else sees the book
         self.matchers: dict[str, Matcher] = {}
         self.latency = settings.PAPER_LATENCY_MS / 1000
@@ -187,6 +203,8 @@ class PaperVenue:
 
     # -- market data -----------------------------------------------------------------------------------
     async def _on_book(self, book: Book) -> None:
+        if book.venue != self.source:
+            return  # another venue's book: never matched on
         m = self._matcher(book.pair)
         async with self.lock:
             filled = m.on_book(book, now_ms())
@@ -249,14 +267,15 @@ class PaperVenue:
         return f"{type(e).__name__}: {e}"  # nothing secret in the paper venue's errors
 
     async def fetch_order_book(self, pair: str) -> Book | None:
-        return await self.books.get(pair, wait=0)
+        return await self.books.get(pair, wait=0, venue=self.source)
 
     async def create_order(self, req: VenueOrderRequest) -> VenueOrder:
         if self.latency:
             await asyncio.sleep(self.latency)
         m = self._matcher(req.pair)
         if m.book is None:
-            await self.books.get(req.pair)  # waits for a first book; the hook hands it to the matcher
+            # waits for a first book of its source; the hook hands it to the matcher
+            await self.books.get(req.pair, venue=self.source)
         async with self.lock:  # one create per client order id, ever: memory, then the venue's records
             if (o := self.recent.get(req.client_order_id)) is not None:
                 return _view(o)

@@ -113,12 +113,18 @@ def test_a_moved_order_with_a_fill_booked_before_its_event_keeps_what_the_fill_s
     assert b.of("alpaca").balance("USDT").locked == D(100) and b.of("binance").balance("USDT").locked == ZERO
 
 
-def test_a_fill_from_a_venue_not_configured_is_booked_on_books_of_its_own_that_start_empty() -> None:
+def test_a_one_venue_deployment_books_every_fill_on_its_venue_whatever_it_names() -> None:
     b = books("paper")
     b.apply_fill(fill("x1", "sell", "1", "100", venue="elsewhere"))
-    assert b.names() == ["paper", "elsewhere"]
+    assert b.names() == ["paper"] and of(b, "paper", "USDT") == (D(1100), D(1100), ZERO)
+
+
+def test_a_fill_from_a_venue_not_configured_is_booked_on_books_of_its_own_that_start_empty() -> None:
+    b = books("paper", "binance")
+    b.apply_fill(fill("x1", "sell", "1", "100", venue="elsewhere"))
+    assert b.names() == ["paper", "binance", "elsewhere"]
     assert of(b, "elsewhere", "USDT") == (D(100), D(100), ZERO) and of(b, "elsewhere", "BTC")[0] == D(-1)
-    assert b.of("elsewhere").initial_balance == ZERO and b.initial_total == D(1000)
+    assert b.of("elsewhere").initial_balance == ZERO and b.initial_total == D(2000)
     assert of(b, "paper", "USDT") == (D(1000), D(1000), ZERO)
     assert b.fills_applied == 1
     assert books().of("any").initial_balance == D(1000)  # no venues configured: every venue starts as one
