@@ -42,7 +42,7 @@ from actors.venues.factory import BOOKS_SHARE, make_ccxt_venue_of
 from bus.client import Bus
 from bus.codec import DecodeFailure, decode
 from config.settings import Settings
-from config.venues import VenueConfig, live_venues
+from config.venues import VenueConfig, market_data_venues
 from domain.synthetic import SyntheticMarket
 from schemas.messages import Book, Trade, VenueState, now_ms
 
@@ -255,7 +255,7 @@ class MarketDataFeed(Actor):
         if self.settings.MARKET_DATA == "synthetic":
             self.spawn(self._synthetic(), "synthetic")
         elif self.settings.MARKET_DATA == "venue":
-            for cfg in live_venues(self.settings):
+            for cfg in market_data_venues(self.settings):
                 # without the keys where the books are public (its own rate limiter, never in the way of orders);
                 # Alpaca serves markets and books to key holders only
                 venue = make_ccxt_venue_of(cfg, keys=cfg.ccxt_id in KEYED_MARKET_DATA, share=BOOKS_SHARE)

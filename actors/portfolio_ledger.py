@@ -126,7 +126,7 @@ class PortfolioLedger(Actor):
         super().__init__(settings, bus)
         self.venues = tuple(venue_names(settings))  # the configured venues, in priority order
         self.ledgers = VenueLedgers(settings.BASE_CURRENCY, settings.INITIAL_BALANCE, self.venues)
-        self.books = BookCache(bus)
+        self.books = BookCache(bus, venue_names(settings))
         self.marks: dict[str, Decimal] = self.books.mids  # marks are the mids of the latest books
         self.days: dict[str, DayStart] = {}  # venue -> its day start
         self.tracker = EquityTracker(self.ledgers.initial_total)

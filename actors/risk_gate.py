@@ -51,7 +51,7 @@ from bus.client import Bus, Envelope
 from bus.codec import DecodeFailure, decode
 from bus.errors import RequestFailed
 from config.settings import PARSERS, Settings, parse_correlation_groups, parse_trading_hours
-from config.venues import VenueConfig, venue_configs
+from config.venues import VenueConfig, venue_configs, venue_names
 from domain.book import mid_price, vwap, walk_book
 from domain.ids import day_key
 from domain.ledger import Ledger, lock_of
@@ -187,7 +187,7 @@ class RiskGate(Actor):
     def __init__(self, settings: Settings, bus: Bus) -> None:
         super().__init__(settings, bus)
         s = settings
-        self.books = BookCache(bus)
+        self.books = BookCache(bus, venue_names(settings))
         self.markets = MarketRulesCache(bus)
         self.trading_state = ACTIVE
         self.config: dict[str, object] = {name: getattr(s, name) for name in CONFIGURABLE.values()}

@@ -835,10 +835,11 @@ def _check_together(s: Settings) -> None:
             "MARKET_DATA='synthetic' is not allowed with LIVE_TRADING=true: expected venue (the venue's books, the "
             "default when trading live), none (an outside publisher of tbx.md.book) or replay:FILE"
         )
-    if not s.LIVE_TRADING and s.MARKET_DATA == "venue":
+    if not s.LIVE_TRADING and s.MARKET_DATA == "venue" and not s.PAPER_BOOKS:
         raise ConfigError(
-            "MARKET_DATA='venue' is not allowed in paper mode: expected synthetic, none or replay:FILE (the paper "
-            "venue has no books of its own)"
+            "MARKET_DATA='venue' is not allowed in paper mode without PAPER_BOOKS: expected synthetic, none or "
+            "replay:FILE (the paper venue has no books of its own), or PAPER_BOOKS=<a ccxt exchange id such as "
+            "binance> to paper trade on that exchange's public books"
         )
     if s.EXCHANGES:
         _check_venues(s)
@@ -856,7 +857,9 @@ def _check_together(s: Settings) -> None:
         from config.venues import live_venues
 
         live = [v.name for v in live_venues(s)] if s.EXCHANGES else []
-        if s.PAPER_BOOKS not in live:
+        # paper mode: any venue name (an exchange read without keys with MARKET_DATA=venue, or books another
+        # deployment or an outside publisher names so); with live venues listed, one of them
+        if live and s.PAPER_BOOKS not in live:
             raise ConfigError(
                 f"PAPER_BOOKS={s.PAPER_BOOKS!r} is not allowed: expected a live venue listed in EXCHANGES "
                 f"({', '.join(live) or 'none is listed'})"

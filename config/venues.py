@@ -153,3 +153,14 @@ def venue_names(s: Settings) -> list[str]:
 
 def live_venues(s: Settings) -> list[VenueConfig]:
     return [v for v in venue_configs(s) if not v.paper]
+
+
+def market_data_venues(s: Settings) -> list[VenueConfig]:
+    """The venues whose books and trades the md-feed reads (MARKET_DATA=venue): every live venue; in paper mode
+    the exchange PAPER_BOOKS names (a ccxt id), read without keys - paper trading on a real venue's prices."""
+    if s.MARKET_DATA != "venue":
+        return []
+    live = live_venues(s)
+    if live or not s.PAPER_BOOKS:
+        return live
+    return [VenueConfig(name=s.PAPER_BOOKS, ccxt_id=s.PAPER_BOOKS, priority=0, pairs=s.PAIRS)]

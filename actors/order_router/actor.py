@@ -37,6 +37,7 @@ from actors.venues.factory import make_venues
 from bus.client import Bus, Envelope
 from bus.errors import Transient
 from config.settings import Settings
+from config.venues import venue_names
 from domain.orders import (
     WORKING,
     apply_fill,
@@ -88,7 +89,7 @@ class OrderRouter(Actor):
         self, settings: Settings, bus: Bus, venue: Venue | None = None, venues: list[Venue] | None = None
     ) -> None:
         super().__init__(settings, bus)
-        self.books = BookCache(bus)
+        self.books = BookCache(bus, venue_names(settings))
         self.store = OrderStore(bus, self.log)
         chosen = venues or ([venue] if venue is not None else make_venues(settings, bus, self.books))
         self.sessions: dict[str, VenueSession] = {
@@ -96,7 +97,7 @@ class OrderRouter(Actor):
         }  # in priority order
         self.router = Router(settings, self.sessions, self.books)
         self.emulator = Emulator(settings, self.store, self.books, self.log, self.spawn)
-        self.emulator.connect(self.session_of, self._cancel)
+        self.emulator.connect(self.session_of, self._cancel, self.router.book_of)  # stops fire on their venue's book
         self.emulator.only = next(iter(self.sessions)) if len(self.sessions) == 1 else None
         for session in self.sessions.values():
             session.connect(self.emulator, self._route, self._reroute)

@@ -44,6 +44,7 @@ CLOCK_EVERY_S = 0.25
 Spawn = Callable[[Coroutine[Any, Any, Any], str], asyncio.Task[Any]]  # the actor's guarded background task
 Cancel = Callable[[str, str], Awaitable[tuple[Order, str | None]]]  # the router's cancel of one order
 SessionOf = Callable[[Order], "VenueSession"]  # the venue session an order belongs to
+BookOf = Callable[[str, str], Book | None]  # (venue, pair) -> the book that venue's orders trigger on
 
 
 def slot(venue: str, pair: str) -> str:
@@ -65,10 +66,12 @@ class Emulator:
         self.exits: dict[str, set[str]] = {}
         self.shrinking: set[str] = set()  # reduce-only orders being cut at the venue
 
-    def connect(self, session_of: SessionOf, cancel: Cancel) -> None:
-        """The venue session of an order (sends what triggers, cuts exits there) and the router's cancel."""
+    def connect(self, session_of: SessionOf, cancel: Cancel, book_of: BookOf | None = None) -> None:
+        """The venue session of an order (sends what triggers, cuts exits there), the router's cancel, and the book
+        a venue's orders trigger on (default: the pair's reference book)."""
         self.session_of = session_of
         self.cancel = cancel
+        self.book_of = book_of or (lambda venue, pair: self.books.books.get(pair))
 
     only: str | None = None  # the venue of a one-venue deployment (every fill is its)
 
@@ -350,11 +353,6 @@ class Emulator:
         return sib is not None and sib.triggered_at is not None and sib.status not in TERMINAL_STATUSES
 
     async def check_triggers(self, pair: str, only: str | None = None) -> None:
-        book = self.books.books.get(pair)  # the latest, whenever this runs
-        if book is None:
-            return
-        bid = book.bids[0][0] if book.bids else None
-        ask = book.asks[0][0] if book.asks else None
         orders = self.store.orders
         waiting = [
             o
@@ -368,6 +366,11 @@ class Emulator:
         waiting.sort(key=lambda o: (o.created_at, o.order_id))  # several firing on one book: oldest first
         for o in waiting:
             oid = o.order_id
+            book = self.book_of(o.venue, pair)  # the latest of the order's venue, whenever this runs
+            if book is None:
+                continue
+            bid = book.bids[0][0] if book.bids else None
+            ask = book.asks[0][0] if book.asks else None
             if not is_triggered(o, bid, ask) or self._sibling_busy(o):
                 continue
             ts = now_ms()

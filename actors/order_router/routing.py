@@ -40,8 +40,11 @@ class Router:
         self.books = books
 
     def book_of(self, venue: str, pair: str) -> Book | None:
-        """The venue's latest book of the pair (the paper venue: the books it trades on)."""
-        return self.books.books.get(pair)
+        """The venue's latest book of the pair: its own (a live venue's md-feed names it), the paper venue's the
+        books it trades on (PAPER_BOOKS); else an unnamed book (synthetic, replay, an outside publisher)."""
+        session = self.sessions.get(venue)
+        source = getattr(session.venue, "source", venue) if session is not None else venue
+        return self.books.peek(pair, source) or (self.books.peek(pair, None) if source is not None else None)
 
     def lists(self, venue: str, pair: str) -> bool:
         session = self.sessions[venue]

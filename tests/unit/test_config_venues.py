@@ -20,7 +20,15 @@ from config.settings import (
     read_environment,
     warnings_for,
 )
-from config.venues import NAME_RE, SECRET_KEYS, VENUE_KEYS, VenueConfig, parse_exchanges, venue_configs
+from config.venues import (
+    NAME_RE,
+    SECRET_KEYS,
+    VENUE_KEYS,
+    VenueConfig,
+    market_data_venues,
+    parse_exchanges,
+    venue_configs,
+)
 
 LIVE = {"LIVE_TRADING": "true", "PAPER_TRADING": "false", "API_TOKEN": "tok-live"}
 BINANCE_KEYS = {"BINANCE_API_KEY": "bk-1", "BINANCE_API_SECRET": "bs-1"}
@@ -455,7 +463,10 @@ def test_paper_books_names_a_listed_live_venue():
         "PAPER_BOOKS='kraken' is not allowed: expected a live venue listed in EXCHANGES (binance, alpaca)"
     )
     assert _error(THREE | {"PAPER_BOOKS": "paper"}).startswith("PAPER_BOOKS='paper' is not allowed")
-    assert _error({"PAPER_BOOKS": "binance"}).endswith("(none is listed)")
+    # paper mode: any venue's books (read without keys with MARKET_DATA=venue, or named so by another publisher)
+    s = load_settings({"PAPER_BOOKS": "binance", "MARKET_DATA": "venue"})
+    assert [(v.name, v.ccxt_id, v.api_key) for v in market_data_venues(s)] == [("binance", "binance", "")]
+    assert market_data_venues(load_settings({"PAPER_BOOKS": "binance"})) == []  # synthetic: no venue is read
     s = load_settings(LIVE | BINANCE_KEYS | {"EXCHANGES": "binance", "PAPER_BOOKS": "binance"})
     assert warnings_for(s) == ["PAPER_BOOKS='binance' has no effect: no paper venue is listed in EXCHANGES"]
 
