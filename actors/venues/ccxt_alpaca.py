@@ -40,8 +40,10 @@ async def coin_balances(ex: Any) -> dict[str, tuple[Decimal, Decimal]]:
     by_id = {str(m.get("id", "")).replace("/", ""): m for m in ex.markets.values()}
     out: dict[str, tuple[Decimal, Decimal]] = {}
     for p in raw or []:
-        m = by_id.get(str(p.get("symbol", "")).replace("/", ""))
-        code = m["base"] if m else str(p.get("symbol", ""))
+        symbol = str(p.get("symbol", "")).replace("/", "")
+        m = by_id.get(symbol)
+        # a coin with no market loaded (USDT held to buy BTC/USDT): its position symbol is <COIN>USD
+        code = m["base"] if m else symbol[:-3] if symbol.endswith("USD") and len(symbol) > 3 else symbol
         total = _dec(p.get("qty")) or Decimal(0)
         free = _dec(p.get("qty_available"))
         out[code] = (total if free is None else free, total)
