@@ -1,4 +1,4 @@
-"""The venue the order-router talks to: the paper exchange, or a live one over ccxt (EXCHANGE)."""
+"""The venues the order-router talks to: the paper exchange, or live ones over ccxt (EXCHANGES, or EXCHANGE)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from actors.books import BookCache
 from actors.venues.base import Venue
 from bus.client import Bus
-from config.settings import Settings, venue_credentials
+from config.settings import Settings
 from config.venues import VenueConfig, venue_configs
 
 if TYPE_CHECKING:
@@ -16,27 +16,6 @@ if TYPE_CHECKING:
 
 ORDERS_SHARE = 0.75  # of a venue's per-IP request budget (Binance weight): the order-router's instance
 BOOKS_SHARE = 0.25  # ... and the md-feed's (MARKET_DATA=venue)
-
-
-def make_ccxt_venue(settings: Settings, keys: bool = True, share: float = ORDERS_SHARE) -> CcxtVenue:
-    """The ccxt venue of EXCHANGE; ``keys=False``: without the keys (public market data only). ``share``: the part
-    of the venue's per-IP request budget its rate limiter keeps to (where the venue counts per IP)."""
-    from actors.venues.ccxt_venue import CcxtVenue
-
-    key, secret, password = venue_credentials(settings) if keys else ("", "", "")
-    return CcxtVenue(
-        settings.EXCHANGE,
-        pairs=settings.PAIRS,
-        api_key=key,
-        secret=secret,
-        password=password,
-        sandbox=settings.EXCHANGE_SANDBOX,
-        api_url=settings.EXCHANGE_API_URL,
-        timeout_ms=settings.EXCHANGE_TIMEOUT_MS,
-        poll_ms=settings.EXCHANGE_POLL_MS,
-        stream=settings.EXCHANGE_STREAM,
-        rate_share=share,
-    )
 
 
 def make_ccxt_venue_of(cfg: VenueConfig, keys: bool = True, share: float = ORDERS_SHARE) -> CcxtVenue:

@@ -236,13 +236,24 @@ async def test_polling_passes_a_resting_fill_once_and_external_orders(venue: Ccx
 
 
 def test_factory_builds_the_ccxt_venue_from_settings() -> None:
-    from actors.venues.factory import make_ccxt_venue
+    from actors.venues.factory import make_ccxt_venue_of
+    from config.venues import venue_configs
 
-    s = load_settings({"EXCHANGE": "binance", "EXCHANGE_API_URL": "http://127.0.0.1:9", "EXCHANGE_TIMEOUT_MS": "1500"})
-    v = make_ccxt_venue(s)
+    live = {"LIVE_TRADING": "true", "PAPER_TRADING": "false", "API_TOKEN": "t", "EXCHANGE": "binance"}
+    keys = {"EXCHANGE_API_KEY": "k", "EXCHANGE_API_SECRET": "s"}
+    s = load_settings(live | keys | {"EXCHANGE_API_URL": "http://127.0.0.1:9", "EXCHANGE_TIMEOUT_MS": "1500"})
+    v = make_ccxt_venue_of(venue_configs(s)[0])
     assert (
         v.ex.timeout == 1500 and v.ex.enableRateLimit and v.ex.urls["api"]["public"].startswith("http://127.0.0.1:9/")
     )
+    assert v.name == "binance" and v.exchange_id == "binance"
+    asyncio.run(v.ex.close())
+    s = load_settings(
+        live | {"EXCHANGES": "binance,bn2=binance", "BINANCE_API_KEY": "k1", "BINANCE_API_SECRET": "s1"}
+        | {"BN2_API_KEY": "k2", "BN2_API_SECRET": "s2", "BN2_API_URL": "http://127.0.0.1:9"}
+    )  # fmt: skip
+    v = make_ccxt_venue_of(venue_configs(s)[1])  # a second account: its own name, binance's behaviour
+    assert (v.name, v.exchange_id, v.ex.apiKey) == ("bn2", "binance", "k2")
     assert v.ex.options["fetchMarkets"]["types"] == ["spot"] and v.ex.options["fetchCurrencies"] is False
     asyncio.run(v.ex.close())
 
