@@ -121,6 +121,10 @@ class Fill(Msg):
     order_average_price: Decimal | None = None
     order_fees: Decimal | None = None
     order_complete: bool | None = None
+    exchange: str = ""  # = venue, always (set on every construction and decoding): the REST name of the venue
+
+    def __post_init__(self) -> None:
+        self.exchange = self.venue
 
 
 # --------------------------------------------------------------------------------------------------
