@@ -212,3 +212,42 @@ async def test_positions_and_balances_are_kept_per_venue(multi, client, binance,
     assert usdt["alpaca"] < D(5000) and usdt["binance"] < D(100000) and usdt["paper"] < D(100000)
     total = next(b for b in snap.balances if b.currency == "USDT").total
     assert total == sum(usdt.values())
+
+
+async def test_every_venue_in_api_exchanges_and_its_test_then_one_down(
+    multi, client, binance, alpaca, nats_url, prefix
+) -> None:
+    import aiohttp
+
+    from tests.integration.test_gateway import start_gateway
+
+    await multi()
+    gw, base = await start_gateway(nats_url, prefix, **multi_env(binance, alpaca))
+    try:
+        async with aiohttp.ClientSession(headers={"Authorization": "Bearer multi-token"}) as http:
+
+            async def views(want: dict[str, set[str]]) -> dict[str, dict] | None:
+                async with http.get(f"{base}/api/exchanges") as r:
+                    got = {v["id"]: v for v in (await r.json())["exchanges"]}
+                return got if all(got.get(k, {}).get("status") in s for k, s in want.items()) else None
+
+            # (alpaca's limiter is kept busy by the tests' 100 ms polls: it may show degraded, never down)
+            live = {"up", "degraded"}
+            got = await eventually(lambda: views({"binance": live, "alpaca": live, "paper": {"up"}}), what="all up")
+            assert list(got) == ["binance", "alpaca", "paper"]  # priority order
+            assert [(v["ccxtId"], v["paper"]) for v in got.values()] == [
+                ("binance", False), ("alpaca", False), ("paper", True)
+            ]  # fmt: skip
+            async with http.post(f"{base}/api/exchanges/test") as r:
+                checks = {c["id"]: c for c in (await r.json())["exchanges"]}
+            assert set(checks) == {"binance", "alpaca", "paper"} and all(c["ok"] for c in checks.values()), checks
+            assert checks["binance"]["keysAccepted"] and checks["alpaca"]["balanceRead"]
+
+            await binance.stop()  # down: the next call fails, the venue shows down, the others stay up
+            async with http.post(f"{base}/api/exchanges/test") as r:
+                checks = {c["id"]: c for c in (await r.json())["exchanges"]}
+            assert not checks["binance"]["ok"] and checks["binance"]["error"]
+            assert checks["alpaca"]["ok"] and checks["paper"]["ok"]
+            await eventually(lambda: views({"binance": {"down"}, "alpaca": live}), timeout=15, what="binance down")
+    finally:
+        await gw.stop()
