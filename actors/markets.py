@@ -33,6 +33,14 @@ class MarketRulesCache:
         found = self.by_pair.get(pair)
         return found[0] if found is not None and len(found) == 1 else None
 
+    def coarsest(self, pair: str) -> MarketRules | None:
+        """Of every venue listing ``pair``, the rules with the coarsest amount step and tick (a signal's size and
+        limit price written in them suit every venue whose steps are powers of ten, as they are in practice)."""
+        found = self.by_pair.get(pair)
+        if not found:
+            return None
+        return max(found, key=lambda m: (m.amount_step, m.tick_size))
+
     def put(self, page: MarketsPage) -> None:
         rules: dict[tuple[str, str], MarketRules] = {}
         by_pair: dict[str, list[MarketRules]] = {}

@@ -465,7 +465,7 @@ class SignalIntake(Actor):
         if price is None:
             await finish_all("rejected", f"no price for {sig.pair}: no market data yet")
             return
-        rules_ = self.markets.get(sig.pair)
+        rules_ = self.markets.get(sig.pair) or self.markets.coarsest(sig.pair)  # (several venues: every one's)
         tick = rules_.tick_size if rules_ else None
         step = rules_.amount_step if rules_ else QTY_STEP
         entry = price

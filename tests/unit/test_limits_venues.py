@@ -218,6 +218,8 @@ def test_market_rules_are_kept_per_venue_and_pair() -> None:
     b, a = cache.get(PAIR, "binance"), cache.get(PAIR, "alpaca")
     assert b is not None and a is not None and (b.amount_step, a.amount_step) == (D("0.01"), D(1))
     assert cache.get(PAIR) is None and cache.get(PAIR, "paper") is None
+    coarse = cache.coarsest(PAIR)  # what a signal is sized in: a size in whole units suits both venues
+    assert coarse is not None and coarse.amount_step == D(1) and cache.coarsest("NOPE_USDT") is None
 
 
 @pytest.mark.parametrize("exchange", [None, "beta"])
