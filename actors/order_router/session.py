@@ -137,13 +137,13 @@ class VenueSession:
         self.venue.set_listener(self._on_venue_update)
         # ours: the live orders, and those given up on that the venue may still show (rejected as unknown to it,
         # canceled before it had them)
+        # (every venue's: an order routed on from this venue may still show up here - see _ghost - and must be
+        # known as ours, not taken for an external order)
         given_up = (
-            o
-            for o in self.store.orders.values()
-            if self.mine(o) and (revivable(o) or (o.status is S.CANCELED and o.venue_status is None))
+            o for o in self.store.orders.values() if revivable(o) or (o.status is S.CANCELED and o.venue_status is None)
         )
         live = (self.store.orders[oid] for oid in self.store.live)
-        self.venue.track([*(o.client_order_id for o in live if self.mine(o)), *(o.client_order_id for o in given_up)])
+        self.venue.track([*(o.client_order_id for o in live), *(o.client_order_id for o in given_up)])
         self.started_at = now_ms()
         await self.venue.start()
         self.rules = {m.pair: m for m in await self.venue.markets()}
