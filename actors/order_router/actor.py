@@ -23,6 +23,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
+from functools import partial
+from hashlib import sha256
 
 import msgspec
 
@@ -32,7 +34,7 @@ from actors.order_router.emulator import CLOCK_EVERY_S, Emulator
 from actors.order_router.routing import Router
 from actors.order_router.session import NotTaken, VenueSession
 from actors.order_router.store import OrderStore
-from actors.venues.base import Venue, VenueOrder
+from actors.venues.base import Venue, VenueOrder, VenueStartError
 from actors.venues.factory import make_venues
 from bus.client import Bus, Envelope
 from bus.errors import Transient
@@ -80,6 +82,7 @@ S = OrderStatus
 ZERO = Decimal(0)
 MAX_PAGE = 500
 ACK_WAIT_S = 3.0  # a live order's caller waits this long for the venue's first answer
+RISK_CHECK_S = 2.0  # a fallback asks the risk gate whether the next venue can take the order, this long at most
 
 
 class OrderRouter(Actor):
@@ -150,7 +153,7 @@ class OrderRouter(Actor):
         for name in sorted(strays):  # left as they are: never sent to another venue than their own
             self.log.error("live orders of venue {} which is not configured (EXCHANGES): left alone", name)
         # the venues only after the rebuild: what they push is about orders we know
-        await asyncio.gather(*(session.start() for session in self.sessions.values()))
+        await self._start_venues()
         await self._each(lambda session: session.reconcile(min_age_ms=0))
         await self.emulator.resume()
         await self._each(lambda session: session.publish_balances())
@@ -172,6 +175,19 @@ class OrderRouter(Actor):
         every = self.settings.RECONCILE_INTERVAL_MS / 1000
         self.spawn(self.every(every, lambda: self._each(lambda session: session.reconcile()), "reconcile"), "reconcile")
         self.spawn(self.every(CLOCK_EVERY_S, self.emulator.on_clock, "expiry and timeouts"), "clock")
+
+    async def _start_venues(self) -> None:
+        """Every venue at once. One venue: it must start. Several: one that does not answer at start is down (the
+        others trade; it is tried again); wrong settings (keys refused, a pair not listed, the clock) stop the
+        start whatever the number of venues."""
+        sessions = list(self.sessions.values())
+        results = await asyncio.gather(*(session.start() for session in sessions), return_exceptions=True)
+        for session, r in zip(sessions, results, strict=True):
+            if r is None:
+                continue
+            if len(sessions) == 1 or not (isinstance(r, VenueStartError) and r.retryable):
+                raise r  # type: ignore[misc]
+            await session.down_at_start(str(r))
 
     async def on_stop(self) -> None:
         await asyncio.gather(*(session.stop() for session in self.sessions.values()), return_exceptions=True)
@@ -355,42 +371,49 @@ class OrderRouter(Actor):
     async def _reroute(self, order_id: str, why: str) -> bool:
         """Fallback: the order's venue certainly does not have it (it refused the connection, or it still did not
         know the order VENUE_UNKNOWN_GRACE_MS after the send); it goes to the next venue of its ``fallback`` that
-        can take it now, its bracket legs with it, the move on its audit trail. False: it stays (named venue, no
-        venue left, or it was answered / is being sent meanwhile)."""
+        is up, lists the pair and - the risk gate says, now - can pay for it, its bracket legs with it, the move
+        on its audit trail. False: it stays (named venue, no venue left, the risk gate not answering, or it was
+        answered / is being sent meanwhile)."""
+        o = self.store.orders.get(order_id)
+        if o is None or not self._reroutable(o):
+            return False
+        skipped: list[str] = []
+        chosen: tuple[str, list[str]] | None = None
+        for candidate in self.router.fallbacks(o):
+            refusal = await self._venue_refusal(o, candidate[0])
+            if refusal is None:
+                chosen = candidate
+                break
+            skipped.append(f"{candidate[0]}: {refusal}")
+        if chosen is None:
+            if skipped:
+                self.log.warning("order {} not rerouted: {}", order_id, "; ".join(skipped))
+            return False
+        nxt, rest = chosen
         store = self.store
+        ts = now_ms()
+        note = f"{o.venue} did not take it ({why}) -> {nxt}"
+        if skipped:
+            note += f" (skipped {'; '.join(skipped)})"
         async with store.lock:
-            o = store.orders.get(order_id)
-            if (
-                o is None or not o.fallback or o.venue_status is not None
-                or o.status not in (S.SUBMITTED, S.TRIGGERED) or self.session_of(o).in_flight(order_id)
-            ):  # fmt: skip
-                return False
-            nxt, rest = self.router.next_venue(o)
-            if nxt is None:
-                return False
-            old = self.session_of(o)
-            ts = now_ms()
-            note = f"{o.venue} did not take it ({why}) -> {nxt}"
+            cur = store.orders.get(order_id)
+            if cur is None or cur.venue != o.venue or not self._reroutable(cur):
+                return False  # answered, canceled or moved meanwhile
+            old, new = self.session_of(cur), self.sessions[nxt]
 
-            def move(cur: Order) -> Order:
-                if cur.venue != o.venue or cur.venue_status is not None or cur.status not in (S.SUBMITTED, S.TRIGGERED):
-                    return cur
+            def move(c: Order) -> Order:
+                if c.venue != o.venue or c.venue_status is not None or c.status not in (S.SUBMITTED, S.TRIGGERED):
+                    return c
                 return msgspec.structs.replace(
-                    cur, venue=nxt, fallback=rest, native_trigger=False, routing=f"{cur.routing or ''}; {note}",
-                    paper_trade=self.sessions[nxt].venue.authoritative_lookup, updated_at=ts,
+                    c, venue=nxt, fallback=rest, native_trigger=False, routing=f"{c.routing or ''}; {note}",
+                    paper_trade=new.venue.authoritative_lookup, updated_at=ts,
                 )  # fmt: skip
 
             moved = await store.update_locked(order_id, move, "rerouted")
             if moved is None or moved.venue != nxt:
                 return False
-            for leg_id in (moved.linked_orders or {}).values():  # the bracket's exits follow their entry
-                if (leg := store.orders.get(leg_id)) is not None and held_here(leg) and leg.venue == o.venue:
-                    await store.update_locked(
-                        leg_id, lambda cur: msgspec.structs.replace(cur, venue=nxt, updated_at=ts)
-                        if held_here(cur) else cur, "rerouted",
-                    )  # fmt: skip
+            await self._legs_follow(moved)
             old.fresh.discard(order_id)
-            new = self.sessions[nxt]
             new.mark_fresh(order_id)  # certainly not at the old venue: the new one may have it without a lookup
             if (fut := old.answers.pop(order_id, None)) is not None:
                 new.answers[order_id] = fut  # the caller waiting for the first answer hears the new venue's
@@ -401,6 +424,40 @@ class OrderRouter(Actor):
         else:
             self.spawn(self._route_logged(order_id), "route")
         return True
+
+    def _reroutable(self, o: Order) -> bool:
+        return (
+            bool(o.fallback) and o.venue_status is None and o.status in (S.SUBMITTED, S.TRIGGERED)
+            and o.venue in self.sessions and not self.session_of(o).in_flight(o.order_id)
+        )  # fmt: skip
+
+    async def _venue_refusal(self, o: Order, venue: str) -> str | None:
+        """Would the risk gate take what is left of ``o`` on ``venue`` now (its balance there, its rules)? Its
+        refusal, or None. Asked with a client id of its own (nothing is reserved: a dry run)."""
+        kind, price = venue_leg(o) if o.type in TRIGGERED_TYPES else (o.type, o.price)
+        left = o.quantity - o.filled_quantity
+        probe = f"reroute-{sha256(f'{o.client_order_id}|{venue}'.encode()).hexdigest()[:32]}"
+        req = OrderRequest(
+            client_order_id=probe, pair=o.pair, side=o.side, quantity=left,
+            type=kind,  # type: ignore[arg-type]
+            price=price, time_in_force=o.time_in_force, post_only=o.post_only, reduce_only=o.reduce_only,
+            source=o.source, exchange=venue, ts=now_ms(),
+        )  # fmt: skip
+        try:
+            reply = await self.bus.request(self.subjects.orders_validate, req, OrderReply, timeout=RISK_CHECK_S)
+        except Exception as e:
+            return f"the risk gate did not answer ({type(e).__name__})"
+        if not isinstance(reply, OrderReply) or not reply.ok:
+            return f"{reply.code}: {reply.detail}" if isinstance(reply, OrderReply) else "no answer"
+        return None
+
+    async def _legs_follow(self, entry: Order) -> None:
+        """The bracket legs still held here go where their entry goes (lock held)."""
+        for leg_id in (entry.linked_orders or {}).values():
+            leg = self.store.orders.get(leg_id)
+            if leg is None or leg.venue == entry.venue or not held_here(leg):
+                continue
+            await self.store.update_locked(leg_id, partial(_follow, entry), "rerouted")
 
     async def _route_once(self, order_id: str) -> None:
         o = self.store.orders[order_id]
@@ -432,7 +489,7 @@ class OrderRouter(Actor):
     async def _fold_fill(self, f: Fill, env: Envelope) -> None:
         """A fill read back at start: the position it made. A fill of a known order that its order does not
         list yet is left for the FILLS consumer, which folds it together with the order (never twice)."""
-        self._fills_seen(env)
+        self._fills_seen(f, env)
         o = self.store.orders.get(f.order_id)
         if o is not None and all(ref.fill_id != f.fill_id for ref in o.fills):
             return
@@ -440,7 +497,7 @@ class OrderRouter(Actor):
 
     async def _on_fill(self, f: Fill, env: Envelope) -> None:
         store, emulator = self.store, self.emulator
-        self._fills_seen(env)
+        self._fills_seen(f, env)
         if f.order_id not in store.orders:
             # a fill of an order that is not ours (an outside writer): the ledger books it, the position moves
             async with store.lock:
@@ -476,9 +533,11 @@ class OrderRouter(Actor):
             if moved is not None:
                 await emulator.refit(moved)
 
-    def _fills_seen(self, env: Envelope) -> None:
-        """The last FILLS sequence seen: every venue's balance readings vouch up to it."""
-        for session in self.sessions.values():
+    def _fills_seen(self, f: Fill, env: Envelope) -> None:
+        """The last FILLS sequence of a fill of each venue seen: that venue's balance readings vouch up to it (a
+        fill at another venue neither vetoes a reading nor makes it a later one)."""
+        session = self.sessions.get(self.emulator.only or f.venue)
+        if session is not None:
             session.fills_seq = max(session.fills_seq, env.seq or 0)
 
     # -- cancel and modify -----------------------------------------------------------------------------
@@ -655,8 +714,18 @@ class OrderRouter(Actor):
         await self.bus.respond(env, VenueChecks(exchanges=list(checks)))
 
     async def _on_markets_query(self, q: Empty, env: Envelope) -> None:
-        """Every venue's rules, each naming its venue."""
-        pages = await asyncio.gather(*(session.venue.markets() for session in self.sessions.values()))
-        pairs = zip(list(self.sessions), pages, strict=True)
-        markets = [msgspec.structs.replace(m, venue=name) for name, page in pairs for m in page]
+        """Every venue's rules, each naming its venue (a venue that has not started yet: none)."""
+        markets = [
+            msgspec.structs.replace(m, venue=name)
+            for name, session in self.sessions.items()
+            if session.started
+            for m in await session.venue.markets()
+        ]
         await self.bus.respond(env, MarketsPage(venue=self.venue.name, markets=markets))
+
+
+def _follow(entry: Order, leg: Order) -> Order:
+    """A bracket leg still held here, moved to its entry's venue."""
+    if not held_here(leg) or leg.venue == entry.venue:
+        return leg
+    return msgspec.structs.replace(leg, venue=entry.venue, paper_trade=entry.paper_trade, updated_at=now_ms())

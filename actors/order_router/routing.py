@@ -11,6 +11,7 @@ other eligible venues, best first, its ``fallback``. The decision itself is pure
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -82,9 +83,9 @@ class Router:
             return Choice(None, d.reason, [])
         return Choice(d.venue, d.reason, [r.venue for r in d.ranked if r.eligible and r.venue != d.venue])
 
-    def next_venue(self, o: Order) -> tuple[str | None, list[str]]:
-        """The first venue of the order's fallback that can take it now, and those after it."""
+    def fallbacks(self, o: Order) -> Iterator[tuple[str, list[str]]]:
+        """The venues of the order's fallback that can take it now (up, listing the pair), in order, each with
+        those after it."""
         for i, name in enumerate(o.fallback):
             if name in self.sessions and name != o.venue and self.sessions[name].up() and self.lists(name, o.pair):
-                return name, o.fallback[i + 1 :]
-        return None, []
+                yield name, o.fallback[i + 1 :]

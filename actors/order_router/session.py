@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 S = OrderStatus
 ZERO = Decimal(0)
 MAX_REJECT_CODES = 1_000
+START_BACKOFF_MAX_S = 60.0
 # a venue's order type -> (our type, held by the venue): how an external order is kept
 _ADOPTED_TYPES = {
     "market": ("market", False),
@@ -116,6 +117,9 @@ class VenueSession:
         self.balances_published = 0
         self.reconciling = False
         self.again = False
+        self.started = False  # several venues: one that could not start is down, its start tried again (back-off)
+        self.start_retry_at = 0.0
+        self.start_backoff_s = 0.0
 
     def connect(self, emulator: Emulator, route: Route, reroute: Reroute | None = None) -> None:
         """The emulator (brackets and exits follow the venue's answers), the router's routing and fallback."""
@@ -128,8 +132,8 @@ class VenueSession:
         return o.venue == self.name
 
     def up(self) -> bool:
-        """Not known to be down: answering (or not asked yet), and its health check not failing."""
-        return self.venue_up is not False and self.venue.health().connected is not False
+        """Not known to be down: started, answering (or not asked yet), and its health check not failing."""
+        return self.started and self.venue_up is not False and self.venue.health().connected is not False
 
     async def start(self) -> None:
         """Start the venue and read its markets. Only after the orders are rebuilt: what it pushes is about
@@ -147,6 +151,29 @@ class VenueSession:
         self.started_at = now_ms()
         await self.venue.start()
         self.rules = {m.pair: m for m in await self.venue.markets()}
+        self.started = True
+
+    async def down_at_start(self, why: str) -> None:
+        """Several venues: this one could not start (it did not answer): down - VENUE_DOWN, skipped by routing, its
+        orders waiting - and its start tried again by the reconcile, with a back-off up to a minute."""
+        self.log.error("venue {} could not start: {}; the others trade, it is tried again", self.name, why)
+        self.start_backoff_s = max(1.0, self.settings.RECONCILE_INTERVAL_MS / 1000)
+        self.start_retry_at = asyncio.get_running_loop().time() + self.start_backoff_s
+        await self._venue_answers(False, why)
+
+    async def _start_again(self) -> bool:
+        loop = asyncio.get_running_loop()
+        if loop.time() < self.start_retry_at:
+            return False
+        try:
+            await self.start()
+        except Exception as e:
+            self.start_backoff_s = min(self.start_backoff_s * 2, START_BACKOFF_MAX_S)
+            self.start_retry_at = loop.time() + self.start_backoff_s
+            self.log.info("venue {} still cannot start: {}", self.name, self.venue.describe(e))
+            return False
+        self.log.warning("venue {} started", self.name)
+        return True
 
     async def stop(self) -> None:
         await self.venue.stop()
@@ -199,6 +226,8 @@ class VenueSession:
         orders = self.store.orders
         if order_id in self.sending:
             return  # one create at a time per order
+        if not self.started:
+            raise NotTaken(f"venue {self.name} did not take {order_id}: it has not started (it did not answer)")
         if not self.venue.authoritative_lookup and order_id not in self.fresh:
             # sent before (or by a run before this one): the venue may have it; the reconcile asks first
             self.log.info("order {} may be at {} already: looked up, not sent again", order_id, self.venue.name)
@@ -512,7 +541,11 @@ class VenueSession:
     async def _reconcile_pass(self, min_age_ms: int | None) -> None:
         """Ask the venue about every order it may hold whose state we cannot be sure of: unanswered, open
         there (a lost push), pending a command, or missing fills. One failure never stops the pass."""
-        if self.venue_up is False:  # down since a call failed: asked (cheaply) whether it is back, even with no order
+        if not self.started:  # could not start: tried again (back-off); up once it starts
+            if not await self._start_again():
+                return
+            await self._venue_answers(True)
+        elif self.venue_up is False:  # down since a call failed: asked (cheaply) whether it is back, even with no order
             try:
                 await self.venue.fetch_balance()
             except Exception as e:
@@ -545,7 +578,7 @@ class VenueSession:
     def _quiet(self) -> bool:
         """No create on its way, no order unanswered, every trade the venue reported for our orders back as a
         fill: our fills account for everything the venue did with our orders."""
-        if self.sending:
+        if any(self.mine(self.store.orders[oid]) for oid in self.sending if oid in self.store.orders):
             return False
         for oid in self.store.live:
             o = self.store.orders[oid]
@@ -559,9 +592,9 @@ class VenueSession:
         """A live venue's balances for the ledger to reconcile (tbx.events.balances.<venue>), read only when
         quiet, and dropped when an order of ours traded while they were read (a fill in flight is no mismatch).
         The figures cover the currencies of PAIRS; the first reading, before any fill, is the opening one."""
-        if self.venue.authoritative_lookup or not self._quiet():
+        if self.venue.authoritative_lookup or not self.started or not self._quiet():
             return
-        seq, changes = self.fills_seq, self.store.changes
+        seq, changes = self.fills_seq, self.store.changes_of.get(self.name, 0)  # (this venue's: others' never veto)
         try:
             raw = await self.venue.fetch_balance()
             open_now = await self.venue.fetch_open_orders()
@@ -575,7 +608,7 @@ class VenueSession:
             o = self.store.orders[oid]
             if self.mine(o) and o.venue_status == "open" and there.get(o.client_order_id) != (o.venue_filled or ZERO):
                 return
-        if not self._quiet() or self.fills_seq != seq or self.store.changes != changes:
+        if not self._quiet() or self.fills_seq != seq or self.store.changes_of.get(self.name, 0) != changes:
             return  # an order came and went (or changed) while the balances were read: they may not show it
         wanted = {c for p in self.pairs for c in pair_currencies(p)}
         figures = {c: VenueBalanceFigures(free=b.free, total=b.total) for c, b in raw.items() if c in wanted}

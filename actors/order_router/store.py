@@ -82,6 +82,7 @@ class OrderStore:
         # told of every order kept (after ``live`` has it): the emulator follows the live reduce-only ones
         self.on_stored: Callable[[Order], None] = lambda o: None
         self.changes = 0  # changes stored by this run (a reader can tell whether any came in between)
+        self.changes_of: dict[str, int] = {}  # ... of each venue's orders
 
     async def load(self) -> None:
         """Open the KV bucket of reserved ids and rebuild the orders from the ORDERS stream."""
@@ -228,6 +229,7 @@ class OrderStore:
         self.events.setdefault(order.order_id, []).append(ev)
         self._store(order)
         self.changes += 1
+        self.changes_of[order.venue] = self.changes_of.get(order.venue, 0) + 1
         return order
 
     async def update(self, order_id: str, change: Callable[[Order], Order], event: str | None = None) -> Order | None:

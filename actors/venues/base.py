@@ -36,7 +36,13 @@ class VenueUnavailable(Exception):
 
 
 class VenueStartError(Exception):
-    """The venue cannot be used (unknown pair, keys refused, clock skew, markets not loaded): one line saying what."""
+    """The venue cannot be used (unknown pair, keys refused, clock skew, markets not loaded): one line saying what.
+    ``retryable``: the venue did not answer (markets or balance not read) - it may answer later; otherwise the
+    settings are wrong (keys refused, a pair not listed, the clock) and nothing will change by waiting."""
+
+    def __init__(self, message: str, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 @dataclass(frozen=True, slots=True)

@@ -234,7 +234,7 @@ class CcxtVenue:
             raise
         except Exception as e:
             await self.ex.close()
-            raise VenueStartError(f"{self.name} start check failed: {self.describe(e)}") from None
+            raise VenueStartError(f"{self.name} start check failed: {self.describe(e)}", retryable=True) from None
         self.tasks.append(asyncio.create_task(self._poll_loop(), name=f"{self.name}-poll"))
         if self.stream_wanted and self.ex.has.get("watchOrders"):
             self.tasks.append(asyncio.create_task(self._stream_loop(), name=f"{self.name}-stream"))
@@ -248,7 +248,7 @@ class CcxtVenue:
         except ccxt.AuthenticationError as e:
             raise VenueStartError(f"keys refused by {name}: {self.describe(e)}") from None
         except Exception as e:
-            raise VenueStartError(f"markets of {name} not loaded: {self.describe(e)}") from None
+            raise VenueStartError(f"markets of {name} not loaded: {self.describe(e)}", retryable=True) from None
         self._weight_limit = self._read_weight_limit(self.ex.last_json_response)
         missing = [p for p in self.pairs if symbol_of(p) not in self.ex.markets]
         if missing:
@@ -264,7 +264,7 @@ class CcxtVenue:
         except (ccxt.AuthenticationError, ccxt.PermissionDenied) as e:
             raise VenueStartError(f"keys refused by {name}: {self.describe(e)}") from None
         except Exception as e:
-            raise VenueStartError(f"balance of {name} not read: {self.describe(e)}") from None
+            raise VenueStartError(f"balance of {name} not read: {self.describe(e)}", retryable=True) from None
         recv_window = self.ex.options.get("recvWindow")
         if recv_window and self.ex.has.get("fetchTime"):
             t0 = time.time() * 1000
@@ -276,7 +276,7 @@ class CcxtVenue:
                     f"clock of this host is {skew:.0f} ms off {name}'s (recvWindow {recv_window} ms): sync the clock"
                 )
         markets = [self.ex.markets[symbol_of(p)] for p in self.pairs]
-        self.native_types = native_types(name, self.ex.features, markets)
+        self.native_types = native_types(self.exchange_id, self.ex.features, markets)
         now = now_ms()
         for p in self.pairs:
             self.since.setdefault(p, now)
