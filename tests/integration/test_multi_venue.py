@@ -251,3 +251,38 @@ async def test_every_venue_in_api_exchanges_and_its_test_then_one_down(
             await eventually(lambda: views({"binance": {"down"}, "alpaca": live}), timeout=15, what="binance down")
     finally:
         await gw.stop()
+
+
+async def test_a_venue_down_at_start_is_skipped_by_routing_and_trades_again_once_back(
+    multi, client, binance, alpaca
+) -> None:
+    from schemas.messages import RiskAlert
+
+    heard: list[RiskAlert] = []
+
+    async def on(a: RiskAlert, env: object) -> None:
+        heard.append(a)
+
+    await client.subscribe(client.subjects.risk_events, RiskAlert, on)
+    await alpaca.stop()  # alpaca (the cheapest book) does not answer when the service starts
+    sut = await multi()  # ... the service starts all the same: the other venues trade
+    router = sut.running["order-router"]
+    reply = await submit(client, "mv-start-1")
+    assert reply.ok, reply.detail
+    o = await until(client, "mv-start-1", "filled")
+    assert o.venue == "binance" and "alpaca down" in (o.routing or ""), o.routing
+    assert any(a.code == "VENUE_DOWN" and "alpaca" in a.message for a in heard)
+    # a named order waits for its venue (never sent elsewhere)
+    named = await submit(client, "mv-start-named", exchange="alpaca")
+    assert named.ok and named.order is not None and named.order.venue == "alpaca"
+
+    await alpaca.start()  # back, on the same port: it starts, comes up, and trades again
+    await eventually(lambda: asyncio.sleep(0, router.sessions["alpaca"].up() or None), timeout=30, what="alpaca up")
+    await seen_by_router(sut, "alpaca", "BTC_USDT", "59800")
+    assert any(a.code == "VENUE_UP" and "alpaca" in a.message for a in heard)
+    o = await until(client, "mv-start-named", "filled", timeout=15)
+    assert o.venue == "alpaca" and posts_alpaca(alpaca, "mv-start-named") == 1
+    reply = await submit(client, "mv-start-2")
+    assert reply.ok, reply.detail
+    o = await until(client, "mv-start-2", "filled")
+    assert o.venue == "alpaca", o.routing
