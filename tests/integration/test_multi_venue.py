@@ -286,3 +286,31 @@ async def test_a_venue_down_at_start_is_skipped_by_routing_and_trades_again_once
     assert reply.ok, reply.detail
     o = await until(client, "mv-start-2", "filled")
     assert o.venue == "alpaca", o.routing
+
+
+async def test_a_venues_balance_readings_follow_its_own_fills_only(multi, client, binance, alpaca) -> None:
+    """A fill on binance neither makes alpaca's next reading a later one nor keeps alpaca from being read: each
+    venue's readings vouch for its own fills (the ledger compares them with that venue's books)."""
+    from schemas.messages import VenueBalances
+
+    readings: list[tuple[VenueBalances, int]] = []
+
+    async def on(r: VenueBalances, env: object) -> None:
+        readings.append((r, getattr(env, "seq", 0) or 0))
+
+    s = client.subjects
+    await multi()
+    reply = await submit(client, "mv-bal-1", exchange="binance")
+    assert reply.ok, reply.detail
+    await until(client, "mv-bal-1", "filled")
+    await client.subscribe(s.balances("alpaca"), VenueBalances, on)  # the readings published from now on
+    mine = await eventually(lambda: asyncio.sleep(0, readings[-1][0] if readings else None), what="an alpaca reading")
+    assert mine.venue == "alpaca" and mine.fills_seq == 0  # no alpaca fill yet: binance's does not count
+    reply = await submit(client, "mv-bal-2", exchange="alpaca")
+    assert reply.ok, reply.detail
+    await until(client, "mv-bal-2", "filled")
+    readings.clear()
+    later = await eventually(
+        lambda: asyncio.sleep(0, next((r for r, _ in readings if r.fills_seq > 0), None)), what="a later reading"
+    )
+    assert later.venue == "alpaca" and not later.opening
