@@ -968,11 +968,11 @@ def warnings_for(s: Settings) -> list[str]:
             name
             for name in ("EXCHANGE_API_KEY", "EXCHANGE_API_SECRET", "EXCHANGE_PASSWORD", "EXCHANGE_API_URL")
             if getattr(s, name)
-        ] + (["EXCHANGE_SANDBOX"] if s.EXCHANGE_SANDBOX else [])
+        ]
         if single:
             out.append(
                 f"{', '.join(single)} {'is' if len(single) == 1 else 'are'} ignored: EXCHANGES is set, and each "
-                "venue has its own (NAME_API_KEY, NAME_API_SECRET, NAME_PASSWORD, NAME_API_URL, NAME_SANDBOX)"
+                "venue has its own (NAME_API_KEY, NAME_API_SECRET, NAME_PASSWORD, NAME_API_URL)"
             )
         if s.PAPER_BOOKS and all(split_entry(e)[1] != PAPER for e in s.EXCHANGES):
             out.append(f"PAPER_BOOKS={s.PAPER_BOOKS!r} has no effect: no paper venue is listed in EXCHANGES")

@@ -122,7 +122,7 @@ def venue_configs(s: Settings) -> list[VenueConfig]:
         if ccxt_id == PAPER:
             out.append(VenueConfig(PAPER if name == PAPER else name, PAPER, i, pairs))
             continue
-        sandbox = _bool(own["SANDBOX"]) if "SANDBOX" in own else False
+        sandbox = _bool(own["SANDBOX"]) if "SANDBOX" in own else s.EXCHANGE_SANDBOX  # (never live by surprise)
         key, secret = own.get("API_KEY", ""), own.get("API_SECRET", "")
         if not (key or secret):  # the specs' own names
             if ccxt_id == "alpaca":

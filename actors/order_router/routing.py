@@ -5,8 +5,10 @@ ROUTING's policy among the venues the risk gate found able to take it (``Approve
 the pair, their rules accept it, their balance pays), skipping those that are down (not answering, or their
 health check failing): ``best_price`` picks the venue whose current book gives the best expected average
 price for the quantity, fees included, ``priority`` the first venue of EXCHANGES; ties by EXCHANGES order.
-The decision (each venue's expected price, or why it was skipped) is the order's ``routing`` text, and the
-other eligible venues, best first, its ``fallback``. The decision itself is pure: domain/routing.py.
+A paper venue listed beside live venues takes only the orders naming it: an order meant for
+real money never lands on paper by price or fallback. The decision (each venue's expected price, or why it
+was skipped) is the order's ``routing`` text, and the other eligible venues, best first, its ``fallback``.
+The decision itself is pure: domain/routing.py.
 """
 
 from __future__ import annotations
@@ -60,10 +62,13 @@ class Router:
         if len(names) == 1 and allowed in (None, names):
             return Choice(names[0], None, [])
         candidates = []
+        live = any(not s.venue.authoritative_lookup for s in self.sessions.values())
         for i, name in enumerate(names):
             session = self.sessions[name]
             rules = session.rules.get(req.pair)
             excluded = None if allowed is None or name in allowed else "ruled out by the risk gate (rules or balance)"
+            if live and session.venue.authoritative_lookup:  # a paper venue beside live ones: never by surprise
+                excluded = "paper: only orders naming it, beside live venues"
             candidates.append(
                 Candidate(
                     venue=name,

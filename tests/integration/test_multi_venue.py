@@ -114,13 +114,14 @@ async def test_best_price_routing_picks_the_cheaper_book_fees_included(multi, cl
     sut = await multi()
     await seen_by_router(sut, "alpaca", "BTC_USDT", "59800")
     await seen_by_router(sut, "binance", "BTC_USDT", "60000")
-    # alpaca: 59800 x 1.0025 = 59949.5 beats binance (and paper on binance's books): 60000 x 1.001 = 60060
+    # alpaca: 59800 x 1.0025 = 59949.5 beats binance: 60000 x 1.001 = 60060
     reply = await submit(client, "mv-best-1")
     assert reply.ok, reply.detail
     o = await until(client, "mv-best-1", "filled")
     assert o.venue == "alpaca" and o.paper_trade is False
     assert o.routing is not None and all(v in o.routing for v in ("binance", "alpaca", "paper")), o.routing
     assert "59949.5" in o.routing and "60060" in o.routing, o.routing
+    assert "paper excluded" in o.routing  # beside live venues, paper takes only the orders naming it
     assert (posts_alpaca(alpaca, "mv-best-1"), posts_binance(binance, "mv-best-1")) == (1, 0)
 
     # alpaca's book is still cheaper by price (59990 < 60000), but not with its fee: 60139.975 > 60060
@@ -129,7 +130,7 @@ async def test_best_price_routing_picks_the_cheaper_book_fees_included(multi, cl
     reply = await submit(client, "mv-best-2")
     assert reply.ok, reply.detail
     o = await until(client, "mv-best-2", "filled")
-    assert o.venue == "binance", o.routing  # tied with paper (same book, same fee): binance comes first
+    assert o.venue == "binance", o.routing
     assert (posts_alpaca(alpaca, "mv-best-2"), posts_binance(binance, "mv-best-2")) == (0, 1)
 
 
@@ -150,7 +151,7 @@ async def test_a_named_venue_is_used_and_an_order_on_alpaca_cannot_spend_binance
     reply = await submit(client, "mv-poor-2", quantity=D("0.2"))
     assert reply.ok, reply.detail
     o = await until(client, "mv-poor-2", "filled")
-    assert o.venue in ("binance", "paper") and posts_alpaca(alpaca, "mv-poor-2") == 0
+    assert o.venue == "binance" and posts_alpaca(alpaca, "mv-poor-2") == 0
 
 
 async def test_a_venue_down_new_orders_go_to_the_next_and_an_unknown_outcome_waits_for_its_venue(
@@ -185,7 +186,7 @@ async def test_a_venue_down_new_orders_go_to_the_next_and_an_unknown_outcome_wai
         reply = await submit(client, coid)
         assert reply.ok, reply.detail
         o = await until(client, coid, "filled", timeout=15)
-        assert o.venue in ("paper", "alpaca") and posts_binance(binance, coid) == 0, o.routing
+        assert o.venue == "alpaca" and posts_binance(binance, coid) == 0, o.routing  # (never paper: not named)
     assert "binance" in (o.routing or "")
 
 

@@ -540,6 +540,14 @@ def test_exchanges_wins_over_exchange_with_a_warning():
     assert warnings_for(load_settings(THREE)) == []  # EXCHANGE left at paper: nothing to say
 
 
+def test_a_venue_sandbox_follows_exchange_sandbox_unless_set():
+    sandbox = {"EXCHANGE_SANDBOX": "true"}
+    assert [v.sandbox for v in venue_configs(load_settings(THREE | sandbox)) if not v.paper] == [True, True]
+    assert warnings_for(load_settings(THREE | sandbox)) == []
+    own = THREE | sandbox | {"BINANCE_SANDBOX": "false"}
+    assert [v.sandbox for v in venue_configs(load_settings(own)) if not v.paper] == [False, True]
+
+
 # ------------------------------------------------------------------------------------------------------
 # Secrets: never in tbx config, redacted(), a VenueConfig's repr or an error
 # ------------------------------------------------------------------------------------------------------
