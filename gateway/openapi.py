@@ -67,7 +67,7 @@ def _parameter(p: Param) -> dict[str, Any]:
 
 
 def document(endpoints: list[Endpoint], *, version: str, token: bool) -> dict[str, Any]:
-    types: list[Any] = [Problem, Fill]  # Fill: the fill events of /api/stream and /api/ws (trades are TradeView)
+    types: list[Any] = [Problem, Fill]  # Fill: the fill events of /api/stream and /api/ws
     for ep in endpoints:
         if ep.body is not None:
             types.append(ep.body)

@@ -16,7 +16,7 @@ from gateway.exchange_param import EXCHANGE, exchange_param
 from gateway.problems import json_response
 from gateway.spec import PAIR, STR, Endpoint, add, limit, q
 from schemas.messages import Fill
-from schemas.rest import Trades, TradeView, trade_view
+from schemas.rest import Trades
 
 BATCH = 50
 MAX_SCAN = 5_000  # stored messages looked at per request; the cursor continues from there
@@ -75,7 +75,7 @@ async def get_trades(request: web.Request) -> web.Response:
         return json_response(Trades(trades=[]))
     seq = cursor - 1 if cursor is not None else last
     wanted = bus.subjects.fills(pair) if pair else None
-    out: list[TradeView] = []
+    out: list[Fill] = []
     listed: set[str] = set()
     index = request.app[FILL_INDEX]
     scanned = 0
@@ -95,7 +95,7 @@ async def get_trades(request: web.Request) -> web.Response:
             if fill.fill_id in listed or index.is_repeat(fill.fill_id, n):
                 continue
             listed.add(fill.fill_id)
-            out.append(trade_view(fill))
+            out.append(fill)
             if len(out) >= size:
                 break
     return json_response(Trades(trades=out, next_cursor=str(seq + 1) if seq >= first else None))

@@ -155,20 +155,10 @@ class ClosedPositions(Rest):
     failed: dict[str, str]  # pair -> why
 
 
-class TradeView(Fill):
-    """A fill as ``GET /api/trades`` lists it: the fill, and its venue as ``exchange`` (= ``venue``)."""
-
-    exchange: str = ""
-
-
-def trade_view(fill: Fill) -> TradeView:
-    return TradeView(**{f: getattr(fill, f) for f in fill.__struct_fields__}, exchange=fill.venue)
-
-
 class Trades(Rest):
     """``GET /api/trades``: fills, newest first."""
 
-    trades: list[TradeView]
+    trades: list[Fill]  # each with its venue as ``exchange`` too (= ``venue``)
     next_cursor: str | None = None
 
 
