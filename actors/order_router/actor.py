@@ -98,8 +98,8 @@ class OrderRouter(Actor):
         self.sessions: dict[str, VenueSession] = {
             v.name: VenueSession(v, self.store, bus, self.log, self.spawn, self.alert, settings) for v in chosen
         }  # in priority order
-        self.router = Router(settings, self.sessions, self.books)
         self.emulator = Emulator(settings, self.store, self.books, self.log, self.spawn)
+        self.router = Router(settings, self.sessions, self.books, self.emulator.position_at)
         self.emulator.connect(self.session_of, self._cancel, self.router.book_of)  # stops fire on their venue's book
         self.emulator.only = next(iter(self.sessions)) if len(self.sessions) == 1 else None
         for session in self.sessions.values():

@@ -88,6 +88,10 @@ class Emulator:
                 for ids in self.exits.values():
                     ids.discard(o.order_id)
 
+    def position_at(self, venue: str, pair: str) -> Decimal:
+        """The net position of ``pair`` at ``venue``, as the fills say."""
+        return self.positions.get(slot(self.only or venue, pair))
+
     def fold_position(self, f: Fill) -> str | None:
         """Fold a fill into its venue's position (a one-venue deployment: the venue's, whatever the fill names): the
         slot that moved, or None (seen before, or not bookable)."""

@@ -13,13 +13,14 @@ The decision itself is pure: domain/routing.py.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from actors.books import BookCache
 from config.settings import Settings
+from domain.exits import reducible
 from domain.routing import Candidate, decide, levels_for, route_order
 from schemas.messages import Book, Order, OrderRequest
 
@@ -37,10 +38,17 @@ class Choice:
 
 
 class Router:
-    def __init__(self, settings: Settings, sessions: dict[str, VenueSession], books: BookCache) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: dict[str, VenueSession],
+        books: BookCache,
+        position: Callable[[str, str], Decimal] | None = None,
+    ) -> None:
         self.settings = settings
         self.sessions = sessions  # in priority order
         self.books = books
+        self.position = position  # (venue, pair) -> the net position there (reduce-only orders go where it is)
 
     def book_of(self, venue: str, pair: str) -> Book | None:
         """The venue's latest book of the pair: its own (a live venue's md-feed names it), the paper venue's the
@@ -69,6 +77,12 @@ class Router:
             excluded = None if allowed is None or name in allowed else "ruled out by the risk gate (rules or balance)"
             if live and session.venue.authoritative_lookup:  # a paper venue beside live ones: never by surprise
                 excluded = "paper: only orders naming it, beside live venues"
+            elif (
+                req.reduce_only
+                and self.position is not None
+                and reducible(self.position(name, req.pair), req.side) <= 0
+            ):
+                excluded = f"no {req.pair} position there to reduce"  # a reduce-only order reduces its own venue's
             candidates.append(
                 Candidate(
                     venue=name,
@@ -87,6 +101,9 @@ class Router:
         if d.venue is None:
             return Choice(None, d.reason, [])
         return Choice(d.venue, d.reason, [r.venue for r in d.ranked if r.eligible and r.venue != d.venue])
+
+    def _reduces(self, venue: str, req: OrderRequest) -> bool:
+        return self.position is None or reducible(self.position(venue, req.pair), req.side) > 0
 
     def fallbacks(self, o: Order) -> Iterator[tuple[str, list[str]]]:
         """The venues of the order's fallback that can take it now (up, listing the pair), in order, each with

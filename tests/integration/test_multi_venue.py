@@ -315,3 +315,18 @@ async def test_a_venues_balance_readings_follow_its_own_fills_only(multi, client
         lambda: asyncio.sleep(0, next((r for r, _ in readings if r.fills_seq > 0), None)), what="a later reading"
     )
     assert later.venue == "alpaca" and not later.opening
+
+
+async def test_an_unnamed_reduce_only_order_goes_where_the_position_is(multi, client, binance, alpaca) -> None:
+    sut = await multi()
+    reply = await submit(client, "mv-ro-open", exchange="binance")
+    assert reply.ok, reply.detail
+    await until(client, "mv-ro-open", "filled")
+    # alpaca bids far more (60500 x 0.9975 = 60348.75 against binance's 59990 x 0.999), but holds no position
+    alpaca.set_book("BTC/USDT", bids=[("60500", "1")], asks=[("60600", "1")])
+    await seen_by_router(sut, "alpaca", "BTC_USDT", "60600")
+    reply = await submit(client, "mv-ro-close", side="sell", quantity=D("0.00999"), reduce_only=True)
+    assert reply.ok, reply.detail
+    o = await until(client, "mv-ro-close", "filled")
+    assert o.venue == "binance" and "alpaca excluded (no BTC_USDT position there to reduce)" in (o.routing or "")
+    assert posts_alpaca(alpaca, "mv-ro-close") == 0
