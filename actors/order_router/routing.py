@@ -77,12 +77,8 @@ class Router:
             excluded = None if allowed is None or name in allowed else "ruled out by the risk gate (rules or balance)"
             if live and session.venue.authoritative_lookup:  # a paper venue beside live ones: never by surprise
                 excluded = "paper: only orders naming it, beside live venues"
-            elif (
-                req.reduce_only
-                and self.position is not None
-                and reducible(self.position(name, req.pair), req.side) <= 0
-            ):
-                excluded = f"no {req.pair} position there to reduce"  # a reduce-only order reduces its own venue's
+            elif req.reduce_only and not self._reduces(name, req):  # a reduce-only order reduces its own venue's
+                excluded = f"no {req.pair} position there to reduce"
             candidates.append(
                 Candidate(
                     venue=name,
