@@ -399,9 +399,8 @@ def add_rows(t: Table, res: dict[str, Any]) -> None:
     def ms(x: float | None) -> str:
         return "?" if x is None else f"{x:+.3f} ms"
 
-    t.lines.append(
-        f"{'  median of the rounds own differences':<50} reply {ms(res['pairedReplyMs'])}, fill {ms(res['pairedFillMs'])}"
-    )
+    paired = f"reply {ms(res['pairedReplyMs'])}, fill {ms(res['pairedFillMs'])}"
+    t.lines.append(f"{'  median of the per-round differences on - off':<50} {paired}")
     r = res["decision"]
     t.lines.append(
         f"{'  the decision alone, in process':<50} p50 {r['p50Us'] / 1000:.3f} ms, p99 {r['p99Us'] / 1000:.3f} ms "
