@@ -145,22 +145,32 @@ def best_price_pick(side: str, priced: list[tuple[str, Decimal]], venues: tuple[
     return min(priced, key=lambda vp: (sign * vp[1], venues.index(vp[0])))[0]
 
 
+def parse_routing(text: str) -> tuple[str, list[tuple[str, Decimal, Decimal]], str] | None:
+    """A best_price ``routing`` text read back: its side, each priced venue (name, expected price, fee in %) in
+    the text's order, and the venue it picked; None when it is not a best_price decision."""
+    head, sep, chosen = text.rpartition(" -> ")
+    policy, _, rest = head.partition(" ")
+    if not sep or policy != "best_price":
+        return None
+    side = rest.split(" ", 1)[0]
+    priced = [(v, Decimal(p), Decimal(f)) for v, p, f in _PRICED.findall(head.partition(": ")[2])]
+    return side, priced, chosen
+
+
 def check_routing(side: str, text: str | None) -> str | None:
     """A routed order's ``routing`` text: every venue priced, all at one price (the same books and fee: a tie),
     and the pick is best_price's by those prices (a tie: the first of EXCHANGES, alpha). None when it is so."""
-    if not text:
-        return "routed: no routing text"
-    head, sep, chosen = text.rpartition(" -> ")
-    if not sep or not head.startswith(f"best_price {side} "):
-        return "routed: not a best_price decision"
-    priced = [(v, Decimal(p)) for v, p, _ in _PRICED.findall(head.partition(": ")[2])]
-    fees = {f for _, _, f in _PRICED.findall(head.partition(": ")[2])}
-    if sorted(v for v, _ in priced) != sorted(VENUES):
+    parsed = parse_routing(text) if text else None
+    if parsed is None or parsed[0] != side:
+        return "routed: not a best_price decision of its side"
+    _, priced, chosen = parsed
+    if sorted(v for v, _, _ in priced) != sorted(VENUES):
         return "routed: not every venue priced"
-    if len({p for _, p in priced}) != 1 or len(fees) != 1:
+    if len({p for _, p, _ in priced}) != 1 or len({f for _, _, f in priced}) != 1:
         return "routed: not a tie (the venues' prices or fees differ)"
-    if chosen != best_price_pick(side, priced):
-        return f"routed: picked {chosen}, best_price picks {best_price_pick(side, priced)}"
+    pick = best_price_pick(side, [(v, p) for v, p, _ in priced])
+    if chosen != pick:
+        return f"routed: picked {chosen}, best_price picks {pick}"
     if chosen != NAMED:
         return f"routed: picked {chosen}, not {NAMED}"
     return None
