@@ -19,7 +19,10 @@ enough that every order is a real accepted and filled order), then measures, in 
   routing    domain.routing.decide for 3 venues with 20-level books beside one walk_book of one book, in
              process (``bench/routing.py``): p50 / p99 in microseconds and decisions per second;
   memory     a second, fresh ``tbx run``: resident memory after half and all of 100,000 orders;
-  live       the local Binance exchange (its own process) and a third ``tbx run``, in live mode against it:
+  routing path  a third ``tbx run`` with three paper venues (``EXCHANGES=alpha=paper,beta=paper,gamma=paper``):
+             orders.submit -> reply and -> fill, routed by best_price (no venue named) and naming ``alpha``,
+             interleaved one order of each kind, one at a time (``bench/routing_path.py``);
+  live       the local Binance exchange (its own process) and a fourth ``tbx run``, in live mode against it:
              a raw signed POST /api/v3/order (and GET) beside orders.submit and POST /api/orders -> the
              venue's acknowledgement and -> the fill event, one at a time (``bench/live_venue.py``).
 
@@ -131,12 +134,14 @@ class Plan:
     max_minutes: float = 40.0  # the whole run is stopped past this, whatever it is doing
     live_orders: int = 1000  # the live-venue stage (bench/live_venue.py): orders per path, one at a time
     routing_calls: int = 20_000  # the routing stage (bench/routing.py): timed decisions (and baseline walks)
+    routing_orders: int = 500  # the routing-path stage (bench/routing_path.py): orders of each kind, routed / named
 
 
 FULL = Plan()
 QUICK = Plan(
     raw=500, path=200, bus_count=300, signal=200, post_s=10.0, step_s=2.0, flow_signals=3000, flow_orders=3000,
     get_s=3.0, memory_orders=10_000, drain_s=60.0, max_minutes=10.0, live_orders=100, routing_calls=2000,
+    routing_orders=100,
 )  # fmt: skip
 
 
@@ -935,8 +940,13 @@ async def run(plan: Plan, quick: bool) -> tuple[str, dict[str, Any]]:
         tbx.stop()
         tbx = None
 
+        # -------- routing path: three paper venues, routing on vs off (bench/routing_path.py) -------------
+        from bench import live_venue, routing_path
+
+        say(f"routing path: three paper venues, {plan.routing_orders} orders routed and {plan.routing_orders} named")
+        rpath = await routing_path.stage(url, nats_pid, tmp, plan.routing_orders, tally)
+
         # -------- live venue: the local Binance exchange and a live tbx run (bench/live_venue.py) --------
-        from bench import live_venue
 
         say(f"live venue: the local Binance exchange, {plan.live_orders} orders per path")
         live = await live_venue.stage(url, nats_pid, tmp, plan.live_orders, tally)
@@ -1078,8 +1088,8 @@ async def run(plan: Plan, quick: bool) -> tuple[str, dict[str, Any]]:
         growth=growth,
     )
 
-    # issue 17's "submit -> fill with routing on vs off" belongs to the live stage (several venues): its rows
-    # go in live_venue.add_rows, its figures in live_venue.summary (see bench/routing.py)
+    # issue 17's "submit -> fill with routing on vs off" (bench/routing_path.py), then the live venue's rows
+    routing_path.add_rows(t, rpath)
     live_venue.add_rows(t, live)
 
     title = (
@@ -1090,7 +1100,7 @@ async def run(plan: Plan, quick: bool) -> tuple[str, dict[str, Any]]:
     lines = [t.text(title)]
     lines.append("")
     lines.append(tally.line())
-    probs = problems_a + problems_b + Counter(live["logProblems"])
+    probs = problems_a + problems_b + Counter(rpath["logProblems"]) + Counter(live["logProblems"])
     lines.append(
         "tbx run logs (LOG_LEVEL=WARNING): "
         + (", ".join(f"{k} x{v}" for k, v in sorted(probs.items())) if probs else "no warning, no error")
@@ -1124,7 +1134,13 @@ async def run(plan: Plan, quick: bool) -> tuple[str, dict[str, Any]]:
             "notFilled": tally.not_filled,
             "phases": tally.phases,
         },
-        logProblems={"a": dict(problems_a), "b": dict(problems_b), "live": live["logProblems"]},
+        logProblems={
+            "a": dict(problems_a),
+            "b": dict(problems_b),
+            "routingPath": rpath["logProblems"],
+            "live": live["logProblems"],
+        },
+        routingPath=routing_path.summary(rpath),
         liveVenue=live_venue.summary(live),
         routing=routing_res,
     )
@@ -1191,6 +1207,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", help="target rates of the search, comma-separated (default 100,...,2000)")
     p.add_argument("--live-orders", type=int, help="orders per path of the live-venue stage (default 1,000)")
     p.add_argument("--routing-calls", type=int, help="timed calls of the routing stage (default 20,000)")
+    p.add_argument("--routing-orders", type=int, help="orders of each kind of the routing-path stage (default 500)")
     p.add_argument("--out", default=str(RESULTS / "harness"), help="write OUT.txt and OUT.json")
     return p.parse_args(argv)
 
@@ -1210,6 +1227,8 @@ def main(argv: list[str] | None = None) -> int:
         plan = replace(plan, live_orders=a.live_orders)
     if a.routing_calls:
         plan = replace(plan, routing_calls=a.routing_calls)
+    if a.routing_orders:
+        plan = replace(plan, routing_orders=a.routing_orders)
     try:
         import uvloop
 

@@ -11,9 +11,8 @@ microseconds (each call timed alone) and calls per second (a tight loop of calls
     .venv/bin/python -m bench.routing --quick
 
 In ``make bench`` it runs in-process after the valuation stage; its rows follow the valuation rows. The other
-figure of the issue, "submit -> fill with routing on vs off", needs the service with several venues: it belongs
-to the live-venue stage (``bench/live_venue.py``, its rows are added by ``live_venue.add_rows``), measured there
-once the order-router routes.
+figure of the issue, "submit -> fill with routing on vs off", needs the service with several venues: it is the
+routing-path stage (``bench/routing_path.py``: a ``tbx run`` with three paper venues).
 """
 
 from __future__ import annotations
