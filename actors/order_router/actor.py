@@ -149,6 +149,10 @@ class OrderRouter(Actor):
         s = self.subjects
         await self.store.load()
         await self.bus.replay(stream=s.s_fills, subject=s.fills(), type_=Fill, handler=self._fold_fill, follow=False)
+        async with self.store.lock:  # a crash between an entry's reroute and its legs': the legs follow now
+            for oid in list(self.store.live):
+                if (o := self.store.orders[oid]).linked_orders and o.role == "entry":
+                    await self._legs_follow(o)
         strays = {o.venue for o in self.store.orders.values() if o.order_id in self.store.live} - set(self.sessions)
         for name in sorted(strays):  # left as they are: never sent to another venue than their own
             self.log.error("live orders of venue {} which is not configured (EXCHANGES): left alone", name)

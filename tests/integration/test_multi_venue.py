@@ -9,6 +9,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 
+import msgspec
 import pytest
 
 from bus.client import Bus
@@ -330,3 +331,27 @@ async def test_an_unnamed_reduce_only_order_goes_where_the_position_is(multi, cl
     o = await until(client, "mv-ro-close", "filled")
     assert o.venue == "binance" and "alpaca excluded (no BTC_USDT position there to reduce)" in (o.routing or "")
     assert posts_alpaca(alpaca, "mv-ro-close") == 0
+
+
+async def test_bracket_legs_cut_off_from_their_rerouted_entry_by_a_crash_follow_it_at_start(
+    make_system, client
+) -> None:
+    """A crash after the entry's reroute was stored, before its legs' were: at start the legs go where it went."""
+    from loguru import logger
+
+    from actors.order_router.store import OrderStore
+    from tests.integration.test_order_types import placed, publish_book
+
+    sut = await make_system(EXCHANGES="alpha=paper,beta=paper")
+    await publish_book(client, [("59990", "1")], [("60000", "1")])
+    entry = await placed(client, "mv-br-1", "buy", "0.01", "limit", price="50000", stop_loss="45000", exchange="alpha")
+    legs = list((entry.linked_orders or {}).values())
+    assert legs
+    await sut.stop("order-router")
+    store = OrderStore(client, logger)  # the entry moved to beta, its legs not (the crash)
+    await store.load()
+    moved = await store.update(entry.order_id, lambda c: msgspec.structs.replace(c, venue="beta"), "rerouted")
+    assert moved is not None and moved.venue == "beta"
+    await sut.start("order-router")
+    router = sut.running["order-router"]
+    assert all(router.store.orders[leg].venue == "beta" for leg in legs)  # type: ignore[attr-defined]
