@@ -352,7 +352,19 @@ class RiskGate(Actor):
                 p.signed, p.amount = p.signed * keep, p.amount * keep
 
     async def _on_adjustment(self, adj: BalanceAdjusted, env: Envelope) -> None:
-        self._ledger(adj.venue).apply_adjustment(adj)
+        if adj.reason != "opening":
+            self._ledger(adj.venue).apply_adjustment(adj)
+            return
+        # a venue's opening balances replace what its books started with: not a gain or a loss of the day - the
+        # day start and the peak move with it (else a venue opening late could halt trading on every venue)
+        marks, bridge = self.books.mids, self.settings.CONVERSION_BRIDGE
+        before = equity(self.books_model.combined(), marks, bridge)
+        if not self._ledger(adj.venue).apply_adjustment(adj):
+            return
+        moved = equity(self.books_model.combined(), marks, bridge) - before
+        if moved:
+            self.day = dataclasses.replace(self.day, equity=self.day.equity + moved)
+            self.peak += moved
 
     async def _on_order(self, ev: OrderEvent, env: Envelope) -> None:
         self.orders_seq = max(self.orders_seq, env.seq or 0)
@@ -422,8 +434,9 @@ class RiskGate(Actor):
         working: dict[str, Decimal] = {}
         for w in self.working.values():
             working[w.pair] = working.get(w.pair, ZERO) + w.sign * w.left
-        for p in list(self.pending.values()):
+        for coid, p in list(self.pending.items()):
             if now - p.at > PENDING_TTL_MS:
+                del self.pending[coid]  # its order never showed up: what it reserved is free again
                 continue
             working[p.pair] = working.get(p.pair, ZERO) + p.signed
         # positions summed per pair over the venues
@@ -678,9 +691,12 @@ class RiskGate(Actor):
                     return x, None, [venue] if named else None
                 d = check_limits(intent, x, self.limits, self.trading_state, mid, now_ms(), named if several else None)
                 return x, d, [venue] if named else None
+            # (a paper venue beside live venues takes only the orders naming it: the router never routes one there)
+            live = any(not v.paper for v in self.venues)
             states = [
                 VenueState(v.name, v.pairs, self.markets.get(req.pair, v.name), self.available(v.name))
                 for v in self.venues
+                if not (live and v.paper)
             ]
             able, unable = candidates(req, intent, states, self.limits.allow_short)
             if intent is None:

@@ -224,8 +224,10 @@ class OrderRouter(Actor):
             if known is None:
                 ref = a.estimated_cost / req.quantity if a.estimated_cost and req.quantity else None
                 choice = self.router.choose(req, a.venues)
-                if choice.venue is None:
-                    await self._refuse_unroutable(a, choice.reason)
+                if choice.venue is None:  # kept, rejected: the approval's reservation ends with its order
+                    order = await self._create(req, ids[:1], ref, self._venue_of_record(req, a), choice.reason,
+                                               rejected=choice.reason or "no venue can take it")  # fmt: skip
+                    await self._refuse_unroutable(a, order)
                     return
                 order = await self._create(req, ids, ref, choice.venue, choice.reason, choice.fallback)
             else:
@@ -254,6 +256,7 @@ class OrderRouter(Actor):
         venue: str,
         routing: str | None = None,
         fallback: list[str] | None = None,
+        rejected: str | None = None,
     ) -> Order:
         """Create the order (and the legs of a bracket) under its reserved ids and persist them, for ``venue``
         (chosen by ``routing``; ``fallback``: where it goes next should that venue certainly not take it). Call
@@ -284,6 +287,9 @@ class OrderRouter(Actor):
             created_at=ts,
             updated_at=ts,
         )
+        if rejected is not None:  # no venue could take it: kept as a rejected order (no legs, never sent)
+            order = msgspec.structs.replace(order, status=S.REJECTED, reason=rejected, closed_at=ts, fallback=[])
+            return await self.store.emit(order, "rejected")
         legs = self.emulator.legs(order, req, ids[1:], ts)
         if legs:
             names = {"stop_loss": "stopLoss", "take_profit": "takeProfit"}
@@ -299,11 +305,18 @@ class OrderRouter(Actor):
         )  # fmt: skip
         return order
 
-    async def _refuse_unroutable(self, a: ApprovedOrder, why: str) -> None:
-        self.log.warning("order {} not routed: {}", a.request.client_order_id, why)
+    def _venue_of_record(self, req: OrderRequest, a: ApprovedOrder) -> str:
+        """The venue an order no venue could take is recorded under: the one it named, else its first candidate."""
+        for name in (req.exchange, *(a.venues or ())):
+            if name in self.sessions:
+                return name
+        return next(iter(self.sessions))
+
+    async def _refuse_unroutable(self, a: ApprovedOrder, order: Order) -> None:
+        self.log.warning("order {} ({}) not routed: {}", order.order_id, order.client_order_id, order.reason)
         if a.reply_to:
             field = "exchange" if a.request.exchange else None
-            reply = OrderReply(ok=False, code="NO_VENUE", field=field, detail=why)
+            reply = OrderReply(ok=False, order=order, code="NO_VENUE", field=field, detail=order.reason)
             await self.bus.respond_to(a.reply_to, reply)
 
     async def _refuse_duplicate(self, a: ApprovedOrder, order: Order) -> None:

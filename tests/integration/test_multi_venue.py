@@ -355,3 +355,24 @@ async def test_bracket_legs_cut_off_from_their_rerouted_entry_by_a_crash_follow_
     await sut.start("order-router")
     router = sut.running["order-router"]
     assert all(router.store.orders[leg].venue == "beta" for leg in legs)  # type: ignore[attr-defined]
+
+
+async def test_an_order_no_venue_can_take_is_kept_rejected_and_frees_its_reservation(
+    multi, client, binance, alpaca
+) -> None:
+    sut = await multi()
+    router, gate = sut.running["order-router"], sut.running["risk-gate"]
+    await binance.stop()
+    await alpaca.stop()  # every live venue down (paper takes only orders naming it)
+
+    async def both_down() -> bool | None:
+        return True if not any(router.sessions[v].up() for v in ("binance", "alpaca")) else None  # type: ignore[attr-defined]
+
+    await eventually(both_down, timeout=15, what="both live venues down")
+    reply = await submit(client, "mv-none-1")
+    assert not reply.ok and reply.code == "NO_VENUE", reply
+    assert reply.order is not None and reply.order.status.value == "rejected" and "down" in (reply.order.reason or "")
+    o = await order_of(client, "mv-none-1")
+    assert o is not None and o.status.value == "rejected"  # kept: the audit trail says why
+    # its order event ended the approval's reservation (not held for minutes)
+    await eventually(lambda: asyncio.sleep(0, "mv-none-1" not in gate.pending or None), what="reservation freed")  # type: ignore[attr-defined]

@@ -221,3 +221,16 @@ async def test_the_emergency_stop_closes_each_venues_position_on_that_venue(gate
     got = sorted((a.request.exchange, a.request.side, a.request.quantity, a.venues) for a in closes)
     assert got == [("alpha", "sell", D(2), ["alpha"]), ("beta", "sell", D(3), ["beta"])]
     assert all(a.request.reduce_only for a in closes)
+
+
+async def test_a_venues_late_opening_moves_the_day_start_not_a_loss(gate: Gate, client: Bus) -> None:
+    """beta's opening reading comes late (it was down at start): its books held INITIAL_BALANCE meanwhile. Its
+    real balance replaces that - not a loss of the day: the gate stays ACTIVE (the day start and peak move)."""
+    s = client.subjects
+    await client.js_publish(s.balance_adjustments(), adjustment("alpha", "USDT", "1000", "1000"))
+    g = await gate(MAX_DAILY_LOSS="0.05", MAX_DRAWDOWN="0.05")
+    await asyncio.sleep(1.5)  # the watch takes the day start (every second)
+    await client.js_publish(s.balance_adjustments(), adjustment("beta", "USDT", "1000", "100"))
+    await asyncio.sleep(1.5)  # the watch again, with beta's opening in the books
+    r = await validate(client, request("after-open", "0.1", exchange="alpha"))
+    assert g.trading_state == "ACTIVE" and r.ok, (g.trading_state, r.code, r.detail)
