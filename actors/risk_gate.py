@@ -457,7 +457,14 @@ class RiskGate(Actor):
             marks=held_marks,
             rates=quote_rates(conv, (*pairs, *extra) if extra else pairs),  # every amount into BASE_CURRENCY
             base_currency=total.base_currency,
+            venue_positions=self._positions_at(venue),
         )
+
+    def _positions_at(self, venue: str | None) -> dict[str, Decimal] | None:
+        """The positions at ``venue`` (None: one venue, or no venue chosen yet)."""
+        if venue is None or self.only is not None:
+            return None
+        return {pair: pos.quantity for pair, pos in self.books_model.of(venue).positions.items() if pos.quantity}
 
     def available(self, venue: str | None = None) -> dict[str, Decimal]:
         """What ``venue`` (None: the only venue) has available, after its working orders and what the
@@ -706,6 +713,7 @@ class RiskGate(Actor):
             short = [n for n, d in unable if d.code == "INSUFFICIENT_BALANCE"]
             pick = able[0] if able else short[0] if short else unable[0][0]
             x.available = dict(next(v.available for v in states if v.name == pick))
+            x.venue_positions = self._positions_at(pick)
             d = check_limits(intent, x, self.limits, self.trading_state, mid, now_ms(), pick)
             if not able and (d is None or d.code == "INSUFFICIENT_BALANCE"):
                 d = no_venue(unable)

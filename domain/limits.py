@@ -64,6 +64,9 @@ class Exposure:
     # quoted in BASE_CURRENCY.
     rates: dict[str, Decimal | None] | None = None
     base_currency: str = "USDT"  # BASE_CURRENCY, for the reasons
+    # several venues: the positions at the venue the order goes to (an order "reduces" only if it reduces the
+    # position there too: a sell on a venue holding nothing opens a short there, whatever the others hold)
+    venue_positions: dict[str, Decimal] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +184,8 @@ def check_limits(
     pos = x.positions.get(i.pair, ZERO)
     work = x.working.get(i.pair, ZERO)
     reducing = reduces(pos, work, i.side, i.quantity)
+    if reducing and x.venue_positions is not None:
+        reducing = reduces(x.venue_positions.get(i.pair, ZERO), ZERO, i.side, i.quantity)
     if state == HALTED:
         return Denial("TRADING_HALTED", None, "trading is halted (emergency stop or daily loss): resume to trade")
     if state == REDUCING and not reducing:

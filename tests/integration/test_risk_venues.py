@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal as D
 
+import msgspec
 import pytest
 
 from actors.risk_gate import RiskGate
@@ -234,3 +235,21 @@ async def test_a_venues_late_opening_moves_the_day_start_not_a_loss(gate: Gate, 
     await asyncio.sleep(1.5)  # the watch again, with beta's opening in the books
     r = await validate(client, request("after-open", "0.1", exchange="alpha"))
     assert g.trading_state == "ACTIVE" and r.ok, (g.trading_state, r.code, r.detail)
+
+
+async def test_reducing_means_reducing_at_the_venue_the_order_goes_to(gate: Gate, client: Bus) -> None:
+    """alpha is long 3 BTC, the state REDUCING: a sell of 3 on alpha reduces; the same sell on beta (which holds
+    none) would open a short there - refused, although the net of both venues would shrink."""
+    from schemas.messages import RiskCommand, RiskStateChange
+
+    s = client.subjects
+    await client.js_publish(s.fills("BTC_USDT"), vfill("a-1", "alpha", "buy", "3", "100"))
+    await gate()  # (ALLOW_SHORT=true in these settings)
+    await client.request(s.risk_command, RiskCommand(action="reduce"), RiskStateChange, timeout=5)
+
+    def sell(coid: str, venue: str) -> OrderRequest:
+        return msgspec.structs.replace(request(coid, "3", exchange=venue), side="sell")
+
+    assert (await validate(client, sell("red-alpha", "alpha"))).ok
+    r = await validate(client, sell("red-beta", "beta"))
+    assert not r.ok and r.code == "REDUCING_ONLY", (r.code, r.detail)
