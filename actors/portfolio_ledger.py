@@ -273,7 +273,9 @@ class PortfolioLedger(Actor):
     async def _legacy_venue(self, ledger: Ledger, fills_seq: int) -> str:
         """The venue whose books a snapshot of one Ledger holds: the venue its fills name (the last one it
         booked, read from the FILLS stream), else the venue of its adjustments, else the first configured
-        venue (a one-venue deployment: the only venue)."""
+        venue. A one-venue deployment: the only venue (it books every fill there, whatever the fill names)."""
+        if len(self.venues) == 1:
+            return self.venues[0]
         stream = self.subjects.s_fills
         for seq in range(fills_seq, max(0, fills_seq - 50), -1):  # the last fill booked (or one shortly before)
             try:

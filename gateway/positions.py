@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from aiohttp import web
 
 from gateway.common import BUS, ask
@@ -41,7 +43,7 @@ async def _close(request: web.Request, pos: PositionView) -> OrderReply:
     """A reduce-only market order for the whole position, on the venue that holds it, named after it:
     asking twice makes one order."""
     req = OrderRequest(
-        client_order_id=f"close-{pos.id}-{pos.quantity}", pair=pos.pair,
+        client_order_id=_close_id(pos), pair=pos.pair,
         side="sell" if pos.side == "long" else "buy", quantity=pos.quantity, reduce_only=True,
         source="api:close", ts=now_ms(), exchange=pos.exchange,
     )  # fmt: skip
@@ -131,3 +133,10 @@ def register(app: web.Application) -> None:
             description="Held on several venues, ?exchange= names which one (without it: 409, nothing sent).",
         ),
     )
+
+
+def _close_id(pos: PositionView) -> str:
+    """The close order's client order id, named after the position (asking twice makes one order); one that would
+    be longer than a client order id may be (a long venue name) is its digest."""
+    cid = f"close-{pos.id}-{pos.quantity}"
+    return cid if len(cid) <= 64 else f"close-{hashlib.sha256(cid.encode()).hexdigest()[:40]}"

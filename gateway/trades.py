@@ -10,8 +10,9 @@ from loguru import logger
 
 from bus.client import Bus, Envelope
 from bus.codec import DecodeFailure, decode
+from config.venues import venue_names
 from domain.recent import FILL_DEDUPE_WINDOW, FirstSeen
-from gateway.common import BUS, MAX_SEQ, int_param, query_param
+from gateway.common import BUS, MAX_SEQ, SETTINGS, int_param, query_param
 from gateway.exchange_param import EXCHANGE, exchange_param
 from gateway.problems import json_response
 from gateway.spec import PAIR, STR, Endpoint, add, limit, q
@@ -64,6 +65,8 @@ async def get_trades(request: web.Request) -> web.Response:
     look like a second trade (FillIndex; beyond its window, and until it has started, once per page)."""
     pair = (query_param(request, "pair") or "").upper()
     exchange = exchange_param(request)
+    if exchange is not None and len(venue_names(request.app[SETTINGS])) == 1:
+        exchange = None  # a one-venue deployment books every fill on its venue, whatever the fill names
     order_id = query_param(request, "orderId")
     size = int_param(request, "limit", 1, 500, 50) or 50
     cursor = int_param(request, "cursor", 1, MAX_SEQ)
