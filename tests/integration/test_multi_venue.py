@@ -362,6 +362,8 @@ async def test_an_order_no_venue_can_take_is_kept_rejected_and_frees_its_reserva
 ) -> None:
     sut = await multi()
     router, gate = sut.running["order-router"], sut.running["risk-gate"]
+    await seen_by_router(sut, "binance", "BTC_USDT", "60000")  # books priced (the last ones stay)
+    await eventually(lambda: asyncio.sleep(0, gate.books.mids.get("BTC_USDT")), what="a price at the risk gate")  # type: ignore[attr-defined]
     await binance.stop()
     await alpaca.stop()  # every live venue down (paper takes only orders naming it)
 
