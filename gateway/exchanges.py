@@ -35,7 +35,7 @@ async def get_exchanges(request: web.Request) -> web.Response:
                 id=name,
                 ccxt_id=h.ccxt_id or name,
                 status=status,
-                updates=h.update_mode,
+                updates="stream" if h.update_mode == "push" else h.update_mode,  # (paper pushes: a stream)
                 latency_ms=h.last_latency_ms,
                 rate_limit_used=h.rate_limit_used,
                 last_error=h.last_error,

@@ -220,7 +220,7 @@ class ExchangeView(msgspec.Struct, kw_only=True, rename="camel"):
     id: str
     ccxt_id: str
     status: Literal["up", "down", "degraded"]
-    updates: Literal["push", "stream", "polling"] | None  # how order updates reach us (paper: pushed)
+    updates: Literal["stream", "polling"] | None  # how order updates reach us (pushed, as paper's: stream)
     latency_ms: float | None = None  # the last call's round trip
     rate_limit_used: float | None = None
     last_error: str | None = None

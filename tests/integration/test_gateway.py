@@ -309,7 +309,7 @@ async def test_exchanges_lists_the_paper_venue_up_and_its_connection_test_passes
         return body if body["exchanges"] and body["exchanges"][0]["status"] == "up" else None
 
     body = await eventually(listed, what="paper up in /api/exchanges")
-    assert body == {"exchanges": [{"id": "paper", "ccxtId": "paper", "status": "up", "updates": "push",
+    assert body == {"exchanges": [{"id": "paper", "ccxtId": "paper", "status": "up", "updates": "stream",
                                    "latencyMs": None, "rateLimitUsed": None, "lastError": None, "lastErrorAt": None,
                                    "paper": True}]}  # fmt: skip
     async with http.post(f"{base}/api/exchanges/test") as r:
