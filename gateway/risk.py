@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import msgspec
 from aiohttp import web
 
+from config.settings import PARSERS
 from gateway.common import BUS, ask, int_param, query_param, read_json, typed_limits
 from gateway.problems import ApiError, json_response
 from gateway.spec import Endpoint, add, limit, one_of, q
@@ -110,6 +111,14 @@ class ConfigBody(msgspec.Struct, kw_only=True, rename="camel", forbid_unknown_fi
 HUNDRED = Decimal(100)
 # the spec's name -> our own name of the same limit (both may be sent when they agree)
 ALIASES = {"max_leverage": "max_total_exposure", "max_order_size": "max_order_notional"}
+# the spec's names and the settings they set (riskPerTrade apart: a percent)
+SPEC_SETTINGS = {
+    "max_leverage": "MAX_TOTAL_EXPOSURE",
+    "max_order_size": "MAX_ORDER_NOTIONAL",
+    "min_account_balance": "MIN_ACCOUNT_BALANCE",
+    "stop_loss_percentage": "DEFAULT_STOP_LOSS_PERCENT",
+    "take_profit_percentage": "DEFAULT_TAKE_PROFIT_PERCENT",
+}
 FRACTIONS = {
     "max_position_size": "MAX_POSITION_SIZE is a fraction of equity here (0.25 = 25 %)",
     "max_daily_loss": "MAX_DAILY_LOSS is a fraction of start-of-day equity here (0.05 = 5 %)",
@@ -142,6 +151,22 @@ def risk_limits(body: ConfigBody) -> RiskLimits:
             "maxCorrelatedPositions (a USD amount) is not taken: pairs that move together share the limits of "
             "CORRELATION_GROUPS (fractions of equity, set in the environment)",
             field="maxCorrelatedPositions", code="UNSUPPORTED_FIELD",
+        )  # fmt: skip
+    for name, setting in SPEC_SETTINGS.items():  # checked here, so that a problem names the field as it was sent
+        value = getattr(body, name)
+        if value is not None:
+            try:
+                PARSERS[setting](value)
+            except ValueError as e:
+                raise ApiError(
+                    422, "Validation failed", f"{_camel(name)}={value}: expected {e} ({setting})",
+                    field=_camel(name), code="INVALID_FIELD",
+                ) from None  # fmt: skip
+    if body.risk_per_trade is not None and not (0 < body.risk_per_trade <= HUNDRED):
+        raise ApiError(
+            422, "Validation failed",
+            f"riskPerTrade={body.risk_per_trade}: expected a percent of equity > 0 and <= 100 (1 = 1 %)",
+            field="riskPerTrade", code="INVALID_FIELD",
         )  # fmt: skip
     values: dict[str, Any] = {f: getattr(body, f) for f in RiskLimits.__struct_fields__ if hasattr(body, f)}
     for spec_name, own in ALIASES.items():

@@ -217,3 +217,31 @@ def test_max_correlated_positions_is_refused_with_the_reason():
         risk_limits(body(maxCorrelatedPositions=50000))
     assert (e.value.status, e.value.field, e.value.code) == (422, "maxCorrelatedPositions", "UNSUPPORTED_FIELD")
     assert "CORRELATION_GROUPS" in e.value.detail
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("maxLeverage", 0),
+        ("maxLeverage", 101),
+        ("maxOrderSize", -1),
+        ("minAccountBalance", -1),
+        ("stopLossPercentage", 0),
+        ("stopLossPercentage", 100),
+        ("takeProfitPercentage", -1),
+        ("riskPerTrade", 0),
+        ("riskPerTrade", "100.01"),
+    ],
+)
+def test_the_spec_names_are_bounded_as_their_settings_and_named_in_the_problem(field, value):
+    with pytest.raises(ApiError) as e:
+        risk_limits(body(**{field: value}))
+    assert (e.value.status, e.value.field) == (422, field), e.value.detail
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("maxLeverage", 100), ("maxOrderSize", 0), ("minAccountBalance", 0), ("stopLossPercentage", 99)],
+)
+def test_the_spec_names_at_their_bounds_pass(field, value):
+    assert risk_limits(body(**{field: value})) is not None
