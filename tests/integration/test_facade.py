@@ -283,6 +283,12 @@ async def test_the_spec_s_defaults_set_at_run_time_are_what_signals_use(launch):
     assert r.body["positionSizing"]["recommendedSize"] == 5.002, r.body["positionSizing"]
     sl = await api.ok("GET", f"/api/orders/{r.body['linkedOrders']['stopLoss']}")
     assert (sl["type"], sl["stopPrice"]) == ("stop_loss", 96.96)
+    # the risk-gate's advice too: risking 1 % of about 50,000 (less the signal's costs) over a stop 10 under the
+    # ask 100 -> just under 50 (2 %: just under 100)
+    order = {"pair": "ETH_USDT", "side": "buy", "quantity": 100, "stopLoss": 90}
+    await api.book(pair="ETH_USDT", bid="99.90", ask="100.00")
+    v = await api.ok("POST", "/api/orders/validate", order)
+    assert v["valid"] and D("49.9") < D(str(v["riskValidation"]["recommendedSize"])) <= D(50), v
 
 
 async def test_min_account_balance_refuses_opening_orders_and_lets_reducing_ones_pass(launch):  # noqa: F811
