@@ -141,8 +141,8 @@ def risk_limits(body: ConfigBody) -> RiskLimits:
             field = _camel(name)
             raise ApiError(
                 422, "Validation failed",
-                f"{field}: {why}, not an amount: {value} is not allowed (the enhanced-execution spec's {field} is "
-                "in USD; this service's is not)",
+                f"{field}={value}: expected a number > 0 and <= 1: {why}, not an amount (the enhanced-execution "
+                f"spec's {field} is in USD; this service's is not)",
                 field=field, code="INVALID_FIELD",
             )  # fmt: skip
     if body.max_correlated_positions is not None:
