@@ -129,7 +129,7 @@ STATIC_CODES = frozenset({
 # denials that depend on the read model of the books (and so may be wrong while it is behind)
 BOOK_CODES = frozenset({
     "INSUFFICIENT_BALANCE", "MAX_POSITION_SIZE", "MAX_TOTAL_EXPOSURE", "CORRELATION_LIMIT", "REDUCING_ONLY",
-    "TRADING_HOURS", "NO_EQUITY", "MAX_DAILY_LOSS", "MAX_DRAWDOWN", "REDUCE_ONLY",
+    "TRADING_HOURS", "NO_EQUITY", "MAX_DAILY_LOSS", "MAX_DRAWDOWN", "REDUCE_ONLY", "MIN_ACCOUNT_BALANCE",
 })  # fmt: skip
 STATE_KEY = "risk.state"
 KEEP_ALERTS = 500
@@ -144,6 +144,12 @@ CONFIGURABLE = {
     "price_band_percent": "PRICE_BAND_PERCENT",
     "max_orders_per_second": "MAX_ORDERS_PER_SECOND",
     "allow_short": "ALLOW_SHORT",
+    "min_account_balance": "MIN_ACCOUNT_BALANCE",
+    # not limits the risk-gate enforces, but set with them (the spec's update-risk-config): the advice and
+    # signal-intake read them from the risk-gate's view (RiskMetricsView.limits), so a change applies at once
+    "risk_per_trade": "RISK_PER_TRADE",
+    "default_stop_loss_percent": "DEFAULT_STOP_LOSS_PERCENT",
+    "default_take_profit_percent": "DEFAULT_TAKE_PROFIT_PERCENT",
 }
 
 
@@ -282,6 +288,7 @@ class RiskGate(Actor):
             ),
             hours=parse_trading_hours(self.settings.TRADING_HOURS),
             timezone=self.settings.TRADING_TIMEZONE,
+            min_account_balance=c["MIN_ACCOUNT_BALANCE"] or None,  # type: ignore[arg-type]
         )
 
     @property
@@ -689,6 +696,8 @@ class RiskGate(Actor):
             return decision
         # (no source skips the limits: the emergency stop's closes go straight to the order-router)
         intent = self._intent(req, book)
+        if intent is not None:  # what it pays the venue, for MIN_ACCOUNT_BALANCE (several unnamed: the dearest)
+            intent = dataclasses.replace(intent, fee_rate=self._taker_fee(req.pair, venue))
         mid = mid_price(book.bids, book.asks) if book is not None else None
 
         def limits() -> tuple[Exposure, Denial | None, list[str] | None]:
@@ -760,7 +769,8 @@ class RiskGate(Actor):
             budget = in_quote(x, req.pair, x.equity)  # equity in the pair's quote currency, as the stop distance
             if req.stop_loss is not None and budget is not None:
                 try:
-                    sized = fixed_fractional(budget, self.settings.RISK_PER_TRADE, intent.price, req.stop_loss, step)
+                    risk_per_trade: Decimal = self.config["RISK_PER_TRADE"]  # type: ignore[assignment]
+                    sized = fixed_fractional(budget, risk_per_trade, intent.price, req.stop_loss, step)
                     best = min(best, sized.quantity)
                 except SizingError:
                     pass
@@ -787,6 +797,15 @@ class RiskGate(Actor):
         if answer.max_risk is not None and answer.max_risk.is_finite():
             v.max_risk = answer.max_risk
         return None
+
+    def _taker_fee(self, pair: str, venue: str | None) -> Decimal:
+        """The taker fee of ``venue`` for ``pair`` (None: the highest of the venues' that list it); 0 when no
+        venue's rules are known yet."""
+        names = [venue] if venue is not None else list(self.venue_by_name)
+        fees = [r.taker_fee for n in names if (r := self.markets.get(pair, n)) is not None]
+        if not fees and venue is not None and (r := self.markets.get(pair)) is not None:
+            fees = [r.taker_fee]  # a one-venue deployment: its rules may be filed under no venue name
+        return max((f for f in fees if f.is_finite() and f > 0), default=Decimal(0))
 
     @staticmethod
     def _intent(req: OrderRequest, book: object) -> Intent | None:

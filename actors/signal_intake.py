@@ -472,15 +472,17 @@ class SignalIntake(Actor):
         limit = None
         if self.settings.SIGNAL_ORDER_TYPE == "limit":
             limit = entry = rules.limit_price(side, market or price, self.settings.SIGNAL_LIMIT_OFFSET_PERCENT, tick)
+        # the risk-gate's view: equity and exposure for the size, and the values PUT /api/risk/config may have
+        # changed since the start (RISK_PER_TRADE, DEFAULT_STOP_LOSS_PERCENT, DEFAULT_TAKE_PROFIT_PERCENT)
+        risk = await self.bus.request(self.subjects.query("risk"), Empty(), RiskMetricsView)
         stop, take = sig.stop_loss, sig.take_profit
         if self.settings.STOP_LOSS_ENABLED and stop is None:
-            s = self.settings
-            stop, default_take = rules.default_exits(
-                side, entry, s.DEFAULT_STOP_LOSS_PERCENT, s.DEFAULT_TAKE_PROFIT_PERCENT, tick
-            )
+            stop_pct = self._setting(risk, "DEFAULT_STOP_LOSS_PERCENT")
+            take_pct = self._setting(risk, "DEFAULT_TAKE_PROFIT_PERCENT")
+            stop, default_take = rules.default_exits(side, entry, stop_pct, take_pct, tick)
             take = take if take is not None else default_take
             notes.append(f"default exits (STOP_LOSS_ENABLED): stopLoss {stop}, takeProfit {take}")
-        sizing = await self._size(sig, side, entry, stop, confidence, step, notes)
+        sizing = await self._size(sig, side, entry, stop, confidence, step, notes, risk)
         if isinstance(sizing, str):
             code = sizing.partition(":")[0] if sizing.startswith("NO_CONVERSION:") else None
             await finish_all("rejected", sizing, **({"code": code} if code else {}))
@@ -505,11 +507,14 @@ class SignalIntake(Actor):
         confidence: Decimal,
         step: Decimal,
         notes: list[str],
+        risk: RiskMetricsView,
     ) -> PositionSizing | str:
         """How much to trade: the signal's quantity, the risk service's answer, or a local method; never
-        more than MAX_POSITION_SIZE allows. A string: why it cannot be sized."""
+        more than MAX_POSITION_SIZE allows. A string: why it cannot be sized. ``risk``: the risk-gate's view."""
         rp = sig.risk_parameters
-        fraction = rp.max_risk_percent if rp and rp.max_risk_percent is not None else self.settings.RISK_PER_TRADE
+        fraction = (
+            rp.max_risk_percent if rp and rp.max_risk_percent is not None else self._setting(risk, "RISK_PER_TRADE")
+        )
         if not (ZERO < fraction <= 1):
             return "riskParameters.maxRiskPercent must be in (0, 1]"
         if sig.quantity is not None and (not sig.quantity.is_finite() or sig.quantity <= ZERO):
@@ -526,7 +531,6 @@ class SignalIntake(Actor):
             )
         except SizingError as e:
             return str(e)
-        risk = await self.bus.request(self.subjects.query("risk"), Empty(), RiskMetricsView)
         # the risk-gate's equity is in BASE_CURRENCY; prices are in the pair's quote currency: size in quote units
         quote = pair_currencies(sig.pair)[1]
         rate = ONE if quote == risk.base_currency else risk.conversion_rates.get(quote)
@@ -580,6 +584,19 @@ class SignalIntake(Actor):
             capped_by="MAX_POSITION_SIZE" if was else None, decided_by=decided_by,  # type: ignore[arg-type]
             currency=quote,
         )  # fmt: skip
+
+    def _setting(self, risk: RiskMetricsView, name: str) -> Decimal:
+        """A value set at run time with PUT /api/risk/config, as the risk-gate holds it now (its view's
+        ``limits``); the setting when the risk-gate does not report it (an older one) or reports no number."""
+        raw = risk.limits.get(name)
+        if raw is not None:
+            try:
+                value = Decimal(raw)
+            except ArithmeticError:
+                value = None
+            if value is not None and value.is_finite():
+                return value
+        return getattr(self.settings, name)  # type: ignore[no-any-return]
 
     async def _win_loss(self, notes: list[str]) -> Decimal:
         """Kelly's b: the observed average win / average loss of closed round trips (1 before any)."""

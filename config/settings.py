@@ -133,8 +133,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     CORRELATION_GROUPS: str = ""  # JSON: {"majors": {"pairs": ["BTC_USDT", "ETH_USDT"], "maxExposure": "0.4"}}
     TRADING_HOURS: str = ""  # "HH:MM-HH:MM" in TRADING_TIMEZONE; empty: always
     TRADING_TIMEZONE: str = "UTC"
-    MAX_TOTAL_EXPOSURE: Decimal = Decimal(1)  # of equity, all pairs (1 = no leverage)
+    MAX_TOTAL_EXPOSURE: Decimal = Decimal(1)  # of equity, all pairs (1 = no leverage): the spec's maxLeverage
     MAX_DRAWDOWN: Decimal = Decimal(0)  # of peak equity; 0: no limit
+    MIN_ACCOUNT_BALANCE: Decimal = Decimal(0)  # in BASE_CURRENCY: no opening order takes equity below it; 0: none
     PRICE_BAND_PERCENT: Decimal = Decimal(10)  # a limit price at most this far from the mid; 0: no band
     # -- portfolio ------------------------------------------------------------------------------------
     INITIAL_BALANCE: Decimal = Decimal("50000")
@@ -556,6 +557,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "TRADING_TIMEZONE": _timezone,
     "MAX_TOTAL_EXPOSURE": _dec(Decimal(0), Decimal(100), lo_open=True),
     "MAX_DRAWDOWN": _dec(Decimal(0), Decimal(1)),
+    "MIN_ACCOUNT_BALANCE": _dec(Decimal(0)),
     "PRICE_BAND_PERCENT": _dec(Decimal(0), Decimal(1000)),
     "INITIAL_BALANCE": _dec(Decimal(0), lo_open=True),
     "CURRENCY_PRECISION": _currency_precision,

@@ -21,7 +21,7 @@ import datetime as dt
 import zoneinfo
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from domain.risk import Denial, notional_denial, rule_denial
 from schemas.messages import MarketRules, OrderRequest
@@ -46,6 +46,9 @@ class Limits:
     groups: tuple[tuple[str, frozenset[str], Decimal], ...] = ()  # (name, pairs, max exposure of equity)
     hours: tuple[int, int] | None = None  # opening orders only between these minutes of the day ...
     timezone: str = "UTC"  # ... in this time zone
+    # MIN_ACCOUNT_BALANCE (the spec's minAccountBalance), in BASE_CURRENCY: no opening order takes the equity
+    # below it (see equity_after); None: no floor
+    min_account_balance: Decimal | None = None
 
 
 @dataclass(slots=True)
@@ -78,11 +81,17 @@ class Intent:
     limit_price: Decimal | None = None
     quote: str = ""
     base: str = ""
+    fee_rate: Decimal = ZERO  # the venue's taker fee, of the notional (an estimate of what the order pays)
 
 
 def _up(x: Decimal) -> Decimal:
     """Rounded up for a reason's text, so a value over a limit never reads as equal to it."""
     return x.quantize(Decimal("0.0001"), rounding=ROUND_CEILING)
+
+
+def _down(x: Decimal) -> Decimal:
+    """Rounded down for a reason's text, so a value under a limit never reads as equal to it."""
+    return x.quantize(Decimal("0.0001"), rounding=ROUND_FLOOR)
 
 
 def reduces(position: Decimal, working: Decimal, side: str, quantity: Decimal) -> bool:
@@ -141,6 +150,37 @@ def _exposure(x: Exposure, pairs: set[str] | frozenset[str], besides: str) -> tu
                 value *= rate
         total += value
     return total, missing
+
+
+def equity_after(i: Intent, x: Exposure, mark: Decimal, rate: Decimal) -> Decimal:
+    """The equity (BASE_CURRENCY) right after the order fills at its expected price, valued as the books value it:
+    a buy pays ``i.price`` for what is worth ``mark``, a sell gets ``i.price`` for what was worth ``mark``; the
+    difference when it is a loss (crossing the spread, walking the book), and the fee estimate, come off the
+    equity. A price better than the mark is never counted as a gain (a limit far from the market does not make
+    the account richer). ``rate``: BASE_CURRENCY per unit of the pair's quote currency."""
+    edge = i.price - mark if i.side == "buy" else mark - i.price
+    cost = i.quantity * max(edge, ZERO) + i.quantity * i.price * i.fee_rate  # in the quote currency
+    return x.equity - (cost if rate == ONE else cost * rate)
+
+
+def min_balance_denial(i: Intent, x: Exposure, floor: Decimal, mark: Decimal, rate: Decimal) -> Denial | None:
+    """MIN_ACCOUNT_BALANCE: an opening order is refused when the equity right after it would be below ``floor``
+    (exactly at it passes). Already below: nothing opens (no field at fault); else the order's size is."""
+    after = equity_after(i, x, mark, rate)
+    if after >= floor:
+        return None
+    cur = x.base_currency
+    if x.equity < floor:
+        return Denial(
+            "MIN_ACCOUNT_BALANCE", None,
+            f"MIN_ACCOUNT_BALANCE: equity {_down(x.equity)} {cur} is below the minimum {floor} {cur}: only orders "
+            "that reduce a position pass",
+        )  # fmt: skip
+    return Denial(
+        "MIN_ACCOUNT_BALANCE", "quantity",
+        f"MIN_ACCOUNT_BALANCE: equity would be {_down(after)} {cur} after this order (its cost against the mark and "
+        f"its fee) < the minimum {floor} {cur}",
+    )  # fmt: skip
 
 
 def within_hours(now_ms: int, hours: tuple[int, int], timezone: str) -> bool:
@@ -223,6 +263,10 @@ def check_limits(
         if rate is None:
             return no_conversion(x, i.pair, "MAX_POSITION_SIZE", "pair")
         mark = x.marks.get(i.pair, i.price)
+        if lim.min_account_balance is not None:
+            low = min_balance_denial(i, x, lim.min_account_balance, mark, rate)
+            if low is not None:
+                return low
         after = pos + work + (i.quantity if i.side == "buy" else -i.quantity)
         value = abs(after) * mark  # the pair's exposure after the order, in BASE_CURRENCY
         if rate != ONE:

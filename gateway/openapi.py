@@ -41,6 +41,7 @@ COMMON_ERRORS = {
 TITLES = {
     409: "Conflict: a duplicate client id, or a command on a closed order",
     502: "The actor that must answer failed",
+    501: "Not Implemented: an action whose endpoint (or a filter) this build of the service does not have",
 }
 
 

@@ -735,6 +735,13 @@ class RiskLimits(Msg):
     price_band_percent: Decimal | None = None
     max_orders_per_second: int | None = None
     allow_short: bool | None = None
+    # issue 18 (the enhanced-execution spec's parameters), in the settings' units: MIN_ACCOUNT_BALANCE (in
+    # BASE_CURRENCY), RISK_PER_TRADE (a fraction of equity: REST's riskPerTrade is a percent, converted by the
+    # gateway), DEFAULT_STOP_LOSS_PERCENT and DEFAULT_TAKE_PROFIT_PERCENT (percent)
+    min_account_balance: Decimal | None = None
+    risk_per_trade: Decimal | None = None
+    default_stop_loss_percent: Decimal | None = None
+    default_take_profit_percent: Decimal | None = None
 
 
 class RiskConfigReply(Msg):

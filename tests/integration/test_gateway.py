@@ -261,8 +261,10 @@ async def test_put_risk_config_validates_persists_and_applies(stack, nats_url, p
     http, base = stack
     status, _, p = await call(http, "PUT", f"{base}/api/risk/config", data=b'{"maxPositionSize": 2}', headers=JSON)
     assert status == 422 and p["field"] == "maxPositionSize" and "<= 1" in p["detail"]
-    status, _, p = await call(http, "PUT", f"{base}/api/risk/config", data=b'{"maxLeverage": 2}', headers=JSON)
-    assert status == 422 and p["field"] == "maxLeverage"
+    status, _, p = await call(http, "PUT", f"{base}/api/risk/config", data=b'{"maxLeverage": 0}', headers=JSON)
+    assert status == 422 and p["field"] == "maxLeverage"  # the spec's name of maxTotalExposure: (0, 100]
+    status, _, p = await call(http, "PUT", f"{base}/api/risk/config", data=b'{"maxLeverageX": 2}', headers=JSON)
+    assert status == 422 and p["field"] == "maxLeverageX"
     status, _, ok = await call(
         http,
         "PUT",
