@@ -181,6 +181,11 @@ class Subjects:
         """The paper exchange's own store (it behaves like an outside venue)."""
         return self.bucket_name("PAPER")
 
+    @property
+    def kv_credentials(self) -> str:
+        """Venue keys sealed with AES-256-GCM, key ``<venue>.<environment>`` (config/credential_store.py)."""
+        return self.bucket_name("CREDENTIALS")
+
 
 @functools.lru_cache(maxsize=65_536)
 def pair_currencies(pair: str) -> tuple[str, str]:
