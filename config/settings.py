@@ -475,7 +475,7 @@ def encryption_key_problem(value: str) -> str | None:
     """Why CREDENTIAL_ENCRYPTION_KEY's value is not allowed (None: empty, a raw key - 64 hex characters, the
     base64 of 32 bytes, or with a hex: / base64: prefix - or a passphrase of at least PASSPHRASE_MIN
     characters). The value itself is never part of the answer."""
-    from config.credentials import InvalidCredential, raw_key_of
+    from config.key_format import KeyFormatError, raw_key_of
 
     s = value.strip()
     if not s:
@@ -483,7 +483,7 @@ def encryption_key_problem(value: str) -> str | None:
     try:
         if raw_key_of(s) is not None:
             return None
-    except InvalidCredential as e:
+    except KeyFormatError as e:
         return e.reason
     if len(s) < PASSPHRASE_MIN:
         return (
@@ -501,7 +501,7 @@ def _optional_path(raw: Any) -> str:
 
 
 def _secret_path(raw: Any) -> str:
-    from config.credential_store import split_secret_path
+    from config.key_format import split_secret_path
 
     s = str(raw).strip().strip("/")
     if not re.match(r"^[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*$", s):

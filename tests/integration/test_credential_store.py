@@ -24,16 +24,10 @@ import pytest
 from loguru import logger
 
 from bus.client import Bus
-from config.credential_store import (
-    KDF_KEY,
-    CredentialStore,
-    FileCredentialStore,
-    KvCredentialStore,
-    VaultCredentialStore,
-    credential_file,
-    credential_store,
-)
-from config.credentials import (
+from config.settings import load_settings
+from credentials.file_store import FileCredentialStore
+from credentials.kv_store import KvCredentialStore
+from credentials.sealing import (
     CredentialConflict,
     CredentialError,
     CredentialNotFound,
@@ -43,7 +37,8 @@ from config.credentials import (
     WrongKey,
     seal,
 )
-from config.settings import load_settings
+from credentials.store import KDF_KEY, CredentialStore, credential_file, credential_store
+from credentials.vault_store import VaultCredentialStore
 from tests.conftest import pid_alive
 
 RAW_KEY = os.urandom(32).hex()

@@ -1,4 +1,4 @@
-"""Unit tests of config/credentials.py: AES-256-GCM sealing of venue keys (pure, no I/O)."""
+"""Unit tests of credentials/sealing.py: AES-256-GCM sealing of venue keys (pure, no I/O)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from config.credentials import (
+from config.settings import ConfigError, load_settings
+from credentials.sealing import (
     ENVIRONMENTS,
     CredentialRecord,
     EncryptionKey,
@@ -30,7 +31,6 @@ from config.credentials import (
     raw_key_of,
     seal,
 )
-from config.settings import ConfigError, load_settings
 
 RAW = bytes(range(32))
 KEY = EncryptionKey(RAW, "raw")
@@ -52,7 +52,7 @@ def flip(b64: str, index: int) -> str:
 def test_round_trip():
     record = sealed()
     assert open_record(KEY, record, "binance", "testnet") == KEYS
-    assert record.version == 1 and record.algorithm == "AES-256-GCM"
+    assert record.version == 2 and record.algorithm == "AES-256-GCM"
     assert record.venue == "binance" and record.environment == "testnet"
     assert record.stored_at == 1_000 and record.rotated_at is None and record.source == "api"
     assert record.key_last4 == "3456"
@@ -106,7 +106,7 @@ def test_a_damaged_record_is_refused_as_tampered():
     with pytest.raises(TamperedRecord, match="not base64"):
         open_record(KEY, msgspec.structs.replace(record, nonce="!!"), "binance", "testnet")
     with pytest.raises(TamperedRecord, match="version"):
-        open_record(KEY, msgspec.structs.replace(record, version=2), "binance", "testnet")
+        open_record(KEY, msgspec.structs.replace(record, version=1), "binance", "testnet")
 
 
 def test_wrong_key_is_refused_and_reported_as_a_wrong_key():
@@ -130,6 +130,33 @@ def test_a_record_moved_to_another_venue_or_environment_is_refused(venue, enviro
     relabelled = msgspec.structs.replace(record, venue=venue, environment=environment)
     with pytest.raises(TamperedRecord):
         open_record(KEY, relabelled, venue, environment)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"key_last4": "9999"},
+        {"key_last4": ""},
+        {"stored_at": 999},
+        {"rotated_at": 2_000},
+        {"source": "env"},
+    ],
+)
+def test_edited_metadata_is_refused_as_tampered(change):
+    """keyLast4, storedAt, rotatedAt and source are shown in clear by the status list: they are part of the
+    associated data, so editing any of them in the store makes the record unreadable (tampering)."""
+    record = decode_record(encode_record(sealed()), "binance", "testnet")
+    assert open_record(KEY, record, "binance", "testnet") == KEYS
+    edited = msgspec.structs.replace(record, **change)
+    with pytest.raises(TamperedRecord, match="keyLast4"):
+        open_record(KEY, edited, "binance", "testnet")
+
+
+def test_a_rotated_record_binds_its_rotation_time():
+    record = seal(KEY, "binance", "live", KEYS, stored_at=1_000, rotated_at=5_000, source="api")
+    assert open_record(KEY, record, "binance", "live") == KEYS
+    with pytest.raises(TamperedRecord):
+        open_record(KEY, msgspec.structs.replace(record, rotated_at=None), "binance", "live")
 
 
 # -- the key ------------------------------------------------------------------------------------------

@@ -1,20 +1,16 @@
 """Venue keys sealed with AES-256-GCM: the pure part of the credential store (no I/O, no asyncio).
 
-Why here: a venue's keys are configuration (today they come from NAME_API_KEY / NAME_API_SECRET, read by
-config/settings.py and config/venues.py); the store is the safer place to keep them. Both the gateway (which
-stores and rotates keys) and the order-router (which reads them) must use this code, and ARCHITECTURE.md's layout
-lets the gateway import ``schemas``, ``bus`` and ``config`` only - so it cannot live in ``actors/``, and it is not
-trading logic (``domain/``). The stores that read and write the sealed records (JetStream KV, a file, Vault) are
-in config/credential_store.py, beside this module, for the same reason; they take a nats KeyValue handle from
-the caller so that config/ does not import bus/.
-
 The key: ``CREDENTIAL_ENCRYPTION_KEY``. 64 hex characters, or the base64 (standard or URL-safe, padded or
-not) of exactly 32 bytes, is a raw 256-bit key; an explicit ``hex:`` or ``base64:`` prefix says so too.
-Anything else is a passphrase, stretched with Scrypt (n=2**15, r=8, p=1) and a random 16-byte salt made once
-per deployment and kept beside the records (``KdfParams``). A record carries a short key id (HKDF-SHA256 of
-the key, 8 bytes) so that a record sealed under another key is reported as a *wrong key*, and one whose bytes
-were changed as *tampered*; the venue and environment are the associated data, so a record moved to another
-venue or environment is refused as tampered too.
+not) of exactly 32 bytes, is a raw 256-bit key; an explicit ``hex:`` or ``base64:`` prefix says so too
+(config/key_format.py reads it). Anything else is a passphrase, stretched with Scrypt (n=2**15, r=8, p=1) and a
+random 16-byte salt made once per deployment and kept beside the records (``KdfParams``). A record carries a
+short key id (HKDF-SHA256 of the key, 8 bytes) so that a record sealed under another key is reported as a
+*wrong key*, and one whose bytes were changed as *tampered*.
+
+The associated data binds everything the record says in clear: the venue and environment (the place it is read
+from: a record moved to another venue or environment is refused), and its metadata - version, algorithm, key id,
+storedAt, rotatedAt, keyLast4, source - so that editing any of it in the store (say, keyLast4 to hide which key
+is in use, or the times) is refused as tampering too.
 
 No message of this module ever holds a secret: errors name the venue, the environment, the setting and the
 key ids only; ``VenueKeys`` hides its fields in ``repr``.
@@ -37,14 +33,16 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from config.key_format import KEY_SETTING, KeyFormatError
+from config.key_format import raw_key_of as _raw_key_of
+
 ENVIRONMENTS: tuple[str, ...] = ("testnet", "live")
 Environment = Literal["testnet", "live"]
-RECORD_VERSION = 1
+RECORD_VERSION = 2  # 2: the metadata is part of the associated data
 ALGORITHM = "AES-256-GCM"
 NONCE_BYTES = 12
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
 SALT_BYTES = 16
-KEY_SETTING = "CREDENTIAL_ENCRYPTION_KEY"
 VENUE_RE = re.compile(r"^[a-z0-9_]{2,40}$")  # a venue name of EXCHANGES (lower case), usable as a KV key part
 SOURCE_RE = re.compile(r"^[a-z0-9_-]{1,32}$")
 LAST4_MIN_LENGTH = 12  # an API key shorter than this shows no last characters at all
@@ -162,42 +160,13 @@ class CredentialStatus(msgspec.Struct, frozen=True, kw_only=True, rename="camel"
 # ------------------------------------------------------------------------------------------------------
 # The key
 # ------------------------------------------------------------------------------------------------------
-_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
-_B64 = re.compile(r"^[A-Za-z0-9+/_-]{43}=?$")
-
-
 def raw_key_of(setting: str) -> bytes | None:
-    """The 32-byte key ``setting`` spells (64 hex characters, base64 of 32 bytes, or with a ``hex:`` /
-    ``base64:`` prefix), or None when it is a passphrase. A prefixed value that does not decode is refused."""
-    s = setting.strip()
-    if s.startswith("hex:"):
-        try:
-            key = bytes.fromhex(s[4:])
-        except ValueError:
-            raise InvalidCredential(KEY_SETTING, "hex: must be followed by 64 hex characters (32 bytes)") from None
-        if len(key) != 32:
-            raise InvalidCredential(KEY_SETTING, "hex: must be followed by 64 hex characters (32 bytes)")
-        return key
-    if s.startswith("base64:"):
-        key = _b64_32(s[7:])
-        if key is None:
-            raise InvalidCredential(KEY_SETTING, "base64: must be followed by the base64 of exactly 32 bytes")
-        return key
-    if _HEX64.match(s):
-        return bytes.fromhex(s)
-    return _b64_32(s) if _B64.match(s) else None
-
-
-def _b64_32(s: str) -> bytes | None:
-    padded = s + "=" * (-len(s) % 4)
-    for decode in (base64.b64decode, base64.urlsafe_b64decode):
-        try:
-            key = decode(padded.encode())
-        except (binascii.Error, ValueError):
-            continue
-        if len(key) == 32:
-            return key
-    return None
+    """The 32-byte key ``setting`` spells, or None when it is a passphrase (config/key_format.py); a prefixed
+    value that does not decode is an InvalidCredential naming CREDENTIAL_ENCRYPTION_KEY."""
+    try:
+        return _raw_key_of(setting)
+    except KeyFormatError as e:
+        raise InvalidCredential(KEY_SETTING, e.reason) from None
 
 
 def derive_key(passphrase: str, kdf: KdfParams) -> bytes:
@@ -270,8 +239,21 @@ def check_source(source: str) -> str:
     return source
 
 
-def associated_data(venue: str, environment: str) -> bytes:
-    return f"tbx-credential/v{RECORD_VERSION}/{venue}/{environment}".encode()
+def associated_data(record: CredentialRecord, venue: str, environment: str) -> bytes:
+    """What the GCM tag authenticates besides the ciphertext: the place the record is read from (``venue`` /
+    ``environment``, not what it says of itself) and every field it shows in clear, in one canonical form."""
+    bound = [
+        record.version,
+        record.algorithm,
+        venue,
+        environment,
+        record.key_id,
+        record.stored_at,
+        record.rotated_at,
+        record.key_last4,
+        record.source,
+    ]
+    return b"tbx-credential/" + json.dumps(bound, separators=(",", ":")).encode()
 
 
 def seal(
@@ -290,19 +272,20 @@ def seal(
     check_source(source)
     plain = json.dumps({"apiKey": keys.api_key, "apiSecret": keys.api_secret, "password": keys.password}).encode()
     nonce = os.urandom(NONCE_BYTES)
-    ct = AESGCM(key.key).encrypt(nonce, plain, associated_data(venue, environment))
-    return CredentialRecord(
+    bare = CredentialRecord(
         version=RECORD_VERSION,
         venue=venue,
         environment=environment,
         nonce=base64.b64encode(nonce).decode(),
-        ciphertext=base64.b64encode(ct).decode(),
+        ciphertext="",
         key_id=key.key_id,
         stored_at=stored_at,
         rotated_at=rotated_at,
         key_last4=keys.last4,
         source=source,
     )
+    ct = AESGCM(key.key).encrypt(nonce, plain, associated_data(bare, venue, environment))
+    return msgspec.structs.replace(bare, ciphertext=base64.b64encode(ct).decode())
 
 
 def open_record(key: EncryptionKey, record: CredentialRecord, venue: str, environment: str) -> VenueKeys:
@@ -330,11 +313,12 @@ def open_record(key: EncryptionKey, record: CredentialRecord, venue: str, enviro
     if len(nonce) != NONCE_BYTES:
         raise TamperedRecord(f"the credential record of {where} is damaged: the nonce is not {NONCE_BYTES} bytes")
     try:
-        plain = AESGCM(key.key).decrypt(nonce, ct, associated_data(venue, environment))
+        plain = AESGCM(key.key).decrypt(nonce, ct, associated_data(record, venue, environment))
     except InvalidTag:
         raise TamperedRecord(
-            f"the credential record of {where} was changed after it was stored (or moved from another venue or "
-            "environment): refused; store the keys again"
+            f"the credential record of {where} was changed after it was stored (its keys or what it says of them: "
+            "times, keyLast4, source; or it was moved from another venue or environment): refused; store the keys "
+            "again"
         ) from None
     try:
         fields = json.loads(plain)
