@@ -28,6 +28,7 @@ from credentials.sealing import (
     ENVIRONMENTS,
     KEY_SETTING,
     VENUE_RE,
+    CredentialConflict,
     CredentialNotFound,
     CredentialRecord,
     CredentialStatus,
@@ -66,10 +67,19 @@ def record_key(venue: str, environment: str) -> str:
     return f"{check_venue(venue)}.{check_environment(environment)}"
 
 
+CANDIDATE = ".candidate"
+
+
+def candidate_key(rk: str) -> str:
+    """Where the candidate of a record key is kept (keys not checked against the venue yet)."""
+    return rk + CANDIDATE
+
+
 class CredentialStore(abc.ABC):
     """Sealed venue keys, one record per venue and environment."""
 
     name: str = ""
+    plain_ok = False  # may keep keys without CREDENTIAL_ENCRYPTION_KEY (Vault: its own encryption)
 
     def __init__(self, encryption_key: str) -> None:
         self._setting = encryption_key.strip()
@@ -104,30 +114,85 @@ class CredentialStore(abc.ABC):
         """Store (or replace) the keys of ``venue`` / ``environment``."""
         rk = record_key(venue, environment)
         check_source(source)
-        record = seal(await self.encryption_key(), venue, environment, keys, stored_at=now_ms(), source=source)
-        await self._write(rk, record, None)
+        status, _ = await self._write_keys(rk, venue, environment, keys, now_ms(), None, source, None)
         logger.info("credentials of {}/{} stored ({} store, {})", venue, environment, self.name, source)
-        return status_of(record, self.name)
+        return status
 
     async def rotate(self, venue: str, environment: str, keys: VenueKeys, *, source: str = "api") -> CredentialStatus:
         """Replace the stored keys of ``venue`` / ``environment`` (there must be some), keeping when they were
         first stored. Check-and-set: CredentialConflict when another writer changed them meanwhile."""
         rk = record_key(venue, environment)
         check_source(source)
-        key = await self.encryption_key()
+        if not self.plain_ok:
+            await self.encryption_key()  # refused before anything is read
         found = await self._read(rk)
         if found is None:
             raise CredentialNotFound(f"no keys are stored for {venue}/{environment}: store them first")
         old, revision = found
-        record = seal(key, venue, environment, keys, stored_at=old.stored_at, rotated_at=now_ms(), source=source)
-        await self._write(rk, record, revision)
+        status, _ = await self._write_keys(rk, venue, environment, keys, old.stored_at, now_ms(), source, revision)
         logger.info("credentials of {}/{} rotated ({} store, {})", venue, environment, self.name, source)
-        return status_of(record, self.name)
+        return status
 
     async def get(self, venue: str, environment: str) -> VenueKeys | None:
         """The keys of ``venue`` / ``environment``, or None. WrongKey / TamperedRecord when they cannot be read."""
-        found = await self._read(record_key(venue, environment))
-        return None if found is None else await self._open(found[0], venue, environment)
+        found = await self._get_at(record_key(venue, environment), venue, environment)
+        return None if found is None else found[0]
+
+    async def exists(self, venue: str, environment: str) -> bool:
+        """Are keys stored for ``venue`` / ``environment`` (without opening them)?"""
+        return await self._read(record_key(venue, environment)) is not None
+
+    # -- candidates: keys not checked against the venue yet ------------------------------------------
+    async def put_candidate(
+        self, venue: str, environment: str, keys: VenueKeys, *, rotation: bool, source: str = "api"
+    ) -> tuple[CredentialStatus, int]:
+        """Keep ``keys`` as the candidate of ``venue`` / ``environment`` (``<venue>.<environment>.candidate``),
+        sealed like a record, with the times it will have once promoted: a rotation keeps when the keys were
+        first stored (CredentialNotFound when none are). Returns its status and revision (the check names it)."""
+        rk = record_key(venue, environment)
+        check_source(source)
+        if not self.plain_ok:
+            await self.encryption_key()  # NoEncryptionKey before anything is read or written
+        stored_at, rotated_at = now_ms(), None
+        if rotation:
+            found = await self._read(rk)
+            if found is None:
+                raise CredentialNotFound(f"no keys are stored for {venue}/{environment}: store them first")
+            stored_at, rotated_at = found[0].stored_at, now_ms()
+        return await self._write_keys(candidate_key(rk), venue, environment, keys, stored_at, rotated_at, source, None)
+
+    async def get_candidate(self, venue: str, environment: str, revision: int) -> tuple[VenueKeys, CredentialRecord]:
+        """The candidate's keys and record, if it still has ``revision`` (else CredentialConflict: another one was
+        written since; CredentialNotFound: none)."""
+        found = await self._get_at(candidate_key(record_key(venue, environment)), venue, environment)
+        if found is None:
+            raise CredentialNotFound(f"no candidate keys for {venue}/{environment}")
+        keys, record, rev = found
+        if rev != revision:
+            raise CredentialConflict(
+                f"the candidate keys of {venue}/{environment} were replaced meanwhile (revision {rev}, not {revision})"
+            )
+        return keys, record
+
+    async def promote(self, venue: str, environment: str, revision: int) -> CredentialStatus:
+        """The candidate (at ``revision``) becomes the record of ``venue`` / ``environment``, the candidate is
+        removed. A rotation's candidate replaces the record with check-and-set (it must still be there)."""
+        rk = record_key(venue, environment)
+        keys, cand = await self.get_candidate(venue, environment, revision)
+        current = await self._read(rk)
+        if cand.rotated_at is not None and current is None:
+            raise CredentialNotFound(f"the keys of {venue}/{environment} were deleted meanwhile: store them again")
+        status, _ = await self._write_keys(
+            rk, venue, environment, keys, cand.stored_at, cand.rotated_at, cand.source,
+            None if current is None else current[1],
+        )  # fmt: skip
+        await self._remove(candidate_key(rk))
+        what = "rotated" if cand.rotated_at is not None else "stored"
+        logger.info("credentials of {}/{} {} ({} store, {})", venue, environment, what, self.name, cand.source)
+        return status
+
+    async def drop_candidate(self, venue: str, environment: str) -> None:
+        await self._remove(candidate_key(record_key(venue, environment)))
 
     async def delete(self, venue: str, environment: str) -> bool:
         """Remove the keys (True if there were some)."""
@@ -143,6 +208,33 @@ class CredentialStore(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - nothing to release by default
         pass
+
+    async def _write_keys(
+        self,
+        rk: str,
+        venue: str,
+        environment: str,
+        keys: VenueKeys,
+        stored_at: int,
+        rotated_at: int | None,
+        source: str,
+        revision: Any,
+    ) -> tuple[CredentialStatus, int]:
+        """Seal ``keys`` and write them at ``rk`` (check-and-set with a revision); the status and new revision."""
+        record = seal(
+            await self.encryption_key(), venue, environment, keys, stored_at=stored_at, rotated_at=rotated_at,
+            source=source,
+        )  # fmt: skip
+        await self._write(rk, record, revision)
+        found = await self._read(rk)
+        return status_of(record, self.name), 0 if found is None else int(found[1])
+
+    async def _get_at(self, rk: str, venue: str, environment: str) -> tuple[VenueKeys, CredentialRecord, int] | None:
+        """The keys kept at ``rk`` (a record or a candidate of ``venue`` / ``environment``), its record, revision."""
+        found = await self._read(rk)
+        if found is None:
+            return None
+        return await self._open(found[0], venue, environment), found[0], int(found[1])
 
     # -- what each store implements ------------------------------------------------------------------
     @abc.abstractmethod
@@ -172,7 +264,7 @@ def split_key(rk: str) -> tuple[str, str] | None:
 def placed(record: CredentialRecord, rk: str) -> CredentialRecord:
     """The record as found at ``rk``: its venue and environment are those of the place it sits (a record copied
     elsewhere does not open there, and is listed where it is)."""
-    venue, environment = rk.split(".", 1)
+    venue, environment = rk.removesuffix(CANDIDATE).split(".", 1)
     if (record.venue, record.environment) == (venue, environment):
         return record
     return msgspec.structs.replace(record, venue=venue, environment=environment)

@@ -12,7 +12,6 @@ import contextlib
 from typing import Any
 
 import msgspec
-from loguru import logger
 
 from config.key_format import split_secret_path
 from credentials.sealing import (
@@ -20,17 +19,15 @@ from credentials.sealing import (
     VENUE_RE,
     CredentialConflict,
     CredentialError,
-    CredentialNotFound,
     CredentialRecord,
     CredentialStatus,
     KdfParams,
     TamperedRecord,
     VenueKeys,
-    check_source,
     new_kdf_params,
     status_of,
 )
-from credentials.store import CredentialStore, now_ms, placed, record_key
+from credentials.store import CANDIDATE, CredentialStore, placed
 
 # ------------------------------------------------------------------------------------------------------
 # Vault (or OpenBao) KV v2
@@ -126,7 +123,7 @@ class VaultCredentialStore(CredentialStore):
 
     @staticmethod
     def _plain_record(data: dict[str, Any], rk: str) -> CredentialRecord:
-        venue, environment = rk.split(".", 1)
+        venue, environment = rk.removesuffix(CANDIDATE).split(".", 1)
         return CredentialRecord(
             version=1,
             venue=venue,
@@ -169,41 +166,39 @@ class VaultCredentialStore(CredentialStore):
             raise CredentialError(f"Vault refused to store the keys of {venue}/{environment}") from None
 
     # Vault without CREDENTIAL_ENCRYPTION_KEY: Vault's own encryption keeps the keys.
-    async def put(self, venue: str, environment: str, keys: VenueKeys, *, source: str = "api") -> CredentialStatus:
-        if self.can_encrypt:
-            return await super().put(venue, environment, keys, source=source)
-        rk = record_key(venue, environment)
-        check_source(source)
-        status = self._plain_status(venue, environment, keys, source, now_ms(), None)
-        await self._write_data(rk, self._plain_data(keys, status), None)
-        logger.info("credentials of {}/{} stored (vault store, {})", venue, environment, source)
-        return status
+    plain_ok = True
 
-    async def rotate(self, venue: str, environment: str, keys: VenueKeys, *, source: str = "api") -> CredentialStatus:
+    async def _write_keys(
+        self,
+        rk: str,
+        venue: str,
+        environment: str,
+        keys: VenueKeys,
+        stored_at: int,
+        rotated_at: int | None,
+        source: str,
+        revision: Any,
+    ) -> tuple[CredentialStatus, int]:
         if self.can_encrypt:
-            return await super().rotate(venue, environment, keys, source=source)
-        rk = record_key(venue, environment)
-        check_source(source)
-        found = await self._read(rk)
-        if found is None:
-            raise CredentialNotFound(f"no keys are stored for {venue}/{environment}: store them first")
-        old, version = found
-        status = self._plain_status(venue, environment, keys, source, old.stored_at, now_ms())
-        await self._write_data(rk, self._plain_data(keys, status), version)
-        logger.info("credentials of {}/{} rotated (vault store, {})", venue, environment, source)
-        return status
+            return await super()._write_keys(rk, venue, environment, keys, stored_at, rotated_at, source, revision)
+        status = self._plain_status(venue, environment, keys, source, stored_at, rotated_at)
+        await self._write_data(rk, self._plain_data(keys, status), revision)
+        found = await self._read_data(self._path(rk))
+        return status, 0 if found is None else found[1]
 
-    async def get(self, venue: str, environment: str) -> VenueKeys | None:
-        found = await self._read_data(self._path(record_key(venue, environment)))
+    async def _get_at(self, rk: str, venue: str, environment: str) -> tuple[VenueKeys, CredentialRecord, int] | None:
+        found = await self._read_data(self._path(rk))
         if found is None:
             return None
-        data = found[0]
+        data, version = found
         if "ciphertext" in data:
-            return await self._open(self._record_of(data, record_key(venue, environment)), venue, environment)
+            record = self._record_of(data, rk)
+            return await self._open(record, venue, environment), record, version
         try:
-            return VenueKeys(str(data["apiKey"]), str(data["apiSecret"]), str(data.get("password") or ""))
+            keys = VenueKeys(str(data["apiKey"]), str(data["apiSecret"]), str(data.get("password") or ""))
         except (KeyError, CredentialError):
             raise TamperedRecord(f"the Vault secret of {venue}/{environment} holds no keys") from None
+        return keys, self._plain_record(data, rk), version
 
     @staticmethod
     def _plain_status(
