@@ -107,6 +107,15 @@ class Subjects:
         return f"{self.prefix}.md.trades.{pair}"
 
     # -- queries, health, dead letters ---------------------------------------------------------------
+    @property
+    def credentials_check(self) -> str:
+        """Check candidate keys against their venue and adopt them (gateway -> order-router; names, never keys)."""
+        return f"{self.prefix}.cmd.credentials.check"
+
+    @property
+    def credentials_delete(self) -> str:
+        return f"{self.prefix}.cmd.credentials.delete"
+
     def query(self, what: str) -> str:
         return f"{self.prefix}.query.{what}"
 
