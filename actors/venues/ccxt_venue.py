@@ -119,7 +119,7 @@ class CcxtVenue:
         self.idle = asyncio.Event()
         self._retired: list[asyncio.Task[None]] = []  # old clients of a key swap, closed once idle
         self.stream_wanted = stream == "auto" and not api_url
-        self._params = {
+        self._settings = {
             "pairs": self.pairs, "sandbox": sandbox, "api_url": api_url, "timeout_ms": timeout_ms, "poll_ms": poll_ms,
             "stream": stream, "ccxt_config": dict(ccxt_config or {}), "rate_share": rate_share, "name": self.name,
         }  # fmt: skip
@@ -128,7 +128,7 @@ class CcxtVenue:
 
     def _new_exchange(self, api_key: str, secret: str, password: str) -> Any:
         """A ccxt client of this venue with these keys (the constructor's, or a rotation's)."""
-        p = self._params
+        p = self._settings
         cls = self._exchange_class(self.exchange_id, self.stream_wanted)
         config: dict[str, Any] = {
             "apiKey": api_key,
@@ -165,7 +165,7 @@ class CcxtVenue:
 
     def with_keys(self, api_key: str, secret: str, password: str = "") -> CcxtVenue:
         """A new venue like this one (same id, pairs, URL, sandbox, settings) with other keys: not started."""
-        p = dict(self._params)
+        p = dict(self._settings)
         return CcxtVenue(self.exchange_id, api_key=api_key, secret=secret, password=password, **p)
 
     async def set_keys(self, api_key: str, secret: str, password: str = "") -> None:
