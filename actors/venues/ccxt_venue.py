@@ -257,6 +257,9 @@ class CcxtVenue:
         exponential, bounded back-off (Retry-After when the venue sent one); VenueUnavailable when it stays
         refused. Every other error is raised as it is."""
         for attempt in range(self.rate_limit_tries):
+            owner = getattr(fn, "__self__", None)
+            if owner is not None and owner is not self.ex and hasattr(self.ex, fn.__name__):
+                fn = getattr(self.ex, fn.__name__)  # the keys were swapped meanwhile: sent again with the new ones
             try:
                 return await self._call(fn, *args, **kwargs)
             except (ccxt.RateLimitExceeded, ccxt.DDoSProtection) as e:
