@@ -332,3 +332,31 @@ async def test_store_rotate_under_load_restart_delete_and_no_secret_anywhere(
     assert {k: v for k, v in found.items() if v} == {}
     # (and the search can find: the sealed record is there, but a secret would show)
     assert leaks(f"x{S2}y".encode()) and leaks(base64.b64encode(S1.encode()))
+
+
+async def test_an_order_backing_off_during_a_rotation_is_sent_again_with_the_new_keys(
+    stack, http, client, exchange
+) -> None:
+    """A send refused by a rate limit is sent again after its back-off: when the keys were rotated meanwhile (and
+    the old one revoked), the retry goes out on the new client, not on the old one."""
+    _, base = await stack(live_env(exchange))
+    api = http(base)
+    exchange.add_key(K1, S1)
+    status, body = await api.call("POST", "/api/credentials", json=store_body(K1, S1))
+    assert status == 201 and body["swapped"] is True
+    exchange.revoke_key(ENV_KEY)
+    exchange.add_key(K2, S2)
+    exchange.inject_fault("http_429", "POST", "/api/v3/order", retry_after=4)
+    sending = asyncio.create_task(submit(client, "backoff-1"))
+    await eventually(
+        lambda: asyncio.sleep(0, exchange.requests_for("POST", "/api/v3/order", newClientOrderId="backoff-1")),
+        what="the first send refused",
+    )
+    status, body = await api.call("POST", "/api/credentials/binance/rotate", json={"apiKey": K2, "apiSecret": S2})
+    assert status == 200 and body["swapped"] is True
+    exchange.revoke_key(K1)
+    reply = await sending
+    assert reply.ok, reply
+    await until(client, "backoff-1", "filled")
+    sends = exchange.requests_for("POST", "/api/v3/order", newClientOrderId="backoff-1")
+    assert [r.api_key for r in sends] == [K1, K2]
