@@ -10,6 +10,7 @@ COPY bus bus
 COPY actors actors
 COPY gateway gateway
 COPY config config
+COPY credentials credentials
 COPY tbx tbx
 RUN uv sync --frozen --no-dev
 ENV DATA_DIR=/data

@@ -33,10 +33,19 @@ SECRET_FIELDS = frozenset(
         "ALPACA_API_SECRET",
         "BINANCE_TESTNET_API_KEY",
         "BINANCE_TESTNET_SECRET",
+        "CREDENTIAL_ENCRYPTION_KEY",
+        "VAULT_TOKEN",
     }
 )
 
-URL_FIELDS = ("NATS_URL", "CORE_SERVICE_URL", "ML_SERVICE_URL", "RISK_SERVICE_URL", "EXCHANGE_API_URL")
+URL_FIELDS = (
+    "NATS_URL",
+    "CORE_SERVICE_URL",
+    "ML_SERVICE_URL",
+    "RISK_SERVICE_URL",
+    "EXCHANGE_API_URL",
+    "VAULT_ENDPOINT",
+)
 
 XEGGEX_GONE = (
     "Xeggex shut down in 2025 and ccxt has no adapter for it; set EXCHANGE to a ccxt exchange id "
@@ -98,6 +107,14 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     PAPER_MIN_NOTIONAL: Decimal = Decimal("1")
     PAPER_LATENCY_MS: int = 0
     PAPER_MARKETS: str = ""  # JSON: {"BTC_USDT": {"tickSize": "0.01", "amountStep": "0.00001", ...}}
+    # -- credentials (config/credentials.py, config/credential_store.py) ----------------------------------
+    CREDENTIAL_ENCRYPTION_KEY: str = ""  # 64 hex / base64 of 32 bytes: a raw key; else a passphrase (Scrypt)
+    CREDENTIAL_STORE: str = "kv"  # where stored keys are kept: kv (JetStream KV <PREFIX>_CREDENTIALS) or file
+    CREDENTIAL_FILE: str = ""  # CREDENTIAL_STORE=file: the file (empty: DATA_DIR/credentials.json)
+    VAULT_ENABLED: bool = False  # keep the keys in Vault (or OpenBao) KV v2 instead
+    VAULT_ENDPOINT: str = ""
+    VAULT_TOKEN: str = ""
+    VAULT_SECRET_PATH: str = "secret/data/trading-bot"
     # -- the other services of the family ------------------------------------------------------------
     CORE_SERVICE_URL: str = ""
     ML_SERVICE_URL: str = ""
@@ -452,6 +469,48 @@ def _timezone(raw: Any) -> str:
     return s
 
 
+PASSPHRASE_MIN = 16
+
+
+def encryption_key_problem(value: str) -> str | None:
+    """Why CREDENTIAL_ENCRYPTION_KEY's value is not allowed (None: empty, a raw key - 64 hex characters, the
+    base64 of 32 bytes, or with a hex: / base64: prefix - or a passphrase of at least PASSPHRASE_MIN
+    characters). The value itself is never part of the answer."""
+    from config.key_format import KeyFormatError, raw_key_of
+
+    s = value.strip()
+    if not s:
+        return None
+    try:
+        if raw_key_of(s) is not None:
+            return None
+    except KeyFormatError as e:
+        return e.reason
+    if len(s) < PASSPHRASE_MIN:
+        return (
+            "expected a key (64 hex characters, or the base64 of 32 bytes) or a passphrase of at least "
+            f"{PASSPHRASE_MIN} characters"
+        )
+    return None
+
+
+def _optional_path(raw: Any) -> str:
+    s = str(raw).strip()
+    if s and ("\x00" in s or s.endswith("/")):
+        raise ValueError("a file path, not a directory (or empty)")
+    return s
+
+
+def _secret_path(raw: Any) -> str:
+    from config.key_format import split_secret_path
+
+    s = str(raw).strip().strip("/")
+    if not re.match(r"^[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*$", s):
+        raise ValueError("a Vault KV v2 path such as secret/data/trading-bot (mount, then the path under it)")
+    split_secret_path(s)
+    return s
+
+
 def _exchange(raw: Any) -> str:
     s = str(raw).strip().lower()
     if s == "xeggex":
@@ -524,6 +583,13 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "PAPER_MIN_NOTIONAL": _dec(Decimal(0)),
     "PAPER_LATENCY_MS": _int(0, 60_000),
     "PAPER_MARKETS": _paper_markets,
+    "CREDENTIAL_ENCRYPTION_KEY": _text,  # a secret: checked in _check_together, never shown
+    "CREDENTIAL_STORE": _choice("kv", "file"),
+    "CREDENTIAL_FILE": _optional_path,
+    "VAULT_ENABLED": _bool,
+    "VAULT_ENDPOINT": _url("http", "https"),
+    "VAULT_TOKEN": _text,
+    "VAULT_SECRET_PATH": _secret_path,
     "CORE_SERVICE_URL": _url("http", "https"),
     "ML_SERVICE_URL": _url("http", "https"),
     "RISK_SERVICE_URL": _url("http", "https"),
@@ -829,6 +895,15 @@ def _check_together(s: Settings) -> None:
         )
     if s.LIVE_TRADING and not s.API_TOKEN:
         raise ConfigError("API_TOKEN='' is not allowed with LIVE_TRADING=true: expected a secret token")
+    problem = encryption_key_problem(s.CREDENTIAL_ENCRYPTION_KEY)
+    if problem:
+        raise ConfigError(f"CREDENTIAL_ENCRYPTION_KEY='***' is not allowed: {problem}")
+    if s.VAULT_ENABLED and not (s.VAULT_ENDPOINT and s.VAULT_TOKEN):
+        missing = " and ".join(n for n in ("VAULT_ENDPOINT", "VAULT_TOKEN") if not getattr(s, n))
+        raise ConfigError(
+            f"{missing} {'is' if ' and ' not in missing else 'are'} not set: VAULT_ENABLED=true needs the Vault "
+            "server's address (VAULT_ENDPOINT, e.g. http://127.0.0.1:8200) and a token (VAULT_TOKEN)"
+        )
     if s.LIVE_TRADING and not s.EXCHANGES and s.XEGGEX_API_KEY and not s.EXCHANGE_API_KEY:
         raise ConfigError(f"XEGGEX_API_KEY='***' is not allowed: {XEGGEX_GONE}")
     # a live venue listed <=> LIVE_TRADING (checked above for EXCHANGES; EXCHANGE=paper is refused when live)

@@ -14,7 +14,8 @@ settings (paper when PAPER_TRADING). The order of the list is the venues' priori
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -145,6 +146,39 @@ def venue_configs(s: Settings) -> list[VenueConfig]:
         )
         out.append(cfg)
     return out
+
+
+def environment_of(cfg: VenueConfig) -> str:
+    """The environment whose keys a venue uses: testnet when its sandbox is on, else live."""
+    return "testnet" if cfg.sandbox else "live"
+
+
+def credential_venue_config(
+    s: Settings, name: str, environment: str, environ: Mapping[str, str] | None = None
+) -> VenueConfig:
+    """The venue that keys of ``name`` / ``environment`` are checked against: a configured venue (EXCHANGES, or the
+    live EXCHANGE) with its URL override, pairs and timeout; otherwise (paper mode, keys prepared before going
+    live) the ccxt exchange ``name`` with ``NAME_API_URL`` / ``NAME_TIMEOUT_MS`` of the environment if set. The
+    sandbox follows ``environment`` (testnet keys are checked on the venue's sandbox), never the venue's setting."""
+    import os
+
+    from config.settings import PARSERS, venue_variable
+
+    sandbox = environment == "testnet"
+    for cfg in venue_configs(s):
+        if cfg.name == name and not cfg.paper:
+            return replace(cfg, api_key="", api_secret="", password="", sandbox=sandbox)
+    env = os.environ if environ is None else environ
+    if name == s.EXCHANGE and s.EXCHANGE_API_URL:
+        url = s.EXCHANGE_API_URL
+    else:
+        url = PARSERS["EXCHANGE_API_URL"](env.get(venue_variable(name, "API_URL"), ""))
+    timeout = env.get(venue_variable(name, "TIMEOUT_MS"), "")
+    return VenueConfig(
+        name=name, ccxt_id=name, priority=0, pairs=s.PAIRS, sandbox=sandbox, api_url=url,
+        timeout_ms=int(PARSERS["EXCHANGE_TIMEOUT_MS"](timeout)) if timeout else s.EXCHANGE_TIMEOUT_MS,
+        stream="off",
+    )  # fmt: skip
 
 
 def venue_names(s: Settings) -> list[str]:

@@ -20,7 +20,19 @@ from bus.client import Bus
 from bus.errors import RequestFailed
 from config.settings import Settings, without_credentials
 from config.venues import venue_names
-from gateway import exchanges, facade, openapi, orders, portfolio, positions, risk, signals, streams, trades
+from gateway import (
+    credentials,
+    exchanges,
+    facade,
+    openapi,
+    orders,
+    portfolio,
+    positions,
+    risk,
+    signals,
+    streams,
+    trades,
+)
 from gateway.common import BUS, HEALTH, SETTINGS, SHUTDOWN_GRACE_S, typed_limits
 from gateway.health import VERSION, HealthBook
 from gateway.problems import REQUEST_ID, auth_middleware, json_response, problem_middleware
@@ -126,6 +138,7 @@ def create_app(settings: Settings, bus: Bus) -> web.Application:
     positions.register(app)
     trades.register(app)
     exchanges.register(app)
+    credentials.register(app)
     risk.register(app)
     streams.register(app)
     facade.register(app)

@@ -668,6 +668,53 @@ class VenueChecks(Msg):
     exchanges: list[VenueCheck]
 
 
+# -- credentials (issue 18): the gateway and the order-router agree on keys by name, never by value --------
+class CredentialCheck(Msg):
+    """Gateway -> order-router (``tbx.cmd.credentials.check``): check the candidate keys the gateway stored for
+    ``venue`` / ``environment`` (at ``revision``) against the venue, and adopt them (promote; a venue trading on
+    that environment's keys swaps them in). Never a key: the router reads the candidate from the store."""
+
+    venue: str
+    environment: str  # testnet | live
+    revision: int
+    rotation: bool = False
+
+
+class CredentialCheckReply(Msg):
+    ok: bool
+    code: str | None = None  # CREDENTIALS_REJECTED, VENUE_UNREACHABLE, CREDENTIAL_CONFLICT, ...
+    field: str | None = None
+    detail: str | None = None  # never a secret
+    check: VenueCheck | None = None
+    swapped: bool = False  # a venue trading on these keys now uses the new ones
+
+
+class CredentialDelete(Msg):
+    """Gateway -> order-router (``tbx.cmd.credentials.delete``): remove the stored keys of a venue/environment."""
+
+    venue: str
+    environment: str
+
+
+class CredentialDeleteReply(Msg):
+    deleted: bool
+    code: str | None = None  # NOT_FOUND, CREDENTIALS_IN_USE
+    detail: str | None = None
+
+
+class KeysInUse(Msg):
+    """Where the keys a venue's client uses now come from (``tbx.query.credentials``)."""
+
+    venue: str
+    environment: str  # testnet | live (its sandbox)
+    source: str  # store | env | none
+    key_last4: str = ""
+
+
+class KeysInUseList(Msg):
+    venues: list[KeysInUse]
+
+
 class Heartbeat(Msg):
     actor: str
     instance: str

@@ -107,6 +107,15 @@ class Subjects:
         return f"{self.prefix}.md.trades.{pair}"
 
     # -- queries, health, dead letters ---------------------------------------------------------------
+    @property
+    def credentials_check(self) -> str:
+        """Check candidate keys against their venue and adopt them (gateway -> order-router; names, never keys)."""
+        return f"{self.prefix}.cmd.credentials.check"
+
+    @property
+    def credentials_delete(self) -> str:
+        return f"{self.prefix}.cmd.credentials.delete"
+
     def query(self, what: str) -> str:
         return f"{self.prefix}.query.{what}"
 
@@ -180,6 +189,11 @@ class Subjects:
     def kv_paper(self) -> str:
         """The paper exchange's own store (it behaves like an outside venue)."""
         return self.bucket_name("PAPER")
+
+    @property
+    def kv_credentials(self) -> str:
+        """Venue keys sealed with AES-256-GCM, key ``<venue>.<environment>`` (config/credential_store.py)."""
+        return self.bucket_name("CREDENTIALS")
 
 
 @functools.lru_cache(maxsize=65_536)

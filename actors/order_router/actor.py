@@ -31,6 +31,7 @@ import msgspec
 from actors.base import Actor
 from actors.books import BookCache
 from actors.order_router.emulator import CLOCK_EVERY_S, Emulator
+from actors.order_router.keys import RouterKeys
 from actors.order_router.routing import Router
 from actors.order_router.session import NotTaken, VenueSession
 from actors.order_router.store import OrderStore
@@ -105,6 +106,7 @@ class OrderRouter(Actor):
         for session in self.sessions.values():
             session.connect(self.emulator, self._route, self._reroute)
         self.store.on_stored = self.emulator.track
+        self.keys = RouterKeys(settings, bus, self.sessions, self.log)  # each live venue's keys: store, else env
 
     def session_of(self, o: Order) -> VenueSession:
         """The session of the order's venue. An order of a venue no longer configured has none (KeyError)."""
@@ -157,6 +159,8 @@ class OrderRouter(Actor):
         for name in sorted(strays):  # left as they are: never sent to another venue than their own
             self.log.error("live orders of venue {} which is not configured (EXCHANGES): left alone", name)
         # the venues only after the rebuild: what they push is about orders we know
+        await self.keys.open()
+        await self.keys.before_start()
         await self._start_venues()
         await self._each(lambda session: session.reconcile(min_age_ms=0))
         await self.emulator.resume()
@@ -167,6 +171,7 @@ class OrderRouter(Actor):
         await self.bus.subscribe(s.query("order_events"), OrderEventsQuery, self._on_events_query, queue=self.name)
         await self.bus.subscribe(s.query("markets"), Empty, self._on_markets_query, queue=self.name)
         await self.bus.subscribe(s.query("venues_test"), Empty, self._on_venues_test, queue=self.name)
+        await self.keys.subscribe(queue=self.name)
         await self.bus.subscribe(s.orders_cancel, CancelOrder, self._on_cancel, queue=self.name)
         await self.bus.subscribe(s.orders_modify, ModifyOrder, self._on_modify, queue=self.name)
         await self.bus.consume(
@@ -195,6 +200,7 @@ class OrderRouter(Actor):
 
     async def on_stop(self) -> None:
         await asyncio.gather(*(session.stop() for session in self.sessions.values()), return_exceptions=True)
+        await self.keys.close()
 
     async def _each(self, job: Callable[[VenueSession], Awaitable[None]]) -> None:
         """The job on every venue at once: one slow venue never holds up the others."""

@@ -117,8 +117,19 @@ class CcxtVenue:
         self.closed = False
         self.calls = 0  # calls in flight: stop waits for them (a ccxt call in flight may reopen a closed session)
         self.idle = asyncio.Event()
+        self._retired: list[asyncio.Task[None]] = []  # old clients of a key swap, closed once idle
         self.stream_wanted = stream == "auto" and not api_url
-        cls = self._exchange_class(exchange_id, self.stream_wanted)
+        self._settings = {
+            "pairs": self.pairs, "sandbox": sandbox, "api_url": api_url, "timeout_ms": timeout_ms, "poll_ms": poll_ms,
+            "stream": stream, "ccxt_config": dict(ccxt_config or {}), "rate_share": rate_share, "name": self.name,
+        }  # fmt: skip
+        self._calls_on: dict[int, int] = {}  # calls in flight per ccxt client (a key swap closes the old one after)
+        self.ex: Any = self._new_exchange(api_key, secret, password)
+
+    def _new_exchange(self, api_key: str, secret: str, password: str) -> Any:
+        """A ccxt client of this venue with these keys (the constructor's, or a rotation's)."""
+        p = self._settings
+        cls = self._exchange_class(self.exchange_id, self.stream_wanted)
         config: dict[str, Any] = {
             "apiKey": api_key,
             "secret": secret,
@@ -128,28 +139,64 @@ class CcxtVenue:
             # for the previous one's cost (measured +10 ms before an order, +200 ms after a trades poll)
             "rateLimiterAlgorithm": "rollingWindow",
             "rollingWindowSize": RATE_WINDOW_MS,
-            "timeout": timeout_ms,
+            "timeout": p["timeout_ms"],
             "enableLastResponseHeaders": True,
             "enableLastJsonResponse": True,
         }
         if password:
             config["password"] = password
-        config.update(ccxt_config or {})  # e.g. a lower rateLimit for a local test exchange
-        if exchange_id in ("binance", "binanceus"):
+        config.update(p["ccxt_config"])  # e.g. a lower rateLimit for a local test exchange
+        if self.exchange_id in ("binance", "binanceus"):
             # spot only: with keys and no sandbox ccxt would sign a sapi currencies call and read futures markets
             # and no signed sapi margin pairs either (fetchMargins): the spot testnet has no sapi
             config["options"] = {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False, "fetchMargins": False}
-        self.ex: Any = cls(config)
-        if rate_share < 1 and exchange_id in SHARED_WEIGHT:
+        ex = cls(config)
+        if p["rate_share"] < 1 and self.exchange_id in SHARED_WEIGHT:
             # the venue's request budget is per IP, and another instance (md-feed) spends it too: this instance's
             # limiter is held to its share (ccxt's leaky bucket refills 1/rateLimit cost units per ms)
-            self.ex.rateLimit = self.ex.rateLimit / rate_share
-            self.ex.tokenBucket = None
-            self.ex.init_rest_rate_limiter()
-        if sandbox:
-            self.ex.set_sandbox_mode(True)  # before load_markets: Binance spot testnet, Alpaca paper
-        if api_url:
-            self.ex.urls["api"] = rewrite_api_urls(self.ex.urls["api"], api_url)
+            ex.rateLimit = ex.rateLimit / p["rate_share"]
+            ex.tokenBucket = None
+            ex.init_rest_rate_limiter()
+        if p["sandbox"]:
+            ex.set_sandbox_mode(True)  # before load_markets: Binance spot testnet, Alpaca paper
+        if p["api_url"]:
+            ex.urls["api"] = rewrite_api_urls(ex.urls["api"], p["api_url"])
+        return ex
+
+    def with_keys(self, api_key: str, secret: str, password: str = "") -> CcxtVenue:
+        """A new venue like this one (same id, pairs, URL, sandbox, settings) with other keys: not started."""
+        p = dict(self._settings)
+        return CcxtVenue(self.exchange_id, api_key=api_key, secret=secret, password=password, **p)
+
+    async def set_keys(self, api_key: str, secret: str, password: str = "") -> None:
+        """Other keys before the venue starts (the store's instead of the environment's)."""
+        old, self.ex = self.ex, self._new_exchange(api_key, secret, password)
+        self.secrets = tuple(dict.fromkeys((*self.secrets, *(s for s in (api_key, secret, password) if s))))
+        with contextlib.suppress(Exception):
+            await old.close()
+
+    async def swap_keys(self, api_key: str, secret: str, password: str = "") -> None:
+        """Use other keys from now on, without a stop: a new ccxt client with them reads the markets, then every
+        new call goes through it; calls in flight on the old client end there (their requests were signed with
+        the old keys, which the venue still takes), and the old client is closed once they have. The stream of
+        order updates moves to the new client (polling covers the moment between). Raises (and keeps the old
+        client) when the new one cannot read the markets."""
+        new = self._new_exchange(api_key, secret, password)
+        try:
+            await self._call(new.load_markets)
+        except Exception:
+            await new.close()
+            raise
+        old, self.ex = self.ex, new
+        self.secrets = tuple(dict.fromkeys((*self.secrets, *(s for s in (api_key, secret, password) if s))))
+        self._retired.append(asyncio.create_task(self._close_when_idle(old), name=f"{self.name}-old-keys"))
+
+    async def _close_when_idle(self, old: Any) -> None:
+        deadline = _now() + self.call_limit_s
+        while self._calls_on.get(id(old)) and _now() < deadline:
+            await asyncio.sleep(0.05)  # (a bounded wait for calls already sent on the old client)
+        with contextlib.suppress(Exception):
+            await old.close()
 
     @staticmethod
     def _exchange_class(exchange_id: str, stream: bool) -> Any:
@@ -175,6 +222,8 @@ class CcxtVenue:
             raise VenueUnavailable(f"{self.name}: the venue session is stopped")
         t0 = _now()
         self.calls += 1
+        owner = id(getattr(fn, "__self__", None))
+        self._calls_on[owner] = self._calls_on.get(owner, 0) + 1
         try:
             # ccxt's timeout covers the HTTP request, not the wait in its limiter: a bound on both
             try:
@@ -193,6 +242,10 @@ class CcxtVenue:
             raise
         finally:
             self.calls -= 1
+            if (left := self._calls_on[owner] - 1) > 0:
+                self._calls_on[owner] = left
+            else:
+                del self._calls_on[owner]
             if not self.calls:
                 self.idle.set()
         self._health.last_latency_ms = round((_now() - t0) * 1000, 3)
@@ -204,6 +257,9 @@ class CcxtVenue:
         exponential, bounded back-off (Retry-After when the venue sent one); VenueUnavailable when it stays
         refused. Every other error is raised as it is."""
         for attempt in range(self.rate_limit_tries):
+            owner = getattr(fn, "__self__", None)
+            if owner is not None and owner is not self.ex and hasattr(self.ex, fn.__name__):
+                fn = getattr(self.ex, fn.__name__)  # the keys were swapped meanwhile: sent again with the new ones
             try:
                 return await self._call(fn, *args, **kwargs)
             except (ccxt.RateLimitExceeded, ccxt.DDoSProtection) as e:
@@ -304,6 +360,9 @@ class CcxtVenue:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.idle.wait(), STOP_WAIT_S)
         await self.ex.close()
+        for t in self._retired:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
 
     def set_listener(self, listener: Listener) -> None:
         self.listener = listener
@@ -823,8 +882,9 @@ class CcxtVenue:
     async def _stream_loop(self) -> None:
         delay = 1.0
         while True:
+            ex = self.ex
             try:
-                orders = await self.ex.watch_orders()
+                orders = await ex.watch_orders()
                 self._health.update_mode = "stream"
                 delay = 1.0
                 for o in orders:
@@ -834,6 +894,8 @@ class CcxtVenue:
             except asyncio.CancelledError:
                 raise
             except Exception as e:
+                if ex is not self.ex:  # the keys were swapped (the old client closed): follow the new one now
+                    continue
                 self._health.update_mode = "polling"
                 self._health.last_error, self._health.last_error_at = self.describe(e), now_ms()
                 log.warning("{}: stream dropped, polling: {}", self.name, self._health.last_error)

@@ -120,6 +120,8 @@ class BinanceTestExchange:
     ) -> None:
         self.api_key = api_key
         self.secret = secret
+        #: more accepted keys (api key -> secret), as a real account holds several: add_key / revoke_key
+        self.other_keys: dict[str, str] = {}
         self.host = host
         self.port = port
         #: added to the real clock: the exchange's time is now + clock_offset_ms (to provoke -1021)
@@ -373,11 +375,27 @@ class BinanceTestExchange:
         except BinanceError as e:
             return e.status, e.body()
 
+    def add_key(self, api_key: str, secret: str) -> None:
+        """Another key of the account (the keys of a rotation: both accepted until the old one is revoked)."""
+        self.other_keys[api_key] = secret
+
+    def revoke_key(self, api_key: str) -> None:
+        """The key is no longer accepted (-2015), whichever it is."""
+        self.other_keys.pop(api_key, None)
+        if self.api_key == api_key:
+            self.api_key, self.secret = "", ""
+
+    def _secret_of(self, key: str) -> str | None:
+        if self.api_key and hmac.compare_digest(key, self.api_key):
+            return self.secret
+        return next((s for k, s in self.other_keys.items() if hmac.compare_digest(key, k)), None)
+
     def _authenticate(self, request: web.Request, params: Params, raw_query: str, raw_body: str) -> None:
         key = request.headers.get("X-MBX-APIKEY")
         if not key:
             raise BinanceError(-2014, "API-key format invalid.", 401)
-        if not hmac.compare_digest(key, self.api_key):
+        secret = self._secret_of(key)
+        if secret is None:
             raise BinanceError(-2015, "Invalid API-key, IP, or permissions for action.", 401)
         signature = params.get("signature")
         if not signature:
@@ -390,7 +408,7 @@ class BinanceTestExchange:
         if recv_window > 60000:
             raise BinanceError(-1131, "recvWindow must be less than 60000")
         payload = _without_signature(raw_query) + _without_signature(raw_body)
-        expected = hmac.new(self.secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
+        expected = hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected, signature.lower()):
             raise BinanceError(-1022, "Signature for this request is not valid.")
         now = self.now_ms()
