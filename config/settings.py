@@ -7,6 +7,7 @@ and what is allowed (``ConfigError``).
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import tomllib
@@ -512,7 +513,7 @@ def _stages(raw: Any) -> tuple[Decimal, ...]:
         raise ValueError(allowed) from None
     if not out or out[-1] != 100 or any(not (0 < x <= 100) or not x.is_finite() for x in out):
         raise ValueError(allowed)
-    if any(b <= a for a, b in zip(out, out[1:], strict=False)):
+    if any(b <= a for a, b in itertools.pairwise(out)):
         raise ValueError(allowed)
     return out
 
