@@ -20,7 +20,7 @@ from bus.client import Bus
 from bus.errors import RequestFailed
 from config.settings import Settings, without_credentials
 from config.venues import venue_names
-from gateway import exchanges, openapi, orders, portfolio, positions, risk, signals, streams, trades
+from gateway import exchanges, openapi, orders, portfolio, positions, risk, signals, streams, trades, transition
 from gateway.common import BUS, HEALTH, SETTINGS, SHUTDOWN_GRACE_S, typed_limits
 from gateway.health import VERSION, HealthBook
 from gateway.problems import REQUEST_ID, auth_middleware, json_response, problem_middleware
@@ -127,6 +127,7 @@ def create_app(settings: Settings, bus: Bus) -> web.Application:
     trades.register(app)
     exchanges.register(app)
     risk.register(app)
+    transition.register(app)
     streams.register(app)
     add(
         app,
