@@ -140,7 +140,8 @@ class Transition:
         self.rev = entry.revision or 0
 
     async def _on_event(self, ev: TransitionEvent, env: Envelope) -> None:
-        self.history.append(ev)
+        if ev not in self.history:  # (this instance's own steps are in it already)
+            self.history.append(ev)
 
     async def _save(self, st: TransitionState) -> None:
         """Check-and-set on the revision read: raises KeyWrongLastSequenceError when another writer moved it."""
@@ -148,6 +149,7 @@ class Transition:
         self.state = st
 
     async def _publish(self, ev: TransitionEvent) -> None:
+        self.history.append(ev)
         await self.gate.bus.js_publish(self.gate.subjects.transition_events, ev)
 
     # -- orders --------------------------------------------------------------------------------------------

@@ -142,7 +142,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     TRANSITION_APPROVAL: str = "manual"  # or auto: an initiate whose milestones are met goes live at once
     TRANSITION_MIN_WIN_RATE: Decimal = Decimal("0.6")  # fraction of round trips won
     TRANSITION_MIN_PROFIT_FACTOR: Decimal = Decimal("1.5")
-    TRANSITION_MIN_SHARPE: Decimal = Decimal("1.0")
+    TRANSITION_MIN_SHARPE: Decimal = Decimal("1.0")  # 0: not required
     TRANSITION_MIN_TRADES: int = 50  # completed round trips in the evaluation period
     TRANSITION_MAX_DRAWDOWN: Decimal = Decimal("0.10")  # fraction of peak equity
     TRANSITION_EVALUATION_DAYS: int = 30  # days of paper trading history, and the window measured; 0: all of it
@@ -594,7 +594,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "TRANSITION_APPROVAL": _choice("manual", "auto"),
     "TRANSITION_MIN_WIN_RATE": _dec(Decimal(0), Decimal(1)),
     "TRANSITION_MIN_PROFIT_FACTOR": _dec(Decimal(0), Decimal(1000)),
-    "TRANSITION_MIN_SHARPE": _dec(Decimal(-100), Decimal(100)),
+    "TRANSITION_MIN_SHARPE": _dec(Decimal(0), Decimal(100)),
     "TRANSITION_MIN_TRADES": _int(0, 1_000_000),
     "TRANSITION_MAX_DRAWDOWN": _dec(Decimal(0), Decimal(1)),
     "TRANSITION_EVALUATION_DAYS": _int(0, 3650),

@@ -91,8 +91,8 @@ def milestones(f: Figures, t: Thresholds) -> list[Milestone]:
                   met=f.win_rate is not None and f.win_rate >= t.min_win_rate),
         Milestone(name=PROFIT_FACTOR, value=f.profit_factor, required=t.min_profit_factor,
                   met=f.trades > 0 and pf_met),
-        Milestone(name=SHARPE, value=f.sharpe, required=t.min_sharpe,
-                  met=f.sharpe is not None and f.sharpe >= t.min_sharpe),
+        Milestone(name=SHARPE, value=f.sharpe, required=t.min_sharpe,  # 0: not required
+                  met=t.min_sharpe <= 0 or (f.sharpe is not None and f.sharpe >= t.min_sharpe)),
         Milestone(name=TRADES, value=Decimal(f.trades), required=Decimal(t.min_trades), met=f.trades >= t.min_trades),
         Milestone(name=DRAWDOWN, value=f.max_drawdown, required=t.max_drawdown, comparison="<=",
                   met=f.max_drawdown <= t.max_drawdown),

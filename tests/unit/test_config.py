@@ -236,7 +236,7 @@ BAD_VALUES = [
     ("TRANSITION_REQUIRED", "perhaps", "true or false"),
     ("TRANSITION_MIN_WIN_RATE", "60", "expected a number >= 0 and <= 1"),
     ("TRANSITION_MIN_PROFIT_FACTOR", "-1", "expected a number >= 0"),
-    ("TRANSITION_MIN_SHARPE", "x", "expected a number"),
+    ("TRANSITION_MIN_SHARPE", "-1", "expected a number >= 0"),
     ("TRANSITION_MIN_TRADES", "-1", "expected an integer"),
     ("TRANSITION_MAX_DRAWDOWN", "10", "expected a number >= 0 and <= 1"),
     ("TRANSITION_EVALUATION_DAYS", "x", "expected an integer"),

@@ -68,6 +68,11 @@ def test_what_cannot_be_measured_is_not_met() -> None:
     assert pf.met and pf.value is None
 
 
+def test_a_sharpe_requirement_of_zero_is_no_requirement() -> None:
+    free = tr.Thresholds(D("0.6"), D("1.5"), D(0), 50, D("0.10"), 30)
+    assert next(m for m in tr.milestones(figures(sharpe=None), free) if m.name == "sharpeRatio").met
+
+
 def test_days_are_trading_history_not_wall_time() -> None:
     assert figures(first_trade_at=5 * DAY, last_trade_at=5 * DAY + DAY // 2).days == D("0.5")
     assert figures(first_trade_at=None).days == 0
