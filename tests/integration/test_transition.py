@@ -134,7 +134,7 @@ async def denied_live(client: Bus, coid: str, **kw: object) -> OrderReply:
 
 
 async def test_the_real_defaults_refuse_and_paper_mode_keeps_live_venues_shut(deploy, client) -> None:
-    sut, api = await deploy()
+    _sut, api = await deploy()
     body = await transition(api)
     assert (body["mode"], body["state"], body["gated"], body["approval"]) == ("paper", "paper", True, "manual")
     assert [m["name"] for m in body["milestones"]] == [

@@ -238,7 +238,7 @@ def test_live_drawdown_at_the_threshold_reverts() -> None:
     assert why is None
     _, why = tr.follow_live(s, D(1045), DAY + 2, LIMITS)  # 5 % on the day
     assert why is not None and "TRANSITION_REVERT_DAILY_LOSS" in why
-    s2, why = tr.follow_live(
+    _s2, why = tr.follow_live(
         TransitionState(mode="live", stage=0, live_peak=D(1100), live_day="x"), D(990), DAY, LIMITS
     )
     assert why is not None and "TRANSITION_REVERT_DRAWDOWN" in why  # 10 % below the peak
