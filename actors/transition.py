@@ -304,6 +304,7 @@ class Transition:
             ctx = tr.Context(
                 approval=self.settings.TRANSITION_APPROVAL, stages=self.stages, has_live=bool(self.live_venues),
                 now=now_ms(), milestones=tuple(ms), live_capital=live_capital,
+                live_equity=self.live_equity() if live_capital is not None else None,
             )  # fmt: skip
             out = tr.step(self.state, action, ctx, by, reason)
             if isinstance(out, tr.Refusal):

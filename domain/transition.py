@@ -152,13 +152,16 @@ class Context:
     now: int
     milestones: tuple[Milestone, ...] = ()
     live_capital: Decimal | None = None
+    live_equity: Decimal | None = None  # the live venues' equity now: the stage's starting peak and day start
 
 
 def _enter(st: TransitionState, stage: int, ctx: Context) -> TransitionState:
-    """Live at ``stage``, its capital and the live equity's peak and day taken now."""
+    """Live at ``stage``, its capital and the live equity's peak and day taken now (so a fall right after the
+    step counts from here, whenever it is first watched)."""
+    day = day_of(ctx.now) if ctx.live_equity is not None else None
     return replace_state(
         st, mode="live", stage=stage, pending=None, stage_started_at=ctx.now, stage_capital=ctx.live_capital,
-        live_peak=None, live_day=None, live_day_start=None, updated_at=ctx.now,
+        live_peak=ctx.live_equity, live_day=day, live_day_start=ctx.live_equity, updated_at=ctx.now,
     )  # fmt: skip
 
 

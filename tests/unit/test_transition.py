@@ -245,6 +245,15 @@ def test_live_drawdown_at_the_threshold_reverts() -> None:
     assert tr.follow_live(PAPER, D(1), 0, LIMITS) == (PAPER, None)
 
 
+def test_the_peak_is_taken_when_the_stage_begins_not_when_first_watched() -> None:
+    c = tr.Context(approval="auto", stages=STAGES, has_live=True, now=DAY, milestones=GOOD, live_capital=D(1000),
+                   live_equity=D(1000))  # fmt: skip
+    live = tr.step(PAPER, "initiate", c)
+    assert isinstance(live, tr.Step) and live.state.live_peak == D(1000) and live.state.live_day_start == D(1000)
+    _, why = tr.follow_live(live.state, D(899), DAY + 5, LIMITS)  # fell before the first watch: still counted
+    assert why is not None and "TRANSITION_REVERT_DRAWDOWN" in why
+
+
 def test_a_live_venue_failing_beyond_the_grace_reverts() -> None:
     assert tr.venue_failing({"binance": 1000}, 60_999, 60_000) is None
     why = tr.venue_failing({"binance": 1000}, 61_000, 60_000)
