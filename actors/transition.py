@@ -34,7 +34,7 @@ from bus.errors import RequestFailed
 from config.venues import PAPER
 from domain import transition as tr
 from domain.risk import Denial
-from domain.valuation import books_equity
+from domain.valuation import Converter, books_equity
 from domain.venue_ledgers import VenueLedgers
 from schemas.messages import (
     CancelOrder,
@@ -214,6 +214,18 @@ class Transition:
     def live_equity(self) -> Decimal:
         return books_equity(self._live_books(), self.gate.books.mids, self.settings.CONVERSION_BRIDGE)
 
+    def live_equity_known(self) -> Decimal | None:
+        """The live equity, or None while a currency the live venues hold has no price to value it at (right
+        after a start, before the first books): an undervalued equity would make a false peak or a false fall."""
+        books = self._live_books()
+        marks, bridge = self.gate.books.mids, self.settings.CONVERSION_BRIDGE
+        for _, led in books:
+            conv = Converter(led, marks, bridge)
+            for cur, bal in led.balances.items():
+                if bal.total and cur != led.base_currency and conv.rate(cur) is None:
+                    return None
+        return books_equity(books, marks, bridge)
+
     def live_capital(self) -> Decimal:
         return self.settings.TRANSITION_LIVE_CAPITAL or self.live_equity()
 
@@ -304,7 +316,7 @@ class Transition:
             ctx = tr.Context(
                 approval=self.settings.TRANSITION_APPROVAL, stages=self.stages, has_live=bool(self.live_venues),
                 now=now_ms(), milestones=tuple(ms), live_capital=live_capital,
-                live_equity=self.live_equity() if live_capital is not None else None,
+                live_equity=self.live_equity_known() if live_capital is not None else None,
             )  # fmt: skip
             out = tr.step(self.state, action, ctx, by, reason)
             if isinstance(out, tr.Refusal):
@@ -377,7 +389,10 @@ class Transition:
         st = self.state
         if st.mode != "live" or not self.live_venues or self.lock.locked():
             return
-        new, why = tr.follow_live(st, self.live_equity(), now_ms(), self.limits)
+        live = self.live_equity_known()
+        if live is None:
+            return  # a currency held live cannot be valued yet (no price): neither a peak nor a fall to judge
+        new, why = tr.follow_live(st, live, now_ms(), self.limits)
         if why is None:
             why = tr.venue_failing(self.down_since, now_ms(), self.settings.TRANSITION_REVERT_VENUE_GRACE_MS)
         if why is None:

@@ -241,6 +241,12 @@ async def test_live_drawdown_past_the_threshold_reverts_to_paper_and_cancels_liv
     await eventually(lambda: milestones_met(api), what="the milestones met")
     # the live venue's opening balances adopted (1 BTC and 100,000 USDT) before going live
     await eventually(lambda: _live_equity_over(api, D(150_000)), what="binance's opening balances")
+
+    async def gate_prices_btc() -> bool:  # the risk-gate values the live BTC (it has seen binance's book)
+        status, m = await api.call("GET", "/api/risk/metrics")
+        return status == 200 and D(str(m["equity"])) > D(250_000)
+
+    await eventually(gate_prices_btc, what="the risk-gate's BTC price")
     status, v = await api.call("POST", "/api/transition/initiate", {"by": "ann"})
     assert status == 200 and v["state"] == "live", v  # auto: no approval step
     reply = await submit(client, "tr-dd-1", exchange="binance", type="limit", price=D(30000), quantity=D("0.01"))
