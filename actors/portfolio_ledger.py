@@ -55,7 +55,7 @@ from bus.client import Bus, Envelope
 from bus.codec import DecodeFailure
 from bus.errors import RequestFailed, Transient
 from config.settings import PARSERS, Settings, parse_balance_dust, parse_currency_precision
-from config.venues import venue_names
+from config.venues import venue_configs, venue_names
 from domain.ids import day_key
 from domain.ledger import Ledger, LedgerError
 from domain.performance import EquityTracker, report
@@ -80,6 +80,7 @@ from schemas.messages import (
     HistoryQuery,
     OrderEvent,
     Performance,
+    PerformanceQuery,
     PortfolioSnapshot,
     PositionsHistory,
     PositionView,
@@ -117,6 +118,8 @@ class LedgerState(msgspec.Struct):
     days: dict[str, DayStart] = msgspec.field(default_factory=dict)  # venue -> its day start
     ledger: Ledger | None = None  # before books per venue
     day: DayStart | None = None  # before books per venue
+    # the equity curves of groups of venues (issue 18): "paper", "live" and "venue:<name>" (several venues)
+    groups: dict[str, EquityTracker] = msgspec.field(default_factory=dict)
 
 
 class PortfolioLedger(Actor):
@@ -130,6 +133,16 @@ class PortfolioLedger(Actor):
         self.marks: dict[str, Decimal] = self.books.mids  # marks are the mids of the latest books
         self.days: dict[str, DayStart] = {}  # venue -> its day start
         self.tracker = EquityTracker(self.ledgers.initial_total)
+        # equity curves per group of venues (GET /api/performance?mode= / ?exchange=): the paper venues', the
+        # live venues', and each venue's when there are several
+        configs = venue_configs(settings)
+        self.group_venues: dict[str, tuple[str, ...]] = {}
+        for mode, paper in (("paper", True), ("live", False)):
+            if names := tuple(v.name for v in configs if v.paper == paper):
+                self.group_venues[mode] = names
+        if len(configs) > 1:
+            self.group_venues |= {f"venue:{v.name}": (v.name,) for v in configs}
+        self.groups = {g: EquityTracker(self._subset(vs).initial_total) for g, vs in self.group_venues.items()}
         self.applied = RecentIds(FILL_DEDUPE_WINDOW)
         self.last_seq = 0
         self.orders_seq = 0
@@ -191,7 +204,7 @@ class PortfolioLedger(Actor):
             ("portfolio", Empty, self._on_query),
             ("portfolio_refresh", Empty, self._on_refresh),
             ("positions_history", HistoryQuery, self._on_history),
-            ("performance", Empty, self._on_performance),
+            ("performance", PerformanceQuery, self._on_performance),
         ):
             await self.bus.subscribe(s.query(what), type_, handler, queue=self.name)  # type: ignore[arg-type]
         # a live venue's balances (the order-router publishes them; paper mode never does), one at a time
@@ -239,6 +252,7 @@ class PortfolioLedger(Actor):
             # the books are folded again from the streams; the equity curve is not in them: it is kept
             self.log.warning("snapshot made by another version of the books (fold {}): rebuilding", st.fold)
             self.tracker = st.tracker
+            self.groups |= {g: t for g, t in st.groups.items() if g in self.group_venues}
             return
         fills_last = (await self.bus.js.stream_info(self.subjects.s_fills)).state.last_seq or 0
         orders_last = (await self.bus.js.stream_info(self.subjects.s_orders)).state.last_seq or 0
@@ -261,6 +275,7 @@ class PortfolioLedger(Actor):
             self.log.info("snapshot of one ledger (before books per venue): restored as the books of {}", venue)
         self.ledgers.configure(self.venues)  # a venue configured since gets its (initial) books
         self.tracker = st.tracker
+        self.groups |= {g: t for g, t in st.groups.items() if g in self.group_venues}
         self.applied = RecentIds(FILL_DEDUPE_WINDOW, st.applied)
         self.last_seq, self.orders_seq = st.fills_seq, st.orders_seq
         self.adjustments_followed = st.adjustments_seq
@@ -303,6 +318,7 @@ class PortfolioLedger(Actor):
             self.tracker, list(self.applied), self.last_seq, self.orders_seq,
             fold=FOLD_VERSION, adjustments_seq=at[2], fill_journal=self.fill_journal,
             order_journal=self.order_journal, readings=dict(self.readings), books=self.ledgers, days=self.days,
+            groups=self.groups,
         )  # fmt: skip
         await self.snapshots.save(msgspec.json.encode(state))
         self.saved_at = at
@@ -400,6 +416,10 @@ class PortfolioLedger(Actor):
         key = f"{adj.venue}:{adj.reading_seq}"
         if adj.reason == "opening" and self.tracker.open_at(key, books_equity(self.ledgers, self.marks, self.bridge)):
             self.days.pop(adj.venue, None)  # taken again at the next valuation, from the opening balances
+        if adj.reason == "opening":
+            for g, vs in self.group_venues.items():
+                if adj.venue in vs:
+                    self.groups[g].open_at(key, books_equity(self._subset(vs), self.marks, self.bridge))
         if self.live:
             self.log.info(
                 "{} {} {}: total {} -> {}, available {} -> {} (adjustment {})", adj.reason, adj.venue, adj.currency,
@@ -569,6 +589,10 @@ class PortfolioLedger(Actor):
         total = books_equity(self.ledgers, self.marks, self.bridge)
         self.tracker.settle(total, complete=not snap.summary.unconverted)  # an opening still valued provisionally
         self.tracker.sample(snap.ts, total)
+        for g, vs in self.group_venues.items():
+            part = books_equity(self._subset(vs), self.marks, self.bridge)
+            self.groups[g].settle(part, complete=not snap.summary.unconverted)
+            self.groups[g].sample(snap.ts, part)
         await self.bus.js_publish(self.subjects.portfolio_events, snap)
         return snap
 
@@ -589,9 +613,26 @@ class PortfolioLedger(Actor):
         views = [cycle_view(c, self.rounding, v) for v, c in found]
         await self.bus.respond(env, PositionsHistory(positions=views))
 
-    async def _on_performance(self, q: Empty, env: Envelope) -> None:
-        perf: Performance = report(self.ledgers, self.tracker, self.marks, now_ms(), self.rounding, self.bridge)
-        await self.bus.respond(env, perf)
+    def _subset(self, venues: tuple[str, ...]) -> VenueLedgers:
+        """The books of these venues only (the same ledgers, not copies)."""
+        sub = VenueLedgers(self.ledgers.base_currency, self.ledgers.initial_balance, ())
+        sub.ledgers = {v: self.ledgers.of(v) for v in venues}
+        sub.venues = venues
+        return sub
+
+    async def _on_performance(self, q: PerformanceQuery, env: Envelope) -> None:
+        """The figures of every venue's books, or of the paper / live venues' (``mode``), or of one venue's
+        (``exchange``); over the window from ``since`` when given."""
+        books, tracker, venues = self.ledgers, self.tracker, None
+        group = f"venue:{q.exchange}" if q.exchange is not None else q.mode
+        if q.exchange is not None and len(self.venues) == 1:
+            group = None  # a one-venue deployment: every fill is booked on its venue
+        if group is not None:
+            venues = list(self.group_venues.get(group, ()))
+            books = self._subset(tuple(venues))
+            tracker = self.groups.get(group) or EquityTracker(Decimal(0))
+        perf: Performance = report(books, tracker, self.marks, now_ms(), self.rounding, self.bridge, since=q.since)
+        await self.bus.respond(env, msgspec.structs.replace(perf, mode=q.mode, venues=venues))
 
 
 def _of_venue(changes: dict[str, tuple[Decimal, Decimal]], venue: str) -> dict[str, tuple[Decimal, Decimal]]:

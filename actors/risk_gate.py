@@ -47,6 +47,7 @@ from actors.base import Actor
 from actors.books import BookCache
 from actors.markets import MarketRulesCache
 from actors.services import ServiceClient, ServiceDown
+from actors.transition import STAGE_CAPITAL_LIMIT, Transition
 from bus.client import Bus, Envelope
 from bus.codec import DecodeFailure, decode
 from bus.errors import RequestFailed
@@ -75,6 +76,7 @@ from domain.limits import (
 from domain.recent import FILL_DEDUPE_WINDOW, RecentIds
 from domain.risk import RESERVED_CLIENT_PREFIX, Approval, Denial, check_order, same_request
 from domain.sizing import QTY_STEP, SizingError, fixed_fractional, round_down
+from domain.transition import state_name as tr_state_name
 from domain.valuation import Converter, DayStart, equity, mark_of, quote_rates, roll_day
 from domain.venue_ledgers import VenueLedgers
 from schemas.messages import (
@@ -130,6 +132,7 @@ STATIC_CODES = frozenset({
 BOOK_CODES = frozenset({
     "INSUFFICIENT_BALANCE", "MAX_POSITION_SIZE", "MAX_TOTAL_EXPOSURE", "CORRELATION_LIMIT", "REDUCING_ONLY",
     "TRADING_HOURS", "NO_EQUITY", "MAX_DAILY_LOSS", "MAX_DRAWDOWN", "REDUCE_ONLY", "MIN_ACCOUNT_BALANCE",
+    STAGE_CAPITAL_LIMIT,
 })  # fmt: skip
 STATE_KEY = "risk.state"
 KEEP_ALERTS = 500
@@ -163,6 +166,7 @@ class Working:
     quantity: Decimal
     filled_events: Decimal
     filled_fills: Decimal
+    venue: str = ""
 
     @property
     def left(self) -> Decimal:
@@ -222,6 +226,7 @@ class RiskGate(Actor):
         self.over: set[str] = set()  # exposure limits the books are over now (alerted once)
         self.risk_service = ServiceClient("risk", s.RISK_SERVICE_URL, s.RISK_SERVICE_TIMEOUT, self.alert)
         self.lookups = asyncio.Semaphore(MAX_LOOKUPS)  # denials' lookups at the order-router in flight
+        self.transition = Transition(self)  # paper to live: its one writer (actors/transition.py)
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def on_start(self) -> None:
@@ -248,6 +253,7 @@ class RiskGate(Actor):
             start_seq=max(1, risk_last - KEEP_ALERTS + 1),
         )  # fmt: skip
         await self.books.start()
+        await self.transition.start()  # before the first order: the mode it is checked in
         await self.bus.subscribe(s.orders_submit, OrderRequest, self._on_submit, queue=self.name)
         await self.bus.subscribe(s.orders_validate, OrderRequest, self._on_validate, queue=self.name)
         await self.bus.subscribe(s.query("alerts"), AlertsQuery, self._on_alerts, queue=self.name)
@@ -266,6 +272,7 @@ class RiskGate(Actor):
         out: dict[str, int | float | str] = {
             "approved": self.approved, "denied": self.denied, "retries": self.retries,
             "tradingState": self.trading_state, "readModel": "in sync" if self.bus.in_sync else "catching up",
+            "transition": tr_state_name(self.transition.state),
         }  # fmt: skip
         if self.risk_service.enabled:
             out["riskService"] = self.risk_service.state
@@ -386,7 +393,7 @@ class RiskGate(Actor):
         prev = self.working.pop(o.order_id, None)
         seen = max(prev.filled_fills if prev else ZERO, self.early.pop(o.order_id, ZERO))
         if lock_of(o) is not None:
-            w = Working(o.pair, 1 if o.side == "buy" else -1, o.quantity, o.filled_quantity, seen)
+            w = Working(o.pair, 1 if o.side == "buy" else -1, o.quantity, o.filled_quantity, seen, o.venue)
             if w.left > ZERO:
                 self.working[o.order_id] = w
 
@@ -503,6 +510,7 @@ class RiskGate(Actor):
         return now
 
     async def _on_submit(self, req: OrderRequest, env: Envelope) -> None:
+        req = self.transition.route(req)  # in paper mode an order naming no venue goes to the paper venue
         coid = req.client_order_id
         # a retry first, before any limit, state or rate check: answered with its order, whatever happened since
         if coid in self.client_ids:
@@ -636,6 +644,7 @@ class RiskGate(Actor):
 
     async def _on_validate(self, req: OrderRequest, env: Envelope) -> None:
         """Every check an order would meet now, nothing reserved, placed or counted against the rate."""
+        req = self.transition.route(req)
         verdict = await self._check(req, dry_run=True)
         if isinstance(verdict, Denial):
             reply = _denied(verdict)
@@ -671,6 +680,8 @@ class RiskGate(Actor):
             )  # fmt: skip
         if named is not None and known and req.pair not in (pairs := self.venue_by_name[named].pairs):
             return Denial("UNKNOWN_PAIR", "pair", f"{named} does not list {req.pair} (its pairs: {', '.join(pairs)})")
+        if (gated := self.transition.gate_denial(req)) is not None:
+            return gated  # paper mode: no order for a live venue
         several = self.only is None
         venue = named or self.only  # whose balance decides; None: several venues, none named (candidates below)
         # whose rules: the named venue's; one venue: the only rules there are; several, none named: each's, below
@@ -728,10 +739,16 @@ class RiskGate(Actor):
                 d = no_venue(unable)
             return x, d, able
 
-        before, denial, venues = limits()
+        def limits_and_stage() -> tuple[Exposure, Denial | None, list[str] | None]:
+            x, d, able = limits()
+            if d is None and intent is not None and self.transition.goes_live(req):
+                d = self._stage_capital(x, intent)
+            return x, d, able
+
+        before, denial, venues = limits_and_stage()
         if denial is not None and denial.code in BOOK_CODES and (lag := await self._lagging()) is not None:
             # what it lacked may be in fills or order events not read yet (a sale right after the purchase)
-            before, denial, venues = limits()
+            before, denial, venues = limits_and_stage()
             if denial is not None and denial.code in BOOK_CODES and lag:
                 return _cannot_know(denial)
         if denial is not None:
@@ -751,6 +768,32 @@ class RiskGate(Actor):
             self.pending.pop(req.client_order_id, None)
             return verdict
         return decision
+
+    def _stage_capital(self, x: Exposure, intent: Intent) -> Denial | None:
+        """The transition's stage: the live venues' open exposure (positions, working orders and approvals on
+        their way, in BASE_CURRENCY) may not go above the stage's capital."""
+        if self.transition.stage_limit() is None:
+            return None
+        live = set(self.transition.live_venues)
+        nets: dict[str, Decimal] = {}
+        for v in live:
+            for pair, pos in self.books_model.of(v).positions.items():
+                if pos.quantity:
+                    nets[pair] = nets.get(pair, ZERO) + pos.quantity
+        for w in self.working.values():
+            if w.venue in live or (self.only is not None and self.only in live):
+                nets[w.pair] = nets.get(w.pair, ZERO) + w.sign * w.left
+        for p in self.pending.values():
+            if (self.only in live) if self.only is not None else any(v in live for v in p.venues):
+                nets[p.pair] = nets.get(p.pair, ZERO) + p.signed
+        prices: dict[str, Decimal] = {}
+        for pair in {*nets, intent.pair}:
+            mark = x.marks.get(pair) or (intent.price if pair == intent.pair else None)
+            rate = rate_of(x, pair)
+            if mark is not None:
+                prices[pair] = mark * (rate if rate is not None else Decimal(1))
+        signed = intent.quantity if intent.side == "buy" else -intent.quantity
+        return self.transition.capital_denial(nets, prices, intent.pair, signed)
 
     async def _advise(
         self, req: OrderRequest, decision: Approval, intent: Intent | None, x: Exposure, rules: MarketRules | None
@@ -859,6 +902,7 @@ class RiskGate(Actor):
                 await self._set_state(HALTED, f"MAX_DRAWDOWN reached: {dd:.4f}")
         if loss < limit * Decimal("0.8"):
             self.alerted_levels.discard("daily80")
+        await self.transition.watch()  # the automatic revert to paper
         over = breaches(x, self.limits)
         for key in sorted(set(over) - self.over):
             await self.alert("warning", "EXPOSURE_LIMIT", over[key], pair=key[5:] if key.startswith("pair:") else None)
@@ -898,7 +942,7 @@ class RiskGate(Actor):
                 )
         await self.bus.respond(env, change)
 
-    async def _close_all(self) -> tuple[list[str], list[str], list[str]]:
+    async def _close_all(self, venues: set[str] | None = None) -> tuple[list[str], list[str], list[str]]:
         """Close every position at market (reduce-only orders that pass the halt). The order ids of the
         closing orders, as the order-router answers them (GET /api/orders/{id} finds each), and the client
         order ids of the closes sent whose orders were not confirmed in time (made when the router takes them),
@@ -921,6 +965,8 @@ class RiskGate(Actor):
             )  # fmt: skip
             for venue, pair, qty in sorted(held, key=lambda h: (h[1], h[0] or "")):
                 if not qty or pair not in self.settings.PAIRS:
+                    continue
+                if venues is not None and (venue or self.only) not in venues:  # (the transition: live venues only)
                     continue
                 if venue is not None and venue not in self.venue_by_name:  # booked from a venue not configured
                     failed.append(f"{pair} on {venue} not closed: {venue} is not a configured venue; close it by hand")

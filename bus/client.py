@@ -235,7 +235,12 @@ class Bus:
                 or bool(info.config.no_ack) != spec.no_ack
             ):
                 await self.js.update_stream(cfg)
-        for bucket in (self.subjects.kv_state, self.subjects.kv_paper, self.subjects.kv_credentials):
+        for bucket in (
+            self.subjects.kv_state,
+            self.subjects.kv_paper,
+            self.subjects.kv_credentials,
+            self.subjects.kv_transition,
+        ):
             await self.kv(bucket)
 
     async def kv(self, bucket: str) -> KeyValue:

@@ -7,6 +7,7 @@ and what is allowed (``ConfigError``).
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import tomllib
@@ -154,6 +155,23 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     MAX_DRAWDOWN: Decimal = Decimal(0)  # of peak equity; 0: no limit
     MIN_ACCOUNT_BALANCE: Decimal = Decimal(0)  # in BASE_CURRENCY: no opening order takes equity below it; 0: none
     PRICE_BAND_PERCENT: Decimal = Decimal(10)  # a limit price at most this far from the mid; 0: no band
+    # -- paper to live (issue 18; domain/transition.py): fractions as the risk limits, stages in percent ----
+    TRANSITION_REQUIRED: bool = False  # live venues only: start in paper all the same (no live order until approved)
+    TRANSITION_APPROVAL: str = "manual"  # or auto: an initiate whose milestones are met goes live at once
+    TRANSITION_MIN_WIN_RATE: Decimal = Decimal("0.6")  # fraction of round trips won
+    TRANSITION_MIN_PROFIT_FACTOR: Decimal = Decimal("1.5")
+    TRANSITION_MIN_SHARPE: Decimal = Decimal("1.0")  # 0: not required
+    TRANSITION_MIN_TRADES: int = 50  # completed round trips in the evaluation period
+    TRANSITION_MAX_DRAWDOWN: Decimal = Decimal("0.10")  # fraction of peak equity
+    TRANSITION_EVALUATION_DAYS: int = 30  # days of paper trading history, and the window measured; 0: all of it
+    TRANSITION_STAGES: tuple[Decimal, ...] = (Decimal(10), Decimal(25), Decimal(50), Decimal(100))  # percent
+    TRANSITION_STAGE_DAYS: int = 7  # a stage's own window (live history) before the next stage
+    TRANSITION_STAGE_MIN_TRADES: int = 20  # round trips in a stage's window before the next stage
+    TRANSITION_LIVE_CAPITAL: Decimal = Decimal(0)  # the capital the stages' percents apply to; 0: the live equity
+    TRANSITION_REVERT_DRAWDOWN: Decimal = Decimal("0.10")  # live drawdown since the stage began: back to paper
+    TRANSITION_REVERT_DAILY_LOSS: Decimal = Decimal("0.05")  # live loss of the day: back to paper
+    TRANSITION_REVERT_VENUE_GRACE_MS: int = 60_000  # a live venue down this long: back to paper
+    TRANSITION_REVERT_POSITIONS: str = "keep"  # or flatten: close the live positions on a revert
     # -- portfolio ------------------------------------------------------------------------------------
     INITIAL_BALANCE: Decimal = Decimal("50000")
     BASE_CURRENCY: str = "USDT"
@@ -545,6 +563,21 @@ def _api_base(raw: Any) -> str:
     return s
 
 
+def _stages(raw: Any) -> tuple[Decimal, ...]:
+    """TRANSITION_STAGES: percents of the live capital, rising, each in (0, 100], the last 100."""
+    allowed = "a comma-separated list of rising percents in (0, 100] ending with 100, e.g. 10,25,50,100"
+    items = raw if isinstance(raw, list | tuple) else str(raw).split(",")
+    try:
+        out = tuple(Decimal(str(x).strip()) for x in items if str(x).strip())
+    except ArithmeticError:
+        raise ValueError(allowed) from None
+    if not out or out[-1] != 100 or any(not (0 < x <= 100) or not x.is_finite() for x in out):
+        raise ValueError(allowed)
+    if any(b <= a for a, b in itertools.pairwise(out)):
+        raise ValueError(allowed)
+    return out
+
+
 PARSERS: dict[str, Callable[[Any], Any]] = {
     "PORT": _int(1, 65535),
     "HOST": _pattern(re.compile(r"^[A-Za-z0-9.:\-\[\]]+$"), "a host name or IP address"),
@@ -625,6 +658,22 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "MAX_DRAWDOWN": _dec(Decimal(0), Decimal(1)),
     "MIN_ACCOUNT_BALANCE": _dec(Decimal(0)),
     "PRICE_BAND_PERCENT": _dec(Decimal(0), Decimal(1000)),
+    "TRANSITION_REQUIRED": _bool,
+    "TRANSITION_APPROVAL": _choice("manual", "auto"),
+    "TRANSITION_MIN_WIN_RATE": _dec(Decimal(0), Decimal(1)),
+    "TRANSITION_MIN_PROFIT_FACTOR": _dec(Decimal(0), Decimal(1000)),
+    "TRANSITION_MIN_SHARPE": _dec(Decimal(0), Decimal(100)),
+    "TRANSITION_MIN_TRADES": _int(0, 1_000_000),
+    "TRANSITION_MAX_DRAWDOWN": _dec(Decimal(0), Decimal(1)),
+    "TRANSITION_EVALUATION_DAYS": _int(0, 3650),
+    "TRANSITION_STAGES": _stages,
+    "TRANSITION_STAGE_DAYS": _int(0, 3650),
+    "TRANSITION_STAGE_MIN_TRADES": _int(0, 1_000_000),
+    "TRANSITION_LIVE_CAPITAL": _dec(Decimal(0)),
+    "TRANSITION_REVERT_DRAWDOWN": _dec(Decimal(0), Decimal(1), lo_open=True),
+    "TRANSITION_REVERT_DAILY_LOSS": _dec(Decimal(0), Decimal(1), lo_open=True),
+    "TRANSITION_REVERT_VENUE_GRACE_MS": _int(1_000, 86_400_000),
+    "TRANSITION_REVERT_POSITIONS": _choice("keep", "flatten"),
     "INITIAL_BALANCE": _dec(Decimal(0), lo_open=True),
     "CURRENCY_PRECISION": _currency_precision,
     "BALANCE_DUST": _balance_dust,

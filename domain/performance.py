@@ -269,12 +269,18 @@ def report(
     ts: int,
     r: Rounding = EXACT_ENOUGH,
     bridge: str = DEFAULT_BRIDGE,
+    since: int | None = None,
 ) -> Performance:
     """Everything ``GET /api/performance`` shows, from the books, the equity samples and the closed cycles.
 
     Books per venue (``VenueLedgers``): every figure is a total over the venues - the equity (their sum,
     every venue valued at the same prices), the round trips of every venue, and per pair the figures of
-    that pair on every venue added up (each venue's position is its own round trips)."""
+    that pair on every venue added up (each venue's position is its own round trips).
+
+    ``since`` (epoch ms): the figures over the window from then: the round trips closed since, the equity
+    curve since (its start is the last equity sample before ``since``, else the initial balance), drawdowns
+    and returns over that curve. ``firstTradeAt`` / ``lastTradeAt``: the first round trip's opening and the
+    last one's close (in the window): the days of trading history."""
     if isinstance(ledger, VenueLedgers):
         ledgers = [led for _, led in ledger]
         marks = combined_marks(ledgers, marks)
@@ -290,10 +296,22 @@ def report(
     if not daily_points or daily_points[-1][0] < ts:
         daily_points = [*[p for p in daily_points if day_of(p[0]) != day_of(ts)], (ts, now_equity)]
     initial = tracker.initial  # INITIAL_BALANCE, or what the opening balances of a live venue were worth
+    if since is not None:
+        before = [p for p in (*tracker.curve, *daily_points) if p[0] < since]
+        if before:
+            initial = max(before, key=lambda p: p[0])[1]
+        points = [p for p in points if p[0] >= since] or [(ts, now_equity)]
+        daily_points = [p for p in daily_points if p[0] >= since] or [(ts, now_equity)]
     daily = period_returns(daily_points, initial, day_of)
     weekly = period_returns(daily_points, initial, week_of)
     monthly = period_returns(daily_points, initial, month_of)
-    peak = max(tracker.peak if tracker.peak is not None else initial, now_equity)
+    if since is None:
+        peak = max(tracker.peak if tracker.peak is not None else initial, now_equity)
+        max_dd, max_dd_pct = tracker.max_dd, tracker.max_dd_pct
+    else:  # over the window's own curve
+        window_dd = drawdown(points, initial)
+        peak = max([initial, *(e for _, e in points)])
+        max_dd, max_dd_pct = window_dd.max_amount, window_dd.max_pct
     cur = peak - now_equity
     cur_pct = cur / peak if peak > ZERO else ZERO
     rets = [v for _, v in daily]
@@ -308,7 +326,8 @@ def report(
     by_pair: dict[str, list[ClosedCycle]] = {}
     for led in ledgers:
         for c in led.history:
-            by_pair.setdefault(c.pair, []).append(c)
+            if since is None or c.closed_at >= since:
+                by_pair.setdefault(c.pair, []).append(c)
     for cycles in by_pair.values():
         cycles.sort(key=lambda c: c.closed_at)
     positions: dict[str, list[Position]] = {}
@@ -358,8 +377,8 @@ def report(
         daily_returns=returns(daily, day_of),
         weekly_returns=returns(weekly, week_of),
         monthly_returns=returns(monthly, month_of),
-        max_drawdown=r.money(max(tracker.max_dd, cur), base),
-        max_drawdown_pct=r.ratio(max(tracker.max_dd_pct, cur_pct)),
+        max_drawdown=r.money(max(max_dd, cur), base),
+        max_drawdown_pct=r.ratio(max(max_dd_pct, cur_pct)),
         current_drawdown=r.money(cur, base),
         current_drawdown_pct=r.ratio(cur_pct),
         sharpe=r.ratio(s) if s is not None else None,
@@ -370,4 +389,7 @@ def report(
         per_pair=per_pair,
         ts=ts,
         unconverted=sorted(unconverted),
+        since=since,
+        first_trade_at=min((c.opened_at for cs in by_pair.values() for c in cs), default=None),
+        last_trade_at=max((c.closed_at for cs in by_pair.values() for c in cs), default=None),
     )

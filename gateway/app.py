@@ -32,6 +32,7 @@ from gateway import (
     signals,
     streams,
     trades,
+    transition,
 )
 from gateway.common import BUS, HEALTH, SETTINGS, SHUTDOWN_GRACE_S, typed_limits
 from gateway.health import VERSION, HealthBook
@@ -140,6 +141,7 @@ def create_app(settings: Settings, bus: Bus) -> web.Application:
     exchanges.register(app)
     credentials.register(app)
     risk.register(app)
+    transition.register(app)
     streams.register(app)
     facade.register(app)
     add(

@@ -5,9 +5,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.common import BUS, ask, int_param, query_param
+from gateway.exchange_param import EXCHANGE, exchange_param
 from gateway.problems import json_response
-from gateway.spec import MAX_TIME, PAIR, TIME, Endpoint, add, limit, q
-from schemas.messages import Empty, HistoryQuery, Performance, PortfolioSnapshot, PositionsHistory
+from gateway.spec import MAX_TIME, PAIR, TIME, Endpoint, Param, add, limit, one_of, q
+from schemas.messages import Empty, HistoryQuery, Performance, PerformanceQuery, PortfolioSnapshot, PositionsHistory
 
 LEDGER = "the portfolio-ledger"
 
@@ -35,9 +36,19 @@ async def get_positions_history(request: web.Request) -> web.Response:
     return json_response(await ask(request, bus.subjects.query("positions_history"), q, PositionsHistory, LEDGER))
 
 
+MODES = ("paper", "live")
+MODE = Param(
+    "mode", "query", one_of(MODES),
+    "paper: the paper venues' books only; live: the live venues' books only (absent: every venue)",
+)  # fmt: skip
+
+
 async def get_performance(request: web.Request) -> web.Response:
+    """Every venue's figures, or the paper / live venues' (``?mode=``), or one venue's (``?exchange=``)."""
+    mode = query_param(request, "mode", MODES)
+    q = PerformanceQuery(mode=mode, exchange=exchange_param(request))  # type: ignore[arg-type]
     bus = request.app[BUS]
-    return json_response(await ask(request, bus.subjects.query("performance"), Empty(), Performance, LEDGER))
+    return json_response(await ask(request, bus.subjects.query("performance"), q, Performance, LEDGER))
 
 
 def register(app: web.Application) -> None:
@@ -88,6 +99,7 @@ def register(app: web.Application) -> None:
             "Returns, drawdowns, ratios, round-trip stats",
             t,
             {200: (Performance, "Every figure is defined in the README")},
-            errors=(503, 504),
+            params=(MODE, EXCHANGE),
+            errors=(422, 503, 504),
         ),
     )

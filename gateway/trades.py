@@ -10,12 +10,12 @@ from loguru import logger
 
 from bus.client import Bus, Envelope
 from bus.codec import DecodeFailure, decode
-from config.venues import venue_names
+from config.venues import venue_configs, venue_names
 from domain.recent import FILL_DEDUPE_WINDOW, FirstSeen
 from gateway.common import BUS, MAX_SEQ, SETTINGS, int_param, query_param
 from gateway.exchange_param import EXCHANGE, exchange_param
 from gateway.problems import json_response
-from gateway.spec import PAIR, STR, Endpoint, add, limit, q
+from gateway.spec import PAIR, STR, Endpoint, Param, add, limit, one_of, q
 from schemas.messages import Fill
 from schemas.rest import Trades
 
@@ -68,6 +68,13 @@ async def get_trades(request: web.Request) -> web.Response:
     if exchange is not None and len(venue_names(request.app[SETTINGS])) == 1:
         exchange = None  # a one-venue deployment books every fill on its venue, whatever the fill names
     order_id = query_param(request, "orderId")
+    mode = query_param(request, "mode", ("paper", "live"))
+    kind: set[str] | None = None  # ?mode=: the paper venues' fills, or the live venues'
+    if mode is not None:
+        configs = venue_configs(request.app[SETTINGS])
+        kind = {v.name for v in configs if v.paper == (mode == "paper")}
+        if len(configs) == 1:  # one venue books every fill, whatever the fill names: all of them, or none
+            kind = None if kind else set()
     size = int_param(request, "limit", 1, 500, 50) or 50
     cursor = int_param(request, "cursor", 1, MAX_SEQ)
     bus = request.app[BUS]
@@ -94,6 +101,8 @@ async def get_trades(request: web.Request) -> web.Response:
             except DecodeFailure:
                 continue
             if (order_id and fill.order_id != order_id) or (exchange is not None and fill.venue != exchange):
+                continue
+            if kind is not None and fill.venue not in kind:
                 continue
             if fill.fill_id in listed or index.is_repeat(fill.fill_id, n):
                 continue
@@ -125,6 +134,9 @@ def register(app: web.Application) -> None:
             params=(
                 PAIR,
                 EXCHANGE,
+                Param(
+                    "mode", "query", one_of(("paper", "live")), "paper: the paper venues' fills; live: the live venues'"
+                ),
                 q("orderId", STR, "one order's fills"),
                 limit(500, 50),
                 q("cursor", {"type": "integer", "minimum": 1, "maximum": MAX_SEQ}, "nextCursor of the previous page"),

@@ -632,6 +632,12 @@ class Performance(Msg):
     per_pair: list[PairPerformance]
     ts: int
     unconverted: list[str] = msgspec.field(default_factory=list)  # left out of the figures in base_currency
+    # ?mode= / ?exchange= / since: whose books and from when (None: every venue, everything)
+    mode: str | None = None
+    venues: list[str] | None = None
+    since: int | None = None
+    first_trade_at: int | None = None  # the first round trip's opening (in the window)
+    last_trade_at: int | None = None  # the last round trip's close (in the window)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -853,3 +859,124 @@ class DeadLetter(Msg):
     payload: str
     ts: int
     stream_seq: int | None = None
+
+
+# --------------------------------------------------------------------------------------------------
+# Paper to live (issue 18): the transition, owned by the risk-gate (domain/transition.py)
+# --------------------------------------------------------------------------------------------------
+TransitionMode = Literal["paper", "live"]
+
+
+class PerformanceQuery(Msg):
+    """``tbx.query.performance``: the books' figures; ``mode`` (paper | live) or ``exchange``: those venues' books
+    only; ``since`` (epoch ms): the figures over the window from then (round trips closed since, the equity curve
+    since). An empty query: every venue, everything (as before)."""
+
+    mode: TransitionMode | None = None
+    exchange: str | None = None
+    since: int | None = None
+
+
+class Milestone(Msg):
+    """One requirement of the transition: ``value`` measured (None: not measurable yet), ``required``, ``met``."""
+
+    name: str
+    value: Decimal | None
+    required: Decimal
+    met: bool
+    comparison: Literal[">=", "<="] = ">="
+
+
+class TransitionState(Msg):
+    """The transition's state, in JetStream KV ``<PREFIX>_TRANSITION`` (key ``state``). ``stage``: the capital
+    stage live trading is at (an index into TRANSITION_STAGES; None in paper); ``pending``: the stage an
+    initiate asks for, waiting for approval; the live equity's peak and day start since the stage began (for
+    the automatic revert)."""
+
+    mode: TransitionMode
+    stage: int | None = None
+    pending: int | None = None
+    stage_started_at: int | None = None
+    stage_capital: Decimal | None = None  # the live capital the stage's percent applies to
+    live_peak: Decimal | None = None
+    live_day: str | None = None
+    live_day_start: Decimal | None = None
+    updated_at: int = 0
+
+
+class TransitionEvent(Msg):
+    """Every step on ``tbx.events.transition`` (stream TRANSITION): the audit trail."""
+
+    action: Literal["start", "initiate", "approve", "reject", "revert", "auto_revert"]
+    from_state: str
+    to_state: str
+    mode: TransitionMode
+    ts: int
+    stage: int | None = None
+    capital_percent: Decimal | None = None
+    by: str | None = None
+    reason: str | None = None
+    milestones: list[Milestone] = msgspec.field(default_factory=list)
+    canceled_orders: list[str] = msgspec.field(default_factory=list)
+    closing_orders: list[str] = msgspec.field(default_factory=list)
+    errors: list[str] = msgspec.field(default_factory=list)
+
+
+class TransitionCommand(Msg):
+    """``tbx.transition.command``: initiate, approve, reject or revert."""
+
+    action: Literal["initiate", "approve", "reject", "revert"]
+    by: str | None = None
+    reason: str | None = None
+
+
+class TransitionStageView(Msg):
+    index: int | None
+    capital_percent: Decimal
+    started_at: int | None = None
+    capital: Decimal | None = None  # the stage's capital: its percent of the live capital (None: not live)
+    live_capital: Decimal | None = None  # the live capital the percent applies to
+
+
+class TransitionWindow(Msg):
+    """The record the milestones are measured on."""
+
+    record: Literal["paper", "live"]
+    venues: list[str]
+    since: int | None  # epoch ms; None: the whole record
+    days: int  # the window's length in days (0: the whole record)
+    first_trade_at: int | None = None
+    last_trade_at: int | None = None
+
+
+class TransitionView(Msg):
+    """``GET /api/transition`` and the answer to each command."""
+
+    mode: TransitionMode
+    state: Literal["paper", "pending_approval", "live"]
+    stage: TransitionStageView
+    gated: bool  # orders to live venues refused now (LIVE_NOT_APPROVED)
+    milestones: list[Milestone]
+    unmet: list[str]
+    ready: bool  # every milestone met (an initiate would be taken)
+    window: TransitionWindow
+    approval: Literal["manual", "auto"]
+    stages: list[Decimal]
+    paper_venues: list[str]
+    live_venues: list[str]
+    history: list[TransitionEvent]
+    pending_stage: TransitionStageView | None = None
+    next_stage: TransitionStageView | None = None
+    updated_at: int = 0
+    note: str | None = None
+
+
+class TransitionReply(Msg):
+    ok: bool
+    view: TransitionView | None = None
+    status: int = 200
+    code: str | None = None
+    field: str | None = None
+    detail: str | None = None
+    unmet: list[str] = msgspec.field(default_factory=list)
+    milestones: list[Milestone] = msgspec.field(default_factory=list)

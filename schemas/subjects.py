@@ -82,6 +82,16 @@ class Subjects:
     def risk_events(self) -> str:
         return f"{self.prefix}.events.risk"
 
+    @property
+    def transition_events(self) -> str:
+        """Every step of the paper-to-live transition (stream TRANSITION): the audit trail."""
+        return f"{self.prefix}.events.transition"
+
+    @property
+    def transition_command(self) -> str:
+        """initiate / approve / reject / revert (request/reply, the risk-gate answers)."""
+        return f"{self.prefix}.transition.command"
+
     def balances(self, venue: str = "*") -> str:
         """A venue's balances as read there (order-router, live venues only) -> portfolio-ledger."""
         return f"{self.prefix}.events.balances.{venue}"
@@ -145,6 +155,7 @@ class Subjects:
             StreamSpec(self.stream_name("POSITIONS"), (f"{p}.events.positions.>",)),
             StreamSpec(self.stream_name("PORTFOLIO"), (self.portfolio_events,), max_msgs_per_subject=1),
             StreamSpec(self.stream_name("RISK"), (self.risk_events,)),
+            StreamSpec(self.stream_name("TRANSITION"), (self.transition_events,)),
             StreamSpec(self.stream_name("BALANCES"), (f"{p}.events.balances.>",), max_age_s=4 * week),
             StreamSpec(self.stream_name("ADJUSTMENTS"), (f"{p}.events.adjustments.>",)),
             StreamSpec(self.stream_name("HOPS"), (f"{p}.hop.>",), max_age_s=week),
@@ -184,6 +195,15 @@ class Subjects:
     def kv_state(self) -> str:
         """Small durable state: id counters, snapshots."""
         return self.bucket_name("STATE")
+
+    @property
+    def s_transition(self) -> str:
+        return self.stream_name("TRANSITION")
+
+    @property
+    def kv_transition(self) -> str:
+        """The paper-to-live transition's state (one writer: the risk-gate)."""
+        return self.bucket_name("TRANSITION")
 
     @property
     def kv_paper(self) -> str:

@@ -13,7 +13,8 @@ import msgspec
 import pytest
 
 from bus.client import Bus
-from schemas.messages import Empty, PortfolioSnapshot
+from schemas.messages import Empty, PortfolioSnapshot, TransitionState, now_ms
+from schemas.subjects import Subjects
 from tests.exchanges.alpaca import AlpacaTestExchange
 from tests.exchanges.alpaca_model import AssetSpec
 from tests.exchanges.binance import BinanceTestExchange
@@ -71,9 +72,23 @@ def multi_env(binance: BinanceTestExchange, alpaca: AlpacaTestExchange, **extra:
     } | extra
 
 
+async def live_approved(nats_url: str, prefix: str) -> None:
+    """A paper venue beside live venues starts in paper (issue 18): these tests are about live routing, so the
+    deployment is as after an approved paper-to-live transition at its last stage (100 %)."""
+    bus = await Bus.connect(nats_url, name="setup", subjects=Subjects(prefix))
+    try:
+        await bus.ensure_layout()
+        kv = await bus.kv(bus.subjects.kv_transition)
+        state = TransitionState(mode="live", stage=3, stage_started_at=now_ms(), updated_at=now_ms())
+        await kv.put("state", msgspec.json.encode(state))
+    finally:
+        await bus.close()
+
+
 @pytest.fixture
 async def multi(nats_url, prefix, binance, alpaca) -> AsyncIterator[Callable[..., Awaitable[System]]]:
     systems: list[System] = []
+    await live_approved(nats_url, prefix)
 
     async def make(**extra: str) -> System:
         sut = System(nats_url, settings_for(nats_url, prefix, **multi_env(binance, alpaca, **extra)))

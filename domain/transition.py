@@ -1,0 +1,302 @@
+"""The paper-to-live transition, pure: milestones, the state machine, the stage's capital limit, the automatic
+revert. The risk-gate is its one writer (a thin shell: actors/transition.py); nothing here does I/O.
+
+Modes: ``paper`` (orders to live venues refused) and ``live`` (at a capital stage: a percent of the live
+capital, TRANSITION_STAGES). States: ``paper`` -> initiate (refused unless every milestone is met) ->
+``pending_approval`` (TRANSITION_APPROVAL=manual) or ``live`` at the first stage (auto); approve / reject;
+revert -> ``paper`` at once, from anywhere. While live, an initiate asks for the next stage: the live record
+since the stage began must hold the milestones over its own window, and the same approval rule applies
+(the mode stays ``live`` at the current stage while the next one waits for approval).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+import msgspec
+
+from schemas.messages import Milestone, Performance, TransitionEvent, TransitionState
+
+ZERO = Decimal(0)
+HUNDRED = Decimal(100)
+DAY_MS = 86_400_000
+
+# the milestones, by name, in the order they are listed
+WIN_RATE = "winRate"
+PROFIT_FACTOR = "profitFactor"
+SHARPE = "sharpeRatio"
+TRADES = "completedTrades"
+DRAWDOWN = "maxDrawdown"
+DAYS = "tradingDays"
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """What the record must show (rates and drawdown as fractions)."""
+
+    min_win_rate: Decimal
+    min_profit_factor: Decimal
+    min_sharpe: Decimal
+    min_trades: int
+    max_drawdown: Decimal
+    min_days: int
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """A record's figures (from domain/performance.py's report)."""
+
+    win_rate: Decimal | None
+    profit_factor: Decimal | None  # None: no losing round trip (then ``gross_profit`` > 0 meets any bound)
+    gross_profit: Decimal
+    sharpe: Decimal | None  # None: fewer than two daily returns, or no dispersion
+    trades: int
+    max_drawdown: Decimal  # fraction of the peak
+    first_trade_at: int | None
+    last_trade_at: int | None
+
+    @property
+    def days(self) -> Decimal:
+        """Days of trading history: from the first round trip's opening to the last one's close."""
+        if self.first_trade_at is None or self.last_trade_at is None:
+            return ZERO
+        return Decimal(max(0, self.last_trade_at - self.first_trade_at)) / DAY_MS
+
+
+def figures_of(p: Performance) -> Figures:
+    t = p.trades
+    return Figures(
+        win_rate=t.win_rate,
+        profit_factor=t.profit_factor,
+        gross_profit=t.gross_profit,
+        sharpe=p.sharpe,
+        trades=t.round_trips,
+        max_drawdown=p.max_drawdown_pct,
+        first_trade_at=p.first_trade_at,
+        last_trade_at=p.last_trade_at,
+    )
+
+
+def milestones(f: Figures, t: Thresholds) -> list[Milestone]:
+    """Each milestone with its value, what is required and whether it is met. A value that cannot be measured
+    (no round trip yet, Sharpe with fewer than two days) is None and not met; a profit factor with wins and no
+    loss at all is unbounded: met, its value None."""
+    pf_met = f.profit_factor >= t.min_profit_factor if f.profit_factor is not None else f.gross_profit > ZERO
+    days = f.days
+    return [
+        Milestone(name=WIN_RATE, value=f.win_rate, required=t.min_win_rate,
+                  met=f.win_rate is not None and f.win_rate >= t.min_win_rate),
+        Milestone(name=PROFIT_FACTOR, value=f.profit_factor, required=t.min_profit_factor,
+                  met=f.trades > 0 and pf_met),
+        Milestone(name=SHARPE, value=f.sharpe, required=t.min_sharpe,  # 0: not required
+                  met=t.min_sharpe <= 0 or (f.sharpe is not None and f.sharpe >= t.min_sharpe)),
+        Milestone(name=TRADES, value=Decimal(f.trades), required=Decimal(t.min_trades), met=f.trades >= t.min_trades),
+        Milestone(name=DRAWDOWN, value=f.max_drawdown, required=t.max_drawdown, comparison="<=",
+                  met=f.max_drawdown <= t.max_drawdown),
+        Milestone(name=DAYS, value=days.quantize(Decimal("0.01")), required=Decimal(t.min_days),
+                  met=days >= t.min_days),
+    ]  # fmt: skip
+
+
+def unmet(ms: Sequence[Milestone]) -> list[str]:
+    return [m.name for m in ms if not m.met]
+
+
+# -- the state machine -----------------------------------------------------------------------------------
+PAPER, PENDING, LIVE = "paper", "pending_approval", "live"
+
+
+def state_name(st: TransitionState) -> str:
+    return PENDING if st.pending is not None else st.mode
+
+
+def initial(*, has_paper: bool, has_live: bool, required: bool, stages: Sequence[Decimal], now: int) -> TransitionState:
+    """Where a deployment without a stored state starts: live venues only (and not TRANSITION_REQUIRED): live at
+    the last stage (100 %), as before the transition existed; else paper."""
+    if has_live and not has_paper and not required:
+        return TransitionState(mode="live", stage=len(stages) - 1, stage_started_at=now, updated_at=now)
+    return TransitionState(mode="paper", updated_at=now)
+
+
+def gated(st: TransitionState, has_live: bool) -> bool:
+    """Are orders to live venues refused now?"""
+    return has_live and st.mode == "paper"
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    status: int
+    code: str
+    detail: str
+    field: str | None = None
+    unmet: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    state: TransitionState
+    event: TransitionEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a command is decided with: the settings, the deployment, the milestones measured now (for an
+    initiate) and the live capital a stage would start with."""
+
+    approval: str  # manual | auto
+    stages: tuple[Decimal, ...]
+    has_live: bool
+    now: int
+    milestones: tuple[Milestone, ...] = ()
+    live_capital: Decimal | None = None
+    live_equity: Decimal | None = None  # the live venues' equity now: the stage's starting peak and day start
+
+
+def _enter(st: TransitionState, stage: int, ctx: Context) -> TransitionState:
+    """Live at ``stage``, its capital and the live equity's peak and day taken now (so a fall right after the
+    step counts from here, whenever it is first watched)."""
+    day = day_of(ctx.now) if ctx.live_equity is not None else None
+    return replace_state(
+        st, mode="live", stage=stage, pending=None, stage_started_at=ctx.now, stage_capital=ctx.live_capital,
+        live_peak=ctx.live_equity, live_day=day, live_day_start=ctx.live_equity, updated_at=ctx.now,
+    )  # fmt: skip
+
+
+def replace_state(st: TransitionState, **changes: object) -> TransitionState:
+    return msgspec.structs.replace(st, **changes)
+
+
+def step(
+    st: TransitionState, action: str, ctx: Context, by: str | None = None, reason: str | None = None
+) -> Step | Refusal:
+    """Decide one command. No sequence of commands reaches live (or a higher stage) without an initiate whose
+    milestones were all met, followed - with manual approval - by an approve, with no revert or reject between."""
+    before = state_name(st)
+
+    def event(new: TransitionState, name: str, **extra: object) -> Step:
+        stage = new.pending if new.pending is not None else new.stage
+        pct = ctx.stages[stage] if stage is not None and stage < len(ctx.stages) else None
+        ev = TransitionEvent(
+            action=name, from_state=before, to_state=state_name(new), mode=new.mode, ts=ctx.now,  # type: ignore[arg-type]
+            stage=stage, capital_percent=pct, by=by, reason=reason, **extra,  # type: ignore[arg-type]
+        )  # fmt: skip
+        return Step(new, ev)
+
+    if action == "initiate":
+        if not ctx.has_live:
+            why = "no live venue to go to: EXCHANGES lists paper venues only (add one, e.g. EXCHANGES=paper,binance)"
+            return Refusal(409, "NO_LIVE_VENUE", why, field="EXCHANGES")
+        if st.pending is not None:
+            return Refusal(409, "ALREADY_PENDING", f"stage {st.pending + 1} already waits for approval "
+                           "(POST /api/transition/approve or /reject)")  # fmt: skip
+        target = 0 if st.mode == "paper" else (st.stage or 0) + 1
+        if target >= len(ctx.stages):
+            return Refusal(409, "AT_FULL_CAPITAL", f"live at the last stage ({ctx.stages[-1]} %): nothing to go up to")
+        missing = unmet(ctx.milestones)
+        if not ctx.milestones or missing:
+            record = "paper record" if st.mode == "paper" else "live record of this stage"
+            return Refusal(409, "MILESTONES_NOT_MET",
+                           f"the {record} does not meet: {', '.join(missing) or 'no milestones measured'}",
+                           unmet=tuple(missing))  # fmt: skip
+        ms = list(ctx.milestones)
+        if ctx.approval == "auto":
+            return event(_enter(st, target, ctx), "initiate", milestones=ms)
+        return event(replace_state(st, pending=target, updated_at=ctx.now), "initiate", milestones=ms)
+    if action in ("approve", "reject"):
+        if st.pending is None:
+            return Refusal(409, "NOTHING_PENDING", f"nothing waits for approval (state {before})")
+        if action == "reject":
+            return event(replace_state(st, pending=None, updated_at=ctx.now), "reject")
+        return event(_enter(st, st.pending, ctx), "approve")
+    if action in ("revert", "auto_revert"):
+        new = replace_state(
+            st, mode="paper", stage=None, pending=None, stage_started_at=None, stage_capital=None, live_peak=None,
+            live_day=None, live_day_start=None, updated_at=ctx.now,
+        )  # fmt: skip
+        return event(new, action)
+    return Refusal(422, "UNKNOWN_ACTION", f"unknown action {action!r}", field="action")
+
+
+# -- the stage's capital --------------------------------------------------------------------------------
+def stage_limit(st: TransitionState, stages: Sequence[Decimal]) -> Decimal | None:
+    """The most the live venues' open exposure may reach now (None: no stage limit: paper, the last stage
+    (100 %: the ordinary limits), or no capital known)."""
+    if st.mode != "live" or st.stage is None or st.stage >= len(stages) - 1 or st.stage_capital is None:
+        return None
+    return st.stage_capital * stages[st.stage] / HUNDRED
+
+
+def exposure(nets: dict[str, Decimal], prices: dict[str, Decimal]) -> Decimal:
+    """Open exposure in the base currency: |net position + working| x price of each pair."""
+    return sum((abs(q) * prices.get(p, ZERO) for p, q in nets.items()), ZERO)
+
+
+def check_stage_capital(
+    limit: Decimal | None,
+    nets: dict[str, Decimal],
+    prices: dict[str, Decimal],
+    pair: str,
+    signed_qty: Decimal,
+    stage_pct: Decimal | None = None,
+) -> str | None:
+    """Why an order of ``signed_qty`` of ``pair`` on a live venue is over the stage's capital (None: it is not).
+    ``nets``: the live venues' positions plus working orders per pair; ``prices`` in the base currency. An
+    order that does not raise the exposure (a reduction) always passes."""
+    if limit is None:
+        return None
+    before = exposure(nets, prices)
+    after_nets = dict(nets)
+    after_nets[pair] = after_nets.get(pair, ZERO) + signed_qty
+    after = exposure(after_nets, prices)
+    if after <= before or after <= limit:
+        return None
+    pct = f" ({stage_pct} % of the live capital)" if stage_pct is not None else ""
+    return f"the live exposure would be {after:.2f}, above the stage's capital {limit:.2f}{pct}"
+
+
+# -- the automatic revert -------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class RevertLimits:
+    drawdown: Decimal  # fraction of the live equity's peak since the stage began
+    daily_loss: Decimal  # fraction of the live equity at the start of the UTC day
+
+
+def day_of(ts: int) -> str:
+    return dt.datetime.fromtimestamp(ts / 1000, dt.UTC).strftime("%Y-%m-%d")
+
+
+def follow_live(
+    st: TransitionState, live_equity: Decimal, now: int, limits: RevertLimits
+) -> tuple[TransitionState, str | None]:
+    """The live equity's peak and day start followed (the state to keep), and why to revert now (None: no
+    reason). Only while live."""
+    if st.mode != "live":
+        return st, None
+    peak = live_equity if st.live_peak is None else max(st.live_peak, live_equity)
+    day = day_of(now)
+    start = live_equity if st.live_day != day or st.live_day_start is None else st.live_day_start
+    new = st if (peak, day, start) == (st.live_peak, st.live_day, st.live_day_start) else replace_state(
+        st, live_peak=peak, live_day=day, live_day_start=start
+    )  # fmt: skip
+    if peak > ZERO:
+        dd = (peak - live_equity) / peak
+        if dd >= limits.drawdown:
+            why = f"live drawdown {dd:.4f} of the peak {peak:.2f} reached TRANSITION_REVERT_DRAWDOWN {limits.drawdown}"
+            return new, why
+    if start > ZERO:
+        loss = (start - live_equity) / start
+        if loss >= limits.daily_loss:
+            return new, f"live loss of the day {loss:.4f} reached TRANSITION_REVERT_DAILY_LOSS {limits.daily_loss}"
+    return new, None
+
+
+def venue_failing(down_since: dict[str, int], now: int, grace_ms: int) -> str | None:
+    """A live venue that has failed its checks for longer than the grace: why to revert."""
+    for venue, since in sorted(down_since.items()):
+        if now - since >= grace_ms:
+            down = (now - since) / 1000
+            return f"live venue {venue} failing its checks for {down:.0f} s (grace {grace_ms / 1000:g} s)"
+    return None
