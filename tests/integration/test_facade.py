@@ -25,7 +25,16 @@ GET_ACTIONS = ["status", "risk-metrics", "transition-status", "portfolio", "posi
 POST_ACTIONS = ["place-order", "close-position", "close-all-positions", "validate-order", "emergency-stop",
                 "store-credentials", "rotate-credentials", "initiate-transition", "approve-transition",
                 "reject-transition", "revert-to-paper", "update-risk-config", "test-connections"]  # fmt: skip
-VOLATILE = {"uptimeMs", "ts", "requestId", "latencyMs", "clockSkewMs", "lastHeartbeat", "lastHeartbeatAgoMs"}
+VOLATILE = {
+    "uptimeMs",
+    "ts",
+    "requestId",
+    "latencyMs",
+    "clockSkewMs",
+    "lastHeartbeat",
+    "lastHeartbeatAgoMs",
+    "since",
+}  # since: the evaluation window starts N days before now
 
 
 def steady(node: Any) -> Any:
