@@ -611,7 +611,7 @@ def probe_report(data: dict[str, Any]) -> str:
     """ccxt's REST calls in tbx run, by method and path: count, p50 / p99 of the throttle's wait and of the
     HTTP exchange (ms), and the cost ccxt charged."""
     by: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
-    for method, path, cost, waited, http in data["calls"]:
+    for method, path, cost, waited, http, *_ in data["calls"]:
         by.setdefault((method, path), []).append((cost, waited, http))
     lines = [f"ccxt calls in tbx run (probe {data['mode']}){'':<14} {'n':>6} {'cost':>5} {'wait p50':>9} "
              f"{'wait p99':>9} {'http p50':>9} {'http p99':>9}"]  # fmt: skip

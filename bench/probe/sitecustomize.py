@@ -25,25 +25,33 @@ def _install() -> None:
     from ccxt.async_support.base import exchange as ccxt_exchange
     from ccxt.async_support.base import throttler as ccxt_throttler
 
-    calls: list[tuple[str, str, float, float, float]] = []  # (method, url path, cost, throttle ms, http ms)
-    pending: dict[int, tuple[float, float]] = {}  # id(exchange) -> (cost, throttle ms) of the call in hand
+    # (method, url path, cost, throttle ms, http ms, when it asked the throttle (perf_counter s), the cost spent in
+    # the throttle's rolling window then, the calls queued in it then, which ccxt instance)
+    calls: list[tuple[str, str, float, float, float, float, float, int, int]] = []
+    pending: dict[int, tuple[float, float, float, float, int]] = {}  # id(exchange) -> the call in hand
     Exchange = ccxt_exchange.Exchange
     orig_throttle, orig_fetch = Exchange.throttle, Exchange.fetch
 
     async def throttle(self, cost=None):  # type: ignore[no-untyped-def]
         t0 = time.perf_counter()
+        th = getattr(self, "throttler", None)
+        window = th.config.get("windowSize", 0) if th is not None else 0
+        since = time.time() * 1000 - window
+        spent = sum(t["cost"] for t in th.timestamps if t["timestamp"] > since) if th is not None else 0.0
+        queued = len(th.queue) if th is not None else 0
         if MODE != "no-throttle":
             await orig_throttle(self, cost)
-        pending[id(self)] = (cost or 0.0, (time.perf_counter() - t0) * 1000)
+        pending[id(self)] = (cost or 0.0, (time.perf_counter() - t0) * 1000, t0, spent, queued)
 
     async def fetch(self, url, method="GET", headers=None, body=None):  # type: ignore[no-untyped-def]
-        cost, waited = pending.pop(id(self), (0.0, 0.0))
+        cost, waited, asked, spent, queued = pending.pop(id(self), (0.0, 0.0, 0.0, 0.0, 0))
         t0 = time.perf_counter()
         try:
             return await orig_fetch(self, url, method, headers, body)
         finally:
             path = url.split("//", 1)[-1].split("/", 1)[-1].split("?", 1)[0]
-            calls.append((method, "/" + path, cost, round(waited, 3), round((time.perf_counter() - t0) * 1000, 3)))
+            http = round((time.perf_counter() - t0) * 1000, 3)
+            calls.append((method, "/" + path, cost, round(waited, 3), http, asked, round(spent, 3), queued, id(self)))
 
     Exchange.throttle, Exchange.fetch = throttle, fetch
 
