@@ -644,11 +644,17 @@ def add_rows(t: Table, res: dict[str, Any]) -> None:
     t.figures.append({"name": "live venue: split of the raw POST", **s})
     sl = res["slow"]
     over = f"{sl['submit']['overMs']:g}"
-    value = (
-        f"paced: orders.submit {sl['submit']['n']} of {sl['submit']['of']}, POST {sl['rest']['n']} of "
-        f"{sl['rest']['of']}; back to back {sl['b2b']['n']} of {sl['b2b']['of']} (the slowest's time before the "
-        f"venue {sl['b2b']['maxBefore']:.1f}, at it {sl['b2b']['maxVenue']:.1f}, after it {sl['b2b']['maxAfter']:.1f})"
-    )
+
+    def stalls(x: dict[str, Any]) -> str:
+        where = (
+            f" (the most before the venue {x['maxBefore']:.1f}, at it {x['maxVenue']:.1f}, "
+            f"after it {x['maxAfter']:.1f})"
+            if x["n"]
+            else ""
+        )
+        return f"{x['n']} of {x['of']}{where}"
+
+    value = f"paced: orders.submit {stalls(sl['submit'])}, POST {stalls(sl['rest'])}; back to back {stalls(sl['b2b'])}"
     t.lines.append(f"{'  replies over ' + over + ' ms':<50} {value}")
     t.figures.append({"name": f"live venue: replies over {over} ms", **sl})
     b = res["budget"]
