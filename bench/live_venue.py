@@ -15,6 +15,10 @@ a fresh ``BUS_PREFIX`` on the harness's nats-server). Then, one request at a tim
              order's fill event on ``<prefix>.events.fills.<pair>`` (subscribed before the first order);
   REST       ``POST /api/orders`` -> 201 (after the venue's answer), and -> the same fill event.
 
+The timed POSTs (raw and ours) start at least PACE_MS (50 ms) apart: inside the request budget ccxt's limiter
+gives tbx run's order-router (``venue_budget``), so the rows time our path, not the limiter's waits. Then the
+same number of orders.submit go back to back (rows of their own): what the budget does to a burst.
+
 The raw requests are measured half before and half after ours, so a drift of the machine's load shows in
 both. The exchange process runs with a timing hook (:class:`TimedExchange`: the same exchange, plus the
 monotonic time each ``POST /api/v3/order`` reached it and left it, read back through
@@ -27,6 +31,7 @@ ones answered 200 ``FILLED``, and the exchange's own list has every one of them 
 
     .venv/bin/python -m bench.live_venue                  # this stage alone (own nats-server), 300 orders per path
     .venv/bin/python -m bench.live_venue --orders 1000
+    .venv/bin/python -m bench.live_venue --pace-ms 0                # the timed orders back to back (over the budget)
     .venv/bin/python -m bench.live_venue --profile /tmp/tbx.prof   # tbx run under cProfile (slower: not for quoting)
     .venv/bin/python -m bench.live_venue exchange --port 0 ...     # the timed exchange alone (the stage starts it)
 """
