@@ -203,20 +203,21 @@ class CcxtVenue:
             return
         cfg = th.config
         cost = cfg["cost"] if cost is None else cost
-        window = float(cfg["windowSize"])
+        window, most = float(cfg["windowSize"]), cfg["maxWeight"]
         give_up = _now() + window / 1000
         self.room_waiters += 1
         try:
             while (left := give_up - _now()) > 0:
                 now = time.time() * 1000  # ccxt's window is in wall-clock ms
                 entries = [(t["timestamp"], t["cost"]) for t in th.timestamps]
-                wait = wait_for_room_ms(entries, now, window, cfg["maxWeight"], cost)
-                if wait == 0 and not th.queue:
-                    return
-                if wait is None or wait == 0:  # queued calls go first: look again when the oldest call leaves
-                    live = [at for at, _ in entries if at > now - window]
-                    wait = min(live) + window - now if live else 1.0
-                await asyncio.sleep(min(left, max(wait, 1.0) / 1000))
+                if th.queue:  # calls queued in ccxt's limiter (an order's) go first: look again once the first can go
+                    head = th.queue[0][1]
+                    wait = wait_for_room_ms(entries, now, window, most, cfg["cost"] if head is None else head)
+                else:
+                    wait = wait_for_room_ms(entries, now, window, most, cost)
+                    if wait == 0:
+                        return
+                await asyncio.sleep(min(left, max(left * 1000 if wait is None else wait, 1.0) / 1000))
         finally:
             self.room_waiters -= 1
 

@@ -306,3 +306,19 @@ async def test_an_order_goes_ahead_of_a_poll_waiting_for_room_in_the_request_bud
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await trades
         await v.stop()
+
+
+async def test_a_call_waiting_for_room_goes_once_the_window_has_room(exchange: BinanceTestExchange) -> None:
+    v = make(exchange, poll_ms=3_600_000)
+    await v.start()
+    try:
+        # 7 cost units per 1 s window: the account read (4) leaves room for the trades read (4) a second later
+        v.ex.rateLimit, v.ex.rollingWindowSize, v.ex.tokenBucket = 1000 / 7, 1000, None
+        v.ex.init_rest_rate_limiter()
+        await v.fetch_balance()
+        before = len(exchange.requests_for("GET", "/api/v3/myTrades"))
+        assert await asyncio.wait_for(v.fetch_my_trades("BTC_USDT"), 10) == []
+        assert len(exchange.requests_for("GET", "/api/v3/myTrades")) == before + 1
+        assert v.room_waiters == 0 and not v.ex.throttler.queue
+    finally:
+        await v.stop()
