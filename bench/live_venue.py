@@ -757,11 +757,12 @@ def probe_report(data: dict[str, Any]) -> str:
         spent = [c[6] for c in waited]
         behind = sum(1 for c in waited if c[7])
         lines.append(
-            f"  {len(waited)} calls waited > 50 ms in ccxt's limiter (longest {max(c[3] for c in waited):.0f} ms); its "
-            f"window held {min(spent):g}-{max(spent):g} cost units when they asked; {behind} queued behind another call"
+            f"  {len(waited)} calls waited > 50 ms for the request budget (longest {max(c[3] for c in waited):.0f} "
+            f"ms); its window held {min(spent):g}-{max(spent):g} cost units when they asked; {behind} queued behind "
+            "another call"
         )
     else:
-        lines.append("  no call waited > 50 ms in ccxt's limiter")
+        lines.append("  no call waited > 50 ms for the request budget")
     return "\n".join(lines)
 
 
