@@ -1180,7 +1180,8 @@ def keep_logs(tmp: Path) -> None:
     end) to LOGS."""
     shutil.rmtree(LOGS, ignore_errors=True)
     LOGS.mkdir(parents=True, exist_ok=True)
-    for log in [*tmp.glob("tbx-*.log"), *tmp.glob("binance-*"), tmp / "nats" / "nats-server.log"]:
+    kept = [*tmp.glob("tbx-*.log"), *tmp.glob("binance-*"), *tmp.glob("probe.json"), tmp / "nats" / "nats-server.log"]
+    for log in kept:
         with contextlib.suppress(OSError):
             shutil.copy(log, LOGS / log.name)
     say(f"logs of tbx run and nats-server: {LOGS}")

@@ -20,7 +20,8 @@ import asyncio
 import contextlib
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -45,6 +46,7 @@ from actors.venues.base import (
 from actors.venues.ccxt_errors import classify, safe_message
 from actors.venues.ccxt_markets import CCXT_TYPES, _dec, market_rules, native_types, pair_of, symbol_of
 from actors.venues.ccxt_urls import rewrite_api_urls
+from domain.rate_window import wait_for_room_ms
 from domain.venue_ids import rule_for, venue_client_id
 from schemas.messages import Book, MarketRules, Trade, VenueCheck, now_ms
 
@@ -62,10 +64,22 @@ SHARED_WEIGHT = frozenset({"binance", "binanceus"})  # request weight counted pe
 TRADES_WINDOW_MS = 23 * 3_600_000  # Binance answers myTrades for 24 h from startTime: never ask from further back
 UNIFIED_STATUS = {"open", "closed", "canceled", "rejected", "expired"}
 log = logger.bind(actor="order-router")
+# set while an order is placed or canceled (and looked up after an unclear answer): its calls go to ccxt's limiter at
+# once; every other call (polls, balance and open-order readings, lookups) waits for room first (``_room_first``)
+_ORDER_CALL: ContextVar[bool] = ContextVar("ccxt_venue_order_call", default=False)
 
 
 def _now() -> float:
     return time.monotonic()
+
+
+@contextlib.contextmanager
+def _order_call() -> Iterator[None]:
+    token = _ORDER_CALL.set(True)
+    try:
+        yield
+    finally:
+        _ORDER_CALL.reset(token)
 
 
 class CcxtVenue:
@@ -124,6 +138,7 @@ class CcxtVenue:
             "stream": stream, "ccxt_config": dict(ccxt_config or {}), "rate_share": rate_share, "name": self.name,
         }  # fmt: skip
         self._calls_on: dict[int, int] = {}  # calls in flight per ccxt client (a key swap closes the old one after)
+        self.room_waiters = 0  # calls waiting for room before they go to ccxt's limiter
         self.ex: Any = self._new_exchange(api_key, secret, password)
 
     def _new_exchange(self, api_key: str, secret: str, password: str) -> Any:
@@ -157,6 +172,16 @@ class CcxtVenue:
             ex.rateLimit = ex.rateLimit / p["rate_share"]
             ex.tokenBucket = None
             ex.init_rest_rate_limiter()
+        # orders first in the request budget: ccxt's limiter serves its queue in order (ccxt 4.5.64,
+        # ccxt/async_support/base/throttler.py, rolling_window_loop: only queue[0] is looked at), so an order queued
+        # behind a poll waits for the poll's cost to fit, not its own: behind a myTrades (cost 4) in a full window,
+        # 20 orders' worth (0.2 each) of the window must run out first, about 350 ms in the bench (bench/README.md)
+        ccxt_throttle = ex.throttle
+
+        async def throttle(cost: float | None = None) -> Any:
+            return await self._throttle(ex, ccxt_throttle, cost)
+
+        ex.throttle = throttle
         if p["sandbox"]:
             ex.set_sandbox_mode(True)  # before load_markets: Binance spot testnet, Alpaca paper
         if p["api_url"]:
@@ -211,6 +236,41 @@ class CcxtVenue:
         if exchange_id not in ccxt_async.exchanges:
             raise VenueStartError(f"EXCHANGE={exchange_id!r} is not a ccxt exchange id")
         return getattr(ccxt_async, exchange_id)
+
+    # -- the request budget: orders first ----------------------------------------------------------------
+    async def _throttle(self, ex: Any, ccxt_throttle: Callable[..., Awaitable[Any]], cost: float | None) -> Any:
+        """ccxt's ``throttle`` of client ``ex`` (every REST call of ccxt's passes it with its cost): an order's call
+        goes straight to ccxt's limiter, any other call first waits for room (``_room_first``)."""
+        if not _ORDER_CALL.get():
+            await self._room_first(ex, cost)
+        return await ccxt_throttle(cost)
+
+    async def _room_first(self, ex: Any, cost: float | None) -> None:
+        """Wait, outside ccxt's queue, until ccxt's rolling window has room for ``cost`` and no call is queued in it
+        (an order waiting for its turn), so that this call never sits at the head of ccxt's queue ahead of an order.
+        At most one window: then it queues as it would have (a poll is late, never starved)."""
+        th = getattr(ex, "throttler", None)
+        if th is None or th.config.get("algorithm") != "rollingWindow":
+            return
+        cfg = th.config
+        cost = cfg["cost"] if cost is None else cost
+        window, most = float(cfg["windowSize"]), cfg["maxWeight"]
+        give_up = _now() + window / 1000
+        self.room_waiters += 1
+        try:
+            while (left := give_up - _now()) > 0:
+                now = time.time() * 1000  # ccxt's window is in wall-clock ms
+                entries = [(t["timestamp"], t["cost"]) for t in th.timestamps]
+                if th.queue:  # calls queued in ccxt's limiter (an order's) go first: look again once the first can go
+                    head = th.queue[0][1]
+                    wait = wait_for_room_ms(entries, now, window, most, cfg["cost"] if head is None else head)
+                else:
+                    wait = wait_for_room_ms(entries, now, window, most, cost)
+                    if wait == 0:
+                        return
+                await asyncio.sleep(min(left, max(left * 1000 if wait is None else wait, 1.0) / 1000))
+        finally:
+            self.room_waiters -= 1
 
     # -- calls, timed and remembered for health --------------------------------------------------------
     def describe(self, e: BaseException) -> str:
@@ -558,6 +618,10 @@ class CcxtVenue:
         return ccxt_type, params
 
     async def create_order(self, req: VenueOrderRequest) -> VenueOrder:
+        with _order_call():  # its calls first in the request budget
+            return await self._create_order(req)
+
+    async def _create_order(self, req: VenueOrderRequest) -> VenueOrder:
         if req.pair not in self.pairs or symbol_of(req.pair) not in self.ex.markets:
             return self._rejected(req, "BAD_SYMBOL", f"{req.pair} is not traded on {self.name}")
         precise = self._precise(req)
@@ -627,6 +691,10 @@ class CcxtVenue:
         return await self._full(o, client_order_id)
 
     async def cancel_order(self, client_order_id: str, pair: str, reason: str = "canceled") -> VenueOrder:
+        with _order_call():  # its calls first in the request budget
+            return await self._cancel_order(client_order_id, pair)
+
+    async def _cancel_order(self, client_order_id: str, pair: str) -> VenueOrder:
         symbol = symbol_of(pair)
         vcid = self._venue_cid(client_order_id)
         try:
@@ -787,7 +855,7 @@ class CcxtVenue:
         throttler = getattr(self.ex, "throttler", None)
         if throttler is None:
             return None
-        if throttler.queue:
+        if throttler.queue or self.room_waiters:
             return 1.0  # calls are waiting for the budget
         window, most = throttler.config.get("windowSize", 0), throttler.config.get("maxWeight", 0)
         if not window or not most:

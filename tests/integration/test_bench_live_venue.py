@@ -4,12 +4,26 @@ timing hook records when each order reached the exchange and left it."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import AsyncIterator
 
 import pytest
 
-from bench.live_venue import BALANCES, KEY, LEVELS, RAW_SYMBOL, SECRET, SYMBOL, RawVenue, Samples, TimedExchange, split
+from bench.live_venue import (
+    BALANCES,
+    KEY,
+    LEVELS,
+    RAW_SYMBOL,
+    SECRET,
+    SYMBOL,
+    RawVenue,
+    Samples,
+    TimedExchange,
+    raw_posts,
+    slow,
+    split,
+)
 
 
 @pytest.fixture
@@ -52,3 +66,24 @@ def test_the_split_of_an_order_is_before_at_and_after_the_venue() -> None:
         "n": 1, "before": 12.0, "venue": 1.0, "after": 17.0, "afterFill": 12.0,
     }  # fmt: skip
     assert split(s, {})["n"] == 0  # an order the exchange never saw is left out, not guessed
+
+
+async def test_paced_raw_orders_go_a_gap_apart_and_fill(venue: tuple[TimedExchange, RawVenue]) -> None:
+    ex, raw = venue
+    s = Samples()
+    ids = await raw_posts(raw, s, "paced", 0, 4, gap_s=0.03)
+    assert len(s.answered) == 4 and not s.refused
+    assert [o.status for o in ex.orders(RAW_SYMBOL)] == ["FILLED"] * 4
+    sent = [s.sent[cid] for cid in ids]
+    # never sooner than the gap (asyncio may fire a timer up to ~1 ms early)
+    assert all(b - a >= 0.03 - 0.002 for a, b in itertools.pairwise(sent)), sent
+
+
+def test_a_slow_reply_is_counted_with_where_its_time_went() -> None:
+    s = Samples()
+    s.sent = {"fast": 10.0, "stalled": 20.0, "lost": 30.0}
+    s.answered = {"fast": 10.008, "stalled": 20.350}
+    timings = {"fast": [10.005, 10.006], "stalled": [20.340, 20.341]}
+    assert slow(s, timings) == {
+        "overMs": 100.0, "n": 1, "of": 2, "maxBefore": 340.0, "maxVenue": 1.0, "maxAfter": 9.0,
+    }  # fmt: skip

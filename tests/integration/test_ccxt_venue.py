@@ -4,6 +4,7 @@ EXCHANGE_API_URL: every order type it sends, lookups by client id, fees, faults,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
@@ -273,3 +274,51 @@ async def test_the_trades_poll_starts_from_the_newest_trade_listed_even_one_of_o
     assert (
         int(exchange.requests_for("GET", "/api/v3/myTrades")[len(asked)].params["startTime"]) == venue.since["BTC_USDT"]
     )
+
+
+async def test_an_order_goes_ahead_of_a_poll_waiting_for_room_in_the_request_budget(
+    exchange: BinanceTestExchange,
+) -> None:
+    """Regression (bench/README.md, "Live venue"): ccxt's limiter serves its queue in order, so an order queued behind
+    a trades poll waited until the poll's cost fitted in a full window (about 350 ms in the bench, a whole window
+    here). The adapter's other calls wait for room outside ccxt's queue: the order goes first."""
+    v = make(exchange, poll_ms=3_600_000)  # no poll of its own
+    await v.start()
+    trades: asyncio.Task[list[VenueTrade]] | None = None
+    try:
+        # ccxt's rolling window as the service configures it, with a small budget: 7 cost units a minute
+        v.ex.rateLimit, v.ex.rollingWindowSize, v.ex.tokenBucket = 60_000 / 7, 60_000, None
+        v.ex.init_rest_rate_limiter()
+        assert v.ex.throttler.config["maxWeight"] == pytest.approx(7)
+        await v.fetch_balance()  # Binance's account read: 4 of the 7
+        trades = asyncio.create_task(v.fetch_my_trades("BTC_USDT"))  # 4 more: no room before the account's leaves
+
+        async def waiting() -> bool:  # in ccxt's queue, or waiting for room before it
+            return bool(v.ex.throttler.queue) or v.room_waiters > 0
+
+        await eventually(waiting, what="the trades read waiting for the budget")
+        o = await asyncio.wait_for(v.create_order(req("first-1", quantity=D("0.001"))), 10)  # 0.2: room for it
+        assert (o.status, o.filled) == ("closed", D("0.001"))
+        assert not trades.done()  # still waiting for room (the order took only its own 0.2)
+    finally:
+        if trades is not None:
+            trades.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await trades
+        await v.stop()
+
+
+async def test_a_call_waiting_for_room_goes_once_the_window_has_room(exchange: BinanceTestExchange) -> None:
+    v = make(exchange, poll_ms=3_600_000)
+    await v.start()
+    try:
+        # 7 cost units per 1 s window: the account read (4) leaves room for the trades read (4) a second later
+        v.ex.rateLimit, v.ex.rollingWindowSize, v.ex.tokenBucket = 1000 / 7, 1000, None
+        v.ex.init_rest_rate_limiter()
+        await v.fetch_balance()
+        before = len(exchange.requests_for("GET", "/api/v3/myTrades"))
+        assert await asyncio.wait_for(v.fetch_my_trades("BTC_USDT"), 10) == []
+        assert len(exchange.requests_for("GET", "/api/v3/myTrades")) == before + 1
+        assert v.room_waiters == 0 and not v.ex.throttler.queue
+    finally:
+        await v.stop()
