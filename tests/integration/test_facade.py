@@ -322,5 +322,18 @@ async def test_min_account_balance_refuses_opening_orders_and_lets_reducing_ones
     await api.ok("PUT", "/api/risk/config", {"minAccountBalance": str(equity - D("0.15"))})
     v = await api.ok("POST", "/api/orders/validate", {"pair": "BTC_USDT", "side": "buy", "quantity": 1})
     assert v["valid"] is True, v
+    # an order that waits for a trigger is not charged the distance from the mark to its trigger: a buy stop at
+    # 104 costs its fee (1 x 104 x 0.001); a buy stop-limit 104 / 106 also the 2 its limit may pay beyond it
+    for order, cost in [
+        ({"type": "stop_loss", "stopPrice": 104}, D("0.104")),
+        ({"type": "stop_limit", "stopPrice": 104, "price": 106}, D("2.106")),
+    ]:
+        order = {"pair": "BTC_USDT", "side": "buy", "quantity": 1, **order}
+        await api.ok("PUT", "/api/risk/config", {"minAccountBalance": str(equity - cost)})
+        v = await api.ok("POST", "/api/orders/validate", order)
+        assert v["valid"] is True, (order, v)
+        await api.ok("PUT", "/api/risk/config", {"minAccountBalance": str(equity - cost + D("0.001"))})
+        v = await api.ok("POST", "/api/orders/validate", order)
+        assert (v["valid"], v["code"], v["field"]) == (False, "MIN_ACCOUNT_BALANCE", "quantity"), (order, v)
     await api.ok("PUT", "/api/risk/config", {"minAccountBalance": 0})  # 0: no floor
     await api.place(pair="BTC_USDT", side="buy", quantity=1)
