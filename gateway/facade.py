@@ -11,6 +11,9 @@ or unknown); for the order actions, the spec's body (``symbol`` ``BTCUSDT`` / ``
 matched against PAIRS, ``type`` ``stop`` / ``stop-limit``) becomes the body of ``POST /api/orders``; the close
 actions' ``symbol`` and ``exchange`` become the path and the query; ``rotate-credentials``' ``exchange`` the
 path. Every other field is passed on as it is, for the real endpoint to check (it refuses unknown fields).
+The spec's venue names (``binance``, ``alpaca``) in ``exchange`` of the order, close and GET actions are the
+paper venue when that is the only venue configured (domain.symbols.spec_venue). GET: ``symbol`` is ``pair``
+for positions and trades; a parameter the endpoint does not declare is a 422 naming it (never ignored).
 """
 
 from __future__ import annotations
@@ -375,6 +378,7 @@ async def post_facade(request: web.Request) -> web.StreamResponse:
 # -- the document ----------------------------------------------------------------------------------------------
 
 Dec = Annotated[Decimal, msgspec.Meta(description="a decimal: a JSON number or a decimal string")]
+_SPEC_VENUE = "the spec's binance or alpaca, when not configured and the only venue is a paper venue: that venue"
 
 
 class _Action(msgspec.Struct, kw_only=True, rename="camel", tag_field="action", forbid_unknown_fields=True):
@@ -390,9 +394,14 @@ class PlaceOrderAction(_Action, tag="place-order"):
     side: Annotated[str, msgspec.Meta(description="buy | sell, any case")]
     quantity: Dec
     type: Annotated[
-        str, msgspec.Meta(description="market | limit | stop (= stop_loss) | stop-limit | stop_limit | take_profit")
+        str,
+        msgspec.Meta(
+            description="market | limit | stop (= stop_loss) | stop-limit | stop_limit | take_profit, any case"
+        ),
     ] = "market"
-    exchange: Annotated[str | None, msgspec.Meta(description="a venue of EXCHANGES (absent: routed)")] = None
+    exchange: Annotated[
+        str | None, msgspec.Meta(description=f"a venue of EXCHANGES (absent: routed); {_SPEC_VENUE}")
+    ] = None
     price: Dec | None = None
     stop_price: Dec | None = None
     stop_loss: Dec | None = None
@@ -414,14 +423,14 @@ class ClosePositionAction(_Action, tag="close-position"):
     """POST /api/positions/{pair}/close?exchange=."""
 
     symbol: Annotated[str, msgspec.Meta(examples=["BTCUSDT"])]
-    exchange: str | None = None
+    exchange: Annotated[str | None, msgspec.Meta(description=_SPEC_VENUE)] = None
 
 
 class CloseAllPositionsAction(_Action, tag="close-all-positions"):
     """POST /api/positions/close-all?pair=&exchange= (both optional)."""
 
     symbol: str | None = None
-    exchange: str | None = None
+    exchange: Annotated[str | None, msgspec.Meta(description=_SPEC_VENUE)] = None
 
 
 class EmergencyStopAction(EmergencyStopBody, tag_field="action", tag="emergency-stop"):

@@ -225,6 +225,31 @@ async def test_risk_actions_test_connections_and_the_parts_built_elsewhere(launc
     problem(await api.call("POST", PATH, {"action": "rotate-credentials", "exchange": "../orders"}), 422, "exchange")
 
 
+async def test_after_an_emergency_stop_close_all_closes_nothing_until_resumed(launch):  # noqa: F811
+    """The real endpoints' rule, as the README says next to the facade's table: HALTED refuses every order, the
+    closes too (TRADING_HALTED); the stop closes with ``closePositions: true``, or resume and close."""
+    api: Api = await launch(**VENUE)
+    await api.book(bid="59990", ask="60000")
+    await api.filled_buy(quantity=0.01)
+    stop = await api.call("POST", PATH, {"action": "emergency-stop", "reason": "facade test"})
+    assert stop.status == 200 and stop.body["state"] == "HALTED" and stop.body["closingOrders"] == [], stop.body
+    r = await api.call("POST", PATH, {"action": "close-all-positions"})
+    assert r.status == 200 and r.body["orders"] == [], r.body
+    assert r.body["failed"]["BTC_USDT"].startswith("TRADING_HALTED"), r.body
+    assert [p["pair"] for p in (await api.ok("GET", "/api/positions"))["positions"]] == ["BTC_USDT"]
+    await api.ok("POST", "/api/risk/resume")
+    # the stop that closes: every position closed at market
+    stop = await api.call("POST", PATH, {"action": "emergency-stop", "closePositions": True, "reason": "and close"})
+    assert stop.status == 200 and len(stop.body["closingOrders"]) == 1, stop.body
+    await api.until(stop.body["closingOrders"][0], "filled")
+
+    async def flat() -> bool:
+        return not (await api.ok("GET", "/api/positions"))["positions"]
+
+    await eventually(flat, what="the position closed by the stop")
+    await api.ok("POST", "/api/risk/resume")
+
+
 # -- the spec's examples in the default setup (paper, no EXCHANGES: the only venue is `paper`) ----------------
 
 
