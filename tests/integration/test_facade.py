@@ -236,6 +236,8 @@ async def test_after_an_emergency_stop_close_all_closes_nothing_until_resumed(la
     r = await api.call("POST", PATH, {"action": "close-all-positions"})
     assert r.status == 200 and r.body["orders"] == [], r.body
     assert r.body["failed"]["BTC_USDT"].startswith("TRADING_HALTED"), r.body
+    close = {"action": "close-position", "symbol": "BTCUSDT"}
+    problem(await api.call("POST", PATH, close), 503, None, "TRADING_HALTED")
     assert [p["pair"] for p in (await api.ok("GET", "/api/positions"))["positions"]] == ["BTC_USDT"]
     await api.ok("POST", "/api/risk/resume")
     # the stop that closes: every position closed at market
