@@ -77,6 +77,7 @@ from domain.recent import FILL_DEDUPE_WINDOW, RecentIds
 from domain.risk import RESERVED_CLIENT_PREFIX, Approval, Denial, check_order, same_request
 from domain.sizing import QTY_STEP, SizingError, fixed_fractional, round_down
 from domain.transition import state_name as tr_state_name
+from domain.triggers import TRIGGERED_TYPES
 from domain.valuation import Converter, DayStart, equity, mark_of, quote_rates, roll_day
 from domain.venue_ledgers import VenueLedgers
 from schemas.messages import (
@@ -861,7 +862,8 @@ class RiskGate(Actor):
             ref = vwap(slices) or (levels[0][0] if levels else None)
         if ref is None:
             return None
-        return Intent(req.pair, req.side, req.quantity, ref, price, quote, base)
+        trigger = req.stop_price if req.type in TRIGGERED_TYPES else None  # (waits for it: see equity_after)
+        return Intent(req.pair, req.side, req.quantity, ref, price, quote, base, trigger=trigger)
 
     async def _deny(self, req: OrderRequest, env: Envelope, d: Denial) -> None:
         self.denied += 1

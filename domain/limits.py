@@ -82,6 +82,9 @@ class Intent:
     quote: str = ""
     base: str = ""
     fee_rate: Decimal = ZERO  # the venue's taker fee, of the notional (an estimate of what the order pays)
+    # the trigger of an order that waits for one (stop_loss, stop_limit, take_profit: its stopPrice); None: it
+    # trades now (market, limit)
+    trigger: Decimal | None = None
 
 
 def _up(x: Decimal) -> Decimal:
@@ -157,8 +160,18 @@ def equity_after(i: Intent, x: Exposure, mark: Decimal, rate: Decimal) -> Decima
     a buy pays ``i.price`` for what is worth ``mark``, a sell gets ``i.price`` for what was worth ``mark``; the
     difference when it is a loss (crossing the spread, walking the book), and the fee estimate, come off the
     equity. A price better than the mark is never counted as a gain (a limit far from the market does not make
-    the account richer). ``rate``: BASE_CURRENCY per unit of the pair's quote currency."""
-    edge = i.price - mark if i.side == "buy" else mark - i.price
+    the account richer). ``rate``: BASE_CURRENCY per unit of the pair's quote currency.
+
+    An order with a trigger (``i.trigger``: a stop, a take-profit) fills when the market reaches the trigger,
+    so the distance from the mark to the trigger is not lost when it fills: it costs its fee, and a stop-limit
+    also what its limit lets it pay beyond the trigger (a buy: limit - trigger; a sell: trigger - limit)."""
+    if i.trigger is not None:
+        if i.limit_price is None:
+            edge = ZERO
+        else:
+            edge = i.limit_price - i.trigger if i.side == "buy" else i.trigger - i.limit_price
+    else:
+        edge = i.price - mark if i.side == "buy" else mark - i.price
     cost = i.quantity * max(edge, ZERO) + i.quantity * i.price * i.fee_rate  # in the quote currency
     return x.equity - (cost if rate == ONE else cost * rate)
 

@@ -36,3 +36,21 @@ def match_symbol(symbol: str, pairs: Sequence[str]) -> str:
                 f"({found[0].replace('_', '/')})"
             )
     raise SymbolError(f"symbol {symbol[:40]!r} is not a pair traded here (PAIRS: {listed})")
+
+
+# the venues the enhanced-execution spec names in its examples and its list of supported exchanges
+SPEC_VENUES = frozenset({"binance", "alpaca"})
+
+
+def spec_venue(name: str, venues: Sequence[tuple[str, bool]]) -> str:
+    """The venue a spec client's ``exchange`` stands for, given the configured ``venues`` (name, is paper).
+    A configured name is itself; a venue the spec names (SPEC_VENUES, any case) that is not configured is the
+    paper venue when that is the only venue there is (the default setup: the spec's examples trade on paper);
+    anything else is returned as written, for the endpoint to refuse (with a live venue configured, an order
+    for ``binance`` must never land anywhere but on a venue named so)."""
+    key = name.strip().lower()
+    if any(key == v for v, _ in venues):
+        return name
+    if key in SPEC_VENUES and len(venues) == 1 and venues[0][1]:
+        return venues[0][0]
+    return name

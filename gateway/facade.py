@@ -11,6 +11,9 @@ or unknown); for the order actions, the spec's body (``symbol`` ``BTCUSDT`` / ``
 matched against PAIRS, ``type`` ``stop`` / ``stop-limit``) becomes the body of ``POST /api/orders``; the close
 actions' ``symbol`` and ``exchange`` become the path and the query; ``rotate-credentials``' ``exchange`` the
 path. Every other field is passed on as it is, for the real endpoint to check (it refuses unknown fields).
+The spec's venue names (``binance``, ``alpaca``) in ``exchange`` of the order, close and GET actions are the
+paper venue when that is the only venue configured (domain.symbols.spec_venue). GET: ``symbol`` is ``pair``
+for positions and trades; a parameter the endpoint does not declare is a 422 naming it (never ignored).
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from aiohttp.streams import EmptyStreamReader, StreamReader
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from domain.symbols import SymbolError, match_symbol
+from config.venues import venue_configs
+from domain.symbols import SymbolError, match_symbol, spec_venue
 from gateway.common import SETTINGS
 from gateway.problems import ApiError
 from gateway.risk import ConfigBody, EmergencyStopBody
@@ -66,6 +70,8 @@ GET_ACTIONS: dict[str, str] = {
 # the query parameters the spec gives an action: the endpoint must understand them (a filter it ignored would
 # answer what was not asked for, e.g. paper trades for ?mode=live)
 SPEC_PARAMS: dict[str, tuple[str, ...]] = {"positions": ("exchange",), "trades": ("mode",), "performance": ("mode",)}
+# the actions whose ``symbol`` (the spec's name of a pair) is the endpoint's ``pair``
+SYMBOL_ACTIONS = frozenset({"positions", "trades"})
 
 
 # -- POST {"action": ...} --------------------------------------------------------------------------------------
@@ -101,15 +107,29 @@ def _text(body: dict[str, Any], field: str, *, required: bool) -> str | None:
     return value
 
 
-def _pair(request: web.Request, body: dict[str, Any], *, required: bool) -> str | None:
+def _symbol(request: web.Request, symbol: str) -> str:
     """The pair ``symbol`` names (``BTCUSDT``, ``BTC/USDT``, ``BTC_USDT``): one of PAIRS, else a 422 naming it."""
-    symbol = _text(body, "symbol", required=required)
-    if symbol is None:
-        return None
     try:
         return match_symbol(symbol, request.app[SETTINGS].PAIRS)
     except SymbolError as e:
         raise ApiError(422, "Validation failed", str(e), field="symbol", code="UNKNOWN_SYMBOL") from None
+
+
+def _pair(request: web.Request, body: dict[str, Any], *, required: bool) -> str | None:
+    symbol = _text(body, "symbol", required=required)
+    return None if symbol is None else _symbol(request, symbol)
+
+
+def _venue(request: web.Request, name: str) -> str:
+    """The venue a spec client's ``exchange`` names: the spec's ``binance`` / ``alpaca`` is the paper venue when
+    that is the only venue (domain.symbols.spec_venue); otherwise as written, for the endpoint to check."""
+    venues = [(v.name, v.paper) for v in venue_configs(request.app[SETTINGS])]
+    return spec_venue(name, venues)
+
+
+def _exchange(request: web.Request, body: dict[str, Any]) -> str | None:
+    exchange = _text(body, "exchange", required=False)
+    return None if exchange is None else _venue(request, exchange)
 
 
 def _order(path: str) -> Callable[[web.Request, dict[str, Any], str], Forward]:
@@ -122,8 +142,11 @@ def _order(path: str) -> Callable[[web.Request, dict[str, Any], str], Forward]:
             del out["symbol"]
             out["pair"] = pair
         kind = out.get("type")
-        if isinstance(kind, str) and kind.strip().lower() in ORDER_TYPES:
-            out["type"] = ORDER_TYPES[kind.strip().lower()]
+        if isinstance(kind, str):  # any case, as side: "Market" is market, "Stop-Limit" stop_limit
+            kind = kind.strip().lower()
+            out["type"] = ORDER_TYPES.get(kind, kind)
+        if isinstance(out.get("exchange"), str):
+            out["exchange"] = _venue(request, out["exchange"])
         return Forward("POST", path, [], out)
 
     return build
@@ -132,14 +155,14 @@ def _order(path: str) -> Callable[[web.Request, dict[str, Any], str], Forward]:
 def _close_position(request: web.Request, body: dict[str, Any], action: str) -> Forward:
     _only(body, ("symbol", "exchange"), action)
     pair = _pair(request, body, required=True)
-    exchange = _text(body, "exchange", required=False)
+    exchange = _exchange(request, body)
     return Forward("POST", f"/api/positions/{pair}/close", [("exchange", exchange)] if exchange else [], None)
 
 
 def _close_all(request: web.Request, body: dict[str, Any], action: str) -> Forward:
     _only(body, ("symbol", "exchange"), action)
     pair = _pair(request, body, required=False)
-    exchange = _text(body, "exchange", required=False)
+    exchange = _exchange(request, body)
     query = [(k, v) for k, v in (("pair", pair), ("exchange", exchange)) if v]
     return Forward("POST", "/api/positions/close-all", query, None)
 
@@ -228,6 +251,7 @@ def _action(raw: object, known: dict[str, Any], method: str) -> str:
 _DECODE = msgspec.json.Decoder(float_hook=Decimal)  # numbers kept exact: 0.1 stays 0.1
 _ENCODE = msgspec.json.Encoder(decimal_format="number")
 DROPPED_HEADERS = ("Content-Length", "Content-Type", "Content-Encoding", "Transfer-Encoding", "Expect")
+_DROPPED_RAW = frozenset(name.lower().encode() for name in DROPPED_HEADERS)
 
 
 async def dispatch(request: web.Request, action: str, fwd: Forward) -> web.StreamResponse:
@@ -239,6 +263,8 @@ async def dispatch(request: web.Request, action: str, fwd: Forward) -> web.Strea
     headers = CIMultiDict(request.headers)
     for name in DROPPED_HEADERS:
         headers.popall(name, None)
+    # the raw headers as they came (bytes: a value that is not UTF-8 stays what it was), less the dropped ones
+    raw_headers = [(k, v) for k, v in request.raw_headers if k.lower() not in _DROPPED_RAW]
     loop = asyncio.get_running_loop()
     payload: StreamReader
     if fwd.body is None:
@@ -247,12 +273,13 @@ async def dispatch(request: web.Request, action: str, fwd: Forward) -> web.Strea
         raw = _ENCODE.encode(fwd.body)
         headers["Content-Type"] = "application/json"
         headers["Content-Length"] = str(len(raw))
+        raw_headers += [(b"Content-Type", b"application/json"), (b"Content-Length", str(len(raw)).encode())]
         payload = StreamReader(request.protocol, len(raw) + 1, loop=loop)  # (never over its high-water mark)
         payload.feed_data(raw)
         payload.feed_eof()
     message = RawRequestMessage(
         fwd.method, str(url), request.version, CIMultiDictProxy(headers),
-        tuple((k.encode(), v.encode()) for k, v in headers.items()),
+        tuple(raw_headers),
         should_close=False, compression=None, upgrade=False, chunked=False, url=url,
     )  # fmt: skip
     inner = web.Request(
@@ -282,10 +309,32 @@ def _declared(app: web.Application, method: str, path: str) -> set[str] | None:
     return None
 
 
+def _get_query(request: web.Request, action: str) -> Query:
+    """The query of the endpoint: the parameters less ``action``; ``exchange`` the venue it names (the spec's
+    ``binance`` in a paper-only setup: the paper venue); for positions and trades the spec's ``symbol`` becomes
+    ``pair`` (matched against PAIRS; with a ``pair`` too, they must agree)."""
+    query: Query = []
+    pairs = request.query.getall("pair", [])
+    for name, value in request.query.items():
+        if name == "action":
+            continue
+        if name == "exchange":
+            value = _venue(request, value)
+        elif name == "symbol" and action in SYMBOL_ACTIONS:
+            pair = _symbol(request, value)
+            if any(p.strip().upper() != pair for p in pairs):
+                raise _invalid("symbol", f"symbol {value[:40]!r} and pair {pairs[0][:40]!r} disagree: send one")
+            if pairs:
+                continue  # (the same pair, already there)
+            name, value = "pair", pair
+        query.append((name, value))
+    return query
+
+
 async def get_facade(request: web.Request) -> web.StreamResponse:
     action = _action(request.query.get("action"), GET_ACTIONS, "GET")
     path = GET_ACTIONS[action]
-    query = [(k, v) for k, v in request.query.items() if k != "action"]
+    query = _get_query(request, action)
     declared = _declared(request.app, "GET", path)
     if declared is not None:
         for name in SPEC_PARAMS.get(action, ()):
@@ -295,6 +344,15 @@ async def get_facade(request: web.Request) -> web.StreamResponse:
                     f"{name}: GET {path} of this build does not filter by {name}; its answer would not be what "
                     f"?action={action}&{name}= asks for",
                     field=name, code="PARAMETER_NOT_AVAILABLE",
+                )  # fmt: skip
+        # a parameter the endpoint does not take would be ignored there: the answer would not be what was asked
+        for name, _ in query:
+            if name not in declared:
+                takes = ", ".join(sorted(declared)) or "no parameter"
+                raise ApiError(
+                    422, "Validation failed",
+                    f"{name}: not a parameter of ?action={action} (GET {path} takes {takes})",
+                    field=name, code="UNKNOWN_PARAMETER",
                 )  # fmt: skip
     return await dispatch(request, action, Forward("GET", path, query, None))
 
@@ -320,6 +378,7 @@ async def post_facade(request: web.Request) -> web.StreamResponse:
 # -- the document ----------------------------------------------------------------------------------------------
 
 Dec = Annotated[Decimal, msgspec.Meta(description="a decimal: a JSON number or a decimal string")]
+_SPEC_VENUE = "the spec's binance or alpaca, when not configured and the only venue is a paper venue: that venue"
 
 
 class _Action(msgspec.Struct, kw_only=True, rename="camel", tag_field="action", forbid_unknown_fields=True):
@@ -335,9 +394,14 @@ class PlaceOrderAction(_Action, tag="place-order"):
     side: Annotated[str, msgspec.Meta(description="buy | sell, any case")]
     quantity: Dec
     type: Annotated[
-        str, msgspec.Meta(description="market | limit | stop (= stop_loss) | stop-limit | stop_limit | take_profit")
+        str,
+        msgspec.Meta(
+            description="market | limit | stop (= stop_loss) | stop-limit | stop_limit | take_profit, any case"
+        ),
     ] = "market"
-    exchange: Annotated[str | None, msgspec.Meta(description="a venue of EXCHANGES (absent: routed)")] = None
+    exchange: Annotated[
+        str | None, msgspec.Meta(description=f"a venue of EXCHANGES (absent: routed); {_SPEC_VENUE}")
+    ] = None
     price: Dec | None = None
     stop_price: Dec | None = None
     stop_loss: Dec | None = None
@@ -359,14 +423,14 @@ class ClosePositionAction(_Action, tag="close-position"):
     """POST /api/positions/{pair}/close?exchange=."""
 
     symbol: Annotated[str, msgspec.Meta(examples=["BTCUSDT"])]
-    exchange: str | None = None
+    exchange: Annotated[str | None, msgspec.Meta(description=_SPEC_VENUE)] = None
 
 
 class CloseAllPositionsAction(_Action, tag="close-all-positions"):
     """POST /api/positions/close-all?pair=&exchange= (both optional)."""
 
     symbol: str | None = None
-    exchange: str | None = None
+    exchange: Annotated[str | None, msgspec.Meta(description=_SPEC_VENUE)] = None
 
 
 class EmergencyStopAction(EmergencyStopBody, tag_field="action", tag="emergency-stop"):
@@ -450,11 +514,18 @@ def register(app: web.Application) -> None:
             {200: (None, _ANSWER)},
             params=(
                 Param("action", "query", {"type": "string", "enum": actions_get}, "what to read", required=True),
-                Param("exchange", "query", {"type": "string"}, "positions: one venue (passed on)"),
+                Param(
+                    "exchange", "query", {"type": "string"},
+                    "positions, trades: one venue (binance or alpaca with only the paper venue configured: it)",
+                ),
+                Param("symbol", "query", {"type": "string"}, "positions, trades: one pair (BTCUSDT, BTC/USDT)"),
                 Param("mode", "query", {"type": "string", "enum": ["paper", "live"]}, "trades, performance: the books"),
             ),
             errors=_ERRORS,
-            description=f"{_TABLE_GET}. Other query parameters are passed on to that endpoint. {_NOTE}",
+            description=(
+                f"{_TABLE_GET}. Other query parameters go to that endpoint when it takes them; one it does not "
+                f"take is a 422 naming it (code UNKNOWN_PARAMETER). {_NOTE}"
+            ),
         ),
     )  # fmt: skip
     add(

@@ -9,9 +9,12 @@ their actions must be a 501 problem; once it does, the facade's answer must be t
 
 from __future__ import annotations
 
+import asyncio
 import json
 from decimal import Decimal as D
 from typing import Any
+
+from yarl import URL
 
 from tests.helpers import eventually
 from tests.integration.test_gateway_api import Api, launch, problem  # noqa: F401  (launch: the fixture)
@@ -231,6 +234,156 @@ async def test_risk_actions_test_connections_and_the_parts_built_elsewhere(launc
     problem(await api.call("POST", PATH, {"action": "rotate-credentials", "exchange": "../orders"}), 422, "exchange")
 
 
+async def test_after_an_emergency_stop_close_all_closes_nothing_until_resumed(launch):  # noqa: F811
+    """The real endpoints' rule, as the README says next to the facade's table: HALTED refuses every order, the
+    closes too (TRADING_HALTED); the stop closes with ``closePositions: true``, or resume and close."""
+    api: Api = await launch(**VENUE)
+    await api.book(bid="59990", ask="60000")
+    await api.filled_buy(quantity=0.01)
+    stop = await api.call("POST", PATH, {"action": "emergency-stop", "reason": "facade test"})
+    assert stop.status == 200 and stop.body["state"] == "HALTED" and stop.body["closingOrders"] == [], stop.body
+    r = await api.call("POST", PATH, {"action": "close-all-positions"})
+    assert r.status == 200 and r.body["orders"] == [], r.body
+    assert r.body["failed"]["BTC_USDT"].startswith("TRADING_HALTED"), r.body
+    close = {"action": "close-position", "symbol": "BTCUSDT"}
+    problem(await api.call("POST", PATH, close), 503, None, "TRADING_HALTED")
+    assert [p["pair"] for p in (await api.ok("GET", "/api/positions"))["positions"]] == ["BTC_USDT"]
+    await api.ok("POST", "/api/risk/resume")
+    # the stop that closes: every position closed at market
+    stop = await api.call("POST", PATH, {"action": "emergency-stop", "closePositions": True, "reason": "and close"})
+    assert stop.status == 200 and len(stop.body["closingOrders"]) == 1, stop.body
+    await api.until(stop.body["closingOrders"][0], "filled")
+
+    async def flat() -> bool:
+        return not (await api.ok("GET", "/api/positions"))["positions"]
+
+    await eventually(flat, what="the position closed by the stop")
+    await api.ok("POST", "/api/risk/resume")
+
+
+# -- the spec's examples in the default setup (paper, no EXCHANGES: the only venue is `paper`) ----------------
+
+
+async def test_the_spec_s_examples_work_unchanged_in_the_default_setup(launch):  # noqa: F811
+    api: Api = await launch()
+    await api.book(bid="59990", ask="60000")
+    # "Place a Market Order" exactly as the spec writes it: binance is the one paper venue there is
+    placed = await api.call("POST", PATH, SPEC_ORDER)
+    assert placed.status == 201, placed.body
+    assert (placed.body["pair"], placed.body["exchange"], placed.body["type"]) == ("BTC_USDT", "paper", "market")
+    await api.until(placed.body["orderId"], "filled")
+    # the type in any case, as the side; alpaca (the spec's other venue) is the paper venue too
+    r = await api.call("POST", PATH, {**SPEC_ORDER, "type": "Market", "side": "BUY", "exchange": "Alpaca"})
+    assert (r.status, r.body["type"], r.body["side"], r.body["exchange"]) == (201, "market", "buy", "paper"), r.body
+    await api.until(r.body["orderId"], "filled")
+    real = {"pair": "BTC_USDT", "side": "buy", "quantity": 0.001, "type": "market", "exchange": "paper"}
+    await same(api, ("POST", PATH, {**SPEC_ORDER, "action": "validate-order"}), ("POST", "/api/orders/validate", real))
+    # "?action=positions&exchange=binance": the positions on the paper venue
+    body = await same(
+        api, ("GET", f"{PATH}?action=positions&exchange=binance", None), ("GET", "/api/positions?exchange=paper", None)
+    )
+    assert [(p["pair"], p["exchange"]) for p in body["positions"]] == [("BTC_USDT", "paper")]
+    await same(
+        api, ("GET", f"{PATH}?action=trades&exchange=binance", None), ("GET", "/api/trades?exchange=paper", None)
+    )
+    await same(api, ("GET", f"{PATH}?action=status", None), ("GET", "/api/status", None))
+    # a name the spec does not use is no venue of the service: the endpoint's 422, as before
+    p = problem(await api.call("POST", PATH, {**SPEC_ORDER, "exchange": "kraken"}), 422, "exchange")
+    assert p["code"] == "UNKNOWN_EXCHANGE"
+    p = problem(await api.call("GET", f"{PATH}?action=positions&exchange=kraken"), 422, "exchange")
+    assert p["code"] == "UNKNOWN_EXCHANGE"
+    # "Store Credentials Securely" (alpaca): the credentials endpoint keeps its own rules; the answer is its
+    spec_keys = {
+        "exchange": "alpaca",
+        "apiKey": "your-api-key",
+        "apiSecret": "your-api-secret",
+        "environment": "testnet",
+    }
+    a = await api.call("POST", PATH, {"action": "store-credentials", **spec_keys})
+    b = await api.call("POST", "/api/credentials", spec_keys)
+    assert (a.status, a.ctype) == (b.status, b.ctype), (a.body, b.body)
+    assert steady(a.body) == steady(b.body), (a.body, b.body)
+    # close-position on the spec's venue name: the same order as the real endpoint's close on paper
+    closed = await api.call("POST", PATH, {"action": "close-position", "symbol": "BTCUSDT", "exchange": "binance"})
+    assert closed.status == 201, closed.body
+    again = await api.ok("POST", "/api/positions/BTC_USDT/close?exchange=paper", None, 201)
+    assert again["orderId"] == closed.body["orderId"]
+
+
+async def test_spec_venue_names_stay_unknown_with_several_venues(launch):  # noqa: F811
+    api: Api = await launch(EXCHANGES="alpha=paper,beta=paper")  # two paper venues: which one would it be?
+    await api.book(bid="59990", ask="60000")
+    p = problem(await api.call("POST", PATH, SPEC_ORDER), 422, "exchange")
+    assert p["code"] == "UNKNOWN_EXCHANGE"
+    p = problem(await api.call("GET", f"{PATH}?action=positions&exchange=binance"), 422, "exchange")
+    assert p["code"] == "UNKNOWN_EXCHANGE"
+    p = problem(await api.call("POST", PATH, {"action": "close-all-positions", "exchange": "binance"}), 422, "exchange")
+    assert p["code"] == "UNKNOWN_EXCHANGE"
+
+
+# -- GET: the spec's `symbol`; every other parameter must be the endpoint's ----------------------------------
+
+
+async def test_get_symbol_filters_and_undeclared_parameters_are_refused(launch):  # noqa: F811
+    api: Api = await launch(**VENUE)
+    await api.book(bid="59990", ask="60000")
+    await api.book(pair="ETH_USDT", bid="2999", ask="3000")
+    await api.filled_buy(quantity=0.01)
+    await api.filled_buy(pair="ETH_USDT", quantity=0.1)
+    body = await same(
+        api, ("GET", f"{PATH}?action=positions&symbol=ETHUSDT", None), ("GET", "/api/positions?pair=ETH_USDT", None)
+    )
+    assert [p["pair"] for p in body["positions"]] == ["ETH_USDT"]
+    body = await same(
+        api, ("GET", f"{PATH}?action=trades&symbol=btc/usdt", None), ("GET", "/api/trades?pair=BTC_USDT", None)
+    )
+    assert body["trades"] and {t["pair"] for t in body["trades"]} == {"BTC_USDT"}
+    # our own name goes along as it is; both, agreeing: the same; disagreeing: a 422 naming symbol
+    await same(
+        api, ("GET", f"{PATH}?action=positions&pair=ETH_USDT", None), ("GET", "/api/positions?pair=ETH_USDT", None)
+    )
+    await same(
+        api,
+        ("GET", f"{PATH}?action=positions&symbol=ETHUSDT&pair=ETH_USDT", None),
+        ("GET", "/api/positions?pair=ETH_USDT", None),
+    )
+    problem(await api.call("GET", f"{PATH}?action=positions&symbol=ETHUSDT&pair=BTC_USDT"), 422, "symbol")
+    p = problem(await api.call("GET", f"{PATH}?action=positions&symbol=DOGEUSDT"), 422, "symbol", "UNKNOWN_SYMBOL")
+    assert "ETH_USDT" in p["detail"]
+    # a parameter the endpoint does not take is refused naming it, never silently ignored (an unfiltered answer)
+    for query, name in [
+        ("action=positions&foo=1", "foo"),
+        ("action=status&symbol=BTCUSDT", "symbol"),
+        ("action=portfolio&exchange=binance", "exchange"),
+        ("action=trades&side=buy", "side"),
+    ]:
+        p = problem(await api.call("GET", f"{PATH}?{query}"), 422, name, "UNKNOWN_PARAMETER")
+        assert name in p["detail"], p
+
+
+async def test_a_header_value_that_is_not_utf_8_is_passed_on(launch):  # noqa: F811
+    """A raw ``X-Note: caf\xe9`` (latin-1, not UTF-8): the inner request's raw headers are the outer's bytes."""
+    api: Api = await launch(**VENUE)
+    await api.book(bid="59990", ask="60000")
+    url = URL(api.base)
+    body = json.dumps({**SPEC_ORDER, "action": "validate-order"}).encode()
+    for head in (
+        f"GET {PATH}?action=status HTTP/1.1\r\n".encode(),
+        f"POST {PATH} HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n".encode(),
+    ):
+        reader, writer = await asyncio.open_connection(url.host, url.port)
+        try:
+            writer.write(head + f"Host: {url.host}\r\n".encode() + b"X-Note: caf\xe9\r\nConnection: close\r\n\r\n")
+            if head.startswith(b"POST"):
+                writer.write(body)
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(), 30)
+        finally:
+            writer.close()
+        status = int(answer.split(b" ", 2)[1])
+        assert status == 200, answer[:2000]
+
+
 async def test_the_action_is_required_and_known(launch):  # noqa: F811
     api: Api = await launch()
     for body in ({}, {"action": ""}, {"action": "fly"}, {"action": "status"}, {"action": 3}):
@@ -331,5 +484,18 @@ async def test_min_account_balance_refuses_opening_orders_and_lets_reducing_ones
     await api.ok("PUT", "/api/risk/config", {"minAccountBalance": str(equity - D("0.15"))})
     v = await api.ok("POST", "/api/orders/validate", {"pair": "BTC_USDT", "side": "buy", "quantity": 1})
     assert v["valid"] is True, v
+    # an order that waits for a trigger is not charged the distance from the mark to its trigger: a buy stop at
+    # 104 costs its fee (1 x 104 x 0.001); a buy stop-limit 104 / 106 also the 2 its limit may pay beyond it
+    for order, cost in [
+        ({"type": "stop_loss", "stopPrice": 104}, D("0.104")),
+        ({"type": "stop_limit", "stopPrice": 104, "price": 106}, D("2.106")),
+    ]:
+        order = {"pair": "BTC_USDT", "side": "buy", "quantity": 1, **order}
+        await api.ok("PUT", "/api/risk/config", {"minAccountBalance": str(equity - cost)})
+        v = await api.ok("POST", "/api/orders/validate", order)
+        assert v["valid"] is True, (order, v)
+        await api.ok("PUT", "/api/risk/config", {"minAccountBalance": str(equity - cost + D("0.001"))})
+        v = await api.ok("POST", "/api/orders/validate", order)
+        assert (v["valid"], v["code"], v["field"]) == (False, "MIN_ACCOUNT_BALANCE", "quantity"), (order, v)
     await api.ok("PUT", "/api/risk/config", {"minAccountBalance": 0})  # 0: no floor
     await api.place(pair="BTC_USDT", side="buy", quantity=1)

@@ -97,16 +97,8 @@ def test_reducing_orders_pass_under_the_floor(side, held):
     x = exposure("500", positions={PAIR: D(held)})
     assert check_limits(intent(side, "10"), x, floor("1000"), "ACTIVE", None) is None
     # the same order on a flat book opens a position: refused
-    d = check_limits(
-        intent(side, "10"),
-        exposure("500"),
-        floor(
-            "1000",
-        ),
-        "ACTIVE",
-        None,
-    )
-    assert d is not None and d.code in ("MIN_ACCOUNT_BALANCE", "INSUFFICIENT_BALANCE")
+    d = check_limits(intent(side, "10"), exposure("500"), floor("1000"), "ACTIVE", None)
+    assert d is not None and (d.code, d.field) == ("MIN_ACCOUNT_BALANCE", None), d
 
 
 def test_a_sell_that_opens_a_short_is_refused_under_the_floor():
@@ -129,7 +121,53 @@ def test_other_quote_currency_is_converted():
     assert d is not None and d.code == "MIN_ACCOUNT_BALANCE"
 
 
-@hsettings(max_examples=300, deadline=None)
+# -- orders that wait for a trigger -------------------------------------------------------------------------
+# A stop (or take-profit) fills when the market reaches its trigger, at about the trigger: the distance from
+# today's mark to the trigger is not lost when it is placed. What it costs at once against the market it fills
+# in is its fee, and for a stop-limit the part of its limit beyond the trigger (a buy stop 110 limit 112 may pay
+# 2 over the price that triggered it; a sell stop 90 limit 88 may get 2 under it).
+
+
+def triggered(side: str, stop: str, limit: str | None = None, fee: str = "0") -> Intent:
+    price = D(limit) if limit is not None else D(stop)  # the expected price, as the risk-gate's _intent sets it
+    lim = D(limit) if limit is not None else None
+    return Intent(PAIR, side, D("10"), price, lim, QUOTE, BASE, fee_rate=D(fee), trigger=D(stop))
+
+
+@pytest.mark.parametrize(
+    ("i", "after"),
+    [
+        (triggered("buy", "110"), "10000"),  # a buy stop 10 over the mark: nothing lost now (was 9900)
+        (triggered("sell", "90"), "10000"),  # a sell stop 10 under the mark (was 9900)
+        (triggered("buy", "110", fee="0.001"), "9998.9"),  # only its fee: 10 x 110 x 0.001
+        (triggered("sell", "90", fee="0.001"), "9999.1"),  # 10 x 90 x 0.001
+        (triggered("buy", "90"), "10000"),  # a take-profit buy under the mark
+        (triggered("buy", "110", "112"), "9980"),  # stop-limit buy: 2 over the trigger on 10 (was 9880)
+        (triggered("buy", "110", "109"), "10000"),  # a limit under its trigger: never pays more than it
+        (triggered("sell", "90", "88"), "9980"),  # stop-limit sell: 2 under the trigger on 10 (was 9880)
+        (triggered("sell", "90", "91"), "10000"),  # a limit over its trigger (was 9910)
+        (triggered("buy", "110", "112", "0.001"), "9978.88"),  # 20 and the fee on 10 x 112
+    ],
+)
+def test_an_order_with_a_trigger_costs_its_fee_and_its_limit_beyond_the_trigger(i, after):
+    assert equity_after(i, exposure(), D("100"), D(1)) == D(after)
+    assert check_limits(i, exposure(), floor(after), "ACTIVE", None) is None  # exactly at the floor
+    d = check_limits(i, exposure(), floor(str(D(after) + D("0.01"))), "ACTIVE", None)
+    at_fault = "quantity" if D(after) < D("10000") else None  # (costing nothing: the equity itself is under)
+    assert d is not None and (d.code, d.field) == ("MIN_ACCOUNT_BALANCE", at_fault), d
+
+
+def test_a_trigger_in_another_quote_currency_is_converted():
+    # ETH_BTC stop-limit buy: trigger 0.051, limit 0.052 BTC: 0.001 BTC x 10 at 60000 USDT/BTC = 600 USDT
+    i = Intent(CROSS, "buy", D("10"), D("0.052"), D("0.052"), "BTC", "ETH", trigger=D("0.051"))
+    x = exposure(marks={CROSS: D("0.05")}, rates={CROSS: D("60000")}, available={"BTC": D("10")})
+    assert equity_after(i, x, D("0.05"), D("60000")) == D("9400")
+
+
+# -- for every order: the equity after its fill, computed from the books ------------------------------------
+
+
+@hsettings(max_examples=400, deadline=None)
 @given(
     equity=st.decimals("1", "100000", places=2),
     qty=st.decimals("0.001", "50", places=3),
@@ -138,22 +176,37 @@ def test_other_quote_currency_is_converted():
     side=st.sampled_from(["buy", "sell"]),
     held=st.decimals("-20", "20", places=3),
     bar=st.decimals("0", "100000", places=2),
+    rate=st.sampled_from([D(1), D("0.9"), D("2.5")]),
 )
-def test_an_approved_opening_order_never_leaves_the_equity_under_the_floor(equity, qty, price, fee, side, held, bar):
-    """For every order: approved and opening => the equity after it is at least the floor; a denial for
-    MIN_ACCOUNT_BALANCE never hits an order that reduces the position."""
-    x = exposure(str(equity), positions={PAIR: held})
+def test_min_account_balance_denies_exactly_the_opening_orders_whose_fill_leaves_the_equity_under_it(
+    equity, qty, price, fee, side, held, bar, rate
+):
+    """The equity after the fill is computed here from the books, not with the code under test: the account
+    is cash (in the pair's quote currency) and ``held`` at the mark 100, worth ``equity`` in BASE_CURRENCY at
+    ``rate``. The fill moves cash and position, its fee comes off the cash, the position is revalued at the
+    mark, the whole converted; a fill better than the mark is not counted as a gain (the equity before, less
+    the fee). An order that opens exposure is denied MIN_ACCOUNT_BALANCE if and only if that equity is under
+    the floor; one that reduces the position never is."""
+    mark = D("100")
+    cash = equity / rate - held * mark  # in the quote currency
+    signed = qty if side == "buy" else -qty
+    fee_paid = qty * price * fee
+    cash_after = cash - signed * price - fee_paid
+    held_after = held + signed
+    after_fill = (cash_after + held_after * mark) * rate
+    expected = min(after_fill, equity - fee_paid * rate)
+
+    x = exposure(str(equity), positions={PAIR: held}, rates={PAIR: rate})
     i = intent(side, str(qty), str(price), str(fee))
-    lim = limits(min_account_balance=bar, allow_short=True)
-    d = check_limits(i, x, lim, "ACTIVE", None)
-    after = held + (qty if side == "buy" else -qty)
-    reducing = abs(after) <= abs(held) and (after == 0 or (after > 0) == (held > 0))
+    d = check_limits(i, x, limits(min_account_balance=bar, allow_short=True), "ACTIVE", None)
+    floor_hit = d is not None and d.code == "MIN_ACCOUNT_BALANCE"
+    reducing = abs(held_after) <= abs(held) and (held_after == 0 or (held_after > 0) == (held > 0))
     if reducing:
-        assert d is None or d.code != "MIN_ACCOUNT_BALANCE", d
-    elif d is None:
-        assert equity_after(i, x, D("100"), D(1)) >= bar
-    if d is not None and d.code == "MIN_ACCOUNT_BALANCE":
-        assert equity_after(i, x, D("100"), D(1)) < bar
+        assert not floor_hit, d
+        return
+    assert floor_hit == (expected < bar), (expected, bar, d)
+    if floor_hit:
+        assert d is not None and d.field == (None if equity < bar else "quantity"), d
 
 
 # -- maxLeverage is MAX_TOTAL_EXPOSURE ---------------------------------------------------------------------

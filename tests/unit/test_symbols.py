@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from domain.symbols import SymbolError, match_symbol
+from domain.symbols import SymbolError, match_symbol, spec_venue
 
 PAIRS = ("BTC_USDT", "ETH_USDT", "ETH_BTC")
 
@@ -36,3 +36,27 @@ def test_a_run_together_symbol_naming_two_pairs_is_refused():
     with pytest.raises(SymbolError, match="several pairs"):
         match_symbol("ABCD", ("AB_CD", "ABC_D"))
     assert match_symbol("AB/CD", ("AB_CD", "ABC_D")) == "AB_CD"
+
+
+# -- the spec's venue names (the facade's ``exchange``) ------------------------------------------------------
+
+PAPER_ONLY = [("paper", True)]
+
+
+@pytest.mark.parametrize(
+    ("name", "venues", "venue"),
+    [
+        ("binance", PAPER_ONLY, "paper"),  # the default setup: the spec's examples trade on paper
+        ("Alpaca", PAPER_ONLY, "paper"),
+        ("binance", [("sim", True)], "sim"),  # the one paper venue, whatever its name
+        ("paper", PAPER_ONLY, "paper"),
+        ("kraken", PAPER_ONLY, "kraken"),  # a name the spec does not use: the endpoint refuses it
+        ("binance", [("binance", True)], "binance"),  # configured: itself
+        ("binance", [("alpha", True), ("beta", True)], "binance"),  # two paper venues: which? refused
+        ("binance", [("paper", True), ("bybit", False)], "binance"),  # a live venue configured: never paper
+        ("binance", [("bybit", False)], "binance"),
+        ("alpaca", [("binance", False)], "alpaca"),
+    ],
+)
+def test_a_spec_venue_is_the_paper_venue_only_when_that_is_the_only_venue(name, venues, venue):
+    assert spec_venue(name, venues) == venue
