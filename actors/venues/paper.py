@@ -274,8 +274,11 @@ class PaperVenue:
             await asyncio.sleep(self.latency)
         m = self._matcher(req.pair)
         if m.book is None:
-            # waits for a first book of its source; the hook hands it to the matcher
-            await self.books.get(req.pair, venue=self.source)
+            # waits for a first book of its source; the hook hands it to the matcher - but the wait ends when the
+            # cache has it, before its hooks ran: hand it over here if the hook has not yet (twice is harmless)
+            book = await self.books.get(req.pair, venue=self.source)
+            if book is not None and m.book is None:
+                await self._on_book(book)
         async with self.lock:  # one create per client order id, ever: memory, then the venue's records
             if (o := self.recent.get(req.client_order_id)) is not None:
                 return _view(o)
