@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import os
 import re
@@ -71,6 +72,10 @@ class CredentialNotFound(CredentialError):
 
 class CredentialConflict(CredentialError):
     """Someone else changed the record between the read and the write (check-and-set failed)."""
+
+
+class StoreUnavailable(CredentialError):
+    """The store itself failed (cannot be read or written now: a file, NATS, Vault): no statement about a record."""
 
 
 class InvalidCredential(CredentialError, ValueError):
@@ -155,6 +160,9 @@ class CredentialStatus(msgspec.Struct, frozen=True, kw_only=True, rename="camel"
     rotated_at: int | None
     key_last4: str
     encrypted: bool
+    record_id: str = ""  # which record (``record_id_of``): tells the keys in use from others; never a secret
+    readable: bool | None = None  # opened with this deployment's key (None: not tried, no key)
+    error: str | None = None  # why it cannot be opened: "tampered" | "wrong key"
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -338,6 +346,15 @@ def decode_record(data: bytes, venue: str, environment: str) -> CredentialRecord
         raise TamperedRecord(f"the credential record of {venue}/{environment} is not a credential record") from None
 
 
+def record_id_of(record: CredentialRecord) -> str:
+    """Which record this is: a digest of its nonce and ciphertext (16 hex digits; a fresh nonce for every seal,
+    so every write of new keys has its own). A record without a ciphertext (Vault keeping the keys itself)
+    carries its id in ``key_id``."""
+    if not record.ciphertext:
+        return record.key_id
+    return hashlib.sha256(f"{record.nonce}.{record.ciphertext}".encode()).hexdigest()[:16]
+
+
 def status_of(record: CredentialRecord, store: str) -> CredentialStatus:
     return CredentialStatus(
         venue=record.venue,
@@ -348,4 +365,5 @@ def status_of(record: CredentialRecord, store: str) -> CredentialStatus:
         rotated_at=record.rotated_at,
         key_last4=record.key_last4,
         encrypted=True,
+        record_id=record_id_of(record),
     )
