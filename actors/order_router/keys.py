@@ -80,6 +80,7 @@ class RouterKeys:
         self.locks: dict[tuple[str, str], asyncio.Lock] = {}  # one check, promotion or delete per venue/environment
         self.pending: dict[str, tuple[VenueKeys, str]] = {}  # venue -> keys promoted but not swapped in yet, record
         self._alerted: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # checks and deletes being answered (one task each)
 
     def lock(self, venue: str, environment: str) -> asyncio.Lock:
         return self.locks.setdefault((venue, environment), asyncio.Lock())
@@ -101,6 +102,11 @@ class RouterKeys:
             self.log.warning("candidates left over from an earlier run not removed: {}", e)
 
     async def close(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        for t in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
         if self.store is not None:
             with contextlib.suppress(Exception):
                 await self.store.close()
@@ -175,7 +181,20 @@ class RouterKeys:
     async def _on_query(self, q: Empty, env: Envelope) -> None:
         await self.bus.respond(env, KeysInUseList(venues=list(self.in_use.values())))
 
+    def _background(self, job: Awaitable[None]) -> None:
+        """A request handled in a task of its own: the subscription delivers one message at a time, and a check
+        waiting for one venue must not hold up another's (the locks are per venue and environment)."""
+        task = asyncio.ensure_future(job)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def _on_check(self, q: CredentialCheck, env: Envelope) -> None:
+        self._background(self._answer_check(q, env))
+
+    async def _on_delete(self, q: CredentialDelete, env: Envelope) -> None:
+        self._background(self._answer_delete(q, env))
+
+    async def _answer_check(self, q: CredentialCheck, env: Envelope) -> None:
         try:
             async with self.lock(q.venue, q.environment):
                 reply = await self.check(q)
@@ -186,7 +205,7 @@ class RouterKeys:
             )
         await self.bus.respond(env, reply)
 
-    async def _on_delete(self, q: CredentialDelete, env: Envelope) -> None:
+    async def _answer_delete(self, q: CredentialDelete, env: Envelope) -> None:
         try:
             async with self.lock(q.venue, q.environment):
                 reply = await self.delete(q.venue, q.environment)
