@@ -1,11 +1,11 @@
 """Venue keys sealed with AES-256-GCM: the pure part of the credential store (no I/O, no asyncio).
 
-The key: ``CREDENTIAL_ENCRYPTION_KEY``. 64 hex characters, or the base64 (standard or URL-safe, padded or
-not) of exactly 32 bytes, is a raw 256-bit key; an explicit ``hex:`` or ``base64:`` prefix says so too
-(config/key_format.py reads it). Anything else is a passphrase, stretched with Scrypt (n=2**15, r=8, p=1) and a
-random 16-byte salt made once per deployment and kept beside the records (``KdfParams``). A record carries a
-short key id (HKDF-SHA256 of the key, 8 bytes) so that a record sealed under another key is reported as a
-*wrong key*, and one whose bytes were changed as *tampered*.
+The key: ``CREDENTIAL_ENCRYPTION_KEY``. 64 hex characters (or ``hex:`` and them), or ``base64:`` and the
+base64 (standard or URL-safe, padded or not) of exactly 32 bytes, is a raw 256-bit key (config/key_format.py
+reads it). Anything else - an unprefixed base64 string too - is a passphrase, stretched with Scrypt (n=2**15,
+r=8, p=1) and a random 16-byte salt made once per deployment and kept beside the records (``KdfParams``). A
+record carries a short key id (HKDF-SHA256 of the key, 8 bytes) so that a record sealed under another key is
+reported as a *wrong key*, and one whose bytes were changed as *tampered*.
 
 The associated data binds everything the record says in clear: the venue and environment (the place it is read
 from: a record moved to another venue or environment is refused), and its metadata - version, algorithm, key id,
