@@ -11,7 +11,6 @@ import re
 KEY_SETTING = "CREDENTIAL_ENCRYPTION_KEY"
 
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
-_B64 = re.compile(r"^[A-Za-z0-9+/_-]{43}=?$")
 
 
 class KeyFormatError(ValueError):
@@ -23,8 +22,10 @@ class KeyFormatError(ValueError):
 
 
 def raw_key_of(setting: str) -> bytes | None:
-    """The 32-byte key ``setting`` spells (64 hex characters, base64 of 32 bytes, or with a ``hex:`` /
-    ``base64:`` prefix), or None when it is a passphrase. A prefixed value that does not decode is refused."""
+    """The 32-byte key ``setting`` spells (64 hex characters, ``hex:`` and 64 hex characters, or ``base64:`` and
+    the base64 of 32 bytes), or None when it is a passphrase - an unprefixed base64 string too (a passphrase
+    that happens to look like one is never taken as a raw key without its KDF). A prefixed value that does not
+    decode is refused."""
     s = setting.strip()
     if s.startswith("hex:"):
         try:
@@ -41,7 +42,7 @@ def raw_key_of(setting: str) -> bytes | None:
         return key
     if _HEX64.match(s):
         return bytes.fromhex(s)
-    return _b64_32(s) if _B64.match(s) else None
+    return None
 
 
 def _b64_32(s: str) -> bytes | None:

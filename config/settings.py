@@ -109,7 +109,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     PAPER_LATENCY_MS: int = 0
     PAPER_MARKETS: str = ""  # JSON: {"BTC_USDT": {"tickSize": "0.01", "amountStep": "0.00001", ...}}
     # -- credentials (config/credentials.py, config/credential_store.py) ----------------------------------
-    CREDENTIAL_ENCRYPTION_KEY: str = ""  # 64 hex / base64 of 32 bytes: a raw key; else a passphrase (Scrypt)
+    CREDENTIAL_ENCRYPTION_KEY: str = ""  # 64 hex, hex:/base64: + 32 bytes: a raw key; else a passphrase (Scrypt)
     CREDENTIAL_STORE: str = "kv"  # where stored keys are kept: kv (JetStream KV <PREFIX>_CREDENTIALS) or file
     CREDENTIAL_FILE: str = ""  # CREDENTIAL_STORE=file: the file (empty: DATA_DIR/credentials.json)
     VAULT_ENABLED: bool = False  # keep the keys in Vault (or OpenBao) KV v2 instead
@@ -491,8 +491,8 @@ PASSPHRASE_MIN = 16
 
 
 def encryption_key_problem(value: str) -> str | None:
-    """Why CREDENTIAL_ENCRYPTION_KEY's value is not allowed (None: empty, a raw key - 64 hex characters, the
-    base64 of 32 bytes, or with a hex: / base64: prefix - or a passphrase of at least PASSPHRASE_MIN
+    """Why CREDENTIAL_ENCRYPTION_KEY's value is not allowed (None: empty, a raw key - 64 hex characters, or
+    with a hex: / base64: prefix - or a passphrase of at least PASSPHRASE_MIN
     characters). The value itself is never part of the answer."""
     from config.key_format import KeyFormatError, raw_key_of
 
@@ -506,7 +506,7 @@ def encryption_key_problem(value: str) -> str | None:
         return e.reason
     if len(s) < PASSPHRASE_MIN:
         return (
-            "expected a key (64 hex characters, or the base64 of 32 bytes) or a passphrase of at least "
+            "expected a key (64 hex characters, or base64: and the base64 of 32 bytes) or a passphrase of at least "
             f"{PASSPHRASE_MIN} characters"
         )
     return None

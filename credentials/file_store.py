@@ -24,7 +24,7 @@ from credentials.sealing import (
     TamperedRecord,
     new_kdf_params,
 )
-from credentials.store import CredentialStore, placed, split_key
+from credentials.store import CANDIDATE, CredentialStore, guarded, placed, split_key
 
 FILE_VERSION = 1
 
@@ -99,18 +99,21 @@ class FileCredentialStore(CredentialStore):
         record = content.records.get(rk)
         return None if record is None else (placed(record, rk), content.revisions.get(rk, 0))
 
-    def _write_sync(self, rk: str, record: CredentialRecord, revision: int | None) -> None:
+    def _write_sync(self, rk: str, record: CredentialRecord, revision: int | None) -> int:
         with self._locked():
             content = self._load()
             current = content.revisions.get(rk, 0) if rk in content.records else None
-            if revision is not None and current != revision:
+            if revision is not None and (current or 0) != revision:
                 raise CredentialConflict(
                     f"the keys of {record.venue}/{record.environment} were changed by someone else meanwhile: "
                     "read the status and try again"
                 )
             content.records[rk] = record
-            content.revisions[rk] = (current or 0) + 1
+            # a new record's revision continues from the file's highest: a record deleted and stored again never
+            # has a revision it had before
+            content.revisions[rk] = max([current or 0, *content.revisions.values()]) + 1
             self._save(content)
+            return content.revisions[rk]
 
     def _remove_sync(self, rk: str) -> bool:
         with self._locked():
@@ -127,6 +130,10 @@ class FileCredentialStore(CredentialStore):
             content = self._load()
         return [placed(r, rk) for rk, r in content.records.items() if split_key(rk) is not None]
 
+    def _candidates_sync(self) -> list[str]:
+        with self._locked():
+            return [rk for rk in self._load().records if CANDIDATE in rk]
+
     def _kdf_sync(self) -> KdfParams:
         with self._locked():
             content = self._load()
@@ -135,17 +142,29 @@ class FileCredentialStore(CredentialStore):
                 self._save(content)
             return content.kdf
 
+    def where(self) -> str:
+        return f"the file {str(self.path)!r} (CREDENTIAL_FILE)"
+
+    @guarded("read a credential")
     async def _read(self, rk: str) -> tuple[CredentialRecord, int] | None:
         return await asyncio.to_thread(self._read_sync, rk)
 
-    async def _write(self, rk: str, record: CredentialRecord, revision: int | None) -> None:
-        await asyncio.to_thread(self._write_sync, rk, record, revision)
+    @guarded("store a credential")
+    async def _write(self, rk: str, record: CredentialRecord, revision: int | None) -> int:
+        return await asyncio.to_thread(self._write_sync, rk, record, revision)
 
+    @guarded("remove a credential")
     async def _remove(self, rk: str) -> bool:
         return await asyncio.to_thread(self._remove_sync, rk)
 
+    @guarded("list the credentials")
     async def _records(self) -> list[CredentialRecord]:
         return await asyncio.to_thread(self._records_sync)
 
+    @guarded("list the candidate keys")
+    async def _candidate_keys(self) -> list[str]:
+        return await asyncio.to_thread(self._candidates_sync)
+
+    @guarded("read the key derivation parameters")
     async def _kdf_params(self) -> KdfParams:
         return await asyncio.to_thread(self._kdf_sync)

@@ -1,11 +1,11 @@
 """Venue keys sealed with AES-256-GCM: the pure part of the credential store (no I/O, no asyncio).
 
-The key: ``CREDENTIAL_ENCRYPTION_KEY``. 64 hex characters, or the base64 (standard or URL-safe, padded or
-not) of exactly 32 bytes, is a raw 256-bit key; an explicit ``hex:`` or ``base64:`` prefix says so too
-(config/key_format.py reads it). Anything else is a passphrase, stretched with Scrypt (n=2**15, r=8, p=1) and a
-random 16-byte salt made once per deployment and kept beside the records (``KdfParams``). A record carries a
-short key id (HKDF-SHA256 of the key, 8 bytes) so that a record sealed under another key is reported as a
-*wrong key*, and one whose bytes were changed as *tampered*.
+The key: ``CREDENTIAL_ENCRYPTION_KEY``. 64 hex characters (or ``hex:`` and them), or ``base64:`` and the
+base64 (standard or URL-safe, padded or not) of exactly 32 bytes, is a raw 256-bit key (config/key_format.py
+reads it). Anything else - an unprefixed base64 string too - is a passphrase, stretched with Scrypt (n=2**15,
+r=8, p=1) and a random 16-byte salt made once per deployment and kept beside the records (``KdfParams``). A
+record carries a short key id (HKDF-SHA256 of the key, 8 bytes) so that a record sealed under another key is
+reported as a *wrong key*, and one whose bytes were changed as *tampered*.
 
 The associated data binds everything the record says in clear: the venue and environment (the place it is read
 from: a record moved to another venue or environment is refused), and its metadata - version, algorithm, key id,
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import os
 import re
@@ -71,6 +72,10 @@ class CredentialNotFound(CredentialError):
 
 class CredentialConflict(CredentialError):
     """Someone else changed the record between the read and the write (check-and-set failed)."""
+
+
+class StoreUnavailable(CredentialError):
+    """The store itself failed (cannot be read or written now: a file, NATS, Vault): no statement about a record."""
 
 
 class InvalidCredential(CredentialError, ValueError):
@@ -155,6 +160,9 @@ class CredentialStatus(msgspec.Struct, frozen=True, kw_only=True, rename="camel"
     rotated_at: int | None
     key_last4: str
     encrypted: bool
+    record_id: str = ""  # which record (``record_id_of``): tells the keys in use from others; never a secret
+    readable: bool | None = None  # opened with this deployment's key (None: not tried, no key)
+    error: str | None = None  # why it cannot be opened: "tampered" | "wrong key"
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -338,6 +346,15 @@ def decode_record(data: bytes, venue: str, environment: str) -> CredentialRecord
         raise TamperedRecord(f"the credential record of {venue}/{environment} is not a credential record") from None
 
 
+def record_id_of(record: CredentialRecord) -> str:
+    """Which record this is: a digest of its nonce and ciphertext (16 hex digits; a fresh nonce for every seal,
+    so every write of new keys has its own). A record without a ciphertext (Vault keeping the keys itself)
+    carries its id in ``key_id``."""
+    if not record.ciphertext:
+        return record.key_id
+    return hashlib.sha256(f"{record.nonce}.{record.ciphertext}".encode()).hexdigest()[:16]
+
+
 def status_of(record: CredentialRecord, store: str) -> CredentialStatus:
     return CredentialStatus(
         venue=record.venue,
@@ -348,4 +365,5 @@ def status_of(record: CredentialRecord, store: str) -> CredentialStatus:
         rotated_at=record.rotated_at,
         key_last4=record.key_last4,
         encrypted=True,
+        record_id=record_id_of(record),
     )

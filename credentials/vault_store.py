@@ -1,14 +1,20 @@
 """Sealed venue keys in Vault (or OpenBao) KV v2 through hvac, at ``<VAULT_SECRET_PATH>/<venue>/<environment>``.
 
-Rotate uses KV v2's ``cas``. With CREDENTIAL_ENCRYPTION_KEY the record is sealed as in the other stores; without
-it Vault's own encryption and token are the protection, and the keys are kept as Vault secrets. hvac is
-synchronous: every call runs in ``asyncio.to_thread``.
+Rotate uses KV v2's ``cas`` (``cas=0``: only if there is none). KV v2 keeps old versions of a secret: after
+every write of a record, its earlier versions are destroyed (``destroy``: their data is gone for good), so the
+keys a rotation replaced are not left readable in the secret's history. With CREDENTIAL_ENCRYPTION_KEY the
+record is sealed as in the other stores; without it Vault's own encryption and token are the protection, and
+the keys are kept as Vault secrets. hvac is synchronous: every call runs in ``asyncio.to_thread``.
+
+The mount is VAULT_SECRET_PATH's first segment (``secret/data/trading-bot``: mount ``secret``): a KV v2 engine
+mounted at a nested path (``kv/prod/...`` mounted at ``kv/prod``) is not supported.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 from typing import Any
 
 import msgspec
@@ -27,7 +33,7 @@ from credentials.sealing import (
     new_kdf_params,
     status_of,
 )
-from credentials.store import CANDIDATE, CredentialStore, placed
+from credentials.store import CANDIDATE, CredentialStore, guarded, placed, rk_parts
 
 # ------------------------------------------------------------------------------------------------------
 # Vault (or OpenBao) KV v2
@@ -51,6 +57,11 @@ class VaultCredentialStore(CredentialStore):
     def _path(self, rk: str) -> str:
         venue, environment = rk.split(".", 1)
         return "/".join(p for p in (self.base, venue, environment) if p)
+
+    def where(self) -> str:
+        from config.settings import hide_credentials
+
+        return f"Vault at {hide_credentials(self.endpoint)}, {'/'.join(p for p in (self.mount, self.base) if p)}"
 
     def _kdf_path(self) -> str:
         return "/".join(p for p in (self.base, "kdf-params") if p)
@@ -112,6 +123,7 @@ class VaultCredentialStore(CredentialStore):
             venue, environment = rk.split(".", 1)
             raise TamperedRecord(f"the Vault secret of {venue}/{environment} is not a credential record") from None
 
+    @guarded("read a credential")
     async def _read(self, rk: str) -> tuple[CredentialRecord, int] | None:
         found = await self._read_data(self._path(rk))
         if found is None:
@@ -123,7 +135,7 @@ class VaultCredentialStore(CredentialStore):
 
     @staticmethod
     def _plain_record(data: dict[str, Any], rk: str) -> CredentialRecord:
-        venue, environment = rk.removesuffix(CANDIDATE).split(".", 1)
+        venue, environment = rk_parts(rk)
         return CredentialRecord(
             version=1,
             venue=venue,
@@ -131,23 +143,24 @@ class VaultCredentialStore(CredentialStore):
             algorithm="vault",
             nonce="",
             ciphertext="",
-            key_id="",
+            key_id=str(data.get("recordId") or ""),  # (no key: the record's id, see record_id_of)
             stored_at=int(data.get("storedAt") or 0),
             rotated_at=data.get("rotatedAt"),
             key_last4=str(data.get("keyLast4") or ""),
             source=str(data.get("source") or "api"),
         )
 
-    async def _write(self, rk: str, record: CredentialRecord, revision: int | None) -> None:
-        await self._write_data(rk, msgspec.to_builtins(record), revision)
+    @guarded("store a credential")
+    async def _write(self, rk: str, record: CredentialRecord, revision: int | None) -> int:
+        return await self._write_data(rk, msgspec.to_builtins(record), revision)
 
-    async def _write_data(self, rk: str, data: dict[str, Any], revision: int | None) -> None:
+    async def _write_data(self, rk: str, data: dict[str, Any], revision: int | None) -> int:
         import hvac.exceptions
 
         kv2 = self._client.secrets.kv.v2
-        venue, environment = rk.split(".", 1)
+        venue, environment = rk_parts(rk)
         try:
-            await self._call(
+            r = await self._call(
                 "store a credential",
                 kv2.create_or_update_secret,
                 path=self._path(rk),
@@ -164,6 +177,16 @@ class VaultCredentialStore(CredentialStore):
                     "and try again"
                 ) from None
             raise CredentialError(f"Vault refused to store the keys of {venue}/{environment}") from None
+        version = int(r["data"]["version"])
+        if version > 1 and CANDIDATE not in rk:  # the keys this write replaced: not kept in the history
+            await self._call(
+                "destroy the replaced versions of a credential",
+                kv2.destroy_secret_versions,
+                path=self._path(rk),
+                versions=list(range(1, version)),
+                mount_point=self.mount,
+            )
+        return version
 
     # Vault without CREDENTIAL_ENCRYPTION_KEY: Vault's own encryption keeps the keys.
     plain_ok = True
@@ -181,11 +204,21 @@ class VaultCredentialStore(CredentialStore):
     ) -> tuple[CredentialStatus, int]:
         if self.can_encrypt:
             return await super()._write_keys(rk, venue, environment, keys, stored_at, rotated_at, source, revision)
-        status = self._plain_status(venue, environment, keys, source, stored_at, rotated_at)
-        await self._write_data(rk, self._plain_data(keys, status), revision)
-        found = await self._read_data(self._path(rk))
-        return status, 0 if found is None else found[1]
+        record_id = secrets.token_hex(8)
+        status = self._plain_status(venue, environment, keys, source, stored_at, rotated_at, record_id)
+        return status, await self._write_data(rk, self._plain_data(keys, status), revision)
 
+    async def _promote_write(self, ck: str, rk: str, record: CredentialRecord, revision: int) -> None:
+        if record.ciphertext:
+            await self._write(rk, record, revision)
+            return
+        found = await self._read_data(self._path(ck))  # kept by Vault alone: the candidate's secret, as it is
+        if found is None:
+            venue, environment = rk_parts(rk)
+            raise CredentialError(f"the candidate keys of {venue}/{environment} were removed meanwhile")
+        await self._write_data(rk, found[0], revision)
+
+    @guarded("read a credential")
     async def _get_at(self, rk: str, venue: str, environment: str) -> tuple[VenueKeys, CredentialRecord, int] | None:
         found = await self._read_data(self._path(rk))
         if found is None:
@@ -202,7 +235,13 @@ class VaultCredentialStore(CredentialStore):
 
     @staticmethod
     def _plain_status(
-        venue: str, environment: str, keys: VenueKeys, source: str, stored_at: int, rotated_at: int | None
+        venue: str,
+        environment: str,
+        keys: VenueKeys,
+        source: str,
+        stored_at: int,
+        rotated_at: int | None,
+        record_id: str,
     ) -> CredentialStatus:
         return CredentialStatus(
             venue=venue,
@@ -213,6 +252,7 @@ class VaultCredentialStore(CredentialStore):
             rotated_at=rotated_at,
             key_last4=keys.last4,
             encrypted=False,
+            record_id=record_id,
         )
 
     @staticmethod
@@ -225,8 +265,10 @@ class VaultCredentialStore(CredentialStore):
             "rotatedAt": status.rotated_at,
             "keyLast4": status.key_last4,
             "source": status.source,
+            "recordId": status.record_id,
         }
 
+    @guarded("list the credentials")
     async def status(self) -> list[CredentialStatus]:
         out = []
         for rk in await self._keys():
@@ -236,7 +278,8 @@ class VaultCredentialStore(CredentialStore):
             data = found[0]
             venue, environment = rk.split(".", 1)
             if "ciphertext" in data:
-                out.append(status_of(self._record_of(data, rk), self.name))
+                record = self._record_of(data, rk)
+                out.append(await self._verified(record, status_of(record, self.name)))
             else:
                 r = self._plain_record(data, rk)
                 out.append(
@@ -249,6 +292,7 @@ class VaultCredentialStore(CredentialStore):
                         rotated_at=r.rotated_at,
                         key_last4=r.key_last4,
                         encrypted=False,
+                        record_id=r.key_id,
                     )
                 )
         return sorted(out, key=lambda s: (s.venue, ENVIRONMENTS.index(s.environment)))
@@ -264,17 +308,23 @@ class VaultCredentialStore(CredentialStore):
             return []
         return list(r["data"]["keys"])
 
-    async def _keys(self) -> list[str]:
+    async def _keys(self, candidates: bool = False) -> list[str]:
+        """The record keys (``<venue>.<environment>``) kept, or (``candidates``) the candidates' keys."""
         out = []
         for venue_dir in await self._list(self.base):
             venue = venue_dir.rstrip("/")
             if not venue_dir.endswith("/") or not VENUE_RE.match(venue):
                 continue
-            for environment in await self._list("/".join(p for p in (self.base, venue) if p)):
-                if environment in ENVIRONMENTS:
-                    out.append(f"{venue}.{environment}")
+            for name in await self._list("/".join(p for p in (self.base, venue) if p)):
+                if (CANDIDATE in name) if candidates else (name in ENVIRONMENTS):
+                    out.append(f"{venue}.{name}")
         return out
 
+    @guarded("list the candidate keys")
+    async def _candidate_keys(self) -> list[str]:
+        return await self._keys(candidates=True)
+
+    @guarded("remove a credential")
     async def _remove(self, rk: str) -> bool:
         if await self._read_data(self._path(rk)) is None:
             return False
@@ -289,6 +339,7 @@ class VaultCredentialStore(CredentialStore):
     async def _records(self) -> list[CredentialRecord]:  # status() is overridden: plain secrets too
         raise NotImplementedError
 
+    @guarded("read the key derivation parameters")
     async def _kdf_params(self) -> KdfParams:
         import hvac.exceptions
 

@@ -69,8 +69,14 @@ async def store_of(app: web.Application) -> CredentialStore:
     if not held:
         s = app[SETTINGS]
         bus = app[BUS]
-        kv = None if s.VAULT_ENABLED or s.CREDENTIAL_STORE != "kv" else await bus.kv(bus.subjects.kv_credentials)
-        held.append(credential_store(s, kv))
+        try:
+            kv = None if s.VAULT_ENABLED or s.CREDENTIAL_STORE != "kv" else await bus.kv(bus.subjects.kv_credentials)
+            held.append(credential_store(s, kv))
+        except Exception as e:
+            raise ApiError(
+                503, "Credential store unavailable", f"the credential store cannot be opened ({type(e).__name__})",
+                code="CREDENTIAL_STORE_ERROR",
+            ) from None  # fmt: skip
     return held[0]
 
 
@@ -147,11 +153,13 @@ def _last4(api_key: str) -> str:
 async def _entries(request: web.Request, store: CredentialStore) -> list[CredentialEntry]:
     in_use = await _in_use(request)
 
-    def used(venue: str, environment: str, source: str) -> bool | None:
+    def used(venue: str, environment: str, source: str, record_id: str = "") -> bool | None:
         if in_use is None:
             return None
         k = in_use.get(venue)
-        return k is not None and k.environment == environment and k.source == source
+        if k is None or (k.environment, k.source) != (environment, source):
+            return False
+        return source != "store" or k.record_id == record_id  # that very record, not older or newer keys
 
     try:
         stored = await store.status()
@@ -161,7 +169,7 @@ async def _entries(request: web.Request, store: CredentialStore) -> list[Credent
         CredentialEntry(
             exchange=c.venue, environment=c.environment, store=c.store, source=c.source, stored_at=c.stored_at,
             rotated_at=c.rotated_at, key_last4=c.key_last4, encrypted=c.encrypted,
-            in_use=used(c.venue, c.environment, "store"),
+            in_use=used(c.venue, c.environment, "store", c.record_id), readable=c.readable, error=c.error,
         )
         for c in stored
     ]  # fmt: skip
@@ -182,37 +190,30 @@ async def _adopt(
 ) -> web.Response:
     store = await store_of(request.app)
     try:
-        _, revision = await store.put_candidate(venue, environment, keys, rotation=rotation)
+        mine, cid, revision = await store.put_candidate(venue, environment, keys, rotation=rotation)
     except CredentialError as e:
         raise _store_problem(e) from None
     bus = request.app[BUS]
-    q = CredentialCheck(venue=venue, environment=environment, revision=revision, rotation=rotation)
+    q = CredentialCheck(venue=venue, environment=environment, revision=revision, rotation=rotation, candidate=cid)
     try:
         reply = await ask(
             request, bus.subjects.credentials_check, q, CredentialCheckReply, ROUTER, timeout=CHECK_TIMEOUT_S
         )
     except ApiError:
         with contextlib.suppress(CredentialError):
-            await store.drop_candidate(venue, environment)  # nothing kept that was not checked
+            await store.drop_candidate(venue, environment, cid)  # nothing kept that was not checked
         raise
     assert isinstance(reply, CredentialCheckReply)
     if not reply.ok:
         raise _refusal(reply.code, reply.detail)
-    entry = next(
-        (
-            e
-            for e in await _entries(request, store)
-            if (e.exchange, e.environment, e.source) == (venue, environment, "api")
-        ),
-        None,
-    )
-    if entry is None:  # deleted meanwhile
-        raise ApiError(
-            409, "Conflict", f"the keys of {venue}/{environment} were removed meanwhile", code="CREDENTIAL_CONFLICT"
-        )
+    # the answer is about THIS request's keys (another request for the venue may have come in at the same time)
+    in_use = await _in_use(request)
+    k = None if in_use is None else in_use.get(venue)
     answer = StoredCredentials(
-        **{f: getattr(entry, f) for f in CredentialEntry.__struct_fields__}, swapped=reply.swapped,
-        check=reply.check, detail=reply.detail,
+        exchange=venue, environment=environment, store=mine.store, source=mine.source, stored_at=mine.stored_at,
+        rotated_at=mine.rotated_at, key_last4=mine.key_last4, encrypted=mine.encrypted,
+        in_use=None if in_use is None else k is not None and k.source == "store" and k.record_id == mine.record_id,
+        readable=True, swapped=reply.swapped, check=reply.check, detail=reply.detail,
     )  # fmt: skip
     return json_response(answer, status=status)
 

@@ -684,6 +684,7 @@ class CredentialCheck(Msg):
     environment: str  # testnet | live
     revision: int
     rotation: bool = False
+    candidate: str = ""  # the candidate's own id (``<venue>.<environment>.candidate.<id>``): this request's keys
 
 
 class CredentialCheckReply(Msg):
@@ -715,6 +716,7 @@ class KeysInUse(Msg):
     environment: str  # testnet | live (its sandbox)
     source: str  # store | env | none
     key_last4: str = ""
+    record_id: str = ""  # source store: which stored record (its recordId) the client signs with
 
 
 class KeysInUseList(Msg):

@@ -39,6 +39,8 @@ class CredentialEntry(msgspec.Struct, kw_only=True, rename="camel"):
     key_last4: str = ""
     encrypted: bool = False
     in_use: bool | None = None  # the venue trades on these keys now (null: the order-router did not answer)
+    readable: bool | None = None  # opened with this deployment's key (null: not tried: no key, or env keys)
+    error: str | None = None  # why it cannot be opened: "tampered" | "wrong key"
 
 
 class StoredCredentials(CredentialEntry, kw_only=True):

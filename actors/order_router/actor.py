@@ -35,7 +35,7 @@ from actors.order_router.keys import RouterKeys
 from actors.order_router.routing import Router
 from actors.order_router.session import NotTaken, VenueSession
 from actors.order_router.store import OrderStore
-from actors.venues.base import Venue, VenueOrder, VenueStartError
+from actors.venues.base import KeysUnavailable, Venue, VenueOrder, VenueStartError
 from actors.venues.factory import make_venues
 from bus.client import Bus, Envelope
 from bus.errors import Transient
@@ -184,6 +184,7 @@ class OrderRouter(Actor):
         every = self.settings.RECONCILE_INTERVAL_MS / 1000
         self.spawn(self.every(every, lambda: self._each(lambda session: session.reconcile()), "reconcile"), "reconcile")
         self.spawn(self.every(CLOCK_EVERY_S, self.emulator.on_clock, "expiry and timeouts"), "clock")
+        self.spawn(self.every(every, self.keys.retry_swaps, "key swaps"), "key swaps")
 
     async def _start_venues(self) -> None:
         """Every venue at once. One venue: it must start. Several: one that does not answer at start is down (the
@@ -194,7 +195,10 @@ class OrderRouter(Actor):
         for session, r in zip(sessions, results, strict=True):
             if r is None:
                 continue
-            if len(sessions) == 1 or not (isinstance(r, VenueStartError) and r.retryable):
+            # keys not known (the credential store cannot be read): down and tried again, even alone - never
+            # started on possibly stale keys, and never a failed start of the whole router
+            down = isinstance(r, KeysUnavailable) or (len(sessions) > 1 and isinstance(r, VenueStartError))
+            if not (down and r.retryable):  # type: ignore[union-attr]
                 raise r  # type: ignore[misc]
             await session.down_at_start(str(r))
 

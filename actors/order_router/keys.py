@@ -2,36 +2,52 @@
 
 At start, a live venue uses the keys stored for it (``credentials/``: venue + environment, the environment being
 testnet when its sandbox is on, else live) when there are some, else those of the environment variables as
-before (NAME_API_KEY / EXCHANGE_API_KEY / ...): **the store wins**. ``tbx.query.credentials`` tells where each
-venue's keys in use come from (``store``, ``env`` or ``none``) and their last 4 characters, never more.
+before (NAME_API_KEY / EXCHANGE_API_KEY / ...): **the store wins**. When the store cannot be read at all (a file
+that cannot be opened, NATS or Vault not answering) the venue **fails closed**: it does not start on the
+environment's keys (they may be the stale ones the store replaced); it is down (a critical
+CREDENTIAL_STORE_UNAVAILABLE alert and VENUE_DOWN), the others trade, and its start is tried again with a
+back-off, like a venue that does not answer at start. ``tbx.query.credentials`` tells where each venue's keys in
+use come from (``store``, ``env`` or ``none``), the id of the stored record they are (``recordId``) and their
+last 4 characters, never more.
 
 New keys reach the router by name only (keys never travel on the bus): the gateway seals them as a *candidate*
-in the store and asks ``tbx.cmd.credentials.check`` with the candidate's revision. The router reads it, checks
-it against the venue with a temporary ccxt client (that venue's URL override and pairs; the sandbox of the
-environment; also for a venue it does not trade on, e.g. keys prepared in paper mode), and when the venue takes
-the keys it **promotes** the candidate (the router is the one writer of the records in use; the gateway writes
-candidates only) and, for a venue trading on that environment, swaps the keys in without a stop
-(``CcxtVenue.swap_keys``: calls in flight end on the old client, new ones go through the new one). Refused keys
-are dropped with the candidate, nothing kept. ``tbx.cmd.credentials.delete`` removes stored keys, except those a
-venue is trading on (refused: rotate them instead, or stop using the venue first).
+of its own (``<venue>.<environment>.candidate.<id>``) and asks ``tbx.cmd.credentials.check`` with its id and
+revision. The router reads it, checks it against the venue with a temporary ccxt client (that venue's URL
+override and pairs, CHECK_SHARE of its request budget; the sandbox of the environment; also for a venue it does
+not trade on, e.g. keys prepared in paper mode), and when the venue takes the keys it **promotes** the candidate
+(check-and-set: the router is the one writer of the records in use; the gateway writes candidates only) and, for
+a venue trading on that environment, swaps the keys in without a stop (``CcxtVenue.swap_keys``). A swap that
+fails after the check passed leaves the venue on its current keys - the answer and the status say so (inUse
+false) - and is tried again at every reconcile until it succeeds. Refused keys are dropped with the candidate,
+nothing kept. ``tbx.cmd.credentials.delete`` removes stored keys, except those a venue is trading on (refused:
+rotate them instead, or stop using the venue first). Checks, promotions and deletes hold a lock per venue and
+environment: a slow check at one venue never holds up another.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from actors.order_router.session import VenueSession
-from actors.venues.base import VenueStartError
+from actors.venues.base import KeysUnavailable, VenueStartError
 from actors.venues.ccxt_venue import CcxtVenue
 from actors.venues.factory import make_ccxt_venue_of
 from bus.client import Bus, Envelope
 from config.settings import Settings
-from config.venues import credential_venue_config, environment_of, venue_configs
-from credentials.sealing import LAST4_MIN_LENGTH, CredentialConflict, CredentialError, CredentialNotFound, VenueKeys
-from credentials.store import CredentialStore, credential_store
+from config.venues import VenueConfig, credential_venue_config, environment_of, venue_configs
+from credentials.sealing import (
+    LAST4_MIN_LENGTH,
+    CredentialConflict,
+    CredentialError,
+    CredentialNotFound,
+    StoreUnavailable,
+    VenueKeys,
+)
+from credentials.store import CredentialStore, StoredKeys, credential_store
 from schemas.messages import (
     CredentialCheck,
     CredentialCheckReply,
@@ -40,7 +56,6 @@ from schemas.messages import (
     Empty,
     KeysInUse,
     KeysInUseList,
-    VenueCheck,
 )
 
 if TYPE_CHECKING:
@@ -60,9 +75,15 @@ class RouterKeys:
         self.sessions = sessions
         self.log = log
         self.store: CredentialStore | None = None
+        self.store_error: str | None = None  # why the store could not be opened (the venues fail closed)
         self.in_use: dict[str, KeysInUse] = {}
-        self.lock = asyncio.Lock()  # one check, promotion or delete at a time
-        self._last_check: VenueCheck | None = None
+        self.locks: dict[tuple[str, str], asyncio.Lock] = {}  # one check, promotion or delete per venue/environment
+        self.pending: dict[str, tuple[VenueKeys, str]] = {}  # venue -> keys promoted but not swapped in yet, record
+        self._alerted: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # checks and deletes being answered (one task each)
+
+    def lock(self, venue: str, environment: str) -> asyncio.Lock:
+        return self.locks.setdefault((venue, environment), asyncio.Lock())
 
     async def open(self) -> None:
         s = self.settings
@@ -71,38 +92,79 @@ class RouterKeys:
             if not s.VAULT_ENABLED and s.CREDENTIAL_STORE == "kv":
                 kv = await self.bus.kv(self.bus.subjects.kv_credentials)
             self.store = credential_store(s, kv)
-        except Exception as e:  # the environment's keys still work
-            self.log.error("the credential store cannot be opened ({}): keys come from the environment", e)
+        except Exception as e:  # the live venues fail closed (not started on the environment's keys)
+            self.store_error = f"the credential store cannot be opened ({type(e).__name__})"
+            self.log.error("{}: live venues are not started until it can be read", self.store_error)
+            return
+        try:
+            await self.store.drop_stale_candidates()
+        except CredentialError as e:
+            self.log.warning("candidates left over from an earlier run not removed: {}", e)
 
     async def close(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        for t in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
         if self.store is not None:
             with contextlib.suppress(Exception):
                 await self.store.close()
 
     async def before_start(self) -> None:
-        """Each live venue's keys: the store's for its environment when there are some, else the environment's."""
+        """Each live venue's keys are read as it starts (and again at each try of a venue down at start): the
+        store's for its environment when there are some, else the environment's."""
         configs = {cfg.name: cfg for cfg in venue_configs(self.settings)}
         for name, session in self.sessions.items():
-            venue, cfg = session.venue, configs.get(name)
-            if not isinstance(venue, CcxtVenue) or cfg is None:
+            cfg = configs.get(name)
+            if not isinstance(session.venue, CcxtVenue) or cfg is None:
                 continue
             environment = environment_of(cfg)
-            keys = await self._stored(name, environment)
-            if keys is not None:
-                await venue.set_keys(keys.api_key, keys.api_secret, keys.password)
-                self.in_use[name] = KeysInUse(venue=name, environment=environment, source="store", key_last4=keys.last4)
-                self.log.info("venue {} uses the keys stored for {} (…{})", name, environment, keys.last4 or "")
-            else:
-                source = "env" if cfg.api_key or cfg.api_secret else "none"
-                self.in_use[name] = KeysInUse(
-                    venue=name, environment=environment, source=source, key_last4=last4(cfg.api_key)
-                )
+            self.in_use[name] = KeysInUse(venue=name, environment=environment, source="none")
+            session.prepare = self._preparer(session, cfg)
 
-    async def _stored(self, venue: str, environment: str) -> VenueKeys | None:
-        if self.store is None:
-            return None
+    def _preparer(self, session: VenueSession, cfg: VenueConfig) -> Callable[[], Awaitable[None]]:
+        async def prepare() -> None:
+            await self._prepare(session, cfg)
+
+        return prepare
+
+    async def _prepare(self, session: VenueSession, cfg: VenueConfig) -> None:
+        name, venue, environment = session.name, session.venue, environment_of(cfg)
+        assert isinstance(venue, CcxtVenue)
         try:
-            return await self.store.get(venue, environment)
+            stored = await self._stored(name, environment)
+        except StoreUnavailable as e:
+            why = (
+                f"{e}; {name} is not started on the environment's keys (they may be the ones the store replaced): "
+                "it is tried again"
+            )
+            if name not in self._alerted:
+                self._alerted.add(name)
+                await session.alert("critical", "CREDENTIAL_STORE_UNAVAILABLE", why)
+            raise KeysUnavailable(why) from None
+        if stored is not None:
+            await venue.set_keys(stored.keys.api_key, stored.keys.api_secret, stored.keys.password)
+            self.in_use[name] = KeysInUse(
+                venue=name, environment=environment, source="store", key_last4=stored.keys.last4,
+                record_id=stored.record_id,
+            )  # fmt: skip
+            self.log.info("venue {} uses the keys stored for {} (…{})", name, environment, stored.keys.last4 or "")
+        else:
+            source = "env" if cfg.api_key or cfg.api_secret else "none"
+            self.in_use[name] = KeysInUse(
+                venue=name, environment=environment, source=source, key_last4=last4(cfg.api_key)
+            )
+
+    async def _stored(self, venue: str, environment: str) -> StoredKeys | None:
+        """The stored keys of ``venue`` / ``environment``, or None (none, or a record that cannot be opened: the
+        environment's are used). StoreUnavailable when the store itself cannot be read."""
+        if self.store is None:
+            raise StoreUnavailable(self.store_error or "no credential store")
+        try:
+            return await self.store.read(venue, environment)
+        except StoreUnavailable:
+            raise
         except CredentialError as e:
             self.log.error(
                 "the stored keys of {}/{} cannot be read ({}): the environment's are used", venue, environment, e
@@ -119,14 +181,39 @@ class RouterKeys:
     async def _on_query(self, q: Empty, env: Envelope) -> None:
         await self.bus.respond(env, KeysInUseList(venues=list(self.in_use.values())))
 
+    def _background(self, job: Awaitable[None]) -> None:
+        """A request handled in a task of its own: the subscription delivers one message at a time, and a check
+        waiting for one venue must not hold up another's (the locks are per venue and environment)."""
+        task = asyncio.ensure_future(job)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def _on_check(self, q: CredentialCheck, env: Envelope) -> None:
-        async with self.lock:
-            reply = await self.check(q)
-        await self.bus.respond(env, reply)
+        self._background(self._answer_check(q, env))
 
     async def _on_delete(self, q: CredentialDelete, env: Envelope) -> None:
-        async with self.lock:
-            reply = await self.delete(q.venue, q.environment)
+        self._background(self._answer_delete(q, env))
+
+    async def _answer_check(self, q: CredentialCheck, env: Envelope) -> None:
+        try:
+            async with self.lock(q.venue, q.environment):
+                reply = await self.check(q)
+        except Exception as e:  # an answer in every case: the gateway never waits for nothing
+            self.log.error("credential check of {}/{} failed: {}", q.venue, q.environment, type(e).__name__)
+            reply = CredentialCheckReply(
+                ok=False, code="CREDENTIAL_STORE_ERROR", detail=f"check failed ({type(e).__name__})"
+            )
+        await self.bus.respond(env, reply)
+
+    async def _answer_delete(self, q: CredentialDelete, env: Envelope) -> None:
+        try:
+            async with self.lock(q.venue, q.environment):
+                reply = await self.delete(q.venue, q.environment)
+        except Exception as e:
+            self.log.error("credential delete of {}/{} failed: {}", q.venue, q.environment, type(e).__name__)
+            reply = CredentialDeleteReply(
+                deleted=False, code="CREDENTIAL_STORE_ERROR", detail=f"delete failed ({type(e).__name__})"
+            )
         await self.bus.respond(env, reply)
 
     # -- check and adopt ---------------------------------------------------------------------------------
@@ -143,36 +230,37 @@ class RouterKeys:
         if self.store is None:
             return CredentialCheckReply(ok=False, code="CREDENTIAL_STORE_UNAVAILABLE", detail="no credential store")
         try:
-            keys, _ = await self.store.get_candidate(q.venue, q.environment, q.revision)
+            keys, _ = await self.store.get_candidate(q.venue, q.environment, q.candidate, q.revision)
         except (CredentialNotFound, CredentialConflict) as e:
             return CredentialCheckReply(ok=False, code="CREDENTIAL_CONFLICT", detail=str(e))
         except CredentialError as e:
             return CredentialCheckReply(ok=False, code="CREDENTIAL_STORE_ERROR", detail=str(e))
         session = self._trading(q.venue, q.environment)
-        refused = await self._check_at_venue(q, keys, session)
-        if refused is not None:
+        verdict = await self._check_at_venue(q, keys, session)
+        if not verdict.ok:
             with contextlib.suppress(CredentialError):
-                await self.store.drop_candidate(q.venue, q.environment)
-            return refused
+                await self.store.drop_candidate(q.venue, q.environment, q.candidate)
+            return verdict
         try:
-            await self.store.promote(q.venue, q.environment, q.revision)
+            promoted = await self.store.promote(q.venue, q.environment, q.candidate, q.revision)
         except (CredentialNotFound, CredentialConflict) as e:
             return CredentialCheckReply(ok=False, code="CREDENTIAL_CONFLICT", detail=str(e))
         except CredentialError as e:
             return CredentialCheckReply(ok=False, code="CREDENTIAL_STORE_ERROR", detail=str(e))
         swapped, detail = False, None
         if session is not None:
-            swapped, detail = await self._swap(session, keys, where)
-        return CredentialCheckReply(ok=True, swapped=swapped, detail=detail, check=self._last_check)
+            swapped, detail = await self._swap(session, keys, promoted.record_id, where)
+        return CredentialCheckReply(ok=True, swapped=swapped, detail=detail, check=verdict.check)
 
     async def _check_at_venue(
         self, q: CredentialCheck, keys: VenueKeys, session: VenueSession | None
-    ) -> CredentialCheckReply | None:
-        """None when the venue took the keys; else the reply (refused, unreachable, not a venue)."""
-        self._last_check = None
+    ) -> CredentialCheckReply:
+        """ok with the venue's check when it took the keys; else the reply (refused, unreachable, not a venue)."""
         try:
             if session is not None:
-                temp = session.venue.with_keys(keys.api_key, keys.api_secret, keys.password)  # type: ignore[union-attr]
+                temp = session.venue.with_keys(  # type: ignore[union-attr]
+                    keys.api_key, keys.api_secret, keys.password, share=CHECK_SHARE
+                )
             else:
                 cfg = credential_venue_config(self.settings, q.venue, q.environment)
                 cfg = replace(cfg, api_key=keys.api_key, api_secret=keys.api_secret, password=keys.password)
@@ -186,9 +274,8 @@ class RouterKeys:
         finally:
             with contextlib.suppress(Exception):
                 await temp.stop()
-        self._last_check = check
         if check.keys_accepted:
-            return None
+            return CredentialCheckReply(ok=True, check=check)
         if check.keys_accepted is False:
             self.log.warning("keys for {}/{} refused by the venue: not kept", q.venue, q.environment)
             return CredentialCheckReply(
@@ -200,21 +287,44 @@ class RouterKeys:
             detail=f"the keys could not be checked at {q.venue} ({check.error}): nothing was stored",
         )  # fmt: skip
 
-    async def _swap(self, session: VenueSession, keys: VenueKeys, where: str) -> tuple[bool, str | None]:
+    async def _swap(
+        self, session: VenueSession, keys: VenueKeys, record_id: str, where: str
+    ) -> tuple[bool, str | None]:
+        """The venue trades on ``keys`` (record ``record_id``) from now on; when it cannot yet (the new client
+        could not read the markets, say), it stays on its current keys and the swap is tried again at every
+        reconcile (``retry_swaps``) - the status shows the keys actually in use meanwhile."""
         venue = session.venue
         assert isinstance(venue, CcxtVenue)
+        self.pending[session.name] = (keys, record_id)
         try:
             if session.started:
                 await venue.swap_keys(keys.api_key, keys.api_secret, keys.password)
             else:
                 await venue.set_keys(keys.api_key, keys.api_secret, keys.password)
         except Exception as e:
-            self.log.error("the new keys of {} are stored but not in use yet: {}", where, venue.describe(e))
-            return False, f"stored; {session.name} keeps its current keys until a restart ({venue.describe(e)})"
+            self.log.error(
+                "the new keys of {} are stored but not in use yet ({}): tried again at each reconcile",
+                where, venue.describe(e),
+            )  # fmt: skip
+            return False, f"stored; {session.name} keeps its current keys until the swap succeeds ({venue.describe(e)})"
+        self.pending.pop(session.name, None)
         used = self.in_use[session.name]
-        self.in_use[session.name] = replace_in_use(used, keys)
+        self.in_use[session.name] = replace_in_use(used, keys, record_id)
         self.log.warning("venue {} trades on the new keys of {} now (…{})", session.name, where, keys.last4 or "")
         return True, None
+
+    async def retry_swaps(self) -> None:
+        """Keys promoted whose swap failed: tried again (the reconcile's interval)."""
+        for name in list(self.pending):
+            session = self.sessions.get(name)
+            used = self.in_use.get(name)
+            if session is None or used is None or name not in self.pending:
+                continue
+            async with self.lock(name, used.environment):
+                if name not in self.pending:  # a newer rotation's swap came first
+                    continue
+                keys, record_id = self.pending[name]
+                await self._swap(session, keys, record_id, f"{name}/{used.environment}")
 
     async def delete(self, venue: str, environment: str) -> CredentialDeleteReply:
         if self.store is None:
@@ -227,8 +337,6 @@ class RouterKeys:
                 f"/api/credentials/{venue}/rotate), or take {venue} out of EXCHANGES and restart first",
             )  # fmt: skip
         try:
-            with contextlib.suppress(CredentialError):
-                await self.store.drop_candidate(venue, environment)
             gone = await self.store.delete(venue, environment)
         except CredentialError as e:
             return CredentialDeleteReply(deleted=False, code="CREDENTIAL_STORE_ERROR", detail=str(e))
@@ -239,5 +347,7 @@ class RouterKeys:
         return CredentialDeleteReply(deleted=True)
 
 
-def replace_in_use(used: KeysInUse, keys: VenueKeys) -> KeysInUse:
-    return KeysInUse(venue=used.venue, environment=used.environment, source="store", key_last4=keys.last4)
+def replace_in_use(used: KeysInUse, keys: VenueKeys, record_id: str) -> KeysInUse:
+    return KeysInUse(
+        venue=used.venue, environment=used.environment, source="store", key_last4=keys.last4, record_id=record_id
+    )

@@ -120,6 +120,8 @@ class VenueSession:
         self.started = False  # several venues: one that could not start is down, its start tried again (back-off)
         self.start_retry_at = 0.0
         self.start_backoff_s = 0.0
+        # run before every start (and every try again): the venue's keys (actors/order_router/keys.py)
+        self.prepare: Callable[[], Awaitable[None]] | None = None
 
     def connect(self, emulator: Emulator, route: Route, reroute: Reroute | None = None) -> None:
         """The emulator (brackets and exits follow the venue's answers), the router's routing and fallback."""
@@ -149,6 +151,8 @@ class VenueSession:
         live = (self.store.orders[oid] for oid in self.store.live)
         self.venue.track([*(o.client_order_id for o in live), *(o.client_order_id for o in given_up)])
         self.started_at = now_ms()
+        if self.prepare is not None:
+            await self.prepare()
         await self.venue.start()
         self.rules = {m.pair: m for m in await self.venue.markets()}
         self.started = True

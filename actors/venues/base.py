@@ -45,6 +45,14 @@ class VenueStartError(Exception):
         self.retryable = retryable
 
 
+class KeysUnavailable(VenueStartError):
+    """The venue's keys cannot be known now (the credential store cannot be read): it is not started - on no
+    keys rather than on possibly stale ones - and is tried again, however many venues there are."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=True)
+
+
 @dataclass(frozen=True, slots=True)
 class VenueOrderRequest:
     client_order_id: str

@@ -131,13 +131,14 @@ class CcxtVenue:
         self.closed = False
         self.calls = 0  # calls in flight: stop waits for them (a ccxt call in flight may reopen a closed session)
         self.idle = asyncio.Event()
-        self._retired: list[asyncio.Task[None]] = []  # old clients of a key swap, closed once idle
         self.stream_wanted = stream == "auto" and not api_url
         self._settings = {
             "pairs": self.pairs, "sandbox": sandbox, "api_url": api_url, "timeout_ms": timeout_ms, "poll_ms": poll_ms,
             "stream": stream, "ccxt_config": dict(ccxt_config or {}), "rate_share": rate_share, "name": self.name,
         }  # fmt: skip
-        self._calls_on: dict[int, int] = {}  # calls in flight per ccxt client (a key swap closes the old one after)
+        # calls in flight per ccxt client, by id(client), queued in its rate limiter included: a key swap waits for
+        # the old client's before it answers, then closes it
+        self._calls_on: dict[int, int] = {}
         self.room_waiters = 0  # calls waiting for room before they go to ccxt's limiter
         self.ex: Any = self._new_exchange(api_key, secret, password)
 
@@ -188,38 +189,45 @@ class CcxtVenue:
             ex.urls["api"] = rewrite_api_urls(ex.urls["api"], p["api_url"])
         return ex
 
-    def with_keys(self, api_key: str, secret: str, password: str = "") -> CcxtVenue:
-        """A new venue like this one (same id, pairs, URL, sandbox, settings) with other keys: not started."""
+    def with_keys(self, api_key: str, secret: str, password: str = "", *, share: float | None = None) -> CcxtVenue:
+        """A new venue like this one (same id, pairs, URL, sandbox, settings) with other keys: not started;
+        ``share``: the part of the venue's per-IP request budget it may spend (as ``rate_share``; a check's
+        temporary client), else this one's."""
         p = dict(self._settings)
+        if share is not None:
+            p["rate_share"] = share
         return CcxtVenue(self.exchange_id, api_key=api_key, secret=secret, password=password, **p)
+
+    def _hide(self, *secrets: str) -> None:
+        """``secrets`` join those an error description hides - before any call is made with them."""
+        self.secrets = tuple(dict.fromkeys((*self.secrets, *(s for s in secrets if s))))
 
     async def set_keys(self, api_key: str, secret: str, password: str = "") -> None:
         """Other keys before the venue starts (the store's instead of the environment's)."""
+        self._hide(api_key, secret, password)
         old, self.ex = self.ex, self._new_exchange(api_key, secret, password)
-        self.secrets = tuple(dict.fromkeys((*self.secrets, *(s for s in (api_key, secret, password) if s))))
         with contextlib.suppress(Exception):
             await old.close()
 
     async def swap_keys(self, api_key: str, secret: str, password: str = "") -> None:
         """Use other keys from now on, without a stop: a new ccxt client with them reads the markets, then every
-        new call goes through it; calls in flight on the old client end there (their requests were signed with
-        the old keys, which the venue still takes), and the old client is closed once they have. The stream of
+        new call (and every retry of a call begun before) goes through it. Calls already on the old client -
+        those waiting in its rate limiter too, which it would sign with the old keys - end there first: this
+        returns once they have (bounded by the call limit, which ends any call), and the old client is closed.
+        So once it returned, nothing is signed with the old keys any more: they may be revoked. The stream of
         order updates moves to the new client (polling covers the moment between). Raises (and keeps the old
         client) when the new one cannot read the markets."""
+        self._hide(api_key, secret, password)  # an error of the new client echoing its key is described without it
         new = self._new_exchange(api_key, secret, password)
         try:
-            await self._call(new.load_markets)
+            await self._call(new.load_markets, client=new)
         except Exception:
             await new.close()
             raise
         old, self.ex = self.ex, new
-        self.secrets = tuple(dict.fromkeys((*self.secrets, *(s for s in (api_key, secret, password) if s))))
-        self._retired.append(asyncio.create_task(self._close_when_idle(old), name=f"{self.name}-old-keys"))
-
-    async def _close_when_idle(self, old: Any) -> None:
         deadline = _now() + self.call_limit_s
         while self._calls_on.get(id(old)) and _now() < deadline:
-            await asyncio.sleep(0.05)  # (a bounded wait for calls already sent on the old client)
+            await asyncio.sleep(0.02)  # (each call on it ends within call_limit_s: wait_for in _call)
         with contextlib.suppress(Exception):
             await old.close()
 
@@ -277,12 +285,14 @@ class CcxtVenue:
         """An error as it may be shown: no secret, no signed URL."""
         return safe_message(f"{type(e).__name__}: {e}", self.secrets)
 
-    async def _call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+    async def _call(self, fn: Callable[..., Awaitable[T]], *args: Any, client: Any, **kwargs: Any) -> T:
+        """``fn`` (a call on ccxt client ``client``), bounded, counted as in flight on ``client`` from now until
+        it ended (its wait in the client's rate limiter included), remembered for health."""
         if self.closed:  # a late call (a task of the actor not cancelled yet) would open a new session
             raise VenueUnavailable(f"{self.name}: the venue session is stopped")
         t0 = _now()
         self.calls += 1
-        owner = id(getattr(fn, "__self__", None))
+        owner = id(client)
         self._calls_on[owner] = self._calls_on.get(owner, 0) + 1
         try:
             # ccxt's timeout covers the HTTP request, not the wait in its limiter: a bound on both
@@ -315,13 +325,16 @@ class CcxtVenue:
     async def _backing_off(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         """``fn`` sent again after RateLimitExceeded / DDoSProtection (not processed by the venue), with an
         exponential, bounded back-off (Retry-After when the venue sent one); VenueUnavailable when it stays
-        refused. Every other error is raised as it is."""
+        refused. Every other error is raised as it is. ``fn``: a method of the ccxt client (``self.ex.x``), or a
+        helper taking the client first (``ccxt_alpaca.coin_balances``, given without the client). Each attempt
+        goes through the client in use at that moment (the keys may have been swapped meanwhile)."""
+        on_client = getattr(fn, "__self__", None) is not None
         for attempt in range(self.rate_limit_tries):
-            owner = getattr(fn, "__self__", None)
-            if owner is not None and owner is not self.ex and hasattr(self.ex, fn.__name__):
-                fn = getattr(self.ex, fn.__name__)  # the keys were swapped meanwhile: sent again with the new ones
+            ex = self.ex
             try:
-                return await self._call(fn, *args, **kwargs)
+                if on_client:
+                    return await self._call(getattr(ex, fn.__name__), *args, client=ex, **kwargs)
+                return await self._call(fn, ex, *args, client=ex, **kwargs)
             except (ccxt.RateLimitExceeded, ccxt.DDoSProtection) as e:
                 if attempt == self.rate_limit_tries - 1:
                     raise VenueUnavailable(
@@ -420,9 +433,6 @@ class CcxtVenue:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.idle.wait(), STOP_WAIT_S)
         await self.ex.close()
-        for t in self._retired:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
 
     def set_listener(self, listener: Listener) -> None:
         self.listener = listener
@@ -536,7 +546,7 @@ class CcxtVenue:
         if self.exchange_id != "alpaca" or not trades:
             return trades
         quotes = {p: p.split("_")[1] for p in self.pairs}
-        return await self._backing_off(ccxt_alpaca.attach_fees, self.ex, trades, quotes)
+        return await self._backing_off(ccxt_alpaca.attach_fees, trades, quotes)
 
     async def _full(self, o: dict[str, Any], ours: str | None = None) -> VenueOrder:
         trades = await self._order_trades(o)
@@ -680,7 +690,7 @@ class CcxtVenue:
         vcid = self._venue_cid(client_order_id)
         symbol = symbol_of(pair)
         if self.exchange_id == "alpaca":
-            o = await self._backing_off(ccxt_alpaca.order_by_client_id, self.ex, vcid)
+            o = await self._backing_off(ccxt_alpaca.order_by_client_id, vcid)
         else:
             try:
                 o = await self._backing_off(self.ex.fetch_order, None, symbol, {"clientOrderId": vcid})
@@ -743,7 +753,7 @@ class CcxtVenue:
             cash = _dec((raw.get("info") or {}).get("cash"))
             if cash is not None and "USD" in out:
                 out["USD"] = VenueBalance(free=min(out["USD"].free, cash), total=cash)
-            for code, (free_c, total_c) in (await self._backing_off(ccxt_alpaca.coin_balances, self.ex)).items():
+            for code, (free_c, total_c) in (await self._backing_off(ccxt_alpaca.coin_balances)).items():
                 out[code] = VenueBalance(free=free_c, total=total_c)
         return out
 

@@ -70,6 +70,7 @@ FAULTS = (
     "drop_connection",  # closed before processing
     "slow",  # processed, answered after `seconds`
     "trade_reported_twice",  # GET /api/v3/myTrades lists every trade of the answer twice
+    "echo_key",  # 401 -2015 whose message echoes the request's API key (or `echo` when it sent none)
 )
 
 Params = dict[str, str]
@@ -85,6 +86,8 @@ class Fault:
     seconds: float = 0.0  # slow
     placed: bool = True  # unknown_status: was the request carried out?
     retry_after: int = 1  # http_429 / http_418
+    after: int = 0  # this many matching requests pass untouched first
+    echo: str = ""  # echo_key: what is echoed when the request carries no API key (a public call)
 
 
 @dataclass
@@ -249,13 +252,15 @@ class BinanceTestExchange:
         seconds: float = 0.0,
         placed: bool = True,
         retry_after: int = 1,
+        after: int = 0,
+        echo: str = "",
     ) -> Fault:
         """The next ``times`` requests of ``method path`` get fault ``kind`` (one of :data:`FAULTS`)."""
         if kind not in FAULTS:
             raise ValueError(f"fault kind {kind!r}: expected one of {', '.join(FAULTS)}")
         if times < 1:
             raise ValueError(f"times={times}: must be at least 1")
-        fault = Fault(kind, method.upper(), path, times, seconds, placed, retry_after)
+        fault = Fault(kind, method.upper(), path, times, seconds, placed, retry_after, after, echo)
         self.faults.append(fault)
         return fault
 
@@ -275,6 +280,9 @@ class BinanceTestExchange:
     def _take_fault(self, method: str, path: str) -> Fault | None:
         for fault in self.faults:
             if fault.method == method and fault.path == path:
+                if fault.after > 0:
+                    fault.after -= 1
+                    return None
                 fault.times -= 1
                 if fault.times <= 0:
                     self.faults.remove(fault)
@@ -342,6 +350,9 @@ class BinanceTestExchange:
             return web.Response(status=503, text="Service Unavailable.", content_type="text/plain")
         if fault.kind == "unknown_status" and not fault.placed:
             return self._json(408, _unknown_status())
+        if fault.kind == "echo_key":  # a venue quoting what it was sent (some do): the key in an error's text
+            key = request.headers.get("X-MBX-APIKEY") or fault.echo
+            return self._json(401, {"code": -2015, "msg": f"Invalid API-key {key}, IP, or permissions for action."})
         return None
 
     @staticmethod

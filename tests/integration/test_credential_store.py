@@ -32,6 +32,7 @@ from credentials.sealing import (
     CredentialError,
     CredentialNotFound,
     NoEncryptionKey,
+    StoreUnavailable,
     TamperedRecord,
     VenueKeys,
     WrongKey,
@@ -476,3 +477,141 @@ async def test_no_secret_in_any_log_line_or_error(stores_of):
     assert len(errors) == 9
     for text in lines + errors:
         assert_no_secret(text, [*ALL_SECRETS, RAW_KEY, PASSPHRASE, VAULT_TOKEN])
+
+
+# ------------------------------------------------------------------------------------------------------
+# Candidates: one per request; promotion with check-and-set; left-overs removed
+# ------------------------------------------------------------------------------------------------------
+A_KEYS = VenueKeys("AAAAAAAAAAAAAAAA-keyA", "secretA-xxxxxxxxxxxxxxxx")
+B_KEYS = VenueKeys("BBBBBBBBBBBBBBBB-keyB", "secretB-yyyyyyyyyyyyyyyy")
+
+
+async def test_two_candidates_of_one_venue_at_once_are_each_their_own(make_store):
+    for _round in range(5):
+        a, b = await make_store(RAW_KEY), await make_store(RAW_KEY)  # two gateways
+        (sa, ca, ra), (sb, cb, rb) = await asyncio.gather(
+            a.put_candidate("binance", "live", A_KEYS, rotation=False),
+            b.put_candidate("binance", "live", B_KEYS, rotation=False),
+        )
+        assert ca != cb and (sa.key_last4, sb.key_last4) == ("keyA", "keyB")
+        assert (await a.get_candidate("binance", "live", ca, ra))[0] == A_KEYS  # the revision its own write got
+        assert (await b.get_candidate("binance", "live", cb, rb))[0] == B_KEYS
+        assert await a.status() == []  # a candidate is no record
+        promoted = await a.promote("binance", "live", ca, ra)
+        assert (await a.read("binance", "live")).record_id == promoted.record_id == sa.record_id
+        await b.promote("binance", "live", cb, rb)  # replaces A's with check-and-set on what it read
+        assert await a.get("binance", "live") == B_KEYS
+        assert await a._candidate_keys() == []  # both removed
+        assert await a.delete("binance", "live")
+
+
+async def test_a_record_is_created_only_when_there_is_none(make_store):
+    store = await make_store(RAW_KEY)
+    await store.put("binance", "live", A_KEYS)
+    record = seal(await store.encryption_key(), "binance", "live", B_KEYS, stored_at=1)
+    with pytest.raises(CredentialConflict):
+        await store._write("binance.live", record, 0)  # (what a promotion does when it read no record)
+    assert await store.get("binance", "live") == A_KEYS
+
+
+async def test_candidates_left_over_are_removed_and_fresh_ones_kept(make_store):
+    store = await make_store(RAW_KEY)
+    _, old, _ = await store.put_candidate("binance", "live", A_KEYS, rotation=False)
+    assert await store.drop_stale_candidates() == 0  # younger than CANDIDATE_MAX_AGE_MS: a check may be on its way
+    assert len(await store._candidate_keys()) == 1
+    assert await store.drop_stale_candidates(max_age_ms=-1) == 1  # (every candidate older than "now + 1 ms")
+    assert await store._candidate_keys() == []
+    with pytest.raises(CredentialNotFound):
+        await store.get_candidate("binance", "live", old, 1)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Status opens each record: tampered and wrong-key records are flagged
+# ------------------------------------------------------------------------------------------------------
+async def test_status_flags_records_it_cannot_open(make_bus, make_store):
+    store = await make_store(RAW_KEY)
+    await store.put("binance", "live", LIVE)
+    [good] = await store.status()
+    assert (good.readable, good.error) == (True, None)
+    [other] = await (await make_store(os.urandom(32).hex())).status()
+    assert (other.readable, other.error) == (False, "wrong key")
+    assert [s.readable for s in await (await make_store("")).status()] == [None]  # no key: not tried
+
+
+async def test_status_flags_an_edited_key_last4_as_tampered(make_bus):
+    bus = await make_bus("tamper")
+    kv = await bus.kv(bus.subjects.kv_credentials)
+    store = KvCredentialStore(kv, RAW_KEY)
+    await store.put("binance", "live", LIVE)
+    raw = msgspec.json.decode((await kv.get("binance.live")).value)
+    await kv.put("binance.live", msgspec.json.encode(raw | {"keyLast4": "XXXX"}))  # someone with write access
+    [edited] = await store.status()
+    assert (edited.key_last4, edited.readable, edited.error) == ("XXXX", False, "tampered")
+
+
+# ------------------------------------------------------------------------------------------------------
+# Vault: the keys a rotation replaced are not left in the secret's history
+# ------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("key", ["", RAW_KEY], ids=["vault-alone", "sealed"])
+async def test_vault_destroys_the_versions_a_rotation_replaced(vault_url, prefix, key):
+    store = VaultCredentialStore(vault_url, VAULT_TOKEN, f"secret/data/{prefix}-{bool(key)}", key)
+    old = VenueKeys("OLDKEY-aaaaaaaaaaaa", "OLD-SECRET-bbbbbbbbbbbb")
+    await store.put("binance", "live", old)
+    await store.rotate("binance", "live", NEW)
+    _, cid, rev = await store.put_candidate("binance", "live", LIVE, rotation=True)
+    await store.promote("binance", "live", cid, rev)
+    assert await store.get("binance", "live") == LIVE
+    client = hvac.Client(url=vault_url, token=VAULT_TOKEN)
+    try:
+        path = f"{prefix}-{bool(key)}/binance/live"
+        meta = client.secrets.kv.v2.read_secret_metadata(path=path, mount_point="secret")["data"]
+        assert meta["current_version"] == 3
+        for version in (1, 2):
+            assert meta["versions"][str(version)]["destroyed"] is True
+            with pytest.raises(hvac.exceptions.InvalidPath) as info:  # (404: its data is gone)
+                client.secrets.kv.v2.read_secret_version(
+                    path=path, version=version, mount_point="secret", raise_on_deleted_version=True
+                )
+            assert "OLD-SECRET" not in str(info.value) and '"data":null' in str(info.value)
+    finally:
+        client.adapter.close()
+        await store.close()
+
+
+# ------------------------------------------------------------------------------------------------------
+# A backend that fails is a StoreUnavailable naming the store, never a raw exception
+# ------------------------------------------------------------------------------------------------------
+@pytest.fixture
+async def refusing_vault() -> AsyncIterator[str]:
+    """An endpoint answering every Vault call with 400 (hvac: InvalidRequest): a proxy or a Vault refusing."""
+    from aiohttp import web
+
+    async def refuse(request: web.Request) -> web.Response:
+        return web.json_response({"errors": ["invalid request"]}, status=400)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", refuse)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+async def test_a_failing_backend_is_a_store_unavailable_naming_the_store(make_bus, tmp_path, refusing_vault):
+    (tmp_path / "plain").write_text("")
+    file_store = FileCredentialStore(tmp_path / "plain" / "credentials.json", RAW_KEY)  # under a plain file
+    bus = await make_bus("gone")
+    kv = await bus.kv(bus.subjects.kv_credentials)
+    kv_store = KvCredentialStore(kv, RAW_KEY)
+    await bus.nc.close()  # NATS gone for this host (a timeout, a closed connection: the same path)
+    # hvac's InvalidRequest used to come through raw (list, read, delete)
+    vault_store = VaultCredentialStore(refusing_vault, VAULT_TOKEN, "secret/data/trading-bot", RAW_KEY)
+    for store, where in ((file_store, "CREDENTIAL_FILE"), (kv_store, "KV bucket"), (vault_store, "Vault at")):
+        for name, args in (("status", ()), ("get", ("binance", "live")), ("delete", ("binance", "live"))):
+            with pytest.raises(StoreUnavailable) as info:
+                await getattr(store, name)(*args)
+            assert where in str(info.value) and VAULT_TOKEN not in str(info.value), (store.name, str(info.value))
+    await vault_store.close()

@@ -346,7 +346,8 @@ async def test_an_order_backing_off_during_a_rotation_is_sent_again_with_the_new
     assert status == 201 and body["swapped"] is True
     exchange.revoke_key(ENV_KEY)
     exchange.add_key(K2, S2)
-    exchange.inject_fault("http_429", "POST", "/api/v3/order", retry_after=4)
+    # refused (429) until the rotation answered: the order backs off and is sent again meanwhile
+    exchange.inject_fault("http_429", "POST", "/api/v3/order", retry_after=3, times=1000)
     sending = asyncio.create_task(submit(client, "backoff-1"))
     await eventually(
         lambda: asyncio.sleep(0, exchange.requests_for("POST", "/api/v3/order", newClientOrderId="backoff-1")),
@@ -354,9 +355,12 @@ async def test_an_order_backing_off_during_a_rotation_is_sent_again_with_the_new
     )
     status, body = await api.call("POST", "/api/credentials/binance/rotate", json={"apiKey": K2, "apiSecret": S2})
     assert status == 200 and body["swapped"] is True
+    exchange.clear_faults()
     exchange.revoke_key(K1)
+    refused = len(exchange.requests_for("POST", "/api/v3/order", newClientOrderId="backoff-1"))
     reply = await sending
     assert reply.ok, reply
     await until(client, "backoff-1", "filled")
     sends = exchange.requests_for("POST", "/api/v3/order", newClientOrderId="backoff-1")
-    assert [r.api_key for r in sends] == [K1, K2]
+    assert sends[0].api_key == K1 and len(sends) == refused + 1
+    assert sends[-1].api_key == K2 and sends[-1].status == 200  # sent again after the rotation: on the new keys

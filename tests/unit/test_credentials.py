@@ -164,20 +164,25 @@ def test_raw_key_forms():
     hexed, b64 = RAW.hex(), base64.b64encode(RAW).decode()
     assert raw_key_of(hexed) == RAW
     assert raw_key_of(hexed.upper()) == RAW
-    assert raw_key_of(b64) == RAW
-    assert raw_key_of(b64.rstrip("=")) == RAW
-    assert raw_key_of(base64.urlsafe_b64encode(b"\xfb" * 32).decode()) == b"\xfb" * 32
+    assert raw_key_of("base64:" + b64.rstrip("=")) == RAW
+    assert raw_key_of("base64:" + base64.urlsafe_b64encode(b"\xfb" * 32).decode()) == b"\xfb" * 32
     assert raw_key_of("hex:" + hexed) == RAW
     assert raw_key_of("base64:" + b64) == RAW
-    for key in (hexed, b64, "hex:" + hexed):
+    for key in (hexed, "base64:" + b64, "hex:" + hexed):
         assert EncryptionKey.from_setting(key).key == RAW
         assert EncryptionKey.from_setting(key).kind == "raw"
 
 
 @pytest.mark.parametrize(
     "setting",
-    [PASSPHRASE, RAW.hex()[:-2], base64.b64encode(bytes(31)).decode(), base64.b64encode(bytes(33)).decode()],
-)
+    [
+        PASSPHRASE, RAW.hex()[:-2], base64.b64encode(bytes(31)).decode(), base64.b64encode(bytes(33)).decode(),
+        # unprefixed base64 of 32 bytes (43/44 characters): a passphrase too, stretched by the KDF - only base64:
+        # says "raw key"
+        base64.b64encode(RAW).decode(), base64.b64encode(RAW).decode().rstrip("="),
+        base64.urlsafe_b64encode(b"\xfb" * 32).decode(), "Correct-Horse-Battery-Staple-0123456789abcdefgh",
+    ],
+)  # fmt: skip
 def test_anything_else_is_a_passphrase(setting):
     assert raw_key_of(setting) is None
     assert is_passphrase(setting)
@@ -316,7 +321,7 @@ def test_setting_refuses_a_bad_prefixed_key_without_showing_it():
     assert "abcdef" not in str(info.value) and "64 hex characters" in str(info.value)
 
 
-@pytest.mark.parametrize("value", [RAW.hex(), base64.b64encode(RAW).decode(), PASSPHRASE])
+@pytest.mark.parametrize("value", [RAW.hex(), "base64:" + base64.b64encode(RAW).decode(), PASSPHRASE])
 def test_setting_accepts_keys_and_passphrases_and_hides_them(value):
     s = load_settings({"CREDENTIAL_ENCRYPTION_KEY": value})
     assert value == s.CREDENTIAL_ENCRYPTION_KEY
