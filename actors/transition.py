@@ -338,11 +338,7 @@ class Transition:
             ms, _, note = measured
             if action == "initiate" and note is not None and self.live_venues:
                 return TransitionReply(ok=False, status=503, code="MILESTONES_UNKNOWN", detail=note)
-            live_capital = None
-            if action in ("initiate", "approve") and self.live_venues:
-                if (why := self.books_not_known()) is not None:  # never a stage's capital from fictional books
-                    return TransitionReply(ok=False, status=503, code="LIVE_CAPITAL_UNKNOWN", detail=why)
-                live_capital = self.capital_known()
+            live_capital = self.capital_known() if action in ("initiate", "approve") else None
             ctx = tr.Context(
                 approval=self.settings.TRANSITION_APPROVAL, stages=self.stages, has_live=bool(self.live_venues),
                 now=now_ms(), milestones=tuple(ms), live_capital=live_capital,
@@ -354,6 +350,9 @@ class Transition:
                     ok=False, status=out.status, code=out.code, field=out.field, detail=out.detail,
                     unmet=list(out.unmet), milestones=ms,
                 )  # fmt: skip
+            if live_capital is None and action in ("initiate", "approve") and (why := self.books_not_known()):
+                # never a stage's capital (nor a peak to revert from) out of books that are not the venues' own
+                return TransitionReply(ok=False, status=503, code="LIVE_CAPITAL_UNKNOWN", detail=why)
             try:
                 await self._save(out.state)
             except nats.js.errors.KeyWrongLastSequenceError:
