@@ -308,10 +308,12 @@ async def test_paper_only_deployment_cannot_initiate(make_bus, nats_url, prefix)
         await sut.stop()
 
 
-async def test_no_stage_capital_from_books_the_live_venue_has_not_opened(deploy, client) -> None:
+async def test_no_stage_capital_from_books_the_live_venue_has_not_opened(deploy, client, binance) -> None:
     """Before binance's opening balances are adopted its books hold INITIAL_BALANCE, a fictional equity: initiate
-    answers 503 (problem+json, Retry-After) instead of taking a stage's capital from it. (The first balance
-    reading comes with the first reconcile: an hour away here.)"""
+    answers 503 (problem+json, Retry-After) instead of taking a stage's capital from it. The start check reads the
+    balance (answered); the opening reading after it is not (503s), and the next is a reconcile an hour away."""
+    binance.inject_fault("slow", "GET", "/api/v3/account", seconds=0)  # the start check's reading
+    binance.inject_fault("http_503", "GET", "/api/v3/account", times=1000, retry_after=0)
     _sut, api = await deploy(**SMALL, TRANSITION_APPROVAL="auto", RECONCILE_INTERVAL_MS="3600000")
     await seed_paper_wins(client, 3)
     await eventually(lambda: milestones_met(api), what="the milestones met")
