@@ -76,6 +76,7 @@ from domain.limits import (
 from domain.recent import FILL_DEDUPE_WINDOW, RecentIds
 from domain.risk import RESERVED_CLIENT_PREFIX, Approval, Denial, check_order, same_request
 from domain.sizing import QTY_STEP, SizingError, fixed_fractional, round_down
+from domain.transition import OpenOrder
 from domain.transition import state_name as tr_state_name
 from domain.triggers import TRIGGERED_TYPES
 from domain.valuation import Converter, DayStart, equity, mark_of, quote_rates, roll_day
@@ -771,30 +772,36 @@ class RiskGate(Actor):
         return decision
 
     def _stage_capital(self, x: Exposure, intent: Intent) -> Denial | None:
-        """The transition's stage: the live venues' open exposure (positions, working orders and approvals on
-        their way, in BASE_CURRENCY) may not go above the stage's capital."""
+        """The transition's stage: the live venues' open exposure (positions, and every open order - working
+        orders and approvals on their way - as its worst case per pair, in BASE_CURRENCY: domain/transition.py)
+        may not go above the stage's capital; a live pair that cannot be valued is RETRY_LATER."""
         if self.transition.stage_limit() is None:
             return None
         live = set(self.transition.live_venues)
-        nets: dict[str, Decimal] = {}
+        positions: dict[str, Decimal] = {}
         for v in live:
             for pair, pos in self.books_model.of(v).positions.items():
                 if pos.quantity:
-                    nets[pair] = nets.get(pair, ZERO) + pos.quantity
-        for w in self.working.values():
-            if w.venue in live or (self.only is not None and self.only in live):
-                nets[w.pair] = nets.get(w.pair, ZERO) + w.sign * w.left
-        for p in self.pending.values():
-            if (self.only in live) if self.only is not None else any(v in live for v in p.venues):
-                nets[p.pair] = nets.get(p.pair, ZERO) + p.signed
-        prices: dict[str, Decimal] = {}
-        for pair in {*nets, intent.pair}:
-            mark = x.marks.get(pair) or (intent.price if pair == intent.pair else None)
+                    positions[pair] = positions.get(pair, ZERO) + pos.quantity
+
+        def price_of(pair: str, price: Decimal | None) -> Decimal | None:
             rate = rate_of(x, pair)
-            if mark is not None:
-                prices[pair] = mark * (rate if rate is not None else Decimal(1))
-        signed = intent.quantity if intent.side == "buy" else -intent.quantity
-        return self.transition.capital_denial(nets, prices, intent.pair, signed)
+            return price * rate if price is not None and rate is not None else None
+
+        orders: list[OpenOrder] = []
+        for w in self.working.values():
+            if (w.venue in live or (self.only is not None and self.only in live)) and w.left > ZERO:
+                orders.append(OpenOrder(w.pair, "buy" if w.sign > 0 else "sell", w.left))
+        for p in self.pending.values():
+            if p.signed and ((self.only in live) if self.only is not None else any(v in live for v in p.venues)):
+                px = p.request.price if p.request is not None else None
+                orders.append(OpenOrder(p.pair, "buy" if p.signed > 0 else "sell", abs(p.signed), price_of(p.pair, px)))
+        prices: dict[str, Decimal] = {}  # the market price in BASE_CURRENCY (none: no mark, or not convertible)
+        for pair in {*positions, *(o.pair for o in orders), intent.pair}:
+            if (mark := x.marks.get(pair)) is not None and (rate := rate_of(x, pair)) is not None:
+                prices[pair] = mark * rate
+        new = OpenOrder(intent.pair, intent.side, intent.quantity, price_of(intent.pair, intent.price))
+        return self.transition.capital_denial(positions, orders, prices, new)
 
     async def _advise(
         self, req: OrderRequest, decision: Approval, intent: Intent | None, x: Exposure, rules: MarketRules | None

@@ -97,8 +97,8 @@ class Transition:
                 has_paper=bool(self.paper_venues), has_live=bool(self.live_venues),
                 required=self.settings.TRANSITION_REQUIRED, stages=self.stages, now=now_ms(),
             )  # fmt: skip
-            if st.mode == "live":
-                st = msgspec.structs.replace(st, stage_capital=self.live_capital())
+            if st.mode == "live":  # (the capital once the live venues' books are known: ``watch``)
+                st = msgspec.structs.replace(st, stage_capital=self.capital_known())
             with contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError):
                 self.rev = await self.kv.create(STATE_KEY, msgspec.json.encode(st))
                 self.state = st
@@ -120,11 +120,12 @@ class Transition:
         g.log.info("transition: {} (stage {})", tr.state_name(self.state), self.state.stage)
 
     def _start_reason(self, st: TransitionState) -> str:
+        req = self.settings.TRANSITION_REQUIRED
         if st.mode == "live":
-            return "live venues only and TRANSITION_REQUIRED=false: live at 100 %"
+            return f"TRANSITION_REQUIRED={req}" + (" and live venues only" if req == "auto" else "") + ": live at 100 %"
         if not self.live_venues:
             return "paper venues only"
-        return "a new deployment with live venues starts in paper: live orders wait for the transition"
+        return f"TRANSITION_REQUIRED={req}: a deployment with live venues starts in paper (live orders wait)"
 
     async def _load(self) -> None:
         try:
@@ -193,16 +194,20 @@ class Transition:
         return tr.stage_limit(self.state, self.stages)
 
     def capital_denial(
-        self, nets: dict[str, Decimal], prices: dict[str, Decimal], pair: str, signed: Decimal
+        self,
+        positions: dict[str, Decimal],
+        orders: list[tr.OpenOrder],
+        prices: dict[str, Decimal],
+        new: tr.OpenOrder,
     ) -> Denial | None:
         limit = self.stage_limit()
         if limit is None or self.state.stage is None:
             return None
         pct = self.stages[self.state.stage]
-        why = tr.check_stage_capital(limit, nets, prices, pair, signed, pct)
+        why = tr.check_stage_capital(limit, positions, orders, prices, new, pct)
         if why is None:
             return None
-        return Denial(STAGE_CAPITAL_LIMIT, "quantity", f"stage {self.state.stage + 1} of the transition: {why}")
+        return Denial(why.code, why.field, f"stage {self.state.stage + 1} of the transition: {why.detail}")
 
     # -- the live record -----------------------------------------------------------------------------------
     def _live_books(self) -> VenueLedgers:
@@ -226,34 +231,49 @@ class Transition:
                     return None
         return books_equity(books, marks, bridge)
 
-    def live_capital(self) -> Decimal:
-        return self.settings.TRANSITION_LIVE_CAPITAL or self.live_equity()
+    def books_not_known(self) -> str | None:
+        """Why the live venues' books are not the venues' own yet (None: they are): a live venue whose opening
+        balances have not been adopted still holds INITIAL_BALANCE - a fictional equity, never a capital."""
+        waiting = [
+            v for v in self.live_venues
+            if (led := self.gate.books_model.of(v)).opened_at_venue is None and not led.fills_applied
+        ]  # fmt: skip
+        if waiting:
+            return (f"the opening balances of {', '.join(waiting)} are not adopted yet (the first balance reading): "
+                    "the live capital is not known; retry in a few seconds")  # fmt: skip
+        if self.live_equity_known() is None:
+            return "the live equity cannot be valued yet (a currency held live has no price): retry in a few seconds"
+        return None
+
+    def capital_known(self) -> Decimal | None:
+        """The live capital the stages' percents apply to: TRANSITION_LIVE_CAPITAL, else the live venues' equity
+        - None while that is not known (``books_not_known``)."""
+        if self.books_not_known() is not None:
+            return None
+        return self.settings.TRANSITION_LIVE_CAPITAL or self.live_equity_known()
 
     async def measure(self) -> tuple[list[Milestone], TransitionWindow, str | None]:
         """The milestones of the record an initiate would be decided on now, its window, and why it could not be
         measured (None: measured)."""
         s = self.settings
         now = now_ms()
-        if self.state.mode == "paper":
-            days, trades, record, venues = (
+        if self.state.mode == "paper":  # the rates over the evaluation window, the days over the whole paper record
+            days, min_days, trades, record, venues = (
                 s.TRANSITION_EVALUATION_DAYS,
+                s.TRANSITION_MIN_DAYS,
                 s.TRANSITION_MIN_TRADES,
                 "paper",
                 self.paper_venues,
             )
             since = now - days * tr.DAY_MS if days else None
-        else:
-            days, trades, record, venues = (
-                s.TRANSITION_STAGE_DAYS,
-                s.TRANSITION_STAGE_MIN_TRADES,
-                "live",
-                self.live_venues,
-            )
+        else:  # the live record since the stage began: its window and its days alike
+            days = min_days = s.TRANSITION_STAGE_DAYS
+            trades, record, venues = s.TRANSITION_STAGE_MIN_TRADES, "live", self.live_venues
             since = self.state.stage_started_at
         window = TransitionWindow(record=record, venues=list(venues), since=since, days=days)  # type: ignore[arg-type]
         thresholds = tr.Thresholds(
             s.TRANSITION_MIN_WIN_RATE, s.TRANSITION_MIN_PROFIT_FACTOR, s.TRANSITION_MIN_SHARPE, trades,
-            s.TRANSITION_MAX_DRAWDOWN, days,
+            s.TRANSITION_MAX_DRAWDOWN, min_days,
         )  # fmt: skip
         if not venues:
             return [], window, f"no {record} venue in EXCHANGES: no {record} record to measure"
@@ -262,10 +282,16 @@ class Transition:
                 self.gate.subjects.query("performance"), PerformanceQuery(mode=record, since=since), Performance,  # type: ignore[arg-type]
                 timeout=PERFORMANCE_TIMEOUT_S,
             )  # fmt: skip
+            history = perf
+            if record == "paper" and since is not None:  # TRANSITION_MIN_DAYS: the whole paper record's days
+                history = await self.gate.bus.request(
+                    self.gate.subjects.query("performance"), PerformanceQuery(mode=record), Performance,
+                    timeout=PERFORMANCE_TIMEOUT_S,
+                )  # fmt: skip
         except RequestFailed as e:
             return [], window, f"the portfolio-ledger did not answer ({e.reason}): the milestones cannot be measured"
         window.first_trade_at, window.last_trade_at = perf.first_trade_at, perf.last_trade_at
-        return tr.milestones(tr.figures_of(perf), thresholds), window, None
+        return tr.milestones(tr.figures_of(perf, history), thresholds), window, None
 
     def _stage_view(
         self, index: int | None, started: int | None = None, capital: Decimal | None = None
@@ -312,7 +338,7 @@ class Transition:
             ms, _, note = measured
             if action == "initiate" and note is not None and self.live_venues:
                 return TransitionReply(ok=False, status=503, code="MILESTONES_UNKNOWN", detail=note)
-            live_capital = self.live_capital() if action in ("initiate", "approve") else None
+            live_capital = self.capital_known() if action in ("initiate", "approve") else None
             ctx = tr.Context(
                 approval=self.settings.TRANSITION_APPROVAL, stages=self.stages, has_live=bool(self.live_venues),
                 now=now_ms(), milestones=tuple(ms), live_capital=live_capital,
@@ -324,6 +350,9 @@ class Transition:
                     ok=False, status=out.status, code=out.code, field=out.field, detail=out.detail,
                     unmet=list(out.unmet), milestones=ms,
                 )  # fmt: skip
+            if live_capital is None and action in ("initiate", "approve") and (why := self.books_not_known()):
+                # never a stage's capital (nor a peak to revert from) out of books that are not the venues' own
+                return TransitionReply(ok=False, status=503, code="LIVE_CAPITAL_UNKNOWN", detail=why)
             try:
                 await self._save(out.state)
             except nats.js.errors.KeyWrongLastSequenceError:
@@ -392,7 +421,10 @@ class Transition:
         live = self.live_equity_known()
         if live is None:
             return  # a currency held live cannot be valued yet (no price): neither a peak nor a fall to judge
-        new, why = tr.follow_live(st, live, now_ms(), self.limits)
+        cur = st
+        if cur.stage_capital is None and (capital := self.capital_known()) is not None:
+            cur = msgspec.structs.replace(cur, stage_capital=capital)  # (started live: known once the books are)
+        new, why = tr.follow_live(cur, live, now_ms(), self.limits, tr.stage_amount(cur, self.stages))
         if why is None:
             why = tr.venue_failing(self.down_since, now_ms(), self.settings.TRANSITION_REVERT_VENUE_GRACE_MS)
         if why is None:

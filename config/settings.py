@@ -156,14 +156,17 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     MIN_ACCOUNT_BALANCE: Decimal = Decimal(0)  # in BASE_CURRENCY: no opening order takes equity below it; 0: none
     PRICE_BAND_PERCENT: Decimal = Decimal(10)  # a limit price at most this far from the mid; 0: no band
     # -- paper to live (issue 18; domain/transition.py): fractions as the risk limits, stages in percent ----
-    TRANSITION_REQUIRED: bool = False  # live venues only: start in paper all the same (no live order until approved)
+    # where a deployment without a stored state starts: auto (paper beside live venues: paper; live venues only: live
+    # at 100 %), true (paper), false (live venues: live at 100 %, even beside a paper venue)
+    TRANSITION_REQUIRED: str = "auto"
     TRANSITION_APPROVAL: str = "manual"  # or auto: an initiate whose milestones are met goes live at once
     TRANSITION_MIN_WIN_RATE: Decimal = Decimal("0.6")  # fraction of round trips won
     TRANSITION_MIN_PROFIT_FACTOR: Decimal = Decimal("1.5")
     TRANSITION_MIN_SHARPE: Decimal = Decimal("1.0")  # 0: not required
     TRANSITION_MIN_TRADES: int = 50  # completed round trips in the evaluation period
     TRANSITION_MAX_DRAWDOWN: Decimal = Decimal("0.10")  # fraction of peak equity
-    TRANSITION_EVALUATION_DAYS: int = 30  # days of paper trading history, and the window measured; 0: all of it
+    TRANSITION_MIN_DAYS: int = 30  # days of paper trading history required, over the whole paper record
+    TRANSITION_EVALUATION_DAYS: int = 30  # the window the rates and drawdown are measured over; 0: the whole record
     TRANSITION_STAGES: tuple[Decimal, ...] = (Decimal(10), Decimal(25), Decimal(50), Decimal(100))  # percent
     TRANSITION_STAGE_DAYS: int = 7  # a stage's own window (live history) before the next stage
     TRANSITION_STAGE_MIN_TRADES: int = 20  # round trips in a stage's window before the next stage
@@ -227,6 +230,16 @@ def _bool(raw: Any) -> bool:
     if s in _FALSE:
         return False
     raise ValueError("true or false")
+
+
+def _transition_required(raw: Any) -> str:
+    """TRANSITION_REQUIRED: auto, or true / false (any spelling _bool takes)."""
+    if str(raw).strip().lower() == "auto":
+        return "auto"
+    try:
+        return "true" if _bool(raw) else "false"
+    except ValueError:
+        raise ValueError("auto, true or false") from None
 
 
 def _int(lo: int, hi: int | None = None) -> Callable[[Any], int]:
@@ -658,13 +671,14 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "MAX_DRAWDOWN": _dec(Decimal(0), Decimal(1)),
     "MIN_ACCOUNT_BALANCE": _dec(Decimal(0)),
     "PRICE_BAND_PERCENT": _dec(Decimal(0), Decimal(1000)),
-    "TRANSITION_REQUIRED": _bool,
+    "TRANSITION_REQUIRED": _transition_required,
     "TRANSITION_APPROVAL": _choice("manual", "auto"),
     "TRANSITION_MIN_WIN_RATE": _dec(Decimal(0), Decimal(1)),
     "TRANSITION_MIN_PROFIT_FACTOR": _dec(Decimal(0), Decimal(1000)),
     "TRANSITION_MIN_SHARPE": _dec(Decimal(0), Decimal(100)),
     "TRANSITION_MIN_TRADES": _int(0, 1_000_000),
     "TRANSITION_MAX_DRAWDOWN": _dec(Decimal(0), Decimal(1)),
+    "TRANSITION_MIN_DAYS": _int(0, 3650),
     "TRANSITION_EVALUATION_DAYS": _int(0, 3650),
     "TRANSITION_STAGES": _stages,
     "TRANSITION_STAGE_DAYS": _int(0, 3650),

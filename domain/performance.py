@@ -194,6 +194,10 @@ class EquityTracker:
     initial: Decimal  # the starting equity: INITIAL_BALANCE, or the opening balances of a live venue
     curve: list[tuple[int, Decimal]] = field(default_factory=list)
     closes: dict[str, tuple[int, Decimal]] = field(default_factory=dict)
+    # the highest and the lowest sample of every UTC day, for ever (with their times): a window longer than the
+    # one-minute curve still sees each day's peak and trough (its drawdown: ``window_points``)
+    highs: dict[str, tuple[int, Decimal]] = field(default_factory=dict)
+    lows: dict[str, tuple[int, Decimal]] = field(default_factory=dict)
     peak: Decimal | None = None
     max_dd: Decimal = ZERO
     max_dd_pct: Decimal = ZERO
@@ -210,6 +214,7 @@ class EquityTracker:
         self.openings.append(key)
         self.initial, self.opening, self.opening_pending = equity, key, True
         self.curve, self.closes, self.peak, self.max_dd, self.max_dd_pct = [], {}, None, ZERO, ZERO
+        self.highs, self.lows = {}, {}
         return True
 
     def settle(self, equity: Decimal, complete: bool) -> None:
@@ -226,7 +231,12 @@ class EquityTracker:
             self.curve.append((ts, equity))
             if len(self.curve) > MAX_CURVE_POINTS:
                 del self.curve[: len(self.curve) - MAX_CURVE_POINTS]
-        self.closes[day_of(ts)] = (ts, equity)
+        day = day_of(ts)
+        self.closes[day] = (ts, equity)
+        if (hi := self.highs.get(day)) is None or equity >= hi[1]:
+            self.highs[day] = (ts, equity)
+        if (lo := self.lows.get(day)) is None or equity <= lo[1]:
+            self.lows[day] = (ts, equity)
         peak = max(self.peak if self.peak is not None else self.initial, equity)
         self.peak = peak
         dd = peak - equity
@@ -237,6 +247,17 @@ class EquityTracker:
 
     def daily_points(self) -> list[tuple[int, Decimal]]:
         return [self.closes[d] for d in sorted(self.closes)]
+
+    def window_points(self, since: int) -> list[tuple[int, Decimal]]:
+        """The equity samples known from ``since`` on, in time order: the one-minute curve (its last
+        MAX_CURVE_POINTS) and, before it and beside it, each day's highest, lowest and closing sample - so a
+        window's drawdown sees a fall of any day in it, not only of the days the curve still holds."""
+        merged = dict(p for p in self.curve if p[0] >= since)
+        for days in (self.highs, self.lows, self.closes):
+            for ts, e in days.values():
+                if ts >= since:
+                    merged.setdefault(ts, e)
+        return sorted(merged.items())
 
 
 def _stats_view(t: TradeStats, r: Rounding, currency: str) -> TradeStatsView:
@@ -300,7 +321,9 @@ def report(
         before = [p for p in (*tracker.curve, *daily_points) if p[0] < since]
         if before:
             initial = max(before, key=lambda p: p[0])[1]
-        points = [p for p in points if p[0] >= since] or [(ts, now_equity)]
+        points = tracker.window_points(since)
+        if not points or points[-1][0] < ts:
+            points = [*points, (ts, now_equity)]
         daily_points = [p for p in daily_points if p[0] >= since] or [(ts, now_equity)]
     daily = period_returns(daily_points, initial, day_of)
     weekly = period_returns(daily_points, initial, week_of)

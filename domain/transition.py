@@ -66,8 +66,11 @@ class Figures:
         return Decimal(max(0, self.last_trade_at - self.first_trade_at)) / DAY_MS
 
 
-def figures_of(p: Performance) -> Figures:
+def figures_of(p: Performance, history: Performance | None = None) -> Figures:
+    """The figures of ``p`` (the evaluation window); the days of trading history from ``history`` when given
+    (the whole record: TRANSITION_MIN_DAYS counts every day of it, not only the window's)."""
     t = p.trades
+    h = history if history is not None else p
     return Figures(
         win_rate=t.win_rate,
         profit_factor=t.profit_factor,
@@ -75,8 +78,8 @@ def figures_of(p: Performance) -> Figures:
         sharpe=p.sharpe,
         trades=t.round_trips,
         max_drawdown=p.max_drawdown_pct,
-        first_trade_at=p.first_trade_at,
-        last_trade_at=p.last_trade_at,
+        first_trade_at=h.first_trade_at,
+        last_trade_at=h.last_trade_at,
     )
 
 
@@ -113,10 +116,13 @@ def state_name(st: TransitionState) -> str:
     return PENDING if st.pending is not None else st.mode
 
 
-def initial(*, has_paper: bool, has_live: bool, required: bool, stages: Sequence[Decimal], now: int) -> TransitionState:
-    """Where a deployment without a stored state starts: live venues only (and not TRANSITION_REQUIRED): live at
-    the last stage (100 %), as before the transition existed; else paper."""
-    if has_live and not has_paper and not required:
+def initial(*, has_paper: bool, has_live: bool, required: str, stages: Sequence[Decimal], now: int) -> TransitionState:
+    """Where a deployment without a stored state starts (TRANSITION_REQUIRED): ``auto`` - live venues only: live
+    at the last stage (100 %), as before the transition existed; a paper venue beside them: paper. ``true`` -
+    paper. ``false`` - live venues: live at 100 % even beside a paper venue (paper run beside live on purpose).
+    No live venue: paper."""
+    live = has_live and (required == "false" or (required == "auto" and not has_paper))
+    if live:
         return TransitionState(mode="live", stage=len(stages) - 1, stage_started_at=now, updated_at=now)
     return TransitionState(mode="paper", updated_at=now)
 
@@ -221,47 +227,116 @@ def step(
 
 
 # -- the stage's capital --------------------------------------------------------------------------------
-def stage_limit(st: TransitionState, stages: Sequence[Decimal]) -> Decimal | None:
-    """The most the live venues' open exposure may reach now (None: no stage limit: paper, the last stage
-    (100 %: the ordinary limits), or no capital known)."""
-    if st.mode != "live" or st.stage is None or st.stage >= len(stages) - 1 or st.stage_capital is None:
+def stage_amount(st: TransitionState, stages: Sequence[Decimal]) -> Decimal | None:
+    """The stage's capital: its percent of the live capital (None: not live, or no capital known)."""
+    if st.mode != "live" or st.stage is None or st.stage >= len(stages) or st.stage_capital is None:
         return None
     return st.stage_capital * stages[st.stage] / HUNDRED
 
 
-def exposure(nets: dict[str, Decimal], prices: dict[str, Decimal]) -> Decimal:
-    """Open exposure in the base currency: |net position + working| x price of each pair."""
-    return sum((abs(q) * prices.get(p, ZERO) for p, q in nets.items()), ZERO)
+def stage_limit(st: TransitionState, stages: Sequence[Decimal]) -> Decimal | None:
+    """The most the live venues' open exposure may reach now (None: no stage limit: paper, the last stage
+    (100 %: the ordinary limits), or no capital known)."""
+    if st.stage is not None and st.stage >= len(stages) - 1:
+        return None
+    return stage_amount(st, stages)
+
+
+@dataclass(frozen=True, slots=True)
+class OpenOrder:
+    """A live open order as the stage's capital counts it: every kind (limit, stop, a bracket's legs), with
+    what is left of it. ``price``: its price in the base currency (None: a market order, or not convertible)."""
+
+    pair: str
+    side: str  # buy | sell
+    quantity: Decimal  # remaining, > 0
+    price: Decimal | None = None
+
+
+def worst_case(positions: dict[str, Decimal], orders: Sequence[OpenOrder]) -> dict[str, Decimal]:
+    """Per pair, the largest position the open orders can leave: every buy filled and no sell, or every sell
+    filled and no buy - max(|position + Σ buys|, |position - Σ sells|). A resting sell never offsets a buy: a
+    take-profit far away does not make room for another purchase."""
+    buys: dict[str, Decimal] = {}
+    sells: dict[str, Decimal] = {}
+    for o in orders:
+        side = buys if o.side == "buy" else sells
+        side[o.pair] = side.get(o.pair, ZERO) + abs(o.quantity)
+    out: dict[str, Decimal] = {}
+    for pair in {*positions, *buys, *sells}:
+        pos = positions.get(pair, ZERO)
+        out[pair] = max(abs(pos + buys.get(pair, ZERO)), abs(pos - sells.get(pair, ZERO)))
+    return out
+
+
+def valuation(
+    positions: dict[str, Decimal], orders: Sequence[OpenOrder], prices: dict[str, Decimal]
+) -> dict[str, Decimal]:
+    """The price each pair is valued at, in the base currency: its market price (``prices``); a pair without one
+    that is not held and whose every open order has a price: the highest of those (what its worst case would
+    cost). Any other pair without a market price is missing: it cannot be valued."""
+    out = dict(prices)
+    legs: dict[str, list[Decimal | None]] = {}
+    for o in orders:
+        legs.setdefault(o.pair, []).append(o.price)
+    for pair, px in legs.items():
+        if pair not in out and not positions.get(pair) and all(p is not None and p > ZERO for p in px):
+            out[pair] = max(p for p in px if p is not None)
+    return out
+
+
+def unvalued(positions: dict[str, Decimal], orders: Sequence[OpenOrder], prices: dict[str, Decimal]) -> list[str]:
+    """The pairs held or ordered on the live venues that cannot be valued in the base currency (no market price,
+    or a quote currency that does not convert): their exposure cannot be measured."""
+    valued = valuation(positions, orders, prices)
+    return sorted(p for p, q in worst_case(positions, orders).items() if q and p not in valued)
+
+
+def exposure(positions: dict[str, Decimal], orders: Sequence[OpenOrder], prices: dict[str, Decimal]) -> Decimal:
+    """Open exposure in the base currency: the worst case of each pair x its price (``valuation``; check
+    ``unvalued`` first: a pair that cannot be valued is not counted here)."""
+    valued = valuation(positions, orders, prices)
+    return sum((q * valued[p] for p, q in worst_case(positions, orders).items() if p in valued), ZERO)
 
 
 def check_stage_capital(
     limit: Decimal | None,
-    nets: dict[str, Decimal],
+    positions: dict[str, Decimal],
+    orders: Sequence[OpenOrder],
     prices: dict[str, Decimal],
-    pair: str,
-    signed_qty: Decimal,
+    new: OpenOrder,
     stage_pct: Decimal | None = None,
-) -> str | None:
-    """Why an order of ``signed_qty`` of ``pair`` on a live venue is over the stage's capital (None: it is not).
-    ``nets``: the live venues' positions plus working orders per pair; ``prices`` in the base currency. An
-    order that does not raise the exposure (a reduction) always passes."""
+) -> Refusal | None:
+    """Why the order ``new`` on a live venue is refused by the stage's capital (None: it is not).
+    ``positions``: the live venues' positions per pair; ``orders``: every live open order (working orders,
+    held stops, approvals on their way); ``prices`` per pair in the base currency. The exposure is the worst
+    case of each pair (``worst_case``): an order passes when the exposure after it is within the limit, or
+    when it does not raise the exposure at all (a sale against a long position: the worst case stays what the
+    buys alone can reach). A pair that cannot be valued: refused RETRY_LATER (never counted as nothing)."""
     if limit is None:
         return None
-    before = exposure(nets, prices)
-    after_nets = dict(nets)
-    after_nets[pair] = after_nets.get(pair, ZERO) + signed_qty
-    after = exposure(after_nets, prices)
+    after_orders = [*orders, new]
+    missing = unvalued(positions, after_orders, prices)
+    if missing:
+        return Refusal(
+            503, "RETRY_LATER",
+            f"the live exposure cannot be measured: no price in the base currency for {', '.join(missing)} "
+            "(no market price yet, or its quote currency does not convert); retry when it is priced",
+        )  # fmt: skip
+    before = exposure(positions, orders, prices)
+    after = exposure(positions, after_orders, prices)
     if after <= before or after <= limit:
         return None
     pct = f" ({stage_pct} % of the live capital)" if stage_pct is not None else ""
-    return f"the live exposure would be {after:.2f}, above the stage's capital {limit:.2f}{pct}"
+    why = f"the live exposure could reach {after:.2f} (open orders filled), above the stage's capital {limit:.2f}{pct}"
+    return Refusal(422, "STAGE_CAPITAL_LIMIT", why, field="quantity")
 
 
 # -- the automatic revert -------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class RevertLimits:
-    drawdown: Decimal  # fraction of the live equity's peak since the stage began
-    daily_loss: Decimal  # fraction of the live equity at the start of the UTC day
+    drawdown: Decimal  # fraction of the stage's capital: the most the live equity may fall from its peak
+    daily_loss: Decimal  # fraction of the stage's capital: the most the live equity may lose in a UTC day
 
 
 def day_of(ts: int) -> str:
@@ -269,10 +344,12 @@ def day_of(ts: int) -> str:
 
 
 def follow_live(
-    st: TransitionState, live_equity: Decimal, now: int, limits: RevertLimits
+    st: TransitionState, live_equity: Decimal, now: int, limits: RevertLimits, capital: Decimal | None = None
 ) -> tuple[TransitionState, str | None]:
     """The live equity's peak and day start followed (the state to keep), and why to revert now (None: no
-    reason). Only while live."""
+    reason). Only while live. The thresholds are fractions of ``capital``, the stage's capital (its percent
+    of the live capital, ``stage_amount``): at 10 % of 100,000, a TRANSITION_REVERT_DRAWDOWN of 0.10 is a fall
+    of 1,000 from the peak. Without a capital known: fractions of the peak and of the day's start."""
     if st.mode != "live":
         return st, None
     peak = live_equity if st.live_peak is None else max(st.live_peak, live_equity)
@@ -281,15 +358,25 @@ def follow_live(
     new = st if (peak, day, start) == (st.live_peak, st.live_day, st.live_day_start) else replace_state(
         st, live_peak=peak, live_day=day, live_day_start=start
     )  # fmt: skip
-    if peak > ZERO:
-        dd = (peak - live_equity) / peak
-        if dd >= limits.drawdown:
-            why = f"live drawdown {dd:.4f} of the peak {peak:.2f} reached TRANSITION_REVERT_DRAWDOWN {limits.drawdown}"
-            return new, why
-    if start > ZERO:
-        loss = (start - live_equity) / start
-        if loss >= limits.daily_loss:
-            return new, f"live loss of the day {loss:.4f} reached TRANSITION_REVERT_DAILY_LOSS {limits.daily_loss}"
+    of = "the stage's capital" if capital is not None and capital > ZERO else None
+    dd_base = capital if of else peak
+    day_base = capital if of else start
+    if dd_base > ZERO:
+        fall = peak - live_equity
+        if fall / dd_base >= limits.drawdown:
+            return new, (
+                f"live drawdown {fall:.2f} from the peak {peak:.2f} is {fall / dd_base:.4f} of "
+                f"{of or 'the peak'}{f' {dd_base:.2f}' if of else ''}: reached TRANSITION_REVERT_DRAWDOWN "
+                f"{limits.drawdown}"
+            )  # fmt: skip
+    if day_base > ZERO:
+        loss = start - live_equity
+        if loss / day_base >= limits.daily_loss:
+            return new, (
+                f"live loss of the day {loss:.2f} is {loss / day_base:.4f} of "
+                f"{of or 'the day start'}{f' {day_base:.2f}' if of else ''}: reached TRANSITION_REVERT_DAILY_LOSS "
+                f"{limits.daily_loss}"
+            )  # fmt: skip
     return new, None
 
 

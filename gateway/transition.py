@@ -41,6 +41,9 @@ class TransitionProblem(Problem):
     milestones: list[Milestone] = msgspec.field(default_factory=list)
 
 
+RETRY_AFTER_S = 2  # a 503 (the live books, or the milestones, not known yet): when to ask again
+
+
 async def get_transition(request: web.Request) -> web.Response:
     bus = request.app[BUS]
     return json_response(await ask(request, bus.subjects.query("transition"), Empty(), TransitionView, GATE))
@@ -64,7 +67,10 @@ async def _step(request: web.Request, action: str, body_type: type) -> web.Respo
         status=reply.status, detail=reply.detail or code, field=reply.field, code=code,
         request_id=request.get(REQUEST_ID), unmet=reply.unmet, milestones=reply.milestones,
     )  # fmt: skip
-    return web.Response(body=rest_json(p), status=reply.status, content_type="application/problem+json")
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if reply.status == 503 else None  # not known yet: retry later
+    return web.Response(
+        body=rest_json(p), status=reply.status, content_type="application/problem+json", headers=headers
+    )
 
 
 async def initiate(request: web.Request) -> web.Response:

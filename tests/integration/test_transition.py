@@ -29,6 +29,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SMALL = {  # small milestones where the real defaults are not the point
     "TRANSITION_MIN_TRADES": "3",
     "TRANSITION_EVALUATION_DAYS": "0",
+    "TRANSITION_MIN_DAYS": "0",
     "TRANSITION_MIN_SHARPE": "0",
     "TRANSITION_STAGE_DAYS": "0",
     "TRANSITION_STAGE_MIN_TRADES": "1",
@@ -121,6 +122,20 @@ async def milestones_met(api: Api) -> dict[str, Any] | None:
     return body if body["ready"] else None
 
 
+async def initiate_when_books_known(api: Api, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """POST initiate, again while it answers 503 LIVE_CAPITAL_UNKNOWN (the live venue's opening balances not
+    adopted yet, right after the start)."""
+    answer: tuple[int, dict[str, Any]] = (0, {})
+
+    async def known() -> bool:
+        nonlocal answer
+        answer = await api.call("POST", "/api/transition/initiate", body)
+        return not (answer[0] == 503 and answer[1].get("code") == "LIVE_CAPITAL_UNKNOWN")
+
+    await eventually(known, what="binance's opening balances adopted")
+    return answer
+
+
 async def restart_gate(sut: System) -> None:
     await sut.stop("risk-gate")
     await sut.start("risk-gate")
@@ -181,8 +196,8 @@ async def test_initiate_approve_reject_revert_over_http_and_restart_in_every_sta
     await seed_paper_wins(client, 3)
     await eventually(lambda: milestones_met(api), what="the milestones met")
 
-    # initiate -> pending; reject -> paper
-    status, v = await api.call("POST", "/api/transition/initiate", {"by": "ann", "reason": "3 wins"})
+    # initiate -> pending (once binance's opening balances are adopted: 503 before); reject -> paper
+    status, v = await initiate_when_books_known(api, {"by": "ann", "reason": "3 wins"})
     assert status == 202 and (v["state"], v["mode"], v["pendingStage"]["index"]) == ("pending_approval", "paper", 0)
     status, p = await api.call("POST", "/api/transition/approve", {"reason": "no name"})
     assert status == 422 and p["field"] == "by"
@@ -195,8 +210,8 @@ async def test_initiate_approve_reject_revert_over_http_and_restart_in_every_sta
     assert status == 409 and p["code"] == "NOTHING_PENDING"
 
     # initiate -> pending; approve -> live at 10 %
-    status, v = await api.call("POST", "/api/transition/initiate", {"by": "ann"})
-    assert status == 202
+    status, v = await initiate_when_books_known(api, {"by": "ann"})  # (the gate just restarted: prices first)
+    assert status == 202, v
     status, v = await api.call("POST", "/api/transition/approve", {"by": "risk-officer", "reason": "ok"})
     assert status == 200 and (v["state"], v["mode"], v["gated"]) == ("live", "live", False), v
     stage = v["stage"]
@@ -291,3 +306,22 @@ async def test_paper_only_deployment_cannot_initiate(make_bus, nats_url, prefix)
         assert not r.ok and (r.status, r.code, r.field) == (409, "NO_LIVE_VENUE", "EXCHANGES")
     finally:
         await sut.stop()
+
+
+async def test_no_stage_capital_from_books_the_live_venue_has_not_opened(deploy, client, binance) -> None:
+    """Before binance's opening balances are adopted its books hold INITIAL_BALANCE, a fictional equity: initiate
+    answers 503 (problem+json, Retry-After) instead of taking a stage's capital from it. The start check reads the
+    balance (answered); the opening reading after it is not (503s), and the next is a reconcile an hour away."""
+    binance.inject_fault("slow", "GET", "/api/v3/account", seconds=0)  # the start check's reading
+    binance.inject_fault("http_503", "GET", "/api/v3/account", times=1000, retry_after=0)
+    _sut, api = await deploy(**SMALL, TRANSITION_APPROVAL="auto", RECONCILE_INTERVAL_MS="3600000")
+    await seed_paper_wins(client, 3)
+    await eventually(lambda: milestones_met(api), what="the milestones met")
+    async with api.http.post(api.base + "/api/transition/initiate", json={"by": "ann"}, headers=AUTH) as r:
+        p = json.loads(await r.read())
+        assert r.status == 503 and r.content_type == "application/problem+json", p
+        assert r.headers.get("Retry-After") and p["code"] == "LIVE_CAPITAL_UNKNOWN", p
+    assert "binance" in p["detail"] and "opening balances" in p["detail"], p
+    body = await transition(api)
+    assert (body["state"], body["gated"]) == ("paper", True)
+    await denied_live(client, "tr-open-1")

@@ -93,13 +93,14 @@ EXPECTED_DEFAULTS = {
     "VAULT_ENDPOINT": "",
     "VAULT_TOKEN": "",
     "VAULT_SECRET_PATH": "secret/data/trading-bot",
-    "TRANSITION_REQUIRED": False,
+    "TRANSITION_REQUIRED": "auto",
     "TRANSITION_APPROVAL": "manual",
     "TRANSITION_MIN_WIN_RATE": Decimal("0.6"),
     "TRANSITION_MIN_PROFIT_FACTOR": Decimal("1.5"),
     "TRANSITION_MIN_SHARPE": Decimal("1.0"),
     "TRANSITION_MIN_TRADES": 50,
     "TRANSITION_MAX_DRAWDOWN": Decimal("0.10"),
+    "TRANSITION_MIN_DAYS": 30,
     "TRANSITION_EVALUATION_DAYS": 30,
     "TRANSITION_STAGES": (Decimal(10), Decimal(25), Decimal(50), Decimal(100)),
     "TRANSITION_STAGE_DAYS": 7,
@@ -242,7 +243,8 @@ BAD_VALUES = [
     ("TRANSITION_STAGES", "50,20,100", "rising percents"),
     ("TRANSITION_STAGES", "10,50", "ending with 100"),
     ("TRANSITION_APPROVAL", "maybe", "manual"),
-    ("TRANSITION_REQUIRED", "perhaps", "true or false"),
+    ("TRANSITION_REQUIRED", "perhaps", "auto, true or false"),
+    ("TRANSITION_MIN_DAYS", "-1", "an integer from 0"),
     ("TRANSITION_MIN_WIN_RATE", "60", "expected a number >= 0 and <= 1"),
     ("TRANSITION_MIN_PROFIT_FACTOR", "-1", "expected a number >= 0"),
     ("TRANSITION_MIN_SHARPE", "-1", "expected a number >= 0"),
@@ -521,6 +523,15 @@ def test_boolean_spellings(raw, expected):
     s = load_settings({"EXCHANGE_SANDBOX": raw, "STOP_LOSS_ENABLED": raw})
     assert s.EXCHANGE_SANDBOX is expected
     assert s.STOP_LOSS_ENABLED is expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("auto", "auto"), (" AUTO ", "auto"), ("true", "true"), ("yes", "true"), ("false", "false"), ("0", "false")],
+)
+def test_transition_required_is_auto_true_or_false(raw, expected):
+    got = load_settings({"TRANSITION_REQUIRED": raw}).TRANSITION_REQUIRED
+    assert got == expected
 
 
 def test_paper_trading_yes_and_live_trading_no():

@@ -143,11 +143,21 @@ def test_stages_go_up_one_at_a_time_and_revert_goes_to_paper_from_anywhere() -> 
 
 
 def test_initial_state_of_each_deployment() -> None:
-    assert tr.initial(has_paper=True, has_live=True, required=False, stages=STAGES, now=1).mode == "paper"
-    live = tr.initial(has_paper=False, has_live=True, required=False, stages=STAGES, now=1)
-    assert (live.mode, live.stage) == ("live", 3) and tr.stage_limit(live, STAGES) is None  # 100 %: no stage limit
-    assert tr.initial(has_paper=False, has_live=True, required=True, stages=STAGES, now=1).mode == "paper"
-    assert tr.initial(has_paper=True, has_live=False, required=False, stages=STAGES, now=1).mode == "paper"
+    def start(paper: bool, live: bool, required: str) -> tuple[str, int | None]:
+        st_ = tr.initial(has_paper=paper, has_live=live, required=required, stages=STAGES, now=1)
+        return st_.mode, st_.stage
+
+    # auto (the default): a paper venue beside live venues starts in paper; live venues only: live at 100 %
+    assert start(True, True, "auto") == ("paper", None)
+    assert start(False, True, "auto") == ("live", 3)
+    assert tr.stage_limit(tr.initial(has_paper=False, has_live=True, required="auto", stages=STAGES, now=1),
+                          STAGES) is None  # 100 %: no stage limit  # fmt: skip
+    # true: always paper
+    assert start(True, True, "true") == start(False, True, "true") == ("paper", None)
+    # false: live venues start live at 100 %, even beside a paper venue (paper beside live on purpose)
+    assert start(True, True, "false") == start(False, True, "false") == ("live", 3)
+    # no live venue: paper, whatever the setting
+    assert {start(True, False, r) for r in ("auto", "true", "false")} == {("paper", None)}
     assert tr.gated(PAPER, has_live=True) and not tr.gated(PAPER, has_live=False)
 
 
@@ -194,34 +204,104 @@ def test_no_sequence_reaches_a_live_stage_without_met_milestones_and_the_approva
 
 
 # -- the stage's capital ----------------------------------------------------------------------------------------
+BTC = "BTC_USDT"
+
+
+def buy(q: str | int, pair: str = BTC, price: str | None = None) -> tr.OpenOrder:
+    return tr.OpenOrder(pair, "buy", D(q), D(price) if price is not None else None)
+
+
+def sell(q: str | int, pair: str = BTC, price: str | None = None) -> tr.OpenOrder:
+    return tr.OpenOrder(pair, "sell", D(q), D(price) if price is not None else None)
+
+
+def refused(limit: Decimal | None, pos: dict[str, Decimal], orders: list[tr.OpenOrder], new: tr.OpenOrder,
+            prices: dict[str, Decimal] | None = None) -> tr.Refusal | None:  # fmt: skip
+    return tr.check_stage_capital(limit, pos, orders, {BTC: D(100)} if prices is None else prices, new, D(10))
+
+
 def test_stage_capital_is_a_hard_limit_on_the_live_exposure() -> None:
     s = TransitionState(mode="live", stage=0, stage_capital=D(10_000))
     limit = tr.stage_limit(s, STAGES)
-    assert limit == D(1000)  # 10 % of 10,000
-    prices = {"BTC_USDT": D(100)}
-    assert tr.check_stage_capital(limit, {}, prices, "BTC_USDT", D(10)) is None  # 1000: at the limit
-    why = tr.check_stage_capital(limit, {}, prices, "BTC_USDT", D("10.01"), D(10))
-    assert why is not None and "1001.00" in why and "1000.00" in why and "10 %" in why
-    # holding 10 already: a buy is over, a sale (a reduction) always passes
-    assert tr.check_stage_capital(limit, {"BTC_USDT": D(10)}, prices, "BTC_USDT", D("0.01")) is not None
-    assert tr.check_stage_capital(limit, {"BTC_USDT": D(12)}, prices, "BTC_USDT", D(-1)) is None
+    assert limit == D(1000) and tr.stage_amount(s, STAGES) == D(1000)  # 10 % of 10,000
+    assert refused(limit, {}, [], buy(10)) is None  # 1000: at the limit
+    why = refused(limit, {}, [], buy("10.01"))
+    assert why is not None and (why.status, why.code, why.field) == (422, "STAGE_CAPITAL_LIMIT", "quantity")
+    assert "1001.00" in why.detail and "1000.00" in why.detail and "10 %" in why.detail
+    # holding 10 already: a buy is over, a sale always passes (the worst case stays the position)
+    assert refused(limit, {BTC: D(10)}, [], buy("0.01")) is not None
+    assert refused(limit, {BTC: D(12)}, [], sell(1)) is None
+    top = TransitionState(mode="live", stage=3, stage_capital=D(10_000))
+    assert tr.stage_limit(top, STAGES) is None and tr.stage_amount(top, STAGES) == D(10_000)
 
 
-@settings(max_examples=300, deadline=None)
+def test_a_resting_sell_does_not_make_room_for_another_buy() -> None:
+    """The reviewer's probe: a take-profit far from the market netted against the position, so each next buy
+    passed and the live position grew to five times the stage's capital."""
+    limit = tr.stage_limit(TransitionState(mode="live", stage=0, stage_capital=D(10_000)), STAGES)  # 1,000
+    px = {BTC: D(1000)}
+    pos = {BTC: D(0)}
+    assert refused(limit, pos, [], buy(1), px) is None  # 1 BTC = 1,000: at the limit
+    pos = {BTC: D(1)}  # filled
+    take_profit = sell(1, price="1500")
+    assert refused(limit, pos, [], take_profit, px) is None  # protecting the position: always allowed
+    second = refused(limit, pos, [take_profit], buy(1), px)
+    assert second is not None and second.code == "STAGE_CAPITAL_LIMIT" and "2000.00" in second.detail
+    # the worst case of each side: every buy filled and no sell, or every sell and no buy
+    assert tr.worst_case({BTC: D(1)}, [take_profit, buy(2)]) == {BTC: D(3)}
+    assert tr.worst_case({BTC: D(1)}, [sell(4)]) == {BTC: D(3)}  # a sell beyond the position: a short of 3
+    assert tr.worst_case({BTC: D(-2)}, [buy(1), sell(1)]) == {BTC: D(3)}
+
+
+def _brute_worst(pos: Decimal, orders: list[tuple[str, Decimal]]) -> Decimal:
+    """Independently: the largest |position| any set of the open orders filling can leave (every subset)."""
+    worst = abs(pos)
+    for mask in range(1 << len(orders)):
+        q = pos + sum((x if side == "buy" else -x for i, (side, x) in enumerate(orders) if mask >> i & 1), ZERO_D)
+        worst = max(worst, abs(q))
+    return worst
+
+
+ZERO_D = D(0)
+QTY = st.decimals(min_value=D("0.01"), max_value=30, places=2)
+
+
+@settings(max_examples=400, deadline=None)
 @given(
     st.decimals(min_value=-50, max_value=50, places=2),
-    st.decimals(min_value=-50, max_value=50, places=2),
+    st.lists(st.tuples(st.sampled_from(["buy", "sell"]), QTY), max_size=6),
+    st.tuples(st.sampled_from(["buy", "sell"]), QTY),
     st.decimals(min_value=1, max_value=5000, places=2),
 )
-def test_an_approved_order_never_takes_the_exposure_above_the_limit_unless_it_reduces_it(
-    held: Decimal, qty: Decimal, limit: Decimal
+def test_an_order_is_refused_exactly_when_some_fills_could_take_the_exposure_above_the_limit(
+    held: Decimal, open_: list[tuple[str, Decimal]], new: tuple[str, Decimal], limit: Decimal
 ) -> None:
-    prices = {"BTC_USDT": D(100)}
-    nets = {"BTC_USDT": held}
-    ok = tr.check_stage_capital(limit, nets, prices, "BTC_USDT", qty) is None
-    after = abs(held + qty) * 100
-    if ok:
-        assert after <= limit or after <= abs(held) * 100
+    """Against an independent model (every subset of the open orders filling): an order passes iff the worst
+    exposure after it is within the limit or not above the worst exposure before it. A netting measure fails
+    this (a resting sell, then a buy that the subset 'the buy fills, the sell does not' takes over)."""
+    orders = [tr.OpenOrder(BTC, side, q) for side, q in open_]
+    ok = refused(limit, {BTC: held}, orders, tr.OpenOrder(BTC, new[0], new[1])) is None
+    before = _brute_worst(held, open_) * 100
+    after = _brute_worst(held, [*open_, new]) * 100
+    assert ok == (after <= limit or after <= before)
+
+
+def test_a_live_pair_that_cannot_be_valued_is_retry_later_never_nothing() -> None:
+    limit = D(1000)
+    eth = "ETH_BTC"
+    # held on a live venue, no price in the base currency (no mark, or its quote does not convert)
+    why = refused(limit, {eth: D(50)}, [], buy("0.1"))
+    assert why is not None and (why.status, why.code) == (503, "RETRY_LATER") and eth in why.detail
+    # an open order on it without a price: the same
+    why = refused(limit, {}, [tr.OpenOrder(eth, "buy", D(1))], buy("0.1"))
+    assert why is not None and why.code == "RETRY_LATER"
+    # the order's own pair without a mark: valued at its limit price when it has one, else refused
+    assert refused(limit, {}, [], buy(1, pair=eth, price="900"), {}) is None
+    over = refused(limit, {}, [], buy(2, pair=eth, price="900"), {})
+    assert over is not None and over.code == "STAGE_CAPITAL_LIMIT"
+    assert refused(limit, {}, [], buy(1, pair=eth), {}) is not None
+    # no stage limit: nothing measured at all
+    assert refused(None, {eth: D(50)}, [], buy(1)) is None
 
 
 # -- the automatic revert ---------------------------------------------------------------------------------------
@@ -254,6 +334,30 @@ def test_the_peak_is_taken_when_the_stage_begins_not_when_first_watched() -> Non
     assert why is not None and "TRANSITION_REVERT_DRAWDOWN" in why
 
 
+@pytest.mark.parametrize("stage", [0, 1, 2, 3])
+def test_revert_thresholds_are_fractions_of_the_stages_capital(stage: int) -> None:
+    """The reviewer's probe: at 10 % of 100,000 (10,000), 10 % of the whole live equity let 49 % of the stage's
+    capital go in a day. Measured against the stage's capital: 0.10 of it from the peak, 0.05 of it in a day."""
+    live = D(100_000)
+    s = TransitionState(mode="live", stage=stage, stage_capital=live, live_peak=live, live_day="1970-01-01",
+                        live_day_start=live)  # fmt: skip
+    amount = tr.stage_amount(s, STAGES)
+    assert amount == live * STAGES[stage] / 100
+    assert amount is not None
+    day_limit = amount * D("0.05")
+    assert tr.follow_live(s, live - day_limit + D("0.01"), 1000, LIMITS, amount)[1] is None  # just under
+    _, why = tr.follow_live(s, live - day_limit, 1000, LIMITS, amount)  # exactly 5 % of the stage's capital
+    assert why is not None and "TRANSITION_REVERT_DAILY_LOSS" in why and f"{amount:.2f}" in why
+    # the drawdown from the peak, over days (each day's start lower: no daily loss reached)
+    dd_limit = amount * D("0.10")
+    peaked = tr.replace_state(s, live_day_start=live - dd_limit + D("0.01"))
+    assert tr.follow_live(peaked, live - dd_limit + D("0.01"), 1000, LIMITS, amount)[1] is None
+    _, why = tr.follow_live(peaked, live - dd_limit, 1000, LIMITS, amount)
+    assert why is not None and "TRANSITION_REVERT_DRAWDOWN" in why
+    if stage == 0:  # 49 % of the stage's capital lost in a day: far past either threshold now
+        assert tr.follow_live(s, live - amount * D("0.49"), 1000, LIMITS, amount)[1] is not None
+
+
 def test_a_live_venue_failing_beyond_the_grace_reverts() -> None:
     assert tr.venue_failing({"binance": 1000}, 60_999, 60_000) is None
     why = tr.venue_failing({"binance": 1000}, 61_000, 60_000)
@@ -277,3 +381,33 @@ def test_performance_since_counts_only_the_window() -> None:
     assert (window.first_trade_at, window.last_trade_at, window.since) == (10 * DAY, 12 * DAY, 5 * DAY)
     assert window.initial_balance == D(9_990) and window.max_drawdown_pct == 0  # the window's own curve
     assert whole.max_drawdown_pct > 0
+
+
+def test_the_window_sees_a_dip_older_than_the_one_minute_curve_and_days_count_the_whole_record() -> None:
+    """The reviewer's probe: 60 days of paper trading, a 30-day window, a 20 % dip 20 days ago (older than the
+    10,000 one-minute points, ~7 days): the window's drawdown must see it, and TRANSITION_MIN_DAYS=30 must be met
+    by the 60 days of history although the window holds fewer than 30 days of round trips."""
+    minute = 60_000
+    now = 60 * DAY + 20 * 3_600_000
+    led = Ledger("USDT", D(10_000))
+    tracker = EquityTracker(D(10_000))
+    for d in range(60):  # a round trip a day, 09:00 to 17:00, three wins out of four
+        led.apply_fill(fill(f"b{d}", "buy", "1", "100", ts=d * DAY + 9 * 3_600_000))
+        led.apply_fill(fill(f"s{d}", "sell", "1", "103" if d % 4 else "99", ts=d * DAY + 17 * 3_600_000))
+    for t in range(0, now, minute):  # sampled once a minute, as the ledger does
+        e = D(10_000) + D(t // DAY) * 2
+        if t // DAY == 40 and 10 * 3_600_000 <= t % DAY < 12 * 3_600_000:  # two hours 20 % down, day 40
+            e *= D("0.8")
+        tracker.sample(t, e)
+    assert tracker.curve[0][0] > 50 * DAY  # the one-minute curve no longer holds day 40
+    window = report(led, tracker, {}, now, since=now - 30 * DAY)
+    whole = report(led, tracker, {}, now)
+    assert window.max_drawdown_pct > D("0.19") and whole.max_drawdown_pct > D("0.19")
+    th = tr.Thresholds(D("0.6"), D("1.5"), D(0), 20, D("0.10"), 30)
+    ms = {m.name: m for m in tr.milestones(tr.figures_of(window, whole), th)}
+    assert not ms["maxDrawdown"].met
+    assert ms["tradingDays"].met and ms["tradingDays"].value is not None and ms["tradingDays"].value > 59
+    assert ms["completedTrades"].value == 29  # the rates: the window's own round trips
+    assert not {m.name: m for m in tr.milestones(tr.figures_of(window), th)}["tradingDays"].met  # the window alone
+    # the window's curve: the day's low kept (with its time) beside the one-minute points
+    assert tracker.lows["1970-02-10"][1] == D("8064.0")
