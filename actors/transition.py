@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -231,6 +232,35 @@ class Transition:
                     return None
         return books_equity(books, marks, bridge)
 
+    def live_holdings(self) -> tuple[dict[str, Decimal], dict[str, Decimal]] | None:
+        """What the live venues hold now (every currency but the base, all venues together) and each one's rate to
+        the base currency; None while one cannot be valued."""
+        marks, bridge = self.gate.books.mids, self.settings.CONVERSION_BRIDGE
+        holdings: dict[str, Decimal] = {}
+        rates: dict[str, Decimal] = {}
+        for _, led in self._live_books():
+            conv = Converter(led, marks, bridge)
+            for cur, bal in led.balances.items():
+                if cur == led.base_currency or not bal.total:
+                    continue
+                if (rate := conv.rate(cur)) is None:
+                    return None
+                holdings[cur] = holdings.get(cur, Decimal(0)) + bal.total
+                rates[cur] = rate
+        return holdings, rates
+
+    def rates_now(self, currencies: Iterable[str]) -> dict[str, Decimal]:
+        """Each currency's rate to the base currency now (those that have one)."""
+        marks, bridge = self.gate.books.mids, self.settings.CONVERSION_BRIDGE
+        out: dict[str, Decimal] = {}
+        for _, led in self._live_books():
+            conv = Converter(led, marks, bridge)
+            for cur in currencies:
+                if cur not in out and (rate := conv.rate(cur)) is not None:
+                    out[cur] = rate
+            break  # (one converter: the marks are the same for every venue's books)
+        return out
+
     def books_not_known(self) -> str | None:
         """Why the live venues' books are not the venues' own yet (None: they are): a live venue whose opening
         balances have not been adopted still holds INITIAL_BALANCE - a fictional equity, never a capital."""
@@ -339,10 +369,12 @@ class Transition:
             if action == "initiate" and note is not None and self.live_venues:
                 return TransitionReply(ok=False, status=503, code="MILESTONES_UNKNOWN", detail=note)
             live_capital = self.capital_known() if action in ("initiate", "approve") else None
+            held = self.live_holdings() if live_capital is not None else None
             ctx = tr.Context(
                 approval=self.settings.TRANSITION_APPROVAL, stages=self.stages, has_live=bool(self.live_venues),
                 now=now_ms(), milestones=tuple(ms), live_capital=live_capital,
-                live_equity=self.live_equity_known() if live_capital is not None else None,
+                live_equity=self.live_equity_known() if held is not None else None,
+                live_holdings=held[0] if held else None, live_rates=held[1] if held else None,
             )  # fmt: skip
             out = tr.step(self.state, action, ctx, by, reason)
             if isinstance(out, tr.Refusal):
@@ -424,7 +456,14 @@ class Transition:
         cur = st
         if cur.stage_capital is None and (capital := self.capital_known()) is not None:
             cur = msgspec.structs.replace(cur, stage_capital=capital)  # (started live: known once the books are)
-        new, why = tr.follow_live(cur, live, now_ms(), self.limits, tr.stage_amount(cur, self.stages))
+        if cur.stage_holdings is None and (held := self.live_holdings()) is not None:
+            # (a stage begun before its holdings were recorded: from now; the live equity and the stage's equity
+            # are the same at this moment, so the peak and day start followed so far stay right)
+            cur = msgspec.structs.replace(cur, stage_holdings=held[0], stage_rates=held[1])
+        followed = tr.stage_equity(live, cur, self.rates_now(cur.stage_holdings or {}))
+        if followed is None:
+            return  # a holding of the stage's start has no price now: nothing to judge
+        new, why = tr.follow_live(cur, followed, now_ms(), self.limits, tr.stage_amount(cur, self.stages))
         if why is None:
             why = tr.venue_failing(self.down_since, now_ms(), self.settings.TRANSITION_REVERT_VENUE_GRACE_MS)
         if why is None:

@@ -159,6 +159,8 @@ class Context:
     milestones: tuple[Milestone, ...] = ()
     live_capital: Decimal | None = None
     live_equity: Decimal | None = None  # the live venues' equity now: the stage's starting peak and day start
+    live_holdings: dict[str, Decimal] | None = None  # what the live venues hold now (not the base currency)
+    live_rates: dict[str, Decimal] | None = None  # and each holding's rate to the base currency now
 
 
 def _enter(st: TransitionState, stage: int, ctx: Context) -> TransitionState:
@@ -168,6 +170,8 @@ def _enter(st: TransitionState, stage: int, ctx: Context) -> TransitionState:
     return replace_state(
         st, mode="live", stage=stage, pending=None, stage_started_at=ctx.now, stage_capital=ctx.live_capital,
         live_peak=ctx.live_equity, live_day=day, live_day_start=ctx.live_equity, updated_at=ctx.now,
+        stage_holdings=ctx.live_holdings if ctx.live_equity is not None else None,
+        stage_rates=ctx.live_rates if ctx.live_equity is not None else None,
     )  # fmt: skip
 
 
@@ -378,6 +382,31 @@ def follow_live(
                 f"{limits.daily_loss}"
             )  # fmt: skip
     return new, None
+
+
+def holdings_move(
+    holdings: dict[str, Decimal], rates_then: dict[str, Decimal], rates_now: dict[str, Decimal]
+) -> Decimal | None:
+    """How much what the live venues held when the stage began gained (or lost, < 0) in value since, from the price
+    moves alone: sum of quantity x (rate now - rate then). None while a rate is missing."""
+    total = ZERO
+    for cur, qty in holdings.items():
+        then, now = rates_then.get(cur), rates_now.get(cur)
+        if then is None or now is None:
+            return None
+        total += qty * (now - then)
+    return total
+
+
+def stage_equity(live_equity: Decimal, st: TransitionState, rates_now: dict[str, Decimal]) -> Decimal | None:
+    """The live equity the automatic revert follows: without the price moves of the holdings the stage began with,
+    so that the stage's thresholds (fractions of the stage's capital) judge its trading, not a 1 % move of coins held
+    long before (at 10 % of an account held in BTC, that move alone would be a tenth of the stage's capital). None
+    while a holding cannot be valued. A state without recorded holdings follows the live equity as it is."""
+    if not st.stage_holdings:
+        return live_equity
+    move = holdings_move(st.stage_holdings, st.stage_rates or {}, rates_now)
+    return None if move is None else live_equity - move
 
 
 def venue_failing(down_since: dict[str, int], now: int, grace_ms: int) -> str | None:

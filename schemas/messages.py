@@ -903,6 +903,10 @@ class TransitionState(Msg):
     live_peak: Decimal | None = None
     live_day: str | None = None
     live_day_start: Decimal | None = None
+    # what the live venues held (other than the base currency) when the stage began, and each currency's rate to
+    # the base currency then: the revert judges the stage's trading, not the price moves of those holdings
+    stage_holdings: dict[str, Decimal] | None = None
+    stage_rates: dict[str, Decimal] | None = None
     updated_at: int = 0
 
 

@@ -264,10 +264,16 @@ async def test_live_drawdown_past_the_threshold_reverts_to_paper_and_cancels_liv
     await eventually(gate_prices_btc, what="the risk-gate's BTC price")
     status, v = await api.call("POST", "/api/transition/initiate", {"by": "ann"})
     assert status == 200 and v["state"] == "live", v  # auto: no approval step
+    # the stage's trading: 0.2 BTC bought at 60,000 (12,000, inside the stage's capital of about 14,800)
+    reply = await submit(client, "tr-dd-0", exchange="binance", quantity=D("0.2"))
+    assert reply.ok, reply.detail
+    await until(client, "tr-dd-0", "filled")
     reply = await submit(client, "tr-dd-1", exchange="binance", type="limit", price=D(30000), quantity=D("0.01"))
     assert reply.ok, reply.detail
     await until(client, "tr-dd-1", "accepted")
-    binance.set_book("BTC/USDT", bids=[("47990", "5")], asks=[("48000", "5")])  # 1 BTC: about 12,000 down, 7.5 %
+    # BTC down 20 %: the 1 BTC held before the stage began is not the stage's loss (its price move is taken out);
+    # the 0.2 bought in the stage lose 2,400: 16 % of the stage's capital, past TRANSITION_REVERT_DRAWDOWN 0.05
+    binance.set_book("BTC/USDT", bids=[("47990", "5")], asks=[("48000", "5")])
 
     async def reverted() -> dict[str, Any] | None:
         body = await transition(api)

@@ -411,3 +411,45 @@ def test_the_window_sees_a_dip_older_than_the_one_minute_curve_and_days_count_th
     assert not {m.name: m for m in tr.milestones(tr.figures_of(window), th)}["tradingDays"].met  # the window alone
     # the window's curve: the day's low kept (with its time) beside the one-minute points
     assert tracker.lows["1970-02-10"][1] == D("8064.0")
+
+
+def test_the_holdings_the_stage_began_with_do_not_trip_the_revert_by_their_price_alone() -> None:
+    """At 10 % of an account of 100,000 held mostly in BTC (stage capital 10,000; drawdown threshold 1,000), a 2 %
+    move of BTC is 1,800 of live equity: the stage's trading lost nothing, no revert. A trading loss of 1,000 on
+    top of the same move does revert."""
+    c = tr.Context(approval="auto", stages=STAGES, has_live=True, now=DAY, milestones=GOOD, live_capital=D(100_000),
+                   live_equity=D(100_000), live_holdings={"BTC": D(1)}, live_rates={"BTC": D(90_000)})  # fmt: skip
+    live = tr.step(PAPER, "initiate", c)
+    assert isinstance(live, tr.Step)
+    s = live.state
+    assert s.stage_holdings == {"BTC": D(1)} and s.stage_rates == {"BTC": D(90_000)}
+    amount = tr.stage_amount(s, STAGES)
+    assert amount == D(10_000)
+    down = {"BTC": D(88_200)}  # -2 %: the live equity is 98,200
+    followed = tr.stage_equity(D(98_200), s, down)
+    assert followed == D(100_000)
+    assert tr.follow_live(s, followed, DAY + 1, LIMITS, amount)[1] is None
+    # the same move and 1,000 lost by trading (10 % of the stage's capital): reverted
+    followed = tr.stage_equity(D(97_200), s, down)
+    assert followed == D(99_000)
+    why = tr.follow_live(s, followed, DAY + 1, LIMITS, amount)[1]
+    assert why is not None and "TRANSITION_REVERT_DRAWDOWN" in why
+    # a holding without a price now: nothing to judge (never a false fall)
+    assert tr.stage_equity(D(97_200), s, {}) is None
+    # a state from before the holdings were recorded follows the live equity as it is
+    assert tr.stage_equity(D(97_200), TransitionState(mode="live", stage=0), down) == D(97_200)
+
+
+@given(
+    qty=st.decimals(min_value=0, max_value=1000, places=4),
+    then=st.decimals(min_value=1, max_value=100_000, places=2),
+    now=st.decimals(min_value=1, max_value=100_000, places=2),
+    traded=st.decimals(min_value=-10_000, max_value=10_000, places=2),
+)
+def test_the_stage_equity_moves_by_the_trading_alone(qty: D, then: D, now: D, traded: D) -> None:
+    """Whatever the holdings and their price move, the equity the revert follows changes by the trading's result
+    alone (equity now = equity then + holdings' move + trading)."""
+    start = D(50_000) + qty * then
+    s = TransitionState(mode="live", stage=0, stage_holdings={"ETH": qty}, stage_rates={"ETH": then})
+    equity_now = D(50_000) + qty * now + traded
+    assert tr.stage_equity(equity_now, s, {"ETH": now}) == start + traded
