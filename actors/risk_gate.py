@@ -80,6 +80,7 @@ from domain.transition import state_name as tr_state_name
 from domain.valuation import Converter, DayStart, equity, mark_of, quote_rates, roll_day
 from domain.venue_ledgers import VenueLedgers
 from schemas.messages import (
+    TERMINAL_STATUSES,
     AlertsPage,
     AlertsQuery,
     ApprovedOrder,
@@ -211,6 +212,9 @@ class RiskGate(Actor):
         self.applied = RecentIds(FILL_DEDUPE_WINDOW)  # as the ledger: the same fills booked
         self.fills_seq = 0
         self.working: dict[str, Working] = {}  # order id -> what is left of it
+        # every order not terminal yet, as its last event says (held ones too: a stop not triggered, a bracket leg):
+        # the transition's stage capital and a revert's cleanup see the live venues' orders here
+        self.open_orders: dict[str, Order] = {}
         self.pending: dict[str, Pending] = {}  # client order id -> reservation
         self.client_ids = RecentIds(CLIENT_ID_WINDOW)  # client order ids that name an order (seen on ORDERS)
         self.orders_seq = 0
@@ -390,6 +394,10 @@ class RiskGate(Actor):
         self.pending.pop(o.client_order_id, None)  # the order is known now: its own lock holds the funds
         if not o.client_order_id.startswith(RESERVED_CLIENT_PREFIX):  # bracket legs are not callers' ids
             self.client_ids.add(o.client_order_id)
+        if o.status in TERMINAL_STATUSES:
+            self.open_orders.pop(o.order_id, None)
+        else:
+            self.open_orders[o.order_id] = o
         prev = self.working.pop(o.order_id, None)
         seen = max(prev.filled_fills if prev else ZERO, self.early.pop(o.order_id, ZERO))
         if lock_of(o) is not None:
@@ -544,6 +552,7 @@ class RiskGate(Actor):
             reply_to=env.reply,
             approved_at=now_ms(),
             venues=verdict.venues,
+            transition_epoch=self.transition.state.epoch,  # the order-router refuses it live after a revert
         )
         if (p := self.pending.get(coid)) is not None:
             p.request, p.estimated_cost = req, verdict.estimated_cost
@@ -591,7 +600,7 @@ class RiskGate(Actor):
         note = "clientOrderId names an existing order: answered with it, not checked again"
         approved = ApprovedOrder(
             request=req, risk_validation=RiskValidation(passed=True, note=note), estimated_cost=estimated_cost,
-            reply_to=env.reply, approved_at=now_ms(),
+            reply_to=env.reply, approved_at=now_ms(), transition_epoch=self.transition.state.epoch,
         )  # fmt: skip
         await self.bus.js_publish(self.subjects.approved_orders(req.pair), approved)
 
@@ -783,6 +792,9 @@ class RiskGate(Actor):
         for w in self.working.values():
             if w.venue in live or (self.only is not None and self.only in live):
                 nets[w.pair] = nets.get(w.pair, ZERO) + w.sign * w.left
+        for o in self.transition.held_live_orders():  # held by the router (no lock): they go out when they trigger
+            left = o.quantity - o.filled_quantity
+            nets[o.pair] = nets.get(o.pair, ZERO) + (left if o.side == "buy" else -left)
         for p in self.pending.values():
             if (self.only in live) if self.only is not None else any(v in live for v in p.venues):
                 nets[p.pair] = nets.get(p.pair, ZERO) + p.signed
