@@ -100,7 +100,7 @@ def register(app: web.Application) -> None:
          "Pending approval (202) or live at the next stage (200)"),
         ("/api/transition/approve", approve, DecisionBody, "Approve the pending step", "Live at the stage"),
         ("/api/transition/reject", reject, DecisionBody, "Reject the pending step", "Pending step dropped"),
-        ("/api/transition/revert", revert, StepBody, "Back to paper at once (live orders canceled after the answer: cleanupPending)", "Paper"),
+        ("/api/transition/revert", revert, StepBody, "Back to paper at once (the live orders canceled after)", "Paper"),
     ):  # fmt: skip
         add(
             app,
