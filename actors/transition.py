@@ -40,6 +40,7 @@ from domain.transition_guard import revert_cleanup
 from domain.valuation import Converter, books_equity
 from domain.venue_ledgers import VenueLedgers
 from schemas.messages import (
+    TERMINAL_STATUSES,
     CancelOrder,
     CommandReply,
     Empty,
@@ -47,6 +48,7 @@ from schemas.messages import (
     Milestone,
     Order,
     OrderRequest,
+    OrderStatus,
     Performance,
     PerformanceQuery,
     TransitionCommand,
@@ -472,29 +474,19 @@ class Transition:
         st = self.state
         if not st.cleanup_pending or st.mode != "paper" or not self.live_venues:
             return
+        flatten = self.settings.TRANSITION_REVERT_POSITIONS == "flatten"
+        first_flatten = flatten and self.flattened_epoch != st.epoch
+        errors = await self._cancel_live(keep_reduce_only=not first_flatten)  # at once: a held stop may trigger
         deadline = time.monotonic() + PENDING_WAIT_S  # approvals on their way become orders (or are refused)
+        waited = False
         while time.monotonic() < deadline and any(
             now_ms() - p.at < PENDING_SETTLE_MS and (g.only is not None or any(v in self.live_venues for v in p.venues))
             for p in g.pending.values()
         ):  # fmt: skip
+            waited = True
             await asyncio.sleep(0.05)
-        flatten = self.settings.TRANSITION_REVERT_POSITIONS == "flatten"
-        first_flatten = flatten and self.flattened_epoch != st.epoch
-        errors: list[str] = []
-        try:
-            r = await g.bus.request(
-                g.subjects.orders_cancel,
-                CancelOrder(all=True, venues=list(self.live_venues), keep_reduce_only=not first_flatten,
-                            reason="reverted to paper"),
-                CommandReply, timeout=CANCEL_TIMEOUT_S,
-            )  # fmt: skip
-            for o in r.orders:
-                if o.status.value == "canceled" and o.order_id not in self.cleanup_canceled:
-                    self.cleanup_canceled.append(o.order_id)
-                elif o.status.value != "canceled" and o.status.value != "pending_cancel":
-                    errors.append(f"{o.order_id} not canceled ({o.status.value})")
-        except RequestFailed as e:
-            errors.append(f"the live orders not canceled: the order-router did not answer ({e.reason})")
+        if waited:  # what they became canceled too
+            errors = await self._cancel_live(keep_reduce_only=not first_flatten)
         if first_flatten and not errors:
             closing, pending, failed = await g._close_all(venues=set(self.live_venues))
             self.flattened_epoch = st.epoch
@@ -502,6 +494,28 @@ class Transition:
             errors += failed + [f"close {c} sent, not confirmed yet" for c in pending]
         self.cleanup_errors = errors
         self.cleanup_tried = time.monotonic()
+
+    async def _cancel_live(self, *, keep_reduce_only: bool) -> list[str]:
+        """Every open order on the live venues canceled through the order-router (its cancel-all, restricted to
+        them). What could not be done."""
+        g = self.gate
+        errors: list[str] = []
+        try:
+            r = await g.bus.request(
+                g.subjects.orders_cancel,
+                CancelOrder(all=True, venues=list(self.live_venues), keep_reduce_only=keep_reduce_only,
+                            reason="reverted to paper"),
+                CommandReply, timeout=CANCEL_TIMEOUT_S,
+            )  # fmt: skip
+        except RequestFailed as e:
+            return [f"the live orders not canceled: the order-router did not answer ({e.reason})"]
+        for o in r.orders:
+            if o.status is OrderStatus.CANCELED:
+                if o.order_id not in self.cleanup_canceled:
+                    self.cleanup_canceled.append(o.order_id)
+            elif o.status is not OrderStatus.PENDING_CANCEL and o.status not in TERMINAL_STATUSES:
+                errors.append(f"{o.order_id} not canceled ({o.status.value})")  # (one filled meanwhile: done)
+        return errors
 
     async def _follow_cleanup(self) -> None:
         """Every second while a revert's cleanup is pending: done once no order is left to cancel (the state saved,
