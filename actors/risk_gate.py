@@ -82,6 +82,7 @@ from domain.triggers import TRIGGERED_TYPES
 from domain.valuation import Converter, DayStart, equity, mark_of, quote_rates, roll_day
 from domain.venue_ledgers import VenueLedgers
 from schemas.messages import (
+    TERMINAL_STATUSES,
     AlertsPage,
     AlertsQuery,
     ApprovedOrder,
@@ -213,6 +214,9 @@ class RiskGate(Actor):
         self.applied = RecentIds(FILL_DEDUPE_WINDOW)  # as the ledger: the same fills booked
         self.fills_seq = 0
         self.working: dict[str, Working] = {}  # order id -> what is left of it
+        # every order not terminal yet, as its last event says (held ones too: a stop not triggered, a bracket leg):
+        # the transition's stage capital and a revert's cleanup see the live venues' orders here
+        self.open_orders: dict[str, Order] = {}
         self.pending: dict[str, Pending] = {}  # client order id -> reservation
         self.client_ids = RecentIds(CLIENT_ID_WINDOW)  # client order ids that name an order (seen on ORDERS)
         self.orders_seq = 0
@@ -392,6 +396,10 @@ class RiskGate(Actor):
         self.pending.pop(o.client_order_id, None)  # the order is known now: its own lock holds the funds
         if not o.client_order_id.startswith(RESERVED_CLIENT_PREFIX):  # bracket legs are not callers' ids
             self.client_ids.add(o.client_order_id)
+        if o.status in TERMINAL_STATUSES:
+            self.open_orders.pop(o.order_id, None)
+        else:
+            self.open_orders[o.order_id] = o
         prev = self.working.pop(o.order_id, None)
         seen = max(prev.filled_fills if prev else ZERO, self.early.pop(o.order_id, ZERO))
         if lock_of(o) is not None:
@@ -546,6 +554,7 @@ class RiskGate(Actor):
             reply_to=env.reply,
             approved_at=now_ms(),
             venues=verdict.venues,
+            transition_epoch=self.transition.state.epoch,  # the order-router refuses it live after a revert
         )
         if (p := self.pending.get(coid)) is not None:
             p.request, p.estimated_cost = req, verdict.estimated_cost
@@ -593,7 +602,7 @@ class RiskGate(Actor):
         note = "clientOrderId names an existing order: answered with it, not checked again"
         approved = ApprovedOrder(
             request=req, risk_validation=RiskValidation(passed=True, note=note), estimated_cost=estimated_cost,
-            reply_to=env.reply, approved_at=now_ms(),
+            reply_to=env.reply, approved_at=now_ms(), transition_epoch=self.transition.state.epoch,
         )  # fmt: skip
         await self.bus.js_publish(self.subjects.approved_orders(req.pair), approved)
 
@@ -796,6 +805,9 @@ class RiskGate(Actor):
             if p.signed and ((self.only in live) if self.only is not None else any(v in live for v in p.venues)):
                 px = p.request.price if p.request is not None else None
                 orders.append(OpenOrder(p.pair, "buy" if p.signed > 0 else "sell", abs(p.signed), price_of(p.pair, px)))
+        for o in self.transition.held_live_orders():  # held by the router (no lock): they go out when they trigger
+            px = o.stop_price if o.stop_price is not None else o.price
+            orders.append(OpenOrder(o.pair, o.side, o.quantity - o.filled_quantity, price_of(o.pair, px)))
         prices: dict[str, Decimal] = {}  # the market price in BASE_CURRENCY (none: no mark, or not convertible)
         for pair in {*positions, *(o.pair for o in orders), intent.pair}:
             if (mark := x.marks.get(pair)) is not None and (rate := rate_of(x, pair)) is not None:

@@ -222,11 +222,13 @@ def step(
             return event(replace_state(st, pending=None, updated_at=ctx.now), "reject")
         return event(_enter(st, st.pending, ctx), "approve")
     if action in ("revert", "auto_revert"):
+        # a new epoch: an approval made before it never executes live; the live venues' orders to clean up
         new = replace_state(
             st, mode="paper", stage=None, pending=None, stage_started_at=None, stage_capital=None, live_peak=None,
-            live_day=None, live_day_start=None, updated_at=ctx.now,
+            live_day=None, live_day_start=None, updated_at=ctx.now, epoch=st.epoch + 1,
+            cleanup_pending=ctx.has_live or st.cleanup_pending,
         )  # fmt: skip
-        return event(new, action)
+        return event(new, action, epoch=new.epoch, cleanup_pending=new.cleanup_pending)
     return Refusal(422, "UNKNOWN_ACTION", f"unknown action {action!r}", field="action")
 
 

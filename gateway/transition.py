@@ -16,7 +16,7 @@ from schemas.messages import Empty, Milestone, TransitionCommand, TransitionRepl
 from schemas.rest import Problem
 
 GATE = "the risk-gate"
-COMMAND_TIMEOUT_S = 20.0  # a revert cancels the live orders (and may close the positions) before it answers
+COMMAND_TIMEOUT_S = 20.0  # (a revert answers at once: its cleanup goes on in the risk-gate)
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 
 
@@ -106,7 +106,7 @@ def register(app: web.Application) -> None:
          "Pending approval (202) or live at the next stage (200)"),
         ("/api/transition/approve", approve, DecisionBody, "Approve the pending step", "Live at the stage"),
         ("/api/transition/reject", reject, DecisionBody, "Reject the pending step", "Pending step dropped"),
-        ("/api/transition/revert", revert, StepBody, "Back to paper at once (live orders canceled)", "Paper"),
+        ("/api/transition/revert", revert, StepBody, "Back to paper at once (the live orders canceled after)", "Paper"),
     ):  # fmt: skip
         add(
             app,

@@ -233,6 +233,8 @@ class CancelOrder(Msg):
     all: bool = False
     pair: str | None = None
     reason: str | None = None
+    venues: list[str] | None = None  # all: only the orders on these venues (None: every venue)
+    keep_reduce_only: bool = False  # all: leave reduce-only orders (exits of positions kept) working
 
 
 class ModifyOrder(Msg):
@@ -273,6 +275,9 @@ class ApprovedOrder(Msg):
     # the venues the risk gate found able to take it (they list the pair, their rules accept it, their balance
     # pays for it), in priority order; the router routes among these only. None: every venue (older messages)
     venues: list[str] | None = None
+    # the transition's epoch (reverts so far) the approval was made under: the order-router refuses it for a
+    # live venue when a revert came since, or while in paper mode. None: not decided by the transition
+    transition_epoch: int | None = None
 
 
 class OrderReply(Msg):
@@ -653,6 +658,7 @@ class VenueState(Msg):
     update_mode: Literal["push", "stream", "polling"] = "push"
     last_error: str | None = None
     last_error_at: int | None = None
+    keys_refused: bool = False  # the venue refused the keys on its last private call
 
 
 class VenueCheck(Msg):
@@ -908,12 +914,18 @@ class TransitionState(Msg):
     stage_holdings: dict[str, Decimal] | None = None
     stage_rates: dict[str, Decimal] | None = None
     updated_at: int = 0
+    # each revert adds one: an approval made under an earlier epoch never executes live (the order-router checks)
+    epoch: int = 0
+    # a revert's cleanup (the live venues' orders canceled, positions closed by setting) is not complete yet: the
+    # risk-gate goes on with it (every second, and after a restart) until no such order is left
+    cleanup_pending: bool = False
+    revert_event: TransitionEvent | None = None  # the last revert's event, published (again) until it is stored
 
 
 class TransitionEvent(Msg):
     """Every step on ``tbx.events.transition`` (stream TRANSITION): the audit trail."""
 
-    action: Literal["start", "initiate", "approve", "reject", "revert", "auto_revert"]
+    action: Literal["start", "initiate", "approve", "reject", "revert", "auto_revert", "revert_cleanup"]
     from_state: str
     to_state: str
     mode: TransitionMode
@@ -926,6 +938,9 @@ class TransitionEvent(Msg):
     canceled_orders: list[str] = msgspec.field(default_factory=list)
     closing_orders: list[str] = msgspec.field(default_factory=list)
     errors: list[str] = msgspec.field(default_factory=list)
+    epoch: int | None = None  # the revert's epoch (revert, auto_revert, revert_cleanup)
+    cleanup_pending: bool = False  # a revert: its cleanup goes on (a revert_cleanup event follows once done)
+    kept_orders: list[str] = msgspec.field(default_factory=list)  # reduce-only exits of kept positions, left working
 
 
 class TransitionCommand(Msg):
@@ -975,6 +990,9 @@ class TransitionView(Msg):
     next_stage: TransitionStageView | None = None
     updated_at: int = 0
     note: str | None = None
+    epoch: int = 0  # the number of reverts so far
+    cleanup_pending: bool = False  # a revert's cleanup is not complete yet (see the last history entry)
+    cleanup_orders: list[str] = msgspec.field(default_factory=list)  # the live orders it still has to cancel
 
 
 class TransitionReply(Msg):

@@ -32,6 +32,7 @@ from actors.base import Actor
 from actors.books import BookCache
 from actors.order_router.emulator import CLOCK_EVERY_S, Emulator
 from actors.order_router.keys import RouterKeys
+from actors.order_router.live_check import LiveCheck
 from actors.order_router.routing import Router
 from actors.order_router.session import NotTaken, VenueSession
 from actors.order_router.store import OrderStore
@@ -107,6 +108,7 @@ class OrderRouter(Actor):
             session.connect(self.emulator, self._route, self._reroute)
         self.store.on_stored = self.emulator.track
         self.keys = RouterKeys(settings, bus, self.sessions, self.log)  # each live venue's keys: store, else env
+        self.live_check = LiveCheck(settings, bus)  # the transition: no live order approved before a revert
 
     def session_of(self, o: Order) -> VenueSession:
         """The session of the order's venue. An order of a venue no longer configured has none (KeyError)."""
@@ -150,6 +152,7 @@ class OrderRouter(Actor):
     async def on_start(self) -> None:
         s = self.subjects
         await self.store.load()
+        await self.live_check.open()
         await self.bus.replay(stream=s.s_fills, subject=s.fills(), type_=Fill, handler=self._fold_fill, follow=False)
         async with self.store.lock:  # a crash between an entry's reroute and its legs': the legs follow now
             for oid in list(self.store.live):
@@ -239,6 +242,11 @@ class OrderRouter(Actor):
                                                rejected=choice.reason or "no venue can take it")  # fmt: skip
                     await self._refuse_unroutable(a, order)
                     return
+                if (refusal := await self.live_check.refusal(a, choice.venue)) is not None:
+                    # (read under the lock: a revert's cancel of the live orders lists them under it too)
+                    order = await self._create(req, ids[:1], ref, choice.venue, choice.reason, rejected=refusal)
+                    await self._refuse_live(a, order)
+                    return
                 order = await self._create(req, ids, ref, choice.venue, choice.reason, choice.fallback)
             else:
                 order = store.orders[known]
@@ -327,6 +335,13 @@ class OrderRouter(Actor):
         if a.reply_to:
             field = "exchange" if a.request.exchange else None
             reply = OrderReply(ok=False, order=order, code="NO_VENUE", field=field, detail=order.reason)
+            await self.bus.respond_to(a.reply_to, reply)
+
+    async def _refuse_live(self, a: ApprovedOrder, order: Order) -> None:
+        self.log.warning("order {} ({}) not sent live: {}", order.order_id, order.client_order_id, order.reason)
+        if a.reply_to:
+            field = "exchange" if a.request.exchange else None
+            reply = OrderReply(ok=False, order=order, code="LIVE_NOT_APPROVED", field=field, detail=order.reason)
             await self.bus.respond_to(a.reply_to, reply)
 
     async def _refuse_duplicate(self, a: ApprovedOrder, order: Order) -> None:
@@ -598,11 +613,15 @@ class OrderRouter(Actor):
     async def _on_cancel(self, cmd: CancelOrder, env: Envelope) -> None:
         reason = cmd.reason or "canceled by request"
         if cmd.all:
-            ids = [
-                o.order_id
-                for o in sorted((self.store.orders[oid] for oid in self.store.live), key=lambda o: o.created_at)
-                if (o.status in WORKING or o.status is S.INITIALIZED) and (cmd.pair is None or o.pair == cmd.pair)
-            ]
+            async with self.store.lock:  # (an approval being created now is listed: it is made under the lock)
+                ids = [
+                    o.order_id
+                    for o in sorted((self.store.orders[oid] for oid in self.store.live), key=lambda o: o.created_at)
+                    if (o.status in WORKING or o.status is S.INITIALIZED)
+                    and (cmd.pair is None or o.pair == cmd.pair)
+                    and (cmd.venues is None or o.venue in cmd.venues)
+                    and not (cmd.keep_reduce_only and o.reduce_only)
+                ]
             gate = asyncio.Semaphore(16)
 
             async def one(oid: str) -> Order:

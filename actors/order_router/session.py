@@ -192,6 +192,7 @@ class VenueSession:
         return VenueState(
             name=h.name, connected=h.connected, last_latency_ms=h.last_latency_ms, rate_limit_used=h.rate_limit_used,
             update_mode=h.update_mode, last_error=h.last_error, last_error_at=h.last_error_at,
+            keys_refused=h.keys_refused,
         )  # fmt: skip
 
     def await_answer(self, order_id: str) -> asyncio.Future[VenueOrder]:

@@ -121,6 +121,7 @@ class VenueHealth:
     update_mode: UpdateMode = "push"
     last_error: str | None = None
     last_error_at: int | None = None
+    keys_refused: bool = False  # the venue refused the keys on its last private call
 
 
 Listener = Callable[[VenueOrder, list[VenueTrade]], Awaitable[None]]

@@ -62,6 +62,9 @@ SWEEP_POLLS = 10  # every pair is polled every this many polls (external orders,
 RATE_WINDOW_MS = 2_000
 SHARED_WEIGHT = frozenset({"binance", "binanceus"})  # request weight counted per IP, across our instances
 TRADES_WINDOW_MS = 23 * 3_600_000  # Binance answers myTrades for 24 h from startTime: never ask from further back
+PRIVATE_CALLS = frozenset(
+    {"fetch_balance", "create_order", "cancel_order", "fetch_order", "fetch_open_orders", "fetch_my_trades"}
+)
 UNIFIED_STATUS = {"open", "closed", "canceled", "rejected", "expired"}
 log = logger.bind(actor="order-router")
 # set while an order is placed or canceled (and looked up after an unclear answer): its calls go to ccxt's limiter at
@@ -309,6 +312,8 @@ class CcxtVenue:
                 self._health.connected = False
             else:
                 self._health.connected = True  # the venue answered (with an error)
+            if isinstance(e, ccxt.AuthenticationError | ccxt.PermissionDenied):
+                self._health.keys_refused = True  # (the transition reverts on it, as on a venue down)
             raise
         finally:
             self.calls -= 1
@@ -320,6 +325,8 @@ class CcxtVenue:
                 self.idle.set()
         self._health.last_latency_ms = round((_now() - t0) * 1000, 3)
         self._health.connected = True
+        if self._health.keys_refused and getattr(fn, "__name__", "") in PRIVATE_CALLS:
+            self._health.keys_refused = False  # a private call answered: the keys are taken again
         return out
 
     async def _backing_off(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:

@@ -277,14 +277,15 @@ async def test_live_drawdown_past_the_threshold_reverts_to_paper_and_cancels_liv
 
     async def reverted() -> dict[str, Any] | None:
         body = await transition(api)
-        done = body["state"] == "paper" and body["history"][0]["action"] == "auto_revert"  # (after the cancels)
+        done = body["state"] == "paper" and body["history"][0]["action"] == "revert_cleanup"  # (after the cancels)
         return body if done else None
 
-    body = await eventually(reverted, timeout=20, what="the automatic revert")
-    entry = body["history"][0]
+    body = await eventually(reverted, timeout=20, what="the automatic revert and its cleanup")
+    cleanup, entry = body["history"][0], body["history"][1]
     assert entry["action"] == "auto_revert" and "TRANSITION_REVERT_DRAWDOWN" in entry["reason"], entry
+    assert entry["epoch"] == cleanup["epoch"] == body["epoch"] == 1 and not body["cleanupPending"], body
     o = await until(client, "tr-dd-1", "canceled")
-    assert o.order_id in entry["canceledOrders"]
+    assert o.order_id in cleanup["canceledOrders"]
     status, alerts = await api.call("GET", "/api/alerts?severity=critical")
     assert any(a["code"] == "TRANSITION_REVERTED" for a in alerts["alerts"]), alerts
     await denied_live(client, "tr-dd-2")
