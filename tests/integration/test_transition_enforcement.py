@@ -36,6 +36,7 @@ from tests.integration.test_transition import (  # noqa: F401 (fixtures)
     binance,
     deploy,
     env,
+    initiate_when_books_known,
     milestones_met,
     seed_paper_wins,
     transition,
@@ -47,7 +48,7 @@ D = Decimal
 async def go_live(api: Api, client: Bus) -> dict[str, Any]:
     await seed_paper_wins(client, 3)
     await eventually(lambda: milestones_met(api), what="the milestones met")
-    status, v = await api.call("POST", "/api/transition/initiate", {"by": "ann"})
+    status, v = await initiate_when_books_known(api, {"by": "ann"})
     assert status == 200 and v["state"] == "live", v  # (TRANSITION_APPROVAL=auto)
     return v
 
@@ -284,7 +285,7 @@ async def test_a_silent_order_router_reverts_and_approve_measures_again(deploy, 
     sut, api = await deploy(**SMALL, TRANSITION_REVERT_VENUE_GRACE_MS="3000")
     await seed_paper_wins(client, 3)
     await eventually(lambda: milestones_met(api), what="the milestones met")
-    status, v = await api.call("POST", "/api/transition/initiate", {"by": "ann"})
+    status, v = await initiate_when_books_known(api, {"by": "ann"})
     assert status == 202, v
     await _seed_paper_losses(client, 3)  # win rate 3/6: below 0.6 now
 
