@@ -532,6 +532,9 @@ class RiskGate(Actor):
             else:
                 await self._deny(req, env, _duplicate(coid))
             return
+        # the transition's epoch the check decides under: a revert while it awaits makes the approval older than the
+        # stored state, and the order-router refuses it live (never stamped with an epoch it was not checked under)
+        epoch = self.transition.state.epoch
         slot = self._rate_slot()
         if slot is None:
             verdict: Denial | Approval = Denial(
@@ -554,7 +557,7 @@ class RiskGate(Actor):
             reply_to=env.reply,
             approved_at=now_ms(),
             venues=verdict.venues,
-            transition_epoch=self.transition.state.epoch,  # the order-router refuses it live after a revert
+            transition_epoch=epoch,  # the order-router refuses it live after a revert
         )
         if (p := self.pending.get(coid)) is not None:
             p.request, p.estimated_cost = req, verdict.estimated_cost
@@ -807,7 +810,8 @@ class RiskGate(Actor):
                 orders.append(OpenOrder(p.pair, "buy" if p.signed > 0 else "sell", abs(p.signed), price_of(p.pair, px)))
         for o in self.transition.held_live_orders():  # held by the router (no lock): they go out when they trigger
             px = o.stop_price if o.stop_price is not None else o.price
-            orders.append(OpenOrder(o.pair, o.side, o.quantity - o.filled_quantity, price_of(o.pair, px)))
+            left = o.quantity - o.filled_quantity
+            orders.append(OpenOrder(o.pair, o.side, left, price_of(o.pair, px), reduce_only=o.reduce_only))
         prices: dict[str, Decimal] = {}  # the market price in BASE_CURRENCY (none: no mark, or not convertible)
         for pair in {*positions, *(o.pair for o in orders), intent.pair}:
             if (mark := x.marks.get(pair)) is not None and (rate := rate_of(x, pair)) is not None:

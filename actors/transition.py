@@ -61,6 +61,7 @@ from schemas.messages import (
     TransitionWindow,
     now_ms,
 )
+from schemas.subjects import pair_currencies
 
 if TYPE_CHECKING:
     from actors.risk_gate import RiskGate
@@ -326,19 +327,26 @@ class Transition:
         return books_equity(books, marks, bridge)
 
     def live_holdings(self) -> tuple[dict[str, Decimal], dict[str, Decimal]] | None:
-        """What the live venues hold now (every currency but the base, all venues together) and each one's rate to
-        the base currency; None while one cannot be valued."""
+        """What the live venues hold that their trading here does not explain (every currency but the base, all
+        venues together: a balance less the base quantity of the positions the fills made, never below 0 - coins
+        held from before, not what an earlier stage bought) and each one's rate to the base currency; None while
+        one cannot be valued."""
         marks, bridge = self.gate.books.mids, self.settings.CONVERSION_BRIDGE
         holdings: dict[str, Decimal] = {}
         rates: dict[str, Decimal] = {}
         for _, led in self._live_books():
             conv = Converter(led, marks, bridge)
+            traded: dict[str, Decimal] = {}
+            for pair, pos in led.positions.items():
+                base = pair_currencies(pair)[0]
+                traded[base] = traded.get(base, Decimal(0)) + pos.quantity
             for cur, bal in led.balances.items():
-                if cur == led.base_currency or not bal.total:
+                held = tr.held_from_before(bal.total, traded.get(cur, Decimal(0)))
+                if cur == led.base_currency or not held:
                     continue
                 if (rate := conv.rate(cur)) is None:
                     return None
-                holdings[cur] = holdings.get(cur, Decimal(0)) + bal.total
+                holdings[cur] = holdings.get(cur, Decimal(0)) + held
                 rates[cur] = rate
         return holdings, rates
 

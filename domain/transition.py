@@ -257,15 +257,21 @@ class OpenOrder:
     side: str  # buy | sell
     quantity: Decimal  # remaining, > 0
     price: Decimal | None = None
+    reduce_only: bool = False  # it can only shrink the position (a bracket's legs, an exit): never adds exposure
 
 
 def worst_case(positions: dict[str, Decimal], orders: Sequence[OpenOrder]) -> dict[str, Decimal]:
     """Per pair, the largest position the open orders can leave: every buy filled and no sell, or every sell
     filled and no buy - max(|position + Σ buys|, |position - Σ sells|). A resting sell never offsets a buy: a
-    take-profit far away does not make room for another purchase."""
+    take-profit far away does not make room for another purchase. Reduce-only orders are left out: they can only
+    bring the position towards zero (a bracket's stop-loss and take-profit legs, each for the entry's quantity,
+    are not a short of twice it - counted as one, they would raise the exposure "before" and let a later buy
+    pass as not raising it)."""
     buys: dict[str, Decimal] = {}
     sells: dict[str, Decimal] = {}
     for o in orders:
+        if o.reduce_only:
+            continue
         side = buys if o.side == "buy" else sells
         side[o.pair] = side.get(o.pair, ZERO) + abs(o.quantity)
     out: dict[str, Decimal] = {}
@@ -280,14 +286,19 @@ def valuation(
 ) -> dict[str, Decimal]:
     """The price each pair is valued at, in the base currency: its market price (``prices``); a pair without one
     that is not held and whose every open order has a price: the highest of those (what its worst case would
-    cost). Any other pair without a market price is missing: it cannot be valued."""
+    cost). A pair with a market price and a buy order priced above it (a buy stop): that higher price. Any other
+    pair without a market price is missing: it cannot be valued."""
     out = dict(prices)
     legs: dict[str, list[Decimal | None]] = {}
     for o in orders:
-        legs.setdefault(o.pair, []).append(o.price)
+        if not o.reduce_only:
+            legs.setdefault(o.pair, []).append(o.price)
     for pair, px in legs.items():
         if pair not in out and not positions.get(pair) and all(p is not None and p > ZERO for p in px):
             out[pair] = max(p for p in px if p is not None)
+    for o in orders:  # a buy stop above the market costs its stop price when it goes: the higher of the two
+        if o.side == "buy" and not o.reduce_only and o.price is not None and o.pair in out and o.price > out[o.pair]:
+            out[o.pair] = o.price
     return out
 
 
@@ -384,6 +395,12 @@ def follow_live(
                 f"{limits.daily_loss}"
             )  # fmt: skip
     return new, None
+
+
+def held_from_before(balance: Decimal, traded: Decimal) -> Decimal:
+    """Of a currency's balance on the live venues, what the positions made by fills here do not explain (coins
+    held before any stage): balance - the positions' base quantity, never below 0."""
+    return max(balance - traded, ZERO)
 
 
 def holdings_move(

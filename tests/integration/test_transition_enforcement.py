@@ -325,3 +325,23 @@ async def _seed_paper_losses(client: Bus, n: int) -> None:
 
 async def _seed_paper_wins_more(client: Bus) -> None:
     await seed_paper_wins(client, 6, tag="w2")
+
+
+async def test_a_brackets_legs_make_no_room_for_buys_above_the_stage(deploy, client, binance) -> None:  # noqa: F811
+    """The merge review's probe: a bracket's two reduce-only legs (held by the order-router, each the entry's
+    quantity) counted as sells let a second buy through: 0.30 BTC (about 18,000) against a stage of 10,000."""
+    sut, api = await deploy(**SMALL, TRANSITION_APPROVAL="auto", TRANSITION_LIVE_CAPITAL="100000")
+    v = await go_live(api, client)
+    assert D(str(v["stage"]["capital"])) == D(10000)
+    gate: RiskGate = sut.running["risk-gate"]  # type: ignore[assignment]
+    b = await submit(client, "br-0", exchange="binance", type="limit", price=D(59000), quantity=D("0.15"),
+                     stop_loss=D(50000), take_profit=D(70000))  # fmt: skip
+    assert b.ok, b
+    await until(client, "br-0", "accepted")
+
+    async def legs() -> bool:
+        return len(gate.transition.held_live_orders()) >= 2
+
+    await eventually(legs, what="the legs in the gate's read model")
+    over = await submit(client, "mkt-over", exchange="binance", quantity=D("0.15"))
+    assert not over.ok and over.code == "STAGE_CAPITAL_LIMIT", over

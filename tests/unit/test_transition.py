@@ -453,3 +453,41 @@ def test_the_stage_equity_moves_by_the_trading_alone(qty: D, then: D, now: D, tr
     s = TransitionState(mode="live", stage=0, stage_holdings={"ETH": qty}, stage_rates={"ETH": then})
     equity_now = D(50_000) + qty * now + traded
     assert tr.stage_equity(equity_now, s, {"ETH": now}) == start + traded
+
+
+def test_a_brackets_reduce_only_legs_make_no_room_for_another_buy() -> None:
+    """The merge review's probe: a bracket buy of 0.19 BTC (9,500 of a 10,000 stage) and its two reduce-only legs
+    (each a sell of the entry's quantity) were a "short of twice the entry" in the worst case: a second buy of
+    0.19 then passed as not raising the exposure (19,000 against 10,000)."""
+    limit, prices = D(10_000), {"BTC_USDT": D(50_000)}
+    entry = tr.OpenOrder("BTC_USDT", "buy", D("0.19"), D(50_000))
+    assert tr.check_stage_capital(limit, {}, [], prices, entry) is None
+    legs = [
+        tr.OpenOrder("BTC_USDT", "sell", D("0.19"), D(45_000), reduce_only=True),
+        tr.OpenOrder("BTC_USDT", "sell", D("0.19"), D(60_000), reduce_only=True),
+    ]
+    orders = [entry, *legs]
+    assert tr.exposure({}, orders, prices) == D(9_500)
+    over = tr.check_stage_capital(limit, {}, orders, prices, tr.OpenOrder("BTC_USDT", "buy", D("0.19")))
+    assert over is not None and over.code == "STAGE_CAPITAL_LIMIT"
+    # a reduce-only exit of a held position never counts against the stage
+    assert tr.worst_case({"BTC_USDT": D("0.1")}, legs) == {"BTC_USDT": D("0.1")}
+
+
+def test_a_buy_stop_above_the_market_is_valued_at_its_stop_price() -> None:
+    """A buy stop of 0.19 BTC at 75,000 with the mark at 50,000 costs 14,250 when it triggers: above a 10,000 stage."""
+    limit, prices = D(10_000), {"BTC_USDT": D(50_000)}
+    stop = tr.OpenOrder("BTC_USDT", "buy", D("0.19"), D(75_000))
+    over = tr.check_stage_capital(limit, {}, [], prices, stop)
+    assert over is not None and over.code == "STAGE_CAPITAL_LIMIT"
+    # below the market (a buy limit): the market price, as before
+    assert tr.check_stage_capital(limit, {}, [], prices, tr.OpenOrder("BTC_USDT", "buy", D("0.19"), D(40_000))) is None
+
+
+def test_coins_an_earlier_stage_bought_are_not_holdings_from_before() -> None:
+    """The merge review's probe: at a stage-up the coins the strategy bought live became "holdings the stage began
+    with", and their fall was taken out of the equity the revert follows. Only what the fills' positions do not
+    explain is held from before."""
+    assert tr.held_from_before(D("1.15"), D("0.15")) == D(1)  # 1 BTC from before, 0.15 bought by a stage
+    assert tr.held_from_before(D("0.15"), D("0.15")) == D(0)  # all of it bought here
+    assert tr.held_from_before(D("0.1"), D("0.15")) == D(0)  # never below 0
