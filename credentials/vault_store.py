@@ -18,6 +18,7 @@ import secrets
 from typing import Any
 
 import msgspec
+from loguru import logger
 
 from config.key_format import split_secret_path
 from credentials.sealing import (
@@ -179,13 +180,22 @@ class VaultCredentialStore(CredentialStore):
             raise CredentialError(f"Vault refused to store the keys of {venue}/{environment}") from None
         version = int(r["data"]["version"])
         if version > 1 and CANDIDATE not in rk:  # the keys this write replaced: not kept in the history
-            await self._call(
-                "destroy the replaced versions of a credential",
-                kv2.destroy_secret_versions,
-                path=self._path(rk),
-                versions=list(range(1, version)),
-                mount_point=self.mount,
-            )
+            try:
+                await self._call(
+                    "destroy the replaced versions of a credential",
+                    kv2.destroy_secret_versions,
+                    path=self._path(rk),
+                    versions=list(range(1, version)),
+                    mount_point=self.mount,
+                )
+            except CredentialError as e:
+                # the new keys are written: the write succeeded (a rotation goes on to the swap); only the old
+                # versions stay in Vault's history - a token without `update` on `<mount>/destroy/...`
+                logger.bind(actor="credentials").warning(
+                    "the keys of {}/{} are stored, but their replaced versions are still in Vault's history (the "
+                    "token may not destroy them: grant update on {}/destroy/*): {}",
+                    venue, environment, self.mount, e,
+                )  # fmt: skip
         return version
 
     # Vault without CREDENTIAL_ENCRYPTION_KEY: Vault's own encryption keeps the keys.

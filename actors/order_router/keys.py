@@ -130,6 +130,12 @@ class RouterKeys:
         return prepare
 
     async def _prepare(self, session: VenueSession, cfg: VenueConfig) -> None:
+        # under the venue's lock: a rotation checked, promoted and swapped meanwhile must not be overwritten by the
+        # record this start read before it (the start reads the newest once the rotation is done)
+        async with self.lock(session.name, environment_of(cfg)):
+            await self._prepare_locked(session, cfg)
+
+    async def _prepare_locked(self, session: VenueSession, cfg: VenueConfig) -> None:
         name, venue, environment = session.name, session.venue, environment_of(cfg)
         assert isinstance(venue, CcxtVenue)
         try:
@@ -144,6 +150,8 @@ class RouterKeys:
                 await session.alert("critical", "CREDENTIAL_STORE_UNAVAILABLE", why)
             raise KeysUnavailable(why) from None
         if stored is not None:
+            if (p := self.pending.get(name)) is not None and p[1] == stored.record_id:
+                self.pending.pop(name, None)  # a rotation's keys, promoted while the venue was not started: these
             await venue.set_keys(stored.keys.api_key, stored.keys.api_secret, stored.keys.password)
             self.in_use[name] = KeysInUse(
                 venue=name, environment=environment, source="store", key_last4=stored.keys.last4,
@@ -296,11 +304,13 @@ class RouterKeys:
         venue = session.venue
         assert isinstance(venue, CcxtVenue)
         self.pending[session.name] = (keys, record_id)
+        if not session.started:
+            # (a venue down at start, its start retried): never a new client under a start that may be using the
+            # current one; the start reads the store's newest record (and drops this when it is that one), else the
+            # swap is tried again once the venue is started
+            return False, f"stored; {session.name} is not started yet: it trades on these keys once it is"
         try:
-            if session.started:
-                await venue.swap_keys(keys.api_key, keys.api_secret, keys.password)
-            else:
-                await venue.set_keys(keys.api_key, keys.api_secret, keys.password)
+            await venue.swap_keys(keys.api_key, keys.api_secret, keys.password)
         except Exception as e:
             self.log.error(
                 "the new keys of {} are stored but not in use yet ({}): tried again at each reconcile",
@@ -330,6 +340,13 @@ class RouterKeys:
         if self.store is None:
             return CredentialDeleteReply(deleted=False, code="CREDENTIAL_STORE_UNAVAILABLE", detail="no store")
         used = self.in_use.get(venue)
+        swapping = venue in self.pending and used is not None and used.environment == environment
+        if swapping:  # promoted, its swap to be tried again: deleting it would leave the venue on deleted keys
+            return CredentialDeleteReply(
+                deleted=False, code="CREDENTIALS_IN_USE",
+                detail=f"the stored {environment} keys of {venue} are being swapped in (the swap is tried again at "
+                "each reconcile): rotate them instead, or wait until the swap is done",
+            )  # fmt: skip
         if used is not None and used.environment == environment and used.source == "store":
             return CredentialDeleteReply(
                 deleted=False, code="CREDENTIALS_IN_USE",
