@@ -578,6 +578,33 @@ async def test_vault_destroys_the_versions_a_rotation_replaced(vault_url, prefix
         await store.close()
 
 
+async def test_a_vault_token_that_may_not_destroy_still_rotates(vault_url, prefix):
+    """Least privilege: a token with create/read/update/delete/list on data and metadata but not destroy. The
+    rotation is stored (the new keys read back), only the old version stays in the history (a warning)."""
+    admin = hvac.Client(url=vault_url, token=VAULT_TOKEN)
+    base = f"{prefix}-nodestroy"
+    policy = f"""
+path "secret/data/{base}/*" {{ capabilities = ["create", "read", "update", "delete", "list"] }}
+path "secret/metadata/{base}/*" {{ capabilities = ["create", "read", "update", "delete", "list"] }}
+path "secret/metadata/{base}" {{ capabilities = ["read", "list"] }}
+path "secret/data/{base}" {{ capabilities = ["create", "read", "update", "list"] }}
+"""
+    try:
+        admin.sys.create_or_update_policy(name=base, policy=policy)
+        token = admin.auth.token.create(policies=[base], ttl="10m")["auth"]["client_token"]
+    finally:
+        admin.adapter.close()
+    store = VaultCredentialStore(vault_url, token, f"secret/data/{base}", RAW_KEY)
+    try:
+        await store.put("binance", "live", VenueKeys("OLDKEY-aaaaaaaaaaaa", "OLD-SECRET-bbbbbbbbbbbb"))
+        await store.rotate("binance", "live", NEW)
+        _, cid, rev = await store.put_candidate("binance", "live", LIVE, rotation=True)
+        await store.promote("binance", "live", cid, rev)
+        assert await store.get("binance", "live") == LIVE
+    finally:
+        await store.close()
+
+
 # ------------------------------------------------------------------------------------------------------
 # A backend that fails is a StoreUnavailable naming the store, never a raw exception
 # ------------------------------------------------------------------------------------------------------
