@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import re
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -13,6 +14,7 @@ from typing import Any, TypeVar
 import nats
 import nats.errors
 import nats.js.errors
+import nkeys
 from loguru import logger
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg as NatsMsg
@@ -20,6 +22,7 @@ from nats.aio.subscription import Subscription
 from nats.js import api
 from nats.js.kv import KeyValue
 
+from bus.auth import NatsAuth
 from bus.codec import DecodeFailure, decode, encode
 from bus.errors import BusUnavailable, RequestFailed, Transient
 from schemas.messages import DeadLetter, now_ms
@@ -142,7 +145,14 @@ class Bus:
     # ------------------------------------------------------------------------------------------------
     @classmethod
     async def connect(
-        cls, url: str, *, name: str, subjects: Subjects, connect_timeout: float = 5.0, replicas: int = 1
+        cls,
+        url: str,
+        *,
+        name: str,
+        subjects: Subjects,
+        connect_timeout: float = 5.0,
+        replicas: int = 1,
+        auth: NatsAuth | None = None,
     ) -> Bus:
         """Connect, and keep reconnecting for ever once connected; fail clearly if NATS is not there."""
         log = logger.bind(actor=name)
@@ -179,6 +189,7 @@ class Bus:
                     log.error("resuming after the reconnect failed: {}", e)
 
         try:
+            options = auth.options() if auth is not None else {}
             nc = await asyncio.wait_for(
                 nats.connect(
                     servers=[u.strip() for u in url.split(",") if u.strip()],
@@ -190,12 +201,13 @@ class Bus:
                     error_cb=on_error,
                     disconnected_cb=on_disconnect,
                     reconnected_cb=on_reconnect,
+                    **options,
                 ),
                 connect_timeout,
             )
             connected = True
             holder.append(nc)
-        except (OSError, nats.errors.Error, TimeoutError) as e:
+        except (OSError, nats.errors.Error, TimeoutError, ssl.SSLError, nkeys.NkeysError) as e:
             reason = last_error[0] if last_error else (str(e) or type(e).__name__)
             shown = re.sub(r"(://)[^\s/@,]+@", r"\1***@", url)  # never print credentials
             raise BusUnavailable(

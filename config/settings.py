@@ -187,6 +187,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     NATS_URL: str = ""
     NATS_PORT: int | None = None  # the embedded nats-server's port; unset: 4222, or a free port when taken
     NATS_REPLICAS: int = 1
+    # joining an existing NATS that asks for more than a URL (README "Running on an existing NATS cluster")
+    NATS_CREDS: str = ""  # a .creds file: the user's JWT and nkey seed (decentralised auth, accounts)
+    NATS_NKEY_SEED: str = ""  # a file holding a user's nkey seed (SU...), for servers that list nkey users
+    NATS_TLS_CA: str = ""  # CA certificates (PEM) that signed the servers' certificates
+    NATS_TLS_CERT: str = ""  # a client certificate (PEM) for servers that verify clients (mutual TLS) ...
+    NATS_TLS_KEY: str = ""  # ... and its private key
     BUS_PREFIX: str = "tbx"
     PAIRS: tuple[str, ...] = ("BTC_USDT", "ETH_USDT", "XMR_USDT", "RVN_USDT")
     MARKET_DATA: str = "synthetic"
@@ -532,6 +538,17 @@ def _optional_path(raw: Any) -> str:
     return s
 
 
+def _readable_file(raw: Any) -> str:
+    """A file that must be there and readable now (empty: not used)."""
+    s = _optional_path(raw)
+    if s and not os.access(s, os.R_OK):
+        why = "does not exist" if not os.path.exists(s) else "cannot be read by this user"
+        raise _Reason(f"the file {why}")
+    if s and os.path.isdir(s):
+        raise _Reason("a directory, not a file")
+    return s
+
+
 def _secret_path(raw: Any) -> str:
     from config.key_format import split_secret_path
 
@@ -698,6 +715,11 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "NATS_URL": _url("nats", "tls", "ws", "wss"),
     "NATS_PORT": _optional_port,
     "NATS_REPLICAS": _int(1, 5),
+    "NATS_CREDS": _readable_file,
+    "NATS_NKEY_SEED": _readable_file,
+    "NATS_TLS_CA": _readable_file,
+    "NATS_TLS_CERT": _readable_file,
+    "NATS_TLS_KEY": _readable_file,
     "BUS_PREFIX": _pattern(PREFIX_RE, "1 to 32 letters, digits, '_' or '-'"),
     "PAIRS": _pairs,
     "MARKET_DATA": _market_data,
@@ -958,6 +980,13 @@ def _check_together(s: Settings) -> None:
         )
     if s.LIVE_TRADING and not s.API_TOKEN:
         raise ConfigError("API_TOKEN='' is not allowed with LIVE_TRADING=true: expected a secret token")
+    if bool(s.NATS_TLS_CERT) != bool(s.NATS_TLS_KEY):
+        have, lack = ("NATS_TLS_CERT", "NATS_TLS_KEY") if s.NATS_TLS_CERT else ("NATS_TLS_KEY", "NATS_TLS_CERT")
+        raise ConfigError(f"{lack} is not set: {have} needs it (a client certificate and its key go together)")
+    if s.NATS_CREDS and s.NATS_NKEY_SEED:
+        raise ConfigError(
+            "NATS_NKEY_SEED is not allowed together with NATS_CREDS: a .creds file holds the user's seed already"
+        )
     problem = encryption_key_problem(s.CREDENTIAL_ENCRYPTION_KEY)
     if problem:
         raise ConfigError(f"CREDENTIAL_ENCRYPTION_KEY='***' is not allowed: {problem}")
@@ -1120,5 +1149,13 @@ def warnings_for(s: Settings) -> list[str]:
         out.append(
             f"NATS_PORT={s.NATS_PORT} is ignored: NATS_URL is set, so no embedded nats-server is started "
             "(unset NATS_URL to run one on NATS_PORT)"
+        )
+    joining = [
+        n for n in ("NATS_CREDS", "NATS_NKEY_SEED", "NATS_TLS_CA", "NATS_TLS_CERT", "NATS_TLS_KEY") if getattr(s, n)
+    ]
+    if joining and not s.NATS_URL:
+        out.append(
+            f"{', '.join(joining)} {'is' if len(joining) == 1 else 'are'} ignored: NATS_URL is not set, so `tbx run` "
+            "starts its own embedded nats-server, which asks for none of them"
         )
     return out

@@ -23,6 +23,7 @@ from actors.order_router import OrderRouter
 from actors.portfolio_ledger import PortfolioLedger
 from actors.risk_gate import RiskGate
 from actors.signal_intake import SignalIntake
+from bus.auth import NatsAuth
 from bus.client import Bus
 from bus.embedded import EmbeddedNats
 from config.settings import Settings, hide_credentials, without_credentials
@@ -111,12 +112,26 @@ async def wait_until_healthy(gateway: Gateway) -> None:
         await asyncio.sleep(0.02)
 
 
-async def connect(settings: Settings, url: str, name: str) -> Bus:
-    return await Bus.connect(url, name=name, subjects=Subjects(settings.BUS_PREFIX), replicas=settings.NATS_REPLICAS)
+def nats_auth(settings: Settings) -> NatsAuth:
+    return NatsAuth(
+        creds=settings.NATS_CREDS,
+        nkey_seed=settings.NATS_NKEY_SEED,
+        tls_ca=settings.NATS_TLS_CA,
+        tls_cert=settings.NATS_TLS_CERT,
+        tls_key=settings.NATS_TLS_KEY,
+    )
 
 
-async def build(settings: Settings, url: str, names: list[str], with_gateway: bool) -> list[Component]:
-    setup = await connect(settings, url, "setup")
+async def connect(settings: Settings, url: str, name: str, auth: NatsAuth | None = None) -> Bus:
+    return await Bus.connect(
+        url, name=name, subjects=Subjects(settings.BUS_PREFIX), replicas=settings.NATS_REPLICAS, auth=auth
+    )
+
+
+async def build(
+    settings: Settings, url: str, names: list[str], with_gateway: bool, auth: NatsAuth | None = None
+) -> list[Component]:
+    setup = await connect(settings, url, "setup", auth)
     try:
         await setup.ensure_layout()
     finally:
@@ -125,9 +140,9 @@ async def build(settings: Settings, url: str, names: list[str], with_gateway: bo
     for name in names:
         if name == "md-feed" and settings.MARKET_DATA == "none":
             continue
-        parts.append(ACTOR_CLASSES[name](settings, await connect(settings, url, name)))
+        parts.append(ACTOR_CLASSES[name](settings, await connect(settings, url, name, auth)))
     if with_gateway:
-        parts.append(Gateway(settings, await connect(settings, url, "gateway")))
+        parts.append(Gateway(settings, await connect(settings, url, "gateway", auth)))
     return parts
 
 
@@ -141,6 +156,7 @@ async def serve(settings: Settings, names: list[str], *, with_gateway: bool, emb
 
     install_stop_signals(stop, force)
     url = settings.NATS_URL
+    auth = nats_auth(settings) if url else None  # the embedded server asks for nothing
     url_file: Path | None = None
     if embedded_ok:  # `tbx run` owns DATA_DIR: a file left by a run that was killed says nothing true
         with contextlib.suppress(OSError):
@@ -182,7 +198,7 @@ async def serve(settings: Settings, names: list[str], *, with_gateway: bool, emb
     started: list[Component] = []
 
     async def start_all() -> None:
-        for part in await build(settings, url, names, with_gateway):
+        for part in await build(settings, url, names, with_gateway, auth):
             await part.start()
             started.append(part)
         # what start-up made (modules, settings, rebuilt state) lives as long as the process: out of the
