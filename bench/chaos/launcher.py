@@ -37,6 +37,7 @@ class Proc:
     starts: int = 0
     killed: int = 0  # by the schedule
     died: list[str] = field(default_factory=list)  # exits we did not cause: "code 1 at 12.3 s"
+    down_by_us: bool = False  # killed or stopped by the runner: not a death to report (or to restart)
 
     @property
     def pid(self) -> int | None:
@@ -88,6 +89,7 @@ class Launcher:
                 process_group=0,
             )
         p.starts += 1
+        p.down_by_us = False
 
     def elapsed(self) -> float:
         return time.monotonic() - self.t0
@@ -96,6 +98,7 @@ class Launcher:
         """kill -9 (by default) the process in slot ``p`` and reap it."""
         if p.popen is None or p.popen.poll() is not None:
             return
+        p.down_by_us = True
         with contextlib.suppress(ProcessLookupError):
             os.kill(p.popen.pid, sig)
         p.killed += 1
@@ -116,7 +119,7 @@ class Launcher:
         (what a supervisor does; ``tbx`` has none of its own before issue 19 part A)."""
         out = []
         for p in self.procs:
-            if p.popen is not None and p.popen.poll() is not None:
+            if p.popen is not None and not p.down_by_us and p.popen.poll() is not None:
                 p.died.append(f"code {p.popen.returncode} at {self.elapsed():.1f} s")
                 self._launch(p)
                 out.append(p)

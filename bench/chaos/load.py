@@ -87,7 +87,7 @@ class Sent:
     first_sent: float
     first_answer: float | None = None  # any answer of a gateway / signal-intake
     answered: float | None = None  # the final answer
-    outcome: Literal["accepted", "denied", "unanswered"] = "unanswered"
+    outcome: Literal["accepted", "denied", "unanswered", "cut"] = "unanswered"  # cut: the run's time ran out
     status: str = ""
     detail: str = ""
     attempts: int = 0
@@ -143,6 +143,11 @@ class BookWatcher:
                 await asyncio.wait_for(ev.wait(), min(left, 1.0))
 
 
+async def quiet(e: Exception) -> None:
+    """A NATS node killed under us: nats-py reconnects to another; nothing to print (its default prints tracebacks)."""
+    return None
+
+
 class Pacer:
     """At most ``rate`` orders a second over all pairs (the load spreads over the kill schedule)."""
 
@@ -193,7 +198,11 @@ class LoadClient:
 
     async def run(self) -> LoadResult:
         self.nc = await nats.connect(
-            servers=self.nats_url.split(","), name="chaos-load", max_reconnect_attempts=-1, reconnect_time_wait=0.2
+            servers=self.nats_url.split(","),
+            name="chaos-load",
+            max_reconnect_attempts=-1,
+            error_cb=quiet,
+            reconnect_time_wait=0.2,
         )
         await self.nc.subscribe(f"{self.prefix}.md.book.*", cb=self.books.on_msg)
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S))
@@ -218,6 +227,10 @@ class LoadClient:
             s = Sent(p, first_sent=time.time())
             self.result.sent.append(s)
             await (self._rest(s) if p.via == "rest" else self._signal(s))
+            if s.outcome == "unanswered" and self.stop.is_set():
+                s.outcome = "cut"
+                self.result.stalled.append(f"{pair} at order {i}: the run's time was up while it was being sent")
+                return
             if s.outcome == "denied":
                 continue  # no fill, no step: the next order sees the same book (in every run)
             seen = await self.books.wait_step(pair, step + 1, STEP_WAIT_S)

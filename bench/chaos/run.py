@@ -34,7 +34,7 @@ import nats.js
 from bench.chaos import report as rp
 from bench.chaos.kills import Kill, find_active, find_standby, parse_only, schedule, stream_leaders
 from bench.chaos.launcher import Launcher, Proc, pid_alive
-from bench.chaos.load import LoadClient, LoadResult, Planned, plan
+from bench.chaos.load import LoadClient, LoadResult, Planned, plan, quiet
 from bench.chaos.topology import ORDER_PAIRS, PAIRS, SEED, SIGNAL_PAIRS, Topology, from_env, service_env
 from bus.client import Bus
 from bus.embedded import free_port
@@ -73,9 +73,9 @@ def config(argv: list[str] | None = None) -> Config:
     kills = parse_only(a.kills, full) if a.kills else full
     short = a.short or os.environ.get("CHAOS_SHORT", "") not in ("", "0")
     if short:
-        per_pair, gap, budget, settle, label = 40, 7.0, 180.0, 15.0, "short"
+        per_pair, gap, budget, settle, label = 25, 6.0, 180.0, 15.0, "short"
     else:
-        per_pair, gap, budget, settle, label = 300, 20.0, 600.0, 30.0, "full"
+        per_pair, gap, budget, settle, label = 250, 20.0, 600.0, 30.0, "full"
     return Config(
         per_pair=a.per_pair or per_pair,
         gap_s=a.gap or gap,
@@ -274,7 +274,7 @@ async def main_async(cfg: Config, root: Path) -> int:
         await ensure_layout(url, chaos_prefix, hard)
         ref = start_deployment(launcher, url, ref_prefix, None)
         dep = start_deployment(launcher, url, chaos_prefix, cfg.topology)
-        nc = await nats.connect(servers=url.split(","), name="chaos-report", max_reconnect_attempts=-1,
+        nc = await nats.connect(servers=url.split(","), name="chaos-report", max_reconnect_attempts=-1, error_cb=quiet,
                                 reconnect_time_wait=0.2)  # fmt: skip
         js = nc.jetstream(timeout=10)
         async with aiohttp.ClientSession() as http:
@@ -356,8 +356,10 @@ async def final_report(cfg: Config, js: nats.js.JetStreamContext, nc: nats.NATS,
             approved.setdefault(cid, m.at)
         elif ".hop.reports." in m.subject:
             reports.setdefault(str(m.body.get("clientOrderId")), (m.at, m.body.get("tradeId")))
+    first_fill: dict[str, float] = {}
     for m in fills:
         fill_at.setdefault(str(m.body.get("fillId")), m)
+        first_fill.setdefault(str(m.body.get("clientOrderId")), m.at)
     for m in positions:
         if m.msg_id and m.msg_id.startswith("pos:"):
             pos_at.setdefault(m.msg_id[4:], m.at)
@@ -387,9 +389,8 @@ async def final_report(cfg: Config, js: nats.js.JetStreamContext, nc: nats.NATS,
         if p.order_cid in approved:
             rep = reports.get(p.order_cid)
             items["order-router"].append((approved[p.order_cid], rep[0] if rep else None))
-            if rep and rep[1]:
-                f = fill_at.get(str(rep[1]))
-                items["fill-tracker"].append((rep[0], f.at if f else None))
+            if rep and rep[1]:  # a trade reported: its fill, stored by the fill-tracker
+                items["fill-tracker"].append((rep[0], first_fill.get(p.order_cid)))
     for fid, f in fill_at.items():
         items["portfolio-ledger"].append((f.at, pos_at.get(fid)))
         if f.body.get("orderComplete"):
