@@ -448,10 +448,10 @@ def table(cfg, counts, books_equal, vs_log, vs_ref, worst, gaps, kills, lat_all,
     out.append("longest time a stage was unavailable (work waiting, nothing done):")
     for stage, v in sorted(worst.items(), key=lambda kv: -kv[1]):
         out.append(f"  {stage:32} {v} ms")
-    out.append("kills (each: the stage that stalled longest from it to the next kill):")
+    out.append("kills (each: the longest stall that began from it to the next kill):")
     for i, k in enumerate(kills):
         until = kills[i + 1].at if i + 1 < len(kills) else float("inf")
-        hit = [g for g in gaps if g.end > k.at and g.start < until]
+        hit = [g for g in gaps if k.at - 1.0 <= g.start < until]  # the stalls that began with this kill
         top = max(hit, key=lambda g: g.ms, default=None)
         what = f"{top.stage} {top.ms} ms" if top else "no stage stalled"
         out.append(f"  {k.kill.label:26} {k.victim:26} {what}")
