@@ -42,6 +42,7 @@ from domain.synthetic import EventMarket
 from schemas.subjects import Subjects
 
 RESTART_DELAY_S = 0.5  # a killed process is started again this long after (a supervisor's first back-off)
+LAST_LINE: list[str] = []  # the chaos line, printed by main() once everything is stopped: the very last line
 INITIAL = {"USDT": __import__("decimal").Decimal("1000000000")}
 
 
@@ -417,8 +418,11 @@ async def final_report(cfg: Config, js: nats.js.JetStreamContext, nc: nats.NATS,
         misses.append("client requests unanswered or pairs stalled")
     if misses:
         print("targets missed: " + "; ".join(misses), flush=True)
-    print(rp.last_line(counts.lost, counts.duplicated + counts.fills_duplicated, counts.stuck, books_equal,
-                       max_unavailable), flush=True)  # fmt: skip
+    LAST_LINE.append(
+        rp.last_line(
+            counts.lost, counts.duplicated + counts.fills_duplicated, counts.stuck, books_equal, max_unavailable
+        )
+    )  # fmt: skip  (printed last, after the stop)
     return 1 if misses else 0
 
 
@@ -487,6 +491,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(root, ignore_errors=True)
         else:
             log(f"logs kept in {root / 'logs'}")
+        if LAST_LINE:
+            print(LAST_LINE[-1], flush=True)
     return code
 
 
