@@ -9,13 +9,14 @@ UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: help setup run test lint format bench clean
+.PHONY: help setup run test lint format bench chaos clean
 
 help:
 	@echo "make run    - set up and start the whole service (paper mode, embedded NATS, synthetic market data)"
 	@echo "make test   - set up and run the whole test suite (ruff + pytest)"
 	@echo "make lint   - ruff check and format check"
 	@echo "make bench  - benchmarks (tables in bench/results/)"
+	@echo "make chaos  - kill -9 every part in turn under load on a 3-node cluster (CHAOS_SHORT=1: at most 3 min)"
 	@echo "make format - ruff format and fix"
 	@echo "make clean  - remove .venv, .tools and ./data"
 
@@ -45,6 +46,9 @@ format: setup
 
 bench: setup
 	$(BIN)/python -m bench.harness $(BENCH_ARGS)
+
+chaos: setup
+	$(BIN)/python -m bench.chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) .tools data .pytest_cache .ruff_cache .hypothesis

@@ -3,6 +3,12 @@
 MARKET_DATA=synthetic publishes a seeded random-walk L2 book (10 levels a side) for each pair in
 PAIRS every MARKET_DATA_INTERVAL ms on ``tbx.md.book.<pair>``; a cross whose currencies both have a
 pair in the main quote currency follows them (ETH_BTC mid = ETH_USDT mid / BTC_USDT mid).
+With SYNTHETIC_CLOCK=event the books step by events instead of time (``domain.synthetic.EventMarket``):
+a pair's book steps once for each of its orders completely filled (a fill with ``orderComplete`` on
+``tbx.events.fills.<pair>``, once per order id), and is re-published unchanged (a new ``ts``) every
+MARKET_DATA_INTERVAL ms. At start the feed counts the fills already stored (it reads the FILLS stream
+from its start) and publishes nothing before it has, so a restarted feed goes on with the very books
+it published before: two runs of the same load see the same prices.
 MARKET_DATA=replay:FILE publishes the lines of a JSON-lines file at their recorded pace (by
 ``ts``; gaps over 5 s are cut to 5 s): a line with ``bids``/``asks`` is a book
 (``tbx.md.book.<pair>``), a line with ``price``/``quantity`` is a public trade
@@ -39,12 +45,12 @@ import msgspec
 
 from actors.base import Actor
 from actors.venues.factory import BOOKS_SHARE, make_ccxt_venue_of
-from bus.client import Bus
+from bus.client import Bus, Envelope
 from bus.codec import DecodeFailure, decode
 from config.settings import Settings
 from config.venues import VenueConfig, market_data_venues
-from domain.synthetic import SyntheticMarket
-from schemas.messages import Book, Trade, VenueState, now_ms
+from domain.synthetic import EventMarket, FillClock, SyntheticMarket
+from schemas.messages import Book, Fill, Trade, VenueState, now_ms
 
 if TYPE_CHECKING:
     from actors.venues.ccxt_venue import CcxtVenue
@@ -252,7 +258,10 @@ class MarketDataFeed(Actor):
         self.feeds: dict[str, VenueFeed] = {}  # live venue name -> its feed (MARKET_DATA=venue)
 
     async def on_start(self) -> None:
-        if self.settings.MARKET_DATA == "synthetic":
+        if self.settings.MARKET_DATA == "synthetic" and self.settings.SYNTHETIC_CLOCK == "event":
+            await self._start_event_clock()
+            self.spawn(self._synthetic_by_events(), "synthetic")
+        elif self.settings.MARKET_DATA == "synthetic":
             self.spawn(self._synthetic(), "synthetic")
         elif self.settings.MARKET_DATA == "venue":
             for cfg in market_data_venues(self.settings):
@@ -293,6 +302,32 @@ class MarketDataFeed(Actor):
         interval = self.settings.MARKET_DATA_INTERVAL / 1000
         while True:
             for book in market.next(now_ms()):
+                await self.publish_book(book)
+            await asyncio.sleep(interval)
+
+    async def _start_event_clock(self) -> None:
+        """SYNTHETIC_CLOCK=event: count every fill stored so far (nothing is published meanwhile), then follow."""
+        self.event_market = EventMarket(self.settings.PAIRS, self.settings.MARKET_DATA_SEED)
+        self.fill_clock = FillClock()
+        self.clock_ready = False
+
+        async def on_fill(fill: Fill, env: Envelope) -> None:
+            if not self.fill_clock.on_fill(fill.pair, fill.order_id, fill.order_complete):
+                return
+            if self.clock_ready and fill.pair in self.event_market.pairs:
+                for pair in self.event_market.moved_by(fill.pair):  # the new price at once, not at the next tick
+                    await self.publish_book(self.event_market.book(pair, self.fill_clock.steps, now_ms()))
+
+        s = self.subjects
+        # heartbeats every second: a follow whose consumer died with a NATS node is re-made within seconds, not 10
+        await self.bus.replay(stream=s.s_fills, subject=s.fills(), type_=Fill, handler=on_fill, idle_heartbeat=1.0)
+        self.clock_ready = True
+        self.log.info("synthetic clock by events: {} orders filled so far", sum(self.fill_clock.steps.values()))
+
+    async def _synthetic_by_events(self) -> None:
+        interval = self.settings.MARKET_DATA_INTERVAL / 1000
+        while True:
+            for book in self.event_market.books(self.fill_clock.steps, now_ms()):
                 await self.publish_book(book)
             await asyncio.sleep(interval)
 

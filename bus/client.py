@@ -453,6 +453,7 @@ class Bus:
         start_seq: int = 1,
         start_time: int | None = None,
         follow: bool = True,
+        idle_heartbeat: float | None = None,
     ) -> Subscription | None:
         """Read a stream in order from ``start_seq`` (an ordered consumer).
 
@@ -460,6 +461,7 @@ class Bus:
         takes), so an actor can rebuild its state before it serves anything. With ``follow`` later
         messages keep arriving in order; without it (an actor re-reading what it wrote itself) the
         reading stops there. ``start_time`` (epoch ms): from the first message stored at or after it.
+        ``idle_heartbeat`` (s, default nats-py's 5): how soon a consumer lost with its NATS node is noticed.
         """
         caught_up = asyncio.Event()
         # handled from start_seq - 1 on: a follow that starts past the end counts as caught up at once
@@ -499,6 +501,8 @@ class Bus:
                 opt_start_seq=start_seq if start_seq > 1 else None,
                 filter_subject=subject,
             )
+        if idle_heartbeat is not None:  # nats-py re-creates an ordered consumer whose heartbeats stop (its node died)
+            config.idle_heartbeat = idle_heartbeat
         sub = await self.js.subscribe(
             subject, stream=stream, cb=cb, ordered_consumer=True, config=config, pending_msgs_limit=-1
         )

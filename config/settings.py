@@ -198,6 +198,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     MARKET_DATA: str = "synthetic"
     MARKET_DATA_SEED: int = 42
     MARKET_DATA_INTERVAL: int = 250
+    SYNTHETIC_CLOCK: str = "wall"  # event: a pair's synthetic book steps on each order of it filled (md_feed.py)
 
     @property
     def replay_file(self) -> Path | None:
@@ -725,6 +726,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "MARKET_DATA": _market_data,
     "MARKET_DATA_SEED": _int(0),
     "MARKET_DATA_INTERVAL": _int(10, 60_000),
+    "SYNTHETIC_CLOCK": _choice("wall", "event"),
 }
 # Fields the loader fills itself, never set by name: VENUE_SETTINGS is read from the NAME_<KEY> variables and the
 # TOML sections of the venues listed in EXCHANGES (VENUE_PARSERS below), not from a variable VENUE_SETTINGS.

@@ -13,9 +13,10 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import ROUND_DOWN, ROUND_UP, Decimal
 
+from domain.recent import RecentIds
 from schemas.messages import Book
 from schemas.subjects import pair_currencies
 
@@ -129,3 +130,82 @@ class SyntheticMarket:
         for p, (of_base, of_quote) in self.crosses.items():
             out[p] = self.books[p].at(self.books[of_base].mid / self.books[of_quote].mid, ts)
         return [out[p] for p in self.pairs]
+
+
+# -- SYNTHETIC_CLOCK=event ---------------------------------------------------------------------------
+class EventMarket:
+    """Books that step by events, not by time: a pair's book at step ``k`` is a pure function of (seed, pair,
+    k), so two runs that see the same events see the same prices, and a feed that restarts and counts the
+    events again (from the streams) publishes the very book it published before it died.
+
+    The mid walks as ``SyntheticBook`` does (log-normal steps, this pair's own random sequence), one step per
+    event; the depth of each level is drawn from a sequence of its own per step. A cross whose two currencies
+    both have a leg in the main quote (ETH_BTC) does not walk: its mid is its legs' mids at their steps.
+    """
+
+    def __init__(self, pairs: Sequence[str], seed: int, *, levels: int = 10, volatility: float = 0.0005) -> None:
+        self.seed = seed
+        self.volatility = volatility
+        self._shape = SyntheticMarket(pairs, seed, levels=levels, volatility=volatility)
+        self.pairs = self._shape.pairs
+        self.crosses = self._shape.crosses
+        self._mids: dict[str, list[float]] = {p: [float(b.mid)] for p, b in self._shape.books.items()}
+        self._walks = {p: random.Random(f"{seed}:{p}:walk") for p in self.pairs}
+
+    def mid(self, pair: str, step: int) -> float:
+        """The mid of a walking pair after ``step`` events (step 0: its start price)."""
+        if step < 0:
+            raise ValueError("step must be >= 0")
+        mids, rng = self._mids[pair], self._walks[pair]
+        while len(mids) <= step:
+            mids.append(mids[-1] * math.exp(rng.gauss(0.0, self.volatility)))
+        return mids[step]
+
+    def book(self, pair: str, steps: Mapping[str, int], ts: int) -> Book:
+        """``pair``'s book when each pair has seen ``steps[pair]`` events (absent: 0)."""
+        b = self._shape.books[pair]
+        if pair in self.crosses:
+            of_base, of_quote = self.crosses[pair]
+            at = (steps.get(of_base, 0), steps.get(of_quote, 0))
+            mid = self.mid(of_base, at[0]) / self.mid(of_quote, at[1])
+            b.rng = random.Random(f"{self.seed}:{pair}:{at[0]}:{at[1]}")
+        else:
+            step = steps.get(pair, 0)
+            mid = self.mid(pair, step)
+            b.rng = random.Random(f"{self.seed}:{pair}:{step}")
+        return b.at(mid, ts)
+
+    def books(self, steps: Mapping[str, int], ts: int) -> list[Book]:
+        """Every pair's book, in the order of ``pairs``."""
+        return [self.book(p, steps, ts) for p in self.pairs]
+
+    def moved_by(self, pair: str) -> list[str]:
+        """The pairs whose book changes when ``pair`` steps: itself (unless a cross) and the crosses it is a
+        leg of."""
+        own = [] if pair in self.crosses else [pair]
+        return own + [c for c, legs in self.crosses.items() if pair in legs]
+
+
+class FillClock:
+    """The events of SYNTHETIC_CLOCK=event: an order of the pair completely filled (a fill with
+    ``orderComplete``), each order counted once however often its fills are seen. Pure.
+
+    ``steps[pair]`` is the number of the pair's orders completely filled. The order ids counted are kept
+    (the last ``remember`` of them; a completing fill seen again after that many later orders would be
+    counted twice).
+    """
+
+    def __init__(self, remember: int = 1_000_000) -> None:
+        self.steps: dict[str, int] = {}
+        self._seen = RecentIds(remember)
+
+    def on_fill(self, pair: str, order_id: str, complete: bool | None) -> bool:
+        """One fill seen; True when it steps ``pair``."""
+        if not complete:
+            return False
+        key = f"{pair}\x00{order_id}"
+        if key in self._seen:
+            return False
+        self._seen.add(key)
+        self.steps[pair] = self.steps.get(pair, 0) + 1
+        return True

@@ -153,6 +153,7 @@ EXPECTED_DEFAULTS = {
     "MARKET_DATA": "synthetic",
     "MARKET_DATA_SEED": 42,
     "MARKET_DATA_INTERVAL": 250,
+    "SYNTHETIC_CLOCK": "wall",
 }
 
 
@@ -332,6 +333,7 @@ BAD_VALUES = [
     ("MARKET_DATA_SEED", "-1", "expected an integer >= 0"),
     ("MARKET_DATA_INTERVAL", "5", "expected an integer from 10 to 60000"),
     ("MARKET_DATA_INTERVAL", "60001", "expected an integer from 10 to 60000"),
+    ("SYNTHETIC_CLOCK", "tick", "one of wall, event"),
 ]
 
 

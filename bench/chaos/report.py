@@ -1,0 +1,261 @@
+"""What the streams say happened, the numbers of the chaos run, the table and the last line.
+
+The pure parts (``longest_gaps``, ``count_orders``, ``books_from_fills``, ``compare_books``) take plain data and
+are unit-tested; ``read_stream`` and ``collect`` read the run's JetStream streams after the load (every message
+with the time the stream stored it), so nothing depends on a subscription that a killed node interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import nats.js
+from nats.js import api
+
+TERMINAL = frozenset({"filled", "canceled", "cancelled", "rejected", "expired"})
+MAX_UNAVAILABLE_MS = 3000  # the target: no stage unavailable longer than this after any single kill
+FAILOVER_WINDOW_S = 10.0  # orders first sent this long after a kill count as "during failover"
+QUANT = Decimal("0.00000001")
+
+
+# -- reading the streams -------------------------------------------------------------------------------
+@dataclass(slots=True)
+class Stored:
+    subject: str
+    msg_id: str | None
+    body: dict[str, object]
+    at: float  # when the stream stored it (epoch s)
+    seq: int
+
+
+async def read_stream(js: nats.js.JetStreamContext, stream: str, timeout: float = 60.0) -> list[Stored]:
+    """Every message of ``stream``, in order (an ordered consumer, read to the last sequence of now)."""
+    info = await js.stream_info(stream)
+    last = info.state.last_seq or 0
+    out: list[Stored] = []
+    if not info.state.messages:
+        return out
+    done = asyncio.Event()
+
+    async def cb(msg: nats.aio.msg.Msg) -> None:  # type: ignore[name-defined]
+        md = msg.metadata
+        try:
+            body = json.loads(msg.data)
+        except ValueError:
+            body = {}
+        at = md.timestamp.timestamp() if md.timestamp else 0.0
+        mid = (msg.headers or {}).get("Nats-Msg-Id")
+        out.append(Stored(msg.subject, mid, body if isinstance(body, dict) else {}, at, md.sequence.stream))
+        if md.sequence.stream >= last or md.num_pending == 0:
+            done.set()
+
+    sub = await js.subscribe(
+        ">", stream=stream, cb=cb, ordered_consumer=True,
+        config=api.ConsumerConfig(deliver_policy=api.DeliverPolicy.ALL), pending_msgs_limit=-1,
+    )  # fmt: skip
+    try:
+        await asyncio.wait_for(done.wait(), timeout)
+    finally:
+        await sub.unsubscribe()
+    return out
+
+
+# -- stage availability -----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Gap:
+    stage: str
+    start: float
+    end: float
+
+    @property
+    def ms(self) -> int:
+        return round((self.end - self.start) * 1000)
+
+
+def longest_gaps(stage: str, items: Iterable[tuple[float, float | None]], end: float) -> list[Gap]:
+    """The gaps of one stage: intervals in which work was waiting at it (an item entered, not yet out) and
+    nothing came out of it. ``items``: (entered, left or None = never, counted up to ``end``). Pure.
+
+    Between two consecutive exits e1 < e2, the stage was unavailable from max(e1, the earliest entry of the
+    items still waiting at e2) to e2; after the last exit, up to ``end`` for items that never left."""
+    rows = sorted(((a, b if b is not None else float("inf")) for a, b in items), key=lambda r: r[1])
+    if not rows:
+        return []
+    suffix_min = [0.0] * len(rows)  # earliest entry among rows[i:]
+    m = float("inf")
+    for i in range(len(rows) - 1, -1, -1):
+        m = min(m, rows[i][0])
+        suffix_min[i] = m
+    out: list[Gap] = []
+    prev = float("-inf")
+    i = 0
+    bounds = sorted({b for _, b in rows if b <= end})
+    if rows[-1][1] > end:
+        bounds.append(end)  # items still waiting at the end: their wait counts up to it
+    for t in bounds:
+        while rows[i][1] < t:
+            i += 1
+        start = max(prev, suffix_min[i])
+        if start < t:
+            out.append(Gap(stage, start, t))
+        prev = t
+    return out
+
+
+def p99(values: Sequence[float]) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    return s[min(len(s) - 1, int(len(s) * 0.99))]
+
+
+# -- orders and fills ------------------------------------------------------------------------------------------
+@dataclass(slots=True)
+class OrderFacts:
+    """One client order id as the streams tell it."""
+
+    order_ids: set[str] = field(default_factory=set)
+    status: str | None = None  # of its last event
+    quantity: Decimal = Decimal(0)
+    fills: dict[str, Decimal] = field(default_factory=dict)  # distinct fill ids -> quantity
+    fill_copies: int = 0  # fills stored, with copies
+
+
+def order_facts(order_events: Iterable[Stored], fills: Iterable[Stored]) -> dict[str, OrderFacts]:
+    out: dict[str, OrderFacts] = defaultdict(OrderFacts)
+    for ev in order_events:
+        order = ev.body.get("order")
+        if not isinstance(order, dict):
+            continue
+        f = out[str(order.get("clientOrderId"))]
+        f.order_ids.add(str(order.get("orderId")))
+        f.status = str(order.get("status"))
+        f.quantity = Decimal(str(order.get("quantity", "0")))
+    for fl in fills:
+        f = out[str(fl.body.get("clientOrderId"))]
+        f.fill_copies += 1
+        f.fills.setdefault(str(fl.body.get("fillId")), Decimal(str(fl.body.get("quantity", "0"))))
+    return out
+
+
+@dataclass(slots=True)
+class Counts:
+    submitted: int = 0
+    accepted: int = 0
+    denied: int = 0
+    unanswered: int = 0
+    filled: int = 0
+    lost: int = 0
+    duplicated: int = 0  # orders: a client id with two orders
+    stuck: int = 0
+    fills_duplicated: int = 0  # a fill id stored twice, or fills beyond an order's quantity
+    examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+
+    def note(self, what: str, cid: str) -> None:
+        if len(self.examples[what]) < 5:
+            self.examples[what].append(cid)
+
+
+def count_orders(outcomes: Mapping[str, str], facts: Mapping[str, OrderFacts]) -> Counts:
+    """``outcomes``: each planned order's client order id -> what the client was told (accepted, denied,
+    unanswered). Pure; the definitions are the README's (section "Chaos run")."""
+    c = Counts(submitted=len(outcomes))
+    for cid, outcome in outcomes.items():
+        c.accepted += outcome == "accepted"
+        c.denied += outcome == "denied"
+        c.unanswered += outcome == "unanswered"
+        f = facts.get(cid)
+        if f is not None and len(f.order_ids) > 1:
+            c.duplicated += 1
+            c.note("duplicated", cid)
+        if f is not None:
+            copies = f.fill_copies - len(f.fills)
+            over = sum(f.fills.values()) > f.quantity > 0
+            if copies or over:
+                c.fills_duplicated += copies + (1 if over else 0)
+                c.note("fills duplicated", cid)
+        complete = f is not None and f.status == "filled" and sum(f.fills.values()) == f.quantity
+        c.filled += complete
+        working = f is not None and f.status is not None and f.status not in TERMINAL
+        if working:
+            c.stuck += 1
+            c.note("stuck", cid)
+        elif outcome == "accepted" and not complete:
+            c.lost += 1
+            c.note("lost", cid)
+    return c
+
+
+# -- books ---------------------------------------------------------------------------------------------------
+def books_from_fills(fills: Iterable[Stored], initial: Mapping[str, Decimal]) -> dict[str, Decimal]:
+    """Balances per currency from the fill log (each fill id once): what the ledger's books must say."""
+    bal: dict[str, Decimal] = defaultdict(Decimal, initial)
+    seen: set[str] = set()
+    for fl in fills:
+        b = fl.body
+        fid = str(b.get("fillId"))
+        if fid in seen:
+            continue
+        seen.add(fid)
+        base, quote = str(b["pair"]).split("_", 1)
+        qty, price, fee = (Decimal(str(b[k])) for k in ("quantity", "price", "fee"))
+        sign = 1 if b["side"] == "buy" else -1
+        bal[base] += sign * qty
+        bal[quote] -= sign * qty * price
+        bal[str(b.get("feeCurrency") or quote)] -= fee
+    return {k: v for k, v in bal.items() if v != 0 or k in initial}
+
+
+def ledger_books(snapshot: Mapping[str, object]) -> dict[str, object]:
+    """The figures of the ledger's portfolio that a run of the same fills must reproduce exactly (not the
+    marks: unrealized P&L and equity follow the latest book, which is only republished)."""
+    balances = {
+        str(b["currency"]): Decimal(str(b["total"])).quantize(QUANT)
+        for b in snapshot.get("balances", [])  # type: ignore[union-attr]
+        if Decimal(str(b["total"])) != 0 or str(b["currency"]) == "USDT"
+    }
+    positions = {
+        str(p["pair"]): (
+            p["side"],
+            Decimal(str(p["quantity"])),
+            Decimal(str(p["averagePrice"])).quantize(QUANT),
+            Decimal(str(p.get("pairRealizedPnL", "0"))).quantize(QUANT),
+            Decimal(str(p.get("pairFees", "0"))).quantize(QUANT),
+        )
+        for p in snapshot.get("positions", [])  # type: ignore[union-attr]
+    }
+    return {"balances": balances, "positions": positions, "fills": snapshot.get("fillsApplied")}
+
+
+def compare_books(a: Mapping[str, object], b: Mapping[str, object]) -> list[str]:
+    """What differs between two ledgers' books (empty: equal)."""
+    out = []
+    for part in ("balances", "positions"):
+        x, y = a.get(part) or {}, b.get(part) or {}
+        assert isinstance(x, dict) and isinstance(y, dict)
+        for k in sorted(set(x) | set(y)):
+            if x.get(k) != y.get(k):
+                out.append(f"{part} {k}: {x.get(k)} vs {y.get(k)}")
+    return out
+
+
+def balances_differ(ledger: Mapping[str, Decimal], from_fills: Mapping[str, Decimal]) -> list[str]:
+    out = []
+    for k in sorted(set(ledger) | set(from_fills)):
+        x = ledger.get(k, Decimal(0)).quantize(QUANT)
+        y = from_fills.get(k, Decimal(0)).quantize(QUANT)
+        if x != y:
+            out.append(f"{k}: ledger {x} vs fill log {y}")
+    return out
+
+
+def last_line(lost: int, duplicated: int, stuck: int, books_equal: bool, max_unavailable_ms: int) -> str:
+    return (
+        f"chaos: lost={lost} duplicated={duplicated} stuck={stuck} "
+        f"books_equal={'yes' if books_equal else 'no'} max_unavailable_ms={max_unavailable_ms}"
+    )

@@ -1,0 +1,500 @@
+"""``make chaos`` (``python -m bench.chaos``): the whole run, bounded in time, everything stopped by pid.
+
+1. A real 3-node JetStream cluster (``bus.cluster.NatsCluster``) on 127.0.0.1.
+2. Two deployments on it, each with its own BUS_PREFIX and NATS_REPLICAS=3, both with SYNTHETIC_CLOCK=event:
+   the *reference* (one ``tbx run`` process, never disturbed) and the *chaos* one (every actor its own
+   ``tbx actor NAME`` process, ``instances`` of each, the gateway twice).
+3. The same deterministic load (``load.plan``) against each: the reference first, then the chaos deployment,
+   paced so that it lasts over the kill schedule, while each victim is killed with -9 in turn (``kills``),
+   a process killed being started again after RESTART_DELAY_S (a NATS node after the gap).
+4. A settle time, then the streams are read and the table and the last line printed (``report``).
+Exit code 0 only when every target is met.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import nats
+import nats.js
+
+from bench.chaos import report as rp
+from bench.chaos.kills import Kill, find_active, find_standby, parse_only, schedule, stream_leaders
+from bench.chaos.launcher import Launcher, Proc, pid_alive
+from bench.chaos.load import LoadClient, LoadResult, Planned, plan, quiet
+from bench.chaos.topology import ORDER_PAIRS, PAIRS, SEED, SIGNAL_PAIRS, Topology, from_env, service_env
+from bus.client import Bus
+from bus.embedded import free_port
+from domain.synthetic import EventMarket
+from schemas.subjects import Subjects
+
+RESTART_DELAY_S = 0.5  # a killed process is started again this long after (a supervisor's first back-off)
+LAST_LINE: list[str] = []  # the chaos line, printed by main() once everything is stopped: the very last line
+INITIAL = {"USDT": __import__("decimal").Decimal("1000000000")}
+
+
+@dataclass(slots=True)
+class Config:
+    per_pair: int
+    gap_s: float  # between two kills (the recovery time)
+    budget_s: float  # the whole run, at most
+    settle_s: float
+    kills: list[Kill]
+    topology: Topology
+    keep: bool = False
+    label: str = "full"
+
+
+def config(argv: list[str] | None = None) -> Config:
+    ap = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__.split("\n")[0])
+    ap.add_argument("--short", action="store_true", help="at most 3 minutes: the same kills, less load (CHAOS_SHORT=1)")
+    ap.add_argument("--per-pair", type=int, help="orders per pair (12 pairs)")
+    ap.add_argument("--gap", type=float, help="seconds between two kills")
+    ap.add_argument("--budget", type=float, help="seconds the whole run may take")
+    ap.add_argument("--settle", type=float, help="seconds to wait for every order to end after the load")
+    ap.add_argument("--kills", default="", help="only these (comma-separated actor names or kinds: gateway, "
+                    "standby, nats-node, stream-leader)")  # fmt: skip
+    ap.add_argument("--keep", action="store_true", help="keep the run's folder (logs) even when all targets are met")
+    a = ap.parse_args(argv)
+    topo = from_env()
+    full = schedule(topo.actors, topo.standbys)
+    kills = parse_only(a.kills, full) if a.kills else full
+    short = a.short or os.environ.get("CHAOS_SHORT", "") not in ("", "0")
+    if short:
+        per_pair, gap, budget, settle, label = 25, 6.0, 180.0, 15.0, "short"
+    else:
+        per_pair, gap, budget, settle, label = 250, 20.0, 600.0, 30.0, "full"
+    return Config(
+        per_pair=a.per_pair or per_pair,
+        gap_s=a.gap or gap,
+        budget_s=a.budget or budget,
+        settle_s=a.settle if a.settle is not None else settle,
+        kills=kills,
+        topology=topo,
+        keep=a.keep,
+        label=label,
+    )
+
+
+@dataclass(slots=True)
+class KillRecord:
+    kill: Kill
+    at: float  # epoch s
+    victim: str
+    note: str = ""
+
+
+@dataclass(slots=True)
+class Deployment:
+    prefix: str
+    gateways: list[str]
+    env: dict[str, str]
+    procs: list[Proc] = field(default_factory=list)
+
+
+def log(msg: str) -> None:
+    print(f"[chaos {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+async def ensure_layout(url: str, prefix: str, deadline: float) -> None:
+    while True:
+        try:
+            bus = await Bus.connect(url, name="chaos-setup", subjects=Subjects(prefix), replicas=3)
+            try:
+                await bus.ensure_layout()
+                return
+            finally:
+                await bus.close()
+        except Exception as e:
+            if time.monotonic() > deadline:
+                raise
+            log(f"layout of {prefix} not made yet ({type(e).__name__}: {e}); again")
+            await asyncio.sleep(1.0)
+
+
+async def wait_healthy(http: aiohttp.ClientSession, launcher: Launcher, urls: list[str], deadline: float) -> None:
+    todo = list(urls)
+    while todo:
+        for p in launcher.reap_unexpected():
+            log(f"{p.name} exited by itself ({p.died[-1]}); started again")
+        for u in list(todo):
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
+                async with http.get(u + "/api/health", timeout=aiohttp.ClientTimeout(total=2)) as r:
+                    if r.status == 200:
+                        todo.remove(u)
+        if todo and time.monotonic() > deadline:
+            raise TimeoutError(f"not healthy in time: {', '.join(todo)} (logs in {launcher.logs})")
+        if todo:
+            await asyncio.sleep(0.3)
+
+
+async def portfolio(nc: nats.NATS, prefix: str) -> dict[str, object]:
+    for _ in range(20):
+        try:
+            msg = await nc.request(f"{prefix}.query.portfolio", b"{}", timeout=5)
+            body = json.loads(msg.data)
+            if isinstance(body, dict) and "balances" in body:
+                return body
+        except Exception:
+            pass
+        await asyncio.sleep(0.5)
+    return {}
+
+
+async def settle(js: nats.js.JetStreamContext, nc: nats.NATS, prefix: str, cids: set[str], until: float) -> None:
+    """Until every order of the plan that exists has ended and the ledger has booked every fill (or ``until``)."""
+    s = Subjects(prefix)
+    while time.monotonic() < until:
+        with contextlib.suppress(Exception):
+            facts = rp.order_facts(await rp.read_stream(js, s.s_orders), await rp.read_stream(js, s.s_fills))
+            open_ = [c for c in cids if c in facts and facts[c].status not in rp.TERMINAL]
+            fills = sum(len(f.fills) for f in facts.values())
+            booked = (await portfolio(nc, prefix)).get("fillsApplied")
+            if not open_ and booked == fills:
+                return
+        await asyncio.sleep(1.0)
+
+
+def start_deployment(launcher: Launcher, url: str, prefix: str, topo: Topology | None) -> Deployment:
+    """``topo`` None: the reference, one ``tbx run`` process; else every actor and gateway as its own."""
+    env = service_env(url, prefix, str(launcher.root / prefix))
+    dep = Deployment(prefix, [], env)
+    if topo is None:
+        port = free_port()
+        dep.gateways.append(f"http://127.0.0.1:{port}")
+        dep.procs.append(launcher.spawn("reference", "reference", ["run"], env | {"PORT": str(port)}))
+        return dep
+    for actor in topo.actors:
+        for k in range(topo.instances):
+            dep.procs.append(launcher.spawn(f"{actor}#{k}", actor, ["actor", actor], env))
+    for g in range(topo.gateways):
+        port = free_port()
+        dep.gateways.append(f"http://127.0.0.1:{port}")
+        dep.procs.append(launcher.spawn(f"gateway#{g}", "gateway", ["gateway"], env | {"PORT": str(port)}))
+    return dep
+
+
+async def do_kill(k: Kill, launcher: Launcher, js: nats.js.JetStreamContext, prefix: str, restarts: set) -> KillRecord:
+    s = Subjects(prefix)
+    bucket = s.bucket_name("LEASES")
+    cluster = launcher.cluster
+    assert cluster is not None
+    if k.kind in ("actor", "standby", "gateway"):
+        if k.kind == "actor":
+            p = await find_active(launcher, js, bucket, k.target)
+        elif k.kind == "standby":
+            p = await find_standby(launcher, js, bucket, k.target)
+        else:
+            p = next((g for g in launcher.of_kind("gateway") if g.alive), None)
+        if p is None:
+            return KillRecord(k, time.time(), "-", "no such process alive")
+        pid = p.pid
+        at = time.time()
+        launcher.kill(p)
+
+        async def restart_later(p: Proc = p) -> None:
+            await asyncio.sleep(RESTART_DELAY_S)
+            launcher.restart(p)
+
+        t = asyncio.create_task(restart_later())
+        restarts.add(t)
+        t.add_done_callback(restarts.discard)
+        return KillRecord(k, at, f"{p.name} pid {pid}")
+    streams = [s.s_orders, s.s_fills, s.stream_name("HOPS"), s.s_signals, s.stream_name("POSITIONS")]
+    leaders = await stream_leaders(js, streams)
+    names = [n.name for n in cluster.servers]
+    if k.kind == "stream-leader":
+        name = leaders.most_common(1)[0][0] if leaders else names[0]
+        note = f"leads {leaders.get(name, 0)} of {len(streams)} streams"
+    else:
+        name = min((n for n in names if cluster.servers[names.index(n)].alive), key=lambda n: leaders.get(n, 0))
+        note = f"leads {leaders.get(name, 0)} of {len(streams)} streams"
+    i = names.index(name)
+    pid = cluster.servers[i].pid
+    at = time.time()
+    await asyncio.to_thread(cluster.kill, i)
+    return KillRecord(k, at, f"nats {name} pid {pid}", note)
+
+
+async def chaos_kills(cfg: Config, launcher: Launcher, js: nats.js.JetStreamContext, prefix: str,
+                      records: list[KillRecord]) -> None:  # fmt: skip
+    restarts: set[asyncio.Task[None]] = set()
+    cluster = launcher.cluster
+    assert cluster is not None
+    await asyncio.sleep(cfg.gap_s / 2)  # the load runs undisturbed for a moment first
+    for k in cfg.kills:
+        rec = await do_kill(k, launcher, js, prefix, restarts)
+        records.append(rec)
+        log(f"killed {k.label}: {rec.victim} {rec.note}")
+        await asyncio.sleep(cfg.gap_s / 2 if k.kind in ("nats-node", "stream-leader") else cfg.gap_s)
+        for i, node in enumerate(cluster.servers):  # a NATS node comes back after half the gap, as an operator's
+            if not node.alive:
+                await asyncio.to_thread(cluster.restart, i)
+                log(f"nats {node.name} started again")
+        if k.kind in ("nats-node", "stream-leader"):
+            await asyncio.sleep(cfg.gap_s / 2)
+    if restarts:
+        await asyncio.gather(*restarts)
+
+
+async def reaper(launcher: Launcher, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        for p in launcher.reap_unexpected():
+            log(f"{p.name} exited by itself ({p.died[-1]}); started again")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.3)
+
+
+async def main_async(cfg: Config, root: Path) -> int:
+    t_start = time.monotonic()
+    hard = t_start + cfg.budget_s - 20  # what is left is for the report and the stop
+    launcher = Launcher(root)
+    orders = plan(ORDER_PAIRS, SIGNAL_PAIRS, cfg.per_pair, SEED)
+    market = EventMarket(PAIRS, SEED)
+    n_orders = sum(len(v) for v in orders.values())
+    log(f"{cfg.label} run: {n_orders} orders on {len(orders)} pairs, {len(cfg.kills)} kills every {cfg.gap_s:.0f} s, "
+        f"{cfg.topology.describe()}; logs in {launcher.logs}")  # fmt: skip
+    try:
+        url = await asyncio.to_thread(launcher.start_cluster, 3)
+        log(f"3-node cluster up: {url}")
+        ref_prefix, chaos_prefix = "ref" + uuid.uuid4().hex[:6], "chaos" + uuid.uuid4().hex[:6]
+        await ensure_layout(url, ref_prefix, hard)
+        await ensure_layout(url, chaos_prefix, hard)
+        ref = start_deployment(launcher, url, ref_prefix, None)
+        dep = start_deployment(launcher, url, chaos_prefix, cfg.topology)
+        nc = await nats.connect(servers=url.split(","), name="chaos-report", max_reconnect_attempts=-1, error_cb=quiet,
+                                reconnect_time_wait=0.2)  # fmt: skip
+        js = nc.jetstream(timeout=10)
+        async with aiohttp.ClientSession() as http:
+            await wait_healthy(http, launcher, ref.gateways, hard)
+            log("reference deployment healthy: its load (undisturbed)")
+            ref_client = LoadClient(ref.gateways, url, ref_prefix, market, orders)
+            ref_load = await bounded(ref_client, hard)
+            cids = {p.order_cid for steps in orders.values() for p in steps}
+            await settle(js, nc, ref_prefix, cids, min(hard, time.monotonic() + cfg.settle_s))
+            ref_books = rp.ledger_books(await portfolio(nc, ref_prefix))
+            for p in ref.procs:
+                launcher.kill(p, signal.SIGTERM)
+            log(f"reference done in {ref_load.ended - ref_load.started:.0f} s; the chaos deployment next")
+            await wait_healthy(http, launcher, dep.gateways, hard)
+        span = cfg.gap_s * (len(cfg.kills) + 1)
+        client = LoadClient(dep.gateways, url, chaos_prefix, market, orders, rate=n_orders / span)
+        records: list[KillRecord] = []
+        stop_reaper = asyncio.Event()
+        reap = asyncio.create_task(reaper(launcher, stop_reaper))
+        kills = asyncio.create_task(chaos_kills(cfg, launcher, js, chaos_prefix, records))
+        load = await bounded(client, hard - cfg.settle_s, also=kills)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(kills, max(1.0, hard - time.monotonic()))
+        log(f"load done in {load.ended - load.started:.0f} s; settling (at most {cfg.settle_s:.0f} s)")
+        await settle(js, nc, chaos_prefix, cids, min(hard, time.monotonic() + cfg.settle_s))
+        stop_reaper.set()
+        await reap
+        code = await final_report(cfg, js, nc, chaos_prefix, orders, client.result, records, ref_books, ref_load,
+                                  launcher)  # fmt: skip
+        await nc.close()
+        return code
+    finally:
+        pids = launcher.stop_all()
+        left = [p for p in pids if pid_alive(p)]
+        if left:
+            log(f"STILL RUNNING after the stop: pids {left}")
+        log(f"stopped {len(pids)} processes by pid (took {time.monotonic() - t_start:.0f} s in all)")
+
+
+async def bounded(client: LoadClient, until: float, also: asyncio.Task[None] | None = None) -> LoadResult:
+    """The load, stopped (what was not sent counts as stalled) when ``until`` (monotonic) comes."""
+    task = asyncio.create_task(client.run())
+    try:
+        await asyncio.wait_for(asyncio.shield(task), max(1.0, until - time.monotonic()))
+    except TimeoutError:
+        client.stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 15.0)
+    return client.result
+
+
+async def final_report(cfg: Config, js: nats.js.JetStreamContext, nc: nats.NATS, prefix: str,
+                       orders: dict[str, list[Planned]], load: LoadResult, kills: list[KillRecord],
+                       ref_books: dict[str, object], ref_load: LoadResult, launcher: Launcher) -> int:  # fmt: skip
+    s = Subjects(prefix)
+    ev_orders = await rp.read_stream(js, s.s_orders)
+    fills = await rp.read_stream(js, s.s_fills)
+    hops = await rp.read_stream(js, s.stream_name("HOPS"))
+    positions = await rp.read_stream(js, s.stream_name("POSITIONS"))
+    signal_events = await rp.read_stream(js, s.stream_name("SIGNAL_EVENTS"))
+    snapshot = await portfolio(nc, prefix)
+    facts = rp.order_facts(ev_orders, fills)
+    sent = {x.planned.order_cid: x for x in load.sent}
+    outcomes = {p.order_cid: (sent[p.order_cid].outcome if p.order_cid in sent else "not sent")
+                for steps in orders.values() for p in steps if p.order_cid in sent}  # fmt: skip
+    counts = rp.count_orders(outcomes, facts)
+    # books: against the fill log, and against the undisturbed run
+    books = rp.ledger_books(snapshot)
+    from_fills = rp.books_from_fills(fills, INITIAL)
+    vs_log = rp.balances_differ(books["balances"], from_fills)  # type: ignore[arg-type]
+    vs_ref = rp.compare_books(books, ref_books)
+    books_equal = not vs_log and not vs_ref and bool(snapshot)
+    # stages: when work waited at each and when it came out
+    end = time.time()
+    approved, reports, fill_at, pos_at, sig_at = {}, {}, {}, {}, {}
+    for m in hops:
+        if ".hop.approved." in m.subject:
+            cid = str((m.body.get("request") or {}).get("clientOrderId"))  # type: ignore[union-attr]
+            approved.setdefault(cid, m.at)
+        elif ".hop.reports." in m.subject:
+            reports.setdefault(str(m.body.get("clientOrderId")), (m.at, m.body.get("tradeId")))
+    first_fill: dict[str, float] = {}
+    for m in fills:
+        fill_at.setdefault(str(m.body.get("fillId")), m)
+        first_fill.setdefault(str(m.body.get("clientOrderId")), m.at)
+    for m in positions:
+        if m.msg_id and m.msg_id.startswith("pos:"):
+            pos_at.setdefault(m.msg_id[4:], m.at)
+    for m in signal_events:
+        sig_at.setdefault(str(m.body.get("signalId")), m.at)
+    items: dict[str, list[tuple[float, float | None]]] = {
+        k: []
+        for k in (
+            "gateway",
+            "signal-intake",
+            "risk-gate",
+            "order-router",
+            "fill-tracker",
+            "portfolio-ledger",
+            "md-feed",
+        )
+    }
+    for x in load.sent:
+        p = x.planned
+        if p.via == "rest":
+            items["gateway"].append((x.first_sent, x.first_answer))
+            done = approved.get(p.order_cid) or (x.answered if x.outcome == "denied" else None)
+            items["risk-gate"].append((x.first_sent, done))
+        else:
+            done = min(filter(None, (sig_at.get(p.cid), x.first_answer)), default=None)
+            items["signal-intake"].append((x.first_sent, done))
+        if p.order_cid in approved:
+            rep = reports.get(p.order_cid)
+            items["order-router"].append((approved[p.order_cid], rep[0] if rep else None))
+            if rep and rep[1]:  # a trade reported: its fill, stored by the fill-tracker
+                items["fill-tracker"].append((rep[0], first_fill.get(p.order_cid)))
+    for fid, f in fill_at.items():
+        items["portfolio-ledger"].append((f.at, pos_at.get(fid)))
+        if f.body.get("orderComplete"):
+            x = sent.get(str(f.body.get("clientOrderId")))
+            if x is not None:
+                items["md-feed"].append((f.at, x.step_seen))
+    gaps = [g for stage, its in items.items() for g in rp.longest_gaps(stage, its, end)]
+    worst = {stage: max((g.ms for g in gaps if g.stage == stage), default=0) for stage in items}
+    max_unavailable = max(worst.values(), default=0)
+    lat_all = [x.answered - x.first_sent for x in load.sent if x.answered]
+    lat_fail = [x.answered - x.first_sent for x in load.sent if x.answered
+                and any(0 <= x.first_sent - k.at <= rp.FAILOVER_WINDOW_S for k in kills)]  # fmt: skip
+    lines = table(cfg, counts, books_equal, vs_log, vs_ref, worst, gaps, kills, lat_all, lat_fail, load, ref_load,
+                  launcher, len(ev_orders), len(fills))  # fmt: skip
+    print("\n".join(lines), flush=True)
+    misses = []
+    if counts.lost or counts.duplicated or counts.fills_duplicated or counts.stuck:
+        misses.append("orders lost, duplicated or stuck")
+    if not books_equal:
+        misses.append("books differ")
+    if max_unavailable > rp.MAX_UNAVAILABLE_MS:
+        misses.append(f"a stage was unavailable {max_unavailable} ms (> {rp.MAX_UNAVAILABLE_MS})")
+    if counts.unanswered or load.stalled:
+        misses.append("client requests unanswered or pairs stalled")
+    if misses:
+        print("targets missed: " + "; ".join(misses), flush=True)
+    LAST_LINE.append(
+        rp.last_line(
+            counts.lost, counts.duplicated + counts.fills_duplicated, counts.stuck, books_equal, max_unavailable
+        )
+    )  # fmt: skip  (printed last, after the stop)
+    return 1 if misses else 0
+
+
+def table(cfg, counts, books_equal, vs_log, vs_ref, worst, gaps, kills, lat_all, lat_fail, load, ref_load,
+          launcher, n_events, n_fills) -> list[str]:  # type: ignore[no-untyped-def]  # fmt: skip
+    def ms(v: float | None) -> str:
+        return "-" if v is None else f"{v * 1000:.0f} ms"
+
+    out = ["", f"== chaos run ({cfg.label}): {cfg.topology.describe()}, 3-node JetStream cluster, NATS_REPLICAS=3 =="]
+    out.append(f"{'orders submitted':34} {counts.submitted}")
+    out.append(f"{'  accepted (201 / executed)':34} {counts.accepted}")
+    out.append(f"{'  denied (4xx / rejected)':34} {counts.denied}")
+    out.append(f"{'  unanswered (retries ran out)':34} {counts.unanswered}")
+    out.append(f"{'  filled (all fills in the log)':34} {counts.filled}")
+    out.append(f"{'  lost':34} {counts.lost} {_ex(counts, 'lost')}")
+    out.append(f"{'  duplicated':34} {counts.duplicated} {_ex(counts, 'duplicated')}")
+    out.append(f"{'  stuck':34} {counts.stuck} {_ex(counts, 'stuck')}")
+    out.append(f"{'fills duplicated':34} {counts.fills_duplicated} {_ex(counts, 'fills duplicated')}")
+    out.append(f"{'books = fill log':34} {'yes' if not vs_log else 'no: ' + '; '.join(vs_log[:3])}")
+    out.append(f"{'books = undisturbed run':34} {'yes' if not vs_ref else 'no: ' + '; '.join(vs_ref[:3])}")
+    out.append(f"{'books equal':34} {'yes' if books_equal else 'no'}")
+    out.append(f"{'p99 latency (all / during failover)':34} {ms(rp.p99(lat_all))} / {ms(rp.p99(lat_fail))} "
+               f"(REST order or signal, first send -> answer, retries included)")  # fmt: skip
+    out.append(f"{'pairs stalled':34} {len(load.stalled)} {'; '.join(load.stalled[:3])}")
+    took = f"{load.ended - load.started:.0f} s / {ref_load.ended - ref_load.started:.0f} s"
+    out.append(f"{'load (chaos / undisturbed)':34} {took}; {n_events} order events, {n_fills} fills stored")
+    out.append("longest time a stage was unavailable (work waiting, nothing done):")
+    for stage, v in sorted(worst.items(), key=lambda kv: -kv[1]):
+        out.append(f"  {stage:32} {v} ms")
+    out.append("kills (each: the longest stall that began from it to the next kill):")
+    for i, k in enumerate(kills):
+        until = kills[i + 1].at if i + 1 < len(kills) else float("inf")
+        hit = [g for g in gaps if k.at - 1.0 <= g.start < until]  # the stalls that began with this kill
+        top = max(hit, key=lambda g: g.ms, default=None)
+        what = f"{top.stage} {top.ms} ms" if top else "no stage stalled"
+        out.append(f"  {k.kill.label:26} {k.victim:26} {what}")
+    died = [f"{p.name}: {', '.join(p.died)}" for p in launcher.procs if p.died]
+    out.append(f"{'exits not caused by a kill':34} {len(died)} {'; '.join(died[:4])}")
+    return out
+
+
+def _ex(c: rp.Counts, what: str) -> str:
+    ex = c.examples.get(what)
+    return f"(e.g. {', '.join(ex)})" if ex else ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = config(argv)
+    root = Path(tempfile.mkdtemp(prefix="tbx-chaos-"))
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    code = 1
+    try:
+        code = asyncio.run(main_async(cfg, root))
+    except KeyboardInterrupt:
+        log("interrupted: everything started was stopped")
+        code = 130
+    except Exception as e:
+        log(f"the run failed: {type(e).__name__}: {e}")
+        code = 2
+    finally:
+        if code == 0 and not cfg.keep:
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            log(f"logs kept in {root / 'logs'}")
+        if LAST_LINE:
+            print(LAST_LINE[-1], flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Which processes a chaos run starts, and the settings they share."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from schemas.subjects import ACTORS
+
+# Standbys per actor. 0 until the leadership lease (issue 19, part B) is merged: a second instance of an actor is not
+# a safe standby before that, so each killed process is started again by the runner (as a supervisor would).
+# After the merge set this to 1 (or run with CHAOS_STANDBYS=1): one active + one standby per actor.
+DEFAULT_STANDBYS = 0
+GATEWAYS = 2
+
+ORDER_PAIRS = ("BTC_USDT", "ETH_USDT", "SOL_USDT", "XMR_USDT", "LTC_USDT", "DOGE_USDT", "BEL_USDT", "RVN_USDT")
+SIGNAL_PAIRS = ("AAA_USDT", "BBB_USDT", "CCC_USDT", "DDD_USDT")
+PAIRS = ORDER_PAIRS + SIGNAL_PAIRS
+SEED = 19
+BOOK_INTERVAL_MS = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    standbys: int = DEFAULT_STANDBYS  # per actor, beside its active instance
+    gateways: int = GATEWAYS
+    actors: tuple[str, ...] = tuple(ACTORS)
+
+    @property
+    def instances(self) -> int:
+        return 1 + self.standbys
+
+    @property
+    def restart_killed(self) -> bool:
+        """Start a killed process again: always (a killed active's replacement is the next standby); with no
+        standby it is the only way the stage comes back."""
+        return True
+
+    def describe(self) -> str:
+        each = "1 instance" if not self.standbys else f"1 active + {self.standbys} standby"
+        return f"{len(self.actors)} actors x {each}, {self.gateways} gateways"
+
+
+def from_env() -> Topology:
+    raw = os.environ.get("CHAOS_STANDBYS", "").strip()
+    return Topology(standbys=int(raw) if raw else DEFAULT_STANDBYS)
+
+
+def service_env(nats_url: str, prefix: str, data_dir: str, *, replicas: int = 3) -> dict[str, str]:
+    """The settings every process of one deployment gets (nothing inherited from the shell's TBX settings)."""
+    return {
+        "NATS_URL": nats_url,
+        "NATS_REPLICAS": str(replicas),
+        "BUS_PREFIX": prefix,
+        "DATA_DIR": data_dir,
+        "HOST": "127.0.0.1",
+        "PAIRS": ",".join(PAIRS),
+        "MARKET_DATA": "synthetic",
+        "SYNTHETIC_CLOCK": "event",
+        "MARKET_DATA_SEED": str(SEED),
+        "MARKET_DATA_INTERVAL": str(BOOK_INTERVAL_MS),
+        "INITIAL_BALANCE": "1000000000",
+        "MAX_ORDERS_PER_SECOND": "1000000",
+        "MAX_POSITION_SIZE": "1",
+        "MAX_TOTAL_EXPOSURE": "100",
+        "MAX_DAILY_LOSS": "1",
+        "PRICE_BAND_PERCENT": "0",
+        "ALLOW_SHORT": "true",
+        "STOP_LOSS_ENABLED": "false",
+        "SIGNAL_DEDUPE_WINDOW": "0",
+        "MIN_CONFIDENCE": "0",
+        "DEFAULT_ORDER_TIMEOUT": "0",
+        "LOG_LEVEL": "INFO",
+    }
