@@ -187,6 +187,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     NATS_URL: str = ""
     NATS_PORT: int | None = None  # the embedded nats-server's port; unset: 4222, or a free port when taken
     NATS_REPLICAS: int = 1
+    PARTITIONS: int = 1  # pairs hashed into this many partitions (signal-intake, order-router, fill-tracker)
+    PARTITION: int | None = None  # the partition a `tbx actor` of a partitioned actor serves (0..PARTITIONS-1)
     BUS_PREFIX: str = "tbx"
     PAIRS: tuple[str, ...] = ("BTC_USDT", "ETH_USDT", "XMR_USDT", "RVN_USDT")
     MARKET_DATA: str = "synthetic"
@@ -328,6 +330,12 @@ def _optional_port(raw: Any) -> int | None:
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return None
     return _int(1, 65535)(raw)
+
+
+def _optional_partition(raw: Any) -> int | None:
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    return _int(0, 63)(raw)
 
 
 def _text(raw: Any) -> str:
@@ -698,6 +706,8 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "NATS_URL": _url("nats", "tls", "ws", "wss"),
     "NATS_PORT": _optional_port,
     "NATS_REPLICAS": _int(1, 5),
+    "PARTITIONS": _int(1, 64),
+    "PARTITION": _optional_partition,
     "BUS_PREFIX": _pattern(PREFIX_RE, "1 to 32 letters, digits, '_' or '-'"),
     "PAIRS": _pairs,
     "MARKET_DATA": _market_data,
@@ -943,6 +953,10 @@ def _venue_settings(
 
 
 def _check_together(s: Settings) -> None:
+    if s.PARTITION is not None and s.PARTITION >= s.PARTITIONS:
+        raise ConfigError(
+            f"PARTITION={s.PARTITION} is not allowed with PARTITIONS={s.PARTITIONS}: expected 0..{s.PARTITIONS - 1}"
+        )
     if s.LIVE_TRADING and s.PAPER_TRADING:
         raise ConfigError(
             "LIVE_TRADING='true' is not allowed together with PAPER_TRADING='true': "
