@@ -23,7 +23,7 @@ from actors.base import Actor
 from bus.client import Bus, Envelope
 from config.settings import Settings
 from domain.fills import OrderFills, Overfill
-from domain.partitions import suffix
+from domain.partitions import durable
 from domain.recent import OrderTable
 from schemas.messages import ExecutionReport, Fill, RiskAlert, now_ms
 
@@ -49,7 +49,7 @@ class FillTracker(Actor):
         self.log.info("rebuilt fill totals of {} orders from the FILLS stream", len(self.orders))
         await self.bus.consume(
             stream=s.s_hops,
-            durable=self.name + suffix(self.partition),
+            durable=durable(self.name, self.partition),
             subject=s.exec_reports(partition=self.partition),
             type_=ExecutionReport,
             handler=self._on_report,

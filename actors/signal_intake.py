@@ -46,7 +46,7 @@ from config.settings import Settings, parse_source_numbers
 from config.venues import venue_names
 from domain import signals as rules
 from domain.ids import day_key, signal_id
-from domain.partitions import partition_of, suffix
+from domain.partitions import durable, partition_of, suffix
 from domain.risk import CLIENT_ID_RE
 from domain.sizing import QTY_STEP, Sizing, SizingError, SizingInputs, cap, method_name, round_down, size, volatility
 from schemas.messages import (
@@ -162,11 +162,19 @@ class SignalIntake(Actor):
         )
         if self.partition is None:
             await self.bus.consume(
-                stream=self.stream, durable=me, subject=s.signals_submit, type_=Signal, handler=self._on_signal
+                stream=self.stream,
+                durable=durable(self.name, self.partition),
+                subject=s.signals_submit,
+                type_=Signal,
+                handler=self._on_signal,
             )
         else:
             await self.bus.consume(
-                stream=self.stream, durable=me, subject=s.signals_submit, type_=msgspec.Raw, handler=self._on_stored
+                stream=self.stream,
+                durable=durable(self.name, self.partition),
+                subject=s.signals_submit,
+                type_=msgspec.Raw,
+                handler=self._on_stored,
             )
 
     async def on_stop(self) -> None:

@@ -48,8 +48,13 @@ def owns(partition: int | None, partitions: int, pair: str) -> bool:
 
 
 def suffix(partition: int | None) -> str:
-    """What a partition adds to a role, durable or subject name: ``.p<k>``, nothing when unpartitioned."""
+    """What a partition adds to a role or a queue group: ``.p<k>``, nothing when unpartitioned."""
     return "" if partition is None else f".p{partition}"
+
+
+def durable(name: str, partition: int | None) -> str:
+    """A partition's durable consumer name (no dots allowed there): ``order-router-p1``; unpartitioned, ``name``."""
+    return name if partition is None else f"{name}-p{partition}"
 
 
 def merge_newest_first(

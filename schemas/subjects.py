@@ -14,6 +14,7 @@ PREFIX_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 PAIR_RE = re.compile(r"^[A-Z0-9]{1,20}_[A-Z0-9]{1,20}$")
 
 ACTORS = ("md-feed", "signal-intake", "risk-gate", "order-router", "fill-tracker", "portfolio-ledger")
+PARTITIONED = ("signal-intake", "order-router", "fill-tracker")  # one active instance per partition (PARTITIONS)
 
 
 @dataclass(frozen=True, slots=True)

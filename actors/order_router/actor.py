@@ -53,7 +53,7 @@ from domain.orders import (
     to_pending,
     transition,
 )
-from domain.partitions import suffix
+from domain.partitions import durable, suffix
 from domain.recent import OrderTable
 from domain.risk import is_multiple
 from domain.triggers import TRIGGERED_TYPES, native_kind, venue_leg, wrong_side
@@ -188,10 +188,12 @@ class OrderRouter(Actor):
         await self.bus.subscribe(s.addressed(s.orders_cancel, k), CancelOrder, self._on_cancel, queue=me)
         await self.bus.subscribe(s.addressed(s.orders_modify, k), ModifyOrder, self._on_modify, queue=me)
         await self.bus.consume(
-            stream=s.s_hops, durable=me, subject=s.approved_orders(partition=k), type_=ApprovedOrder,
+            stream=s.s_hops, durable=durable(self.name, k), subject=s.approved_orders(partition=k), type_=ApprovedOrder,
             handler=self._on_approved,
         )  # fmt: skip
-        await self.bus.consume(stream=s.s_fills, durable=me, subject=s.fills(), type_=Fill, handler=self._on_fill)
+        await self.bus.consume(
+            stream=s.s_fills, durable=durable(self.name, k), subject=s.fills(), type_=Fill, handler=self._on_fill
+        )
         every = self.settings.RECONCILE_INTERVAL_MS / 1000
         self.spawn(self.every(every, lambda: self._each(lambda session: session.reconcile()), "reconcile"), "reconcile")
         self.spawn(self.every(CLOCK_EVERY_S, self.emulator.on_clock, "expiry and timeouts"), "clock")
