@@ -99,3 +99,32 @@ def test_paging_on_the_merged_cursor_lists_every_item_once_newest_first(parts, l
 def test_merge_keeps_the_newest_of_all_partitions():
     page, more = merge_newest_first([([9, 5, 1], None), ([8, 7], None)], 3, lambda i: i)
     assert page == [9, 8, 7] and more == 7
+
+
+def test_tbx_actor_of_a_partitioned_actor_needs_its_partition():
+    import pytest
+
+    from config.settings import ConfigError, load_settings
+    from tbx.cli import _partition_of_actor
+
+    s = load_settings({"PARTITIONS": "2"})
+    with pytest.raises(ConfigError, match="PARTITION is not set"):
+        _partition_of_actor(s, "order-router", None)
+    with pytest.raises(ConfigError, match="--partition 2 is not allowed with PARTITIONS=2"):
+        _partition_of_actor(s, "order-router", 2)
+    assert _partition_of_actor(s, "order-router", 1).PARTITION == 1
+    assert _partition_of_actor(s, "risk-gate", None).PARTITION is None  # not partitioned: one active for all
+    with pytest.raises(ConfigError, match="PARTITION=2 is not allowed with PARTITIONS=2"):
+        load_settings({"PARTITIONS": "2", "PARTITION": "2"})
+
+
+def test_tbx_run_runs_every_partition_of_the_partitioned_actors():
+    from actors.fill_tracker import FillTracker
+    from actors.risk_gate import RiskGate
+    from config.settings import load_settings
+    from tbx.runner import instances_of
+
+    s = load_settings({"PARTITIONS": "3"})
+    assert [x.PARTITION for x in instances_of(FillTracker, s)] == [0, 1, 2]
+    assert [x.PARTITION for x in instances_of(RiskGate, s)] == [None]
+    assert [x.PARTITION for x in instances_of(FillTracker, load_settings({}))] == [None]
