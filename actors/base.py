@@ -17,7 +17,8 @@ from typing import Any, ClassVar
 from loguru import logger
 
 from bus.client import Bus
-from config.settings import Settings
+from config.settings import ConfigError, Settings
+from domain.partitions import owns, suffix
 from schemas.messages import Heartbeat, RiskAlert, Severity, VenueState, now_ms
 
 HEARTBEAT_INTERVAL_S = 1.0
@@ -25,16 +26,35 @@ HEARTBEAT_INTERVAL_S = 1.0
 
 class Actor:
     name: ClassVar[str] = "actor"
+    # one active instance per partition of the pairs (PARTITIONS): signal-intake, order-router, fill-tracker
+    partitioned: ClassVar[bool] = False
 
     def __init__(self, settings: Settings, bus: Bus) -> None:
+        if self.partitioned and settings.PARTITIONS > 1 and settings.PARTITION is None:
+            raise ConfigError(
+                f"PARTITION is not set: with PARTITIONS={settings.PARTITIONS} a {self.name} serves one partition "
+                f"(PARTITION=0..{settings.PARTITIONS - 1}, or `tbx actor {self.name} --partition K`)"
+            )
         self.settings = settings
         self.bus = bus
         self.subjects = bus.subjects
-        self.log = logger.bind(actor=self.name)
+        self.log = logger.bind(actor=self.name + suffix(self.partition))
         self.instance = uuid.uuid4().hex[:8]
         self.started_at = now_ms()
         self.status: str = "starting"
         self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def partition(self) -> int | None:
+        """The partition this instance serves (its pairs: ``domain.partitions.owns``); None when PARTITIONS is 1
+        or the actor is not partitioned (it serves every pair)."""
+        if not self.partitioned or self.settings.PARTITIONS <= 1:
+            return None
+        return self.settings.PARTITION
+
+    def owns(self, pair: str) -> bool:
+        """Is ``pair`` this instance's to handle (always, unpartitioned)?"""
+        return owns(self.partition, self.settings.PARTITIONS, pair)
 
     # -- lifecycle -----------------------------------------------------------------------------------
     async def start(self) -> None:

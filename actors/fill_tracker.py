@@ -23,6 +23,7 @@ from actors.base import Actor
 from bus.client import Bus, Envelope
 from config.settings import Settings
 from domain.fills import OrderFills, Overfill
+from domain.partitions import durable
 from domain.recent import OrderTable
 from schemas.messages import ExecutionReport, Fill, RiskAlert, now_ms
 
@@ -31,6 +32,7 @@ KEEP_COMPLETE = 1_000  # complete orders whose trade ids stay in memory
 
 class FillTracker(Actor):
     name = "fill-tracker"
+    partitioned = True  # PARTITIONS > 1: the reports of its partition's pairs only (``tbx.hop.reports.p<k>.*``)
 
     def __init__(self, settings: Settings, bus: Bus) -> None:
         super().__init__(settings, bus)
@@ -47,8 +49,8 @@ class FillTracker(Actor):
         self.log.info("rebuilt fill totals of {} orders from the FILLS stream", len(self.orders))
         await self.bus.consume(
             stream=s.s_hops,
-            durable="fill-tracker",
-            subject=s.exec_reports(),
+            durable=durable(self.name, self.partition),
+            subject=s.exec_reports(partition=self.partition),
             type_=ExecutionReport,
             handler=self._on_report,
         )
@@ -57,6 +59,8 @@ class FillTracker(Actor):
         return {"fills": self.published, "duplicates": self.duplicates, "overfills": self.overfills}
 
     async def _rebuild(self, f: Fill, env: Envelope) -> None:
+        if not self.owns(f.pair):  # another partition's
+            return
         quantity = f.order_filled_quantity if f.order_complete else None
         of = self.orders.get(f.order_id)
         if of is None:

@@ -51,6 +51,7 @@ from actors.transition import STAGE_CAPITAL_LIMIT, Transition
 from bus.client import Bus, Envelope
 from bus.codec import DecodeFailure, decode
 from bus.errors import RequestFailed
+from bus.partitions import cancel_all, order_of_client
 from config.settings import PARSERS, Settings, parse_correlation_groups, parse_trading_hours
 from config.venues import VenueConfig, venue_configs, venue_names
 from domain.book import mid_price, vwap, walk_book
@@ -73,6 +74,7 @@ from domain.limits import (
     no_venue,
     rate_of,
 )
+from domain.partitions import partition_for
 from domain.recent import FILL_DEDUPE_WINDOW, RecentIds
 from domain.risk import RESERVED_CLIENT_PREFIX, Approval, Denial, check_order, same_request
 from domain.sizing import QTY_STEP, SizingError, fixed_fractional, round_down
@@ -88,7 +90,6 @@ from schemas.messages import (
     ApprovedOrder,
     BalanceAdjusted,
     CancelOrder,
-    CommandReply,
     Empty,
     Fill,
     MarketRules,
@@ -96,8 +97,6 @@ from schemas.messages import (
     OrderEvent,
     OrderReply,
     OrderRequest,
-    OrdersPage,
-    OrdersQuery,
     PairExposure,
     RiskAlert,
     RiskCommand,
@@ -583,7 +582,7 @@ class RiskGate(Actor):
         for _ in range(APPROVAL_TRIES):
             try:
                 await self.bus.js_publish(
-                    self.subjects.approved_orders(req.pair),
+                    self.subjects.approved_orders(req.pair, partition_for(req.pair, self.settings.PARTITIONS)),
                     approved,
                     msg_id=f"approval:{req.client_order_id}:{approved.approved_at}",  # this approval, not a later one
                 )
@@ -607,15 +606,14 @@ class RiskGate(Actor):
             request=req, risk_validation=RiskValidation(passed=True, note=note), estimated_cost=estimated_cost,
             reply_to=env.reply, approved_at=now_ms(), transition_epoch=self.transition.state.epoch,
         )  # fmt: skip
-        await self.bus.js_publish(self.subjects.approved_orders(req.pair), approved)
+        await self.bus.js_publish(
+            self.subjects.approved_orders(req.pair, partition_for(req.pair, self.settings.PARTITIONS)), approved
+        )
 
     async def _order_of(self, client_order_id: str) -> Order | None:
         """The order a client order id names, asked of the order-router (its owner). Raises RequestFailed."""
-        page = await self.bus.request(
-            self.subjects.query("orders"), OrdersQuery(client_order_id=client_order_id), OrdersPage,
-            timeout=LOOKUP_TIMEOUT_S,
-        )  # fmt: skip
-        return page.orders[0] if page.orders else None
+        # (every partition is asked when PARTITIONS > 1: a client order id does not name its pair)
+        return await order_of_client(self.bus, client_order_id, self.settings.PARTITIONS, timeout=LOOKUP_TIMEOUT_S)
 
     async def _release_retries(self) -> None:
         """A reservation whose order is not seen after PENDING_CHECK_MS: if the order-router's order under
@@ -948,15 +946,18 @@ class RiskGate(Actor):
             if not any(now_ms() - p.at < PENDING_SETTLE_MS for p in self.pending.values()):
                 break
             await asyncio.sleep(0.05)
-        try:
-            canceled = await self.bus.request(
-                self.subjects.orders_cancel, CancelOrder(all=True, reason="emergency stop"), CommandReply,
-                timeout=CANCEL_ALL_TIMEOUT_S,
-            )  # fmt: skip
-            change.canceled_orders = [o.order_id for o in canceled.orders]
-        except RequestFailed as e:
+        # every partition's working orders (PARTITIONS > 1: each partition is asked; one that does not answer is
+        # named in the errors, the others' orders are canceled all the same)
+        canceled, failures = await cancel_all(
+            self.bus, CancelOrder(all=True, reason="emergency stop"), self.settings.PARTITIONS,
+            timeout=CANCEL_ALL_TIMEOUT_S,
+        )  # fmt: skip
+        change.canceled_orders = [o.order_id for o in canceled.orders]
+        for e in failures:
             self.log.error("emergency stop could not cancel the working orders: {}", e)
-            change.errors.append(f"working orders not canceled: the order-router did not answer ({e.reason})")
+            change.errors.append(
+                f"working orders not canceled: the order-router did not answer ({e.subject}: {e.reason})"
+            )
         if cmd.close_positions:
             change.closing_orders, change.closing_pending, failed = await self._close_all()
             change.errors += failed
@@ -1007,7 +1008,9 @@ class RiskGate(Actor):
                     reply_to=inbox, approved_at=now_ms(), venues=[venue] if venue is not None else None,
                 )  # fmt: skip
                 try:
-                    await self.bus.js_publish(self.subjects.approved_orders(pair), approved)
+                    await self.bus.js_publish(
+                        self.subjects.approved_orders(pair, partition_for(pair, self.settings.PARTITIONS)), approved
+                    )
                 except Exception as e:  # the other pairs are still closed; the answer says which one was not
                     self.log.error("emergency close of {} not sent: {}", pair, e)
                     failed.append(f"close of {pair} not sent ({type(e).__name__}): close it by hand")

@@ -41,10 +41,12 @@ from actors.services import ServiceClient, ServiceDown, clamp01
 from bus.client import Bus, Envelope
 from bus.codec import DecodeFailure, decode, encode
 from bus.errors import RequestFailed, Transient
+from bus.partitions import owner_subject
 from config.settings import Settings, parse_source_numbers
 from config.venues import venue_names
 from domain import signals as rules
 from domain.ids import day_key, signal_id
+from domain.partitions import durable, partition_of, suffix
 from domain.risk import CLIENT_ID_RE
 from domain.sizing import QTY_STEP, Sizing, SizingError, SizingInputs, cap, method_name, round_down, size, volatility
 from schemas.messages import (
@@ -102,6 +104,9 @@ class Window:
 
 class SignalIntake(Actor):
     name = "signal-intake"
+    # PARTITIONS > 1: every partition reads the one public subject (its own durable, ``signal-intake.p<k>``) and
+    # handles the signals of its pairs only (a signal's pair is in its body, not in the subject)
+    partitioned = True
 
     def __init__(self, settings: Settings, bus: Bus) -> None:
         super().__init__(settings, bus)
@@ -136,21 +141,41 @@ class SignalIntake(Actor):
         since = now_ms() - KEEP_RESULTS_MS
         await self.bus.replay(
             stream=s.stream_name("SIGNAL_EVENTS"), subject=s.signal_events(), type_=SignalEvent,
-            handler=self._on_result, start_time=since, follow=False,
+            handler=self._on_result if self.partition is None else self._on_result_mine, start_time=since,
+            follow=False,
         )  # fmt: skip
         if self.settings.SIGNAL_AGGREGATION_WINDOW > 0:
             # signals taken into a window before a crash: stored, acknowledged, but without a result yet
             back = now_ms() - self.settings.SIGNAL_AGGREGATION_WINDOW - 60_000
             await self.bus.replay(
-                stream=self.stream, subject=s.signals_submit, type_=Signal, handler=self._on_signal,
+                stream=self.stream, subject=s.signals_submit, type_=Signal, handler=self._on_signal_mine,
                 start_time=back, follow=False,
             )  # fmt: skip
-        await self.bus.nc.subscribe(s.signals_submit, cb=self._on_publish)  # reply subjects
+        if self.partition is None:
+            await self.bus.nc.subscribe(s.signals_submit, cb=self._on_publish)  # reply subjects
+        else:  # the publishes of this partition's signals only (their replies are this partition's to send)
+            await self.bus.nc.subscribe(s.signals_submit, cb=self._on_publish_mine)
         await self.bus.nc.flush()
-        await self.bus.subscribe(s.query("signals"), SignalsQuery, self._on_query, queue=self.name)
-        await self.bus.consume(
-            stream=self.stream, durable="signal-intake", subject=s.signals_submit, type_=Signal, handler=self._on_signal
+        me = self.name + suffix(self.partition)
+        await self.bus.subscribe(
+            s.addressed(s.query("signals"), self.partition), SignalsQuery, self._on_query, queue=me
         )
+        if self.partition is None:
+            await self.bus.consume(
+                stream=self.stream,
+                durable=durable(self.name, self.partition),
+                subject=s.signals_submit,
+                type_=Signal,
+                handler=self._on_signal,
+            )
+        else:
+            await self.bus.consume(
+                stream=self.stream,
+                durable=durable(self.name, self.partition),
+                subject=s.signals_submit,
+                type_=msgspec.Raw,
+                handler=self._on_stored,
+            )
 
     async def on_stop(self) -> None:
         for w in self.windows.values():
@@ -175,6 +200,42 @@ class SignalIntake(Actor):
         now = now_ms()
         if not q or now - q[-1][0] >= PRICE_SAMPLE_MS:
             q.append((now, mid))
+
+    # -- partitions ------------------------------------------------------------------------------------
+    def _mine(self, data: bytes) -> bool:
+        """Partitioned: is this signal (raw) this partition's? Its pair's partition; one without a readable pair
+        (not a JSON object, no pair, not a string) is partition 0's (which dead-letters or rejects it)."""
+        try:
+            pair = msgspec.json.decode(data, type=_PairOf).pair
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            pair = None
+        owner = partition_of(pair, self.settings.PARTITIONS) if isinstance(pair, str) else 0
+        return owner == self.partition
+
+    async def _on_publish_mine(self, msg: NatsMsg) -> None:
+        if self._mine(msg.data):
+            await self._on_publish(msg)
+
+    async def _on_stored(self, raw: msgspec.Raw, env: Envelope) -> None:
+        """Partitioned: a stored signal, handled by the partition of its pair only (the others acknowledge it)."""
+        data = env.raw.data
+        if not self._mine(data):
+            return
+        try:
+            sig = decode(data, Signal)
+        except DecodeFailure as e:  # what the bus does with a body that does not decode: a dead letter
+            if not await self.bus.dead_letter(env.subject, e.reason, data, env.seq):
+                raise Transient("the dead letter could not be stored") from None
+            return
+        await self._on_signal(sig, env)
+
+    async def _on_signal_mine(self, sig: Signal, env: Envelope) -> None:
+        if self.owns(sig.pair):
+            await self._on_signal(sig, env)
+
+    async def _on_result_mine(self, ev: SignalEvent, env: Envelope) -> None:
+        if self.owns(ev.pair):  # the results of this partition's signals (GET /api/signals merges the partitions)
+            self._remember(ev)
 
     # -- results and replies ---------------------------------------------------------------------------
     async def _on_result(self, ev: SignalEvent, env: Envelope) -> None:
@@ -640,8 +701,8 @@ class SignalIntake(Actor):
             # the client order id is this signal's own: an earlier attempt made the order (its answer was lost)
             # and this one sized it anew at today's prices. The order that exists is the signal's result.
             page = await self.bus.request(
-                self.subjects.query("orders"), OrdersQuery(client_order_id=req.client_order_id), OrdersPage,
-                timeout=10.0,
+                owner_subject(self.bus, self.subjects.query("orders"), req.pair, self.settings.PARTITIONS),
+                OrdersQuery(client_order_id=req.client_order_id), OrdersPage, timeout=10.0,
             )  # fmt: skip
             if not page.orders:  # approved, not created yet: the next delivery finds it
                 raise Transient(f"the order of {req.client_order_id} is on its way")
@@ -669,6 +730,10 @@ class SignalIntake(Actor):
                 if len(out) >= limit:
                     break
         await self.bus.respond(env, SignalsPage(signals=out))
+
+
+class _PairOf(msgspec.Struct):
+    pair: object = None
 
 
 def _client_id(sid: str) -> str:

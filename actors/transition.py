@@ -33,6 +33,7 @@ import nats.js.errors
 
 from bus.client import Envelope
 from bus.errors import RequestFailed
+from bus.partitions import cancel_all
 from config.venues import PAPER
 from domain import transition as tr
 from domain.ledger import lock_of
@@ -43,7 +44,6 @@ from domain.venue_ledgers import VenueLedgers
 from schemas.messages import (
     TERMINAL_STATUSES,
     CancelOrder,
-    CommandReply,
     Empty,
     Heartbeat,
     Milestone,
@@ -569,15 +569,14 @@ class Transition:
         them). What could not be done."""
         g = self.gate
         errors: list[str] = []
-        try:
-            r = await g.bus.request(
-                g.subjects.orders_cancel,
-                CancelOrder(all=True, venues=list(self.live_venues), keep_reduce_only=keep_reduce_only,
-                            reason="reverted to paper"),
-                CommandReply, timeout=CANCEL_TIMEOUT_S,
-            )  # fmt: skip
-        except RequestFailed as e:
-            return [f"the live orders not canceled: the order-router did not answer ({e.reason})"]
+        # every partition's (PARTITIONS > 1): one that does not answer is named, the others' are canceled
+        r, failures = await cancel_all(
+            g.bus,
+            CancelOrder(all=True, venues=list(self.live_venues), keep_reduce_only=keep_reduce_only,
+                        reason="reverted to paper"),
+            g.settings.PARTITIONS, timeout=CANCEL_TIMEOUT_S,
+        )  # fmt: skip
+        errors += [f"the live orders not canceled: the order-router did not answer ({e.reason})" for e in failures]
         for o in r.orders:
             if o.status is OrderStatus.CANCELED:
                 if o.order_id not in self.cleanup_canceled:

@@ -193,6 +193,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     NATS_TLS_CA: str = ""  # CA certificates (PEM) that signed the servers' certificates
     NATS_TLS_CERT: str = ""  # a client certificate (PEM) for servers that verify clients (mutual TLS) ...
     NATS_TLS_KEY: str = ""  # ... and its private key
+    PARTITIONS: int = 1  # pairs hashed into this many partitions (signal-intake, order-router, fill-tracker)
+    PARTITION: int | None = None  # the partition a `tbx actor` of a partitioned actor serves (0..PARTITIONS-1)
     BUS_PREFIX: str = "tbx"
     PAIRS: tuple[str, ...] = ("BTC_USDT", "ETH_USDT", "XMR_USDT", "RVN_USDT")
     MARKET_DATA: str = "synthetic"
@@ -335,6 +337,12 @@ def _optional_port(raw: Any) -> int | None:
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return None
     return _int(1, 65535)(raw)
+
+
+def _optional_partition(raw: Any) -> int | None:
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    return _int(0, 63)(raw)
 
 
 def _text(raw: Any) -> str:
@@ -721,6 +729,8 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "NATS_TLS_CA": _readable_file,
     "NATS_TLS_CERT": _readable_file,
     "NATS_TLS_KEY": _readable_file,
+    "PARTITIONS": _int(1, 64),
+    "PARTITION": _optional_partition,
     "BUS_PREFIX": _pattern(PREFIX_RE, "1 to 32 letters, digits, '_' or '-'"),
     "PAIRS": _pairs,
     "MARKET_DATA": _market_data,
@@ -967,6 +977,10 @@ def _venue_settings(
 
 
 def _check_together(s: Settings) -> None:
+    if s.PARTITION is not None and s.PARTITION >= s.PARTITIONS:
+        raise ConfigError(
+            f"PARTITION={s.PARTITION} is not allowed with PARTITIONS={s.PARTITIONS}: expected 0..{s.PARTITIONS - 1}"
+        )
     if s.LIVE_TRADING and s.PAPER_TRADING:
         raise ConfigError(
             "LIVE_TRADING='true' is not allowed together with PAPER_TRADING='true': "

@@ -9,7 +9,9 @@ from aiohttp import web
 
 from config.settings import Settings
 from config.venues import venue_names
+from domain.partitions import merge_newest_first
 from gateway.common import BUS, SETTINGS, UNAVAILABLE, ask, choice, int_param, query_param, read_json
+from gateway.partitions import ask_each, ask_every, ask_owner, first_found
 from gateway.problems import ApiError, json_response
 from gateway.spec import MAX_TIME, PAIR, TIME, Endpoint, add, limit, one_of, path, q
 from schemas.messages import (
@@ -147,8 +149,23 @@ async def get_orders(request: web.Request) -> web.Response:
         limit=int_param(request, "limit", 1, 500, 50) or 50,
     )
     bus = request.app[BUS]
-    page: OrdersPage = await ask(request, bus.subjects.query("orders"), q, OrdersPage, "the order-router")  # type: ignore[assignment]
-    return json_response(page)
+    if q.pair is not None or request.app[SETTINGS].PARTITIONS <= 1:  # one partition has them all
+        subject = bus.subjects.query("orders")
+        page = await ask_owner(request, subject, q.pair or "", q, OrdersPage, "the order-router")
+        return json_response(page)
+    # every partition's page, merged newest first (a partition whose page stopped early bounds the merged one)
+    pages: list[OrdersPage] = await ask_every(request, bus.subjects.query("orders"), q, OrdersPage, "the order-router")
+    orders, more = merge_newest_first(
+        [(p.orders, _cursor_rank(p.next_cursor)) for p in pages], q.limit, lambda o: (o.created_at, o.order_id)
+    )
+    return json_response(OrdersPage(orders=orders, next_cursor=f"{more[0]}:{more[1]}" if more else None))
+
+
+def _cursor_rank(cursor: str | None) -> tuple[int, str] | None:
+    if not cursor:
+        return None
+    created, _, oid = cursor.partition(":")
+    return int(created), oid
 
 
 def _cursor(request: web.Request) -> str | None:
@@ -167,10 +184,12 @@ def _cursor(request: web.Request) -> str | None:
 async def _one(request: web.Request) -> Order:
     oid = request.match_info["order_id"]
     bus = request.app[BUS]
-    page: OrdersPage = await ask(  # type: ignore[assignment]
+    # every partition is asked (an order id does not name its pair): the one that has it answers with it
+    answers = await ask_each(
         request, bus.subjects.query("orders"), OrdersQuery(order_id=oid), OrdersPage, "the order-router"
     )
-    if not page.orders:
+    page: OrdersPage | None = first_found(answers, lambda p: bool(p.orders))
+    if page is None:
         raise ApiError(404, "Not Found", f"no order {oid}", field="orderId", code="ORDER_NOT_FOUND")
     return page.orders[0]
 
@@ -182,9 +201,9 @@ async def get_order(request: web.Request) -> web.Response:
 async def get_order_events(request: web.Request) -> web.Response:
     order = await _one(request)
     bus = request.app[BUS]
-    page: OrderEventsPage = await ask(  # type: ignore[assignment]
-        request, bus.subjects.query("order_events"), OrderEventsQuery(order_id=order.order_id), OrderEventsPage,
-        "the order-router",
+    page: OrderEventsPage = await ask_owner(  # (the partition of the order's pair)
+        request, bus.subjects.query("order_events"), order.pair, OrderEventsQuery(order_id=order.order_id),
+        OrderEventsPage, "the order-router",
     )  # fmt: skip
     return json_response(OrderEvents(order_id=order.order_id, events=page.events))
 
@@ -202,10 +221,8 @@ def _command_failed(reply: CommandReply) -> ApiError:
 async def delete_order(request: web.Request) -> web.Response:
     oid = request.match_info["order_id"]
     bus = request.app[BUS]
-    reply: CommandReply = await ask(  # type: ignore[assignment]
-        request, bus.subjects.orders_cancel, CancelOrder(order_id=oid, reason="canceled by request"), CommandReply,
-        "the order-router",
-    )  # fmt: skip
+    cmd = CancelOrder(order_id=oid, reason="canceled by request")
+    reply = await _command(request, bus.subjects.orders_cancel, cmd)
     if not reply.ok:
         raise _command_failed(reply)
     return json_response(reply.orders[0])
@@ -216,7 +233,7 @@ async def patch_order(request: web.Request) -> web.Response:
     body: ModifyBody = await read_json(request, ModifyBody)  # type: ignore[assignment]
     bus = request.app[BUS]
     cmd = ModifyOrder(order_id=oid, quantity=body.quantity, price=body.price, stop_price=body.stop_price)
-    reply: CommandReply = await ask(request, bus.subjects.orders_modify, cmd, CommandReply, "the order-router")  # type: ignore[assignment]
+    reply = await _command(request, bus.subjects.orders_modify, cmd)
     if not reply.ok:
         raise _command_failed(reply)
     return json_response(reply.orders[0])
@@ -228,8 +245,22 @@ async def cancel_all(request: web.Request) -> web.Response:
         body = await read_json(request, CancelAllBody)  # type: ignore[assignment]
     bus = request.app[BUS]
     cmd = CancelOrder(all=True, pair=body.pair.upper() if body.pair else None, reason="cancel-all")
-    reply: CommandReply = await ask(request, bus.subjects.orders_cancel, cmd, CommandReply, "the order-router")  # type: ignore[assignment]
-    return json_response(OrderList(orders=reply.orders))
+    if cmd.pair is not None:
+        reply = await ask_owner(request, bus.subjects.orders_cancel, cmd.pair, cmd, CommandReply, "the order-router")
+        return json_response(OrderList(orders=reply.orders))
+    # every partition's working orders (a partition that does not answer: its problem, after the others canceled;
+    # a cancel-all asked again is harmless)
+    replies = await ask_every(request, bus.subjects.orders_cancel, cmd, CommandReply, "the order-router")
+    orders = sorted((o for r in replies for o in r.orders), key=lambda o: (o.created_at, o.order_id))
+    return json_response(OrderList(orders=orders))
+
+
+async def _command(request: web.Request, subject: str, cmd: CancelOrder | ModifyOrder) -> CommandReply:
+    """A cancel or modify of one order by id, asked of every partition: the answer of the one that has the order;
+    ORDER_NOT_FOUND only when every partition said so."""
+    answers = await ask_each(request, subject, cmd, CommandReply, "the order-router")
+    found = first_found(answers, lambda r: r.ok or r.code != "ORDER_NOT_FOUND")
+    return found if found is not None else answers[0]
 
 
 async def validate_order(request: web.Request) -> web.Response:

@@ -8,7 +8,8 @@ from aiohttp import web
 
 from bus.errors import RequestFailed
 from domain.ids import day_key
-from gateway.common import BUS, SETTINGS, UNAVAILABLE, ask, choice, int_param, query_param, read_json
+from gateway.common import BUS, SETTINGS, UNAVAILABLE, choice, int_param, query_param, read_json
+from gateway.partitions import ask_every, ask_owner
 from gateway.problems import ApiError, json_response
 from gateway.spec import MAX_TIME, PAIR, STR, TIME, Endpoint, add, limit, one_of, q
 from schemas.messages import RiskParameters, Signal, SignalEvent, SignalsPage, SignalsQuery, now_ms
@@ -69,8 +70,13 @@ async def list_signals(request: web.Request) -> web.Response:
         limit=int_param(request, "limit", 1, 1000, 50) or 50,
     )
     bus = request.app[BUS]
-    page: SignalsPage = await ask(request, bus.subjects.query("signals"), q, SignalsPage, INTAKE)  # type: ignore[assignment]
-    return json_response(page)
+    if q.pair is not None or request.app[SETTINGS].PARTITIONS <= 1:  # one partition has them all
+        page = await ask_owner(request, bus.subjects.query("signals"), q.pair or "", q, SignalsPage, INTAKE)
+        return json_response(page)
+    # every partition's newest, merged newest first (by when each was handled), at most `limit`
+    pages: list[SignalsPage] = await ask_every(request, bus.subjects.query("signals"), q, SignalsPage, INTAKE)
+    merged = sorted((ev for p in pages for ev in p.signals), key=lambda ev: ev.ts, reverse=True)
+    return json_response(SignalsPage(signals=merged[: q.limit]))
 
 
 def register(app: web.Application) -> None:

@@ -14,6 +14,7 @@ PREFIX_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 PAIR_RE = re.compile(r"^[A-Z0-9]{1,20}_[A-Z0-9]{1,20}$")
 
 ACTORS = ("md-feed", "signal-intake", "risk-gate", "order-router", "fill-tracker", "portfolio-ledger")
+PARTITIONED = ("signal-intake", "order-router", "fill-tracker")  # one active instance per partition (PARTITIONS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,13 +102,20 @@ class Subjects:
         return f"{self.prefix}.events.adjustments.{venue}"
 
     # -- internal durable hops (JetStream stream HOPS) ----------------------------------------------
-    def approved_orders(self, pair: str = "*") -> str:
-        """risk-gate -> order-router: orders that passed the limits."""
-        return f"{self.prefix}.hop.approved.{pair}"
+    def approved_orders(self, pair: str = "*", partition: int | None = None) -> str:
+        """risk-gate -> order-router: orders that passed the limits (``...approved.p<k>.<pair>`` for the pair's
+        partition k when PARTITIONS > 1: each partition's consumer filters its own token)."""
+        return f"{self.prefix}.hop.approved.{_part(partition)}{pair}"
 
-    def exec_reports(self, pair: str = "*") -> str:
-        """order-router -> fill-tracker: what the venue said (trades, cancels, rejects)."""
-        return f"{self.prefix}.hop.reports.{pair}"
+    def exec_reports(self, pair: str = "*", partition: int | None = None) -> str:
+        """order-router -> fill-tracker: what the venue said (trades, cancels, rejects); partitioned as above."""
+        return f"{self.prefix}.hop.reports.{_part(partition)}{pair}"
+
+    @staticmethod
+    def addressed(subject: str, partition: int | None) -> str:
+        """A command or query subject as one partition serves it (``tbx.orders.cancel.p1``); unpartitioned
+        (None), the subject itself."""
+        return subject if partition is None else f"{subject}.p{partition}"
 
     # -- market data (core NATS) -------------------------------------------------------------------
     def book(self, pair: str = "*") -> str:
@@ -214,6 +222,10 @@ class Subjects:
     def kv_credentials(self) -> str:
         """Venue keys sealed with AES-256-GCM, key ``<venue>.<environment>`` (config/credential_store.py)."""
         return self.bucket_name("CREDENTIALS")
+
+
+def _part(partition: int | None) -> str:
+    return "" if partition is None else f"p{partition}."
 
 
 @functools.lru_cache(maxsize=65_536)

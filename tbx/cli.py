@@ -8,8 +8,8 @@ import sys
 
 import msgspec
 
-from config.settings import ConfigError, load_settings, read_environment, warnings_for
-from schemas.subjects import ACTORS
+from config.settings import ConfigError, Settings, load_settings, read_environment, warnings_for
+from schemas.subjects import ACTORS, PARTITIONED
 
 
 def parser() -> argparse.ArgumentParser:
@@ -24,6 +24,13 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("run", help="everything in one process: NATS (embedded unless NATS_URL), all actors, gateway")
     a = sub.add_parser("actor", help="one actor alone, against NATS_URL")
     a.add_argument("name", choices=ACTORS)
+    a.add_argument(
+        "--partition",
+        type=int,
+        metavar="K",
+        help="the partition (0..PARTITIONS-1) a partitioned actor (signal-intake, order-router, fill-tracker) "
+        "serves; the same as PARTITION=K",
+    )
     sub.add_parser("gateway", help="the REST gateway alone, against NATS_URL")
     sub.add_parser("config", help="print the effective settings (secrets hidden) and exit")
     sub.add_parser(
@@ -32,6 +39,24 @@ def parser() -> argparse.ArgumentParser:
         "exit 0 healthy, 1 unhealthy, 3 not running",
     )
     return p
+
+
+def _partition_of_actor(settings: Settings, name: str, partition: int | None) -> Settings:
+    """`tbx actor NAME [--partition K]`: the settings of that one instance. A partitioned actor with PARTITIONS > 1
+    serves one partition, named by --partition or PARTITION (neither: a config error naming PARTITION)."""
+    if partition is not None:
+        if not 0 <= partition < settings.PARTITIONS:
+            raise ConfigError(
+                f"--partition {partition} is not allowed with PARTITIONS={settings.PARTITIONS}: "
+                f"expected 0..{settings.PARTITIONS - 1}"
+            )
+        settings = msgspec.structs.replace(settings, PARTITION=partition)
+    if name in PARTITIONED and settings.PARTITIONS > 1 and settings.PARTITION is None:
+        raise ConfigError(
+            f"PARTITION is not set: with PARTITIONS={settings.PARTITIONS} a {name} serves one partition: set "
+            f"PARTITION=0..{settings.PARTITIONS - 1} or run `tbx actor {name} --partition K` (`tbx run` runs them all)"
+        )
+    return settings
 
 
 def _event_loop_runner() -> asyncio.Runner:
@@ -51,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"tbx: config error: {e}", file=sys.stderr)
         return 2
+    if args.command == "actor":
+        try:
+            settings = _partition_of_actor(settings, args.name, args.partition)
+        except ConfigError as e:
+            print(f"tbx: config error: {e}", file=sys.stderr)
+            return 2
     if args.command == "config":
         sys.stdout.write(msgspec.json.format(msgspec.json.encode(settings.redacted())).decode() + "\n")
         return 0

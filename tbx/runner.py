@@ -140,10 +140,20 @@ async def build(
     for name in names:
         if name == "md-feed" and settings.MARKET_DATA == "none":
             continue
-        parts.append(ACTOR_CLASSES[name](settings, await connect(settings, url, name, auth)))
+        cls = ACTOR_CLASSES[name]
+        for mine in instances_of(cls, settings):  # a partitioned actor: one instance per partition served here
+            parts.append(cls(mine, await connect(mine, url, name, auth)))
     if with_gateway:
         parts.append(Gateway(settings, await connect(settings, url, "gateway", auth)))
     return parts
+
+
+def instances_of(cls: type[Actor], settings: Settings) -> list[Settings]:
+    """The settings of each instance of ``cls`` this process runs: one, except for a partitioned actor with
+    PARTITIONS > 1 and PARTITION unset (`tbx run`): one per partition, each with its PARTITION."""
+    if not cls.partitioned or settings.PARTITIONS <= 1 or settings.PARTITION is not None:
+        return [settings]
+    return [msgspec.structs.replace(settings, PARTITION=k) for k in range(settings.PARTITIONS)]
 
 
 async def serve(settings: Settings, names: list[str], *, with_gateway: bool, embedded_ok: bool) -> int:

@@ -53,6 +53,7 @@ from domain.orders import (
     to_pending,
     transition,
 )
+from domain.partitions import durable, suffix
 from domain.recent import OrderTable
 from domain.risk import is_multiple
 from domain.triggers import TRIGGERED_TYPES, native_kind, venue_leg, wrong_side
@@ -89,6 +90,7 @@ RISK_CHECK_S = 2.0  # a fallback asks the risk gate whether the next venue can t
 
 class OrderRouter(Actor):
     name = "order-router"
+    partitioned = True
 
     def __init__(
         self, settings: Settings, bus: Bus, venue: Venue | None = None, venues: list[Venue] | None = None
@@ -96,6 +98,7 @@ class OrderRouter(Actor):
         super().__init__(settings, bus)
         self.books = BookCache(bus, venue_names(settings))
         self.store = OrderStore(bus, self.log)
+        self.store.owns = self.owns  # partitioned: only this partition's pairs' orders
         chosen = venues or ([venue] if venue is not None else make_venues(settings, bus, self.books))
         self.sessions: dict[str, VenueSession] = {
             v.name: VenueSession(v, self.store, bus, self.log, self.spawn, self.alert, settings) for v in chosen
@@ -108,6 +111,7 @@ class OrderRouter(Actor):
             session.connect(self.emulator, self._route, self._reroute)
         self.store.on_stored = self.emulator.track
         self.keys = RouterKeys(settings, bus, self.sessions, self.log)  # each live venue's keys: store, else env
+        self.keys.follower = not self.venue_wide  # partitioned: partition 0 checks and promotes, the others follow
         self.live_check = LiveCheck(settings, bus)  # the transition: no live order approved before a revert
 
     def session_of(self, o: Order) -> VenueSession:
@@ -170,24 +174,36 @@ class OrderRouter(Actor):
         await self._each(lambda session: session.publish_balances())
         self.books.add_hook(self.emulator.on_book)
         await self.books.start()
-        await self.bus.subscribe(s.query("orders"), OrdersQuery, self._on_query, queue=self.name)
-        await self.bus.subscribe(s.query("order_events"), OrderEventsQuery, self._on_events_query, queue=self.name)
-        await self.bus.subscribe(s.query("markets"), Empty, self._on_markets_query, queue=self.name)
-        await self.bus.subscribe(s.query("venues_test"), Empty, self._on_venues_test, queue=self.name)
-        await self.keys.subscribe(queue=self.name)
-        await self.bus.subscribe(s.orders_cancel, CancelOrder, self._on_cancel, queue=self.name)
-        await self.bus.subscribe(s.orders_modify, ModifyOrder, self._on_modify, queue=self.name)
+        # partitioned: the commands and queries about orders on this partition's own subjects (``.p<k>``; the
+        # gateway asks every partition where the order's pair is not known), venue-wide ones on partition 0 only
+        k, me = self.partition, self.name + suffix(self.partition)
+        await self.bus.subscribe(s.addressed(s.query("orders"), k), OrdersQuery, self._on_query, queue=me)
+        await self.bus.subscribe(
+            s.addressed(s.query("order_events"), k), OrderEventsQuery, self._on_events_query, queue=me
+        )
+        if self.venue_wide:
+            await self.bus.subscribe(s.query("markets"), Empty, self._on_markets_query, queue=self.name)
+            await self.bus.subscribe(s.query("venues_test"), Empty, self._on_venues_test, queue=self.name)
+            await self.keys.subscribe(queue=self.name)
+        await self.bus.subscribe(s.addressed(s.orders_cancel, k), CancelOrder, self._on_cancel, queue=me)
+        await self.bus.subscribe(s.addressed(s.orders_modify, k), ModifyOrder, self._on_modify, queue=me)
         await self.bus.consume(
-            stream=s.s_hops, durable="order-router", subject=s.approved_orders(), type_=ApprovedOrder,
+            stream=s.s_hops, durable=durable(self.name, k), subject=s.approved_orders(partition=k), type_=ApprovedOrder,
             handler=self._on_approved,
         )  # fmt: skip
         await self.bus.consume(
-            stream=s.s_fills, durable="order-router", subject=s.fills(), type_=Fill, handler=self._on_fill
+            stream=s.s_fills, durable=durable(self.name, k), subject=s.fills(), type_=Fill, handler=self._on_fill
         )
         every = self.settings.RECONCILE_INTERVAL_MS / 1000
         self.spawn(self.every(every, lambda: self._each(lambda session: session.reconcile()), "reconcile"), "reconcile")
         self.spawn(self.every(CLOCK_EVERY_S, self.emulator.on_clock, "expiry and timeouts"), "clock")
         self.spawn(self.every(every, self.keys.retry_swaps, "key swaps"), "key swaps")
+
+    @property
+    def venue_wide(self) -> bool:
+        """Does this instance do the venue-wide duties (unpartitioned, or partition 0): the venue rules and venue
+        checks asked for, credential checks, promotions and deletes."""
+        return self.partition in (None, 0)
 
     async def _start_venues(self) -> None:
         """Every venue at once. One venue: it must start. Several: one that does not answer at start is down (the
@@ -231,9 +247,13 @@ class OrderRouter(Actor):
             ids: list[str] = []
             if known is None:  # new, or one that left memory: its ids were reserved when it was created
                 n_legs = (req.stop_loss is not None) + (req.take_profit is not None)
-                ids, existed = await store.reserve_ids(req.client_order_id, 1 + n_legs)
+                tag = req.pair if self.partition is not None else None
+                ids, existed = await store.reserve_ids(req.client_order_id, 1 + n_legs, tag)
                 if existed and await store.recall(ids[0]) is not None:
                     known = ids[0]
+                elif existed and store.reserved_pair is not None and not self.owns(store.reserved_pair):
+                    await self._refuse_elsewhere(a, ids[0], store.reserved_pair)  # never a second order, same id
+                    return
             if known is None:
                 ref = a.estimated_cost / req.quantity if a.estimated_cost and req.quantity else None
                 choice = self.router.choose(req, a.venues)
@@ -342,6 +362,15 @@ class OrderRouter(Actor):
         if a.reply_to:
             field = "exchange" if a.request.exchange else None
             reply = OrderReply(ok=False, order=order, code="LIVE_NOT_APPROVED", field=field, detail=order.reason)
+            await self.bus.respond_to(a.reply_to, reply)
+
+    async def _refuse_elsewhere(self, a: ApprovedOrder, order_id: str, pair: str) -> None:
+        """Partitioned: the client order id names an order of another partition's pair (so not this order)."""
+        coid = a.request.client_order_id
+        self.log.warning("client order id {} names order {} of {} (another partition): refused", coid, order_id, pair)
+        if a.reply_to:
+            detail = f"clientOrderId {coid} already names order {order_id} ({pair}) with other content"
+            reply = OrderReply(ok=False, code="DUPLICATE_CLIENT_ORDER_ID", field="clientOrderId", detail=detail)
             await self.bus.respond_to(a.reply_to, reply)
 
     async def _refuse_duplicate(self, a: ApprovedOrder, order: Order) -> None:
@@ -532,6 +561,8 @@ class OrderRouter(Actor):
         """A fill read back at start: the position it made. A fill of a known order that its order does not
         list yet is left for the FILLS consumer, which folds it together with the order (never twice)."""
         self._fills_seen(f, env)
+        if not self.owns(f.pair):  # another partition's pair: its position is that partition's
+            return
         o = self.store.orders.get(f.order_id)
         if o is not None and all(ref.fill_id != f.fill_id for ref in o.fills):
             return
@@ -540,6 +571,8 @@ class OrderRouter(Actor):
     async def _on_fill(self, f: Fill, env: Envelope) -> None:
         store, emulator = self.store, self.emulator
         self._fills_seen(f, env)
+        if not self.owns(f.pair):  # another partition's pair (each partition reads every fill, keeps its own)
+            return
         if f.order_id not in store.orders:
             # a fill of an order that is not ours (an outside writer): the ledger books it, the position moves
             async with store.lock:

@@ -81,6 +81,9 @@ class RouterKeys:
         self.pending: dict[str, tuple[VenueKeys, str]] = {}  # venue -> keys promoted but not swapped in yet, record
         self._alerted: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()  # checks and deletes being answered (one task each)
+        # partitioned, partitions other than 0 follow: they neither check, promote nor delete keys (partition 0
+        # does, alone), they swap in what the store holds for their venues (``follow_store``)
+        self.follower = False
 
     def lock(self, venue: str, environment: str) -> asyncio.Lock:
         return self.locks.setdefault((venue, environment), asyncio.Lock())
@@ -95,6 +98,8 @@ class RouterKeys:
         except Exception as e:  # the live venues fail closed (not started on the environment's keys)
             self.store_error = f"the credential store cannot be opened ({type(e).__name__})"
             self.log.error("{}: live venues are not started until it can be read", self.store_error)
+            return
+        if self.follower:  # candidates are partition 0's to drop (one may be under its check right now)
             return
         try:
             await self.store.drop_stale_candidates()
@@ -324,7 +329,10 @@ class RouterKeys:
         return True, None
 
     async def retry_swaps(self) -> None:
-        """Keys promoted whose swap failed: tried again (the reconcile's interval)."""
+        """Keys promoted whose swap failed: tried again (the reconcile's interval). A follower (a partition other
+        than 0) first takes up the keys partition 0 promoted since (``follow_store``)."""
+        if self.follower:
+            await self.follow_store()
         for name in list(self.pending):
             session = self.sessions.get(name)
             used = self.in_use.get(name)
@@ -335,6 +343,23 @@ class RouterKeys:
                     continue
                 keys, record_id = self.pending[name]
                 await self._swap(session, keys, record_id, f"{name}/{used.environment}")
+
+    async def follow_store(self) -> None:
+        """Partitioned: each started live venue trades on the record the store holds now for it (partition 0
+        promotes rotations; every other partition swaps them in at its next reconcile, under the venue's lock)."""
+        for name, session in self.sessions.items():
+            used = self.in_use.get(name)
+            if used is None or not session.started or not isinstance(session.venue, CcxtVenue):
+                continue
+            async with self.lock(name, used.environment):
+                try:
+                    stored = await self._stored(name, used.environment)
+                except StoreUnavailable as e:
+                    self.log.warning("keys of {} not followed now: {}", name, e)
+                    continue
+                if stored is None or stored.record_id == self.in_use[name].record_id:
+                    continue
+                await self._swap(session, stored.keys, stored.record_id, f"{name}/{used.environment}")
 
     async def delete(self, venue: str, environment: str) -> CredentialDeleteReply:
         if self.store is None:

@@ -39,6 +39,7 @@ from domain.orders import (
     transition,
     with_venue_answer,
 )
+from domain.partitions import partition_for
 from domain.triggers import native_kind, venue_leg
 from schemas.messages import (
     TERMINAL_STATUSES,
@@ -311,6 +312,8 @@ class VenueSession:
 
     # -- what the venue says ---------------------------------------------------------------------------
     async def _on_venue_update(self, r: VenueOrder, new_trades: list[VenueTrade]) -> None:
+        if r.pair and not self.store.owns(r.pair):  # another partition's pair: its own session minds it
+            return
         oid = self.store.by_client.get(r.client_order_id) or await self.store.order_of_client(r.client_order_id)
         if oid is not None and (o := await self.store.recall(oid)) is not None:
             if not self.mine(o):
@@ -344,7 +347,11 @@ class VenueSession:
                 order_quantity=o.quantity, venue=self.name, ts=t.ts, trade_id=t.trade_id, quantity=t.quantity,
                 price=t.price, fee=t.fee, fee_currency=t.fee_currency, liquidity=t.liquidity,
             )  # fmt: skip
-            await self.bus.js_publish(self.subjects.exec_reports(o.pair), report, msg_id=f"{self.name}:{t.trade_id}")
+            await self.bus.js_publish(
+                self.subjects.exec_reports(o.pair, partition_for(o.pair, self.settings.PARTITIONS)),
+                report,
+                msg_id=f"{self.name}:{t.trade_id}",
+            )
         if r.venue_order_id in self.ignored:
             return  # seen and handled before
         self.ignored[r.venue_order_id] = None
@@ -421,7 +428,9 @@ class VenueSession:
                 fee_currency=t.fee_currency, liquidity=t.liquidity,
             )  # fmt: skip
             await self.bus.js_publish(
-                self.subjects.exec_reports(o.pair), report, msg_id=f"{self.venue.name}:{t.trade_id}"
+                self.subjects.exec_reports(o.pair, partition_for(o.pair, self.settings.PARTITIONS)),
+                report,
+                msg_id=f"{self.venue.name}:{t.trade_id}",
             )
         async with store.lock:
             new = await store.update_locked(order_id, lambda cur: self._with_venue_answer(cur, r, edit_answer))
@@ -598,6 +607,10 @@ class VenueSession:
         quiet, and dropped when an order of ours traded while they were read (a fill in flight is no mismatch).
         The figures cover the currencies of PAIRS; the first reading, before any fill, is the opening one."""
         if self.venue.authoritative_lookup or not self.started or not self._quiet():
+            return
+        if self.settings.PARTITIONS > 1:
+            # partitioned: no partition alone can tell that the venue is quiet for every partition's orders (a
+            # reading taken while another partition's trade is on its way would set the books wrong): no readings
             return
         seq, changes = self.fills_seq, self.store.changes_of.get(self.name, 0)  # (this venue's: others' never veto)
         try:

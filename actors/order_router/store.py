@@ -54,6 +54,12 @@ def _event_in(msg: object | None) -> OrderEvent | None:
         return None
 
 
+def _reserved(value: bytes | None) -> tuple[list[str], str | None]:
+    """A reservation's order ids and the pair it names (only partitioned deployments write one)."""
+    ids, _, pair = (value or b"").decode().partition("@")
+    return ids.split(","), pair or None
+
+
 def _coid_key(client_order_id: str) -> str:
     """The KV key holding the order ids reserved for a client order id."""
     return "coid." + hashlib.sha1(client_order_id.encode()).hexdigest()
@@ -76,6 +82,9 @@ class OrderStore:
         self.last_seq = OrderTable("Q")
         self.evicted_created = 0  # the newest creation time among the orders that left memory
         self.lock = asyncio.Lock()
+        # the pairs this store keeps (its partition's, PARTITIONS > 1): other partitions' orders are not read in
+        self.owns: Callable[[str], bool] = lambda pair: True
+        self.reserved_pair: str | None = None  # the pair named by the last reservation read (partitioned)
         self.processed = 0
         self.filled = 0
         self.rejected = 0
@@ -110,6 +119,8 @@ class OrderStore:
 
     # -- state -----------------------------------------------------------------------------------------
     async def _rebuild(self, ev: OrderEvent, env: Envelope) -> None:
+        if not self.owns(ev.order.pair):  # another partition's order
+            return
         oid = ev.order.order_id
         self._stored_at(oid, env.seq or 0)
         known = self.orders.get(oid)
@@ -207,7 +218,7 @@ class OrderStore:
             entry = await self.kv.get(_coid_key(client_order_id))
         except nats.js.errors.KeyNotFoundError:
             return None
-        ids = (entry.value or b"").decode().split(",")
+        ids = _reserved(entry.value)[0]
         return ids[0] if ids and ids[0] and self.last_seq.get(ids[0]) else None
 
     async def emit(self, order: Order, event: str) -> Order:
@@ -251,18 +262,21 @@ class OrderStore:
             return None
         return await self.emit(new, event or new.status.value)
 
-    async def reserve_ids(self, client_order_id: str, n: int) -> tuple[list[str], bool]:
+    async def reserve_ids(self, client_order_id: str, n: int, pair: str | None = None) -> tuple[list[str], bool]:
         """The order ids of this client order id, and whether they were reserved before: reserved once
         in KV, so a create retried after a lost publish (even one that was stored) reuses them and never
-        makes a second order."""
+        makes a second order. Partitioned (``pair`` given), the reservation names its pair (``ids@pair``):
+        ``reserved_pair`` then says whose the ids are (another partition's order must not be made again here)."""
         key = _coid_key(client_order_id)
         ids = [await self.ids.next() for _ in range(n)]
         try:
-            await self.kv.create(key, ",".join(ids).encode())
+            await self.kv.create(key, (",".join(ids) + (f"@{pair}" if pair else "")).encode())
+            self.reserved_pair = pair
             return ids, False
         except nats.js.errors.KeyWrongLastSequenceError:
             entry = await self.kv.get(key)
-            return (entry.value or b"").decode().split(","), True
+            ids, self.reserved_pair = _reserved(entry.value)
+            return ids, True
 
     # -- the list query --------------------------------------------------------------------------------
     async def page(self, q: OrdersQuery, after: tuple[int, str] | None, limit: int) -> tuple[list[Order], str | None]:

@@ -46,7 +46,9 @@ def make_venue_of(cfg: VenueConfig, settings: Settings, bus: Bus, books: BookCac
         from actors.venues.paper import PaperVenue
 
         return PaperVenue(settings, bus, books, pairs=cfg.pairs, name=cfg.name)
-    return make_ccxt_venue_of(cfg)
+    # partitioned: every partition's order-router has a client of its own on the same account (and IP): each
+    # spends 1/PARTITIONS of the order-router's share of the venue's request budget
+    return make_ccxt_venue_of(cfg, share=ORDERS_SHARE / max(1, settings.PARTITIONS))
 
 
 def make_venues(settings: Settings, bus: Bus, books: BookCache | None = None) -> list[Venue]:

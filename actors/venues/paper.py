@@ -39,6 +39,7 @@ from bus.client import Bus
 from config.settings import Settings, parse_paper_markets
 from config.venues import PAPER, live_venues, venue_configs, venue_names
 from domain.matching import MarketSpec, Matcher, SimOrder, SimTrade
+from domain.partitions import owns
 from domain.synthetic import START_PRICES, lot_size, start_price, tick_size
 from schemas.messages import Book, MarketRules, VenueCheck, now_ms
 from schemas.subjects import pair_currencies
@@ -124,7 +125,15 @@ class PaperVenue:
         self.matchers: dict[str, Matcher] = {}
         self.latency = settings.PAPER_LATENCY_MS / 1000
         self.listener: Listener | None = None
-        self.balances: dict[str, Decimal] = {settings.BASE_CURRENCY: settings.INITIAL_BALANCE}
+        # partitioned (PARTITIONS > 1, in the order-router of partition k): it keeps the orders of its partition's
+        # pairs only, and the balance changes of its trades under a key of its own (``balances.p<k>``, partition 0
+        # keeps ``balances`` and the initial balance): the account is the sum, and two partitions never overwrite
+        # each other's figures
+        self.partition = settings.PARTITION if settings.PARTITIONS > 1 else None
+        self.balances_key = "balances" if not self.partition else f"balances.p{self.partition}"
+        self.balances: dict[str, Decimal] = (
+            {settings.BASE_CURRENCY: settings.INITIAL_BALANCE} if not self.partition else {}
+        )
         self.trades: deque[tuple[str, VenueTrade]] = deque(maxlen=RECENT_TRADES)
         self.recent: OrderedDict[str, SimOrder] = OrderedDict()  # orders of this run, newest last
         self.lock = asyncio.Lock()
@@ -136,7 +145,7 @@ class PaperVenue:
         store = subjects.kv_paper if self.name == PAPER else subjects.bucket_name(f"PAPER_{self.name.upper()}")
         self.kv = await self.bus.kv(store)
         try:
-            entry = await self.kv.get("balances")
+            entry = await self.kv.get(self.balances_key)
             if entry.value:
                 self.balances = _dec_balances.decode(entry.value)
         except nats.js.errors.KeyNotFoundError:
@@ -167,6 +176,8 @@ class PaperVenue:
             except nats.js.errors.KeyNotFoundError:
                 continue
             o = _dec_order.decode(entry.value)
+            if not owns(self.partition, self.settings.PARTITIONS, o.pair):  # another partition's order
+                continue
             m = self._matcher(o.pair)
             m.seq = max(m.seq, o.seq)
             m.position += o.filled if o.is_buy else -o.filled  # every order's record: the pair's position
@@ -198,7 +209,7 @@ class PaperVenue:
                 self.balances[base] = self.balances.get(base, ZERO) + sign * t.quantity
                 self.balances[quote] = self.balances.get(quote, ZERO) - sign * t.quantity * t.price - t.fee
                 self.trades.append((o.pair, _venue_trade(t)))
-            writes.append(self.kv.put("balances", _enc.encode(self.balances)))
+            writes.append(self.kv.put(self.balances_key, _enc.encode(self.balances)))
         await asyncio.gather(*writes)
 
     # -- market data -----------------------------------------------------------------------------------
