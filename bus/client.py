@@ -127,6 +127,22 @@ class Bus:
         self._resume_task: asyncio.Task[None] | None = None
         self._in_flight_at_disconnect: set[str] = set()
         self._background: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self._lost: list[Callable[[str], None]] = []
+
+    def on_lost(self, callback: Callable[[str], None]) -> None:
+        """``callback(reason)`` once the connection is closed for good by anything but our own ``close``
+        (nats-py gave up, the server refused us): whoever owns this bus cannot go on with it."""
+        self._lost.append(callback)
+
+    def _closed(self) -> None:
+        if self._closing:
+            return
+        for cb in self._lost:
+            try:
+                cb("the NATS connection was closed")
+            except Exception as e:  # never let one owner's surprise keep the others from hearing it
+                logger.bind(actor=self.name).error("on_lost callback failed: {}", e)
 
     @property
     def in_sync(self) -> bool:
@@ -169,6 +185,10 @@ class Bus:
                 return  # our own close
             log.warning("nats disconnected, reconnecting")
 
+        async def on_closed() -> None:
+            if buses:
+                buses[0]._closed()
+
         async def on_reconnect() -> None:
             log.info("nats reconnected")
             if buses:
@@ -190,6 +210,7 @@ class Bus:
                     error_cb=on_error,
                     disconnected_cb=on_disconnect,
                     reconnected_cb=on_reconnect,
+                    closed_cb=on_closed,
                 ),
                 connect_timeout,
             )
@@ -630,6 +651,7 @@ class Bus:
         self._subs.clear()
 
     async def close(self) -> None:
+        self._closing = True
         if self._resume_task is not None:
             self._resume_task.cancel()
         if self.nc.is_closed:
