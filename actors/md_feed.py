@@ -253,7 +253,7 @@ class MarketDataFeed(Actor):
 
     async def on_start(self) -> None:
         if self.settings.MARKET_DATA == "synthetic":
-            self.spawn(self._synthetic(), "synthetic")
+            self.spawn(self._synthetic(), "synthetic", essential=True)
         elif self.settings.MARKET_DATA == "venue":
             for cfg in market_data_venues(self.settings):
                 # without the keys where the books are public (its own rate limiter, never in the way of orders);

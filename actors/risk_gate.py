@@ -266,9 +266,9 @@ class RiskGate(Actor):
         await self.bus.subscribe(s.risk_config, RiskLimits, self._on_config, queue=self.name)
         await self.bus.subscribe(s.risk_command, RiskCommand, self._on_command, queue=self.name)
         await self.bus.subscribe(s.query("risk"), Empty, self._on_metrics, queue=self.name)
-        self.spawn(self.markets.keep(), "market rules")
-        self.spawn(self.every(1.0, self._watch, "risk watch"), "watch")
-        self.spawn(self.every(1.0, self._release_retries, "reservations of retries"), "retries")
+        self.spawn(self.markets.keep(), "market rules", essential=True)
+        self.spawn(self.every(1.0, self._watch, "risk watch"), "watch", essential=True)
+        self.spawn(self.every(1.0, self._release_retries, "reservations of retries"), "retries", essential=True)
         self.log.info("trading state {}", self.trading_state)
 
     async def on_stop(self) -> None:

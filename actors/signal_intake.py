@@ -132,7 +132,7 @@ class SignalIntake(Actor):
         self.books.add_hook(self._sample)
         await self.books.start()
         await self.markets.load()  # the amount steps, before the first signal is sized (if the router is up)
-        self.spawn(self.markets.keep(), "market rules")
+        self.spawn(self.markets.keep(), "market rules", essential=True)
         since = now_ms() - KEEP_RESULTS_MS
         await self.bus.replay(
             stream=s.stream_name("SIGNAL_EVENTS"), subject=s.signal_events(), type_=SignalEvent,

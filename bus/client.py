@@ -38,6 +38,8 @@ RESUME_POLL_S = 0.005
 # a request sent before a disconnect is answered within this long after the reconnect, or never (the server
 # that should answer it is gone, or answered into the dead connection): then it fails as a timeout at once
 LOST_REQUEST_GRACE_S = 0.5
+LEADER_WAIT_S = 30.0  # ensure_layout: a stream or bucket without a leader this long is an error (retried)
+LEADER_POLL_TIMEOUT_S = 2.0
 
 
 @dataclass(slots=True)
@@ -228,7 +230,11 @@ class Bus:
         return bus
 
     async def ensure_layout(self) -> None:
-        """Create (or bring up to date) every stream and KV bucket. Idempotent, safe to race."""
+        """Create (or bring up to date) every stream and KV bucket, and return once each has a leader (with
+        NATS_REPLICAS > 1 a stream made a moment ago, here or by another process, answers nothing until its
+        replicas have elected one). Idempotent, safe to race. Raises a transient error (retried by the caller)
+        when JetStream does not answer or a leader does not show within LEADER_WAIT_S."""
+        names: list[str] = []
         for spec in self.subjects.streams():
             cfg = api.StreamConfig(
                 name=spec.name,
@@ -242,13 +248,15 @@ class Bus:
                 num_replicas=self.replicas,
                 no_ack=spec.no_ack,
             )
+            names.append(spec.name)
             try:
                 info = await self.js.stream_info(spec.name)
             except nats.js.errors.NotFoundError:
                 try:
                     await self.js.add_stream(cfg)
                 except nats.js.errors.BadRequestError:
-                    await self.js.update_stream(cfg)  # created meanwhile by another actor
+                    await self.wait_leader(spec.name)  # created meanwhile by another actor
+                    await self.js.update_stream(cfg)
                 continue
             if (
                 sorted(info.config.subjects or []) != sorted(spec.subjects)
@@ -263,6 +271,34 @@ class Bus:
             self.subjects.kv_transition,
         ):
             await self.kv(bucket)
+            names.append(f"KV_{bucket}")
+        for name in names:
+            await self.wait_leader(name)
+
+    async def wait_leader(self, stream: str, bound: float | None = None) -> None:
+        """Until ``stream`` (a KV bucket: ``KV_<bucket>``) has a leader; at once with one replica. Raises
+        Transient after ``bound`` seconds (LEADER_WAIT_S)."""
+        if self.replicas <= 1:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (LEADER_WAIT_S if bound is None else bound)
+        quick = self.nc.jetstream(timeout=LEADER_POLL_TIMEOUT_S)
+        pause = 0.05
+        last = "no answer"
+        while True:
+            try:
+                info = await quick.stream_info(stream)
+                if info.cluster is not None and info.cluster.leader:
+                    return
+                last = "no leader yet"
+            except Exception as e:
+                if not is_transient(e):
+                    raise
+                last = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            if loop.time() >= deadline:
+                raise Transient(f"stream {stream} has no leader after {LEADER_WAIT_S:g}s ({last})")
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)
 
     async def kv(self, bucket: str) -> KeyValue:
         if bucket not in self._kv:
@@ -275,7 +311,8 @@ class Bus:
                             bucket=bucket, history=1, storage=api.StorageType.FILE, replicas=self.replicas
                         )
                     )
-                except nats.js.errors.BadRequestError:
+                except nats.js.errors.BadRequestError:  # created meanwhile by another process
+                    await self.wait_leader(f"KV_{bucket}")
                     self._kv[bucket] = await self.js.key_value(bucket)
         return self._kv[bucket]
 

@@ -125,7 +125,10 @@ async def prepare_layout(settings: Settings, url: str, stop: asyncio.Event, what
         finally:
             await setup.close()
 
+    t0 = time.perf_counter()
     await retry_transient(once, "the streams and buckets (ensure_layout)", stop)
+    took = (time.perf_counter() - t0) * 1000
+    logger.info("streams and buckets ready in {:.0f} ms (NATS_REPLICAS={})", took, settings.NATS_REPLICAS)
 
 
 def supervisors(

@@ -21,7 +21,9 @@ import asyncio
 import contextlib
 import errno
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from loguru import logger
@@ -61,9 +63,20 @@ def is_fatal(e: BaseException) -> bool:
     return isinstance(e, OSError) and e.errno == errno.EADDRINUSE  # the REST port is another program's
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
 def describe(e: BaseException) -> str:
+    """``Type: message at path.py:line in function`` (the last frame of ours it went through): a transient
+    error is logged in one line, and that line still says which step of the start it stopped."""
     text = str(e)
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+    out = f"{type(e).__name__}: {text}" if text else type(e).__name__
+    where = None
+    for frame, line in traceback.walk_tb(e.__traceback__):
+        path = Path(frame.f_code.co_filename)
+        if path.is_relative_to(ROOT) and ".venv" not in path.parts:
+            where = f"{path.relative_to(ROOT)}:{line} in {frame.f_code.co_name}"
+    return f"{out} at {where}" if where else out
 
 
 async def until_stop(aw: Coroutine[Any, Any, T], stop: asyncio.Event) -> T:
