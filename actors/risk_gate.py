@@ -116,7 +116,9 @@ PENDING_TTL_MS = 300_000
 CLIENT_ID_WINDOW = 20_000  # client order ids of the latest orders seen on ORDERS: retries answered at once
 CATCH_UP_WAIT_S = 0.02  # the longest the submit handler waits for fills / order events stored but not read
 STREAM_INFO_TIMEOUT_S = 0.5
-APPROVAL_TRIES = 3  # publishes of one approval (same Nats-Msg-Id) before its outcome is called unknown
+# publishes of one approval (same Nats-Msg-Id) before its outcome is called unknown: one, as js_publish itself
+# tries again within PUBLISH_RETRY_S (3 s), well inside the gateway's 5 s wait for the order
+APPROVAL_TRIES = 1
 MAX_LOOKUPS = 16  # lookups of denied ids at the order-router in flight at once (the rest wait, as below)
 LOOKUP_TIMEOUT_S = 2.0  # asking the order-router whether a client order id names an order
 PENDING_CHECK_MS = 2_000  # a reservation whose order is not seen after this long: does the order exist?
