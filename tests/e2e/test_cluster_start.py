@@ -127,14 +127,38 @@ async def test_killing_the_hops_stream_leader_while_orders_flow_fails_and_double
                 loop = asyncio.get_running_loop()
                 while not killed_at or loop.time() < killed_at[0] + FLOW_AFTER_KILL_S:
                     out.append(await place(f"lk-{lane}-{len(out)}"))
+                    done.append(out[-1])
                     await asyncio.sleep(0.05)
                 return out
 
-            flows = asyncio.gather(*(flow(lane) for lane in range(3)))
+            done: list[dict] = []  # placed already: a client retrying them must get the same order again
+
+            async def repeat(lane: int) -> int:
+                """Retries of orders placed before (as a client whose answer was lost): the same order, or "not
+                now" - never a 502, never a second order."""
+                loop, n = asyncio.get_running_loop(), lane
+                while not killed_at or loop.time() < killed_at[0] + FLOW_AFTER_KILL_S:
+                    if done:
+                        first = done[n % len(done)]
+                        again = await place(first["clientOrderId"])
+                        assert again["orderId"] == first["orderId"], (again, first)
+                        n += 1
+                    await asyncio.sleep(0.02)
+                return n - lane
+
+            async def lanes() -> list[list[dict]]:
+                return await asyncio.gather(*(flow(lane) for lane in range(3)))
+
+            async def repeats() -> int:
+                return sum(await asyncio.gather(*(repeat(lane) for lane in range(4))))
+
+            flows = asyncio.gather(lanes(), repeats())
             await asyncio.sleep(1.0)  # orders flowing
             await asyncio.to_thread(cluster.kill, leader)  # kill -9 the node that leads the HOPS stream
             killed_at.append(asyncio.get_running_loop().time())
-            placed = [o for lane in await flows for o in lane]
+            placed_by_lane, repeated = await flows
+            placed = [o for lane in placed_by_lane for o in lane]
+            assert repeated > 10, repeated
             await asyncio.to_thread(cluster.restart, leader)
             n = len(placed)
             assert 20 <= n < 500, n
