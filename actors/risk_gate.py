@@ -116,9 +116,10 @@ PENDING_TTL_MS = 300_000
 CLIENT_ID_WINDOW = 20_000  # client order ids of the latest orders seen on ORDERS: retries answered at once
 CATCH_UP_WAIT_S = 0.02  # the longest the submit handler waits for fills / order events stored but not read
 STREAM_INFO_TIMEOUT_S = 0.5
-# publishes of one approval (same Nats-Msg-Id) before its outcome is called unknown: one, as js_publish itself
-# tries again within PUBLISH_RETRY_S (3 s), well inside the gateway's 5 s wait for the order
-APPROVAL_TRIES = 1
+APPROVAL_TRIES = 3  # publishes of one approval (same Nats-Msg-Id) before its outcome is called unknown ...
+# ... each tried again only while this young: js_publish itself retries a leaderless stream for up to 3 s, and
+# the whole must stay inside the gateway's 5 s wait for the order
+APPROVAL_AGAIN_WITHIN_S = 1.0
 MAX_LOOKUPS = 16  # lookups of denied ids at the order-router in flight at once (the rest wait, as below)
 LOOKUP_TIMEOUT_S = 2.0  # asking the order-router whether a client order id names an order
 PENDING_CHECK_MS = 2_000  # a reservation whose order is not seen after this long: does the order exist?
@@ -582,6 +583,7 @@ class RiskGate(Actor):
         while connected; the last failure, or None once stored."""
         req = approved.request
         failure = ""
+        t0 = time.monotonic()
         for _ in range(APPROVAL_TRIES):
             try:
                 await self.bus.js_publish(
@@ -592,7 +594,7 @@ class RiskGate(Actor):
                 return None
             except Exception as e:
                 failure = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-                if not self.bus.nc.is_connected:
+                if not self.bus.nc.is_connected or time.monotonic() - t0 >= APPROVAL_AGAIN_WITHIN_S:
                     break
         return failure
 
