@@ -43,6 +43,17 @@ class Actor:
         self.started_at = now_ms()
         self.status: str = "starting"
         self._tasks: set[asyncio.Task[Any]] = set()
+        # resolved (with the reason) when this instance can no longer go on: its supervisor stops it and
+        # starts a fresh one (tbx/supervisor.py). Made in start() when there is no event loop yet.
+        self.died: asyncio.Future[str] = _new_future()
+
+    def fail(self, reason: str) -> None:
+        """This instance cannot go on (an essential task ended, the lease is lost): say so once."""
+        if self.died.get_loop().is_closed():
+            return
+        if not self.died.done():
+            self.log.error("{} cannot go on: {}", self.name, reason)
+            self.died.set_result(reason)
 
     @property
     def partition(self) -> int | None:
@@ -59,7 +70,10 @@ class Actor:
     # -- lifecycle -----------------------------------------------------------------------------------
     async def start(self) -> None:
         t0 = time.perf_counter()
-        self.spawn(self._heartbeat_loop(), "heartbeat")
+        if self.died.get_loop() is not asyncio.get_running_loop():  # made before there was a loop
+            self.died = asyncio.get_running_loop().create_future()
+        self.bus.on_lost(self.fail)  # the connection closed for good (not by us)
+        self.spawn(self._heartbeat_loop(), "heartbeat", essential=True)
         await self.on_start()
         self.status = "running"
         self.log.info("{} started in {:.0f} ms", self.name, (time.perf_counter() - t0) * 1000)
@@ -77,6 +91,7 @@ class Actor:
         with contextlib.suppress(Exception):
             await self._publish_heartbeat()
         await self.bus.close()
+        self.status = "stopped"
         self.log.info("{} stopped", self.name)
 
     async def on_start(self) -> None:
@@ -90,15 +105,25 @@ class Actor:
         return {}
 
     # -- helpers -------------------------------------------------------------------------------------
-    def spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> asyncio.Task[Any]:
-        """Run a background task whose failure is logged, never silent, never fatal to the actor."""
+    def spawn(self, coro: Coroutine[Any, Any, Any], what: str, *, essential: bool = False) -> asyncio.Task[Any]:
+        """Run a background task whose failure is logged, never silent. ``essential``: the actor cannot live
+        without it (its heartbeat, a loop it must keep running, a lease renewal): when it ends in any way but
+        being cancelled by ``stop``, the instance fails (``died`` resolves, and its supervisor restarts it)."""
         task = asyncio.create_task(coro, name=f"{self.name}:{what}")
         self._tasks.add(task)
 
         def done(t: asyncio.Task[Any]) -> None:
             self._tasks.discard(t)
-            if not t.cancelled() and t.exception() is not None:
+            if t.cancelled():
+                if essential and self.status not in ("stopping", "stopped"):
+                    self.fail(f"background task {what} was cancelled")
+                return
+            if t.exception() is not None:
                 self.log.opt(exception=t.exception()).error("background task {} failed", what)
+                if essential:
+                    self.fail(f"background task {what} failed: {type(t.exception()).__name__}: {t.exception()}")
+            elif essential and self.status not in ("stopping", "stopped"):
+                self.fail(f"background task {what} ended")
 
         task.add_done_callback(done)
         return task
@@ -140,3 +165,12 @@ class Actor:
     async def _heartbeat_loop(self) -> None:
         await self._publish_heartbeat()
         await self.every(HEARTBEAT_INTERVAL_S, self._publish_heartbeat, "heartbeat")
+
+
+def _new_future() -> asyncio.Future[str]:
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # built outside a loop (a test, a script): a stand-in, replaced in start()
+        loop = asyncio.new_event_loop()
+        loop.close()
+    return loop.create_future()

@@ -260,9 +260,9 @@ class MarketDataFeed(Actor):
     async def on_start(self) -> None:
         if self.settings.MARKET_DATA == "synthetic" and self.settings.SYNTHETIC_CLOCK == "event":
             await self._start_event_clock()
-            self.spawn(self._synthetic_by_events(), "synthetic")
+            self.spawn(self._synthetic_by_events(), "synthetic", essential=True)
         elif self.settings.MARKET_DATA == "synthetic":
-            self.spawn(self._synthetic(), "synthetic")
+            self.spawn(self._synthetic(), "synthetic", essential=True)
         elif self.settings.MARKET_DATA == "venue":
             for cfg in market_data_venues(self.settings):
                 # without the keys where the books are public (its own rate limiter, never in the way of orders);

@@ -213,9 +213,13 @@ class PortfolioLedger(Actor):
             handler=self._on_balances, max_ack_pending=1, ack_wait=60.0,
         )  # fmt: skip
         interval = self.settings.POSITION_UPDATE_INTERVAL / 1000
-        self.spawn(self.every(interval, self.revalue, "portfolio revaluation"), "revalue")
-        self.spawn(self.every(LIMITS_EVERY_S, self._follow_limits, "reading the risk limits"), "limits")
-        self.spawn(self.every(self.settings.SNAPSHOT_INTERVAL / 1000, self.save_snapshot, "snapshot"), "snapshot")
+        self.spawn(self.every(interval, self.revalue, "portfolio revaluation"), "revalue", essential=True)
+        self.spawn(self.every(LIMITS_EVERY_S, self._follow_limits, "reading the risk limits"), "limits", essential=True)
+        self.spawn(
+            self.every(self.settings.SNAPSHOT_INTERVAL / 1000, self.save_snapshot, "snapshot"),
+            "snapshot",
+            essential=True,
+        )
 
     async def on_stop(self) -> None:
         await self.save_snapshot(force=True)  # the equity samples and the day start too

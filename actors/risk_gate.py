@@ -115,7 +115,10 @@ PENDING_TTL_MS = 300_000
 CLIENT_ID_WINDOW = 20_000  # client order ids of the latest orders seen on ORDERS: retries answered at once
 CATCH_UP_WAIT_S = 0.02  # the longest the submit handler waits for fills / order events stored but not read
 STREAM_INFO_TIMEOUT_S = 0.5
-APPROVAL_TRIES = 3  # publishes of one approval (same Nats-Msg-Id) before its outcome is called unknown
+APPROVAL_TRIES = 3  # publishes of one approval (same Nats-Msg-Id) before its outcome is called unknown ...
+# ... each tried again only while this young: js_publish itself retries a leaderless stream for up to 3 s, and
+# the whole must stay inside the gateway's 5 s wait for the order
+APPROVAL_AGAIN_WITHIN_S = 1.0
 MAX_LOOKUPS = 16  # lookups of denied ids at the order-router in flight at once (the rest wait, as below)
 LOOKUP_TIMEOUT_S = 2.0  # asking the order-router whether a client order id names an order
 PENDING_CHECK_MS = 2_000  # a reservation whose order is not seen after this long: does the order exist?
@@ -265,9 +268,9 @@ class RiskGate(Actor):
         await self.bus.subscribe(s.risk_config, RiskLimits, self._on_config, queue=self.name)
         await self.bus.subscribe(s.risk_command, RiskCommand, self._on_command, queue=self.name)
         await self.bus.subscribe(s.query("risk"), Empty, self._on_metrics, queue=self.name)
-        self.spawn(self.markets.keep(), "market rules")
-        self.spawn(self.every(1.0, self._watch, "risk watch"), "watch")
-        self.spawn(self.every(1.0, self._release_retries, "reservations of retries"), "retries")
+        self.spawn(self.markets.keep(), "market rules", essential=True)
+        self.spawn(self.every(1.0, self._watch, "risk watch"), "watch", essential=True)
+        self.spawn(self.every(1.0, self._release_retries, "reservations of retries"), "retries", essential=True)
         self.log.info("trading state {}", self.trading_state)
 
     async def on_stop(self) -> None:
@@ -579,6 +582,7 @@ class RiskGate(Actor):
         while connected; the last failure, or None once stored."""
         req = approved.request
         failure = ""
+        t0 = time.monotonic()
         for _ in range(APPROVAL_TRIES):
             try:
                 await self.bus.js_publish(
@@ -589,7 +593,7 @@ class RiskGate(Actor):
                 return None
             except Exception as e:
                 failure = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-                if not self.bus.nc.is_connected:
+                if not self.bus.nc.is_connected or time.monotonic() - t0 >= APPROVAL_AGAIN_WITHIN_S:
                     break
         return failure
 

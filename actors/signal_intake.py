@@ -38,7 +38,7 @@ from actors.base import Actor
 from actors.books import BookCache
 from actors.markets import MarketRulesCache
 from actors.services import ServiceClient, ServiceDown, clamp01
-from bus.client import Bus, Envelope
+from bus.client import MSG_ID_HEADER, Bus, Envelope
 from bus.codec import DecodeFailure, decode, encode
 from bus.errors import RequestFailed, Transient
 from bus.partitions import owner_subject
@@ -78,6 +78,9 @@ MAX_RESULTS = 200_000
 KEEP_UNMATCHED = 2_000  # publishes / results not matched yet with their other half ...
 LATE_MS = 5_000  # ... kept at most this long (beyond MAX_UNMATCHED, not even that)
 MAX_UNMATCHED = 100_000
+KEYED = ("id:", "msg:")  # keys of publishes paired by id (a digest key is plain hex)
+NEVER_STORED_MS = 600_000  # an inbox waiting this long for a result is forgotten (its publish was never stored)
+MAX_ANSWERED = 50_000  # replies kept for retries (by key) at most, and at most NEVER_STORED_MS
 PRICE_SAMPLE_MS = 1_000  # volatility: one mid per second per pair ...
 PRICE_SAMPLES = 120  # ... over the last two minutes
 
@@ -118,12 +121,19 @@ class SignalIntake(Actor):
         self.recent = rules.RecentSignals(s.SIGNAL_DEDUPE_WINDOW)
         self.windows: dict[str, Window] = {}
         self.held: set[str] = set()  # signal ids waiting in a window
-        # Replies: every publish on the submit subject is heard twice, as it is published (with its reply
-        # subject, if any) and as the stream stored it. Both come in the same order, so per message digest
-        # the k-th publish heard is the k-th stored copy handled: two FIFOs pair them, whichever is first.
+        # Replies. Every publish on the submit subject is heard twice: as it is published (with its reply subject,
+        # if any) and as the stream stored it - or not at all, when the stream did not store it (dropped as a
+        # duplicate of its Nats-Msg-Id, or sent while the stream had no leader). The halves are paired by the
+        # signal's key: ``id:<signalId>``, else ``msg:<Nats-Msg-Id>``. Every inbox waiting on a key gets the result
+        # of that key's stored copy, and a publish whose key has a result already gets it at once: a publish heard
+        # but never stored takes no later copy's answer, and every retry is answered. Only a signal with neither
+        # (each publish a signal of its own) is paired by a digest of its bytes, in arrival order: the k-th
+        # publish heard is the k-th stored copy handled (two FIFOs pair them, whichever half comes first).
+        self.waiting: dict[str, deque[tuple[int, str]]] = {}  # key -> (when heard, reply inbox) until its result
+        self.answered: OrderedDict[str, tuple[int, bytes]] = OrderedDict()  # key -> (when, the reply) for retries
         self.published: dict[str, deque[tuple[int, str | None]]] = {}  # digest -> (when, reply subject or None)
         self.handled: dict[str, deque[tuple[int, bytes]]] = {}  # digest -> (when, the reply) not paired yet
-        self.digests: dict[str, list[str]] = {}  # signal id -> the digests of its stored copies waiting
+        self.digests: dict[str, list[str]] = {}  # signal id -> the keys (or digests) of its stored copies waiting
         self.prices: dict[str, deque[tuple[int, Decimal]]] = {}
         self.min_confidence = parse_source_numbers(s.SOURCE_MIN_CONFIDENCE)
         self.weights = parse_source_numbers(s.SIGNAL_WEIGHTS)
@@ -137,7 +147,7 @@ class SignalIntake(Actor):
         self.books.add_hook(self._sample)
         await self.books.start()
         await self.markets.load()  # the amount steps, before the first signal is sized (if the router is up)
-        self.spawn(self.markets.keep(), "market rules")
+        self.spawn(self.markets.keep(), "market rules", essential=True)
         since = now_ms() - KEEP_RESULTS_MS
         await self.bus.replay(
             stream=s.stream_name("SIGNAL_EVENTS"), subject=s.signal_events(), type_=SignalEvent,
@@ -274,7 +284,7 @@ class SignalIntake(Actor):
             result["error"] = {"code": 400, "err_code": 10_000, "description": e.reason}
             await self.bus.nc.publish(msg.reply, encode(result))
             return
-        await self._pair_publish(_digest(msg.data), msg.reply)
+        await self._heard(msg)
 
     def _malformed(self, data: bytes, reason: str) -> SignalReply:
         """The result of a signal that does not decode (it has no place in the results or on the events
@@ -300,7 +310,30 @@ class SignalIntake(Actor):
         if msg.reply:
             await self._on_request(msg)
         else:
-            await self._pair_publish(_digest(msg.data), None)
+            await self._heard(msg)
+
+    async def _heard(self, msg: NatsMsg) -> None:
+        """A publish of a signal that decodes: wait for its result, or have it at once."""
+        key = _key(_id_of(msg.data), msg.headers)
+        if key is None:  # no id of any kind: paired with its stored copy by content and order
+            await self._pair_publish(_digest(msg.data), msg.reply or None)
+            return
+        if not msg.reply:
+            return  # nobody to answer (its result is on tbx.events.signals.<pair>)
+        if (answer := self._answer_of(key)) is not None:  # a retry of a signal that has its result
+            await self.bus.nc.publish(msg.reply, answer)
+            return
+        now = now_ms()
+        self.waiting.setdefault(key, deque()).append((now, msg.reply))
+        _trim(self.waiting, now, NEVER_STORED_MS)
+
+    def _answer_of(self, key: str) -> bytes | None:
+        """The reply already sent for ``key`` (a retry gets the same), or one made from the remembered result."""
+        if (kept := self.answered.get(key)) is not None:
+            return kept[1]
+        if key.startswith("id:") and (ev := self.results.get(key[3:])) is not None:
+            return encode(SignalReply(**msgspec.structs.asdict(ev), stream=self.stream))
+        return None
 
     async def _pair_publish(self, digest: str, reply: str | None) -> None:
         now = now_ms()
@@ -317,13 +350,24 @@ class SignalIntake(Actor):
         self.published.setdefault(digest, deque()).append((now, reply))
         _trim(self.published, now)
 
-    async def _answer(self, ev: SignalEvent, digests: list[str], seq: int) -> None:
-        """Answer the publishes whose stored copies these were (the oldest publish of each digest)."""
-        if not digests:
+    async def _answer(self, ev: SignalEvent, keys: list[str], seq: int) -> None:
+        """Answer the publishes whose stored copies these were: every inbox waiting on a key (a signal id, a
+        Nats-Msg-Id), the oldest publish of a digest."""
+        if not keys:
             return
         reply = encode(SignalReply(**msgspec.structs.asdict(ev), stream=self.stream, seq=seq))
         now = now_ms()
-        for d in digests:
+        for d in keys:
+            if d.startswith(KEYED):
+                self.answered[d] = (now, reply)
+                self.answered.move_to_end(d)
+                while self.answered and (
+                    len(self.answered) > MAX_ANSWERED or now - next(iter(self.answered.values()))[0] > NEVER_STORED_MS
+                ):
+                    self.answered.popitem(last=False)
+                for _, inbox in self.waiting.pop(d, ()):
+                    await self.bus.nc.publish(inbox, reply)
+                continue
             heard = self.published.get(d)
             while heard and now - heard[0][0] > 600_000:  # published long ago and never stored: forget
                 heard.popleft()
@@ -371,11 +415,11 @@ class SignalIntake(Actor):
         seq = env.seq or 0
         # without an id of its own, a signal is named by where the stream stored it: the same on redelivery
         sid = sig.signal_id or signal_id(day_key(at), seq)
-        digest = _digest(env.raw.data)
+        key = _key(sig.signal_id, env.headers) or _digest(env.raw.data)
         if sid in self.results:  # handled before (a redelivery, or the same id sent again)
-            await self._answer(self.results[sid], [digest], seq)
+            await self._answer(self.results[sid], [key], seq)
             return
-        self.digests.setdefault(sid, []).append(digest)
+        self.digests.setdefault(sid, []).append(key)
         if sid in self.held:  # waiting in a window already
             return
         me = (sig, sid, at, seq)
@@ -745,16 +789,41 @@ def _client_id(sid: str) -> str:
     return "sig-" + hashlib.blake2b(sid.encode(), digest_size=12).hexdigest() + "-1"
 
 
-def _trim(fifos: dict[str, deque], now: int) -> None:  # type: ignore[type-arg]
+def _trim(fifos: dict[str, deque], now: int, late_ms: int = LATE_MS) -> None:  # type: ignore[type-arg]
     """Bound the unpaired halves, oldest first (amortised: a burst never rescans them all). Past
-    KEEP_UNMATCHED digests, those older than LATE_MS go; past MAX_UNMATCHED, the oldest go whatever their age."""
+    KEEP_UNMATCHED keys, those older than ``late_ms`` go; past MAX_UNMATCHED, the oldest go whatever their age."""
     if len(fifos) <= KEEP_UNMATCHED:
         return
     for d in list(itertools.islice(fifos, 64)):
         q = fifos[d]
-        if q and now - q[-1][0] <= LATE_MS and len(fifos) <= MAX_UNMATCHED:
+        if q and now - q[-1][0] <= late_ms and len(fifos) <= MAX_UNMATCHED:
             break
         del fifos[d]
+
+
+class _IdOnly(msgspec.Struct):
+    signalId: str | None = None  # (the wire name)
+
+
+_ID_ONLY = msgspec.json.Decoder(_IdOnly)
+
+
+def _id_of(data: bytes) -> str | None:
+    """The ``signalId`` of a published signal (only that field is read), if it has one."""
+    try:
+        sid = _ID_ONLY.decode(data).signalId
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return sid or None
+
+
+def _key(sid: str | None, headers: dict[str, str] | None) -> str | None:
+    """What pairs a publish with its stored copy: the signal id, else the publish's Nats-Msg-Id (the stream
+    stores one copy per msg id), else None (paired by a digest of the bytes, in order)."""
+    if sid:
+        return "id:" + sid
+    mid = headers.get(MSG_ID_HEADER) if headers else None
+    return "msg:" + mid if mid else None
 
 
 _FIELD = re.compile(r"at `\$\.([A-Za-z0-9_.\[\]]+)`|missing required field `([^`]+)`")

@@ -136,7 +136,7 @@ class Transition:
                 await self._load()  # created meanwhile by another instance
         # every later write (another risk-gate instance's revert, say) applied as it is stored
         self.watcher = await self.kv.watch(STATE_KEY)
-        g.spawn(self._follow(), "transition state")
+        g.spawn(self._follow(), "transition state", essential=True)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.current.wait(), WATCH_START_S)
         last = (await g.bus.js.stream_info(sub.s_transition)).state.last_seq or 0

@@ -7,6 +7,7 @@ import contextlib
 import datetime as dt
 import re
 import ssl
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -32,6 +33,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 ERROR_HEADER = "Tbx-Error"
+TRANSIENT_HEADER = "Tbx-Transient"  # "1" beside Tbx-Error: the failure was transient (ask again in a moment)
 PAUSE_NAK_DELAY_S = 0.5
 NO_RESPONDERS_TRIES = 3
 NO_RESPONDERS_PAUSE_S = 0.025
@@ -41,6 +43,13 @@ RESUME_POLL_S = 0.005
 # a request sent before a disconnect is answered within this long after the reconnect, or never (the server
 # that should answer it is gone, or answered into the dead connection): then it fails as a timeout at once
 LOST_REQUEST_GRACE_S = 0.5
+# a JetStream publish that fails transiently (no stream leader during an election: NoStreamResponse, 503, a
+# timeout, NATS reconnecting) is tried again with its msg id, with back-off, for at most this long in all
+PUBLISH_RETRY_S = 3.0
+PUBLISH_MIN_ATTEMPT_S = 1.0  # the ack timeout of one try is what is left of the bound, never less than this
+PUBLISH_PAUSE_S = (0.02, 0.5)  # first and longest pause between tries
+LEADER_WAIT_S = 30.0  # ensure_layout: a stream or bucket without a leader this long is an error (retried)
+LEADER_POLL_TIMEOUT_S = 2.0
 
 
 @dataclass(slots=True)
@@ -90,6 +99,17 @@ _TRANSIENT = (
 )
 
 
+def _publish_retryable(e: BaseException) -> bool:
+    """A JetStream publish that may succeed if tried again at once (with the same msg id)."""
+    if isinstance(e, nats.errors.ConnectionClosedError | nats.errors.ConnectionDrainingError):
+        return False  # our own close: nothing to wait for
+    return is_transient(e)
+
+
+def _name(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+
+
 def is_transient(e: BaseException) -> bool:
     """An error that says "not now" (NATS or JetStream briefly unavailable, the next actor down),
     as opposed to one that will happen again with the same message."""
@@ -130,6 +150,22 @@ class Bus:
         self._resume_task: asyncio.Task[None] | None = None
         self._in_flight_at_disconnect: set[str] = set()
         self._background: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self._lost: list[Callable[[str], None]] = []
+
+    def on_lost(self, callback: Callable[[str], None]) -> None:
+        """``callback(reason)`` once the connection is closed for good by anything but our own ``close``
+        (nats-py gave up, the server refused us): whoever owns this bus cannot go on with it."""
+        self._lost.append(callback)
+
+    def _closed(self) -> None:
+        if self._closing:
+            return
+        for cb in self._lost:
+            try:
+                cb("the NATS connection was closed")
+            except Exception as e:  # never let one owner's surprise keep the others from hearing it
+                logger.bind(actor=self.name).error("on_lost callback failed: {}", e)
 
     @property
     def in_sync(self) -> bool:
@@ -179,6 +215,10 @@ class Bus:
                 return  # our own close
             log.warning("nats disconnected, reconnecting")
 
+        async def on_closed() -> None:
+            if buses:
+                buses[0]._closed()
+
         async def on_reconnect() -> None:
             log.info("nats reconnected")
             if buses:
@@ -202,6 +242,7 @@ class Bus:
                     disconnected_cb=on_disconnect,
                     reconnected_cb=on_reconnect,
                     **options,
+                    closed_cb=on_closed,
                 ),
                 connect_timeout,
             )
@@ -219,7 +260,11 @@ class Bus:
         return bus
 
     async def ensure_layout(self) -> None:
-        """Create (or bring up to date) every stream and KV bucket. Idempotent, safe to race."""
+        """Create (or bring up to date) every stream and KV bucket, and return once each has a leader (with
+        NATS_REPLICAS > 1 a stream made a moment ago, here or by another process, answers nothing until its
+        replicas have elected one). Idempotent, safe to race. Raises a transient error (retried by the caller)
+        when JetStream does not answer or a leader does not show within LEADER_WAIT_S."""
+        names: list[str] = []
         for spec in self.subjects.streams():
             cfg = api.StreamConfig(
                 name=spec.name,
@@ -233,13 +278,15 @@ class Bus:
                 num_replicas=self.replicas,
                 no_ack=spec.no_ack,
             )
+            names.append(spec.name)
             try:
                 info = await self.js.stream_info(spec.name)
             except nats.js.errors.NotFoundError:
                 try:
                     await self.js.add_stream(cfg)
                 except nats.js.errors.BadRequestError:
-                    await self.js.update_stream(cfg)  # created meanwhile by another actor
+                    await self.wait_leader(spec.name)  # created meanwhile by another actor
+                    await self.js.update_stream(cfg)
                 continue
             if (
                 sorted(info.config.subjects or []) != sorted(spec.subjects)
@@ -254,6 +301,34 @@ class Bus:
             self.subjects.kv_transition,
         ):
             await self.kv(bucket)
+            names.append(f"KV_{bucket}")
+        for name in names:
+            await self.wait_leader(name)
+
+    async def wait_leader(self, stream: str, bound: float | None = None) -> None:
+        """Until ``stream`` (a KV bucket: ``KV_<bucket>``) has a leader; at once with one replica. Raises
+        Transient after ``bound`` seconds (LEADER_WAIT_S)."""
+        if self.replicas <= 1:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (LEADER_WAIT_S if bound is None else bound)
+        quick = self.nc.jetstream(timeout=LEADER_POLL_TIMEOUT_S)
+        pause = 0.05
+        last = "no answer"
+        while True:
+            try:
+                info = await quick.stream_info(stream)
+                if info.cluster is not None and info.cluster.leader:
+                    return
+                last = "no leader yet"
+            except Exception as e:
+                if not is_transient(e):
+                    raise
+                last = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            if loop.time() >= deadline:
+                raise Transient(f"stream {stream} has no leader after {LEADER_WAIT_S:g}s ({last})")
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)
 
     async def kv(self, bucket: str) -> KeyValue:
         if bucket not in self._kv:
@@ -266,7 +341,8 @@ class Bus:
                             bucket=bucket, history=1, storage=api.StorageType.FILE, replicas=self.replicas
                         )
                     )
-                except nats.js.errors.BadRequestError:
+                except nats.js.errors.BadRequestError:  # created meanwhile by another process
+                    await self.wait_leader(f"KV_{bucket}")
                     self._kv[bucket] = await self.js.key_value(bucket)
         return self._kv[bucket]
 
@@ -274,11 +350,41 @@ class Bus:
     async def publish(self, subject: str, msg: Any, headers: dict[str, str] | None = None) -> None:
         await self.nc.publish(subject, encode(msg), headers=headers)
 
-    async def js_publish(self, subject: str, msg: Any, *, msg_id: str | None = None) -> int:
-        """Publish into a stream and wait until it is stored. ``msg_id`` makes retries harmless."""
-        headers = {MSG_ID_HEADER: msg_id} if msg_id else None
-        ack = await self.js.publish(subject, encode(msg), headers=headers)
-        return int(ack.seq)
+    async def js_publish(
+        self, subject: str, msg: Any, *, msg_id: str | None = None, retry_for: float = PUBLISH_RETRY_S
+    ) -> int:
+        """Publish into a stream and wait until it is stored; the stream sequence.
+
+        A transient failure (the stream has no leader during an election: NoStreamResponseError or a 503;
+        an ack timeout; NATS reconnecting) is tried again with back-off for at most ``retry_for`` seconds,
+        always under the same ``Nats-Msg-Id`` so that a try whose ack was lost and the try after it store
+        one message (JetStream drops the second within the stream's duplicate window). Without a ``msg_id``
+        one is made for this call. After the bound the last error is raised (transient: see is_transient).
+        """
+        data = encode(msg)
+        headers = {MSG_ID_HEADER: msg_id or f"{self.name}:{uuid.uuid4().hex}"}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + retry_for
+        pause, longest = PUBLISH_PAUSE_S
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                timeout = min(self.js._timeout, max(PUBLISH_MIN_ATTEMPT_S, deadline - loop.time()))
+                ack = await self.js.publish(subject, data, timeout=timeout, headers=headers)
+            except Exception as e:
+                if not _publish_retryable(e) or loop.time() + pause > deadline:
+                    if tries > 1:
+                        logger.bind(actor=self.name).warning(
+                            "publish on {} failed {} times within {:g}s: {}", subject, tries, retry_for, _name(e)
+                        )
+                    raise
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, longest)
+                continue
+            if tries > 1:
+                logger.bind(actor=self.name).info("publish on {} stored after {} tries", subject, tries)
+            return int(ack.seq)
 
     async def request(self, subject: str, msg: Any, reply_type: type[R], *, timeout: float = 5.0) -> R:
         data = encode(msg)
@@ -295,7 +401,8 @@ class Bus:
             except (TimeoutError, nats.errors.TimeoutError):
                 raise RequestFailed(subject, f"no answer within {timeout:g}s", timeout=True) from None
         if reply.headers and ERROR_HEADER in reply.headers:
-            raise RequestFailed(subject, reply.headers[ERROR_HEADER])
+            unavailable = reply.headers.get(TRANSIENT_HEADER) == "1"
+            raise RequestFailed(subject, reply.headers[ERROR_HEADER], unavailable=unavailable)
         return decode(reply.data, reply_type)
 
     async def respond(self, env: Envelope, reply: Any) -> None:
@@ -305,9 +412,14 @@ class Bus:
     async def respond_to(self, reply_to: str, reply: Any) -> None:
         await self.nc.publish(reply_to, encode(reply))
 
-    async def respond_error(self, env: Envelope, reason: str) -> None:
+    async def respond_error(self, env: Envelope, reason: str, *, transient: bool = False) -> None:
+        """An error as the reply; ``transient``: it failed on something briefly unavailable (the asker's
+        RequestFailed is then ``unavailable``: a REST caller gets 503 with Retry-After, not 502)."""
         if env.reply:
-            await self.nc.publish(env.reply, b"", headers={ERROR_HEADER: reason[:1000]})
+            headers = {ERROR_HEADER: reason[:1000]}
+            if transient:
+                headers[TRANSIENT_HEADER] = "1"
+            await self.nc.publish(env.reply, b"", headers=headers)
 
     async def dead_letter(self, subject: str, reason: str, payload: bytes, seq: int | None = None) -> bool:
         """Store a message that cannot be handled, with the reason. False if it could not be stored."""
@@ -349,7 +461,10 @@ class Bus:
                 logger.bind(actor=self.name).opt(exception=e).error(
                     "handler failed on {} (msg {}): {}", msg.subject, env.msg_id, e
                 )
-                await self.respond_error(env, f"internal error: {type(e).__name__}")
+                if is_transient(e):  # (a JetStream publish retried within its bound, say): ask again later
+                    await self.respond_error(env, f"unavailable: {_name(e)}", transient=True)
+                else:
+                    await self.respond_error(env, f"internal error: {type(e).__name__}")
 
         sub = await self.nc.subscribe(subject, queue=queue or "", cb=cb)
         await self.nc.flush()  # the server knows of us when this returns: no request can miss us
@@ -646,6 +761,7 @@ class Bus:
         self._subs.clear()
 
     async def close(self) -> None:
+        self._closing = True
         if self._resume_task is not None:
             self._resume_task.cancel()
         if self.nc.is_closed:

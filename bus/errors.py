@@ -12,16 +12,27 @@ class BusUnavailable(BusError):
 class RequestFailed(BusError):
     """A request got no answer in time, nobody was listening, or the responder reported an error."""
 
-    def __init__(self, subject: str, reason: str, *, no_responders: bool = False, timeout: bool = False) -> None:
+    def __init__(
+        self,
+        subject: str,
+        reason: str,
+        *,
+        no_responders: bool = False,
+        timeout: bool = False,
+        unavailable: bool = False,
+    ) -> None:
         super().__init__(f"{subject}: {reason}")
         self.subject = subject
         self.reason = reason
         self.no_responders = no_responders
         self.timeout = timeout
+        # the responder failed on something briefly unavailable (JetStream without a stream leader, NATS
+        # reconnecting) after retrying within its bound: asking again in a moment is the remedy
+        self.unavailable = unavailable
 
     @property
     def transient(self) -> bool:
-        return self.no_responders or self.timeout
+        return self.no_responders or self.timeout or self.unavailable
 
 
 class Transient(BusError):

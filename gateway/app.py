@@ -8,6 +8,7 @@ CORS (``aiohttp-cors``) lets the dashboard's origins (CORS_ORIGINS) call the API
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 
@@ -188,8 +189,16 @@ class Gateway:
         self.app = create_app(settings, bus)
         self.runner: web.AppRunner | None = None
         self.log = logger.bind(actor=self.name)
+        # as an actor's: resolved with the reason when this instance cannot go on (its supervisor restarts it)
+        self.died: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    def fail(self, reason: str) -> None:
+        if not self.died.done():
+            self.log.error("gateway cannot go on: {}", reason)
+            self.died.set_result(reason)
 
     async def start(self) -> None:
+        self.bus.on_lost(self.fail)
         await self.app[HEALTH].start()
         await self.app[trades.FILL_INDEX].start()
         # requests in flight at a stop get SHUTDOWN_GRACE_S to finish (the actors still run then)

@@ -17,6 +17,7 @@ from gateway.health import HealthBook
 from gateway.problems import ApiError, validation_error
 
 REQUEST_TIMEOUT = 5.0
+RETRY_AFTER_S = 1  # Retry-After of a 503 that a retry in a moment is likely to get past
 SHUTDOWN_GRACE_S = 1.5
 
 BUS: web.AppKey[Bus] = web.AppKey("bus", Bus)
@@ -90,6 +91,15 @@ async def ask(
                 f"{what} is not running",
                 code="UPSTREAM_DOWN",
                 client_order_id=client_order_id,
+            ) from None
+        if e.unavailable:  # it failed on something briefly away (a stream leader election) after its own retries
+            raise ApiError(
+                503,
+                "Service Unavailable",
+                f"{what} cannot answer right now ({e.reason}); retry in a moment.{unknown}",
+                code="UPSTREAM_UNAVAILABLE",
+                client_order_id=client_order_id,
+                retry_after=RETRY_AFTER_S,
             ) from None
         raise ApiError(
             502,

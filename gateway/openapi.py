@@ -35,7 +35,8 @@ COMMON_ERRORS = {
     415: "The body is not application/json",
     422: "Validation failed: the offending field is named",
     500: "An error inside the service (details in its logs, never here)",
-    503: "The actor that must answer is not running, or trading is halted",
+    503: "The actor that must answer is not running, cannot answer right now (a JetStream stream without a "
+    "leader during an election, after the service's own retries: with Retry-After), or trading is halted",
     504: "The actor that must answer did not answer in time",
 }
 TITLES = {

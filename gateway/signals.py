@@ -8,7 +8,7 @@ from aiohttp import web
 
 from bus.errors import RequestFailed
 from domain.ids import day_key
-from gateway.common import BUS, SETTINGS, UNAVAILABLE, choice, int_param, query_param, read_json
+from gateway.common import BUS, RETRY_AFTER_S, SETTINGS, UNAVAILABLE, choice, int_param, query_param, read_json
 from gateway.partitions import ask_every, ask_owner
 from gateway.problems import ApiError, json_response
 from gateway.spec import MAX_TIME, PAIR, STR, TIME, Endpoint, add, limit, one_of, q
@@ -44,6 +44,11 @@ async def execute_signal(request: web.Request) -> web.Response:
     try:
         ev = await bus.request(bus.subjects.signals_submit, sig, SignalEvent, timeout=timeout)
     except RequestFailed as e:
+        if e.unavailable:  # retrying with the same signalId is harmless
+            raise ApiError(
+                503, "Service Unavailable", f"{INTAKE} cannot answer right now ({e.reason}); retry in a moment",
+                code="UPSTREAM_UNAVAILABLE", signal_id=sid, retry_after=RETRY_AFTER_S,
+            ) from None  # fmt: skip
         if not e.timeout:
             raise ApiError(502, "Bad Gateway", f"{INTAKE} failed: {e.reason}", code="UPSTREAM_ERROR") from None
         detail = (

@@ -121,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     except BusUnavailable as e:
         logger.error(str(e))
         return 1
+    except ConfigError as e:  # (found by a part at its start: as fatal as one found before)
+        print(f"tbx: config error: {e}", file=sys.stderr)
+        return 2
     except VenueStartError as e:  # the live venue's start check: one line naming what failed
         print(f"tbx: cannot start: {e}", file=sys.stderr)
         return 2

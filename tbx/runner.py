@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any
 
 import msgspec
 from loguru import logger
@@ -31,6 +31,7 @@ from gateway.app import Gateway
 from gateway.common import HEALTH
 from schemas.subjects import Subjects
 from tbx.status import NATS_URL_FILE  # in DATA_DIR, while `tbx run` runs
+from tbx.supervisor import DISCARD_TIMEOUT_S, Part, Stopped, Supervisor, connect_until, retry_transient
 
 # start order: consumers before producers; stop order is the reverse
 ACTOR_CLASSES: dict[str, type[Actor]] = {
@@ -39,14 +40,6 @@ ACTOR_CLASSES: dict[str, type[Actor]] = {
 STOP_BUDGET_S = 3.5  # for the actors and the gateway; the embedded nats-server gets 1 s more
 SECOND_SIGNAL_GRACE_S = 1.0  # a stop signal again within this time is the same request, not "exit now"
 READY_WARN_AFTER_S = 15.0  # not healthy this long after start: say what is missing (and again every 15 s)
-
-
-class Component(Protocol):
-    name: str
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
 
 
 def install_stop_signals(stop: asyncio.Event, on_force: Callable[[], None] | None = None) -> None:
@@ -95,19 +88,25 @@ def remove_url_file(path: Path, url: str) -> None:
             path.unlink()
 
 
-async def wait_until_healthy(gateway: Gateway) -> None:
+async def wait_until_healthy(gateway: Callable[[], Gateway | None]) -> None:
     """Until /api/health would answer 200 (the gateway's own view of the heartbeats); a warning now and then
-    naming what is missing, so a start that never gets healthy says why."""
+    naming what is missing, so a start that never gets healthy says why. ``gateway()``: the instance that
+    runs now (its supervisor may have replaced it)."""
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     warn_at = t0 + READY_WARN_AFTER_S
     while True:
-        report = gateway.app[HEALTH].report()
-        if report.status == "healthy":
+        gw = gateway()
+        report = gw.app[HEALTH].report() if gw is not None else None
+        if report is not None and report.status == "healthy":
             return
         if loop.time() >= warn_at:
-            down = ", ".join(f"{n} {a.status}" for n, a in report.actors.items() if a.status != "running")
-            logger.warning("not healthy yet after {:.0f} s: {}", loop.time() - t0, down or report.status)
+            if report is None:
+                down = "the gateway is not running"
+            else:
+                down = ", ".join(f"{n} {a.status}" for n, a in report.actors.items() if a.status != "running")
+                down = down or report.status
+            logger.warning("not healthy yet after {:.0f} s: {}", loop.time() - t0, down)
             warn_at += READY_WARN_AFTER_S
         await asyncio.sleep(0.02)
 
@@ -130,13 +129,13 @@ async def connect(settings: Settings, url: str, name: str, auth: NatsAuth | None
 
 async def build(
     settings: Settings, url: str, names: list[str], with_gateway: bool, auth: NatsAuth | None = None
-) -> list[Component]:
+) -> list[Part]:
     setup = await connect(settings, url, "setup", auth)
     try:
         await setup.ensure_layout()
     finally:
         await setup.close()
-    parts: list[Component] = []
+    parts: list[Part] = []
     for name in names:
         if name == "md-feed" and settings.MARKET_DATA == "none":
             continue
@@ -146,6 +145,51 @@ async def build(
     if with_gateway:
         parts.append(Gateway(settings, await connect(settings, url, "gateway", auth)))
     return parts
+
+
+async def prepare_layout(
+    settings: Settings, url: str, stop: asyncio.Event, what: str, auth: NatsAuth | None = None
+) -> None:
+    """Every stream and bucket, each with a leader (ensure_layout): NATS waited for, transient errors retried.
+    ``what``: the parts that wait for it (named in the log)."""
+
+    async def once() -> None:
+        setup = await connect_until(lambda: connect(settings, url, "setup", auth), what, stop)
+        try:
+            await setup.ensure_layout()
+        finally:
+            await setup.close()
+
+    t0 = time.perf_counter()
+    await retry_transient(once, "the streams and buckets (ensure_layout)", stop)
+    took = (time.perf_counter() - t0) * 1000
+    logger.info("streams and buckets ready in {:.0f} ms (NATS_REPLICAS={})", took, settings.NATS_REPLICAS)
+
+
+def supervisors(
+    settings: Settings,
+    url: str,
+    names: list[str],
+    with_gateway: bool,
+    stop: asyncio.Event,
+    auth: NatsAuth | None = None,
+) -> list[Supervisor]:
+    """One supervisor per part, in start order."""
+
+    def of(name: str, make: Callable[[Bus], Part], own: Settings = settings) -> Supervisor:
+        return Supervisor(name, lambda: connect(own, url, name, auth), make, stop)
+
+    out: list[Supervisor] = []
+    for name in names:
+        if name == "md-feed" and settings.MARKET_DATA == "none":
+            continue
+        cls = ACTOR_CLASSES[name]
+        for mine in instances_of(cls, settings):  # a partitioned actor: one instance per partition served here
+            label = name if mine.PARTITION is None or mine is settings else f"{name}.p{mine.PARTITION}"
+            out.append(of(label, lambda bus, cls=cls, mine=mine: cls(mine, bus), mine))  # type: ignore[misc]
+    if with_gateway:
+        out.append(of("gateway", lambda bus: Gateway(settings, bus)))
+    return out
 
 
 def instances_of(cls: type[Actor], settings: Settings) -> list[Settings]:
@@ -205,41 +249,58 @@ async def serve(settings: Settings, names: list[str], *, with_gateway: bool, emb
             url_file = write_url_file(settings.DATA_DIR, without_credentials(url))
         except OSError as e:  # not worth refusing to trade for: clients can still be told the URL
             logger.warning("cannot write {}: {}", Path(settings.DATA_DIR) / NATS_URL_FILE, e)
-    started: list[Component] = []
+    sups = supervisors(settings, url, names, with_gateway, stop, auth)
+    tasks: list[asyncio.Task[None]] = []
+    fatal: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def watch(task: asyncio.Task[None]) -> None:  # a supervisor ends with an error only when it is fatal
+        if not task.cancelled() and task.exception() is not None and not fatal.done():
+            fatal.set_exception(task.exception())  # type: ignore[arg-type]
 
     async def start_all() -> None:
-        for part in await build(settings, url, names, with_gateway, auth):
-            await part.start()
-            started.append(part)
+        await prepare_layout(settings, url, stop, ", ".join(s.name for s in sups) or "tbx", auth)
+        for sup in sups:  # in order (consumers before producers): each after the previous one's first start
+            task = asyncio.create_task(sup.run(), name=f"supervise {sup.name}")
+            task.add_done_callback(watch)
+            tasks.append(task)
+            await sup.first_try.wait()
         # what start-up made (modules, settings, rebuilt state) lives as long as the process: out of the
         # collector's sight, so a full collection walks only what the traffic makes (p99 pauses)
         gc.collect()
         gc.freeze()
         shown = hide_credentials(url)
-        gateway = next((p for p in started if isinstance(p, Gateway)), None)
+        gateway = next((s for s in sups if s.name == "gateway"), None)
         if gateway is not None and names:
-            await wait_until_healthy(gateway)  # "ready" means GET /api/health answers 200
+            await wait_until_healthy(lambda: gateway.part)  # type: ignore[union-attr,return-value]
         if with_gateway:
             mode = "live" if settings.LIVE_TRADING else "paper"
             logger.info("ready: http://{}:{}/api/health ({} mode, NATS {})", settings.HOST, settings.PORT, mode, shown)
         else:
-            logger.info("ready: {} on NATS {}", ", ".join(p.name for p in started), shown)
+            logger.info("ready: {} on NATS {}", ", ".join(s.name for s in sups), shown)
 
     starting = asyncio.create_task(start_all(), name="start")
     stopping = asyncio.create_task(stop.wait(), name="stop")
     try:
-        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        if starting.done():
-            starting.result()  # a failed start raises here
-            await stopping
-        else:  # stopped while starting (a long replay, say): do not finish starting
+        waiting: set[asyncio.Future[Any]] = {starting, stopping, fatal}
+        while not stop.is_set():
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if fatal in done:
+                fatal.result()  # raises: a fatal error (a refused live venue, the REST port taken)
+            if starting in done:
+                with contextlib.suppress(Stopped):
+                    starting.result()  # a failed start raises here
+                waiting.discard(starting)
+        return 0
+    finally:
+        stop.set()  # (also on a fatal error: every supervisor ends its waits)
+        stopping.cancel()
+        if not starting.done():  # stopped while starting (a long replay, say): do not finish starting
             starting.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await starting
-        return 0
-    finally:
-        stopping.cancel()
-        await shutdown(started)
+        if tasks:  # supervisors end at once on the stop (a start cut short is discarded within its bound)
+            await asyncio.wait(tasks, timeout=DISCARD_TIMEOUT_S + 0.5)
+        await shutdown([s.part for s in sups if s.part is not None])
         if nats_server is not None:
             await asyncio.to_thread(nats_server.stop, 1.0)
             logger.info("embedded nats-server stopped")
@@ -247,7 +308,7 @@ async def serve(settings: Settings, names: list[str], *, with_gateway: bool, emb
             remove_url_file(url_file, without_credentials(url))
 
 
-async def shutdown(parts: list[Component]) -> None:
+async def shutdown(parts: list[Part]) -> None:
     """Stop in reverse start order, within the stop budget whatever happens."""
     deadline = asyncio.get_running_loop().time() + STOP_BUDGET_S
     for part in reversed(parts):

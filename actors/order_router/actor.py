@@ -195,9 +195,13 @@ class OrderRouter(Actor):
             stream=s.s_fills, durable=durable(self.name, k), subject=s.fills(), type_=Fill, handler=self._on_fill
         )
         every = self.settings.RECONCILE_INTERVAL_MS / 1000
-        self.spawn(self.every(every, lambda: self._each(lambda session: session.reconcile()), "reconcile"), "reconcile")
-        self.spawn(self.every(CLOCK_EVERY_S, self.emulator.on_clock, "expiry and timeouts"), "clock")
-        self.spawn(self.every(every, self.keys.retry_swaps, "key swaps"), "key swaps")
+        self.spawn(
+            self.every(every, lambda: self._each(lambda session: session.reconcile()), "reconcile"),
+            "reconcile",
+            essential=True,
+        )
+        self.spawn(self.every(CLOCK_EVERY_S, self.emulator.on_clock, "expiry and timeouts"), "clock", essential=True)
+        self.spawn(self.every(every, self.keys.retry_swaps, "key swaps"), "key swaps", essential=True)
 
     @property
     def venue_wide(self) -> bool:

@@ -14,7 +14,7 @@ import aiohttp
 import nats
 import pytest
 
-from bus.embedded import free_port
+from bus.embedded import EmbeddedNats, free_port
 from tests.e2e.procs import Tbx, children_of, pid_alive
 from tests.helpers import eventually
 
@@ -143,12 +143,35 @@ async def test_tbx_actor_without_nats_url_refuses_clearly(tmp_path):
     assert "NATS_URL is not set" in proc.text()
 
 
-async def test_tbx_actor_with_unreachable_nats_says_where_it_looked(tmp_path):
+async def test_tbx_actor_with_unreachable_nats_waits_says_so_and_starts_when_nats_appears(tmp_path):
     port = free_port()
     proc = Tbx(["actor", "risk-gate"], {"NATS_URL": f"nats://127.0.0.1:{port}"}, tmp_path / "actor.log")
-    rc = await asyncio.to_thread(proc.proc.wait, 30)
-    assert rc == 1
-    assert f"cannot reach NATS at nats://127.0.0.1:{port}" in proc.text()
+    server = EmbeddedNats(tmp_path / "nats", port=port)
+    try:
+        await asyncio.to_thread(
+            proc.wait_for_log, rf"cannot reach NATS at nats://127.0.0.1:{port}.*risk-gate waits", 30
+        )
+        await asyncio.sleep(1.0)  # it keeps waiting (tried again, still alive)
+        assert proc.proc.poll() is None, proc.text()
+        server.start()  # NATS appears: the actor connects and starts, without being restarted by anyone
+        await asyncio.to_thread(proc.wait_for_log, r"ready: risk-gate on NATS", 60)
+        assert "NATS answers after" in proc.text()
+        took = await asyncio.to_thread(proc.terminate, 8.0)
+        assert proc.proc.returncode == 0 and took < 5.0, proc.text()[-2000:]
+    finally:
+        proc.ensure_stopped()
+        server.stop()
+
+
+async def test_a_stop_signal_while_waiting_for_nats_stops_at_once(tmp_path):
+    port = free_port()
+    proc = Tbx(["gateway"], {"NATS_URL": f"nats://127.0.0.1:{port}", "PORT": str(free_port())}, tmp_path / "gw.log")
+    try:
+        await asyncio.to_thread(proc.wait_for_log, r"gateway waits for it", 30)
+        took = await asyncio.to_thread(proc.terminate, 8.0)
+        assert proc.proc.returncode == 0 and took < 2.0, proc.text()[-2000:]
+    finally:
+        proc.ensure_stopped()
 
 
 async def test_ctrl_c_stops_everything_within_5_seconds(tmp_path):

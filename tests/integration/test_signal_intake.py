@@ -36,6 +36,8 @@ from schemas.messages import (
     RiskAlert,
     SignalEvent,
     SignalReply,
+    SignalsPage,
+    SignalsQuery,
 )
 from tests.helpers import eventually
 from tests.integration.test_actors import System
@@ -266,6 +268,46 @@ async def test_identical_bytes_published_plainly_then_as_a_request_each_get_thei
     assert len(set(ids)) == 3  # three signals, three results
     assert a.signal_id != b.signal_id and {a.signal_id, b.signal_id} == set(ids[1:])
     assert a.status == b.status == "executed" and a.orders[0].order_id != b.orders[0].order_id
+
+
+async def test_a_publish_heard_but_not_stored_takes_no_later_copys_answer_every_retry_is_answered(make_system, client):
+    """A publish signal-intake hears but the stream does not store (here: dropped by the stream's duplicate
+    window, as its Nats-Msg-Id is an earlier message's; in the field: sent while the stream had no leader),
+    then retries of the same signal id: the k-th publish was paired with the k-th stored copy, so every retry
+    got the previous attempt's inbox and was never answered. Paired by the signal id, every inbox is."""
+    await make_system()
+    subject = client.subjects.signals_submit
+    # an earlier message stored under the Nats-Msg-Id "taken"
+    first = await client.nc.request(
+        subject, raw(signal("HOLD", signalId="EARLIER")), timeout=10, headers={"Nats-Msg-Id": "taken"}
+    )
+    assert decode(first.data, SignalReply).signal_id == "EARLIER"
+    body = raw(signal("HOLD", signalId="RETRIED-1"))
+    # the lost attempt: heard by signal-intake, dropped by the stream (a duplicate of "taken")
+    lost = asyncio.create_task(client.nc.request(subject, body, timeout=20, headers={"Nats-Msg-Id": "taken"}))
+    await asyncio.sleep(0.3)
+    retry = await ask(client, body)  # stored: answered with its result, not left to the lost attempt's inbox
+    assert (retry.signal_id, retry.status) == ("RETRIED-1", "filtered")
+    again = await ask(client, body)  # a retry of a signal that has its result: answered at once
+    assert result(again) == result(retry)
+    answered_lost = decode((await lost).data, SignalReply)  # the lost attempt's inbox gets the result too
+    assert result(answered_lost) == result(retry)
+    page = await client.request(client.subjects.query("signals"), SignalsQuery(signal_id="RETRIED-1"), SignalsPage)
+    assert len(page.signals) == 1  # one signal, one result
+
+
+async def test_a_signal_without_id_retried_under_one_nats_msg_id_is_answered_every_time(make_system, client):
+    """No signalId: the publish's Nats-Msg-Id pairs it (the stream stores one copy per msg id), so a retry
+    dropped as a duplicate is answered with the stored copy's result."""
+    await make_system()
+    subject = client.subjects.signals_submit
+    body = raw(signal("HOLD", source="no-id"))
+    answers = [
+        decode((await client.nc.request(subject, body, timeout=10, headers={"Nats-Msg-Id": "pub-7"})).data, SignalReply)
+        for _ in range(3)
+    ]
+    assert answers[0].status == "filtered" and answers[0].signal_id.startswith("SIG_")
+    assert all(result(a) == result(answers[0]) for a in answers)
 
 
 async def test_with_dedupe_window_zero_a_repeat_executes(make_system, client):
