@@ -14,7 +14,7 @@ from decimal import Decimal as D
 
 import msgspec
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
@@ -195,6 +195,9 @@ def test_min_account_balance_denies_exactly_the_opening_orders_whose_fill_leaves
     held_after = held + signed
     after_fill = (cash_after + held_after * mark) * rate
     expected = min(after_fill, equity - fee_paid * rate)
+    # ``equity / rate`` above is rounded to 28 digits (rate 0.9): within that rounding of the floor, this oracle
+    # cannot tell which side the exact figure is on (equity 100.00 at rate 0.9 comes back as 99.999...9)
+    assume(abs(expected - bar) > D("1e-20"))
 
     x = exposure(str(equity), positions={PAIR: held}, rates={PAIR: rate})
     i = intent(side, str(qty), str(price), str(fee))
