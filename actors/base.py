@@ -3,6 +3,10 @@
 An actor is a thin imperative shell around ``domain/``: it subscribes on the bus in ``on_start``,
 turns messages into calls of pure functions and publishes what comes out. Every actor has its own
 NATS connection, so the same code runs alone (``tbx actor NAME``) or with the others in one process.
+
+Every actor here is a single writer: it takes its leadership lease (bus/lease.py) before ``on_start`` and
+waits as a hot standby (heartbeating with ``role: standby``) while another instance holds it. Every stream
+and KV write of its bus goes through the lease's fence; losing the lease ends the instance (``died``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any, ClassVar
 from loguru import logger
 
 from bus.client import Bus
+from bus.lease import LeaseDriver
 from config.settings import Settings
 from schemas.messages import Heartbeat, RiskAlert, Severity, VenueState, now_ms
 
@@ -25,6 +30,8 @@ HEARTBEAT_INTERVAL_S = 1.0
 
 class Actor:
     name: ClassVar[str] = "actor"
+    leased: ClassVar[bool] = True  # a single writer: one active instance (per partition), the others standbys
+    partition: int | None = None  # (pair partitions: set by the partitioned actors)
 
     def __init__(self, settings: Settings, bus: Bus) -> None:
         self.settings = settings
@@ -35,17 +42,67 @@ class Actor:
         self.started_at = now_ms()
         self.status: str = "starting"
         self._tasks: set[asyncio.Task[Any]] = set()
+        try:
+            self.died: asyncio.Future[str] = asyncio.get_event_loop().create_future()
+        except RuntimeError:  # no loop at init: made in start()
+            self._died_later = True
+        self.lease: LeaseDriver | None = None
+        self._lease_task: asyncio.Task[None] | None = None
+
+    @property
+    def role(self) -> str:
+        """The lease's key: the actor's name, or ``<name>.p<k>`` for partition k of a partitioned actor."""
+        return self.name if self.partition is None else f"{self.name}.p{self.partition}"
+
+    def fail(self, reason: str) -> None:
+        """This instance cannot go on (its lease is lost, say): ``died`` resolves with the reason. Idempotent."""
+        if not self.died.done():
+            self.log.error("{} cannot go on: {}", self.role, reason)
+            self.died.set_result(reason)
+
+    def fence(self) -> None:
+        """Raise ``bus.errors.LeaseLost`` unless this instance provably holds its lease now (before a write
+        that does not go through the bus: a venue's order)."""
+        if self.lease is not None:
+            self.lease.check()
 
     # -- lifecycle -----------------------------------------------------------------------------------
     async def start(self) -> None:
+        if getattr(self, "_died_later", False):
+            self._died_later = False
+            self.died = asyncio.get_running_loop().create_future()
         t0 = time.perf_counter()
+        if self.leased:
+            self.lease = LeaseDriver(
+                self.bus,
+                role=self.role,
+                actor=self.name,
+                partition=self.partition,
+                holder=self.instance,
+                failover_ms=self.settings.FAILOVER_MS,
+                on_lost=self.fail,
+            )
+            self.bus.set_fence(self.lease.check)  # nothing is written before the lease is held
+            self.status = "standby"
         self.spawn(self._heartbeat_loop(), "heartbeat")
+        if self.lease is not None:
+            waited = time.perf_counter()
+            await self.lease.acquire(on_change=self._beat_now)
+            self._lease_task = asyncio.create_task(self.lease.run(), name=f"{self.name}:lease")
+            self.status = "starting"
+            self._beat_now()
+            if (time.perf_counter() - waited) > 0.5:
+                self.log.info(
+                    "{} active after {:.0f} ms as a standby", self.role, (time.perf_counter() - waited) * 1000
+                )
+            t0 = time.perf_counter()
         await self.on_start()
         self.status = "running"
+        self._beat_now()
         self.log.info("{} started in {:.0f} ms", self.name, (time.perf_counter() - t0) * 1000)
 
     async def stop(self) -> None:
-        """Graceful drain: stop taking messages, let the one in hand finish, then close."""
+        """Graceful drain: stop taking messages, let the one in hand finish, give up the lease, then close."""
         self.status = "stopping"
         await self.bus.stop_consuming()
         with contextlib.suppress(Exception):
@@ -54,6 +111,9 @@ class Actor:
             task.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=1.0)
+        if self.lease is not None:
+            with contextlib.suppress(Exception):
+                await self.lease.release(self._lease_task)
         with contextlib.suppress(Exception):
             await self._publish_heartbeat()
         await self.bus.close()
@@ -106,16 +166,28 @@ class Actor:
         return None
 
     async def _publish_heartbeat(self) -> None:
+        lease = self.lease
+        active = lease is None or lease.active
         hb = Heartbeat(
             actor=self.name,
             instance=self.instance,
             ts=now_ms(),
             started_at=self.started_at,
             status=self.status,  # type: ignore[arg-type]
-            stats=self.stats(),
-            venues=self.venue_states(),
+            stats=self.stats() if active else {},
+            venues=self.venue_states() if active else None,
+            role="active" if active else "standby",
+            partition=self.partition,
+            lease=lease.revision if lease is not None else None,
         )
         await self.bus.publish(self.subjects.health(self.name), hb)
+
+    def _beat_now(self) -> None:
+        """A heartbeat at once (a change of role or status), besides the regular ones."""
+        with contextlib.suppress(RuntimeError):
+            task = asyncio.get_running_loop().create_task(self._publish_heartbeat())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _heartbeat_loop(self) -> None:
         await self._publish_heartbeat()

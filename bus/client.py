@@ -17,7 +17,7 @@ from loguru import logger
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg as NatsMsg
 from nats.aio.subscription import Subscription
-from nats.js import api
+from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
 from bus.codec import DecodeFailure, decode, encode
@@ -33,11 +33,41 @@ PAUSE_NAK_DELAY_S = 0.5
 NO_RESPONDERS_TRIES = 3
 NO_RESPONDERS_PAUSE_S = 0.025
 MSG_ID_HEADER = "Nats-Msg-Id"
+LEASE_HEADER = "Tbx-Lease"  # on every stream / KV write of a leased actor: "<role>:<lease revision>"
 RESUME_CREATE_WAIT_S = 2.0  # how long one re-created ordered consumer may take before it is asked for again
 RESUME_POLL_S = 0.005
 # a request sent before a disconnect is answered within this long after the reconnect, or never (the server
 # that should answer it is gone, or answered into the dead connection): then it fails as a timeout at once
 LOST_REQUEST_GRACE_S = 0.5
+
+
+Fence = Callable[[], str]  # returns the lease header's value, or raises bus.errors.LeaseLost
+
+
+class FencedJetStream(JetStreamContext):
+    """A JetStream context whose every write (stream publishes and the writes of the KV buckets opened through
+    it) first asks the fence, when there is one: a leased actor that does not hold its lease now writes
+    nothing, and what it writes carries ``Tbx-Lease: <role>:<revision>``."""
+
+    fence: Fence | None = None
+
+    async def publish(
+        self,
+        subject: str,
+        payload: bytes = b"",
+        timeout: float | None = None,
+        stream: str | None = None,
+        headers: dict[str, Any] | None = None,
+        msg_ttl: float | None = None,
+    ) -> api.PubAck:
+        if self.fence is not None:
+            headers = {**(headers or {}), LEASE_HEADER: self.fence()}
+        return await super().publish(subject, payload, timeout=timeout, stream=stream, headers=headers, msg_ttl=msg_ttl)
+
+    async def publish_async(self, *args: Any, **kwargs: Any) -> asyncio.Future[api.PubAck]:
+        if self.fence is not None:
+            kwargs["headers"] = {**(kwargs.get("headers") or {}), LEASE_HEADER: self.fence()}
+        return await super().publish_async(*args, **kwargs)
 
 
 @dataclass(slots=True)
@@ -112,7 +142,7 @@ class Bus:
     def __init__(self, nc: NatsClient, subjects: Subjects, name: str, replicas: int = 1) -> None:
         self.nc = nc
         self.replicas = replicas
-        self.js = nc.jetstream(timeout=10.0)
+        self.js = FencedJetStream(nc, timeout=10.0)
         self.subjects = subjects
         self.name = name
         self._subs: list[Subscription] = []
@@ -240,6 +270,7 @@ class Bus:
             self.subjects.kv_paper,
             self.subjects.kv_credentials,
             self.subjects.kv_transition,
+            self.subjects.kv_leases,
         ):
             await self.kv(bucket)
 
@@ -257,6 +288,24 @@ class Bus:
                 except nats.js.errors.BadRequestError:
                     self._kv[bucket] = await self.js.key_value(bucket)
         return self._kv[bucket]
+
+    def set_fence(self, fence: Fence | None) -> None:
+        """From now on every stream and KV write through this bus asks ``fence`` first (bus/lease.py)."""
+        self.js.fence = fence
+
+    def check_fence(self) -> None:
+        """Raise ``LeaseLost`` unless this bus may write now (a write outside JetStream: a venue's order)."""
+        if self.js.fence is not None:
+            self.js.fence()
+
+    async def lease_kv(self, timeout: float) -> KeyValue:
+        """The leases bucket through a context of its own, never fenced (the lease itself is written there)."""
+        js = self.nc.jetstream(timeout=timeout)
+        try:
+            return await js.key_value(self.subjects.kv_leases)
+        except nats.js.errors.BucketNotFoundError:
+            await self.kv(self.subjects.kv_leases)
+            return await js.key_value(self.subjects.kv_leases)
 
     # ------------------------------------------------------------------------------------------------
     async def publish(self, subject: str, msg: Any, headers: dict[str, str] | None = None) -> None:

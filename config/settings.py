@@ -187,6 +187,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     NATS_URL: str = ""
     NATS_PORT: int | None = None  # the embedded nats-server's port; unset: 4222, or a free port when taken
     NATS_REPLICAS: int = 1
+    FAILOVER_MS: int = 2000  # a standby takes over within this long of the active's death (issue 19)
     BUS_PREFIX: str = "tbx"
     PAIRS: tuple[str, ...] = ("BTC_USDT", "ETH_USDT", "XMR_USDT", "RVN_USDT")
     MARKET_DATA: str = "synthetic"
@@ -698,6 +699,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "NATS_URL": _url("nats", "tls", "ws", "wss"),
     "NATS_PORT": _optional_port,
     "NATS_REPLICAS": _int(1, 5),
+    "FAILOVER_MS": _int(300, 3_600_000),
     "BUS_PREFIX": _pattern(PREFIX_RE, "1 to 32 letters, digits, '_' or '-'"),
     "PAIRS": _pairs,
     "MARKET_DATA": _market_data,

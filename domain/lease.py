@@ -133,11 +133,9 @@ class Lease:
         self.last_renew_sent = sent_at
 
     def renew_due(self, now: float) -> bool:
-        return (
-            self.phase is Phase.ACTIVE
-            and self.last_renew_sent is not None
-            and now - self.last_renew_sent >= self.t.renew_ms
-        )
+        if self.phase is not Phase.ACTIVE:
+            return False
+        return self.last_renew_sent is None or now - self.last_renew_sent >= self.t.renew_ms
 
     def renew_sent(self, now: float) -> int:
         """A renewal goes out now; returns the revision it must name."""
@@ -189,6 +187,14 @@ class Lease:
         absent (never written, or deleted by a clean stop)."""
         if self.phase is not Phase.STANDBY:
             return
+        if holder == self.holder and revision is not None:
+            # our create / takeover was stored though its answer was lost: ours, but when it was sent is not
+            # known, so no permission until a renewal (sent now) is confirmed
+            self.phase = Phase.ACTIVE
+            self.revision = revision
+            self.confirmed_sent_at = None
+            self.last_renew_sent = None
+            return
         absent = holder is None
         if absent != self.seen_absent or revision != self.seen_revision or self.seen_since is None:
             self.seen_revision = revision
@@ -217,8 +223,8 @@ class Lease:
     # -- pacing ---------------------------------------------------------------------------------------
     def next_wakeup(self, now: float) -> float:
         """When the driver should look again (local ms)."""
-        if self.phase is Phase.ACTIVE and self.last_renew_sent is not None:
-            return max(now, self.last_renew_sent + self.t.renew_ms)
+        if self.phase is Phase.ACTIVE:
+            return now if self.last_renew_sent is None else max(now, self.last_renew_sent + self.t.renew_ms)
         if self.phase is Phase.STANDBY:
             wake = now + self.t.poll_ms
             take = self.takeover(now)

@@ -180,9 +180,16 @@ async def serve(settings: Settings, names: list[str], *, with_gateway: bool, emb
         except OSError as e:  # not worth refusing to trade for: clients can still be told the URL
             logger.warning("cannot write {}: {}", Path(settings.DATA_DIR) / NATS_URL_FILE, e)
     started: list[Component] = []
+    died = asyncio.get_running_loop().create_future()  # an actor that cannot go on (its lease lost): stop
+
+    def on_death(name: str, f: asyncio.Future[str]) -> None:
+        if not died.done() and not f.cancelled():
+            died.set_result(f"{name}: {f.result()}")
 
     async def start_all() -> None:
         for part in await build(settings, url, names, with_gateway):
+            if isinstance(part, Actor):
+                part.died.add_done_callback(lambda f, n=part.name: on_death(n, f))  # type: ignore[misc]
             await part.start()
             started.append(part)
         # what start-up made (modules, settings, rebuilt state) lives as long as the process: out of the
@@ -202,14 +209,18 @@ async def serve(settings: Settings, names: list[str], *, with_gateway: bool, emb
     starting = asyncio.create_task(start_all(), name="start")
     stopping = asyncio.create_task(stop.wait(), name="stop")
     try:
-        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        if starting.done():
+        await asyncio.wait({starting, stopping, died}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done() and not died.done():
             starting.result()  # a failed start raises here
-            await stopping
-        else:  # stopped while starting (a long replay, say): do not finish starting
+            await asyncio.wait({stopping, died}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():  # stopped while starting (a long replay, a standby): do not finish starting
             starting.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await starting
+        if died.done() and not stopping.done():
+            # (no supervisor here: whatever runs `tbx actor` starts it again, and it comes back as a standby)
+            logger.error("{}: stopping", died.result())
+            return 1
         return 0
     finally:
         stopping.cancel()

@@ -442,3 +442,18 @@ def test_a_frozen_active_is_deposed_and_cannot_write_when_it_wakes() -> None:
     assert a.leases[0].phase is Phase.LOST  # woke, renewal refused
     assert not a.leases[0].may_write(a.local(6000.0))
     assert a.lease.phase is Phase.STANDBY  # and serves on as a standby
+
+
+def test_a_standby_that_finds_its_own_unanswered_takeover_stored_holds_it_without_permission() -> None:
+    t = timings(1000)
+    lease = Lease(t, "b")
+    lease.observed(0, 4, "a")
+    assert lease.takeover(t.takeover_ms) == Takeover(last=4)  # sent; the answer is lost
+    lease.attempt_failed()
+    lease.observed(t.takeover_ms + 100, 5, "b")  # it was stored
+    assert lease.phase is Phase.ACTIVE and lease.revision == 5
+    assert not lease.may_write(t.takeover_ms + 100)  # its send time is not known: no permission yet
+    assert lease.renew_due(t.takeover_ms + 100) and lease.next_wakeup(t.takeover_ms + 100) == t.takeover_ms + 100
+    assert lease.renew_sent(t.takeover_ms + 101) == 5
+    lease.renewed(t.takeover_ms + 101, 6)
+    assert lease.may_write(t.takeover_ms + 102)
