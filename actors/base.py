@@ -30,7 +30,7 @@ HEARTBEAT_INTERVAL_S = 1.0
 
 class Actor:
     name: ClassVar[str] = "actor"
-    leased: ClassVar[bool] = True  # a single writer: one active instance (per partition), the others standbys
+    leased: bool = True  # a single writer: one active instance (per partition), the others standbys
     partition: int | None = None  # (pair partitions: set by the partitioned actors)
 
     def __init__(self, settings: Settings, bus: Bus) -> None:
