@@ -152,6 +152,7 @@ class Bus:
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
         self._lost: list[Callable[[str], None]] = []
+        self._retired: set[asyncio.Task[None]] = set()  # handler tasks of subscriptions ended by stop_consuming
 
     def on_lost(self, callback: Callable[[str], None]) -> None:
         """``callback(reason)`` once the connection is closed for good by anything but our own ``close``
@@ -756,9 +757,32 @@ class Bus:
             self._resume_task.cancel()
         self._follows.clear()
         for sub in self._subs:
+            if (task := _handler_task(sub)) is not None:
+                self._retired.add(task)  # (an unsubscribe cancels its handler in hand, without waiting for it)
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
         self._subs.clear()
+
+    def handler_tasks(self) -> set[asyncio.Task[None]]:
+        """The tasks that run this connection's message handlers (one per subscription with a callback, also
+        those made with ``nc.subscribe`` directly), and those of subscriptions ended by ``stop_consuming``
+        whose handler may still be finishing: what must be over before a fresh instance takes over."""
+        tasks = set(self._retired)
+        for sub in list(self.nc._subs.values()):  # (nats-py's private map: every open subscription)
+            if (task := _handler_task(sub)) is not None:
+                tasks.add(task)
+        return {t for t in tasks if not t.done()}
+
+    async def abort(self) -> None:
+        """Close the connection at once, without draining: nothing more is taken or sent; the handlers in hand
+        are cancelled by nats-py (``handler_tasks`` tells when they are over)."""
+        self._closing = True
+        if self._resume_task is not None:
+            self._resume_task.cancel()
+        for task in list(self._background):
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.nc.close(), 2.0)
 
     async def close(self) -> None:
         self._closing = True
@@ -770,6 +794,12 @@ class Bus:
             await asyncio.wait_for(self.nc.drain(), 3.0)
         with contextlib.suppress(Exception):
             await self.nc.close()
+
+
+def _handler_task(sub: Any) -> asyncio.Task[None] | None:
+    """The task in which nats-py runs a subscription's callback (None without a callback)."""
+    task = getattr(sub, "_wait_for_msgs_task", None)
+    return task if isinstance(task, asyncio.Task) else None
 
 
 def _rfc3339(ts_ms: int) -> str:
