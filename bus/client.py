@@ -25,7 +25,7 @@ from nats.js.kv import KeyValue
 
 from bus.auth import NatsAuth
 from bus.codec import DecodeFailure, decode, encode
-from bus.errors import BusUnavailable, RequestFailed, Transient
+from bus.errors import BusUnavailable, NatsRefused, RequestFailed, Transient
 from schemas.messages import DeadLetter, now_ms
 from schemas.subjects import Subjects
 
@@ -97,6 +97,26 @@ _TRANSIENT = (
     nats.js.errors.NoStreamResponseError,
     nats.js.errors.ServiceUnavailableError,
 )
+
+
+_AUTH_REFUSALS = ("authorization violation", "authentication expired", "authentication revoked")
+
+
+def _refusal(e: BaseException) -> str | None:
+    """What to check when NATS refuses us for good (None: it may answer later, wait for it)."""
+    text = str(e).lower()
+    if isinstance(e, nats.errors.AuthorizationError) or any(r in text for r in _AUTH_REFUSALS):
+        return "check the user and password or token in NATS_URL, NATS_CREDS and NATS_NKEY_SEED"
+    if isinstance(e, nkeys.NkeysError):
+        return "check the seed in NATS_CREDS or NATS_NKEY_SEED"
+    if isinstance(e, ssl.SSLError) and not isinstance(
+        e, ssl.SSLEOFError | ssl.SSLZeroReturnError | ssl.SSLSyscallError
+    ):
+        return (
+            "check NATS_TLS_CA (the CA that signed the server's certificate), NATS_TLS_CERT and NATS_TLS_KEY "
+            "(the client certificate the server asks for) and tls:// in NATS_URL"
+        )
+    return None
 
 
 def _publish_retryable(e: BaseException) -> bool:
@@ -195,10 +215,13 @@ class Bus:
         log = logger.bind(actor=name)
         connected = False
         last_error: list[str] = []
+        refused: list[str] = []  # what NATS (or its TLS) refused: a setting to fix, not a wait
 
         async def on_error(e: Exception) -> None:
             if not connected:
                 last_error[:] = [str(e) or type(e).__name__]
+                if (why := _refusal(e)) is not None:
+                    refused[:] = [why, str(e) or type(e).__name__]
                 return
             log.warning("nats error: {}", e)
 
@@ -252,6 +275,10 @@ class Bus:
         except (OSError, nats.errors.Error, TimeoutError, ssl.SSLError, nkeys.NkeysError) as e:
             reason = last_error[0] if last_error else (str(e) or type(e).__name__)
             shown = re.sub(r"(://)[^\s/@,]+@", r"\1***@", url)  # never print credentials
+            if not refused and (why := _refusal(e)) is not None:
+                refused[:] = [why, reason]
+            if refused:
+                raise NatsRefused(f"NATS at {shown} refused the connection: {refused[1]}; {refused[0]}") from None
             raise BusUnavailable(
                 f"cannot reach NATS at {shown}: {reason}. Start a nats-server there, or unset NATS_URL "
                 "to let tbx start its embedded one"

@@ -1,5 +1,7 @@
 """Errors raised by the bus layer."""
 
+from config.settings import ConfigError
+
 
 class BusError(RuntimeError):
     """Base of bus errors."""
@@ -7,6 +9,11 @@ class BusError(RuntimeError):
 
 class BusUnavailable(BusError):
     """NATS cannot be reached."""
+
+
+class NatsRefused(ConfigError):
+    """NATS answers but refuses us (wrong credentials, a TLS certificate it or we do not accept): no wait mends
+    that, the settings must change. A config error: ``tbx`` exits 2 with one line naming the settings to check."""
 
 
 class RequestFailed(BusError):
