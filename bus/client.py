@@ -316,12 +316,16 @@ class Bus:
                     await self.wait_leader(spec.name)  # created meanwhile by another actor
                     await self.js.update_stream(cfg)
                 continue
+            had = info.config.num_replicas or 1
+            cfg.num_replicas = max(had, self.replicas)  # raised to NATS_REPLICAS, never lowered
             if (
                 sorted(info.config.subjects or []) != sorted(spec.subjects)
                 or (info.config.max_msgs_per_subject or -1) != spec.max_msgs_per_subject
                 or bool(info.config.no_ack) != spec.no_ack
+                or had < self.replicas
             ):
                 await self.js.update_stream(cfg)
+                self._said_replicas(spec.name, had)
         for bucket in (
             self.subjects.kv_state,
             self.subjects.kv_paper,
@@ -330,8 +334,21 @@ class Bus:
         ):
             await self.kv(bucket)
             names.append(f"KV_{bucket}")
+            info = await self.js.stream_info(f"KV_{bucket}")  # a bucket is a stream: its replicas raised alike
+            had = info.config.num_replicas or 1
+            if had < self.replicas:
+                kv_cfg = info.config
+                kv_cfg.num_replicas = self.replicas
+                await self.js.update_stream(kv_cfg)
+                self._said_replicas(f"KV_{bucket}", had)
         for name in names:
             await self.wait_leader(name)
+
+    def _said_replicas(self, stream: str, had: int) -> None:
+        if had < self.replicas:
+            logger.bind(actor=self.name).warning(
+                "stream {} had {} replica(s): raised to NATS_REPLICAS={}", stream, had, self.replicas
+            )
 
     async def wait_leader(self, stream: str, bound: float | None = None) -> None:
         """Until ``stream`` (a KV bucket: ``KV_<bucket>``) has a leader; at once with one replica. Raises
