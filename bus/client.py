@@ -431,11 +431,19 @@ class Bus:
                 logger.bind(actor=self.name).info("publish on {} stored after {} tries", subject, tries)
             return int(ack.seq)
 
-    async def request(self, subject: str, msg: Any, reply_type: type[R], *, timeout: float = 5.0) -> R:
+    async def request(
+        self,
+        subject: str,
+        msg: Any,
+        reply_type: type[R],
+        *,
+        timeout: float = 5.0,
+        headers: dict[str, str] | None = None,
+    ) -> R:
         data = encode(msg)
         for attempt in range(NO_RESPONDERS_TRIES):
             try:
-                reply = await self.nc.request(subject, data, timeout=timeout)
+                reply = await self.nc.request(subject, data, timeout=timeout, headers=headers)
                 break
             except nats.errors.NoRespondersError:
                 # a subscription the server has just been told of can still read as "no interest" for a
@@ -449,6 +457,42 @@ class Bus:
             unavailable = reply.headers.get(TRANSIENT_HEADER) == "1"
             raise RequestFailed(subject, reply.headers[ERROR_HEADER], unavailable=unavailable)
         return decode(reply.data, reply_type)
+
+    async def stored_under(
+        self, stream: str, subject: str, msg_id: str, since_ms: int, *, bound: float = 5.0
+    ) -> int | None:
+        """The stream sequence of a message of ``subject`` stored at or after ``since_ms`` (epoch ms) under the
+        ``Nats-Msg-Id`` ``msg_id``, or None when the stream holds none: is it known to be stored? Reads the headers
+        only (an ordered consumer from that time). Raises (TimeoutError, a JetStream error) when the stream cannot
+        tell within ``bound`` seconds: then it is not known."""
+        loop = asyncio.get_running_loop()
+        found: asyncio.Future[int | None] = loop.create_future()
+        last = (await self.js.stream_info(stream)).state.last_seq or 0
+
+        async def cb(msg: NatsMsg) -> None:
+            if found.done():
+                return
+            md = msg.metadata
+            if msg.headers and msg.headers.get(MSG_ID_HEADER) == msg_id:
+                found.set_result(md.sequence.stream)
+            elif md.sequence.stream >= last or md.num_pending == 0:
+                found.set_result(None)  # read up to what was stored when asked
+
+        config = api.ConsumerConfig(
+            deliver_policy=api.DeliverPolicy.BY_START_TIME,
+            opt_start_time=_rfc3339(since_ms),
+            filter_subject=subject,
+            headers_only=True,
+        )
+        sub = await self.js.subscribe(subject, stream=stream, cb=cb, ordered_consumer=True, config=config)
+        try:
+            info = await sub.consumer_info()
+            if (info.num_pending or 0) == 0 and (info.delivered.stream_seq or 0) == 0 and not found.done():
+                found.set_result(None)  # nothing stored since then
+            return await asyncio.wait_for(asyncio.shield(found), bound)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
     async def respond(self, env: Envelope, reply: Any) -> None:
         if env.reply:

@@ -10,7 +10,7 @@ import nats.errors
 from bus.codec import decode
 from schemas.messages import SignalReply
 from tests.helpers import eventually
-from tests.integration.test_signal_intake import book, orders, raw, signal
+from tests.integration.test_signal_intake import PAIR, api, book, orders, raw, signal  # noqa: F401  (fixture)
 
 SYSTEM_DEFAULTS = {"STOP_LOSS_ENABLED": "false", "SIGNAL_DEDUPE_WINDOW": "0"}
 
@@ -79,3 +79,66 @@ async def test_a_nats_msg_id_retry_after_the_duplicate_window_gets_its_own_resul
 async def _signal_orders(client, n: int):  # type: ignore[no-untyped-def]
     mine = [o for o in await orders(client) if o.signal_id is not None]
     return mine if len(mine) >= n else None
+
+
+# -- POST /api/signals/execute: never "stored" unless it is ----------------------------------------------------
+async def _stores_nothing(bus) -> tuple[object, list[str]]:  # type: ignore[no-untyped-def]
+    """TBX_SIGNALS stops taking the submit subject (what a stream without a leader looks like to a publisher)."""
+    cfg = (await bus.js.stream_info(bus.subjects.s_signals)).config
+    real = list(cfg.subjects)
+    cfg.subjects = [f"{bus.subjects.prefix}.nothing.here"]
+    await bus.js.update_stream(cfg)
+    return cfg, real
+
+
+async def test_rest_execute_never_claims_stored_for_a_signal_the_stream_never_stored(api) -> None:  # noqa: F811
+    """Regression (finding 2): when the stream stored nothing, the gateway waited 10 s and answered 202 "the signal
+    is stored". Now: 503 UPSTREAM_UNAVAILABLE with Retry-After and the signalId; resending it is harmless."""
+    await book(api.bus)
+    cfg, real = await _stores_nothing(api.bus)
+    body = {"pair": PAIR, "signal": "BUY", "confidence": 0.8, "signalId": "LOST-1"}
+    async with api.http.post(api.base + "/api/signals/execute", json=body) as r:
+        status, retry_after, problem = r.status, r.headers.get("Retry-After"), await r.json(content_type=None)
+    assert status == 503, problem
+    assert (problem["code"], problem["signalId"], retry_after) == ("UPSTREAM_UNAVAILABLE", "LOST-1", "1")
+    assert "not known to be stored" in problem["detail"] and "same signalId" in problem["detail"]
+    assert await api.listed("?signalId=LOST-1") == []
+    cfg.subjects = real  # type: ignore[attr-defined]
+    await api.bus.js.update_stream(cfg)  # a leader again
+    status, _, ev = await api.call("POST", "/api/signals/execute", body)  # the caller resends it, same signalId
+    assert status == 200 and ev["status"] == "executed" and ev["signalId"] == "LOST-1", ev
+    status, _, again = await api.call("POST", "/api/signals/execute", body)
+    assert status == 200 and again["orders"] == ev["orders"]  # the same result, never a second order
+    assert len([o for o in await orders(api.bus) if o.signal_id == "LOST-1"]) == 1
+
+
+async def test_rest_execute_sends_again_inside_so_a_signal_lost_for_a_moment_is_executed(api) -> None:  # noqa: F811
+    """A publish the stream did not take (an election) is sent again inside the wait, under the same signalId and
+    Nats-Msg-Id: the caller gets the result (200), and the stream holds one copy."""
+    await book(api.bus)
+    cfg, real = await _stores_nothing(api.bus)
+
+    async def leader_again() -> None:
+        await asyncio.sleep(1.5)
+        cfg.subjects = real  # type: ignore[attr-defined]
+        await api.bus.js.update_stream(cfg)
+
+    back = asyncio.create_task(leader_again())
+    status, _, ev = await api.call(
+        "POST", "/api/signals/execute", {"pair": PAIR, "signal": "BUY", "confidence": 0.8, "signalId": "BRIEF-1"}
+    )
+    await back
+    assert status == 200 and ev["status"] == "executed" and ev["signalId"] == "BRIEF-1", ev
+    assert (await api.bus.js.stream_info(api.bus.subjects.s_signals)).state.messages == 1
+
+
+async def test_rest_execute_answers_202_only_when_the_stream_holds_the_signal(api) -> None:  # noqa: F811
+    """signal-intake down: the stream stores the signal, nobody answers; the gateway sees it stored: 202 naming
+    where, and one stored copy however often it was sent."""
+    await book(api.bus)
+    await api.system.stop("signal-intake")
+    status, _, body = await api.call(
+        "POST", "/api/signals/execute", {"pair": PAIR, "signal": "BUY", "confidence": 0.8, "signalId": "LATE-1"}
+    )
+    assert status == 202 and body["status"] == "accepted" and "is stored" in body["detail"], body
+    assert (await api.bus.js.stream_info(api.bus.subjects.s_signals)).state.messages == 1
