@@ -1,7 +1,5 @@
 """Errors raised by the bus layer."""
 
-from config.settings import ConfigError
-
 
 class BusError(RuntimeError):
     """Base of bus errors."""
@@ -11,9 +9,10 @@ class BusUnavailable(BusError):
     """NATS cannot be reached."""
 
 
-class NatsRefused(ConfigError):
+class NatsRefused(BusError):
     """NATS answers but refuses us (wrong credentials, a TLS certificate it or we do not accept): no wait mends
-    that, the settings must change. A config error: ``tbx`` exits 2 with one line naming the settings to check."""
+    that, the settings must change. As fatal as a config error: ``tbx`` exits 2 with one line naming the settings
+    to check (tbx/supervisor.py ``is_fatal``, tbx/cli.py)."""
 
 
 class RequestFailed(BusError):

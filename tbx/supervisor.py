@@ -35,7 +35,7 @@ from loguru import logger
 from actors.base import STOP_BUDGET_S
 from actors.venues.base import VenueStartError
 from bus.client import Bus, is_transient
-from bus.errors import BusUnavailable
+from bus.errors import BusUnavailable, NatsRefused
 from config.settings import ConfigError
 from domain.backoff import CONNECT, RESTART, Backoff
 
@@ -64,7 +64,7 @@ class Stopped(Exception):
 
 def is_fatal(e: BaseException) -> bool:
     """An error no retry can mend: the settings are wrong. Everything else is tried again."""
-    if isinstance(e, ConfigError):
+    if isinstance(e, ConfigError | NatsRefused):  # (NATS refusing our credentials or certificates: settings too)
         return True
     if isinstance(e, VenueStartError):
         return not e.retryable
