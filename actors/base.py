@@ -27,6 +27,11 @@ from domain.partitions import owns, suffix
 from schemas.messages import Heartbeat, RiskAlert, Severity, VenueState, now_ms
 
 HEARTBEAT_INTERVAL_S = 1.0
+# how long Actor.stop may take at most: the message in hand (2 s and the buffers handed back), on_stop (2 s),
+# the background tasks (1 s), the connection drained (3 s), and a margin. tbx/supervisor.py gives a stop at
+# least this long before it aborts the instance.
+STOP_BUDGET_S = 9.0
+ABORT_LOG_S = 5.0  # abort(): a task still not over after being cancelled is named this often
 
 
 class Actor:
@@ -152,6 +157,30 @@ class Actor:
         await self.bus.close()
         self.status = "stopped"
         self.log.info("{} stopped", self.name)
+
+    async def abort(self) -> None:
+        """Make sure nothing of this instance runs any more (its supervisor is about to start a fresh one): every
+        background task and every message handler still in hand cancelled, and awaited; the connection closed at
+        once. After a clean ``stop`` there is nothing left but to check; after a stop cut short it is what ends
+        the instance. Returns only once each of them is over (one that ignores being cancelled is logged every
+        ABORT_LOG_S and cancelled again: never left running beside the fresh instance)."""
+        if self.status != "stopped":
+            self.status = "stopping"  # (an essential task cancelled now is no death)
+        handlers = self.bus.handler_tasks()  # (before the close, which forgets the subscriptions)
+        await self.bus.abort()
+        me = asyncio.current_task()
+        left = {t for t in (self._tasks | handlers) if not t.done() and t is not me}
+        waited = 0.0
+        while left:
+            for task in left:
+                if waited or not task.cancelling():  # (one cancelled already may be finishing its cleanup)
+                    task.cancel()
+            _, left = await asyncio.wait(left, timeout=ABORT_LOG_S)
+            if left:
+                waited += ABORT_LOG_S
+                names = ", ".join(sorted(t.get_name() for t in left))
+                self.log.error("{} aborted: {} still running {:g} s after being cancelled", self.name, names, waited)
+        self.status = "stopped"
 
     async def on_start(self) -> None:
         """Subscribe, rebuild state. Override."""

@@ -28,8 +28,10 @@ import hashlib
 import itertools
 import re
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import TypeVar
 
 import msgspec
 from nats.aio.msg import Msg as NatsMsg
@@ -71,6 +73,7 @@ from schemas.messages import (
 from schemas.services import Prediction, PredictionQuestion, SizeAnswer, SizeQuestion
 from schemas.subjects import PAIR_RE, pair_currencies
 
+T = TypeVar("T")
 ZERO = Decimal(0)
 ONE = Decimal(1)
 KEEP_RESULTS_MS = 24 * 3600 * 1000  # signal ids are remembered (and duplicates answered) this long
@@ -80,6 +83,13 @@ LATE_MS = 5_000  # ... kept at most this long (beyond MAX_UNMATCHED, not even th
 MAX_UNMATCHED = 100_000
 KEYED = ("id:", "msg:")  # keys of publishes paired by id (a digest key is plain hex)
 NEVER_STORED_MS = 600_000  # an inbox waiting this long for a result is forgotten (its publish was never stored)
+# a publish is stored within moments of being heard, or not at all: a publish without any id is paired with a
+# stored copy of the same bytes stored within this long of when it was heard (the closest such), never another
+PAIR_WITHIN_MS = 2_000
+# a retry under a Nats-Msg-Id is dropped by the stream (and so answered with the first copy's result) only within
+# the stream's duplicate window from that first copy, less this margin (clocks, latency); later it is stored anew
+DUPLICATE_MARGIN_MS = 2_000
+DUPLICATE_WINDOW_MS = 120_000  # TBX_SIGNALS' duplicate window (ensure_layout) until the stream says otherwise
 MAX_ANSWERED = 50_000  # replies kept for retries (by key) at most, and at most NEVER_STORED_MS
 PRICE_SAMPLE_MS = 1_000  # volatility: one mid per second per pair ...
 PRICE_SAMPLES = 120  # ... over the last two minutes
@@ -128,12 +138,18 @@ class SignalIntake(Actor):
         # of that key's stored copy, and a publish whose key has a result already gets it at once: a publish heard
         # but never stored takes no later copy's answer, and every retry is answered. Only a signal with neither
         # (each publish a signal of its own) is paired by a digest of its bytes, in arrival order: the k-th
-        # publish heard is the k-th stored copy handled (two FIFOs pair them, whichever half comes first).
+        # publish heard is the k-th stored copy handled (two FIFOs pair them, whichever half comes first), and a
+        # publish is paired with the stored copy stored closest to when it was heard, within PAIR_WITHIN_MS: one
+        # heard but never stored is left over, never given a later identical publish's result.
         self.waiting: dict[str, deque[tuple[int, str]]] = {}  # key -> (when heard, reply inbox) until its result
-        self.answered: OrderedDict[str, tuple[int, bytes]] = OrderedDict()  # key -> (when, the reply) for retries
-        self.published: dict[str, deque[tuple[int, str | None]]] = {}  # digest -> (when, reply subject or None)
-        self.handled: dict[str, deque[tuple[int, bytes]]] = {}  # digest -> (when, the reply) not paired yet
-        self.digests: dict[str, list[str]] = {}  # signal id -> the keys (or digests) of its stored copies waiting
+        # key -> (when its stored copy was stored, the reply) for retries
+        self.answered: OrderedDict[str, tuple[int, bytes]] = OrderedDict()
+        self.published: dict[str, deque[tuple[int, str | None]]] = {}  # digest -> (when heard, reply subject or None)
+        # digest -> (when handled, when stored, the reply) not paired yet
+        self.handled: dict[str, deque[tuple[int, int, bytes]]] = {}
+        # signal id -> (key or digest, when stored) of its stored copies waiting for its result
+        self.digests: dict[str, list[tuple[str, int]]] = {}
+        self.duplicate_window_ms = DUPLICATE_WINDOW_MS
         self.prices: dict[str, deque[tuple[int, Decimal]]] = {}
         self.min_confidence = parse_source_numbers(s.SOURCE_MIN_CONFIDENCE)
         self.weights = parse_source_numbers(s.SIGNAL_WEIGHTS)
@@ -144,6 +160,7 @@ class SignalIntake(Actor):
     async def on_start(self) -> None:
         s = self.subjects
         self.stream = s.s_signals
+        await self._read_duplicate_window()
         self.books.add_hook(self._sample)
         await self.books.start()
         await self.markets.load()  # the amount steps, before the first signal is sized (if the router is up)
@@ -320,28 +337,48 @@ class SignalIntake(Actor):
             return
         if not msg.reply:
             return  # nobody to answer (its result is on tbx.events.signals.<pair>)
-        if (answer := self._answer_of(key)) is not None:  # a retry of a signal that has its result
+        now = now_ms()
+        if key.startswith("msg:") and key in self.answered:
+            await self._read_duplicate_window()  # (what it is now: an operator may have changed it)
+        if (answer := self._answer_of(key, now)) is not None:  # a retry of a signal that has its result
             await self.bus.nc.publish(msg.reply, answer)
             return
-        now = now_ms()
         self.waiting.setdefault(key, deque()).append((now, msg.reply))
         _trim(self.waiting, now, NEVER_STORED_MS)
 
-    def _answer_of(self, key: str) -> bytes | None:
-        """The reply already sent for ``key`` (a retry gets the same), or one made from the remembered result."""
+    def _answer_of(self, key: str, now: int) -> bytes | None:
+        """The reply already sent for ``key`` (a retry gets the same), or one made from the remembered result.
+        Under a Nats-Msg-Id only while the stream still drops a copy under it as a duplicate (its duplicate window
+        from the stored copy, less a margin): later the retry is stored anew, a signal of its own, and waits for
+        its own result (never told "same signal" while a second order is made)."""
         if (kept := self.answered.get(key)) is not None:
-            return kept[1]
+            stored, reply = kept
+            if not key.startswith("msg:") or now - stored < self.duplicate_window_ms - DUPLICATE_MARGIN_MS:
+                return reply
+            return None
         if key.startswith("id:") and (ev := self.results.get(key[3:])) is not None:
             return encode(SignalReply(**msgspec.structs.asdict(ev), stream=self.stream))
         return None
+
+    async def _read_duplicate_window(self) -> None:
+        """The stream's duplicate window as it is now (kept as it was when the stream does not answer)."""
+        try:
+            info = await asyncio.wait_for(self.bus.js.stream_info(self.stream), 2.0)
+        except Exception as e:
+            self.log.warning("duplicate window of {} not read ({}): taken as {} ms", self.stream, e,
+                             self.duplicate_window_ms)  # fmt: skip
+            return
+        if info.config.duplicate_window is not None:
+            self.duplicate_window_ms = int(info.config.duplicate_window * 1000)
 
     async def _pair_publish(self, digest: str, reply: str | None) -> None:
         now = now_ms()
         done = self.handled.get(digest)
         while done and now - done[0][0] > LATE_MS:
             done.popleft()
-        if done:  # its stored copy was handled first
-            _, answer = done.popleft()
+        if done and (i := _closest(done, now, lambda e: e[1])) is not None:  # its stored copy was handled first
+            answer = done[i][2]
+            del done[i]
             if not done:
                 del self.handled[digest]
             if reply:
@@ -350,17 +387,20 @@ class SignalIntake(Actor):
         self.published.setdefault(digest, deque()).append((now, reply))
         _trim(self.published, now)
 
-    async def _answer(self, ev: SignalEvent, keys: list[str], seq: int) -> None:
-        """Answer the publishes whose stored copies these were: every inbox waiting on a key (a signal id, a
-        Nats-Msg-Id), the oldest publish of a digest."""
+    async def _answer(self, ev: SignalEvent, keys: list[tuple[str, int]], seq: int) -> None:
+        """Answer the publishes whose stored copies these were (each with when it was stored): every inbox waiting
+        on a key (a signal id, a Nats-Msg-Id); of a digest, the publish heard closest to when the copy was stored,
+        within PAIR_WITHIN_MS (one heard clearly before was never stored and gets nothing of this copy)."""
         if not keys:
             return
         reply = encode(SignalReply(**msgspec.structs.asdict(ev), stream=self.stream, seq=seq))
         now = now_ms()
-        for d in keys:
+        for d, stored in keys:
             if d.startswith(KEYED):
-                self.answered[d] = (now, reply)
-                self.answered.move_to_end(d)
+                kept = self.answered.get(d)
+                if kept is None or kept[0] <= stored:  # (a copy stored later is the one a msg id's retry is up to)
+                    self.answered[d] = (stored, reply)
+                    self.answered.move_to_end(d)
                 while self.answered and (
                     len(self.answered) > MAX_ANSWERED or now - next(iter(self.answered.values()))[0] > NEVER_STORED_MS
                 ):
@@ -369,16 +409,19 @@ class SignalIntake(Actor):
                     await self.bus.nc.publish(inbox, reply)
                 continue
             heard = self.published.get(d)
-            while heard and now - heard[0][0] > 600_000:  # published long ago and never stored: forget
+            while heard and now - heard[0][0] > NEVER_STORED_MS:  # published long ago and never stored: forget
                 heard.popleft()
-            if heard:
-                _, subject = heard.popleft()
+            if heard and (i := _closest(heard, stored, lambda e: e[0])) is not None:
+                subject = heard[i][1]
+                del heard[i]
                 if not heard:
                     del self.published[d]
                 if subject:
                     await self.bus.nc.publish(subject, reply)
             else:  # heard as stored before heard as published (or published while we were away)
-                self.handled.setdefault(d, deque()).append((now, reply))
+                if heard is not None and not heard:
+                    del self.published[d]
+                self.handled.setdefault(d, deque()).append((now, stored, reply))
                 _trim(self.handled, now)
 
     async def _finish(
@@ -415,11 +458,13 @@ class SignalIntake(Actor):
         seq = env.seq or 0
         # without an id of its own, a signal is named by where the stream stored it: the same on redelivery
         sid = sig.signal_id or signal_id(day_key(at), seq)
-        key = _key(sig.signal_id, env.headers) or _digest(env.raw.data)
+        key = (_key(sig.signal_id, env.headers) or _digest(env.raw.data), env.stored_at or now_ms())
         if sid in self.results:  # handled before (a redelivery, or the same id sent again)
             await self._answer(self.results[sid], [key], seq)
             return
-        self.digests.setdefault(sid, []).append(key)
+        keys = self.digests.setdefault(sid, [])
+        if key not in keys:  # (a redelivery of the same stored copy is one copy: it answers one publish)
+            keys.append(key)
         if sid in self.held:  # waiting in a window already
             return
         me = (sig, sid, at, seq)
@@ -787,6 +832,17 @@ def _client_id(sid: str) -> str:
     if CLIENT_ID_RE.match(cid):
         return cid
     return "sig-" + hashlib.blake2b(sid.encode(), digest_size=12).hexdigest() + "-1"
+
+
+def _closest(entries: deque[T], at: int, when: Callable[[T], int]) -> int | None:
+    """The index of the entry whose time is closest to ``at``, within PAIR_WITHIN_MS (the oldest of equals): a
+    publish heard clearly before or after the copy was stored is another publish (one never stored, say)."""
+    best, gap = None, PAIR_WITHIN_MS + 1
+    for i, e in enumerate(entries):
+        g = abs(when(e) - at)
+        if g < gap:
+            best, gap = i, g
+    return best
 
 
 def _trim(fifos: dict[str, deque], now: int, late_ms: int = LATE_MS) -> None:  # type: ignore[type-arg]

@@ -25,7 +25,7 @@ from nats.js.kv import KeyValue
 
 from bus.auth import NatsAuth
 from bus.codec import DecodeFailure, decode, encode
-from bus.errors import BusUnavailable, RequestFailed, Transient
+from bus.errors import BusUnavailable, NatsRefused, RequestFailed, Transient
 from schemas.messages import DeadLetter, now_ms
 from schemas.subjects import Subjects
 
@@ -129,6 +129,26 @@ _TRANSIENT = (
 )
 
 
+_AUTH_REFUSALS = ("authorization violation", "authentication expired", "authentication revoked")
+
+
+def _refusal(e: BaseException) -> str | None:
+    """What to check when NATS refuses us for good (None: it may answer later, wait for it)."""
+    text = str(e).lower()
+    if isinstance(e, nats.errors.AuthorizationError) or any(r in text for r in _AUTH_REFUSALS):
+        return "check the user and password or token in NATS_URL, NATS_CREDS and NATS_NKEY_SEED"
+    if isinstance(e, nkeys.NkeysError):
+        return "check the seed in NATS_CREDS or NATS_NKEY_SEED"
+    if isinstance(e, ssl.SSLError) and not isinstance(
+        e, ssl.SSLEOFError | ssl.SSLZeroReturnError | ssl.SSLSyscallError
+    ):
+        return (
+            "check NATS_TLS_CA (the CA that signed the server's certificate), NATS_TLS_CERT and NATS_TLS_KEY "
+            "(the client certificate the server asks for) and tls:// in NATS_URL"
+        )
+    return None
+
+
 def _publish_retryable(e: BaseException) -> bool:
     """A JetStream publish that may succeed if tried again at once (with the same msg id)."""
     if isinstance(e, nats.errors.ConnectionClosedError | nats.errors.ConnectionDrainingError):
@@ -182,6 +202,7 @@ class Bus:
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
         self._lost: list[Callable[[str], None]] = []
+        self._retired: set[asyncio.Task[None]] = set()  # handler tasks of subscriptions ended by stop_consuming
 
     def on_lost(self, callback: Callable[[str], None]) -> None:
         """``callback(reason)`` once the connection is closed for good by anything but our own ``close``
@@ -224,10 +245,13 @@ class Bus:
         log = logger.bind(actor=name)
         connected = False
         last_error: list[str] = []
+        refused: list[str] = []  # what NATS (or its TLS) refused: a setting to fix, not a wait
 
         async def on_error(e: Exception) -> None:
             if not connected:
                 last_error[:] = [str(e) or type(e).__name__]
+                if (why := _refusal(e)) is not None:
+                    refused[:] = [why, str(e) or type(e).__name__]
                 return
             log.warning("nats error: {}", e)
 
@@ -281,6 +305,10 @@ class Bus:
         except (OSError, nats.errors.Error, TimeoutError, ssl.SSLError, nkeys.NkeysError) as e:
             reason = last_error[0] if last_error else (str(e) or type(e).__name__)
             shown = re.sub(r"(://)[^\s/@,]+@", r"\1***@", url)  # never print credentials
+            if not refused and (why := _refusal(e)) is not None:
+                refused[:] = [why, reason]
+            if refused:
+                raise NatsRefused(f"NATS at {shown} refused the connection: {refused[1]}; {refused[0]}") from None
             raise BusUnavailable(
                 f"cannot reach NATS at {shown}: {reason}. Start a nats-server there, or unset NATS_URL "
                 "to let tbx start its embedded one"
@@ -318,12 +346,16 @@ class Bus:
                     await self.wait_leader(spec.name)  # created meanwhile by another actor
                     await self.js.update_stream(cfg)
                 continue
+            had = info.config.num_replicas or 1
+            cfg.num_replicas = max(had, self.replicas)  # raised to NATS_REPLICAS, never lowered
             if (
                 sorted(info.config.subjects or []) != sorted(spec.subjects)
                 or (info.config.max_msgs_per_subject or -1) != spec.max_msgs_per_subject
                 or bool(info.config.no_ack) != spec.no_ack
+                or had < self.replicas
             ):
                 await self.js.update_stream(cfg)
+                self._said_replicas(spec.name, had)
         for bucket in (
             self.subjects.kv_state,
             self.subjects.kv_paper,
@@ -333,8 +365,21 @@ class Bus:
         ):
             await self.kv(bucket)
             names.append(f"KV_{bucket}")
+            info = await self.js.stream_info(f"KV_{bucket}")  # a bucket is a stream: its replicas raised alike
+            had = info.config.num_replicas or 1
+            if had < self.replicas:
+                kv_cfg = info.config
+                kv_cfg.num_replicas = self.replicas
+                await self.js.update_stream(kv_cfg)
+                self._said_replicas(f"KV_{bucket}", had)
         for name in names:
             await self.wait_leader(name)
+
+    def _said_replicas(self, stream: str, had: int) -> None:
+        if had < self.replicas:
+            logger.bind(actor=self.name).warning(
+                "stream {} had {} replica(s): raised to NATS_REPLICAS={}", stream, had, self.replicas
+            )
 
     async def wait_leader(self, stream: str, bound: float | None = None) -> None:
         """Until ``stream`` (a KV bucket: ``KV_<bucket>``) has a leader; at once with one replica. Raises
@@ -435,11 +480,19 @@ class Bus:
                 logger.bind(actor=self.name).info("publish on {} stored after {} tries", subject, tries)
             return int(ack.seq)
 
-    async def request(self, subject: str, msg: Any, reply_type: type[R], *, timeout: float = 5.0) -> R:
+    async def request(
+        self,
+        subject: str,
+        msg: Any,
+        reply_type: type[R],
+        *,
+        timeout: float = 5.0,
+        headers: dict[str, str] | None = None,
+    ) -> R:
         data = encode(msg)
         for attempt in range(NO_RESPONDERS_TRIES):
             try:
-                reply = await self.nc.request(subject, data, timeout=timeout)
+                reply = await self.nc.request(subject, data, timeout=timeout, headers=headers)
                 break
             except nats.errors.NoRespondersError:
                 # a subscription the server has just been told of can still read as "no interest" for a
@@ -453,6 +506,42 @@ class Bus:
             unavailable = reply.headers.get(TRANSIENT_HEADER) == "1"
             raise RequestFailed(subject, reply.headers[ERROR_HEADER], unavailable=unavailable)
         return decode(reply.data, reply_type)
+
+    async def stored_under(
+        self, stream: str, subject: str, msg_id: str, since_ms: int, *, bound: float = 5.0
+    ) -> int | None:
+        """The stream sequence of a message of ``subject`` stored at or after ``since_ms`` (epoch ms) under the
+        ``Nats-Msg-Id`` ``msg_id``, or None when the stream holds none: is it known to be stored? Reads the headers
+        only (an ordered consumer from that time). Raises (TimeoutError, a JetStream error) when the stream cannot
+        tell within ``bound`` seconds: then it is not known."""
+        loop = asyncio.get_running_loop()
+        found: asyncio.Future[int | None] = loop.create_future()
+        last = (await self.js.stream_info(stream)).state.last_seq or 0
+
+        async def cb(msg: NatsMsg) -> None:
+            if found.done():
+                return
+            md = msg.metadata
+            if msg.headers and msg.headers.get(MSG_ID_HEADER) == msg_id:
+                found.set_result(md.sequence.stream)
+            elif md.sequence.stream >= last or md.num_pending == 0:
+                found.set_result(None)  # read up to what was stored when asked
+
+        config = api.ConsumerConfig(
+            deliver_policy=api.DeliverPolicy.BY_START_TIME,
+            opt_start_time=_rfc3339(since_ms),
+            filter_subject=subject,
+            headers_only=True,
+        )
+        sub = await self.js.subscribe(subject, stream=stream, cb=cb, ordered_consumer=True, config=config)
+        try:
+            info = await sub.consumer_info()
+            if (info.num_pending or 0) == 0 and (info.delivered.stream_seq or 0) == 0 and not found.done():
+                found.set_result(None)  # nothing stored since then
+            return await asyncio.wait_for(asyncio.shield(found), bound)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
     async def respond(self, env: Envelope, reply: Any) -> None:
         if env.reply:
@@ -805,9 +894,32 @@ class Bus:
             self._resume_task.cancel()
         self._follows.clear()
         for sub in self._subs:
+            if (task := _handler_task(sub)) is not None:
+                self._retired.add(task)  # (an unsubscribe cancels its handler in hand, without waiting for it)
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
         self._subs.clear()
+
+    def handler_tasks(self) -> set[asyncio.Task[None]]:
+        """The tasks that run this connection's message handlers (one per subscription with a callback, also
+        those made with ``nc.subscribe`` directly), and those of subscriptions ended by ``stop_consuming``
+        whose handler may still be finishing: what must be over before a fresh instance takes over."""
+        tasks = set(self._retired)
+        for sub in list(self.nc._subs.values()):  # (nats-py's private map: every open subscription)
+            if (task := _handler_task(sub)) is not None:
+                tasks.add(task)
+        return {t for t in tasks if not t.done()}
+
+    async def abort(self) -> None:
+        """Close the connection at once, without draining: nothing more is taken or sent; the handlers in hand
+        are cancelled by nats-py (``handler_tasks`` tells when they are over)."""
+        self._closing = True
+        if self._resume_task is not None:
+            self._resume_task.cancel()
+        for task in list(self._background):
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.nc.close(), 2.0)
 
     async def close(self) -> None:
         self._closing = True
@@ -819,6 +931,12 @@ class Bus:
             await asyncio.wait_for(self.nc.drain(), 3.0)
         with contextlib.suppress(Exception):
             await self.nc.close()
+
+
+def _handler_task(sub: Any) -> asyncio.Task[None] | None:
+    """The task in which nats-py runs a subscription's callback (None without a callback)."""
+    task = getattr(sub, "_wait_for_msgs_task", None)
+    return task if isinstance(task, asyncio.Task) else None
 
 
 def _rfc3339(ts_ms: int) -> str:

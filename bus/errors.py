@@ -9,6 +9,12 @@ class BusUnavailable(BusError):
     """NATS cannot be reached."""
 
 
+class NatsRefused(BusError):
+    """NATS answers but refuses us (wrong credentials, a TLS certificate it or we do not accept): no wait mends
+    that, the settings must change. As fatal as a config error: ``tbx`` exits 2 with one line naming the settings
+    to check (tbx/supervisor.py ``is_fatal``, tbx/cli.py)."""
+
+
 class RequestFailed(BusError):
     """A request got no answer in time, nobody was listening, or the responder reported an error."""
 

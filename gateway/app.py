@@ -218,3 +218,18 @@ class Gateway:
         await self.app[HEALTH].stop()
         await self.bus.close()
         self.log.info("gateway stopped")
+
+    async def abort(self) -> None:
+        """As ``Actor.abort``: nothing of this instance runs any more (its supervisor is about to start a fresh
+        one): the connection closed at once, the REST site closed, the handlers in hand cancelled and awaited."""
+        handlers = self.bus.handler_tasks()
+        await self.bus.abort()
+        if self.runner is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.runner.cleanup(), SHUTDOWN_GRACE_S + 1.0)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.app[HEALTH].stop(), 1.0)
+        for task in handlers:
+            task.cancel()
+        if handlers:
+            await asyncio.wait(handlers)

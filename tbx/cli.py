@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from actors.venues.base import VenueStartError
     from bus.embedded import PortInUse
-    from bus.errors import BusUnavailable
+    from bus.errors import BusUnavailable, NatsRefused
     from tbx.logs import setup_logging
     from tbx.runner import ACTOR_CLASSES, serve
 
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     except BusUnavailable as e:
         logger.error(str(e))
         return 1
-    except ConfigError as e:  # (found by a part at its start: as fatal as one found before)
+    except (ConfigError, NatsRefused) as e:  # (found by a part at its start: as fatal as one found before)
         print(f"tbx: config error: {e}", file=sys.stderr)
         return 2
     except VenueStartError as e:  # the live venue's start check: one line naming what failed

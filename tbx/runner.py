@@ -31,7 +31,7 @@ from gateway.app import Gateway
 from gateway.common import HEALTH
 from schemas.subjects import Subjects
 from tbx.status import NATS_URL_FILE  # in DATA_DIR, while `tbx run` runs
-from tbx.supervisor import DISCARD_TIMEOUT_S, Part, Stopped, Supervisor, connect_until, retry_transient
+from tbx.supervisor import STOPPING_DISCARD_S, Part, Stopped, Supervisor, connect_until, retry_transient
 
 # start order: consumers before producers; stop order is the reverse
 ACTOR_CLASSES: dict[str, type[Actor]] = {
@@ -304,7 +304,7 @@ async def serve(settings: Settings, names: list[str], *, with_gateway: bool, emb
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await starting
         if tasks:  # supervisors end at once on the stop (a start cut short is discarded within its bound)
-            await asyncio.wait(tasks, timeout=DISCARD_TIMEOUT_S + 0.5)
+            await asyncio.wait(tasks, timeout=STOPPING_DISCARD_S + 1.5)
         await shutdown([s.part for s in sups if s.part is not None])
         if nats_server is not None:
             await asyncio.to_thread(nats_server.stop, 1.0)

@@ -9,6 +9,10 @@
 - Run: then the supervisor waits for ``part.died`` (an essential task ended, the connection closed for good,
   the lease lost). When it resolves: log why, stop the instance, back off (0.5 s doubling to 30 s; the count
   starts again once an instance has run 60 s), start a fresh instance.
+- Discard: an instance that died (or whose start failed) gets its whole stop (DISCARD_TIMEOUT_S, at least the
+  actor's own stop budget); then ``abort`` cancels whatever still runs of it (background tasks, a handler in
+  hand) and waits until it is over. The fresh instance starts only after that: two instances of a part never
+  run side by side in one process (the old one reconciling against the venue from a stale store, say).
 - A stop signal ends every wait at once (back-off, connect, a start in progress); the parts that run are then
   stopped by the caller, in its order.
 
@@ -28,15 +32,17 @@ from typing import Any, Protocol, TypeVar
 
 from loguru import logger
 
+from actors.base import STOP_BUDGET_S
 from actors.venues.base import VenueStartError
 from bus.client import Bus, is_transient
-from bus.errors import BusUnavailable
+from bus.errors import BusUnavailable, NatsRefused
 from config.settings import ConfigError
 from domain.backoff import CONNECT, RESTART, Backoff
 
 T = TypeVar("T")
 
-DISCARD_TIMEOUT_S = 2.0  # stopping an instance that failed (or whose start was cut short)
+DISCARD_TIMEOUT_S = STOP_BUDGET_S + 1.0  # stopping an instance that failed (its own stop budget, and a margin)
+STOPPING_DISCARD_S = 2.0  # ... once a stop signal has come: the whole process stops within its budget
 STILL_WAITING_LOG_S = 30.0  # "still waiting for NATS" at most this often
 
 
@@ -49,6 +55,8 @@ class Part(Protocol):
 
     async def stop(self) -> None: ...
 
+    async def abort(self) -> None: ...
+
 
 class Stopped(Exception):
     """A stop signal ended the wait."""
@@ -56,7 +64,7 @@ class Stopped(Exception):
 
 def is_fatal(e: BaseException) -> bool:
     """An error no retry can mend: the settings are wrong. Everything else is tried again."""
-    if isinstance(e, ConfigError):
+    if isinstance(e, ConfigError | NatsRefused):  # (NATS refusing our credentials or certificates: settings too)
         return True
     if isinstance(e, VenueStartError):
         return not e.retryable
@@ -281,10 +289,36 @@ class Supervisor:
         return part.died.result()
 
     async def _discard(self, part: Part) -> None:
-        """Stop an instance that failed or was cut short, within a bound; its connection closed whatever happens."""
+        """Stop an instance that failed or was cut short, and make sure nothing of it runs on: its own stop gets
+        DISCARD_TIMEOUT_S (STOPPING_DISCARD_S once a stop signal has come), then ``abort`` cancels and awaits
+        whatever still runs of it (a task the stop did not end, a handler in hand) and closes its connection."""
+        loop = asyncio.get_running_loop()
+        stopping = asyncio.ensure_future(part.stop())
+        signal = asyncio.ensure_future(self.stop.wait())
+        t0 = loop.time()
         try:
-            await asyncio.wait_for(part.stop(), DISCARD_TIMEOUT_S)
-        except Exception as e:
+            await asyncio.wait({stopping, signal}, timeout=DISCARD_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED)
+            if not stopping.done() and self.stop.is_set():
+                left = min(STOPPING_DISCARD_S, max(0.0, t0 + DISCARD_TIMEOUT_S - loop.time()))
+                await asyncio.wait({stopping}, timeout=left)
+        except asyncio.CancelledError:
+            stopping.cancel()
+            raise
+        finally:
+            signal.cancel()
+        if not stopping.done():
+            stopping.cancel()
+            await asyncio.wait({stopping}, timeout=1.0)
+            self.log.warning(
+                "{} did not stop within {:.1f} s: aborting it (its tasks cancelled, its connection closed)",
+                self.name,
+                loop.time() - t0,
+            )
+        elif not stopping.cancelled() and (e := stopping.exception()) is not None:
             self.log.warning("{} did not stop cleanly: {}", self.name, describe(e))
-        with contextlib.suppress(Exception):
-            await part.bus.close()
+        try:
+            await part.abort()
+        except Exception as e:
+            self.log.warning("{} could not be aborted cleanly: {}", self.name, describe(e))
+            with contextlib.suppress(Exception):
+                await part.bus.close()

@@ -53,3 +53,31 @@ async def test_three_nodes_store_a_replicated_stream_and_survive_one_node(tmp_pa
         except ProcessLookupError:
             continue
         raise AssertionError(f"nats-server {pid} still runs")
+
+
+async def test_ensure_layout_raises_the_replicas_of_streams_and_buckets_made_with_fewer(tmp_path: Path) -> None:
+    """Regression (review of issue 19 part A, finding 8): streams and KV buckets made with 1 replica (a first start
+    with the default NATS_REPLICAS=1) stayed at 1 when NATS_REPLICAS=3 was set later: one node lost, data lost.
+    ensure_layout raises them (and never lowers a count an operator set higher)."""
+    from bus.client import Bus
+    from schemas.subjects import Subjects
+
+    with NatsCluster(tmp_path, 3) as cluster:
+        subjects = Subjects("rep")
+        one = await Bus.connect(cluster.url, name="r1", subjects=subjects, replicas=1)
+        three = await Bus.connect(cluster.url, name="r3", subjects=subjects, replicas=3)
+        try:
+            await one.ensure_layout()
+            names = [spec.name for spec in subjects.streams()]
+            buckets = [f"KV_{b}" for b in (subjects.kv_state, subjects.kv_paper, subjects.kv_credentials)]
+            assert {(await one.js.stream_info(n)).config.num_replicas for n in names + buckets} == {1}
+            await three.ensure_layout()
+            for n in names + buckets:
+                info = await three.js.stream_info(n)
+                assert info.config.num_replicas == 3, n
+                assert info.cluster is not None and len(info.cluster.replicas or []) == 2, n
+            await one.ensure_layout()  # NATS_REPLICAS=1 again: what is there stays at 3
+            assert {(await one.js.stream_info(n)).config.num_replicas for n in names + buckets} == {3}
+        finally:
+            await one.close()
+            await three.close()

@@ -14,7 +14,8 @@ import pytest
 
 from bus.auth import NatsAuth
 from bus.client import Bus
-from bus.errors import BusUnavailable
+from bus.embedded import free_port
+from bus.errors import BusUnavailable, NatsRefused
 from config.settings import ConfigError, load_settings, warnings_for
 from schemas.messages import RiskAlert, now_ms
 from schemas.subjects import Subjects
@@ -48,12 +49,13 @@ async def test_mutual_tls_with_the_settings_files(tmp_path: Path) -> None:
              "NATS_TLS_KEY": str(certs["client_key"])}
         )  # fmt: skip
         await _trade_a_write(url, nats_auth(settings))
-        # no client certificate: the server refuses; a CA that did not sign the server: we refuse it
-        with pytest.raises(BusUnavailable):
+        # no client certificate: the server refuses; a CA that did not sign the server: we refuse it. Neither is
+        # "cannot reach" (waited for): a config error naming the settings to check (regression, review finding 7)
+        with pytest.raises(NatsRefused, match=r"certificate required.*NATS_TLS_CA.*NATS_TLS_CERT.*NATS_TLS_KEY"):
             await Bus.connect(url, name="x", subjects=Subjects("authx"), connect_timeout=3,
                               auth=NatsAuth(tls_ca=str(certs["ca"])))  # fmt: skip
         other = make_certs(tmp_path / "other")
-        with pytest.raises(BusUnavailable):
+        with pytest.raises(NatsRefused, match=r"certificate verify failed.*NATS_TLS_CA"):
             await Bus.connect(url, name="x", subjects=Subjects("authx"), connect_timeout=3,
                               auth=NatsAuth(tls_ca=str(other["ca"]), tls_cert=str(certs["client_cert"]),
                                             tls_key=str(certs["client_key"])))  # fmt: skip
@@ -70,10 +72,10 @@ async def test_an_nkey_user(tmp_path: Path) -> None:
         await _trade_a_write(url, nats_auth(load_settings({"NATS_URL": url, "NATS_NKEY_SEED": str(seed)})))
         stranger = tmp_path / "stranger.nk"
         stranger.write_text(new_nkey(nkeys.PREFIX_BYTE_USER).seed.decode())
-        with pytest.raises(BusUnavailable, match=r"(?i)authoriz"):
+        with pytest.raises(NatsRefused, match=r"Authorization Violation.*NATS_CREDS and NATS_NKEY_SEED"):
             await Bus.connect(url, name="x", subjects=Subjects("authx"), connect_timeout=3,
                               auth=NatsAuth(nkey_seed=str(stranger)))  # fmt: skip
-        with pytest.raises(BusUnavailable, match=r"(?i)authoriz"):  # no key at all
+        with pytest.raises(NatsRefused, match=r"Authorization Violation"):  # no key at all
             await Bus.connect(url, name="x", subjects=Subjects("authx"), connect_timeout=3)
 
 
@@ -84,8 +86,35 @@ async def test_a_creds_file_of_an_account_with_jetstream(tmp_path: Path) -> None
     with nats_server(tmp_path / "srv", str(setup["config"])) as port:
         url = f"nats://127.0.0.1:{port}"
         await _trade_a_write(url, nats_auth(load_settings({"NATS_URL": url, "NATS_CREDS": str(setup["creds"])})))
-        with pytest.raises(BusUnavailable):
+        with pytest.raises(NatsRefused):
             await Bus.connect(url, name="x", subjects=Subjects("authx"), connect_timeout=3)
+
+
+async def test_nats_not_there_is_waited_for_not_refused() -> None:
+    """Nothing listening is "cannot reach" (the supervisor waits for it), never a refusal."""
+    with pytest.raises(BusUnavailable, match="cannot reach NATS") as err:
+        await Bus.connect(f"nats://127.0.0.1:{free_port()}", name="x", subjects=Subjects("authx"), connect_timeout=2)
+    assert not isinstance(err.value, NatsRefused)
+
+
+def test_tbx_actor_with_a_wrong_password_exits_2_naming_the_settings(tmp_path: Path) -> None:
+    """Regression (review of issue 19 part A, finding 7): wrong credentials were "cannot reach NATS ...:
+    'Authorization Violation'", waited for forever. Now a config error: exit 2, one line naming what to check."""
+    with nats_server(tmp_path / "srv", "authorization { user: tbx, password: right }\n") as port:
+        env = {
+            **os.environ, "NATS_URL": f"nats://tbx:wrong@127.0.0.1:{port}", "BUS_PREFIX": "authbad",
+            "DATA_DIR": str(tmp_path / "data"), "LOG_LEVEL": "INFO",
+        }  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, "-m", "tbx.cli", "actor", "portfolio-ledger"], cwd=ROOT, env=env, capture_output=True,
+            text=True, timeout=120,
+        )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out[-3000:]
+    (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("tbx: config error:")]
+    assert "Authorization Violation" in line and "NATS_URL" in line and "NATS_CREDS" in line, line
+    assert "wrong" not in line  # (the password is never printed)
+    assert "cannot reach" not in out and "waits for it" not in out, out[-3000:]
 
 
 def test_the_settings_name_what_is_wrong(tmp_path: Path) -> None:

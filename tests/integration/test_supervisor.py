@@ -5,12 +5,17 @@ every wait at once."""
 from __future__ import annotations
 
 import asyncio
+from typing import ClassVar
+
+import pytest
 
 from actors.base import Actor
 from actors.md_feed import MarketDataFeed
-from bus.client import Bus
+from bus.client import Bus, Envelope
 from domain.backoff import Backoff
+from schemas.messages import Empty
 from schemas.subjects import Subjects
+from tbx import supervisor
 from tbx.supervisor import Supervisor
 from tests.helpers import eventually
 from tests.integration.test_order_types import settings_for
@@ -88,3 +93,79 @@ async def test_a_stop_signal_during_the_back_off_stops_at_once(nats_url, prefix,
     stop.set()
     await asyncio.wait_for(task, 5)
     assert asyncio.get_running_loop().time() - t0 < 1.0
+
+
+# -- a discarded instance never runs beside the fresh one ------------------------------------------------------
+class Slow(Actor):
+    """Its stop is slow (on_stop 5 s: a snapshot put while NATS is in trouble), its loop goes on until cancelled
+    (a reconcile against the venue), and a request handler in hand finishes its venue call for 3 s when cancelled."""
+
+    name = "slow"
+    ticks: ClassVar[dict[str, int]] = {}
+    events: ClassVar[list[tuple[str, str]]] = []
+
+    async def on_start(self) -> None:
+        Slow.events.append(("started", self.instance))
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(0.05)
+                Slow.ticks[self.instance] = Slow.ticks.get(self.instance, 0) + 1
+
+        self.spawn(loop(), "venue loop", essential=True)
+
+        async def handler(_: Empty, env: Envelope) -> None:
+            Slow.events.append(("in hand", self.instance))
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                await asyncio.sleep(3.0)  # the venue call in flight is seen to its end (longer than the stop)
+                Slow.events.append(("handler over", self.instance))
+                raise
+
+        await self.bus.subscribe(f"{self.subjects.prefix}.slow.work", Empty, handler)
+
+    async def on_stop(self) -> None:
+        await asyncio.sleep(5)
+
+
+@pytest.mark.parametrize("cut_short", [False, True], ids=["whole stop", "stop cut short"])
+async def test_a_discarded_instance_runs_nothing_once_the_fresh_one_starts(
+    nats_url, prefix, make_bus, monkeypatch, cut_short
+) -> None:
+    """Regression (review of issue 19 part A, finding 1): the supervisor cut an instance's stop after 2 s, and
+    whatever the stop had not ended yet (its loop, a handler in hand) kept running next to the fresh instance."""
+    if cut_short:  # the stop takes longer than the supervisor grants: abort() ends the rest
+        monkeypatch.setattr(supervisor, "DISCARD_TIMEOUT_S", 0.3)
+    client = await make_bus("client")
+    Slow.ticks.clear()
+    Slow.events.clear()
+    stop = asyncio.Event()
+    settings = settings_for(nats_url, prefix)
+
+    async def connect() -> Bus:
+        return await Bus.connect(nats_url, name="slow", subjects=Subjects(prefix))
+
+    sup = Supervisor("slow", connect, lambda bus: Slow(settings, bus), stop, policy=QUICK)
+    task = asyncio.create_task(sup.run())
+    try:
+        await asyncio.wait_for(sup.started.wait(), 30)
+        first = sup.part
+        assert first is not None
+        await client.nc.publish(f"{prefix}.slow.work", b"{}")
+        await eventually(lambda: asyncio.sleep(0, ("in hand", first.instance) in Slow.events), what="in hand")
+        first.fail("a test says so")
+        fresh = await eventually(
+            lambda: asyncio.sleep(0, sup.part if sup.part not in (None, first) else None), 30, what="a fresh one"
+        )
+        assert ("handler over", first.instance) in Slow.events, "the fresh instance started while a handler ran"
+        assert Slow.events.index(("handler over", first.instance)) < Slow.events.index(("started", fresh.instance))
+        n = Slow.ticks.get(first.instance, 0)
+        await eventually(lambda: asyncio.sleep(0, Slow.ticks.get(fresh.instance, 0) >= 10), what="fresh ticks")
+        assert Slow.ticks.get(first.instance, 0) == n, "the discarded instance's loop still runs"
+        assert first.status == "stopped" and first.bus.nc.is_closed
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        if sup.part is not None:
+            await sup.part.stop()
