@@ -30,7 +30,7 @@ HEARTBEAT_INTERVAL_S = 1.0
 # how long Actor.stop may take at most: the message in hand (2 s and the buffers handed back), on_stop (2 s),
 # the background tasks (1 s), the connection drained (3 s), and a margin. tbx/supervisor.py gives a stop at
 # least this long before it aborts the instance.
-STOP_BUDGET_S = 9.0
+STOP_BUDGET_S = 11.0  # stop(): the drain 2 + on_stop 2 + tasks 1 + the lease's release ~2 + close 3, and a margin
 ABORT_LOG_S = 5.0  # abort(): a task still not over after being cancelled is named this often
 
 
@@ -167,9 +167,12 @@ class Actor:
         if self.status != "stopped":
             self.status = "stopping"  # (an essential task cancelled now is no death)
         handlers = self.bus.handler_tasks()  # (before the close, which forgets the subscriptions)
+        if self.lease is not None:
+            self.lease.abandon()  # never renewed again: a standby takes over once it runs out
         await self.bus.abort()
         me = asyncio.current_task()
-        left = {t for t in (self._tasks | handlers) if not t.done() and t is not me}
+        renewals = {self._lease_task} if self._lease_task is not None else set()
+        left = {t for t in (self._tasks | handlers | renewals) if not t.done() and t is not me}
         waited = 0.0
         while left:
             for task in left:

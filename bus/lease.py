@@ -221,6 +221,11 @@ class LeaseDriver:
         if lease.phase is Phase.LOST:
             self.on_lost(f"lease lost: {lease.lost_reason}")
 
+    def abandon(self) -> None:
+        """Stop renewing at once, without a word to NATS (the instance is being aborted, its connection closed):
+        the lease runs out and a standby takes it; this instance's fence closes as it would for a lost renewal."""
+        self._stopping.set()
+
     async def release(self, runner: asyncio.Task[None] | None = None) -> None:
         """A clean stop: no write from now on, the renewal in hand finished, the key deleted naming our revision
         (a standby takes over at once; if a renewal's outcome stayed unknown the delete is refused and the

@@ -75,7 +75,12 @@ async def test_ensure_layout_raises_the_replicas_of_streams_and_buckets_made_wit
             for n in names + buckets:
                 info = await three.js.stream_info(n)
                 assert info.config.num_replicas == 3, n
-                assert info.cluster is not None and len(info.cluster.replicas or []) == 2, n
+                # the new peers show up in the stream's cluster info once they have joined (asynchronously)
+                deadline = asyncio.get_running_loop().time() + 20
+                while info.cluster is None or len(info.cluster.replicas or []) != 2:
+                    assert asyncio.get_running_loop().time() < deadline, (n, info.cluster)
+                    await asyncio.sleep(0.1)
+                    info = await three.js.stream_info(n)
             await one.ensure_layout()  # NATS_REPLICAS=1 again: what is there stays at 3
             assert {(await one.js.stream_info(n)).config.num_replicas for n in names + buckets} == {3}
         finally:
