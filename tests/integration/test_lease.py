@@ -80,3 +80,24 @@ async def test_standby_then_takeover_on_stop_and_a_deposed_active_writes_nothing
 
 async def _v(value: object) -> object:
     return value
+
+
+async def test_an_aborted_instance_renews_its_lease_no_more(nats_url, prefix):
+    """Regression: a supervisor aborts an instance whose stop was cut short (tbx/supervisor.py) and starts a fresh
+    one; the aborted instance's renewals ran on (they are not one of its background tasks), so it kept the lease for
+    ever and every fresh instance stood by behind a dead one. Aborted, its renewals end and a standby takes over
+    once the lease runs out."""
+    a = await _tracker(nats_url, prefix)
+    await a.start()
+    b = await _tracker(nats_url, prefix)
+    starting_b = asyncio.create_task(b.start())
+    try:
+        await eventually(lambda: _v(b.standing_by.is_set()), what="b stands by")
+        await a.abort()  # no stop first: as after a stop cut short
+        assert a._lease_task is not None and a._lease_task.done()
+        await asyncio.wait_for(starting_b, 10)  # FAILOVER_MS=600: the lease runs out, b takes it
+        assert b.lease is not None and b.lease.active
+    finally:
+        if not starting_b.done():
+            starting_b.cancel()
+        await b.stop()
