@@ -237,6 +237,7 @@ class Bus:
         async def on_disconnect() -> None:
             if buses:
                 buses[0]._synced.clear()  # from now on what we fold from streams may be behind
+                buses[0]._drop_unsent()
                 try:  # (nats-py's private map of open requests: never let a surprise stop the reconnect)
                     buses[0]._in_flight_at_disconnect |= set(buses[0].nc._resp_map)
                 except Exception as e:
@@ -378,8 +379,32 @@ class Bus:
         return self._kv[bucket]
 
     def set_fence(self, fence: Fence | None) -> None:
-        """From now on every stream and KV write through this bus asks ``fence`` first (bus/lease.py)."""
+        """From now on every stream and KV write through this bus asks ``fence`` first (bus/lease.py).
+
+        A fenced bus buffers nothing while NATS is unreachable: nats-py would keep a publish made while it
+        reconnects (or made just before the connection died and not written yet) and send it at the reconnect,
+        after the fence was asked - by then a standby may hold the lease. So its pending buffer is 0 (a publish
+        while disconnected raises ``OutboundBufferLimitError``, transient: retried through the fence) and what
+        is left unsent at a disconnect is dropped (``_drop_unsent``)."""
         self.js.fence = fence
+        if fence is not None:
+            self.nc._max_pending_size = 0  # (nats-py's ``pending_size``; read at every publish)
+
+    def _drop_unsent(self) -> None:
+        """At a disconnect of a fenced bus: forget what nats-py holds unsent (it would send it at the reconnect,
+        past the fence). A request among it times out and is retried through the fence; subscriptions are
+        sent again by nats-py at the reconnect anyway."""
+        if self.js.fence is None:
+            return
+        try:  # (nats-py's private buffer: never let a surprise stop the reconnect)
+            dropped = self.nc._pending_data_size
+            self.nc._pending = []
+            self.nc._pending_data_size = 0
+        except Exception as e:
+            logger.bind(actor=self.name).error("unsent writes not dropped at the disconnect: {}", e)
+            return
+        if dropped:
+            logger.bind(actor=self.name).warning("disconnected: {} bytes unsent dropped (fenced)", dropped)
 
     def check_fence(self) -> None:
         """Raise ``LeaseLost`` unless this bus may write now (a write outside JetStream: a venue's order)."""
