@@ -78,6 +78,16 @@ def timings(failover_ms: int) -> LeaseTimings:
     )
 
 
+ACK_WAIT_FLOOR_S = 5.0
+
+
+def ack_wait_s(failover_ms: int) -> float:
+    """The ack wait of a leased actor's durable consumers (s): what a dead active had taken and not acknowledged
+    is delivered again this long after it was handed out - 2 x FAILOVER_MS, at least ``ACK_WAIT_FLOOR_S`` (a
+    message waiting in an instance's own buffer ages too: a shorter wait would deliver a backlog twice)."""
+    return max(2 * failover_ms / 1000, ACK_WAIT_FLOOR_S)
+
+
 class Phase(StrEnum):
     STANDBY = "standby"
     ACTIVE = "active"
