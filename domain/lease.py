@@ -222,6 +222,11 @@ class Lease:
             return Takeover(last=self.seen_revision)
         return None
 
+    def read_failed(self) -> None:
+        """A read of the key failed (no answer, NATS unreachable): what happened to the key meanwhile is unknown,
+        so the time waited so far does not count - the wait starts again at the next read that returns."""
+        self.attempt_failed()
+
     def attempt_failed(self) -> None:
         """Our create / takeover was refused (someone else was first): observe again from scratch."""
         if self.phase is Phase.STANDBY:
