@@ -23,6 +23,7 @@ from loguru import logger
 from bus.client import Bus
 from bus.lease import LeaseDriver
 from config.settings import ConfigError, Settings
+from domain.lease import ack_wait_s
 from domain.partitions import owns, suffix
 from schemas.messages import Heartbeat, RiskAlert, Severity, VenueState, now_ms
 
@@ -111,6 +112,7 @@ class Actor:
                 on_lost=self.fail,
             )
             self.bus.set_fence(self.lease.check)  # nothing is written before the lease is held
+            self.bus.ack_wait = ack_wait_s(self.settings.FAILOVER_MS)  # a dead active's messages come back soon
             self.status = "standby"
         self.spawn(self._heartbeat_loop(), "heartbeat", essential=True)
         if self.lease is not None:

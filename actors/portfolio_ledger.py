@@ -210,7 +210,7 @@ class PortfolioLedger(Actor):
         # a live venue's balances (the order-router publishes them; paper mode never does), one at a time
         await self.bus.consume(
             stream=s.s_balances, durable="portfolio-ledger-balances", subject=s.balances(), type_=VenueBalances,
-            handler=self._on_balances, max_ack_pending=1, ack_wait=60.0,
+            handler=self._on_balances, max_ack_pending=1,
         )  # fmt: skip
         interval = self.settings.POSITION_UPDATE_INTERVAL / 1000
         self.spawn(self.every(interval, self.revalue, "portfolio revaluation"), "revalue", essential=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import re
 import ssl
@@ -51,6 +52,7 @@ PUBLISH_MIN_ATTEMPT_S = 1.0  # the ack timeout of one try is what is left of the
 PUBLISH_PAUSE_S = (0.02, 0.5)  # first and longest pause between tries
 LEADER_WAIT_S = 30.0  # ensure_layout: a stream or bucket without a leader this long is an error (retried)
 LEADER_POLL_TIMEOUT_S = 2.0
+DEFAULT_ACK_WAIT_S = 30.0  # durable consumers of a bus without a lease (a leased actor's: domain.lease.ack_wait_s)
 
 
 Fence = Callable[[], str]  # returns the lease header's value, or raises bus.errors.LeaseLost
@@ -186,6 +188,7 @@ class Bus:
         self.nc = nc
         self.replicas = replicas
         self.js = FencedJetStream(nc, timeout=10.0)
+        self.ack_wait = DEFAULT_ACK_WAIT_S  # of the durable consumers (``consume``); a leased actor's is shorter
         self.subjects = subjects
         self.name = name
         self._subs: list[Subscription] = []
@@ -261,6 +264,7 @@ class Bus:
         async def on_disconnect() -> None:
             if buses:
                 buses[0]._synced.clear()  # from now on what we fold from streams may be behind
+                buses[0]._drop_unsent()
                 try:  # (nats-py's private map of open requests: never let a surprise stop the reconnect)
                     buses[0]._in_flight_at_disconnect |= set(buses[0].nc._resp_map)
                 except Exception as e:
@@ -423,8 +427,32 @@ class Bus:
         return self._kv[bucket]
 
     def set_fence(self, fence: Fence | None) -> None:
-        """From now on every stream and KV write through this bus asks ``fence`` first (bus/lease.py)."""
+        """From now on every stream and KV write through this bus asks ``fence`` first (bus/lease.py).
+
+        A fenced bus buffers nothing while NATS is unreachable: nats-py would keep a publish made while it
+        reconnects (or made just before the connection died and not written yet) and send it at the reconnect,
+        after the fence was asked - by then a standby may hold the lease. So its pending buffer is 0 (a publish
+        while disconnected raises ``OutboundBufferLimitError``, transient: retried through the fence) and what
+        is left unsent at a disconnect is dropped (``_drop_unsent``)."""
         self.js.fence = fence
+        if fence is not None:
+            self.nc._max_pending_size = 0  # (nats-py's ``pending_size``; read at every publish)
+
+    def _drop_unsent(self) -> None:
+        """At a disconnect of a fenced bus: forget what nats-py holds unsent (it would send it at the reconnect,
+        past the fence). A request among it times out and is retried through the fence; subscriptions are
+        sent again by nats-py at the reconnect anyway."""
+        if self.js.fence is None:
+            return
+        try:  # (nats-py's private buffer: never let a surprise stop the reconnect)
+            dropped = self.nc._pending_data_size
+            self.nc._pending = []
+            self.nc._pending_data_size = 0
+        except Exception as e:
+            logger.bind(actor=self.name).error("unsent writes not dropped at the disconnect: {}", e)
+            return
+        if dropped:
+            logger.bind(actor=self.name).warning("disconnected: {} bytes unsent dropped (fenced)", dropped)
 
     def check_fence(self) -> None:
         """Raise ``LeaseLost`` unless this bus may write now (a write outside JetStream: a venue's order)."""
@@ -617,7 +645,7 @@ class Bus:
         subject: str,
         type_: type[T],
         handler: Handler[T],
-        ack_wait: float = 30.0,
+        ack_wait: float | None = None,
         max_deliver: int = 5,
         max_ack_pending: int = 256,
     ) -> Subscription:
@@ -628,8 +656,12 @@ class Bus:
         unavailable) is retried with back-off for as long as it takes; any other error is retried and
         dead-lettered after ``max_deliver`` attempts. A message is only dropped once its dead letter is
         stored. ``max_ack_pending`` bounds what waits in our buffer, so nothing sits there past
-        ``ack_wait`` and gets delivered twice.
+        ``ack_wait`` and gets delivered twice. ``ack_wait`` (s): the bus's ``ack_wait`` unless given (a leased
+        actor's derives from FAILOVER_MS: what a dead instance held comes back soon); while the handler runs,
+        the message is kept alive (``in_progress``) every half ack wait, so a long handler is not raced by a
+        redelivery. An existing durable whose ack wait differs is updated to it.
         """
+        wait = self.ack_wait if ack_wait is None else ack_wait
 
         async def cb(msg: NatsMsg) -> None:
             if self._pausing:  # draining: hand it back, redelivered to whoever listens a moment from now
@@ -638,7 +670,7 @@ class Bus:
             self._inflight += 1
             self._idle.clear()
             try:
-                await self._handle_js(msg, type_, handler, max_deliver)
+                await self._handle_js(msg, type_, handler, max_deliver, wait)
             finally:
                 self._inflight -= 1
                 if self._inflight == 0:
@@ -647,12 +679,13 @@ class Bus:
         config = api.ConsumerConfig(
             durable_name=durable,
             ack_policy=api.AckPolicy.EXPLICIT,
-            ack_wait=ack_wait,
+            ack_wait=wait,
             max_deliver=-1,
             max_ack_pending=max_ack_pending,
             filter_subject=subject,
             deliver_policy=api.DeliverPolicy.ALL,
         )
+        await self._set_ack_wait(stream, durable, wait)
         sub = await self.js.subscribe(
             subject,
             queue=durable,
@@ -666,7 +699,40 @@ class Bus:
         self._subs.append(sub)
         return sub
 
-    async def _handle_js(self, msg: NatsMsg, type_: type[T], handler: Handler[T], max_deliver: int) -> None:
+    async def _set_ack_wait(self, stream: str, durable: str, ack_wait: float) -> None:
+        """An existing durable keeps the config it was made with (nats-py binds to it): bring its ack wait to
+        ``ack_wait`` (one made before FAILOVER_MS set it had 30 s)."""
+        try:
+            info = await self.js.consumer_info(stream, durable)
+        except nats.js.errors.NotFoundError:
+            return  # made by the subscribe, with the config given
+        if info.config.ack_wait is not None and abs(info.config.ack_wait - ack_wait) < 0.001:
+            return
+        await self.js.add_consumer(stream, dataclasses.replace(info.config, ack_wait=ack_wait))
+        logger.bind(actor=self.name).info("consumer {}: ack wait now {:.1f} s", durable, ack_wait)
+
+    async def _keep_alive(self, msg: NatsMsg, every: float) -> None:
+        """Tell JetStream the message in hand is still being worked on, every ``every`` seconds."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await msg.in_progress()
+            except Exception as e:  # (disconnected: the redelivery it cannot stop is handled idempotently)
+                logger.bind(actor=self.name).debug("in-progress of {} not sent: {}", msg.subject, e)
+
+    async def _handle_js(
+        self, msg: NatsMsg, type_: type[T], handler: Handler[T], max_deliver: int, ack_wait: float | None = None
+    ) -> None:
+        if ack_wait is None:
+            await self._handle_js_now(msg, type_, handler, max_deliver)
+            return
+        alive = asyncio.create_task(self._keep_alive(msg, ack_wait / 2))
+        try:
+            await self._handle_js_now(msg, type_, handler, max_deliver)
+        finally:
+            alive.cancel()
+
+    async def _handle_js_now(self, msg: NatsMsg, type_: type[T], handler: Handler[T], max_deliver: int) -> None:
         env = _envelope(msg, js=True)
         log = logger.bind(actor=self.name)
         try:

@@ -152,6 +152,7 @@ class LeaseDriver:
                 rev, holder = await self._read()
             except (TimeoutError, nats.errors.Error) as e:
                 self.log.warning("lease {}: cannot read the key ({}); again", self.role, str(e) or type(e).__name__)
+                lease.read_failed()  # the time waited so far no longer counts
                 await self._wait(self.clock() + self.t.poll_ms)
                 continue
             now = self.clock()

@@ -78,6 +78,16 @@ def timings(failover_ms: int) -> LeaseTimings:
     )
 
 
+ACK_WAIT_FLOOR_S = 5.0
+
+
+def ack_wait_s(failover_ms: int) -> float:
+    """The ack wait of a leased actor's durable consumers (s): what a dead active had taken and not acknowledged
+    is delivered again this long after it was handed out - 2 x FAILOVER_MS, at least ``ACK_WAIT_FLOOR_S`` (a
+    message waiting in an instance's own buffer ages too: a shorter wait would deliver a backlog twice)."""
+    return max(2 * failover_ms / 1000, ACK_WAIT_FLOOR_S)
+
+
 class Phase(StrEnum):
     STANDBY = "standby"
     ACTIVE = "active"
@@ -211,6 +221,11 @@ class Lease:
         if now - self.seen_since >= self.t.takeover_ms:
             return Takeover(last=self.seen_revision)
         return None
+
+    def read_failed(self) -> None:
+        """A read of the key failed (no answer, NATS unreachable): what happened to the key meanwhile is unknown,
+        so the time waited so far does not count - the wait starts again at the next read that returns."""
+        self.attempt_failed()
 
     def attempt_failed(self) -> None:
         """Our create / takeover was refused (someone else was first): observe again from scratch."""

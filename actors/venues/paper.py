@@ -36,6 +36,7 @@ from actors.venues.base import (
     VenueTrade,
 )
 from bus.client import Bus
+from bus.errors import LeaseLost
 from config.settings import Settings, parse_paper_markets
 from config.venues import PAPER, live_venues, venue_configs, venue_names
 from domain.matching import MarketSpec, Matcher, SimOrder, SimTrade
@@ -137,6 +138,7 @@ class PaperVenue:
         self.trades: deque[tuple[str, VenueTrade]] = deque(maxlen=RECENT_TRADES)
         self.recent: OrderedDict[str, SimOrder] = OrderedDict()  # orders of this run, newest last
         self.lock = asyncio.Lock()
+        self._balances_unsaved = False  # a balance write failed after its order was stored: write at the next save
         self._health = VenueHealth(name=self.name, connected=True, update_mode="push")
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -199,9 +201,12 @@ class PaperVenue:
             self.recent.popitem(last=False)
 
     async def _save(self, o: SimOrder, new_trades: list[SimTrade]) -> None:
-        """Store the order and, if it traded, the balances: both writes at once (one round trip, not two).
-        Callers hold ``self.lock``, so two balance writes never race each other."""
-        writes = [self.kv.put(_key(o.client_order_id), _enc.encode(o))]
+        """Store the order, then, if it traded, the balances. Callers hold ``self.lock``, so two balance writes
+        never race each other. The balances in memory change only once the order is stored (a failed order
+        write leaves them as stored, for the caller to roll the order back); a balance write that fails after
+        the order was stored keeps them in memory (they are what the stored orders say) and the next save
+        writes them."""
+        await self.kv.put(_key(o.client_order_id), _enc.encode(o))
         if new_trades:
             base, quote = pair_currencies(o.pair)
             sign = Decimal(1) if o.side == "buy" else Decimal(-1)
@@ -209,27 +214,42 @@ class PaperVenue:
                 self.balances[base] = self.balances.get(base, ZERO) + sign * t.quantity
                 self.balances[quote] = self.balances.get(quote, ZERO) - sign * t.quantity * t.price - t.fee
                 self.trades.append((o.pair, _venue_trade(t)))
-            writes.append(self.kv.put(self.balances_key, _enc.encode(self.balances)))
-        await asyncio.gather(*writes)
+            self._balances_unsaved = True
+        if self._balances_unsaved:
+            await self.kv.put(self.balances_key, _enc.encode(self.balances))
+            self._balances_unsaved = False
 
     # -- market data -----------------------------------------------------------------------------------
     async def _on_book(self, book: Book) -> None:
         if book.venue != self.source:
             return  # another venue's book: never matched on
         m = self._matcher(book.pair)
+        log = logger.bind(actor="order-router")
+        saved: list[tuple[SimOrder, list[SimTrade]]] = []
         async with self.lock:
+            try:  # an instance that may not write matches nothing: what it holds stays what is stored
+                self.bus.check_fence()
+            except LeaseLost:
+                return
+            before = {cid: _copy(o) for cid, o in m.resting.items()}
             filled = m.on_book(book, now_ms())
             for o, trades in filled:
+                try:
+                    await self._save(o, trades)
+                except Exception as e:  # not stored: as if this book had not touched it (the next one may)
+                    log.opt(exception=e).error(
+                        "paper venue: fill of {} not stored, rolled back: {}", o.client_order_id, e
+                    )
+                    _roll_back(m, o, before[o.client_order_id], trades)
+                    continue
                 self._remember(o)
-                await self._save(o, trades)
-        for o, trades in filled:
+                saved.append((o, trades))
+        for o, trades in saved:
             if self.listener is not None:
                 try:
                     await self.listener(_view(o), [_venue_trade(t) for t in trades])
                 except Exception as e:  # one failing push must not hide the others; the reconcile catches up
-                    logger.bind(actor="order-router").opt(exception=e).error(
-                        "paper venue: update of {} not delivered: {}", o.client_order_id, e
-                    )
+                    log.opt(exception=e).error("paper venue: update of {} not delivered: {}", o.client_order_id, e)
 
     # -- the unified API -------------------------------------------------------------------------------
     async def markets(self) -> list[MarketRules]:
@@ -335,3 +355,19 @@ class PaperVenue:
                 raise VenueRefused(f"cannot modify: {refusal}")
             await self._save(o, trades)
         return _view(o)
+
+
+def _copy(o: SimOrder) -> SimOrder:
+    """A copy of a resting order that matching cannot change (its trade list is its own)."""
+    return msgspec.structs.replace(o, trades=list(o.trades))
+
+
+def _roll_back(m: Matcher, o: SimOrder, was: SimOrder, trades: list[SimTrade]) -> None:
+    """Undo what ``Matcher.on_book`` did to ``o`` (its trades, its end) when storing it failed: it rests again as
+    it was stored, and the pair's position no longer counts its trades. (The book liquidity it took stays taken
+    until the next book: it can only make this book fill less, never more.)"""
+    for t in trades:
+        m.position -= t.quantity if o.is_buy else -t.quantity
+    for f in SimOrder.__struct_fields__:  # in place: whoever holds ``o`` (the recent orders) sees it as stored
+        setattr(o, f, getattr(was, f))
+    m.resting[o.client_order_id] = o

@@ -106,7 +106,7 @@ class Sim:
         rid = next(self.requests)
         inst.waiting = rid
         self.at(now_real + self.delay(), who, "server", rid, op, sent_at, arg)
-        self.at(now_real + self.t.request_ms / inst.rate, who, "timeout", rid)
+        self.at(now_real + self.t.request_ms / inst.rate, who, "timeout", rid, op)
 
     def wake_later(self, now_real: float, who: int) -> None:
         inst = self.instances[who]
@@ -169,6 +169,8 @@ class Sim:
             if payload[0] != inst.waiting:
                 return
             inst.waiting = None  # given up: a late answer is ignored
+            if payload[1] == "get":
+                lease.read_failed()  # as the driver does (bus/lease.py)
             self.at(when, who, "wake")
             return
         if kind == "answer":
@@ -314,6 +316,18 @@ def test_a_standby_waits_out_an_unchanged_revision_and_starts_again_on_a_change(
     assert lease.next_wakeup(300) == 300 + t.poll_ms
     lease.attempt_failed()
     assert lease.takeover(10_000) is None  # must read again first
+
+
+def test_a_failed_read_restarts_the_standbys_wait() -> None:
+    """Time during which the standby could not read the key never counts towards its takeover wait."""
+    t = timings(1000)
+    lease = Lease(t, "b")
+    lease.observed(0, 4, "a")
+    lease.read_failed()  # cut off from NATS for a while
+    now = t.takeover_ms + 1
+    lease.observed(now, 4, "a")  # the same revision again, but it has only been seen unchanged since now
+    assert lease.takeover(now) is None
+    assert lease.takeover(now + t.takeover_ms) == Takeover(last=4)
 
 
 def test_release_ends_writing_and_names_the_revision() -> None:
