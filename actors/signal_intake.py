@@ -41,7 +41,7 @@ from actors.services import ServiceClient, ServiceDown, clamp01
 from bus.client import MSG_ID_HEADER, Bus, Envelope
 from bus.codec import DecodeFailure, decode, encode
 from bus.errors import RequestFailed, Transient
-from bus.partitions import owner_subject
+from bus.partitions import order_of_client
 from config.settings import Settings, parse_source_numbers
 from config.venues import venue_names
 from domain import signals as rules
@@ -54,8 +54,6 @@ from schemas.messages import (
     Empty,
     OrderReply,
     OrderRequest,
-    OrdersPage,
-    OrdersQuery,
     Performance,
     PortfolioSnapshot,
     PositionSizing,
@@ -744,13 +742,20 @@ class SignalIntake(Actor):
         if reply.code == "DUPLICATE_CLIENT_ORDER_ID":
             # the client order id is this signal's own: an earlier attempt made the order (its answer was lost)
             # and this one sized it anew at today's prices. The order that exists is the signal's result.
-            page = await self.bus.request(
-                owner_subject(self.bus, self.subjects.query("orders"), req.pair, self.settings.PARTITIONS),
-                OrdersQuery(client_order_id=req.client_order_id), OrdersPage, timeout=10.0,
-            )  # fmt: skip
-            if not page.orders:  # approved, not created yet: the next delivery finds it
+            # Asked of every partition (PARTITIONS > 1): the id may be held by an order of another partition's pair
+            # (the same signalId sent for such a pair, or a REST clientOrderId such as ``X-1``) - never found by
+            # asking the signal's own partition, which would retry for ever. A partition that does not answer
+            # (and no other has the order) raises: asked again at the next delivery.
+            held = await order_of_client(self.bus, req.client_order_id, self.settings.PARTITIONS, timeout=10.0)
+            if held is None:  # approved, not created yet: the next delivery finds it
                 raise Transient(f"the order of {req.client_order_id} is on its way")
-            reply = OrderReply(ok=True, order=page.orders[0])
+            if held.pair != req.pair:  # not this signal's order: an order of another pair holds its client id
+                detail = (
+                    f"clientOrderId {req.client_order_id} (from signalId {req.signal_id}) already names order "
+                    f"{held.order_id} of {held.pair}: a signalId is used once, whatever the pair"
+                )
+                return "rejected", f"DUPLICATE_CLIENT_ORDER_ID: {detail}", {"code": "DUPLICATE_CLIENT_ORDER_ID"}
+            reply = OrderReply(ok=True, order=held)
         if not reply.ok or reply.order is None:
             return "rejected", f"{reply.code}: {reply.detail}", {"code": reply.code}
         o = reply.order

@@ -1,0 +1,150 @@
+"""Pair partitions (PARTITIONS=2) on one machine, over a real nats-server: the findings of the review of issue 19's
+partitions - ids reused across partitions, a partition away (scatter-gather never a wrong answer), processes that
+disagree on PARTITIONS, key rotations reaching every partition, the paper account as the sum of the partitions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import msgspec
+
+from actors.order_router import OrderRouter
+from actors.signal_intake import SignalIntake
+from bus.client import Bus
+from bus.embedded import free_port
+from config.settings import Settings, load_settings
+from domain.partitions import partition_of
+from gateway.app import Gateway
+from tbx.runner import ACTOR_CLASSES, build, shutdown
+from tests.helpers import eventually
+
+JSON = {"Content-Type": "application/json"}
+P0, P1 = "SOL_USDT", "BTC_USDT"  # partition 0 and 1 of 2
+
+
+async def call(http: aiohttp.ClientSession, method: str, url: str, **kw: Any) -> tuple[int, dict]:
+    async with http.request(method, url, **kw) as r:
+        return r.status, json.loads(await r.read() or b"{}")
+
+
+@dataclass
+class Two:
+    settings: Settings
+    parts: list[Any]
+    started: list[Any]
+    http: aiohttp.ClientSession
+    base: str
+
+    @property
+    def routers(self) -> list[OrderRouter]:
+        return [p for p in self.parts if isinstance(p, OrderRouter)]
+
+    @property
+    def intakes(self) -> list[SignalIntake]:
+        return [p for p in self.parts if isinstance(p, SignalIntake)]
+
+    @property
+    def client(self) -> Bus:
+        return next(p for p in self.parts if isinstance(p, Gateway)).bus
+
+    async def call(self, method: str, path: str, **kw: Any) -> tuple[int, dict]:
+        return await call(self.http, method, f"{self.base}{path}", **kw)
+
+    async def order(self, **body: Any) -> tuple[int, dict]:
+        return await self.call("POST", "/api/orders", json=body, headers=JSON)
+
+    async def stop_part(self, part: Any) -> None:
+        await part.stop()
+        self.started.remove(part)
+
+    async def signal(self, body: dict, timeout: float = 10.0) -> dict:
+        reply = await self.client.nc.request(self.client.subjects.signals_submit, json.dumps(body).encode(), timeout)
+        return msgspec.json.decode(reply.data)  # type: ignore[no-any-return]
+
+
+def two_settings(nats_url: str, prefix: str, **extra: str) -> Settings:
+    return load_settings(
+        {
+            "NATS_URL": nats_url, "BUS_PREFIX": prefix, "PORT": str(free_port()), "PAIRS": f"{P1},{P0}",
+            "PARTITIONS": "2", "MARKET_DATA_INTERVAL": "50", "ALLOW_SHORT": "true", "MAX_POSITION_SIZE": "1",
+            "MAX_DAILY_LOSS": "1", "PRICE_BAND_PERCENT": "0", "DEFAULT_ORDER_TIMEOUT": "0",
+            "STOP_LOSS_ENABLED": "false", "DEFAULT_TAKE_PROFIT_PERCENT": "0", **extra,
+        }
+    )  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def two_partitions(nats_url: str, prefix: str, **extra: str) -> AsyncIterator[Two]:
+    settings = two_settings(nats_url, prefix, **extra)
+    assert partition_of(P0, 2) == 0 and partition_of(P1, 2) == 1
+    parts = await build(settings, nats_url, list(ACTOR_CLASSES), with_gateway=True)
+    started: list[Any] = []
+    try:
+        for part in parts:
+            await part.start()
+            started.append(part)
+        async with aiohttp.ClientSession() as http:
+            two = Two(settings, parts, started, http, f"http://127.0.0.1:{settings.PORT}")
+
+            async def prices() -> bool:
+                return all(r.books.mids.get(p) for r in two.routers for p in (P0, P1))
+
+            await eventually(prices, what="books of both pairs")
+            yield two
+    finally:
+        await shutdown(started)
+        for part in parts:
+            if part not in started:
+                with contextlib.suppress(Exception):
+                    await part.bus.close()
+
+
+async def hops(client: Bus) -> int:
+    info = await client.js.stream_info(client.subjects.s_hops)
+    return int(info.state.messages)
+
+
+# -- finding 1: a signal id (or client order id) reused on a pair of another partition ---------------------------
+async def test_signal_id_reused_on_another_partitions_pair_is_answered_once(nats_url, prefix):
+    async with two_partitions(nats_url, prefix) as two:
+        first = await two.signal(
+            {"pair": P0, "signal": "BUY", "confidence": 0.9, "source": "t", "signalId": "dup-sig", "quantity": "0.5"}
+        )
+        assert first["status"] == "executed", first
+        # the same id for a pair of partition 1: answered (not redelivered for ever), rejected, no second order
+        again = await two.signal(
+            {"pair": P1, "signal": "BUY", "confidence": 0.9, "source": "t", "signalId": "dup-sig", "quantity": "0.002"}
+        )
+        assert again["status"] == "rejected" and again["code"] == "DUPLICATE_CLIENT_ORDER_ID", again
+        assert "dup-sig-1" in again["reason"] and P0 in again["reason"], again
+        # and nothing keeps adding approvals to HOPS (each redelivery used to add one, every ~5 s)
+        before = await hops(two.client)
+        await asyncio.sleep(6.0)  # longer than a redelivery: a looping signal would have added an approval
+        assert await hops(two.client) == before
+        assert not any(o.pair == P1 for r in two.routers for o in r.store.orders.values())
+        # a REST clientOrderId "x-1" of partition 0's pair, then signal "x" of partition 1's pair: the same answer
+        status, out = await two.order(pair=P0, side="buy", type="limit", quantity=1, price=10, clientOrderId="x-1")
+        assert status == 201, out
+        sig = {"pair": P1, "signal": "BUY", "confidence": 0.9, "source": "t", "signalId": "x", "quantity": "0.002"}
+        result = await two.signal(sig)
+        assert result["status"] == "rejected" and result["code"] == "DUPLICATE_CLIENT_ORDER_ID", result
+
+
+async def test_client_order_id_reused_on_another_partitions_pair_is_refused(nats_url, prefix):
+    async with two_partitions(nats_url, prefix) as two:
+        status, a = await two.order(pair=P0, side="buy", type="limit", quantity=1, price=10, clientOrderId="same-1")
+        assert status == 201, a
+        status, b = await two.order(
+            pair=P1, side="buy", type="limit", quantity=0.01, price=1000, clientOrderId="same-1"
+        )
+        assert status == 409 and b["code"] == "DUPLICATE_CLIENT_ORDER_ID", b
+        # the same request again answers the order it names (201), from partition 0
+        status, c = await two.order(pair=P0, side="buy", type="limit", quantity=1, price=10, clientOrderId="same-1")
+        assert status == 201 and c["orderId"] == a["orderId"], c
+        assert not any(o.pair == P1 for r in two.routers for o in r.store.orders.values())
