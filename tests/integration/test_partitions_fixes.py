@@ -9,6 +9,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import aiohttp
@@ -148,3 +149,47 @@ async def test_client_order_id_reused_on_another_partitions_pair_is_refused(nats
         status, c = await two.order(pair=P0, side="buy", type="limit", quantity=1, price=10, clientOrderId="same-1")
         assert status == 201 and c["orderId"] == a["orderId"], c
         assert not any(o.pair == P1 for r in two.routers for o in r.store.orders.values())
+
+
+# -- finding 8: the paper account is the sum of the partitions' balances ------------------------------------------
+async def test_paper_account_is_the_sum_of_every_partitions_balances(nats_url, prefix):
+    async with two_partitions(nats_url, prefix) as two:
+        for pair, qty in ((P0, 1), (P1, 0.01)):
+            status, out = await two.order(pair=pair, side="buy", type="market", quantity=qty)
+            assert status == 201, out
+
+        async def both_filled() -> bool:
+            return all(o.status.value == "filled" for r in two.routers for o in r.store.orders.values()) and all(
+                r.store.orders for r in two.routers
+            )
+
+        await eventually(both_filled, what="one filled order in each partition")
+        venues = [r.sessions["paper"].venue for r in two.routers]
+        assert [v.balances_key for v in venues] == ["balances", "balances.p1"]
+        accounts = [await v.fetch_balance() for v in venues]
+        assert accounts[0] == accounts[1]  # the same one account, whichever partition is asked
+        totals = {c: b.total for c, b in accounts[0].items()}
+        assert totals["SOL"] == 1 and totals["BTC"] == Decimal("0.01")
+        spent = sum(
+            (o.filled_quantity * o.average_price + o.fees for r in two.routers for o in r.store.orders.values()),
+            start=Decimal(0),
+        )
+        assert totals["USDT"] == two.settings.INITIAL_BALANCE - spent
+        # a partition's own figures alone would be wrong: partition 1 never holds the initial balance
+        assert venues[1].balances.get("USDT", 0) < 0
+
+
+async def test_paper_balances_of_an_earlier_partitions_count_after_a_drain(make_bus, nats_url, prefix):
+    """PARTITIONS 2 -> 1 after a drain: partition 1's balance changes (``balances.p1``) stay part of the account."""
+    from actors.venues.paper import PaperVenue
+    from tests.integration.test_order_types import settings_for
+
+    bus = await make_bus("paper")
+    kv = await bus.kv(bus.subjects.kv_paper)
+    await kv.put("balances", b'{"USDT":"9000","SOL":"2"}')
+    await kv.put("balances.p1", b'{"USDT":"-500","BTC":"0.01"}')
+    venue = PaperVenue(settings_for(nats_url, prefix), bus)
+    await venue.start()
+    assert venue.balances_key == "balances"  # PARTITIONS=1: the key it always had
+    got = {c: b.total for c, b in (await venue.fetch_balance()).items()}
+    assert got == {"USDT": Decimal(8500), "SOL": Decimal(2), "BTC": Decimal("0.01")}
