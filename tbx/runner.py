@@ -26,6 +26,7 @@ from actors.signal_intake import SignalIntake
 from bus.auth import NatsAuth
 from bus.client import Bus
 from bus.embedded import EmbeddedNats
+from bus.partitions import agree_on_partitions
 from config.settings import Settings, hide_credentials, without_credentials
 from gateway.app import Gateway
 from gateway.common import HEALTH
@@ -133,6 +134,7 @@ async def build(
     setup = await connect(settings, url, "setup", auth)
     try:
         await setup.ensure_layout()
+        await agree_on_partitions(setup, settings.PARTITIONS)
     finally:
         await setup.close()
     parts: list[Part] = []
@@ -157,6 +159,7 @@ async def prepare_layout(
         setup = await connect_until(lambda: connect(settings, url, "setup", auth), what, stop)
         try:
             await setup.ensure_layout()
+            await agree_on_partitions(setup, settings.PARTITIONS)  # a mismatch: a config error (exit 2)
         finally:
             await setup.close()
 

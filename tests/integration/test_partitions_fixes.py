@@ -193,3 +193,27 @@ async def test_paper_balances_of_an_earlier_partitions_count_after_a_drain(make_
     assert venue.balances_key == "balances"  # PARTITIONS=1: the key it always had
     got = {c: b.total for c, b in (await venue.fetch_balance()).items()}
     assert got == {"USDT": Decimal(8500), "SOL": Decimal(2), "BTC": Decimal("0.01")}
+
+
+# -- finding 6: every process of a deployment runs with the same PARTITIONS --------------------------------------
+async def test_a_start_with_another_partitions_is_refused(make_bus, nats_url, prefix):
+    import pytest
+
+    from bus.partitions import agree_on_partitions
+    from config.settings import ConfigError
+    from tbx.runner import prepare_layout
+
+    bus = await make_bus("setup")
+    await agree_on_partitions(bus, 2)  # the first start records it
+    await agree_on_partitions(bus, 2)  # the same number again: fine
+    with pytest.raises(ConfigError, match=r"PARTITIONS=1 is not allowed: .* runs with PARTITIONS=2"):
+        await agree_on_partitions(bus, 1)
+    one = two_settings(nats_url, prefix, PARTITIONS="1")
+    with pytest.raises(ConfigError, match="PARTITIONS=2"):  # `tbx run` / `tbx actor` / `tbx gateway`: exit 2
+        await prepare_layout(one, nats_url, asyncio.Event(), "test")
+    with pytest.raises(ConfigError, match="PARTITIONS=2"):
+        await build(one, nats_url, ["risk-gate"], with_gateway=False)
+    # after a drain, an operator records the new number (README): then it starts
+    kv = await bus.kv(bus.subjects.kv_state)
+    await kv.put("partitions", b"1")
+    await prepare_layout(one, nats_url, asyncio.Event(), "test")
