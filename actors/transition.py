@@ -33,7 +33,7 @@ import nats.js.errors
 
 from bus.client import Envelope
 from bus.errors import RequestFailed
-from bus.partitions import cancel_all
+from bus.partitions import cancel_all, partition_named
 from config.venues import PAPER
 from domain import transition as tr
 from domain.ledger import lock_of
@@ -576,7 +576,10 @@ class Transition:
                         reason="reverted to paper"),
             g.settings.PARTITIONS, timeout=CANCEL_TIMEOUT_S,
         )  # fmt: skip
-        errors += [f"the live orders not canceled: the order-router did not answer ({e.reason})" for e in failures]
+        errors += [
+            f"the live orders not canceled: the order-router{partition_named(e)} did not answer ({e.reason})"
+            for e in failures
+        ]
         for o in r.orders:
             if o.status is OrderStatus.CANCELED:
                 if o.order_id not in self.cleanup_canceled:

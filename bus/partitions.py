@@ -22,6 +22,12 @@ R = TypeVar("R")
 PARTITIONS_KEY = "partitions"  # in the STATE bucket: the PARTITIONS every process of the deployment runs with
 
 
+def partition_named(e: RequestFailed) -> str:
+    """`` (partition k)`` when a failed request was addressed to partition k (``...p<k>``), else nothing."""
+    head, dot, tail = e.subject.rpartition(".p")
+    return f" (partition {tail})" if dot and head and tail.isdigit() else ""
+
+
 async def agree_on_partitions(bus: Bus, partitions: int) -> None:
     """Every process of a deployment (BUS_PREFIX) must run with the same PARTITIONS: the risk-gate and the gateway
     route by it, each partitioned actor serves by it. The first start records it in the STATE bucket (KV create);

@@ -181,8 +181,10 @@ class OrderRouter(Actor):
         await self.bus.subscribe(
             s.addressed(s.query("order_events"), k), OrderEventsQuery, self._on_events_query, queue=me
         )
+        # the venue rules: any partition answers (one queue group for all: each partition's venues know every
+        # pair's rules), so a signal-intake or risk-gate starting while partition 0 is down still gets them
+        await self.bus.subscribe(s.query("markets"), Empty, self._on_markets_query, queue=self.name)
         if self.venue_wide:
-            await self.bus.subscribe(s.query("markets"), Empty, self._on_markets_query, queue=self.name)
             await self.bus.subscribe(s.query("venues_test"), Empty, self._on_venues_test, queue=self.name)
             await self.keys.subscribe(queue=self.name)
         await self.bus.subscribe(s.addressed(s.orders_cancel, k), CancelOrder, self._on_cancel, queue=me)

@@ -217,3 +217,38 @@ async def test_a_start_with_another_partitions_is_refused(make_bus, nats_url, pr
     kv = await bus.kv(bus.subjects.kv_state)
     await kv.put("partitions", b"1")
     await prepare_layout(one, nats_url, asyncio.Event(), "test")
+
+
+# -- scatter-gather with a partition away: never a wrong answer ----------------------------------------------------
+async def test_a_partition_away_is_named_never_a_wrong_answer(nats_url, prefix):
+    async with two_partitions(nats_url, prefix) as two:
+        status, a = await two.order(pair=P0, side="buy", type="limit", quantity=1, price=10, clientOrderId="w-1")
+        assert status == 201, a
+        await two.stop_part(next(r for r in two.routers if r.partition == 1))
+        status, o = await two.call("GET", f"/api/orders/{a['orderId']}")
+        assert status == 200 and o["orderId"] == a["orderId"]  # partition 0 has it
+        status, o = await two.call("GET", "/api/orders/ORD_20200101_999999")
+        assert status in (503, 504) and "partition 1" in o["detail"], o  # never a wrong 404
+        status, o = await two.call("GET", "/api/orders")
+        assert status in (503, 504) and "partition 1" in o["detail"], o
+        # cancel-all: partition 0's orders canceled, the answer names partition 1
+        status, o = await two.call("POST", "/api/orders/cancel-all", json={}, headers=JSON)
+        assert status in (503, 504) and "partition 1" in o["detail"], o
+        status, o = await two.call("GET", f"/api/orders/{a['orderId']}")
+        assert status == 200 and o["status"] in ("canceled", "pending_cancel"), o
+        # the emergency stop: partition 1 listed in errors, partition 0's new order canceled all the same
+        status, b = await two.order(pair=P0, side="buy", type="limit", quantity=1, price=10, clientOrderId="w-2")
+        assert status == 201, b
+        status, o = await two.call("POST", "/api/risk/emergency-stop", json={}, headers=JSON)
+        assert status == 200 and b["orderId"] in o["canceledOrders"], o
+        assert any("partition 1" in e for e in o["errors"]), o
+
+
+async def test_market_rules_are_answered_while_partition_0_is_down(nats_url, prefix):
+    from actors.markets import MarketRulesCache
+
+    async with two_partitions(nats_url, prefix) as two:
+        await two.stop_part(next(r for r in two.routers if r.partition == 0))
+        rules = MarketRulesCache(two.client)
+        assert await rules.load()  # partition 1 answers the venue rules of every pair
+        assert rules.get(P0) is not None and rules.get(P1) is not None
