@@ -702,6 +702,16 @@ class CredentialCheckReply(Msg):
     swapped: bool = False  # a venue trading on these keys now uses the new ones
 
 
+class CredentialFollow(Msg):
+    """Order-router partition 0 -> partition k (PARTITIONS > 1, ``tbx.cmd.credentials.follow.p<k>``): swap in the
+    record the store holds now for ``venue`` / ``environment`` (the one ``record_id`` names, or a newer one), and
+    answer (a CredentialCheckReply: ``swapped`` when partition k signs with the store's record now)."""
+
+    venue: str
+    environment: str
+    record_id: str
+
+
 class CredentialDelete(Msg):
     """Gateway -> order-router (``tbx.cmd.credentials.delete``): remove the stored keys of a venue/environment."""
 

@@ -187,6 +187,8 @@ class OrderRouter(Actor):
         if self.venue_wide:
             await self.bus.subscribe(s.query("venues_test"), Empty, self._on_venues_test, queue=self.name)
             await self.keys.subscribe(queue=self.name)
+        if k is not None:  # the keys each partition signs with; a follower swaps in partition 0's promotions
+            await self.keys.subscribe_partition(k, queue=me)
         await self.bus.subscribe(s.addressed(s.orders_cancel, k), CancelOrder, self._on_cancel, queue=me)
         await self.bus.subscribe(s.addressed(s.orders_modify, k), ModifyOrder, self._on_modify, queue=me)
         await self.bus.consume(

@@ -252,3 +252,42 @@ async def test_market_rules_are_answered_while_partition_0_is_down(nats_url, pre
         rules = MarketRulesCache(two.client)
         assert await rules.load()  # partition 1 answers the venue rules of every pair
         assert rules.get(P0) is not None and rules.get(P1) is not None
+
+
+# -- finding 5: a key rotation answers once every partition signs with the new keys --------------------------------
+async def test_a_rotation_answers_once_every_partition_swapped(nats_url, prefix):
+    from tests.exchanges.binance import BinanceTestExchange
+    from tests.integration.test_credentials_rest import ENV_KEY, ENV_SECRET, K1, K2, S1, S2, TOKEN, live_env
+
+    exchange = BinanceTestExchange(
+        api_key=ENV_KEY, secret=ENV_SECRET, symbols=("BTC/USDT", "SOL/USDT"), balances={"USDT": "1000000", "BTC": "1"}
+    )
+    await exchange.start()
+    exchange.set_book("BTC/USDT", bids=[("59990", "100")], asks=[("60000", "100")])
+    exchange.set_book("SOL/USDT", bids=[("99", "100")], asks=[("101", "100")])
+    auth = {"Authorization": f"Bearer {TOKEN}", **JSON}
+    # a reconcile far away: a partition that follows only there would still sign with the old keys when asked
+    env = live_env(exchange, RECONCILE_INTERVAL_MS="60000")
+    try:
+        async with two_partitions(nats_url, prefix, **env) as two:
+            exchange.add_key(K1, S1)
+            body = {"exchange": "binance", "apiKey": K1, "apiSecret": S1, "environment": "live"}
+            status, out = await two.call("POST", "/api/credentials", json=body, headers=auth)
+            assert status == 201 and out["swapped"] is True and out["inUse"] is True, out
+            records = {r.partition: r.keys.in_use["binance"] for r in two.routers}
+            assert records[0].source == records[1].source == "store" and records[0].record_id == records[1].record_id
+            assert all(r.sessions["binance"].venue.ex.apiKey == K1 for r in two.routers)
+            status, st = await two.call("GET", "/api/credentials/status", headers=auth)
+            by_store = {e["store"]: e for e in st["credentials"]}
+            assert by_store["kv"]["inUse"] is True and by_store["env"]["inUse"] is False, st
+            # partition 1 away: the rotation is stored and swapped in partition 0, but not said to be swapped
+            await two.stop_part(next(r for r in two.routers if r.partition == 1))
+            exchange.add_key(K2, S2)
+            rotate = {"apiKey": K2, "apiSecret": S2, "environment": "live"}
+            status, out = await two.call("POST", "/api/credentials/binance/rotate", json=rotate, headers=auth)
+            assert status == 200 and out["swapped"] is False and "partition 1" in out["detail"], out
+            assert out["inUse"] is None  # partition 1 does not answer: not known
+            status, st = await two.call("GET", "/api/credentials/status", headers=auth)
+            assert all(e["inUse"] is None for e in st["credentials"]), st
+    finally:
+        await exchange.stop()
