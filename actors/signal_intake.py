@@ -116,6 +116,9 @@ class SignalIntake(Actor):
         self.markets = MarketRulesCache(bus)
         self.counts = {"executed": 0, "filtered": 0, "rejected": 0}
         self.results: OrderedDict[str, SignalEvent] = OrderedDict()  # signal id -> its result
+        # partitioned: the results of the other partitions' signals (followed live): a signal id used again for a
+        # pair of this partition gets the first signal's result, as with one partition
+        self.elsewhere: OrderedDict[str, SignalEvent] = OrderedDict()
         self.recent = rules.RecentSignals(s.SIGNAL_DEDUPE_WINDOW)
         self.windows: dict[str, Window] = {}
         self.held: set[str] = set()  # signal ids waiting in a window
@@ -152,6 +155,11 @@ class SignalIntake(Actor):
             handler=self._on_result if self.partition is None else self._on_result_mine, start_time=since,
             follow=False,
         )  # fmt: skip
+        if self.partition is not None:
+            await self.bus.replay(
+                stream=s.stream_name("SIGNAL_EVENTS"), subject=s.signal_events(), type_=SignalEvent,
+                handler=self._on_result_elsewhere, start_time=since,
+            )  # fmt: skip
         if self.settings.SIGNAL_AGGREGATION_WINDOW > 0:
             # signals taken into a window before a crash: stored, acknowledged, but without a result yet
             back = now_ms() - self.settings.SIGNAL_AGGREGATION_WINDOW - 60_000
@@ -240,6 +248,16 @@ class SignalIntake(Actor):
     async def _on_signal_mine(self, sig: Signal, env: Envelope) -> None:
         if self.owns(sig.pair):
             await self._on_signal(sig, env)
+
+    async def _on_result_elsewhere(self, ev: SignalEvent, env: Envelope) -> None:
+        """Partitioned: another partition's result, kept so that its signal id is known here too."""
+        if self.owns(ev.pair):
+            return
+        self.elsewhere[ev.signal_id] = ev
+        self.elsewhere.move_to_end(ev.signal_id)
+        cutoff = now_ms() - KEEP_RESULTS_MS
+        while self.elsewhere and (len(self.elsewhere) > MAX_RESULTS or next(iter(self.elsewhere.values())).ts < cutoff):
+            self.elsewhere.popitem(last=False)
 
     async def _on_result_mine(self, ev: SignalEvent, env: Envelope) -> None:
         if self.owns(ev.pair):  # the results of this partition's signals (GET /api/signals merges the partitions)
@@ -416,6 +434,9 @@ class SignalIntake(Actor):
         key = _key(sig.signal_id, env.headers) or _digest(env.raw.data)
         if sid in self.results:  # handled before (a redelivery, or the same id sent again)
             await self._answer(self.results[sid], [key], seq)
+            return
+        if (first := self.elsewhere.get(sid)) is not None:  # the id was used for another partition's pair first
+            await self._answer(first, [key], seq)  # its result, as with one partition (not a result of this one)
             return
         self.digests.setdefault(sid, []).append(key)
         if sid in self.held:  # waiting in a window already

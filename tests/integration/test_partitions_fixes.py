@@ -114,27 +114,36 @@ async def hops(client: Bus) -> int:
 # -- finding 1: a signal id (or client order id) reused on a pair of another partition ---------------------------
 async def test_signal_id_reused_on_another_partitions_pair_is_answered_once(nats_url, prefix):
     async with two_partitions(nats_url, prefix) as two:
+        intake1 = next(i for i in two.intakes if i.partition == 1)
         first = await two.signal(
             {"pair": P0, "signal": "BUY", "confidence": 0.9, "source": "t", "signalId": "dup-sig", "quantity": "0.5"}
         )
         assert first["status"] == "executed", first
-        # the same id for a pair of partition 1: answered (not redelivered for ever), rejected, no second order
+        # the same id for a pair of partition 1: the first signal's result, as with one partition (no second order)
+        await eventually(lambda: asyncio.sleep(0, "dup-sig" in intake1.elsewhere), what="partition 1 knows dup-sig")
         again = await two.signal(
             {"pair": P1, "signal": "BUY", "confidence": 0.9, "source": "t", "signalId": "dup-sig", "quantity": "0.002"}
         )
-        assert again["status"] == "rejected" and again["code"] == "DUPLICATE_CLIENT_ORDER_ID", again
-        assert "dup-sig-1" in again["reason"] and P0 in again["reason"], again
-        # and nothing keeps adding approvals to HOPS (each redelivery used to add one, every ~5 s)
-        before = await hops(two.client)
-        await asyncio.sleep(6.0)  # longer than a redelivery: a looping signal would have added an approval
-        assert await hops(two.client) == before
-        assert not any(o.pair == P1 for r in two.routers for o in r.store.orders.values())
-        # a REST clientOrderId "x-1" of partition 0's pair, then signal "x" of partition 1's pair: the same answer
+        assert again["status"] == "executed" and again["pair"] == P0, again
+        assert again["orders"] == first["orders"]
+        # a first signal that made no order: its result too (not handled again as a signal of its own)
+        hold = await two.signal({"pair": P0, "signal": "HOLD", "confidence": 0.9, "source": "t", "signalId": "h-sig"})
+        assert hold["status"] == "filtered", hold
+        await eventually(lambda: asyncio.sleep(0, "h-sig" in intake1.elsewhere), what="partition 1 knows h-sig")
+        buy = {"pair": P1, "signal": "BUY", "confidence": 0.9, "source": "t", "signalId": "h-sig", "quantity": "0.002"}
+        assert (await two.signal(buy))["status"] == "filtered"
+        # a REST clientOrderId "x-1" of partition 0's pair, then signal "x" of partition 1's pair: answered once,
+        # rejected (not redelivered for ever), and nothing keeps adding approvals to HOPS (one every ~5 s before)
         status, out = await two.order(pair=P0, side="buy", type="limit", quantity=1, price=10, clientOrderId="x-1")
         assert status == 201, out
         sig = {"pair": P1, "signal": "BUY", "confidence": 0.9, "source": "t", "signalId": "x", "quantity": "0.002"}
         result = await two.signal(sig)
         assert result["status"] == "rejected" and result["code"] == "DUPLICATE_CLIENT_ORDER_ID", result
+        assert "x-1" in result["reason"] and P0 in result["reason"], result
+        before = await hops(two.client)
+        await asyncio.sleep(6.0)  # longer than a redelivery: a looping signal would have added an approval
+        assert await hops(two.client) == before
+        assert not any(o.pair == P1 for r in two.routers for o in r.store.orders.values())
 
 
 async def test_client_order_id_reused_on_another_partitions_pair_is_refused(nats_url, prefix):
