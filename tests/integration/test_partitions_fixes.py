@@ -358,3 +358,29 @@ async def test_live_balances_are_read_when_every_partition_is_quiet(nats_url, pr
             }, (r.balances, venue)
     finally:
         await exchange.stop()
+
+
+# -- finding 3: /api/health with a partition of the order-router dead ---------------------------------------------
+async def test_health_is_unhealthy_while_one_partition_of_an_actor_is_down(nats_url, prefix):
+    async with two_partitions(nats_url, prefix) as two:
+        for pair, qty in ((P0, 1), (P1, 0.01)):
+            status, out = await two.order(pair=pair, side="buy", type="market", quantity=qty)
+            assert status == 201, out
+
+        async def summed() -> dict | None:
+            status, h = await two.call("GET", "/api/health")
+            return h if status == 200 and h["executionEngine"]["ordersProcessed"] == 2 else None
+
+        h = await eventually(summed, what="both partitions' orders counted in /api/health")
+        assert h["status"] == "healthy" and h["actors"]["order-router"]["status"] == "running"
+        assert h["actors"]["order-router"]["stats"]["ordersProcessed"] == 2
+        assert sorted(i["partition"] for i in h["actors"]["order-router"]["instances"]) == [0, 1]
+        await two.stop_part(next(r for r in two.routers if r.partition == 1))
+
+        async def unhealthy() -> dict | None:
+            status, h = await two.call("GET", "/api/health")
+            return h if status == 503 else None
+
+        h = await eventually(unhealthy, what="/api/health unhealthy with the order-router's partition 1 down")
+        assert h["status"] == "unhealthy" and h["actors"]["order-router"]["status"] != "running", h
+        assert h["executionEngine"]["status"] == "down" and h["exchanges"]["paper"]["status"] == "disconnected"
