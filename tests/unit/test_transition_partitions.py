@@ -72,3 +72,44 @@ def test_failing_exactly_when_some_partition_fails_or_is_silent_past_the_grace(n
         if since is not None and now - since >= GRACE:
             expected = True
     assert (w.failing(now, GRACE) is not None) == expected
+
+
+def test_the_transition_follows_each_partitions_heartbeats(monkeypatch):
+    """The review's probe on the transition itself: partition 1's session cannot reach the live venue, partition
+    0's can, their heartbeats alternate: after the grace the venue is failing (the revert's reason); a standby's
+    beats never keep a silent partition alive."""
+    import asyncio
+
+    import actors.transition as transition
+    from config.settings import load_settings
+    from schemas.messages import Heartbeat, VenueState
+
+    clock = [1_000_000]
+    monkeypatch.setattr(transition, "_mono_ms", lambda: clock[0])
+    t = transition.Transition.__new__(transition.Transition)
+    t.live_venues = ["binance"]
+    t.settings = load_settings({"PARTITIONS": "2", "TRANSITION_REVERT_VENUE_GRACE_MS": "2000"})
+    t.router = transition.tr.RouterWatch.start(2, clock[0])
+
+    def hb(k: int, ok: bool, role: str = "active") -> Heartbeat:
+        return Heartbeat(
+            actor="order-router", instance=f"i{k}{role}", ts=0, started_at=0, role=role, partition=k,  # type: ignore[arg-type]
+            venues=[VenueState(name="binance", connected=ok)],
+        )  # fmt: skip
+
+    async def run() -> None:
+        for _ in range(10):
+            clock[0] += 250
+            await t._on_router_heartbeat(hb(1, False), None)  # type: ignore[arg-type]
+            clock[0] += 250
+            await t._on_router_heartbeat(hb(0, True), None)  # type: ignore[arg-type]
+        why = t.venue_failing()
+        assert why is not None and "binance (partition 1)" in why, why
+        for _ in range(12):  # partition 1 is now silent; only its standby and partition 0 beat
+            clock[0] += 250
+            await t._on_router_heartbeat(hb(1, True, "standby"), None)  # type: ignore[arg-type]
+            await t._on_router_heartbeat(hb(0, True), None)  # type: ignore[arg-type]
+        why = t.venue_failing()
+        assert why is not None and "order-router (partition 1) has sent no heartbeat" in why, why
+
+    asyncio.run(run())
