@@ -120,6 +120,7 @@ class VenueSession:
         self.venue_up: bool | None = None  # unknown until the venue is first asked
         self.fills_seq = 0  # the last FILLS sequence this router has seen (its balance readings vouch up to it)
         self.balances_published = 0
+        self.unread_since: int | None = None  # partitioned: since when a partition has not answered (no readings)
         self.reconciling = False
         self.again = False
         self.started = False  # several venues: one that could not start is down, its start tried again (back-off)
@@ -690,15 +691,21 @@ class VenueSession:
             return_exceptions=True,
         )
         out: list[BalanceQuietReply] = []
-        for a in answers:
+        for k, a in enumerate(answers, start=1):
             if isinstance(a, RequestFailed):
-                self.log.info("balances of {} not read: another partition did not answer ({})", self.name, a.reason)
+                if self.unread_since is None:  # (once, not at every reconcile while it lasts)
+                    self.unread_since = now_ms()
+                    why = f"the order-router partition {k} did not answer ({a.reason})"
+                    self.log.warning("balances of {} not read until every partition answers: {}", self.name, why)
                 return None
             if isinstance(a, BaseException):
                 raise a
             if not a.quiet or a.traded:
                 return None
             out.append(a)
+        if self.unread_since is not None:
+            self.log.info("balances of {}: every partition answers again", self.name)
+            self.unread_since = None
         return out
 
     async def _reconcile_one(self, o: Order) -> None:
