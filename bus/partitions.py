@@ -9,45 +9,18 @@ from __future__ import annotations
 import asyncio
 from typing import Any, TypeVar
 
-import nats.js.errors
-
 from bus.client import Bus
 from bus.errors import RequestFailed
-from config.settings import ConfigError
 from domain.partitions import partition_for
 from schemas.messages import CancelOrder, CommandReply, Order, OrdersPage, OrdersQuery
 
 R = TypeVar("R")
-
-PARTITIONS_KEY = "partitions"  # in the STATE bucket: the PARTITIONS every process of the deployment runs with
 
 
 def partition_named(e: RequestFailed) -> str:
     """`` (partition k)`` when a failed request was addressed to partition k (``...p<k>``), else nothing."""
     head, dot, tail = e.subject.rpartition(".p")
     return f" (partition {tail})" if dot and head and tail.isdigit() else ""
-
-
-async def agree_on_partitions(bus: Bus, partitions: int) -> None:
-    """Every process of a deployment (BUS_PREFIX) must run with the same PARTITIONS: the risk-gate and the gateway
-    route by it, each partitioned actor serves by it. The first start records it in the STATE bucket (KV create);
-    a start with another number is refused with a ConfigError naming both (a gate with 1 among routers of 2 would
-    store approvals nobody reads, a gateway with 1 would answer 503, an emergency stop would cancel nothing)."""
-    kv = await bus.kv(bus.subjects.kv_state)
-    mine = str(partitions).encode()
-    try:
-        await kv.create(PARTITIONS_KEY, mine)
-        return
-    except nats.js.errors.KeyWrongLastSequenceError:
-        entry = await kv.get(PARTITIONS_KEY)
-    recorded = (entry.value or b"").decode(errors="replace")
-    if entry.value != mine:
-        raise ConfigError(
-            f"PARTITIONS={partitions} is not allowed: this deployment (BUS_PREFIX={bus.subjects.prefix}) runs with "
-            f"PARTITIONS={recorded} (recorded in the KV bucket {bus.subjects.kv_state}, key {PARTITIONS_KEY}); set "
-            f"PARTITIONS={recorded}, or change it for every process after a drain (README: Partitions, changing "
-            "PARTITIONS)"
-        )
 
 
 def subjects_of(bus: Bus, subject: str, partitions: int) -> list[str]:

@@ -208,9 +208,8 @@ async def test_paper_balances_of_an_earlier_partitions_count_after_a_drain(make_
 async def test_a_start_with_another_partitions_is_refused(make_bus, nats_url, prefix):
     import pytest
 
-    from bus.partitions import agree_on_partitions
     from config.settings import ConfigError
-    from tbx.runner import prepare_layout
+    from tbx.runner import agree_on_partitions, prepare_layout
 
     bus = await make_bus("setup")
     await agree_on_partitions(bus, 2)  # the first start records it
