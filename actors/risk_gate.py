@@ -51,7 +51,7 @@ from actors.transition import STAGE_CAPITAL_LIMIT, Transition
 from bus.client import Bus, Envelope
 from bus.codec import DecodeFailure, decode
 from bus.errors import RequestFailed
-from bus.partitions import cancel_all, order_of_client
+from bus.partitions import cancel_all, order_of_client, partition_named
 from config.settings import PARSERS, Settings, parse_correlation_groups, parse_trading_hours
 from config.venues import VenueConfig, venue_configs, venue_names
 from domain.book import mid_price, vwap, walk_book
@@ -960,7 +960,8 @@ class RiskGate(Actor):
         for e in failures:
             self.log.error("emergency stop could not cancel the working orders: {}", e)
             change.errors.append(
-                f"working orders not canceled: the order-router did not answer ({e.subject}: {e.reason})"
+                f"working orders not canceled: the order-router{partition_named(e)} did not answer "
+                f"({e.subject}: {e.reason})"
             )
         if cmd.close_positions:
             change.closing_orders, change.closing_pending, failed = await self._close_all()

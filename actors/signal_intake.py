@@ -43,7 +43,7 @@ from actors.services import ServiceClient, ServiceDown, clamp01
 from bus.client import MSG_ID_HEADER, Bus, Envelope
 from bus.codec import DecodeFailure, decode, encode
 from bus.errors import RequestFailed, Transient
-from bus.partitions import owner_subject
+from bus.partitions import order_of_client
 from config.settings import Settings, parse_source_numbers
 from config.venues import venue_names
 from domain import signals as rules
@@ -56,8 +56,6 @@ from schemas.messages import (
     Empty,
     OrderReply,
     OrderRequest,
-    OrdersPage,
-    OrdersQuery,
     Performance,
     PortfolioSnapshot,
     PositionSizing,
@@ -128,6 +126,9 @@ class SignalIntake(Actor):
         self.markets = MarketRulesCache(bus)
         self.counts = {"executed": 0, "filtered": 0, "rejected": 0}
         self.results: OrderedDict[str, SignalEvent] = OrderedDict()  # signal id -> its result
+        # partitioned: the results of the other partitions' signals (followed live): a signal id used again for a
+        # pair of this partition gets the first signal's result, as with one partition
+        self.elsewhere: OrderedDict[str, SignalEvent] = OrderedDict()
         self.recent = rules.RecentSignals(s.SIGNAL_DEDUPE_WINDOW)
         self.windows: dict[str, Window] = {}
         self.held: set[str] = set()  # signal ids waiting in a window
@@ -171,6 +172,11 @@ class SignalIntake(Actor):
             handler=self._on_result if self.partition is None else self._on_result_mine, start_time=since,
             follow=False,
         )  # fmt: skip
+        if self.partition is not None:
+            await self.bus.replay(
+                stream=s.stream_name("SIGNAL_EVENTS"), subject=s.signal_events(), type_=SignalEvent,
+                handler=self._on_result_elsewhere, start_time=since,
+            )  # fmt: skip
         if self.settings.SIGNAL_AGGREGATION_WINDOW > 0:
             # signals taken into a window before a crash: stored, acknowledged, but without a result yet
             back = now_ms() - self.settings.SIGNAL_AGGREGATION_WINDOW - 60_000
@@ -259,6 +265,16 @@ class SignalIntake(Actor):
     async def _on_signal_mine(self, sig: Signal, env: Envelope) -> None:
         if self.owns(sig.pair):
             await self._on_signal(sig, env)
+
+    async def _on_result_elsewhere(self, ev: SignalEvent, env: Envelope) -> None:
+        """Partitioned: another partition's result, kept so that its signal id is known here too."""
+        if self.owns(ev.pair):
+            return
+        self.elsewhere[ev.signal_id] = ev
+        self.elsewhere.move_to_end(ev.signal_id)
+        cutoff = now_ms() - KEEP_RESULTS_MS
+        while self.elsewhere and (len(self.elsewhere) > MAX_RESULTS or next(iter(self.elsewhere.values())).ts < cutoff):
+            self.elsewhere.popitem(last=False)
 
     async def _on_result_mine(self, ev: SignalEvent, env: Envelope) -> None:
         if self.owns(ev.pair):  # the results of this partition's signals (GET /api/signals merges the partitions)
@@ -461,6 +477,9 @@ class SignalIntake(Actor):
         key = (_key(sig.signal_id, env.headers) or _digest(env.raw.data), env.stored_at or now_ms())
         if sid in self.results:  # handled before (a redelivery, or the same id sent again)
             await self._answer(self.results[sid], [key], seq)
+            return
+        if (first := self.elsewhere.get(sid)) is not None:  # the id was used for another partition's pair first
+            await self._answer(first, [key], seq)  # its result, as with one partition (not a result of this one)
             return
         keys = self.digests.setdefault(sid, [])
         if key not in keys:  # (a redelivery of the same stored copy is one copy: it answers one publish)
@@ -789,13 +808,20 @@ class SignalIntake(Actor):
         if reply.code == "DUPLICATE_CLIENT_ORDER_ID":
             # the client order id is this signal's own: an earlier attempt made the order (its answer was lost)
             # and this one sized it anew at today's prices. The order that exists is the signal's result.
-            page = await self.bus.request(
-                owner_subject(self.bus, self.subjects.query("orders"), req.pair, self.settings.PARTITIONS),
-                OrdersQuery(client_order_id=req.client_order_id), OrdersPage, timeout=10.0,
-            )  # fmt: skip
-            if not page.orders:  # approved, not created yet: the next delivery finds it
+            # Asked of every partition (PARTITIONS > 1): the id may be held by an order of another partition's pair
+            # (the same signalId sent for such a pair, or a REST clientOrderId such as ``X-1``) - never found by
+            # asking the signal's own partition, which would retry for ever. A partition that does not answer
+            # (and no other has the order) raises: asked again at the next delivery.
+            held = await order_of_client(self.bus, req.client_order_id, self.settings.PARTITIONS, timeout=10.0)
+            if held is None:  # approved, not created yet: the next delivery finds it
                 raise Transient(f"the order of {req.client_order_id} is on its way")
-            reply = OrderReply(ok=True, order=page.orders[0])
+            if held.pair != req.pair:  # not this signal's order: an order of another pair holds its client id
+                detail = (
+                    f"clientOrderId {req.client_order_id} (from signalId {req.signal_id}) already names order "
+                    f"{held.order_id} of {held.pair}: a signalId is used once, whatever the pair"
+                )
+                return "rejected", f"DUPLICATE_CLIENT_ORDER_ID: {detail}", {"code": "DUPLICATE_CLIENT_ORDER_ID"}
+            reply = OrderReply(ok=True, order=held)
         if not reply.ok or reply.order is None:
             return "rejected", f"{reply.code}: {reply.detail}", {"code": reply.code}
         o = reply.order

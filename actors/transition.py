@@ -33,7 +33,7 @@ import nats.js.errors
 
 from bus.client import Envelope
 from bus.errors import RequestFailed
-from bus.partitions import cancel_all
+from bus.partitions import cancel_all, partition_named
 from config.venues import PAPER
 from domain import transition as tr
 from domain.ledger import lock_of
@@ -93,7 +93,6 @@ class Transition:
         self.state = TransitionState(mode="paper")
         self.rev = 0
         self.history: deque[TransitionEvent] = deque(maxlen=KEEP_HISTORY)
-        self.down_since: dict[str, int] = {}  # live venue -> first heartbeat saying it is not connected
         self.lock = asyncio.Lock()  # one step at a time
         self.current = asyncio.Event()  # the watch of the stored state has caught up (set: live orders decided)
         self.cleanup_task: asyncio.Task[None] | None = None
@@ -103,7 +102,9 @@ class Transition:
         self.cleanup_closing: list[str] = []
         self.cleanup_errors: list[str] = []
         self.flattened_epoch = -1  # TRANSITION_REVERT_POSITIONS=flatten: the epoch whose closes were sent
-        self.router_seen = time.monotonic()  # the order-router's last heartbeat (the grace runs from the start)
+        # the order-router's heartbeats, per partition (each partition's sessions are its own): the last one of each
+        # (the grace runs from the start) and since when each says a live venue fails (monotonic ms)
+        self.router = tr.RouterWatch.start(s.PARTITIONS, _mono_ms())
         self.keys_refused: dict[str, int] = {}  # live venue -> since when the order-router says its keys are refused
         self.limits = tr.RevertLimits(s.TRANSITION_REVERT_DRAWDOWN, s.TRANSITION_REVERT_DAILY_LOSS)
 
@@ -576,7 +577,10 @@ class Transition:
                         reason="reverted to paper"),
             g.settings.PARTITIONS, timeout=CANCEL_TIMEOUT_S,
         )  # fmt: skip
-        errors += [f"the live orders not canceled: the order-router did not answer ({e.reason})" for e in failures]
+        errors += [
+            f"the live orders not canceled: the order-router{partition_named(e)} did not answer ({e.reason})"
+            for e in failures
+        ]
         for o in r.orders:
             if o.status is OrderStatus.CANCELED:
                 if o.order_id not in self.cleanup_canceled:
@@ -634,24 +638,19 @@ class Transition:
 
     # -- the automatic revert ------------------------------------------------------------------------------
     async def _on_router_heartbeat(self, hb: Heartbeat, env: Envelope) -> None:
-        now = now_ms()
-        self.router_seen = time.monotonic()
-        for v in hb.venues or ():
-            if v.name not in self.live_venues:
-                continue
-            if v.connected is False or v.keys_refused:
-                self.down_since.setdefault(v.name, now)
-            else:
-                self.down_since.pop(v.name, None)
+        if hb.role == "standby":  # a standby's beat says nothing of the venues, nor that an active one lives
+            return
+        failing = {
+            v.name: v.connected is False or v.keys_refused for v in hb.venues or () if v.name in self.live_venues
+        }
+        # partitioned: tracked per (partition, venue), so one partition's beats never clear (or cover for) another's
+        self.router.beat(hb.partition if self.settings.PARTITIONS > 1 else None, failing, _mono_ms())
 
     def venue_failing(self) -> str | None:
-        """A live venue failing its checks (not connected, its keys refused) for longer than the grace, or the
-        order-router silent (no heartbeat) for longer than it: why to revert."""
-        grace = self.settings.TRANSITION_REVERT_VENUE_GRACE_MS
-        silent = (time.monotonic() - self.router_seen) * 1000
-        if silent >= grace:
-            return f"the order-router has sent no heartbeat for {silent / 1000:.0f} s (grace {grace / 1000:g} s)"
-        return tr.venue_failing(self.down_since, now_ms(), grace)
+        """A live venue failing its checks (not connected, its keys refused) for longer than the grace in any
+        partition, or the order-router (any partition of it) silent (no heartbeat) for longer than it: why to
+        revert."""
+        return self.router.failing(_mono_ms(), self.settings.TRANSITION_REVERT_VENUE_GRACE_MS)
 
     async def watch(self) -> None:
         """Every second (the risk-gate's watch): a revert's cleanup followed; the live venues' checks and the live
@@ -685,3 +684,7 @@ class Transition:
         reply = await self.command("auto_revert", "risk-gate", why)
         if not reply.ok:
             self.log.error("automatic revert not made: {} {}", reply.code, reply.detail)
+
+
+def _mono_ms() -> int:
+    return int(time.monotonic() * 1000)

@@ -17,6 +17,12 @@ from schemas.messages import CancelOrder, CommandReply, Order, OrdersPage, Order
 R = TypeVar("R")
 
 
+def partition_named(e: RequestFailed) -> str:
+    """`` (partition k)`` when a failed request was addressed to partition k (``...p<k>``), else nothing."""
+    head, dot, tail = e.subject.rpartition(".p")
+    return f" (partition {tail})" if dot and head and tail.isdigit() else ""
+
+
 def subjects_of(bus: Bus, subject: str, partitions: int) -> list[str]:
     """The subject as each partition serves it (the subject itself when unpartitioned)."""
     if partitions <= 1:

@@ -435,3 +435,44 @@ def venue_failing(down_since: dict[str, int], now: int, grace_ms: int) -> str | 
             down = (now - since) / 1000
             return f"live venue {venue} failing its checks for {down:.0f} s (grace {grace_ms / 1000:g} s)"
     return None
+
+
+@dataclass
+class RouterWatch:
+    """The order-router's heartbeats as the automatic revert follows them, per partition (PARTITIONS > 1: one
+    active order-router per partition, each with its own venue sessions; ``None``: the one, unpartitioned).
+
+    A live venue fails when ANY partition has reported it failing (not connected, keys refused) for longer than the
+    grace - another partition's healthy beats in between do not clear it; the order-router is silent when ANY
+    partition has sent no heartbeat for longer than the grace. ``now``: one clock for all (monotonic ms)."""
+
+    partitions: tuple[int | None, ...]
+    seen: dict[int | None, int]  # partition -> its last heartbeat (the grace runs from the start)
+    down_since: dict[tuple[int | None, str], int]  # (partition, venue) -> its first beat saying it fails
+
+    @classmethod
+    def start(cls, partitions: int, now: int) -> RouterWatch:
+        parts: tuple[int | None, ...] = (None,) if partitions <= 1 else tuple(range(partitions))
+        return cls(parts, dict.fromkeys(parts, now), {})
+
+    def beat(self, partition: int | None, failing: dict[str, bool], now: int) -> None:
+        """A heartbeat of ``partition`` (what it says of each live venue: failing or not). A partition this watch
+        does not know (another PARTITIONS) is ignored."""
+        if partition not in self.seen:
+            return
+        self.seen[partition] = now
+        for venue, bad in failing.items():
+            if bad:
+                self.down_since.setdefault((partition, venue), now)
+            else:
+                self.down_since.pop((partition, venue), None)
+
+    def failing(self, now: int, grace_ms: int) -> str | None:
+        """Why to revert: a partition silent past the grace, or a live venue failing in one past it; else None."""
+        for k in self.partitions:
+            silent = now - self.seen[k]
+            if silent >= grace_ms:
+                who = "the order-router" if k is None else f"the order-router (partition {k})"
+                return f"{who} has sent no heartbeat for {silent / 1000:.0f} s (grace {grace_ms / 1000:g} s)"
+        labels = {(v if k is None else f"{v} (partition {k})"): since for (k, v), since in self.down_since.items()}
+        return venue_failing(labels, now, grace_ms)

@@ -28,6 +28,7 @@ from credentials.sealing import (
 )
 from credentials.store import CredentialStore, credential_store
 from gateway.common import BUS, SETTINGS, ask, choice, query_param, read_json
+from gateway.partitions import ask_each
 from gateway.problems import ApiError, json_response
 from gateway.spec import Endpoint, Param, add, path
 from schemas.messages import (
@@ -138,12 +139,30 @@ def _refusal(code: str | None, detail: str | None) -> ApiError:
 
 
 async def _in_use(request: web.Request) -> dict[str, KeysInUse] | None:
+    """The keys each venue signs with now; None when not known (the order-router does not answer). PARTITIONS > 1:
+    every partition is asked, and a venue's keys are the ones every partition signs with - while partitions
+    differ (a swap not done in one yet), none (``source`` "mixed": no entry of the venue is in use everywhere);
+    a partition that does not answer: not known."""
     bus = request.app[BUS]
-    with contextlib.suppress(ApiError):
-        got = await ask(request, bus.subjects.query("credentials"), Empty(), KeysInUseList, ROUTER, timeout=2.0)
-        assert isinstance(got, KeysInUseList)
-        return {k.venue: k for k in got.venues}
-    return None
+    if request.app[SETTINGS].PARTITIONS <= 1:
+        with contextlib.suppress(ApiError):
+            got = await ask(request, bus.subjects.query("credentials"), Empty(), KeysInUseList, ROUTER, timeout=2.0)
+            assert isinstance(got, KeysInUseList)
+            return {k.venue: k for k in got.venues}
+        return None
+    answers = await ask_each(request, bus.subjects.query("credentials"), Empty(), KeysInUseList, ROUTER, timeout=2.0)
+    if any(isinstance(a, ApiError) for a in answers):
+        return None
+    seen = [{k.venue: k for k in a.venues} for a in answers]
+    merged: dict[str, KeysInUse] = {}
+    for venue in {v for part in seen for v in part}:
+        each = [part.get(venue) for part in seen]
+        first = each[0]
+        agreed = first is not None and all(k == first for k in each)
+        merged[venue] = (
+            first if agreed and first is not None else KeysInUse(venue=venue, environment="", source="mixed")
+        )
+    return merged
 
 
 def _last4(api_key: str) -> str:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterable
 
 import aiohttp
+import msgspec
 
 from bus.client import Bus, Envelope
 from config.settings import Settings
@@ -20,7 +22,7 @@ from schemas.rest import (
     RateLimit,
     ServiceHealth,
 )
-from schemas.subjects import ACTORS
+from schemas.subjects import ACTORS, PARTITIONED
 
 STALE_MS = 3000
 FORGET_MS = 30_000  # an instance not heard this long is no longer listed (killed, stopped, moved)
@@ -71,13 +73,20 @@ class HealthBook:
         """The instance /api/health reports an actor by: a live active one (running first), else the last heard.
         A beat without a role comes from an instance that takes no lease: active. Standbys never hide an active
         instance, and never make the actor unhealthy (it is up when an active instance heartbeats)."""
+        return chosen(self.instances[actor].values(), now)
 
-        def rank(b: Heartbeat) -> tuple[bool, bool, bool, int]:
-            fresh = now - b.ts <= STALE_MS
-            active = b.role != "standby"
-            return (fresh and active, active and b.status == "running", fresh, b.ts)
+    def partitioned(self, actor: str) -> bool:
+        return actor in PARTITIONED and self.settings.PARTITIONS > 1
 
-        return max(self.instances[actor].values(), key=rank)
+    def _per_partition(self, actor: str, now: int) -> list[Heartbeat | None]:
+        """A partitioned actor (PARTITIONS > 1): the beat of each partition 0..N-1 (None: none heard), each chosen
+        among that partition's instances only - one partition's instance never covers for another's."""
+        seen = self.instances.get(actor, {}).values()
+        out: list[Heartbeat | None] = []
+        for k in range(self.settings.PARTITIONS):
+            mine = [b for b in seen if b.partition == k]
+            out.append(chosen(mine, now) if mine else None)
+        return out
 
     async def _check_services(self, urls: dict[str, str]) -> None:
         timeout = aiohttp.ClientTimeout(total=1.0)
@@ -102,7 +111,8 @@ class HealthBook:
                 await asyncio.sleep(5.0)
 
     def _exchanges(self, router: Heartbeat | None, router_up: bool) -> dict[str, ExchangeHealth]:
-        """Each venue as its session last reported it (through the order-router's heartbeat)."""
+        """Each venue as its session last reported it (through the order-router's heartbeat; partitioned, the
+        partitions' beats merged: disconnected when any partition says so)."""
         states = {v.name: v for v in (router.venues or [])} if router else {}
         configured = {v.name: v for v in venue_configs(self.settings)}
         names = [*configured, *(n for n in states if n not in configured)]
@@ -131,7 +141,18 @@ class HealthBook:
         actors: dict[str, ActorHealth] = {}
         down = []
         for name in expected_actors(self.settings):
-            if self.instances.get(name):
+            missing: list[int] = []
+            if self.partitioned(name):
+                # up only when every partition 0..N-1 has a fresh active instance; the stats are the partitions'
+                # sum, a venue disconnected when any partition says so
+                parts = self._per_partition(name, now)
+                missing = [k for k, b in enumerate(parts) if b is None]
+                heard = [b for b in parts if b is not None]
+                if heard:
+                    self.beats[name] = merged(heard, now)
+                else:
+                    self.beats.pop(name, None)
+            elif self.instances.get(name):
                 self.beats[name] = self._chosen(name, now)
             hb = self.beats.get(name)
             if hb is None:
@@ -139,7 +160,7 @@ class HealthBook:
                 down.append(name)
                 continue
             age = now - hb.ts
-            status = hb.status if age <= STALE_MS else "stale"
+            status = "missing" if missing else hb.status if age <= STALE_MS else "stale"
             if status not in ("running",):
                 down.append(name)
             instances = [
@@ -180,3 +201,58 @@ class HealthBook:
             nats={"connected": self.bus.nc.is_connected, "prefix": self.settings.BUS_PREFIX},
             timestamp=now,
         )
+
+
+def chosen(beats: Iterable[Heartbeat], now: int) -> Heartbeat:
+    """Of an actor's (or a partition's) instances, the one reported: a live active one (running first), else the
+    last heard."""
+
+    def rank(b: Heartbeat) -> tuple[bool, bool, bool, int]:
+        fresh = now - b.ts <= STALE_MS
+        active = b.role != "standby"
+        return (fresh and active, active and b.status == "running", fresh, b.ts)
+
+    return max(beats, key=rank)
+
+
+def merged(beats: list[Heartbeat], now: int) -> Heartbeat:
+    """One beat for the partitions of a partitioned actor (each partition's chosen beat, in partition order): as old
+    as the oldest (stale when one is), running only when every one is (else the first that is not), the stats
+    summed (``successRate`` again from the summed filled and rejected), each venue as the partitions say together
+    (not connected when one says so; the highest latency and share of the request budget; the latest error)."""
+    first = beats[0]
+    status = next((b.status for b in beats if b.status != "running" or now - b.ts > STALE_MS), "running")
+    stats: dict[str, int | float | str] = {}
+    for b in beats:
+        for key, value in b.stats.items():
+            have = stats.get(key)
+            if isinstance(value, (int, float)) and isinstance(have, (int, float)):
+                stats[key] = have + value
+            elif have is None:
+                stats[key] = value
+    filled, rejected = stats.get("ordersFilled"), stats.get("ordersRejected")
+    if "successRate" in stats and isinstance(filled, (int, float)) and isinstance(rejected, (int, float)):
+        done = filled + rejected  # (the order-router's own rate: filled of filled or rejected, of every partition)
+        stats["successRate"] = round(100.0 * filled / done, 2) if done else 100.0
+    venues: dict[str, VenueState] = {}
+    for b in beats:
+        for v in b.venues or ():
+            venues[v.name] = v if v.name not in venues else _both(venues[v.name], v)
+    oldest = min(beats, key=lambda b: b.ts)
+    return msgspec.structs.replace(
+        first, ts=oldest.ts, started_at=min(b.started_at for b in beats), status=status, stats=stats,  # type: ignore[arg-type]
+        venues=list(venues.values()) if any(b.venues is not None for b in beats) else None,
+    )  # fmt: skip
+
+
+def _both(a: VenueState, b: VenueState) -> VenueState:
+    """A venue as two partitions' sessions report it."""
+    connected = False if False in (a.connected, b.connected) else (None if None in (a.connected, b.connected) else True)
+    err = a if (a.last_error_at or 0) >= (b.last_error_at or 0) else b
+    return VenueState(
+        name=a.name, connected=connected,
+        last_latency_ms=max((x for x in (a.last_latency_ms, b.last_latency_ms) if x is not None), default=None),
+        rate_limit_used=max((x for x in (a.rate_limit_used, b.rate_limit_used) if x is not None), default=None),
+        update_mode=a.update_mode, last_error=err.last_error, last_error_at=err.last_error_at,
+        keys_refused=a.keys_refused or b.keys_refused,
+    )  # fmt: skip

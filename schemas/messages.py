@@ -493,6 +493,24 @@ class VenueBalanceFigures(Msg):
     total: Decimal
 
 
+class BalanceQuiet(Msg):
+    """Order-router partition 0 -> partition k (PARTITIONS > 1, ``tbx.query.balance_quiet.p<k>``), around a live
+    venue's balance reading: is partition k quiet there (no send on its way, every trade of its orders back as a
+    fill), and how far it is (``fills_seq``, ``changes``: unchanged across the reading, nothing moved). With
+    ``open_orders`` (the venue's open orders as read with the balances, client order id -> filled): did one of
+    partition k's orders trade meanwhile (``traded``)."""
+
+    venue: str
+    open_orders: dict[str, Decimal] | None = None
+
+
+class BalanceQuietReply(Msg):
+    quiet: bool
+    fills_seq: int = 0
+    changes: int = 0
+    traded: bool = False
+
+
 class VenueBalances(Msg):
     """A live venue's balances as read there, on ``tbx.events.balances.<venue>`` (order-router ->
     portfolio-ledger; paper mode never publishes it). ``fills_seq``: the FILLS stream sequence up to
@@ -700,6 +718,16 @@ class CredentialCheckReply(Msg):
     detail: str | None = None  # never a secret
     check: VenueCheck | None = None
     swapped: bool = False  # a venue trading on these keys now uses the new ones
+
+
+class CredentialFollow(Msg):
+    """Order-router partition 0 -> partition k (PARTITIONS > 1, ``tbx.cmd.credentials.follow.p<k>``): swap in the
+    record the store holds now for ``venue`` / ``environment`` (the one ``record_id`` names, or a newer one), and
+    answer (a CredentialCheckReply: ``swapped`` when partition k signs with the store's record now)."""
+
+    venue: str
+    environment: str
+    record_id: str
 
 
 class CredentialDelete(Msg):

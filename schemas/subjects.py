@@ -131,6 +131,11 @@ class Subjects:
         return f"{self.prefix}.cmd.credentials.check"
 
     @property
+    def credentials_follow(self) -> str:
+        """Partitioned: order-router partition 0 -> each other partition (``.p<k>``): swap in the promoted keys."""
+        return f"{self.prefix}.cmd.credentials.follow"
+
+    @property
     def credentials_delete(self) -> str:
         return f"{self.prefix}.cmd.credentials.delete"
 

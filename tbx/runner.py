@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import nats.js.errors
 from loguru import logger
 
 from actors.base import Actor
@@ -26,7 +27,7 @@ from actors.signal_intake import SignalIntake
 from bus.auth import NatsAuth
 from bus.client import Bus
 from bus.embedded import EmbeddedNats
-from config.settings import Settings, hide_credentials, without_credentials
+from config.settings import ConfigError, Settings, hide_credentials, without_credentials
 from gateway.app import Gateway
 from gateway.common import HEALTH
 from schemas.subjects import Subjects
@@ -127,12 +128,38 @@ async def connect(settings: Settings, url: str, name: str, auth: NatsAuth | None
     )
 
 
+PARTITIONS_KEY = "partitions"  # in the STATE bucket: the PARTITIONS every process of the deployment runs with
+
+
+async def agree_on_partitions(bus: Bus, partitions: int) -> None:
+    """Every process of a deployment (BUS_PREFIX) must run with the same PARTITIONS: the risk-gate and the gateway
+    route by it, each partitioned actor serves by it. The first start records it in the STATE bucket (KV create);
+    a start with another number is refused with a ConfigError naming both (a gate with 1 among routers of 2 would
+    store approvals nobody reads, a gateway with 1 would answer 503, an emergency stop would cancel nothing)."""
+    kv = await bus.kv(bus.subjects.kv_state)
+    mine = str(partitions).encode()
+    try:
+        await kv.create(PARTITIONS_KEY, mine)
+        return
+    except nats.js.errors.KeyWrongLastSequenceError:
+        entry = await kv.get(PARTITIONS_KEY)
+    recorded = (entry.value or b"").decode(errors="replace")
+    if entry.value != mine:
+        raise ConfigError(
+            f"PARTITIONS={partitions} is not allowed: this deployment (BUS_PREFIX={bus.subjects.prefix}) runs with "
+            f"PARTITIONS={recorded} (recorded in the KV bucket {bus.subjects.kv_state}, key {PARTITIONS_KEY}); set "
+            f"PARTITIONS={recorded}, or change it for every process after a drain (README: Partitions, changing "
+            "PARTITIONS)"
+        )
+
+
 async def build(
     settings: Settings, url: str, names: list[str], with_gateway: bool, auth: NatsAuth | None = None
 ) -> list[Part]:
     setup = await connect(settings, url, "setup", auth)
     try:
         await setup.ensure_layout()
+        await agree_on_partitions(setup, settings.PARTITIONS)
     finally:
         await setup.close()
     parts: list[Part] = []
@@ -157,6 +184,7 @@ async def prepare_layout(
         setup = await connect_until(lambda: connect(settings, url, "setup", auth), what, stop)
         try:
             await setup.ensure_layout()
+            await agree_on_partitions(setup, settings.PARTITIONS)  # a mismatch: a config error (exit 2)
         finally:
             await setup.close()
 

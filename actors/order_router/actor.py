@@ -60,6 +60,8 @@ from domain.triggers import TRIGGERED_TYPES, native_kind, venue_leg, wrong_side
 from schemas.messages import (
     TERMINAL_STATUSES,
     ApprovedOrder,
+    BalanceQuiet,
+    BalanceQuietReply,
     CancelOrder,
     CommandReply,
     Empty,
@@ -181,10 +183,18 @@ class OrderRouter(Actor):
         await self.bus.subscribe(
             s.addressed(s.query("order_events"), k), OrderEventsQuery, self._on_events_query, queue=me
         )
+        # the venue rules: any partition answers (one queue group for all: each partition's venues know every
+        # pair's rules), so a signal-intake or risk-gate starting while partition 0 is down still gets them
+        await self.bus.subscribe(s.query("markets"), Empty, self._on_markets_query, queue=self.name)
         if self.venue_wide:
-            await self.bus.subscribe(s.query("markets"), Empty, self._on_markets_query, queue=self.name)
             await self.bus.subscribe(s.query("venues_test"), Empty, self._on_venues_test, queue=self.name)
             await self.keys.subscribe(queue=self.name)
+        if k is not None:  # the keys each partition signs with; a follower swaps in partition 0's promotions
+            await self.keys.subscribe_partition(k, queue=me)
+        if k:  # partition 0's live balance readings ask every other partition whether it is quiet at the venue
+            await self.bus.subscribe(
+                s.addressed(s.query("balance_quiet"), k), BalanceQuiet, self._on_balance_quiet, queue=me
+            )
         await self.bus.subscribe(s.addressed(s.orders_cancel, k), CancelOrder, self._on_cancel, queue=me)
         await self.bus.subscribe(s.addressed(s.orders_modify, k), ModifyOrder, self._on_modify, queue=me)
         await self.bus.consume(
@@ -795,6 +805,11 @@ class OrderRouter(Actor):
     async def _on_venues_test(self, q: Empty, env: Envelope) -> None:
         checks = await asyncio.gather(*(session.venue.check() for session in self.sessions.values()))
         await self.bus.respond(env, VenueChecks(exchanges=list(checks)))
+
+    async def _on_balance_quiet(self, q: BalanceQuiet, env: Envelope) -> None:
+        session = self.sessions.get(q.venue)
+        reply = session.quiet_state(q) if session is not None else BalanceQuietReply(quiet=False)
+        await self.bus.respond(env, reply)
 
     async def _on_markets_query(self, q: Empty, env: Envelope) -> None:
         """Every venue's rules, each naming its venue (a venue that has not started yet: none)."""

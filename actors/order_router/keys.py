@@ -37,6 +37,7 @@ from actors.venues.base import KeysUnavailable, VenueStartError
 from actors.venues.ccxt_venue import CcxtVenue
 from actors.venues.factory import make_ccxt_venue_of
 from bus.client import Bus, Envelope
+from bus.errors import RequestFailed
 from config.settings import Settings
 from config.venues import VenueConfig, credential_venue_config, environment_of, venue_configs
 from credentials.sealing import (
@@ -53,6 +54,7 @@ from schemas.messages import (
     CredentialCheckReply,
     CredentialDelete,
     CredentialDeleteReply,
+    CredentialFollow,
     Empty,
     KeysInUse,
     KeysInUseList,
@@ -62,6 +64,9 @@ if TYPE_CHECKING:
     from loguru import Logger
 
 CHECK_SHARE = 0.1  # of the venue's request budget, for a check's temporary client
+# partitioned: how long partition 0 waits for another partition's swap (its old client's calls end, bounded by the
+# call timeout, and its new client reads the markets), at the same time as its own swap: within the gateway's wait
+FOLLOW_TIMEOUT_S = 25.0
 
 
 def last4(api_key: str) -> str:
@@ -191,6 +196,78 @@ class RouterKeys:
         await self.bus.subscribe(s.credentials_delete, CredentialDelete, self._on_delete, queue=queue)
         await self.bus.subscribe(s.query("credentials"), Empty, self._on_query, queue=queue)
 
+    async def subscribe_partition(self, partition: int, queue: str) -> None:
+        """Partitioned (PARTITIONS > 1): the keys this partition signs with (``tbx.query.credentials.p<k>``: the
+        gateway gathers every partition's), and, in a follower, partition 0's request to swap in what it promoted
+        (``tbx.cmd.credentials.follow.p<k>``)."""
+        s = self.bus.subjects
+        await self.bus.subscribe(s.addressed(s.query("credentials"), partition), Empty, self._on_query, queue=queue)
+        if self.follower:
+            follow = s.addressed(s.credentials_follow, partition)
+            await self.bus.subscribe(follow, CredentialFollow, self._on_follow, queue=queue)
+
+    async def _on_follow(self, q: CredentialFollow, env: Envelope) -> None:
+        self._background(self._answer_follow(q, env))
+
+    async def _answer_follow(self, q: CredentialFollow, env: Envelope) -> None:
+        try:
+            async with self.lock(q.venue, q.environment):
+                reply = await self.follow(q)
+        except Exception as e:  # an answer in every case: partition 0 never waits for nothing
+            self.log.error("keys of {}/{} not followed: {}", q.venue, q.environment, type(e).__name__)
+            reply = CredentialCheckReply(
+                ok=False, code="CREDENTIAL_STORE_ERROR", detail=f"the swap failed ({type(e).__name__})"
+            )
+        await self.bus.respond(env, reply)
+
+    async def follow(self, q: CredentialFollow) -> CredentialCheckReply:
+        """A follower swaps in the record the store holds now for the venue (the one partition 0 just promoted, or
+        a newer one): ``swapped`` once it signs with the store's record."""
+        session = self._trading(q.venue, q.environment)
+        if session is None:
+            return CredentialCheckReply(ok=True, detail=f"it does not trade on the {q.environment} keys of {q.venue}")
+        try:
+            stored = await self._stored(q.venue, q.environment)
+        except StoreUnavailable as e:
+            return CredentialCheckReply(ok=False, code="CREDENTIAL_STORE_ERROR", detail=str(e))
+        if stored is None:
+            return CredentialCheckReply(ok=False, detail=f"no readable stored record of {q.venue}/{q.environment}")
+        if stored.record_id != self.in_use[q.venue].record_id:
+            swapped, detail = await self._swap(session, stored.keys, stored.record_id, f"{q.venue}/{q.environment}")
+            if not swapped:
+                return CredentialCheckReply(ok=True, detail=detail)
+        return CredentialCheckReply(ok=True, swapped=True)
+
+    async def _followers_swap(self, venue: str, environment: str, record_id: str) -> str | None:
+        """Partition 0, after a promotion: every other partition swaps the record in now (so the rotation answers
+        only once no partition signs with the old keys any more). None when all did; else which did not, and why."""
+        n = self.settings.PARTITIONS
+        if n <= 1 or self.follower:
+            return None
+        s = self.bus.subjects
+        q = CredentialFollow(venue=venue, environment=environment, record_id=record_id)
+        answers = await asyncio.gather(
+            *(
+                self.bus.request(
+                    s.addressed(s.credentials_follow, k), q, CredentialCheckReply, timeout=FOLLOW_TIMEOUT_S
+                )
+                for k in range(1, n)
+            ),
+            return_exceptions=True,
+        )
+        lagging: list[str] = []
+        for k, a in enumerate(answers, start=1):
+            if isinstance(a, RequestFailed):
+                lagging.append(f"the order-router partition {k} did not answer ({a.reason})")
+            elif isinstance(a, BaseException):
+                raise a
+            elif not a.swapped:
+                lagging.append(f"the order-router partition {k} keeps its current keys ({a.detail or 'not swapped'})")
+        if not lagging:
+            return None
+        self.log.error("the new keys of {}/{} are not in use everywhere: {}", venue, environment, "; ".join(lagging))
+        return "; ".join(lagging) + " - it swaps them in at its next reconcile (RECONCILE_INTERVAL_MS)"
+
     async def _on_query(self, q: Empty, env: Envelope) -> None:
         await self.bus.respond(env, KeysInUseList(venues=list(self.in_use.values())))
 
@@ -262,7 +339,13 @@ class RouterKeys:
             return CredentialCheckReply(ok=False, code="CREDENTIAL_STORE_ERROR", detail=str(e))
         swapped, detail = False, None
         if session is not None:
-            swapped, detail = await self._swap(session, keys, promoted.record_id, where)
+            # partitioned: every other partition swaps at the same time; swapped only once all of them did
+            (swapped, detail), lagging = await asyncio.gather(
+                self._swap(session, keys, promoted.record_id, where),
+                self._followers_swap(q.venue, q.environment, promoted.record_id),
+            )
+            if lagging is not None:
+                detail, swapped = (lagging if swapped else f"{detail}; {lagging}"), False
         return CredentialCheckReply(ok=True, swapped=swapped, detail=detail, check=verdict.check)
 
     async def _check_at_venue(

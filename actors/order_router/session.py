@@ -27,7 +27,7 @@ from actors.order_router.emulator import slot
 from actors.order_router.store import OrderStore
 from actors.venues.base import Venue, VenueOrder, VenueOrderRequest, VenueRefused, VenueTrade, VenueUnavailable
 from bus.client import Bus
-from bus.errors import Transient
+from bus.errors import RequestFailed, Transient
 from config.settings import Settings
 from domain.orders import (
     UNKNOWN_TO_VENUE,
@@ -41,8 +41,11 @@ from domain.orders import (
 )
 from domain.partitions import partition_for
 from domain.triggers import native_kind, venue_leg
+from domain.venue_ids import venue_client_id
 from schemas.messages import (
     TERMINAL_STATUSES,
+    BalanceQuiet,
+    BalanceQuietReply,
     ExecutionReport,
     MarketRules,
     Order,
@@ -64,6 +67,7 @@ S = OrderStatus
 ZERO = Decimal(0)
 MAX_REJECT_CODES = 1_000
 START_BACKOFF_MAX_S = 60.0
+QUIET_TIMEOUT_S = 2.0  # partitioned balance readings: another partition's answer (quiet or not)
 # a venue's order type -> (our type, held by the venue): how an external order is kept
 _ADOPTED_TYPES = {
     "market": ("market", False),
@@ -116,6 +120,7 @@ class VenueSession:
         self.venue_up: bool | None = None  # unknown until the venue is first asked
         self.fills_seq = 0  # the last FILLS sequence this router has seen (its balance readings vouch up to it)
         self.balances_published = 0
+        self.unread_since: int | None = None  # partitioned: since when a partition has not answered (no readings)
         self.reconciling = False
         self.again = False
         self.started = False  # several venues: one that could not start is down, its start tried again (back-off)
@@ -613,9 +618,13 @@ class VenueSession:
         The figures cover the currencies of PAIRS; the first reading, before any fill, is the opening one."""
         if self.venue.authoritative_lookup or not self.started or not self._quiet():
             return
-        if self.settings.PARTITIONS > 1:
-            # partitioned: no partition alone can tell that the venue is quiet for every partition's orders (a
-            # reading taken while another partition's trade is on its way would set the books wrong): no readings
+        partitioned = self.settings.PARTITIONS > 1
+        if partitioned and self.settings.PARTITION != 0:
+            return  # partitioned: partition 0 reads the venue's balances, once every partition is quiet there
+        # partitioned: no partition alone knows that the venue is quiet for every partition's orders, so partition
+        # 0 asks each other partition before and after the reading; any not quiet, moved or traded: no reading
+        before = await self._partitions_quiet(None) if partitioned else []
+        if before is None:
             return
         seq, changes = self.fills_seq, self.store.changes_of.get(self.name, 0)  # (this venue's: others' never veto)
         try:
@@ -627,18 +636,77 @@ class VenueSession:
         # an order of ours that traded while the balances were read: its fill is not in yet. It still rests
         # there with more filled than we know, or it left the open orders (filled or canceled there)
         there = {r.client_order_id: r.filled for r in open_now}
-        for oid in self.store.live:
-            o = self.store.orders[oid]
-            if self.mine(o) and o.venue_status == "open" and there.get(o.client_order_id) != (o.venue_filled or ZERO):
-                return
+        if self.traded_meanwhile(there):
+            return
         if not self._quiet() or self.fills_seq != seq or self.store.changes_of.get(self.name, 0) != changes:
             return  # an order came and went (or changed) while the balances were read: they may not show it
+        if partitioned:
+            after = await self._partitions_quiet(there)
+            if after is None or [(a.fills_seq, a.changes) for a in after] != [(b.fills_seq, b.changes) for b in before]:
+                return  # another partition's order traded, came or changed while the balances were read
+            # every partition's trades have fills up to its own last seen FILLS sequence: the reading vouches for
+            # the furthest of them (a fill up to there was published before the reading began)
+            seq = max([seq, *(b.fills_seq for b in before)])
         wanted = {c for p in self.pairs for c in pair_currencies(p)}
         figures = {c: VenueBalanceFigures(free=b.free, total=b.total) for c, b in raw.items() if c in wanted}
         opening = seq == 0 and not self.balances_published  # the first reading, before any fill: the opening books
         reading = VenueBalances(venue=self.venue.name, balances=figures, ts=now_ms(), fills_seq=seq, opening=opening)
         await self.bus.js_publish(self.subjects.balances(self.venue.name), reading)
         self.balances_published += 1
+
+    def traded_meanwhile(self, there: dict[str, Decimal]) -> bool:
+        """Did an order of ours open at the venue trade while its open orders (``there``: client order id -> filled,
+        as read with the balances) were read: gone from them, or more filled than we know."""
+        rule = getattr(self.venue, "rule", None)  # (a ccxt venue: ours as the venue knows it, when mapped)
+        for oid in self.store.live:
+            o = self.store.orders[oid]
+            if not self.mine(o) or o.venue_status != "open":
+                continue
+            cid = o.client_order_id
+            filled = there.get(cid, there.get(venue_client_id(cid, rule))) if rule is not None else there.get(cid)
+            if filled != (o.venue_filled or ZERO):
+                return True
+        return False
+
+    def quiet_state(self, q: BalanceQuiet) -> BalanceQuietReply:
+        """Partitioned: this partition's part of a balance reading partition 0 takes (``BalanceQuiet``)."""
+        traded = q.open_orders is not None and self.traded_meanwhile(q.open_orders)
+        return BalanceQuietReply(
+            quiet=self.started and self._quiet(), fills_seq=self.fills_seq,
+            changes=self.store.changes_of.get(self.name, 0), traded=traded,
+        )  # fmt: skip
+
+    async def _partitions_quiet(self, there: dict[str, Decimal] | None) -> list[BalanceQuietReply] | None:
+        """Partition 0: every other partition's state at this venue; None when one is not quiet, traded, or does
+        not answer (no reading then: one is taken again at the next reconcile)."""
+        s = self.subjects
+        q = BalanceQuiet(venue=self.name, open_orders=there)
+        answers = await asyncio.gather(
+            *(
+                self.bus.request(
+                    s.addressed(s.query("balance_quiet"), k), q, BalanceQuietReply, timeout=QUIET_TIMEOUT_S
+                )
+                for k in range(1, self.settings.PARTITIONS)
+            ),
+            return_exceptions=True,
+        )
+        out: list[BalanceQuietReply] = []
+        for k, a in enumerate(answers, start=1):
+            if isinstance(a, RequestFailed):
+                if self.unread_since is None:  # (once, not at every reconcile while it lasts)
+                    self.unread_since = now_ms()
+                    why = f"the order-router partition {k} did not answer ({a.reason})"
+                    self.log.warning("balances of {} not read until every partition answers: {}", self.name, why)
+                return None
+            if isinstance(a, BaseException):
+                raise a
+            if not a.quiet or a.traded:
+                return None
+            out.append(a)
+        if self.unread_since is not None:
+            self.log.info("balances of {}: every partition answers again", self.name)
+            self.unread_since = None
+        return out
 
     async def _reconcile_one(self, o: Order) -> None:
         unanswered = o.venue_status is None and o.status in (S.SUBMITTED, S.TRIGGERED, S.PENDING_CANCEL)

@@ -109,10 +109,16 @@ class CcxtVenue:
         ccxt_config: dict[str, Any] | None = None,
         rate_share: float = 1.0,
         name: str | None = None,
+        own_pairs: Iterable[str] | None = None,
     ) -> None:
         self.name = name or exchange_id  # how orders, fills and the API name it (a second account: its own name)
         self.exchange_id = exchange_id  # what it is (ccxt's id): behaviour follows this
         self.pairs = tuple(pairs)
+        # the pairs whose orders it follows (polls trades and open orders of): all of them, except in a partition's
+        # order-router (PARTITIONS > 1): its partition's own pairs - the other partitions follow theirs. ``pairs``
+        # stay every pair (the start check, the venue rules any partition answers, the balance readings)
+        mine = None if own_pairs is None else set(own_pairs)
+        self.own_pairs = self.pairs if mine is None else tuple(p for p in self.pairs if p in mine)
         self.native_types: frozenset[str] = frozenset()
         self.rule = rule_for(exchange_id)
         self.secrets = tuple(s for s in (api_key, secret, password) if s)
@@ -138,6 +144,7 @@ class CcxtVenue:
         self._settings = {
             "pairs": self.pairs, "sandbox": sandbox, "api_url": api_url, "timeout_ms": timeout_ms, "poll_ms": poll_ms,
             "stream": stream, "ccxt_config": dict(ccxt_config or {}), "rate_share": rate_share, "name": self.name,
+            "own_pairs": None if own_pairs is None else self.own_pairs,
         }  # fmt: skip
         # calls in flight per ccxt client, by id(client), queued in its rate limiter included: a key swap waits for
         # the old client's before it answers, then closes it
@@ -894,13 +901,13 @@ class CcxtVenue:
         """The pairs with something to follow now: an order open at the venue, or one of ours sent lately."""
         now = _now()
         open_pairs = {o.pair for o in self.open_seen.values()}
-        return [p for p in self.pairs if p in open_pairs or now - self.sent_at.get(p, -1e9) < BUSY_FOR_S]
+        return [p for p in self.own_pairs if p in open_pairs or now - self.sent_at.get(p, -1e9) < BUSY_FOR_S]
 
     async def poll_once(self, pairs: Iterable[str] | None = None) -> None:
         """One round: per pair (all of them, or ``pairs``), the trades since the last seen (each passed on once,
         with its order and all the order's trades), then open orders that are new (an external one) or gone
-        (ended at the venue)."""
-        for pair in self.pairs if pairs is None else pairs:
+        (ended at the venue). All of them: the pairs it follows (``own_pairs``: a partition's own)."""
+        for pair in self.own_pairs if pairs is None else pairs:
             symbol = symbol_of(pair)
             since = max(self.since.get(pair) or 0, now_ms() - TRADES_WINDOW_MS)
             raw = await self._backing_off(self.ex.fetch_my_trades, symbol, since)

@@ -9,6 +9,7 @@ from actors.venues.base import Venue
 from bus.client import Bus
 from config.settings import Settings
 from config.venues import VenueConfig, venue_configs
+from domain.partitions import owns
 
 if TYPE_CHECKING:
     from actors.venues.ccxt_venue import CcxtVenue
@@ -18,8 +19,11 @@ ORDERS_SHARE = 0.75  # of a venue's per-IP request budget (Binance weight): the 
 BOOKS_SHARE = 0.25  # ... and the md-feed's (MARKET_DATA=venue)
 
 
-def make_ccxt_venue_of(cfg: VenueConfig, keys: bool = True, share: float = ORDERS_SHARE) -> CcxtVenue:
-    """The ccxt venue of one configured venue (``cfg.name`` may differ from its ccxt id: a second account)."""
+def make_ccxt_venue_of(
+    cfg: VenueConfig, keys: bool = True, share: float = ORDERS_SHARE, own_pairs: tuple[str, ...] | None = None
+) -> CcxtVenue:
+    """The ccxt venue of one configured venue (``cfg.name`` may differ from its ccxt id: a second account);
+    ``own_pairs``: the pairs whose orders it follows (a partition's), None: all."""
     from actors.venues.ccxt_venue import CcxtVenue
 
     venue = CcxtVenue(
@@ -35,6 +39,7 @@ def make_ccxt_venue_of(cfg: VenueConfig, keys: bool = True, share: float = ORDER
         stream=cfg.stream,
         rate_share=share,
         name=cfg.name,
+        own_pairs=own_pairs,
     )
     return venue
 
@@ -47,8 +52,12 @@ def make_venue_of(cfg: VenueConfig, settings: Settings, bus: Bus, books: BookCac
 
         return PaperVenue(settings, bus, books, pairs=cfg.pairs, name=cfg.name)
     # partitioned: every partition's order-router has a client of its own on the same account (and IP): each
-    # spends 1/PARTITIONS of the order-router's share of the venue's request budget
-    return make_ccxt_venue_of(cfg, share=ORDERS_SHARE / max(1, settings.PARTITIONS))
+    # spends 1/PARTITIONS of the order-router's share of the venue's request budget, and polls only the orders of
+    # its own partition's pairs (the other partitions poll theirs)
+    own = None
+    if settings.PARTITIONS > 1 and settings.PARTITION is not None:
+        own = tuple(p for p in cfg.pairs if owns(settings.PARTITION, settings.PARTITIONS, p))
+    return make_ccxt_venue_of(cfg, share=ORDERS_SHARE / max(1, settings.PARTITIONS), own_pairs=own)
 
 
 def make_venues(settings: Settings, bus: Bus, books: BookCache | None = None) -> list[Venue]:

@@ -135,6 +135,13 @@ class PaperVenue:
         self.balances: dict[str, Decimal] = (
             {settings.BASE_CURRENCY: settings.INITIAL_BALANCE} if not self.partition else {}
         )
+        # the other parts of the account: the other partitions' keys, and any ``balances*`` key found at the start
+        # (a partition of an earlier PARTITIONS, after a drain): ``fetch_balance`` answers the sum of them all
+        self.other_balance_keys: set[str] = (
+            {"balances", *(f"balances.p{k}" for k in range(1, settings.PARTITIONS))} - {self.balances_key}
+            if settings.PARTITIONS > 1
+            else set()
+        )
         self.trades: deque[tuple[str, VenueTrade]] = deque(maxlen=RECENT_TRADES)
         self.recent: OrderedDict[str, SimOrder] = OrderedDict()  # orders of this run, newest last
         self.lock = asyncio.Lock()
@@ -171,6 +178,8 @@ class PaperVenue:
         except nats.js.errors.NoKeysError:
             return
         for key in keys:
+            if key.startswith("balances") and key != self.balances_key:
+                self.other_balance_keys.add(key)  # another partition's (or one of an earlier PARTITIONS)
             if not key.startswith("o."):
                 continue
             try:
@@ -282,7 +291,18 @@ class PaperVenue:
         return [t for p, t in self.trades if p == pair and t.ts >= since]
 
     async def fetch_balance(self) -> dict[str, VenueBalance]:
-        return {c: VenueBalance(free=v, total=v) for c, v in self.balances.items()}  # it locks nothing
+        """The paper account: this partition's balances plus every other part's (``balances``, ``balances.p<k>``:
+        each partition keeps the changes of its own trades; PARTITIONS = 1 with no other key: its own)."""
+        parts = [self.balances]
+        for key in sorted(self.other_balance_keys):
+            try:
+                entry = await self.kv.get(key)
+            except nats.js.errors.KeyNotFoundError:
+                continue  # that partition has not traded yet
+            if entry.value:
+                parts.append(_dec_balances.decode(entry.value))
+        total = sum_balances(parts)
+        return {c: VenueBalance(free=v, total=v) for c, v in total.items()}  # it locks nothing
 
     def health(self) -> VenueHealth:
         return self._health
@@ -371,3 +391,13 @@ def _roll_back(m: Matcher, o: SimOrder, was: SimOrder, trades: list[SimTrade]) -
     for f in SimOrder.__struct_fields__:  # in place: whoever holds ``o`` (the recent orders) sees it as stored
         setattr(o, f, getattr(was, f))
     m.resting[o.client_order_id] = o
+
+
+def sum_balances(parts: Iterable[dict[str, Decimal]]) -> dict[str, Decimal]:
+    """One account out of its parts (each partition's balance changes, one with the initial balance): per currency,
+    the sum."""
+    out: dict[str, Decimal] = {}
+    for part in parts:
+        for currency, amount in part.items():
+            out[currency] = out.get(currency, ZERO) + amount
+    return out

@@ -322,3 +322,62 @@ async def test_a_call_waiting_for_room_goes_once_the_window_has_room(exchange: B
         assert v.room_waiters == 0 and not v.ex.throttler.queue
     finally:
         await v.stop()
+
+
+async def test_a_partitions_client_follows_only_its_own_pairs() -> None:
+    """PARTITIONS > 1: each partition's order-router has a client of its own; it polls the trades and open orders of
+    its partition's pairs only (the others poll theirs), and an open order of another partition's pair never makes
+    a pair busy here. Every pair stays known to it (the start check, the venue rules)."""
+
+    exchange = BinanceTestExchange(
+        api_key=KEY, secret=SECRET, symbols=("BTC/USDT", "SOL/USDT"), balances={"USDT": "100000", "BTC": "1"}
+    )
+    await exchange.start()
+    exchange.set_book("BTC/USDT", bids=[("59990", "1")], asks=[("60000", "1")])
+    exchange.set_book("SOL/USDT", bids=[("99", "100")], asks=[("101", "100")])
+    try:
+        await _follows_own_pairs(exchange)
+    finally:
+        await exchange.stop()
+
+
+async def _follows_own_pairs(exchange: BinanceTestExchange) -> None:
+    from actors.venues.factory import make_venue_of
+    from config.venues import venue_configs
+    from domain.partitions import partition_of
+
+    live = {"LIVE_TRADING": "true", "PAPER_TRADING": "false", "API_TOKEN": "t", "EXCHANGE": "binance"}
+    env = live | {"EXCHANGE_API_KEY": KEY, "EXCHANGE_API_SECRET": SECRET, "EXCHANGE_API_URL": exchange.base_url}
+    env |= {"PAIRS": "BTC_USDT,SOL_USDT", "PARTITIONS": "2"}
+    own = {k: tuple(p for p in ("BTC_USDT", "SOL_USDT") if partition_of(p, 2) == k) for k in (0, 1)}
+    assert own[0] and own[1]  # one pair each
+    for k in (0, 1):
+        s = load_settings(env | {"PARTITION": str(k)})
+        v = make_venue_of(venue_configs(s)[0], s, None)  # type: ignore[arg-type]
+        assert isinstance(v, CcxtVenue) and v.own_pairs == own[k] and v.pairs == ("BTC_USDT", "SOL_USDT")
+        assert v.with_keys("k", "s").own_pairs == own[k]  # a key rotation keeps it
+        await v.ex.close()
+    one = load_settings(env | {"PARTITIONS": "1"})
+    v = make_venue_of(venue_configs(one)[0], one, None)  # type: ignore[arg-type]
+    assert isinstance(v, CcxtVenue) and v.own_pairs == v.pairs  # unpartitioned: every pair, as before
+    await v.ex.close()
+
+    other, mine = own[0][0], own[1][0]
+    v = make(exchange, pairs=("BTC_USDT", "SOL_USDT"), poll_ms=3_600_000, own_pairs=(mine,))
+    await v.start()
+    try:
+        # an order of the other partition's pair rests at the venue
+        await v.create_order(
+            req("other-1", pair=other, type="limit", price=D("50") if other == "SOL_USDT" else D("50000"))
+        )
+        v.sent_at.clear()
+        exchange.requests.clear()
+        await v.poll_once()
+        symbols = {
+            r.params.get("symbol") for r in exchange.requests if r.path in ("/api/v3/myTrades", "/api/v3/openOrders")
+        }
+        assert symbols == {mine.replace("_", "")}, symbols
+        assert all(o.pair == mine for o in v.open_seen.values()) and other not in v._busy_pairs()
+        assert {r.pair for r in await v.markets()} == {"BTC_USDT", "SOL_USDT"}
+    finally:
+        await v.stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from domain.partitions import fnv1a_32, merge_newest_first, owns, partition_for, partition_of, suffix
+from domain.partitions import durable, fnv1a_32, merge_newest_first, owns, partition_for, partition_of, suffix
 
 PAIRS = st.from_regex(r"[A-Z0-9]{1,8}_[A-Z0-9]{1,8}", fullmatch=True)
 
@@ -128,3 +128,28 @@ def test_tbx_run_runs_every_partition_of_the_partitioned_actors():
     assert [x.PARTITION for x in instances_of(FillTracker, s)] == [0, 1, 2]
     assert [x.PARTITION for x in instances_of(RiskGate, s)] == [None]
     assert [x.PARTITION for x in instances_of(FillTracker, load_settings({}))] == [None]
+
+
+def test_one_partition_keeps_every_name_it_always_had():
+    """PARTITIONS=1 (even with PARTITION=0 set): the subjects, durable names, queue groups and the paper account's KV
+    key are those of an unpartitioned deployment."""
+    from actors.books import BookCache
+    from actors.order_router import OrderRouter
+    from actors.venues.paper import PaperVenue
+    from config.settings import load_settings
+    from schemas.subjects import Subjects
+
+    s = Subjects("tbx")
+    k = partition_for("BTC_USDT", 1)
+    assert s.approved_orders("BTC_USDT", k) == "tbx.hop.approved.BTC_USDT"
+    assert s.exec_reports("BTC_USDT", k) == "tbx.hop.reports.BTC_USDT"
+    assert s.approved_orders(partition=k) == "tbx.hop.approved.*" and s.exec_reports(partition=k) == "tbx.hop.reports.*"
+    assert s.addressed(s.orders_cancel, k) == "tbx.orders.cancel" and s.addressed(s.query("orders"), k) == (
+        "tbx.query.orders"
+    )
+    assert durable("order-router", k) == "order-router" and "order-router" + suffix(k) == "order-router"
+    for env in ({}, {"PARTITIONS": "1", "PARTITION": "0"}):
+        settings = load_settings(env)
+        assert OrderRouter.partitioned and (settings.PARTITIONS <= 1 or settings.PARTITION is None)
+        venue = PaperVenue(settings, None, books=BookCache(None, ("paper",)))  # type: ignore[arg-type]
+        assert venue.balances_key == "balances" and venue.partition is None and venue.other_balance_keys == set()
