@@ -76,6 +76,8 @@ from schemas.messages import (
     OrdersPage,
     OrdersQuery,
     OrderStatus,
+    VenueBookQuery,
+    VenueBookView,
     VenueChecks,
     VenueState,
     now_ms,
@@ -185,6 +187,7 @@ class OrderRouter(Actor):
             await self.bus.subscribe(s.query("markets"), Empty, self._on_markets_query, queue=self.name)
             await self.bus.subscribe(s.query("venues_test"), Empty, self._on_venues_test, queue=self.name)
             await self.keys.subscribe(queue=self.name)
+        await self.bus.subscribe(s.addressed(s.query("venue_book"), k), VenueBookQuery, self._on_venue_book, queue=me)
         await self.bus.subscribe(s.addressed(s.orders_cancel, k), CancelOrder, self._on_cancel, queue=me)
         await self.bus.subscribe(s.addressed(s.orders_modify, k), ModifyOrder, self._on_modify, queue=me)
         await self.bus.consume(
@@ -795,6 +798,16 @@ class OrderRouter(Actor):
     async def _on_venues_test(self, q: Empty, env: Envelope) -> None:
         checks = await asyncio.gather(*(session.venue.check() for session in self.sessions.values()))
         await self.bus.respond(env, VenueChecks(exchanges=list(checks)))
+
+    async def _on_venue_book(self, q: VenueBookQuery, env: Envelope) -> None:
+        """The book the venue would match a market order of the pair on now (``make chaos`` sends a pair's next
+        order once this is the book it expects)."""
+        session = self.sessions.get(q.venue) if q.venue is not None else self.session
+        if session is None:
+            await self.bus.respond_error(env, f"venue: {q.venue!r} is not one of this router's venues")
+            return
+        book = await session.venue.fetch_order_book(q.pair)
+        await self.bus.respond(env, VenueBookView(pair=q.pair, venue=session.name, book=book))
 
     async def _on_markets_query(self, q: Empty, env: Envelope) -> None:
         """Every venue's rules, each naming its venue (a venue that has not started yet: none)."""
