@@ -338,7 +338,7 @@ async def chaos_kills(cfg: Config, launcher: Launcher, js: nats.js.JetStreamCont
                     await asyncio.to_thread(cluster.restart, i)
                     log(f"nats {node.name} started again")
                     if half:
-                        rec.after = f"started again by the harness {cfg.gap_s / 2:.0f} s after"
+                        rec.after = f"started again by the harness {cfg.gap_s / 2:.1f} s after"
                 except Exception as e:
                     rec.error = f"nats {node.name} not started again: {type(e).__name__}: {e}"
                     log(rec.error)
