@@ -126,7 +126,7 @@ def config(argv: list[str] | None = None) -> Config:
         kills=kills,
         topology=topo,
         keep=a.keep,
-        label=label,
+        label=label if not (a.per_pair or a.gap or a.budget or a.settle is not None or a.kills) else f"{label}, custom",
     )
 
 
