@@ -3,6 +3,10 @@
 An actor is a thin imperative shell around ``domain/``: it subscribes on the bus in ``on_start``,
 turns messages into calls of pure functions and publishes what comes out. Every actor has its own
 NATS connection, so the same code runs alone (``tbx actor NAME``) or with the others in one process.
+
+Every actor here is a single writer: it takes its leadership lease (bus/lease.py) before ``on_start`` and
+waits as a hot standby (heartbeating with ``role: standby``) while another instance holds it. Every stream
+and KV write of its bus goes through the lease's fence; losing the lease ends the instance (``died``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any, ClassVar
 from loguru import logger
 
 from bus.client import Bus
+from bus.lease import LeaseDriver
 from config.settings import ConfigError, Settings
 from domain.partitions import owns, suffix
 from schemas.messages import Heartbeat, RiskAlert, Severity, VenueState, now_ms
@@ -28,6 +33,7 @@ class Actor:
     name: ClassVar[str] = "actor"
     # one active instance per partition of the pairs (PARTITIONS): signal-intake, order-router, fill-tracker
     partitioned: ClassVar[bool] = False
+    leased: bool = True  # a single writer: one active instance (per partition), the others standbys
 
     def __init__(self, settings: Settings, bus: Bus) -> None:
         if self.partitioned and settings.PARTITIONS > 1 and settings.PARTITION is None:
@@ -46,13 +52,18 @@ class Actor:
         # resolved (with the reason) when this instance can no longer go on: its supervisor stops it and
         # starts a fresh one (tbx/supervisor.py). Made in start() when there is no event loop yet.
         self.died: asyncio.Future[str] = _new_future()
+        self.lease: LeaseDriver | None = None
+        self._lease_task: asyncio.Task[None] | None = None
+        # set when start() waits as a standby (another instance holds the lease): a launcher starting parts in
+        # order goes on with the next one instead of waiting for this one to become active
+        self.standing_by = asyncio.Event()
 
     def fail(self, reason: str) -> None:
         """This instance cannot go on (an essential task ended, the lease is lost): say so once."""
         if self.died.get_loop().is_closed():
             return
         if not self.died.done():
-            self.log.error("{} cannot go on: {}", self.name, reason)
+            self.log.error("{} cannot go on: {}", self.role, reason)
             self.died.set_result(reason)
 
     @property
@@ -62,6 +73,17 @@ class Actor:
         if not self.partitioned or self.settings.PARTITIONS <= 1:
             return None
         return self.settings.PARTITION
+
+    @property
+    def role(self) -> str:
+        """The lease's key: the actor's name, or ``<name>.p<k>`` for partition k of a partitioned actor."""
+        return self.name if self.partition is None else f"{self.name}.p{self.partition}"
+
+    def fence(self) -> None:
+        """Raise ``bus.errors.LeaseLost`` unless this instance provably holds its lease now (before a write
+        that does not go through the bus: a venue's order)."""
+        if self.lease is not None:
+            self.lease.check()
 
     def owns(self, pair: str) -> bool:
         """Is ``pair`` this instance's to handle (always, unpartitioned)?"""
@@ -73,13 +95,47 @@ class Actor:
         if self.died.get_loop() is not asyncio.get_running_loop():  # made before there was a loop
             self.died = asyncio.get_running_loop().create_future()
         self.bus.on_lost(self.fail)  # the connection closed for good (not by us)
+        if self.leased:
+            self.lease = LeaseDriver(
+                self.bus,
+                role=self.role,
+                actor=self.name,
+                partition=self.partition,
+                holder=self.instance,
+                failover_ms=self.settings.FAILOVER_MS,
+                on_lost=self.fail,
+            )
+            self.bus.set_fence(self.lease.check)  # nothing is written before the lease is held
+            self.status = "standby"
         self.spawn(self._heartbeat_loop(), "heartbeat", essential=True)
+        if self.lease is not None:
+            waited = time.perf_counter()
+            await self.lease.acquire(on_change=self._beat_now, on_standby=self.standing_by.set)
+            self._lease_task = asyncio.create_task(self.lease.run(), name=f"{self.name}:lease")
+            self._lease_task.add_done_callback(self._lease_ended)
+            self.status = "starting"
+            self._beat_now()
+            if (time.perf_counter() - waited) > 0.5:
+                self.log.info(
+                    "{} active after {:.0f} ms as a standby", self.role, (time.perf_counter() - waited) * 1000
+                )
+            t0 = time.perf_counter()
         await self.on_start()
         self.status = "running"
+        self._beat_now()
         self.log.info("{} started in {:.0f} ms", self.name, (time.perf_counter() - t0) * 1000)
 
+    def _lease_ended(self, task: asyncio.Task[None]) -> None:
+        """The renewals ended: fine when stopping (or the lease was lost: ``fail`` was called with why); an error
+        in them, never silent: the instance cannot prove its lease any more."""
+        if task.cancelled() or self.status in ("stopping", "stopped"):
+            return
+        if task.exception() is not None:
+            self.log.opt(exception=task.exception()).error("lease renewals of {} failed", self.role)
+            self.fail(f"lease renewals failed: {type(task.exception()).__name__}: {task.exception()}")
+
     async def stop(self) -> None:
-        """Graceful drain: stop taking messages, let the one in hand finish, then close."""
+        """Graceful drain: stop taking messages, let the one in hand finish, give up the lease, then close."""
         self.status = "stopping"
         await self.bus.stop_consuming()
         with contextlib.suppress(Exception):
@@ -88,6 +144,9 @@ class Actor:
             task.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=1.0)
+        if self.lease is not None:
+            with contextlib.suppress(Exception):
+                await self.lease.release(self._lease_task)
         with contextlib.suppress(Exception):
             await self._publish_heartbeat()
         await self.bus.close()
@@ -151,16 +210,28 @@ class Actor:
         return None
 
     async def _publish_heartbeat(self) -> None:
+        lease = self.lease
+        active = lease is None or lease.active
         hb = Heartbeat(
             actor=self.name,
             instance=self.instance,
             ts=now_ms(),
             started_at=self.started_at,
             status=self.status,  # type: ignore[arg-type]
-            stats=self.stats(),
-            venues=self.venue_states(),
+            stats=self.stats() if active else {},
+            venues=self.venue_states() if active else None,
+            role="active" if active else "standby",
+            partition=self.partition,
+            lease=lease.revision if lease is not None else None,
         )
         await self.bus.publish(self.subjects.health(self.name), hb)
+
+    def _beat_now(self) -> None:
+        """A heartbeat at once (a change of role or status), besides the regular ones."""
+        with contextlib.suppress(RuntimeError):
+            task = asyncio.get_running_loop().create_task(self._publish_heartbeat())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _heartbeat_loop(self) -> None:
         await self._publish_heartbeat()

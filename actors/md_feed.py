@@ -253,6 +253,8 @@ class MarketDataFeed(Actor):
 
     def __init__(self, settings: Settings, bus: Bus) -> None:
         super().__init__(settings, bus)
+        # with MARKET_DATA=none it publishes nothing: it takes no lease (another deployment's feed may hold it)
+        self.leased = settings.MARKET_DATA != "none"
         self.published = 0
         self.last: dict[str, Book] = {}
         self.feeds: dict[str, VenueFeed] = {}  # live venue name -> its feed (MARKET_DATA=venue)

@@ -20,7 +20,7 @@ from loguru import logger
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg as NatsMsg
 from nats.aio.subscription import Subscription
-from nats.js import api
+from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
 from bus.auth import NatsAuth
@@ -38,6 +38,7 @@ PAUSE_NAK_DELAY_S = 0.5
 NO_RESPONDERS_TRIES = 3
 NO_RESPONDERS_PAUSE_S = 0.025
 MSG_ID_HEADER = "Nats-Msg-Id"
+LEASE_HEADER = "Tbx-Lease"  # on every stream / KV write of a leased actor: "<role>:<lease revision>"
 RESUME_CREATE_WAIT_S = 2.0  # how long one re-created ordered consumer may take before it is asked for again
 RESUME_POLL_S = 0.005
 # a request sent before a disconnect is answered within this long after the reconnect, or never (the server
@@ -50,6 +51,35 @@ PUBLISH_MIN_ATTEMPT_S = 1.0  # the ack timeout of one try is what is left of the
 PUBLISH_PAUSE_S = (0.02, 0.5)  # first and longest pause between tries
 LEADER_WAIT_S = 30.0  # ensure_layout: a stream or bucket without a leader this long is an error (retried)
 LEADER_POLL_TIMEOUT_S = 2.0
+
+
+Fence = Callable[[], str]  # returns the lease header's value, or raises bus.errors.LeaseLost
+
+
+class FencedJetStream(JetStreamContext):
+    """A JetStream context whose every write (stream publishes and the writes of the KV buckets opened through
+    it) first asks the fence, when there is one: a leased actor that does not hold its lease now writes
+    nothing, and what it writes carries ``Tbx-Lease: <role>:<revision>``."""
+
+    fence: Fence | None = None
+
+    async def publish(
+        self,
+        subject: str,
+        payload: bytes = b"",
+        timeout: float | None = None,
+        stream: str | None = None,
+        headers: dict[str, Any] | None = None,
+        msg_ttl: float | None = None,
+    ) -> api.PubAck:
+        if self.fence is not None:
+            headers = {**(headers or {}), LEASE_HEADER: self.fence()}
+        return await super().publish(subject, payload, timeout=timeout, stream=stream, headers=headers, msg_ttl=msg_ttl)
+
+    async def publish_async(self, *args: Any, **kwargs: Any) -> asyncio.Future[api.PubAck]:
+        if self.fence is not None:
+            kwargs["headers"] = {**(kwargs.get("headers") or {}), LEASE_HEADER: self.fence()}
+        return await super().publish_async(*args, **kwargs)
 
 
 @dataclass(slots=True)
@@ -135,7 +165,7 @@ class Bus:
     def __init__(self, nc: NatsClient, subjects: Subjects, name: str, replicas: int = 1) -> None:
         self.nc = nc
         self.replicas = replicas
-        self.js = nc.jetstream(timeout=10.0)
+        self.js = FencedJetStream(nc, timeout=10.0)
         self.subjects = subjects
         self.name = name
         self._subs: list[Subscription] = []
@@ -299,6 +329,7 @@ class Bus:
             self.subjects.kv_paper,
             self.subjects.kv_credentials,
             self.subjects.kv_transition,
+            self.subjects.kv_leases,
         ):
             await self.kv(bucket)
             names.append(f"KV_{bucket}")
@@ -345,6 +376,24 @@ class Bus:
                     await self.wait_leader(f"KV_{bucket}")
                     self._kv[bucket] = await self.js.key_value(bucket)
         return self._kv[bucket]
+
+    def set_fence(self, fence: Fence | None) -> None:
+        """From now on every stream and KV write through this bus asks ``fence`` first (bus/lease.py)."""
+        self.js.fence = fence
+
+    def check_fence(self) -> None:
+        """Raise ``LeaseLost`` unless this bus may write now (a write outside JetStream: a venue's order)."""
+        if self.js.fence is not None:
+            self.js.fence()
+
+    async def lease_kv(self, timeout: float) -> KeyValue:
+        """The leases bucket through a context of its own, never fenced (the lease itself is written there)."""
+        js = self.nc.jetstream(timeout=timeout)
+        try:
+            return await js.key_value(self.subjects.kv_leases)
+        except nats.js.errors.BucketNotFoundError:
+            await self.kv(self.subjects.kv_leases)
+            return await js.key_value(self.subjects.kv_leases)
 
     # ------------------------------------------------------------------------------------------------
     async def publish(self, subject: str, msg: Any, headers: dict[str, str] | None = None) -> None:

@@ -38,3 +38,9 @@ class RequestFailed(BusError):
 class Transient(BusError):
     """A handler could not finish because something it needs is unavailable right now: retry, never
     dead-letter (for example the next actor on the path is down)."""
+
+
+class LeaseLost(Transient):
+    """This instance may not write now: it does not provably hold its leadership lease (a standby, a lease
+    not renewed in time, or one taken over by another instance). Transient for the message in hand: it goes
+    back to the stream, and the instance that holds the lease handles it."""

@@ -187,7 +187,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     NATS_URL: str = ""
     NATS_PORT: int | None = None  # the embedded nats-server's port; unset: 4222, or a free port when taken
     NATS_REPLICAS: int = 1
-    # joining an existing NATS that asks for more than a URL (README "Running on an existing NATS cluster")
+    # joining an existing NATS that asks for more than a URL (README "NATS accounts, TLS and credentials files")
     NATS_CREDS: str = ""  # a .creds file: the user's JWT and nkey seed (decentralised auth, accounts)
     NATS_NKEY_SEED: str = ""  # a file holding a user's nkey seed (SU...), for servers that list nkey users
     NATS_TLS_CA: str = ""  # CA certificates (PEM) that signed the servers' certificates
@@ -195,6 +195,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     NATS_TLS_KEY: str = ""  # ... and its private key
     PARTITIONS: int = 1  # pairs hashed into this many partitions (signal-intake, order-router, fill-tracker)
     PARTITION: int | None = None  # the partition a `tbx actor` of a partitioned actor serves (0..PARTITIONS-1)
+    FAILOVER_MS: int = 2000  # a standby takes over within this long of the active's death (issue 19)
     BUS_PREFIX: str = "tbx"
     PAIRS: tuple[str, ...] = ("BTC_USDT", "ETH_USDT", "XMR_USDT", "RVN_USDT")
     MARKET_DATA: str = "synthetic"
@@ -731,6 +732,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "NATS_TLS_KEY": _readable_file,
     "PARTITIONS": _int(1, 64),
     "PARTITION": _optional_partition,
+    "FAILOVER_MS": _int(300, 3_600_000),
     "BUS_PREFIX": _pattern(PREFIX_RE, "1 to 32 letters, digits, '_' or '-'"),
     "PAIRS": _pairs,
     "MARKET_DATA": _market_data,

@@ -16,12 +16,14 @@ from schemas.rest import (
     EngineHealth,
     ExchangeHealth,
     Health,
+    InstanceHealth,
     RateLimit,
     ServiceHealth,
 )
 from schemas.subjects import ACTORS
 
 STALE_MS = 3000
+FORGET_MS = 30_000  # an instance not heard this long is no longer listed (killed, stopped, moved)
 VERSION = "0.1.0"
 
 
@@ -33,7 +35,8 @@ class HealthBook:
     def __init__(self, settings: Settings, bus: Bus) -> None:
         self.settings = settings
         self.bus = bus
-        self.beats: dict[str, Heartbeat] = {}
+        self.beats: dict[str, Heartbeat] = {}  # each actor's beat that /api/health is about (its active instance)
+        self.instances: dict[str, dict[str, Heartbeat]] = {}  # actor -> instance -> its last beat
         self.services: dict[str, ServiceHealth] = {
             name: ServiceHealth(status="not_configured", last_check=None) for name in ("core", "ml", "risk")
         }
@@ -56,7 +59,25 @@ class HealthBook:
         return {"core": s.CORE_SERVICE_URL, "ml": s.ML_SERVICE_URL, "risk": s.RISK_SERVICE_URL}
 
     async def _on_beat(self, hb: Heartbeat, env: Envelope) -> None:
-        self.beats[hb.actor] = hb
+        seen = self.instances.setdefault(hb.actor, {})
+        seen[hb.instance] = hb
+        now = now_ms()
+        for instance, old in list(seen.items()):
+            if now - old.ts > FORGET_MS:
+                del seen[instance]
+        self.beats[hb.actor] = self._chosen(hb.actor, now)
+
+    def _chosen(self, actor: str, now: int) -> Heartbeat:
+        """The instance /api/health reports an actor by: a live active one (running first), else the last heard.
+        A beat without a role comes from an instance that takes no lease: active. Standbys never hide an active
+        instance, and never make the actor unhealthy (it is up when an active instance heartbeats)."""
+
+        def rank(b: Heartbeat) -> tuple[bool, bool, bool, int]:
+            fresh = now - b.ts <= STALE_MS
+            active = b.role != "standby"
+            return (fresh and active, active and b.status == "running", fresh, b.ts)
+
+        return max(self.instances[actor].values(), key=rank)
 
     async def _check_services(self, urls: dict[str, str]) -> None:
         timeout = aiohttp.ClientTimeout(total=1.0)
@@ -110,6 +131,8 @@ class HealthBook:
         actors: dict[str, ActorHealth] = {}
         down = []
         for name in expected_actors(self.settings):
+            if self.instances.get(name):
+                self.beats[name] = self._chosen(name, now)
             hb = self.beats.get(name)
             if hb is None:
                 actors[name] = ActorHealth(status="missing", last_heartbeat=None, age_ms=None)
@@ -119,8 +142,24 @@ class HealthBook:
             status = hb.status if age <= STALE_MS else "stale"
             if status not in ("running",):
                 down.append(name)
+            instances = [
+                InstanceHealth(
+                    instance=b.instance,
+                    role=b.role or "active",
+                    partition=b.partition,
+                    status=b.status if now - b.ts <= STALE_MS else "stale",
+                    age_ms=now - b.ts,
+                )
+                for b in sorted(self.instances.get(name, {}).values(), key=lambda b: (b.role == "standby", -b.ts))
+                if now - b.ts <= FORGET_MS
+            ]
             actors[name] = ActorHealth(
-                status=status, last_heartbeat=hb.ts, age_ms=age, instance=hb.instance, stats=hb.stats
+                status=status,
+                last_heartbeat=hb.ts,
+                age_ms=age,
+                instance=hb.instance,
+                stats=hb.stats,
+                instances=instances,
             )
         router = self.beats.get("order-router")
         stats = router.stats if router else {}

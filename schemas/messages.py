@@ -748,9 +748,24 @@ class Heartbeat(Msg):
     instance: str
     ts: int
     started_at: int
-    status: Literal["starting", "running", "degraded", "stopping"] = "running"
+    status: Literal["starting", "running", "degraded", "stopping", "standby"] = "running"
     stats: dict[str, int | float | str] = msgspec.field(default_factory=dict)
     venues: list[VenueState] | None = None  # the order-router: its venue sessions
+    role: Literal["active", "standby"] | None = None  # None: from a version without leases (taken as active)
+    partition: int | None = None
+    lease: int | None = None  # the revision of the lease the active instance holds
+
+
+class LeaseRecord(Msg):
+    """The value of a leadership lease in the ``<PREFIX>_LEASES`` bucket (key: the role)."""
+
+    holder: str  # the instance id
+    actor: str
+    partition: int | None
+    host: str
+    pid: int
+    since: int  # epoch ms: when this holder took the lease
+    renewed_at: int  # epoch ms: its last renewal
 
 
 Severity = Literal["warning", "critical", "emergency"]

@@ -259,12 +259,23 @@ class EngineHealth(msgspec.Struct, kw_only=True, rename="camel"):
     success_rate: float
 
 
+class InstanceHealth(msgspec.Struct, kw_only=True, rename="camel"):
+    """One running instance of an actor: the active one or a hot standby."""
+
+    instance: str
+    role: str  # active | standby
+    partition: int | None
+    status: str  # as its last heartbeat said, or stale
+    age_ms: int
+
+
 class ActorHealth(msgspec.Struct, kw_only=True, rename="camel"):
     status: str
     last_heartbeat: int | None
     age_ms: int | None
-    instance: str | None = None
+    instance: str | None = None  # the active instance (the one the other fields are about)
     stats: dict[str, int | float | str] = msgspec.field(default_factory=dict)
+    instances: list[InstanceHealth] = msgspec.field(default_factory=list)  # every instance heard lately
 
 
 class Health(msgspec.Struct, kw_only=True, rename="camel"):

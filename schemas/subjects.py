@@ -219,6 +219,12 @@ class Subjects:
         return self.bucket_name("PAPER")
 
     @property
+    def kv_leases(self) -> str:
+        """Leadership leases: one key per role (``order-router``, ``order-router.p1``), the active instance's
+        ``LeaseRecord`` (bus/lease.py)."""
+        return self.bucket_name("LEASES")
+
+    @property
     def kv_credentials(self) -> str:
         """Venue keys sealed with AES-256-GCM, key ``<venue>.<environment>`` (config/credential_store.py)."""
         return self.bucket_name("CREDENTIALS")

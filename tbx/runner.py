@@ -276,7 +276,12 @@ async def serve(settings: Settings, names: list[str], *, with_gateway: bool, emb
             mode = "live" if settings.LIVE_TRADING else "paper"
             logger.info("ready: http://{}:{}/api/health ({} mode, NATS {})", settings.HOST, settings.PORT, mode, shown)
         else:
-            logger.info("ready: {} on NATS {}", ", ".join(s.name for s in sups), shown)
+            running = [s.name for s in sups if s.part is not None]
+            waiting = [s.name for s in sups if s.part is None and s.standing_by]
+            if running:
+                logger.info("ready: {} on NATS {}", ", ".join(running), shown)
+            if waiting:  # each says `ready: NAME` when it becomes active
+                logger.info("standing by: {} on NATS {} (another instance is active)", ", ".join(waiting), shown)
 
     starting = asyncio.create_task(start_all(), name="start")
     stopping = asyncio.create_task(stop.wait(), name="stop")

@@ -188,6 +188,8 @@ class Supervisor:
         self.first_try = asyncio.Event()  # the first start has returned or failed
         self.started = asyncio.Event()  # an instance has started (at least once)
         self.instances = 0  # instances started
+        self._watches: set[asyncio.Task[None]] = set()
+        self.standing_by = False  # the instance starting now waits as a standby (another one is active)
         self.log = logger.bind(actor=name)
 
     async def run(self) -> None:
@@ -202,8 +204,10 @@ class Supervisor:
                     await bus.close()
                     raise
                 t0 = self.clock()
+                standby = self._first_try_on_standby(part)
                 try:
                     await until_stop(part.start(), self.stop)  # type: ignore[arg-type]
+                    t0 = self.clock()  # (the time it stood by is not time it ran)
                 except Stopped:
                     await self._discard(part)
                     raise
@@ -221,6 +225,12 @@ class Supervisor:
                     self.first_try.set()
                     await pause(delay, self.stop)
                     continue
+                finally:
+                    if standby is not None:
+                        standby.cancel()
+                if self.standing_by:  # active now, after standing by: what `ready:` said of the others
+                    self.standing_by = False
+                    self.log.info("ready: {} (active after standing by)", self.name)
                 self.instances += 1
                 if self.instances > 1:
                     self.log.info("{} running again (instance {} since the start)", self.name, self.instances)
@@ -240,6 +250,24 @@ class Supervisor:
             return
         finally:
             self.first_try.set()
+
+    def _first_try_on_standby(self, part: Part) -> asyncio.Task[None] | None:
+        """A part whose start waits as a standby (another instance holds its lease) counts as tried: a launcher
+        starting parts in order goes on with the next one meanwhile."""
+        event = getattr(part, "standing_by", None)
+        if not isinstance(event, asyncio.Event):
+            return None
+
+        async def watch() -> None:
+            await event.wait()
+            self.standing_by = True
+            self.log.info("{} stands by (another instance is active)", self.name)
+            self.first_try.set()
+
+        task = asyncio.create_task(watch(), name=f"{self.name}:standby watch")
+        self._watches.add(task)
+        task.add_done_callback(self._watches.discard)
+        return task
 
     async def _until_died(self, part: Part) -> str:
         """The reason ``part`` died; Stopped if a stop signal comes first (the part is left running)."""

@@ -249,6 +249,7 @@ class VenueSession:
                 o.client_order_id, o.pair, o.side, venue_type, o.quantity, price,  # type: ignore[arg-type]
                 "GTC" if o.time_in_force == "GTD" else o.time_in_force, o.post_only, o.reduce_only, stop_price,
             )  # fmt: skip
+            self.bus.check_fence()  # a deposed instance sends nothing (LeaseLost: the order stays where it is)
             if not self.venue.authoritative_lookup:  # (what only a live venue needs stays off the paper path)
                 self.fresh.discard(order_id)
                 self.sent_at[order_id] = now_ms()
@@ -363,6 +364,7 @@ class VenueSession:
         await self.alert("critical", "ORDER_ON_TWO_VENUES", f"{what}: canceled at {self.name}; check both venues")
         if r.status == "open":
             try:
+                self.bus.check_fence()
                 await self.venue.cancel_order(o.client_order_id, o.pair, "on another venue already")
             except Exception as e:
                 self.ignored.pop(r.venue_order_id, None)  # the next sight of it tries again
@@ -462,6 +464,7 @@ class VenueSession:
     # -- cancel and edit at the venue ------------------------------------------------------------------
     async def edit_at_venue(self, o: Order, quantity: Decimal | None, price: Decimal | None) -> str | None:
         """Change an order the venue holds (through PENDING_UPDATE). The venue's refusal, or None."""
+        self.bus.check_fence()
         ts = now_ms()
         pending = await self.store.update(
             o.order_id, lambda cur: to_pending(cur, S.PENDING_UPDATE, ts) if cur.status is o.status else cur
@@ -487,6 +490,7 @@ class VenueSession:
 
     async def _cancel_orphan(self, order_id: str) -> None:
         o = self.store.orders[order_id]
+        self.bus.check_fence()
         self.cancelling.add(order_id)
         try:
             result = await self.venue.cancel_order(o.client_order_id, o.pair, o.reason or "canceled")
@@ -514,6 +518,7 @@ class VenueSession:
         if o.status is not S.PENDING_CANCEL:
             ts = now_ms()
             await self.store.update(order_id, lambda cur: to_pending(cur, S.PENDING_CANCEL, ts, reason))
+        self.bus.check_fence()
         try:
             result = await self.venue.cancel_order(o.client_order_id, o.pair, reason)
         except VenueRefused as e:

@@ -160,6 +160,9 @@ async def test_a_revert_on_one_risk_gate_stops_live_orders_on_the_other(nats_url
     await sut.start("portfolio-ledger", "risk-gate")
     bus2 = await Bus.connect(nats_url, name="risk-gate", subjects=Subjects(prefix))
     gate2 = RiskGate(settings, bus2)
+    # one active risk-gate at a time since issue 19 (a second one waits as a standby); this one takes no lease so
+    # that two instances read the stored state at once: a standby that takes over, an instance being deposed
+    gate2.leased = False
     await gate2.start()
     gate1: RiskGate = sut.running["risk-gate"]  # type: ignore[assignment]
     req = OrderRequest(client_order_id="two-1", pair="BTC_USDT", side="buy", quantity=D("0.001"), exchange="binance")
