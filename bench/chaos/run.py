@@ -58,8 +58,8 @@ from domain.synthetic import EventMarket
 from schemas.subjects import Subjects
 
 RESTART_DELAY_S = 0.5  # without standbys, a killed process is started again this long after
-STOP_S = 15.0  # kept at the end of the budget for stopping everything (SIGTERM, 5 s, SIGKILL, the NATS nodes)
-REPORT_S = 40.0  # kept before that for reading the streams and printing the table
+STOP_S = 10.0  # kept at the end of the budget for stopping everything (SIGTERM, 5 s, SIGKILL, the NATS nodes)
+REPORT_S = 20.0  # kept before that for reading the streams and printing the table (a few seconds here)
 LAST_LINE: list[str] = []  # the chaos line, printed by main() once everything is stopped: the very last line
 INITIAL = {"USDT": Decimal("1000000000")}
 
