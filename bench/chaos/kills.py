@@ -15,6 +15,7 @@ from bench.chaos.launcher import Launcher, Proc
 
 Kind = Literal["actor", "standby", "gateway", "nats-node", "stream-leader"]
 STANDBY_VICTIM = "order-router"
+LEASE_READ_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,16 +112,23 @@ async def lease_pid(js: nats.js.JetStreamContext, prefix_bucket: str, role: str)
 
 
 async def find_active(launcher: Launcher, js: nats.js.JetStreamContext, bucket: str, actor: str) -> Proc | None:
-    """The instance of ``actor`` that holds the lease; without leases (one instance), the live one."""
-    pid = await lease_pid(js, bucket, actor)
-    if pid is not None and (p := launcher.by_pid(pid)) is not None:
-        return p
+    """The instance of ``actor`` that holds the lease (read for up to LEASE_READ_S). Only when there is one
+    instance alive may the lease be unreadable: with several, guessing could kill a standby labelled "active"."""
     live = [p for p in launcher.of_kind(actor) if p.alive]
-    return live[0] if live else None
+    deadline = asyncio.get_running_loop().time() + LEASE_READ_S
+    while True:
+        pid = await lease_pid(js, bucket, actor)
+        if pid is not None and (p := launcher.by_pid(pid)) is not None:
+            return p
+        if len(live) <= 1 or asyncio.get_running_loop().time() > deadline:
+            return live[0] if len(live) == 1 else None
+        await asyncio.sleep(0.2)
 
 
 async def find_standby(launcher: Launcher, js: nats.js.JetStreamContext, bucket: str, actor: str) -> Proc | None:
     active = await find_active(launcher, js, bucket, actor)
+    if active is None:
+        return None  # which one stands by is not known
     return next((p for p in launcher.of_kind(actor) if p.alive and p is not active), None)
 
 

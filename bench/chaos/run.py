@@ -246,7 +246,12 @@ async def do_kill(k: Kill, cfg: Config, launcher: Launcher, js: nats.js.JetStrea
         else:
             p = next((g for g in launcher.of_kind("gateway") if g.alive), None)
         if p is None:
-            return KillRecord(k, time.time(), "-", error="no such process alive")
+            why = (
+                "no such process alive"
+                if k.kind == "gateway"
+                else "no live instance found (holding / not holding its lease)"
+            )
+            return KillRecord(k, time.time(), "-", error=why)
         pid = p.pid
         at = time.time()
         launcher.kill(p)
