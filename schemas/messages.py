@@ -423,6 +423,20 @@ class MarketsPage(Msg):
     markets: list[MarketRules]
 
 
+class VenueBookQuery(Msg):
+    """``tbx.query.venue_book`` (the pair's partition: ``.p<k>``): the book a venue of the order-router would match
+    or price a market order of ``pair`` on now (the paper venue: its matcher's book)."""
+
+    pair: str
+    venue: str | None = None  # None: the router's first venue
+
+
+class VenueBookView(Msg):
+    pair: str
+    venue: str
+    book: Book | None  # None: the venue holds no book of the pair (yet)
+
+
 class RiskMetrics(Msg):
     position_size: Decimal
     leverage: Decimal

@@ -78,6 +78,8 @@ from schemas.messages import (
     OrdersPage,
     OrdersQuery,
     OrderStatus,
+    VenueBookQuery,
+    VenueBookView,
     VenueChecks,
     VenueState,
     now_ms,
@@ -195,6 +197,7 @@ class OrderRouter(Actor):
             await self.bus.subscribe(
                 s.addressed(s.query("balance_quiet"), k), BalanceQuiet, self._on_balance_quiet, queue=me
             )
+        await self.bus.subscribe(s.addressed(s.query("venue_book"), k), VenueBookQuery, self._on_venue_book, queue=me)
         await self.bus.subscribe(s.addressed(s.orders_cancel, k), CancelOrder, self._on_cancel, queue=me)
         await self.bus.subscribe(s.addressed(s.orders_modify, k), ModifyOrder, self._on_modify, queue=me)
         await self.bus.consume(
@@ -810,6 +813,16 @@ class OrderRouter(Actor):
         session = self.sessions.get(q.venue)
         reply = session.quiet_state(q) if session is not None else BalanceQuietReply(quiet=False)
         await self.bus.respond(env, reply)
+
+    async def _on_venue_book(self, q: VenueBookQuery, env: Envelope) -> None:
+        """The book the venue would match a market order of the pair on now (``make chaos`` sends a pair's next
+        order once this is the book it expects)."""
+        session = self.sessions.get(q.venue) if q.venue is not None else self.session
+        if session is None:
+            await self.bus.respond_error(env, f"venue: {q.venue!r} is not one of this router's venues")
+            return
+        book = await session.venue.fetch_order_book(q.pair)
+        await self.bus.respond(env, VenueBookView(pair=q.pair, venue=session.name, book=book))
 
     async def _on_markets_query(self, q: Empty, env: Envelope) -> None:
         """Every venue's rules, each naming its venue (a venue that has not started yet: none)."""

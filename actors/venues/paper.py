@@ -318,6 +318,10 @@ class PaperVenue:
         return f"{type(e).__name__}: {e}"  # nothing secret in the paper venue's errors
 
     async def fetch_order_book(self, pair: str) -> Book | None:
+        """The book a market order of ``pair`` would match on now: its matcher's (else the cache's latest)."""
+        m = self.matchers.get(pair)
+        if m is not None and m.book is not None:
+            return m.book
         return await self.books.get(pair, wait=0, venue=self.source)
 
     async def create_order(self, req: VenueOrderRequest) -> VenueOrder:

@@ -15,6 +15,7 @@ from bench.chaos.launcher import Launcher, Proc
 
 Kind = Literal["actor", "standby", "gateway", "nats-node", "stream-leader"]
 STANDBY_VICTIM = "order-router"
+LEASE_READ_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +28,7 @@ class Kill:
         return {
             "actor": f"{self.target} (active)",
             "standby": f"{self.target} (standby)",
-            "gateway": "gateway #1",
+            "gateway": "a gateway",
             "nats-node": "a NATS node",
             "stream-leader": "the stream leader",
         }[self.kind]
@@ -42,10 +43,56 @@ def schedule(actors: tuple[str, ...], standbys: int) -> list[Kill]:
     return out
 
 
-def parse_only(spec: str, full: list[Kill]) -> list[Kill]:
-    """``--kills order-router,gateway,nats-node``: a subset of the schedule, in its order."""
-    want = {w.strip() for w in spec.split(",") if w.strip()}
-    return [k for k in full if k.target in want or k.kind in want]
+KINDS: tuple[str, ...] = ("actor", "standby", "gateway", "nats-node", "stream-leader")
+
+
+class KillSelectionError(ValueError):
+    """``--kills`` names something that is not in the schedule, or selects nothing."""
+
+
+def parse_only(spec: str, full: list[Kill], actors: tuple[str, ...] = ()) -> list[Kill]:
+    """``--kills order-router,gateway,nats-node``: a subset of the schedule, in its order. A word that is neither an
+    actor's name nor a kind, or a selection that selects nothing of this schedule (``standby`` without standbys),
+    is refused (KillSelectionError), never run as an empty schedule."""
+    want = [w.strip() for w in spec.split(",") if w.strip()]
+    known = set(KINDS) | set(actors) | {k.target for k in full if k.target}
+    unknown = [w for w in want if w not in known]
+    if unknown:
+        raise KillSelectionError(
+            f"--kills: {', '.join(unknown)} is not an actor's name or a kind (kinds: {', '.join(KINDS)})"
+        )
+    out = [k for k in full if k.target in want or k.kind in want]
+    missing = [w for w in want if not any(k.target == w or k.kind == w for k in out)]
+    if not out or missing:
+        why = " (no standbys: set CHAOS_STANDBYS=1)" if "standby" in missing else ""
+        raise KillSelectionError(f"--kills: {', '.join(missing or want)} selects no kill of this schedule{why}")
+    return out
+
+
+@dataclass(slots=True)
+class KillRecord:
+    """One kill of the schedule as it was applied (or failed: ``error``)."""
+
+    kill: Kill
+    at: float  # epoch s
+    victim: str  # "order-router#0 pid 123", "nats n2 pid 77"; "-" when none was found
+    note: str = ""
+    error: str = ""  # why it was not applied, or why what it killed did not come back (a NATS node's restart)
+    after: str = ""  # what happened to the killed process afterwards (taken over, started again by the harness)
+
+    @property
+    def ok(self) -> bool:
+        return not self.error and self.victim != "-"
+
+
+def kill_problems(planned: list[Kill], records: list[KillRecord]) -> list[str]:
+    """What went wrong with the schedule (empty: every planned kill was applied). Pure."""
+    out = [f"{r.kill.label}: {r.error or 'no victim found'}" for r in records if not r.ok]
+    done = [r.kill for r in records]
+    left = [k.label for k in planned if k not in done]
+    if left or len(records) != len(planned):
+        out.append(f"{len(records)} of {len(planned)} kills applied (not applied: {', '.join(left) or '-'})")
+    return out
 
 
 async def lease_pid(js: nats.js.JetStreamContext, prefix_bucket: str, role: str) -> int | None:
@@ -65,16 +112,23 @@ async def lease_pid(js: nats.js.JetStreamContext, prefix_bucket: str, role: str)
 
 
 async def find_active(launcher: Launcher, js: nats.js.JetStreamContext, bucket: str, actor: str) -> Proc | None:
-    """The instance of ``actor`` that holds the lease; without leases (one instance), the live one."""
-    pid = await lease_pid(js, bucket, actor)
-    if pid is not None and (p := launcher.by_pid(pid)) is not None:
-        return p
+    """The instance of ``actor`` that holds the lease (read for up to LEASE_READ_S). Only when there is one
+    instance alive may the lease be unreadable: with several, guessing could kill a standby labelled "active"."""
     live = [p for p in launcher.of_kind(actor) if p.alive]
-    return live[0] if live else None
+    deadline = asyncio.get_running_loop().time() + LEASE_READ_S
+    while True:
+        pid = await lease_pid(js, bucket, actor)
+        if pid is not None and (p := launcher.by_pid(pid)) is not None:
+            return p
+        if len(live) <= 1 or asyncio.get_running_loop().time() > deadline:
+            return live[0] if len(live) == 1 else None
+        await asyncio.sleep(0.2)
 
 
 async def find_standby(launcher: Launcher, js: nats.js.JetStreamContext, bucket: str, actor: str) -> Proc | None:
     active = await find_active(launcher, js, bucket, actor)
+    if active is None:
+        return None  # which one stands by is not known
     return next((p for p in launcher.of_kind(actor) if p.alive and p is not active), None)
 
 

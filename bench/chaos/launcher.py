@@ -115,8 +115,8 @@ class Launcher:
         self._launch(p)
 
     def reap_unexpected(self) -> list[Proc]:
-        """Processes that exited without being killed by us (a failed start, a crash): noted and started again
-        (what a supervisor does; ``tbx`` has none of its own before issue 19 part A)."""
+        """Processes that exited without being killed by us (a fatal start, a crash past ``tbx``'s own supervisor):
+        noted (the report counts each as a miss) and started again, as an operator's process manager would."""
         out = []
         for p in self.procs:
             if p.popen is not None and not p.down_by_us and p.popen.poll() is not None:

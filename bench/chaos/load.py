@@ -6,10 +6,12 @@ small, seeded sizes (never selling more than was bought). The orders of ``ORDER_
 a refused connection, a timeout or a 5xx); those of ``SIGNAL_PAIRS`` are signals with a ``quantity`` sent as
 NATS requests on ``<prefix>.signals.submit`` (the reply is the result: an ack), retried by ``signalId``.
 
-One order is in flight per pair, many pairs at once: the next order of a pair goes once its book has
-stepped (SYNTHETIC_CLOCK=event: one step per order filled) and the stepped book has been published twice,
-so every process listening has it. The fill price of the k-th order of a pair is then the price of that
-pair's k-th book in every run: two runs of the same load see the same prices and must end with the same books.
+One order is in flight per pair, many pairs at once: the next order of a pair goes only once the order-router's
+paper venue itself holds the pair's stepped book (SYNTHETIC_CLOCK=event: one step per order filled), asked with
+``<prefix>.query.venue_book`` (the book a market order would match on now), not once some other subscriber has seen
+it: a router whose subscription was cut by a NATS node's death may still hold the previous step's book. The fill
+price of the k-th order of a pair is then the price of that pair's k-th book in every run: two runs of the same
+load see the same prices and must end with the same books.
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ ORDER_DEADLINE_S = 90.0  # one order's retries give up after this long (it is th
 HTTP_TIMEOUT_S = 10.0
 SIGNAL_TIMEOUT_S = 5.0
 STEP_WAIT_S = 120.0  # a pair whose book does not step this long after its order was accepted stops there
-SEEN_TWICE = 2
+UNANSWERED_STEP_WAIT_S = 10.0
+TICK_S = 0.1  # the feed's interval (topology.BOOK_INTERVAL_MS): the venue is asked again after one
+VENUE_ASK_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +96,7 @@ class Sent:
     detail: str = ""
     attempts: int = 0
     step_seen: float | None = None  # the pair's book at the next step seen (the order filled, md-feed stepped)
+    venue_ready: float | None = None  # ... and held by the router's venue (the pair's next order may go)
 
 
 class BookWatcher:
@@ -114,8 +119,10 @@ class BookWatcher:
         try:
             raw = json.loads(msg.data)
             pair = raw["pair"]
-            levels = json.dumps([[str(p), str(q)] for p, q in raw["bids"] + raw["asks"]]).encode()
         except (ValueError, KeyError, TypeError):
+            return
+        levels = book_levels(raw)
+        if levels is None:
             return
         prev = self.latest.get(pair)
         if prev is not None and prev[0] == levels:
@@ -126,14 +133,14 @@ class BookWatcher:
         if ev is not None:
             ev.set()
 
-    async def wait_step(self, pair: str, step: int, timeout: float) -> float | None:
-        """Until ``pair``'s book at ``step`` has been seen twice; returns when it was first seen (None: timeout)."""
+    async def wait_seen(self, pair: str, step: int, timeout: float) -> float | None:
+        """Until ``pair``'s book at ``step`` is the latest seen here; returns when it was first seen (None: timeout)."""
         want = self.levels_of(pair, step)
         ev = self.changed.setdefault(pair, asyncio.Event())
         deadline = time.monotonic() + timeout
         while True:
             cur = self.latest.get(pair)
-            if cur is not None and cur[0] == want and cur[1] >= SEEN_TWICE:
+            if cur is not None and cur[0] == want:
                 return cur[2]
             left = deadline - time.monotonic()
             if left <= 0:
@@ -141,6 +148,16 @@ class BookWatcher:
             ev.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ev.wait(), min(left, 1.0))
+
+
+def book_levels(raw: object) -> bytes | None:
+    """A book's levels as ``BookWatcher`` keys them (bids then asks, as strings), from its JSON form."""
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return json.dumps([[str(p), str(q)] for p, q in raw["bids"] + raw["asks"]]).encode()
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 async def quiet(e: Exception) -> None:
@@ -208,8 +225,6 @@ class LoadClient:
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S))
         self.result.started = time.time()
         try:
-            # every pair starts at its step 0 book, seen twice: the feed is up and everyone has it
-            await asyncio.gather(*(self.books.wait_step(p, 0, STEP_WAIT_S) for p in self.orders))
             await asyncio.gather(*(self._pair(p, steps) for p, steps in self.orders.items()))
         finally:
             self.result.ended = time.time()
@@ -217,8 +232,35 @@ class LoadClient:
             await self.nc.close()
         return self.result
 
+    async def venue_at(self, pair: str, step: int, timeout: float) -> tuple[float, float] | None:
+        """Until the router's venue holds ``pair``'s book at ``step`` (``query.venue_book``): (when this client
+        first saw that book, when the venue was seen holding it); None: not within ``timeout`` or the run stopped.
+        Asked once the book is the latest seen here, then again every tick until the venue has it too."""
+        assert self.nc is not None
+        want = self.books.levels_of(pair, step)
+        subject = f"{self.prefix}.query.venue_book"
+        ask = json.dumps({"pair": pair}).encode()
+        deadline = time.monotonic() + timeout
+        while not self.stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            seen = await self.books.wait_seen(pair, step, min(left, 1.0))
+            if seen is None:
+                continue
+            with contextlib.suppress(nats.errors.Error, TimeoutError, ValueError):
+                msg = await self.nc.request(subject, ask, timeout=VENUE_ASK_TIMEOUT_S)
+                if book_levels(json.loads(msg.data).get("book")) == want:
+                    return seen, time.time()
+            await asyncio.sleep(TICK_S)
+        return None
+
     async def _pair(self, pair: str, steps: list[Planned]) -> None:
         step = 0
+        if await self.venue_at(pair, 0, STEP_WAIT_S) is None:  # the feed is up and the venue has its first book
+            why = "the run's time was up" if self.stop.is_set() else "the venue never held its first book"
+            self.result.stalled.append(f"{pair} at order 0: {why}")
+            return
         for i, p in enumerate(steps):
             if self.stop.is_set():
                 self.result.stalled.append(f"{pair} at order {i}: the run's time was up")
@@ -231,13 +273,18 @@ class LoadClient:
                 s.outcome = "cut"
                 self.result.stalled.append(f"{pair} at order {i}: the run's time was up while it was being sent")
                 return
-            if s.outcome == "denied":
-                continue  # no fill, no step: the next order sees the same book (in every run)
-            seen = await self.books.wait_step(pair, step + 1, STEP_WAIT_S)
-            if seen is None:
-                self.result.stalled.append(f"{pair} at order {i}: its book did not step ({s.outcome} {s.status})")
+            if s.outcome == "unanswered":  # (a miss of its own) it may have traded all the same: then it stepped
+                if (ready := await self.venue_at(pair, step + 1, UNANSWERED_STEP_WAIT_S)) is not None:
+                    s.step_seen, s.venue_ready = ready
+                    step += 1
+                continue
+            if s.outcome != "accepted":
+                continue  # denied: no fill, no step: the next order sees the same book (a miss of its own)
+            ready = await self.venue_at(pair, step + 1, STEP_WAIT_S)
+            if ready is None:
+                self.result.stalled.append(f"{pair} at order {i}: the venue's book did not step ({s.status})")
                 return
-            s.step_seen = seen
+            s.step_seen, s.venue_ready = ready
             step += 1
 
     async def _rest(self, s: Sent) -> None:

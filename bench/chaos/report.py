@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -120,7 +120,8 @@ class OrderFacts:
     """One client order id as the streams tell it."""
 
     order_ids: set[str] = field(default_factory=set)
-    status: str | None = None  # of its last event
+    status: str | None = None  # of its event with the highest ``version`` (the latest of equal versions)
+    version: int = -1
     quantity: Decimal = Decimal(0)
     fills: dict[str, Decimal] = field(default_factory=dict)  # distinct fill ids -> quantity
     fill_copies: int = 0  # fills stored, with copies
@@ -134,8 +135,12 @@ def order_facts(order_events: Iterable[Stored], fills: Iterable[Stored]) -> dict
             continue
         f = out[str(order.get("clientOrderId"))]
         f.order_ids.add(str(order.get("orderId")))
-        f.status = str(order.get("status"))
-        f.quantity = Decimal(str(order.get("quantity", "0")))
+        raw_version = order.get("version", 0)
+        version = raw_version if isinstance(raw_version, int) else 0
+        if version >= f.version:  # an older event stored later (a republish) never turns the status back
+            f.version = version
+            f.status = str(order.get("status"))
+            f.quantity = Decimal(str(order.get("quantity", "0")))
     for fl in fills:
         f = out[str(fl.body.get("clientOrderId"))]
         f.fill_copies += 1
@@ -151,7 +156,8 @@ class Counts:
     unanswered: int = 0
     filled: int = 0
     lost: int = 0
-    duplicated: int = 0  # orders: a client id with two orders
+    duplicated: int = 0  # orders: a client id with two orders, or an order under a client id the plan never sent
+    unexpected: int = 0  # of those: orders (or fills) under a client id the plan never sent (``<signalId>-2``)
     stuck: int = 0
     fills_duplicated: int = 0  # a fill id stored twice, or fills beyond an order's quantity
     examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
@@ -163,8 +169,15 @@ class Counts:
 
 def count_orders(outcomes: Mapping[str, str], facts: Mapping[str, OrderFacts]) -> Counts:
     """``outcomes``: each planned order's client order id -> what the client was told (accepted, denied,
-    unanswered). Pure; the definitions are the README's (section "Chaos run")."""
+    unanswered). Every order or fill in the streams under a client id not in ``outcomes`` counts as duplicated
+    (``unexpected``): the load sent nothing else. Pure; the definitions are the README's (section "Chaos run")."""
     c = Counts(submitted=len(outcomes))
+    for cid in sorted(set(facts) - set(outcomes)):
+        f = facts[cid]
+        if f.order_ids or f.fills:
+            c.duplicated += 1
+            c.unexpected += 1
+            c.note("duplicated", cid)
     for cid, outcome in outcomes.items():
         c.accepted += outcome == "accepted"
         c.denied += outcome == "denied"
@@ -188,7 +201,28 @@ def count_orders(outcomes: Mapping[str, str], facts: Mapping[str, OrderFacts]) -
         elif outcome == "accepted" and not complete:
             c.lost += 1
             c.note("lost", cid)
+        if outcome == "denied":
+            c.note("denied", cid)
     return c
+
+
+def order_misses(c: Counts, planned: int, what: str = "") -> list[str]:
+    """The targets about orders that ``c`` misses (empty: all met). The plan is built so that every order is
+    acceptable and fills: a denial, an order accepted and not filled, or nothing traded at all is a miss, never
+    a pass. Pure."""
+    out = []
+    if c.lost or c.duplicated or c.fills_duplicated or c.stuck:
+        counts = f"lost {c.lost}, duplicated {c.duplicated}, fills duplicated {c.fills_duplicated}, stuck {c.stuck}"
+        out.append(f"{what}orders {counts}")
+    if c.denied:
+        out.append(f"{what}{c.denied} orders denied (the plan's orders are all acceptable)")
+    if c.unanswered:
+        out.append(f"{what}{c.unanswered} client requests unanswered")
+    if c.submitted < planned:
+        out.append(f"{what}{c.submitted} of {planned} planned orders sent")
+    if c.filled != c.accepted or c.filled == 0:
+        out.append(f"{what}{c.filled} orders filled of {c.accepted} accepted ({c.submitted} sent)")
+    return out
 
 
 # -- books ---------------------------------------------------------------------------------------------------
@@ -251,6 +285,75 @@ def balances_differ(ledger: Mapping[str, Decimal], from_fills: Mapping[str, Deci
         y = from_fills.get(k, Decimal(0)).quantize(QUANT)
         if x != y:
             out.append(f"{k}: ledger {x} vs fill log {y}")
+    return out
+
+
+# -- kills and stalls ------------------------------------------------------------------------------------------
+def credit_stalls(kill_times: Sequence[float], gaps: Iterable[Gap]) -> dict[int, list[Gap]]:
+    """Each stall credited to the kill whose window it overlaps most (kill i's window: from it to the next kill;
+    the last one's: to the end), ties to the later kill; a stall over before the first kill is credited to none
+    (key -1). Pure."""
+    out: dict[int, list[Gap]] = defaultdict(list)
+    times = sorted(kill_times)
+    for g in gaps:
+        best, best_overlap = -1, 0.0
+        for i, at in enumerate(times):
+            until = times[i + 1] if i + 1 < len(times) else float("inf")
+            overlap = min(g.end, until) - max(g.start, at)
+            if overlap > 0 and overlap >= best_overlap:
+                best, best_overlap = i, overlap
+        out[best].append(g)
+    return out
+
+
+# -- fills against the undisturbed run ----------------------------------------------------------------------------
+FillKey = tuple[str, str, Decimal, Decimal, Decimal]  # pair, side, quantity, price, fee
+
+
+def fills_by_order(fills: Iterable[Stored]) -> dict[str, list[FillKey]]:
+    """Each client order id's fills (each fill id once), in stream order."""
+    out: dict[str, list[FillKey]] = defaultdict(list)
+    seen: set[str] = set()
+    for fl in fills:
+        b = fl.body
+        fid = str(b.get("fillId"))
+        if fid in seen:
+            continue
+        seen.add(fid)
+        qty, price, fee = (Decimal(str(b.get(k, "0"))) for k in ("quantity", "price", "fee"))
+        out[str(b.get("clientOrderId"))].append((str(b.get("pair")), str(b.get("side")), qty, price, fee))
+    return out
+
+
+@dataclass(slots=True)
+class FillDiffs:
+    other_step: list[str] = field(default_factory=list)  # "cid: step 22's book, not 23" (a timing slip)
+    other: list[str] = field(default_factory=list)  # anything else: a real difference
+
+
+def compare_fills(
+    chaos: Mapping[str, list[FillKey]],
+    ref: Mapping[str, list[FillKey]],
+    expected_step: Mapping[str, int],
+    touch: Callable[[str, str, int], Decimal],
+    search: int = 5,
+) -> FillDiffs:
+    """The orders whose fills differ from the undisturbed run's: those filled whole at the touch of the book of
+    another step than the one the reference filled at (``expected_step[cid]``; ``touch(pair, side, step)``: the best
+    ask for a buy, bid for a sell, of the pair's book at that step) apart from any other difference. Pure."""
+    out = FillDiffs()
+    for cid in sorted(set(chaos) | set(ref)):
+        a, b = chaos.get(cid, []), ref.get(cid, [])
+        if a == b:
+            continue
+        k = expected_step.get(cid)
+        if len(a) == 1 and len(b) == 1 and k is not None and a[0][:3] == b[0][:3]:
+            pair, side, _, price, _ = a[0]
+            near = [s for s in range(max(0, k - search), k + search + 1) if s != k and touch(pair, side, s) == price]
+            if near:
+                out.other_step.append(f"{cid}: {price} = step {near[0]}'s book, not step {k}'s ({b[0][3]})")
+                continue
+        out.other.append(f"{cid}: {a or 'no fill'} vs {b or 'no fill'}")
     return out
 
 

@@ -5,9 +5,13 @@
    the *reference* (one ``tbx run`` process, never disturbed) and the *chaos* one (every actor its own
    ``tbx actor NAME`` process, ``instances`` of each, the gateway twice).
 3. The same deterministic load (``load.plan``) against each: the reference first, then the chaos deployment,
-   paced so that it lasts over the kill schedule, while each victim is killed with -9 in turn (``kills``),
-   a process killed being started again after RESTART_DELAY_S (a NATS node after the gap).
+   paced so that it lasts over the kill schedule, while each victim is killed with -9 in turn (``kills``).
+   With standbys the service recovers by itself (a standby takes the lease); the killed process is started again
+   later by the harness as a new standby, as an operator's process manager would. Without standbys a killed
+   process is started again after RESTART_DELAY_S (the only way its stage comes back). A NATS node comes back
+   after half the gap.
 4. A settle time, then the streams are read and the table and the last line printed (``report``).
+Every wait is bounded by one deadline (``Deadline``) and the whole by a watchdog: ``--budget`` seconds at most.
 Exit code 0 only when every target is met.
 """
 
@@ -25,6 +29,7 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
 import aiohttp
@@ -32,7 +37,18 @@ import nats
 import nats.js
 
 from bench.chaos import report as rp
-from bench.chaos.kills import Kill, find_active, find_standby, parse_only, schedule, stream_leaders
+from bench.chaos.kills import (
+    Kill,
+    KillRecord,
+    KillSelectionError,
+    find_active,
+    find_standby,
+    kill_problems,
+    lease_pid,
+    parse_only,
+    schedule,
+    stream_leaders,
+)
 from bench.chaos.launcher import Launcher, Proc, pid_alive
 from bench.chaos.load import LoadClient, LoadResult, Planned, plan, quiet
 from bench.chaos.topology import ORDER_PAIRS, PAIRS, SEED, SIGNAL_PAIRS, Topology, from_env, service_env
@@ -41,9 +57,24 @@ from bus.embedded import free_port
 from domain.synthetic import EventMarket
 from schemas.subjects import Subjects
 
-RESTART_DELAY_S = 0.5  # a killed process is started again this long after (a supervisor's first back-off)
+RESTART_DELAY_S = 0.5  # without standbys, a killed process is started again this long after
+STOP_S = 10.0  # kept at the end of the budget for stopping everything (SIGTERM, 5 s, SIGKILL, the NATS nodes)
+REPORT_S = 20.0  # kept before that for reading the streams and printing the table (a few seconds here)
 LAST_LINE: list[str] = []  # the chaos line, printed by main() once everything is stopped: the very last line
-INITIAL = {"USDT": __import__("decimal").Decimal("1000000000")}
+INITIAL = {"USDT": Decimal("1000000000")}
+
+
+class Deadline:
+    """One point in time (monotonic) that every wait of a phase is bounded by."""
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+
+    def left(self) -> float:
+        return max(0.0, self.at - time.monotonic())
+
+    def sooner(self, seconds: float) -> Deadline:
+        return Deadline(min(self.at, time.monotonic() + seconds))
 
 
 @dataclass(slots=True)
@@ -56,6 +87,13 @@ class Config:
     topology: Topology
     keep: bool = False
     label: str = "full"
+
+    @property
+    def skipped(self) -> list[str]:
+        """Kills of the issue's schedule this run leaves out, and why."""
+        if self.topology.standbys:
+            return []
+        return ["a standby (this topology has none: CHAOS_STANDBYS=0)"]
 
 
 def config(argv: list[str] | None = None) -> Config:
@@ -71,7 +109,10 @@ def config(argv: list[str] | None = None) -> Config:
     a = ap.parse_args(argv)
     topo = from_env()
     full = schedule(topo.actors, topo.standbys)
-    kills = parse_only(a.kills, full) if a.kills else full
+    try:
+        kills = parse_only(a.kills, full, topo.actors) if a.kills else full
+    except KillSelectionError as e:
+        ap.error(str(e))  # exit 2, never an empty schedule that "passes"
     short = a.short or os.environ.get("CHAOS_SHORT", "") not in ("", "0")
     if short:
         per_pair, gap, budget, settle, label = 25, 6.0, 180.0, 15.0, "short"
@@ -85,16 +126,8 @@ def config(argv: list[str] | None = None) -> Config:
         kills=kills,
         topology=topo,
         keep=a.keep,
-        label=label,
+        label=label if not (a.per_pair or a.gap or a.budget or a.settle is not None or a.kills) else f"{label}, custom",
     )
-
-
-@dataclass(slots=True)
-class KillRecord:
-    kill: Kill
-    at: float  # epoch s
-    victim: str
-    note: str = ""
 
 
 @dataclass(slots=True)
@@ -141,31 +174,43 @@ async def wait_healthy(http: aiohttp.ClientSession, launcher: Launcher, urls: li
             await asyncio.sleep(0.3)
 
 
-async def portfolio(nc: nats.NATS, prefix: str) -> dict[str, object]:
-    for _ in range(20):
+async def portfolio(nc: nats.NATS, prefix: str, deadline: Deadline) -> dict[str, object]:
+    """The ledger's portfolio ({} when it does not answer before ``deadline``)."""
+    while deadline.left() > 0:
         try:
-            msg = await nc.request(f"{prefix}.query.portfolio", b"{}", timeout=5)
+            msg = await nc.request(f"{prefix}.query.portfolio", b"{}", timeout=max(0.1, min(5.0, deadline.left())))
             body = json.loads(msg.data)
             if isinstance(body, dict) and "balances" in body:
                 return body
         except Exception:
             pass
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(min(0.5, deadline.left()))
     return {}
 
 
-async def settle(js: nats.js.JetStreamContext, nc: nats.NATS, prefix: str, cids: set[str], until: float) -> None:
-    """Until every order of the plan that exists has ended and the ledger has booked every fill (or ``until``)."""
+async def read_stream(js: nats.js.JetStreamContext, stream: str, deadline: Deadline) -> list[rp.Stored]:
+    async with asyncio.timeout(deadline.left()):
+        return await rp.read_stream(js, stream, timeout=max(0.1, deadline.left()))
+
+
+async def settle(js: nats.js.JetStreamContext, nc: nats.NATS, prefix: str, cids: set[str], deadline: Deadline) -> bool:
+    """Until every order of the plan that exists has ended and the ledger has booked every fill, or ``deadline``
+    (every wait inside is bounded by it). True: settled."""
     s = Subjects(prefix)
-    while time.monotonic() < until:
-        with contextlib.suppress(Exception):
-            facts = rp.order_facts(await rp.read_stream(js, s.s_orders), await rp.read_stream(js, s.s_fills))
-            open_ = [c for c in cids if c in facts and facts[c].status not in rp.TERMINAL]
-            fills = sum(len(f.fills) for f in facts.values())
-            booked = (await portfolio(nc, prefix)).get("fillsApplied")
-            if not open_ and booked == fills:
-                return
-        await asyncio.sleep(1.0)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(deadline.left()):
+            while True:
+                with contextlib.suppress(Exception):
+                    facts = rp.order_facts(
+                        await read_stream(js, s.s_orders, deadline), await read_stream(js, s.s_fills, deadline)
+                    )
+                    open_ = [c for c in cids if c in facts and facts[c].status not in rp.TERMINAL]
+                    fills = sum(len(f.fills) for f in facts.values())
+                    booked = (await portfolio(nc, prefix, deadline)).get("fillsApplied")
+                    if not open_ and booked == fills:
+                        return True
+                await asyncio.sleep(1.0)
+    return False
 
 
 def start_deployment(launcher: Launcher, url: str, prefix: str, topo: Topology | None) -> Deployment:
@@ -187,7 +232,8 @@ def start_deployment(launcher: Launcher, url: str, prefix: str, topo: Topology |
     return dep
 
 
-async def do_kill(k: Kill, launcher: Launcher, js: nats.js.JetStreamContext, prefix: str, restarts: set) -> KillRecord:
+async def do_kill(k: Kill, cfg: Config, launcher: Launcher, js: nats.js.JetStreamContext, prefix: str,
+                  later: set[asyncio.Task[None]]) -> KillRecord:  # fmt: skip
     s = Subjects(prefix)
     bucket = s.bucket_name("LEASES")
     cluster = launcher.cluster
@@ -200,28 +246,31 @@ async def do_kill(k: Kill, launcher: Launcher, js: nats.js.JetStreamContext, pre
         else:
             p = next((g for g in launcher.of_kind("gateway") if g.alive), None)
         if p is None:
-            return KillRecord(k, time.time(), "-", "no such process alive")
+            why = (
+                "no such process alive"
+                if k.kind == "gateway"
+                else "no live instance found (holding / not holding its lease)"
+            )
+            return KillRecord(k, time.time(), "-", error=why)
         pid = p.pid
         at = time.time()
         launcher.kill(p)
-
-        async def restart_later(p: Proc = p) -> None:
-            await asyncio.sleep(RESTART_DELAY_S)
-            launcher.restart(p)
-
-        t = asyncio.create_task(restart_later())
-        restarts.add(t)
-        t.add_done_callback(restarts.discard)
-        return KillRecord(k, at, f"{p.name} pid {pid}")
+        rec = KillRecord(k, at, f"{p.name} pid {pid}")
+        t = asyncio.create_task(aftermath(rec, p, pid, cfg, launcher, js, bucket))
+        later.add(t)
+        t.add_done_callback(later.discard)
+        return rec
     streams = [s.s_orders, s.s_fills, s.stream_name("HOPS"), s.s_signals, s.stream_name("POSITIONS")]
     leaders = await stream_leaders(js, streams)
     names = [n.name for n in cluster.servers]
+    live = [n for n in names if cluster.servers[names.index(n)].alive]
     if k.kind == "stream-leader":
-        name = leaders.most_common(1)[0][0] if leaders else names[0]
-        note = f"leads {leaders.get(name, 0)} of {len(streams)} streams"
+        name = leaders.most_common(1)[0][0] if leaders else ""
+        if name not in live:
+            return KillRecord(k, time.time(), "-", error=f"no live stream leader found (stream info: {dict(leaders)})")
     else:
-        name = min((n for n in names if cluster.servers[names.index(n)].alive), key=lambda n: leaders.get(n, 0))
-        note = f"leads {leaders.get(name, 0)} of {len(streams)} streams"
+        name = min(live, key=lambda n: leaders.get(n, 0))
+    note = f"leads {leaders.get(name, 0)} of {len(streams)} streams"
     i = names.index(name)
     pid = cluster.servers[i].pid
     at = time.time()
@@ -229,82 +278,171 @@ async def do_kill(k: Kill, launcher: Launcher, js: nats.js.JetStreamContext, pre
     return KillRecord(k, at, f"nats {name} pid {pid}", note)
 
 
+async def aftermath(rec: KillRecord, p: Proc, pid: int | None, cfg: Config, launcher: Launcher,
+                    js: nats.js.JetStreamContext, bucket: str) -> None:  # fmt: skip
+    """What becomes of a killed process: with a standby, the standby must take the lease by itself (the harness
+    only watches), and the killed slot is started again later as a new standby (an operator's process manager);
+    without one, the harness starts it again after RESTART_DELAY_S (the only way the stage comes back). A gateway
+    (the other one serves) and a killed standby come back after half a gap. Never raises: a failure is the
+    record's ``error``."""
+    t0 = time.monotonic()
+    try:
+        if rec.kill.kind == "actor" and cfg.topology.standbys:
+            bound = max(2.0, min(cfg.gap_s * 0.8, 15.0))
+            taker: Proc | None = None
+            while time.monotonic() - t0 < bound:
+                holder = await lease_pid(js, bucket, rec.kill.target)
+                if holder is not None and holder != pid and (taker := launcher.by_pid(holder)) is not None:
+                    break
+                taker = None
+                await asyncio.sleep(0.05)
+            if taker is None:
+                rec.error = f"no standby took the lease within {bound:.0f} s"
+            else:
+                rec.after = f"{taker.name} took the lease {(time.monotonic() - t0) * 1000:.0f} ms after the kill"
+            await asyncio.sleep(max(0.0, cfg.gap_s / 2 - (time.monotonic() - t0)))
+            launcher.restart(p)
+            again = f"started again by the harness as a standby at +{time.monotonic() - t0:.1f} s"
+            rec.after = f"{rec.after}; {again}" if rec.after else again
+        elif rec.kill.kind == "actor":
+            await asyncio.sleep(RESTART_DELAY_S)
+            launcher.restart(p)
+            rec.after = f"no standby: started again by the harness {RESTART_DELAY_S} s after"
+        else:
+            await asyncio.sleep(cfg.gap_s / 2)
+            launcher.restart(p)
+            what = "the other gateway served" if rec.kill.kind == "gateway" else "the active went on"
+            rec.after = f"{what}; started again by the harness at +{time.monotonic() - t0:.1f} s"
+    except Exception as e:
+        rec.error = rec.error or f"{p.name} not started again: {type(e).__name__}: {e}"
+
+
 async def chaos_kills(cfg: Config, launcher: Launcher, js: nats.js.JetStreamContext, prefix: str,
-                      records: list[KillRecord]) -> None:  # fmt: skip
-    restarts: set[asyncio.Task[None]] = set()
+                      records: list[KillRecord], deadline: Deadline) -> None:  # fmt: skip
+    """Each kill of the schedule in turn. A kill that fails is recorded with its error (a miss) and the schedule
+    goes on; one not reached before ``deadline`` is missing from ``records`` (a miss too)."""
+    later: set[asyncio.Task[None]] = set()
     cluster = launcher.cluster
     assert cluster is not None
-    await asyncio.sleep(cfg.gap_s / 2)  # the load runs undisturbed for a moment first
+    await asyncio.sleep(min(cfg.gap_s / 2, deadline.left()))  # the load runs undisturbed for a moment first
     for k in cfg.kills:
-        rec = await do_kill(k, launcher, js, prefix, restarts)
+        if deadline.left() <= 0:
+            break
+        try:
+            rec = await asyncio.wait_for(do_kill(k, cfg, launcher, js, prefix, later), max(0.1, deadline.left()))
+        except Exception as e:
+            rec = KillRecord(k, time.time(), "-", error=f"{type(e).__name__}: {e}")
         records.append(rec)
-        log(f"killed {k.label}: {rec.victim} {rec.note}")
-        await asyncio.sleep(cfg.gap_s / 2 if k.kind in ("nats-node", "stream-leader") else cfg.gap_s)
+        log(f"killed {k.label}: {rec.victim} {rec.note}" if rec.ok else f"kill of {k.label} FAILED: {rec.error}")
+        half = k.kind in ("nats-node", "stream-leader")
+        await asyncio.sleep(min(cfg.gap_s / 2 if half else cfg.gap_s, deadline.left()))
+        t_down = time.monotonic()
         for i, node in enumerate(cluster.servers):  # a NATS node comes back after half the gap, as an operator's
             if not node.alive:
-                await asyncio.to_thread(cluster.restart, i)
-                log(f"nats {node.name} started again")
-        if k.kind in ("nats-node", "stream-leader"):
-            await asyncio.sleep(cfg.gap_s / 2)
-    if restarts:
-        await asyncio.gather(*restarts)
+                try:
+                    await asyncio.to_thread(cluster.restart, i)
+                    log(f"nats {node.name} started again")
+                    if half:
+                        rec.after = f"started again by the harness {cfg.gap_s / 2:.1f} s after"
+                except Exception as e:
+                    rec.error = f"nats {node.name} not started again: {type(e).__name__}: {e}"
+                    log(rec.error)
+        if half:
+            await asyncio.sleep(min(max(0.0, cfg.gap_s / 2 - (time.monotonic() - t_down)), deadline.left()))
+    if later:
+        await asyncio.gather(*later)
 
 
 async def reaper(launcher: Launcher, stop: asyncio.Event) -> None:
     while not stop.is_set():
         for p in launcher.reap_unexpected():
-            log(f"{p.name} exited by itself ({p.died[-1]}); started again")
+            log(f"{p.name} exited by itself ({p.died[-1]}); started again (a miss: exits not caused by a kill)")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.3)
 
 
+@dataclass(slots=True)
+class Reference:
+    """The undisturbed run: its load, its order counts, its fills and books."""
+
+    load: LoadResult
+    counts: rp.Counts
+    fills: dict[str, list[rp.FillKey]]
+    books: dict[str, object]
+    expected_step: dict[str, int]  # client order id -> the step of its pair's book it filled at
+    settled: bool
+
+
+def expected_steps(orders: dict[str, list[Planned]], facts: dict[str, rp.OrderFacts]) -> dict[str, int]:
+    """Each planned order's step (the number of its pair's earlier orders filled), as the reference filled them."""
+    out: dict[str, int] = {}
+    for steps in orders.values():
+        step = 0
+        for p in steps:
+            out[p.order_cid] = step
+            f = facts.get(p.order_cid)
+            step += f is not None and f.status == "filled"
+    return out
+
+
+def outcomes_of(orders: dict[str, list[Planned]], load: LoadResult) -> dict[str, str]:
+    sent = {x.planned.order_cid: x for x in load.sent}
+    return {p.order_cid: sent[p.order_cid].outcome for steps in orders.values() for p in steps if p.order_cid in sent}
+
+
 async def main_async(cfg: Config, root: Path) -> int:
     t_start = time.monotonic()
-    hard = t_start + cfg.budget_s - 20  # what is left is for the report and the stop
+    end = Deadline(t_start + cfg.budget_s - STOP_S)  # the watchdog's moment (main): then only the stop is left
+    report_by = Deadline(end.at - 2.0)
+    hard = Deadline(report_by.at - REPORT_S)  # the load and the settle end by then
     launcher = Launcher(root)
     orders = plan(ORDER_PAIRS, SIGNAL_PAIRS, cfg.per_pair, SEED)
     market = EventMarket(PAIRS, SEED)
     n_orders = sum(len(v) for v in orders.values())
+    cids = {p.order_cid for steps in orders.values() for p in steps}
     log(f"{cfg.label} run: {n_orders} orders on {len(orders)} pairs, {len(cfg.kills)} kills every {cfg.gap_s:.0f} s, "
         f"{cfg.topology.describe()}; logs in {launcher.logs}")  # fmt: skip
+    for what in cfg.skipped:
+        log(f"skipped: {what}")
     try:
         url = await asyncio.to_thread(launcher.start_cluster, 3)
         log(f"3-node cluster up: {url}")
         ref_prefix, chaos_prefix = "ref" + uuid.uuid4().hex[:6], "chaos" + uuid.uuid4().hex[:6]
-        await ensure_layout(url, ref_prefix, hard)
-        await ensure_layout(url, chaos_prefix, hard)
-        ref = start_deployment(launcher, url, ref_prefix, None)
+        await ensure_layout(url, ref_prefix, hard.at)
+        await ensure_layout(url, chaos_prefix, hard.at)
+        ref_dep = start_deployment(launcher, url, ref_prefix, None)
         dep = start_deployment(launcher, url, chaos_prefix, cfg.topology)
         nc = await nats.connect(servers=url.split(","), name="chaos-report", max_reconnect_attempts=-1, error_cb=quiet,
                                 reconnect_time_wait=0.2)  # fmt: skip
         js = nc.jetstream(timeout=10)
         async with aiohttp.ClientSession() as http:
-            await wait_healthy(http, launcher, ref.gateways, hard)
+            await wait_healthy(http, launcher, ref_dep.gateways, hard.at)
             log("reference deployment healthy: its load (undisturbed)")
-            ref_client = LoadClient(ref.gateways, url, ref_prefix, market, orders)
+            ref_client = LoadClient(ref_dep.gateways, url, ref_prefix, market, orders)
             ref_load = await bounded(ref_client, hard)
-            cids = {p.order_cid for steps in orders.values() for p in steps}
-            await settle(js, nc, ref_prefix, cids, min(hard, time.monotonic() + cfg.settle_s))
-            ref_books = rp.ledger_books(await portfolio(nc, ref_prefix))
-            for p in ref.procs:
+            ref = await reference(js, nc, ref_prefix, orders, ref_load, cids, hard.sooner(cfg.settle_s))
+            for p in ref_dep.procs:
                 launcher.kill(p, signal.SIGTERM)
             log(f"reference done in {ref_load.ended - ref_load.started:.0f} s; the chaos deployment next")
-            await wait_healthy(http, launcher, dep.gateways, hard)
+            await wait_healthy(http, launcher, dep.gateways, hard.at)
         span = cfg.gap_s * (len(cfg.kills) + 1)
         client = LoadClient(dep.gateways, url, chaos_prefix, market, orders, rate=n_orders / span)
         records: list[KillRecord] = []
         stop_reaper = asyncio.Event()
         reap = asyncio.create_task(reaper(launcher, stop_reaper))
-        kills = asyncio.create_task(chaos_kills(cfg, launcher, js, chaos_prefix, records))
-        load = await bounded(client, hard - cfg.settle_s, also=kills)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(kills, max(1.0, hard - time.monotonic()))
+        load_by = Deadline(hard.at - cfg.settle_s)
+        kills = asyncio.create_task(chaos_kills(cfg, launcher, js, chaos_prefix, records, load_by))
+        load = await bounded(client, load_by)
+        try:
+            await asyncio.wait_for(kills, max(0.1, hard.left()))
+        except TimeoutError:
+            log("the kill schedule did not end in time (the kills not applied are misses)")
         log(f"load done in {load.ended - load.started:.0f} s; settling (at most {cfg.settle_s:.0f} s)")
-        await settle(js, nc, chaos_prefix, cids, min(hard, time.monotonic() + cfg.settle_s))
+        settled = await settle(js, nc, chaos_prefix, cids, hard)
         stop_reaper.set()
         await reap
-        code = await final_report(cfg, js, nc, chaos_prefix, orders, client.result, records, ref_books, ref_load,
-                                  launcher)  # fmt: skip
+        code = await final_report(cfg, js, nc, chaos_prefix, orders, load, records, ref, launcher, market, settled,
+                                  report_by)  # fmt: skip
         await nc.close()
         return code
     finally:
@@ -315,11 +453,28 @@ async def main_async(cfg: Config, root: Path) -> int:
         log(f"stopped {len(pids)} processes by pid (took {time.monotonic() - t_start:.0f} s in all)")
 
 
-async def bounded(client: LoadClient, until: float, also: asyncio.Task[None] | None = None) -> LoadResult:
-    """The load, stopped (what was not sent counts as stalled) when ``until`` (monotonic) comes."""
+async def reference(js: nats.js.JetStreamContext, nc: nats.NATS, prefix: str, orders: dict[str, list[Planned]],
+                    load: LoadResult, cids: set[str], deadline: Deadline) -> Reference:  # fmt: skip
+    """The undisturbed run's outcome, read once it has settled (or ``deadline``)."""
+    settled = await settle(js, nc, prefix, cids, deadline)
+    s = Subjects(prefix)
+    facts = rp.order_facts(await read_stream(js, s.s_orders, deadline.sooner(30)),
+                           fills := await read_stream(js, s.s_fills, deadline.sooner(30)))  # fmt: skip
+    return Reference(
+        load=load,
+        counts=rp.count_orders(outcomes_of(orders, load), facts),
+        fills=rp.fills_by_order(fills),
+        books=rp.ledger_books(await portfolio(nc, prefix, deadline.sooner(20))),
+        expected_step=expected_steps(orders, facts),
+        settled=settled,
+    )
+
+
+async def bounded(client: LoadClient, until: Deadline) -> LoadResult:
+    """The load, stopped (what was not sent counts as stalled) when ``until`` comes."""
     task = asyncio.create_task(client.run())
     try:
-        await asyncio.wait_for(asyncio.shield(task), max(1.0, until - time.monotonic()))
+        await asyncio.wait_for(asyncio.shield(task), max(0.1, until.left()))
     except TimeoutError:
         client.stop.set()
         with contextlib.suppress(Exception):
@@ -327,27 +482,34 @@ async def bounded(client: LoadClient, until: float, also: asyncio.Task[None] | N
     return client.result
 
 
+def touch_of(market: EventMarket):  # type: ignore[no-untyped-def]
+    def touch(pair: str, side: str, step: int) -> Decimal:
+        b = market.book(pair, {pair: step}, 0)
+        return (b.asks if side == "buy" else b.bids)[0][0]
+
+    return touch
+
+
 async def final_report(cfg: Config, js: nats.js.JetStreamContext, nc: nats.NATS, prefix: str,
-                       orders: dict[str, list[Planned]], load: LoadResult, kills: list[KillRecord],
-                       ref_books: dict[str, object], ref_load: LoadResult, launcher: Launcher) -> int:  # fmt: skip
+                       orders: dict[str, list[Planned]], load: LoadResult, kills: list[KillRecord], ref: Reference,
+                       launcher: Launcher, market: EventMarket, settled: bool, deadline: Deadline) -> int:  # fmt: skip
     s = Subjects(prefix)
-    ev_orders = await rp.read_stream(js, s.s_orders)
-    fills = await rp.read_stream(js, s.s_fills)
-    hops = await rp.read_stream(js, s.stream_name("HOPS"))
-    positions = await rp.read_stream(js, s.stream_name("POSITIONS"))
-    signal_events = await rp.read_stream(js, s.stream_name("SIGNAL_EVENTS"))
-    snapshot = await portfolio(nc, prefix)
+    ev_orders = await read_stream(js, s.s_orders, deadline)
+    fills = await read_stream(js, s.s_fills, deadline)
+    hops = await read_stream(js, s.stream_name("HOPS"), deadline)
+    positions = await read_stream(js, s.stream_name("POSITIONS"), deadline)
+    signal_events = await read_stream(js, s.stream_name("SIGNAL_EVENTS"), deadline)
+    snapshot = await portfolio(nc, prefix, deadline)
     facts = rp.order_facts(ev_orders, fills)
     sent = {x.planned.order_cid: x for x in load.sent}
-    outcomes = {p.order_cid: (sent[p.order_cid].outcome if p.order_cid in sent else "not sent")
-                for steps in orders.values() for p in steps if p.order_cid in sent}  # fmt: skip
-    counts = rp.count_orders(outcomes, facts)
+    counts = rp.count_orders(outcomes_of(orders, load), facts)
     # books: against the fill log, and against the undisturbed run
     books = rp.ledger_books(snapshot)
     from_fills = rp.books_from_fills(fills, INITIAL)
     vs_log = rp.balances_differ(books["balances"], from_fills)  # type: ignore[arg-type]
-    vs_ref = rp.compare_books(books, ref_books)
-    books_equal = not vs_log and not vs_ref and bool(snapshot)
+    vs_ref = rp.compare_books(books, ref.books)
+    books_equal = not vs_log and not vs_ref and bool(snapshot) and bool(ref.books)
+    fill_diffs = rp.compare_fills(rp.fills_by_order(fills), ref.fills, ref.expected_step, touch_of(market))
     # stages: when work waited at each and when it came out
     end = time.time()
     approved, reports, fill_at, pos_at, sig_at = {}, {}, {}, {}, {}
@@ -366,18 +528,8 @@ async def final_report(cfg: Config, js: nats.js.JetStreamContext, nc: nats.NATS,
             pos_at.setdefault(m.msg_id[4:], m.at)
     for m in signal_events:
         sig_at.setdefault(str(m.body.get("signalId")), m.at)
-    items: dict[str, list[tuple[float, float | None]]] = {
-        k: []
-        for k in (
-            "gateway",
-            "signal-intake",
-            "risk-gate",
-            "order-router",
-            "fill-tracker",
-            "portfolio-ledger",
-            "md-feed",
-        )
-    }
+    stages = ("gateway", "signal-intake", "risk-gate", "order-router", "fill-tracker", "portfolio-ledger", "md-feed")
+    items: dict[str, list[tuple[float, float | None]]] = {k: [] for k in stages}
     for x in load.sent:
         p = x.planned
         if p.via == "rest":
@@ -404,20 +556,32 @@ async def final_report(cfg: Config, js: nats.js.JetStreamContext, nc: nats.NATS,
     lat_all = [x.answered - x.first_sent for x in load.sent if x.answered]
     lat_fail = [x.answered - x.first_sent for x in load.sent if x.answered
                 and any(0 <= x.first_sent - k.at <= rp.FAILOVER_WINDOW_S for k in kills)]  # fmt: skip
-    lines = table(cfg, counts, books_equal, vs_log, vs_ref, worst, gaps, kills, lat_all, lat_fail, load, ref_load,
-                  launcher, len(ev_orders), len(fills))  # fmt: skip
-    print("\n".join(lines), flush=True)
-    misses = []
-    if counts.lost or counts.duplicated or counts.fills_duplicated or counts.stuck:
-        misses.append("orders lost, duplicated or stuck")
+    died = [f"{p.name}: {', '.join(p.died)}" for p in launcher.procs if p.died]
+    n_planned = sum(len(v) for v in orders.values())
+    misses = rp.order_misses(counts, n_planned)
+    misses += rp.order_misses(ref.counts, n_planned, "undisturbed run: ")
+    if ref.load.stalled:
+        misses.append(f"undisturbed run: {len(ref.load.stalled)} pairs stalled")
+    if not ref.settled:
+        misses.append("undisturbed run: did not settle")
     if not books_equal:
         misses.append("books differ")
     if max_unavailable > rp.MAX_UNAVAILABLE_MS:
         misses.append(f"a stage was unavailable {max_unavailable} ms (> {rp.MAX_UNAVAILABLE_MS})")
-    if counts.unanswered or load.stalled:
-        misses.append("client requests unanswered or pairs stalled")
+    if load.stalled:
+        misses.append(f"{len(load.stalled)} pairs stalled")
+    if not settled:
+        misses.append("orders still open or fills not booked after the settle time")
+    misses += [f"kill {p}" for p in kill_problems(cfg.kills, kills)]
+    if died:
+        misses.append(f"{len(died)} processes exited by themselves (not killed)")
+    lines = table(cfg, counts, books_equal, vs_log, vs_ref, fill_diffs, worst, gaps, kills, lat_all, lat_fail, load,
+                  ref, died, len(ev_orders), len(fills))  # fmt: skip
+    print("\n".join(lines), flush=True)
     if misses:
         print("targets missed: " + "; ".join(misses), flush=True)
+    else:
+        print("targets met", flush=True)
     LAST_LINE.append(
         rp.last_line(
             counts.lost, counts.duplicated + counts.fills_duplicated, counts.stuck, books_equal, max_unavailable
@@ -426,40 +590,54 @@ async def final_report(cfg: Config, js: nats.js.JetStreamContext, nc: nats.NATS,
     return 1 if misses else 0
 
 
-def table(cfg, counts, books_equal, vs_log, vs_ref, worst, gaps, kills, lat_all, lat_fail, load, ref_load,
-          launcher, n_events, n_fills) -> list[str]:  # type: ignore[no-untyped-def]  # fmt: skip
+def table(cfg, counts, books_equal, vs_log, vs_ref, fill_diffs, worst, gaps, kills, lat_all, lat_fail, load, ref,
+          died, n_events, n_fills) -> list[str]:  # type: ignore[no-untyped-def]  # fmt: skip
     def ms(v: float | None) -> str:
         return "-" if v is None else f"{v * 1000:.0f} ms"
 
     out = ["", f"== chaos run ({cfg.label}): {cfg.topology.describe()}, 3-node JetStream cluster, NATS_REPLICAS=3 =="]
     out.append(f"{'orders submitted':34} {counts.submitted}")
     out.append(f"{'  accepted (201 / executed)':34} {counts.accepted}")
-    out.append(f"{'  denied (4xx / rejected)':34} {counts.denied}")
+    out.append(f"{'  denied (4xx / rejected)':34} {counts.denied} {_ex(counts, 'denied')}")
     out.append(f"{'  unanswered (retries ran out)':34} {counts.unanswered}")
     out.append(f"{'  filled (all fills in the log)':34} {counts.filled}")
     out.append(f"{'  lost':34} {counts.lost} {_ex(counts, 'lost')}")
-    out.append(f"{'  duplicated':34} {counts.duplicated} {_ex(counts, 'duplicated')}")
+    out.append(
+        f"{'  duplicated':34} {counts.duplicated} (not planned: {counts.unexpected}) {_ex(counts, 'duplicated')}"
+    )
     out.append(f"{'  stuck':34} {counts.stuck} {_ex(counts, 'stuck')}")
     out.append(f"{'fills duplicated':34} {counts.fills_duplicated} {_ex(counts, 'fills duplicated')}")
     out.append(f"{'books = fill log':34} {'yes' if not vs_log else 'no: ' + '; '.join(vs_log[:3])}")
     out.append(f"{'books = undisturbed run':34} {'yes' if not vs_ref else 'no: ' + '; '.join(vs_ref[:3])}")
+    other_step = "  fills at another step's book"
+    out.append(f"{other_step:34} {len(fill_diffs.other_step)} {'; '.join(fill_diffs.other_step[:3])}")
+    out.append(f"{'  fills otherwise different':34} {len(fill_diffs.other)} {'; '.join(fill_diffs.other[:3])}")
     out.append(f"{'books equal':34} {'yes' if books_equal else 'no'}")
     out.append(f"{'p99 latency (all / during failover)':34} {ms(rp.p99(lat_all))} / {ms(rp.p99(lat_fail))} "
                f"(REST order or signal, first send -> answer, retries included)")  # fmt: skip
     out.append(f"{'pairs stalled':34} {len(load.stalled)} {'; '.join(load.stalled[:3])}")
-    took = f"{load.ended - load.started:.0f} s / {ref_load.ended - ref_load.started:.0f} s"
+    rc = ref.counts
+    out.append(f"{'undisturbed run':34} {rc.submitted} sent, {rc.accepted} accepted, {rc.denied} denied, "
+               f"{rc.unanswered} unanswered, {rc.filled} filled, {len(ref.load.stalled)} pairs stalled")  # fmt: skip
+    took = f"{load.ended - load.started:.0f} s / {ref.load.ended - ref.load.started:.0f} s"
     out.append(f"{'load (chaos / undisturbed)':34} {took}; {n_events} order events, {n_fills} fills stored")
     out.append("longest time a stage was unavailable (work waiting, nothing done):")
     for stage, v in sorted(worst.items(), key=lambda kv: -kv[1]):
         out.append(f"  {stage:32} {v} ms")
-    out.append("kills (each: the longest stall that began from it to the next kill):")
-    for i, k in enumerate(kills):
-        until = kills[i + 1].at if i + 1 < len(kills) else float("inf")
-        hit = [g for g in gaps if k.at - 1.0 <= g.start < until]  # the stalls that began with this kill
-        top = max(hit, key=lambda g: g.ms, default=None)
+    out.append("kills (each: its victim, the longest stall credited to it, what became of the victim):")
+    credited = rp.credit_stalls([k.at for k in kills], gaps)
+    order = sorted(range(len(kills)), key=lambda i: kills[i].at)
+    for rank, i in enumerate(order):
+        k = kills[i]
+        top = max(credited.get(rank, []), key=lambda g: g.ms, default=None)
         what = f"{top.stage} {top.ms} ms" if top else "no stage stalled"
-        out.append(f"  {k.kill.label:26} {k.victim:26} {what}")
-    died = [f"{p.name}: {', '.join(p.died)}" for p in launcher.procs if p.died]
+        after = f"FAILED: {k.error}" if not k.ok else k.after or "-"
+        out.append(f"  {k.kill.label:26} {k.victim:28} {what:26} {after}")
+    if credited.get(-1):
+        top = max(credited[-1], key=lambda g: g.ms)
+        out.append(f"  {'(before the first kill)':26} {'':28} {top.stage} {top.ms} ms")
+    for what in cfg.skipped:
+        out.append(f"  skipped: {what}")
     out.append(f"{'exits not caused by a kill':34} {len(died)} {'; '.join(died[:4])}")
     return out
 
@@ -467,6 +645,16 @@ def table(cfg, counts, books_equal, vs_log, vs_ref, worst, gaps, kills, lat_all,
 def _ex(c: rp.Counts, what: str) -> str:
     ex = c.examples.get(what)
     return f"(e.g. {', '.join(ex)})" if ex else ""
+
+
+async def watchdog(cfg: Config, root: Path) -> int:
+    """The whole run within ``--budget`` (less STOP_S for the stop): past that it is cancelled - its ``finally``
+    stops every process - and fails (exit 2; no chaos line: its numbers were never made)."""
+    try:
+        return await asyncio.wait_for(main_async(cfg, root), max(1.0, cfg.budget_s - STOP_S))
+    except TimeoutError:
+        log(f"the run's time ran out ({cfg.budget_s:.0f} s budget): stopped before its report")
+        return 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -479,7 +667,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_term)
     code = 1
     try:
-        code = asyncio.run(main_async(cfg, root))
+        code = asyncio.run(watchdog(cfg, root))
     except KeyboardInterrupt:
         log("interrupted: everything started was stopped")
         code = 130

@@ -7,10 +7,9 @@ from dataclasses import dataclass
 
 from schemas.subjects import ACTORS
 
-# Standbys per actor. 0 until the leadership lease (issue 19, part B) is merged: a second instance of an actor is not
-# a safe standby before that, so each killed process is started again by the runner (as a supervisor would).
-# After the merge set this to 1 (or run with CHAOS_STANDBYS=1): one active + one standby per actor.
-DEFAULT_STANDBYS = 0
+# Standbys per actor: one active + one hot standby each (the leadership lease, issue 19 part B). CHAOS_STANDBYS=0 runs
+# one instance per actor (each killed one is then started again by the harness: its stage has no other way back).
+DEFAULT_STANDBYS = 1
 GATEWAYS = 2
 
 ORDER_PAIRS = ("BTC_USDT", "ETH_USDT", "SOL_USDT", "XMR_USDT", "LTC_USDT", "DOGE_USDT", "BEL_USDT", "RVN_USDT")
@@ -29,12 +28,6 @@ class Topology:
     @property
     def instances(self) -> int:
         return 1 + self.standbys
-
-    @property
-    def restart_killed(self) -> bool:
-        """Start a killed process again: always (a killed active's replacement is the next standby); with no
-        standby it is the only way the stage comes back."""
-        return True
 
     def describe(self) -> str:
         each = "1 instance" if not self.standbys else f"1 active + {self.standbys} standby"

@@ -19,6 +19,13 @@ LAST = re.compile(
 )
 
 
+def row(out: str, name: str) -> int:
+    """The number of the table's row ``name`` (its first number)."""
+    m = re.search(rf"^{re.escape(name)}[^\n]*?\s(\d+)", out, re.M)
+    assert m is not None, f"no row {name!r} in:\n{out[-4000:]}"
+    return int(m[1])
+
+
 def test_a_tiny_chaos_run_loses_doubles_and_strands_nothing(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "NATS_PORT", "TBX_CONFIG", "CHAOS_SHORT")}
     env["TMPDIR"] = str(tmp_path)  # the run's folder (logs, NATS stores) is under the test's
@@ -34,7 +41,14 @@ def test_a_tiny_chaos_run_loses_doubles_and_strands_nothing(tmp_path: Path) -> N
     assert m is not None, f"the last line is not the chaos line:\n{out[-4000:]}"
     lost, duplicated, stuck, books_equal = int(m[1]), int(m[2]), int(m[3]), m[4]
     assert (lost, duplicated, stuck, books_equal) == (0, 0, 0, "yes"), out[-4000:]
-    assert "killed order-router (active)" in out and "killed gateway #1" in out and "killed a NATS node" in out
+    # something traded: every planned order sent, accepted and filled (a run where all is denied is no pass)
+    submitted, accepted, denied, filled = (row(out, name) for name in ("orders submitted", "  accepted", "  denied",
+                                                                        "  filled"))  # fmt: skip
+    assert filled == accepted == submitted == 2 * 12 and denied == 0, out[-4000:]
+    # every kill applied (found its victim, nothing failed), no process exited by itself
+    assert "killed order-router (active)" in out and "killed a gateway" in out and "killed a NATS node" in out
+    assert "FAILED" not in out and "kills applied" not in out, out[-4000:]
+    assert row(out, "exits not caused by a kill") == 0, out[-4000:]
     # every process it started was stopped by pid: none of them is left
     stopped = re.search(r"stopped (\d+) processes by pid", out)
     assert stopped is not None and int(stopped[1]) >= 11, out[-2000:]

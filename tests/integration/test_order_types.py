@@ -30,6 +30,8 @@ from schemas.messages import (
     OrdersQuery,
     OrderStatus,
     PortfolioSnapshot,
+    VenueBookQuery,
+    VenueBookView,
     now_ms,
 )
 from tests.helpers import eventually
@@ -172,6 +174,28 @@ async def test_market_order_walks_the_book_one_trade_per_level(make_system, clie
 async def _equals(coro, value):
     got = await coro
     return got == value or None
+
+
+async def test_the_router_answers_the_book_its_venue_matches_a_market_order_on(make_system, client):
+    """``query.venue_book``: what ``make chaos`` waits for before a pair's next order (the venue's own book, not a
+    book some other subscriber has seen)."""
+    await make_system()
+    ask = client.subjects.query("venue_book")
+    empty = await client.request(ask, VenueBookQuery(pair="ETH_USDT"), VenueBookView, timeout=5)
+    assert (empty.pair, empty.venue, empty.book) == ("ETH_USDT", "paper", None)
+    await publish_book(client, [("99.90", "5")], [("100.00", "1.000")])
+    await publish_book(client, [("99.80", "5")], [("100.20", "1.000"), ("100.30", "2.000")])
+
+    async def second() -> VenueBookView | None:
+        v = await client.request(ask, VenueBookQuery(pair="BTC_USDT"), VenueBookView, timeout=5)
+        return v if v.book is not None and v.book.asks[0][0] == D("100.20") else None
+
+    view = await eventually(second, what="the second book at the venue")
+    assert view.venue == "paper" and view.book is not None and view.book.bids == levels(("99.80", "5"))
+    o = await until(client, (await placed(client, "vb-1", "buy", "1")).order_id, S.FILLED)
+    assert fills(o) == [(D("1.000"), D("100.20"), D("0.1002"), "taker")]  # the book it answered
+    with pytest.raises(Exception, match="not one of this router's venues"):
+        await client.request(ask, VenueBookQuery(pair="BTC_USDT", venue="nowhere"), VenueBookView, timeout=5)
 
 
 async def test_market_ioc_fills_what_depth_allows_and_cancels_the_rest(make_system, client):
