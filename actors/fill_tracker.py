@@ -23,6 +23,7 @@ from actors.base import Actor
 from bus.client import Bus, Envelope
 from config.settings import Settings
 from domain.fills import OrderFills, Overfill
+from domain.ids import fill_id, trade_id_of
 from domain.partitions import durable
 from domain.recent import OrderTable
 from schemas.messages import ExecutionReport, Fill, RiskAlert, now_ms
@@ -65,7 +66,7 @@ class FillTracker(Actor):
         of = self.orders.get(f.order_id)
         if of is None:
             of = self.orders[f.order_id] = OrderFills(quantity or f.quantity)
-        trade_id = f.fill_id.split(":", 1)[1] if ":" in f.fill_id else f.fill_id
+        trade_id = trade_id_of(f.fill_id, f.venue, f.pair)
         # a rebuilt order's quantity is unknown until a report says it: allow what the log holds
         of.order_quantity = max(of.order_quantity, of.filled + f.quantity)
         of.add(trade_id, f.quantity, f.price, f.fee)
@@ -105,7 +106,7 @@ class FillTracker(Actor):
             await self.bus.dead_letter(env.subject, f"overfill: {e}", env.raw.data, env.seq)
             return
         fill = Fill(
-            fill_id=f"{r.venue}:{r.trade_id}",
+            fill_id=fill_id(r.venue, r.pair, r.trade_id),
             order_id=r.order_id,
             client_order_id=r.client_order_id,
             pair=r.pair,

@@ -29,3 +29,19 @@ def order_id(day: str, n: int) -> str:
 
 def signal_id(day: str, n: int) -> str:
     return f"SIG_{day}_{n:06d}"
+
+
+def fill_id(venue: str, pair: str, trade_id: str) -> str:
+    """``<venue>:<pair>:<trade id>``: the id of the fill a venue's trade becomes (the FILLS message id and every
+    booker's dedupe key). The pair is part of it because venues number trades per symbol (Binance's BTCUSDT trade 123
+    and ETHUSDT trade 123 are two trades)."""
+    return f"{venue}:{pair}:{trade_id}"
+
+
+def trade_id_of(fill_id: str, venue: str, pair: str) -> str:
+    """The venue's trade id inside ``fill_id``: ``<venue>:<pair>:<id>``, or ``<venue>:<id>`` as stored before the pair
+    was part of the id; anything else (an outside writer's id) is taken whole."""
+    for prefix in (f"{venue}:{pair}:", f"{venue}:"):
+        if fill_id.startswith(prefix):
+            return fill_id[len(prefix) :]
+    return fill_id

@@ -29,6 +29,7 @@ from actors.venues.base import Venue, VenueOrder, VenueOrderRequest, VenueRefuse
 from bus.client import Bus
 from bus.errors import RequestFailed, Transient
 from config.settings import Settings
+from domain.ids import fill_id
 from domain.orders import (
     UNKNOWN_TO_VENUE,
     IllegalTransition,
@@ -356,7 +357,7 @@ class VenueSession:
             await self.bus.js_publish(
                 self.subjects.exec_reports(o.pair, partition_for(o.pair, self.settings.PARTITIONS)),
                 report,
-                msg_id=f"{self.name}:{t.trade_id}",
+                msg_id=fill_id(self.name, o.pair, t.trade_id),
             )
         if r.venue_order_id in self.ignored:
             return  # seen and handled before
@@ -437,7 +438,7 @@ class VenueSession:
             await self.bus.js_publish(
                 self.subjects.exec_reports(o.pair, partition_for(o.pair, self.settings.PARTITIONS)),
                 report,
-                msg_id=f"{self.venue.name}:{t.trade_id}",
+                msg_id=fill_id(self.venue.name, o.pair, t.trade_id),
             )
         async with store.lock:
             new = await store.update_locked(order_id, lambda cur: self._with_venue_answer(cur, r, edit_answer))

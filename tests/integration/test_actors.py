@@ -312,7 +312,7 @@ async def test_router_sends_the_venue_trades_again_when_it_died_before_reporting
     )
     await system.start("order-router")
     o = await eventually(lambda: filled(client, coid), what="the order filled from the re-sent reports")
-    assert [f.fill_id for f in o.fills] == ["paper:PV-1-1", "paper:PV-1-2"]
+    assert [f.fill_id for f in o.fills] == ["paper:BTC_USDT:PV-1-1", "paper:BTC_USDT:PV-1-2"]
     assert o.average_price == (Decimal("0.3") * 60000 + Decimal("0.2") * 60010) / Decimal("0.5")
     snap = await portfolio(client)
     assert snap.fills_applied == 2 and snap.positions[0].quantity == Decimal("0.5")

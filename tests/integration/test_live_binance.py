@@ -135,6 +135,25 @@ async def test_a_market_buy_is_filled_at_the_venue_with_its_fee_in_btc_and_booke
     assert posts(exchange, "lv-mkt-1") == 1
 
 
+async def test_two_pairs_trades_numbered_alike_by_binance_are_both_booked(live, client, exchange) -> None:
+    """Binance numbers trades per symbol: BTCUSDT's trade 1 and ETHUSDT's trade 1 are two fills, neither dropped as
+    the other's repeat (by JetStream's message ids on HOPS and FILLS or by the ledger's fill ids)."""
+    await live()
+    assert (await submit(client, "lv-two-btc")).ok
+    btc = await until(client, "lv-two-btc", "filled")
+    assert (await submit(client, "lv-two-eth", pair="ETH_USDT", quantity=D("0.5"))).ok
+    eth = await until(client, "lv-two-eth", "filled")
+    assert exchange.trades("BTC/USDT")[0].trade_id == exchange.trades("ETH/USDT")[0].trade_id == 1
+    [fb], [fe] = await fills_of(client, btc.order_id), await fills_of(client, eth.order_id)
+    assert fb.fill_id != fe.fill_id and (fb.pair, fe.pair) == ("BTC_USDT", "ETH_USDT")
+
+    async def both_booked() -> bool:
+        return bal(await snap(client), "ETH").total == D("0.5") - D("0.0005")  # its fee in ETH
+
+    await eventually(both_booked, what="the ETH trade booked as well as the BTC one")
+    assert bal(await snap(client), "BTC").total == D("1.00999")  # 1 at the venue, 0.01 bought, its fee in BTC
+
+
 async def test_a_limit_rests_at_the_venue_and_fills_when_the_book_crosses_it(live, client, exchange) -> None:
     await live()
     reply = await submit(client, "lv-lim-1", type="limit", price=D("59000"))

@@ -14,6 +14,7 @@ import pytest
 
 from bus.client import Bus
 from config.settings import load_settings
+from domain.ids import trade_id_of
 from schemas.messages import (
     Book,
     CancelOrder,
@@ -150,7 +151,7 @@ def trade_report(o: Order, fill_index: int = 0) -> ExecutionReport:
         order_quantity=o.quantity,
         venue="paper",
         ts=f.timestamp,
-        trade_id=f.fill_id.split(":", 1)[1],
+        trade_id=trade_id_of(f.fill_id, "paper", o.pair),
         quantity=f.quantity,
         price=f.price,
         fee=f.fee,
