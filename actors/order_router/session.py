@@ -117,7 +117,8 @@ class VenueSession:
         self.started_at = now_ms()
         self.answers: dict[str, asyncio.Future[VenueOrder]] = {}  # first answers a caller waits for
         self.reject_codes: OrderedDict[str, str] = OrderedDict()  # the venue's code of a rejection, for the reply
-        self.ignored: OrderedDict[str, None] = OrderedDict()  # external orders ignored (logged once each)
+        # external orders ignored (logged once each), by pair and venue order id (Binance numbers orders per symbol)
+        self.ignored: OrderedDict[tuple[str, str], None] = OrderedDict()
         self.venue_up: bool | None = None  # unknown until the venue is first asked
         self.fills_seq = 0  # the last FILLS sequence this router has seen (its balance readings vouch up to it)
         self.balances_published = 0
@@ -329,8 +330,8 @@ class VenueSession:
             await self.on_venue_result(oid, r, new_trades)
             return
         if self.settings.EXTERNAL_ORDERS == "ignore" or self.venue.authoritative_lookup:
-            if r.venue_order_id not in self.ignored:
-                self.ignored[r.venue_order_id] = None
+            if (r.pair, r.venue_order_id) not in self.ignored:
+                self.ignored[(r.pair, r.venue_order_id)] = None
                 while len(self.ignored) > MAX_REJECT_CODES:
                     self.ignored.popitem(last=False)
                 self.log.warning(
@@ -359,9 +360,9 @@ class VenueSession:
                 report,
                 msg_id=fill_id(self.name, o.pair, t.trade_id),
             )
-        if r.venue_order_id in self.ignored:
+        if (r.pair, r.venue_order_id) in self.ignored:
             return  # seen and handled before
-        self.ignored[r.venue_order_id] = None
+        self.ignored[(r.pair, r.venue_order_id)] = None
         while len(self.ignored) > MAX_REJECT_CODES:
             self.ignored.popitem(last=False)
         what = f"order {o.order_id} ({o.client_order_id}) went to {o.venue}, but {self.name} has it too ({r.status}, "

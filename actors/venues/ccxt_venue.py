@@ -131,9 +131,10 @@ class CcxtVenue:
         self._weight_limit: int | None = None
         # our client id <-> the venue's (recorded on every send and by ``track``); venue order id -> ours
         self.ours: OrderedDict[str, str] = OrderedDict()
-        self.by_venue_id: OrderedDict[str, str] = OrderedDict()
-        self.seen_trades: OrderedDict[str, None] = OrderedDict()
-        self.open_seen: dict[str, VenueOrder] = {}  # orders seen open at the last poll, by venue order id
+        # keyed by pair and the venue's id: venues such as Binance number orders and trades per symbol
+        self.by_venue_id: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self.seen_trades: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self.open_seen: dict[tuple[str, str], VenueOrder] = {}  # orders seen open at the last poll
         self.since: dict[str, int] = {}  # per pair: the newest trade time polled
         self.sent_at: dict[str, float] = {}  # per pair: when an order of ours was last sent (monotonic)
         self.tasks: list[asyncio.Task[None]] = []
@@ -465,9 +466,10 @@ class CcxtVenue:
             self.ours.popitem(last=False)
         return v
 
-    def _remember_order(self, venue_order_id: str, ours: str) -> None:
-        self.by_venue_id[venue_order_id] = ours
-        self.by_venue_id.move_to_end(venue_order_id)
+    def _remember_order(self, pair: str, venue_order_id: str, ours: str) -> None:
+        key = (pair, venue_order_id)
+        self.by_venue_id[key] = ours
+        self.by_venue_id.move_to_end(key)
         while len(self.by_venue_id) > KNOWN_ORDERS:
             self.by_venue_id.popitem(last=False)
 
@@ -475,9 +477,9 @@ class CcxtVenue:
         """The trades not seen before (and now remembered as seen)."""
         new = []
         for t in trades:
-            if t.trade_id in self.seen_trades:
+            if _seen_key(t) in self.seen_trades:
                 continue
-            self.seen_trades[t.trade_id] = None
+            self.seen_trades[_seen_key(t)] = None
             new.append(t)
         while len(self.seen_trades) > SEEN_TRADES:
             self.seen_trades.popitem(last=False)
@@ -487,6 +489,7 @@ class CcxtVenue:
     def _trade(self, t: dict[str, Any], ours: str | None = None) -> VenueTrade:
         fee = t.get("fee") or {}
         oid = str(t["order"]) if t.get("order") is not None else None
+        pair = pair_of(t["symbol"]) if t.get("symbol") else None
         return VenueTrade(
             trade_id=str(t["id"]),
             quantity=_dec(t.get("amount")) or ZERO,
@@ -496,9 +499,9 @@ class CcxtVenue:
             liquidity="maker" if t.get("takerOrMaker") == "maker" else "taker",
             ts=int(t.get("timestamp") or 0),
             venue_order_id=oid,
-            client_order_id=ours or (self.by_venue_id.get(oid) if oid else None),
+            client_order_id=ours or (self.by_venue_id.get((pair, oid)) if oid and pair else None),
             side=t.get("side"),
-            pair=pair_of(t["symbol"]) if t.get("symbol") else None,
+            pair=pair,
         )
 
     def _status(self, o: dict[str, Any]) -> str:
@@ -512,14 +515,15 @@ class CcxtVenue:
         vcid = str(o.get("clientOrderId") or "")
         mine = ours or self.ours.get(vcid)
         venue_id = str(o.get("id") or "")
+        pair = pair_of(o["symbol"])
         if mine and venue_id:
-            self._remember_order(venue_id, mine)
+            self._remember_order(pair, venue_id, mine)
         info = o.get("info") or {}
         kind = str(info.get("type") or o.get("type") or "").lower() or None
         return VenueOrder(
             client_order_id=mine or vcid,
             venue_order_id=venue_id,
-            pair=pair_of(o["symbol"]),
+            pair=pair,
             status=self._status(o),  # type: ignore[arg-type]
             filled=_dec(o.get("filled")) or ZERO,
             trades=[replace(t, client_order_id=mine or vcid) for t in trades],
@@ -539,9 +543,11 @@ class CcxtVenue:
             return []
         listed = o.get("trades") or []
         if listed and all(t.get("id") for t in listed):
-            ts, oid, side = int(o.get("timestamp") or 0), str(o["id"]), o.get("side")
+            ts, oid, side, pair = int(o.get("timestamp") or 0), str(o["id"]), o.get("side"), pair_of(o["symbol"])
             trades = _unique(
-                replace(t, ts=t.ts or ts, venue_order_id=t.venue_order_id or oid, side=t.side or side)
+                replace(
+                    t, ts=t.ts or ts, venue_order_id=t.venue_order_id or oid, side=t.side or side, pair=t.pair or pair
+                )
                 for t in map(self._trade, listed)
             )
             if sum((t.quantity for t in trades), ZERO) == filled:
@@ -915,7 +921,7 @@ class CcxtVenue:
             if trades:  # from the newest listed, seen or not (ours are seen with their order's answer): the venue
                 # lists a bounded number of trades from ``since``, a start that stood still would lose new ones
                 self.since[pair] = max(self.since.get(pair, 0), max(t.ts for t in trades))
-            trades = [t for t in trades if t.trade_id not in self.seen_trades]
+            trades = [t for t in trades if _seen_key(t) not in self.seen_trades]
             new = self._mark_seen(trades)
             by_order: dict[str, list[VenueTrade]] = {}
             for t in new:
@@ -930,23 +936,23 @@ class CcxtVenue:
                 ids = {t.trade_id for t in fresh}
                 await self._deliver(order, [t for t in order.trades if t.trade_id in ids])
                 if order.status == "open":
-                    self.open_seen[order.venue_order_id] = order
+                    self.open_seen[(pair, order.venue_order_id)] = order
                 else:
-                    self.open_seen.pop(order.venue_order_id, None)
+                    self.open_seen.pop((pair, order.venue_order_id), None)
             open_now = await self._backing_off(self.ex.fetch_open_orders, symbol)
             ids_now = {str(o["id"]) for o in open_now}
             for o in open_now:
                 oid = str(o["id"])
-                if oid not in self.open_seen:
+                if (pair, oid) not in self.open_seen:
                     order = self._order(o, await self._order_trades(o))
-                    self.open_seen[oid] = order
+                    self.open_seen[(pair, oid)] = order
                     # once each: an external one (the router adopts or ignores it), or one of ours the router may
                     # have given up on (rejected as unknown, canceled before the venue had it): it learns it is there
                     await self._deliver(order, [])
-            for oid, before in list(self.open_seen.items()):
-                if before.pair != pair or oid in ids_now:
+            for of_pair, oid in list(self.open_seen):
+                if of_pair != pair or oid in ids_now:
                     continue
-                del self.open_seen[oid]
+                del self.open_seen[(of_pair, oid)]
                 if oid in by_order:
                     continue
                 o = await self._backing_off(self.ex.fetch_order, oid, symbol)
@@ -993,6 +999,11 @@ class CcxtVenue:
                 log.warning("{}: stream dropped, polling: {}", self.name, self._health.last_error)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 60.0)
+
+
+def _seen_key(t: VenueTrade) -> tuple[str, str]:
+    """A trade as remembered by polling: its pair and the venue's trade id (Binance numbers trades per symbol)."""
+    return (t.pair or "", t.trade_id)
 
 
 def _book(pair: str, raw: Any, depth: int | None) -> Book:

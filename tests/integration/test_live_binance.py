@@ -154,6 +154,27 @@ async def test_two_pairs_trades_numbered_alike_by_binance_are_both_booked(live, 
     assert bal(await snap(client), "BTC").total == D("1.00999")  # 1 at the venue, 0.01 bought, its fee in BTC
 
 
+async def test_resting_orders_on_two_pairs_with_the_same_venue_ids_both_fill_through_polling(
+    live, client, exchange
+) -> None:
+    """Binance's order ids and trade ids are per symbol: BTCUSDT's order 1 / trade 1 and ETHUSDT's order 1 / trade 1
+    are different. Polling keys what it has seen by pair and id, so neither is taken for the other (the router's
+    reconciliation, which would find a dropped one late, is slowed down here so polling alone must do it)."""
+    await live(RECONCILE_INTERVAL_MS="600000")
+    assert (await submit(client, "lv-rest-btc", type="limit", price=D("59000"))).ok
+    assert (await submit(client, "lv-rest-eth", pair="ETH_USDT", type="limit", price=D("2990"), quantity=D("1"))).ok
+    await until(client, "lv-rest-btc", "accepted")
+    await until(client, "lv-rest-eth", "accepted")
+    assert exchange.orders("BTC/USDT")[0].order_id == exchange.orders("ETH/USDT")[0].order_id == 1
+    exchange.set_book("BTC/USDT", bids=[("58990", "1")], asks=[("58995", "1")])  # BTC's trade 1
+    btc = await until(client, "lv-rest-btc", "filled")
+    exchange.set_book("ETH/USDT", bids=[("2980", "10")], asks=[("2985", "10")])  # ETH's trade 1
+    eth = await until(client, "lv-rest-eth", "filled")
+    assert exchange.trades("BTC/USDT")[0].trade_id == exchange.trades("ETH/USDT")[0].trade_id == 1
+    assert [f.quantity for f in await fills_of(client, btc.order_id)] == [D("0.01")]
+    assert [f.quantity for f in await fills_of(client, eth.order_id)] == [D("1")]
+
+
 async def test_a_limit_rests_at_the_venue_and_fills_when_the_book_crosses_it(live, client, exchange) -> None:
     await live()
     reply = await submit(client, "lv-lim-1", type="limit", price=D("59000"))
@@ -275,7 +296,7 @@ async def test_external_orders_are_left_alone_with_external_orders_ignore(live, 
     router = sut.running["order-router"]
 
     async def polled_past_it() -> bool:
-        return web.order_id in {int(k) for k in router.venue.open_seen}  # type: ignore[attr-defined]
+        return ("BTC_USDT", str(web.order_id)) in router.venue.open_seen  # type: ignore[attr-defined]
 
     await eventually(polled_past_it, what="the poll seeing the external order")
     assert await order_of(client, web.client_order_id) is None
