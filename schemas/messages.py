@@ -15,7 +15,9 @@ from typing import Literal
 import msgspec
 
 Side = Literal["buy", "sell"]
-OrderType = Literal["market", "limit", "stop_loss", "stop_limit", "take_profit"]
+OrderType = Literal["market", "limit", "stop_loss", "stop_limit", "take_profit", "twap", "vwap", "iceberg"]
+AlgoType = Literal["twap", "vwap", "iceberg"]  # the execution algorithms: a parent order whose children trade
+ALGO_TYPES: frozenset[str] = frozenset(("twap", "vwap", "iceberg"))
 TimeInForce = Literal["GTC", "IOC", "FOK", "GTD"]
 Liquidity = Literal["maker", "taker"]
 SignalAction = Literal["BUY", "SELL", "HOLD", "CLOSE"]
@@ -130,6 +132,30 @@ class Fill(Msg):
 # --------------------------------------------------------------------------------------------------
 # Orders
 # --------------------------------------------------------------------------------------------------
+class AlgoSpec(Msg):
+    """An execution algorithm's parameters (``"algo"`` of a twap / vwap / iceberg order), as asked and as accepted
+    (the accepted one has its seed filled in, so the schedule recomputed after a restart is the same)."""
+
+    duration_ms: int | None = None  # twap / vwap: the schedule's length
+    slices: int | None = None  # twap / vwap: how many children
+    size_jitter: Decimal = ZERO  # twap: each slice's size varies within this fraction of the even size (0 to 0.5)
+    time_jitter: Decimal = ZERO  # twap: each slice's time varies within this fraction of the interval (0 to 0.5)
+    seed: int | None = None  # the randomisation's seed (None in a request: derived from the order)
+    profile: list[Decimal] | None = None  # vwap: an intraday profile, one weight per slice (None: recent volume)
+    lookback_ms: int | None = None  # vwap: the window of recent trades whose shape it follows (None: durationMs)
+    display_quantity: Decimal | None = None  # iceberg: the most it shows at once
+
+
+class AlgoState(Msg):
+    """Where a parent order's algorithm is: written on the parent before each child is made (durable resume)."""
+
+    start_ms: int  # when its schedule started
+    sent: list[int] = msgspec.field(default_factory=list)  # the slice (or clip) indexes sent, in order
+    weights: list[Decimal] | None = None  # vwap: the profile fixed when it was accepted
+    carried: Decimal = ZERO  # quantity left unfilled by earlier slices, added to the next one
+    done_reason: str | None = None  # why it stopped before its quantity was filled (on the trail too)
+
+
 class OrderRequest(Msg):
     """A new order, as sent on ``tbx.orders.submit``. ``clientOrderId`` makes it idempotent."""
 
@@ -152,6 +178,7 @@ class OrderRequest(Msg):
     signal_id: str | None = None
     ts: int = 0
     exchange: str | None = None  # the venue it must go to (a name in EXCHANGES); None: the router's policy picks
+    algo: AlgoSpec | None = None  # twap / vwap / iceberg: the algorithm's parameters
 
 
 class RiskValidation(Msg):
@@ -190,8 +217,9 @@ class Order(Msg):
     expire_at: int | None = None
     post_only: bool = False
     reduce_only: bool = False
-    role: Literal["entry", "stop_loss", "take_profit"] | None = None  # set on the orders of a bracket
-    parent_order_id: str | None = None  # a bracket leg: its entry
+    # set on the orders of a bracket, and on an algorithm's children ("slice")
+    role: Literal["entry", "stop_loss", "take_profit", "slice"] | None = None
+    parent_order_id: str | None = None  # a bracket leg: its entry; an algorithm's child: its parent
     linked_orders: dict[str, str] | None = None  # entry: {"stopLoss": id, "takeProfit": id}; leg: its sibling
     triggered_at: int | None = None
     previous_status: OrderStatus | None = None  # while PENDING_CANCEL / PENDING_UPDATE: where to go back
@@ -220,6 +248,13 @@ class Order(Msg):
     execution_time: int | None = None
     fills: list[FillRef] = msgspec.field(default_factory=list)
     exchange: str = ""  # = venue, always (set on every construction and decoding): the REST name of the venue
+    algo: AlgoSpec | None = None  # a parent order (twap / vwap / iceberg): its parameters as accepted
+    algo_state: AlgoState | None = None  # a parent order: where its algorithm is
+    children: list[str] = msgspec.field(default_factory=list)  # a parent order: its children's order ids, in order
+    # the book of its venue when it was accepted (execution quality): None when there was none
+    arrival_mid: Decimal | None = None
+    arrival_bid: Decimal | None = None
+    arrival_ask: Decimal | None = None
 
     def __post_init__(self) -> None:
         self.exchange = self.venue
