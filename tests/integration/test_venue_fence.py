@@ -64,8 +64,9 @@ async def fenced(make_bus) -> AsyncIterator[tuple[Bus, LeaseDriver]]:
         await runner
 
 
-async def _venue(ex: BinanceTestExchange, bus: Bus, window_ms: int | None = None) -> CcxtVenue:
-    v = make(ex, api_key=KEY, secret=SECRET, poll_ms=3_600_000)  # no poll of its own
+async def _venue(ex: BinanceTestExchange, bus: Bus, window_ms: int | None = None, *, limiter: bool = True) -> CcxtVenue:
+    ccxt_config = {"rateLimit": 5, "enableRateLimit": limiter}
+    v = make(ex, api_key=KEY, secret=SECRET, poll_ms=3_600_000, ccxt_config=ccxt_config)  # no poll of its own
     v.fence = bus.check_fence  # as the order-router's venue session sets it
     await v.start()
     if window_ms is not None:  # ccxt's rolling window as the service configures it, 4 cost units per window
@@ -129,7 +130,7 @@ async def test_an_order_backing_off_after_a_429_when_the_lease_is_lost_is_not_se
     client: Bus,
 ) -> None:
     bus, lease = fenced
-    v = await _venue(exchange, bus)
+    v = await _venue(exchange, bus, limiter=False)  # (only the re-send asks the fence: no limiter to ask it)
     try:
         exchange.inject_fault("http_429", times=1, retry_after=RETRY_AFTER_S)
         sending = asyncio.create_task(v.create_order(req("fence-b-1", quantity=D("0.001"))))
