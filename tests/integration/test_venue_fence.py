@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 import msgspec
 import nats.js.errors
@@ -82,73 +84,78 @@ async def _venue(ex: BinanceTestExchange, bus: Bus, window_ms: int | None = None
     return v
 
 
+@dataclass
+class Rig:
+    exchange: BinanceTestExchange
+    lease: LeaseDriver
+    client: Bus
+    venue: Callable[..., Awaitable[CcxtVenue]]  # ``await rig.venue(...)``: a started venue asking ``lease``
+
+
+@pytest.fixture
+async def rig(
+    exchange: BinanceTestExchange,  # noqa: F811
+    fenced: tuple[Bus, LeaseDriver],
+    client: Bus,
+) -> AsyncIterator[Rig]:
+    made: list[CcxtVenue] = []
+
+    async def venue(**kw: Any) -> CcxtVenue:
+        made.append(await _venue(exchange, fenced[0], **kw))
+        return made[-1]
+
+    yield Rig(exchange, fenced[1], client, venue)
+    for v in made:
+        await v.stop()
+
+
 async def _deposed(client: Bus, lease: LeaseDriver) -> None:
     await take_lease(client, "order-router")
     await eventually(_now(lambda: lease.lease.phase is Phase.LOST), what="the lease lost")
 
 
-async def test_an_order_queued_in_the_rate_limiter_when_the_lease_is_lost_is_never_sent(
-    exchange: BinanceTestExchange,  # noqa: F811
-    fenced: tuple[Bus, LeaseDriver],
-    client: Bus,
+async def _lease_lost_in_the_limiter(
+    v: CcxtVenue, client: Bus, lease: LeaseDriver, call: Callable[[], Awaitable[object]]
 ) -> None:
-    bus, lease = fenced
-    v = await _venue(exchange, bus, WINDOW_MS)
-    try:
-        await v.fetch_balance()  # Binance's account read: 4 of the window's 4
-        sending = asyncio.create_task(v.create_order(req("fence-q-1", quantity=D("0.001"))))
-        await eventually(_now(lambda: bool(v.ex.throttler.queue)), what="the order waiting in ccxt's limiter")
-        await _deposed(client, lease)
-        assert not sending.done() and posts(exchange, "fence-q-1") == 0  # still waiting for room
-        with pytest.raises(LeaseLost):  # not a rejection, not an unknown outcome: not sent
-            await asyncio.wait_for(sending, 3 * WINDOW_MS / 1000)
-        assert posts(exchange, "fence-q-1") == 0 and not exchange.orders(client_order_id="fence-q-1")
-        assert "LeaseLost" not in (v.health().last_error or "")  # nothing learnt about the venue
-    finally:
-        await v.stop()
+    """``call`` waits in ccxt's limiter behind a full window when the lease is lost: it raises ``LeaseLost``."""
+    await v.fetch_balance()  # Binance's account read: 4 of the window's 4
+    waiting = asyncio.create_task(call())
+    await eventually(_now(lambda: bool(v.ex.throttler.queue)), what="the call waiting in ccxt's limiter")
+    await _deposed(client, lease)
+    assert not waiting.done()  # still waiting for room
+    with pytest.raises(LeaseLost):  # not a rejection, not an unknown outcome: not sent
+        await asyncio.wait_for(waiting, 3 * WINDOW_MS / 1000)
 
 
-async def test_a_cancel_queued_in_the_rate_limiter_when_the_lease_is_lost_is_never_sent(
-    exchange: BinanceTestExchange,  # noqa: F811
-    fenced: tuple[Bus, LeaseDriver],
-    client: Bus,
-) -> None:
-    bus, lease = fenced
-    v = await _venue(exchange, bus, WINDOW_MS)
-    try:
-        rest = await v.create_order(req("fence-c-1", type="limit", price=D(59000), quantity=D("0.001")))
-        assert rest.status == "open"
-        await v.fetch_balance()  # the window is full
-        canceling = asyncio.create_task(v.cancel_order("fence-c-1", "BTC_USDT"))
-        await eventually(_now(lambda: bool(v.ex.throttler.queue)), what="the cancel waiting in ccxt's limiter")
-        await _deposed(client, lease)
-        with pytest.raises(LeaseLost):
-            await asyncio.wait_for(canceling, 3 * WINDOW_MS / 1000)
-        assert not exchange.requests_for("DELETE", "/api/v3/order", origClientOrderId="fence-c-1")
-        assert [o.status for o in exchange.orders(client_order_id="fence-c-1")] == ["NEW"]  # still open there
-    finally:
-        await v.stop()
+async def test_an_order_queued_in_the_rate_limiter_when_the_lease_is_lost_is_never_sent(rig: Rig) -> None:
+    v = await rig.venue(window_ms=WINDOW_MS)
+    await _lease_lost_in_the_limiter(
+        v, rig.client, rig.lease, lambda: v.create_order(req("fence-q-1", quantity=D("0.001")))
+    )
+    assert posts(rig.exchange, "fence-q-1") == 0 and not rig.exchange.orders(client_order_id="fence-q-1")
+    assert "LeaseLost" not in (v.health().last_error or "")  # nothing learnt about the venue
 
 
-async def test_an_order_backing_off_after_a_429_when_the_lease_is_lost_is_not_sent_again(
-    exchange: BinanceTestExchange,  # noqa: F811
-    fenced: tuple[Bus, LeaseDriver],
-    client: Bus,
-) -> None:
-    bus, lease = fenced
-    v = await _venue(exchange, bus, limiter=False)  # (only the re-send asks the fence: no limiter to ask it)
-    try:
-        exchange.inject_fault("http_429", times=1, retry_after=RETRY_AFTER_S)
-        sending = asyncio.create_task(v.create_order(req("fence-b-1", quantity=D("0.001"))))
-        await eventually(_now(lambda: posts(exchange, "fence-b-1") == 1), what="the first send (429)")
-        await _deposed(client, lease)
-        assert not sending.done()  # backing off
-        with pytest.raises(LeaseLost):
-            await asyncio.wait_for(sending, 3 * RETRY_AFTER_S)
-        [refused] = exchange.requests_for("POST", "/api/v3/order", newClientOrderId="fence-b-1")
-        assert refused.status == 429 and not exchange.orders(client_order_id="fence-b-1")
-    finally:
-        await v.stop()
+async def test_a_cancel_queued_in_the_rate_limiter_when_the_lease_is_lost_is_never_sent(rig: Rig) -> None:
+    v = await rig.venue(window_ms=WINDOW_MS)
+    rest = await v.create_order(req("fence-c-1", type="limit", price=D(59000), quantity=D("0.001")))
+    assert rest.status == "open"
+    await _lease_lost_in_the_limiter(v, rig.client, rig.lease, lambda: v.cancel_order("fence-c-1", "BTC_USDT"))
+    assert not rig.exchange.requests_for("DELETE", "/api/v3/order", origClientOrderId="fence-c-1")
+    assert [o.status for o in rig.exchange.orders(client_order_id="fence-c-1")] == ["NEW"]  # still open there
+
+
+async def test_an_order_backing_off_after_a_429_when_the_lease_is_lost_is_not_sent_again(rig: Rig) -> None:
+    v = await rig.venue(limiter=False)  # (only the re-send asks the fence: no limiter to ask it)
+    rig.exchange.inject_fault("http_429", times=1, retry_after=RETRY_AFTER_S)
+    sending = asyncio.create_task(v.create_order(req("fence-b-1", quantity=D("0.001"))))
+    await eventually(_now(lambda: posts(rig.exchange, "fence-b-1") == 1), what="the first send (429)")
+    await _deposed(rig.client, rig.lease)
+    assert not sending.done()  # backing off
+    with pytest.raises(LeaseLost):
+        await asyncio.wait_for(sending, 3 * RETRY_AFTER_S)
+    [refused] = rig.exchange.requests_for("POST", "/api/v3/order", newClientOrderId="fence-b-1")
+    assert refused.status == 429 and not rig.exchange.orders(client_order_id="fence-b-1")
 
 
 async def test_a_deposed_router_leaves_the_order_in_flight_and_the_new_active_resolves_it(
