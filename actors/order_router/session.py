@@ -27,7 +27,7 @@ from actors.order_router.emulator import slot
 from actors.order_router.store import OrderStore
 from actors.venues.base import Venue, VenueOrder, VenueOrderRequest, VenueRefused, VenueTrade, VenueUnavailable
 from bus.client import Bus
-from bus.errors import RequestFailed, Transient
+from bus.errors import LeaseLost, RequestFailed, Transient
 from config.settings import Settings
 from domain.ids import fill_id
 from domain.orders import (
@@ -94,6 +94,8 @@ class VenueSession:
         self, venue: Venue, store: OrderStore, bus: Bus, log: Logger, spawn: Spawn, alert: Alert, settings: Settings
     ) -> None:
         self.venue = venue
+        if hasattr(venue, "fence"):  # a live venue: its creates and cancels ask the lease once more as they go out
+            venue.fence = bus.check_fence  # type: ignore[attr-defined]
         self.name = venue.name
         self.pairs: tuple[str, ...] = tuple(getattr(venue, "pairs", None) or settings.PAIRS)
         self.settings = settings
@@ -264,6 +266,12 @@ class VenueSession:
                 result = await self.venue.create_order(request)
                 if (fut := self.answers.pop(order_id, None)) is not None and not fut.done():
                     fut.set_result(result)  # the caller hears it now; the answer is stored below
+            except LeaseLost:
+                # the fence refused it on its way (in the venue's rate limiter, before a re-send after a back-off):
+                # not sent by this call, no outcome to record, no venue down. It stays in flight as it is, for the
+                # holder of the lease (or this instance, should its lease be renewed) to send or look up
+                self.mark_fresh(order_id)
+                raise
             except VenueUnavailable as e:  # not taken: it may go again (the reconcile sends it)
                 self.mark_fresh(order_id)
                 await self._venue_answers(False, self.venue.describe(e))
@@ -373,6 +381,9 @@ class VenueSession:
             try:
                 self.bus.check_fence()
                 await self.venue.cancel_order(o.client_order_id, o.pair, "on another venue already")
+            except LeaseLost as e:
+                self.ignored.pop(r.venue_order_id, None)  # the holder of the lease cancels it when it sees it
+                self.log.warning("cancel of {} at {} not sent: {}", o.order_id, self.name, e)
             except Exception as e:
                 self.ignored.pop(r.venue_order_id, None)  # the next sight of it tries again
                 self.log.error("cancel of {} at {} failed: {}", o.order_id, self.name, self.venue.describe(e))
@@ -471,13 +482,13 @@ class VenueSession:
     # -- cancel and edit at the venue ------------------------------------------------------------------
     async def edit_at_venue(self, o: Order, quantity: Decimal | None, price: Decimal | None) -> str | None:
         """Change an order the venue holds (through PENDING_UPDATE). The venue's refusal, or None."""
-        self.bus.check_fence()
         ts = now_ms()
         pending = await self.store.update(
             o.order_id, lambda cur: to_pending(cur, S.PENDING_UPDATE, ts) if cur.status is o.status else cur
         )
         if pending is None:  # it changed meanwhile (filled, canceled)
             return "the order changed meanwhile; look at it and try again"
+        self.bus.check_fence()  # after the store's write (an await): the lease held now, right before the venue call
         try:
             result = await self.venue.edit_order(o.client_order_id, o.pair, quantity, price)
         except VenueRefused as e:
@@ -501,6 +512,9 @@ class VenueSession:
         self.cancelling.add(order_id)
         try:
             result = await self.venue.cancel_order(o.client_order_id, o.pair, o.reason or "canceled")
+        except LeaseLost as e:  # not sent: the holder of the lease cancels it when it sees it open there
+            self.log.warning("cancel of {} at {} not sent: {}", order_id, self.venue.name, e)
+            return
         except Exception as e:  # refused (filled meanwhile) or not answered: the reconcile looks again
             self.log.warning(
                 "order {} open at {} after its cancel: {}", order_id, self.venue.name, self.venue.describe(e)
@@ -528,6 +542,8 @@ class VenueSession:
         self.bus.check_fence()
         try:
             result = await self.venue.cancel_order(o.client_order_id, o.pair, reason)
+        except LeaseLost:
+            raise  # not sent (the fence, on its way): PENDING_CANCEL stays, for the holder of the lease to finish
         except VenueRefused as e:
             # the venue no longer has it open. Canceled there already (this cancel acted, its answer was lost and
             # the request went again, say): the cancel is done. Else (filled meanwhile, say): back to where it
@@ -587,6 +603,8 @@ class VenueSession:
                 continue
             try:
                 await self._reconcile_one(o)
+            except LeaseLost:
+                raise  # this instance may not act now: the pass ends (the venue is not down)
             except Exception as e:
                 self.log.warning("reconcile of {} failed ({}); next pass", oid, self.venue.describe(e))
                 await self._venue_answers(False, self.venue.describe(e))

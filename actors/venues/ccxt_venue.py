@@ -46,6 +46,7 @@ from actors.venues.base import (
 from actors.venues.ccxt_errors import classify, safe_message
 from actors.venues.ccxt_markets import CCXT_TYPES, _dec, market_rules, native_types, pair_of, symbol_of
 from actors.venues.ccxt_urls import rewrite_api_urls
+from bus.errors import LeaseLost
 from domain.rate_window import wait_for_room_ms
 from domain.venue_ids import rule_for, venue_client_id
 from schemas.messages import Book, MarketRules, Trade, VenueCheck, now_ms
@@ -70,6 +71,9 @@ log = logger.bind(actor="order-router")
 # set while an order is placed or canceled (and looked up after an unclear answer): its calls go to ccxt's limiter at
 # once; every other call (polls, balance and open-order readings, lookups) waits for room first (``_room_first``)
 _ORDER_CALL: ContextVar[bool] = ContextVar("ccxt_venue_order_call", default=False)
+# set while a call that changes orders at the venue (a create, a cancel) is on its way: ``_throttle`` asks the fence
+# once ccxt's limiter lets it go, right before ccxt signs and sends it
+_FENCED_CALL: ContextVar[bool] = ContextVar("ccxt_venue_fenced_call", default=False)
 
 
 def _now() -> float:
@@ -151,6 +155,10 @@ class CcxtVenue:
         # the old client's before it answers, then closes it
         self._calls_on: dict[int, int] = {}
         self.room_waiters = 0  # calls waiting for room before they go to ccxt's limiter
+        # the order-router's lease fence (``Bus.check_fence``, set by its venue session): raises ``LeaseLost`` when
+        # this instance may not change orders at the venue now. Asked before every send of a create or a cancel
+        # (each back-off re-send too) and again when ccxt's rate limiter releases it. None: no fence (md-feed, tests)
+        self.fence: Callable[[], object] | None = None
         self.ex: Any = self._new_exchange(api_key, secret, password)
 
     def _new_exchange(self, api_key: str, secret: str, password: str) -> Any:
@@ -262,7 +270,16 @@ class CcxtVenue:
         goes straight to ccxt's limiter, any other call first waits for room (``_room_first``)."""
         if not _ORDER_CALL.get():
             await self._room_first(ex, cost)
-        return await ccxt_throttle(cost)
+        out = await ccxt_throttle(cost)
+        if _FENCED_CALL.get():
+            # the limiter may have held it for long: the lease must be held now, not only when it was queued. From
+            # here to the bytes on the wire ccxt only signs it and aiohttp takes a connection (README "Fencing")
+            self._check_fence()
+        return out
+
+    def _check_fence(self) -> None:
+        if self.fence is not None:
+            self.fence()
 
     async def _room_first(self, ex: Any, cost: float | None) -> None:
         """Wait, outside ccxt's queue, until ccxt's rolling window has room for ``cost`` and no call is queued in it
@@ -313,6 +330,8 @@ class CcxtVenue:
                 raise ccxt.RequestTimeout(
                     f"{self.name}: no answer within {self.call_limit_s:g} s (its rate limiter's wait included)"
                 ) from None
+        except LeaseLost:
+            raise  # not sent (the fence, in the limiter): nothing to learn about the venue
         except Exception as e:
             self._health.last_latency_ms = round((_now() - t0) * 1000, 3)
             self._health.last_error, self._health.last_error_at = self.describe(e), now_ms()
@@ -337,16 +356,21 @@ class CcxtVenue:
             self._health.keys_refused = False  # a private call answered: the keys are taken again
         return out
 
-    async def _backing_off(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+    async def _backing_off(self, fn: Callable[..., Awaitable[T]], *args: Any, fenced: bool = False, **kwargs: Any) -> T:
         """``fn`` sent again after RateLimitExceeded / DDoSProtection (not processed by the venue), with an
         exponential, bounded back-off (Retry-After when the venue sent one); VenueUnavailable when it stays
         refused. Every other error is raised as it is. ``fn``: a method of the ccxt client (``self.ex.x``), or a
         helper taking the client first (``ccxt_alpaca.coin_balances``, given without the client). Each attempt
-        goes through the client in use at that moment (the keys may have been swapped meanwhile)."""
+        goes through the client in use at that moment (the keys may have been swapped meanwhile).
+        ``fenced``: a call that changes orders (a create, a cancel): every attempt asks the fence first, and again
+        when the rate limiter releases it (``_throttle``); ``LeaseLost`` then means this call sent nothing more."""
         on_client = getattr(fn, "__self__", None) is not None
         for attempt in range(self.rate_limit_tries):
             ex = self.ex
+            token = _FENCED_CALL.set(fenced)
             try:
+                if fenced:
+                    self._check_fence()  # (a re-send after a back-off too: the lease may be gone by now)
                 if on_client:
                     return await self._call(getattr(ex, fn.__name__), *args, client=ex, **kwargs)
                 return await self._call(fn, ex, *args, client=ex, **kwargs)
@@ -356,6 +380,8 @@ class CcxtVenue:
                         f"{self.name} rate limit: still refused after backing off ({self.describe(e)})"
                     ) from None
                 await asyncio.sleep(self._delay(attempt))
+            finally:
+                _FENCED_CALL.reset(token)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _delay(self, attempt: int) -> float:
@@ -668,9 +694,11 @@ class CcxtVenue:
         # never reduceOnly on spot; a market order goes without a price
         send_price = None if ccxt_type == "market" else price
         try:
-            o = await self._backing_off(self.ex.create_order, symbol, ccxt_type, req.side, amount, send_price, params)
-        except VenueUnavailable:
-            raise
+            o = await self._backing_off(
+                self.ex.create_order, symbol, ccxt_type, req.side, amount, send_price, params, fenced=True
+            )
+        except (VenueUnavailable, LeaseLost):
+            raise  # (LeaseLost: not sent by this call, never a rejection nor an unknown outcome)
         except Exception as e:
             return await self._after_create_error(req, e)
         return await self._full(o, req.client_order_id)
@@ -732,9 +760,9 @@ class CcxtVenue:
                 known = await self.fetch_order(client_order_id, pair)
                 if known is None or known.status != "open":
                     raise VenueRefused(f"cannot cancel: the order is {known.status if known else 'unknown'}")
-                await self._backing_off(self.ex.cancel_order, known.venue_order_id, symbol)
+                await self._backing_off(self.ex.cancel_order, known.venue_order_id, symbol, fenced=True)
             else:
-                await self._backing_off(self.ex.cancel_order, None, symbol, {"clientOrderId": vcid})
+                await self._backing_off(self.ex.cancel_order, None, symbol, {"clientOrderId": vcid}, fenced=True)
         except (ccxt.OrderNotFound, ccxt.InvalidOrder, ccxt.OperationRejected, ccxt.BadRequest) as e:
             known = await self.fetch_order(client_order_id, pair)
             state = known.status if known else "unknown"

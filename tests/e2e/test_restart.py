@@ -8,7 +8,6 @@ sends that part's connection such an ``-ERR`` and closes it; every other byte pa
 from __future__ import annotations
 
 import asyncio
-import re
 import uuid
 from pathlib import Path
 
@@ -18,55 +17,13 @@ import pytest
 from bus.embedded import free_port
 from tests.e2e.procs import Tbx
 from tests.helpers import eventually
+from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.e2e
 
 
-class KillingProxy:
-    def __init__(self, upstream: str) -> None:
-        host, port = upstream.removeprefix("nats://").rsplit(":", 1)
-        self.upstream = (host, int(port))
-        self.clients: dict[str, list[asyncio.StreamWriter]] = {}  # connection name -> writers to the client
-        self.server: asyncio.Server | None = None
-
-    async def start(self) -> str:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return f"nats://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-
-    def kill(self, name: str) -> int:
-        """Send the live connections named ``name`` a fatal protocol error and close them; how many."""
-        writers = [w for w in self.clients.pop(name, []) if not w.is_closing()]
-        for w in writers:
-            w.write(b"-ERR 'Unknown Protocol Operation'\r\n")
-            w.close()
-        return len(writers)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
-
-        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, from_client: bool) -> None:
-            try:
-                while data := await src.read(65536):
-                    if from_client and (m := re.search(rb'CONNECT \{[^\r\n]*"name":\s*"([^"]+)"', data)):
-                        self.clients.setdefault(m.group(1).decode(), []).append(writer)
-                    if not dst.is_closing():
-                        dst.write(data)
-                        await dst.drain()
-            except (ConnectionError, asyncio.CancelledError):
-                pass
-            finally:
-                for w in (writer, up_writer):
-                    w.close()
-
-        await asyncio.gather(pump(reader, up_writer, True), pump(up_reader, writer, False))
-
-
 async def test_tbx_run_restarts_a_part_whose_connection_was_closed_for_good(nats_url: str, tmp_path: Path) -> None:
-    proxy = KillingProxy(nats_url)
+    proxy = TcpProxy(nats_url)
     url = await proxy.start()
     port = free_port()
     proc = Tbx(
@@ -82,7 +39,7 @@ async def test_tbx_run_restarts_a_part_whose_connection_was_closed_for_good(nats
     )
     try:
         await asyncio.to_thread(proc.wait_for_log, r"ready: http://", 90)
-        assert proxy.kill("tbx-md-feed") == 1
+        assert proxy.close_client("tbx-md-feed", b"-ERR 'Unknown Protocol Operation'\r\n") == 1
         await asyncio.to_thread(proc.wait_for_log, r"md-feed died after [0-9.]+ s: the NATS connection was closed", 30)
         await asyncio.to_thread(proc.wait_for_log, r"md-feed running again \(instance 2 since the start\)", 60)
         assert len(proxy.clients.get("tbx-md-feed", [])) == 1  # the fresh instance's own new connection
@@ -101,5 +58,5 @@ async def test_tbx_run_restarts_a_part_whose_connection_was_closed_for_good(nats
             await asyncio.to_thread(proc.terminate, 10)  # (the proxy runs in this loop: never block it)
         finally:
             proc.ensure_stopped()
-            proxy.stop()
+            await proxy.stop()
     assert proc.proc.returncode == 0, proc.text()[-3000:]

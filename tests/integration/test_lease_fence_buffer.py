@@ -12,10 +12,10 @@ from collections.abc import Awaitable, Callable
 from nats.js import api
 
 from bus.client import LEASE_HEADER, Bus
-from bus.embedded import free_port
 from bus.lease import LeaseDriver
 from schemas.subjects import Subjects
 from tests.helpers import eventually
+from tests.tcp_proxy import TcpProxy
 
 FAILOVER_MS = 1000
 
@@ -27,59 +27,13 @@ def _now(fn: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
     return check
 
 
-class Proxy:
-    """A TCP proxy to NATS that can be cut (every connection aborted, no new ones) and restored."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target = target_port
-        self.port = free_port()
-        self.server: asyncio.Server | None = None
-        self.conns: list[asyncio.StreamWriter] = []
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    async def _pipe(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        try:
-            while data := await r.read(65536):
-                w.write(data)
-                await w.drain()
-        except Exception:
-            pass
-        finally:
-            w.close()
-
-    async def _on(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        ur, uw = await asyncio.open_connection("127.0.0.1", self.target)
-        self.conns += [w, uw]
-        for t in (asyncio.create_task(self._pipe(r, uw)), asyncio.create_task(self._pipe(ur, w))):
-            self.tasks.add(t)
-            t.add_done_callback(self.tasks.discard)
-
-    async def up(self) -> None:
-        self.server = await asyncio.start_server(self._on, "127.0.0.1", self.port)
-
-    async def cut(self) -> None:
-        assert self.server is not None
-        self.server.close()
-        for c in self.conns:
-            c.transport.abort()
-        self.conns.clear()
-        await self.server.wait_closed()
-
-    async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.cut()
-        for t in list(self.tasks):
-            t.cancel()
-
-
 async def test_a_write_made_while_cut_off_is_not_sent_after_a_standby_took_over(nats_url, prefix, make_bus):
     subjects = Subjects(prefix)
     b: Bus = await make_bus("B")
     stream = f"{prefix.upper()}_PROBE"
     await b.js.add_stream(api.StreamConfig(name=stream, subjects=[f"{prefix}.probe.>"]))
-    proxy = Proxy(int(nats_url.rsplit(":", 1)[1]))
-    await proxy.up()
-    a = await Bus.connect(f"nats://127.0.0.1:{proxy.port}", name="A", subjects=subjects)
+    proxy = TcpProxy(nats_url)
+    a = await Bus.connect(await proxy.start(), name="A", subjects=subjects)
     lost: list[str] = []
     la = LeaseDriver(a, role="r", actor="r", partition=None, holder="A", failover_ms=FAILOVER_MS, on_lost=lost.append)
     lb = LeaseDriver(b, role="r", actor="r", partition=None, holder="B", failover_ms=FAILOVER_MS, on_lost=lost.append)
@@ -105,7 +59,7 @@ async def test_a_write_made_while_cut_off_is_not_sent_after_a_standby_took_over(
         tasks.append(asyncio.create_task(lb.run()))
         await b.js.publish(f"{prefix}.probe.b", b"written by B, the holder")
 
-        await proxy.up()  # A reaches NATS again: anything nats-py kept would be sent now
+        await proxy.restore()  # A reaches NATS again: anything nats-py kept would be sent now
         await eventually(_now(lambda: a.nc.is_connected), timeout=30)
         await a.nc.flush(timeout=5)  # the server has read all A sent before this
         await b.js.publish(f"{prefix}.probe.b", b"marker, after A is back")
@@ -117,7 +71,7 @@ async def test_a_write_made_while_cut_off_is_not_sent_after_a_standby_took_over(
     finally:
         for t in tasks:
             t.cancel()
-        await proxy.close()
+        await proxy.stop()
         await a.close()
 
 

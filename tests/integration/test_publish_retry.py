@@ -13,6 +13,7 @@ from bus.client import Bus, Envelope
 from bus.errors import RequestFailed
 from schemas.messages import Empty
 from schemas.subjects import Subjects
+from tests.tcp_proxy import TcpProxy
 
 
 async def test_a_publish_without_a_stream_leader_is_retried_until_stored_once(make_bus) -> None:
@@ -57,59 +58,18 @@ async def test_a_handler_failing_on_a_missing_stream_answers_unavailable_not_fai
     assert "NoStreamResponseError" in err.value.reason
 
 
-class AckCutter:
-    """A TCP proxy in front of the real nats-server. Armed, it cuts the client's connection the moment the server
-    sends a JetStream publish ack: the message is stored, its ack is lost with the connection (as when a node dies
-    right after storing). Everything else passes untouched; the client reconnects through it."""
-
-    def __init__(self, upstream: str) -> None:
-        host, port = upstream.removeprefix("nats://").rsplit(":", 1)
-        self.upstream = (host, int(port))
-        self.armed = False
-        self.cuts = 0
-        self.server: asyncio.Server | None = None
-
-    async def start(self) -> str:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return f"nats://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
-
-        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, from_server: bool) -> None:
-            try:
-                while data := await src.read(65536):
-                    if from_server and self.armed and b'"seq":' in data:  # a publish ack: lost with the connection
-                        self.armed = False
-                        self.cuts += 1
-                        break
-                    dst.write(data)
-                    await dst.drain()
-            except (ConnectionError, asyncio.CancelledError):
-                pass
-            finally:
-                for w in (writer, up_writer):
-                    w.close()
-
-        await asyncio.gather(pump(reader, up_writer, False), pump(up_reader, writer, True))
-
-
 async def test_a_publish_whose_ack_is_lost_after_it_was_stored_is_stored_once(nats_url, prefix) -> None:
     """Regression (review of issue 19 part A, finding 5): the try after a lost ack must go under the same
     Nats-Msg-Id, else the stream stores the message twice (a second approval: a second order). Here the first try
     IS stored and only its ack is lost (the connection cut as the ack comes back): one stored copy."""
-    cutter = AckCutter(nats_url)
+    cutter = TcpProxy(nats_url)  # cuts the connection the moment the server sends a publish ack
     url = await cutter.start()
     bus = await Bus.connect(url, name="pub", subjects=Subjects(prefix))
     try:
         name = f"{prefix.upper()}_ACKS"
         subject = f"{prefix}.acks.x"
         await bus.js.add_stream(api.StreamConfig(name=name, subjects=[subject], duplicate_window=120.0))
-        cutter.armed = True
+        cutter.cut_when_server_sends(b'"seq":')  # a publish ack: stored, its ack lost with the connection
         seq = await bus.js_publish(subject, Empty())
         assert cutter.cuts == 1  # the first ack was lost: the publish was tried again
         assert seq == 1

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -381,21 +383,32 @@ def test_never_two_writers_whatever_the_delays_stalls_drift_and_deaths(scenario:
     assert sim.checked > 0
 
 
-@settings(max_examples=150, deadline=None)
-@given(
-    failover=st.sampled_from([300, 1000, 2000]),
-    rate_a=rates,
-    rate_b=rates,
-    delays=st.lists(st.floats(0, 0.1), min_size=1, max_size=30),
-    start_b=st.floats(0, 1),
-)
+def two_instances(max_delay: float, **more: st.SearchStrategy[float]) -> Callable[[Callable[..., None]], Any]:
+    """A property of an active ``a`` and a standby ``b`` at drifting clock rates, at every FAILOVER_MS of the tests,
+    the answers delayed by up to ``max_delay`` x FAILOVER_MS; ``more``: the test's own draws."""
+    return lambda test: settings(max_examples=150, deadline=None)(
+        given(
+            failover=st.sampled_from([300, 1000, 2000]),
+            rate_a=rates,
+            rate_b=rates,
+            delays=st.lists(st.floats(0, max_delay), min_size=1, max_size=30),
+            **more,
+        )(test)
+    )
+
+
+def duo(failover: int, a: Instance, b: Instance, delays: tuple[float, ...] | list[float] = (1.0,)) -> Sim:
+    """Two instances on the lease of FAILOVER_MS ``failover``; ``delays`` of the answers in ms."""
+    return Sim(timings(failover), [a, b], list(delays))
+
+
+@two_instances(0.1, start_b=st.floats(0, 1))
 def test_a_live_connected_active_keeps_its_lease(
     failover: int, rate_a: float, rate_b: float, delays: list[float], start_b: float
 ) -> None:
-    t = timings(failover)
     a = Instance("a", rate_a, 0.0, 0.0, [])
     b = Instance("b", rate_b, 5e5, start_b * failover, [])
-    sim = Sim(t, [a, b], [d * failover for d in delays])
+    sim = duo(failover, a, b, [d * failover for d in delays])
     span = 20.0 * failover
     writable: list[bool] = []
     orig_check = sim.check
@@ -413,21 +426,14 @@ def test_a_live_connected_active_keeps_its_lease(
     assert [inst.lease.phase for inst in sim.instances].count(Phase.ACTIVE) == 1
 
 
-@settings(max_examples=150, deadline=None)
-@given(
-    failover=st.sampled_from([300, 1000, 2000]),
-    rate_a=rates,
-    rate_b=rates,
-    delays=st.lists(st.floats(0, 0.02), min_size=1, max_size=30),
-    dies=st.floats(2, 6),
-)
+@two_instances(0.02, dies=st.floats(2, 6))
 def test_a_standby_takes_over_soon_after_the_active_dies(
     failover: int, rate_a: float, rate_b: float, delays: list[float], dies: float
 ) -> None:
-    t = timings(failover)
     a = Instance("a", rate_a, 0.0, 0.0, [], dies_at=dies * failover)
     b = Instance("b", rate_b, 5e5, 0.5 * failover, [])
-    sim = Sim(t, [a, b], [d * failover for d in delays])
+    sim = duo(failover, a, b, [d * failover for d in delays])
+    t = sim.t
     sim.run(12.0 * failover)
     assert [who for _, who in sim.acquisitions] == [0, 1]
     took = sim.acquisitions[1][0] - dies * failover
@@ -436,20 +442,17 @@ def test_a_standby_takes_over_soon_after_the_active_dies(
 
 
 def test_a_clean_release_hands_over_at_once() -> None:
-    t = timings(2000)
-    a = Instance("a", 1.0, 0.0, 0.0, [], releases_at=5000.0)
-    b = Instance("b", 1.0, 0.0, 100.0, [])
-    sim = Sim(t, [a, b], [1.0])
+    sim = duo(2000, Instance("a", 1.0, 0.0, 0.0, [], releases_at=5000.0), Instance("b", 1.0, 0.0, 100.0, []))
+    t = sim.t
     sim.run(10_000)
     assert [who for _, who in sim.acquisitions] == [0, 1]
     assert sim.acquisitions[1][0] - 5000.0 <= t.poll_ms + 10
 
 
 def test_a_frozen_active_is_deposed_and_cannot_write_when_it_wakes() -> None:
-    t = timings(1000)
     a = Instance("a", 1.0, 0.0, 0.0, [(2000.0, 6000.0)])
-    b = Instance("b", 1.0, 0.0, 100.0, [])
-    sim = Sim(t, [a, b], [1.0])
+    sim = duo(1000, a, Instance("b", 1.0, 0.0, 100.0, []))
+    t = sim.t
     sim.run(10_000)
     assert [who for _, who in sim.acquisitions] == [0, 1]
     assert 2000 - t.renew_ms + t.takeover_ms <= sim.acquisitions[1][0] < 2000 + t.failover_ms
