@@ -108,7 +108,8 @@ def check_count(count: object, field: str, duration_ms: int, noun: str = "slices
     return n
 
 
-def check_start(start_ms: object) -> int:
+def check_start(start_ms: object, field: str = "startMs") -> int:
+    """An epoch ms: an int."""
     if isinstance(start_ms, bool) or not isinstance(start_ms, int):
-        raise AlgoParamError("startMs", f"must be an integer (epoch ms), got {type(start_ms).__name__}")
+        raise AlgoParamError(field, f"must be an integer (epoch ms), got {type(start_ms).__name__}")
     return start_ms

@@ -62,7 +62,7 @@ def profile_from_trades(
     ``trades`` are (epoch ms, quantity); a quantity that is not a finite number >= 0 is a ValueError (market data
     that cannot be a volume, reported rather than counted).
     """
-    end = check_start(end_ms)
+    end = check_start(end_ms, "endMs")
     duration = check_duration(duration_ms)
     n = check_count(buckets, "algo.slices", duration, "buckets")
     start = end - duration

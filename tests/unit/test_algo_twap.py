@@ -62,6 +62,18 @@ def test_jitter_changes_sizes_and_times_but_the_seed_fixes_them():
     assert any(x.at_ms != i * 20_000 for i, x in enumerate(a))
 
 
+def test_full_time_jitter_on_a_short_interval_keeps_times_strictly_increasing():
+    # interval 2 ms, jitter 0.5: moving by up to 1 ms either way could put two neighbours on the same ms
+    # (2 + (-1) - (+1) = 0), so the move stays below half an interval: here none at all
+    for seed in range(20):
+        s = twap_schedule(D(100), 0, 200, 100, D(1), time_jitter=D("0.5"), seed=seed)
+        assert all(a.at_ms < b.at_ms for a, b in pairwise(s))
+    # interval 5 ms: at most floor(0.5 x 5) = 2 ms (< 2.5), neighbours stay at least 1 ms apart, and some move
+    s = twap_schedule(D(100), 0, 500, 100, D(1), time_jitter=D("0.5"), seed=1)
+    assert all(a.at_ms < b.at_ms for a, b in pairwise(s))
+    assert {x.at_ms - 5 * x.index for x in s} == {-2, -1, 0, 1, 2}
+
+
 # --- properties ----------------------------------------------------------------------------------------------------
 
 
