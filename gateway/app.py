@@ -121,6 +121,10 @@ def create_app(settings: Settings, bus: Bus) -> web.Application:
             t,
             {200: (Health, "Every part up"), 503: (Health, "A required part is down or stale")},
             open=True,
+            description="An actor is up when an active instance heartbeats (standbys never make the service "
+            "unhealthy); with PARTITIONS > 1 a partitioned actor (signal-intake, order-router, fill-tracker) is up "
+            "only when every partition has a fresh active instance. `actors.<name>.instances` lists every instance "
+            "(active and hot standbys) heard lately.",
         ),
     )
     add(

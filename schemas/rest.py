@@ -260,13 +260,24 @@ class EngineHealth(msgspec.Struct, kw_only=True, rename="camel"):
 
 
 class InstanceHealth(msgspec.Struct, kw_only=True, rename="camel"):
-    """One running instance of an actor: the active one or a hot standby."""
+    """One running instance of an actor: the active one or a hot standby (README "High availability")."""
 
-    instance: str
-    role: str  # active | standby
-    partition: int | None
-    status: str  # as its last heartbeat said, or stale
-    age_ms: int
+    instance: Annotated[str, msgspec.Meta(description="the instance's id (also in its lease and its logs)")]
+    role: Annotated[
+        Literal["active", "standby"],
+        msgspec.Meta(description="active: holds the actor's lease (of its partition) and works; standby: waits"),
+    ]
+    partition: Annotated[
+        int | None, msgspec.Meta(description="the partition it serves (PARTITIONS > 1), null when not partitioned")
+    ]
+    status: Annotated[
+        str,
+        msgspec.Meta(
+            description="as its last heartbeat said (running, starting, standby, stopping), or stale when not heard "
+            "for 3 s; an instance not heard for 30 s is no longer listed"
+        ),
+    ]
+    age_ms: Annotated[int, msgspec.Meta(description="ms since its last heartbeat")]
 
 
 class ActorHealth(msgspec.Struct, kw_only=True, rename="camel"):
@@ -275,7 +286,10 @@ class ActorHealth(msgspec.Struct, kw_only=True, rename="camel"):
     age_ms: int | None
     instance: str | None = None  # the active instance (the one the other fields are about)
     stats: dict[str, int | float | str] = msgspec.field(default_factory=dict)
-    instances: list[InstanceHealth] = msgspec.field(default_factory=list)  # every instance heard lately
+    instances: Annotated[
+        list[InstanceHealth],
+        msgspec.Meta(description="every instance heard lately, active ones first; the other fields are the active's"),
+    ] = msgspec.field(default_factory=list)
 
 
 class Health(msgspec.Struct, kw_only=True, rename="camel"):
