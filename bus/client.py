@@ -315,7 +315,8 @@ class Bus:
                 raise NatsRefused(f"NATS at {shown} refused the connection: {refused[1]}; {refused[0]}") from None
             raise BusUnavailable(
                 f"cannot reach NATS at {shown}: {reason}. Start a nats-server there, or unset NATS_URL "
-                "to let tbx start its embedded one"
+                "to let `tbx run` start its embedded one (`tbx actor` and `tbx gateway` join a NATS_URL: they "
+                "have no embedded one)"
             ) from None
         bus = cls(nc, subjects, name, replicas)
         buses.append(bus)

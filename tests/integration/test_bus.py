@@ -218,7 +218,7 @@ async def test_connect_to_nothing_is_a_clear_error():
     with pytest.raises(BusUnavailable) as err:
         await Bus.connect(f"nats://127.0.0.1:{port}", name="x", subjects=Subjects("x"), connect_timeout=2)
     assert f"cannot reach NATS at nats://127.0.0.1:{port}" in str(err.value)
-    assert "unset NATS_URL" in str(err.value)
+    assert "unset NATS_URL" in str(err.value) and "`tbx actor` and `tbx gateway` join a NATS_URL" in str(err.value)
     assert time.monotonic() - t0 < 5
 
 
