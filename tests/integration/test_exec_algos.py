@@ -25,6 +25,7 @@ from schemas.messages import (
     now_ms,
 )
 from tests.helpers import eventually
+from tests.integration.test_gateway_orders import api, assert_problem  # noqa: F401 (the fixture)
 from tests.integration.test_order_types import events, order, placed, publish_book, submit, until
 
 S = OrderStatus
@@ -239,3 +240,41 @@ async def test_emergency_stop_stops_every_algorithm(make_system, client):
     n = len(tw.children)
     await asyncio.sleep(6.5)  # the TWAP's next slice time passes: nothing is sent
     assert len((await order(client, tw.order_id)).children) == n
+
+
+# -- over real HTTP --------------------------------------------------------------------------------------
+async def test_rest_places_algorithm_orders_and_refuses_bad_parameters_naming_the_field(api):  # noqa: F811
+    await api.book([("99.00", "50")], [("100.00", "50")])
+    twap = {"pair": "BTC_USDT", "side": "buy", "quantity": 0.4, "type": "twap"}
+    status, _, body = await api.call("POST", "/api/orders", twap | {"algo": {"durationMs": 600, "slices": 2}})
+    assert status == 201 and body["type"] == "twap", body
+    parent = await api.until(body["orderId"], "filled", timeout=15)
+    assert len(parent["children"]) == 2 and parent["filledQuantity"] == D("0.4")
+    assert parent["algo"]["durationMs"] == 600 and parent["algoState"]["sent"] == [0, 1]
+    for cid in parent["children"]:  # each child carries its parent
+        child = await api.order(cid)
+        assert child["parentOrderId"] == parent["orderId"] and child["role"] == "slice"
+    # modify of a parent: a clear 4xx
+    ice = await api.place(
+        pair="BTC_USDT", side="buy", quantity=1, type="iceberg", price=98, algo={"displayQuantity": 0.25}
+    )
+    got = await api.call("PATCH", f"/api/orders/{ice['orderId']}", {"price": 97})
+    assert "not supported for algorithm orders" in assert_problem(got, 422, "orderId", "MODIFY_REFUSED")["detail"]
+    status, _, canceled = await api.call("DELETE", f"/api/orders/{ice['orderId']}")
+    assert status == 200 and canceled["status"] in ("pending_cancel", "canceled")
+    await api.until(ice["orderId"], "canceled")
+    # refusals name the field
+    for algo, extra, field in (
+        ({"slices": 2}, {}, "algo.durationMs"),
+        ({"durationMs": 1000, "slices": 0}, {}, "algo.slices"),
+        ({"durationMs": 1000, "slices": 2, "timeJitter": 0.7}, {}, "algo.timeJitter"),
+        ({"durationMs": 1000, "slices": 2, "displayQuantity": 0.1}, {}, "algo.displayQuantity"),
+        ({"durationMs": 1000, "slices": 2, "bogus": 1}, {}, "algo.bogus"),
+        ({"durationMs": 1000, "slices": 2}, {"stopLoss": 90}, "stopLoss"),
+    ):
+        got = await api.call("POST", "/api/orders", twap | extra | {"algo": algo})
+        assert_problem(got, 422, field)
+    got = await api.call("POST", "/api/orders", twap | {"type": "iceberg", "algo": {"displayQuantity": 0.1}})
+    assert_problem(got, 422, "price")
+    got = await api.call("POST", "/api/orders", twap | {"type": "vwap", "algo": {"durationMs": 1000, "profile": [0]}})
+    assert_problem(got, 422, "algo.profile", "INVALID_ALGO")
