@@ -54,6 +54,7 @@ from bus.errors import RequestFailed
 from bus.partitions import cancel_all, order_of_client, partition_named
 from config.settings import PARSERS, Settings, parse_correlation_groups, parse_trading_hours
 from config.venues import VenueConfig, venue_configs, venue_names
+from domain.algo_orders import parent_of_slice
 from domain.book import mid_price, vwap, walk_book
 from domain.ids import day_key
 from domain.ledger import Ledger, lock_of
@@ -359,11 +360,13 @@ class RiskGate(Actor):
             return  # the ledger dead-letters it
         self.applied.add(f.fill_id)
         # the position has it now: what still waits to fill shrinks at once, not at the order's next event
-        w = self.working.get(f.order_id)
+        # (an algorithm's child holds nothing itself: its fill is its parent's, whose working quantity shrinks)
+        oid = parent_of_slice(f.client_order_id) or f.order_id
+        w = self.working.get(oid)
         if w is not None:
             w.filled_fills += f.quantity
             if w.left <= ZERO:
-                del self.working[f.order_id]
+                del self.working[oid]
         elif (p := self.pending.get(f.client_order_id)) is not None:
             self.early[f.order_id] = self.early.get(f.order_id, ZERO) + f.quantity
             size = abs(p.signed)

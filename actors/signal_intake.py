@@ -52,6 +52,7 @@ from domain.partitions import durable, partition_of, suffix
 from domain.risk import CLIENT_ID_RE
 from domain.sizing import QTY_STEP, Sizing, SizingError, SizingInputs, cap, method_name, round_down, size, volatility
 from schemas.messages import (
+    AlgoSpec,
     Book,
     Empty,
     OrderReply,
@@ -645,7 +646,14 @@ class SignalIntake(Actor):
         # changed since the start (RISK_PER_TRADE, DEFAULT_STOP_LOSS_PERCENT, DEFAULT_TAKE_PROFIT_PERCENT)
         risk = await self.bus.request(self.subjects.query("risk"), Empty(), RiskMetricsView)
         stop, take = sig.stop_loss, sig.take_profit
-        if self.settings.STOP_LOSS_ENABLED and stop is None:
+        kind = self.settings.SIGNAL_ORDER_TYPE
+        algo = None
+        if kind in ("twap", "vwap"):  # an execution algorithm: its children trade; a parent carries no bracket
+            algo = AlgoSpec(duration_ms=self.settings.SIGNAL_ALGO_DURATION_MS, slices=self.settings.SIGNAL_ALGO_SLICES)
+            if stop is not None or take is not None:
+                notes.append(f"stopLoss / takeProfit not placed: a {kind} order (SIGNAL_ORDER_TYPE) carries no bracket")
+            stop = take = None
+        elif self.settings.STOP_LOSS_ENABLED and stop is None:
             stop_pct = self._setting(risk, "DEFAULT_STOP_LOSS_PERCENT")
             take_pct = self._setting(risk, "DEFAULT_TAKE_PROFIT_PERCENT")
             stop, default_take = rules.default_exits(side, entry, stop_pct, take_pct, tick)
@@ -661,8 +669,10 @@ class SignalIntake(Actor):
             return
         req = OrderRequest(
             client_order_id=_client_id((ids or [lead.sid])[0]), pair=sig.pair, side=side,  # type: ignore[arg-type]
-            quantity=sizing.recommended_size, type="limit" if limit is not None else "market", price=limit,
-            stop_loss=stop, take_profit=take, source=f"signal:{sig.source}", signal_id=lead.sid, ts=now_ms(),
+            quantity=sizing.recommended_size,
+            type=kind if algo is not None else "limit" if limit is not None else "market",  # type: ignore[arg-type]
+            price=limit, stop_loss=stop, take_profit=take, source=f"signal:{sig.source}", signal_id=lead.sid,
+            ts=now_ms(), algo=algo,
         )  # fmt: skip
         status, reason, placed = await self._place(req)
         await finish_all(status, reason, position_sizing=sizing, **placed)

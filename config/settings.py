@@ -130,7 +130,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     SIGNAL_DEDUPE_WINDOW: int = 60_000  # ms: one executed signal per (source, pair, signal) in this time
     SIGNAL_AGGREGATION_WINDOW: int = 0  # ms: combine the sources' signals for a pair; 0: each acts alone
     SIGNAL_WEIGHTS: str = ""  # JSON: {"core": "1", "ml_prediction": "2"}; other sources weigh 1
-    SIGNAL_ORDER_TYPE: str = "market"  # or limit: at SIGNAL_LIMIT_OFFSET_PERCENT from the mid
+    SIGNAL_ORDER_TYPE: str = "market"  # or limit: at SIGNAL_LIMIT_OFFSET_PERCENT from the mid; or twap / vwap
+    SIGNAL_ALGO_DURATION_MS: int = 60_000  # SIGNAL_ORDER_TYPE twap / vwap: the schedule's length (algo.durationMs)
+    SIGNAL_ALGO_SLICES: int = 10  # ... and its number of slices (algo.slices)
     SIGNAL_LIMIT_OFFSET_PERCENT: Decimal = Decimal("0.1")
     POSITION_SIZE_METHOD: str = "auto"  # auto: fixed_fractional with a stop, else fixed_notional
     RISK_PER_TRADE: Decimal = Decimal("0.02")  # of equity: what a signal risks (riskParameters.maxRiskPercent)
@@ -675,7 +677,9 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "SIGNAL_DEDUPE_WINDOW": _int(0, 86_400_000),
     "SIGNAL_AGGREGATION_WINDOW": _int(0, 3_600_000),
     "SIGNAL_WEIGHTS": _source_numbers("2", None),
-    "SIGNAL_ORDER_TYPE": _choice("market", "limit"),
+    "SIGNAL_ORDER_TYPE": _choice("market", "limit", "twap", "vwap"),
+    "SIGNAL_ALGO_DURATION_MS": _int(1, 604_800_000),
+    "SIGNAL_ALGO_SLICES": _int(1, 10_000),
     "SIGNAL_LIMIT_OFFSET_PERCENT": _dec(Decimal(0), Decimal(50)),
     "POSITION_SIZE_METHOD": _choice("auto", *SIZING_METHODS),
     "RISK_PER_TRADE": _dec(Decimal(0), Decimal(1), lo_open=True),

@@ -24,7 +24,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from schemas.messages import BalanceAdjusted, Fill, Order, OrderStatus
+from domain.algo_orders import parent_of_slice
+from schemas.messages import ALGO_TYPES, BalanceAdjusted, Fill, Order, OrderStatus
 from schemas.subjects import pair_currencies
 
 ZERO = Decimal(0)
@@ -257,9 +258,13 @@ def lock_of(order: Order) -> Lock | None:
 
     A buy holds quote: what is left to fill times its limit price, or for a market order its reference
     price (the risk-gate's estimate). A sell holds base: what is left to fill. Orders the router still
-    holds (a stop not triggered, a bracket leg waiting for its entry) hold nothing until they go out.
+    holds (a stop not triggered, a bracket leg waiting for its entry) hold nothing until they go out. An algorithm's
+    parent (twap / vwap / iceberg) holds what is left of its whole quantity (at its cap, else its reference price);
+    its children (role "slice") hold nothing: their fills spend the parent's lock.
     """
     if order.status not in LOCKING:
+        return None
+    if order.role == "slice":  # an algorithm's child draws on its parent's lock (the parent holds it all, once)
         return None
     if order.type in HELD_BY_ROUTER and order.triggered_at is None:
         return None
@@ -286,6 +291,8 @@ class Ledger:
     history: list[ClosedCycle] = field(default_factory=list)
     locks: dict[str, Lock] = field(default_factory=dict)  # order id -> what it holds
     filled_by_fills: dict[str, Decimal] = field(default_factory=dict)  # order id -> filled, as the fills say
+    # an algorithm's parent order id -> its children's fills seen (fill id -> quantity), while it locks
+    parent_fills: dict[str, dict[str, Decimal]] = field(default_factory=dict)
     adjustments: list[BalanceAdjusted] = field(default_factory=list)  # the last RECENT_ADJUSTMENTS, oldest first
     adjustment_ids: list[str] = field(default_factory=list)  # the last ADJUSTMENT_IDS applied, oldest first
     opened_at_venue: str | None = None  # the venue whose balances replaced INITIAL_BALANCE (opening)
@@ -375,12 +382,30 @@ class Ledger:
         if lock is None:
             if order.status not in LOCKING:  # the order is done: nothing more to remember of it
                 self.filled_by_fills.pop(order.order_id, None)
+                self.parent_fills.pop(order.order_id, None)
+        elif order.type in ALGO_TYPES:  # its children's fills: those it lists and those booked before it lists them
+            merged = self.parent_fills.setdefault(order.order_id, {})
+            merged.update((ref.fill_id, ref.quantity) for ref in order.fills)
+            lock = self._parent_lock(order.order_id, lock)
         elif seen is not None:
             lock.filled = max(lock.filled, seen)
         self._set_lock(order.order_id, lock)
 
+    def _parent_lock(self, parent: str, lock: Lock) -> Lock | None:
+        """A parent's lock less every fill of its children seen (by fill id: each counted once, whichever of
+        the child's fill and the parent's event showing it is seen first)."""
+        filled = sum(self.parent_fills.get(parent, {}).values(), ZERO)
+        return Lock(lock.currency, lock.unit, lock.quantity, filled, lock.sell) if filled < lock.quantity else None
+
     def _release_by_fill(self, fill: Fill) -> None:
-        """A fill spends what its order locked, even before the order event that shows it arrives."""
+        """A fill spends what its order locked, even before the order event that shows it arrives. A child's fill
+        (client order id ``tbx:<parent>:s<k>``) spends its parent's lock."""
+        parent = parent_of_slice(fill.client_order_id)
+        if parent is not None:
+            self.parent_fills.setdefault(parent, {})[fill.fill_id] = fill.quantity
+            if (lock := self.locks.get(parent)) is not None:
+                self._set_lock(parent, self._parent_lock(parent, lock))
+            return
         known = self.locks.get(fill.order_id)
         if known is None and fill.order_id not in self.filled_by_fills and fill.order_filled_quantity is None:
             return  # an outside fill of no order we know: nothing to remember

@@ -13,7 +13,7 @@ from decimal import Decimal
 import msgspec
 
 from domain.triggers import TRIGGERED_TYPES
-from schemas.messages import TERMINAL_STATUSES, FillRef, Order, OrderRequest, OrderStatus
+from schemas.messages import ALGO_TYPES, TERMINAL_STATUSES, FillRef, Order, OrderRequest, OrderStatus
 
 S = OrderStatus
 ZERO = Decimal(0)
@@ -166,7 +166,12 @@ def same_order(o: Order, r: OrderRequest) -> bool:
     tif = r.time_in_force or o.time_in_force
     mine = (o.pair, o.side, o.type, o.quantity, o.price, o.stop_price, o.time_in_force, o.expire_at)
     theirs = (r.pair, r.side, r.type, r.quantity, price, r.stop_price, tif, r.expire_at)
-    return mine == theirs and (o.post_only, o.reduce_only) == (r.post_only, r.reduce_only)
+    if mine != theirs or (o.post_only, o.reduce_only) != (r.post_only, r.reduce_only):
+        return False
+    asked = r.algo
+    if asked is not None and asked.seed is None and o.algo is not None:  # the parent stores the seed it derived
+        asked = msgspec.structs.replace(asked, seed=o.algo.seed)
+    return asked == o.algo
 
 
 def at_venue(o: Order) -> bool:
@@ -175,8 +180,13 @@ def at_venue(o: Order) -> bool:
 
 
 def held_here(o: Order) -> bool:
-    """A stop / take-profit not triggered yet (and not held by the venue), or a bracket leg waiting for its entry."""
-    return o.status is S.INITIALIZED or (o.type in TRIGGERED_TYPES and o.triggered_at is None and not o.native_trigger)
+    """A stop / take-profit not triggered yet (and not held by the venue), a bracket leg waiting for its entry, or an
+    algorithm's parent order (never sent anywhere itself: its children are)."""
+    return (
+        o.status is S.INITIALIZED
+        or o.type in ALGO_TYPES
+        or (o.type in TRIGGERED_TYPES and o.triggered_at is None and not o.native_trigger)
+    )
 
 
 def opposite(side: str) -> str:

@@ -9,6 +9,8 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal
 
+from domain.algo_orders import check_algo, child_min_quantity, is_algo, step_of
+from domain.algos import AlgoParamError
 from domain.book import vwap, walk_book
 from domain.triggers import TRIGGERED_TYPES, wrong_side
 from schemas.messages import Book, MarketRules, OrderRequest, RiskValidation
@@ -16,8 +18,9 @@ from schemas.messages import Book, MarketRules, OrderRequest, RiskValidation
 ZERO = Decimal(0)
 RESERVED_CLIENT_PREFIX = "tbx:"  # the client order ids of the orders the service makes itself
 CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_.:\-=]{1,64}$")
-SUPPORTED_TYPES = frozenset({"market", "limit", "stop_loss", "stop_limit", "take_profit"})
-NEEDS_PRICE = frozenset({"limit", "stop_limit"})
+SUPPORTED_TYPES = frozenset({"market", "limit", "stop_loss", "stop_limit", "take_profit", "twap", "vwap", "iceberg"})
+NEEDS_PRICE = frozenset({"limit", "stop_limit", "iceberg"})
+AT_MARKET_WITHOUT_PRICE = frozenset({"twap", "vwap"})  # no price: children at market, priced like a market order
 BRACKET_ENTRIES = frozenset({"market", "limit"})
 
 
@@ -121,12 +124,21 @@ def _check(
     bid = book.bids[0][0] if book is not None and book.bids else None
     ask = book.asks[0][0] if book is not None and book.asks else None
     touch = ask if is_buy else bid
-    if touch is None and (req.type == "market" or req.type in TRIGGERED_TYPES):
+    at_market = req.type == "market" or (req.type in AT_MARKET_WITHOUT_PRICE and req.price is None)
+    if is_algo(req):  # the parent as a whole: its parameters must make a schedule the venue's rules can take
+        step = rules.amount_step if rules is not None and rules.amount_step > ZERO else step_of(req.quantity)
+        try:
+            check_algo(req, step, child_min_quantity(rules, req.price or touch))
+        except AlgoParamError as e:
+            return Denial("INVALID_ALGO", e.field, str(e))
+    elif req.algo is not None:
+        return Denial("INVALID_ALGO", "algo", f"a {req.type} order has no algo (only twap, vwap and iceberg)")
+    if touch is None and (at_market or req.type in TRIGGERED_TYPES):
         return Denial("NO_MARKET_DATA", "pair", f"no market data for {req.pair}: cannot price the order")
     if req.stop_price is not None and (why := wrong_side(req.type, req.side, req.stop_price, bid, ask)):
         return Denial("STOP_WRONG_SIDE", "stopPrice", why)
     # reference price: what the order is expected to trade at
-    if req.type == "market" and book is not None:
+    if at_market and book is not None:
         slices, _ = walk_book(book.asks if is_buy else book.bids, req.quantity, is_buy=is_buy)
         ref = vwap(slices) or touch
     else:
@@ -222,7 +234,7 @@ def same_request(first: OrderRequest, again: OrderRequest, default_tif: str) -> 
         price = r.price if r.type != "market" else None
         return (
             r.pair, r.side, r.type, r.quantity, price, r.stop_price, r.time_in_force or default_tif, r.expire_at,
-            r.post_only, r.reduce_only, r.stop_loss, r.take_profit, r.exchange,
+            r.post_only, r.reduce_only, r.stop_loss, r.take_profit, r.exchange, r.algo,
         )  # fmt: skip
 
     return key(first) == key(again)

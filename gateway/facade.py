@@ -38,6 +38,7 @@ from gateway.common import SETTINGS
 from gateway.problems import ApiError
 from gateway.risk import ConfigBody, EmergencyStopBody
 from gateway.spec import ENDPOINTS, Endpoint, Param, add
+from schemas.rest import AlgoIn
 
 PATH = "/api/trading/enhanced-execution"
 
@@ -396,7 +397,8 @@ class PlaceOrderAction(_Action, tag="place-order"):
     type: Annotated[
         str,
         msgspec.Meta(
-            description="market | limit | stop (= stop_loss) | stop-limit | stop_limit | take_profit, any case"
+            description="market | limit | stop (= stop_loss) | stop-limit | stop_limit | take_profit | twap | vwap"
+            " | iceberg, any case"
         ),
     ] = "market"
     exchange: Annotated[
@@ -413,6 +415,7 @@ class PlaceOrderAction(_Action, tag="place-order"):
     paper_trade: bool | None = None
     risk_check: bool = True
     client_order_id: str | None = None
+    algo: AlgoIn | None = None  # twap / vwap / iceberg (POST /api/orders)
 
 
 class ValidateOrderAction(PlaceOrderAction, tag="validate-order"):

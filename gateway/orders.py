@@ -15,6 +15,7 @@ from gateway.partitions import ask_each, ask_every, ask_owner, first_found
 from gateway.problems import ApiError, json_response
 from gateway.spec import MAX_TIME, PAIR, TIME, Endpoint, add, limit, one_of, path, q
 from schemas.messages import (
+    AlgoSpec,
     CancelOrder,
     CommandReply,
     ModifyOrder,
@@ -30,6 +31,7 @@ from schemas.messages import (
 )
 from schemas.rest import (
     SIDES,
+    AlgoIn,
     CancelAllBody,
     ModifyBody,
     OrderEvents,
@@ -132,7 +134,17 @@ def _request(body: PlaceOrder, settings: Settings) -> OrderRequest:
         source="api",
         ts=now_ms(),
         exchange=exchange,
+        algo=_algo(body.algo),
     )
+
+
+def _algo(body: AlgoIn | None) -> AlgoSpec | None:
+    if body is None:
+        return None
+    return AlgoSpec(
+        duration_ms=body.duration_ms, slices=body.slices, size_jitter=body.size_jitter, time_jitter=body.time_jitter,
+        seed=body.seed, profile=body.profile, lookback_ms=body.lookback_ms, display_quantity=body.display_quantity,
+    )  # fmt: skip
 
 
 async def get_orders(request: web.Request) -> web.Response:
@@ -298,7 +310,7 @@ def register(app: web.Application) -> None:
             "POST",
             "/api/orders",
             post_order,
-            "Place an order (any type; a bracket with stopLoss / takeProfit)",
+            "Place an order (any type; a bracket with stopLoss / takeProfit; twap / vwap / iceberg with algo)",
             t,
             {201: (PlacedOrder, "The order exists (the seed's answer)")},
             body=PlaceOrder,
@@ -307,7 +319,11 @@ def register(app: web.Application) -> None:
                 "A clientOrderId that already names an order is answered with that order (201), before any "
                 "limit, state or rate check; other content under that id is a 409. 503 with code RETRY_LATER "
                 "and a Retry-After header: the risk-gate cannot know yet (its view of the books is catching "
-                "up, e.g. after a NATS reconnect); retry after that many seconds with the same clientOrderId."
+                "up, e.g. after a NATS reconnect); retry after that many seconds with the same clientOrderId. "
+                "type twap | vwap | iceberg: an execution algorithm (a parent order whose children trade), its "
+                "parameters in algo (durationMs, slices, sizeJitter, timeJitter, seed, profile, lookbackMs, "
+                "displayQuantity); a parameter that cannot make a schedule is a 422 naming the field "
+                "(e.g. algo.slices). GET /api/orders/{id} of a parent lists its children."
             ),
         ),
     )

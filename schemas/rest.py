@@ -66,6 +66,28 @@ class RestIn(msgspec.Struct, kw_only=True, rename="camel", forbid_unknown_fields
     """A request body: unknown fields are refused, with their name."""
 
 
+class AlgoIn(RestIn):
+    """``algo`` of a twap / vwap / iceberg order (README: Execution algorithms)."""
+
+    duration_ms: (
+        Annotated[int, msgspec.Meta(ge=1, le=604_800_000, description="twap / vwap: the schedule's length (ms)")] | None
+    ) = None
+    slices: Annotated[int, msgspec.Meta(ge=1, le=10_000, description="twap / vwap: how many children")] | None = None
+    size_jitter: Annotated[Decimal, msgspec.Meta(description="twap: 0..0.5 of the even slice size")] = Decimal(0)
+    time_jitter: Annotated[Decimal, msgspec.Meta(description="twap: 0..0.5 of the interval")] = Decimal(0)
+    seed: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1, description="twap: the jitter's seed")] | None = None
+    profile: (
+        Annotated[
+            list[Decimal], msgspec.Meta(min_length=1, max_length=10_000, description="vwap: one weight per slice")
+        ]
+        | None
+    ) = None
+    lookback_ms: (
+        Annotated[int, msgspec.Meta(ge=1, le=604_800_000, description="vwap: the recent trades' window (ms)")] | None
+    ) = None
+    display_quantity: Annotated[Decimal, msgspec.Meta(description="iceberg: the most shown at once")] | None = None
+
+
 class PlaceOrder(RestIn):
     """Body of ``POST /api/orders`` (the seed's)."""
 
@@ -87,6 +109,7 @@ class PlaceOrder(RestIn):
     exchange: VenueName | None = (
         None  # the venue it must go to (a name in EXCHANGES); absent: the router's policy picks
     )
+    algo: AlgoIn | None = None  # twap / vwap / iceberg: the algorithm's parameters
 
 
 class ModifyBody(RestIn):

@@ -31,6 +31,7 @@ import msgspec
 from actors.base import Actor
 from actors.books import BookCache
 from actors.order_router.emulator import CLOCK_EVERY_S, Emulator
+from actors.order_router.exec_algos import ExecAlgos
 from actors.order_router.keys import RouterKeys
 from actors.order_router.live_check import LiveCheck
 from actors.order_router.routing import Router
@@ -42,6 +43,7 @@ from bus.client import Bus, Envelope
 from bus.errors import Transient
 from config.settings import Settings
 from config.venues import venue_names
+from domain.algos import AlgoParamError
 from domain.orders import (
     WORKING,
     apply_fill,
@@ -58,6 +60,7 @@ from domain.recent import OrderTable
 from domain.risk import is_multiple
 from domain.triggers import TRIGGERED_TYPES, native_kind, venue_leg, wrong_side
 from schemas.messages import (
+    ALGO_TYPES,
     TERMINAL_STATUSES,
     ApprovedOrder,
     BalanceQuiet,
@@ -67,6 +70,7 @@ from schemas.messages import (
     Empty,
     Fill,
     FillRef,
+    MarketRules,
     MarketsPage,
     ModifyOrder,
     Order,
@@ -78,6 +82,7 @@ from schemas.messages import (
     OrdersPage,
     OrdersQuery,
     OrderStatus,
+    Trade,
     VenueBookQuery,
     VenueBookView,
     VenueChecks,
@@ -113,10 +118,25 @@ class OrderRouter(Actor):
         self.emulator.only = next(iter(self.sessions)) if len(self.sessions) == 1 else None
         for session in self.sessions.values():
             session.connect(self.emulator, self._route, self._reroute)
-        self.store.on_stored = self.emulator.track
+        self.algos = ExecAlgos(self.store, self.log, self.spawn)  # the execution algorithms' parents and children
+        self.algos.connect(self._rules_of, self._route, self._cancel, self._mark_fresh)
+
+        def stored(o: Order) -> None:
+            self.emulator.track(o)
+            self.algos.on_stored(o)
+
+        self.store.on_stored = stored
         self.keys = RouterKeys(settings, bus, self.sessions, self.log)  # each live venue's keys: store, else env
         self.keys.follower = not self.venue_wide  # partitioned: partition 0 checks and promotes, the others follow
         self.live_check = LiveCheck(settings, bus)  # the transition: no live order approved before a revert
+
+    def _rules_of(self, o: Order) -> MarketRules | None:
+        session = self.sessions.get(o.venue)
+        return session.rules.get(o.pair) if session is not None else None
+
+    def _mark_fresh(self, o: Order) -> None:
+        if (session := self.sessions.get(o.venue)) is not None:
+            session.mark_fresh(o.order_id)
 
     def session_of(self, o: Order) -> VenueSession:
         """The session of the order's venue. An order of a venue no longer configured has none (KeyError)."""
@@ -175,6 +195,10 @@ class OrderRouter(Actor):
         await self._start_venues()
         await self._each(lambda session: session.reconcile(min_age_ms=0))
         await self.emulator.resume()
+        self.algos.partitioned = self.partition is not None
+        await self.algos.resume()
+        self.spawn(self.algos.run(), "algo scheduler", essential=True)
+        await self.bus.subscribe(s.trades(), Trade, self._on_trade)  # VWAP: the recent traded volume of each pair
         await self._each(lambda session: session.publish_balances())
         self.books.add_hook(self.emulator.on_book)
         await self.books.start()
@@ -250,7 +274,11 @@ class OrderRouter(Actor):
                 self.log.warning("{}: {}", session.name, session.venue.describe(r))
 
     def stats(self) -> dict[str, int | float | str]:
-        return self.store.stats()
+        return {**self.store.stats(), **self.algos.stats()}
+
+    async def _on_trade(self, t: Trade, env: Envelope) -> None:
+        if self.owns(t.pair):
+            self.algos.on_trade(t)
 
     def venue_states(self) -> list[VenueState] | None:
         return [session.venue_state() for session in self.sessions.values()]
@@ -325,6 +353,7 @@ class OrderRouter(Actor):
             type=req.type,
             quantity=req.quantity,
             price=req.price if req.type != "market" else None,
+            algo=req.algo if req.type in ALGO_TYPES else None,
             stop_price=req.stop_price,
             time_in_force=req.time_in_force or self.settings.DEFAULT_TIME_IN_FORCE,  # type: ignore[arg-type]
             expire_at=req.expire_at,
@@ -342,6 +371,11 @@ class OrderRouter(Actor):
             created_at=ts,
             updated_at=ts,
         )
+        if order.algo is not None and rejected is None:  # its seed, start and (VWAP) weights fixed now
+            try:
+                order = self.algos.prepare(order)
+            except AlgoParamError as e:  # the venue it goes to cannot take its schedule
+                rejected = f"{e} (the rules of {venue})"
         if rejected is not None:  # no venue could take it: kept as a rejected order (no legs, never sent)
             order = msgspec.structs.replace(order, status=S.REJECTED, reason=rejected, closed_at=ts, fallback=[])
             return await self.store.emit(order, "rejected")
@@ -411,6 +445,7 @@ class OrderRouter(Actor):
         session = self.session_of(order)
         return (
             not session.venue.authoritative_lookup
+            and order.type not in ALGO_TYPES  # a parent is held here: the caller hears it accepted at once
             and order.status is S.SUBMITTED
             and (order.type not in TRIGGERED_TYPES or session.holds_natively(order))
         )
@@ -549,6 +584,10 @@ class OrderRouter(Actor):
 
     async def _route_once(self, order_id: str) -> None:
         o = self.store.orders[order_id]
+        if o.type in ALGO_TYPES:  # a parent: never sent itself, its algorithm starts
+            if o.status is S.SUBMITTED:
+                await self.algos.start(order_id)
+            return
         session = self.session_of(o)
         if o.status is S.PENDING_CANCEL and o.venue_status is None:
             await session.cancel_unsent(order_id)  # (unless its create is on its way)
@@ -639,6 +678,10 @@ class OrderRouter(Actor):
         ts = now_ms()
         final = S.EXPIRED if reason == "expired" else S.CANCELED
         store = self.store
+        if (
+            known := store.orders.get(order_id) or await store.recall(order_id)
+        ) is not None and known.type in ALGO_TYPES:
+            return await self.algos.cancel_parent(order_id, reason)  # its schedule stops, its working children go
         async with store.lock:
             o = store.orders.get(order_id) or await store.recall(order_id)
             if o is None:
@@ -666,7 +709,10 @@ class OrderRouter(Actor):
             async with self.store.lock:  # (an approval being created now is listed: it is made under the lock)
                 ids = [
                     o.order_id
-                    for o in sorted((self.store.orders[oid] for oid in self.store.live), key=lambda o: o.created_at)
+                    for o in sorted(  # the algorithms' parents first: their schedules stop before their children go
+                        (self.store.orders[oid] for oid in self.store.live),
+                        key=lambda o: (o.type not in ALGO_TYPES, o.created_at),
+                    )
                     if (o.status in WORKING or o.status is S.INITIALIZED)
                     and (cmd.pair is None or o.pair == cmd.pair)
                     and (cmd.venues is None or o.venue in cmd.venues)
@@ -738,6 +784,10 @@ class OrderRouter(Actor):
     def _modify_refusal(self, o: Order, cmd: ModifyOrder) -> tuple[str | None, str | None]:
         if o.status in TERMINAL_STATUSES:
             return f"order {o.order_id} is already {o.status.value}", "orderId"
+        if o.type in ALGO_TYPES:
+            return (
+                f"modify is not supported for algorithm orders ({o.type}): cancel {o.order_id} and place a new one"
+            ), "orderId"
         if o.status in (S.PENDING_CANCEL, S.PENDING_UPDATE):
             return f"order {o.order_id} is {o.status.value}: wait for the venue's answer", "orderId"
         if cmd.quantity is None and cmd.price is None and cmd.stop_price is None:

@@ -30,7 +30,7 @@ from domain.orders import WORKING, at_venue, held_here, opposite, revivable, tra
 from domain.recent import FILL_DEDUPE_WINDOW
 from domain.risk import RESERVED_CLIENT_PREFIX
 from domain.triggers import TRIGGERED_TYPES, is_triggered, venue_leg
-from schemas.messages import TERMINAL_STATUSES, Book, Fill, Order, OrderRequest, OrderStatus, now_ms
+from schemas.messages import ALGO_TYPES, TERMINAL_STATUSES, Book, Fill, Order, OrderRequest, OrderStatus, now_ms
 
 if TYPE_CHECKING:
     from loguru import Logger
@@ -402,6 +402,7 @@ class Emulator:
                 and o.expire_at is None
                 and o.role is None
                 and o.type not in TRIGGERED_TYPES
+                and o.type not in ALGO_TYPES  # an algorithm's parent ends with its schedule
                 and (now - o.created_at >= timeout)
             ):
                 await self.cancel(o.order_id, f"timeout: still open after DEFAULT_ORDER_TIMEOUT={timeout} ms")

@@ -1,0 +1,521 @@
+"""The execution algorithms (TWAP, VWAP, iceberg): a part of the order-router, apart from routing and the emulator.
+
+A parent order (type twap / vwap / iceberg) is stored like any order (id, client id, state, audit trail) and held
+here: it is never sent to a venue itself. Its children are normal orders (role ``slice``, ``parent_order_id``, client
+order id ``tbx:<parent id>:s<k>``) made here - they never pass the risk gate again, they draw on the parent's
+reservation - and sent through the router's normal path to the parent's venue. The schedules are pure
+(``domain/algos``, applied to orders in ``domain/algo_orders``); this part only keeps time and state.
+
+Durability rules kept here:
+- the parent is updated (event ``slice_sent``: the slice indexes in ``algoState.sent``, the child's id in
+  ``children``) BEFORE its child is created, under the store's lock; the child's id is reserved in KV under its
+  client order id first, so a restart that finds a child id in ``children`` without its order creates it then,
+  under the same ids - never twice;
+- a parent's fills, average price and fees are its children's fills, applied by fill id (each once), so a
+  change of a child read again (a redelivered fill, a restart) changes nothing twice;
+- one scheduler for every parent: a heap of (due time, parent id) and one task sleeping until the earliest; a
+  parent's next slice is pushed when the previous one is out. On start the live parents are read from the store
+  and armed again: slices that fell due while the router was down are merged into one child sent at once, the
+  merge on the trail ("slices i..j merged: overdue by N ms after a restart"); a slice that sends nothing (its
+  quantity is already covered, or below the venue's minimum) is in ``sent`` with the reason on the trail.
+- the next child's size is the schedule's cumulative quantity through the slices due now less what the parent
+  filled and what its working children still have: what an earlier child left unfilled (an IOC at the cap that
+  did not fill, a child canceled by request) is carried into the next one; nothing is ever sent beyond the
+  parent's quantity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+from collections import deque
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from actors.order_router.store import OrderStore
+from domain.algo_orders import (
+    child_min_quantity,
+    next_clip,
+    next_quantity,
+    schedule_of,
+    seed_of,
+    slice_client_id,
+    step_of,
+    target_through,
+    unfilled_of,
+)
+from domain.algos import Slice, due, profile_from_trades
+from domain.orders import IllegalTransition, Overfilled, apply_fill, to_pending, transition
+from schemas.messages import (
+    ALGO_TYPES,
+    TERMINAL_STATUSES,
+    AlgoState,
+    MarketRules,
+    Order,
+    OrderStatus,
+    Trade,
+    now_ms,
+)
+
+if TYPE_CHECKING:
+    from loguru import Logger
+
+S = OrderStatus
+ZERO = Decimal(0)
+MAX_TRADES_PER_PAIR = 20_000  # the rolling window of public trades kept per pair (VWAP's recent volume)
+IDLE_S = 3600.0
+Spawn = Callable[..., "asyncio.Task[object]"]
+Cancel = Callable[[str, str], Awaitable[tuple[Order, str | None]]]
+Route = Callable[[str], Awaitable[None]]
+RulesOf = Callable[[Order], MarketRules | None]
+MarkFresh = Callable[[Order], None]
+
+
+def running(p: Order) -> bool:
+    """Does the parent's algorithm still send children (not stopping, not ended)?"""
+    return (
+        p.status not in TERMINAL_STATUSES
+        and p.status is not S.PENDING_CANCEL
+        and p.algo_state is not None
+        and p.algo_state.done_reason is None
+    )
+
+
+class ExecAlgos:
+    def __init__(self, store: OrderStore, log: Logger, spawn: Spawn) -> None:
+        self.store = store
+        self.log = log
+        self.spawn = spawn
+        self.heap: list[tuple[int, str]] = []  # (due epoch ms, parent id); stale entries are skipped
+        self.next_at: dict[str, int] = {}  # parent id -> its armed due time
+        self.wake = asyncio.Event()
+        self.schedules: dict[str, list[Slice]] = {}
+        self.guards: dict[str, asyncio.Lock] = {}  # one step of a parent at a time
+        self.syncing: set[str] = set()
+        self.trades: dict[str, deque[tuple[int, Decimal]]] = {}
+        self.tag: str | None = None  # partitioned: the pair a child's id reservation names (set per call)
+        self.partitioned = False
+        self.sends = 0  # children made (stats)
+        self.sent_at: deque[tuple[int, int]] = deque(maxlen=100_000)  # (due ms, made ms) of each child, for the bench
+
+    def connect(self, rules_of: RulesOf, route: Route, cancel: Cancel, mark_fresh: MarkFresh) -> None:
+        """The venue rules of an order's venue, the router's route of a new child, its cancel, and its session's
+        ``mark_fresh`` (a child never sent may go without a lookup first)."""
+        self.rules_of = rules_of
+        self.route = route
+        self.cancel = cancel
+        self.mark_fresh = mark_fresh
+
+    # -- acceptance ------------------------------------------------------------------------------------
+    def _sizing(self, p: Order) -> tuple[Decimal, Decimal]:
+        """The venue's amount step for the parent's pair and the smallest child it takes."""
+        rules = self.rules_of(p)
+        step = rules.amount_step if rules is not None and rules.amount_step > ZERO else step_of(p.quantity)
+        return step, child_min_quantity(rules, p.price or p.reference_price)
+
+    def prepare(self, p: Order) -> Order:
+        """The parent as accepted: its seed filled in, its start, and a VWAP's weights fixed now (its profile, else
+        the recent traded volume of the pair over ``lookbackMs``). AlgoParamError when the venue's rules cannot
+        take its schedule."""
+        spec = p.algo
+        assert spec is not None
+        if spec.seed is None and p.type == "twap":
+            spec = msgspec.structs.replace(spec, seed=seed_of(p.order_id))
+        weights = None
+        if p.type == "vwap":
+            assert spec.duration_ms is not None
+            buckets = len(spec.profile) if spec.profile else spec.slices or 1
+            weights = list(spec.profile) if spec.profile else profile_from_trades(
+                self.trades.get(p.pair, ()), p.created_at, spec.lookback_ms or spec.duration_ms, buckets
+            )  # fmt: skip
+        p = msgspec.structs.replace(p, algo=spec, algo_state=AlgoState(start_ms=p.created_at, weights=weights))
+        step, least = self._sizing(p)
+        if p.type == "iceberg":
+            next_clip(p, ZERO, step, least)
+        else:
+            schedule_of(p, step, least)
+        return p
+
+    def on_trade(self, t: Trade) -> None:
+        """A public trade: the pair's rolling window (bounded)."""
+        window = self.trades.get(t.pair)
+        if window is None:
+            window = self.trades[t.pair] = deque(maxlen=MAX_TRADES_PER_PAIR)
+        window.append((t.ts, t.quantity))
+
+    # -- the scheduler ---------------------------------------------------------------------------------
+    def arm(self, parent_id: str, at_ms: int) -> None:
+        if self.next_at.get(parent_id) == at_ms:
+            return
+        self.next_at[parent_id] = at_ms
+        heapq.heappush(self.heap, (at_ms, parent_id))
+        if self.heap[0] == (at_ms, parent_id):
+            self.wake.set()
+
+    async def run(self) -> None:
+        """One task for every parent: the earliest due parent first."""
+        while True:
+            now = now_ms()
+            while self.heap and self.heap[0][0] <= now:
+                at, pid = heapq.heappop(self.heap)
+                if self.next_at.get(pid) != at:
+                    continue  # re-armed or dropped meanwhile
+                del self.next_at[pid]
+                self.spawn(self._step_logged(pid), "algo-step")
+            self.wake.clear()
+            delay = (self.heap[0][0] - now) / 1000 if self.heap else IDLE_S
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), max(delay, 0.0))
+
+    def schedule(self, p: Order) -> list[Slice]:
+        s = self.schedules.get(p.order_id)
+        if s is None:
+            step, least = self._sizing(p)
+            s = self.schedules[p.order_id] = schedule_of(p, step, least)
+        return s
+
+    def _arm_next(self, p: Order) -> None:
+        """The parent's next due slice (timed algorithms; an iceberg's next clip follows its fills)."""
+        if not running(p) or p.type == "iceberg" or p.algo_state is None:
+            return
+        sent = set(p.algo_state.sent)
+        nxt = next((s for s in self.schedule(p) if s.index not in sent), None)
+        if nxt is not None:
+            self.arm(p.order_id, nxt.at_ms)
+
+    # -- start, resume ---------------------------------------------------------------------------------
+    async def start(self, parent_id: str) -> None:
+        """A parent just created: accepted (held here), its first slice armed."""
+        store = self.store
+        async with store.lock:
+            p = store.orders[parent_id]
+            if p.status is S.SUBMITTED:
+                ts = now_ms()
+                p = await store.emit(transition(p, S.ACCEPTED, ts), "accepted")
+        self.log.info("algorithm {} {} {} {} started", p.order_id, p.type, p.side, p.quantity)
+        await self._after(p.order_id)
+
+    async def resume(self) -> None:
+        """At start: every live parent armed again, a child the last run recorded but did not create made now, the
+        children's fills (some may have come while it was down) on their parent."""
+        self.restarted_at = now_ms()
+        self.active = True  # (the rebuild from ORDERS is over: children's changes are followed from now on)
+        parents = [oid for oid in list(self.store.live) if self.store.orders[oid].type in ALGO_TYPES]
+        for pid in parents:
+            await self._restore_child(pid)
+            if self.store.orders[pid].status is S.SUBMITTED:
+                await self.start(pid)
+            else:
+                await self.sync(pid)
+                await self._after(pid)
+        if parents:
+            self.log.info("resumed {} algorithm order(s)", len(parents))
+
+    async def _restore_child(self, pid: str) -> None:
+        p = self.store.orders[pid]
+        if not p.children or p.algo_state is None or not p.algo_state.sent:
+            return
+        cid = p.children[-1]  # (only the last child can be missing: each is made right after its parent's update)
+        if await self.store.recall(cid) is not None:
+            return
+        k = p.algo_state.sent[-1]
+        step, least = self._sizing(p)
+        async with self.store.lock:
+            p = self.store.orders[pid]
+            if p.type == "iceberg":
+                q = next_clip(p, self._working(p), step, least)
+            else:
+                q = next_quantity(p, target_through(self.schedule(p), k), self._working(p), step)
+            if q <= ZERO or (least and q < least):
+                note = f"slice {k}: its child was not made before a restart and nothing is left to send for it"
+                await self.store.emit(msgspec.structs.replace(p, children=p.children[:-1], reason=note), "slice_sent")
+                return
+            child = await self._make_child(p, k, cid, q)
+        self.log.warning("algorithm {}: child {} of slice {} made after a restart", pid, cid, k)
+        if child is not None:
+            self.spawn(self._route_logged(cid), "route")
+
+    # -- a step: the slices due now --------------------------------------------------------------------
+    async def _step_logged(self, pid: str) -> None:
+        try:
+            await self.step(pid)
+        except Exception as e:  # never the scheduler's death: tried again shortly
+            self.log.exception("algorithm {}: step failed ({}); tried again in 1 s", pid, e)
+            self.arm(pid, now_ms() + 1000)
+
+    async def step(self, pid: str) -> None:
+        guard = self.guards.setdefault(pid, asyncio.Lock())
+        async with guard:
+            p = self.store.orders.get(pid)
+            if p is None or not running(p):
+                return
+            if p.type == "iceberg":
+                await self._step_iceberg(p)
+            else:
+                await self._step_timed(p)
+        await self._after(pid)
+
+    def _working(self, p: Order) -> Decimal:
+        """What the parent's children that are still live have left to fill."""
+        orders, live = self.store.orders, self.store.live
+        return sum((unfilled_of(orders[c]) for c in p.children if c in live and c in orders), ZERO)
+
+    def _live_children(self, p: Order) -> list[str]:
+        return [c for c in p.children if c in self.store.live]
+
+    async def _step_timed(self, p: Order) -> None:
+        assert p.algo_state is not None
+        schedule = self.schedule(p)
+        now = now_ms()
+        slices = due(schedule, now, set(p.algo_state.sent))
+        if not slices:
+            return
+        k = slices[-1].index
+        step, least = self._sizing(p)
+        notes = []
+        if len(slices) > 1:
+            late = now - slices[0].at_ms
+            after = " after a restart" if self.restarted_at and slices[0].at_ms < self.restarted_at else ""
+            notes.append(f"slices {slices[0].index}..{k} merged: overdue by {late} ms{after}")
+        q = next_quantity(p, target_through(schedule, k), self._working(p), step)
+        if q > ZERO and q < least:
+            notes.append(f"slice {k}: {q} is below the venue's smallest order {least}: carried to the next slice")
+            q = ZERO
+        elif q <= ZERO:
+            notes.append(f"slice {k}: nothing to send (the earlier children cover the schedule so far)")
+        await self._send(p.order_id, [s.index for s in slices], q, "; ".join(notes) or None, slices[-1].at_ms)
+
+    async def _step_iceberg(self, p: Order) -> None:
+        assert p.algo_state is not None
+        if self._live_children(p):
+            return  # one clip at a time: the next when this one is done
+        step, least = self._sizing(p)
+        q = next_clip(p, ZERO, step, least)
+        if q <= ZERO or (least and q < least):
+            return  # nothing showable left: the end is decided in _after
+        await self._send(p.order_id, [len(p.algo_state.sent)], q, None, now_ms())
+
+    async def _send(self, pid: str, indexes: list[int], q: Decimal, note: str | None, due_ms: int) -> None:
+        """The parent updated first (the indexes sent, the child's id), then its child made and routed."""
+        store = self.store
+        k = indexes[-1]
+        cid: str | None = None
+        if q > ZERO:
+            ids, _ = await store.reserve_ids(slice_client_id(pid, k), 1, self.tag_of(store.orders[pid]))
+            cid = ids[0]
+        async with store.lock:
+            p = store.orders[pid]
+            if not running(p) or p.algo_state is None or k in p.algo_state.sent:
+                return
+            state = msgspec.structs.replace(p.algo_state, sent=[*p.algo_state.sent, *indexes], carried=ZERO)
+            children = [*p.children, cid] if cid is not None else p.children
+            new = msgspec.structs.replace(
+                p, algo_state=state, children=children, reason=note or p.reason, updated_at=now_ms()
+            )
+            new = await store.emit(new, "slice_sent")
+            child = await self._make_child(new, k, cid, q) if cid is not None else None
+        if note:
+            self.log.info("algorithm {}: {}", pid, note)
+        if child is not None:
+            self.sends += 1
+            self.sent_at.append((due_ms, child.created_at))
+            self.spawn(self._route_logged(child.order_id), "route")
+
+    def tag_of(self, p: Order) -> str | None:
+        return p.pair if self.partitioned else None
+
+    async def _make_child(self, p: Order, k: int, cid: str, q: Decimal) -> Order | None:
+        """The child of slice (clip) ``k``, stored (lock held); None when it exists already."""
+        store = self.store
+        coid = slice_client_id(p.order_id, k)
+        if cid in store.orders or store.by_client.get(coid) is not None:
+            return None
+        ts = now_ms()
+        if p.type == "iceberg":
+            kind, price, tif = "limit", p.price, "GTC"
+        elif p.price is not None:
+            kind, price, tif = "limit", p.price, "IOC"  # at the cap: what does not fill now is carried
+        else:
+            kind, price, tif = "market", None, "IOC"
+        child = Order(
+            order_id=cid, client_order_id=coid, pair=p.pair, side=p.side, type=kind,  # type: ignore[arg-type]
+            quantity=q, price=price, time_in_force=tif,  # type: ignore[arg-type]
+            role="slice", parent_order_id=p.order_id, reference_price=p.price or p.reference_price,
+            status=S.SUBMITTED, venue=p.venue, paper_trade=p.paper_trade, source=p.source, signal_id=p.signal_id,
+            created_at=ts, updated_at=ts,
+        )  # fmt: skip
+        child = await store.emit(child, "submitted")
+        self.mark_fresh(child)
+        self.log.info("algorithm {}: child {} ({}) {} {} {}", p.order_id, cid, coid, kind, q, p.pair)
+        return child
+
+    async def _route_logged(self, cid: str) -> None:
+        try:
+            await self.route(cid)
+        except Exception as e:  # the reconcile sends it (or settles it) on its next pass
+            self.log.warning("child {} not routed now ({}); the reconcile will try again", cid, e)
+
+    # -- children's changes ----------------------------------------------------------------------------
+    def on_stored(self, o: Order) -> None:
+        """Any order stored: a child's change is folded into its parent (after we let go of the lock)."""
+        if not self.active or o.role != "slice" or o.parent_order_id is None or o.parent_order_id in self.syncing:
+            return
+        self.syncing.add(o.parent_order_id)
+        self.spawn(self._sync_logged(o.parent_order_id), "algo-sync")
+
+    async def _sync_logged(self, pid: str) -> None:
+        self.syncing.discard(pid)
+        try:
+            await self.sync(pid)
+            await self._after(pid)
+        except Exception as e:
+            self.log.exception("algorithm {}: sync failed ({})", pid, e)
+
+    async def sync(self, pid: str) -> None:
+        """The parent's fills are its children's (each fill once); a child that ended is carried or, rejected by
+        the venue (or an iceberg clip the venue canceled), stops the parent."""
+        store = self.store
+        p = await store.recall(pid)
+        if p is None or p.type not in ALGO_TYPES:
+            return
+        kids = [await store.recall(c) for c in p.children]
+        async with store.lock:
+            cur = store.orders.get(pid) or p
+            new = cur
+            for kid in kids:
+                if kid is None:
+                    continue
+                kid = store.orders.get(kid.order_id, kid)
+                for ref in kid.fills:
+                    new = self._with_fill(new, ref)
+            if new is not cur:
+                new = await store.emit(new, new.status.value)
+            stop = self._stop_reason(new, [store.orders.get(k.order_id, k) for k in kids if k is not None])
+            if stop is not None and running(new):
+                assert new.algo_state is not None
+                state = msgspec.structs.replace(new.algo_state, done_reason=stop)
+                new = await store.emit(msgspec.structs.replace(new, algo_state=state, reason=stop), "stopping")
+                self.log.warning("algorithm {} stops: {}", pid, stop)
+            elif running(new) and new.type != "iceberg" and new.algo_state is not None:
+                carried = self._carried(new)
+                if carried > ZERO and carried != new.algo_state.carried:
+                    state = msgspec.structs.replace(new.algo_state, carried=carried)
+                    why = f"{carried} left unfilled by earlier slices: carried to the next slice"
+                    await store.emit(msgspec.structs.replace(new, algo_state=state, reason=why), "slice_carried")
+
+    def _with_fill(self, p: Order, ref: object) -> Order:
+        """A child's fill on the parent (once, by fill id); a parent that is stopping keeps its state until its
+        children are done (then it ends)."""
+        try:
+            new = apply_fill(p, ref)  # type: ignore[arg-type]
+        except (IllegalTransition, Overfilled) as e:
+            self.log.error("algorithm {}: child fill not applied: {}", p.order_id, e)
+            return p
+        if new is p:
+            return p
+        if new.status is not S.FILLED and p.status in (S.PENDING_CANCEL, *TERMINAL_STATUSES):
+            new = msgspec.structs.replace(new, status=p.status, closed_at=p.closed_at)
+        return new
+
+    def _carried(self, p: Order) -> Decimal:
+        """What the slices sent so far asked for and neither a fill nor a working child covers."""
+        assert p.algo_state is not None
+        if not p.algo_state.sent:
+            return ZERO
+        left = target_through(self.schedule(p), max(p.algo_state.sent)) - p.filled_quantity - self._working(p)
+        return left if left > ZERO else ZERO
+
+    def _stop_reason(self, p: Order, kids: list[Order]) -> str | None:
+        for kid in kids:
+            if kid.order_id in self.store.live:
+                continue
+            if kid.status is S.REJECTED and kid.venue_status == "rejected":
+                return f"child {kid.order_id} rejected by {kid.venue}: {kid.reason or 'no reason given'}"
+            if (
+                p.type == "iceberg"
+                and kid.status in (S.CANCELED, S.EXPIRED)
+                and not (kid.reason or "").startswith(("canceled by request", "cancel-all"))
+                and not (kid.reason or "").startswith(f"parent {p.order_id}")
+            ):
+                return f"clip {kid.order_id} ended {kid.status.value} at {kid.venue}: {kid.reason or 'no reason given'}"
+        return None
+
+    async def _after(self, pid: str) -> None:
+        """After a step or a child's change: the parent ends when it is done, else its next slice is armed."""
+        store = self.store
+        p = store.orders.get(pid)
+        if p is None or p.type not in ALGO_TYPES or p.algo_state is None:
+            return
+        if p.status in TERMINAL_STATUSES:
+            self._forget(pid)
+            return
+        if self._live_children(p):
+            self._arm_next(p)
+            return
+        end: tuple[OrderStatus, str] | None = None
+        left = p.quantity - p.filled_quantity
+        if not running(p):
+            end = (S.CANCELED, p.algo_state.done_reason or p.reason or "canceled")
+        elif p.type == "iceberg":
+            step, least = self._sizing(p)
+            if left > ZERO and (q := next_clip(p, ZERO, step, least)) > ZERO and not (least and q < least):
+                self.spawn(self._step_logged(pid), "algo-step")
+                return
+            if left > ZERO:
+                end = (S.EXPIRED, f"unfilled at the end of the schedule: {left} left (below the venue's minimum)")
+        elif len(set(p.algo_state.sent)) >= len(self.schedule(p)) and left > ZERO:
+            end = (S.EXPIRED, f"unfilled at the end of the schedule: {left} left")
+        if end is None:
+            self._arm_next(p)
+            return
+        status, why = end
+        async with store.lock:
+            cur = store.orders[pid]
+            if cur.status in TERMINAL_STATUSES or self._live_children(cur):
+                return
+            state = msgspec.structs.replace(cur.algo_state, done_reason=why) if cur.algo_state else None
+            final = transition(msgspec.structs.replace(cur, algo_state=state), status, now_ms(), why)
+            await store.emit(final, status.value)
+        self.log.info("algorithm {} ended {}: {}", pid, status.value, why)
+        self._forget(pid)
+
+    def _forget(self, pid: str) -> None:
+        self.next_at.pop(pid, None)
+        self.schedules.pop(pid, None)
+        self.guards.pop(pid, None)
+
+    # -- cancel ----------------------------------------------------------------------------------------
+    async def cancel_parent(self, pid: str, reason: str) -> tuple[Order, str | None]:
+        """Stop the schedule, cancel the working children, then the parent ends canceled (at once when none works)."""
+        store = self.store
+        async with store.lock:
+            p = store.orders.get(pid) or await store.recall(pid)
+            if p is None:
+                raise KeyError(pid)
+            if p.status in TERMINAL_STATUSES:
+                return p, f"order {pid} is already {p.status.value}"
+            if running(p):
+                assert p.algo_state is not None
+                state = msgspec.structs.replace(p.algo_state, done_reason=reason)
+                stopping = to_pending(p, S.PENDING_CANCEL, now_ms(), reason)
+                p = await store.emit(
+                    msgspec.structs.replace(stopping, algo_state=state, reason=reason), "pending_cancel"
+                )
+            kids = self._live_children(p)
+        self.next_at.pop(pid, None)
+        for cid in kids:
+            with contextlib.suppress(KeyError):
+                await self.cancel(cid, f"parent {pid}: {reason}")
+        await self.sync(pid)
+        await self._after(pid)
+        return store.orders.get(pid, p), None
+
+    def stats(self) -> dict[str, int]:
+        return {"algoParents": sum(1 for o in self.store.live if self.store.orders[o].type in ALGO_TYPES)}
+
+    restarted_at: int = 0
+    active = False

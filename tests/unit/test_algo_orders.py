@@ -1,0 +1,165 @@
+"""Algorithm orders' pure rules: the reservation a parent holds (once, whatever its children's fills), the risk
+gate's checks of a parent, and the child's client id."""
+
+from __future__ import annotations
+
+from decimal import Decimal as D
+
+import msgspec
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from domain.algo_orders import next_quantity, parent_of_slice, slice_client_id, target_through
+from domain.algos import Slice
+from domain.ledger import Ledger, lock_of
+from domain.orders import apply_fill
+from domain.risk import Approval, Denial, check_order
+from schemas.messages import AlgoSpec, Book, Fill, FillRef, MarketRules, Order, OrderRequest, OrderStatus
+
+S = OrderStatus
+PAIR = "BTC_USDT"
+RULES = MarketRules(
+    pair=PAIR, tick_size=D("0.01"), amount_step=D("0.001"), min_notional=D(1), maker_fee=D(0), taker_fee=D(0)
+)
+BOOK = Book(pair=PAIR, bids=[(D(99), D(50))], asks=[(D(100), D(50))], ts=1)
+
+
+def parent(side: str = "buy", qty: str = "1", price: str | None = "100") -> Order:
+    return Order(
+        order_id="P1", client_order_id="c-p1", pair=PAIR, side=side, type="twap", quantity=D(qty),  # type: ignore[arg-type]
+        price=D(price) if price else None, reference_price=D(100), status=S.ACCEPTED, venue="paper",
+        algo=AlgoSpec(duration_ms=1000, slices=4), created_at=1, updated_at=1,
+    )  # fmt: skip
+
+
+def child(k: int, qty: D, side: str = "buy") -> Order:
+    return Order(
+        order_id=f"C{k}", client_order_id=slice_client_id("P1", k), pair=PAIR, side=side, type="market",  # type: ignore[arg-type]
+        quantity=qty, role="slice", parent_order_id="P1", reference_price=D(100), status=S.SUBMITTED, venue="paper",
+        created_at=1, updated_at=1,
+    )  # fmt: skip
+
+
+def child_fill(k: int, n: int, qty: D, side: str = "buy") -> Fill:
+    return Fill(
+        fill_id=f"paper:{PAIR}:{k}-{n}", order_id=f"C{k}", client_order_id=slice_client_id("P1", k), pair=PAIR,
+        side=side, quantity=qty, price=D(100), fee=D(0), fee_currency="USDT", liquidity="taker",  # type: ignore[arg-type]
+        venue="paper", timestamp=2,
+    )  # fmt: skip
+
+
+def test_a_childs_client_id_names_its_parent():
+    assert slice_client_id("ORD_20261207_000001", 12) == "tbx:ORD_20261207_000001:s12"
+    assert parent_of_slice("tbx:ORD_20261207_000001:s12") == "ORD_20261207_000001"
+    assert parent_of_slice("tbx:ORD_20261207_000001:stop_loss") is None and parent_of_slice("api-1") is None
+
+
+def test_a_child_locks_nothing_and_its_parent_locks_its_unfilled_quantity():
+    assert lock_of(child(0, D("0.25"))) is None
+    lock = lock_of(parent())
+    assert lock is not None and lock.amount == D(100)  # 1 x the cap 100
+
+
+# for any split of the parent into children and any split of each child into fills, in any order of the events the
+# ledger sees (a child's fill before or after the parent's event that lists it), the parent's lock is always its
+# unfilled quantity at its price - never counted twice, never released twice
+@settings(max_examples=200, deadline=None)
+@given(
+    side=st.sampled_from(["buy", "sell"]),
+    parts=st.lists(st.lists(st.integers(1, 200), min_size=1, max_size=4), min_size=1, max_size=5),
+    order_first=st.lists(st.booleans(), min_size=20, max_size=20),
+)
+def test_the_locked_amount_is_the_parents_unfilled_quantity_for_any_sequence_of_child_fills(side, parts, order_first):
+    step = D("0.001")
+    total = sum(sum(p) for p in parts) * step
+    p = parent(side, str(total + 5 * step))  # some left unfilled at the end
+    unit = D(100) if side == "buy" else D(1)
+    currency = "USDT" if side == "buy" else "BTC"
+    led = Ledger("USDT", D(10_000_000))
+    led.balance("BTC").total = D(1000)
+    led.apply_order(p)
+    n = 0
+    for k, fills in enumerate(parts):
+        c = child(k, sum(fills) * step, side)
+        led.apply_order(c)
+        assert c.order_id not in led.locks
+        for i, units in enumerate(fills):
+            f = child_fill(k, i, units * step, side)
+            ref = FillRef(
+                fill_id=f.fill_id, quantity=f.quantity, price=f.price, fee=f.fee, fee_currency=f.fee_currency,
+                liquidity=f.liquidity, timestamp=f.timestamp,
+            )  # fmt: skip
+            p2 = apply_fill(p, ref)
+            c = apply_fill(c, ref)
+            if order_first[n % len(order_first)]:  # the parent's event first, then the fill
+                led.apply_order(p2)
+                led.apply_fill(f)
+            else:
+                led.apply_fill(f)
+                led.apply_order(p2)
+            led.apply_order(c)
+            led.apply_order(p2)  # (an event seen twice changes nothing)
+            p, n = p2, n + 1
+            left = (p.quantity - p.filled_quantity) * unit
+            assert led.locks[p.order_id].amount == left
+            assert led.balance(currency).locked == left
+            assert all(oid == "P1" for oid in led.locks)
+    ended = msgspec.structs.replace(p, status=S.EXPIRED)
+    led.apply_order(ended)
+    assert not led.locks and led.balance(currency).locked == 0 and not led.parent_fills
+
+
+def test_the_next_child_carries_what_earlier_children_left_and_never_exceeds_the_parent():
+    plan = [Slice(0, 0, D("0.25")), Slice(1, 10, D("0.25")), Slice(2, 20, D("0.25")), Slice(3, 30, D("0.25"))]
+    p = msgspec.structs.replace(parent(), filled_quantity=D("0.1"))  # slice 0 filled 0.1 of its 0.25
+    assert next_quantity(p, target_through(plan, 1), D(0), D("0.001")) == D("0.4")  # 0.25 + 0.15 carried
+    assert next_quantity(p, target_through(plan, 1), D("0.15"), D("0.001")) == D("0.25")  # still working: not twice
+    assert next_quantity(p, target_through(plan, 3), D("0.9"), D("0.001")) == D(0)  # never beyond the parent
+
+
+def _req(kind: str, algo: AlgoSpec | None, **kw: object) -> OrderRequest:
+    return OrderRequest(
+        client_order_id="c-1", pair=PAIR, side="buy", quantity=D(kw.pop("quantity", "1")), type=kind,  # type: ignore[arg-type]
+        algo=algo, **kw,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def test_the_risk_gate_checks_the_parent_once_as_a_whole():
+    ok = check_order(_req("twap", AlgoSpec(duration_ms=1000, slices=4)), pairs=(PAIR,), book=BOOK, rules=RULES)
+    assert isinstance(ok, Approval) and ok.estimated_cost == D(100)  # the whole quantity at the walked price
+    capped = check_order(
+        _req("twap", AlgoSpec(duration_ms=1000, slices=4), price=D(101)), pairs=(PAIR,), book=BOOK, rules=RULES
+    )
+    assert isinstance(capped, Approval) and capped.estimated_cost == D(101)  # at its cap
+    ice = check_order(
+        _req("iceberg", AlgoSpec(display_quantity=D("0.2")), price=D(99)), pairs=(PAIR,), book=None, rules=RULES
+    )
+    assert isinstance(ice, Approval) and ice.estimated_cost == D(99)
+    nobook = check_order(_req("twap", AlgoSpec(duration_ms=1000, slices=4)), pairs=(PAIR,), book=None, rules=RULES)
+    assert isinstance(nobook, Denial) and nobook.code == "NO_MARKET_DATA"
+
+
+def test_bad_algorithm_parameters_are_denied_naming_the_field():
+    cases = [
+        (_req("twap", AlgoSpec(slices=4)), "algo.durationMs"),
+        (_req("twap", AlgoSpec(duration_ms=1000)), "algo.slices"),
+        (_req("twap", AlgoSpec(duration_ms=1000, slices=20_000)), "algo.slices"),
+        (_req("twap", AlgoSpec(duration_ms=0, slices=2)), "algo.durationMs"),
+        (_req("twap", AlgoSpec(duration_ms=1000, slices=2, size_jitter=D("0.6"))), "algo.sizeJitter"),
+        (_req("twap", AlgoSpec(duration_ms=1000, slices=2, profile=[D(1)])), "algo.profile"),
+        (_req("vwap", AlgoSpec(duration_ms=1000, profile=[D(-1), D(2)])), "algo.profile"),
+        (_req("vwap", AlgoSpec(duration_ms=1000, slices=3, profile=[D(1), D(2)])), "algo.slices"),
+        (_req("vwap", AlgoSpec(duration_ms=1000, slices=2, lookback_ms=0)), "algo.lookbackMs"),
+        (_req("iceberg", AlgoSpec(display_quantity=D("0.2"))), "price"),
+        (_req("iceberg", AlgoSpec(), price=D(99)), "algo.displayQuantity"),
+        (_req("iceberg", AlgoSpec(display_quantity=D("0.0005")), price=D(99)), "algo.displayQuantity"),
+        (_req("iceberg", AlgoSpec(display_quantity=D("0.2"), slices=3), price=D(99)), "algo.slices"),
+        (_req("twap", AlgoSpec(duration_ms=1000, slices=2), stop_loss=D(90)), "stopLoss"),
+        (_req("twap", AlgoSpec(duration_ms=1000, slices=2), reduce_only=True), "reduceOnly"),
+        (_req("twap", None), "algo"),
+        (_req("market", AlgoSpec(duration_ms=1000, slices=2)), "algo"),
+    ]
+    for req, field in cases:
+        d = check_order(req, pairs=(PAIR,), book=BOOK, rules=RULES, position=D(1))
+        assert isinstance(d, Denial) and d.field == field, (req.type, req.algo, d)
+        assert d.reason
