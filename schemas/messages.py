@@ -681,6 +681,43 @@ class PairPerformance(Msg):
     currency: str = ""
 
 
+class QualityFigures(Msg):
+    """Execution quality of a group of completed orders (domain/quality.py ``QualityStats``; README "Execution
+    quality"): slippage against the arrival mid in basis points (positive: worse for the trader, fees excluded),
+    notional-weighted mean and nearest-rank 95th percentile; the mean fill ratio; the mean time to the last fill;
+    the fees, in ``feesCurrency``."""
+
+    orders: int
+    avg_slippage_bps: Decimal | None
+    p95_slippage_bps: Decimal | None
+    fill_ratio: Decimal | None
+    avg_time_to_fill_ms: int | None
+    fees: Decimal
+    fees_currency: str
+
+
+class ExecutionQuality(Msg):
+    """``GET /api/execution/quality`` (and ``executionQuality`` of ``/api/performance``): the completed orders the
+    portfolio-ledger keeps (algorithms' children counted in their parent), grouped by pair, by venue and by type."""
+
+    by_pair: dict[str, QualityFigures]
+    by_exchange: dict[str, QualityFigures]
+    by_type: dict[str, QualityFigures]
+    overall: QualityFigures
+    currency: str  # the currency of the fees summed across pairs (BASE_CURRENCY)
+    unconverted: list[str] = msgspec.field(default_factory=list)  # currencies whose fees are left out of the sums
+
+
+class ExecutionQualityQuery(Msg):
+    """``tbx.query.execution_quality``: the orders created from ``since`` (inclusive) until ``until`` (exclusive),
+    of one pair, of one venue (``exchange``); None: any."""
+
+    since: int | None = None
+    until: int | None = None
+    pair: str | None = None
+    exchange: str | None = None
+
+
 class Performance(Msg):
     """``GET /api/performance``: every figure is documented in domain/performance.py and the README."""
 
@@ -710,6 +747,7 @@ class Performance(Msg):
     since: int | None = None
     first_trade_at: int | None = None  # the first round trip's opening (in the window)
     last_trade_at: int | None = None  # the last round trip's close (in the window)
+    execution_quality: ExecutionQuality | None = None  # of the same venues and window (GET /api/execution/quality)
 
 
 # --------------------------------------------------------------------------------------------------
