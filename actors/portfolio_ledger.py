@@ -66,7 +66,7 @@ from config.venues import venue_configs, venue_names
 from domain.ids import day_key
 from domain.ledger import Ledger, LedgerError
 from domain.performance import EquityTracker, report
-from domain.quality_book import QualityBook, QualityRow
+from domain.quality_book import QualityBook, QualityRow, order_view
 from domain.quality_book import report as quality_report
 from domain.recent import FILL_DEDUPE_WINDOW, RecentIds
 from domain.reconcile import Journal, as_of, changes, dust_of, reading_problem, venue_figures
@@ -703,7 +703,7 @@ class PortfolioLedger(Actor):
 
     def execution_quality(
         self, since: int | None = None, until: int | None = None, pair: str | None = None,
-        exchanges: list[str] | None = None,
+        exchanges: list[str] | None = None, order_id: str | None = None,
     ) -> ExecutionQuality:  # fmt: skip
         """The execution quality of the completed orders kept (domain/quality_book.py); fees summed across pairs in
         BASE_CURRENCY at the current marks (as every total of the books)."""
@@ -712,12 +712,16 @@ class PortfolioLedger(Actor):
         rate = None
         if ledgers:
             rate = Converter(ledgers[0], combined_marks(ledgers, self.marks), self.bridge).rate
-        rows = self.quality.select(since, until, pair, exchanges)
+        rows = self.quality.select(since, until, pair, exchanges, order_id)
         return quality_report(rows, base, rate or (lambda c: None), self.rounding.money)
 
     async def _on_quality(self, q: ExecutionQualityQuery, env: Envelope) -> None:
         exchanges = [q.exchange] if q.exchange is not None and len(self.venues) > 1 else None
-        await self.bus.respond(env, self.execution_quality(q.since, q.until, q.pair, exchanges))
+        answer = self.execution_quality(q.since, q.until, q.pair, exchanges, q.order_id)
+        row = self.quality.rows.get(q.order_id) if q.order_id is not None else None
+        if row is not None and answer.overall.orders:  # (and within the other filters)
+            answer = msgspec.structs.replace(answer, order=order_view(row, self.rounding.money))
+        await self.bus.respond(env, answer)
 
 
 def _of_venue(changes: dict[str, tuple[Decimal, Decimal]], venue: str) -> dict[str, tuple[Decimal, Decimal]]:

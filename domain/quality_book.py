@@ -34,13 +34,23 @@ from decimal import ROUND_HALF_EVEN, Decimal
 
 import msgspec
 
-from domain.quality import OrderQuality, QualityStats, aggregate, fee_in_quote, order_quality, touch_of
+from domain.quality import (
+    OrderQuality,
+    QualityStats,
+    aggregate,
+    fee_in_quote,
+    fill_slippage,
+    order_quality,
+    touch_of,
+)
 from domain.triggers import TRIGGERED_TYPES
 from schemas.messages import (
     ALGO_TYPES,
     TERMINAL_STATUSES,
     ExecutionQuality,
+    FillQualityView,
     Order,
+    OrderQualityView,
     OrderStatus,
     QualityFigures,
 )
@@ -208,18 +218,43 @@ class QualityBook(msgspec.Struct, kw_only=True):
         until: int | None = None,
         pair: str | None = None,
         exchanges: Iterable[str] | None = None,
+        order_id: str | None = None,
     ) -> list[QualityRow]:
         """The rows of the orders created from ``since`` (inclusive) until ``until`` (exclusive), of ``pair``, of
-        one of ``exchanges`` (None: any)."""
+        one of ``exchanges``, the order ``order_id`` (None: any)."""
         venues = None if exchanges is None else set(exchanges)
+        found = self.rows.values() if order_id is None else [r for r in [self.rows.get(order_id)] if r is not None]
         return [
             r
-            for r in self.rows.values()
+            for r in found
             if (since is None or r.created_at >= since)
             and (until is None or r.created_at < until)
             and (pair is None or r.pair == pair)
             and (venues is None or r.exchange in venues)
         ]
+
+
+def order_view(row: QualityRow, money: Callable[[Decimal, str], Decimal] = lambda a, c: a) -> OrderQualityView:
+    """One row as ``GET /api/execution/quality?orderId=`` shows it: the order's figures and each fill's."""
+    q = row.quality
+    quote = pair_currencies(row.pair)[1]
+    fills = []
+    for fill_id, f in sorted(row.fills.items(), key=lambda kv: (kv[1].ts, kv[0])):
+        fq = fill_slippage(row.side, f.quantity, f.price, f.fee, row.arrival_mid, row.touch)
+        view = FillQualityView(
+            fill_id=fill_id, quantity=f.quantity, price=f.price, fee=f.fee, timestamp=f.ts,
+            slippage_bps=_bps(fq.slippage_bps), touch_slippage_bps=_bps(fq.touch_slippage_bps),
+            fee_bps=_bps(fq.fee_bps), cost_bps=_bps(fq.cost_bps),
+        )  # fmt: skip
+        fills.append(view)
+    return OrderQualityView(
+        order_id=row.order_id, pair=row.pair, exchange=row.exchange, type=row.type, side=row.side,
+        quantity=row.quantity, filled_quantity=q.filled_quantity, average_price=q.average_price,
+        arrival_mid=row.arrival_mid, touch=row.touch, slippage_bps=_bps(q.slippage_bps),
+        touch_slippage_bps=_bps(q.touch_slippage_bps), fees=money(q.fees, quote), fees_currency=quote,
+        fees_bps=_bps(q.fees_bps), cost_bps=_bps(q.cost_bps), fill_ratio=q.fill_ratio.quantize(RATIO_EXP),
+        time_to_fill_ms=q.time_to_fill_ms, created_at=row.created_at, completed_at=row.completed_at, fills=fills,
+    )  # fmt: skip
 
 
 def _bps(v: Decimal | None) -> Decimal | None:

@@ -696,6 +696,47 @@ class QualityFigures(Msg):
     fees_currency: str
 
 
+class FillQualityView(Msg):
+    """One fill of an order against the order's arrival (bps, positive = worse): fees separately and included."""
+
+    fill_id: str
+    quantity: Decimal
+    price: Decimal
+    fee: Decimal | None  # in the pair's quote currency (None: in a currency that is neither base nor quote)
+    timestamp: int
+    slippage_bps: Decimal | None  # against the arrival mid
+    touch_slippage_bps: Decimal | None  # against the touch at arrival (the ask for a buy, the bid for a sell)
+    fee_bps: Decimal | None
+    cost_bps: Decimal | None  # slippage against arrival + fees
+
+
+class OrderQualityView(Msg):
+    """One completed order's execution quality (``GET /api/execution/quality?orderId=``); money in ``feesCurrency``
+    (the pair's quote currency)."""
+
+    order_id: str
+    pair: str
+    exchange: str
+    type: str
+    side: str
+    quantity: Decimal
+    filled_quantity: Decimal
+    average_price: Decimal | None
+    arrival_mid: Decimal | None
+    touch: Decimal | None
+    slippage_bps: Decimal | None  # against the arrival mid, fees excluded
+    touch_slippage_bps: Decimal | None  # against the touch: implementation shortfall
+    fees: Decimal
+    fees_currency: str
+    fees_bps: Decimal | None
+    cost_bps: Decimal | None  # slippage against arrival + fees
+    fill_ratio: Decimal
+    time_to_fill_ms: int | None
+    created_at: int
+    completed_at: int
+    fills: list[FillQualityView]
+
+
 class ExecutionQuality(Msg):
     """``GET /api/execution/quality`` (and ``executionQuality`` of ``/api/performance``): the completed orders the
     portfolio-ledger keeps (algorithms' children counted in their parent), grouped by pair, by venue and by type."""
@@ -706,6 +747,7 @@ class ExecutionQuality(Msg):
     overall: QualityFigures
     currency: str  # the currency of the fees summed across pairs (BASE_CURRENCY)
     unconverted: list[str] = msgspec.field(default_factory=list)  # currencies whose fees are left out of the sums
+    order: OrderQualityView | None = None  # asked with ``orderId``: that order's figures, per fill too
 
 
 class ExecutionQualityQuery(Msg):
@@ -716,6 +758,7 @@ class ExecutionQualityQuery(Msg):
     until: int | None = None
     pair: str | None = None
     exchange: str | None = None
+    order_id: str | None = None  # one order only (its figures per fill in ``order``)
 
 
 class Performance(Msg):
