@@ -440,7 +440,7 @@ class PortfolioLedger(Actor):
             self.quality.fold(ev.order, self.settings.MAX_SLIPPAGE_ALERT_BPS)
 
     async def _slippage_alert(self, row: QualityRow) -> None:
-        """One warning per order whose slippage against arrival is above MAX_SLIPPAGE_ALERT_BPS (the row is marked;
+        """One warning per order whose slippage against arrival is above MAX_SLIPPAGE_ALERT_BPS (the book remembers it;
         a crash before the next snapshot may repeat it: the same message id, dropped within the duplicate window)."""
         q = row.quality
         msg = (

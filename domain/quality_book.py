@@ -23,7 +23,8 @@ module decides which orders count, what each one's fills are, and keeps the rows
   cannot be converted now is left out of those sums and named; a pair's own figures are then in its quote
   currency (``feesCurrency``).
 - Bounded: the last ``max_rows`` (QUALITY_ORDERS_KEPT = 10,000) completed orders, oldest completion dropped
-  first; the children's fills of parents not completed yet: the last ``max_pending`` (10,000) parents.
+  first; the children's fills of parents not completed yet: the last ``max_pending`` (10,000) parents; the ids of
+  the orders alerted (SLIPPAGE, once per order): the last 20,000.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from schemas.subjects import pair_currencies
 
 QUALITY_ORDERS_KEPT = 10_000
 PENDING_PARENTS_KEPT = 10_000
+ALERTED_KEPT = 20_000  # the orders a SLIPPAGE alert was raised for (never twice), the latest
 BPS_EXP = Decimal("0.0001")  # basis points leave here with 4 decimals
 RATIO_EXP = Decimal("0.000001")
 ZERO = Decimal(0)
@@ -107,7 +109,6 @@ class QualityRow(msgspec.Struct, kw_only=True, gc=False):
     touch: Decimal | None
     fills: dict[str, QFill]
     quality: OrderQuality
-    alerted: bool = False  # a SLIPPAGE alert was decided for it (never a second one)
 
     def unpriced(self) -> set[str]:
         return {f.currency for f in self.fills.values() if f.fee is None}
@@ -157,13 +158,15 @@ class QualityBook(msgspec.Struct, kw_only=True):
 
     rows: dict[str, QualityRow] = msgspec.field(default_factory=dict)
     pending: dict[str, dict[str, QFill]] = msgspec.field(default_factory=dict)  # parent id -> its children's fills
+    alerted: dict[str, None] = msgspec.field(default_factory=dict)  # orders a SLIPPAGE alert was decided for
     max_rows: int = QUALITY_ORDERS_KEPT
     max_pending: int = PENDING_PARENTS_KEPT
+    max_alerted: int = ALERTED_KEPT
 
     def fold(self, order: Order, alert_bps: Decimal | None = None) -> QualityRow | None:
         """Take one state of an order (from the ORDERS stream). Returns the row to raise a SLIPPAGE alert for:
-        a row whose slippage against arrival is above ``alert_bps`` (None or 0: no alerts), once per order (the
-        row is marked ``alerted``, kept when the row is made again)."""
+        a row whose slippage against arrival is above ``alert_bps`` (None or 0: no alerts), once per order (of the
+        last ``max_alerted`` alerted: an order made a row again - a late fill - is not alerted again)."""
         if order.role == "slice":
             return self._child(order, alert_bps)
         if order.status not in TERMINAL_STATUSES:
@@ -179,7 +182,6 @@ class QualityBook(msgspec.Struct, kw_only=True):
             quantity=order.quantity, created_at=order.created_at, completed_at=order.closed_at or order.updated_at,
             arrival_mid=mid, touch=touch, fills=fills,
             quality=_figures(order.side, order.quantity, mid, touch, fills, order.created_at),
-            alerted=old is not None and old.alerted,
         )  # fmt: skip
         self.rows[order.order_id] = row  # (made again: keeps its place)
         while len(self.rows) > self.max_rows:
@@ -204,12 +206,13 @@ class QualityBook(msgspec.Struct, kw_only=True):
         row.quality = _refigure(row)
         return self._alert(row, alert_bps)
 
-    @staticmethod
-    def _alert(row: QualityRow, alert_bps: Decimal | None) -> QualityRow | None:
+    def _alert(self, row: QualityRow, alert_bps: Decimal | None) -> QualityRow | None:
         slip = row.quality.slippage_bps
-        if row.alerted or not alert_bps or slip is None or slip <= alert_bps:
+        if not alert_bps or slip is None or slip <= alert_bps or row.order_id in self.alerted:
             return None
-        row.alerted = True
+        self.alerted[row.order_id] = None
+        while len(self.alerted) > self.max_alerted:
+            del self.alerted[next(iter(self.alerted))]
         return row
 
     def select(
