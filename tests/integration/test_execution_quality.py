@@ -31,7 +31,7 @@ from tests.helpers import eventually
 from tests.integration.test_actors import System
 from tests.integration.test_gateway import start_gateway
 from tests.integration.test_gateway_api import EXTRA, Api, problem
-from tests.integration.test_order_types import publish_book
+from tests.integration.test_order_types import placed, publish_book, until
 
 S = OrderStatus
 SYSTEM_DEFAULTS = {**EXTRA, "MAX_SLIPPAGE_ALERT_BPS": "20"}
@@ -205,3 +205,19 @@ async def test_children_are_not_counted_their_parent_is_with_all_their_fills(mak
     one = (await quality(client, order_id="P1")).order
     assert one is not None and [f.fill_id for f in one.fills] == ["k1", "k2"]
     assert (await quality(client, order_id="P1-s0")).order is None  # a child is no row of its own
+
+
+async def test_a_stop_the_router_triggers_is_measured_against_the_book_it_fired_on(make_system, client):
+    await make_system()
+    await publish_book(client, [("100.00", "5")], [("100.10", "5")])
+    await until(client, (await placed(client, "own", "buy", "1")).order_id, S.FILLED)
+    sl = await placed(client, "sl-1", "sell", "1", "stop_loss", stop_price="95.00")
+    assert (sl.arrival_mid, sl.arrival_bid, sl.arrival_ask) == (D("100.05"), D("100.00"), D("100.10"))
+    # it fires on this book (mid 94.95) and sells 0.4 @ 94.90 + 0.6 @ 94.80 = 94.84 on average:
+    # 10000 x (94.95 - 94.84) / 94.95 = 11.5850 bps against its arrival - not against 100.05 from before
+    await publish_book(client, [("94.90", "0.400"), ("94.80", "5")], [("95.00", "5")])
+    o = await until(client, sl.order_id, S.FILLED)
+    assert (o.arrival_mid, o.arrival_bid, o.arrival_ask) == (D("94.95"), D("94.90"), D("95.00"))
+    await counted(client, 2)
+    view = (await quality(client, order_id=sl.order_id)).order
+    assert view is not None and view.slippage_bps == D("11.5850")
