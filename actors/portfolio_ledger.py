@@ -696,7 +696,7 @@ class PortfolioLedger(Actor):
             books = self._subset(tuple(venues))
             tracker = self.groups.get(group) or EquityTracker(Decimal(0))
         perf: Performance = report(books, tracker, self.marks, now_ms(), self.rounding, self.bridge, since=q.since)
-        quality = self.execution_quality(since=q.since, exchanges=venues)
+        quality = self.execution_quality(since=q.since, exchanges=venues) if q.quality else None
         await self.bus.respond(
             env, msgspec.structs.replace(perf, mode=q.mode, venues=venues, execution_quality=quality)
         )

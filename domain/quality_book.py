@@ -94,8 +94,9 @@ class QFill(msgspec.Struct, array_like=True, gc=False):
     currency: str  # the fee's own currency
 
 
-class QualityRow(msgspec.Struct, kw_only=True, gc=False):
-    """One completed order: what it is, its fills (by fill id, its children's included) and its figures."""
+class QualityRow(msgspec.Struct, kw_only=True, array_like=True, dict=True):
+    """One completed order: what it is, its fills (by fill id, its children's included) and its figures
+    (``quality``: computed from the rest when made or decoded, never stored: a snapshot holds the fills only)."""
 
     order_id: str
     pair: str
@@ -108,7 +109,18 @@ class QualityRow(msgspec.Struct, kw_only=True, gc=False):
     arrival_mid: Decimal | None
     touch: Decimal | None
     fills: dict[str, QFill]
-    quality: OrderQuality
+
+    def __post_init__(self) -> None:
+        self.refigure()
+
+    def refigure(self) -> None:
+        self.__dict__["quality"] = _figures(
+            self.side, self.quantity, self.arrival_mid, self.touch, self.fills, self.created_at
+        )
+
+    @property
+    def quality(self) -> OrderQuality:
+        return self.__dict__["quality"]  # type: ignore[no-any-return]
 
     def unpriced(self) -> set[str]:
         return {f.currency for f in self.fills.values() if f.fee is None}
@@ -149,10 +161,6 @@ def _figures(
     return order_quality(side, quantity, mid, touch, quote_fills, created_ms=created)
 
 
-def _refigure(row: QualityRow) -> OrderQuality:
-    return _figures(row.side, row.quantity, row.arrival_mid, row.touch, row.fills, row.created_at)
-
-
 class QualityBook(msgspec.Struct, kw_only=True):
     """The rows (oldest completion first) and the children's fills of parents not completed yet."""
 
@@ -181,7 +189,6 @@ class QualityBook(msgspec.Struct, kw_only=True):
             order_id=order.order_id, pair=order.pair, exchange=order.venue, type=order.type, side=order.side,
             quantity=order.quantity, created_at=order.created_at, completed_at=order.closed_at or order.updated_at,
             arrival_mid=mid, touch=touch, fills=fills,
-            quality=_figures(order.side, order.quantity, mid, touch, fills, order.created_at),
         )  # fmt: skip
         self.rows[order.order_id] = row  # (made again: keeps its place)
         while len(self.rows) > self.max_rows:
@@ -203,7 +210,7 @@ class QualityBook(msgspec.Struct, kw_only=True):
         if fills.keys() <= row.fills.keys():
             return None
         row.fills = row.fills | fills  # a child's fill after its parent completed
-        row.quality = _refigure(row)
+        row.refigure()
         return self._alert(row, alert_bps)
 
     def _alert(self, row: QualityRow, alert_bps: Decimal | None) -> QualityRow | None:
@@ -297,7 +304,8 @@ def report(
         k = rates[quote]
         if k is None:
             unconverted.add(quote)
-        converted.append(dataclasses.replace(r.quality, fees=ZERO if k is None else r.quality.fees * k))
+        q = r.quality
+        converted.append(q if k == ONE else dataclasses.replace(q, fees=ZERO if k is None else q.fees * k))
 
     def group(key: Callable[[QualityRow], str]) -> dict[str, QualityFigures]:
         members: dict[str, list[OrderQuality]] = {}

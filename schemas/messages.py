@@ -1056,6 +1056,7 @@ class PerformanceQuery(Msg):
     mode: TransitionMode | None = None
     exchange: str | None = None
     since: int | None = None
+    quality: bool = False  # with ``executionQuality`` (GET /api/performance asks for it; Kelly sizing does not)
 
 
 class Milestone(Msg):

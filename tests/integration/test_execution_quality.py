@@ -24,6 +24,8 @@ from schemas.messages import (
     Order,
     OrderEvent,
     OrderStatus,
+    Performance,
+    PerformanceQuery,
     RiskAlert,
     now_ms,
 )
@@ -205,6 +207,11 @@ async def test_children_are_not_counted_their_parent_is_with_all_their_fills(mak
     one = (await quality(client, order_id="P1")).order
     assert one is not None and [f.fill_id for f in one.fills] == ["k1", "k2"]
     assert (await quality(client, order_id="P1-s0")).order is None  # a child is no row of its own
+    # the performance figures carry them when asked (GET /api/performance asks; Kelly sizing's query does not)
+    perf = await client.request(client.subjects.query("performance"), PerformanceQuery(quality=True), Performance)
+    assert perf.execution_quality is not None and perf.execution_quality.by_type["twap"] == t
+    plain = await client.request(client.subjects.query("performance"), PerformanceQuery(), Performance)
+    assert plain.execution_quality is None
 
 
 async def test_a_stop_the_router_triggers_is_measured_against_the_book_it_fired_on(make_system, client):
