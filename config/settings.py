@@ -139,7 +139,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # -- order management -------------------------------------------------------------------------
     DEFAULT_ORDER_TIMEOUT: int = 300_000
     MAX_SLIPPAGE_PERCENT: Decimal = Decimal("0.5")
-    MAX_SLIPPAGE_ALERT_BPS: Decimal = Decimal(50)  # an order this far (bps) from its arrival mid: warning; 0: off
+    MAX_SLIPPAGE_ALERT_BPS: Decimal = Decimal(0)  # an order this far (bps) from its arrival mid: warning; 0: off
     DEFAULT_TIME_IN_FORCE: str = "GTC"
     # -- risk -----------------------------------------------------------------------------------------
     ENABLE_RISK_CHECKS: bool = True

@@ -51,6 +51,7 @@ ORDER_KEYS = {
     "venueOrderId", "venueStatus",
     "venueFilled", "source", "signalId", "reason", "version", "createdAt", "updatedAt", "closedAt", "executionTime",
     "fills",
+    "algo", "algoState", "children", "arrivalMid", "arrivalBid", "arrivalAsk",  # issue 20
 }  # fmt: skip
 FILL_KEYS = {"fillId", "quantity", "price", "fee", "feeCurrency", "liquidity", "timestamp"}
 

@@ -130,7 +130,7 @@ EXPECTED_DEFAULTS = {
     "DEFAULT_TAKE_PROFIT_PERCENT": Decimal(4),
     "DEFAULT_ORDER_TIMEOUT": 300000,
     "MAX_SLIPPAGE_PERCENT": Decimal("0.5"),
-    "MAX_SLIPPAGE_ALERT_BPS": Decimal(50),
+    "MAX_SLIPPAGE_ALERT_BPS": Decimal(0),
     "DEFAULT_TIME_IN_FORCE": "GTC",
     "ENABLE_RISK_CHECKS": True,
     "MAX_POSITION_SIZE": Decimal("0.25"),
@@ -901,7 +901,7 @@ def test_without_credentials_leaves_no_part_of_a_secret(url, shown):
 
 
 def test_max_slippage_alert_bps_empty_or_zero_turns_the_alerts_off():
-    assert Decimal(50) == load_settings({}).MAX_SLIPPAGE_ALERT_BPS
+    assert Decimal(0) == load_settings({}).MAX_SLIPPAGE_ALERT_BPS
     assert Decimal(0) == load_settings({"MAX_SLIPPAGE_ALERT_BPS": ""}).MAX_SLIPPAGE_ALERT_BPS
     assert Decimal(0) == load_settings({"MAX_SLIPPAGE_ALERT_BPS": "0"}).MAX_SLIPPAGE_ALERT_BPS
     assert Decimal("12.5") == load_settings({"MAX_SLIPPAGE_ALERT_BPS": "12.5"}).MAX_SLIPPAGE_ALERT_BPS
