@@ -36,6 +36,13 @@ is a total:
 - totals over the venues: equity, the equity curve and every performance figure, the portfolio's
   top-level summary / positions / balances (``byExchange`` has each venue's), day P&L (the venues' summed),
   the history of closed cycles (each naming its venue).
+
+Execution quality (issue 20; domain/quality_book.py): a row per completed order, folded from the ORDERS stream
+with the books (an algorithm's children counted in their parent), the last QUALITY_ORDERS_KEPT (10,000), in the
+snapshot (a snapshot without them - an older version's - has them rebuilt from ORDERS at start). Served on
+``tbx.query.execution_quality`` and in the performance figures. An order whose slippage against its arrival mid is
+above MAX_SLIPPAGE_ALERT_BPS raises one SLIPPAGE warning on ``tbx.events.risk``: decided for the order events
+after the snapshot the ledger started from (a rebuild from nothing does not alert the history again).
 """
 
 from __future__ import annotations
@@ -59,14 +66,18 @@ from config.venues import venue_configs, venue_names
 from domain.ids import day_key
 from domain.ledger import Ledger, LedgerError
 from domain.performance import EquityTracker, report
+from domain.quality_book import QualityBook, QualityRow, order_view
+from domain.quality_book import report as quality_report
 from domain.recent import FILL_DEDUPE_WINDOW, RecentIds
 from domain.reconcile import Journal, as_of, changes, dust_of, reading_problem, venue_figures
 from domain.valuation import (
     ZERO,
+    Converter,
     DayStart,
     Rounding,
     books_equity,
     books_snapshot,
+    combined_marks,
     cycle_view,
     roll_days,
     venue_position_view,
@@ -76,6 +87,8 @@ from schemas.messages import (
     BalanceAdjusted,
     BalanceMismatch,
     Empty,
+    ExecutionQuality,
+    ExecutionQualityQuery,
     Fill,
     HistoryQuery,
     OrderEvent,
@@ -120,6 +133,7 @@ class LedgerState(msgspec.Struct):
     day: DayStart | None = None  # before books per venue
     # the equity curves of groups of venues (issue 18): "paper", "live" and "venue:<name>" (several venues)
     groups: dict[str, EquityTracker] = msgspec.field(default_factory=dict)
+    quality: QualityBook | None = None  # execution quality (issue 20); None: a snapshot from before it
 
 
 class PortfolioLedger(Actor):
@@ -168,6 +182,11 @@ class PortfolioLedger(Actor):
         self.books_lock = asyncio.Lock()  # a reading's adjustments are made between two fills, never during one
         self.balance_dust = parse_balance_dust(settings.BALANCE_DUST)
         self.mismatches = 0
+        # execution quality (domain/quality_book.py): rows of completed orders, folded from ORDERS
+        self.quality = QualityBook()
+        self.quality_rebuild_to = 0  # a snapshot without them: ORDERS up to here folded into the rows only, at start
+        self.alert_after_seq: int | None = None  # SLIPPAGE alerts for the order events after this ORDERS seq
+        self.slippage_alerts = 0
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def on_start(self) -> None:
@@ -176,6 +195,15 @@ class PortfolioLedger(Actor):
         self.snapshots = SnapshotStore(self.kv, "ledger")
         await self._follow_limits(timeout=0.3)
         await self._restore()
+        if self.alert_after_seq is None:  # no snapshot: what ORDERS holds already is history, never alerted
+            self.alert_after_seq = (await self.bus.js.stream_info(s.s_orders)).state.last_seq or 0
+        if self.quality_rebuild_to:  # a snapshot from before execution quality: its rows from ORDERS
+            await self.bus.replay(
+                stream=s.s_orders, subject=s.order_events(), type_=OrderEvent, handler=self._quality_only,
+                start_seq=1, follow=False,
+            )  # fmt: skip
+            self.log.info("execution quality rebuilt from ORDERS up to seq {}: {} orders", self.quality_rebuild_to,
+                          len(self.quality.rows))  # fmt: skip
         # the adjustments first: each waits (pending) for the fills it was made after, so a replay makes it
         # at the same point relative to the fills as when it was made
         await self.bus.replay(
@@ -205,6 +233,7 @@ class PortfolioLedger(Actor):
             ("portfolio_refresh", Empty, self._on_refresh),
             ("positions_history", HistoryQuery, self._on_history),
             ("performance", PerformanceQuery, self._on_performance),
+            ("execution_quality", ExecutionQualityQuery, self._on_quality),
         ):
             await self.bus.subscribe(s.query(what), type_, handler, queue=self.name)  # type: ignore[arg-type]
         # a live venue's balances (the order-router publishes them; paper mode never does), one at a time
@@ -230,6 +259,8 @@ class PortfolioLedger(Actor):
             "lastFillSeq": self.last_seq,
             "rejectedFills": self.rejected,
             "balanceMismatches": self.mismatches,
+            "qualityOrders": len(self.quality.rows),
+            "slippageAlerts": self.slippage_alerts,
             "equity": str(books_equity(self.ledgers, self.marks, self.bridge)),
         }
 
@@ -254,6 +285,7 @@ class PortfolioLedger(Actor):
             return
         if st.fold != FOLD_VERSION:
             # the books are folded again from the streams; the equity curve is not in them: it is kept
+            self.alert_after_seq = st.orders_seq  # (the rows too: only the order events after it may alert)
             self.log.warning("snapshot made by another version of the books (fold {}): rebuilding", st.fold)
             self.tracker = st.tracker
             self.groups |= {g: t for g, t in st.groups.items() if g in self.group_venues}
@@ -265,6 +297,7 @@ class PortfolioLedger(Actor):
             self.log.warning("snapshot is ahead of the streams (were they recreated?): rebuilding from the streams")
             return
         fill_journal, order_journal = st.fill_journal, st.order_journal
+        self.alert_after_seq = st.orders_seq  # the order events after the snapshot may alert (not those before)
         if st.books is not None:
             self.ledgers, self.days = st.books, dict(st.days)
         elif st.ledger is not None:  # a snapshot of one Ledger: the books of the venue its fills name
@@ -286,6 +319,10 @@ class PortfolioLedger(Actor):
         self.fill_journal = fill_journal or Journal(floor=st.fills_seq)
         self.order_journal = order_journal or Journal(floor=now_ms())
         self.readings = dict(st.readings)
+        if st.quality is not None:
+            self.quality = st.quality
+        else:
+            self.quality_rebuild_to = st.orders_seq
         self.saved_at = (self.last_seq, self.orders_seq, self.adjustments_seq())
         self.log.info("snapshot loaded: fills up to seq {}, orders up to seq {}", self.last_seq, self.orders_seq)
 
@@ -322,7 +359,7 @@ class PortfolioLedger(Actor):
             self.tracker, list(self.applied), self.last_seq, self.orders_seq,
             fold=FOLD_VERSION, adjustments_seq=at[2], fill_journal=self.fill_journal,
             order_journal=self.order_journal, readings=dict(self.readings), books=self.ledgers, days=self.days,
-            groups=self.groups,
+            groups=self.groups, quality=self.quality,
         )  # fmt: skip
         await self.snapshots.save(msgspec.json.encode(state))
         self.saved_at = at
@@ -391,8 +428,31 @@ class PortfolioLedger(Actor):
         self.ledgers.apply_order(ev.order)
         self.order_journal.record(env.stored_at or now_ms(), before, self._figures(venues, currencies))
         self.orders_seq = max(self.orders_seq, env.seq or 0)
+        hit = self.quality.fold(ev.order, self.settings.MAX_SLIPPAGE_ALERT_BPS)
+        if hit is not None and (env.seq or 0) > (self.alert_after_seq or 0):
+            await self._slippage_alert(hit)
         if self.live:
             await self._check_negative()
+
+    async def _quality_only(self, ev: OrderEvent, env: Envelope) -> None:
+        """ORDERS read again at start for the execution quality only (a snapshot without it): history, no alerts."""
+        if (env.seq or 0) <= self.quality_rebuild_to:
+            self.quality.fold(ev.order, self.settings.MAX_SLIPPAGE_ALERT_BPS)
+
+    async def _slippage_alert(self, row: QualityRow) -> None:
+        """One warning per order whose slippage against arrival is above MAX_SLIPPAGE_ALERT_BPS (the book remembers it;
+        a crash before the next snapshot may repeat it: the same message id, dropped within the duplicate window)."""
+        q = row.quality
+        msg = (
+            f"order {row.order_id} ({row.side} {q.filled_quantity} {row.pair} {row.type} on {row.exchange}): slippage "
+            f"{q.slippage_bps:.2f} bps against its arrival mid {row.arrival_mid} (average price {q.average_price}), "
+            f"above MAX_SLIPPAGE_ALERT_BPS={self.settings.MAX_SLIPPAGE_ALERT_BPS}"
+        )
+        self.log.warning(msg)
+        self.slippage_alerts += 1
+        alert = RiskAlert(severity="warning", code="SLIPPAGE", message=msg, ts=now_ms(), pair=row.pair,
+                          order_id=row.order_id)  # fmt: skip
+        await self.bus.js_publish(self.subjects.risk_events, alert, msg_id=f"slippage:{row.order_id}")
 
     # -- balances reconciled with a live venue (domain/reconcile.py) -----------------------------------
     async def _on_adjustment(self, adj: BalanceAdjusted, env: Envelope) -> None:
@@ -636,7 +696,32 @@ class PortfolioLedger(Actor):
             books = self._subset(tuple(venues))
             tracker = self.groups.get(group) or EquityTracker(Decimal(0))
         perf: Performance = report(books, tracker, self.marks, now_ms(), self.rounding, self.bridge, since=q.since)
-        await self.bus.respond(env, msgspec.structs.replace(perf, mode=q.mode, venues=venues))
+        quality = self.execution_quality(since=q.since, exchanges=venues) if q.quality else None
+        await self.bus.respond(
+            env, msgspec.structs.replace(perf, mode=q.mode, venues=venues, execution_quality=quality)
+        )
+
+    def execution_quality(
+        self, since: int | None = None, until: int | None = None, pair: str | None = None,
+        exchanges: list[str] | None = None, order_id: str | None = None,
+    ) -> ExecutionQuality:  # fmt: skip
+        """The execution quality of the completed orders kept (domain/quality_book.py); fees summed across pairs in
+        BASE_CURRENCY at the current marks (as every total of the books)."""
+        ledgers = [led for _, led in self.ledgers]
+        base = self.ledgers.base_currency
+        rate = None
+        if ledgers:
+            rate = Converter(ledgers[0], combined_marks(ledgers, self.marks), self.bridge).rate
+        rows = self.quality.select(since, until, pair, exchanges, order_id)
+        return quality_report(rows, base, rate or (lambda c: None), self.rounding.money)
+
+    async def _on_quality(self, q: ExecutionQualityQuery, env: Envelope) -> None:
+        exchanges = [q.exchange] if q.exchange is not None and len(self.venues) > 1 else None
+        answer = self.execution_quality(q.since, q.until, q.pair, exchanges, q.order_id)
+        row = self.quality.rows.get(q.order_id) if q.order_id is not None else None
+        if row is not None and answer.overall.orders:  # (and within the other filters)
+            answer = msgspec.structs.replace(answer, order=order_view(row, self.rounding.money))
+        await self.bus.respond(env, answer)
 
 
 def _of_venue(changes: dict[str, tuple[Decimal, Decimal]], venue: str) -> dict[str, tuple[Decimal, Decimal]]:

@@ -141,6 +141,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # -- order management -------------------------------------------------------------------------
     DEFAULT_ORDER_TIMEOUT: int = 300_000
     MAX_SLIPPAGE_PERCENT: Decimal = Decimal("0.5")
+    MAX_SLIPPAGE_ALERT_BPS: Decimal = Decimal(0)  # an order this far (bps) from its arrival mid: warning; 0: off
     DEFAULT_TIME_IN_FORCE: str = "GTC"
     # -- risk -----------------------------------------------------------------------------------------
     ENABLE_RISK_CHECKS: bool = True
@@ -287,6 +288,16 @@ def _dec(lo: Decimal, hi: Decimal | None = None, *, lo_open: bool = False) -> Ca
         return v
 
     return parse
+
+
+def _slippage_alert(raw: Any) -> Decimal:
+    """MAX_SLIPPAGE_ALERT_BPS: basis points above 0 up to 10000; empty or 0: no SLIPPAGE alerts."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return Decimal(0)
+    try:
+        return _dec(Decimal(0), Decimal(10000))(raw)
+    except ValueError:
+        raise ValueError("basis points from 0 (no alerts) to 10000, or empty (no alerts)") from None
 
 
 def _choice(*options: str, upper: bool = False) -> Callable[[Any], str]:
@@ -687,6 +698,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "DEFAULT_TAKE_PROFIT_PERCENT": _dec(Decimal(0), Decimal(1000)),
     "DEFAULT_ORDER_TIMEOUT": _int(0),
     "MAX_SLIPPAGE_PERCENT": _dec(Decimal(0), Decimal(100)),
+    "MAX_SLIPPAGE_ALERT_BPS": _slippage_alert,
     "DEFAULT_TIME_IN_FORCE": _choice("GTC", "IOC", "FOK", "GTD", upper=True),
     "ENABLE_RISK_CHECKS": _bool,
     "MAX_POSITION_SIZE": _dec(Decimal(0), Decimal(1), lo_open=True),

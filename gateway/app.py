@@ -29,6 +29,7 @@ from gateway import (
     orders,
     portfolio,
     positions,
+    quality,
     risk,
     signals,
     streams,
@@ -141,6 +142,7 @@ def create_app(settings: Settings, bus: Bus) -> web.Application:
     orders.register(app)
     signals.register(app)
     portfolio.register(app)
+    quality.register(app)
     positions.register(app)
     trades.register(app)
     exchanges.register(app)

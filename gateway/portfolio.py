@@ -46,7 +46,7 @@ MODE = Param(
 async def get_performance(request: web.Request) -> web.Response:
     """Every venue's figures, or the paper / live venues' (``?mode=``), or one venue's (``?exchange=``)."""
     mode = query_param(request, "mode", MODES)
-    q = PerformanceQuery(mode=mode, exchange=exchange_param(request))  # type: ignore[arg-type]
+    q = PerformanceQuery(mode=mode, exchange=exchange_param(request), quality=True)  # type: ignore[arg-type]
     bus = request.app[BUS]
     return json_response(await ask(request, bus.subjects.query("performance"), q, Performance, LEDGER))
 

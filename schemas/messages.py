@@ -681,6 +681,86 @@ class PairPerformance(Msg):
     currency: str = ""
 
 
+class QualityFigures(Msg):
+    """Execution quality of a group of completed orders (domain/quality.py ``QualityStats``; README "Execution
+    quality"): slippage against the arrival mid in basis points (positive: worse for the trader, fees excluded),
+    notional-weighted mean and nearest-rank 95th percentile; the mean fill ratio; the mean time to the last fill;
+    the fees, in ``feesCurrency``."""
+
+    orders: int
+    avg_slippage_bps: Decimal | None
+    p95_slippage_bps: Decimal | None
+    fill_ratio: Decimal | None
+    avg_time_to_fill_ms: int | None
+    fees: Decimal
+    fees_currency: str
+
+
+class FillQualityView(Msg):
+    """One fill of an order against the order's arrival (bps, positive = worse): fees separately and included."""
+
+    fill_id: str
+    quantity: Decimal
+    price: Decimal
+    fee: Decimal | None  # in the pair's quote currency (None: in a currency that is neither base nor quote)
+    timestamp: int
+    slippage_bps: Decimal | None  # against the arrival mid
+    touch_slippage_bps: Decimal | None  # against the touch at arrival (the ask for a buy, the bid for a sell)
+    fee_bps: Decimal | None
+    cost_bps: Decimal | None  # slippage against arrival + fees
+
+
+class OrderQualityView(Msg):
+    """One completed order's execution quality (``GET /api/execution/quality?orderId=``); money in ``feesCurrency``
+    (the pair's quote currency)."""
+
+    order_id: str
+    pair: str
+    exchange: str
+    type: str
+    side: str
+    quantity: Decimal
+    filled_quantity: Decimal
+    average_price: Decimal | None
+    arrival_mid: Decimal | None
+    touch: Decimal | None
+    slippage_bps: Decimal | None  # against the arrival mid, fees excluded
+    touch_slippage_bps: Decimal | None  # against the touch: implementation shortfall
+    fees: Decimal
+    fees_currency: str
+    fees_bps: Decimal | None
+    cost_bps: Decimal | None  # slippage against arrival + fees
+    fill_ratio: Decimal
+    time_to_fill_ms: int | None
+    created_at: int
+    completed_at: int
+    fills: list[FillQualityView]
+
+
+class ExecutionQuality(Msg):
+    """``GET /api/execution/quality`` (and ``executionQuality`` of ``/api/performance``): the completed orders the
+    portfolio-ledger keeps (algorithms' children counted in their parent), grouped by pair, by venue and by type."""
+
+    by_pair: dict[str, QualityFigures]
+    by_exchange: dict[str, QualityFigures]
+    by_type: dict[str, QualityFigures]
+    overall: QualityFigures
+    currency: str  # the currency of the fees summed across pairs (BASE_CURRENCY)
+    unconverted: list[str] = msgspec.field(default_factory=list)  # currencies whose fees are left out of the sums
+    order: OrderQualityView | None = None  # asked with ``orderId``: that order's figures, per fill too
+
+
+class ExecutionQualityQuery(Msg):
+    """``tbx.query.execution_quality``: the orders created from ``since`` (inclusive) until ``until`` (exclusive),
+    of one pair, of one venue (``exchange``); None: any."""
+
+    since: int | None = None
+    until: int | None = None
+    pair: str | None = None
+    exchange: str | None = None
+    order_id: str | None = None  # one order only (its figures per fill in ``order``)
+
+
 class Performance(Msg):
     """``GET /api/performance``: every figure is documented in domain/performance.py and the README."""
 
@@ -710,6 +790,7 @@ class Performance(Msg):
     since: int | None = None
     first_trade_at: int | None = None  # the first round trip's opening (in the window)
     last_trade_at: int | None = None  # the last round trip's close (in the window)
+    execution_quality: ExecutionQuality | None = None  # of the same venues and window (GET /api/execution/quality)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -975,6 +1056,7 @@ class PerformanceQuery(Msg):
     mode: TransitionMode | None = None
     exchange: str | None = None
     since: int | None = None
+    quality: bool = False  # with ``executionQuality`` (GET /api/performance asks for it; Kelly sizing does not)
 
 
 class Milestone(Msg):

@@ -56,6 +56,7 @@ from domain.orders import (
     transition,
 )
 from domain.partitions import durable, suffix
+from domain.quality_book import arrival
 from domain.recent import OrderTable
 from domain.risk import is_multiple
 from domain.triggers import TRIGGERED_TYPES, native_kind, venue_leg, wrong_side
@@ -345,6 +346,8 @@ class OrderRouter(Actor):
         (chosen by ``routing``; ``fallback``: where it goes next should that venue certainly not take it). Call
         with the lock held."""
         ts = now_ms()
+        book = self.router.book_of(venue, req.pair)  # the arrival: the venue's book as the order is accepted
+        mid, bid, ask = arrival(book.bids, book.asks) if book is not None else (None, None, None)
         order = Order(
             order_id=ids[0],
             client_order_id=req.client_order_id,
@@ -370,6 +373,9 @@ class OrderRouter(Actor):
             signal_id=req.signal_id,
             created_at=ts,
             updated_at=ts,
+            arrival_mid=mid,
+            arrival_bid=bid,
+            arrival_ask=ask,
         )
         if order.algo is not None and rejected is None:  # its seed, start and (VWAP) weights fixed now
             try:

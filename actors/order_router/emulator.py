@@ -27,6 +27,7 @@ from actors.order_router.store import OrderStore
 from config.settings import Settings
 from domain.exits import REDUCE_ONLY_WHY, Exit, NetPositions, fit_exits, nothing_to_reduce, reducible
 from domain.orders import WORKING, at_venue, held_here, opposite, revivable, transition, trigger
+from domain.quality_book import arrival, with_arrival
 from domain.recent import FILL_DEDUPE_WINDOW
 from domain.risk import RESERVED_CLIENT_PREFIX
 from domain.triggers import TRIGGERED_TYPES, is_triggered, venue_leg
@@ -382,7 +383,10 @@ class Emulator:
                 cur = orders[oid]
                 if cur.status is not S.ACCEPTED or cur.triggered_at is not None or self._sibling_busy(cur):
                     continue  # canceled or triggered meanwhile
-                marked = await self.store.update_locked(oid, lambda c, ts=ts: trigger(c, ts))
+                at = arrival(book.bids, book.asks)  # its arrival: the book it fired on (execution quality)
+                marked = await self.store.update_locked(
+                    oid, lambda c, ts=ts, at=at: with_arrival(trigger(c, ts), c, at)
+                )
             if marked is not None:
                 self.log.info("order {} triggered at bid {} / ask {} (stop {})", oid, bid, ask, o.stop_price)
                 kind, price = venue_leg(marked)

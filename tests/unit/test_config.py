@@ -132,6 +132,7 @@ EXPECTED_DEFAULTS = {
     "DEFAULT_TAKE_PROFIT_PERCENT": Decimal(4),
     "DEFAULT_ORDER_TIMEOUT": 300000,
     "MAX_SLIPPAGE_PERCENT": Decimal("0.5"),
+    "MAX_SLIPPAGE_ALERT_BPS": Decimal(0),
     "DEFAULT_TIME_IN_FORCE": "GTC",
     "ENABLE_RISK_CHECKS": True,
     "MAX_POSITION_SIZE": Decimal("0.25"),
@@ -305,6 +306,8 @@ BAD_VALUES = [
     ("RECONCILE_INTERVAL_MS", "10", "expected an integer from 100 to 3600000"),
     ("MAX_SLIPPAGE_PERCENT", "101", "expected a number >= 0 and <= 100"),
     ("MAX_SLIPPAGE_PERCENT", "NaN", "expected a number >= 0 and <= 100"),
+    ("MAX_SLIPPAGE_ALERT_BPS", "-1", "expected basis points from 0 (no alerts) to 10000, or empty (no alerts)"),
+    ("MAX_SLIPPAGE_ALERT_BPS", "NaN", "expected basis points from 0 (no alerts) to 10000, or empty (no alerts)"),
     ("DEFAULT_TIME_IN_FORCE", "DAY", "expected one of GTC, IOC, FOK, GTD"),
     ("MAX_POSITION_SIZE", "0", "expected a number > 0 and <= 1"),
     ("MAX_POSITION_SIZE", "1.5", "expected a number > 0 and <= 1"),
@@ -899,3 +902,10 @@ def test_nats_port_with_nats_url_is_ignored_with_a_warning():
 )
 def test_without_credentials_leaves_no_part_of_a_secret(url, shown):
     assert settings_mod.without_credentials(url) == shown
+
+
+def test_max_slippage_alert_bps_empty_or_zero_turns_the_alerts_off():
+    assert Decimal(0) == load_settings({}).MAX_SLIPPAGE_ALERT_BPS
+    assert Decimal(0) == load_settings({"MAX_SLIPPAGE_ALERT_BPS": ""}).MAX_SLIPPAGE_ALERT_BPS
+    assert Decimal(0) == load_settings({"MAX_SLIPPAGE_ALERT_BPS": "0"}).MAX_SLIPPAGE_ALERT_BPS
+    assert Decimal("12.5") == load_settings({"MAX_SLIPPAGE_ALERT_BPS": "12.5"}).MAX_SLIPPAGE_ALERT_BPS
