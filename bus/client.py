@@ -42,6 +42,12 @@ MSG_ID_HEADER = "Nats-Msg-Id"
 LEASE_HEADER = "Tbx-Lease"  # on every stream / KV write of a leased actor: "<role>:<lease revision>"
 RESUME_CREATE_WAIT_S = 2.0  # how long one re-created ordered consumer may take before it is asked for again
 RESUME_POLL_S = 0.005
+# a followed stream's ordered consumer lives on one NATS node: when that node dies, nats-py notices only once two
+# idle heartbeats are missed (its default 5 s: up to 10-20 s) and then re-creates it. Every follow asks for this one
+# (checked every 2 s: a lost consumer is re-created 2-4 s after the node's death, or as soon as the stream has a
+# leader again), and a leader elected for a followed stream resumes its follows at once (``_on_leader_elected``).
+FOLLOW_HEARTBEAT_S = 1.0
+ELECTED_ADVISORY = "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED"  # .<stream>: published when a stream elects a leader
 # a request sent before a disconnect is answered within this long after the reconnect, or never (the server
 # that should answer it is gone, or answered into the dead connection): then it fails as a timeout at once
 LOST_REQUEST_GRACE_S = 0.5
@@ -201,6 +207,8 @@ class Bus:
         self._synced = asyncio.Event()  # connected, and every followed stream resumed after the last reconnect
         self._synced.set()
         self._resume_task: asyncio.Task[None] | None = None
+        self._elected_sub: Subscription | None = None  # stream leader elections (``_on_leader_elected``)
+        self._resuming: dict[int, asyncio.Task[None]] = {}  # id(follow) -> its resume after an election
         self._in_flight_at_disconnect: set[str] = set()
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -365,8 +373,7 @@ class Bus:
             self.subjects.kv_paper,
             self.subjects.kv_credentials,
             self.subjects.kv_transition,
-            self.subjects.kv_leases,
-        ):
+        ):  # (the lease buckets, one per role, are made by the lease's driver: bus/lease.py)
             await self.kv(bucket)
             names.append(f"KV_{bucket}")
             info = await self.js.stream_info(f"KV_{bucket}")  # a bucket is a stream: its replicas raised alike
@@ -459,14 +466,18 @@ class Bus:
         if self.js.fence is not None:
             self.js.fence()
 
-    async def lease_kv(self, timeout: float) -> KeyValue:
-        """The leases bucket through a context of its own, never fenced (the lease itself is written there)."""
+    async def lease_kv(self, role: str, timeout: float) -> KeyValue:
+        """The lease bucket of ``role`` (``Subjects.kv_lease``) through a context of its own, never fenced (the lease
+        itself is written there); made (``NATS_REPLICAS`` replicas) and waited for until it has a leader when it is
+        not there yet. Raises a transient error (timeout, no leader yet) for the caller to ask again."""
+        bucket = self.subjects.kv_lease(role)
         js = self.nc.jetstream(timeout=timeout)
         try:
-            return await js.key_value(self.subjects.kv_leases)
+            return await js.key_value(bucket)
         except nats.js.errors.BucketNotFoundError:
-            await self.kv(self.subjects.kv_leases)
-            return await js.key_value(self.subjects.kv_leases)
+            await self.kv(bucket)
+            await self.wait_leader(f"KV_{bucket}")
+            return await js.key_value(bucket)
 
     # ------------------------------------------------------------------------------------------------
     async def publish(self, subject: str, msg: Any, headers: dict[str, str] | None = None) -> None:
@@ -772,7 +783,7 @@ class Bus:
         start_seq: int = 1,
         start_time: int | None = None,
         follow: bool = True,
-        idle_heartbeat: float | None = None,
+        idle_heartbeat: float = FOLLOW_HEARTBEAT_S,
     ) -> Subscription | None:
         """Read a stream in order from ``start_seq`` (an ordered consumer).
 
@@ -780,7 +791,8 @@ class Bus:
         takes), so an actor can rebuild its state before it serves anything. With ``follow`` later
         messages keep arriving in order; without it (an actor re-reading what it wrote itself) the
         reading stops there. ``start_time`` (epoch ms): from the first message stored at or after it.
-        ``idle_heartbeat`` (s, default nats-py's 5): how soon a consumer lost with its NATS node is noticed.
+        ``idle_heartbeat`` (s, ``FOLLOW_HEARTBEAT_S``): a consumer lost with its NATS node is re-created after two
+        missed heartbeats (nats-py's own check; its default, 5 s, left a follow 10-20 s behind after a node's death).
         """
         caught_up = asyncio.Event()
         # handled from start_seq - 1 on: a follow that starts past the end counts as caught up at once
@@ -820,8 +832,7 @@ class Bus:
                 opt_start_seq=start_seq if start_seq > 1 else None,
                 filter_subject=subject,
             )
-        if idle_heartbeat is not None:  # nats-py re-creates an ordered consumer whose heartbeats stop (its node died)
-            config.idle_heartbeat = idle_heartbeat
+        config.idle_heartbeat = idle_heartbeat  # nats-py re-creates an ordered consumer whose heartbeats stop
         sub = await self.js.subscribe(
             subject, stream=stream, cb=cb, ordered_consumer=True, config=config, pending_msgs_limit=-1
         )
@@ -842,7 +853,46 @@ class Bus:
             return None
         follow_state.sub = sub
         self._follows.append(follow_state)
+        await self._watch_elections()
         return sub
+
+    async def _watch_elections(self) -> None:
+        """Once a stream is followed: hear of every stream leader elected (a JetStream advisory), to resume the
+        follows of that stream at once. Without the permission to subscribe to advisories, the heartbeats remain."""
+        if self._elected_sub is not None:
+            return
+        self._elected_sub = await self.nc.subscribe(f"{ELECTED_ADVISORY}.*", cb=self._on_leader_elected)
+        self._subs.append(self._elected_sub)
+
+    async def _on_leader_elected(self, msg: NatsMsg) -> None:
+        """A stream elected a leader (its former one died or stepped down): the ordered consumers of our follows of
+        that stream may have died with the old leader's node; nats-py would notice only after two missed heartbeats
+        and then ask for a new one, so resume them now, each from the message after the last one handled (what was
+        handled already is skipped). A follow whose consumer is alive elsewhere just gets a fresh one."""
+        if self._resume_task is not None and not self._resume_task.done():
+            return  # a reconnect's resume of every follow is under way
+        stream = msg.subject.rsplit(".", 1)[-1]
+        for f in self._follows:
+            if f.stream != stream or f.sub is None or not self.nc.is_connected:
+                continue
+            running = self._resuming.get(id(f))
+            if running is not None and not running.done():
+                continue
+            logger.bind(actor=self.name).info(
+                "stream {} elected a leader: resuming its follow of {}", stream, f.subject
+            )
+            task = asyncio.create_task(self._resume_quietly(f), name=f"{self.name}:resume {f.subject}")
+            self._resuming[id(f)] = task
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _resume_quietly(self, f: _Follow) -> None:
+        try:
+            await self._resume(f)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # (the heartbeats, or the next election, will see to it)
+            logger.bind(actor=self.name).warning("resuming the follow of {} failed: {}", f.subject, _name(e))
 
     # ------------------------------------------------------------------------------------------------
     def _resume_all(self) -> None:
@@ -851,6 +901,9 @@ class Bus:
         that a restarted nats-server no longer has. ``in_sync`` is False until each has caught up."""
         if self._resume_task is not None and not self._resume_task.done():
             self._resume_task.cancel()
+        for task in self._resuming.values():  # (never two resets of one follow at once)
+            task.cancel()
+        self._resuming.clear()
         if not self._follows:
             self._synced.set()
             return

@@ -1,4 +1,5 @@
-"""The leadership lease on the bus: one key per role in the ``<PREFIX>_LEASES`` KV bucket.
+"""The leadership lease on the bus: one KV bucket per role, ``<PREFIX>_LEASES_<role>`` (``Subjects.kv_lease``),
+holding one key, the role.
 
 A thin driver around ``domain/lease.py``: it reads and writes the key (create, update naming the revision,
 delete naming the revision), reads the monotonic clock, and asks the rules what to do. ``acquire()`` returns
@@ -23,7 +24,7 @@ from loguru import logger
 from nats.js.kv import KeyValue
 
 from bus.client import Bus
-from bus.errors import LeaseLost
+from bus.errors import LeaseLost, Transient
 from domain.lease import Lease, LeaseTimings, Phase, timings
 from schemas.messages import LeaseRecord, now_ms
 
@@ -103,7 +104,7 @@ class LeaseDriver:
     # -- the key ------------------------------------------------------------------------------------------
     async def _kv(self) -> KeyValue:
         if self.kv is None:
-            self.kv = await self.bus.lease_kv(timeout=self.t.request_ms / 1000)
+            self.kv = await self.bus.lease_kv(self.role, timeout=self.t.request_ms / 1000)
         return self.kv
 
     async def _read(self) -> tuple[int | None, str | None]:
@@ -150,7 +151,7 @@ class LeaseDriver:
                 raise LeaseLost(f"{self.role}: lease {lease.phase}")
             try:
                 rev, holder = await self._read()
-            except (TimeoutError, nats.errors.Error) as e:
+            except (TimeoutError, nats.errors.Error, Transient) as e:
                 self.log.warning("lease {}: cannot read the key ({}); again", self.role, str(e) or type(e).__name__)
                 lease.read_failed()  # the time waited so far no longer counts
                 await self._wait(self.clock() + self.t.poll_ms)

@@ -38,6 +38,7 @@ import nats.js
 
 from bench.chaos import report as rp
 from bench.chaos.kills import (
+    NODE_KINDS,
     Kill,
     KillRecord,
     KillSelectionError,
@@ -104,7 +105,7 @@ def config(argv: list[str] | None = None) -> Config:
     ap.add_argument("--budget", type=float, help="seconds the whole run may take")
     ap.add_argument("--settle", type=float, help="seconds to wait for every order to end after the load")
     ap.add_argument("--kills", default="", help="only these (comma-separated actor names or kinds: gateway, "
-                    "standby, nats-node, stream-leader)")  # fmt: skip
+                    "standby, nats-node, stream-leader, lease-leader)")  # fmt: skip
     ap.add_argument("--keep", action="store_true", help="keep the run's folder (logs) even when all targets are met")
     a = ap.parse_args(argv)
     topo = from_env()
@@ -235,14 +236,13 @@ def start_deployment(launcher: Launcher, url: str, prefix: str, topo: Topology |
 async def do_kill(k: Kill, cfg: Config, launcher: Launcher, js: nats.js.JetStreamContext, prefix: str,
                   later: set[asyncio.Task[None]]) -> KillRecord:  # fmt: skip
     s = Subjects(prefix)
-    bucket = s.bucket_name("LEASES")
     cluster = launcher.cluster
     assert cluster is not None
     if k.kind in ("actor", "standby", "gateway"):
         if k.kind == "actor":
-            p = await find_active(launcher, js, bucket, k.target)
+            p = await find_active(launcher, js, s, k.target)
         elif k.kind == "standby":
-            p = await find_standby(launcher, js, bucket, k.target)
+            p = await find_standby(launcher, js, s, k.target)
         else:
             p = next((g for g in launcher.of_kind("gateway") if g.alive), None)
         if p is None:
@@ -256,21 +256,26 @@ async def do_kill(k: Kill, cfg: Config, launcher: Launcher, js: nats.js.JetStrea
         at = time.time()
         launcher.kill(p)
         rec = KillRecord(k, at, f"{p.name} pid {pid}")
-        t = asyncio.create_task(aftermath(rec, p, pid, cfg, launcher, js, bucket))
+        t = asyncio.create_task(aftermath(rec, p, pid, cfg, launcher, js, s))
         later.add(t)
         t.add_done_callback(later.discard)
         return rec
-    streams = [s.s_orders, s.s_fills, s.stream_name("HOPS"), s.s_signals, s.stream_name("POSITIONS")]
+    if k.kind == "lease-leader":  # the lease buckets of the actors' roles (one per role)
+        streams = [f"KV_{s.kv_lease(a)}" for a in cfg.topology.actors]
+        what = "lease buckets"
+    else:
+        streams = [s.s_orders, s.s_fills, s.stream_name("HOPS"), s.s_signals, s.stream_name("POSITIONS")]
+        what = "streams"
     leaders = await stream_leaders(js, streams)
     names = [n.name for n in cluster.servers]
     live = [n for n in names if cluster.servers[names.index(n)].alive]
-    if k.kind == "stream-leader":
+    if k.kind in ("stream-leader", "lease-leader"):
         name = leaders.most_common(1)[0][0] if leaders else ""
         if name not in live:
-            return KillRecord(k, time.time(), "-", error=f"no live stream leader found (stream info: {dict(leaders)})")
+            return KillRecord(k, time.time(), "-", error=f"no live leader of the {what} found ({dict(leaders)})")
     else:
         name = min(live, key=lambda n: leaders.get(n, 0))
-    note = f"leads {leaders.get(name, 0)} of {len(streams)} streams"
+    note = f"leads {leaders.get(name, 0)} of {len(streams)} {what}"
     i = names.index(name)
     pid = cluster.servers[i].pid
     at = time.time()
@@ -279,7 +284,7 @@ async def do_kill(k: Kill, cfg: Config, launcher: Launcher, js: nats.js.JetStrea
 
 
 async def aftermath(rec: KillRecord, p: Proc, pid: int | None, cfg: Config, launcher: Launcher,
-                    js: nats.js.JetStreamContext, bucket: str) -> None:  # fmt: skip
+                    js: nats.js.JetStreamContext, subjects: Subjects) -> None:  # fmt: skip
     """What becomes of a killed process: with a standby, the standby must take the lease by itself (the harness
     only watches), and the killed slot is started again later as a new standby (an operator's process manager);
     without one, the harness starts it again after RESTART_DELAY_S (the only way the stage comes back). A gateway
@@ -291,7 +296,7 @@ async def aftermath(rec: KillRecord, p: Proc, pid: int | None, cfg: Config, laun
             bound = max(2.0, min(cfg.gap_s * 0.8, 15.0))
             taker: Proc | None = None
             while time.monotonic() - t0 < bound:
-                holder = await lease_pid(js, bucket, rec.kill.target)
+                holder = await lease_pid(js, subjects, rec.kill.target)
                 if holder is not None and holder != pid and (taker := launcher.by_pid(holder)) is not None:
                     break
                 taker = None
@@ -334,7 +339,7 @@ async def chaos_kills(cfg: Config, launcher: Launcher, js: nats.js.JetStreamCont
             rec = KillRecord(k, time.time(), "-", error=f"{type(e).__name__}: {e}")
         records.append(rec)
         log(f"killed {k.label}: {rec.victim} {rec.note}" if rec.ok else f"kill of {k.label} FAILED: {rec.error}")
-        half = k.kind in ("nats-node", "stream-leader")
+        half = k.kind in NODE_KINDS
         await asyncio.sleep(min(cfg.gap_s / 2 if half else cfg.gap_s, deadline.left()))
         t_down = time.monotonic()
         for i, node in enumerate(cluster.servers):  # a NATS node comes back after half the gap, as an operator's
