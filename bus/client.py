@@ -47,6 +47,10 @@ RESUME_POLL_S = 0.005
 # (checked every 2 s: a lost consumer is re-created 2-4 s after the node's death, or as soon as the stream has a
 # leader again), and a leader elected for a followed stream resumes its follows at once (``_on_leader_elected``).
 FOLLOW_HEARTBEAT_S = 1.0
+# one read or write of a KV bucket (``Bus.kv``) not answered within this long fails as a timeout (transient: the
+# handler's message is handed back and tried again). While a bucket elects a leader (its node died) its reads and
+# writes go unanswered: with the JetStream context's 10 s, each one held its handler 10 s past the election
+KV_TIMEOUT_S = 2.0
 ELECTED_ADVISORY = "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED"  # .<stream>: published when a stream elects a leader
 # a request sent before a disconnect is answered within this long after the reconnect, or never (the server
 # that should answer it is gone, or answered into the dead connection): then it fails as a timeout at once
@@ -194,6 +198,7 @@ class Bus:
         self.nc = nc
         self.replicas = replicas
         self.js = FencedJetStream(nc, timeout=10.0)
+        self.js_kv = FencedJetStream(nc, timeout=KV_TIMEOUT_S)  # what the KV buckets of ``kv`` are opened through
         self.ack_wait = DEFAULT_ACK_WAIT_S  # of the durable consumers (``consume``); a leased actor's is shorter
         self.subjects = subjects
         self.name = name
@@ -418,20 +423,28 @@ class Bus:
             pause = min(pause * 2, 1.0)
 
     async def kv(self, bucket: str) -> KeyValue:
+        """The KV bucket (made when missing), its reads and writes bounded by ``KV_TIMEOUT_S`` each, its writes
+        fenced like the streams'."""
         if bucket not in self._kv:
             try:
-                self._kv[bucket] = await self.js.key_value(bucket)
+                self._kv[bucket] = self._quick(await self.js.key_value(bucket))
             except nats.js.errors.BucketNotFoundError:
                 try:
-                    self._kv[bucket] = await self.js.create_key_value(
+                    await self.js.create_key_value(
                         config=api.KeyValueConfig(
                             bucket=bucket, history=1, storage=api.StorageType.FILE, replicas=self.replicas
                         )
                     )
                 except nats.js.errors.BadRequestError:  # created meanwhile by another process
                     await self.wait_leader(f"KV_{bucket}")
-                    self._kv[bucket] = await self.js.key_value(bucket)
+                self._kv[bucket] = self._quick(await self.js.key_value(bucket))
         return self._kv[bucket]
+
+    def _quick(self, kv: KeyValue) -> KeyValue:
+        """``kv`` with its reads and writes through ``js_kv`` (bounded by KV_TIMEOUT_S, fenced): bound with the
+        JetStream context's longer timeout (the bucket's info), used with the short one."""
+        kv._js = self.js_kv  # (nats-py keeps the context it makes every request through here)
+        return kv
 
     def set_fence(self, fence: Fence | None) -> None:
         """From now on every stream and KV write through this bus asks ``fence`` first (bus/lease.py).
@@ -442,6 +455,7 @@ class Bus:
         while disconnected raises ``OutboundBufferLimitError``, transient: retried through the fence) and what
         is left unsent at a disconnect is dropped (``_drop_unsent``)."""
         self.js.fence = fence
+        self.js_kv.fence = fence
         if fence is not None:
             self.nc._max_pending_size = 0  # (nats-py's ``pending_size``; read at every publish)
 
