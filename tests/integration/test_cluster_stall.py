@@ -18,7 +18,7 @@ from pathlib import Path
 import nats
 from nats.js import api
 
-from bus.client import FOLLOW_HEARTBEAT_S, Bus
+from bus.client import FOLLOW_HEARTBEAT_S, KV_TIMEOUT_S, Bus, is_transient
 from bus.cluster import NatsCluster
 from bus.lease import LeaseDriver
 from schemas.messages import RiskAlert
@@ -230,3 +230,39 @@ async def test_every_follow_asks_for_short_idle_heartbeats(nats_url: str, prefix
     info = await sub.consumer_info()
     assert info.config.idle_heartbeat == FOLLOW_HEARTBEAT_S <= 1.0
     assert info.config.deliver_policy in (api.DeliverPolicy.ALL, api.DeliverPolicy.BY_START_SEQUENCE)
+
+
+async def test_a_kv_read_while_its_bucket_elects_a_leader_fails_soon_and_is_answered_after(tmp_path: Path) -> None:
+    """Regression (make chaos, the stream leader killed): the order-router's KV reads (``Bus.kv``) were made through
+    the JetStream context's 10 s timeout; while the bucket elected a leader a read went unanswered, and held its
+    handler 10 s, twice in a row in one run (27 s). Each try now fails within KV_TIMEOUT_S (transient: tried again)."""
+    subjects = Subjects("kvstall")
+    with NatsCluster(tmp_path, 3) as cluster:
+        names = [n.name for n in cluster.servers]
+        admin = await nats.connect(servers=cluster.url.split(","), max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+        bus = await Bus.connect(cluster.servers[0].url, name="kv", subjects=subjects, replicas=3, connect_timeout=10)
+        try:
+            kv = await bus.kv(subjects.kv_state)
+            await kv.put("k", b"v")
+            stream = f"KV_{subjects.kv_state}"
+            victim = await _lead_elsewhere(admin, stream, {names[0]})  # our own connection stays up
+            await asyncio.to_thread(cluster.kill, names.index(victim))
+            tries: list[float] = []
+            deadline = time.monotonic() + 60
+            while True:
+                t0 = time.monotonic()
+                try:
+                    entry = await kv.get("k")
+                    tries.append(time.monotonic() - t0)
+                    break
+                except Exception as e:
+                    tries.append(time.monotonic() - t0)
+                    assert is_transient(e), e
+                    assert time.monotonic() < deadline, "the bucket was never readable again"
+                    await asyncio.sleep(0.1)
+            print("tries (s):", [round(t, 2) for t in tries])
+            assert entry.value == b"v"
+            assert max(tries) < KV_TIMEOUT_S + 3.0, tries  # (10 s each before)
+        finally:
+            await bus.abort()
+            await admin.close()
