@@ -147,3 +147,30 @@ async def stream_leaders(js: nats.js.JetStreamContext, streams: list[str]) -> Co
         if info.cluster is not None and info.cluster.leader:
             out[info.cluster.leader] += 1
     return out
+
+
+def deployment_streams(subjects: Subjects, actors: tuple[str, ...]) -> list[str]:
+    """Every stream of a deployment: its streams, its KV buckets (``KV_<bucket>``) and its actors' lease buckets."""
+    buckets = [subjects.kv_state, subjects.kv_paper, subjects.kv_credentials, subjects.kv_transition]
+    buckets += [subjects.kv_lease(a) for a in actors]
+    return [spec.name for spec in subjects.streams()] + [f"KV_{b}" for b in buckets]
+
+
+async def not_whole(js: nats.js.JetStreamContext, streams: list[str]) -> list[str]:
+    """The streams without a leader, or with a replica offline or not current (empty: the cluster is whole again
+    after a NATS node came back; a stream that does not answer counts as not whole)."""
+    out: list[str] = []
+    for s in streams:
+        try:
+            info = await asyncio.wait_for(js.stream_info(s), 5.0)
+        except nats.js.errors.NotFoundError:
+            continue  # (a bucket never made: a role that has not started)
+        except Exception:
+            out.append(s)
+            continue
+        c = info.cluster
+        if c is None:
+            continue  # one server, no cluster
+        if not c.leader or any(r.offline or not r.current for r in c.replicas or []):
+            out.append(s)
+    return out
