@@ -25,11 +25,13 @@ from nats.js.kv import KeyValue
 
 from bus.client import Bus
 from bus.errors import LeaseLost, Transient
-from domain.lease import Lease, LeaseTimings, Phase, timings
+from domain.lease import Lease, LeaseTimings, Phase, preferred_leader, timings
 from schemas.messages import LeaseRecord, now_ms
+from schemas.subjects import ACTORS as ROLES
 
 _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder(LeaseRecord)
+_enc_json = msgspec.json.encode
 WRONG_LAST = (10071, 10164)  # JetStream: wrong last sequence
 
 
@@ -211,8 +213,36 @@ class LeaseDriver:
         lease.renewed(sent, int(got))
         self._fenced_logged = False
 
+    async def place(self) -> None:
+        """Best effort, once this instance holds the lease: ask for the role's bucket to be led by its preferred node
+        (``preferred_leader``; a leader stepdown naming it, nats-server 2.11+), so that the lease buckets' leaders
+        spread over the nodes (made at the same moment, they tend to have one leader) and a node's death stops only
+        the roles whose bucket it leads. Skipped when that node leads it already, is offline or not current."""
+        stream = f"KV_{self.bus.subjects.kv_lease(self.role)}"
+        try:
+            info = await self.bus.js.stream_info(stream)
+            c = info.cluster
+            if c is None or not c.leader or not c.replicas:
+                return
+            ready = {r.name for r in c.replicas if r.name and r.current and not r.offline} | {c.leader}
+            want = preferred_leader(self.role, [c.leader, *(r.name for r in c.replicas if r.name)], ROLES)
+            if want == c.leader or want not in ready:
+                return
+            body = _enc_json({"placement": {"preferred": want}})
+            await self.bus.nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", body, timeout=2.0)
+            self.log.info("lease {}: its bucket's leader moved from {} to {}", self.role, c.leader, want)
+        except Exception as e:  # (an older nats-server, no permission, an election under way: left where it is)
+            self.log.debug("lease {}: bucket leader not moved ({})", self.role, e)
+
     async def run(self) -> None:
         """Renew until stopped or lost (then ``on_lost`` with the reason)."""
+        placing = asyncio.create_task(self.place(), name=f"lease {self.role}: place")
+        try:
+            await self._renew_until_done()
+        finally:
+            placing.cancel()
+
+    async def _renew_until_done(self) -> None:
         lease = self.lease
         while lease.phase is Phase.ACTIVE and not self._stopping.is_set():
             await self._wait(lease.next_wakeup(self.clock()))

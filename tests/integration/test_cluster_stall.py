@@ -92,10 +92,12 @@ async def test_killing_the_leader_of_one_roles_lease_bucket_closes_only_that_rol
                 await asyncio.wait_for(d.acquire(), 60)
                 runs.append(asyncio.create_task(d.run()))
             victim_bucket, other_bucket = (f"KV_{subjects.kv_lease(r)}" for r in roles)
+            # each active asks for its bucket to be led by its role's node (LeaseDriver.place): different nodes
+            if victim_bucket != other_bucket:  # (one bucket for every role: one leader, never apart)
+                leaders = await eventually(lambda: _apart(admin, victim_bucket, other_bucket), timeout=30, what="apart")
+                await asyncio.sleep(1.0)  # (settled: nothing moves them any more)
+                assert await _leader(admin, other_bucket) == leaders[1]
             victim = await _leader(admin, victim_bucket)
-            if other_bucket != victim_bucket:  # the other role's bucket led elsewhere (one bucket for all: never)
-                await _lead_elsewhere(admin, other_bucket, {victim})
-                victim = await _lead_elsewhere(admin, victim_bucket, {await _leader(admin, other_bucket)})
             for role, d in drivers.items():  # both renewing, fences open, before the kill
                 await eventually(lambda d=d: _ok(d), timeout=15, what=f"{role} may write")
             closed = dict.fromkeys(roles, 0.0)
@@ -121,6 +123,12 @@ async def test_killing_the_leader_of_one_roles_lease_bucket_closes_only_that_rol
             for b in buses:
                 await b.abort()
             await admin.close()
+
+
+async def _apart(nc: nats.NATS, a: str, b: str) -> tuple[str, str] | None:
+    """The leaders of streams ``a`` and ``b`` when they are two different nodes (None: not yet)."""
+    la, lb = await _leader(nc, a), await _leader(nc, b)
+    return (la, lb) if la != lb else None
 
 
 async def _ok(d: LeaseDriver) -> bool:

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from domain.lease import preferred_leader
 from schemas.subjects import ACTORS, Subjects, lease_bucket
 
 BUCKET_RE = re.compile(r"^[A-Za-z0-9_-]+$")  # JetStream's rule for a KV bucket's name
@@ -42,3 +43,16 @@ def test_the_bucket_names_of_the_actors_and_their_partitions() -> None:
 def test_a_role_that_is_no_actors_name_gets_no_bucket(bad: str) -> None:
     with pytest.raises(ValueError, match="lease role"):
         lease_bucket("TBX_LEASES", bad)
+
+
+def test_the_lease_buckets_leaders_are_dealt_round_the_nodes() -> None:
+    """LeaseDriver.place asks for each role's bucket to be led by ``preferred_leader``: the actors spread evenly (two
+    per node of three), a partition moves one place on, and the answer does not depend on the peers' order."""
+    peers = ["n3", "n1", "n2"]
+    homes = [preferred_leader(a, peers, ACTORS) for a in ACTORS]
+    assert sorted(homes) == ["n1", "n1", "n2", "n2", "n3", "n3"]
+    assert preferred_leader("order-router.p1", peers, ACTORS) != preferred_leader("order-router", peers, ACTORS)
+    assert preferred_leader("md-feed", ["n2", "n1", "n3"], ACTORS) == preferred_leader("md-feed", peers, ACTORS)
+    assert preferred_leader("unknown-role", peers, ACTORS) == preferred_leader("unknown-role", peers, ACTORS)
+    with pytest.raises(ValueError):
+        preferred_leader("md-feed", [], ACTORS)
