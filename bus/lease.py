@@ -33,6 +33,7 @@ _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder(LeaseRecord)
 _enc_json = msgspec.json.encode
 WRONG_LAST = (10071, 10164)  # JetStream: wrong last sequence
+PLACE_EVERY_S = 5.0  # the active checks this often that its lease bucket is led by its role's preferred node
 
 
 def _mono_ms() -> float:
@@ -235,12 +236,18 @@ class LeaseDriver:
             self.log.debug("lease {}: bucket leader not moved ({})", self.role, e)
 
     async def run(self) -> None:
-        """Renew until stopped or lost (then ``on_lost`` with the reason)."""
-        placing = asyncio.create_task(self.place(), name=f"lease {self.role}: place")
+        """Renew until stopped or lost (then ``on_lost`` with the reason); meanwhile keep the role's bucket led by its
+        preferred node (``place``, every PLACE_EVERY_S: a node's death moves leaders onto the others)."""
+        placing = asyncio.create_task(self._keep_placed(), name=f"lease {self.role}: place")
         try:
             await self._renew_until_done()
         finally:
             placing.cancel()
+
+    async def _keep_placed(self) -> None:
+        while not self._stopping.is_set():
+            await self.place()
+            await self._wait(self.clock() + PLACE_EVERY_S * 1000)
 
     async def _renew_until_done(self) -> None:
         lease = self.lease

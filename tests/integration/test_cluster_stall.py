@@ -21,8 +21,9 @@ from nats.js import api
 from bus.client import FOLLOW_HEARTBEAT_S, KV_TIMEOUT_S, Bus, is_transient
 from bus.cluster import NatsCluster
 from bus.lease import LeaseDriver
+from domain.lease import preferred_leader
 from schemas.messages import RiskAlert
-from schemas.subjects import Subjects
+from schemas.subjects import ACTORS, Subjects
 from tests.helpers import eventually
 
 FAILOVER_MS = 2000
@@ -94,9 +95,11 @@ async def test_killing_the_leader_of_one_roles_lease_bucket_closes_only_that_rol
             victim_bucket, other_bucket = (f"KV_{subjects.kv_lease(r)}" for r in roles)
             # each active asks for its bucket to be led by its role's node (LeaseDriver.place): different nodes
             if victim_bucket != other_bucket:  # (one bucket for every role: one leader, never apart)
-                leaders = await eventually(lambda: _apart(admin, victim_bucket, other_bucket), timeout=30, what="apart")
-                await asyncio.sleep(1.0)  # (settled: nothing moves them any more)
-                assert await _leader(admin, other_bucket) == leaders[1]
+                homes = tuple(preferred_leader(r, names, ACTORS) for r in roles)
+                assert homes[0] != homes[1]
+                await eventually(
+                    lambda: _led_by(admin, (victim_bucket, other_bucket), homes), timeout=30, what="placed"
+                )
             victim = await _leader(admin, victim_bucket)
             for role, d in drivers.items():  # both renewing, fences open, before the kill
                 await eventually(lambda d=d: _ok(d), timeout=15, what=f"{role} may write")
@@ -125,10 +128,9 @@ async def test_killing_the_leader_of_one_roles_lease_bucket_closes_only_that_rol
             await admin.close()
 
 
-async def _apart(nc: nats.NATS, a: str, b: str) -> tuple[str, str] | None:
-    """The leaders of streams ``a`` and ``b`` when they are two different nodes (None: not yet)."""
-    la, lb = await _leader(nc, a), await _leader(nc, b)
-    return (la, lb) if la != lb else None
+async def _led_by(nc: nats.NATS, streams: tuple[str, ...], nodes: tuple[str, ...]) -> bool:
+    """Is each stream led by its node?"""
+    return all([await _leader(nc, s) == n for s, n in zip(streams, nodes, strict=True)])
 
 
 async def _ok(d: LeaseDriver) -> bool:
