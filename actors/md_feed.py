@@ -321,8 +321,8 @@ class MarketDataFeed(Actor):
                     await self.publish_book(self.event_market.book(pair, self.fill_clock.steps, now_ms()))
 
         s = self.subjects
-        # heartbeats every second: a follow whose consumer died with a NATS node is re-made within seconds, not 10
-        await self.bus.replay(stream=s.s_fills, subject=s.fills(), type_=Fill, handler=on_fill, idle_heartbeat=1.0)
+        # (like every follow: heartbeats every second, a consumer that died with a NATS node is re-made within seconds)
+        await self.bus.replay(stream=s.s_fills, subject=s.fills(), type_=Fill, handler=on_fill)
         self.clock_ready = True
         self.log.info("synthetic clock by events: {} orders filled so far", sum(self.fill_clock.steps.values()))
 

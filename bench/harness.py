@@ -66,6 +66,7 @@ from nats.aio.msg import Msg as NatsMsg
 
 from bench import routing
 from bench.ledger_bench import VALUATION_SIZES, pct, valuation_samples
+from bench.service_env import ACCEPT_EVERY_ORDER
 from bus.client import ERROR_HEADER
 from bus.codec import encode
 from bus.embedded import EmbeddedNats, _die_with_parent, find_binary, free_port
@@ -82,23 +83,7 @@ RAW_PAYLOAD = b"x" * 200
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # tbx run's settings for the load: every order a real accepted and filled one, never a denial
-SERVICE_ENV = {
-    "HOST": "127.0.0.1",
-    "MARKET_DATA": "synthetic",
-    "PAIRS": PAIR,
-    "INITIAL_BALANCE": "1000000000000",
-    "MAX_ORDERS_PER_SECOND": "1000000",
-    "MAX_POSITION_SIZE": "1",
-    "MAX_TOTAL_EXPOSURE": "100",
-    "MAX_DAILY_LOSS": "1",
-    "PRICE_BAND_PERCENT": "0",
-    "ALLOW_SHORT": "true",
-    "STOP_LOSS_ENABLED": "false",
-    "SIGNAL_DEDUPE_WINDOW": "0",
-    "MIN_CONFIDENCE": "0",
-    "DEFAULT_ORDER_TIMEOUT": "0",
-    "LOG_LEVEL": "WARNING",
-}
+SERVICE_ENV = ACCEPT_EVERY_ORDER | {"PAIRS": PAIR, "INITIAL_BALANCE": "1000000000000", "LOG_LEVEL": "WARNING"}
 
 # targets of issue 7
 T_SIGNAL_P50_RAW = 5.0

@@ -42,6 +42,16 @@ MSG_ID_HEADER = "Nats-Msg-Id"
 LEASE_HEADER = "Tbx-Lease"  # on every stream / KV write of a leased actor: "<role>:<lease revision>"
 RESUME_CREATE_WAIT_S = 2.0  # how long one re-created ordered consumer may take before it is asked for again
 RESUME_POLL_S = 0.005
+# a followed stream's ordered consumer lives on one NATS node: when that node dies, nats-py notices only once two
+# idle heartbeats are missed (its default 5 s: up to 10-20 s) and then re-creates it. Every follow asks for this one
+# (checked every 2 s: a lost consumer is re-created 2-4 s after the node's death, or as soon as the stream has a
+# leader again), and a leader elected for a followed stream resumes its follows at once (``_on_leader_elected``).
+FOLLOW_HEARTBEAT_S = 1.0
+# one read or write of a KV bucket (``Bus.kv``) not answered within this long fails as a timeout (transient: the
+# handler's message is handed back and tried again). While a bucket elects a leader (its node died) its reads and
+# writes go unanswered: with the JetStream context's 10 s, each one held its handler 10 s past the election
+KV_TIMEOUT_S = 2.0
+ELECTED_ADVISORY = "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED"  # .<stream>: published when a stream elects a leader
 # a request sent before a disconnect is answered within this long after the reconnect, or never (the server
 # that should answer it is gone, or answered into the dead connection): then it fails as a timeout at once
 LOST_REQUEST_GRACE_S = 0.5
@@ -188,6 +198,7 @@ class Bus:
         self.nc = nc
         self.replicas = replicas
         self.js = FencedJetStream(nc, timeout=10.0)
+        self.js_kv = FencedJetStream(nc, timeout=KV_TIMEOUT_S)  # what the KV buckets of ``kv`` are opened through
         self.ack_wait = DEFAULT_ACK_WAIT_S  # of the durable consumers (``consume``); a leased actor's is shorter
         self.subjects = subjects
         self.name = name
@@ -201,6 +212,8 @@ class Bus:
         self._synced = asyncio.Event()  # connected, and every followed stream resumed after the last reconnect
         self._synced.set()
         self._resume_task: asyncio.Task[None] | None = None
+        self._elected_sub: Subscription | None = None  # stream leader elections (``_on_leader_elected``)
+        self._resuming: dict[int, asyncio.Task[None]] = {}  # id(follow) -> its resume after an election
         self._in_flight_at_disconnect: set[str] = set()
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -366,8 +379,7 @@ class Bus:
             self.subjects.kv_paper,
             self.subjects.kv_credentials,
             self.subjects.kv_transition,
-            self.subjects.kv_leases,
-        ):
+        ):  # (the lease buckets, one per role, are made by the lease's driver: bus/lease.py)
             await self.kv(bucket)
             names.append(f"KV_{bucket}")
             info = await self.js.stream_info(f"KV_{bucket}")  # a bucket is a stream: its replicas raised alike
@@ -412,20 +424,28 @@ class Bus:
             pause = min(pause * 2, 1.0)
 
     async def kv(self, bucket: str) -> KeyValue:
+        """The KV bucket (made when missing), its reads and writes bounded by ``KV_TIMEOUT_S`` each, its writes
+        fenced like the streams'."""
         if bucket not in self._kv:
             try:
-                self._kv[bucket] = await self.js.key_value(bucket)
+                self._kv[bucket] = self._quick(await self.js.key_value(bucket))
             except nats.js.errors.BucketNotFoundError:
                 try:
-                    self._kv[bucket] = await self.js.create_key_value(
+                    await self.js.create_key_value(
                         config=api.KeyValueConfig(
                             bucket=bucket, history=1, storage=api.StorageType.FILE, replicas=self.replicas
                         )
                     )
                 except nats.js.errors.BadRequestError:  # created meanwhile by another process
                     await self.wait_leader(f"KV_{bucket}")
-                    self._kv[bucket] = await self.js.key_value(bucket)
+                self._kv[bucket] = self._quick(await self.js.key_value(bucket))
         return self._kv[bucket]
+
+    def _quick(self, kv: KeyValue) -> KeyValue:
+        """``kv`` with its reads and writes through ``js_kv`` (bounded by KV_TIMEOUT_S, fenced): bound with the
+        JetStream context's longer timeout (the bucket's info), used with the short one."""
+        kv._js = self.js_kv  # (nats-py keeps the context it makes every request through here)
+        return kv
 
     def set_fence(self, fence: Fence | None) -> None:
         """From now on every stream and KV write through this bus asks ``fence`` first (bus/lease.py).
@@ -436,6 +456,7 @@ class Bus:
         while disconnected raises ``OutboundBufferLimitError``, transient: retried through the fence) and what
         is left unsent at a disconnect is dropped (``_drop_unsent``)."""
         self.js.fence = fence
+        self.js_kv.fence = fence
         if fence is not None:
             self.nc._max_pending_size = 0  # (nats-py's ``pending_size``; read at every publish)
 
@@ -460,14 +481,18 @@ class Bus:
         if self.js.fence is not None:
             self.js.fence()
 
-    async def lease_kv(self, timeout: float) -> KeyValue:
-        """The leases bucket through a context of its own, never fenced (the lease itself is written there)."""
+    async def lease_kv(self, role: str, timeout: float) -> KeyValue:
+        """The lease bucket of ``role`` (``Subjects.kv_lease``) through a context of its own, never fenced (the lease
+        itself is written there); made (``NATS_REPLICAS`` replicas) and waited for until it has a leader when it is
+        not there yet. Raises a transient error (timeout, no leader yet) for the caller to ask again."""
+        bucket = self.subjects.kv_lease(role)
         js = self.nc.jetstream(timeout=timeout)
         try:
-            return await js.key_value(self.subjects.kv_leases)
+            return await js.key_value(bucket)
         except nats.js.errors.BucketNotFoundError:
-            await self.kv(self.subjects.kv_leases)
-            return await js.key_value(self.subjects.kv_leases)
+            await self.kv(bucket)
+            await self.wait_leader(f"KV_{bucket}")
+            return await js.key_value(bucket)
 
     # ------------------------------------------------------------------------------------------------
     async def publish(self, subject: str, msg: Any, headers: dict[str, str] | None = None) -> None:
@@ -773,7 +798,7 @@ class Bus:
         start_seq: int = 1,
         start_time: int | None = None,
         follow: bool = True,
-        idle_heartbeat: float | None = None,
+        idle_heartbeat: float = FOLLOW_HEARTBEAT_S,
     ) -> Subscription | None:
         """Read a stream in order from ``start_seq`` (an ordered consumer).
 
@@ -781,7 +806,8 @@ class Bus:
         takes), so an actor can rebuild its state before it serves anything. With ``follow`` later
         messages keep arriving in order; without it (an actor re-reading what it wrote itself) the
         reading stops there. ``start_time`` (epoch ms): from the first message stored at or after it.
-        ``idle_heartbeat`` (s, default nats-py's 5): how soon a consumer lost with its NATS node is noticed.
+        ``idle_heartbeat`` (s, ``FOLLOW_HEARTBEAT_S``): a consumer lost with its NATS node is re-created after two
+        missed heartbeats (nats-py's own check; its default, 5 s, left a follow 10-20 s behind after a node's death).
         """
         caught_up = asyncio.Event()
         # handled from start_seq - 1 on: a follow that starts past the end counts as caught up at once
@@ -821,8 +847,7 @@ class Bus:
                 opt_start_seq=start_seq if start_seq > 1 else None,
                 filter_subject=subject,
             )
-        if idle_heartbeat is not None:  # nats-py re-creates an ordered consumer whose heartbeats stop (its node died)
-            config.idle_heartbeat = idle_heartbeat
+        config.idle_heartbeat = idle_heartbeat  # nats-py re-creates an ordered consumer whose heartbeats stop
         sub = await self.js.subscribe(
             subject, stream=stream, cb=cb, ordered_consumer=True, config=config, pending_msgs_limit=-1
         )
@@ -843,7 +868,46 @@ class Bus:
             return None
         follow_state.sub = sub
         self._follows.append(follow_state)
+        await self._watch_elections()
         return sub
+
+    async def _watch_elections(self) -> None:
+        """Once a stream is followed: hear of every stream leader elected (a JetStream advisory), to resume the
+        follows of that stream at once. Without the permission to subscribe to advisories, the heartbeats remain."""
+        if self._elected_sub is not None:
+            return
+        self._elected_sub = await self.nc.subscribe(f"{ELECTED_ADVISORY}.*", cb=self._on_leader_elected)
+        self._subs.append(self._elected_sub)
+
+    async def _on_leader_elected(self, msg: NatsMsg) -> None:
+        """A stream elected a leader (its former one died or stepped down): the ordered consumers of our follows of
+        that stream may have died with the old leader's node; nats-py would notice only after two missed heartbeats
+        and then ask for a new one, so resume them now, each from the message after the last one handled (what was
+        handled already is skipped). A follow whose consumer is alive elsewhere just gets a fresh one."""
+        if self._resume_task is not None and not self._resume_task.done():
+            return  # a reconnect's resume of every follow is under way
+        stream = msg.subject.rsplit(".", 1)[-1]
+        for f in self._follows:
+            if f.stream != stream or f.sub is None or not self.nc.is_connected:
+                continue
+            running = self._resuming.get(id(f))
+            if running is not None and not running.done():
+                continue
+            logger.bind(actor=self.name).info(
+                "stream {} elected a leader: resuming its follow of {}", stream, f.subject
+            )
+            task = asyncio.create_task(self._resume_quietly(f), name=f"{self.name}:resume {f.subject}")
+            self._resuming[id(f)] = task
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _resume_quietly(self, f: _Follow) -> None:
+        try:
+            await self._resume(f)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # (the heartbeats, or the next election, will see to it)
+            logger.bind(actor=self.name).warning("resuming the follow of {} failed: {}", f.subject, _name(e))
 
     # ------------------------------------------------------------------------------------------------
     def _resume_all(self) -> None:
@@ -852,6 +916,9 @@ class Bus:
         that a restarted nats-server no longer has. ``in_sync`` is False until each has caught up."""
         if self._resume_task is not None and not self._resume_task.done():
             self._resume_task.cancel()
+        for task in self._resuming.values():  # (never two resets of one follow at once)
+            task.cancel()
+        self._resuming.clear()
         if not self._follows:
             self._synced.set()
             return

@@ -25,6 +25,37 @@ from bus.errors import BusUnavailable
 HOST = "127.0.0.1"
 
 
+# -- processes by pid (also bench/chaos/launcher.py's) ----------------------------------------------------------
+def running(proc: subprocess.Popen[bytes] | None) -> bool:
+    return proc is not None and proc.poll() is None
+
+
+def signal_and_reap(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL, wait: float = 10.0) -> None:
+    """Send ``sig`` to ``proc`` by its pid and wait until it is gone (SIGKILL once ``wait`` s have passed)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, sig)
+    try:
+        proc.wait(wait)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(5.0)
+
+
+def stop_by_pid(procs: list[subprocess.Popen[bytes]], timeout: float = 5.0) -> None:
+    """SIGTERM every one still running, by pid; SIGKILL those left after ``timeout``; each reaped."""
+    live = [p for p in procs if running(p)]
+    for proc in live:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for proc in live:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            signal_and_reap(proc)
+
+
 @dataclass(slots=True)
 class Node:
     name: str
@@ -45,7 +76,7 @@ class Node:
 
     @property
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return running(self.proc)
 
 
 class NatsCluster:
@@ -152,17 +183,13 @@ class NatsCluster:
     def kill(self, i: int, sig: int = signal.SIGKILL) -> None:
         """Send ``sig`` to node ``i`` (by its pid); with SIGKILL/SIGTERM, wait until it is gone."""
         node = self.servers[i]
-        if node.proc is None or node.proc.poll() is not None:
+        if node.proc is None or not running(node.proc):
+            return
+        if sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT):
+            signal_and_reap(node.proc, sig)
             return
         with contextlib.suppress(ProcessLookupError):
             os.kill(node.proc.pid, sig)
-        if sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT):
-            try:
-                node.proc.wait(10.0)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(node.proc.pid, signal.SIGKILL)
-                node.proc.wait(5.0)
 
     def restart(self, i: int, timeout: float = 30.0) -> None:
         """Start node ``i`` again on its ports and store (killing it first if it still runs)."""
@@ -172,21 +199,10 @@ class NatsCluster:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop every node by its pid: SIGTERM, then SIGKILL after ``timeout``."""
+        procs = [n.proc for n in self.servers if n.proc is not None]
         for node in self.servers:
-            if node.proc is not None and node.proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(node.proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for node in self.servers:
-            proc, node.proc = node.proc, None
-            if proc is None:
-                continue
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(5.0)
+            node.proc = None
+        stop_by_pid(procs, timeout)
 
     def _tail(self, node: Node, n: int = 5) -> str:
         try:

@@ -1,4 +1,5 @@
-"""The leadership lease on the bus: one key per role in the ``<PREFIX>_LEASES`` KV bucket.
+"""The leadership lease on the bus: one KV bucket per role, ``<PREFIX>_LEASES_<role>`` (``Subjects.kv_lease``),
+holding one key, the role.
 
 A thin driver around ``domain/lease.py``: it reads and writes the key (create, update naming the revision,
 delete naming the revision), reads the monotonic clock, and asks the rules what to do. ``acquire()`` returns
@@ -23,13 +24,16 @@ from loguru import logger
 from nats.js.kv import KeyValue
 
 from bus.client import Bus
-from bus.errors import LeaseLost
-from domain.lease import Lease, LeaseTimings, Phase, timings
+from bus.errors import LeaseLost, Transient
+from domain.lease import Lease, LeaseTimings, Phase, preferred_leader, timings
 from schemas.messages import LeaseRecord, now_ms
+from schemas.subjects import ACTORS as ROLES
 
 _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder(LeaseRecord)
+_enc_json = msgspec.json.encode
 WRONG_LAST = (10071, 10164)  # JetStream: wrong last sequence
+PLACE_EVERY_S = 5.0  # the active checks this often that its lease bucket is led by its role's preferred node
 
 
 def _mono_ms() -> float:
@@ -103,7 +107,7 @@ class LeaseDriver:
     # -- the key ------------------------------------------------------------------------------------------
     async def _kv(self) -> KeyValue:
         if self.kv is None:
-            self.kv = await self.bus.lease_kv(timeout=self.t.request_ms / 1000)
+            self.kv = await self.bus.lease_kv(self.role, timeout=self.t.request_ms / 1000)
         return self.kv
 
     async def _read(self) -> tuple[int | None, str | None]:
@@ -150,7 +154,7 @@ class LeaseDriver:
                 raise LeaseLost(f"{self.role}: lease {lease.phase}")
             try:
                 rev, holder = await self._read()
-            except (TimeoutError, nats.errors.Error) as e:
+            except (TimeoutError, nats.errors.Error, Transient) as e:
                 self.log.warning("lease {}: cannot read the key ({}); again", self.role, str(e) or type(e).__name__)
                 lease.read_failed()  # the time waited so far no longer counts
                 await self._wait(self.clock() + self.t.poll_ms)
@@ -210,8 +214,42 @@ class LeaseDriver:
         lease.renewed(sent, int(got))
         self._fenced_logged = False
 
+    async def place(self) -> None:
+        """Best effort, once this instance holds the lease: ask for the role's bucket to be led by its preferred node
+        (``preferred_leader``; a leader stepdown naming it, nats-server 2.11+), so that the lease buckets' leaders
+        spread over the nodes (made at the same moment, they tend to have one leader) and a node's death stops only
+        the roles whose bucket it leads. Skipped when that node leads it already, is offline or not current."""
+        stream = f"KV_{self.bus.subjects.kv_lease(self.role)}"
+        try:
+            info = await self.bus.js.stream_info(stream)
+            c = info.cluster
+            if c is None or not c.leader or not c.replicas:
+                return
+            ready = {r.name for r in c.replicas if r.name and r.current and not r.offline} | {c.leader}
+            want = preferred_leader(self.role, [c.leader, *(r.name for r in c.replicas if r.name)], ROLES)
+            if want == c.leader or want not in ready:
+                return
+            body = _enc_json({"placement": {"preferred": want}})
+            await self.bus.nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", body, timeout=2.0)
+            self.log.info("lease {}: its bucket's leader moved from {} to {}", self.role, c.leader, want)
+        except Exception as e:  # (an older nats-server, no permission, an election under way: left where it is)
+            self.log.debug("lease {}: bucket leader not moved ({})", self.role, e)
+
     async def run(self) -> None:
-        """Renew until stopped or lost (then ``on_lost`` with the reason)."""
+        """Renew until stopped or lost (then ``on_lost`` with the reason); meanwhile keep the role's bucket led by its
+        preferred node (``place``, every PLACE_EVERY_S: a node's death moves leaders onto the others)."""
+        placing = asyncio.create_task(self._keep_placed(), name=f"lease {self.role}: place")
+        try:
+            await self._renew_until_done()
+        finally:
+            placing.cancel()
+
+    async def _keep_placed(self) -> None:
+        while not self._stopping.is_set():
+            await self.place()
+            await self._wait(self.clock() + PLACE_EVERY_S * 1000)
+
+    async def _renew_until_done(self) -> None:
         lease = self.lease
         while lease.phase is Phase.ACTIVE and not self._stopping.is_set():
             await self._wait(lease.next_wakeup(self.clock()))

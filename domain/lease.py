@@ -24,6 +24,7 @@ key: the lease is lost for good, and the instance must stop and start again as a
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -247,3 +248,15 @@ class Lease:
                 wake = min(wake, self.seen_since + self.t.takeover_ms)
             return max(now, wake)
         return now + self.t.poll_ms
+
+
+def preferred_leader(role: str, peers: list[str], roles: tuple[str, ...]) -> str:
+    """The NATS node that should lead ``role``'s lease bucket: the roles (``roles``, in their order; a partition
+    ``<name>.p<k>`` counts k places after its actor) dealt round the bucket's peers (sorted by name), so that the
+    buckets' leaders spread evenly and one node's death stops as few roles as possible. A role not in ``roles``:
+    by a stable hash of its name."""
+    if not peers:
+        raise ValueError("no peers")
+    name, _, part = role.partition(".p")
+    slot = roles.index(name) + (int(part) if part.isdigit() else 0) if name in roles else zlib.crc32(role.encode())
+    return sorted(peers)[slot % len(peers)]

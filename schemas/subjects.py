@@ -223,16 +223,28 @@ class Subjects:
         """The paper exchange's own store (it behaves like an outside venue)."""
         return self.bucket_name("PAPER")
 
-    @property
-    def kv_leases(self) -> str:
-        """Leadership leases: one key per role (``order-router``, ``order-router.p1``), the active instance's
-        ``LeaseRecord`` (bus/lease.py)."""
-        return self.bucket_name("LEASES")
+    def kv_lease(self, role: str) -> str:
+        """The leadership lease bucket of one role (``order-router``, ``order-router.p1``): ``<PREFIX>_LEASES_<role>``
+        with the role's ``.`` as ``_`` (``TBX_LEASES_order-router_p1``), one key (the role): the active instance's
+        ``LeaseRecord`` (bus/lease.py). A bucket per role, so that the leaders of the buckets spread over the NATS
+        nodes and a node's death stalls only the renewals of the roles whose bucket it led (issue 19)."""
+        return lease_bucket(self.bucket_name("LEASES"), role)
 
     @property
     def kv_credentials(self) -> str:
         """Venue keys sealed with AES-256-GCM, key ``<venue>.<environment>`` (config/credential_store.py)."""
         return self.bucket_name("CREDENTIALS")
+
+
+ROLE_RE = re.compile(r"^[a-z][a-z0-9-]*(\.p[0-9]+)?$")
+
+
+def lease_bucket(base: str, role: str) -> str:
+    """``<base>_<role>`` with the partition's ``.`` as ``_``: a valid KV bucket name, one per role (roles are an actor's
+    name - lowercase letters, digits, ``-`` - and an optional ``.p<k>``, so no two roles share a bucket)."""
+    if not ROLE_RE.match(role):
+        raise ValueError(f"lease role {role!r}: not an actor's name with an optional .p<partition>")
+    return f"{base}_{role.replace('.', '_')}"
 
 
 def _part(partition: int | None) -> str:

@@ -12,8 +12,9 @@ import nats.js
 import nats.js.errors
 
 from bench.chaos.launcher import Launcher, Proc
+from schemas.subjects import Subjects
 
-Kind = Literal["actor", "standby", "gateway", "nats-node", "stream-leader"]
+Kind = Literal["actor", "standby", "gateway", "nats-node", "stream-leader", "lease-leader"]
 STANDBY_VICTIM = "order-router"
 LEASE_READ_S = 5.0
 
@@ -31,19 +32,22 @@ class Kill:
             "gateway": "a gateway",
             "nats-node": "a NATS node",
             "stream-leader": "the stream leader",
+            "lease-leader": "the leases' leader",
         }[self.kind]
 
 
 def schedule(actors: tuple[str, ...], standbys: int) -> list[Kill]:
-    """Each active actor, a standby (when there are standbys), a gateway, one NATS node, the stream leader."""
+    """Each active actor, a standby (when there are standbys), a gateway, one NATS node, the stream leader, the node
+    leading the most lease buckets."""
     out = [Kill("actor", a) for a in actors]
     if standbys:
         out.append(Kill("standby", STANDBY_VICTIM))
-    out += [Kill("gateway", "gateway"), Kill("nats-node", ""), Kill("stream-leader", "")]
+    out += [Kill("gateway", "gateway"), Kill("nats-node", ""), Kill("stream-leader", ""), Kill("lease-leader", "")]
     return out
 
 
-KINDS: tuple[str, ...] = ("actor", "standby", "gateway", "nats-node", "stream-leader")
+KINDS: tuple[str, ...] = ("actor", "standby", "gateway", "nats-node", "stream-leader", "lease-leader")
+NODE_KINDS = ("nats-node", "stream-leader", "lease-leader")  # a NATS node is killed (and started again)
 
 
 class KillSelectionError(ValueError):
@@ -95,10 +99,10 @@ def kill_problems(planned: list[Kill], records: list[KillRecord]) -> list[str]:
     return out
 
 
-async def lease_pid(js: nats.js.JetStreamContext, prefix_bucket: str, role: str) -> int | None:
-    """The pid in the leadership lease of ``role`` (``<PREFIX>_LEASES``, issue 19 part B), if there is one."""
+async def lease_pid(js: nats.js.JetStreamContext, subjects: Subjects, role: str) -> int | None:
+    """The pid in the leadership lease of ``role`` (its bucket ``<PREFIX>_LEASES_<role>``), if there is one."""
     try:
-        kv = await js.key_value(prefix_bucket)
+        kv = await js.key_value(subjects.kv_lease(role))
         entry = await kv.get(role)
     except (nats.js.errors.BucketNotFoundError, nats.js.errors.KeyNotFoundError, nats.js.errors.NotFoundError):
         return None
@@ -111,13 +115,13 @@ async def lease_pid(js: nats.js.JetStreamContext, prefix_bucket: str, role: str)
     return int(pid) if isinstance(pid, int) else None
 
 
-async def find_active(launcher: Launcher, js: nats.js.JetStreamContext, bucket: str, actor: str) -> Proc | None:
+async def find_active(launcher: Launcher, js: nats.js.JetStreamContext, subjects: Subjects, actor: str) -> Proc | None:
     """The instance of ``actor`` that holds the lease (read for up to LEASE_READ_S). Only when there is one
     instance alive may the lease be unreadable: with several, guessing could kill a standby labelled "active"."""
     live = [p for p in launcher.of_kind(actor) if p.alive]
     deadline = asyncio.get_running_loop().time() + LEASE_READ_S
     while True:
-        pid = await lease_pid(js, bucket, actor)
+        pid = await lease_pid(js, subjects, actor)
         if pid is not None and (p := launcher.by_pid(pid)) is not None:
             return p
         if len(live) <= 1 or asyncio.get_running_loop().time() > deadline:
@@ -125,8 +129,8 @@ async def find_active(launcher: Launcher, js: nats.js.JetStreamContext, bucket: 
         await asyncio.sleep(0.2)
 
 
-async def find_standby(launcher: Launcher, js: nats.js.JetStreamContext, bucket: str, actor: str) -> Proc | None:
-    active = await find_active(launcher, js, bucket, actor)
+async def find_standby(launcher: Launcher, js: nats.js.JetStreamContext, subjects: Subjects, actor: str) -> Proc | None:
+    active = await find_active(launcher, js, subjects, actor)
     if active is None:
         return None  # which one stands by is not known
     return next((p for p in launcher.of_kind(actor) if p.alive and p is not active), None)
@@ -142,4 +146,31 @@ async def stream_leaders(js: nats.js.JetStreamContext, streams: list[str]) -> Co
             continue
         if info.cluster is not None and info.cluster.leader:
             out[info.cluster.leader] += 1
+    return out
+
+
+def deployment_streams(subjects: Subjects, actors: tuple[str, ...]) -> list[str]:
+    """Every stream of a deployment: its streams, its KV buckets (``KV_<bucket>``) and its actors' lease buckets."""
+    buckets = [subjects.kv_state, subjects.kv_paper, subjects.kv_credentials, subjects.kv_transition]
+    buckets += [subjects.kv_lease(a) for a in actors]
+    return [spec.name for spec in subjects.streams()] + [f"KV_{b}" for b in buckets]
+
+
+async def not_whole(js: nats.js.JetStreamContext, streams: list[str]) -> list[str]:
+    """The streams without a leader, or with a replica offline or not current (empty: the cluster is whole again
+    after a NATS node came back; a stream that does not answer counts as not whole)."""
+    out: list[str] = []
+    for s in streams:
+        try:
+            info = await asyncio.wait_for(js.stream_info(s), 5.0)
+        except nats.js.errors.NotFoundError:
+            continue  # (a bucket never made: a role that has not started)
+        except Exception:
+            out.append(s)
+            continue
+        c = info.cluster
+        if c is None:
+            continue  # one server, no cluster
+        if not c.leader or any(r.offline or not r.current for r in c.replicas or []):
+            out.append(s)
     return out

@@ -8,7 +8,6 @@ itself is killed with -9. ``stop_all`` sends SIGTERM to each pid, then SIGKILL t
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -17,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bus.cluster import NatsCluster
+from bus.cluster import NatsCluster, running, signal_and_reap, stop_by_pid
 from bus.embedded import _die_with_parent
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,7 +44,7 @@ class Proc:
 
     @property
     def alive(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
+        return running(self.popen)
 
 
 class Launcher:
@@ -96,18 +95,11 @@ class Launcher:
 
     def kill(self, p: Proc, sig: int = signal.SIGKILL) -> None:
         """kill -9 (by default) the process in slot ``p`` and reap it."""
-        if p.popen is None or p.popen.poll() is not None:
+        if p.popen is None or not running(p.popen):
             return
         p.down_by_us = True
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(p.popen.pid, sig)
         p.killed += 1
-        try:
-            p.popen.wait(10.0)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p.popen.pid, signal.SIGKILL)
-            p.popen.wait(5.0)
+        signal_and_reap(p.popen, sig)
 
     def restart(self, p: Proc) -> None:
         if p.alive:
@@ -134,20 +126,9 @@ class Launcher:
     def stop_all(self, timeout: float = 5.0) -> list[int]:
         """SIGTERM every process by pid (then SIGKILL what is left after ``timeout``), then the NATS nodes.
         Returns every pid that was stopped (to check that none is left)."""
-        pids: list[int] = []
-        live = [p.popen for p in self.procs if p.popen is not None and p.popen.poll() is None]
-        for proc in live:
-            pids.append(proc.pid)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for proc in live:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(5.0)
+        live = [p.popen for p in self.procs if p.popen is not None and running(p.popen)]
+        pids = [proc.pid for proc in live]
+        stop_by_pid(live, timeout)
         if self.cluster is not None:
             pids += self.cluster.pids
             self.cluster.stop()

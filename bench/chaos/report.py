@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -226,16 +226,20 @@ def order_misses(c: Counts, planned: int, what: str = "") -> list[str]:
 
 
 # -- books ---------------------------------------------------------------------------------------------------
+def distinct_fills(fills: Iterable[Stored]) -> Iterator[dict[str, object]]:
+    """The body of each fill of the log once (by fill id, the first stored), in stream order."""
+    seen: set[str] = set()
+    for fl in fills:
+        fid = str(fl.body.get("fillId"))
+        if fid not in seen:
+            seen.add(fid)
+            yield fl.body
+
+
 def books_from_fills(fills: Iterable[Stored], initial: Mapping[str, Decimal]) -> dict[str, Decimal]:
     """Balances per currency from the fill log (each fill id once): what the ledger's books must say."""
     bal: dict[str, Decimal] = defaultdict(Decimal, initial)
-    seen: set[str] = set()
-    for fl in fills:
-        b = fl.body
-        fid = str(b.get("fillId"))
-        if fid in seen:
-            continue
-        seen.add(fid)
+    for b in distinct_fills(fills):
         base, quote = str(b["pair"]).split("_", 1)
         qty, price, fee = (Decimal(str(b[k])) for k in ("quantity", "price", "fee"))
         sign = 1 if b["side"] == "buy" else -1
@@ -313,13 +317,7 @@ FillKey = tuple[str, str, Decimal, Decimal, Decimal]  # pair, side, quantity, pr
 def fills_by_order(fills: Iterable[Stored]) -> dict[str, list[FillKey]]:
     """Each client order id's fills (each fill id once), in stream order."""
     out: dict[str, list[FillKey]] = defaultdict(list)
-    seen: set[str] = set()
-    for fl in fills:
-        b = fl.body
-        fid = str(b.get("fillId"))
-        if fid in seen:
-            continue
-        seen.add(fid)
+    for b in distinct_fills(fills):
         qty, price, fee = (Decimal(str(b.get(k, "0"))) for k in ("quantity", "price", "fee"))
         out[str(b.get("clientOrderId"))].append((str(b.get("pair")), str(b.get("side")), qty, price, fee))
     return out

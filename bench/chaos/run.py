@@ -38,13 +38,16 @@ import nats.js
 
 from bench.chaos import report as rp
 from bench.chaos.kills import (
+    NODE_KINDS,
     Kill,
     KillRecord,
     KillSelectionError,
+    deployment_streams,
     find_active,
     find_standby,
     kill_problems,
     lease_pid,
+    not_whole,
     parse_only,
     schedule,
     stream_leaders,
@@ -104,7 +107,7 @@ def config(argv: list[str] | None = None) -> Config:
     ap.add_argument("--budget", type=float, help="seconds the whole run may take")
     ap.add_argument("--settle", type=float, help="seconds to wait for every order to end after the load")
     ap.add_argument("--kills", default="", help="only these (comma-separated actor names or kinds: gateway, "
-                    "standby, nats-node, stream-leader)")  # fmt: skip
+                    "standby, nats-node, stream-leader, lease-leader)")  # fmt: skip
     ap.add_argument("--keep", action="store_true", help="keep the run's folder (logs) even when all targets are met")
     a = ap.parse_args(argv)
     topo = from_env()
@@ -235,14 +238,13 @@ def start_deployment(launcher: Launcher, url: str, prefix: str, topo: Topology |
 async def do_kill(k: Kill, cfg: Config, launcher: Launcher, js: nats.js.JetStreamContext, prefix: str,
                   later: set[asyncio.Task[None]]) -> KillRecord:  # fmt: skip
     s = Subjects(prefix)
-    bucket = s.bucket_name("LEASES")
     cluster = launcher.cluster
     assert cluster is not None
     if k.kind in ("actor", "standby", "gateway"):
         if k.kind == "actor":
-            p = await find_active(launcher, js, bucket, k.target)
+            p = await find_active(launcher, js, s, k.target)
         elif k.kind == "standby":
-            p = await find_standby(launcher, js, bucket, k.target)
+            p = await find_standby(launcher, js, s, k.target)
         else:
             p = next((g for g in launcher.of_kind("gateway") if g.alive), None)
         if p is None:
@@ -256,21 +258,26 @@ async def do_kill(k: Kill, cfg: Config, launcher: Launcher, js: nats.js.JetStrea
         at = time.time()
         launcher.kill(p)
         rec = KillRecord(k, at, f"{p.name} pid {pid}")
-        t = asyncio.create_task(aftermath(rec, p, pid, cfg, launcher, js, bucket))
+        t = asyncio.create_task(aftermath(rec, p, pid, cfg, launcher, js, s))
         later.add(t)
         t.add_done_callback(later.discard)
         return rec
-    streams = [s.s_orders, s.s_fills, s.stream_name("HOPS"), s.s_signals, s.stream_name("POSITIONS")]
+    if k.kind == "lease-leader":  # the lease buckets of the actors' roles (one per role)
+        streams = [f"KV_{s.kv_lease(a)}" for a in cfg.topology.actors]
+        what = "lease buckets"
+    else:
+        streams = [s.s_orders, s.s_fills, s.stream_name("HOPS"), s.s_signals, s.stream_name("POSITIONS")]
+        what = "streams"
     leaders = await stream_leaders(js, streams)
     names = [n.name for n in cluster.servers]
     live = [n for n in names if cluster.servers[names.index(n)].alive]
-    if k.kind == "stream-leader":
+    if k.kind in ("stream-leader", "lease-leader"):
         name = leaders.most_common(1)[0][0] if leaders else ""
         if name not in live:
-            return KillRecord(k, time.time(), "-", error=f"no live stream leader found (stream info: {dict(leaders)})")
+            return KillRecord(k, time.time(), "-", error=f"no live leader of the {what} found ({dict(leaders)})")
     else:
         name = min(live, key=lambda n: leaders.get(n, 0))
-    note = f"leads {leaders.get(name, 0)} of {len(streams)} streams"
+    note = f"leads {leaders.get(name, 0)} of {len(streams)} {what}"
     i = names.index(name)
     pid = cluster.servers[i].pid
     at = time.time()
@@ -279,7 +286,7 @@ async def do_kill(k: Kill, cfg: Config, launcher: Launcher, js: nats.js.JetStrea
 
 
 async def aftermath(rec: KillRecord, p: Proc, pid: int | None, cfg: Config, launcher: Launcher,
-                    js: nats.js.JetStreamContext, bucket: str) -> None:  # fmt: skip
+                    js: nats.js.JetStreamContext, subjects: Subjects) -> None:  # fmt: skip
     """What becomes of a killed process: with a standby, the standby must take the lease by itself (the harness
     only watches), and the killed slot is started again later as a new standby (an operator's process manager);
     without one, the harness starts it again after RESTART_DELAY_S (the only way the stage comes back). A gateway
@@ -291,7 +298,7 @@ async def aftermath(rec: KillRecord, p: Proc, pid: int | None, cfg: Config, laun
             bound = max(2.0, min(cfg.gap_s * 0.8, 15.0))
             taker: Proc | None = None
             while time.monotonic() - t0 < bound:
-                holder = await lease_pid(js, bucket, rec.kill.target)
+                holder = await lease_pid(js, subjects, rec.kill.target)
                 if holder is not None and holder != pid and (taker := launcher.by_pid(holder)) is not None:
                     break
                 taker = None
@@ -325,7 +332,7 @@ async def chaos_kills(cfg: Config, launcher: Launcher, js: nats.js.JetStreamCont
     cluster = launcher.cluster
     assert cluster is not None
     await asyncio.sleep(min(cfg.gap_s / 2, deadline.left()))  # the load runs undisturbed for a moment first
-    for k in cfg.kills:
+    for n, k in enumerate(cfg.kills, 1):
         if deadline.left() <= 0:
             break
         try:
@@ -334,7 +341,7 @@ async def chaos_kills(cfg: Config, launcher: Launcher, js: nats.js.JetStreamCont
             rec = KillRecord(k, time.time(), "-", error=f"{type(e).__name__}: {e}")
         records.append(rec)
         log(f"killed {k.label}: {rec.victim} {rec.note}" if rec.ok else f"kill of {k.label} FAILED: {rec.error}")
-        half = k.kind in ("nats-node", "stream-leader")
+        half = k.kind in NODE_KINDS
         await asyncio.sleep(min(cfg.gap_s / 2 if half else cfg.gap_s, deadline.left()))
         t_down = time.monotonic()
         for i, node in enumerate(cluster.servers):  # a NATS node comes back after half the gap, as an operator's
@@ -349,8 +356,29 @@ async def chaos_kills(cfg: Config, launcher: Launcher, js: nats.js.JetStreamCont
                     log(rec.error)
         if half:
             await asyncio.sleep(min(max(0.0, cfg.gap_s / 2 - (time.monotonic() - t_down)), deadline.left()))
+            # one kill at a time: the next only once every stream and bucket has a leader and its replicas are
+            # current again (a NATS node killed while the last one's streams still elect or catch up is two faults)
+            streams = deployment_streams(Subjects(prefix), cfg.topology.actors)
+            waited = await until_whole(js, streams, deadline.sooner(cfg.gap_s)) if n < len(cfg.kills) else ""
+            if waited:
+                rec.after = f"{rec.after}; {waited}" if rec.after else waited
     if later:
         await asyncio.gather(*later)
+
+
+async def until_whole(js: nats.js.JetStreamContext, streams: list[str], deadline: Deadline) -> str:
+    """Wait (until ``deadline``: at most a gap) until no stream of ``streams`` lacks a leader or a current replica.
+    What the wait was, for the kill's record ("" when there was none)."""
+    t0 = time.monotonic()
+    while True:
+        left = await not_whole(js, streams)
+        took = time.monotonic() - t0
+        if not left:
+            return f"the cluster whole again {took:.1f} s later" if took >= 0.5 else ""
+        if deadline.left() <= 0:
+            log(f"the cluster not whole {took:.0f} s after the restart: {', '.join(left)}; the schedule goes on")
+            return f"NOT whole again within {took:.0f} s ({', '.join(left)})"
+        await asyncio.sleep(min(0.25, max(0.01, deadline.left())))
 
 
 async def reaper(launcher: Launcher, stop: asyncio.Event) -> None:

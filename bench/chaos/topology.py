@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from bench.service_env import ACCEPT_EVERY_ORDER
 from schemas.subjects import ACTORS
 
 # Standbys per actor: one active + one hot standby each (the leadership lease, issue 19 part B). CHAOS_STANDBYS=0 runs
@@ -46,22 +47,11 @@ def service_env(nats_url: str, prefix: str, data_dir: str, *, replicas: int = 3)
         "NATS_REPLICAS": str(replicas),
         "BUS_PREFIX": prefix,
         "DATA_DIR": data_dir,
-        "HOST": "127.0.0.1",
+        **ACCEPT_EVERY_ORDER,
         "PAIRS": ",".join(PAIRS),
-        "MARKET_DATA": "synthetic",
         "SYNTHETIC_CLOCK": "event",
         "MARKET_DATA_SEED": str(SEED),
         "MARKET_DATA_INTERVAL": str(BOOK_INTERVAL_MS),
         "INITIAL_BALANCE": "1000000000",
-        "MAX_ORDERS_PER_SECOND": "1000000",
-        "MAX_POSITION_SIZE": "1",
-        "MAX_TOTAL_EXPOSURE": "100",
-        "MAX_DAILY_LOSS": "1",
-        "PRICE_BAND_PERCENT": "0",
-        "ALLOW_SHORT": "true",
-        "STOP_LOSS_ENABLED": "false",
-        "SIGNAL_DEDUPE_WINDOW": "0",
-        "MIN_CONFIDENCE": "0",
-        "DEFAULT_ORDER_TIMEOUT": "0",
         "LOG_LEVEL": "INFO",
     }

@@ -20,7 +20,7 @@ from loguru import logger
 
 from bus.client import Bus
 from schemas.messages import OrderReply, OrderRequest
-from schemas.subjects import Subjects
+from schemas.subjects import ACTORS, Subjects
 from tests.exchanges.binance import BinanceTestExchange
 from tests.helpers import eventually
 from tests.integration.test_actors import System
@@ -234,7 +234,8 @@ async def every_stored_message(client: Bus, prefix: str) -> list[bytes]:
     # by name, not by listing the server's streams: a listing is one page (256) of every test's streams, and this
     # prefix's may not be on it once enough tests ran before this one (it failed so in a full run)
     subjects = Subjects(prefix)
-    buckets = [getattr(subjects, a) for a in dir(Subjects) if a.startswith("kv_")]
+    buckets = [b for a in dir(Subjects) if a.startswith("kv_") and isinstance(b := getattr(subjects, a), str)]
+    buckets += [subjects.kv_lease(actor) for actor in ACTORS]  # (a lease bucket per role)
     names = [spec.name for spec in subjects.streams()] + [f"KV_{b}" for b in buckets]
     out: list[bytes] = []
     for name in names:

@@ -51,7 +51,7 @@ async def test_standby_then_takeover_on_stop_and_a_deposed_active_writes_nothing
             await b.bus.js_publish(b.subjects.risk_events, RiskAlert(severity="warning", code="T", message="m", ts=1))
 
         # someone else takes the key (as a standby would after a stall of ours): a dies, writes nothing more
-        kv = await client.kv(client.subjects.kv_leases)
+        kv = await client.kv(client.subjects.kv_lease("fill-tracker"))
         entry = await kv.get("fill-tracker")
         record = msgspec.json.decode(entry.value or b"", type=LeaseRecord)
         intruder = msgspec.structs.replace(record, holder="intruder")

@@ -186,6 +186,9 @@ def test_a_kill_selection_that_selects_nothing_or_names_nothing_is_refused() -> 
         parse_only(",", full, ACTORS)
     assert [k.kind for k in parse_only("standby", schedule(ACTORS, 1), ACTORS)] == ["standby"]
     assert Kill("gateway", "gateway").label == "a gateway"  # not "gateway #1" (it kills whichever is alive)
+    # the node leading the most lease buckets is killed last (issue 19: the leases' leader), and can be chosen alone
+    assert [k.kind for k in full[-3:]] == ["nats-node", "stream-leader", "lease-leader"]
+    assert [k.kind for k in parse_only("lease-leader", full, ACTORS)] == ["lease-leader"]
 
 
 def test_a_kill_not_applied_is_a_problem() -> None:
@@ -195,10 +198,10 @@ def test_a_kill_not_applied_is_a_problem() -> None:
     no_victim = [*good[:1], KillRecord(planned[1], 1.0, "-", error="no such process alive"), *good[2:]]
     assert kill_problems(planned, no_victim) == ["order-router (active): no such process alive"]
     failed_restart = [*good[:-1], KillRecord(planned[-1], 9.0, "nats n3 pid 7", error="nats n3 not started again")]
-    assert kill_problems(planned, failed_restart) == ["the stream leader: nats n3 not started again"]
+    assert kill_problems(planned, failed_restart) == ["the leases' leader: nats n3 not started again"]
     cut = good[:3]  # the schedule stopped (a kill raised, or the time ran out)
     assert kill_problems(planned, cut) == [
-        f"3 of {len(planned)} kills applied (not applied: a NATS node, the stream leader)"
+        f"3 of {len(planned)} kills applied (not applied: a NATS node, the stream leader, the leases' leader)"
     ]
 
 
