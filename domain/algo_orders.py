@@ -12,6 +12,9 @@ read models share. The schedules themselves are in ``domain/algos`` (this module
   less what is filled and what the working children still have - so whatever an earlier slice left unfilled is
   carried into the next one, and nothing is ever sent beyond the parent's quantity.
 - ``child_min_quantity(rules, price)``: the smallest child the venue takes (its minimum amount and notional).
+- ``trading_refusal(state, hours, timezone, now_ms)``: why an algorithm may not send a child now (the trading
+  state HALTED or REDUCING, outside TRADING_HOURS) - children never pass the risk gate, so the engine asks this
+  before each one and stops the parent when it answers.
 """
 
 from __future__ import annotations
@@ -180,3 +183,21 @@ def unfilled_of(child: Order) -> Decimal:
     """What a child leaves to its parent's next slice: its quantity less its fills (0 when filled)."""
     left = child.quantity - child.filled_quantity
     return left if left > ZERO else ZERO
+
+
+def trading_refusal(state: str | None, hours: tuple[int, int] | None, timezone: str, now_ms: int) -> str | None:
+    """Why an algorithm's next child may not go now (None: it may). Its children never pass the risk gate, so
+    what the gate would refuse to a new opening order stops the algorithm: the trading state HALTED (emergency
+    stop, MAX_DAILY_LOSS, MAX_DRAWDOWN) or REDUCING (the router does not know the positions: an algorithm is never
+    taken for a reducing order), or outside TRADING_HOURS."""
+    from domain.limits import HALTED, REDUCING, within_hours  # (domain.limits imports this module)
+
+    if state == HALTED:
+        return "trading state HALTED: the algorithm stopped (its children never pass the risk gate)"
+    if state == REDUCING:
+        return "trading state REDUCING: the algorithm stopped (only reducing orders may trade)"
+    if hours is not None and not within_hours(now_ms, hours, timezone):
+        h = hours
+        span = f"{h[0] // 60:02d}:{h[0] % 60:02d}-{h[1] // 60:02d}:{h[1] % 60:02d} {timezone}"
+        return f"TRADING_HOURS: outside {span}: the algorithm stopped"
+    return None

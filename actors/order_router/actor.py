@@ -37,12 +37,14 @@ from actors.order_router.live_check import LiveCheck
 from actors.order_router.routing import Router
 from actors.order_router.session import NotTaken, VenueSession
 from actors.order_router.store import OrderStore
+from actors.order_router.trading_state import TradingState
 from actors.venues.base import KeysUnavailable, Venue, VenueOrder, VenueStartError
 from actors.venues.factory import make_venues
 from bus.client import Bus, Envelope
 from bus.errors import Transient
-from config.settings import Settings
+from config.settings import Settings, parse_trading_hours
 from config.venues import venue_names
+from domain.algo_orders import trading_refusal
 from domain.algos import AlgoParamError
 from domain.orders import (
     WORKING,
@@ -129,6 +131,13 @@ class OrderRouter(Actor):
         self.keys = RouterKeys(settings, bus, self.sessions, self.log)  # each live venue's keys: store, else env
         self.keys.follower = not self.venue_wide  # partitioned: partition 0 checks and promotes, the others follow
         self.live_check = LiveCheck(settings, bus)  # the transition: no live order approved before a revert
+        self.trading = TradingState(bus, self._on_trading_state)  # the algorithms' children never pass the gate
+        hours = parse_trading_hours(settings.TRADING_HOURS)
+        self.algos.refusal = lambda: trading_refusal(self.trading.state, hours, settings.TRADING_TIMEZONE, now_ms())
+
+    def _on_trading_state(self, state: str) -> None:
+        if (why := trading_refusal(state, None, "UTC", 0)) is not None:
+            self.algos.halt_all(why)
 
     def _rules_of(self, o: Order) -> MarketRules | None:
         session = self.sessions.get(o.venue)
@@ -196,6 +205,8 @@ class OrderRouter(Actor):
         await self._each(lambda session: session.reconcile(min_age_ms=0))
         await self.emulator.resume()
         self.algos.partitioned = self.partition is not None
+        await self.trading.open()
+        self.spawn(self.trading.follow(), "trading state", essential=True)
         await self.algos.resume()
         self.spawn(self.algos.run(), "algo scheduler", essential=True)
         await self.bus.subscribe(s.trades(), Trade, self._on_trade)  # VWAP: the recent traded volume of each pair

@@ -18,6 +18,9 @@ Durability rules kept here:
   and armed again: slices that fell due while the router was down are merged into one child sent at once, the
   merge on the trail ("slices i..j merged: overdue by N ms after a restart"); a slice that sends nothing (its
   quantity is already covered, or below the venue's minimum) is in ``sent`` with the reason on the trail.
+- children never pass the risk gate: before each one the engine asks ``refusal`` (the trading state HALTED or
+  REDUCING, outside TRADING_HOURS: ``domain.algo_orders.trading_refusal``) and, refused, stops the parent (its
+  working children canceled, the parent canceled with the reason); when trading halts every parent is stopped;
 - the next child's size is the schedule's cumulative quantity through the slices due now less what the parent
   filled and what its working children still have: what an earlier child left unfilled (an IOC at the cap that
   did not fill, a child canceled by request) is carried into the next one; nothing is ever sent beyond the
@@ -101,6 +104,7 @@ class ExecAlgos:
         self.partitioned = False
         self.sends = 0  # children made (stats)
         self.sent_at: deque[tuple[int, int]] = deque(maxlen=100_000)  # (due ms, made ms) of each child, for the bench
+        self.refusal: Callable[[], str | None] = lambda: None  # why no child may go now (the trading state, hours)
 
     def connect(self, rules_of: RulesOf, route: Route, cancel: Cancel, mark_fresh: MarkFresh) -> None:
         """The venue rules of an order's venue, the router's route of a new child, its cancel, and its session's
@@ -206,6 +210,9 @@ class ExecAlgos:
         self.active = True  # (the rebuild from ORDERS is over: children's changes are followed from now on)
         parents = [oid for oid in list(self.store.live) if self.store.orders[oid].type in ALGO_TYPES]
         for pid in parents:
+            if (why := self.refusal()) is not None:
+                await self.cancel_parent(pid, why)
+                continue
             await self._restore_child(pid)
             if self.store.orders[pid].status is S.SUBMITTED:
                 await self.start(pid)
@@ -252,6 +259,10 @@ class ExecAlgos:
         async with guard:
             p = self.store.orders.get(pid)
             if p is None or not running(p):
+                return
+            if (why := self.refusal()) is not None:
+                self.log.warning("algorithm {}: {}", pid, why)
+                await self.cancel_parent(pid, why)
                 return
             if p.type == "iceberg":
                 await self._step_iceberg(p)
@@ -310,6 +321,9 @@ class ExecAlgos:
         async with store.lock:
             p = store.orders[pid]
             if not running(p) or p.algo_state is None or k in p.algo_state.sent:
+                return
+            if self.refusal() is not None:
+                self.arm(pid, now_ms())  # (the step stops the parent)
                 return
             state = msgspec.structs.replace(p.algo_state, sent=[*p.algo_state.sent, *indexes], carried=ZERO)
             children = [*p.children, cid] if cid is not None else p.children
@@ -513,6 +527,20 @@ class ExecAlgos:
         await self.sync(pid)
         await self._after(pid)
         return store.orders.get(pid, p), None
+
+    def halt_all(self, why: str) -> None:
+        """Trading halted (or REDUCING): every running algorithm stopped now, its working children canceled."""
+        for pid in list(self.store.live):
+            p = self.store.orders.get(pid)
+            if p is not None and p.type in ALGO_TYPES and running(p):
+                self.spawn(self._stop_logged(pid, why), "algo-stop")
+
+    async def _stop_logged(self, pid: str, why: str) -> None:
+        try:
+            await self.cancel_parent(pid, why)
+        except Exception as e:  # the next step stops it (it asks the trading state first)
+            self.log.exception("algorithm {}: not stopped now ({}); its next step stops it", pid, e)
+            self.arm(pid, now_ms() + 1000)
 
     def stats(self) -> dict[str, int]:
         return {"algoParents": sum(1 for o in self.store.live if self.store.orders[o].type in ALGO_TYPES)}

@@ -163,3 +163,16 @@ def test_bad_algorithm_parameters_are_denied_naming_the_field():
         d = check_order(req, pairs=(PAIR,), book=BOOK, rules=RULES, position=D(1))
         assert isinstance(d, Denial) and d.field == field, (req.type, req.algo, d)
         assert d.reason
+
+
+def test_trading_refusal_stops_algorithms_when_the_gate_would_refuse_an_opening_order() -> None:
+    from domain.algo_orders import trading_refusal
+
+    noon = 1_700_000_000_000 - 1_700_000_000_000 % 86_400_000 + 12 * 3_600_000  # 12:00 UTC
+    assert trading_refusal("ACTIVE", None, "UTC", noon) is None
+    assert trading_refusal(None, None, "UTC", noon) is None
+    assert "HALTED" in (trading_refusal("HALTED", None, "UTC", noon) or "")
+    assert "REDUCING" in (trading_refusal("REDUCING", None, "UTC", noon) or "")
+    assert trading_refusal("ACTIVE", (9 * 60, 17 * 60), "UTC", noon) is None
+    assert "TRADING_HOURS" in (trading_refusal("ACTIVE", (13 * 60, 17 * 60), "UTC", noon) or "")
+    assert trading_refusal("ACTIVE", (22 * 60, 13 * 60), "UTC", noon) is None  # spans midnight
