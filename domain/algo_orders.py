@@ -33,7 +33,7 @@ from domain.algos import (
     twap_schedule,
     vwap_schedule,
 )
-from schemas.messages import ALGO_TYPES, AlgoSpec, MarketRules, Order, OrderRequest
+from schemas.messages import ALGO_TYPES, TERMINAL_STATUSES, AlgoSpec, MarketRules, Order, OrderRequest
 
 ZERO = Decimal(0)
 SLICE_ID_RE = re.compile(r"^tbx:(.+):s(\d+)$")
@@ -201,3 +201,25 @@ def trading_refusal(state: str | None, hours: tuple[int, int] | None, timezone: 
         span = f"{h[0] // 60:02d}:{h[0] % 60:02d}-{h[1] // 60:02d}:{h[1] % 60:02d} {timezone}"
         return f"TRADING_HOURS: outside {span}: the algorithm stopped"
     return None
+
+
+def committed_of(children: Sequence[Order | None]) -> Decimal:
+    """What a parent's children have taken of its quantity, from the children themselves (never from the
+    parent's own figures, which follow its children's fills a moment later): an ended child its fills, a live
+    one its whole quantity. A child recorded but never made (None) took nothing."""
+    total = ZERO
+    for c in children:
+        if c is not None:
+            total += c.filled_quantity if c.status in TERMINAL_STATUSES else max(c.quantity, c.filled_quantity)
+    return total
+
+
+def capped_quantity(wanted: Decimal, target: Decimal, quantity: Decimal, committed: Decimal, step: Decimal) -> Decimal:
+    """The next child: ``wanted`` but never beyond the cumulative ``target`` (nor the parent's ``quantity``) less
+    what the children already took (``committed_of``), in whole steps; never < 0. So the parent's quantity is
+    never exceeded, whatever the parent's own figures say."""
+    room = min(target, quantity) - committed
+    q = min(wanted, room)
+    if q <= ZERO:
+        return ZERO
+    return (q // step) * step if step > ZERO else q

@@ -122,6 +122,7 @@ class OrderRouter(Actor):
             session.connect(self.emulator, self._route, self._reroute)
         self.algos = ExecAlgos(self.store, self.log, self.spawn)  # the execution algorithms' parents and children
         self.algos.connect(self._rules_of, self._route, self._cancel, self._mark_fresh)
+        self.algos.alert = self.alert
 
         def stored(o: Order) -> None:
             self.emulator.track(o)

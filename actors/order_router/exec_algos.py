@@ -41,7 +41,9 @@ import msgspec
 
 from actors.order_router.store import OrderStore
 from domain.algo_orders import (
+    capped_quantity,
     child_min_quantity,
+    committed_of,
     next_clip,
     next_quantity,
     schedule_of,
@@ -71,11 +73,16 @@ S = OrderStatus
 ZERO = Decimal(0)
 MAX_TRADES_PER_PAIR = 20_000  # the rolling window of public trades kept per pair (VWAP's recent volume)
 IDLE_S = 3600.0
+SYNC_RETRY_S = 1.0  # a parent's sync with its children that failed is tried again after this
 Spawn = Callable[..., "asyncio.Task[object]"]
 Cancel = Callable[[str, str], Awaitable[tuple[Order, str | None]]]
 Route = Callable[[str], Awaitable[None]]
 RulesOf = Callable[[Order], MarketRules | None]
 MarkFresh = Callable[[Order], None]
+
+
+async def _no_alert(*_: object, **__: object) -> None:
+    return None
 
 
 def running(p: Order) -> bool:
@@ -105,6 +112,7 @@ class ExecAlgos:
         self.sends = 0  # children made (stats)
         self.sent_at: deque[tuple[int, int]] = deque(maxlen=100_000)  # (due ms, made ms) of each child, for the bench
         self.refusal: Callable[[], str | None] = lambda: None  # why no child may go now (the trading state, hours)
+        self.alert: Callable[..., Awaitable[None]] = _no_alert  # the router's alert (tbx.events.risk)
 
     def connect(self, rules_of: RulesOf, route: Route, cancel: Cancel, mark_fresh: MarkFresh) -> None:
         """The venue rules of an order's venue, the router's route of a new child, its cancel, and its session's
@@ -234,9 +242,12 @@ class ExecAlgos:
         async with self.store.lock:
             p = self.store.orders[pid]
             if p.type == "iceberg":
-                q = next_clip(p, self._working(p), step, least)
+                q, target = next_clip(p, self._working(p), step, least), p.quantity
             else:
-                q = next_quantity(p, target_through(self.schedule(p), k), self._working(p), step)
+                target = target_through(self.schedule(p), k)
+                q = next_quantity(p, target, self._working(p), step)
+            committed = committed_of([await self.store.recall(c) for c in p.children])
+            q = capped_quantity(q, target, p.quantity, committed, step)
             if q <= ZERO or (least and q < least):
                 note = f"slice {k}: its child was not made before a restart and nothing is left to send for it"
                 await self.store.emit(msgspec.structs.replace(p, children=p.children[:-1], reason=note), "slice_sent")
@@ -298,7 +309,8 @@ class ExecAlgos:
             q = ZERO
         elif q <= ZERO:
             notes.append(f"slice {k}: nothing to send (the earlier children cover the schedule so far)")
-        await self._send(p.order_id, [s.index for s in slices], q, "; ".join(notes) or None, slices[-1].at_ms)
+        target = target_through(schedule, k)
+        await self._send(p.order_id, [s.index for s in slices], q, "; ".join(notes) or None, slices[-1].at_ms, target)
 
     async def _step_iceberg(self, p: Order) -> None:
         assert p.algo_state is not None
@@ -308,10 +320,14 @@ class ExecAlgos:
         q = next_clip(p, ZERO, step, least)
         if q <= ZERO or (least and q < least):
             return  # nothing showable left: the end is decided in _after
-        await self._send(p.order_id, [len(p.algo_state.sent)], q, None, now_ms())
+        await self._send(p.order_id, [len(p.algo_state.sent)], q, None, now_ms(), p.quantity)
 
-    async def _send(self, pid: str, indexes: list[int], q: Decimal, note: str | None, due_ms: int) -> None:
-        """The parent updated first (the indexes sent, the child's id), then its child made and routed."""
+    async def _send(
+        self, pid: str, indexes: list[int], q: Decimal, note: str | None, due_ms: int, target: Decimal
+    ) -> None:
+        """The parent updated first (the indexes sent, the child's id), then its child made and routed. ``q`` is
+        capped here, under the lock, by what the children themselves took (``committed_of``: a child's fill may be
+        stored before the parent follows it): never more than ``target`` (the schedule so far) in all."""
         store = self.store
         k = indexes[-1]
         cid: str | None = None
@@ -325,6 +341,19 @@ class ExecAlgos:
             if self.refusal() is not None:
                 self.arm(pid, now_ms())  # (the step stops the parent)
                 return
+            if q > ZERO:
+                committed = committed_of([await store.recall(c) for c in p.children])
+                step, least = self._sizing(p)
+                capped = capped_quantity(q, target, p.quantity, committed, step)
+                if capped < q:
+                    self.log.info(
+                        "algorithm {}: slice {} {} -> {} (its children took {})", pid, k, q, capped, committed
+                    )
+                    if capped <= ZERO or (least and capped < least):
+                        why = f"slice {k}: nothing to send (the earlier children cover the schedule so far)"
+                        note = f"{note}; {why}" if note else why
+                        cid, capped = None, ZERO
+                q = capped
             state = msgspec.structs.replace(p.algo_state, sent=[*p.algo_state.sent, *indexes], carried=ZERO)
             children = [*p.children, cid] if cid is not None else p.children
             new = msgspec.structs.replace(
@@ -386,8 +415,15 @@ class ExecAlgos:
         try:
             await self.sync(pid)
             await self._after(pid)
-        except Exception as e:
-            self.log.exception("algorithm {}: sync failed ({})", pid, e)
+        except Exception as e:  # tried again shortly: the parent must follow its children's fills and ends
+            self.log.exception("algorithm {}: sync failed ({}); tried again in {} s", pid, e, SYNC_RETRY_S)
+            if pid not in self.syncing:
+                self.syncing.add(pid)
+                self.spawn(self._sync_later(pid), "algo-sync")
+
+    async def _sync_later(self, pid: str) -> None:
+        await asyncio.sleep(SYNC_RETRY_S)
+        await self._sync_logged(pid)
 
     async def sync(self, pid: str) -> None:
         """The parent's fills are its children's (each fill once); a child that ended is carried or, rejected by
@@ -400,20 +436,28 @@ class ExecAlgos:
         async with store.lock:
             cur = store.orders.get(pid) or p
             new = cur
+            over: str | None = None
             for kid in kids:
                 if kid is None:
                     continue
                 kid = store.orders.get(kid.order_id, kid)
                 for ref in kid.fills:
-                    new = self._with_fill(new, ref)
+                    try:
+                        new = self._with_fill(new, ref)
+                    except Overfilled as e:
+                        over = (
+                            over or f"overfilled: child {kid.order_id}'s fill {ref.fill_id} is past the quantity ({e})"
+                        )
             if new is not cur:
                 new = await store.emit(new, new.status.value)
-            stop = self._stop_reason(new, [store.orders.get(k.order_id, k) for k in kids if k is not None])
+            stop = over or self._stop_reason(new, [store.orders.get(k.order_id, k) for k in kids if k is not None])
             if stop is not None and running(new):
                 assert new.algo_state is not None
                 state = msgspec.structs.replace(new.algo_state, done_reason=stop)
                 new = await store.emit(msgspec.structs.replace(new, algo_state=state, reason=stop), "stopping")
                 self.log.warning("algorithm {} stops: {}", pid, stop)
+                if over is not None:
+                    self.spawn(self.alert("emergency", "ALGO_OVERFILLED", f"algorithm {pid} stopped: {over}"), "alert")
             elif running(new) and new.type != "iceberg" and new.algo_state is not None:
                 carried = self._carried(new)
                 if carried > ZERO and carried != new.algo_state.carried:
@@ -426,9 +470,12 @@ class ExecAlgos:
         children are done (then it ends)."""
         try:
             new = apply_fill(p, ref)  # type: ignore[arg-type]
-        except (IllegalTransition, Overfilled) as e:
+        except IllegalTransition as e:
             self.log.error("algorithm {}: child fill not applied: {}", p.order_id, e)
             return p
+        except Overfilled as e:  # never dropped quietly: the algorithm stops (sync)
+            self.log.error("algorithm {}: child fill overfills the parent: {}", p.order_id, e)
+            raise
         if new is p:
             return p
         if new.status is not S.FILLED and p.status in (S.PENDING_CANCEL, *TERMINAL_STATUSES):

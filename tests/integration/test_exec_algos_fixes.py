@@ -4,6 +4,7 @@ tests/integration/test_exec_algos.py (paper venue, the books the test publishes)
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal as D
 
 from schemas.messages import AlgoSpec, OrderStatus, RiskCommand, RiskStateChange
@@ -52,3 +53,46 @@ async def test_reducing_stops_a_running_buy_twap(make_system, client):
     final = await until(client, p.order_id, S.FILLED, S.EXPIRED, S.CANCELED, timeout=15)
     assert final.status is S.CANCELED and "REDUCING" in (final.reason or ""), final.reason
     assert final.filled_quantity < D("0.5")
+
+
+async def test_a_slice_never_sends_more_than_the_parent_when_its_sync_is_slow(make_system, client, monkeypatch):
+    """C2: a filled child whose fill the parent has not followed yet (its sync delayed) is neither working nor in
+    the parent's filledQuantity: the next slice must not ask for it again."""
+    from actors.order_router import exec_algos
+
+    orig = exec_algos.ExecAlgos.sync
+
+    async def slow(self, pid):  # (the store's lock busy, a child recalled from the stream, ...)
+        await asyncio.sleep(0.15)
+        return await orig(self, pid)
+
+    monkeypatch.setattr(exec_algos.ExecAlgos, "sync", slow)
+    await make_system()
+    await publish_book(client, [("99.00", "500")], [("100.00", "500")])
+    p = await placed(client, "two", "buy", "1", "twap", algo=AlgoSpec(duration_ms=200, slices=2))
+    p = await until(client, p.order_id, S.FILLED, S.EXPIRED, S.CANCELED, timeout=30)
+    kids = await children(client, p)
+    assert sum((k.quantity for k in kids), D(0)) <= p.quantity, [str(k.quantity) for k in kids]
+    assert p.status is S.FILLED and p.filled_quantity == D(1)
+
+
+async def test_a_failed_sync_of_the_parent_is_tried_again(make_system, client, monkeypatch):
+    """C2: a parent's sync with its children that fails (the stream not answering, say) was only logged: with
+    no later change of a child the parent never followed its fills nor ended."""
+    from actors.order_router import exec_algos
+
+    orig = exec_algos.ExecAlgos.sync
+    failing = {"until": 0.0}
+
+    async def flaky(self, pid):
+        if asyncio.get_running_loop().time() < failing["until"]:
+            raise TimeoutError("the ORDERS stream did not answer")
+        return await orig(self, pid)
+
+    monkeypatch.setattr(exec_algos.ExecAlgos, "sync", flaky)
+    await make_system()
+    await publish_book(client, [("99.00", "500")], [("100.00", "500")])
+    failing["until"] = asyncio.get_running_loop().time() + 1.5  # every sync while the only child fills fails
+    p = await placed(client, "flaky", "buy", "1", "twap", algo=AlgoSpec(duration_ms=100, slices=1))
+    p = await until(client, p.order_id, S.FILLED, S.EXPIRED, S.CANCELED, timeout=20)
+    assert p.status is S.FILLED and p.filled_quantity == D(1)

@@ -176,3 +176,39 @@ def test_trading_refusal_stops_algorithms_when_the_gate_would_refuse_an_opening_
     assert trading_refusal("ACTIVE", (9 * 60, 17 * 60), "UTC", noon) is None
     assert "TRADING_HOURS" in (trading_refusal("ACTIVE", (13 * 60, 17 * 60), "UTC", noon) or "")
     assert trading_refusal("ACTIVE", (22 * 60, 13 * 60), "UTC", noon) is None  # spans midnight
+
+
+def _kid(qty: str, filled: str, status: str) -> Order:
+    return Order(
+        order_id=f"k{qty}{filled}{status}", client_order_id="c", pair="BTC_USDT", side="buy", type="market",
+        quantity=D(qty), filled_quantity=D(filled), status=OrderStatus(status), created_at=1, updated_at=1,
+    )  # fmt: skip
+
+
+def test_committed_counts_an_ended_child_by_its_fills_and_a_live_one_by_its_quantity() -> None:
+    from domain.algo_orders import capped_quantity, committed_of
+
+    kids = [_kid("0.5", "0.5", "filled"), _kid("0.3", "0.1", "canceled"), _kid("0.2", "0", "submitted"), None]
+    assert committed_of(kids) == D("0.8")
+    # the parent of 1 says it filled nothing yet (its sync is late): the next slice is what is really left
+    assert capped_quantity(D(1), D(1), D(1), committed_of(kids), D("0.001")) == D("0.2")
+    assert capped_quantity(D("0.1"), D(1), D(1), D("0.8"), D("0.001")) == D("0.1")
+    assert capped_quantity(D(1), D("0.5"), D(1), D("0.8"), D("0.001")) == 0
+
+
+@given(
+    st.lists(st.tuples(st.integers(1, 1000), st.integers(0, 1000), st.booleans()), max_size=8),
+    st.integers(0, 5000),
+    st.integers(0, 5000),
+)
+def test_capped_children_never_exceed_the_parent(kids: list[tuple[int, int, bool]], wanted: int, target: int) -> None:
+    from domain.algo_orders import capped_quantity, committed_of
+
+    step, quantity = D("0.001"), D(3)
+    orders = [
+        _kid(str(D(q) * step), str(D(min(f, q)) * step), "filled" if done else "submitted") for q, f, done in kids
+    ]
+    committed = committed_of(orders)
+    q = capped_quantity(D(wanted) * step, D(target) * step, quantity, committed, step)
+    assert q >= 0 and q % step == 0
+    assert q == 0 or committed + q <= min(D(target) * step, quantity)
