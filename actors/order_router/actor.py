@@ -93,6 +93,8 @@ from schemas.messages import (
 )
 
 S = OrderStatus
+HALT_GRACE_S = 5.0  # trading HALTED: the algorithms send nothing at once, and are stopped after this (an emergency
+# stop's cancel of every working order comes first: its answer names the parents it canceled)
 ZERO = Decimal(0)
 MAX_PAGE = 500
 ACK_WAIT_S = 3.0  # a live order's caller waits this long for the venue's first answer
@@ -135,10 +137,11 @@ class OrderRouter(Actor):
         self.trading = TradingState(bus, self._on_trading_state)  # the algorithms' children never pass the gate
         hours = parse_trading_hours(settings.TRADING_HOURS)
         self.algos.refusal = lambda: trading_refusal(self.trading.state, hours, settings.TRADING_TIMEZONE, now_ms())
+        self.algos.halted = lambda: self.trading.state == "HALTED"
 
     def _on_trading_state(self, state: str) -> None:
         if (why := trading_refusal(state, None, "UTC", 0)) is not None:
-            self.algos.halt_all(why)
+            self.algos.halt_all(why, HALT_GRACE_S if state == "HALTED" else 0.0)
 
     def _rules_of(self, o: Order) -> MarketRules | None:
         session = self.sessions.get(o.venue)

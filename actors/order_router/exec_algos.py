@@ -112,6 +112,7 @@ class ExecAlgos:
         self.sends = 0  # children made (stats)
         self.sent_at: deque[tuple[int, int]] = deque(maxlen=100_000)  # (due ms, made ms) of each child, for the bench
         self.refusal: Callable[[], str | None] = lambda: None  # why no child may go now (the trading state, hours)
+        self.halted: Callable[[], bool] = lambda: False  # is trading HALTED now?
         self.alert: Callable[..., Awaitable[None]] = _no_alert  # the router's alert (tbx.events.risk)
 
     def connect(self, rules_of: RulesOf, route: Route, cancel: Cancel, mark_fresh: MarkFresh) -> None:
@@ -272,6 +273,9 @@ class ExecAlgos:
             if p is None or not running(p):
                 return
             if (why := self.refusal()) is not None:
+                if self.halted():  # no child now; ``halt_all`` stops it (after the emergency stop's own cancel)
+                    self.arm(pid, now_ms() + 1000)
+                    return
                 self.log.warning("algorithm {}: {}", pid, why)
                 await self.cancel_parent(pid, why)
                 return
@@ -575,8 +579,15 @@ class ExecAlgos:
         await self._after(pid)
         return store.orders.get(pid, p), None
 
-    def halt_all(self, why: str) -> None:
-        """Trading halted (or REDUCING): every running algorithm stopped now, its working children canceled."""
+    def halt_all(self, why: str, grace_s: float = 0.0) -> None:
+        """Trading halted (or REDUCING): every running algorithm stopped, its working children canceled. No child
+        goes out from now on (``refusal``); the stop itself after ``grace_s`` (HALTED: the emergency stop's cancel
+        of every working order comes first and names the parents it canceled)."""
+        self.spawn(self._halt_all(why, grace_s), "algo-halt")
+
+    async def _halt_all(self, why: str, grace_s: float) -> None:
+        if grace_s > 0:
+            await asyncio.sleep(grace_s)
         for pid in list(self.store.live):
             p = self.store.orders.get(pid)
             if p is not None and p.type in ALGO_TYPES and running(p):
