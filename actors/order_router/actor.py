@@ -803,6 +803,11 @@ class OrderRouter(Actor):
             return (
                 f"modify is not supported for algorithm orders ({o.type}): cancel {o.order_id} and place a new one"
             ), "orderId"
+        if o.role == "slice":  # drawn from its parent's reservation, never checked by the risk gate: never changed
+            return (
+                f"modify is not supported for an algorithm's child: {o.order_id} is a slice of "
+                f"{o.parent_order_id} (cancel it: its unfilled quantity is carried to the next slice)"
+            ), "orderId"
         if o.status in (S.PENDING_CANCEL, S.PENDING_UPDATE):
             return f"order {o.order_id} is {o.status.value}: wait for the venue's answer", "orderId"
         if cmd.quantity is None and cmd.price is None and cmd.stop_price is None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from decimal import Decimal as D
 
-from schemas.messages import AlgoSpec, OrderStatus, RiskCommand, RiskStateChange
+from schemas.messages import AlgoSpec, CommandReply, ModifyOrder, OrderStatus, RiskCommand, RiskStateChange
 from tests.helpers import eventually
 from tests.integration.test_exec_algos import children
 from tests.integration.test_order_types import order, placed, publish_book, until
@@ -96,3 +96,21 @@ async def test_a_failed_sync_of_the_parent_is_tried_again(make_system, client, m
     p = await placed(client, "flaky", "buy", "1", "twap", algo=AlgoSpec(duration_ms=100, slices=1))
     p = await until(client, p.order_id, S.FILLED, S.EXPIRED, S.CANCELED, timeout=20)
     assert p.status is S.FILLED and p.filled_quantity == D(1)
+
+
+async def test_a_child_cannot_be_modified(make_system, client):
+    """M1: a child never passes the risk gate: a modify (an iceberg clip to 3 @ 100.90 for a parent of 1 capped
+    at 100) would trade past the parent's quantity and cap. Refused naming why; the venue's clip unchanged."""
+    sut = await make_system()
+    venue = sut.running["order-router"].venue  # type: ignore[attr-defined]
+    await publish_book(client, [("99.00", "5")], [("101.00", "5")])
+    p = await placed(client, "im", "buy", "1", "iceberg", price="100.00", algo=AlgoSpec(display_quantity=D("0.3")))
+    await eventually(lambda: venue.fetch_open_orders("BTC_USDT"), what="a clip resting")
+    cid = (await order(client, p.order_id)).children[0]
+    r = await client.request(
+        client.subjects.orders_modify, ModifyOrder(order_id=cid, quantity=D(3), price=D("100.90")), CommandReply
+    )
+    assert not r.ok and r.code == "MODIFY_REFUSED" and r.field == "orderId"
+    assert "algorithm's child" in (r.detail or "")
+    opens = await venue.fetch_open_orders("BTC_USDT")
+    assert [(o.quantity, o.price) for o in opens] == [(D("0.3"), D(100))]
