@@ -85,6 +85,10 @@ async def _no_alert(*_: object, **__: object) -> None:
     return None
 
 
+class NoRules(Exception):
+    """The venue's rules of a parent's pair are not known yet (and not stored on it): wait for them."""
+
+
 def running(p: Order) -> bool:
     """Does the parent's algorithm still send children (not stopping, not ended)?"""
     return (
@@ -125,10 +129,16 @@ class ExecAlgos:
 
     # -- acceptance ------------------------------------------------------------------------------------
     def _sizing(self, p: Order) -> tuple[Decimal, Decimal]:
-        """The venue's amount step for the parent's pair and the smallest child it takes."""
+        """The amount step and smallest child the parent's schedule is built with: those stored on it when it was
+        accepted, else (an older record) the venue's rules now. NoRules when neither is known (its venue not
+        started yet): nothing is decided without them (the step is tried again shortly)."""
+        st = p.algo_state
+        if st is not None and st.step is not None:
+            return st.step, st.min_quantity or ZERO
         rules = self.rules_of(p)
-        step = rules.amount_step if rules is not None and rules.amount_step > ZERO else step_of(p.quantity)
-        return step, child_min_quantity(rules, p.price or p.reference_price)
+        if rules is None or rules.amount_step <= ZERO:
+            raise NoRules(f"no market rules of {p.pair} at {p.venue} yet")
+        return rules.amount_step, child_min_quantity(rules, p.price or p.reference_price)
 
     def prepare(self, p: Order) -> Order:
         """The parent as accepted: its seed filled in, its start, and a VWAP's weights fixed now (its profile, else
@@ -146,7 +156,12 @@ class ExecAlgos:
                 self.trades.get(p.pair, ()), p.created_at, spec.lookback_ms or spec.duration_ms, buckets
             )  # fmt: skip
         p = msgspec.structs.replace(p, algo=spec, algo_state=AlgoState(start_ms=p.created_at, weights=weights))
-        step, least = self._sizing(p)
+        try:
+            step, least = self._sizing(p)
+            state = msgspec.structs.replace(p.algo_state, step=step, min_quantity=least)  # (its schedule for good)
+            p = msgspec.structs.replace(p, algo_state=state)
+        except NoRules:  # checked with the quantity's own step; the rules are waited for before its first child
+            step, least = step_of(p.quantity), ZERO
         if p.type == "iceberg":
             next_clip(p, ZERO, step, least)
         else:
@@ -210,7 +225,11 @@ class ExecAlgos:
                 ts = now_ms()
                 p = await store.emit(transition(p, S.ACCEPTED, ts), "accepted")
         self.log.info("algorithm {} {} {} {} started", p.order_id, p.type, p.side, p.quantity)
-        await self._after(p.order_id)
+        try:
+            await self._after(p.order_id)
+        except NoRules as e:  # its venue not started yet: its first step waits for the rules
+            self.log.warning("algorithm {}: waits ({}); tried again in 1 s", p.order_id, e)
+            self.arm(p.order_id, now_ms() + 1000)
 
     async def resume(self) -> None:
         """At start: every live parent armed again, a child the last run recorded but did not create made now, the
@@ -219,17 +238,24 @@ class ExecAlgos:
         self.active = True  # (the rebuild from ORDERS is over: children's changes are followed from now on)
         parents = [oid for oid in list(self.store.live) if self.store.orders[oid].type in ALGO_TYPES]
         for pid in parents:
-            if (why := self.refusal()) is not None:
-                await self.cancel_parent(pid, why)
-                continue
-            await self._restore_child(pid)
-            if self.store.orders[pid].status is S.SUBMITTED:
-                await self.start(pid)
-            else:
-                await self.sync(pid)
-                await self._after(pid)
+            try:
+                await self._resume_one(pid)
+            except Exception as e:  # one parent never stops the router: its step tries again shortly
+                self.log.warning("algorithm {}: not resumed now ({}); tried again in 1 s", pid, e)
+                self.arm(pid, now_ms() + 1000)
         if parents:
             self.log.info("resumed {} algorithm order(s)", len(parents))
+
+    async def _resume_one(self, pid: str) -> None:
+        if (why := self.refusal()) is not None:
+            await self.cancel_parent(pid, why)
+            return
+        await self._restore_child(pid)
+        if self.store.orders[pid].status is S.SUBMITTED:
+            await self.start(pid)
+        else:
+            await self.sync(pid)
+            await self._after(pid)
 
     async def _restore_child(self, pid: str) -> None:
         p = self.store.orders[pid]
@@ -262,6 +288,9 @@ class ExecAlgos:
     async def _step_logged(self, pid: str) -> None:
         try:
             await self.step(pid)
+        except NoRules as e:
+            self.log.warning("algorithm {}: waits ({}); tried again in 1 s", pid, e)
+            self.arm(pid, now_ms() + 1000)
         except Exception as e:  # never the scheduler's death: tried again shortly
             self.log.exception("algorithm {}: step failed ({}); tried again in 1 s", pid, e)
             self.arm(pid, now_ms() + 1000)

@@ -114,3 +114,38 @@ async def test_a_child_cannot_be_modified(make_system, client):
     assert "algorithm's child" in (r.detail or "")
     opens = await venue.fetch_open_orders("BTC_USDT")
     assert [(o.quantity, o.price) for o in opens] == [(D("0.3"), D(100))]
+
+
+async def test_a_restart_while_the_venue_rules_are_unknown_keeps_every_algorithm(make_system, client, monkeypatch):
+    """M3: a venue down when the router starts (its rules not loaded): the algorithms were rebuilt with the
+    quantity's own step and no minimum - a TWAP's schedule changed (cached so), an iceberg's clip check raised in
+    resume() and the router did not start. The step and minimum used at acceptance are stored on the parent."""
+    from actors.order_router.actor import OrderRouter
+
+    sut = await make_system()
+    await publish_book(client, [("99.00", "50")], [("100.00", "50")])
+    # (the quantities' own steps, 1 and 0.1, can make neither schedule)
+    tw = await placed(client, "tw-m3", "buy", "1", "twap", algo=AlgoSpec(duration_ms=3000, slices=6))
+    ice = await placed(
+        client, "ice-m3", "buy", "0.5", "iceberg", price="98.00", algo=AlgoSpec(display_quantity=D("0.25"))
+    )
+    tw = await eventually(lambda: _has(client, tw.order_id, 2), what="two slices")
+    assert tw.algo_state is not None and tw.algo_state.step == D("0.001")
+    await sut.stop("order-router")
+    blind = {"on": True}
+    real = OrderRouter._rules_of
+    monkeypatch.setattr(OrderRouter, "_rules_of", lambda self, o: None if blind["on"] else real(self, o))
+    await sut.start("order-router")  # (without the fix: AlgoParamError from the iceberg's resume)
+    await publish_book(client, [("99.00", "50")], [("100.00", "50")])
+    tw = await until(client, tw.order_id, S.FILLED, S.EXPIRED, S.CANCELED, timeout=20)
+    blind["on"] = False
+    assert tw.status is S.FILLED and tw.filled_quantity == D(1), (tw.status, tw.reason)
+    kids = await children(client, tw)
+    assert all(k.quantity >= D("0.01") and k.quantity % D("0.001") == 0 for k in kids), [k.quantity for k in kids]
+    ice = await order(client, ice.order_id)
+    assert ice.status is S.ACCEPTED and len(ice.children) == 1  # its clip still resting at 98
+
+
+async def _has(client, oid: str, n: int):
+    o = await order(client, oid)
+    return o if len(o.children) >= n else None
