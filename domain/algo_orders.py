@@ -223,3 +223,19 @@ def capped_quantity(wanted: Decimal, target: Decimal, quantity: Decimal, committ
     if q <= ZERO:
         return ZERO
     return (q // step) * step if step > ZERO else q
+
+
+def catchup_cap(merged: Sequence[Slice], left: Decimal, later: int, step: Decimal) -> Decimal:
+    """The most a child of a schedule that is catching up after a restart may be: slices that fell due while the
+    router was down are never sent as one big order. ``merged``: the slices this child stands for (one, or the
+    overdue ones merged), ``left``: what the parent still has to send, ``later``: how many slices are still to come
+    after it. What is left is spread evenly over this child and the later slices (never less than one scheduled
+    slice's size); with no later slice (the router came back after the schedule's last slice) one slice's size at
+    most: the rest is left unfilled (the parent ends expired)."""
+    one = max((s.quantity for s in merged), default=ZERO)
+    if later <= 0:
+        return one if len(merged) > 1 else max(one, left)
+    share = left / (later + 1)
+    if step > ZERO:
+        share = (share / step).to_integral_value(rounding=ROUND_CEILING) * step
+    return max(one, share)

@@ -42,6 +42,7 @@ import msgspec
 from actors.order_router.store import OrderStore
 from domain.algo_orders import (
     capped_quantity,
+    catchup_cap,
     child_min_quantity,
     committed_of,
     next_clip,
@@ -110,6 +111,7 @@ class ExecAlgos:
         self.schedules: dict[str, list[Slice]] = {}
         self.guards: dict[str, asyncio.Lock] = {}  # one step of a parent at a time
         self.syncing: set[str] = set()
+        self.catchup: set[str] = set()  # parents whose overdue slices came due while the router was down
         self.trades: dict[str, deque[tuple[int, Decimal]]] = {}
         self.tag: str | None = None  # partitioned: the pair a child's id reservation names (set per call)
         self.partitioned = False
@@ -334,9 +336,23 @@ class ExecAlgos:
         notes = []
         if len(slices) > 1:
             late = now - slices[0].at_ms
-            after = " after a restart" if self.restarted_at and slices[0].at_ms < self.restarted_at else ""
+            restarted = bool(self.restarted_at and slices[0].at_ms < self.restarted_at)
+            if restarted:
+                self.catchup.add(p.order_id)
+            after = " after a restart" if restarted else ""
             notes.append(f"slices {slices[0].index}..{k} merged: overdue by {late} ms{after}")
         q = next_quantity(p, target_through(schedule, k), self._working(p), step)
+        if p.order_id in self.catchup and q > ZERO:  # the backlog spread over what remains, never sent at once
+            sent = set(p.algo_state.sent)
+            later = sum(1 for s in schedule if s.index > k and s.index not in sent)
+            left = p.quantity - p.filled_quantity - self._working(p)
+            cap = catchup_cap(slices, left, later, step)
+            if q > cap:
+                what = f"the rest spread over the {later} slice(s) to come" if later else (
+                    "the schedule's last slice is past: the rest is left unfilled"
+                )  # fmt: skip
+                notes.append(f"slice {k}: catching up after a restart: {cap} of {q} ({what})")
+                q = cap
         if q > ZERO and q < least:
             notes.append(f"slice {k}: {q} is below the venue's smallest order {least}: carried to the next slice")
             q = ZERO
@@ -578,6 +594,7 @@ class ExecAlgos:
         self._forget(pid)
 
     def _forget(self, pid: str) -> None:
+        self.catchup.discard(pid)
         self.next_at.pop(pid, None)
         self.schedules.pop(pid, None)
         self.guards.pop(pid, None)

@@ -7,7 +7,17 @@ from __future__ import annotations
 import asyncio
 from decimal import Decimal as D
 
-from schemas.messages import AlgoSpec, CommandReply, ModifyOrder, OrderStatus, RiskCommand, RiskStateChange
+from schemas.messages import (
+    AlgoSpec,
+    CommandReply,
+    ModifyOrder,
+    OrderEventsPage,
+    OrderEventsQuery,
+    OrderStatus,
+    RiskCommand,
+    RiskStateChange,
+    now_ms,
+)
 from tests.helpers import eventually
 from tests.integration.test_exec_algos import children
 from tests.integration.test_order_types import order, placed, publish_book, until
@@ -149,3 +159,27 @@ async def test_a_restart_while_the_venue_rules_are_unknown_keeps_every_algorithm
 async def _has(client, oid: str, n: int):
     o = await order(client, oid)
     return o if len(o.children) >= n else None
+
+
+async def test_a_restart_after_the_schedule_sends_one_slice_not_the_backlog(make_system, client):
+    """M4: every overdue slice went out as ONE uncapped order after a restart (a 12 h outage: half a 24 h TWAP at
+    once). Back after the schedule's last slice: one slice's size, the rest left unfilled (expired, the reason on
+    the trail)."""
+    sut = await make_system()
+    await publish_book(client, [("99.00", "50")], [("100.00", "50")])
+    tw = await placed(client, "tw-m4", "buy", "1", "twap", algo=AlgoSpec(duration_ms=2000, slices=10))
+    tw = await eventually(lambda: _has(client, tw.order_id, 1), what="a slice")
+    await sut.stop("order-router")
+    assert tw.algo_state is not None
+    await asyncio.sleep(max(0.0, (tw.algo_state.start_ms + 2300 - now_ms()) / 1000))  # the schedule is over
+    await sut.start("order-router")
+    await publish_book(client, [("99.00", "50")], [("100.00", "50")])
+    tw = await until(client, tw.order_id, S.FILLED, S.EXPIRED, S.CANCELED, timeout=20)
+    kids = await children(client, tw)
+    assert all(k.quantity <= D("0.1") for k in kids), [k.quantity for k in kids]
+    assert tw.status is S.EXPIRED and "unfilled at the end of the schedule" in (tw.reason or "")
+    page = await client.request(
+        client.subjects.query("order_events"), OrderEventsQuery(order_id=tw.order_id), OrderEventsPage
+    )
+    notes = [e.order.reason or "" for e in page.events if e.event == "slice_sent"]
+    assert any("catching up after a restart" in n and "left unfilled" in n for n in notes), notes

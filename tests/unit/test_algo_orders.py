@@ -212,3 +212,32 @@ def test_capped_children_never_exceed_the_parent(kids: list[tuple[int, int, bool
     q = capped_quantity(D(wanted) * step, D(target) * step, quantity, committed, step)
     assert q >= 0 and q % step == 0
     assert q == 0 or committed + q <= min(D(target) * step, quantity)
+
+
+def test_a_catch_up_after_a_restart_spreads_the_backlog_and_never_sends_it_at_once() -> None:
+    from domain.algo_orders import catchup_cap
+
+    one = [Slice(3, 0, D("0.1"))]
+    merged = [Slice(i, 0, D("0.1")) for i in range(2, 7)]  # 5 slices overdue: 0.5 at once without the cap
+    assert catchup_cap(merged, D("0.8"), 3, D("0.001")) == D("0.2")  # 0.8 over this one and 3 to come
+    assert catchup_cap(merged, D("0.3"), 5, D("0.001")) == D("0.1")  # never less than one slice
+    assert catchup_cap(merged, D("0.7"), 0, D("0.001")) == D("0.1")  # past the last slice: one slice, no more
+    assert catchup_cap(one, D("0.25"), 0, D("0.001")) == D("0.25")  # the last slice of a catch-up: what is left
+    assert catchup_cap(one, D("1"), 2, D("0.001")) == D("0.334")  # rounded up to the step
+
+
+@given(st.integers(1, 50), st.integers(0, 20), st.integers(1, 10_000))
+def test_a_catch_up_spreads_everything_over_what_remains(n_merged: int, later: int, left_steps: int) -> None:
+    """Sending the cap at each slice to come (as a single slice) leaves nothing when a slice remains."""
+    from domain.algo_orders import catchup_cap
+
+    step = D("0.001")
+    merged = [Slice(i, 0, D("0.01")) for i in range(n_merged)]
+    left = left_steps * step
+    sent = min(left, catchup_cap(merged, left, later, step))
+    assert sent <= max(D("0.01"), left) and (later > 0 or n_merged == 1 or sent <= D("0.01"))
+    for rest in range(later - 1, -1, -1):  # each later slice: its own cap
+        left -= sent
+        sent = min(left, catchup_cap([Slice(0, 0, D("0.01"))], left, rest, step))
+    if later > 0:
+        assert left - sent == 0
