@@ -74,6 +74,9 @@ S = OrderStatus
 ZERO = Decimal(0)
 MAX_TRADES_PER_PAIR = 20_000  # the rolling window of public trades kept per pair (VWAP's recent volume)
 IDLE_S = 3600.0
+# a venue's refusals of a child that say nothing about the parent (the paper venue's books not read yet after a
+# restart): its quantity is carried to the next slice, the algorithm goes on
+TRANSIENT_REJECTIONS = ("no market data",)
 SYNC_RETRY_S = 1.0  # a parent's sync with its children that failed is tried again after this
 Spawn = Callable[..., "asyncio.Task[object]"]
 Cancel = Callable[[str, str], Awaitable[tuple[Order, str | None]]]
@@ -543,6 +546,10 @@ class ExecAlgos:
         for kid in kids:
             if kid.order_id in self.store.live:
                 continue
+            transient = (kid.reason or "").startswith(TRANSIENT_REJECTIONS)
+            if kid.status is S.REJECTED and transient and p.type != "iceberg":
+                continue  # (a child sent before the books were read, after a restart): carried to the next slice
+                # (an iceberg's next clip would follow at once: it stops, as before)
             if kid.status is S.REJECTED and kid.venue_status == "rejected":
                 return f"child {kid.order_id} rejected by {kid.venue}: {kid.reason or 'no reason given'}"
             if (

@@ -183,3 +183,30 @@ async def test_a_restart_after_the_schedule_sends_one_slice_not_the_backlog(make
     )
     notes = [e.order.reason or "" for e in page.events if e.event == "slice_sent"]
     assert any("catching up after a restart" in n and "left unfilled" in n for n in notes), notes
+
+
+async def test_a_child_made_but_not_sent_before_a_crash_does_not_stop_its_parent(make_system, client, monkeypatch):
+    """m1: on paper, the child made before a crash is sent on restart before the books are read: rejected 'no
+    market data', which stopped the whole algorithm. It is carried to the next slice instead."""
+    from actors.order_router import exec_algos
+
+    orig = exec_algos.ExecAlgos._route_logged
+    held = asyncio.Event()
+
+    async def route(self, cid):
+        if self.store.orders[cid].client_order_id.endswith(":s1"):
+            held.set()
+            await asyncio.sleep(3600)  # "crash" before the send
+        return await orig(self, cid)
+
+    monkeypatch.setattr(exec_algos.ExecAlgos, "_route_logged", route)
+    sut = await make_system()
+    await publish_book(client, [("99.00", "500")], [("100.00", "500")])
+    p = await placed(client, "cb", "buy", "0.9", "twap", algo=AlgoSpec(duration_ms=6000, slices=3))
+    await asyncio.wait_for(held.wait(), 10)
+    await sut.stop("order-router")
+    monkeypatch.setattr(exec_algos.ExecAlgos, "_route_logged", orig)
+    await sut.start("order-router")
+    await publish_book(client, [("99.00", "500")], [("100.00", "500")])
+    p = await until(client, p.order_id, S.FILLED, S.EXPIRED, S.CANCELED, timeout=20)
+    assert p.status is S.FILLED and p.filled_quantity == D("0.9"), (p.status, p.reason)
