@@ -412,7 +412,14 @@ class ExecAlgos:
                 p, algo_state=state, children=children, reason=note or p.reason, updated_at=now_ms()
             )
             new = await store.emit(new, "slice_sent")
-            child = await self._make_child(new, k, cid, q) if cid is not None else None
+            try:
+                child = await self._make_child(new, k, cid, q) if cid is not None else None
+            except Exception as e:  # the slice has no child (or one the store did not confirm): said on the trail
+                why = f"slice {k}: its child {cid} could not be stored ({type(e).__name__}: {e}): carried on"
+                with contextlib.suppress(Exception):
+                    cur = store.orders.get(pid, new)
+                    await store.emit(msgspec.structs.replace(cur, reason=why, updated_at=now_ms()), "slice_carried")
+                raise
         if note:
             self.log.info("algorithm {}: {}", pid, note)
         if child is not None:

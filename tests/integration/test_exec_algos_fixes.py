@@ -210,3 +210,30 @@ async def test_a_child_made_but_not_sent_before_a_crash_does_not_stop_its_parent
     await publish_book(client, [("99.00", "500")], [("100.00", "500")])
     p = await until(client, p.order_id, S.FILLED, S.EXPIRED, S.CANCELED, timeout=20)
     assert p.status is S.FILLED and p.filled_quantity == D("0.9"), (p.status, p.reason)
+
+
+async def test_a_child_that_could_not_be_stored_is_on_the_parents_trail(make_system, client, monkeypatch):
+    """m2: the parent's slice_sent stored, its child's create failed: the slice had no child and nothing said so."""
+    from actors.order_router.store import OrderStore
+
+    orig = OrderStore.emit
+    state = {"done": False}
+
+    async def emit(self, order, event):
+        s1 = order.role == "slice" and event == "submitted" and order.client_order_id.endswith(":s1")
+        if s1 and not state["done"]:
+            state["done"] = True
+            raise TimeoutError("nats: timeout")
+        return await orig(self, order, event)
+
+    monkeypatch.setattr(OrderStore, "emit", emit)
+    await make_system()
+    await publish_book(client, [("99.00", "500")], [("100.00", "500")])
+    p = await placed(client, "la", "buy", "1", "twap", algo=AlgoSpec(duration_ms=1600, slices=4))
+    p = await until(client, p.order_id, S.FILLED, S.EXPIRED, S.CANCELED, timeout=20)
+    assert p.status is S.FILLED and p.filled_quantity == D(1)  # (its quantity carried: nothing lost)
+    page = await client.request(
+        client.subjects.query("order_events"), OrderEventsQuery(order_id=p.order_id), OrderEventsPage
+    )
+    notes = [e.order.reason or "" for e in page.events if e.event == "slice_carried"]
+    assert any("slice 1: its child" in n and "could not be stored" in n for n in notes), notes
