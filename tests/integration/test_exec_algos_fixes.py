@@ -237,3 +237,26 @@ async def test_a_child_that_could_not_be_stored_is_on_the_parents_trail(make_sys
     )
     notes = [e.order.reason or "" for e in page.events if e.event == "slice_carried"]
     assert any("slice 1: its child" in n and "could not be stored" in n for n in notes), notes
+
+
+async def test_an_overfilling_child_fill_stops_the_algorithm(make_system, client, monkeypatch):
+    """C2: a child's fill that would take the parent past its quantity was logged and dropped, the algorithm went
+    on. It stops now (canceled, reason 'overfilled: ...'). (apply_fill made to refuse the parent's second fill:
+    the state a double count would leave.)"""
+    from actors.order_router import exec_algos
+    from domain.orders import Overfilled
+
+    real = exec_algos.apply_fill
+
+    def apply(o, ref):
+        if o.type == "twap" and o.fills and ref.fill_id not in {f.fill_id for f in o.fills}:
+            raise Overfilled(f"fill {ref.fill_id} would take {o.order_id} past its quantity")
+        return real(o, ref)
+
+    monkeypatch.setattr(exec_algos, "apply_fill", apply)
+    await make_system()
+    await publish_book(client, [("99.00", "500")], [("100.00", "500")])
+    p = await placed(client, "of", "buy", "1", "twap", algo=AlgoSpec(duration_ms=1500, slices=4))
+    p = await until(client, p.order_id, S.FILLED, S.EXPIRED, S.CANCELED, timeout=20)
+    assert p.status is S.CANCELED and (p.reason or "").startswith("overfilled"), (p.status, p.reason)
+    assert len(p.children) <= 3
