@@ -659,7 +659,9 @@ class SignalIntake(Actor):
             stop, default_take = rules.default_exits(side, entry, stop_pct, take_pct, tick)
             take = take if take is not None else default_take
             notes.append(f"default exits (STOP_LOSS_ENABLED): stopLoss {stop}, takeProfit {take}")
-        sizing = await self._size(sig, side, entry, stop, confidence, step, notes, risk)
+        # an algorithm is sized with the signal's own stop all the same (only its legs are left off)
+        sizing_stop = sig.stop_loss if algo is not None else stop
+        sizing = await self._size(sig, side, entry, sizing_stop, confidence, step, notes, risk)
         if isinstance(sizing, str):
             code = sizing.partition(":")[0] if sizing.startswith("NO_CONVERSION:") else None
             await finish_all("rejected", sizing, **({"code": code} if code else {}))

@@ -12,6 +12,9 @@ read models share. The schedules themselves are in ``domain/algos`` (this module
   less what is filled and what the working children still have - so whatever an earlier slice left unfilled is
   carried into the next one, and nothing is ever sent beyond the parent's quantity.
 - ``child_min_quantity(rules, price)``: the smallest child the venue takes (its minimum amount and notional).
+- ``trading_refusal(state, hours, timezone, now_ms)``: why an algorithm may not send a child now (the trading
+  state HALTED or REDUCING, outside TRADING_HOURS) - children never pass the risk gate, so the engine asks this
+  before each one and stops the parent when it answers.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from domain.algos import (
     twap_schedule,
     vwap_schedule,
 )
-from schemas.messages import ALGO_TYPES, AlgoSpec, MarketRules, Order, OrderRequest
+from schemas.messages import ALGO_TYPES, TERMINAL_STATUSES, AlgoSpec, MarketRules, Order, OrderRequest
 
 ZERO = Decimal(0)
 SLICE_ID_RE = re.compile(r"^tbx:(.+):s(\d+)$")
@@ -180,3 +183,59 @@ def unfilled_of(child: Order) -> Decimal:
     """What a child leaves to its parent's next slice: its quantity less its fills (0 when filled)."""
     left = child.quantity - child.filled_quantity
     return left if left > ZERO else ZERO
+
+
+def trading_refusal(state: str | None, hours: tuple[int, int] | None, timezone: str, now_ms: int) -> str | None:
+    """Why an algorithm's next child may not go now (None: it may). Its children never pass the risk gate, so
+    what the gate would refuse to a new opening order stops the algorithm: the trading state HALTED (emergency
+    stop, MAX_DAILY_LOSS, MAX_DRAWDOWN) or REDUCING (the router does not know the positions: an algorithm is never
+    taken for a reducing order), or outside TRADING_HOURS."""
+    from domain.limits import HALTED, REDUCING, within_hours  # (domain.limits imports this module)
+
+    if state == HALTED:
+        return "trading state HALTED: the algorithm stopped (its children never pass the risk gate)"
+    if state == REDUCING:
+        return "trading state REDUCING: the algorithm stopped (only reducing orders may trade)"
+    if hours is not None and not within_hours(now_ms, hours, timezone):
+        h = hours
+        span = f"{h[0] // 60:02d}:{h[0] % 60:02d}-{h[1] // 60:02d}:{h[1] % 60:02d} {timezone}"
+        return f"TRADING_HOURS: outside {span}: the algorithm stopped"
+    return None
+
+
+def committed_of(children: Sequence[Order | None]) -> Decimal:
+    """What a parent's children have taken of its quantity, from the children themselves (never from the
+    parent's own figures, which follow its children's fills a moment later): an ended child its fills, a live
+    one its whole quantity. A child recorded but never made (None) took nothing."""
+    total = ZERO
+    for c in children:
+        if c is not None:
+            total += c.filled_quantity if c.status in TERMINAL_STATUSES else max(c.quantity, c.filled_quantity)
+    return total
+
+
+def capped_quantity(wanted: Decimal, target: Decimal, quantity: Decimal, committed: Decimal, step: Decimal) -> Decimal:
+    """The next child: ``wanted`` but never beyond the cumulative ``target`` (nor the parent's ``quantity``) less
+    what the children already took (``committed_of``), in whole steps; never < 0. So the parent's quantity is
+    never exceeded, whatever the parent's own figures say."""
+    room = min(target, quantity) - committed
+    q = min(wanted, room)
+    if q <= ZERO:
+        return ZERO
+    return (q // step) * step if step > ZERO else q
+
+
+def catchup_cap(merged: Sequence[Slice], left: Decimal, later: int, step: Decimal) -> Decimal:
+    """The most a child of a schedule that is catching up after a restart may be: slices that fell due while the
+    router was down are never sent as one big order. ``merged``: the slices this child stands for (one, or the
+    overdue ones merged), ``left``: what the parent still has to send, ``later``: how many slices are still to come
+    after it. What is left is spread evenly over this child and the later slices (never less than one scheduled
+    slice's size); with no later slice (the router came back after the schedule's last slice) one slice's size at
+    most: the rest is left unfilled (the parent ends expired)."""
+    one = max((s.quantity for s in merged), default=ZERO)
+    if later <= 0:
+        return one if len(merged) > 1 else max(one, left)
+    share = left / (later + 1)
+    if step > ZERO:
+        share = (share / step).to_integral_value(rounding=ROUND_CEILING) * step
+    return max(one, share)

@@ -154,6 +154,8 @@ class AlgoState(Msg):
     weights: list[Decimal] | None = None  # vwap: the profile fixed when it was accepted
     carried: Decimal = ZERO  # quantity left unfilled by earlier slices, added to the next one
     done_reason: str | None = None  # why it stopped before its quantity was filled (on the trail too)
+    step: Decimal | None = None  # the venue's amount step its schedule was built with (None: older records)
+    min_quantity: Decimal | None = None  # the venue's smallest child then (the same schedule after a restart)
 
 
 class OrderRequest(Msg):

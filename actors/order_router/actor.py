@@ -37,12 +37,14 @@ from actors.order_router.live_check import LiveCheck
 from actors.order_router.routing import Router
 from actors.order_router.session import NotTaken, VenueSession
 from actors.order_router.store import OrderStore
+from actors.order_router.trading_state import TradingState
 from actors.venues.base import KeysUnavailable, Venue, VenueOrder, VenueStartError
 from actors.venues.factory import make_venues
 from bus.client import Bus, Envelope
 from bus.errors import Transient
-from config.settings import Settings
+from config.settings import Settings, parse_trading_hours
 from config.venues import venue_names
+from domain.algo_orders import trading_refusal
 from domain.algos import AlgoParamError
 from domain.orders import (
     WORKING,
@@ -92,6 +94,8 @@ from schemas.messages import (
 )
 
 S = OrderStatus
+HALT_GRACE_S = 5.0  # trading HALTED: the algorithms send nothing at once, and are stopped after this (an emergency
+# stop's cancel of every working order comes first: its answer names the parents it canceled)
 ZERO = Decimal(0)
 MAX_PAGE = 500
 ACK_WAIT_S = 3.0  # a live order's caller waits this long for the venue's first answer
@@ -121,6 +125,7 @@ class OrderRouter(Actor):
             session.connect(self.emulator, self._route, self._reroute)
         self.algos = ExecAlgos(self.store, self.log, self.spawn)  # the execution algorithms' parents and children
         self.algos.connect(self._rules_of, self._route, self._cancel, self._mark_fresh)
+        self.algos.alert = self.alert
 
         def stored(o: Order) -> None:
             self.emulator.track(o)
@@ -130,6 +135,14 @@ class OrderRouter(Actor):
         self.keys = RouterKeys(settings, bus, self.sessions, self.log)  # each live venue's keys: store, else env
         self.keys.follower = not self.venue_wide  # partitioned: partition 0 checks and promotes, the others follow
         self.live_check = LiveCheck(settings, bus)  # the transition: no live order approved before a revert
+        self.trading = TradingState(bus, self._on_trading_state)  # the algorithms' children never pass the gate
+        hours = parse_trading_hours(settings.TRADING_HOURS)
+        self.algos.refusal = lambda: trading_refusal(self.trading.state, hours, settings.TRADING_TIMEZONE, now_ms())
+        self.algos.halted = lambda: self.trading.state == "HALTED"
+
+    def _on_trading_state(self, state: str) -> None:
+        if (why := trading_refusal(state, None, "UTC", 0)) is not None:
+            self.algos.halt_all(why, HALT_GRACE_S if state == "HALTED" else 0.0)
 
     def _rules_of(self, o: Order) -> MarketRules | None:
         session = self.sessions.get(o.venue)
@@ -197,6 +210,8 @@ class OrderRouter(Actor):
         await self._each(lambda session: session.reconcile(min_age_ms=0))
         await self.emulator.resume()
         self.algos.partitioned = self.partition is not None
+        await self.trading.open()
+        self.spawn(self.trading.follow(), "trading state", essential=True)
         await self.algos.resume()
         self.spawn(self.algos.run(), "algo scheduler", essential=True)
         await self.bus.subscribe(s.trades(), Trade, self._on_trade)  # VWAP: the recent traded volume of each pair
@@ -793,6 +808,11 @@ class OrderRouter(Actor):
         if o.type in ALGO_TYPES:
             return (
                 f"modify is not supported for algorithm orders ({o.type}): cancel {o.order_id} and place a new one"
+            ), "orderId"
+        if o.role == "slice":  # drawn from its parent's reservation, never checked by the risk gate: never changed
+            return (
+                f"modify is not supported for an algorithm's child: {o.order_id} is a slice of "
+                f"{o.parent_order_id} (cancel it: its unfilled quantity is carried to the next slice)"
             ), "orderId"
         if o.status in (S.PENDING_CANCEL, S.PENDING_UPDATE):
             return f"order {o.order_id} is {o.status.value}: wait for the venue's answer", "orderId"

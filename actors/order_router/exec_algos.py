@@ -18,6 +18,9 @@ Durability rules kept here:
   and armed again: slices that fell due while the router was down are merged into one child sent at once, the
   merge on the trail ("slices i..j merged: overdue by N ms after a restart"); a slice that sends nothing (its
   quantity is already covered, or below the venue's minimum) is in ``sent`` with the reason on the trail.
+- children never pass the risk gate: before each one the engine asks ``refusal`` (the trading state HALTED or
+  REDUCING, outside TRADING_HOURS: ``domain.algo_orders.trading_refusal``) and, refused, stops the parent (its
+  working children canceled, the parent canceled with the reason); when trading halts every parent is stopped;
 - the next child's size is the schedule's cumulative quantity through the slices due now less what the parent
   filled and what its working children still have: what an earlier child left unfilled (an IOC at the cap that
   did not fill, a child canceled by request) is carried into the next one; nothing is ever sent beyond the
@@ -38,7 +41,10 @@ import msgspec
 
 from actors.order_router.store import OrderStore
 from domain.algo_orders import (
+    capped_quantity,
+    catchup_cap,
     child_min_quantity,
+    committed_of,
     next_clip,
     next_quantity,
     schedule_of,
@@ -68,11 +74,23 @@ S = OrderStatus
 ZERO = Decimal(0)
 MAX_TRADES_PER_PAIR = 20_000  # the rolling window of public trades kept per pair (VWAP's recent volume)
 IDLE_S = 3600.0
+# a venue's refusals of a child that say nothing about the parent (the paper venue's books not read yet after a
+# restart): its quantity is carried to the next slice, the algorithm goes on
+TRANSIENT_REJECTIONS = ("no market data",)
+SYNC_RETRY_S = 1.0  # a parent's sync with its children that failed is tried again after this
 Spawn = Callable[..., "asyncio.Task[object]"]
 Cancel = Callable[[str, str], Awaitable[tuple[Order, str | None]]]
 Route = Callable[[str], Awaitable[None]]
 RulesOf = Callable[[Order], MarketRules | None]
 MarkFresh = Callable[[Order], None]
+
+
+async def _no_alert(*_: object, **__: object) -> None:
+    return None
+
+
+class NoRules(Exception):
+    """The venue's rules of a parent's pair are not known yet (and not stored on it): wait for them."""
 
 
 def running(p: Order) -> bool:
@@ -96,11 +114,15 @@ class ExecAlgos:
         self.schedules: dict[str, list[Slice]] = {}
         self.guards: dict[str, asyncio.Lock] = {}  # one step of a parent at a time
         self.syncing: set[str] = set()
+        self.catchup: set[str] = set()  # parents whose overdue slices came due while the router was down
         self.trades: dict[str, deque[tuple[int, Decimal]]] = {}
         self.tag: str | None = None  # partitioned: the pair a child's id reservation names (set per call)
         self.partitioned = False
         self.sends = 0  # children made (stats)
         self.sent_at: deque[tuple[int, int]] = deque(maxlen=100_000)  # (due ms, made ms) of each child, for the bench
+        self.refusal: Callable[[], str | None] = lambda: None  # why no child may go now (the trading state, hours)
+        self.halted: Callable[[], bool] = lambda: False  # is trading HALTED now?
+        self.alert: Callable[..., Awaitable[None]] = _no_alert  # the router's alert (tbx.events.risk)
 
     def connect(self, rules_of: RulesOf, route: Route, cancel: Cancel, mark_fresh: MarkFresh) -> None:
         """The venue rules of an order's venue, the router's route of a new child, its cancel, and its session's
@@ -112,10 +134,16 @@ class ExecAlgos:
 
     # -- acceptance ------------------------------------------------------------------------------------
     def _sizing(self, p: Order) -> tuple[Decimal, Decimal]:
-        """The venue's amount step for the parent's pair and the smallest child it takes."""
+        """The amount step and smallest child the parent's schedule is built with: those stored on it when it was
+        accepted, else (an older record) the venue's rules now. NoRules when neither is known (its venue not
+        started yet): nothing is decided without them (the step is tried again shortly)."""
+        st = p.algo_state
+        if st is not None and st.step is not None:
+            return st.step, st.min_quantity or ZERO
         rules = self.rules_of(p)
-        step = rules.amount_step if rules is not None and rules.amount_step > ZERO else step_of(p.quantity)
-        return step, child_min_quantity(rules, p.price or p.reference_price)
+        if rules is None or rules.amount_step <= ZERO:
+            raise NoRules(f"no market rules of {p.pair} at {p.venue} yet")
+        return rules.amount_step, child_min_quantity(rules, p.price or p.reference_price)
 
     def prepare(self, p: Order) -> Order:
         """The parent as accepted: its seed filled in, its start, and a VWAP's weights fixed now (its profile, else
@@ -133,7 +161,12 @@ class ExecAlgos:
                 self.trades.get(p.pair, ()), p.created_at, spec.lookback_ms or spec.duration_ms, buckets
             )  # fmt: skip
         p = msgspec.structs.replace(p, algo=spec, algo_state=AlgoState(start_ms=p.created_at, weights=weights))
-        step, least = self._sizing(p)
+        try:
+            step, least = self._sizing(p)
+            state = msgspec.structs.replace(p.algo_state, step=step, min_quantity=least)  # (its schedule for good)
+            p = msgspec.structs.replace(p, algo_state=state)
+        except NoRules:  # checked with the quantity's own step; the rules are waited for before its first child
+            step, least = step_of(p.quantity), ZERO
         if p.type == "iceberg":
             next_clip(p, ZERO, step, least)
         else:
@@ -197,7 +230,11 @@ class ExecAlgos:
                 ts = now_ms()
                 p = await store.emit(transition(p, S.ACCEPTED, ts), "accepted")
         self.log.info("algorithm {} {} {} {} started", p.order_id, p.type, p.side, p.quantity)
-        await self._after(p.order_id)
+        try:
+            await self._after(p.order_id)
+        except NoRules as e:  # its venue not started yet: its first step waits for the rules
+            self.log.warning("algorithm {}: waits ({}); tried again in 1 s", p.order_id, e)
+            self.arm(p.order_id, now_ms() + 1000)
 
     async def resume(self) -> None:
         """At start: every live parent armed again, a child the last run recorded but did not create made now, the
@@ -206,14 +243,24 @@ class ExecAlgos:
         self.active = True  # (the rebuild from ORDERS is over: children's changes are followed from now on)
         parents = [oid for oid in list(self.store.live) if self.store.orders[oid].type in ALGO_TYPES]
         for pid in parents:
-            await self._restore_child(pid)
-            if self.store.orders[pid].status is S.SUBMITTED:
-                await self.start(pid)
-            else:
-                await self.sync(pid)
-                await self._after(pid)
+            try:
+                await self._resume_one(pid)
+            except Exception as e:  # one parent never stops the router: its step tries again shortly
+                self.log.warning("algorithm {}: not resumed now ({}); tried again in 1 s", pid, e)
+                self.arm(pid, now_ms() + 1000)
         if parents:
             self.log.info("resumed {} algorithm order(s)", len(parents))
+
+    async def _resume_one(self, pid: str) -> None:
+        if (why := self.refusal()) is not None:
+            await self.cancel_parent(pid, why)
+            return
+        await self._restore_child(pid)
+        if self.store.orders[pid].status is S.SUBMITTED:
+            await self.start(pid)
+        else:
+            await self.sync(pid)
+            await self._after(pid)
 
     async def _restore_child(self, pid: str) -> None:
         p = self.store.orders[pid]
@@ -227,9 +274,12 @@ class ExecAlgos:
         async with self.store.lock:
             p = self.store.orders[pid]
             if p.type == "iceberg":
-                q = next_clip(p, self._working(p), step, least)
+                q, target = next_clip(p, self._working(p), step, least), p.quantity
             else:
-                q = next_quantity(p, target_through(self.schedule(p), k), self._working(p), step)
+                target = target_through(self.schedule(p), k)
+                q = next_quantity(p, target, self._working(p), step)
+            committed = committed_of([await self.store.recall(c) for c in p.children])
+            q = capped_quantity(q, target, p.quantity, committed, step)
             if q <= ZERO or (least and q < least):
                 note = f"slice {k}: its child was not made before a restart and nothing is left to send for it"
                 await self.store.emit(msgspec.structs.replace(p, children=p.children[:-1], reason=note), "slice_sent")
@@ -243,6 +293,9 @@ class ExecAlgos:
     async def _step_logged(self, pid: str) -> None:
         try:
             await self.step(pid)
+        except NoRules as e:
+            self.log.warning("algorithm {}: waits ({}); tried again in 1 s", pid, e)
+            self.arm(pid, now_ms() + 1000)
         except Exception as e:  # never the scheduler's death: tried again shortly
             self.log.exception("algorithm {}: step failed ({}); tried again in 1 s", pid, e)
             self.arm(pid, now_ms() + 1000)
@@ -252,6 +305,13 @@ class ExecAlgos:
         async with guard:
             p = self.store.orders.get(pid)
             if p is None or not running(p):
+                return
+            if (why := self.refusal()) is not None:
+                if self.halted():  # no child now; ``halt_all`` stops it (after the emergency stop's own cancel)
+                    self.arm(pid, now_ms() + 1000)
+                    return
+                self.log.warning("algorithm {}: {}", pid, why)
+                await self.cancel_parent(pid, why)
                 return
             if p.type == "iceberg":
                 await self._step_iceberg(p)
@@ -279,15 +339,30 @@ class ExecAlgos:
         notes = []
         if len(slices) > 1:
             late = now - slices[0].at_ms
-            after = " after a restart" if self.restarted_at and slices[0].at_ms < self.restarted_at else ""
+            restarted = bool(self.restarted_at and slices[0].at_ms < self.restarted_at)
+            if restarted:
+                self.catchup.add(p.order_id)
+            after = " after a restart" if restarted else ""
             notes.append(f"slices {slices[0].index}..{k} merged: overdue by {late} ms{after}")
         q = next_quantity(p, target_through(schedule, k), self._working(p), step)
+        if p.order_id in self.catchup and q > ZERO:  # the backlog spread over what remains, never sent at once
+            sent = set(p.algo_state.sent)
+            later = sum(1 for s in schedule if s.index > k and s.index not in sent)
+            left = p.quantity - p.filled_quantity - self._working(p)
+            cap = catchup_cap(slices, left, later, step)
+            if q > cap:
+                what = f"the rest spread over the {later} slice(s) to come" if later else (
+                    "the schedule's last slice is past: the rest is left unfilled"
+                )  # fmt: skip
+                notes.append(f"slice {k}: catching up after a restart: {cap} of {q} ({what})")
+                q = cap
         if q > ZERO and q < least:
             notes.append(f"slice {k}: {q} is below the venue's smallest order {least}: carried to the next slice")
             q = ZERO
         elif q <= ZERO:
             notes.append(f"slice {k}: nothing to send (the earlier children cover the schedule so far)")
-        await self._send(p.order_id, [s.index for s in slices], q, "; ".join(notes) or None, slices[-1].at_ms)
+        target = target_through(schedule, k)
+        await self._send(p.order_id, [s.index for s in slices], q, "; ".join(notes) or None, slices[-1].at_ms, target)
 
     async def _step_iceberg(self, p: Order) -> None:
         assert p.algo_state is not None
@@ -297,10 +372,14 @@ class ExecAlgos:
         q = next_clip(p, ZERO, step, least)
         if q <= ZERO or (least and q < least):
             return  # nothing showable left: the end is decided in _after
-        await self._send(p.order_id, [len(p.algo_state.sent)], q, None, now_ms())
+        await self._send(p.order_id, [len(p.algo_state.sent)], q, None, now_ms(), p.quantity)
 
-    async def _send(self, pid: str, indexes: list[int], q: Decimal, note: str | None, due_ms: int) -> None:
-        """The parent updated first (the indexes sent, the child's id), then its child made and routed."""
+    async def _send(
+        self, pid: str, indexes: list[int], q: Decimal, note: str | None, due_ms: int, target: Decimal
+    ) -> None:
+        """The parent updated first (the indexes sent, the child's id), then its child made and routed. ``q`` is
+        capped here, under the lock, by what the children themselves took (``committed_of``: a child's fill may be
+        stored before the parent follows it): never more than ``target`` (the schedule so far) in all."""
         store = self.store
         k = indexes[-1]
         cid: str | None = None
@@ -311,13 +390,36 @@ class ExecAlgos:
             p = store.orders[pid]
             if not running(p) or p.algo_state is None or k in p.algo_state.sent:
                 return
+            if self.refusal() is not None:
+                self.arm(pid, now_ms())  # (the step stops the parent)
+                return
+            if q > ZERO:
+                committed = committed_of([await store.recall(c) for c in p.children])
+                step, least = self._sizing(p)
+                capped = capped_quantity(q, target, p.quantity, committed, step)
+                if capped < q:
+                    self.log.info(
+                        "algorithm {}: slice {} {} -> {} (its children took {})", pid, k, q, capped, committed
+                    )
+                    if capped <= ZERO or (least and capped < least):
+                        why = f"slice {k}: nothing to send (the earlier children cover the schedule so far)"
+                        note = f"{note}; {why}" if note else why
+                        cid, capped = None, ZERO
+                q = capped
             state = msgspec.structs.replace(p.algo_state, sent=[*p.algo_state.sent, *indexes], carried=ZERO)
             children = [*p.children, cid] if cid is not None else p.children
             new = msgspec.structs.replace(
                 p, algo_state=state, children=children, reason=note or p.reason, updated_at=now_ms()
             )
             new = await store.emit(new, "slice_sent")
-            child = await self._make_child(new, k, cid, q) if cid is not None else None
+            try:
+                child = await self._make_child(new, k, cid, q) if cid is not None else None
+            except Exception as e:  # the slice has no child (or one the store did not confirm): said on the trail
+                why = f"slice {k}: its child {cid} could not be stored ({type(e).__name__}: {e}): carried on"
+                with contextlib.suppress(Exception):
+                    cur = store.orders.get(pid, new)
+                    await store.emit(msgspec.structs.replace(cur, reason=why, updated_at=now_ms()), "slice_carried")
+                raise
         if note:
             self.log.info("algorithm {}: {}", pid, note)
         if child is not None:
@@ -372,8 +474,15 @@ class ExecAlgos:
         try:
             await self.sync(pid)
             await self._after(pid)
-        except Exception as e:
-            self.log.exception("algorithm {}: sync failed ({})", pid, e)
+        except Exception as e:  # tried again shortly: the parent must follow its children's fills and ends
+            self.log.exception("algorithm {}: sync failed ({}); tried again in {} s", pid, e, SYNC_RETRY_S)
+            if pid not in self.syncing:
+                self.syncing.add(pid)
+                self.spawn(self._sync_later(pid), "algo-sync")
+
+    async def _sync_later(self, pid: str) -> None:
+        await asyncio.sleep(SYNC_RETRY_S)
+        await self._sync_logged(pid)
 
     async def sync(self, pid: str) -> None:
         """The parent's fills are its children's (each fill once); a child that ended is carried or, rejected by
@@ -386,20 +495,28 @@ class ExecAlgos:
         async with store.lock:
             cur = store.orders.get(pid) or p
             new = cur
+            over: str | None = None
             for kid in kids:
                 if kid is None:
                     continue
                 kid = store.orders.get(kid.order_id, kid)
                 for ref in kid.fills:
-                    new = self._with_fill(new, ref)
+                    try:
+                        new = self._with_fill(new, ref)
+                    except Overfilled as e:
+                        over = (
+                            over or f"overfilled: child {kid.order_id}'s fill {ref.fill_id} is past the quantity ({e})"
+                        )
             if new is not cur:
                 new = await store.emit(new, new.status.value)
-            stop = self._stop_reason(new, [store.orders.get(k.order_id, k) for k in kids if k is not None])
+            stop = over or self._stop_reason(new, [store.orders.get(k.order_id, k) for k in kids if k is not None])
             if stop is not None and running(new):
                 assert new.algo_state is not None
                 state = msgspec.structs.replace(new.algo_state, done_reason=stop)
                 new = await store.emit(msgspec.structs.replace(new, algo_state=state, reason=stop), "stopping")
                 self.log.warning("algorithm {} stops: {}", pid, stop)
+                if over is not None:
+                    self.spawn(self.alert("emergency", "ALGO_OVERFILLED", f"algorithm {pid} stopped: {over}"), "alert")
             elif running(new) and new.type != "iceberg" and new.algo_state is not None:
                 carried = self._carried(new)
                 if carried > ZERO and carried != new.algo_state.carried:
@@ -412,9 +529,12 @@ class ExecAlgos:
         children are done (then it ends)."""
         try:
             new = apply_fill(p, ref)  # type: ignore[arg-type]
-        except (IllegalTransition, Overfilled) as e:
+        except IllegalTransition as e:
             self.log.error("algorithm {}: child fill not applied: {}", p.order_id, e)
             return p
+        except Overfilled as e:  # never dropped quietly: the algorithm stops (sync)
+            self.log.error("algorithm {}: child fill overfills the parent: {}", p.order_id, e)
+            raise
         if new is p:
             return p
         if new.status is not S.FILLED and p.status in (S.PENDING_CANCEL, *TERMINAL_STATUSES):
@@ -433,6 +553,10 @@ class ExecAlgos:
         for kid in kids:
             if kid.order_id in self.store.live:
                 continue
+            transient = (kid.reason or "").startswith(TRANSIENT_REJECTIONS)
+            if kid.status is S.REJECTED and transient and p.type != "iceberg":
+                continue  # (a child sent before the books were read, after a restart): carried to the next slice
+                # (an iceberg's next clip would follow at once: it stops, as before)
             if kid.status is S.REJECTED and kid.venue_status == "rejected":
                 return f"child {kid.order_id} rejected by {kid.venue}: {kid.reason or 'no reason given'}"
             if (
@@ -484,6 +608,7 @@ class ExecAlgos:
         self._forget(pid)
 
     def _forget(self, pid: str) -> None:
+        self.catchup.discard(pid)
         self.next_at.pop(pid, None)
         self.schedules.pop(pid, None)
         self.guards.pop(pid, None)
@@ -513,6 +638,27 @@ class ExecAlgos:
         await self.sync(pid)
         await self._after(pid)
         return store.orders.get(pid, p), None
+
+    def halt_all(self, why: str, grace_s: float = 0.0) -> None:
+        """Trading halted (or REDUCING): every running algorithm stopped, its working children canceled. No child
+        goes out from now on (``refusal``); the stop itself after ``grace_s`` (HALTED: the emergency stop's cancel
+        of every working order comes first and names the parents it canceled)."""
+        self.spawn(self._halt_all(why, grace_s), "algo-halt")
+
+    async def _halt_all(self, why: str, grace_s: float) -> None:
+        if grace_s > 0:
+            await asyncio.sleep(grace_s)
+        for pid in list(self.store.live):
+            p = self.store.orders.get(pid)
+            if p is not None and p.type in ALGO_TYPES and running(p):
+                self.spawn(self._stop_logged(pid, why), "algo-stop")
+
+    async def _stop_logged(self, pid: str, why: str) -> None:
+        try:
+            await self.cancel_parent(pid, why)
+        except Exception as e:  # the next step stops it (it asks the trading state first)
+            self.log.exception("algorithm {}: not stopped now ({}); its next step stops it", pid, e)
+            self.arm(pid, now_ms() + 1000)
 
     def stats(self) -> dict[str, int]:
         return {"algoParents": sum(1 for o in self.store.live if self.store.orders[o].type in ALGO_TYPES)}

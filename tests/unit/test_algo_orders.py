@@ -163,3 +163,81 @@ def test_bad_algorithm_parameters_are_denied_naming_the_field():
         d = check_order(req, pairs=(PAIR,), book=BOOK, rules=RULES, position=D(1))
         assert isinstance(d, Denial) and d.field == field, (req.type, req.algo, d)
         assert d.reason
+
+
+def test_trading_refusal_stops_algorithms_when_the_gate_would_refuse_an_opening_order() -> None:
+    from domain.algo_orders import trading_refusal
+
+    noon = 1_700_000_000_000 - 1_700_000_000_000 % 86_400_000 + 12 * 3_600_000  # 12:00 UTC
+    assert trading_refusal("ACTIVE", None, "UTC", noon) is None
+    assert trading_refusal(None, None, "UTC", noon) is None
+    assert "HALTED" in (trading_refusal("HALTED", None, "UTC", noon) or "")
+    assert "REDUCING" in (trading_refusal("REDUCING", None, "UTC", noon) or "")
+    assert trading_refusal("ACTIVE", (9 * 60, 17 * 60), "UTC", noon) is None
+    assert "TRADING_HOURS" in (trading_refusal("ACTIVE", (13 * 60, 17 * 60), "UTC", noon) or "")
+    assert trading_refusal("ACTIVE", (22 * 60, 13 * 60), "UTC", noon) is None  # spans midnight
+
+
+def _kid(qty: str, filled: str, status: str) -> Order:
+    return Order(
+        order_id=f"k{qty}{filled}{status}", client_order_id="c", pair="BTC_USDT", side="buy", type="market",
+        quantity=D(qty), filled_quantity=D(filled), status=OrderStatus(status), created_at=1, updated_at=1,
+    )  # fmt: skip
+
+
+def test_committed_counts_an_ended_child_by_its_fills_and_a_live_one_by_its_quantity() -> None:
+    from domain.algo_orders import capped_quantity, committed_of
+
+    kids = [_kid("0.5", "0.5", "filled"), _kid("0.3", "0.1", "canceled"), _kid("0.2", "0", "submitted"), None]
+    assert committed_of(kids) == D("0.8")
+    # the parent of 1 says it filled nothing yet (its sync is late): the next slice is what is really left
+    assert capped_quantity(D(1), D(1), D(1), committed_of(kids), D("0.001")) == D("0.2")
+    assert capped_quantity(D("0.1"), D(1), D(1), D("0.8"), D("0.001")) == D("0.1")
+    assert capped_quantity(D(1), D("0.5"), D(1), D("0.8"), D("0.001")) == 0
+
+
+@given(
+    st.lists(st.tuples(st.integers(1, 1000), st.integers(0, 1000), st.booleans()), max_size=8),
+    st.integers(0, 5000),
+    st.integers(0, 5000),
+)
+def test_capped_children_never_exceed_the_parent(kids: list[tuple[int, int, bool]], wanted: int, target: int) -> None:
+    from domain.algo_orders import capped_quantity, committed_of
+
+    step, quantity = D("0.001"), D(3)
+    orders = [
+        _kid(str(D(q) * step), str(D(min(f, q)) * step), "filled" if done else "submitted") for q, f, done in kids
+    ]
+    committed = committed_of(orders)
+    q = capped_quantity(D(wanted) * step, D(target) * step, quantity, committed, step)
+    assert q >= 0 and q % step == 0
+    assert q == 0 or committed + q <= min(D(target) * step, quantity)
+
+
+def test_a_catch_up_after_a_restart_spreads_the_backlog_and_never_sends_it_at_once() -> None:
+    from domain.algo_orders import catchup_cap
+
+    one = [Slice(3, 0, D("0.1"))]
+    merged = [Slice(i, 0, D("0.1")) for i in range(2, 7)]  # 5 slices overdue: 0.5 at once without the cap
+    assert catchup_cap(merged, D("0.8"), 3, D("0.001")) == D("0.2")  # 0.8 over this one and 3 to come
+    assert catchup_cap(merged, D("0.3"), 5, D("0.001")) == D("0.1")  # never less than one slice
+    assert catchup_cap(merged, D("0.7"), 0, D("0.001")) == D("0.1")  # past the last slice: one slice, no more
+    assert catchup_cap(one, D("0.25"), 0, D("0.001")) == D("0.25")  # the last slice of a catch-up: what is left
+    assert catchup_cap(one, D("1"), 2, D("0.001")) == D("0.334")  # rounded up to the step
+
+
+@given(st.integers(1, 50), st.integers(0, 20), st.integers(1, 10_000))
+def test_a_catch_up_spreads_everything_over_what_remains(n_merged: int, later: int, left_steps: int) -> None:
+    """Sending the cap at each slice to come (as a single slice) leaves nothing when a slice remains."""
+    from domain.algo_orders import catchup_cap
+
+    step = D("0.001")
+    merged = [Slice(i, 0, D("0.01")) for i in range(n_merged)]
+    left = left_steps * step
+    sent = min(left, catchup_cap(merged, left, later, step))
+    assert sent <= max(D("0.01"), left) and (later > 0 or n_merged == 1 or sent <= D("0.01"))
+    for rest in range(later - 1, -1, -1):  # each later slice: its own cap
+        left -= sent
+        sent = min(left, catchup_cap([Slice(0, 0, D("0.01"))], left, rest, step))
+    if later > 0:
+        assert left - sent == 0
