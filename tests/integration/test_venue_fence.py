@@ -44,7 +44,7 @@ def _now(fn: Callable[[], object]) -> Callable[[], Awaitable[object]]:
 
 async def take_lease(client: Bus, role: str) -> None:
     """Another instance takes the key (as a standby does once the active is silent): the holder is deposed."""
-    kv = await client.kv(client.subjects.kv_leases)
+    kv = await client.kv(client.subjects.kv_lease(role))
     for _ in range(50):  # (a renewal of the holder between the read and the write: read again)
         entry = await kv.get(role)
         record = msgspec.json.decode(entry.value or b"", type=LeaseRecord)
