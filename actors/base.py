@@ -211,7 +211,11 @@ class Actor:
                 if essential and self.status not in ("stopping", "stopped"):
                     self.fail(f"background task {what} was cancelled")
                 return
-            if t.exception() is not None:
+            if t.exception() is not None and self.bus.nc.is_closed:  # the part dies of it: said once, by died
+                self.log.warning("background task {} ended: the NATS connection is closed ({})", what, t.exception())
+                if essential:
+                    self.fail(f"background task {what} failed: the NATS connection is closed")
+            elif t.exception() is not None:
                 self.log.opt(exception=t.exception()).error("background task {} failed", what)
                 if essential:
                     self.fail(f"background task {what} failed: {type(t.exception()).__name__}: {t.exception()}")

@@ -152,6 +152,7 @@ async def test_a_discarded_instance_runs_nothing_once_the_fresh_one_starts(
         await asyncio.wait_for(sup.started.wait(), 30)
         first = sup.part
         assert first is not None
+        await first.bus.nc.flush()  # its subscription known to the server before the work is sent (core NATS)
         await client.nc.publish(f"{prefix}.slow.work", b"{}")
         await eventually(lambda: asyncio.sleep(0, ("in hand", first.instance) in Slow.events), what="in hand")
         first.fail("a test says so")
