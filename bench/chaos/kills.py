@@ -83,6 +83,7 @@ class KillRecord:
     note: str = ""
     error: str = ""  # why it was not applied, or why what it killed did not come back (a NATS node's restart)
     after: str = ""  # what happened to the killed process afterwards (taken over, started again by the harness)
+    slow: str = ""  # a target missed on the way (a standby took the lease, but later than the target): not a failure
 
     @property
     def ok(self) -> bool:
