@@ -21,27 +21,23 @@ ORDER_ID = Param(
 )  # fmt: skip
 
 
+def invalid(field: str, detail: str) -> ApiError:
+    """The 422 problem of a bad query parameter ``field``."""
+    return ApiError(422, "Validation failed", detail, field=field, code="INVALID_FIELD")
+
+
 def quality_query(request: web.Request) -> ExecutionQualityQuery:
     """The filters of ``?since=&until=&pair=&exchange=``; a bad one is a 422 naming it."""
     since = int_param(request, "since", 0, MAX_TIME)
     until = int_param(request, "until", 0, MAX_TIME)
     if since is not None and until is not None and until <= since:
-        raise ApiError(
-            422, "Validation failed", f"until must be after since ({until} <= {since})",
-            field="until", code="INVALID_FIELD",
-        )  # fmt: skip
+        raise invalid("until", f"until must be after since ({until} <= {since})")
     pair = query_param(request, "pair")
     if pair is not None and not PAIR_RE.fullmatch(pair):
-        raise ApiError(
-            422, "Validation failed", f"pair must be BASE_QUOTE (e.g. BTC_USDT), not {pair[:40]!r}",
-            field="pair", code="INVALID_FIELD",
-        )  # fmt: skip
+        raise invalid("pair", f"pair must be BASE_QUOTE (e.g. BTC_USDT), not {pair[:40]!r}")
     order_id = query_param(request, "orderId")
     if order_id is not None and not ORDER_ID_RE.fullmatch(order_id):
-        raise ApiError(
-            422, "Validation failed", f"orderId must be an order id (letters, digits, _ : . -), not {order_id[:40]!r}",
-            field="orderId", code="INVALID_FIELD",
-        )  # fmt: skip
+        raise invalid("orderId", f"orderId must be an order id (letters, digits, _ : . -), not {order_id[:40]!r}")
     return ExecutionQualityQuery(
         since=since, until=until, pair=pair.upper() if pair else None, exchange=exchange_param(request),
         order_id=order_id,
