@@ -237,3 +237,30 @@ async def test_the_service_killed_while_a_childs_create_is_in_flight_resumes_and
 
 async def _after(ms: int | None) -> bool:
     return ms is not None and now_ms() >= ms
+
+
+async def test_a_child_the_venue_never_got_is_rejected_after_the_grace_never_resent_its_quantity_carried_on(
+    live, client, exchange
+) -> None:
+    """The second child's create has no answer and the venue never took it: looked up by its client id until
+    VENUE_UNKNOWN_GRACE_MS (1 s), then rejected as unknown to the venue - never sent again under its id - and what
+    it was to trade is carried to the next slice (on the trail): the parent still trades its whole quantity."""
+    await live()
+    exchange.inject_fault("unknown_status", placed=False, after=1)  # -1007: the second child never reached it
+    p = await placed_algo(client, "lva-unk-1", "twap", "0.012", algo=AlgoSpec(duration_ms=9000, slices=6))
+    p = await parent_until(client, p.order_id, *DONE, timeout=30)
+    assert p.status is S.FILLED, (p.status, p.reason)
+    kids = await kids_of(client, p)
+    lost = kids[1]
+    assert lost.client_order_id == slice_client_id(p.order_id, 1) and lost.status is S.REJECTED
+    assert (lost.reason or "").startswith("unknown to the venue:"), lost.reason
+    assert posts(exchange, venue_client_id(lost.client_order_id, BINANCE)) == 1 and not at_venue(exchange, lost)
+    assert p.filled_quantity == D("0.012") == sum((k.filled_quantity for k in kids), D(0))
+    assert lost.closed_at is not None
+    [before, after] = [[k for k in kids[2:] if (k.created_at > lost.closed_at) is x] for x in (False, True)]
+    assert all(k.quantity == D("0.002") for k in before)  # while it was in flight: the schedule as it was
+    assert after and after[0].quantity == D("0.004")  # the next slice carries what the lost one did not trade
+    assert all(k.quantity == D("0.002") for k in after[1:])
+    assert len(exchange.orders("BTC/USDT")) == len(kids) - 1 == len(exchange.trades("BTC/USDT"))
+    events = await trail(client, p.order_id)
+    assert any(ev == "slice_carried" and "carried to the next slice" in r for ev, r in events), events
