@@ -15,9 +15,11 @@ from decimal import Decimal
 from domain.algo_orders import slice_client_id
 from domain.venue_ids import BINANCE, venue_client_id
 from schemas.messages import AlgoSpec, Order, OrderEventsPage, OrderEventsQuery, OrderStatus, now_ms
+from tests.exchanges.alpaca import AlpacaTestExchange
 from tests.exchanges.binance import BinanceTestExchange
 from tests.helpers import eventually
 from tests.integration import test_live_binance as live_binance
+from tests.integration import test_multi_venue as multi_venue
 from tests.integration.test_ledger import bal, snap
 from tests.integration.test_live_binance import fills_of, posts, submit
 from tests.integration.test_order_types import order
@@ -264,3 +266,66 @@ async def test_a_child_the_venue_never_got_is_rejected_after_the_grace_never_res
     assert len(exchange.orders("BTC/USDT")) == len(kids) - 1 == len(exchange.trades("BTC/USDT"))
     events = await trail(client, p.order_id)
     assert any(ev == "slice_carried" and "carried to the next slice" in r for ev, r in events), events
+
+
+# -- several venues (tests/integration/test_multi_venue.py has the set-up: Binance, Alpaca and paper at once) ----
+binance = multi_venue.binance
+alpaca = multi_venue.alpaca
+multi = multi_venue.multi
+
+
+def alpaca_orders(ex: AlpacaTestExchange, coid: str) -> list:
+    return [o for o in ex.engine.orders.values() if o.client_order_id == coid]
+
+
+async def test_a_twap_naming_its_exchange_sends_every_child_there(multi, client, binance, alpaca) -> None:
+    sut = await multi()
+    await multi_venue.seen_by_router(sut, "alpaca", "BTC_USDT", "59800")  # alpaca is the cheaper: unnamed goes there
+    reply = await submit(
+        client, "lva-mv-named", type="twap", quantity=D("0.01"), exchange="binance",
+        algo=AlgoSpec(duration_ms=1500, slices=3),
+    )  # fmt: skip
+    assert reply.ok and reply.order is not None, reply.detail
+    p = await parent_until(client, reply.order.order_id, *DONE)
+    assert p.status is S.FILLED and p.venue == "binance", (p.status, p.reason, p.venue)
+    kids = await kids_of(client, p)
+    assert len(kids) == 3 and all(k.venue == "binance" and k.status is S.FILLED for k in kids)
+    for k in kids:
+        assert posts(binance, venue_client_id(k.client_order_id, BINANCE)) == 1
+        assert not alpaca_orders(alpaca, k.client_order_id)
+    assert len(binance.orders("BTC/USDT")) == 3 and not alpaca.engine.orders
+    assert p.filled_quantity == D("0.01") == sum((k.filled_quantity for k in kids), D(0))
+
+
+async def test_an_unnamed_twap_is_routed_once_as_a_whole_and_its_children_stay_on_that_venue(
+    multi, client, binance, alpaca
+) -> None:
+    """README: a parent's ``exchange`` is where its children go - named by the order, else chosen as for any order
+    (ROUTING, best price with fees, for its whole quantity) when it is accepted. Its children stay there even when
+    another venue's book becomes the better one mid-schedule: one parent, one venue, one reservation."""
+    sut = await multi()
+    await multi_venue.seen_by_router(sut, "alpaca", "BTC_USDT", "59800")
+    await multi_venue.seen_by_router(sut, "binance", "BTC_USDT", "60000")
+    reply = await submit(
+        client, "lva-mv-best", type="twap", quantity=D("0.03"), algo=AlgoSpec(duration_ms=3000, slices=3)
+    )
+    assert reply.ok and reply.order is not None, reply.detail
+    p = reply.order
+    # alpaca: 59800 x 1.0025 = 59949.5 beats binance: 60000 x 1.001 = 60060
+    assert p.venue == "alpaca" and p.routing is not None and "59949.5" in p.routing and "60060" in p.routing
+
+    async def first_filled() -> Order | None:
+        cur = await order(client, p.order_id)
+        return cur if cur.filled_quantity > 0 else None
+
+    await eventually(first_filled, what="the first child filled at alpaca")
+    binance.set_book("BTC/USDT", bids=[("58990", "1")], asks=[("59000", "1")])  # binance is now the cheaper
+    await multi_venue.seen_by_router(sut, "binance", "BTC_USDT", "59000")
+    p = await parent_until(client, p.order_id, *DONE)
+    assert p.status is S.FILLED, (p.status, p.reason)
+    kids = await kids_of(client, p)
+    assert len(kids) == 3 and all(k.venue == "alpaca" and k.status is S.FILLED for k in kids)
+    for k in kids:
+        assert len(alpaca_orders(alpaca, k.client_order_id)) == 1
+    assert not binance.orders("BTC/USDT")
+    assert p.filled_quantity == D("0.03") == sum((k.filled_quantity for k in kids), D(0))
