@@ -249,7 +249,7 @@ async def test_a_child_the_venue_never_got_is_rejected_after_the_grace_never_res
     it was to trade is carried to the next slice (on the trail): the parent still trades its whole quantity."""
     await live()
     exchange.inject_fault("unknown_status", placed=False, after=1)  # -1007: the second child never reached it
-    p = await placed_algo(client, "lva-unk-1", "twap", "0.012", algo=AlgoSpec(duration_ms=9000, slices=6))
+    p = await placed_algo(client, "lva-unk-1", "twap", "0.012", algo=AlgoSpec(duration_ms=12000, slices=6))
     p = await parent_until(client, p.order_id, *DONE, timeout=30)
     assert p.status is S.FILLED, (p.status, p.reason)
     kids = await kids_of(client, p)
