@@ -279,6 +279,7 @@ class OrderRouter(Actor):
             await session.down_at_start(str(r))
 
     async def on_stop(self) -> None:
+        await self.algos.close()  # no algorithm child is made once the venues stop (the next run resumes them)
         await asyncio.gather(*(session.stop() for session in self.sessions.values()), return_exceptions=True)
         await self.keys.close()
 

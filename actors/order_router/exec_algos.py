@@ -123,6 +123,7 @@ class ExecAlgos:
         self.refusal: Callable[[], str | None] = lambda: None  # why no child may go now (the trading state, hours)
         self.halted: Callable[[], bool] = lambda: False  # is trading HALTED now?
         self.alert: Callable[..., Awaitable[None]] = _no_alert  # the router's alert (tbx.events.risk)
+        self.closed = False  # the router is stopping: no child is made from now on (the next run resumes)
 
     def connect(self, rules_of: RulesOf, route: Route, cancel: Cancel, mark_fresh: MarkFresh) -> None:
         """The venue rules of an order's venue, the router's route of a new child, its cancel, and its session's
@@ -189,9 +190,22 @@ class ExecAlgos:
         if self.heap[0] == (at_ms, parent_id):
             self.wake.set()
 
+    async def close(self, timeout_s: float = 1.0) -> None:
+        """The router is stopping (before its venues stop): the scheduler ends and no child is made from now on -
+        a child made now could not reach its venue, and the next run would take it for one whose answer was lost.
+        Waits (at most ``timeout_s``) for the steps under way, so none is left half done."""
+        self.closed = True
+        self.wake.set()
+        guards = list(self.guards.values())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                for guard in guards:
+                    async with guard:
+                        pass
+
     async def run(self) -> None:
         """One task for every parent: the earliest due parent first."""
-        while True:
+        while not self.closed:
             now = now_ms()
             while self.heap and self.heap[0][0] <= now:
                 at, pid = heapq.heappop(self.heap)
@@ -304,7 +318,7 @@ class ExecAlgos:
         guard = self.guards.setdefault(pid, asyncio.Lock())
         async with guard:
             p = self.store.orders.get(pid)
-            if p is None or not running(p):
+            if p is None or not running(p) or self.closed:
                 return
             if (why := self.refusal()) is not None:
                 if self.halted():  # no child now; ``halt_all`` stops it (after the emergency stop's own cancel)
@@ -388,7 +402,7 @@ class ExecAlgos:
             cid = ids[0]
         async with store.lock:
             p = store.orders[pid]
-            if not running(p) or p.algo_state is None or k in p.algo_state.sent:
+            if not running(p) or p.algo_state is None or k in p.algo_state.sent or self.closed:
                 return
             if self.refusal() is not None:
                 self.arm(pid, now_ms())  # (the step stops the parent)
