@@ -40,6 +40,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import re
 import shutil
 import sys
 import tempfile
@@ -294,7 +295,7 @@ def analyse(finals: dict[str, Order], watch: Watch, fetched: dict[str, Child], s
     for pid, final in finals.items():
         assert final.algo_state is not None and final.algo_state.step is not None
         start_spread.append(final.algo_state.start_ms)
-        ends[f"{final.status.value}" + (f" ({final.reason})" if final.status.value != "filled" else "")] += 1
+        ends[_end_of(final)] += 1
         plan = {s.index: s for s in schedule_of(final, final.algo_state.step, final.algo_state.min_quantity or 0)}
         planned += len(plan)
         if len(plan) != slices:
@@ -362,6 +363,15 @@ def analyse(finals: dict[str, Order], watch: Watch, fetched: dict[str, Child], s
     }
 
 
+def _end_of(o: Order) -> str:
+    """How a parent ended, its reason's figures left out (so equal ends count together)."""
+    if o.status.value not in TERMINAL:
+        return f"not ended by the deadline ({o.status.value})"
+    if o.status.value == "filled":
+        return "filled"
+    return f"{o.status.value} ({re.sub(r'[0-9.]+', 'N', o.reason or '')})"
+
+
 def _reason_kind(note: str | None) -> str:
     """A skipped slice's note, without its figures (so equal reasons count together)."""
     if not note:
@@ -407,14 +417,16 @@ async def stage(
     parents: int = PARENTS,
     slices: int = SLICES,
     interval_ms: int = INTERVAL_MS,
+    python_args: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """The whole stage; everything it starts is stopped before it returns (also on errors)."""
+    """The whole stage; everything it starts is stopped before it returns (also on errors). ``python_args`` go before
+    ``-m tbx.cli run`` (``-m cProfile -o FILE``: ``--profile``)."""
     tbx: Tbx | None = None
     nc: nats.NATS | None = None
     t_stage = time.perf_counter()
     qty = Decimal(QTY) * slices
     try:
-        tbx = Tbx(nats_url, tmp, "algos")
+        tbx = Tbx(nats_url, tmp, "algos", python_args=python_args)
         await tbx.wait_healthy()
         watch = Watch()
         nc = await nats.connect(nats_url, name="bench-algos", pending_size=256 * 1024 * 1024)
@@ -626,7 +638,9 @@ def summary(res: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------------
 # this stage alone
 # ------------------------------------------------------------------------------------------------------
-async def alone(parents: int, slices: int, interval_ms: int) -> tuple[str, dict[str, Any], Tally]:
+async def alone(
+    parents: int, slices: int, interval_ms: int, profile: str | None = None
+) -> tuple[str, dict[str, Any], Tally]:
     tmp = Path(tempfile.mkdtemp(prefix="tbx-algos-"))
     server = EmbeddedNats(tmp / "nats", port=free_port())
     tally = Tally()
@@ -634,7 +648,8 @@ async def alone(parents: int, slices: int, interval_ms: int) -> tuple[str, dict[
         url = server.start()
         if server.pid is not None:
             STARTED[server.pid] = "nats-server"
-        res = await stage(url, server.pid, tmp, tally, parents, slices, interval_ms)
+        python_args = ("-m", "cProfile", "-o", profile) if profile else ()
+        res = await stage(url, server.pid, tmp, tally, parents, slices, interval_ms, python_args)
     finally:
         server.stop()
         if server.pid is not None:
@@ -644,6 +659,7 @@ async def alone(parents: int, slices: int, interval_ms: int) -> tuple[str, dict[
     t = Table(1.0)
     add_rows(t, res)
     title = f"{TITLE} stage alone ({time.strftime('%Y-%m-%d %H:%M')}), load average {_load()}, drift in ms"
+    title += " (tbx run under cProfile: not for quoting)" if profile else ""
     return t.text(title), res, tally
 
 
@@ -658,6 +674,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parents", type=int, default=PARENTS, help=f"concurrent TWAP parents (default {PARENTS})")
     p.add_argument("--slices", type=int, default=SLICES, help=f"slices of each (default {SLICES})")
     p.add_argument("--interval-ms", type=int, default=INTERVAL_MS, help=f"ms between slices (default {INTERVAL_MS})")
+    p.add_argument("--profile", metavar="FILE", help="run tbx run under cProfile, stats to FILE (slower)")
     p.add_argument("--out", help="also write the table to OUT.txt and the figures to OUT.json")
     a = p.parse_args(argv)
     try:
@@ -668,7 +685,7 @@ def main(argv: list[str] | None = None) -> int:
         runner = asyncio.Runner()
     try:
         with runner:
-            text, res, tally = runner.run(alone(a.parents, a.slices, a.interval_ms))
+            text, res, tally = runner.run(alone(a.parents, a.slices, a.interval_ms, a.profile))
     except KeyboardInterrupt:
         return 130
     finally:
