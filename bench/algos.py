@@ -75,7 +75,7 @@ from bench.harness import (
 )
 from bus.embedded import EmbeddedNats, free_port
 from domain.algo_orders import schedule_of
-from schemas.messages import TERMINAL_STATUSES, Order
+from schemas.messages import TERMINAL_STATUSES, Order, OrderEvent
 
 PARENTS = 100
 SLICES = 100
@@ -119,6 +119,7 @@ class EventLite(msgspec.Struct, rename="camel"):
 
 _event_dec = msgspec.json.Decoder(EventLite)
 _order_dec = msgspec.json.Decoder(Order)
+_full_event_dec = msgspec.json.Decoder(OrderEvent)
 TERMINAL = {s.value for s in TERMINAL_STATUSES}
 
 
@@ -164,6 +165,7 @@ class Watch:
 
     def __init__(self) -> None:
         self.parents: dict[str, Parent] = {}  # by order id
+        self.finals: dict[str, Order] = {}  # each parent as the router stored it when it ended (its last event)
         self.children: dict[str, Child] = {}
         self.events = 0
         self.undecodable = 0
@@ -181,11 +183,12 @@ class Watch:
             return
         o = ev.order
         if o.type == "twap":
-            self._parent(ev)
+            full = _full_event_dec.decode(msg.data).order if o.status in TERMINAL else None
+            self._parent(ev, full)
         elif o.role == "slice":
             self._child(o, ev.event, seen)
 
-    def _parent(self, ev: EventLite) -> None:
+    def _parent(self, ev: EventLite, ev_order: Order | None = None) -> None:
         o = ev.order
         p = self.parents.get(o.order_id)
         if p is None:
@@ -204,6 +207,8 @@ class Watch:
         p.reason = o.reason
         was_done = p.status in TERMINAL
         p.status = o.status
+        if p.status in TERMINAL and ev_order is not None:
+            self.finals[o.order_id] = ev_order
         if not was_done and p.status in TERMINAL and self.expected and self.done() >= self.expected:
             self.ended.set()
 
@@ -473,21 +478,32 @@ async def stage(
             rss_peak = max(rss_peak, rss_end)
             reference = await ref
 
-            # the router's own records: each parent, and any child the bench did not see on the bus
+            # the router's own records: each parent as stored when it ended (its last event; read back from ORDERS
+            # a parent that left memory costs a read per event of the pair in its lifetime), else as it is now (a
+            # live parent is in memory), and any child the bench did not see on the bus
             finals: dict[str, Order] = {}
+            unread: Counter[str] = Counter()
             for oid in ids:
-                finals[oid] = _order_dec.decode(await _get(http, tbx.base, oid))
+                try:
+                    finals[oid] = watch.finals.get(oid) or _order_dec.decode(await _get(http, tbx.base, oid))
+                except (RuntimeError, aiohttp.ClientError, TimeoutError) as e:
+                    unread[f"a parent not read back: {str(e)[:60]}"] += 1
             fetched: dict[str, Child] = {}
             for final in finals.values():
                 for cid in final.children:
                     if cid not in watch.children:
-                        k = _order_dec.decode(await _get(http, tbx.base, cid))
+                        try:
+                            k = _order_dec.decode(await _get(http, tbx.base, cid))
+                        except (RuntimeError, aiohttp.ClientError, TimeoutError) as e:
+                            unread[f"a child not read back: {str(e)[:60]}"] += 1
+                            continue
                         fetched[cid] = Child(
                             k.order_id, k.client_order_id, final.order_id, k.quantity, k.created_at, float("nan"),
                             "fetched", k.status.value, k.closed_at, k.filled_quantity,
                         )  # fmt: skip
         res = analyse(finals, watch, fetched, slices)
-        not_filled = sum(1 for f in finals.values() if f.status.value != "filled")
+        res["problems"].update(unread)
+        not_filled = len(ids) - sum(1 for f in finals.values() if f.status.value == "filled")
         tally.add(f"algos: {parents} TWAP parents", parents, len(ids), refused, not_filled)
         made = len(res["made"]) and res["children"]
         res.update(
