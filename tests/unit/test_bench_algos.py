@@ -67,7 +67,7 @@ async def test_a_parents_steps_are_read_off_its_slice_sent_events() -> None:
     assert res["problems"] == {}
     assert (res["planned"], res["sent"], res["children"], res["merged"], res["skipped"]) == (4, 3, 2, 1, 1)
     assert res["skippedWhy"] == {"nothing to send": 1}
-    assert sorted(res["made"]) == [3.0, 1004.0, 2004.0]  # slice 1 due 11,000 and slice 2 due 12,000, made at 12,004
+    assert sorted(res["made"]) == [3.0, 4.0, 1004.0]  # slice 0 made at 10,003; 1 and 2 (due 11,000, 12,000) at 12,004
 
 
 async def test_the_checks_can_fail() -> None:
