@@ -33,7 +33,7 @@ with any is flagged in the table. Prints one table and writes it to bench/result
 the raw figures to harness.json). Bounded in count and time, 127.0.0.1 only; everything it started
 is stopped by pid at the end, also on errors and Ctrl-C.
 
-    .venv/bin/python -m bench.harness            # the full run (about 10 minutes on 2 cores)
+    .venv/bin/python -m bench.harness            # the full run (about 12 minutes on 2 cores)
     .venv/bin/python -m bench.harness --quick    # a smoke run with every count scaled down
 """
 
