@@ -22,7 +22,9 @@ enough that every order is a real accepted and filled order), then measures, in 
   routing path  a third ``tbx run`` with three paper venues (``EXCHANGES=alpha=paper,beta=paper,gamma=paper``):
              orders.submit -> reply and -> fill, routed by best_price (no venue named) and naming ``alpha``,
              interleaved one order of each kind, one at a time (``bench/routing_path.py``);
-  live       the local Binance exchange (its own process) and a fourth ``tbx run``, in live mode against it:
+  algos      a fourth ``tbx run``: 100 TWAPs of 100 slices each placed at once (POST /api/orders), the drift of
+             every slice's child against its schedule, beside plain asyncio timers (``bench/algos.py``);
+  live       the local Binance exchange (its own process) and a fifth ``tbx run``, in live mode against it:
              a raw signed POST /api/v3/order (and GET) beside orders.submit and POST /api/orders -> the
              venue's acknowledgement and -> the fill event, one at a time (``bench/live_venue.py``).
 
@@ -31,7 +33,7 @@ with any is flagged in the table. Prints one table and writes it to bench/result
 the raw figures to harness.json). Bounded in count and time, 127.0.0.1 only; everything it started
 is stopped by pid at the end, also on errors and Ctrl-C.
 
-    .venv/bin/python -m bench.harness            # the full run (about 10 minutes on 2 cores)
+    .venv/bin/python -m bench.harness            # the full run (about 12 minutes on 2 cores)
     .venv/bin/python -m bench.harness --quick    # a smoke run with every count scaled down
 """
 
@@ -120,13 +122,16 @@ class Plan:
     live_orders: int = 1000  # the live-venue stage (bench/live_venue.py): orders per path, one at a time
     routing_calls: int = 20_000  # the routing stage (bench/routing.py): timed decisions (and baseline walks)
     routing_orders: int = 500  # the routing-path stage (bench/routing_path.py): orders of each kind, routed / named
+    algo_parents: int = 100  # the algorithm stage (bench/algos.py): concurrent TWAP parents,
+    algo_slices: int = 100  # ... slices of each,
+    algo_interval_ms: int = 1000  # ... this far apart
 
 
 FULL = Plan()
 QUICK = Plan(
     raw=500, path=200, bus_count=300, signal=200, post_s=10.0, step_s=2.0, flow_signals=3000, flow_orders=3000,
     get_s=3.0, memory_orders=10_000, drain_s=60.0, max_minutes=10.0, live_orders=100, routing_calls=2000,
-    routing_orders=100,
+    routing_orders=100, algo_parents=10, algo_slices=10, algo_interval_ms=500,
 )  # fmt: skip
 
 
@@ -926,10 +931,14 @@ async def run(plan: Plan, quick: bool) -> tuple[str, dict[str, Any]]:
         tbx = None
 
         # -------- routing path: three paper venues, routing on vs off (bench/routing_path.py) -------------
-        from bench import live_venue, routing_path
+        from bench import algos, live_venue, routing_path
 
         say(f"routing path: three paper venues, {plan.routing_orders} orders routed and {plan.routing_orders} named")
         rpath = await routing_path.stage(url, nats_pid, tmp, plan.routing_orders, tally)
+
+        # -------- execution algorithms: concurrent TWAPs, the drift of their slices (bench/algos.py) ---------
+        say(f"algos: {plan.algo_parents} TWAPs x {plan.algo_slices} slices, {plan.algo_interval_ms} ms apart")
+        algo = await algos.stage(url, nats_pid, tmp, tally, plan.algo_parents, plan.algo_slices, plan.algo_interval_ms)
 
         # -------- live venue: the local Binance exchange and a live tbx run (bench/live_venue.py) --------
 
@@ -1075,6 +1084,7 @@ async def run(plan: Plan, quick: bool) -> tuple[str, dict[str, Any]]:
 
     # issue 17's "submit -> fill with routing on vs off" (bench/routing_path.py), then the live venue's rows
     routing_path.add_rows(t, rpath)
+    algos.add_rows(t, algo)
     live_venue.add_rows(t, live)
 
     title = (
@@ -1085,7 +1095,13 @@ async def run(plan: Plan, quick: bool) -> tuple[str, dict[str, Any]]:
     lines = [t.text(title)]
     lines.append("")
     lines.append(tally.line())
-    probs = problems_a + problems_b + Counter(rpath["logProblems"]) + Counter(live["logProblems"])
+    probs = (
+        problems_a
+        + problems_b
+        + Counter(rpath["logProblems"])
+        + Counter(algo["logProblems"])
+        + Counter(live["logProblems"])
+    )
     lines.append(
         "tbx run logs (LOG_LEVEL=WARNING): "
         + (", ".join(f"{k} x{v}" for k, v in sorted(probs.items())) if probs else "no warning, no error")
@@ -1123,9 +1139,11 @@ async def run(plan: Plan, quick: bool) -> tuple[str, dict[str, Any]]:
             "a": dict(problems_a),
             "b": dict(problems_b),
             "routingPath": rpath["logProblems"],
+            "algos": algo["logProblems"],
             "live": live["logProblems"],
         },
         routingPath=routing_path.summary(rpath),
+        algos=algos.summary(algo),
         liveVenue=live_venue.summary(live),
         routing=routing_res,
     )
@@ -1194,6 +1212,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--live-orders", type=int, help="orders per path of the live-venue stage (default 1,000)")
     p.add_argument("--routing-calls", type=int, help="timed calls of the routing stage (default 20,000)")
     p.add_argument("--routing-orders", type=int, help="orders of each kind of the routing-path stage (default 500)")
+    p.add_argument("--algo-parents", type=int, help="concurrent TWAPs of the algorithm stage (default 100)")
+    p.add_argument("--algo-slices", type=int, help="slices of each TWAP of the algorithm stage (default 100)")
     p.add_argument("--out", default=str(RESULTS / "harness"), help="write OUT.txt and OUT.json")
     return p.parse_args(argv)
 
@@ -1215,6 +1235,10 @@ def main(argv: list[str] | None = None) -> int:
         plan = replace(plan, routing_calls=a.routing_calls)
     if a.routing_orders:
         plan = replace(plan, routing_orders=a.routing_orders)
+    if a.algo_parents:
+        plan = replace(plan, algo_parents=a.algo_parents)
+    if a.algo_slices:
+        plan = replace(plan, algo_slices=a.algo_slices)
     try:
         import uvloop
 

@@ -78,6 +78,9 @@ class OrderStore:
         # closed orders leave memory for the ORDERS stream (oldest first, KEEP_CLOSED kept): where each
         # order's events are stored there is all that stays, a few bytes per order
         self.closed: deque[str] = deque()
+        # an algorithm's closed children stay in memory while their parent is live (its every step and sync reads
+        # all of them): parent id -> those children, queued for ``closed`` when the parent closes
+        self.held: dict[str, list[str]] = {}
         self.first_seq = OrderTable("Q")
         self.last_seq = OrderTable("Q")
         self.evicted_created = 0  # the newest creation time among the orders that left memory
@@ -154,8 +157,15 @@ class OrderStore:
 
     def _retire(self, order_id: str) -> None:
         """An order is closed (all its fills in): it leaves memory once KEEP_CLOSED newer ones closed, and
-        not while an order of its bracket still works (the bracket logic reads them together)."""
+        not while an order of its bracket still works (the bracket logic reads them together), nor while its
+        algorithm's parent is live (the parent's steps and syncs read every child: read back from ORDERS each
+        time, many parents' children would thrash in and out of memory)."""
+        o = self.orders.get(order_id)
+        if o is not None and o.role == "slice" and o.parent_order_id in self.live:
+            self.held.setdefault(o.parent_order_id, []).append(order_id)
+            return
         self.closed.append(order_id)
+        self.closed.extend(self.held.pop(order_id, ()))  # a parent closed: its children may leave memory now
         for _ in range(len(self.closed) - KEEP_CLOSED):
             oid = self.closed.popleft()
             o = self.orders.get(oid)

@@ -19,6 +19,7 @@ import actors.order_router.store
 from bus.client import Bus
 from bus.codec import decode
 from schemas.messages import (
+    AlgoSpec,
     CancelOrder,
     CommandReply,
     ModifyOrder,
@@ -507,6 +508,39 @@ async def test_a_bracket_entry_stays_in_memory_while_its_legs_work(make_system, 
     assert again.order.linked_orders == {"stopLoss": sl_id, "takeProfit": tp_id}
     assert await stream_count(client, client.subjects.s_orders) == orders_before
     await eventually(lambda: _equal(router(sut).live, set()), what="nothing working")
+    assert_bounded(sut)
+
+
+async def test_an_algorithms_closed_children_stay_in_memory_while_its_parent_is_live(make_system, client):
+    """Issue 20's bench (bench/algos.py, 100 TWAPs x 100 slices): children that closed left memory past KEEP_CLOSED
+    while their parents still ran, and every step and every sync of a parent read all its children - those were
+    read back from ORDERS each time (hundreds of stream reads each, thrashing in and out of memory): the slices' drift
+    grew to seconds and the parents could not keep up. A live parent's closed children now stay in memory; once it
+    closed they leave like any other order."""
+    sut = await make_system()
+    await books(client)
+    r = router(sut)
+    read_back: list[str] = []
+    real = r.store._read_events
+
+    async def counted(order_id: str, first: int, last: int) -> list[OrderEvent]:  # (the real read, counted)
+        read_back.append(order_id)
+        return await real(order_id, first, last)
+
+    r.store._read_events = counted  # type: ignore[method-assign]
+    slices = 3 * KEEP
+    spec = AlgoSpec(duration_ms=slices * 150, slices=slices)
+    p = await placed(client, "algo-mem", "buy", f"{D('0.1') * slices}", "twap", algo=spec)
+    p = await until(client, p.order_id, S.FILLED, timeout=20)
+    kids = set(p.children)
+    assert len(kids) == slices
+    assert not kids & set(read_back), "a child of a live parent was read back from ORDERS"
+
+    # the parent closed: its children go like any other closed order
+    more = await market_orders(client, KEEP, "algo-after")
+    await eventually(lambda: _equal(router(sut).live, set()), what="nothing working")
+    assert not kids & set(r.orders) and p.order_id not in r.orders
+    assert closed_in_memory(r) == {o.order_id for o in more}
     assert_bounded(sut)
 
 
