@@ -598,7 +598,9 @@ class VenueSession:
         if min_age_ms is None:  # orders younger than half the interval: their answer may be on its way
             min_age_ms = self.settings.RECONCILE_INTERVAL_MS // 2
         for oid in list(self.store.live):
-            o = self.store.orders[oid]
+            o = self.store.orders.get(oid)  # ended and gone from memory while an earlier one was looked up: done
+            if o is None or oid not in self.store.live:
+                continue
             if not self.mine(o) or now - o.updated_at < min_age_ms or held_here(o) or self.in_flight(oid):
                 continue
             try:
