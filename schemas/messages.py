@@ -505,10 +505,15 @@ class PositionView(Msg):
 
 
 class BalanceView(Msg):
+    """One currency's balance: ``available`` = ``total`` - ``locked``; ``locked`` is what working orders hold and
+    what algorithm parents reserve; ``reserved`` is the part of ``locked`` that algorithm parents (twap / vwap /
+    iceberg) reserve beyond what their live children hold at the venue (not held at the venue itself)."""
+
     currency: str
     total: Decimal
     available: Decimal
     locked: Decimal
+    reserved: Decimal = ZERO  # part of ``locked``: algorithm parents' reservations, not at the venue
 
 
 class CurrencyFigures(Msg):
