@@ -38,7 +38,7 @@ ZERO = Decimal(0)
 S = OrderStatus
 RECENT_ADJUSTMENTS = 20  # kept for GET /api/portfolio (balanceAdjustments)
 ADJUSTMENT_IDS = 10_000  # adjustment ids remembered, so one stored twice is applied once
-ENDED_PARENTS = 10_000  # algorithm parents remembered as ended, so a child's fill read after that is not kept for them
+ENDED_PARENTS = 1_000  # algorithm parents remembered as ended, so a child's fill read after that is not kept for them
 
 # orders at the venue or on their way there hold funds; contingent and untriggered ones do not
 LOCKING = frozenset({S.SUBMITTED, S.ACCEPTED, S.TRIGGERED, S.PARTIALLY_FILLED, S.PENDING_UPDATE, S.PENDING_CANCEL})
