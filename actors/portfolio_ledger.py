@@ -107,7 +107,7 @@ from schemas.subjects import pair_currencies
 MAX_HISTORY_PAGE = 1000
 LIMITS_EVERY_S = 5.0  # how often the ledger asks the risk-gate for ALLOW_SHORT
 LIMITS_GRACE_S = 10.0  # without an answer by then, the setting decides the NEGATIVE_BALANCE alerts
-FOLD_VERSION = 3  # bump when domain/ledger.py books a fill differently (3: locks know their side)
+FOLD_VERSION = 4  # bump when domain/ledger.py books a fill differently (3: locks know their side; 4: parents reserve)
 READING_WAIT_S = 10.0  # a reading waits this long for its fills (and order changes) before it is retried
 
 
@@ -613,7 +613,10 @@ class PortfolioLedger(Actor):
         for venue, currency in sorted(new):
             b = self.ledgers.of(venue).balance(currency)
             what = "below its short positions" if allow_short else "below zero"
-            msg = f"{currency} balance on {venue} {what}: total {b.total}, available {b.available} (locked {b.held})"
+            msg = (
+                f"{currency} balance on {venue} {what}: total {b.total}, available {b.available} "
+                f"(locked {b.unavailable})"
+            )
             self.log.error(msg)
             await self.bus.js_publish(
                 self.subjects.risk_events,

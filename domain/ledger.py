@@ -8,13 +8,19 @@ Rules (see ARCHITECTURE.md, "Money maths"):
 - balances move by the fill's cash flows: the quote leg, the base leg and the fee in its currency;
 - a working buy locks quote (what is left to fill x its price), a working sell locks base (what is
   left to fill); a cancel or the last fill releases it (``apply_order``);
+- an algorithm's parent (twap / vwap / iceberg) is never at the venue: what is left of it is **reserved**
+  (``Balance.reserved``), less what its live children have still to fill - each child locks that itself, as any
+  working order (``Balance.locked``: what the venue holds). So ``locked`` is what a live venue's reading is
+  compared with (domain/reconcile.py) and ``available`` = total - held - reserved: a parent's whole unfilled
+  quantity stays unavailable, once, and no reading ever takes its reservation for a difference with the venue;
 - every position cycle (from flat to flat, or to a flip) is kept when it closes, with its realized
   P&L, fees, open and close times and average open and close prices.
 - a live venue's balance that differs from the books is adopted as an adjustment
   (``apply_adjustment``, decided in domain/reconcile.py): the total moves by the difference, and a
   per-currency ``correction`` is added to what the working orders lock (``held`` = max(locked +
-  correction, 0), ``available`` = total - held), so fills and lock changes that come later move the
-  books as before, never undoing the adjustment nor counting it twice.
+  correction, 0), ``available`` = total - held - reserved), so fills and lock changes that come later move the
+  books as before, never undoing the adjustment nor counting it twice. The reservations are not the venue's
+  business: an adjustment never touches them.
 Exact Decimal throughout; nothing is rounded here (rounding is for the edge, see valuation).
 """
 
@@ -32,6 +38,7 @@ ZERO = Decimal(0)
 S = OrderStatus
 RECENT_ADJUSTMENTS = 20  # kept for GET /api/portfolio (balanceAdjustments)
 ADJUSTMENT_IDS = 10_000  # adjustment ids remembered, so one stored twice is applied once
+ENDED_PARENTS = 1_000  # algorithm parents remembered as ended, so a child's fill read after that is not kept for them
 
 # orders at the venue or on their way there hold funds; contingent and untriggered ones do not
 LOCKING = frozenset({S.SUBMITTED, S.ACCEPTED, S.TRIGGERED, S.PARTIALLY_FILLED, S.PENDING_UPDATE, S.PENDING_CANCEL})
@@ -221,8 +228,10 @@ class Position:
 @dataclass(slots=True)
 class Balance:
     total: Decimal = ZERO
-    locked: Decimal = ZERO  # what the working orders lock, as the ledger knows them
+    locked: Decimal = ZERO  # what the working orders lock, as the ledger knows them (what the venue holds for them)
     correction: Decimal = ZERO  # what the venue holds beyond (or short of) ``locked``, per the adjustments
+    # what algorithm parents reserve beyond their live children (never at the venue: not in a reading's comparison)
+    reserved: Decimal = ZERO
 
     @property
     def held(self) -> Decimal:
@@ -233,23 +242,32 @@ class Balance:
         return h if h > ZERO else ZERO
 
     @property
+    def unavailable(self) -> Decimal:
+        """What is not available: held (at the venue, as corrected by its readings) and reserved (by parents)."""
+        return self.held + self.reserved
+
+    @property
     def available(self) -> Decimal:
-        return self.total - self.held
+        return self.total - self.held - self.reserved
 
 
 @dataclass(slots=True)
 class Lock:
-    """What one working order holds: ``unit`` of ``currency`` for each unit still to fill."""
+    """What one working order holds: ``unit`` of ``currency`` for each unit still to fill. An algorithm's parent
+    (``reserve``) holds what is left of it less what its live children have still to fill (``working``: they hold
+    that themselves), in ``Balance.reserved``; any other order in ``Balance.locked``."""
 
     currency: str
     unit: Decimal
     quantity: Decimal
     filled: Decimal
     sell: bool = False  # a working sell, holding the base it sells
+    reserve: bool = False  # an algorithm's parent: a reservation, not at the venue
+    working: Decimal = ZERO  # a parent: what its live children have still to fill
 
     @property
     def amount(self) -> Decimal:
-        left = self.quantity - self.filled
+        left = self.quantity - self.filled - self.working
         return left * self.unit if left > ZERO else ZERO
 
 
@@ -259,12 +277,27 @@ def lock_of(order: Order) -> Lock | None:
     A buy holds quote: what is left to fill times its limit price, or for a market order its reference
     price (the risk-gate's estimate). A sell holds base: what is left to fill. Orders the router still
     holds (a stop not triggered, a bracket leg waiting for its entry) hold nothing until they go out. An algorithm's
-    parent (twap / vwap / iceberg) holds what is left of its whole quantity (at its cap, else its reference price);
-    its children (role "slice") hold nothing: their fills spend the parent's lock.
+    parent (twap / vwap / iceberg) holds what is left of its whole quantity (at its cap, else its reference price;
+    ``reserve``: the ledger takes off what its live children hold themselves, ``child_lock_of``); its children
+    (role "slice") hold nothing *here*: the parent's quantity covers them (the risk gate's working exposure).
     """
-    if order.status not in LOCKING:
+    if order.role == "slice":  # an algorithm's child: its parent's quantity covers it (see child_lock_of)
         return None
-    if order.role == "slice":  # an algorithm's child draws on its parent's lock (the parent holds it all, once)
+    lock = _lock(order, None)
+    if lock is not None and order.type in ALGO_TYPES:
+        lock.reserve = True
+    return lock
+
+
+def child_lock_of(order: Order, parent_unit: Decimal | None = None) -> Lock | None:
+    """What an algorithm's live child holds at the venue (in ``Balance.locked``, as any working order: what a
+    reading of the venue shows held for it): a buy its quote at its limit, else its reference price (else its
+    parent's unit), a sell its base. Its parent's reservation is that much smaller while it works."""
+    return _lock(order, parent_unit)
+
+
+def _lock(order: Order, fallback: Decimal | None) -> Lock | None:
+    if order.status not in LOCKING:
         return None
     if order.type in HELD_BY_ROUTER and order.triggered_at is None:
         return None
@@ -273,7 +306,7 @@ def lock_of(order: Order) -> Lock | None:
     base, quote = pair_currencies(order.pair)
     if order.side == "sell":
         return Lock(base, Decimal(1), order.quantity, order.filled_quantity, sell=True)
-    price = order.price or order.reference_price or order.stop_price
+    price = order.price or order.reference_price or order.stop_price or fallback
     return Lock(quote, price, order.quantity, order.filled_quantity) if price is not None else None
 
 
@@ -293,6 +326,11 @@ class Ledger:
     filled_by_fills: dict[str, Decimal] = field(default_factory=dict)  # order id -> filled, as the fills say
     # an algorithm's parent order id -> its children's fills seen (fill id -> quantity), while it locks
     parent_fills: dict[str, dict[str, Decimal]] = field(default_factory=dict)
+    # an algorithm's parent order id -> its live children (child order id -> what it has still to fill, as locked)
+    children: dict[str, dict[str, Decimal]] = field(default_factory=dict)
+    # the last ENDED_PARENTS algorithm parents that ended, oldest first: a child's fill read after its parent's last
+    # event has nothing left to spend (and nothing to wait for)
+    ended_parents: dict[str, bool] = field(default_factory=dict)
     adjustments: list[BalanceAdjusted] = field(default_factory=list)  # the last RECENT_ADJUSTMENTS, oldest first
     adjustment_ids: list[str] = field(default_factory=list)  # the last ADJUSTMENT_IDS applied, oldest first
     opened_at_venue: str | None = None  # the venue whose balances replaced INITIAL_BALANCE (opening)
@@ -359,7 +397,8 @@ class Ledger:
         return True
 
     def figures(self, currencies: Iterable[str]) -> dict[str, tuple[Decimal, Decimal]]:
-        """(total, locked) of each currency: what a fill or an order change moves (see domain/reconcile.py)."""
+        """(total, locked) of each currency: what a fill or an order change moves (see domain/reconcile.py); the
+        parents' reservations are not in it (never at the venue)."""
         out = {}
         for c in currencies:
             b = self.balances.get(c)
@@ -369,21 +408,41 @@ class Ledger:
     def _set_lock(self, order_id: str, lock: Lock | None) -> None:
         old = self.locks.pop(order_id, None)
         if old is not None:
-            self.balance(old.currency).locked -= old.amount
-        if lock is not None and lock.amount > ZERO:
+            b = self.balance(old.currency)
+            if old.reserve:
+                b.reserved -= old.amount
+            else:
+                b.locked -= old.amount
+        # a parent's reservation is kept while it works even when its children hold all of it (0 now): a child
+        # that ends unfilled gives its quantity back to it
+        if lock is not None and (lock.amount > ZERO or lock.reserve):
             self.locks[order_id] = lock
-            self.balance(lock.currency).locked += lock.amount
+            b = self.balance(lock.currency)
+            if lock.reserve:
+                b.reserved += lock.amount
+            else:
+                b.locked += lock.amount
 
     def apply_order(self, order: Order) -> None:
         """Track what a working order locks (idempotent: the latest state of the order wins). Fills may
         be booked before the order event that shows them: the larger filled quantity counts."""
+        if order.role == "slice" and (parent := order.parent_order_id or parent_of_slice(order.client_order_id)):
+            self._apply_child(order, parent)
+            return
         lock = lock_of(order)
         seen = self.filled_by_fills.get(order.order_id)
         if lock is None:
             if order.status not in LOCKING:  # the order is done: nothing more to remember of it
                 self.filled_by_fills.pop(order.order_id, None)
                 self.parent_fills.pop(order.order_id, None)
-        elif order.type in ALGO_TYPES:  # its children's fills: those it lists and those booked before it lists them
+                if order.type in ALGO_TYPES and order.order_id not in self.ended_parents:
+                    self.ended_parents[order.order_id] = True
+                    if len(self.ended_parents) > ENDED_PARENTS:
+                        del self.ended_parents[next(iter(self.ended_parents))]
+                for child in order.children:  # a child's fill remembered after its last event: nothing to wait for
+                    if child not in self.locks:
+                        self.filled_by_fills.pop(child, None)
+        elif lock.reserve:  # its children's fills: those it lists and those booked before it lists them
             merged = self.parent_fills.setdefault(order.order_id, {})
             merged.update((ref.fill_id, ref.quantity) for ref in order.fills)
             lock = self._parent_lock(order.order_id, lock)
@@ -391,23 +450,68 @@ class Ledger:
             lock.filled = max(lock.filled, seen)
         self._set_lock(order.order_id, lock)
 
+    def _apply_child(self, order: Order, parent: str) -> None:
+        """An algorithm's child: it locks what it has still to fill (what the venue holds for it), and its parent
+        reserves that much less while it works."""
+        p = self.locks.get(parent)
+        lock = child_lock_of(order, p.unit if p is not None and not p.sell else None)
+        if lock is None:
+            if order.status not in LOCKING:
+                self.filled_by_fills.pop(order.order_id, None)
+        elif (seen := self.filled_by_fills.get(order.order_id)) is not None:
+            lock.filled = max(lock.filled, seen)
+        self._set_lock(order.order_id, lock)
+        self._set_working(parent, order.order_id)
+
+    def _set_working(self, parent: str, child: str) -> None:
+        """What ``child`` has still to fill (its lock) taken off its parent's reservation."""
+        lock = self.locks.get(child)
+        left = lock.quantity - lock.filled if lock is not None else ZERO
+        kids = self.children.get(parent)
+        if left > ZERO:
+            if kids is None:
+                kids = self.children[parent] = {}
+            kids[child] = left
+        elif kids is not None:
+            kids.pop(child, None)
+            if not kids:
+                del self.children[parent]
+        if (p := self.locks.get(parent)) is not None:
+            self._set_lock(parent, self._parent_lock(parent, p))
+
     def _parent_lock(self, parent: str, lock: Lock) -> Lock | None:
-        """A parent's lock less every fill of its children seen (by fill id: each counted once, whichever of
-        the child's fill and the parent's event showing it is seen first)."""
+        """A parent's reservation less every fill of its children seen (by fill id: each counted once, whichever
+        of the child's fill and the parent's event showing it is seen first) and less what its live children have
+        still to fill (they lock that themselves). None once its children filled all of it."""
         filled = sum(self.parent_fills.get(parent, {}).values(), ZERO)
-        return Lock(lock.currency, lock.unit, lock.quantity, filled, lock.sell) if filled < lock.quantity else None
+        if filled >= lock.quantity:
+            return None
+        working = sum(self.children.get(parent, {}).values(), ZERO)
+        return Lock(lock.currency, lock.unit, lock.quantity, filled, lock.sell, reserve=True, working=working)
 
     def _release_by_fill(self, fill: Fill) -> None:
         """A fill spends what its order locked, even before the order event that shows it arrives. A child's fill
-        (client order id ``tbx:<parent>:s<k>``) spends its parent's lock."""
+        (client order id ``tbx:<parent>:s<k>``) spends its own lock and its parent's quantity (so the parent's
+        reservation, the parent's quantity less its fills less its live children's, moves only when the child's
+        lock is not known yet)."""
         parent = parent_of_slice(fill.client_order_id)
         if parent is not None:
-            self.parent_fills.setdefault(parent, {})[fill.fill_id] = fill.quantity
-            if (lock := self.locks.get(parent)) is not None:
-                self._set_lock(parent, self._parent_lock(parent, lock))
+            if parent not in self.ended_parents:  # (a fill may come before its parent's first event: kept for it)
+                self.parent_fills.setdefault(parent, {})[fill.fill_id] = fill.quantity
+            if fill.order_id in self.locks or parent in self.locks:  # (a child's event may come after its fill)
+                self._release_own(fill, remember=True)
+            self._set_working(parent, fill.order_id)
             return
+        self._release_own(fill)
+
+    def _release_own(self, fill: Fill, remember: bool = False) -> None:
         known = self.locks.get(fill.order_id)
-        if known is None and fill.order_id not in self.filled_by_fills and fill.order_filled_quantity is None:
+        if (
+            known is None
+            and not remember
+            and fill.order_id not in self.filled_by_fills
+            and fill.order_filled_quantity is None
+        ):
             return  # an outside fill of no order we know: nothing to remember
         before = self.filled_by_fills.get(fill.order_id, known.filled if known else ZERO)
         told = fill.order_filled_quantity if fill.order_filled_quantity is not None else before + fill.quantity

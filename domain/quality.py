@@ -191,7 +191,8 @@ class QualityStats:
 
     - ``orders``: how many orders;
     - ``avg_slippage_bps``: notional-weighted mean of slippage vs arrival over the orders with fills and an
-      arrival mid: sum(slippage x filled notional) / sum(filled notional); None if there is none;
+      arrival mid: sum(slippage x filled notional) / sum(filled notional); None if there is none (rows of several
+      quote currencies: the caller converts their notionals into one currency first, see quality_book.report);
     - ``p95_slippage_bps``: the nearest-rank 95th percentile of slippage vs arrival over those orders
       (the ceil(0.95 n)-th smallest); None if there is none;
     - ``fill_ratio``: the mean over all orders of each order's filled quantity / ordered quantity (a ratio per

@@ -295,7 +295,8 @@ def report(
     rows = list(rows)
     rates: dict[str, Decimal | None] = {}
     unconverted: set[str] = set()
-    converted: list[OrderQuality] = []  # each row's figures with its fees in ``base`` (0 when not convertible)
+    # each row's figures with its fees and filled notional in ``base`` (0: not convertible, out of the sums)
+    converted: list[OrderQuality] = []
     for r in rows:
         unconverted |= r.unpriced()
         quote = pair_currencies(r.pair)[1]
@@ -305,7 +306,12 @@ def report(
         if k is None:
             unconverted.add(quote)
         q = r.quality
-        converted.append(q if k == ONE else dataclasses.replace(q, fees=ZERO if k is None else q.fees * k))
+        if k is None:  # its fees and its weight stay out of the sums across pairs (its quote listed in unconverted)
+            converted.append(dataclasses.replace(q, fees=ZERO, filled_notional=ZERO))
+        elif k != ONE:  # fees and the notional that weighs its slippage, in ``base``: pairs weigh by value
+            converted.append(dataclasses.replace(q, fees=q.fees * k, filled_notional=q.filled_notional * k))
+        else:
+            converted.append(q)
 
     def group(key: Callable[[QualityRow], str]) -> dict[str, QualityFigures]:
         members: dict[str, list[OrderQuality]] = {}

@@ -582,11 +582,14 @@ def _valuate(
         # else there is nothing in it to convert: its units are all held as positions, valued in their quote
         exp = r.exponent(c)
         total = balance.quantize(exp, ROUND_HALF_EVEN)
-        if b is not None and (balance or b.held or c == base):
-            not_free = b.held
+        if b is not None and (balance or b.unavailable or c == base):
+            not_free = b.unavailable  # at the venue (held) and reserved by algorithm parents: not available
             locked = not_free.quantize(exp, ROUND_HALF_EVEN)
             available = total if not not_free else b.available.quantize(exp, ROUND_HALF_EVEN)
-            balance_views.append(BalanceView(currency=c, total=total, available=available, locked=locked))
+            reserved = b.reserved.quantize(exp, ROUND_HALF_EVEN)
+            balance_views.append(
+                BalanceView(currency=c, total=total, available=available, locked=locked, reserved=reserved)
+            )
         if f is _NONE:
             if balance or c == base:
                 zero = zeros.get(exp)

@@ -103,6 +103,7 @@ class VenueLedgers:
                 t.total += b.total
                 t.locked += b.locked
                 t.correction += b.held - b.locked  # so that the sum's ``held`` is the sum of the venues' held
+                t.reserved += b.reserved
         return out
 
     def available(self, venue: str) -> dict[str, Decimal]:

@@ -505,10 +505,16 @@ class PositionView(Msg):
 
 
 class BalanceView(Msg):
+    """One currency's balance: `available` = `total` - `locked`. `locked` is what is not available: what working
+    orders hold (at the venue, as its readings correct it) and what algorithm parents reserve. `reserved` is the part
+    of `locked` that algorithm parents (twap / vwap / iceberg) reserve beyond what their live children hold: not held
+    at the venue, so a live venue's own figures do not show it."""
+
     currency: str
     total: Decimal
     available: Decimal
     locked: Decimal
+    reserved: Decimal = ZERO  # part of ``locked``: algorithm parents' reservations, not at the venue
 
 
 class CurrencyFigures(Msg):

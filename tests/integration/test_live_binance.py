@@ -16,6 +16,7 @@ import pytest
 
 from bus.client import Bus
 from schemas.messages import (
+    AlgoSpec,
     CancelOrder,
     CommandReply,
     Fill,
@@ -28,7 +29,7 @@ from schemas.messages import (
 from tests.exchanges.binance import BinanceTestExchange
 from tests.helpers import eventually
 from tests.integration.test_actors import System
-from tests.integration.test_balances import adjustments, alerts_on
+from tests.integration.test_balances import adjustments, alerts_on, compared
 from tests.integration.test_gateway import start_gateway
 from tests.integration.test_ledger import bal, snap
 from tests.integration.test_order_types import settings_for
@@ -579,3 +580,75 @@ async def test_a_cancel_whose_answer_is_lost_after_the_venue_canceled_is_settled
     assert isinstance(reply, CommandReply) and reply.ok  # asked: the venue's word decides
     await until(client, "lv-cxl-lost-1", "canceled")
     assert not exchange.orders("BTC/USDT", open_only=True)
+
+
+async def test_a_twap_parent_keeps_its_reservation_through_the_venues_balance_readings(live, client, exchange) -> None:
+    """Review s11 C1. Binance holds only a TWAP's current child (nothing between two market children), the books
+    reserve the parent's whole unfilled quantity: the readings taken while it runs are no mismatch (no alert, no
+    adjustment), the portfolio and the risk gate keep the reservation, and once the parent ends nothing of it is left
+    behind (an ordinary order then locks in full)."""
+    exchange.set_book("BTC/USDT", bids=[("59990", "10")], asks=[("60000", "10")])
+    alerts = await alerts_on(client)
+    await live()
+
+    async def opened() -> int:
+        return len(await adjustments(client))  # the opening reading was adopted
+
+    opening = await eventually(opened, what="opening balances")
+    # 100,000 USDT: a TWAP buy of 1.5 in 2 slices over 2 minutes - the first child (0.75) at once, the next in 60 s
+    reply = await submit(client, "lv-twap-res", quantity=D("1.5"), type="twap", algo=AlgoSpec(duration_ms=120_000,
+                                                                                                slices=2))  # fmt: skip
+    assert reply.ok, reply.detail
+
+    async def first_child_in() -> Order | None:
+        o = await order_of(client, "lv-twap-res")
+        return o if o is not None and o.filled_quantity == D("0.75") else None
+
+    parent = await eventually(first_child_in, timeout=15, what="the first child filled")
+    assert parent.status.value == "partially_filled" and parent.reference_price is not None
+    reserve = D("0.75") * parent.reference_price
+
+    async def books_agree() -> bool:  # the fill booked: 100,000 - 0.75 x 60,000
+        return bal(await snap(client), "USDT").total == D(55_000)
+
+    await eventually(books_agree, what="the child's fill in the books")
+    # several readings while the parent runs (the router reads when quiet: the parent is held here), all compared
+    reads = len(exchange.requests_for("GET", "/api/v3/account"))
+
+    async def read_more() -> bool:
+        return len(exchange.requests_for("GET", "/api/v3/account")) >= reads + 3
+
+    await eventually(read_more, what="three readings while the TWAP runs")
+    last = (await client.js.stream_info(client.subjects.s_balances)).state.last_seq or 0
+    await compared(client, last)
+    assert not alerts.got  # before the fix: a critical BALANCE_MISMATCH on USDT
+    assert len(await adjustments(client)) == opening  # and an adjustment that wiped the reservation
+    usdt = bal(await snap(client), "USDT")
+    assert (usdt.total, usdt.reserved) == (D(55_000), reserve.quantize(D("0.00000001")))
+    assert usdt.available == (D(55_000) - reserve).quantize(D("0.00000001")) and usdt.locked == usdt.reserved
+    # the risk gate keeps it too: 0.3 BTC (18,000 USDT) is more than the ~10,000 left beside the TWAP
+    denied = await submit(client, "lv-twap-res-more", quantity=D("0.3"))
+    assert not denied.ok and denied.code == "INSUFFICIENT_BALANCE", denied
+    # the parent ends: its reservation goes, and no correction is left behind to hide the next order's lock
+    done = await client.request(client.subjects.orders_cancel, CancelOrder(order_id=parent.order_id), CommandReply)
+    assert done.ok, done
+    await until(client, "lv-twap-res", "canceled")
+
+    async def released() -> bool:
+        b = bal(await snap(client), "USDT")
+        return b.available == b.total == D(55_000) and b.reserved == 0
+
+    await eventually(released, what="the reservation released")
+    rest = await submit(client, "lv-twap-res-after", type="limit", price=D("59000"), quantity=D("0.1"))
+    assert rest.ok, rest.detail
+    await until(client, "lv-twap-res-after", "accepted")
+
+    async def locked_in_full() -> bool:
+        b = bal(await snap(client), "USDT")
+        return b.locked == D(5900) and b.available == D(55_000) - D(5900)
+
+    await eventually(locked_in_full, what="the resting limit's 5,900 locked in full")
+    reads = len(exchange.requests_for("GET", "/api/v3/account"))
+    await eventually(read_more, what="three readings after it")
+    await compared(client, (await client.js.stream_info(client.subjects.s_balances)).state.last_seq or 0)
+    assert not alerts.got and len(await adjustments(client)) == opening

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from domain.algo_orders import next_quantity, parent_of_slice, slice_client_id, target_through
 from domain.algos import Slice
-from domain.ledger import Ledger, lock_of
+from domain.ledger import Ledger, child_lock_of, lock_of
 from domain.orders import apply_fill
 from domain.risk import Approval, Denial, check_order
 from schemas.messages import AlgoSpec, Book, Fill, FillRef, MarketRules, Order, OrderRequest, OrderStatus
@@ -54,15 +54,18 @@ def test_a_childs_client_id_names_its_parent():
     assert parent_of_slice("tbx:ORD_20261207_000001:stop_loss") is None and parent_of_slice("api-1") is None
 
 
-def test_a_child_locks_nothing_and_its_parent_locks_its_unfilled_quantity():
-    assert lock_of(child(0, D("0.25"))) is None
+def test_a_parent_reserves_its_unfilled_quantity_and_a_live_child_locks_its_own():
+    assert lock_of(child(0, D("0.25"))) is None  # the parent's quantity covers it (the risk gate's working exposure)
     lock = lock_of(parent())
-    assert lock is not None and lock.amount == D(100)  # 1 x the cap 100
+    assert lock is not None and lock.amount == D(100) and lock.reserve  # 1 x the cap 100, a reservation
+    held = child_lock_of(child(0, D("0.25")))
+    assert held is not None and held.amount == D(25) and not held.reserve  # what the venue holds for it
 
 
 # for any split of the parent into children and any split of each child into fills, in any order of the events the
-# ledger sees (a child's fill before or after the parent's event that lists it), the parent's lock is always its
-# unfilled quantity at its price - never counted twice, never released twice
+# ledger sees (a child's fill before or after the parent's event that lists it), what is unavailable is always the
+# parent's unfilled quantity at its price: its live child's share locked (as the venue holds it), the rest reserved
+# - never counted twice, never released twice
 @settings(max_examples=200, deadline=None)
 @given(
     side=st.sampled_from(["buy", "sell"]),
@@ -82,7 +85,7 @@ def test_the_locked_amount_is_the_parents_unfilled_quantity_for_any_sequence_of_
     for k, fills in enumerate(parts):
         c = child(k, sum(fills) * step, side)
         led.apply_order(c)
-        assert c.order_id not in led.locks
+        assert led.locks[c.order_id].amount == c.quantity * unit and not led.locks[c.order_id].reserve
         for i, units in enumerate(fills):
             f = child_fill(k, i, units * step, side)
             ref = FillRef(
@@ -101,12 +104,15 @@ def test_the_locked_amount_is_the_parents_unfilled_quantity_for_any_sequence_of_
             led.apply_order(p2)  # (an event seen twice changes nothing)
             p, n = p2, n + 1
             left = (p.quantity - p.filled_quantity) * unit
-            assert led.locks[p.order_id].amount == left
-            assert led.balance(currency).locked == left
-            assert all(oid == "P1" for oid in led.locks)
+            working = (c.quantity - c.filled_quantity) * unit  # the live child's, at the venue
+            b = led.balance(currency)
+            assert (b.locked, b.reserved, b.unavailable) == (working, left - working, left)
+            assert led.locks[p.order_id].amount == left - working
+            assert set(led.locks) <= {"P1", c.order_id}
     ended = msgspec.structs.replace(p, status=S.EXPIRED)
     led.apply_order(ended)
-    assert not led.locks and led.balance(currency).locked == 0 and not led.parent_fills
+    b = led.balance(currency)
+    assert not led.locks and b.locked == b.reserved == 0 and not led.parent_fills and not led.children
 
 
 def test_the_next_child_carries_what_earlier_children_left_and_never_exceeds_the_parent():

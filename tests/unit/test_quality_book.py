@@ -148,6 +148,33 @@ def test_report_groups_and_converts_fees_across_quote_currencies():
     assert q.by_type["limit"].avg_slippage_bps == D(20)
 
 
+def test_slippage_across_pairs_is_weighted_by_the_filled_notional_in_base_currency():
+    # review s11 M6: BTC_USDT 10 bps worse on 60,060 USDT; ETH_BTC 50 bps worse on 0.05025 BTC = 3,015 USDT at 60000.
+    # Weighted by value: (10 x 60060 + 50 x 3015) / (60060 + 3015) = 11.912 bps (by raw notionals it was 10.0000)
+    book = QualityBook()
+    book.fold(order("a", S.FILLED, [ref("f1", "1", "60060")], quantity=D(1), arrival_mid=D(60000)))
+    book.fold(order("b", S.FILLED, [ref("f2", "1", "0.05025", currency="BTC")], pair="ETH_BTC", quantity=D(1),
+                    arrival_mid=D("0.05")))  # fmt: skip
+    q = report(book.select(), "USDT", lambda c: D(60000) if c == "BTC" else None)
+    assert {k: v.avg_slippage_bps for k, v in q.by_pair.items()} == {"BTC_USDT": D(10), "ETH_BTC": D(50)}
+    expected = ((D(10) * 60060 + D(50) * D("0.05025") * 60000) / (60060 + D("0.05025") * 60000)).quantize(D("0.0001"))
+    assert expected == D("11.9120")
+    for figures in (q.overall, q.by_exchange["paper"], q.by_type["market"]):
+        assert figures.avg_slippage_bps == expected
+    # a pair whose quote cannot be converted stays out of the weighted mean (its quote listed in unconverted); its
+    # own group keeps its figures in its own quote currency
+    book.fold(order("x", S.FILLED, [ref("x1", "1", "10.5", currency="EUR")], pair="XMR_EUR", quantity=D(1),
+                    arrival_mid=D(10)))  # 500 bps worse  # fmt: skip
+    q = report(book.select(), "USDT", lambda c: D(60000) if c == "BTC" else None)
+    assert q.unconverted == ["EUR"] and q.overall.orders == 3
+    assert q.overall.avg_slippage_bps == expected and q.by_type["market"].avg_slippage_bps == expected
+    assert (q.by_pair["XMR_EUR"].avg_slippage_bps, q.by_pair["XMR_EUR"].fees_currency) == (D(500), "EUR")
+    assert q.overall.p95_slippage_bps == D(500)  # the percentile of bps needs no weight: every order is in it
+    # nothing convertible in a group: nothing to weigh, null
+    only = report([r for r in book.select() if r.pair == "XMR_EUR"], "USDT", lambda c: None)
+    assert only.overall.avg_slippage_bps is None and only.by_pair["XMR_EUR"].avg_slippage_bps == D(500)
+
+
 def test_select_filters_by_creation_pair_venue_and_order():
     book = QualityBook()
     for i, (pair, venue) in enumerate([("BTC_USDT", "paper"), ("ETH_USDT", "paper"), ("BTC_USDT", "binance")]):
