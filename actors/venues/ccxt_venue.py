@@ -463,12 +463,17 @@ class CcxtVenue:
 
     async def stop(self) -> None:
         self.closed = True
-        for t in self.tasks:
+        tasks, self.tasks = list(self.tasks), []
+        for t in tasks:
             t.cancel()
-        for t in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
-        self.tasks.clear()
+        if tasks:  # bounded: a loop whose cancel was lost ends at its next turn (``closed``), never holds the stop
+            done, left = await asyncio.wait(tasks, timeout=STOP_WAIT_S)
+            for t in done:
+                if not t.cancelled() and t.exception() is not None:
+                    log.warning("{}: {} ended with {}", self.name, t.get_name(), self.describe(t.exception()))
+            for t in left:
+                t.cancel()
+                log.warning("{}: {} did not stop in {} s", self.name, t.get_name(), STOP_WAIT_S)
         if self.calls:
             self.idle.clear()
             with contextlib.suppress(TimeoutError):
@@ -991,9 +996,11 @@ class CcxtVenue:
         """Busy pairs every EXCHANGE_POLL_MS, every pair every SWEEP_POLLS polls (an order placed on the website,
         a pair quiet for a while): a venue's request budget (Binance: weight per minute) goes where orders are."""
         polls = 0
-        while True:
+        while not self.closed:  # (not only cancel: Python 3.11's wait_for can lose a cancel that meets an answer)
             interval = self.poll_s if self._health.update_mode == "polling" else max(self.poll_s * 10, 10.0)
             await asyncio.sleep(interval)
+            if self.closed:
+                return
             try:
                 polls += 1
                 if polls % SWEEP_POLLS == 1 or self._health.update_mode != "polling":
@@ -1007,7 +1014,7 @@ class CcxtVenue:
 
     async def _stream_loop(self) -> None:
         delay = 1.0
-        while True:
+        while not self.closed:
             ex = self.ex
             try:
                 orders = await ex.watch_orders()

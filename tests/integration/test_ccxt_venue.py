@@ -381,3 +381,16 @@ async def _follows_own_pairs(exchange: BinanceTestExchange) -> None:
         assert {r.pair for r in await v.markets()} == {"BTC_USDT", "SOL_USDT"}
     finally:
         await v.stop()
+
+
+async def test_a_poll_loop_whose_cancel_was_lost_ends_once_the_session_is_stopped(exchange) -> None:
+    """Python 3.11's wait_for can swallow a cancel that meets the call's answer (a CI run saw the poll loop go on
+    every 50 ms after stop, holding the stop for ever): the loop ends by itself once the session is stopped, and
+    stop does not wait on it for ever."""
+    v = make(exchange)
+    await v.start()
+    poll = next(t for t in v.tasks if t.get_name().endswith("-poll"))
+    v.tasks.remove(poll)  # as if its cancel was lost: stop cannot end it by cancelling
+    await asyncio.wait_for(v.stop(), 10)
+    await asyncio.wait_for(asyncio.shield(poll), 5)  # ends by itself at its next turn
+    assert poll.done() and not poll.cancelled()
