@@ -57,7 +57,7 @@ from config.venues import VenueConfig, venue_configs, venue_names
 from domain.algo_orders import parent_of_slice
 from domain.book import mid_price, vwap, walk_book
 from domain.ids import day_key
-from domain.ledger import Ledger, lock_of
+from domain.ledger import HELD_BY_ROUTER, Ledger, lock_of
 from domain.limits import (
     ACTIVE,
     HALTED,
@@ -774,6 +774,8 @@ class RiskGate(Actor):
             return denial
         if intent is not None and not dry_run:
             amount = intent.quantity * intent.price if req.side == "buy" else intent.quantity
+            if req.type in HELD_BY_ROUTER:  # its order holds nothing until it triggers (lock_of): nor does its approval
+                amount = ZERO
             self.pending[req.client_order_id] = Pending(
                 req.pair, intent.quantity if req.side == "buy" else -intent.quantity,
                 intent.quote if req.side == "buy" else intent.base, amount, now_ms(),

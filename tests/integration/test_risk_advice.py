@@ -526,3 +526,30 @@ async def test_a_fill_seen_before_its_order_event_is_not_counted_twice(nats_url,
     assert counted() == (D(14), D(6)) and gate.pending["c2"].amount == D(600)
     await gate._on_order(order("c2", "O2", "4"), env)  # the reservation becomes the order: 6 left
     assert counted() == (D(14), D(6)) and "c2" not in gate.pending
+
+
+async def test_an_approved_stop_reserves_nothing_before_its_order_is_seen(nats_url, prefix, make_bus):
+    """A stop the router holds locks nothing until it triggers (ledger.lock_of); nor may its approval while its
+    order's event is on its way: a CI run under load denied a second stop-loss 'INSUFFICIENT_BALANCE 0.000
+    available' right after the first was approved, though stops held by the router hold nothing."""
+    from actors.risk_gate import Approval, RiskGate
+    from schemas.messages import Book, Fill, OrderRequest, now_ms
+
+    gate = RiskGate(settings_for(nats_url, prefix), await make_bus("held-stop"))
+    gate.books.put(Book(pair="BTC_USDT", bids=[(D(59990), D(1))], asks=[(D(60010), D(1))], ts=now_ms()))
+    env = Envelope(subject="t", reply=None, headers=None, seq=1, delivered=1, raw=None)  # type: ignore[arg-type]
+    long = Fill(
+        fill_id="f1", order_id="O1", client_order_id="long", pair="BTC_USDT", side="buy", quantity=D("0.05"),
+        price=D(60000), fee=D(0), fee_currency="USDT", liquidity="taker", venue="paper", timestamp=now_ms(),
+    )  # fmt: skip
+    await gate._on_fill(long, env)
+    before = gate.available()["BTC"]
+    assert before == D("0.05")
+    for coid, stop in (("stop-b", "59000"), ("stop-c", "58900")):
+        req = OrderRequest(
+            client_order_id=coid, pair="BTC_USDT", side="sell", type="stop_loss", quantity=D("0.05"),
+            stop_price=D(stop), reduce_only=True,
+        )  # fmt: skip
+        verdict = await gate._check(req, dry_run=False)
+        assert isinstance(verdict, Approval), verdict
+        assert gate.available()["BTC"] == before  # each stop alone may sell the long: cut at trigger time
