@@ -127,6 +127,7 @@ class OrderRouter(Actor):
         self.algos.connect(self._rules_of, self._route, self._cancel, self._mark_fresh)
         self.algos.alert = self.alert
         self.algos.trades_of = self._trades_of
+        self.algos.reconnects = lambda: int(self.bus.nc.stats["reconnects"])  # (a gap in the public trades)
 
         def stored(o: Order) -> None:
             self.emulator.track(o)
@@ -222,7 +223,7 @@ class OrderRouter(Actor):
         await self.algos.resume()
         self.spawn(self.algos.run(), "algo scheduler", essential=True)
         await self.bus.subscribe(s.trades(), Trade, self._on_trade)  # VWAP: the recent traded volume of each pair
-        self.algos.watching_since = now_ms()  # (subscribed and flushed: every trade from now on comes here)
+        self.algos.watch()  # (subscribed and flushed: every trade from now on comes here)
         await self._each(lambda session: session.publish_balances())
         self.books.add_hook(self.emulator.on_book)
         await self.books.start()

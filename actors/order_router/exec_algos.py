@@ -115,9 +115,12 @@ class ExecAlgos:
         self.syncing: set[str] = set()
         self.catchup: set[str] = set()  # parents whose overdue slices came due while the router was down
         # VWAP's recent volume: per (venue named on the trades, pair), volume sums per time cell (bounded); every
-        # trade seen since ``watching_since`` (set once the router subscribed to the trades; None: not yet)
+        # trade seen since ``watching_since`` (``watch``: once subscribed to the trades; None: not yet), moved to
+        # the moment a reconnect of the bus is noticed (core NATS: what was published meanwhile is lost)
         self.volume: dict[tuple[str | None, str], MarketVolume] = {}
         self.watching_since: int | None = None
+        self.reconnects: Callable[[], int] = lambda: 0  # how many times the bus reconnected
+        self.watch_reconnects = 0
         self.trades_of: Callable[[str], str | None] = lambda venue: venue  # whose trades are a venue's volume
         self.tag: str | None = None  # partitioned: the pair a child's id reservation names (set per call)
         self.partitioned = False
@@ -188,10 +191,22 @@ class ExecAlgos:
         source = self.trades_of(p.venue)
         what = f"{p.pair} trades" + (f" at {source}" if source is not None else " (unnamed: synthetic, replay)")
         market = self.volume.get((source, p.pair))
-        return recent_profile(market, p.created_at, lookback_ms, buckets, self.watching_since, now_ms(), what)
+        return recent_profile(market, p.created_at, lookback_ms, buckets, self.watched_from(), now_ms(), what)
+
+    def watch(self) -> None:
+        """Subscribed to the public trades (and the server knows it): every trade from now on comes here."""
+        self.watching_since, self.watch_reconnects = now_ms(), self.reconnects()
+
+    def watched_from(self) -> int | None:
+        """Since when every public trade came here: the subscription, or the last reconnect (noticed now: later
+        than it happened, never earlier). None: not subscribed yet."""
+        if self.watching_since is not None and (n := self.reconnects()) != self.watch_reconnects:
+            self.watching_since, self.watch_reconnects = now_ms(), n
+        return self.watching_since
 
     def on_trade(self, t: Trade) -> None:
         """A public trade: its venue's volume of its pair (sums per time cell, bounded)."""
+        self.watched_from()  # (a reconnect before this trade: the trades before it may be missing)
         market = self.volume.get((t.venue, t.pair))
         if market is None:
             market = self.volume[(t.venue, t.pair)] = MarketVolume()

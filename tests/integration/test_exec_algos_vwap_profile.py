@@ -12,9 +12,11 @@ from decimal import Decimal as D
 
 from schemas.messages import AlgoSpec, OrderEventsPage, OrderEventsQuery, OrderStatus, Trade, now_ms
 from tests.helpers import eventually
+from tests.integration.test_actors import System
 from tests.integration.test_exec_algos import children
 from tests.integration.test_gateway_orders import api  # noqa: F401 (the fixture)
-from tests.integration.test_order_types import placed, publish_book, until
+from tests.integration.test_order_types import placed, publish_book, settings_for, until
+from tests.tcp_proxy import TcpProxy
 
 S = OrderStatus
 
@@ -95,3 +97,39 @@ async def test_a_vwap_on_a_window_watched_in_full_follows_its_venues_volume_only
     o = await api.until(p["orderId"], "filled", timeout=20)
     kids = [await api.order(cid) for cid in o["children"]]
     assert [D(k["quantity"]) for k in kids] == [D("0.2"), D("0.6")]  # the profile: 1/4 then 3/4
+
+
+async def test_a_reconnect_of_the_router_is_a_gap_in_the_trades_it_watched(nats_url, prefix, client):
+    """Core NATS: trades published while the router's connection is down never reach it. Its watch starts again at
+    the reconnect, so a window that holds the gap is not taken as fully watched (before: a window with its volume
+    missing counted as quiet buckets, weight 0)."""
+    proxy = TcpProxy(nats_url)
+    sut = System(await proxy.start(), settings_for(nats_url, prefix))
+    try:
+        await sut.start()
+        router = sut.running["order-router"]
+        algos = router.algos  # type: ignore[attr-defined]
+        lookback = 4000
+        first = algos.watching_since
+        assert first is not None
+        await asyncio.sleep(max(0.0, (first + lookback + 300 - now_ms()) / 1000))  # the window after the watch
+        assert proxy.close_client("tbx-order-router") == 1
+        cut_at = now_ms()
+        await trade(client, cut_at, "50")  # (published while it is away: lost to it)
+
+        async def back():
+            return (router.bus.nc.is_connected and router.bus.nc.stats["reconnects"] >= 1) or None  # type: ignore[attr-defined]
+
+        await eventually(back, what="the router reconnected")
+        await publish_book(client, [("99.00", "50")], [("100.00", "50")])
+        await trade(client, now_ms(), "1")
+        await seen(router, None, D(1))
+        spec = AlgoSpec(duration_ms=1000, slices=4, lookback_ms=lookback)
+        p = await placed(client, "vwap-gap", "buy", "0.4", "vwap", algo=spec)
+        st = p.algo_state
+        assert st is not None and st.covered_from_ms is not None and st.covered_from_ms >= cut_at
+        assert st.profile_source in ("blend", "flat") and st.weights is not None and st.weights[0] == D("0.25")
+        assert p.reason is not None and "watched in full" in p.reason
+    finally:
+        await sut.stop()
+        await proxy.stop()
