@@ -39,11 +39,12 @@ after it C_k = quantity while U - T_k <= U - T_last < (m - 1) + 1/2.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import MAX_PREC, Context, Decimal, Inexact
 from fractions import Fraction
 from typing import Literal
 
@@ -118,7 +119,7 @@ class MarketVolume:
             cells = self.cells[i]
             k = ts // width
             if k in cells:
-                cells[k] += quantity
+                cells[k] = _EXACT.add(cells[k], quantity)
                 continue
             cells[k] = quantity
             cutoff, cap = now_ms - keep, keep // width + 2
@@ -157,23 +158,33 @@ class MarketVolume:
                 best = (first, i, since)
         assert best is not None
         first, tier, since = best
-        volume = [Fraction(0)] * buckets
         if first == buckets:
-            return volume, first, since
+            return [Fraction(0)] * buckets, first, since
         width = VOLUME_TIERS[tier][0]
         lo, hi = start_ms + bucket_start(first, duration_ms, buckets), start_ms + duration_ms
+        cells: list[tuple[int, int, int, int, tuple[int, int]]] = []  # (start, end, from, to, volume) in [lo, hi)
         for k, v in self.cells[tier].items():
             a = k * width
             b = a + width if now_ms < a else min(a + width, now_ms + 1)  # the time its trades are spread over
             x, y = max(a, lo), min(b, hi)
-            if x >= y or not v:
-                continue
-            j = (x - start_ms) * buckets // duration_ms
+            if x < y and v:
+                cells.append((a, b, x, y, v.as_integer_ratio()))
+        # in whole numbers (exact, and fast for 10,000 buckets): a volume v is v x scale units; a whole cell's
+        # part of overlap ms is v x scale x overlap / width, counted in 1 / (scale x width)
+        scale = math.lcm(*{den for *_, (_, den) in cells}) if cells else 1
+        sums = [0] * buckets
+        now_cell = [Fraction(0)] * buckets  # the cell still trading now: spread over its time so far
+        for a, b, x, y, (num, den) in cells:
+            v, j = num * (scale // den), (x - start_ms) * buckets // duration_ms
             while x < y:
                 nxt = min(y, start_ms + bucket_start(j + 1, duration_ms, buckets))
-                volume[j] += Fraction(v) * (nxt - x) / (b - a)
+                if b - a == width:
+                    sums[j] += v * (nxt - x)
+                else:
+                    now_cell[j] += Fraction(v * (nxt - x), scale * (b - a))
                 x, j = nxt, j + 1
-        return volume, first, since
+        unit = scale * width
+        return [Fraction(n, unit) + c for n, c in zip(sums, now_cell, strict=True)], first, since
 
 
 def volume_weights(volumes: Sequence[Fraction | Decimal], first_covered: int) -> list[Decimal]:
@@ -190,12 +201,15 @@ def volume_weights(volumes: Sequence[Fraction | Decimal], first_covered: int) ->
     known = [Fraction(v) for v in volumes[first_covered:]]
     if any(v < 0 for v in known):
         raise ValueError("a volume must be >= 0")
-    total = sum(known, Fraction(0))
-    if not total:
-        exact = [Fraction(1, n)] * n
-    else:
-        exact = [Fraction(1, n)] * first_covered + [Fraction(len(known), n) * v / total for v in known]
+    scale = math.lcm(*{v.denominator for v in known}) if known else 1
+    ints = [v.numerator * (scale // v.denominator) for v in known]  # the volumes as whole numbers of 1/scale
+    total = sum(ints)
+    # the exact shares over the common denominator B x total: an unknown bucket total, a known one c x its volume
+    exact = [1] * n if not total else [total] * first_covered + [len(ints) * v for v in ints]
     return [_share(u) for u in allocate(WEIGHT_UNITS, exact)]
+
+
+_EXACT = Context(prec=MAX_PREC, traps=[Inexact])  # sums of volumes: never rounded (raises rather than round)
 
 
 def _share(units: int) -> Decimal:
@@ -282,15 +296,16 @@ def check_weights(weights: Sequence[Decimal], duration_ms: int) -> list[Fraction
     return out
 
 
-def allocate(units: int, weights: Sequence[Fraction]) -> list[int]:
+def allocate(units: int, weights: Sequence[Fraction | int]) -> list[int]:
     """``units`` split by the weights: bucket k gets round(T_k) - round(T_(k-1)), T the cumulative target."""
-    total = sum(weights, Fraction(0))
+    scale = math.lcm(*{Fraction(w).denominator for w in weights})  # in whole numbers: exact and fast
+    ints = [int(w * scale) for w in weights]
+    total = sum(ints)
     out = []
-    running = Fraction(0)
-    before = 0
-    for w in weights:
+    running = before = 0
+    for w in ints:
         running += w
-        now = int(units * running / total + Fraction(1, 2))  # round half up (>= 0: int() is floor)
+        now = (2 * units * running + total) // (2 * total)  # units x running / total rounded half up
         out.append(now - before)
         before = now
     return out

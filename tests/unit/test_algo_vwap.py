@@ -338,6 +338,24 @@ def test_every_share_is_its_exact_share_rounded_down_or_up(units, weights):
         assert share in (math.floor(exact), math.ceil(exact))
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    units=st.integers(0, 10**12),
+    weights=st.lists(st.fractions(min_value=0, max_value=10**4, max_denominator=10**5), min_size=1, max_size=30),
+)
+def test_allocation_is_the_running_total_rounded_half_up(units, weights):
+    """(allocate works in whole numbers: the same as the rule stated on fractions)"""
+    if not any(weights):
+        weights[0] = Fraction(1)
+    total, running, before, expected = sum(weights), Fraction(0), 0, []
+    for w in weights:
+        running += w
+        now = math.floor(units * running / total + Fraction(1, 2))
+        expected.append(now - before)
+        before = now
+    assert allocate(units, weights) == expected
+
+
 @settings(max_examples=100, deadline=None)
 @given(p=vwap_inputs())
 def test_the_same_inputs_give_the_same_schedule(p):
