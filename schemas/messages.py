@@ -156,6 +156,10 @@ class AlgoState(Msg):
     done_reason: str | None = None  # why it stopped before its quantity was filled (on the trail too)
     step: Decimal | None = None  # the venue's amount step its schedule was built with (None: older records)
     min_quantity: Decimal | None = None  # the venue's smallest child then (the same schedule after a restart)
+    # vwap: what its weights stand on - request (its profile), volume (every bucket by the venue's traded volume),
+    # blend (the buckets not watched in full at their time share), flat (none watched in full, or no volume)
+    profile_source: Literal["request", "volume", "blend", "flat"] | None = None
+    covered_from_ms: int | None = None  # vwap by volume: from when the router had seen every trade (epoch ms)
 
 
 class OrderRequest(Msg):

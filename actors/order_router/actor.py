@@ -126,6 +126,8 @@ class OrderRouter(Actor):
         self.algos = ExecAlgos(self.store, self.log, self.spawn)  # the execution algorithms' parents and children
         self.algos.connect(self._rules_of, self._route, self._cancel, self._mark_fresh)
         self.algos.alert = self.alert
+        self.algos.trades_of = self._trades_of
+        self.algos.reconnects = lambda: int(self.bus.nc.stats["reconnects"])  # (a gap in the public trades)
 
         def stored(o: Order) -> None:
             self.emulator.track(o)
@@ -147,6 +149,12 @@ class OrderRouter(Actor):
     def _rules_of(self, o: Order) -> MarketRules | None:
         session = self.sessions.get(o.venue)
         return session.rules.get(o.pair) if session is not None else None
+
+    def _trades_of(self, venue: str) -> str | None:
+        """Whose public trades are a venue's traded volume (VWAP): a live venue's own (its md-feed names them), the
+        paper venue's those of the books it trades on (PAPER_BOOKS; None: the unnamed ones)."""
+        session = self.sessions.get(venue)
+        return getattr(session.venue, "source", venue) if session is not None else venue
 
     def _mark_fresh(self, o: Order) -> None:
         if (session := self.sessions.get(o.venue)) is not None:
@@ -215,6 +223,7 @@ class OrderRouter(Actor):
         await self.algos.resume()
         self.spawn(self.algos.run(), "algo scheduler", essential=True)
         await self.bus.subscribe(s.trades(), Trade, self._on_trade)  # VWAP: the recent traded volume of each pair
+        self.algos.watch()  # (subscribed and flushed: every trade from now on comes here)
         await self._each(lambda session: session.publish_balances())
         self.books.add_hook(self.emulator.on_book)
         await self.books.start()

@@ -54,7 +54,7 @@ from domain.algo_orders import (
     target_through,
     unfilled_of,
 )
-from domain.algos import Slice, due, profile_from_trades
+from domain.algos import MarketVolume, RecentProfile, Slice, due, recent_profile
 from domain.orders import IllegalTransition, Overfilled, apply_fill, to_pending, transition
 from schemas.messages import (
     ALGO_TYPES,
@@ -72,7 +72,6 @@ if TYPE_CHECKING:
 
 S = OrderStatus
 ZERO = Decimal(0)
-MAX_TRADES_PER_PAIR = 20_000  # the rolling window of public trades kept per pair (VWAP's recent volume)
 IDLE_S = 3600.0
 # a venue's refusals of a child that say nothing about the parent (the paper venue's books not read yet after a
 # restart): its quantity is carried to the next slice, the algorithm goes on
@@ -115,7 +114,14 @@ class ExecAlgos:
         self.guards: dict[str, asyncio.Lock] = {}  # one step of a parent at a time
         self.syncing: set[str] = set()
         self.catchup: set[str] = set()  # parents whose overdue slices came due while the router was down
-        self.trades: dict[str, deque[tuple[int, Decimal]]] = {}
+        # VWAP's recent volume: per (venue named on the trades, pair), volume sums per time cell (bounded); every
+        # trade seen since ``watching_since`` (``watch``: once subscribed to the trades; None: not yet), moved to
+        # the moment a reconnect of the bus is noticed (core NATS: what was published meanwhile is lost)
+        self.volume: dict[tuple[str | None, str], MarketVolume] = {}
+        self.watching_since: int | None = None
+        self.reconnects: Callable[[], int] = lambda: 0  # how many times the bus reconnected
+        self.watch_reconnects = 0
+        self.trades_of: Callable[[str], str | None] = lambda venue: venue  # whose trades are a venue's volume
         self.tag: str | None = None  # partitioned: the pair a child's id reservation names (set per call)
         self.partitioned = False
         self.sends = 0  # children made (stats)
@@ -154,14 +160,20 @@ class ExecAlgos:
         assert spec is not None
         if spec.seed is None and p.type == "twap":
             spec = msgspec.structs.replace(spec, seed=seed_of(p.order_id))
-        weights = None
+        state = AlgoState(start_ms=p.created_at)
         if p.type == "vwap":
             assert spec.duration_ms is not None
-            buckets = len(spec.profile) if spec.profile else spec.slices or 1
-            weights = list(spec.profile) if spec.profile else profile_from_trades(
-                self.trades.get(p.pair, ()), p.created_at, spec.lookback_ms or spec.duration_ms, buckets
-            )  # fmt: skip
-        p = msgspec.structs.replace(p, algo=spec, algo_state=AlgoState(start_ms=p.created_at, weights=weights))
+            if spec.profile:
+                state = msgspec.structs.replace(state, weights=list(spec.profile), profile_source="request")
+            else:
+                recent = self._recent_profile(p, spec.lookback_ms or spec.duration_ms, spec.slices or 1)
+                state = msgspec.structs.replace(
+                    state, weights=recent.weights, profile_source=recent.source, covered_from_ms=recent.covered_from
+                )
+                if recent.note is not None:  # on the trail (its submitted event) and in the log
+                    p = msgspec.structs.replace(p, reason=recent.note)
+                    self.log.info("algorithm {}: {}", p.order_id, recent.note)
+        p = msgspec.structs.replace(p, algo=spec, algo_state=state)
         try:
             step, least = self._sizing(p)
             state = msgspec.structs.replace(p.algo_state, step=step, min_quantity=least)  # (its schedule for good)
@@ -174,12 +186,35 @@ class ExecAlgos:
             schedule_of(p, step, least)
         return p
 
+    def _recent_profile(self, p: Order, lookback_ms: int, buckets: int) -> RecentProfile:
+        """A VWAP's weights from the recent volume of its venue's trades of its pair (coverage rule:
+        ``domain.algos.vwap``): the venue's own trades, the paper venue's those of the market it trades on."""
+        source = self.trades_of(p.venue)
+        what = f"{p.pair} trades" + (f" at {source}" if source is not None else " (unnamed: synthetic, replay)")
+        market = self.volume.get((source, p.pair))
+        return recent_profile(market, p.created_at, lookback_ms, buckets, self.watched_from(), now_ms(), what)
+
+    def watch(self) -> None:
+        """Subscribed to the public trades (and the server knows it): every trade from now on comes here."""
+        self.watching_since, self.watch_reconnects = now_ms(), self.reconnects()
+
+    def watched_from(self) -> int | None:
+        """Since when every public trade came here: the subscription, or the last reconnect (noticed now: later
+        than it happened, never earlier). None: not subscribed yet."""
+        if self.watching_since is not None and (n := self.reconnects()) != self.watch_reconnects:
+            self.watching_since, self.watch_reconnects = now_ms(), n
+        return self.watching_since
+
     def on_trade(self, t: Trade) -> None:
-        """A public trade: the pair's rolling window (bounded)."""
-        window = self.trades.get(t.pair)
-        if window is None:
-            window = self.trades[t.pair] = deque(maxlen=MAX_TRADES_PER_PAIR)
-        window.append((t.ts, t.quantity))
+        """A public trade: its venue's volume of its pair (sums per time cell, bounded)."""
+        self.watched_from()  # (a reconnect before this trade: the trades before it may be missing)
+        market = self.volume.get((t.venue, t.pair))
+        if market is None:
+            market = self.volume[(t.venue, t.pair)] = MarketVolume()
+        try:
+            market.add(t.ts, t.quantity, now_ms())
+        except ValueError as e:  # (market data that cannot be a volume: not counted)
+            self.log.warning("public trade of {} at {} not counted: {}", t.pair, t.venue, e)
 
     # -- the scheduler ---------------------------------------------------------------------------------
     def arm(self, parent_id: str, at_ms: int) -> None:

@@ -5,19 +5,21 @@ from domain.algos.iceberg import iceberg_clip, iceberg_clips
 from domain.algos.progress import Leftover, carry, due, remaining_after
 from domain.algos.schedule import MAX_DURATION_MS, MAX_SLICES, AlgoParamError, Slice
 from domain.algos.twap import twap_schedule
-from domain.algos.vwap import profile_from_trades, vwap_schedule
+from domain.algos.vwap import MarketVolume, RecentProfile, recent_profile, vwap_schedule
 
 __all__ = [
     "MAX_DURATION_MS",
     "MAX_SLICES",
     "AlgoParamError",
     "Leftover",
+    "MarketVolume",
+    "RecentProfile",
     "Slice",
     "carry",
     "due",
     "iceberg_clip",
     "iceberg_clips",
-    "profile_from_trades",
+    "recent_profile",
     "remaining_after",
     "twap_schedule",
     "vwap_schedule",

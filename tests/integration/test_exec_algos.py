@@ -21,7 +21,6 @@ from schemas.messages import (
     OrderStatus,
     RiskCommand,
     RiskStateChange,
-    Trade,
     now_ms,
 )
 from tests.helpers import eventually
@@ -106,27 +105,6 @@ async def test_a_twap_against_a_thin_book_beats_one_market_order(make_system, cl
     assert p.average_price is not None and market.average_price is not None
     assert p.average_price < market.average_price
     assert p.average_price == D(100)  # each slice took the recovered top of the book
-
-
-async def test_a_vwap_follows_the_recent_traded_volume_of_its_pair(make_system, client):
-    await make_system()
-    await publish_book(client, [("99.00", "50")], [("100.00", "50")])
-    now = now_ms()
-    # the last 4 s in two buckets (as the router accepts it, a moment later): 2 then 6
-    for ts, qty in ((now - 3000, "1"), (now - 2500, "1"), (now - 500, "6")):
-        await client.publish(
-            client.subjects.trades("BTC_USDT"),
-            Trade(pair="BTC_USDT", price=D(100), quantity=D(qty), side="buy", ts=ts),
-        )
-    await client.nc.flush()
-    await asyncio.sleep(0.2)  # (core NATS: the router has them once they are delivered)
-    spec = AlgoSpec(duration_ms=1000, slices=2, lookback_ms=4000)
-    p = await placed(client, "vwap-1", "buy", "0.8", "vwap", algo=spec)
-    assert p.algo_state is not None and p.algo_state.weights == [D(2), D(6)]
-    p = await until(client, p.order_id, S.FILLED, timeout=20)
-    kids = await children(client, p)
-    # the profile: 1/4 then 3/4, each slice within the stated tolerance of half a step of its share
-    assert [k.quantity for k in kids] == [D("0.200"), D("0.600")]
 
 
 async def test_a_vwap_with_a_profile_in_the_request(make_system, client):
