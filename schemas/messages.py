@@ -156,6 +156,7 @@ class AlgoState(Msg):
     done_reason: str | None = None  # why it stopped before its quantity was filled (on the trail too)
     step: Decimal | None = None  # the venue's amount step its schedule was built with (None: older records)
     min_quantity: Decimal | None = None  # the venue's smallest child then (the same schedule after a restart)
+    reduces: bool = False  # the risk gate found it reducing a position when it approved it: runs while REDUCING
 
 
 class OrderRequest(Msg):
@@ -315,6 +316,9 @@ class ApprovedOrder(Msg):
     # the transition's epoch (reverts so far) the approval was made under: the order-router refuses it for a
     # live venue when a revert came since, or while in paper mode. None: not decided by the transition
     transition_epoch: int | None = None
+    # the risk gate found the order reducing a position (it passed REDUCING / TRADING_HOURS as such): an
+    # algorithm's parent records it (algoState.reduces) and keeps running while trading is REDUCING
+    reduces: bool = False
 
 
 class OrderReply(Msg):
