@@ -21,6 +21,8 @@ from schemas.messages import (
 )
 from tests.helpers import eventually
 from tests.integration.test_exec_algos import children
+from tests.integration.test_live_binance import exchange, live  # noqa: F401 (the fixtures)
+from tests.integration.test_live_binance import submit as live_submit
 from tests.integration.test_order_types import order, placed, publish_book, submit, until
 
 S = OrderStatus
@@ -244,3 +246,45 @@ async def test_a_market_slice_below_the_minimum_notional_at_the_touch_is_carried
         "0.010 left" in (b.reason or "") and "the last" in (b.reason or "") and "minimum notional" in (b.reason or "")
     )
     assert all(k.status is S.FILLED for k in await children(client, b))
+
+
+async def test_an_iceberg_clip_unknown_to_a_live_venue_is_never_followed_by_a_second_clip(live, client, exchange):  # noqa: F811
+    """M3: a clip whose create's answer was lost and that the live venue did not show within the grace is rejected
+    "unknown to the venue" - but it may rest there all the same. The next clip went out at once: when the first
+    showed up (revived) two clips rested, twice the display quantity. A clip that may be showing blocks the next."""
+    await live()
+    exchange.inject_fault("unknown_status", placed=False, times=1)  # the first clip's create: no answer, not placed
+    r = await live_submit(
+        client, "lv-ice-unknown", type="iceberg", quantity=D("0.03"), price=D("59000"),
+        algo=AlgoSpec(display_quantity=D("0.01")),
+    )  # fmt: skip
+    assert r.ok and r.order is not None, r
+    pid = r.order.order_id
+
+    async def first_unknown():
+        p = await order(client, pid)
+        kid = await order(client, p.children[0]) if p.children else None
+        return p if kid is not None and (kid.reason or "").startswith("unknown to the venue:") else None
+
+    p = await eventually(first_unknown, timeout=20, what="the first clip rejected as unknown to the venue")
+    coid = (await order(client, p.children[0])).client_order_id
+    # (no condition to await for the absence of a second clip: a bounded look, long enough for one to go out)
+    deadline = asyncio.get_running_loop().time() + 2.0
+    while asyncio.get_running_loop().time() < deadline:
+        assert len((await order(client, pid)).children) == 1, "a second clip while the first may be showing"
+        await asyncio.sleep(0.1)
+    exchange.place_external_order(
+        "BTC/USDT", "buy", "LIMIT", "0.01", price="59000", time_in_force="GTC", client_order_id=coid
+    )  # it rests there after all
+
+    async def revived():
+        kid = await order(client, (await order(client, pid)).children[0])
+        return kid if kid.status is S.ACCEPTED else None
+
+    await eventually(revived, timeout=20, what="the first clip working again")
+    assert len(exchange.orders("BTC/USDT", open_only=True)) == 1
+    assert len((await order(client, pid)).children) == 1
+    reply = await client.request(client.subjects.orders_cancel, CancelOrder(order_id=pid), CommandReply, timeout=10)
+    assert reply.ok, reply
+    await until(client, pid, S.CANCELED, timeout=20)
+    assert not exchange.orders("BTC/USDT", open_only=True)
