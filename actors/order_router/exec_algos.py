@@ -312,7 +312,13 @@ class ExecAlgos:
                 note = f"slice {k}: its child was not made before a restart and nothing is left to send for it"
                 await self.store.emit(msgspec.structs.replace(p, children=p.children[:-1], reason=note), "slice_sent")
                 return
-            child = await self._make_child(p, k, cid, q)
+            try:
+                child = await self._make_child(p, k, cid, q)
+            except Exception as e:
+                if cid not in self.store.burned:
+                    raise
+                await self._unconfirmed(p, k, cid, q, e)  # (it may be stored: never made a second time)
+                return
         self.log.warning("algorithm {}: child {} of slice {} made after a restart", pid, cid, k)
         if child is not None:
             self.spawn(self._route_logged(cid), "route")
@@ -528,19 +534,7 @@ class ExecAlgos:
                         cur = store.orders.get(pid, new)
                         await store.emit(msgspec.structs.replace(cur, reason=why, updated_at=now_ms()), "slice_carried")
                     raise
-                # its publish raised: it may be stored all the same (a lost ack). Never carried into the next slice
-                # (that would send its quantity twice): counted as sent at its whole quantity and published again
-                # under the same version and message id until confirmed (JetStream keeps one copy), then routed
-                self.unsure.setdefault(pid, {})[cid] = self._child_of(new, k, cid, q)
-                why = (
-                    f"slice {k}: its child {cid} was not confirmed stored ({type(e).__name__}: {e}): stored again "
-                    "under the same id until confirmed, counted as sent meanwhile"
-                )
-                self.log.warning("algorithm {}: {}", pid, why)
-                with contextlib.suppress(Exception):
-                    cur = store.orders.get(pid, new)
-                    await store.emit(msgspec.structs.replace(cur, reason=why, updated_at=now_ms()), "slice_carried")
-                self.spawn(self._confirm(pid, cid), "algo-confirm")
+                await self._unconfirmed(new, k, cid, q, e)
                 child = None
         if note:
             self.log.info("algorithm {}: {}", pid, note)
@@ -563,6 +557,23 @@ class ExecAlgos:
             "algorithm {}: child {} ({}) {} {} {}", p.order_id, cid, child.client_order_id, child.type, q, p.pair
         )
         return child
+
+    async def _unconfirmed(self, p: Order, k: int, cid: str, q: Decimal, e: Exception) -> None:
+        """A child whose create's publish raised (lock held): it may be stored all the same (a lost ack). Never
+        carried into the next slice (that would send its quantity twice): counted as sent at its whole quantity
+        (``unsure``) and published again under the same version and message id until confirmed (JetStream keeps
+        one copy), then routed (``_confirm``)."""
+        pid = p.order_id
+        self.unsure.setdefault(pid, {})[cid] = self._child_of(p, k, cid, q)
+        why = (
+            f"slice {k}: its child {cid} was not confirmed stored ({type(e).__name__}: {e}): stored again "
+            "under the same id until confirmed, counted as sent meanwhile"
+        )
+        self.log.warning("algorithm {}: {}", pid, why)
+        with contextlib.suppress(Exception):
+            cur = self.store.orders.get(pid, p)
+            await self.store.emit(msgspec.structs.replace(cur, reason=why, updated_at=now_ms()), "slice_carried")
+        self.spawn(self._confirm(pid, cid), "algo-confirm")
 
     async def _confirm(self, pid: str, cid: str) -> None:
         """A child whose create's publish raised, published again (same version, same message id) until the store

@@ -288,3 +288,30 @@ async def test_an_iceberg_clip_unknown_to_a_live_venue_is_never_followed_by_a_se
     assert reply.ok, reply
     await until(client, pid, S.CANCELED, timeout=20)
     assert not exchange.orders("BTC/USDT", open_only=True)
+
+
+async def test_a_stop_that_failed_while_halted_is_tried_again(make_system, client, monkeypatch):
+    """m2: a stop (cancel_parent) that failed while HALTED armed a step, and a step while HALTED only armed again:
+    the parent was never stopped (an iceberg's clip rested through the halt)."""
+    from actors.order_router import exec_algos
+
+    real = exec_algos.ExecAlgos.cancel_parent
+    failed = {"n": 0}
+
+    async def flaky(self, pid, reason):
+        if "HALTED" in reason and failed["n"] == 0:
+            failed["n"] += 1
+            raise TimeoutError("the ORDERS stream did not answer")
+        return await real(self, pid, reason)
+
+    monkeypatch.setattr(exec_algos.ExecAlgos, "cancel_parent", flaky)
+    sut = await make_system()
+    venue = sut.running["order-router"].venue  # type: ignore[attr-defined]
+    await publish_book(client, [("99.00", "5")], [("101.00", "5")])
+    p = await placed(client, "ice-h", "buy", "1", "iceberg", price="100.00", algo=AlgoSpec(display_quantity=D("0.3")))
+    await _resting_clip(venue)
+    rg = sut.running["risk-gate"]
+    await rg._set_state("HALTED", "test: an automatic halt")  # type: ignore[attr-defined]
+    final = await until(client, p.order_id, S.CANCELED, S.FILLED, timeout=30)
+    assert failed["n"] == 1 and final.status is S.CANCELED and "HALTED" in (final.reason or ""), final.reason
+    assert not await venue.fetch_open_orders("BTC_USDT")
