@@ -414,7 +414,7 @@ class ExecAlgos:
         rejected as unknown to the venue: it may be showing there)? The parent neither ends nor shows a next clip."""
         if self._live_children(p) or self.unsure.get(p.order_id):
             return True
-        if p.type == "iceberg":
+        if p.type == "iceberg" and running(p):  # (a stopped parent ends: should the clip show up, it is canceled)
             kids = self.kids.get(p.order_id, {})
             return any((kid := kids.get(c)) is not None and revivable(kid) for c in p.children)
         return False

@@ -315,3 +315,42 @@ async def test_a_stop_that_failed_while_halted_is_tried_again(make_system, clien
     final = await until(client, p.order_id, S.CANCELED, S.FILLED, timeout=30)
     assert failed["n"] == 1 and final.status is S.CANCELED and "HALTED" in (final.reason or ""), final.reason
     assert not await venue.fetch_open_orders("BTC_USDT")
+
+
+async def test_a_canceled_iceberg_whose_unknown_clip_shows_up_later_has_that_clip_canceled(
+    live,  # noqa: F811
+    client,
+    exchange,  # noqa: F811
+):
+    """M1 / M3: the parent canceled while its clip is unknown to the venue ends canceled (nothing to cancel here);
+    when the clip shows up at the venue after all, it is canceled there - never left resting for a parent the
+    trader canceled."""
+    await live()
+    exchange.inject_fault("unknown_status", placed=False, times=1)
+    r = await live_submit(
+        client, "lv-ice-late", type="iceberg", quantity=D("0.03"), price=D("59000"),
+        algo=AlgoSpec(display_quantity=D("0.01")),
+    )  # fmt: skip
+    assert r.ok and r.order is not None, r
+    pid = r.order.order_id
+
+    async def first_unknown():
+        p = await order(client, pid)
+        kid = await order(client, p.children[0]) if p.children else None
+        return kid if kid is not None and (kid.reason or "").startswith("unknown to the venue:") else None
+
+    kid = await eventually(first_unknown, timeout=20, what="the first clip rejected as unknown to the venue")
+    reply = await client.request(client.subjects.orders_cancel, CancelOrder(order_id=pid), CommandReply, timeout=10)
+    assert reply.ok, reply
+    p = await until(client, pid, S.CANCELED, timeout=20)
+    assert p.children == [kid.order_id]
+    exchange.place_external_order(
+        "BTC/USDT", "buy", "LIMIT", "0.01", price="59000", time_in_force="GTC", client_order_id=kid.client_order_id
+    )  # it rests there after all
+
+    async def gone():
+        k = await order(client, kid.order_id)
+        return k if k.status is S.CANCELED and not exchange.orders("BTC/USDT", open_only=True) else None
+
+    await eventually(gone, timeout=20, what="the clip that showed up canceled at the venue")
+    assert (await order(client, pid)).status is S.CANCELED
