@@ -72,6 +72,7 @@ from domain.limits import (
     daily_loss,
     headroom,
     in_quote,
+    is_reducing,
     no_venue,
     rate_of,
 )
@@ -563,6 +564,7 @@ class RiskGate(Actor):
             approved_at=now_ms(),
             venues=verdict.venues,
             transition_epoch=epoch,  # the order-router refuses it live after a revert
+            reduces=verdict.reduces,
         )
         if (p := self.pending.get(coid)) is not None:
             p.request, p.estimated_cost = req, verdict.estimated_cost
@@ -783,6 +785,8 @@ class RiskGate(Actor):
             )  # fmt: skip
         if venues is not None:
             decision = dataclasses.replace(decision, venues=venues)
+        if intent is not None and is_reducing(intent, before):  # (an algorithm's parent runs while REDUCING)
+            decision = dataclasses.replace(decision, reduces=True)
         rules = self.markets.get(req.pair, venues[0] if several and venues else None)
         verdict = await self._advise(req, decision, intent, before, rules)
         if isinstance(verdict, Denial):

@@ -33,6 +33,7 @@ from domain.algos import (
     twap_schedule,
     vwap_schedule,
 )
+from domain.orders import revivable
 from schemas.messages import ALGO_TYPES, TERMINAL_STATUSES, AlgoSpec, MarketRules, Order, OrderRequest
 
 ZERO = Decimal(0)
@@ -185,17 +186,22 @@ def unfilled_of(child: Order) -> Decimal:
     return left if left > ZERO else ZERO
 
 
-def trading_refusal(state: str | None, hours: tuple[int, int] | None, timezone: str, now_ms: int) -> str | None:
+def trading_refusal(
+    state: str | None, hours: tuple[int, int] | None, timezone: str, now_ms: int, reduces: bool = False
+) -> str | None:
     """Why an algorithm's next child may not go now (None: it may). Its children never pass the risk gate, so
-    what the gate would refuse to a new opening order stops the algorithm: the trading state HALTED (emergency
-    stop, MAX_DAILY_LOSS, MAX_DRAWDOWN) or REDUCING (the router does not know the positions: an algorithm is never
-    taken for a reducing order), or outside TRADING_HOURS."""
+    what the gate would refuse to a new order stops the algorithm: the trading state HALTED (emergency stop,
+    MAX_DAILY_LOSS, MAX_DRAWDOWN) always; REDUCING or outside TRADING_HOURS unless the gate found the parent
+    reducing when it approved it (``reduces``, ``algoState.reduces``: what the gate lets through then - its
+    children are capped by the parent, so they never trade beyond what the gate checked)."""
     from domain.limits import HALTED, REDUCING, within_hours  # (domain.limits imports this module)
 
     if state == HALTED:
         return "trading state HALTED: the algorithm stopped (its children never pass the risk gate)"
+    if reduces:
+        return None
     if state == REDUCING:
-        return "trading state REDUCING: the algorithm stopped (only reducing orders may trade)"
+        return "trading state REDUCING: the algorithm stopped (it does not reduce a position)"
     if hours is not None and not within_hours(now_ms, hours, timezone):
         h = hours
         span = f"{h[0] // 60:02d}:{h[0] % 60:02d}-{h[1] // 60:02d}:{h[1] % 60:02d} {timezone}"
@@ -205,12 +211,18 @@ def trading_refusal(state: str | None, hours: tuple[int, int] | None, timezone: 
 
 def committed_of(children: Sequence[Order | None]) -> Decimal:
     """What a parent's children have taken of its quantity, from the children themselves (never from the
-    parent's own figures, which follow its children's fills a moment later): an ended child its fills, a live
-    one its whole quantity. A child recorded but never made (None) took nothing."""
+    parent's own figures, which follow its children's fills a moment later): a live one its whole quantity; one
+    rejected as unknown to the venue (``revivable``: it may still show up there and fill) its whole quantity too;
+    another ended one its fills, or what the venue reported filled when that is more (its fills still on their
+    way). A child recorded but never made (None) took nothing."""
     total = ZERO
     for c in children:
-        if c is not None:
-            total += c.filled_quantity if c.status in TERMINAL_STATUSES else max(c.quantity, c.filled_quantity)
+        if c is None:
+            continue
+        if c.status in TERMINAL_STATUSES and not revivable(c):
+            total += max(c.filled_quantity, c.venue_filled or ZERO)
+        else:
+            total += max(c.quantity, c.filled_quantity)
     return total
 
 

@@ -222,6 +222,16 @@ def pays(i: Intent, available: Mapping[str, Decimal], allow_short: bool, venue: 
     return None
 
 
+def is_reducing(i: Intent, x: Exposure) -> bool:
+    """Does the order bring its pair's exposure closer to zero (the position and the working orders, every venue's;
+    several venues: also the position at the venue it goes to, ``x.venue_positions``)? Such an order passes
+    REDUCING and TRADING_HOURS."""
+    reducing = reduces(x.positions.get(i.pair, ZERO), x.working.get(i.pair, ZERO), i.side, i.quantity)
+    if reducing and x.venue_positions is not None:
+        reducing = reduces(x.venue_positions.get(i.pair, ZERO), ZERO, i.side, i.quantity)
+    return reducing
+
+
 def check_limits(
     i: Intent,
     x: Exposure,
@@ -236,9 +246,7 @@ def check_limits(
     are every venue's together."""
     pos = x.positions.get(i.pair, ZERO)
     work = x.working.get(i.pair, ZERO)
-    reducing = reduces(pos, work, i.side, i.quantity)
-    if reducing and x.venue_positions is not None:
-        reducing = reduces(x.venue_positions.get(i.pair, ZERO), ZERO, i.side, i.quantity)
+    reducing = is_reducing(i, x)
     if state == HALTED:
         return Denial("TRADING_HALTED", None, "trading is halted (emergency stop or daily loss): resume to trade")
     if state == REDUCING and not reducing:

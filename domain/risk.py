@@ -36,6 +36,7 @@ class Approval:
     validation: RiskValidation
     estimated_cost: Decimal | None
     venues: list[str] | None = None  # the venues able to take it, priority order (None: not decided here)
+    reduces: bool = False  # it brings its pair's exposure closer to zero (domain.limits.is_reducing)
 
 
 def _camel(name: str) -> str:

@@ -160,6 +160,7 @@ class AlgoState(Msg):
     # blend (the buckets not watched in full at their time share), flat (none watched in full, or no volume)
     profile_source: Literal["request", "volume", "blend", "flat"] | None = None
     covered_from_ms: int | None = None  # vwap by volume: from when the router had seen every trade (epoch ms)
+    reduces: bool = False  # the risk gate found it reducing a position when it approved it: runs while REDUCING
 
 
 class OrderRequest(Msg):
@@ -319,6 +320,9 @@ class ApprovedOrder(Msg):
     # the transition's epoch (reverts so far) the approval was made under: the order-router refuses it for a
     # live venue when a revert came since, or while in paper mode. None: not decided by the transition
     transition_epoch: int | None = None
+    # the risk gate found the order reducing a position (it passed REDUCING / TRADING_HOURS as such): an
+    # algorithm's parent records it (algoState.reduces) and keeps running while trading is REDUCING
+    reduces: bool = False
 
 
 class OrderReply(Msg):

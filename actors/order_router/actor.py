@@ -139,12 +139,20 @@ class OrderRouter(Actor):
         self.live_check = LiveCheck(settings, bus)  # the transition: no live order approved before a revert
         self.trading = TradingState(bus, self._on_trading_state)  # the algorithms' children never pass the gate
         hours = parse_trading_hours(settings.TRADING_HOURS)
-        self.algos.refusal = lambda: trading_refusal(self.trading.state, hours, settings.TRADING_TIMEZONE, now_ms())
+        self.algos.refusal = lambda reduces=False: trading_refusal(
+            self.trading.state, hours, settings.TRADING_TIMEZONE, now_ms(), reduces
+        )
         self.algos.halted = lambda: self.trading.state == "HALTED"
+        self.algos.touch = self._touch
 
     def _on_trading_state(self, state: str) -> None:
-        if (why := trading_refusal(state, None, "UTC", 0)) is not None:
-            self.algos.halt_all(why, HALT_GRACE_S if state == "HALTED" else 0.0)
+        self.algos.trading_changed(state, trading_refusal(state, None, "UTC", 0), HALT_GRACE_S)
+
+    def _touch(self, o: Order) -> Decimal | None:
+        """The price a market order of ``o``'s side meets now at its venue: the best ask of a buy, bid of a sell."""
+        book = self.router.book_of(o.venue, o.pair)
+        levels = (book.asks if o.side == "buy" else book.bids) if book is not None else None
+        return levels[0][0] if levels else None
 
     def _rules_of(self, o: Order) -> MarketRules | None:
         session = self.sessions.get(o.venue)
@@ -338,7 +346,9 @@ class OrderRouter(Actor):
                     order = await self._create(req, ids[:1], ref, choice.venue, choice.reason, rejected=refusal)
                     await self._refuse_live(a, order)
                     return
-                order = await self._create(req, ids, ref, choice.venue, choice.reason, choice.fallback)
+                order = await self._create(
+                    req, ids, ref, choice.venue, choice.reason, choice.fallback, reduces=a.reduces
+                )
             else:
                 order = store.orders[known]
                 first = store.events[known][0].order if store.events.get(known) else order
@@ -366,6 +376,7 @@ class OrderRouter(Actor):
         routing: str | None = None,
         fallback: list[str] | None = None,
         rejected: str | None = None,
+        reduces: bool = False,
     ) -> Order:
         """Create the order (and the legs of a bracket) under its reserved ids and persist them, for ``venue``
         (chosen by ``routing``; ``fallback``: where it goes next should that venue certainly not take it). Call
@@ -404,7 +415,7 @@ class OrderRouter(Actor):
         )
         if order.algo is not None and rejected is None:  # its seed, start and (VWAP) weights fixed now
             try:
-                order = self.algos.prepare(order)
+                order = self.algos.prepare(order, reduces)
             except AlgoParamError as e:  # the venue it goes to cannot take its schedule
                 rejected = f"{e} (the rules of {venue})"
         if rejected is not None:  # no venue could take it: kept as a rejected order (no legs, never sent)

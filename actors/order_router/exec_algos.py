@@ -55,7 +55,7 @@ from domain.algo_orders import (
     unfilled_of,
 )
 from domain.algos import MarketVolume, RecentProfile, Slice, due, recent_profile
-from domain.orders import IllegalTransition, Overfilled, apply_fill, to_pending, transition
+from domain.orders import IllegalTransition, Overfilled, apply_fill, revivable, to_pending, transition
 from schemas.messages import (
     ALGO_TYPES,
     TERMINAL_STATUSES,
@@ -77,11 +77,19 @@ IDLE_S = 3600.0
 # restart): its quantity is carried to the next slice, the algorithm goes on
 TRANSIENT_REJECTIONS = ("no market data",)
 SYNC_RETRY_S = 1.0  # a parent's sync with its children that failed is tried again after this
+# a parent that no longer runs and still has a child working that is not being canceled (its cancel refused, or a
+# crash between the parent's pending_cancel and its children's cancels): the cancel is sent again after this, the
+# pause doubling up to the most
+CANCEL_RETRY_S, CANCEL_RETRY_MAX_S = 1.0, 30.0
+# a child whose create was not confirmed stored (the publish raised: it may be stored all the same) is published
+# again under the same version and message id after this, the pause doubling up to the most, until confirmed
+CONFIRM_RETRY_S, CONFIRM_RETRY_MAX_S = 0.5, 10.0
 Spawn = Callable[..., "asyncio.Task[object]"]
 Cancel = Callable[[str, str], Awaitable[tuple[Order, str | None]]]
 Route = Callable[[str], Awaitable[None]]
 RulesOf = Callable[[Order], MarketRules | None]
 MarkFresh = Callable[[Order], None]
+Touch = Callable[[Order], Decimal | None]  # the price a market child of the parent would meet now (None: unknown)
 
 
 async def _no_alert(*_: object, **__: object) -> None:
@@ -126,8 +134,21 @@ class ExecAlgos:
         self.partitioned = False
         self.sends = 0  # children made (stats)
         self.sent_at: deque[tuple[int, int]] = deque(maxlen=100_000)  # (due ms, made ms) of each child, for the bench
-        self.refusal: Callable[[], str | None] = lambda: None  # why no child may go now (the trading state, hours)
+        # why no child may go now (the trading state, hours); its argument: does the parent reduce a position?
+        self.refusal: Callable[..., str | None] = lambda reduces=False: None
         self.halted: Callable[[], bool] = lambda: False  # is trading HALTED now?
+        self.halted_since: float | None = None  # (loop time) since when trading is HALTED, as followed here
+        self.halt_grace_s = 0.0  # HALTED: the algorithms are stopped this long after the halt
+        self.touch: Touch = lambda p: None  # (set by the router: the book's touch at the parent's venue)
+        # each live parent's children as last stored (kept from the rebuild on): what they took is never read back
+        # from ORDERS (committed_of), and a parent's sync folds in only the children that changed since the last
+        self.kids: dict[str, dict[str, Order]] = {}
+        self.dirty: dict[str, set[str]] = {}  # parent id -> its children changed since its last sync
+        # parent id -> its children whose create is not confirmed stored (the publish raised): counted as sent at
+        # their whole quantity, published again under the same version until confirmed
+        self.unsure: dict[str, dict[str, Order]] = {}
+        self.cancel_at: dict[str, tuple[float, float]] = {}  # parent id -> (loop time of the next resend, pause)
+        self.end_note: dict[str, str] = {}  # parent id -> why its last slice sent nothing (said when it ends)
         self.alert: Callable[..., Awaitable[None]] = _no_alert  # the router's alert (tbx.events.risk)
         self.closed = False  # the router is stopping: no child is made from now on (the next run resumes)
 
@@ -152,10 +173,11 @@ class ExecAlgos:
             raise NoRules(f"no market rules of {p.pair} at {p.venue} yet")
         return rules.amount_step, child_min_quantity(rules, p.price or p.reference_price)
 
-    def prepare(self, p: Order) -> Order:
+    def prepare(self, p: Order, reduces: bool = False) -> Order:
         """The parent as accepted: its seed filled in, its start, and a VWAP's weights fixed now (its profile, else
-        the recent traded volume of the pair over ``lookbackMs``). AlgoParamError when the venue's rules cannot
-        take its schedule."""
+        the recent traded volume of the pair over ``lookbackMs``); ``reduces``: the risk gate found it reducing a
+        position (it runs while trading is REDUCING). AlgoParamError when the venue's rules cannot take its
+        schedule."""
         spec = p.algo
         assert spec is not None
         if spec.seed is None and p.type == "twap":
@@ -184,6 +206,8 @@ class ExecAlgos:
             next_clip(p, ZERO, step, least)
         else:
             schedule_of(p, step, least)
+        if reduces and p.algo_state is not None:
+            p = msgspec.structs.replace(p, algo_state=msgspec.structs.replace(p.algo_state, reduces=True))
         return p
 
     def _recent_profile(self, p: Order, lookback_ms: int, buckets: int) -> RecentProfile:
@@ -291,6 +315,9 @@ class ExecAlgos:
         self.restarted_at = now_ms()
         self.active = True  # (the rebuild from ORDERS is over: children's changes are followed from now on)
         parents = [oid for oid in list(self.store.live) if self.store.orders[oid].type in ALGO_TYPES]
+        for pid in list(self.kids):  # (the children of parents that ended are not kept)
+            if pid not in parents:
+                del self.kids[pid]
         for pid in parents:
             try:
                 await self._resume_one(pid)
@@ -301,14 +328,15 @@ class ExecAlgos:
             self.log.info("resumed {} algorithm order(s)", len(parents))
 
     async def _resume_one(self, pid: str) -> None:
-        if (why := self.refusal()) is not None:
+        p = self.store.orders[pid]
+        if running(p) and (why := self._refusal_of(p)) is not None:
             await self.cancel_parent(pid, why)
             return
         await self._restore_child(pid)
         if self.store.orders[pid].status is S.SUBMITTED:
             await self.start(pid)
         else:
-            await self.sync(pid)
+            await self.sync(pid, everything=True)
             await self._after(pid)
 
     async def _restore_child(self, pid: str) -> None:
@@ -316,7 +344,8 @@ class ExecAlgos:
         if not p.children or p.algo_state is None or not p.algo_state.sent:
             return
         cid = p.children[-1]  # (only the last child can be missing: each is made right after its parent's update)
-        if await self.store.recall(cid) is not None:
+        await self._known(p)
+        if cid in self.kids.get(pid, {}):
             return
         k = p.algo_state.sent[-1]
         step, least = self._sizing(p)
@@ -327,16 +356,51 @@ class ExecAlgos:
             else:
                 target = target_through(self.schedule(p), k)
                 q = next_quantity(p, target, self._working(p), step)
-            committed = committed_of([await self.store.recall(c) for c in p.children])
-            q = capped_quantity(q, target, p.quantity, committed, step)
+            q = capped_quantity(q, target, p.quantity, self._committed(p), step)
             if q <= ZERO or (least and q < least):
                 note = f"slice {k}: its child was not made before a restart and nothing is left to send for it"
                 await self.store.emit(msgspec.structs.replace(p, children=p.children[:-1], reason=note), "slice_sent")
                 return
-            child = await self._make_child(p, k, cid, q)
+            try:
+                child = await self._make_child(p, k, cid, q)
+            except Exception as e:
+                if cid not in self.store.burned:
+                    raise
+                await self._unconfirmed(p, k, cid, q, e)  # (it may be stored: never made a second time)
+                return
         self.log.warning("algorithm {}: child {} of slice {} made after a restart", pid, cid, k)
         if child is not None:
             self.spawn(self._route_logged(cid), "route")
+
+    async def _known(self, p: Order) -> bool:
+        """Every stored child of the parent in ``kids`` (read back from ORDERS, outside the store's lock, only a
+        child that is missing there: the rebuild keeps them all, so normally none). True when the parent's
+        children are kept here (it is live)."""
+        kids = self.kids.get(p.order_id)
+        if kids is None:
+            if p.status in TERMINAL_STATUSES or p.order_id not in self.store.live:
+                return False
+            kids = self.kids[p.order_id] = {}
+        unsure = self.unsure.get(p.order_id, {})
+        for c in p.children:
+            if c not in kids and c not in unsure and self.store.last_seq.get(c):
+                o = await self.store.recall(c)
+                if o is not None:
+                    self.log.warning("algorithm {}: child {} was not kept: read back", p.order_id, c)
+                    kids.setdefault(c, o)
+        return True
+
+    def _committed(self, p: Order) -> Decimal:
+        """What the parent's children took of its quantity (``committed_of``), from the children kept here: never
+        read back from ORDERS (the store's lock may be held). A child whose create is not confirmed stored counts
+        at its whole quantity."""
+        kids, unsure = self.kids.get(p.order_id, {}), self.unsure.get(p.order_id, {})
+        return committed_of([kids.get(c) or unsure.get(c) for c in p.children])
+
+    def _refusal_of(self, p: Order) -> str | None:
+        """Why the parent may send no child now (the trading state, TRADING_HOURS; a reducing parent runs while
+        trading is REDUCING)."""
+        return self.refusal(bool(p.algo_state is not None and p.algo_state.reduces))
 
     # -- a step: the slices due now --------------------------------------------------------------------
     async def _step_logged(self, pid: str) -> None:
@@ -353,28 +417,56 @@ class ExecAlgos:
         guard = self.guards.setdefault(pid, asyncio.Lock())
         async with guard:
             p = self.store.orders.get(pid)
-            if p is None or not running(p) or self.closed:
+            if p is None or self.closed:
                 return
-            if (why := self.refusal()) is not None:
-                if self.halted():  # no child now; ``halt_all`` stops it (after the emergency stop's own cancel)
-                    self.arm(pid, now_ms() + 1000)
+            if running(p) and (why := self._refusal_of(p)) is not None:
+                if self.halted() and not self._grace_over():
+                    self.arm(pid, now_ms() + 1000)  # no child now; stopped once the grace is over (``halt_all``)
                     return
                 self.log.warning("algorithm {}: {}", pid, why)
                 await self.cancel_parent(pid, why)
                 return
-            if p.type == "iceberg":
-                await self._step_iceberg(p)
-            else:
-                await self._step_timed(p)
-        await self._after(pid)
+            if running(p):
+                if p.type == "iceberg":
+                    await self._step_iceberg(p)
+                else:
+                    await self._step_timed(p)
+        await self._after(pid)  # (a parent that no longer runs: its children's cancels sent again when due)
+
+    def _grace_over(self) -> bool:
+        """HALTED long enough (``halt_grace_s``, the emergency stop's own cancel first) for the algorithms to be
+        stopped here; halted before this router followed the state: at once."""
+        since = self.halted_since
+        return since is None or asyncio.get_running_loop().time() - since >= self.halt_grace_s
 
     def _working(self, p: Order) -> Decimal:
-        """What the parent's children that are still live have left to fill."""
+        """What the parent's children may still fill: a live child what it has left, one whose create is not
+        confirmed stored or one rejected as unknown to the venue (it may still show up there) its whole quantity."""
         orders, live = self.store.orders, self.store.live
-        return sum((unfilled_of(orders[c]) for c in p.children if c in live and c in orders), ZERO)
+        kids, unsure = self.kids.get(p.order_id, {}), self.unsure.get(p.order_id, {})
+        total = ZERO
+        for c in p.children:
+            if c in live and c in orders:
+                total += unfilled_of(orders[c])
+            elif c in unsure:
+                total += unsure[c].quantity
+            elif (kid := kids.get(c)) is not None and revivable(kid):
+                total += unfilled_of(kid)
+        return total
 
     def _live_children(self, p: Order) -> list[str]:
+        """The children working (at the venue or on their way): those a cancel of the parent must reach."""
         return [c for c in p.children if c in self.store.live]
+
+    def _busy(self, p: Order) -> bool:
+        """Does a child of the parent still work, or may it (its create not confirmed stored; an iceberg's clip
+        rejected as unknown to the venue: it may be showing there)? The parent neither ends nor shows a next clip."""
+        if self._live_children(p) or self.unsure.get(p.order_id):
+            return True
+        if p.type == "iceberg" and running(p):  # (a stopped parent ends: should the clip show up, it is canceled)
+            kids = self.kids.get(p.order_id, {})
+            return any((kid := kids.get(c)) is not None and revivable(kid) for c in p.children)
+        return False
 
     async def _step_timed(self, p: Order) -> None:
         assert p.algo_state is not None
@@ -394,9 +486,9 @@ class ExecAlgos:
             after = " after a restart" if restarted else ""
             notes.append(f"slices {slices[0].index}..{k} merged: overdue by {late} ms{after}")
         q = next_quantity(p, target_through(schedule, k), self._working(p), step)
+        sent = set(p.algo_state.sent)
+        later = sum(1 for s in schedule if s.index > k and s.index not in sent)
         if p.order_id in self.catchup and q > ZERO:  # the backlog spread over what remains, never sent at once
-            sent = set(p.algo_state.sent)
-            later = sum(1 for s in schedule if s.index > k and s.index not in sent)
             left = p.quantity - p.filled_quantity - self._working(p)
             cap = catchup_cap(slices, left, later, step)
             if q > cap:
@@ -410,13 +502,31 @@ class ExecAlgos:
             q = ZERO
         elif q <= ZERO:
             notes.append(f"slice {k}: nothing to send (the earlier children cover the schedule so far)")
+        elif p.price is None and (small := self._below_min_notional(p, q)) is not None:
+            if later:
+                notes.append(f"slice {k}: {small}: carried to the next slice")
+            else:  # the last slice: what is left cannot be sent as one order either; the parent ends with the reason
+                why = f"slice {k}, the last: the rest {small}: not sent"
+                notes.append(why)
+                self.end_note[p.order_id] = why
+            q = ZERO
         target = target_through(schedule, k)
         await self._send(p.order_id, [s.index for s in slices], q, "; ".join(notes) or None, slices[-1].at_ms, target)
 
+    def _below_min_notional(self, p: Order, q: Decimal) -> str | None:
+        """A market child of ``q`` at the touch now (its price when it trades, not the parent's reference price at
+        acceptance) is below the venue's minimum notional: why (None: the venue takes it, or cannot be told)."""
+        rules, touch = self.rules_of(p), self.touch(p)
+        if rules is None or touch is None or touch <= ZERO or rules.min_notional <= ZERO:
+            return None
+        if q >= child_min_quantity(rules, touch):
+            return None
+        return f"{q} x {touch} (the touch now) is below the venue's minimum notional {rules.min_notional}"
+
     async def _step_iceberg(self, p: Order) -> None:
         assert p.algo_state is not None
-        if self._live_children(p):
-            return  # one clip at a time: the next when this one is done
+        if self._busy(p):
+            return  # one clip at a time (one that may be showing counts): the next when this one is done
         step, least = self._sizing(p)
         q = next_clip(p, ZERO, step, least)
         if q <= ZERO or (least and q < least):
@@ -435,15 +545,18 @@ class ExecAlgos:
         if q > ZERO:
             ids, _ = await store.reserve_ids(slice_client_id(pid, k), 1, self.tag_of(store.orders[pid]))
             cid = ids[0]
+            await self._known(store.orders[pid])  # (outside the lock: nothing is read back under it)
         async with store.lock:
             p = store.orders[pid]
             if not running(p) or p.algo_state is None or k in p.algo_state.sent or self.closed:
                 return
-            if self.refusal() is not None:
+            if self._refusal_of(p) is not None:
                 self.arm(pid, now_ms())  # (the step stops the parent)
                 return
+            if p.type == "iceberg" and self._busy(p):
+                return  # (a clip made meanwhile)
             if q > ZERO:
-                committed = committed_of([await store.recall(c) for c in p.children])
+                committed = self._committed(p)
                 step, least = self._sizing(p)
                 capped = capped_quantity(q, target, p.quantity, committed, step)
                 if capped < q:
@@ -463,12 +576,15 @@ class ExecAlgos:
             new = await store.emit(new, "slice_sent")
             try:
                 child = await self._make_child(new, k, cid, q) if cid is not None else None
-            except Exception as e:  # the slice has no child (or one the store did not confirm): said on the trail
-                why = f"slice {k}: its child {cid} could not be stored ({type(e).__name__}: {e}): carried on"
-                with contextlib.suppress(Exception):
-                    cur = store.orders.get(pid, new)
-                    await store.emit(msgspec.structs.replace(cur, reason=why, updated_at=now_ms()), "slice_carried")
-                raise
+            except Exception as e:
+                if cid is None or cid not in store.burned:  # it was never published: the slice has no child
+                    why = f"slice {k}: its child {cid} could not be stored ({type(e).__name__}: {e}): carried on"
+                    with contextlib.suppress(Exception):
+                        cur = store.orders.get(pid, new)
+                        await store.emit(msgspec.structs.replace(cur, reason=why, updated_at=now_ms()), "slice_carried")
+                    raise
+                await self._unconfirmed(new, k, cid, q, e)
+                child = None
         if note:
             self.log.info("algorithm {}: {}", pid, note)
         if child is not None:
@@ -482,9 +598,69 @@ class ExecAlgos:
     async def _make_child(self, p: Order, k: int, cid: str, q: Decimal) -> Order | None:
         """The child of slice (clip) ``k``, stored (lock held); None when it exists already."""
         store = self.store
-        coid = slice_client_id(p.order_id, k)
-        if cid in store.orders or store.by_client.get(coid) is not None:
+        if cid in store.orders or store.by_client.get(slice_client_id(p.order_id, k)) is not None:
             return None
+        child = await store.emit(self._child_of(p, k, cid, q), "submitted")
+        self.mark_fresh(child)
+        self.log.info(
+            "algorithm {}: child {} ({}) {} {} {}", p.order_id, cid, child.client_order_id, child.type, q, p.pair
+        )
+        return child
+
+    async def _unconfirmed(self, p: Order, k: int, cid: str, q: Decimal, e: Exception) -> None:
+        """A child whose create's publish raised (lock held): it may be stored all the same (a lost ack). Never
+        carried into the next slice (that would send its quantity twice): counted as sent at its whole quantity
+        (``unsure``) and published again under the same version and message id until confirmed (JetStream keeps
+        one copy), then routed (``_confirm``)."""
+        pid = p.order_id
+        self.unsure.setdefault(pid, {})[cid] = self._child_of(p, k, cid, q)
+        why = (
+            f"slice {k}: its child {cid} was not confirmed stored ({type(e).__name__}: {e}): stored again "
+            "under the same id until confirmed, counted as sent meanwhile"
+        )
+        self.log.warning("algorithm {}: {}", pid, why)
+        with contextlib.suppress(Exception):
+            cur = self.store.orders.get(pid, p)
+            await self.store.emit(msgspec.structs.replace(cur, reason=why, updated_at=now_ms()), "slice_carried")
+        self.spawn(self._confirm(pid, cid), "algo-confirm")
+
+    async def _confirm(self, pid: str, cid: str) -> None:
+        """A child whose create's publish raised, published again (same version, same message id) until the store
+        confirms it: it exists once, whether or not the first publish was stored; then it is routed as any child
+        (a parent stopped meanwhile cancels it: ``_after``)."""
+        store = self.store
+        pause = CONFIRM_RETRY_S
+        while True:
+            await asyncio.sleep(pause)
+            child = self.unsure.get(pid, {}).get(cid)
+            if child is None:
+                return
+            try:
+                async with store.lock:
+                    if cid in store.orders:  # (kept meanwhile)
+                        stored: Order | None = None
+                    else:
+                        stored = await store.emit_again(child, "submitted")
+                    self.unsure.get(pid, {}).pop(cid, None)
+            except Exception as e:
+                pause = min(pause * 2, CONFIRM_RETRY_MAX_S)
+                self.log.warning(
+                    "algorithm {}: child {} not confirmed stored yet ({}); again in {} s", pid, cid, e, pause
+                )
+                continue
+            if not self.unsure.get(pid, True):
+                self.unsure.pop(pid, None)
+            break
+        if stored is not None:
+            self.mark_fresh(stored)
+            self.log.warning("algorithm {}: child {} confirmed stored: routed", pid, cid)
+            self.sends += 1
+            self.spawn(self._route_logged(cid), "route")
+        await self._after(pid)
+
+    def _child_of(self, p: Order, k: int, cid: str, q: Decimal) -> Order:
+        """The child of slice (clip) ``k`` of ``q``, as made (not stored)."""
+        coid = slice_client_id(p.order_id, k)
         ts = now_ms()
         if p.type == "iceberg":
             kind, price, tif = "limit", p.price, "GTC"
@@ -499,9 +675,6 @@ class ExecAlgos:
             status=S.SUBMITTED, venue=p.venue, paper_trade=p.paper_trade, source=p.source, signal_id=p.signal_id,
             created_at=ts, updated_at=ts,
         )  # fmt: skip
-        child = await store.emit(child, "submitted")
-        self.mark_fresh(child)
-        self.log.info("algorithm {}: child {} ({}) {} {} {}", p.order_id, cid, coid, kind, q, p.pair)
         return child
 
     async def _route_logged(self, cid: str) -> None:
@@ -512,11 +685,27 @@ class ExecAlgos:
 
     # -- children's changes ----------------------------------------------------------------------------
     def on_stored(self, o: Order) -> None:
-        """Any order stored: a child's change is folded into its parent (after we let go of the lock)."""
-        if not self.active or o.role != "slice" or o.parent_order_id is None or o.parent_order_id in self.syncing:
+        """Any order stored (from the rebuild on): a child's change kept for its parent (``kids``) and, once the
+        algorithms run, folded into it (after we let go of the lock)."""
+        if o.type in ALGO_TYPES:
+            if o.status in TERMINAL_STATUSES:  # (a late change of one of its children is read back: ``sync``)
+                self.kids.pop(o.order_id, None)
             return
-        self.syncing.add(o.parent_order_id)
-        self.spawn(self._sync_logged(o.parent_order_id), "algo-sync")
+        pid = o.parent_order_id
+        if o.role != "slice" or pid is None:
+            return
+        kids = self.kids.get(pid)
+        parent = self.store.orders.get(pid) if kids is None else None
+        if parent is not None and parent.status not in TERMINAL_STATUSES:
+            kids = self.kids[pid] = {}
+        if kids is not None:
+            kids[o.order_id] = o
+        if not self.active:
+            return
+        self.dirty.setdefault(pid, set()).add(o.order_id)
+        if pid not in self.syncing:
+            self.syncing.add(pid)
+            self.spawn(self._sync_logged(pid), "algo-sync")
 
     async def _sync_logged(self, pid: str) -> None:
         self.syncing.discard(pid)
@@ -533,22 +722,36 @@ class ExecAlgos:
         await asyncio.sleep(SYNC_RETRY_S)
         await self._sync_logged(pid)
 
-    async def sync(self, pid: str) -> None:
+    async def sync(self, pid: str, everything: bool = False) -> None:
         """The parent's fills are its children's (each fill once); a child that ended is carried or, rejected by
-        the venue (or an iceberg clip the venue canceled), stops the parent."""
+        the venue (or an iceberg clip the venue canceled), stops the parent. Only the children changed since the
+        last sync are looked at (``everything``: all of them, at resume); none is read back from ORDERS under the
+        store's lock, and a live parent's children are never read back at all (``kids``)."""
         store = self.store
-        p = await store.recall(pid)
+        p = store.orders.get(pid) or await store.recall(pid)
         if p is None or p.type not in ALGO_TYPES:
             return
-        kids = [await store.recall(c) for c in p.children]
+        changed = self.dirty.pop(pid, set())
+        try:
+            await self._sync(p, changed, everything)
+        except BaseException:
+            self.dirty.setdefault(pid, set()).update(changed)  # (looked at again by the next sync)
+            raise
+
+    async def _sync(self, p: Order, changed: set[str], everything: bool) -> None:
+        store, pid = self.store, p.order_id
+        if await self._known(p):
+            kept = self.kids[pid]
+            ids = list(p.children) if everything else [c for c in p.children if c in changed]
+            kids = [kept[c] for c in ids if c in kept]
+        else:  # a parent that ended (a child's late change): its children read back, outside the lock
+            kids = [k for c in p.children if (k := await store.recall(c)) is not None]
         async with store.lock:
             cur = store.orders.get(pid) or p
             new = cur
             over: str | None = None
+            kids = [store.orders.get(k.order_id, k) for k in kids]
             for kid in kids:
-                if kid is None:
-                    continue
-                kid = store.orders.get(kid.order_id, kid)
                 for ref in kid.fills:
                     try:
                         new = self._with_fill(new, ref)
@@ -558,7 +761,7 @@ class ExecAlgos:
                         )
             if new is not cur:
                 new = await store.emit(new, new.status.value)
-            stop = over or self._stop_reason(new, [store.orders.get(k.order_id, k) for k in kids if k is not None])
+            stop = over or self._stop_reason(new, kids)
             if stop is not None and running(new):
                 assert new.algo_state is not None
                 state = msgspec.structs.replace(new.algo_state, done_reason=stop)
@@ -572,6 +775,16 @@ class ExecAlgos:
                     state = msgspec.structs.replace(new.algo_state, carried=carried)
                     why = f"{carried} left unfilled by earlier slices: carried to the next slice"
                     await store.emit(msgspec.structs.replace(new, algo_state=state, reason=why), "slice_carried")
+            unknown = [k for k in kids if revivable(k)]
+            if unknown and (now := store.orders.get(pid)) is not None and now.status not in TERMINAL_STATUSES:
+                for kid in unknown:  # said once on the trail (its reason is its own: the child's rejection)
+                    why = (
+                        f"child {kid.order_id} rejected as unknown to the venue: it may still show up there and fill, "
+                        "so it counts as sent at its whole quantity"
+                        + (" (no next clip while it may be showing)" if now.type == "iceberg" else "")
+                    )
+                    if now.reason != why:
+                        now = await store.emit(msgspec.structs.replace(now, reason=why), "child_unknown")
 
     def _with_fill(self, p: Order, ref: object) -> Order:
         """A child's fill on the parent (once, by fill id); a parent that is stopping keeps its state until its
@@ -618,15 +831,19 @@ class ExecAlgos:
         return None
 
     async def _after(self, pid: str) -> None:
-        """After a step or a child's change: the parent ends when it is done, else its next slice is armed."""
+        """After a step or a child's change: the parent ends when it is done, else its next slice is armed. A parent
+        that no longer runs has its working children's cancels sent again when one was refused (or never sent)."""
         store = self.store
         p = store.orders.get(pid)
         if p is None or p.type not in ALGO_TYPES or p.algo_state is None:
             return
         if p.status in TERMINAL_STATUSES:
             self._forget(pid)
+            await self._recancel(p)  # (a child that showed up at the venue after its parent ended)
             return
-        if self._live_children(p):
+        if not running(p):
+            await self._recancel(p)
+        if self._busy(p):
             self._arm_next(p)
             return
         end: tuple[OrderStatus, str] | None = None
@@ -641,14 +858,15 @@ class ExecAlgos:
             if left > ZERO:
                 end = (S.EXPIRED, f"unfilled at the end of the schedule: {left} left (below the venue's minimum)")
         elif len(set(p.algo_state.sent)) >= len(self.schedule(p)) and left > ZERO:
-            end = (S.EXPIRED, f"unfilled at the end of the schedule: {left} left")
+            note = self.end_note.get(pid)
+            end = (S.EXPIRED, f"unfilled at the end of the schedule: {left} left" + (f" ({note})" if note else ""))
         if end is None:
             self._arm_next(p)
             return
         status, why = end
         async with store.lock:
             cur = store.orders[pid]
-            if cur.status in TERMINAL_STATUSES or self._live_children(cur):
+            if cur.status in TERMINAL_STATUSES or self._busy(cur):
                 return
             state = msgspec.structs.replace(cur.algo_state, done_reason=why) if cur.algo_state else None
             final = transition(msgspec.structs.replace(cur, algo_state=state), status, now_ms(), why)
@@ -656,20 +874,58 @@ class ExecAlgos:
         self.log.info("algorithm {} ended {}: {}", pid, status.value, why)
         self._forget(pid)
 
+    async def _recancel(self, p: Order, now: bool = False) -> str | None:
+        """A parent that no longer runs: its working children that are not being canceled (their cancel refused,
+        or never sent: a crash between the parent's pending_cancel and their cancels) are canceled (again), at
+        most every CANCEL_RETRY_S, the pause doubling up to CANCEL_RETRY_MAX_S (``now``: at once), the parent armed
+        for the next try. The first refusal (None: none)."""
+        store, pid = self.store, p.order_id
+        todo = [c for c in self._live_children(p) if store.orders[c].status is not S.PENDING_CANCEL]
+        if not todo:
+            self.cancel_at.pop(pid, None)
+            return None
+        clock = asyncio.get_running_loop().time()
+        at, pause = self.cancel_at.get(pid, (0.0, CANCEL_RETRY_S / 2))
+        if not now and clock < at:
+            self.arm(pid, now_ms() + int((at - clock) * 1000) + 1)
+            return None
+        pause = min(pause * 2, CANCEL_RETRY_MAX_S)
+        self.cancel_at[pid] = (clock + pause, pause)
+        reason = (p.algo_state.done_reason if p.algo_state else None) or p.reason or "canceled"
+        first: str | None = None
+        for cid in todo:
+            try:
+                _, refusal = await self.cancel(cid, f"parent {pid}: {reason}")
+            except KeyError:
+                continue
+            except Exception as e:  # (the venue down, the store not answering): tried again after the pause
+                refusal = f"{type(e).__name__}: {e}"
+            kid = store.orders.get(cid)
+            if refusal is not None and kid is not None and cid in store.live and kid.status is not S.PENDING_CANCEL:
+                first = first or f"child {cid}: {refusal}"
+        if first is not None:
+            self.log.warning("algorithm {}: a child's cancel refused ({}); sent again in {} s", pid, first, pause)
+        self.arm(pid, now_ms() + int(pause * 1000))
+        return first
+
     def _forget(self, pid: str) -> None:
         self.catchup.discard(pid)
+        self.end_note.pop(pid, None)
         self.next_at.pop(pid, None)
         self.schedules.pop(pid, None)
         self.guards.pop(pid, None)
 
     # -- cancel ----------------------------------------------------------------------------------------
     async def cancel_parent(self, pid: str, reason: str) -> tuple[Order, str | None]:
-        """Stop the schedule, cancel the working children, then the parent ends canceled (at once when none works)."""
+        """Stop the schedule, cancel the working children, then the parent ends canceled (at once when none works).
+        The first child's cancel that was refused is the answer's refusal (the parent stays pending_cancel and its
+        children's cancels are sent again, with a back-off, until they are gone); None when every one went out."""
         store = self.store
+        known = store.orders.get(pid) or await store.recall(pid)  # (read back outside the lock)
+        if known is None:
+            raise KeyError(pid)
         async with store.lock:
-            p = store.orders.get(pid) or await store.recall(pid)
-            if p is None:
-                raise KeyError(pid)
+            p = store.orders.get(pid, known)
             if p.status in TERMINAL_STATUSES:
                 return p, f"order {pid} is already {p.status.value}"
             if running(p):
@@ -679,19 +935,33 @@ class ExecAlgos:
                 p = await store.emit(
                     msgspec.structs.replace(stopping, algo_state=state, reason=reason), "pending_cancel"
                 )
-            kids = self._live_children(p)
         self.next_at.pop(pid, None)
-        for cid in kids:
-            with contextlib.suppress(KeyError):
-                await self.cancel(cid, f"parent {pid}: {reason}")
+        refused = await self._recancel(p, now=True)
         await self.sync(pid)
         await self._after(pid)
-        return store.orders.get(pid, p), None
+        if refused is not None:
+            refused += (
+                f"; the parent is {store.orders.get(pid, p).status.value}: the cancel is sent again until it goes"
+            )
+        return store.orders.get(pid, p), refused
+
+    def trading_changed(self, state: str, why: str | None, grace_s: float) -> None:
+        """The trading state changed: HALTED is remembered (since when: its grace), and a refusal (``why``: HALTED
+        or REDUCING) stops the running algorithms it applies to (``halt_all``)."""
+        halted = state == "HALTED"
+        if not halted:
+            self.halted_since = None
+        elif self.halted_since is None:
+            self.halted_since = asyncio.get_running_loop().time()
+        self.halt_grace_s = grace_s if halted else self.halt_grace_s
+        if why is not None:
+            self.halt_all(why, grace_s if halted else 0.0)
 
     def halt_all(self, why: str, grace_s: float = 0.0) -> None:
-        """Trading halted (or REDUCING): every running algorithm stopped, its working children canceled. No child
-        goes out from now on (``refusal``); the stop itself after ``grace_s`` (HALTED: the emergency stop's cancel
-        of every working order comes first and names the parents it canceled)."""
+        """Trading halted (or REDUCING): every running algorithm it applies to stopped, its working children
+        canceled. No child goes out from now on (``refusal``); the stop itself after ``grace_s`` (HALTED: the
+        emergency stop's cancel of every working order comes first and names the parents it canceled), once the
+        state is read again: trading resumed within the grace, the algorithms go on."""
         self.spawn(self._halt_all(why, grace_s), "algo-halt")
 
     async def _halt_all(self, why: str, grace_s: float) -> None:
@@ -700,7 +970,9 @@ class ExecAlgos:
         for pid in list(self.store.live):
             p = self.store.orders.get(pid)
             if p is not None and p.type in ALGO_TYPES and running(p):
-                self.spawn(self._stop_logged(pid, why), "algo-stop")
+                if (now := self._refusal_of(p)) is None:  # (resumed within the grace; a reducing one in REDUCING)
+                    continue
+                self.spawn(self._stop_logged(pid, now), "algo-stop")
 
     async def _stop_logged(self, pid: str, why: str) -> None:
         try:

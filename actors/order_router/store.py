@@ -246,6 +246,24 @@ class OrderStore:
         except Exception:
             self.burned[order.order_id] = version
             raise
+        return self._kept(order, ev, seq)
+
+    async def emit_again(self, order: Order, event: str) -> Order:
+        """Publish again a change whose ``emit`` raised (its version burned: it may be stored, or not), under the
+        same version and message id: JetStream's duplicate window keeps one copy whichever it was, so the change
+        is stored exactly once; then it is kept. Call with ``self.lock`` held; raises as ``emit`` does (try
+        again). ValueError when no publish of that order failed."""
+        version = self.burned.get(order.order_id)
+        if version is None:
+            raise ValueError(f"no failed publish of {order.order_id} to try again")
+        order = msgspec.structs.replace(order, version=version)
+        ev = OrderEvent(event=event, order=order, ts=now_ms())
+        seq = await self.bus.js_publish(
+            self.subjects.order_events(order.pair), ev, msg_id=f"{order.order_id}:{version}"
+        )
+        return self._kept(order, ev, seq)
+
+    def _kept(self, order: Order, ev: OrderEvent, seq: int) -> Order:
         self._stored_at(order.order_id, seq)
         self.events.setdefault(order.order_id, []).append(ev)
         self._store(order)

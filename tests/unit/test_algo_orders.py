@@ -247,3 +247,72 @@ def test_a_catch_up_spreads_everything_over_what_remains(n_merged: int, later: i
         sent = min(left, catchup_cap([Slice(0, 0, D("0.01"))], left, rest, step))
     if later > 0:
         assert left - sent == 0
+
+
+def test_trading_refusal_lets_a_reducing_parent_run_while_reducing_and_outside_hours() -> None:
+    """m1 (s11): the risk gate lets a reducing order through REDUCING and outside TRADING_HOURS; the parent it
+    approved as reducing (algoState.reduces) must not be stopped by the router at its first step for it."""
+    from domain.algo_orders import trading_refusal
+
+    noon = 1_767_268_800_000  # 2026-01-01 12:00 UTC
+    assert trading_refusal("REDUCING", None, "UTC", noon, reduces=True) is None
+    assert trading_refusal("ACTIVE", (13 * 60, 17 * 60), "UTC", noon, reduces=True) is None
+    assert "HALTED" in (trading_refusal("HALTED", None, "UTC", noon, reduces=True) or "")  # HALTED: nothing
+    assert "REDUCING" in (trading_refusal("REDUCING", None, "UTC", noon, reduces=False) or "")
+
+
+def _unknown(qty: str, filled: str = "0") -> Order:
+    from domain.orders import UNKNOWN_TO_VENUE
+
+    kid = _kid(qty, filled, "rejected")
+    return msgspec.structs.replace(kid, reason=f"{UNKNOWN_TO_VENUE} paper has no order with client order id c")
+
+
+def test_committed_counts_a_child_unknown_to_the_venue_at_its_whole_quantity() -> None:
+    """M3 (s11): a child rejected as unknown to the venue may still show up there and fill (``revive``): counted as
+    taken at its whole quantity, else the next slice re-sends it and the children total more than the parent."""
+    from domain.algo_orders import capped_quantity, committed_of
+
+    assert committed_of([_unknown("0.3")]) == D("0.3")
+    assert committed_of([_kid("0.3", "0", "rejected")]) == 0  # rejected by the venue itself: took nothing
+    # the parent of 1: 0.5 filled, 0.3 unknown to the venue: at most 0.2 more, never 0.5
+    kids = [_kid("0.5", "0.5", "filled"), _unknown("0.3")]
+    assert capped_quantity(D("0.5"), D(1), D(1), committed_of(kids), D("0.001")) == D("0.2")
+
+
+def test_committed_counts_an_ended_child_at_what_the_venue_reported_filled() -> None:
+    """M3 (s11): a child that ended here (canceled before the venue answered) that the venue reports filled: its
+    fills are on their way, so it took max(filled, venue_filled)."""
+    from domain.algo_orders import committed_of
+
+    kid = msgspec.structs.replace(_kid("0.3", "0.1", "canceled"), venue_filled=D("0.3"))
+    assert committed_of([kid]) == D("0.3")
+    assert committed_of([msgspec.structs.replace(kid, venue_filled=D("0.05"))]) == D("0.1")
+
+
+@given(
+    st.integers(1, 1000),
+    st.integers(0, 1000),
+    st.integers(0, 1000),
+    st.sampled_from(["submitted", "accepted", "partially_filled", "filled", "canceled", "expired", "rejected"]),
+    st.booleans(),
+)
+def test_committed_is_never_below_what_a_child_may_still_end_up_filling(
+    q: int, f: int, v: int, status: str, unknown: bool
+) -> None:
+    """Whatever a child's state, what it counts for is at least what it can still fill: a child that may still
+    work (live, or unknown to the venue) its whole quantity, an ended one what the venue said it filled."""
+    from domain.algo_orders import committed_of
+    from domain.orders import revivable
+
+    step = D("0.001")
+    f, v = min(f, q), min(max(v, f), q)
+    kid = _kid(str(q * step), str(f * step), status)
+    kid = msgspec.structs.replace(kid, venue_filled=v * step if v else None)
+    if unknown and status == "rejected":
+        kid = msgspec.structs.replace(_unknown(str(q * step), str(f * step)), venue_filled=None)
+    taken = committed_of([kid])
+    may_fill = kid.quantity if kid.status.value not in ("filled", "canceled", "expired", "rejected") or revivable(
+        kid
+    ) else max(kid.filled_quantity, kid.venue_filled or 0)  # fmt: skip
+    assert taken >= may_fill and taken <= kid.quantity
