@@ -283,8 +283,11 @@ class Transition:
 
     def held_live_orders(self) -> list[Order]:
         """The live venues' orders that hold nothing yet (a stop or take-profit not triggered, a bracket leg waiting
-        for its entry): not in the working orders, but they go out when they trigger."""
-        return [o for o in self.live_orders() if lock_of(o) is None and o.quantity > o.filled_quantity]
+        for its entry): not in the working orders, but they go out when they trigger. An algorithm's child is not one:
+        its parent's working quantity covers it."""
+        return [
+            o for o in self.live_orders() if lock_of(o) is None and o.role != "slice" and o.quantity > o.filled_quantity
+        ]
 
     def stage_limit(self) -> Decimal | None:
         return tr.stage_limit(self.state, self.stages)

@@ -348,3 +348,26 @@ async def test_a_brackets_legs_make_no_room_for_buys_above_the_stage(deploy, cli
     await eventually(legs, what="the legs in the gate's read model")
     over = await submit(client, "mkt-over", exchange="binance", quantity=D("0.15"))
     assert not over.ok and over.code == "STAGE_CAPITAL_LIMIT", over
+
+
+async def test_an_icebergs_resting_clip_is_not_counted_twice_against_the_stage(deploy, client, binance) -> None:  # noqa: F811
+    """An algorithm's live child (role slice) holds nothing in the gate's books: its parent's working quantity covers
+    it. Counted again as a held order, an iceberg's resting clip would take room from the stage twice and deny an order
+    that fits (0.1 parent x 59,000 + 0.06 x ~60,000 = 9,500 of a 10,000 stage)."""
+    from schemas.messages import AlgoSpec
+
+    sut, api = await deploy(**SMALL, TRANSITION_APPROVAL="auto", TRANSITION_LIVE_CAPITAL="100000")
+    v = await go_live(api, client)
+    assert D(str(v["stage"]["capital"])) == D(10000)
+    gate: RiskGate = sut.running["risk-gate"]  # type: ignore[assignment]
+    ice = await submit(client, "ice-0", exchange="binance", type="iceberg", price=D(59000), quantity=D("0.1"),
+                       algo=AlgoSpec(display_quantity=D("0.02")))  # fmt: skip
+    assert ice.ok, ice
+
+    async def clip() -> bool:
+        return any(o.role == "slice" for o in gate.transition.live_orders())
+
+    await eventually(clip, what="the iceberg's clip in the gate's read model")
+    assert not any(o.role == "slice" for o in gate.transition.held_live_orders())
+    fits = await submit(client, "mkt-fits", exchange="binance", quantity=D("0.06"))
+    assert fits.ok, fits
