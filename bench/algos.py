@@ -41,9 +41,7 @@ import asyncio
 import contextlib
 import json
 import re
-import shutil
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -62,18 +60,16 @@ from bench.harness import (
     PAIR,
     QTY,
     RAW_PAYLOAD,
-    STARTED,
     Table,
     Tally,
     Tbx,
     cpu_s,
-    keep_logs,
+    nats_alone,
     pct,
     rss_mb,
     say,
     stop_all,
 )
-from bus.embedded import EmbeddedNats, free_port
 from domain.algo_orders import schedule_of
 from schemas.messages import TERMINAL_STATUSES, Order, OrderEvent
 
@@ -657,21 +653,10 @@ def summary(res: dict[str, Any]) -> dict[str, Any]:
 async def alone(
     parents: int, slices: int, interval_ms: int, profile: str | None = None
 ) -> tuple[str, dict[str, Any], Tally]:
-    tmp = Path(tempfile.mkdtemp(prefix="tbx-algos-"))
-    server = EmbeddedNats(tmp / "nats", port=free_port())
     tally = Tally()
-    try:
-        url = server.start()
-        if server.pid is not None:
-            STARTED[server.pid] = "nats-server"
-        python_args = ("-m", "cProfile", "-o", profile) if profile else ()
-        res = await stage(url, server.pid, tmp, tally, parents, slices, interval_ms, python_args)
-    finally:
-        server.stop()
-        if server.pid is not None:
-            STARTED.pop(server.pid, None)
-        keep_logs(tmp)
-        shutil.rmtree(tmp, ignore_errors=True)
+    python_args = ("-m", "cProfile", "-o", profile) if profile else ()
+    async with nats_alone("tbx-algos-") as (url, pid, tmp):
+        res = await stage(url, pid, tmp, tally, parents, slices, interval_ms, python_args)
     t = Table(1.0)
     add_rows(t, res)
     title = f"{TITLE} stage alone ({time.strftime('%Y-%m-%d %H:%M')}), load average {_load()}, drift in ms"

@@ -53,7 +53,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
@@ -1188,6 +1188,25 @@ def keep_logs(tmp: Path) -> None:
         with contextlib.suppress(OSError):
             shutil.copy(log, LOGS / log.name)
     say(f"logs of tbx run and nats-server: {LOGS}")
+
+
+@contextlib.asynccontextmanager
+async def nats_alone(prefix: str) -> AsyncIterator[tuple[str, int | None, Path]]:
+    """A stage run alone (``python -m bench.X``): a fresh embedded nats-server in a temp dir, yielded as (its URL, its
+    pid, the temp dir); at the end it is stopped, the logs kept (``keep_logs``) and the temp dir removed."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    server = EmbeddedNats(tmp / "nats", port=free_port())
+    try:
+        url = server.start()
+        if server.pid is not None:
+            STARTED[server.pid] = "nats-server"
+        yield url, server.pid, tmp
+    finally:
+        server.stop()
+        if server.pid is not None:
+            STARTED.pop(server.pid, None)
+        keep_logs(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def nats_version() -> str:

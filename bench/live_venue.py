@@ -46,10 +46,8 @@ import hmac
 import json
 import os
 import select
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -69,13 +67,13 @@ from bench.harness import (
     Table,
     Tally,
     Tbx,
-    keep_logs,
+    nats_alone,
     pct,
     say,
     stop_all,
     stop_pid,
 )
-from bus.embedded import EmbeddedNats, _die_with_parent, free_port
+from bus.embedded import _die_with_parent
 from tests.exchanges.binance import BinanceTestExchange
 
 SYMBOL, SYMBOL_ID = "BTC/USDT", "BTCUSDT"  # what tbx run trades (PAIRS=BTC_USDT)
@@ -703,29 +701,18 @@ PROBES = ("record", "idle-refill", "no-throttle")
 async def alone(
     n: int, profile: str | None, probe: str | None, pace_ms: float = PACE_MS
 ) -> tuple[str, dict[str, Any], Tally]:
-    tmp = Path(tempfile.mkdtemp(prefix="tbx-live-venue-"))
-    server = EmbeddedNats(tmp / "nats", port=free_port())
     tally = Tally()
-    try:
-        url = server.start()
-        if server.pid is not None:
-            STARTED[server.pid] = "nats-server"
-        python_args = ("-m", "cProfile", "-o", profile) if profile else ()
+    python_args = ("-m", "cProfile", "-o", profile) if profile else ()
+    async with nats_alone("tbx-live-venue-") as (url, pid, tmp):
         probe_env = None
         if probe:  # bench/probe/sitecustomize.py in tbx run: ccxt's calls timed (and its throttle changed)
             probe_out = tmp / "probe.json"
             path = [str(Path(__file__).parent / "probe"), os.environ.get("PYTHONPATH", "")]
             probe_env = {"PYTHONPATH": os.pathsep.join(p for p in path if p), "TBX_BENCH_PROBE": probe,
                          "TBX_BENCH_PROBE_OUT": str(probe_out)}  # fmt: skip
-        res = await stage(url, server.pid, tmp, n, tally, python_args, probe_env, pace_ms)
+        res = await stage(url, pid, tmp, n, tally, python_args, probe_env, pace_ms)
         if probe:
             res["probe"] = probe_report(json.loads(probe_out.read_text()))
-    finally:
-        server.stop()
-        if server.pid is not None:
-            STARTED.pop(server.pid, None)
-        keep_logs(tmp)
-        shutil.rmtree(tmp, ignore_errors=True)
     t = Table(1.0)
     add_rows(t, res)
     title = f"live venue stage alone, {n} orders per path"

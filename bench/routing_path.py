@@ -33,9 +33,7 @@ import argparse
 import asyncio
 import contextlib
 import re
-import shutil
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -48,10 +46,21 @@ import nats
 import nats.errors
 from nats.aio.msg import Msg as NatsMsg
 
-from bench.harness import PAIR, QTY, SEED_QTY, STARTED, Cpu, Table, Tally, Tbx, keep_logs, pct, say, stop_all
+from bench.harness import (
+    PAIR,
+    QTY,
+    SEED_QTY,
+    Cpu,
+    Table,
+    Tally,
+    Tbx,
+    nats_alone,
+    pct,
+    say,
+    stop_all,
+)
 from bus.client import ERROR_HEADER
 from bus.codec import encode
-from bus.embedded import EmbeddedNats, free_port
 from config.settings import Settings
 from domain.routing import Candidate, RouteOrder, decide
 from domain.synthetic import SyntheticBook
@@ -442,20 +451,9 @@ def summary(res: dict[str, Any]) -> dict[str, Any]:
 # this stage alone
 # ------------------------------------------------------------------------------------------------------
 async def alone(n: int) -> tuple[str, dict[str, Any], Tally]:
-    tmp = Path(tempfile.mkdtemp(prefix="tbx-routing-path-"))
-    server = EmbeddedNats(tmp / "nats", port=free_port())
     tally = Tally()
-    try:
-        url = server.start()
-        if server.pid is not None:
-            STARTED[server.pid] = "nats-server"
-        res = await stage(url, server.pid, tmp, n, tally)
-    finally:
-        server.stop()
-        if server.pid is not None:
-            STARTED.pop(server.pid, None)
-        keep_logs(tmp)
-        shutil.rmtree(tmp, ignore_errors=True)
+    async with nats_alone("tbx-routing-path-") as (url, pid, tmp):
+        res = await stage(url, pid, tmp, n, tally)
     t = Table(1.0)
     add_rows(t, res)
     text = t.text(f"routing path stage alone ({time.strftime('%Y-%m-%d %H:%M')}), {n} orders of each kind, ms")
