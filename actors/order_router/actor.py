@@ -126,6 +126,8 @@ class OrderRouter(Actor):
         self.algos = ExecAlgos(self.store, self.log, self.spawn)  # the execution algorithms' parents and children
         self.algos.connect(self._rules_of, self._route, self._cancel, self._mark_fresh)
         self.algos.alert = self.alert
+        self.algos.look_up = self._look_up
+        self.algos.unknown_grace_ms = settings.VENUE_UNKNOWN_GRACE_MS
         self.algos.trades_of = self._trades_of
         self.algos.reconnects = lambda: int(self.bus.nc.stats["reconnects"])  # (a gap in the public trades)
 
@@ -167,6 +169,16 @@ class OrderRouter(Actor):
     def _mark_fresh(self, o: Order) -> None:
         if (session := self.sessions.get(o.venue)) is not None:
             session.mark_fresh(o.order_id)
+
+    async def _look_up(self, o: Order) -> bool:
+        """An order looked up at its venue by its client order id: does the venue know it? What it says is applied
+        (an order rejected as unknown to the venue works again)."""
+        session = self.session_of(o)
+        found = await session.venue.fetch_order(o.client_order_id, o.pair)
+        if found is None:
+            return False
+        await session.on_venue_result(o.order_id, found, found.trades)
+        return True
 
     def session_of(self, o: Order) -> VenueSession:
         """The session of the order's venue. An order of a venue no longer configured has none (KeyError)."""
@@ -635,6 +647,18 @@ class OrderRouter(Actor):
             await session.cancel_unsent(order_id)  # (unless its create is on its way)
             return
         if o.status is not S.SUBMITTED or o.venue_status is not None:
+            return
+        if (why := self.algos.unsendable(o)) is not None and not session.in_flight(order_id):
+            # an algorithm's child whose parent no longer runs (or trading refuses it, or the router is stopping):
+            # never sent - marked pending cancel, then canceled here once the venue is sure not to have it
+            ts = now_ms()
+            new = await self.store.update(
+                order_id, lambda cur: to_pending(cur, S.PENDING_CANCEL, ts, why)
+                if cur.status is S.SUBMITTED and cur.venue_status is None else cur, "pending_cancel",
+            )  # fmt: skip
+            if new is not None and new.status is S.PENDING_CANCEL:
+                self.log.warning("order {} not sent: {}", order_id, why)
+                await session.cancel_unsent(order_id)
             return
         if o.type in TRIGGERED_TYPES and not o.native_trigger:
             if session.holds_natively(o):  # the venue holds it: marked (durably) first, then sent

@@ -84,16 +84,24 @@ CANCEL_RETRY_S, CANCEL_RETRY_MAX_S = 1.0, 30.0
 # a child whose create was not confirmed stored (the publish raised: it may be stored all the same) is published
 # again under the same version and message id after this, the pause doubling up to the most, until confirmed
 CONFIRM_RETRY_S, CONFIRM_RETRY_MAX_S = 0.5, 10.0
+# an iceberg's clip rejected as unknown to the venue blocks its next clip (it may be showing there): this many
+# VENUE_UNKNOWN_GRACE_MS after its rejection it is looked up once more; still unknown, the parent ends expired
+UNKNOWN_CLIP_GRACES = 5
 Spawn = Callable[..., "asyncio.Task[object]"]
 Cancel = Callable[[str, str], Awaitable[tuple[Order, str | None]]]
 Route = Callable[[str], Awaitable[None]]
 RulesOf = Callable[[Order], MarketRules | None]
 MarkFresh = Callable[[Order], None]
 Touch = Callable[[Order], Decimal | None]  # the price a market child of the parent would meet now (None: unknown)
+LookUp = Callable[[Order], Awaitable[bool]]  # a child looked up at its venue: does the venue know it?
 
 
 async def _no_alert(*_: object, **__: object) -> None:
     return None
+
+
+async def _not_wired(o: Order) -> bool:
+    raise RuntimeError(f"no venue lookup wired: {o.order_id} cannot be looked up")
 
 
 class NoRules(Exception):
@@ -107,6 +115,17 @@ def running(p: Order) -> bool:
         and p.status is not S.PENDING_CANCEL
         and p.algo_state is not None
         and p.algo_state.done_reason is None
+    )
+
+
+def cancelable(child: Order) -> bool:
+    """Does a parent's cancel still have to reach this live child: open at the venue or on its way there, and not
+    being canceled already? A child the venue reported ended (filled, canceled, expired) is only waiting for its
+    fills: nothing to cancel (and no refusal to report)."""
+    return (
+        child.status not in TERMINAL_STATUSES
+        and child.status is not S.PENDING_CANCEL
+        and child.venue_status in (None, "open")
     )
 
 
@@ -151,6 +170,8 @@ class ExecAlgos:
         self.end_note: dict[str, str] = {}  # parent id -> why its last slice sent nothing (said when it ends)
         self.alert: Callable[..., Awaitable[None]] = _no_alert  # the router's alert (tbx.events.risk)
         self.closed = False  # the router is stopping: no child is made from now on (the next run resumes)
+        self.unknown_grace_ms = 60_000  # (set by the router: VENUE_UNKNOWN_GRACE_MS)
+        self.look_up: LookUp = _not_wired  # (set by the router: a child looked up at its venue, what it says applied)
 
     def connect(self, rules_of: RulesOf, route: Route, cancel: Cancel, mark_fresh: MarkFresh) -> None:
         """The venue rules of an order's venue, the router's route of a new child, its cancel, and its session's
@@ -348,9 +369,15 @@ class ExecAlgos:
         if cid in self.kids.get(pid, {}):
             return
         k = p.algo_state.sent[-1]
-        step, least = self._sizing(p)
         async with self.store.lock:
             p = self.store.orders[pid]
+            if not running(p):  # (canceled, halted, ended: its child is never made, never sent)
+                why = (p.algo_state.done_reason if p.algo_state else None) or p.reason or p.status.value
+                note = f"slice {k}: its child was not made before a restart and the parent no longer runs ({why})"
+                await self.store.emit(msgspec.structs.replace(p, children=p.children[:-1], reason=note), "slice_sent")
+                self.log.warning("algorithm {}: {}: not made", pid, note)
+                return
+            step, least = self._sizing(p)  # (NoRules: tried again, the lock let go)
             if p.type == "iceberg":
                 q, target = next_clip(p, self._working(p), step, least), p.quantity
             else:
@@ -401,6 +428,25 @@ class ExecAlgos:
         """Why the parent may send no child now (the trading state, TRADING_HOURS; a reducing parent runs while
         trading is REDUCING)."""
         return self.refusal(bool(p.algo_state is not None and p.algo_state.reduces))
+
+    def unsendable(self, child: Order) -> str | None:
+        """Why a child must not go to its venue now - its parent no longer runs (canceled, stopping, halted, ended),
+        trading refuses its children, or the router is stopping - as the reason its cancel carries (it starts with
+        ``parent <id>``: an iceberg goes on after it); None: it may go (any order that is not a child)."""
+        pid = child.parent_order_id
+        if child.role != "slice" or pid is None:
+            return None
+        p = self.store.orders.get(pid)
+        if p is None or p.order_id not in self.store.live:
+            return f"parent {pid} ended: its child was never sent"
+        if not running(p):
+            why = (p.algo_state.done_reason if p.algo_state else None) or p.reason or p.status.value
+            return f"parent {pid}: {why}: its child was never sent"
+        if (refused := self._refusal_of(p)) is not None:
+            return f"parent {pid}: {refused}: its child was never sent"
+        if self.closed:
+            return f"parent {pid}: the order-router is stopping: its child was never sent (its quantity is carried)"
+        return None
 
     # -- a step: the slices due now --------------------------------------------------------------------
     async def _step_logged(self, pid: str) -> None:
@@ -526,12 +572,63 @@ class ExecAlgos:
     async def _step_iceberg(self, p: Order) -> None:
         assert p.algo_state is not None
         if self._busy(p):
+            if (kid := self._unknown_clip(p)) is not None:
+                await self._give_up_unknown(p, kid)
             return  # one clip at a time (one that may be showing counts): the next when this one is done
         step, least = self._sizing(p)
         q = next_clip(p, ZERO, step, least)
         if q <= ZERO or (least and q < least):
             return  # nothing showable left: the end is decided in _after
         await self._send(p.order_id, [len(p.algo_state.sent)], q, None, now_ms(), p.quantity)
+
+    def _unknown_clip(self, p: Order) -> Order | None:
+        """A running iceberg's clip rejected as unknown to the venue, when it alone holds back the next clip (no
+        other child working, none whose create is unsure)."""
+        if p.type != "iceberg" or not running(p) or self._live_children(p) or self.unsure.get(p.order_id):
+            return None
+        kids = self.kids.get(p.order_id, {})
+        return next((kid for c in p.children if (kid := kids.get(c)) is not None and revivable(kid)), None)
+
+    def _unknown_until(self, kid: Order) -> int:
+        """Until when an iceberg waits for its clip rejected as unknown to the venue to show up."""
+        return (kid.closed_at or kid.updated_at) + UNKNOWN_CLIP_GRACES * self.unknown_grace_ms
+
+    async def _give_up_unknown(self, p: Order, kid: Order) -> None:
+        """An iceberg's clip rejected as unknown to the venue: once UNKNOWN_CLIP_GRACES x VENUE_UNKNOWN_GRACE_MS
+        passed since, looked up at the venue once more. Shown there: what the venue says is applied (it works
+        again). Still unknown: it most likely never reached the venue - the parent ends expired, the reason on its
+        trail, a warning alert (its reservation is released); should the clip show up later, it is canceled."""
+        pid, until = p.order_id, self._unknown_until(kid)
+        if now_ms() < until:
+            self.arm(pid, until)
+            return
+        try:
+            known = await self.look_up(kid)
+        except Exception as e:  # (the venue down): looked up again after a grace
+            self.log.warning("algorithm {}: clip {} not looked up ({}); again shortly", pid, kid.order_id, e)
+            self.arm(pid, now_ms() + self.unknown_grace_ms)
+            return
+        if known:
+            self.log.warning("algorithm {}: clip {} rejected as unknown is at the venue after all", pid, kid.order_id)
+            return
+        waited = (now_ms() - (kid.closed_at or kid.updated_at)) / 1000
+        async with self.store.lock:
+            cur = self.store.orders.get(pid)
+            now_kid = self.kids.get(pid, {}).get(kid.order_id)
+            if cur is None or not running(cur) or now_kid is None or not revivable(now_kid):
+                return  # (stopped, or the clip showed up, meanwhile)
+            left = cur.quantity - cur.filled_quantity
+            why = (
+                f"clip {kid.order_id} unknown to {kid.venue}: still not there when looked up again {waited:.0f} s "
+                f"after it was rejected as unknown to the venue: {left} left unfilled"
+            )
+            assert cur.algo_state is not None
+            state = msgspec.structs.replace(cur.algo_state, done_reason=why)
+            final = transition(msgspec.structs.replace(cur, algo_state=state), S.EXPIRED, now_ms(), why)
+            await self.store.emit(final, S.EXPIRED.value)
+        self.log.warning("algorithm {} ended expired: {}", pid, why)
+        self._forget(pid)
+        self.spawn(self.alert("warning", "ALGO_CLIP_UNKNOWN", f"algorithm {pid} expired: {why}"), "alert")
 
     async def _send(
         self, pid: str, indexes: list[int], q: Decimal, note: str | None, due_ms: int, target: Decimal
@@ -642,6 +739,10 @@ class ExecAlgos:
                     else:
                         stored = await store.emit_again(child, "submitted")
                     self.unsure.get(pid, {}).pop(cid, None)
+                    if stored is not None:
+                        self.mark_fresh(stored)  # (never sent: a cancel or a send needs no lookup first)
+                        if (why := self.unsendable(stored)) is not None:  # the parent stopped meanwhile
+                            stored = await self._drop_unsent(stored, why)
             except Exception as e:
                 pause = min(pause * 2, CONFIRM_RETRY_MAX_S)
                 self.log.warning(
@@ -652,11 +753,32 @@ class ExecAlgos:
                 self.unsure.pop(pid, None)
             break
         if stored is not None:
-            self.mark_fresh(stored)
             self.log.warning("algorithm {}: child {} confirmed stored: routed", pid, cid)
             self.sends += 1
             self.spawn(self._route_logged(cid), "route")
         await self._after(pid)
+
+    async def _drop_unsent(self, child: Order, why: str) -> Order | None:
+        """A child just confirmed stored that must not go (``unsendable``; lock held): canceled here - this run made
+        it and never sent it, so it never reached the venue. None when canceled; the child itself (to be routed: the
+        route's own guard cancels it) when that could not be stored."""
+        try:
+            await self.store.emit(transition(child, S.CANCELED, now_ms(), why), S.CANCELED.value)
+        except Exception as e:
+            self.log.warning(
+                "algorithm {}: child {} not canceled here ({}): its route cancels it",
+                child.parent_order_id,
+                child.order_id,
+                e,
+            )
+            return child
+        self.log.warning(
+            "algorithm {}: child {} confirmed stored and canceled, never sent: {}",
+            child.parent_order_id,
+            child.order_id,
+            why,
+        )
+        return None
 
     def _child_of(self, p: Order, k: int, cid: str, q: Decimal) -> Order:
         """The child of slice (clip) ``k`` of ``q``, as made (not stored)."""
@@ -845,6 +967,8 @@ class ExecAlgos:
             await self._recancel(p)
         if self._busy(p):
             self._arm_next(p)
+            if (kid := self._unknown_clip(p)) is not None:  # looked up once more when its wait is over
+                self.arm(pid, self._unknown_until(kid))
             return
         end: tuple[OrderStatus, str] | None = None
         left = p.quantity - p.filled_quantity
@@ -880,7 +1004,7 @@ class ExecAlgos:
         most every CANCEL_RETRY_S, the pause doubling up to CANCEL_RETRY_MAX_S (``now``: at once), the parent armed
         for the next try. The first refusal (None: none)."""
         store, pid = self.store, p.order_id
-        todo = [c for c in self._live_children(p) if store.orders[c].status is not S.PENDING_CANCEL]
+        todo = [c for c in self._live_children(p) if cancelable(store.orders[c])]
         if not todo:
             self.cancel_at.pop(pid, None)
             return None
@@ -901,7 +1025,7 @@ class ExecAlgos:
             except Exception as e:  # (the venue down, the store not answering): tried again after the pause
                 refusal = f"{type(e).__name__}: {e}"
             kid = store.orders.get(cid)
-            if refusal is not None and kid is not None and cid in store.live and kid.status is not S.PENDING_CANCEL:
+            if refusal is not None and kid is not None and cid in store.live and cancelable(kid):
                 first = first or f"child {cid}: {refusal}"
         if first is not None:
             self.log.warning("algorithm {}: a child's cancel refused ({}); sent again in {} s", pid, first, pause)
