@@ -676,7 +676,7 @@
     if (!up) $("#last-update").textContent = "live updates lost";
   }
 
-  /* Server-Sent Events over fetch (EventSource cannot send the Authorization header). */
+  /* Server-Sent Events read from a fetch() body (a browser's built-in SSE client cannot send the Authorization header). */
   async function readEvents(body, onHello) {
     const reader = body.getReader();
     const decoder = new TextDecoder();
