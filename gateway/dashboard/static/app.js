@@ -325,7 +325,7 @@
         [f.side, f.side],
         [qty(f.pair, f.quantity), "n"],
         [px(f.pair, f.price), "n"],
-        [`${fixed(f.fee, Math.min(8, Math.max(2, decimals(plain(f.fee) || ""))))} ${f.feeCurrency || ""}`.trim(), "n"],
+        [`${fixed(f.fee, Math.min(8, Math.max(2, prec(f.pair).price) + 2))} ${f.feeCurrency || ""}`.trim(), "n"],
         [f.orderId || "", ""],
         [f.exchange || f.venue || "", ""],
       ],
@@ -562,7 +562,7 @@
         position: f.side === "buy" ? "belowBar" : "aboveBar",
         color: f.side === "buy" ? "#26a69a" : "#ef5350",
         shape: f.side === "buy" ? "arrowUp" : "arrowDown",
-        text: `${f.side} ${qty(pair, f.quantity)} @ ${px(pair, f.price)}`,
+        text: f.side === "buy" ? "B" : "S",
       }));
     priceMarkers.setMarkers(markers);
   }
