@@ -134,6 +134,7 @@
     const dialog = $("#token-dialog");
     $("#token-error").hidden = !refused;
     if (!dialog.open) {
+      dialog.returnValue = ""; // "ok" only once a token worked (Esc leaves it as it was)
       $("#token-input").value = "";
       dialog.showModal();
       $("#token-input").focus();
