@@ -89,6 +89,8 @@ async def test_an_order_placed_over_rest_shows_its_row_and_its_fill(make_service
     await t.page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
     await t.page.set_viewport_size({"width": 390, "height": 844})
     await expect(t.page.locator("#emergency-stop")).to_be_in_viewport()
+    # readable on a phone: one column, nothing wider than the screen (wide tables scroll inside their panel)
+    assert await t.page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
     await t.page.screenshot(path=str(ARTIFACTS / "dashboard-phone.png"))
     print(f"order row and fill shown {shown_after:.2f} s after the REST answer")
 
@@ -141,8 +143,11 @@ async def test_emergency_stop_from_the_page_asks_first_then_halts_trading(make_s
     await expect(page.locator("#confirm-dialog")).to_be_visible()
     await page.click("#confirm-no")  # changed one's mind: nothing happens
     await expect(page.locator("#confirm-dialog")).to_be_hidden()
-    await page.click("#emergency-stop")
-    await page.keyboard.press("Escape")  # the keyboard way out too
+    await page.focus("#emergency-stop")  # by keyboard: Enter opens it, the focus goes to "Cancel", Esc leaves
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#confirm-dialog")).to_be_visible()
+    await expect(page.locator("#confirm-no")).to_be_focused()
+    await page.keyboard.press("Escape")
     await expect(page.locator("#confirm-dialog")).to_be_hidden()
     await asyncio.sleep(0.3)
     assert (await svc.call("GET", "/api/status"))[1]["tradingState"] == "ACTIVE"
