@@ -267,3 +267,32 @@ async def test_with_api_token_the_page_asks_for_it_refuses_a_wrong_one_and_keeps
     await expect(page.locator("#token-dialog")).to_be_hidden()
     # the only console errors: the browser's own lines for the 401 answers that asked for the token
     assert all("401" in e for e in t.errors), t.errors
+
+
+async def test_fills_made_while_the_page_loads_show_once_each(make_service, tab):
+    """Orders fill while the page opens: some fills are in its snapshots, some only in the stream, some in both
+    (the stream opens first, the snapshots follow): each one is shown, once."""
+    svc = await make_service()
+    n = 12
+
+    async def trade() -> None:
+        for _ in range(n):
+            await svc.order(pair="ETH_USDT", side="buy", type="market", quantity=0.01)
+            await asyncio.sleep(0.08)
+
+    trading = asyncio.create_task(trade())
+    t = await tab()
+    await t.page.goto(svc.base + "/")
+    await t.ready()
+    await trading
+
+    async def every_fill_shown() -> list[str] | None:
+        made = await _fill_ids_of(svc)
+        shown = await t.fill_ids()
+        return shown if len(made) == n and set(shown) == set(made) else None
+
+    shown = await until(every_fill_shown, timeout=15, what=f"the {n} fills on the page")
+    await t.page.wait_for_timeout(500)
+    shown = await t.fill_ids()
+    assert len(shown) == len(set(shown)) == n, shown
+    assert t.errors == [], t.errors
