@@ -8,8 +8,10 @@ export UV_NATIVE_TLS ?= 1
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 VENV := .venv
 BIN := $(VENV)/bin
+# the browser tests (tests/browser) drive Debian's chromium with Playwright (Playwright's own download is not used)
+export CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: help setup run test lint format bench chaos clean
+.PHONY: help setup browser run test lint format bench chaos clean
 
 help:
 	@echo "make run    - set up and start the whole service (paper mode, embedded NATS, synthetic market data)"
@@ -29,11 +31,28 @@ $(BIN)/tbx: uv.lock pyproject.toml | $(UV)
 	@touch $@
 
 setup: $(BIN)/tbx
+	@$(MAKE) --no-print-directory browser BROWSER_OPTIONAL=1
+
+# Chromium for tests/browser: nothing to do when $(CHROMIUM) is there; else Debian's package, as root (CI).
+# `make setup` only warns when it cannot install it (the service itself needs no browser); `make test` fails.
+browser:
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian chromium for tests/browser ..."; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	  elif [ -n "$(BROWSER_OPTIONAL)" ]; then \
+	    echo "note: no Chromium at $(CHROMIUM): tests/browser need it (as root: apt-get install -y chromium)"; \
+	  else \
+	    echo "tests/browser need Chromium at $(CHROMIUM): run 'sudo apt-get install -y chromium' or set CHROMIUM" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
 
 run: setup
 	$(BIN)/tbx run
 
-test: setup lint
+test: setup browser lint
 	$(BIN)/pytest -q
 
 lint: setup

@@ -23,6 +23,7 @@ from config.settings import Settings, without_credentials
 from config.venues import venue_names
 from gateway import (
     credentials,
+    dashboard,
     exchanges,
     facade,
     openapi,
@@ -174,6 +175,7 @@ def create_app(settings: Settings, bus: Bus) -> web.Application:
             media="text/html",
         ),
     )
+    dashboard.register(app)  # the page (not in the OpenAPI document: not part of the API)
     if settings.CORS_ORIGINS:
         options = aiohttp_cors.ResourceOptions(
             allow_credentials=False, expose_headers=("X-Request-Id",), allow_headers="*", max_age=600

@@ -227,16 +227,23 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     return resp
 
 
-OPEN_PATHS = frozenset({"/api/health"})
+OPEN_PATHS = frozenset({"/api/health", "/", "/dashboard"})  # the dashboard page (gateway/dashboard): no data
+OPEN_PREFIXES = ("/dashboard/static/",)  # the page's files; the page's API calls carry the token
+
+
+def is_open(path: str) -> bool:
+    """Served without the token: /api/health, the dashboard page and its static files (never another /api path)."""
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
 
 
 def auth_middleware(token: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
-    """With API_TOKEN set, every endpoint but /api/health needs ``Authorization: Bearer <token>``."""
+    """With API_TOKEN set, every endpoint but /api/health (and the dashboard's page and files) needs
+    ``Authorization: Bearer <token>``."""
     expected = f"Bearer {token}".encode()
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path not in OPEN_PATHS and request.method != "OPTIONS":
+        if not is_open(request.path) and request.method != "OPTIONS":
             given = request.headers.get("Authorization", "").encode()
             if not hmac.compare_digest(given, expected):
                 resp = problem(
