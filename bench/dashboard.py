@@ -128,9 +128,17 @@ def series(samples: list[dict[str, float]], key: str) -> dict[str, float | None]
     """Start, end, max of one sampled figure and its slope per 1,000 fills (over ``fills``)."""
     ys = [s[key] for s in samples]
     if not ys:
-        return {"start": None, "end": None, "max": None, "per1000Fills": None}
+        return {"start": None, "end": None, "max": None, "per1000Fills": None, "per1000FillsLastHalf": None}
     k = slope([s["fills"] for s in samples], ys)
-    return {"start": ys[0], "end": ys[-1], "max": max(ys), "per1000Fills": None if k is None else k * 1000}
+    late = samples[len(samples) // 2 :]  # the second half: past the page's warm-up (its lists filled to their caps)
+    k2 = slope([s["fills"] for s in late], [s[key] for s in late])
+    return {
+        "start": ys[0],
+        "end": ys[-1],
+        "max": max(ys),
+        "per1000Fills": None if k is None else k * 1000,
+        "per1000FillsLastHalf": None if k2 is None else k2 * 1000,
+    }
 
 
 def loads_summary(ms: list[float]) -> dict[str, float | int | None]:
@@ -344,7 +352,9 @@ class Browser:
         try:
             from playwright.async_api import async_playwright
         except ImportError as e:  # pragma: no cover - a setup problem, said plainly
-            raise RuntimeError("the dashboard bench needs Playwright for Python: .venv/bin/pip install playwright") from e
+            raise RuntimeError(
+                "the dashboard bench needs Playwright for Python: .venv/bin/pip install playwright"
+            ) from e
         self.pw = await async_playwright().start()
         self.browser = await self.pw.chromium.launch(
             executable_path=CHROMIUM, args=["--enable-precise-memory-info", "--disable-dev-shm-usage"]
@@ -360,7 +370,9 @@ class Browser:
     async def context(self) -> Any:
         ctx = await self.browser.new_context(viewport={"width": 1440, "height": 900})
         await ctx.add_init_script(READY_PROBE)
-        await ctx.route(f"{self.base}{EMPTY_PATH}", lambda route: route.fulfill(body=EMPTY_HTML, content_type="text/html"))
+        await ctx.route(
+            f"{self.base}{EMPTY_PATH}", lambda route: route.fulfill(body=EMPTY_HTML, content_type="text/html")
+        )
         if self.page_file is not None:
             html = self.page_file.read_text()
             await ctx.route(f"{self.base}{PAGE_PATH}", lambda route: route.fulfill(body=html, content_type="text/html"))
@@ -373,7 +385,7 @@ class Browser:
         try:
             page = await ctx.new_page()
             requests: list[Any] = []
-            page.on("request", requests.append)
+            page.on("request", lambda r: requests.append(r))
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
@@ -534,7 +546,9 @@ async def stage(
             say(f"dashboard: {plan.memory_fills:,} fills over {plan.memory_seconds:g} s into an open page")
             samples, mem = await memory_phase(b, nc, tbx.prefix, market, plan)
         drip_orders: Orders = mem.pop("orders")
-        tally.add("dashboard: fills into the page", drip_orders.sent, drip_orders.ok, drip_orders.refused, mem["notFilled"])
+        tally.add(
+            "dashboard: fills into the page", drip_orders.sent, drip_orders.ok, drip_orders.refused, mem["notFilled"]
+        )
         return {
             "plan": plan.__dict__,
             "pairs": list(PAIRS),
@@ -585,7 +599,9 @@ def _f(x: float | None, fmt: str = ".1f") -> str:
 def add_rows(t: Table, res: dict[str, Any]) -> None:
     """This stage's section of the harness's table (and its figures for harness.json)."""
     s = res["seed"]
-    t.lines.append(f"{'dashboard (GET /dashboard, headless Chromium)':<50} {'n':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    t.lines.append(
+        f"{'dashboard (GET /dashboard, headless Chromium)':<50} {'n':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
+    )
     rows = (
         ("page load -> first full render (data-ready)", res["load"]),
         ("  reference: an empty page, same browser", res["empty"]),
@@ -616,7 +632,7 @@ def add_rows(t: Table, res: dict[str, Any]) -> None:
     m = res["memory"]
     sim_h = m["fills"] / 3600
     t.lines.append(
-        f"{'dashboard memory: fills into one open page':<50} {'start':>8} {'end':>8} {'max':>8} {'/1k fills':>10}"
+        f"{'dashboard memory: fills into one open page':<50} {'start':>8} {'end':>8} {'max':>8} {'/1k fills':>10} {'2nd half':>10}"
         f"   ({m['fills']:,} fills = {sim_h:.2f} h at 1/s, in {m['seconds']:g} s; after a forced GC)"
     )
     for key, label, fmt in (
@@ -628,7 +644,7 @@ def add_rows(t: Table, res: dict[str, Any]) -> None:
         r = m[key]
         t.lines.append(
             f"{'  ' + label:<50} {_f(r['start'], fmt):>8} {_f(r['end'], fmt):>8} {_f(r['max'], fmt):>8} "
-            f"{_f(r['per1000Fills'], '+.3f'):>10}"
+            f"{_f(r['per1000Fills'], '+.3f'):>10} {_f(r['per1000FillsLastHalf'], '+.3f'):>10}"
         )
         t.figures.append({"name": f"dashboard memory: {label}", **r})
     checks = (
