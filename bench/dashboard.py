@@ -72,7 +72,10 @@ PAIRS = ("BTC_USDT", "ETH_USDT", "SOL_USDT", "LTC_USDT")
 DASH_ENV = {"PAIRS": ",".join(PAIRS), "MARKET_DATA_INTERVAL": "100"}
 PAGE_PATH = "/dashboard"
 EMPTY_PATH = "/__bench_empty_page__"  # routed inside the browser: never reaches the service
-EMPTY_HTML = "<!doctype html><html><head><title>empty</title></head><body><script>document.body.dataset.ready='1'</script></body></html>"
+EMPTY_HTML = (
+    "<!doctype html><html><head><title>empty</title></head>"
+    "<body><script>document.body.dataset.ready='1'</script></body></html>"
+)
 SMALL_NOTIONAL = Decimal(100)  # about this much quote a memory-phase order (one level: one fill)
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 READY_TIMEOUT_S = 60.0
@@ -617,11 +620,14 @@ def add_rows(t: Table, res: dict[str, Any]) -> None:
     t.lines.append(f"{'  the books when loaded':<50} {books}")
     rq = res["requests"]
     calls = ", ".join(f"{p} x{n}" if n > 1 else p for p, n in sorted(rq.get("api", {}).items()))
-    t.lines.append(
-        f"{'  what one load fetched':<50} {rq.get('apiRequests', 0)} API requests, {rq.get('apiBytes', 0) / 1024:.1f} KB "
-        f"(largest {rq.get('largest', {}).get('path', '?')} {rq.get('largest', {}).get('bytes', 0) / 1024:.1f} KB); "
-        f"{rq.get('files', 0)} files of the page, {rq.get('fileBytes', 0) / 1024:.1f} KB; {rq.get('streams', 0)} live stream"
+    big = rq.get("largest", {})
+    fetched = (
+        f"{rq.get('apiRequests', 0)} API requests, {rq.get('apiBytes', 0) / 1024:.1f} KB "
+        f"(largest {big.get('path', '?')} {big.get('bytes', 0) / 1024:.1f} KB); "
+        f"{rq.get('files', 0)} files of the page, {rq.get('fileBytes', 0) / 1024:.1f} KB; "
+        f"{rq.get('streams', 0)} live stream"
     )
+    t.lines.append(f"{'  what one load fetched':<50} {fetched}")
     t.lines.append(f"{'    API calls':<50} {calls}")
     e = res["everyFill"]
     t.lines.append(
@@ -632,7 +638,8 @@ def add_rows(t: Table, res: dict[str, Any]) -> None:
     m = res["memory"]
     sim_h = m["fills"] / 3600
     t.lines.append(
-        f"{'dashboard memory: fills into one open page':<50} {'start':>8} {'end':>8} {'max':>8} {'/1k fills':>10} {'2nd half':>10}"
+        f"{'dashboard memory: fills into one open page':<50} {'start':>8} {'end':>8} {'max':>8} "
+        f"{'/1k fills':>10} {'2nd half':>10}"
         f"   ({m['fills']:,} fills = {sim_h:.2f} h at 1/s, in {m['seconds']:g} s; after a forced GC)"
     )
     for key, label, fmt in (
