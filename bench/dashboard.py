@@ -601,6 +601,10 @@ def _f(x: float | None, fmt: str = ".1f") -> str:
 
 def add_rows(t: Table, res: dict[str, Any]) -> None:
     """This stage's section of the harness's table (and its figures for harness.json)."""
+    if "error" in res:  # the stage failed in the harness (e.g. no page, no Playwright): the run goes on
+        t.lines.append(f"{'dashboard (GET /dashboard, headless Chromium)':<50} !!! STAGE FAILED: {res['error']} !!!")
+        t.figures.append({"name": "dashboard", "error": res["error"]})
+        return
     s = res["seed"]
     t.lines.append(
         f"{'dashboard (GET /dashboard, headless Chromium)':<50} {'n':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"

@@ -962,7 +962,11 @@ async def run(plan: Plan, quick: bool) -> tuple[str, dict[str, Any]]:
             memory_seconds=plan.dashboard_seconds,
         )  # fmt: skip
         say(f"dashboard: {plan.dashboard_orders:,} orders in the books, {plan.dashboard_loads} page loads")
-        dash = await dashboard.stage(url, nats_pid, tmp, dash_plan, tally)
+        try:  # a page or a browser missing must not lose the figures of the whole run: said in the table
+            dash = await dashboard.stage(url, nats_pid, tmp, dash_plan, tally)
+        except Exception as e:
+            say(f"dashboard: the stage failed: {e}")
+            dash = {"error": f"{type(e).__name__}: {e}"[:300], "logProblems": {}}
     finally:
         if ctx is not None:
             await ctx.close()
@@ -1294,7 +1298,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".txt").write_text(text + "\n")
     out.with_suffix(".json").write_text(json.dumps(data, indent=1, default=str) + "\n")
-    return 1 if "FAILED ORDERS" in text else 0
+    return 1 if "FAILED ORDERS" in text or "STAGE FAILED" in text else 0
 
 
 if __name__ == "__main__":

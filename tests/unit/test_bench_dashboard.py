@@ -75,3 +75,12 @@ def test_a_memory_order_is_one_lot_or_more_and_fits_in_both_top_levels(seed: int
     assert q >= lot and q % lot == 0
     assert q <= book.asks[0][1] and q <= book.bids[0][1]  # one level: one fill, whichever side
     assert q * book.asks[0][0] <= SMALL_NOTIONAL or q == lot
+
+
+def test_a_failed_stage_is_one_row_saying_why() -> None:
+    from bench.dashboard import add_rows
+    from bench.harness import Table
+
+    t = Table(1.0)
+    add_rows(t, {"error": "RuntimeError: GET /dashboard: 404 (is the page there?)", "logProblems": {}})
+    assert len(t.lines) == 1 and "STAGE FAILED: RuntimeError: GET /dashboard: 404" in t.lines[0]
