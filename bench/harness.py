@@ -26,7 +26,11 @@ enough that every order is a real accepted and filled order), then measures, in 
              every slice's child against its schedule, beside plain asyncio timers (``bench/algos.py``);
   live       the local Binance exchange (its own process) and a fifth ``tbx run``, in live mode against it:
              a raw signed POST /api/v3/order (and GET) beside orders.submit and POST /api/orders -> the
-             venue's acknowledgement and -> the fill event, one at a time (``bench/live_venue.py``).
+             venue's acknowledgement and -> the fill event, one at a time (``bench/live_venue.py``);
+  dashboard  a sixth ``tbx run`` with 1,000 orders and about 10,000 fills in its books: the dashboard page's
+             load to its first full render in headless Chromium (p50 / p99, what it fetched), then the
+             browser's memory while an hour of fills (3,600, compressed into 90 s) goes into the open page
+             (``bench/dashboard.py``; needs Playwright for Python and /usr/bin/chromium).
 
 Every accepted order is checked to be completely filled; denials and failures are counted and a run
 with any is flagged in the table. Prints one table and writes it to bench/results/harness.txt (and
@@ -125,13 +129,18 @@ class Plan:
     algo_parents: int = 100  # the algorithm stage (bench/algos.py): concurrent TWAP parents,
     algo_slices: int = 100  # ... slices of each,
     algo_interval_ms: int = 1000  # ... this far apart
+    dashboard_orders: int = 1000  # the dashboard stage (bench/dashboard.py): orders seeded (about 10 fills each),
+    dashboard_loads: int = 20  # ... timed page loads,
+    dashboard_fills: int = 3600  # ... fills into the open page ("an hour at one a second"),
+    dashboard_seconds: float = 90.0  # ... over this long
 
 
 FULL = Plan()
 QUICK = Plan(
     raw=500, path=200, bus_count=300, signal=200, post_s=10.0, step_s=2.0, flow_signals=3000, flow_orders=3000,
     get_s=3.0, memory_orders=10_000, drain_s=60.0, max_minutes=10.0, live_orders=100, routing_calls=2000,
-    routing_orders=100, algo_parents=10, algo_slices=10, algo_interval_ms=500,
+    routing_orders=100, algo_parents=10, algo_slices=10, algo_interval_ms=500, dashboard_orders=100,
+    dashboard_loads=5, dashboard_fills=600, dashboard_seconds=30.0,
 )  # fmt: skip
 
 
@@ -944,6 +953,20 @@ async def run(plan: Plan, quick: bool) -> tuple[str, dict[str, Any]]:
 
         say(f"live venue: the local Binance exchange, {plan.live_orders} orders per path")
         live = await live_venue.stage(url, nats_pid, tmp, plan.live_orders, tally)
+
+        # -------- the dashboard: page load and the browser's memory (bench/dashboard.py) ----------------
+        from bench import dashboard
+
+        dash_plan = dashboard.Plan(
+            orders=plan.dashboard_orders, loads=plan.dashboard_loads, memory_fills=plan.dashboard_fills,
+            memory_seconds=plan.dashboard_seconds,
+        )  # fmt: skip
+        say(f"dashboard: {plan.dashboard_orders:,} orders in the books, {plan.dashboard_loads} page loads")
+        try:  # a page or a browser missing must not lose the figures of the whole run: said in the table
+            dash = await dashboard.stage(url, nats_pid, tmp, dash_plan, tally)
+        except Exception as e:
+            say(f"dashboard: the stage failed: {e}")
+            dash = {"error": f"{type(e).__name__}: {e}"[:300], "logProblems": {}}
     finally:
         if ctx is not None:
             await ctx.close()
@@ -1086,6 +1109,7 @@ async def run(plan: Plan, quick: bool) -> tuple[str, dict[str, Any]]:
     routing_path.add_rows(t, rpath)
     algos.add_rows(t, algo)
     live_venue.add_rows(t, live)
+    dashboard.add_rows(t, dash)
 
     title = (
         f"tbx bench harness, {'QUICK (counts scaled down: not for quoting)' if quick else 'full'} run, "
@@ -1101,6 +1125,7 @@ async def run(plan: Plan, quick: bool) -> tuple[str, dict[str, Any]]:
         + Counter(rpath["logProblems"])
         + Counter(algo["logProblems"])
         + Counter(live["logProblems"])
+        + Counter(dash["logProblems"])
     )
     lines.append(
         "tbx run logs (LOG_LEVEL=WARNING): "
@@ -1141,10 +1166,12 @@ async def run(plan: Plan, quick: bool) -> tuple[str, dict[str, Any]]:
             "routingPath": rpath["logProblems"],
             "algos": algo["logProblems"],
             "live": live["logProblems"],
+            "dashboard": dash["logProblems"],
         },
         routingPath=routing_path.summary(rpath),
         algos=algos.summary(algo),
         liveVenue=live_venue.summary(live),
+        dashboard=dashboard.summary(dash),
         routing=routing_res,
     )
     return text, out
@@ -1233,6 +1260,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--routing-orders", type=int, help="orders of each kind of the routing-path stage (default 500)")
     p.add_argument("--algo-parents", type=int, help="concurrent TWAPs of the algorithm stage (default 100)")
     p.add_argument("--algo-slices", type=int, help="slices of each TWAP of the algorithm stage (default 100)")
+    p.add_argument("--dashboard-orders", type=int, help="orders seeded for the dashboard stage (default 1,000)")
     p.add_argument("--out", default=str(RESULTS / "harness"), help="write OUT.txt and OUT.json")
     return p.parse_args(argv)
 
@@ -1258,6 +1286,8 @@ def main(argv: list[str] | None = None) -> int:
         plan = replace(plan, algo_parents=a.algo_parents)
     if a.algo_slices:
         plan = replace(plan, algo_slices=a.algo_slices)
+    if a.dashboard_orders:
+        plan = replace(plan, dashboard_orders=a.dashboard_orders)
     try:
         import uvloop
 
@@ -1287,7 +1317,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".txt").write_text(text + "\n")
     out.with_suffix(".json").write_text(json.dumps(data, indent=1, default=str) + "\n")
-    return 1 if "FAILED ORDERS" in text else 0
+    return 1 if "FAILED ORDERS" in text or "STAGE FAILED" in text else 0
 
 
 if __name__ == "__main__":

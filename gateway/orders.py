@@ -41,6 +41,8 @@ from schemas.rest import (
     PlaceOrder,
 )
 
+OPEN = "open"  # ?status=open: every working order (any status but the terminal ones), e.g. a dashboard's
+STATUS_FILTER = (*(s.value for s in OrderStatus), OPEN)
 CURSOR = r"^[0-9]{1,16}:[A-Za-z0-9_]{1,64}$"
 CURSOR_RE = re.compile(CURSOR)
 
@@ -148,11 +150,12 @@ def _algo(body: AlgoIn | None) -> AlgoSpec | None:
 
 
 async def get_orders(request: web.Request) -> web.Response:
-    status = query_param(request, "status", tuple(s.value for s in OrderStatus))
+    status = query_param(request, "status", STATUS_FILTER)
     side = query_param(request, "side", ("buy", "sell"))
     pair = query_param(request, "pair")
     q = OrdersQuery(
-        status=OrderStatus(status) if status else None,
+        status=OrderStatus(status) if status and status != OPEN else None,
+        open=status == OPEN,
         side=side,  # type: ignore[arg-type]
         pair=pair.upper() if pair else None,
         since=int_param(request, "since", 0, MAX_TIME),
@@ -296,7 +299,8 @@ async def validate_order(request: web.Request) -> web.Response:
 
 ORDER_ID = path("order_id", "ORD_YYYYMMDD_NNNNNN")
 ORDER_FILTERS = (
-    q("status", one_of([s.value for s in OrderStatus])), PAIR, q("side", one_of(["buy", "sell"])),
+    q("status", one_of(STATUS_FILTER), "a status, or open: every working order (not filled, canceled, rejected, "
+      "expired or denied)"), PAIR, q("side", one_of(["buy", "sell"])),
     q("since", TIME, "created at or after (epoch ms)"), q("until", TIME, "created before (epoch ms)"),
     limit(500, 50), q("cursor", {"type": "string", "pattern": CURSOR}, "nextCursor of the previous page"),
 )  # fmt: skip

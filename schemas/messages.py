@@ -421,6 +421,7 @@ class OrdersQuery(Msg):
     until: int | None = None  # created before (epoch ms)
     cursor: str | None = None  # from the previous page's nextCursor
     limit: int = 50
+    open: bool = False  # only the working orders (a status not in TERMINAL_STATUSES): GET /api/orders?status=open
 
 
 class OrdersPage(Msg):

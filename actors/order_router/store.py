@@ -319,6 +319,7 @@ class OrderStore:
         def wanted(o: Order) -> bool:
             return (
                 (q.status is None or o.status is q.status)
+                and (not q.open or o.status not in TERMINAL_STATUSES)
                 and (q.pair is None or o.pair == q.pair)
                 and (q.side is None or o.side == q.side)
                 and (q.since is None or o.created_at >= q.since)
@@ -333,7 +334,13 @@ class OrderStore:
             return f"{o.created_at}:{o.order_id}"
 
         mine = heapq.nlargest(limit + 1, (o for o in self.orders.values() if wanted(o)), key=rank)
-        if not self.evicted_created or (len(mine) > limit and mine[-1].created_at > self.evicted_created):
+        # only terminal orders ever leave memory (_retire): a query for working orders only is answered from it
+        working_only = q.open or (q.status is not None and q.status not in TERMINAL_STATUSES)
+        if (
+            working_only
+            or not self.evicted_created
+            or (len(mine) > limit and mine[-1].created_at > self.evicted_created)
+        ):
             return mine[:limit], cursor_of(mine[limit - 1]) if len(mine) > limit else None  # memory alone
         theirs: list[Order] = []
         ids = self.last_seq.ids_descending(after[1] if after else None)
