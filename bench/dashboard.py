@@ -395,7 +395,7 @@ class Browser:
             resp = await page.goto(self.base + path, wait_until="commit")
             if resp is None or resp.status != 200:
                 raise RuntimeError(f"GET {path}: {resp.status if resp else 'no answer'} (is the page there?)")
-            await page.wait_for_function("window.__benchReadyAt !== undefined", timeout=READY_TIMEOUT_S * 1000)
+            await page.wait_for_selector("body[data-ready='1']", state="attached", timeout=READY_TIMEOUT_S * 1000)
             ready_ms = float(await page.evaluate("window.__benchReadyAt"))
             return {"ms": ready_ms, "requests": await _requests(requests), "errors": errors}
         finally:
@@ -453,7 +453,7 @@ async def memory_phase(
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
         await page.goto(b.base + PAGE_PATH, wait_until="commit")
-        await page.wait_for_function("window.__benchReadyAt !== undefined", timeout=READY_TIMEOUT_S * 1000)
+        await page.wait_for_selector("body[data-ready='1']", state="attached", timeout=READY_TIMEOUT_S * 1000)
         cdp = await ctx.new_cdp_session(page)
         await cdp.send("Performance.enable")
         fills0 = market.fills
