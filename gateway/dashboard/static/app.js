@@ -765,7 +765,7 @@
   // ---------------------------------------------------------------- the snapshots (limits, never everything)
   async function loadAll() {
     st.loadStarted = true;
-    const open = WORKING.map((s) => api("GET", `/api/orders?status=${s}&limit=${LIMIT.working}`));
+    const open = [api("GET", `/api/orders?status=open&limit=${LIMIT.working}`)]; // every working order, newest first
     const [status, portfolio, performance, latest, trades, alerts, signals, ...working] = await Promise.all([
       pollStatus(),
       api("GET", "/api/portfolio"),
