@@ -179,9 +179,17 @@ async def _feed(request: web.Request, last_id: str | None, *, start: bool = True
                 field="lastEventId", code="INVALID_FIELD",
             )  # fmt: skip
     for kind in kinds:
+        info = await bus.js.stream_info(bus.subjects.stream_name(KINDS[kind][1]))
+        last = info.state.last_seq or 0
         if kind not in position:  # not followed before: from now on
-            info = await bus.js.stream_info(bus.subjects.stream_name(KINDS[kind][1]))
-            position[kind] = info.state.last_seq or 0
+            position[kind] = last
+        elif position[kind] > last:  # ahead of the stream: it was reset (storage wiped, streams made again)
+            raise ApiError(
+                422, "Validation failed",
+                f"the last event id is ahead of the {kind} events stored ({position[kind]} > {last}): the streams "
+                "were reset; connect without it and load the lists again",
+                field="lastEventId", code="INVALID_FIELD",
+            )  # fmt: skip
     prices = request.app[PRICES] if "price" in types else None
     feed = Feed(bus, kinds, pairs, {k: position[k] for k in kinds}, types=types, prices=prices)
     if start:

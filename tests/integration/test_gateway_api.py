@@ -789,6 +789,9 @@ async def test_the_pairs_filter_keeps_other_pairs_out(api):
         pytest.param("/api/stream?types=fill", {"Last-Event-ID": "nonsense"}, "lastEventId", id="sse-last-event-id"),
         pytest.param("/api/stream?types=fill&lastEventId=f1.x2", None, "lastEventId", id="sse-query-id"),
         pytest.param("/api/ws?types=fill&lastEventId=12", None, "lastEventId", id="ws-last-event-id"),
+        # an id ahead of what the stream holds: the streams were reset since (a client must reload, not wait)
+        pytest.param("/api/stream?types=fill", {"Last-Event-ID": "f999999999"}, "lastEventId", id="sse-id-ahead"),
+        pytest.param("/api/ws?types=fill&lastEventId=f999999999", None, "lastEventId", id="ws-id-ahead"),
         pytest.param("/api/stream?types=fills", None, "types", id="sse-types"),
         pytest.param("/api/ws?pairs=BTCUSDT", None, "pairs", id="ws-pairs"),
     ],
