@@ -296,3 +296,32 @@ async def test_fills_made_while_the_page_loads_show_once_each(make_service, tab)
     shown = await t.fill_ids()
     assert len(shown) == len(set(shown)) == n, shown
     assert t.errors == [], t.errors
+
+
+async def _rest_limits(svc: Service, n: int) -> list[str]:
+    """``n`` buy limits 5 % under the market (they rest), placed over REST ten at a time; their ids."""
+    price = round(await svc.mid() * 0.95)
+    ids: list[str] = []
+    for start in range(0, n, 10):
+        batch = await asyncio.gather(
+            *(
+                svc.order(pair="BTC_USDT", side="buy", type="limit", price=price, quantity=0.001)
+                for _ in range(min(10, n - start))
+            )
+        )
+        ids += [o["orderId"] for o in batch]
+    return ids
+
+
+async def test_with_more_than_100_working_orders_a_finished_one_still_shows(make_service, tab):
+    """Review F1: the working orders are all kept, and the finished ones are bounded on their own, so a market
+    order among 105 resting limits still shows its row as filled (it used to be trimmed away at once)."""
+    svc = await make_service(MAX_ORDERS_PER_SECOND="1000")  # 105 resting orders quickly
+    await _rest_limits(svc, 105)
+    t = await open_page(svc, tab)
+    placed = await svc.order(pair="BTC_USDT", side="buy", type="market", quantity=0.001)
+    row = t.page.locator(f"#orders tbody tr[data-order-id='{placed['orderId']}']")
+    await expect(row.locator("td[data-field=status]")).to_have_text("filled", timeout=SHOWN_S * 1000)
+    await t.page.wait_for_timeout(500)  # a later render must not trim it either
+    await expect(row).to_have_count(1)
+    assert t.errors == [], t.errors

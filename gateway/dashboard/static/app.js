@@ -258,10 +258,13 @@
     b.hidden = !show;
     return b;
   }
+  /* Keeps every protected item (a working order) plus the newest `keep` of the others: the others are bounded
+   * on their own, so many working orders never push every finished one off the page. */
   function trim(map, keep, keyOf, orderBy, protect) {
-    if (map.size <= keep) return;
-    const items = [...map.values()].filter((x) => !(protect && protect(x))).sort((a, b) => orderBy(a) - orderBy(b));
-    for (const x of items.slice(0, Math.max(0, map.size - keep))) map.delete(keyOf(x));
+    const items = [...map.values()].filter((x) => !(protect && protect(x)));
+    if (items.length <= keep) return;
+    items.sort((a, b) => orderBy(a) - orderBy(b));
+    for (const x of items.slice(0, items.length - keep)) map.delete(keyOf(x));
   }
 
   // ---------------------------------------------------------------- orders
