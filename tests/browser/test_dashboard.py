@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import pytest
@@ -324,4 +325,30 @@ async def test_with_more_than_100_working_orders_a_finished_one_still_shows(make
     await expect(row.locator("td[data-field=status]")).to_have_text("filled", timeout=SHOWN_S * 1000)
     await t.page.wait_for_timeout(500)  # a later render must not trim it either
     await expect(row).to_have_count(1)
+    assert t.errors == [], t.errors
+
+
+def _drawdown_text(fraction: str) -> str:
+    """How the page shows a drawdown fraction of /api/performance: a negative percentage, 2 decimals."""
+    shown = (-Decimal(fraction) * 100).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    return f"{shown if shown else Decimal('0.00'):,.2f} %"
+
+
+async def test_the_summary_shows_the_services_drawdown(make_service, tab):
+    """Review F3: the drawdown figures are /api/performance's currentDrawdownPct / maxDrawdownPct (exact, from
+    the all-time peak), not one worked out in floats from the points the page keeps."""
+    svc = await make_service()
+    placed = await svc.order(pair="BTC_USDT", side="buy", type="market", quantity=0.01)  # its fee: a drawdown
+    await until(lambda: _filled(svc, placed["orderId"]), what="the order filled")
+    t = await open_page(svc, tab)
+    status, perf = await svc.call("GET", "/api/performance")
+    assert status == 200, perf
+    summary = t.page.locator("#summary")
+    for field, key in (("drawdown", "currentDrawdownPct"), ("maxDrawdown", "maxDrawdownPct")):
+        # polled every 10 s: the figure may move with the market meanwhile, so read the API as it is shown
+        async def same(field: str = field, key: str = key) -> bool:
+            shown = await summary.locator(f"[data-field={field}]").inner_text()
+            return shown == _drawdown_text(str((await svc.call("GET", "/api/performance"))[1][key]))
+
+        await until(same, timeout=25, what=f"{field} as /api/performance's {key}")
     assert t.errors == [], t.errors

@@ -33,6 +33,7 @@
     signals: new Map(),
     alerts: new Map(),
     summary: null,
+    perf: null, // /api/performance's currentDrawdownPct / maxDrawdownPct (exact, from the all-time peak)
     summaryTs: 0,
     equity: new Map(), // second -> equity
     ticks: new Map(), // pair -> Map(second -> price)
@@ -97,6 +98,24 @@
     const s = plain(v);
     return s === null || /^-?0(\.0*)?$/.test(s) ? "" : s.startsWith("-") ? "down" : "up";
   };
+  /* A fraction as a percentage, exactly (the decimal point moved two places: no float). */
+  function percent(v) {
+    const s = plain(v);
+    if (s === null) return null;
+    const neg = s.startsWith("-");
+    const [ip, fp = ""] = (neg ? s.slice(1) : s).split(".");
+    const f = fp.padEnd(2, "0");
+    const int = `${ip}${f.slice(0, 2)}`.replace(/^0+(?=\d)/, "");
+    return (neg ? "-" : "") + int + (f.length > 2 ? `.${f.slice(2)}` : "");
+  }
+  /* A drawdown (a positive fraction: the fall from the peak) shown as a negative percentage. */
+  function drawdownText(v) {
+    const p = percent(v);
+    if (p === null) return ["–", ""];
+    const fall = p.startsWith("-") ? p.slice(1) : `-${p}`;
+    const text = fixed(fall, 2);
+    return [`${text} %`, text.startsWith("-") ? "down" : ""];
+  }
   const num = (v) => (v === null || v === undefined ? NaN : Number(v));
   function time(ms) {
     if (!ms) return "–";
@@ -392,8 +411,25 @@
       set("unrealizedPnl", money(s.unrealizedPnL, true), sign(s.unrealizedPnL));
       set("fees", money(s.feesPaid));
     }
-    const dd = drawdown();
-    set("drawdown", dd === null ? "–" : `${dd.toFixed(2)} %`, dd < 0 ? "down" : "");
+    // the service's drawdown (GET /api/performance), never one worked out from the points the page keeps
+    const p = st.perf || {};
+    set("drawdown", ...drawdownText(p.currentDrawdownPct));
+    set("maxDrawdown", ...drawdownText(p.maxDrawdownPct));
+  }
+  function putPerformance(perf) {
+    if (!perf) return;
+    st.perf = { currentDrawdownPct: perf.currentDrawdownPct, maxDrawdownPct: perf.maxDrawdownPct };
+    mark("summary");
+  }
+  let perfBusy = false; // one request at a time: a slow answer never piles up polls
+  async function pollPerformance() {
+    if (perfBusy || tokenWait) return;
+    perfBusy = true;
+    try {
+      putPerformance(await api("GET", "/api/performance"));
+    } finally {
+      perfBusy = false;
+    }
   }
 
   // ---------------------------------------------------------------- signals, alerts, trading state, venues
@@ -513,14 +549,6 @@
   }
   function equityPoints() {
     return [...st.equity.entries()].sort((a, b) => a[0] - b[0]);
-  }
-  function drawdown() {
-    const pts = equityPoints();
-    if (!pts.length) return null;
-    let peak = -Infinity;
-    for (const [, v] of pts) peak = Math.max(peak, v);
-    const last = pts[pts.length - 1][1];
-    return peak > 0 ? ((last - peak) / peak) * 100 : null;
   }
   function renderEquity() {
     if (!equitySeries) return;
@@ -787,6 +815,7 @@
     for (const s of signals.signals || []) putSignal(s);
     for (const pt of (performance.equityCurve || []).slice(-LIMIT.equity)) putEquity(pt.ts, num(pt.equity));
     putPortfolio(portfolio, portfolio.ts);
+    putPerformance(performance);
     const recent = [...st.fills.values()].sort((a, b) => b.timestamp - a.timestamp)[0];
     if (recent && st.pairs.includes(recent.pair)) {
       st.pair = recent.pair;
@@ -1013,7 +1042,10 @@
     }
     document.body.dataset.ready = "1";
     renderedResolve();
-    setInterval(() => pollStatus().catch((e) => toast(`Status: ${e.message}`, true)), POLL_MS);
+    setInterval(() => {
+      pollStatus().catch((e) => toast(`Status: ${e.message}`, true));
+      pollPerformance().catch((e) => toast(`Performance: ${e.message}`, true)); // the drawdown, refreshed
+    }, POLL_MS);
   }
 
   start();
