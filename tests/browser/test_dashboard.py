@@ -352,3 +352,24 @@ async def test_the_summary_shows_the_services_drawdown(make_service, tab):
 
         await until(same, timeout=25, what=f"{field} as /api/performance's {key}")
     assert t.errors == [], t.errors
+
+
+async def test_money_keeps_its_currencys_decimals(make_service, tab):
+    """Review F4: sums are shown with the decimals the API gives them (at least 2), so a summary in BTC is not
+    rounded to cents ("0.00" for 0.00041 BTC)."""
+    svc = await make_service(BASE_CURRENCY="BTC", PAIRS="BTC_USDT,ETH_BTC")
+    placed = await svc.order(pair="ETH_BTC", side="buy", type="market", quantity=25)  # min notional 1 BTC
+    await until(lambda: _filled(svc, placed["orderId"]), what="the order filled")
+    t = await open_page(svc, tab)
+    fees = t.page.locator("#summary [data-field=fees]")
+
+    async def as_the_api() -> str | None:
+        status, pf = await svc.call("GET", "/api/portfolio")
+        assert status == 200, pf
+        want = str(pf["summary"]["feesPaid"])
+        places = max(2, -int(Decimal(want).as_tuple().exponent))
+        return want if await fees.inner_text() == f"{Decimal(want):,.{places}f}" else None
+
+    want = await until(as_the_api, what="the fees in BTC with the API's decimals")
+    assert Decimal(want) and -int(Decimal(want).as_tuple().exponent) > 2, want  # a BTC fee: more than 2 decimals
+    assert t.errors == [], t.errors

@@ -93,7 +93,8 @@
   }
   const px = (pair, v) => fixed(v, Math.max(2, prec(pair).price));
   const qty = (pair, v) => fixed(v, prec(pair).qty);
-  const money = (v, signed = false) => fixed(v, 2, signed);
+  /* Money with the decimals the API gives it (its currency's precision: 0.00041 BTC is not "0.00"), at least 2. */
+  const money = (v, signed = false) => fixed(v, Math.max(2, Math.min(12, decimals(plain(v) || ""))), signed);
   const sign = (v) => {
     const s = plain(v);
     return s === null || /^-?0(\.0*)?$/.test(s) ? "" : s.startsWith("-") ? "down" : "up";
