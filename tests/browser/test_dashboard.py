@@ -373,3 +373,20 @@ async def test_money_keeps_its_currencys_decimals(make_service, tab):
     want = await until(as_the_api, what="the fees in BTC with the API's decimals")
     assert Decimal(want) and -int(Decimal(want).as_tuple().exponent) > 2, want  # a BTC fee: more than 2 decimals
     assert t.errors == [], t.errors
+
+
+async def test_working_orders_past_the_first_page_are_all_shown(make_service, tab):
+    """Review F5: the page follows nextCursor of /api/orders?status=open, so 105 resting orders (more than one
+    page of 100) all show, each with its Cancel button; no "more working orders" note (none is missing)."""
+    svc = await make_service(MAX_ORDERS_PER_SECOND="1000")
+    ids = await _rest_limits(svc, 105)
+    t = await open_page(svc, tab)
+    rows = t.page.locator("#orders tbody tr")
+    await expect(rows).to_have_count(105, timeout=SHOWN_S * 1000)
+    shown = set(await rows.evaluate_all("rs => rs.map(r => r.dataset.orderId)"))
+    assert shown == set(ids)
+    await expect(
+        t.page.locator(f"#orders tbody tr[data-order-id='{ids[0]}'] button[data-action=cancel]")
+    ).to_be_visible()
+    await expect(t.page.locator("#orders-more")).to_be_hidden()
+    assert t.errors == [], t.errors

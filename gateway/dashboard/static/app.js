@@ -11,7 +11,7 @@
 (() => {
   const LW = window.LightweightCharts;
   const TOKEN_KEY = "tbx.apiToken";
-  const LIMIT = { orders: 50, working: 100, fills: 100, alerts: 50, signals: 50, equity: 5000, prices: 3000 };
+  const LIMIT = { orders: 50, working: 100, workingMax: 1000, fills: 100, alerts: 50, signals: 50, equity: 5000, prices: 3000 };
   const KEEP = { fills: 200, orders: 100, alerts: 100, signals: 100 }; // rows kept live (memory bounded)
   const WORKING = ["initialized", "submitted", "accepted", "triggered", "pending_update", "pending_cancel",
     "partially_filled"];
@@ -795,10 +795,30 @@
   }, 5000);
 
   // ---------------------------------------------------------------- the snapshots (limits, never everything)
+  /* Every working order: the pages of /api/orders?status=open, nextCursor followed up to LIMIT.workingMax; past
+   * that, the page says that more exist (never silently missing). */
+  async function loadWorking() {
+    const pages = [];
+    let cursor = null;
+    let n = 0;
+    do {
+      const q = cursor ? `&cursor=${encodeURIComponent(cursor)}` : "";
+      const p = await api("GET", `/api/orders?status=open&limit=${LIMIT.working}${q}`);
+      pages.push(p);
+      n += (p.orders || []).length;
+      cursor = p.nextCursor || null;
+    } while (cursor && n < LIMIT.workingMax);
+    return { pages, more: Boolean(cursor), n };
+  }
+  function showMoreWorking(more, n) {
+    const el = $("#orders-more");
+    el.textContent = more ? `More working orders than the ${n.toLocaleString("en-US")} shown: `
+      + "GET /api/orders?status=open lists them all." : "";
+    el.hidden = !more;
+  }
   async function loadAll() {
     st.loadStarted = true;
-    const open = [api("GET", `/api/orders?status=open&limit=${LIMIT.working}`)]; // every working order, newest first
-    const [status, portfolio, performance, latest, trades, alerts, signals, ...working] = await Promise.all([
+    const [status, portfolio, performance, latest, trades, alerts, signals, working] = await Promise.all([
       pollStatus(),
       api("GET", "/api/portfolio"),
       api("GET", "/api/performance"),
@@ -806,10 +826,11 @@
       api("GET", `/api/trades?limit=${LIMIT.fills}`),
       api("GET", `/api/alerts?limit=${LIMIT.alerts}`),
       api("GET", `/api/signals?limit=${LIMIT.signals}`),
-      ...open,
+      loadWorking(), // every working order (up to LIMIT.workingMax), newest first
     ]);
     st.base = (portfolio.summary && portfolio.summary.baseCurrency) || status.baseCurrency || "";
-    for (const p of working) for (const o of p.orders || []) putOrder(o);
+    for (const p of working.pages) for (const o of p.orders || []) putOrder(o);
+    showMoreWorking(working.more, working.n);
     for (const o of latest.orders || []) putOrder(o);
     for (const f of (trades.trades || []).slice().reverse()) putFill(f);
     for (const a of alerts.alerts || []) putRisk({ ...a, state: undefined });
