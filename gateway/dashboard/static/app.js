@@ -1064,8 +1064,13 @@
     }
     document.body.dataset.ready = "1";
     renderedResolve();
+    let statusBusy = false;
     setInterval(() => {
-      pollStatus().catch((e) => toast(`Status: ${e.message}`, true));
+      // skipped while the last one is still out or the token dialog waits: polls never pile up behind a 401
+      if (!statusBusy && !tokenWait) {
+        statusBusy = true;
+        pollStatus().catch((e) => toast(`Status: ${e.message}`, true)).finally(() => (statusBusy = false));
+      }
       pollPerformance().catch((e) => toast(`Performance: ${e.message}`, true)); // the drawdown, refreshed
     }, POLL_MS);
   }
