@@ -441,8 +441,10 @@
     st.signals.set(s.signalId, s);
   }
   function renderSignals() {
-    trim(st.signals, KEEP.signals, (s) => s.signalId, (s) => s.ts || 0);
-    const items = [...st.signals.values()].sort((a, b) => (b.ts || 0) - (a.ts || 0));
+    // by arrival (the service's receivedAt), never the sender's clock (ts): a source an hour behind still shows
+    const arrived = (s) => s.receivedAt || s.ts || 0;
+    trim(st.signals, KEEP.signals, (s) => s.signalId, arrived);
+    const items = [...st.signals.values()].sort((a, b) => arrived(b) - arrived(a));
     syncRows(
       $("#signals tbody"), items, (s) => s.signalId, (s) => ({ signalId: s.signalId }),
       (s) => [
