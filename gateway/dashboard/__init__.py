@@ -57,10 +57,16 @@ async def static(request: web.Request) -> web.FileResponse:
     """A file of ``static/`` (subfolders too), never one outside it (``..``, symlinks out, absolute paths)."""
     name = request.match_info["name"]
     root = STATIC.resolve()
-    target = (root / name).resolve()
-    if not target.is_relative_to(root) or any(part.startswith(".") for part in Path(name).parts):
-        raise ApiError(404, "Not Found", "no such file of the dashboard", code="NOT_FOUND")
-    return _file(target, "no-cache")
+    missing = ApiError(404, "Not Found", "no such file of the dashboard", code="NOT_FOUND")
+    if "\x00" in name:  # a NUL byte cannot name a file (Path.resolve would raise): 404, never a 500
+        raise missing
+    try:
+        target = (root / name).resolve()
+        if not target.is_relative_to(root) or any(part.startswith(".") for part in Path(name).parts):
+            raise missing
+        return _file(target, "no-cache")
+    except (ValueError, OSError):  # any other name the file system refuses (too long, ...): not one of ours
+        raise missing from None
 
 
 def register(app: web.Application) -> None:

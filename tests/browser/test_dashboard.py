@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import pytest
@@ -295,4 +296,97 @@ async def test_fills_made_while_the_page_loads_show_once_each(make_service, tab)
     await t.page.wait_for_timeout(500)
     shown = await t.fill_ids()
     assert len(shown) == len(set(shown)) == n, shown
+    assert t.errors == [], t.errors
+
+
+async def _rest_limits(svc: Service, n: int) -> list[str]:
+    """``n`` buy limits 5 % under the market (they rest), placed over REST ten at a time; their ids."""
+    price = round(await svc.mid() * 0.95)
+    ids: list[str] = []
+    for start in range(0, n, 10):
+        batch = await asyncio.gather(
+            *(
+                svc.order(pair="BTC_USDT", side="buy", type="limit", price=price, quantity=0.001)
+                for _ in range(min(10, n - start))
+            )
+        )
+        ids += [o["orderId"] for o in batch]
+    return ids
+
+
+async def test_with_more_than_100_working_orders_a_finished_one_still_shows(make_service, tab):
+    """Review F1: the working orders are all kept, and the finished ones are bounded on their own, so a market
+    order among 105 resting limits still shows its row as filled (it used to be trimmed away at once)."""
+    svc = await make_service(MAX_ORDERS_PER_SECOND="1000")  # 105 resting orders quickly
+    await _rest_limits(svc, 105)
+    t = await open_page(svc, tab)
+    placed = await svc.order(pair="BTC_USDT", side="buy", type="market", quantity=0.001)
+    row = t.page.locator(f"#orders tbody tr[data-order-id='{placed['orderId']}']")
+    await expect(row.locator("td[data-field=status]")).to_have_text("filled", timeout=SHOWN_S * 1000)
+    await t.page.wait_for_timeout(500)  # a later render must not trim it either
+    await expect(row).to_have_count(1)
+    assert t.errors == [], t.errors
+
+
+def _drawdown_text(fraction: str) -> str:
+    """How the page shows a drawdown fraction of /api/performance: a negative percentage, 2 decimals."""
+    shown = (-Decimal(fraction) * 100).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    return f"{shown if shown else Decimal('0.00'):,.2f} %"
+
+
+async def test_the_summary_shows_the_services_drawdown(make_service, tab):
+    """Review F3: the drawdown figures are /api/performance's currentDrawdownPct / maxDrawdownPct (exact, from
+    the all-time peak), not one worked out in floats from the points the page keeps."""
+    svc = await make_service()
+    placed = await svc.order(pair="BTC_USDT", side="buy", type="market", quantity=0.01)  # its fee: a drawdown
+    await until(lambda: _filled(svc, placed["orderId"]), what="the order filled")
+    t = await open_page(svc, tab)
+    status, perf = await svc.call("GET", "/api/performance")
+    assert status == 200, perf
+    summary = t.page.locator("#summary")
+    for field, key in (("drawdown", "currentDrawdownPct"), ("maxDrawdown", "maxDrawdownPct")):
+        # polled every 10 s: the figure may move with the market meanwhile, so read the API as it is shown
+        async def same(field: str = field, key: str = key) -> bool:
+            shown = await summary.locator(f"[data-field={field}]").inner_text()
+            return shown == _drawdown_text(str((await svc.call("GET", "/api/performance"))[1][key]))
+
+        await until(same, timeout=25, what=f"{field} as /api/performance's {key}")
+    assert t.errors == [], t.errors
+
+
+async def test_money_keeps_its_currencys_decimals(make_service, tab):
+    """Review F4: sums are shown with the decimals the API gives them (at least 2), so a summary in BTC is not
+    rounded to cents ("0.00" for 0.00041 BTC)."""
+    svc = await make_service(BASE_CURRENCY="BTC", PAIRS="BTC_USDT,ETH_BTC")
+    placed = await svc.order(pair="ETH_BTC", side="buy", type="market", quantity=25)  # min notional 1 BTC
+    await until(lambda: _filled(svc, placed["orderId"]), what="the order filled")
+    t = await open_page(svc, tab)
+    fees = t.page.locator("#summary [data-field=fees]")
+
+    async def as_the_api() -> str | None:
+        status, pf = await svc.call("GET", "/api/portfolio")
+        assert status == 200, pf
+        want = str(pf["summary"]["feesPaid"])
+        places = max(2, -int(Decimal(want).as_tuple().exponent))
+        return want if await fees.inner_text() == f"{Decimal(want):,.{places}f}" else None
+
+    want = await until(as_the_api, what="the fees in BTC with the API's decimals")
+    assert Decimal(want) and -int(Decimal(want).as_tuple().exponent) > 2, want  # a BTC fee: more than 2 decimals
+    assert t.errors == [], t.errors
+
+
+async def test_working_orders_past_the_first_page_are_all_shown(make_service, tab):
+    """Review F5: the page follows nextCursor of /api/orders?status=open, so 105 resting orders (more than one
+    page of 100) all show, each with its Cancel button; no "more working orders" note (none is missing)."""
+    svc = await make_service(MAX_ORDERS_PER_SECOND="1000")
+    ids = await _rest_limits(svc, 105)
+    t = await open_page(svc, tab)
+    rows = t.page.locator("#orders tbody tr")
+    await expect(rows).to_have_count(105, timeout=SHOWN_S * 1000)
+    shown = set(await rows.evaluate_all("rs => rs.map(r => r.dataset.orderId)"))
+    assert shown == set(ids)
+    await expect(
+        t.page.locator(f"#orders tbody tr[data-order-id='{ids[0]}'] button[data-action=cancel]")
+    ).to_be_visible()
+    await expect(t.page.locator("#orders-more")).to_be_hidden()
     assert t.errors == [], t.errors

@@ -75,6 +75,10 @@ async def test_everything_else_still_needs_the_token(gw, path):
         "/dashboard/static/nope.js",
         "/dashboard/static/.hidden",
         "/dashboard/static/vendor",
+        "/dashboard/static/a%00.js",  # review F7: an embedded NUL byte was a 500 with a traceback
+        "/dashboard/static/%00",
+        "/dashboard/static/vendor/x%00/../app.js",
+        "/dashboard/static/" + "a" * 5000 + ".js",  # a name too long for the file system
     ],
 )
 async def test_no_file_outside_the_static_folder_nor_a_missing_one(gw, path):

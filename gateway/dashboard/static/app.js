@@ -11,7 +11,7 @@
 (() => {
   const LW = window.LightweightCharts;
   const TOKEN_KEY = "tbx.apiToken";
-  const LIMIT = { orders: 50, working: 100, fills: 100, alerts: 50, signals: 50, equity: 5000, prices: 3000 };
+  const LIMIT = { orders: 50, working: 100, workingMax: 1000, fills: 100, alerts: 50, signals: 50, equity: 5000, prices: 3000 };
   const KEEP = { fills: 200, orders: 100, alerts: 100, signals: 100 }; // rows kept live (memory bounded)
   const WORKING = ["initialized", "submitted", "accepted", "triggered", "pending_update", "pending_cancel",
     "partially_filled"];
@@ -33,6 +33,7 @@
     signals: new Map(),
     alerts: new Map(),
     summary: null,
+    perf: null, // /api/performance's currentDrawdownPct / maxDrawdownPct (exact, from the all-time peak)
     summaryTs: 0,
     equity: new Map(), // second -> equity
     ticks: new Map(), // pair -> Map(second -> price)
@@ -92,11 +93,30 @@
   }
   const px = (pair, v) => fixed(v, Math.max(2, prec(pair).price));
   const qty = (pair, v) => fixed(v, prec(pair).qty);
-  const money = (v, signed = false) => fixed(v, 2, signed);
+  /* Money with the decimals the API gives it (its currency's precision: 0.00041 BTC is not "0.00"), at least 2. */
+  const money = (v, signed = false) => fixed(v, Math.max(2, Math.min(12, decimals(plain(v) || ""))), signed);
   const sign = (v) => {
     const s = plain(v);
     return s === null || /^-?0(\.0*)?$/.test(s) ? "" : s.startsWith("-") ? "down" : "up";
   };
+  /* A fraction as a percentage, exactly (the decimal point moved two places: no float). */
+  function percent(v) {
+    const s = plain(v);
+    if (s === null) return null;
+    const neg = s.startsWith("-");
+    const [ip, fp = ""] = (neg ? s.slice(1) : s).split(".");
+    const f = fp.padEnd(2, "0");
+    const int = `${ip}${f.slice(0, 2)}`.replace(/^0+(?=\d)/, "");
+    return (neg ? "-" : "") + int + (f.length > 2 ? `.${f.slice(2)}` : "");
+  }
+  /* A drawdown (a positive fraction: the fall from the peak) shown as a negative percentage. */
+  function drawdownText(v) {
+    const p = percent(v);
+    if (p === null) return ["–", ""];
+    const fall = p.startsWith("-") ? p.slice(1) : `-${p}`;
+    const text = fixed(fall, 2);
+    return [`${text} %`, text.startsWith("-") ? "down" : ""];
+  }
   const num = (v) => (v === null || v === undefined ? NaN : Number(v));
   function time(ms) {
     if (!ms) return "–";
@@ -258,10 +278,13 @@
     b.hidden = !show;
     return b;
   }
+  /* Keeps every protected item (a working order) plus the newest `keep` of the others: the others are bounded
+   * on their own, so many working orders never push every finished one off the page. */
   function trim(map, keep, keyOf, orderBy, protect) {
-    if (map.size <= keep) return;
-    const items = [...map.values()].filter((x) => !(protect && protect(x))).sort((a, b) => orderBy(a) - orderBy(b));
-    for (const x of items.slice(0, Math.max(0, map.size - keep))) map.delete(keyOf(x));
+    const items = [...map.values()].filter((x) => !(protect && protect(x)));
+    if (items.length <= keep) return;
+    items.sort((a, b) => orderBy(a) - orderBy(b));
+    for (const x of items.slice(0, items.length - keep)) map.delete(keyOf(x));
   }
 
   // ---------------------------------------------------------------- orders
@@ -389,8 +412,25 @@
       set("unrealizedPnl", money(s.unrealizedPnL, true), sign(s.unrealizedPnL));
       set("fees", money(s.feesPaid));
     }
-    const dd = drawdown();
-    set("drawdown", dd === null ? "–" : `${dd.toFixed(2)} %`, dd < 0 ? "down" : "");
+    // the service's drawdown (GET /api/performance), never one worked out from the points the page keeps
+    const p = st.perf || {};
+    set("drawdown", ...drawdownText(p.currentDrawdownPct));
+    set("maxDrawdown", ...drawdownText(p.maxDrawdownPct));
+  }
+  function putPerformance(perf) {
+    if (!perf) return;
+    st.perf = { currentDrawdownPct: perf.currentDrawdownPct, maxDrawdownPct: perf.maxDrawdownPct };
+    mark("summary");
+  }
+  let perfBusy = false; // one request at a time: a slow answer never piles up polls
+  async function pollPerformance() {
+    if (perfBusy || tokenWait) return;
+    perfBusy = true;
+    try {
+      putPerformance(await api("GET", "/api/performance"));
+    } finally {
+      perfBusy = false;
+    }
   }
 
   // ---------------------------------------------------------------- signals, alerts, trading state, venues
@@ -401,8 +441,10 @@
     st.signals.set(s.signalId, s);
   }
   function renderSignals() {
-    trim(st.signals, KEEP.signals, (s) => s.signalId, (s) => s.ts || 0);
-    const items = [...st.signals.values()].sort((a, b) => (b.ts || 0) - (a.ts || 0));
+    // by arrival (the service's receivedAt), never the sender's clock (ts): a source an hour behind still shows
+    const arrived = (s) => s.receivedAt || s.ts || 0;
+    trim(st.signals, KEEP.signals, (s) => s.signalId, arrived);
+    const items = [...st.signals.values()].sort((a, b) => arrived(b) - arrived(a));
     syncRows(
       $("#signals tbody"), items, (s) => s.signalId, (s) => ({ signalId: s.signalId }),
       (s) => [
@@ -510,14 +552,6 @@
   }
   function equityPoints() {
     return [...st.equity.entries()].sort((a, b) => a[0] - b[0]);
-  }
-  function drawdown() {
-    const pts = equityPoints();
-    if (!pts.length) return null;
-    let peak = -Infinity;
-    for (const [, v] of pts) peak = Math.max(peak, v);
-    const last = pts[pts.length - 1][1];
-    return peak > 0 ? ((last - peak) / peak) * 100 : null;
   }
   function renderEquity() {
     if (!equitySeries) return;
@@ -763,10 +797,30 @@
   }, 5000);
 
   // ---------------------------------------------------------------- the snapshots (limits, never everything)
+  /* Every working order: the pages of /api/orders?status=open, nextCursor followed up to LIMIT.workingMax; past
+   * that, the page says that more exist (never silently missing). */
+  async function loadWorking() {
+    const pages = [];
+    let cursor = null;
+    let n = 0;
+    do {
+      const q = cursor ? `&cursor=${encodeURIComponent(cursor)}` : "";
+      const p = await api("GET", `/api/orders?status=open&limit=${LIMIT.working}${q}`);
+      pages.push(p);
+      n += (p.orders || []).length;
+      cursor = p.nextCursor || null;
+    } while (cursor && n < LIMIT.workingMax);
+    return { pages, more: Boolean(cursor), n };
+  }
+  function showMoreWorking(more, n) {
+    const el = $("#orders-more");
+    el.textContent = more ? `More working orders than the ${n.toLocaleString("en-US")} shown: `
+      + "GET /api/orders?status=open lists them all." : "";
+    el.hidden = !more;
+  }
   async function loadAll() {
     st.loadStarted = true;
-    const open = [api("GET", `/api/orders?status=open&limit=${LIMIT.working}`)]; // every working order, newest first
-    const [status, portfolio, performance, latest, trades, alerts, signals, ...working] = await Promise.all([
+    const [status, portfolio, performance, latest, trades, alerts, signals, working] = await Promise.all([
       pollStatus(),
       api("GET", "/api/portfolio"),
       api("GET", "/api/performance"),
@@ -774,16 +828,18 @@
       api("GET", `/api/trades?limit=${LIMIT.fills}`),
       api("GET", `/api/alerts?limit=${LIMIT.alerts}`),
       api("GET", `/api/signals?limit=${LIMIT.signals}`),
-      ...open,
+      loadWorking(), // every working order (up to LIMIT.workingMax), newest first
     ]);
     st.base = (portfolio.summary && portfolio.summary.baseCurrency) || status.baseCurrency || "";
-    for (const p of working) for (const o of p.orders || []) putOrder(o);
+    for (const p of working.pages) for (const o of p.orders || []) putOrder(o);
+    showMoreWorking(working.more, working.n);
     for (const o of latest.orders || []) putOrder(o);
     for (const f of (trades.trades || []).slice().reverse()) putFill(f);
     for (const a of alerts.alerts || []) putRisk({ ...a, state: undefined });
     for (const s of signals.signals || []) putSignal(s);
     for (const pt of (performance.equityCurve || []).slice(-LIMIT.equity)) putEquity(pt.ts, num(pt.equity));
     putPortfolio(portfolio, portfolio.ts);
+    putPerformance(performance);
     const recent = [...st.fills.values()].sort((a, b) => b.timestamp - a.timestamp)[0];
     if (recent && st.pairs.includes(recent.pair)) {
       st.pair = recent.pair;
@@ -1010,7 +1066,15 @@
     }
     document.body.dataset.ready = "1";
     renderedResolve();
-    setInterval(() => pollStatus().catch((e) => toast(`Status: ${e.message}`, true)), POLL_MS);
+    let statusBusy = false;
+    setInterval(() => {
+      // skipped while the last one is still out or the token dialog waits: polls never pile up behind a 401
+      if (!statusBusy && !tokenWait) {
+        statusBusy = true;
+        pollStatus().catch((e) => toast(`Status: ${e.message}`, true)).finally(() => (statusBusy = false));
+      }
+      pollPerformance().catch((e) => toast(`Performance: ${e.message}`, true)); // the drawdown, refreshed
+    }, POLL_MS);
   }
 
   start();
