@@ -764,9 +764,11 @@
           continue;
         }
         if (r.status === 422 && st.lastEventId) {
-          // a position this stream no longer knows (its streams were reset): start afresh and reload
+          // a position this stream no longer knows (its streams were reset): start afresh and reload, without the
+          // rows of before (an order working then may be gone: no Cancel button left on it)
           st.lastEventId = null;
           st.loaded = false;
+          for (const m of [st.orders, st.fills, st.positions, st.signals, st.alerts]) m.clear();
           reload();
           continue;
         }
@@ -854,8 +856,10 @@
     try {
       await loadAll();
       renderAll();
+      pageError("");
     } catch (e) {
       pageError(`Could not load the dashboard: ${e.message}`);
+      setTimeout(reload, 2000); // not loaded: live events wait for the lists; tried again until they come
     }
   }
 
