@@ -31,18 +31,15 @@ $(BIN)/tbx: uv.lock pyproject.toml | $(UV)
 	@touch $@
 
 setup: $(BIN)/tbx
-	@$(MAKE) --no-print-directory browser BROWSER_OPTIONAL=1
 
 # Chromium for tests/browser: nothing to do when $(CHROMIUM) is there; else Debian's package, as root (CI).
-# `make setup` only warns when it cannot install it (the service itself needs no browser); `make test` fails.
+# Only `make test` and `make bench` ask for it (the service itself needs no browser): without it they fail and say why.
 browser:
 	@if [ ! -x "$(CHROMIUM)" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing Debian chromium for tests/browser ..."; \
 	    export DEBIAN_FRONTEND=noninteractive; \
 	    apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
-	  elif [ -n "$(BROWSER_OPTIONAL)" ]; then \
-	    echo "note: no Chromium at $(CHROMIUM): tests/browser need it (as root: apt-get install -y chromium)"; \
 	  else \
 	    echo "tests/browser need Chromium at $(CHROMIUM): run 'sudo apt-get install -y chromium' or set CHROMIUM" >&2; \
 	    exit 1; \
@@ -63,7 +60,7 @@ format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: setup
+bench: setup browser
 	$(BIN)/python -m bench.harness $(BENCH_ARGS)
 
 chaos: setup
