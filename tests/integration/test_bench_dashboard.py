@@ -29,6 +29,7 @@ async def test_the_stage_loads_the_page_over_real_books_and_samples_its_memory(n
     assert len(res["loadMs"]) == PLAN.loads and all(ms > 0 for ms in res["loadMs"])
     assert res["load"]["n"] == PLAN.loads and res["empty"]["n"] >= 1
     assert res["refOrders"]["n"] == res["refTrades"]["n"] == PLAN.refs
+    assert res["shown"]["n"] == PLAN.shown_orders  # every REST order's row and fill showed on the open page
     rq = res["requests"]
     assert rq["apiRequests"] >= 1 and rq["files"] >= 1, rq
     assert all("/api/" in p for p in rq["api"]), rq
