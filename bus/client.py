@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import itertools
 import re
 import ssl
 import uuid
@@ -13,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import msgspec
 import nats
 import nats.errors
 import nats.js.errors
@@ -68,12 +70,32 @@ DEFAULT_ACK_WAIT_S = 30.0  # durable consumers of a bus without a lease (a lease
 Fence = Callable[[], str]  # returns the lease header's value, or raises bus.errors.LeaseLost
 
 
+class _PubAck(msgspec.Struct):
+    """A JetStream publish's answer (nats-py's ``api.PubAck`` is built from it)."""
+
+    stream: str = ""
+    seq: int = 0
+    duplicate: bool | None = None
+    domain: str | None = None
+    error: dict[str, Any] | None = None
+
+
+_pub_ack = msgspec.json.Decoder(_PubAck)
+
+
 class FencedJetStream(JetStreamContext):
     """A JetStream context whose every write (stream publishes and the writes of the KV buckets opened through
     it) first asks the fence, when there is one: a leased actor that does not hold its lease now writes
-    nothing, and what it writes carries ``Tbx-Lease: <role>:<revision>``."""
+    nothing, and what it writes carries ``Tbx-Lease: <role>:<revision>``.
+
+    Its ``publish`` is nats-py's, made lean for the hot path (every durable write of the service goes through it):
+    the answer comes on the connection's own request inbox under a token from a counter (no random bytes per
+    write), the timeout is a timer on the answer's future (no ``wait_for`` task), and the ack is decoded by msgspec.
+    What it raises is what nats-py's raises (TimeoutError, NoStreamResponseError, APIError and its subclasses),
+    and a write in flight when the connection drops is failed by ``Bus._fail_lost_requests`` as before."""
 
     fence: Fence | None = None
+    _tokens = itertools.count(1)
 
     async def publish(
         self,
@@ -86,12 +108,44 @@ class FencedJetStream(JetStreamContext):
     ) -> api.PubAck:
         if self.fence is not None:
             headers = {**(headers or {}), LEASE_HEADER: self.fence()}
-        return await super().publish(subject, payload, timeout=timeout, stream=stream, headers=headers, msg_ttl=msg_ttl)
+        if stream is not None:
+            headers = {**(headers or {}), api.Header.EXPECTED_STREAM: stream}
+        if msg_ttl is not None:
+            headers = {**(headers or {}), api.Header.MSG_TTL: str(int(msg_ttl))}
+        nc = self._nc
+        if nc.is_draining_pubs:
+            raise nats.errors.ConnectionDrainingError
+        if not nc._resp_sub_prefix:
+            await nc._init_request_sub()
+        token = f"w{next(self._tokens)}"
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[NatsMsg] = loop.create_future()
+        nc._resp_map[token] = answer
+        timer = None
+        try:
+            await nc.publish(subject, payload, reply=nc._resp_sub_prefix.decode() + token, headers=headers)
+            timer = loop.call_later(self._timeout if timeout is None else timeout, _time_out, answer)
+            msg = await answer
+        finally:
+            if timer is not None:
+                timer.cancel()
+            nc._resp_map.pop(token, None)
+        if msg.headers and msg.headers.get(api.Header.STATUS) == "503":
+            raise nats.js.errors.NoStreamResponseError
+        ack = _pub_ack.decode(msg.data)
+        if ack.error is not None:
+            raise nats.js.errors.APIError.from_error(ack.error)
+        return api.PubAck(stream=ack.stream, seq=ack.seq, domain=ack.domain, duplicate=ack.duplicate)
 
     async def publish_async(self, *args: Any, **kwargs: Any) -> asyncio.Future[api.PubAck]:
         if self.fence is not None:
             kwargs["headers"] = {**(kwargs.get("headers") or {}), LEASE_HEADER: self.fence()}
         return await super().publish_async(*args, **kwargs)
+
+
+def _time_out(answer: asyncio.Future[NatsMsg]) -> None:
+    if not answer.done():
+        answer.set_exception(nats.errors.TimeoutError())
 
 
 @dataclass(slots=True)
@@ -185,10 +239,23 @@ def is_transient(e: BaseException) -> bool:
 def _envelope(msg: NatsMsg, js: bool) -> Envelope:
     seq, delivered, stored_at = None, 1, None
     if js:
-        md = msg.metadata
-        seq, delivered = md.sequence.stream, md.num_delivered
-        stored_at = int(md.timestamp.timestamp() * 1000) if md.timestamp else None
+        seq, delivered, stored_at = _ack_fields(msg)
     return Envelope(msg.subject, msg.reply or None, msg.headers, seq, delivered, msg, stored_at)
+
+
+def _ack_fields(msg: NatsMsg) -> tuple[int, int, int | None]:
+    """Stream sequence, delivery count and stored time (epoch ms) of a JetStream delivery, read from its reply
+    subject: ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ns>.<pending>`` (9 tokens) or the form with
+    a domain and an account hash (``$JS.ACK.<domain>.<hash>.<stream>...``, 11 or more). nats-py's ``metadata``
+    does the same and more (a datetime per message, on the hot path of every consumer); anything else goes to it."""
+    tokens = (msg.reply or "").split(".")
+    if tokens[:2] == ["$JS", "ACK"] and (len(tokens) == 9 or len(tokens) >= 11):
+        at = 2 if len(tokens) == 9 else 4
+        ns = int(tokens[at + 5])
+        return int(tokens[at + 3]), int(tokens[at + 2]), (ns // 1_000_000) or None
+    md = msg.metadata
+    stored = int(md.timestamp.timestamp() * 1000) if md.timestamp else None
+    return md.sequence.stream, md.num_delivered, stored
 
 
 class Bus:
@@ -737,14 +804,32 @@ class Bus:
         await self.js.add_consumer(stream, dataclasses.replace(info.config, ack_wait=ack_wait))
         logger.bind(actor=self.name).info("consumer {}: ack wait now {:.1f} s", durable, ack_wait)
 
-    async def _keep_alive(self, msg: NatsMsg, every: float) -> None:
-        """Tell JetStream the message in hand is still being worked on, every ``every`` seconds."""
-        while True:
-            await asyncio.sleep(every)
+    def _keep_alive(self, msg: NatsMsg, every: float) -> Callable[[], None]:
+        """Tell JetStream the message in hand is still being worked on, every ``every`` seconds, until the returned
+        function is called. A timer, not a task: most messages are handled long before the first tick."""
+        loop = asyncio.get_running_loop()
+        handle: asyncio.TimerHandle | None = None
+        sending: asyncio.Task[None] | None = None
+
+        async def send() -> None:
             try:
                 await msg.in_progress()
             except Exception as e:  # (disconnected: the redelivery it cannot stop is handled idempotently)
                 logger.bind(actor=self.name).debug("in-progress of {} not sent: {}", msg.subject, e)
+
+        def tick() -> None:
+            nonlocal handle, sending
+            sending = loop.create_task(send())
+            handle = loop.call_later(every, tick)
+
+        def stop() -> None:
+            if handle is not None:
+                handle.cancel()
+            if sending is not None:
+                sending.cancel()
+
+        handle = loop.call_later(every, tick)
+        return stop
 
     async def _handle_js(
         self, msg: NatsMsg, type_: type[T], handler: Handler[T], max_deliver: int, ack_wait: float | None = None
@@ -752,11 +837,11 @@ class Bus:
         if ack_wait is None:
             await self._handle_js_now(msg, type_, handler, max_deliver)
             return
-        alive = asyncio.create_task(self._keep_alive(msg, ack_wait / 2))
+        stop_keeping_alive = self._keep_alive(msg, ack_wait / 2)
         try:
             await self._handle_js_now(msg, type_, handler, max_deliver)
         finally:
-            alive.cancel()
+            stop_keeping_alive()
 
     async def _handle_js_now(self, msg: NatsMsg, type_: type[T], handler: Handler[T], max_deliver: int) -> None:
         env = _envelope(msg, js=True)

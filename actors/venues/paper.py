@@ -209,13 +209,17 @@ class PaperVenue:
         while len(self.recent) > RECENT_ORDERS:
             self.recent.popitem(last=False)
 
-    async def _save(self, o: SimOrder, new_trades: list[SimTrade]) -> None:
+    async def _save(self, o: SimOrder, new_trades: list[SimTrade], *, new: bool = False) -> None:
         """Store the order, then, if it traded, the balances. Callers hold ``self.lock``, so two balance writes
         never race each other. The balances in memory change only once the order is stored (a failed order
         write leaves them as stored, for the caller to roll the order back); a balance write that fails after
         the order was stored keeps them in memory (they are what the stored orders say) and the next save
-        writes them."""
-        await self.kv.put(_key(o.client_order_id), _enc.encode(o))
+        writes them. ``new``: the order's first record, written only if it has none (one write that is also the
+        check that no earlier run made it: KeyWrongLastSequenceError if one did)."""
+        if new:
+            await self.kv.create(_key(o.client_order_id), _enc.encode(o))
+        else:
+            await self.kv.put(_key(o.client_order_id), _enc.encode(o))
         if new_trades:
             base, quote = pair_currencies(o.pair)
             sign = Decimal(1) if o.side == "buy" else Decimal(-1)
@@ -335,10 +339,8 @@ class PaperVenue:
             if book is not None and m.book is None:
                 await self._on_book(book)
         async with self.lock:  # one create per client order id, ever: memory, then the venue's records
-            if (o := self.recent.get(req.client_order_id)) is not None:
+            if (o := self.recent.get(req.client_order_id) or m.resting.get(req.client_order_id)) is not None:
                 return _view(o)
-            if (known := await self.fetch_order(req.client_order_id, req.pair)) is not None:
-                return known
             o = SimOrder(
                 client_order_id=req.client_order_id,
                 venue_order_id="P" + hashlib.sha1(req.client_order_id.encode()).hexdigest()[:16],
@@ -353,7 +355,16 @@ class PaperVenue:
             )
             trades = m.submit(o, now_ms())
             self._remember(o)  # before the save: a failed save must not let a retry trade it again
-            await self._save(o, trades)
+            try:
+                await self._save(o, trades, new=True)
+            except nats.js.errors.KeyWrongLastSequenceError:
+                # its record exists: made by an earlier run (a retry of an order that left memory) - that one is
+                # the order; what this try matched is undone, and nothing of it was stored
+                _undo_new(m, o, trades)
+                self.recent.pop(o.client_order_id, None)
+                if (known := await self.fetch_order(req.client_order_id, req.pair)) is None:
+                    raise
+                return known
         return _view(o)
 
     async def cancel_order(self, client_order_id: str, pair: str, reason: str = "canceled") -> VenueOrder:
@@ -384,6 +395,14 @@ class PaperVenue:
 def _copy(o: SimOrder) -> SimOrder:
     """A copy of a resting order that matching cannot change (its trade list is its own)."""
     return msgspec.structs.replace(o, trades=list(o.trades))
+
+
+def _undo_new(m: Matcher, o: SimOrder, trades: list[SimTrade]) -> None:
+    """Undo what ``Matcher.submit`` did for a new order that turned out to exist already: its trades leave the
+    pair's position, and it rests no more. (The book liquidity it took stays taken until the next book.)"""
+    for t in trades:
+        m.position -= t.quantity if o.is_buy else -t.quantity
+    m.resting.pop(o.client_order_id, None)
 
 
 def _roll_back(m: Matcher, o: SimOrder, was: SimOrder, trades: list[SimTrade]) -> None:
