@@ -54,6 +54,7 @@ class FillTracker(Actor):
             subject=s.exec_reports(partition=self.partition),
             type_=ExecutionReport,
             handler=self._on_report,
+            lane=_order_id,  # one order's reports one after the other (its fills add up), orders side by side
         )
 
     def stats(self) -> dict[str, int | float | str]:
@@ -135,3 +136,7 @@ class FillTracker(Actor):
             severity="critical", code="OVERFILL", message=why, ts=now_ms(), pair=r.pair, order_id=r.order_id
         )
         await self.bus.js_publish(self.subjects.risk_events, alert)
+
+
+def _order_id(r: ExecutionReport) -> str:
+    return r.order_id

@@ -3,6 +3,8 @@ JetStream KV bucket STATE, reserved in blocks with compare-and-set."""
 
 from __future__ import annotations
 
+import asyncio
+
 import nats.js.errors
 from nats.js.kv import KeyValue
 
@@ -17,11 +19,14 @@ class OrderIds:
         self.day = ""
         self.next_n = 0
         self.limit = 0  # exclusive
+        self._reserving = asyncio.Lock()  # one reservation at a time: callers beside it wait for its block
 
     async def next(self) -> str:
         day = day_key(now_ms())
-        if day != self.day or self.next_n >= self.limit:
-            await self._reserve(day)
+        while day != self.day or self.next_n >= self.limit:
+            async with self._reserving:
+                if day != self.day or self.next_n >= self.limit:  # (not reserved by the caller before us)
+                    await self._reserve(day)
         n = self.next_n
         self.next_n += 1
         return order_id(day, n)

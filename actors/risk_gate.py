@@ -85,6 +85,7 @@ from domain.transition import state_name as tr_state_name
 from domain.triggers import TRIGGERED_TYPES
 from domain.valuation import Converter, DayStart, equity, mark_of, quote_rates, roll_day
 from domain.venue_ledgers import VenueLedgers
+from domain.working import Working, WorkingOrders
 from schemas.messages import (
     TERMINAL_STATUSES,
     AlertsPage,
@@ -164,23 +165,6 @@ CONFIGURABLE = {
 
 
 @dataclass(slots=True)
-class Working:
-    """A working order as the read model counts it: what is left is its quantity less the larger of
-    what its last event and the fills seen since say is filled (a fill lands before the order's event)."""
-
-    pair: str
-    sign: int
-    quantity: Decimal
-    filled_events: Decimal
-    filled_fills: Decimal
-    venue: str = ""
-
-    @property
-    def left(self) -> Decimal:
-        return self.quantity - max(self.filled_events, self.filled_fills)
-
-
-@dataclass(slots=True)
 class Pending:
     """An approval whose order the order-router has not announced yet."""
 
@@ -217,7 +201,7 @@ class RiskGate(Actor):
         self.books_model = VenueLedgers(s.BASE_CURRENCY, s.INITIAL_BALANCE, tuple(self.venue_by_name))
         self.applied = RecentIds(FILL_DEDUPE_WINDOW)  # as the ledger: the same fills booked
         self.fills_seq = 0
-        self.working: dict[str, Working] = {}  # order id -> what is left of it
+        self.working = WorkingOrders()  # order id -> what is left of it, and the sum per pair
         # every order not terminal yet, as its last event says (held ones too: a stop not triggered, a bracket leg):
         # the transition's stage capital and a revert's cleanup see the live venues' orders here
         self.open_orders: dict[str, Order] = {}
@@ -264,7 +248,9 @@ class RiskGate(Actor):
         )  # fmt: skip
         await self.books.start()
         await self.transition.start()  # before the first order: the mode it is checked in
-        await self.bus.subscribe(s.orders_submit, OrderRequest, self._on_submit, queue=self.name)
+        # orders side by side, one client order id's one after the other: a check and its reservation are made
+        # without a pause between them (``_check``), so an order checked beside another sees what that one reserved
+        await self.bus.subscribe(s.orders_submit, OrderRequest, self._on_submit, queue=self.name, lane=_coid)
         await self.bus.subscribe(s.orders_validate, OrderRequest, self._on_validate, queue=self.name)
         await self.bus.subscribe(s.query("alerts"), AlertsQuery, self._on_alerts, queue=self.name)
         await self.bus.subscribe(s.risk_config, RiskLimits, self._on_config, queue=self.name)
@@ -363,12 +349,7 @@ class RiskGate(Actor):
         # the position has it now: what still waits to fill shrinks at once, not at the order's next event
         # (an algorithm's child holds nothing itself: its fill is its parent's, whose working quantity shrinks)
         oid = parent_of_slice(f.client_order_id) or f.order_id
-        w = self.working.get(oid)
-        if w is not None:
-            w.filled_fills += f.quantity
-            if w.left <= ZERO:
-                del self.working[oid]
-        elif (p := self.pending.get(f.client_order_id)) is not None:
+        if not self.working.add_fill(oid, f.quantity) and (p := self.pending.get(f.client_order_id)) is not None:
             self.early[f.order_id] = self.early.get(f.order_id, ZERO) + f.quantity
             size = abs(p.signed)
             keep = (size - f.quantity) / size if size > ZERO else ZERO
@@ -406,12 +387,12 @@ class RiskGate(Actor):
             self.open_orders.pop(o.order_id, None)
         else:
             self.open_orders[o.order_id] = o
-        prev = self.working.pop(o.order_id, None)
+        prev = self.working.pop(o.order_id)
         seen = max(prev.filled_fills if prev else ZERO, self.early.pop(o.order_id, ZERO))
         if lock_of(o) is not None:
-            w = Working(o.pair, 1 if o.side == "buy" else -1, o.quantity, o.filled_quantity, seen, o.venue)
-            if w.left > ZERO:
-                self.working[o.order_id] = w
+            self.working.put(
+                o.order_id, Working(o.pair, 1 if o.side == "buy" else -1, o.quantity, o.filled_quantity, seen, o.venue)
+            )
 
     def _ledger(self, venue: str) -> Ledger:
         """The ledger that books what ``venue`` did: its own; the only one in a one-venue deployment."""
@@ -461,9 +442,7 @@ class RiskGate(Actor):
         conv = Converter(total, marks, bridge)  # one rate per currency for this decision
         eq = equity(total, marks, bridge, conv)  # in BASE_CURRENCY, as the ledger's
         self.peak = max(self.peak, eq)
-        working: dict[str, Decimal] = {}
-        for w in self.working.values():
-            working[w.pair] = working.get(w.pair, ZERO) + w.sign * w.left
+        working = dict(self.working.per_pair)  # (kept in step: no walk over every working order)
         for coid, p in list(self.pending.items()):
             if now - p.at > PENDING_TTL_MS:
                 del self.pending[coid]  # its order never showed up: what it reserved is free again
@@ -1140,3 +1119,7 @@ def _denied(d: Denial) -> OrderReply:
     by = "risk_service" if d.code == "RISK_SERVICE" else "local"
     validation = RiskValidation(passed=False, code=d.code, reason=d.reason, decided_by=by)
     return OrderReply(ok=False, code=d.code, field=d.field, detail=d.reason, risk_validation=validation)
+
+
+def _coid(req: OrderRequest) -> str:
+    return req.client_order_id

@@ -59,6 +59,7 @@ ELECTED_ADVISORY = "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED"  # .<stream>: publ
 LOST_REQUEST_GRACE_S = 0.5
 # a JetStream publish that fails transiently (no stream leader during an election: NoStreamResponse, 503, a
 # timeout, NATS reconnecting) is tried again with its msg id, with back-off, for at most this long in all
+LANE_LIMIT = 512  # laned messages in hand per connection (``Bus._in_lane``); beyond, the callbacks wait
 PUBLISH_RETRY_S = 3.0
 PUBLISH_MIN_ATTEMPT_S = 1.0  # the ack timeout of one try is what is left of the bound, never less than this
 PUBLISH_PAUSE_S = (0.02, 0.5)  # first and longest pause between tries
@@ -275,6 +276,12 @@ class Bus:
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        # lanes (``subscribe`` / ``consume`` with ``lane``): the last task of each lane, every lane task running, and
+        # room for more (at most LANE_LIMIT in hand per connection: beyond, the callback waits, nats-py buffers)
+        self._lane_tails: dict[tuple[int, str], asyncio.Task[None]] = {}
+        self._lane_tasks: set[asyncio.Task[None]] = set()
+        self._lane_room = asyncio.Event()
+        self._lane_room.set()
         self._follows: list[_Follow] = []
         self._synced = asyncio.Event()  # connected, and every followed stream resumed after the last reconnect
         self._synced.set()
@@ -702,9 +709,31 @@ class Bus:
 
     # ------------------------------------------------------------------------------------------------
     async def subscribe(
-        self, subject: str, type_: type[T], handler: Handler[T], *, queue: str | None = None
+        self,
+        subject: str,
+        type_: type[T],
+        handler: Handler[T],
+        *,
+        queue: str | None = None,
+        lane: Callable[[T], str] | None = None,
     ) -> Subscription:
-        """Core NATS subscription. Requests whose body does not decode get an error reply too."""
+        """Core NATS subscription. Requests whose body does not decode get an error reply too.
+
+        Without ``lane`` messages are handled one at a time, in order. With it, messages of different lanes
+        (``lane(body)``, e.g. the client order id) are handled side by side, those of one lane one at a time in
+        order (``_in_lane``): the handler must then be safe to run beside itself for other lanes."""
+
+        async def handle(body: T, env: Envelope) -> None:
+            try:
+                await handler(body, env)
+            except Exception as e:
+                logger.bind(actor=self.name).opt(exception=e).error(
+                    "handler failed on {} (msg {}): {}", env.subject, env.msg_id, e
+                )
+                if is_transient(e):  # (a JetStream publish retried within its bound, say): ask again later
+                    await self.respond_error(env, f"unavailable: {_name(e)}", transient=True)
+                else:
+                    await self.respond_error(env, f"internal error: {type(e).__name__}")
 
         async def cb(msg: NatsMsg) -> None:
             env = _envelope(msg, js=False)
@@ -714,21 +743,49 @@ class Bus:
                 await self.dead_letter(msg.subject, e.reason, msg.data)
                 await self.respond_error(env, e.reason)
                 return
-            try:
-                await handler(body, env)
-            except Exception as e:
-                logger.bind(actor=self.name).opt(exception=e).error(
-                    "handler failed on {} (msg {}): {}", msg.subject, env.msg_id, e
-                )
-                if is_transient(e):  # (a JetStream publish retried within its bound, say): ask again later
-                    await self.respond_error(env, f"unavailable: {_name(e)}", transient=True)
-                else:
-                    await self.respond_error(env, f"internal error: {type(e).__name__}")
+            if lane is None:
+                await handle(body, env)
+            else:
+                await self._in_lane(id(cb), lane(body), lambda: handle(body, env))
 
         sub = await self.nc.subscribe(subject, queue=queue or "", cb=cb)
         await self.nc.flush()  # the server knows of us when this returns: no request can miss us
         self._subs.append(sub)
         return sub
+
+    async def _in_lane(self, space: int, key: str, work: Callable[[], Awaitable[None]]) -> None:
+        """Run ``work`` in the lane ``key`` of a subscription (``space``): after the lane's previous work is over,
+        beside every other lane's. Returns once it is started (waits first while LANE_LIMIT works are in hand).
+        Counted as in hand (``stop_consuming`` waits for it) until it is over."""
+        while len(self._lane_tasks) >= LANE_LIMIT:
+            self._lane_room.clear()
+            await self._lane_room.wait()
+        k = (space, key)
+        before = self._lane_tails.get(k)
+        self._inflight += 1
+        self._idle.clear()
+
+        async def run() -> None:
+            try:
+                if before is not None and not before.done():
+                    await asyncio.wait((before,))
+                await work()
+            finally:
+                if self._lane_tails.get(k) is task:
+                    del self._lane_tails[k]
+                self._inflight -= 1
+                if self._inflight == 0:
+                    self._idle.set()
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._lane_tails[k] = task
+        self._lane_tasks.add(task)
+        task.add_done_callback(self._lane_over)
+
+    def _lane_over(self, task: asyncio.Task[None]) -> None:
+        self._lane_tasks.discard(task)
+        if len(self._lane_tasks) < LANE_LIMIT:
+            self._lane_room.set()
 
     async def consume(
         self,
@@ -741,6 +798,7 @@ class Bus:
         ack_wait: float | None = None,
         max_deliver: int = 5,
         max_ack_pending: int = 256,
+        lane: Callable[[T], str] | None = None,
     ) -> Subscription:
         """A durable JetStream consumer: what arrives while the actor is down is handled when it is back.
 
@@ -752,7 +810,8 @@ class Bus:
         ``ack_wait`` and gets delivered twice. ``ack_wait`` (s): the bus's ``ack_wait`` unless given (a leased
         actor's derives from FAILOVER_MS: what a dead instance held comes back soon); while the handler runs,
         the message is kept alive (``in_progress``) every half ack wait, so a long handler is not raced by a
-        redelivery. An existing durable whose ack wait differs is updated to it.
+        redelivery. An existing durable whose ack wait differs is updated to it. ``lane``: as for ``subscribe``
+        (messages of different lanes handled side by side, of one lane in order; each acked once handled).
         """
         wait = self.ack_wait if ack_wait is None else ack_wait
 
@@ -760,6 +819,16 @@ class Bus:
             if self._pausing:  # draining: hand it back, redelivered to whoever listens a moment from now
                 await msg.nak(delay=PAUSE_NAK_DELAY_S)
                 return
+            if lane is not None:
+                try:
+                    body = decode(msg.data, type_)
+                except DecodeFailure:
+                    pass  # handled (dead-lettered) in order below
+                else:
+                    await self._in_lane(
+                        id(cb), lane(body), lambda: self._handle_js(msg, type_, handler, max_deliver, wait, body)
+                    )
+                    return
             self._inflight += 1
             self._idle.clear()
             try:
@@ -832,22 +901,32 @@ class Bus:
         return stop
 
     async def _handle_js(
-        self, msg: NatsMsg, type_: type[T], handler: Handler[T], max_deliver: int, ack_wait: float | None = None
+        self,
+        msg: NatsMsg,
+        type_: type[T],
+        handler: Handler[T],
+        max_deliver: int,
+        ack_wait: float | None = None,
+        body: T | None = None,
     ) -> None:
         if ack_wait is None:
-            await self._handle_js_now(msg, type_, handler, max_deliver)
+            await self._handle_js_now(msg, type_, handler, max_deliver, body)
             return
         stop_keeping_alive = self._keep_alive(msg, ack_wait / 2)
         try:
-            await self._handle_js_now(msg, type_, handler, max_deliver)
+            await self._handle_js_now(msg, type_, handler, max_deliver, body)
         finally:
             stop_keeping_alive()
 
-    async def _handle_js_now(self, msg: NatsMsg, type_: type[T], handler: Handler[T], max_deliver: int) -> None:
+    async def _handle_js_now(
+        self, msg: NatsMsg, type_: type[T], handler: Handler[T], max_deliver: int, body: T | None = None
+    ) -> None:
+        """``body``: the message decoded already (a laned consumer decodes it to find its lane)."""
         env = _envelope(msg, js=True)
         log = logger.bind(actor=self.name)
         try:
-            body = decode(msg.data, type_)
+            if body is None:
+                body = decode(msg.data, type_)
         except DecodeFailure as e:
             if await self.dead_letter(msg.subject, e.reason, msg.data, env.seq):
                 await msg.term()
@@ -1123,7 +1202,7 @@ class Bus:
         """The tasks that run this connection's message handlers (one per subscription with a callback, also
         those made with ``nc.subscribe`` directly), and those of subscriptions ended by ``stop_consuming``
         whose handler may still be finishing: what must be over before a fresh instance takes over."""
-        tasks = set(self._retired)
+        tasks = set(self._retired) | self._lane_tasks
         for sub in list(self.nc._subs.values()):  # (nats-py's private map: every open subscription)
             if (task := _handler_task(sub)) is not None:
                 tasks.add(task)
@@ -1136,6 +1215,8 @@ class Bus:
         if self._resume_task is not None:
             self._resume_task.cancel()
         for task in list(self._background):
+            task.cancel()
+        for task in list(self._lane_tasks):  # (nats-py cancels the handlers it runs itself)
             task.cancel()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.nc.close(), 2.0)

@@ -271,7 +271,7 @@ class OrderRouter(Actor):
         await self.bus.subscribe(s.addressed(s.orders_modify, k), ModifyOrder, self._on_modify, queue=me)
         await self.bus.consume(
             stream=s.s_hops, durable=durable(self.name, k), subject=s.approved_orders(partition=k), type_=ApprovedOrder,
-            handler=self._on_approved,
+            handler=self._on_approved, lane=_client_order_id,
         )  # fmt: skip
         await self.bus.consume(
             stream=s.s_fills, durable=durable(self.name, k), subject=s.fills(), type_=Fill, handler=self._on_fill
@@ -333,17 +333,25 @@ class OrderRouter(Actor):
     async def _on_approved(self, a: ApprovedOrder, env: Envelope) -> None:
         req = a.request
         store = self.store
+        n_legs = (req.stop_loss is not None) + (req.take_profit is not None)
+        tag = req.pair if self.partition is not None else None
+        reservation = None
+        if store.by_client.get(req.client_order_id) is None:
+            # new, or one that left memory (its ids were reserved when it was created): reserved beside the lock,
+            # one KV write that other approvals need not wait for (the consumer's lanes keep one client order id's
+            # approvals one after the other)
+            reservation = await store.reserve(req.client_order_id, 1 + n_legs, tag)
         async with store.lock:
             known = store.by_client.get(req.client_order_id)
             ids: list[str] = []
-            if known is None:  # new, or one that left memory: its ids were reserved when it was created
-                n_legs = (req.stop_loss is not None) + (req.take_profit is not None)
-                tag = req.pair if self.partition is not None else None
-                ids, existed = await store.reserve_ids(req.client_order_id, 1 + n_legs, tag)
+            if known is None:
+                if reservation is None:  # (left memory in between)
+                    reservation = await store.reserve(req.client_order_id, 1 + n_legs, tag)
+                ids, existed, reserved_pair = reservation
                 if existed and await store.recall(ids[0]) is not None:
                     known = ids[0]
-                elif existed and store.reserved_pair is not None and not self.owns(store.reserved_pair):
-                    await self._refuse_elsewhere(a, ids[0], store.reserved_pair)  # never a second order, same id
+                elif existed and reserved_pair is not None and not self.owns(reserved_pair):
+                    await self._refuse_elsewhere(a, ids[0], reserved_pair)  # never a second order, same id
                     return
             if known is None:
                 ref = a.estimated_cost / req.quantity if a.estimated_cost and req.quantity else None
@@ -961,3 +969,8 @@ def _follow(entry: Order, leg: Order) -> Order:
     if not held_here(leg) or leg.venue == entry.venue:
         return leg
     return msgspec.structs.replace(leg, venue=entry.venue, paper_trade=entry.paper_trade, updated_at=now_ms())
+
+
+def _client_order_id(a: ApprovedOrder) -> str:
+    """The lane of an approval (``Bus.consume``): one client order id's approvals one after the other."""
+    return a.request.client_order_id

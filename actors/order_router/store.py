@@ -295,16 +295,23 @@ class OrderStore:
         in KV, so a create retried after a lost publish (even one that was stored) reuses them and never
         makes a second order. Partitioned (``pair`` given), the reservation names its pair (``ids@pair``):
         ``reserved_pair`` then says whose the ids are (another partition's order must not be made again here)."""
+        ids, existed, self.reserved_pair = await self.reserve(client_order_id, n, pair)
+        return ids, existed
+
+    async def reserve(
+        self, client_order_id: str, n: int, pair: str | None = None
+    ) -> tuple[list[str], bool, str | None]:
+        """``reserve_ids`` without the shared ``reserved_pair``: the ids, whether they were reserved before, and the
+        pair the reservation names - safe to call beside other reservations (not under ``lock``)."""
         key = _coid_key(client_order_id)
         ids = [await self.ids.next() for _ in range(n)]
         try:
             await self.kv.create(key, (",".join(ids) + (f"@{pair}" if pair else "")).encode())
-            self.reserved_pair = pair
-            return ids, False
+            return ids, False, pair
         except nats.js.errors.KeyWrongLastSequenceError:
             entry = await self.kv.get(key)
-            ids, self.reserved_pair = _reserved(entry.value)
-            return ids, True
+            ids, named = _reserved(entry.value)
+            return ids, True, named
 
     # -- the list query --------------------------------------------------------------------------------
     async def page(self, q: OrdersQuery, after: tuple[int, str] | None, limit: int) -> tuple[list[Order], str | None]:
