@@ -416,23 +416,44 @@ def group_cpu(pid: int) -> dict[int, float]:
 
 
 async def orders_flow(ctx: Ctx, nats_pid: int | None, tag: str, n: int, concurrency: int) -> dict[str, Any]:
-    """``ctx.pipelined`` with the CPU of tbx run's whole process tree and of nats-server around it."""
-    tbx_pid = ctx.tbx.pid
-    g0, n0, h0, t0 = group_cpu(tbx_pid), cpu_s(nats_pid), time.process_time(), time.perf_counter()
-    res = await ctx.pipelined(tag, 0, n, concurrency)
-    wall = time.perf_counter() - t0
-    g1, n1, h1 = group_cpu(tbx_pid), cpu_s(nats_pid), time.process_time()
-    gone = [p for p in g0 if p not in g1]  # a process that ended during the flow: its CPU is lost (counted, said)
-    tbx = sum(c - g0.get(p, 0.0) for p, c in g1.items())
-    filled = res["accepted"] - res["notFilled"]
+    """``n`` orders through ``ctx.pipelined`` in two halves, with the CPU of tbx run's whole process tree and of
+    nats-server around each; the resident memory of the tree 2 s after each half (outside the timed parts)."""
+    pid = ctx.tbx.pid
+    tbx = nats_s = bench = seconds = 0.0
+    accepted = not_filled = gone = kids = 0
+    refused: Counter[str] = Counter()
+    rss: list[float] = []
+    for half, (start, count) in zip("ab", ((0, n // 2), (n // 2, n - n // 2)), strict=True):
+        g0, n0, h0 = group_cpu(pid), cpu_s(nats_pid), time.process_time()
+        res = await ctx.pipelined(f"{tag}{half}", start, count, concurrency)
+        g1, n1, h1 = group_cpu(pid), cpu_s(nats_pid), time.process_time()
+        gone += sum(1 for p in g0 if p not in g1)  # a process that ended meanwhile: its CPU is lost (said)
+        kids = max(kids, len(g1) - 1)
+        tbx += sum(c - g0.get(p, 0.0) for p, c in g1.items())
+        nats_s += n1 - n0
+        bench += h1 - h0
+        seconds += res["seconds"] or 0.0  # first submit -> last fill
+        accepted += res["accepted"]
+        not_filled += res["notFilled"]
+        refused.update(res["refused"])
+        await asyncio.sleep(2.0)
+        rss.append(round(rss_mb(pid)[0], 1))
+    filled = accepted - not_filled
     per = (lambda s: round(s / filled * 1000, 4)) if filled else (lambda s: None)
     return {
-        **res,
-        "cpuMsPerOrder": {"tbx": per(tbx), "nats": per(n1 - n0), "total": per(tbx + n1 - n0)},
-        "benchMsPerOrder": per(h1 - h0),
-        "cores": {"tbx": round(tbx / wall, 2), "nats": round((n1 - n0) / wall, 2)},
-        "childProcesses": len(g1) - 1,
-        "processesGone": len(gone),
+        "n": n,
+        "accepted": accepted,
+        "refused": dict(refused),
+        "notFilled": not_filled,
+        "seconds": round(seconds, 3),
+        "fillRate": round(filled / seconds, 1) if filled and seconds else 0.0,
+        "cpuMsPerOrder": {"tbx": per(tbx), "nats": per(nats_s), "total": per(tbx + nats_s)},
+        "benchMsPerOrder": per(bench),
+        "cores": {"tbx": round(tbx / seconds, 2), "nats": round(nats_s / seconds, 2)} if seconds else {},
+        "childProcesses": kids,
+        "processesGone": gone,
+        "rssHalfMb": rss[0],
+        "rssFullMb": rss[1],
     }
 
 
@@ -481,7 +502,7 @@ async def stage(url: str, nats_pid: int | None, tmp: Path, tally: Tally, plan: P
     up): the bus limits, the trace and the path's floor. Everything it starts is stopped before it returns (also on
     errors)."""
     t_stage = time.perf_counter()
-    out: dict[str, Any] = {"plan": plan.__dict__ | {"steps": list(plan.steps)}, "runs": []}
+    out: dict[str, Any] = {"plan": plan.__dict__ | {"steps": list(plan.steps)}, "runs": [], "loadAtStart": _load()}
     problems: Counter[str] = Counter()
     for i in range(plan.repeat):
         tbx = Tbx(url, tmp, f"hotpath{i}")
@@ -519,6 +540,7 @@ async def stage(url: str, nats_pid: int | None, tmp: Path, tally: Tally, plan: P
             tbx.stop()
     out["logProblems"] = dict(problems)
     out["seconds"] = round(time.perf_counter() - t_stage, 1)
+    out["loadAtEnd"] = _load()
     return out
 
 
@@ -552,6 +574,8 @@ def run_figures(run: dict[str, Any]) -> dict[str, float | None]:
         "snapshotP99Ms": pct(snap, 99),
         "rssFreshMb": rss["fresh"],
         "rssBeforeMb": rss["before"],
+        "rssHalfMb": flow["rssHalfMb"],
+        "rssFullMb": flow["rssFullMb"],
         "rssAfterMb": rss["after"],
     }
 
@@ -785,16 +809,24 @@ def add_rows(t: Table, res: dict[str, Any]) -> None:
         p99Ms=p99,
     )
     fresh, before, after = m["rssFreshMb"] or 0.0, m["rssBeforeMb"] or 0.0, m["rssAfterMb"] or 0.0
-    growth = (after - before) / before if before else 0.0
+    half, full = m["rssHalfMb"] or 0.0, m["rssFullMb"] or 0.0
+    growth = (full - half) / half if half else 0.0
     rows.row(
         "resident memory, tbx run and its children",
-        f"fresh {fresh:.0f} MB, after the warm-up {before:.0f}, at the end {after:.0f} ({growth * 100:+.1f} %)",
+        f"{half:.0f} MB after half the orders flow, {full:.0f} MB after all of it ({growth * 100:+.1f} %)",
         f"flat (<= +{T_FLAT * 100:g} %)",
         verdict(growth <= T_FLAT),
         freshMb=fresh,
         beforeMb=before,
+        halfMb=half,
+        fullMb=full,
         afterMb=after,
         descendants=runs[0]["descendants"],
+    )
+    rows.note(
+        "  and",
+        f"fresh {fresh:.0f} MB, after the warm-up {before:.0f}, at the end {after:.0f} "
+        f"({runs[0]['descendants']} child processes counted)",
     )
 
 
@@ -833,7 +865,8 @@ def report(res: dict[str, Any], quick: bool, tally: Tally | None = None) -> str:
     add_rows(t, res)
     title = (
         f"{TITLE}, {'QUICK (counts scaled down: not for quoting)' if quick else 'full'} run, "
-        f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, load average {_load()}"
+        f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, load average at start {res.get('loadAtStart', '?')}, "
+        f"at the end {res.get('loadAtEnd', '?')}; the stage took {res.get('seconds', '?')} s"
     )
     lines = [t.text(title)]
     if tally is not None:
