@@ -865,8 +865,9 @@ def report(res: dict[str, Any], quick: bool, tally: Tally | None = None) -> str:
     add_rows(t, res)
     title = (
         f"{TITLE}, {'QUICK (counts scaled down: not for quoting)' if quick else 'full'} run, "
-        f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, load average at start {res.get('loadAtStart', '?')}, "
-        f"at the end {res.get('loadAtEnd', '?')}; the stage took {res.get('seconds', '?')} s"
+        f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, "
+        f"load average at start {res.get('loadAtStart', '?')}, at the end {res.get('loadAtEnd', '?')}; "
+        f"the stage took {res.get('seconds', '?')} s"
     )
     lines = [t.text(title)]
     if tally is not None:
