@@ -858,7 +858,8 @@ def fmt_rate(x: float) -> str:
 
 
 # ------------------------------------------------------------------------------------------------------
-async def run(plan: Plan, quick: bool) -> tuple[str, dict[str, Any]]:
+async def run(plan: Plan, quick: bool, results: Path = RESULTS) -> tuple[str, dict[str, Any]]:
+    """The whole run; ``results``: where the stages that write files of their own put them (hotpath.txt/.json)."""
     t_start = time.perf_counter()
     started_at = time.strftime("%Y-%m-%d %H:%M")
     load_at_start = os.getloadavg()
@@ -982,7 +983,7 @@ async def run(plan: Plan, quick: bool) -> tuple[str, dict[str, Any]]:
         except Exception as e:
             say(f"hot path: the stage failed: {e}")
             hot = {"error": f"{type(e).__name__}: {e}"[:300], "logProblems": {}}
-        hotpath.write(RESULTS / "hotpath", hotpath.report(hot, quick), hot)
+        hotpath.write(results / "hotpath", hotpath.report(hot, quick), hot)
     finally:
         if ctx is not None:
             await ctx.close()
@@ -1281,7 +1282,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--algo-parents", type=int, help="concurrent TWAPs of the algorithm stage (default 100)")
     p.add_argument("--algo-slices", type=int, help="slices of each TWAP of the algorithm stage (default 100)")
     p.add_argument("--dashboard-orders", type=int, help="orders seeded for the dashboard stage (default 1,000)")
-    p.add_argument("--out", default=str(RESULTS / "harness"), help="write OUT.txt and OUT.json")
+    p.add_argument(
+        "--out", default=str(RESULTS / "harness"), help="write OUT.txt and OUT.json (and hotpath.txt/.json beside)"
+    )
     return p.parse_args(argv)
 
 
@@ -1321,7 +1324,7 @@ def main(argv: list[str] | None = None) -> int:
                 task = asyncio.current_task()
                 assert task is not None
                 asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)  # stop as on Ctrl-C
-                return await asyncio.wait_for(run(plan, a.quick), plan.max_minutes * 60)
+                return await asyncio.wait_for(run(plan, a.quick, Path(a.out).parent), plan.max_minutes * 60)
 
             text, data = runner.run(go())
     except (KeyboardInterrupt, asyncio.CancelledError):
