@@ -155,6 +155,7 @@ class Trace:
     writes: list[str] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
     other: Counter[str] = field(default_factory=Counter)
+    steps: list[str] = field(default_factory=list)  # writes (W) and requests (R) in order, with their connection
     found: bool = False  # both ends (the signal's publish and its fill event) were seen
 
     @property
@@ -213,6 +214,8 @@ def trace_counts(msgs: Sequence[Seen], prefix: str, signal_id: str) -> Trace:
       a request is any other message with a reply subject that is not JetStream's (a delivery's ``$JS.ACK...``),
         not itself a reply (``_INBOX.``) and not a pull consumer's fetch (``$JS.API.CONSUMER.MSG.NEXT``);
       the rest is counted in ``other``: deliveries, acks, replies, pulls, plain publishes.
+    ``steps`` lists the writes (W) and requests (R) in order, each with its connection (c1, c2, ...: by the inbox
+    prefix of its reply subject, one per nats-py connection), so what runs beside the path shows.
     The answers to idle traffic (a lease's stored ack) are left out too. Everything in the window is taken as one after
     the other: at one order at a time that is the path."""
     subj_signal = f"{prefix}.signals.submit"
@@ -244,6 +247,13 @@ def trace_counts(msgs: Sequence[Seen], prefix: str, signal_id: str) -> Trace:
         return out
     out.found = True
     stored = {m.subject for m in msgs[start:] if m.subject.startswith("_INBOX.") and m.data.startswith(STORED_ACK)}
+    conns: dict[str, str] = {}  # a connection's inbox prefix (_INBOX.<nuid>.) -> c1, c2, ... in order of appearance
+
+    def step(kind: str, m: Seen) -> None:
+        parts = (m.reply or "").split(".")
+        conn = conns.setdefault(parts[1], f"c{len(conns) + 1}") if len(parts) > 2 and parts[0] == "_INBOX" else "?"
+        out.steps.append(f"{kind} {pattern(m.subject, prefix)} ({conn})")
+
     for m in msgs[start : end + 1]:
         if idle_traffic(m.subject) or (m.subject.startswith("_INBOX.") and b"_LEASES" in m.data[:100]):
             continue
@@ -255,12 +265,14 @@ def trace_counts(msgs: Sequence[Seen], prefix: str, signal_id: str) -> Trace:
             out.other["plain publish"] += 1
         elif m.reply in stored:
             out.writes.append(pattern(m.subject, prefix))
+            step("W", m)
         elif m.reply.startswith("$JS."):
             out.other["delivery"] += 1
         elif m.subject.startswith("$JS.API.CONSUMER.MSG.NEXT."):
             out.other["pull (fetch)"] += 1
         else:
             out.requests.append(pattern(m.subject, prefix))
+            step("R", m)
     return out
 
 
@@ -545,7 +557,15 @@ async def stage(url: str, nats_pid: int | None, tmp: Path, tally: Tally, plan: P
 
 
 def _trace_json(t: Trace) -> dict[str, Any]:
-    return {"found": t.found, "k": t.k, "r": t.r, "writes": t.writes, "requests": t.requests, "other": dict(t.other)}
+    return {
+        "found": t.found,
+        "k": t.k,
+        "r": t.r,
+        "writes": t.writes,
+        "requests": t.requests,
+        "steps": t.steps,
+        "other": dict(t.other),
+    }
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -714,9 +734,10 @@ def add_rows(t: Table, res: dict[str, Any]) -> None:
     )
     typical = next((x for x in found if (x["k"], x["r"]) == (k, r)), None)
     if typical is not None:
-        rows.note("  the K durable writes, in order", ", ".join(typical["writes"]) or "none")
-        rows.note("  the R requests, in order", ", ".join(typical["requests"]) or "none")
-        rows.note("  also in the window (not counted)", ", ".join(f"{a} x{b}" for a, b in typical["other"].items()))
+        head = "  one of them, in order (W write, R request)"
+        for j, st in enumerate(typical["steps"]):
+            rows.note(head if j == 0 else "", f"{j + 1:>2} {st}")
+        rows.note("  also in its window (not counted)", ", ".join(f"{a} x{b}" for a, b in typical["other"].items()))
 
     rate = m["orderRate"] or 0.0
     flow0 = runs[0]["flow"]

@@ -76,6 +76,14 @@ def test_the_writes_and_requests_on_the_path_of_one_signal() -> None:
     ]
     assert t.requests == ["<p>.query.risk", "<p>.orders.submit", "$JS.API.STREAM.MSG.GET.KV_<P>_PAPER"]
     assert (t.k, t.r) == (3, 3)
+    assert t.steps == [  # in order, with the connection of each (A, B, C, F: c1 .. c4, by first appearance)
+        "R <p>.query.risk (c1)",
+        "R <p>.orders.submit (c1)",
+        "W <p>.hop.approved.BTC_USDT (c2)",
+        "W $KV.<P>_STATE.coid.* (c3)",
+        "R $JS.API.STREAM.MSG.GET.KV_<P>_PAPER (c3)",
+        "W <p>.events.fills.BTC_USDT (c4)",
+    ]
     # the rest of the window: the signal's and the hop's deliveries, the three answers, two stored acks (not the
     # lease's), the hop's ack, the fill-tracker's pull, the signal's own publish and the two fill events that did not
     # end the window
