@@ -30,7 +30,12 @@ enough that every order is a real accepted and filled order), then measures, in 
   dashboard  a sixth ``tbx run`` with 1,000 orders and about 10,000 fills in its books: the dashboard page's
              load to its first full render in headless Chromium (p50 / p99, what it fetched), then the
              browser's memory while an hour of fills (3,600, compressed into 90 s) goes into the open page
-             (``bench/dashboard.py``; needs Playwright for Python and /usr/bin/chromium).
+             (``bench/dashboard.py``; needs Playwright for Python and /usr/bin/chromium);
+  hotpath    a seventh ``tbx run`` (issue 22): the limits of the bus (raw round trip, awaited and pipelined
+             durable writes, batched reads, nats-server CPU per write, the path's own NATS floor from a trace of
+             one signal -> fill) beside the service's orders/s, CPU per order, bus messages per order, signal ->
+             fill, POST rate, snapshot and memory, each row with its ratio to those limits (``bench/hotpath.py``;
+             also written to bench/results/hotpath.txt and hotpath.json).
 
 Every accepted order is checked to be completely filled; denials and failures are counted and a run
 with any is flagged in the table. Prints one table and writes it to bench/results/harness.txt (and
@@ -122,7 +127,7 @@ class Plan:
     memory_orders: int = 100_000
     memory_concurrency: int = 64
     drain_s: float = 120.0  # how long we wait for the fills of a phase after its last request
-    max_minutes: float = 40.0  # the whole run is stopped past this, whatever it is doing
+    max_minutes: float = 45.0  # the whole run is stopped past this, whatever it is doing
     live_orders: int = 1000  # the live-venue stage (bench/live_venue.py): orders per path, one at a time
     routing_calls: int = 20_000  # the routing stage (bench/routing.py): timed decisions (and baseline walks)
     routing_orders: int = 500  # the routing-path stage (bench/routing_path.py): orders of each kind, routed / named
@@ -138,7 +143,7 @@ class Plan:
 FULL = Plan()
 QUICK = Plan(
     raw=500, path=200, bus_count=300, signal=200, post_s=10.0, step_s=2.0, flow_signals=3000, flow_orders=3000,
-    get_s=3.0, memory_orders=10_000, drain_s=60.0, max_minutes=10.0, live_orders=100, routing_calls=2000,
+    get_s=3.0, memory_orders=10_000, drain_s=60.0, max_minutes=12.0, live_orders=100, routing_calls=2000,
     routing_orders=100, algo_parents=10, algo_slices=10, algo_interval_ms=500, dashboard_orders=100,
     dashboard_loads=5, dashboard_fills=600, dashboard_seconds=30.0,
 )  # fmt: skip
@@ -853,7 +858,8 @@ def fmt_rate(x: float) -> str:
 
 
 # ------------------------------------------------------------------------------------------------------
-async def run(plan: Plan, quick: bool) -> tuple[str, dict[str, Any]]:
+async def run(plan: Plan, quick: bool, results: Path = RESULTS) -> tuple[str, dict[str, Any]]:
+    """The whole run; ``results``: where the stages that write files of their own put them (hotpath.txt/.json)."""
     t_start = time.perf_counter()
     started_at = time.strftime("%Y-%m-%d %H:%M")
     load_at_start = os.getloadavg()
@@ -967,6 +973,17 @@ async def run(plan: Plan, quick: bool) -> tuple[str, dict[str, Any]]:
         except Exception as e:
             say(f"dashboard: the stage failed: {e}")
             dash = {"error": f"{type(e).__name__}: {e}"[:300], "logProblems": {}}
+
+        # -------- the hot path of issue 22: the bus limits beside the service, same run (bench/hotpath.py) ------
+        from bench import hotpath
+
+        say("hot path: the bus limits, a trace of the path, the service beside them")
+        try:  # as the dashboard: a failed stage is said in the table, the figures of the run are kept
+            hot = await hotpath.stage(url, nats_pid, tmp, tally, hotpath.QUICK if quick else hotpath.FULL)
+        except Exception as e:
+            say(f"hot path: the stage failed: {e}")
+            hot = {"error": f"{type(e).__name__}: {e}"[:300], "logProblems": {}}
+        hotpath.write(results / "hotpath", hotpath.report(hot, quick), hot)
     finally:
         if ctx is not None:
             await ctx.close()
@@ -1110,6 +1127,7 @@ async def run(plan: Plan, quick: bool) -> tuple[str, dict[str, Any]]:
     algos.add_rows(t, algo)
     live_venue.add_rows(t, live)
     dashboard.add_rows(t, dash)
+    hotpath.add_rows(t, hot)
 
     title = (
         f"tbx bench harness, {'QUICK (counts scaled down: not for quoting)' if quick else 'full'} run, "
@@ -1126,6 +1144,7 @@ async def run(plan: Plan, quick: bool) -> tuple[str, dict[str, Any]]:
         + Counter(algo["logProblems"])
         + Counter(live["logProblems"])
         + Counter(dash["logProblems"])
+        + Counter(hot["logProblems"])
     )
     lines.append(
         "tbx run logs (LOG_LEVEL=WARNING): "
@@ -1167,11 +1186,13 @@ async def run(plan: Plan, quick: bool) -> tuple[str, dict[str, Any]]:
             "algos": algo["logProblems"],
             "live": live["logProblems"],
             "dashboard": dash["logProblems"],
+            "hotpath": hot["logProblems"],
         },
         routingPath=routing_path.summary(rpath),
         algos=algos.summary(algo),
         liveVenue=live_venue.summary(live),
         dashboard=dashboard.summary(dash),
+        hotpath=hotpath.summary(hot),
         routing=routing_res,
     )
     return text, out
@@ -1261,7 +1282,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--algo-parents", type=int, help="concurrent TWAPs of the algorithm stage (default 100)")
     p.add_argument("--algo-slices", type=int, help="slices of each TWAP of the algorithm stage (default 100)")
     p.add_argument("--dashboard-orders", type=int, help="orders seeded for the dashboard stage (default 1,000)")
-    p.add_argument("--out", default=str(RESULTS / "harness"), help="write OUT.txt and OUT.json")
+    p.add_argument(
+        "--out", default=str(RESULTS / "harness"), help="write OUT.txt and OUT.json (and hotpath.txt/.json beside)"
+    )
     return p.parse_args(argv)
 
 
@@ -1301,7 +1324,7 @@ def main(argv: list[str] | None = None) -> int:
                 task = asyncio.current_task()
                 assert task is not None
                 asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)  # stop as on Ctrl-C
-                return await asyncio.wait_for(run(plan, a.quick), plan.max_minutes * 60)
+                return await asyncio.wait_for(run(plan, a.quick, Path(a.out).parent), plan.max_minutes * 60)
 
             text, data = runner.run(go())
     except (KeyboardInterrupt, asyncio.CancelledError):
