@@ -202,6 +202,7 @@ class RiskGate(Actor):
         self.applied = RecentIds(FILL_DEDUPE_WINDOW)  # as the ledger: the same fills booked
         self.fills_seq = 0
         self.working = WorkingOrders()  # order id -> what is left of it, and the sum per pair
+        self._watching = asyncio.Lock()  # one ``_watch`` at a time
         # every order not terminal yet, as its last event says (held ones too: a stop not triggered, a bracket leg):
         # the transition's stage capital and a revert's cleanup see the live venues' orders here
         self.open_orders: dict[str, Order] = {}
@@ -900,7 +901,12 @@ class RiskGate(Actor):
         return change
 
     async def _watch(self) -> None:
-        """Daily loss at 80% of its limit: a warning; at 100%: halt and an emergency alert. Drawdown too."""
+        """Daily loss at 80% of its limit: a warning; at 100%: halt and an emergency alert. Drawdown too. One watch
+        at a time (the timer's and those of orders denied for the loss side by side): one alert, one halt."""
+        async with self._watching:
+            await self._watch_once()
+
+    async def _watch_once(self) -> None:
         x = self.exposure()
         loss, limit = daily_loss(x), self.limits.max_daily_loss
         if loss >= limit * Decimal("0.8") and "daily80" not in self.alerted_levels:

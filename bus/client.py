@@ -60,6 +60,7 @@ LOST_REQUEST_GRACE_S = 0.5
 # a JetStream publish that fails transiently (no stream leader during an election: NoStreamResponse, 503, a
 # timeout, NATS reconnecting) is tried again with its msg id, with back-off, for at most this long in all
 LANE_LIMIT = 512  # laned messages in hand per connection (``Bus._in_lane``); beyond, the callbacks wait
+STOP_LANES_WAIT_S = 1.0  # stop_consuming: how long laned handlers cancelled past the grace may take to end
 PUBLISH_RETRY_S = 3.0
 PUBLISH_MIN_ATTEMPT_S = 1.0  # the ack timeout of one try is what is left of the bound, never less than this
 PUBLISH_PAUSE_S = (0.02, 0.5)  # first and longest pause between tries
@@ -745,18 +746,25 @@ class Bus:
                 return
             if lane is None:
                 await handle(body, env)
-            else:
-                await self._in_lane(id(cb), lane(body), lambda: handle(body, env))
+            else:  # (one that comes up once stopping has begun is dropped, as nats-py drops what it buffered)
+                await self._in_lane(id(cb), lane(body), lambda: handle(body, env), None)
 
         sub = await self.nc.subscribe(subject, queue=queue or "", cb=cb)
         await self.nc.flush()  # the server knows of us when this returns: no request can miss us
         self._subs.append(sub)
         return sub
 
-    async def _in_lane(self, space: int, key: str, work: Callable[[], Awaitable[None]]) -> None:
+    async def _in_lane(
+        self,
+        space: int,
+        key: str,
+        work: Callable[[], Awaitable[None]],
+        paused: Callable[[], Awaitable[None]] | None,
+    ) -> None:
         """Run ``work`` in the lane ``key`` of a subscription (``space``): after the lane's previous work is over,
-        beside every other lane's. Returns once it is started (waits first while LANE_LIMIT works are in hand).
-        Counted as in hand (``stop_consuming`` waits for it) until it is over."""
+        beside every other lane's. Returns once it is queued (waits first while LANE_LIMIT works are in hand).
+        Counted as in hand (``stop_consuming`` waits for it) until it is over. A work whose turn comes once
+        ``stop_consuming`` has begun does not start: ``paused`` runs instead (a durable message is handed back)."""
         while len(self._lane_tasks) >= LANE_LIMIT:
             self._lane_room.clear()
             await self._lane_room.wait()
@@ -769,7 +777,11 @@ class Bus:
             try:
                 if before is not None and not before.done():
                     await asyncio.wait((before,))
-                await work()
+                if not self._pausing:
+                    await work()
+                elif paused is not None:
+                    with contextlib.suppress(Exception):
+                        await paused()
             finally:
                 if self._lane_tails.get(k) is task:
                     del self._lane_tails[k]
@@ -826,7 +838,10 @@ class Bus:
                     pass  # handled (dead-lettered) in order below
                 else:
                     await self._in_lane(
-                        id(cb), lane(body), lambda: self._handle_js(msg, type_, handler, max_deliver, wait, body)
+                        id(cb),
+                        lane(body),
+                        lambda: self._handle_js(msg, type_, handler, max_deliver, wait, body),
+                        lambda: msg.nak(delay=PAUSE_NAK_DELAY_S),  # its turn came once stopping had begun
                     )
                     return
             self._inflight += 1
@@ -1182,6 +1197,11 @@ class Bus:
         self._pausing = True
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), grace)
+        laned = list(self._lane_tasks)  # past the grace: cancelled, as nats-py cancels its own handler in hand
+        for task in laned:
+            task.cancel()
+        if laned:
+            await asyncio.wait(laned, timeout=STOP_LANES_WAIT_S)
         # let what waits in our buffers be handed back too: a message still buffered when we unsubscribe
         # is only redelivered after ack_wait
         for _ in range(20):

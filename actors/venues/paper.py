@@ -353,6 +353,7 @@ class PaperVenue:
                 post_only=req.post_only,
                 reduce_only=req.reduce_only,
             )
+            consumed = dict(m.consumed)  # the book's liquidity taken so far (restored if this order already exists)
             trades = m.submit(o, now_ms())
             self._remember(o)  # before the save: a failed save must not let a retry trade it again
             try:
@@ -360,7 +361,7 @@ class PaperVenue:
             except nats.js.errors.KeyWrongLastSequenceError:
                 # its record exists: made by an earlier run (a retry of an order that left memory) - that one is
                 # the order; what this try matched is undone, and nothing of it was stored
-                _undo_new(m, o, trades)
+                _undo_new(m, o, trades, consumed)
                 self.recent.pop(o.client_order_id, None)
                 if (known := await self.fetch_order(req.client_order_id, req.pair)) is None:
                     raise
@@ -397,12 +398,14 @@ def _copy(o: SimOrder) -> SimOrder:
     return msgspec.structs.replace(o, trades=list(o.trades))
 
 
-def _undo_new(m: Matcher, o: SimOrder, trades: list[SimTrade]) -> None:
+def _undo_new(m: Matcher, o: SimOrder, trades: list[SimTrade], consumed: dict[tuple[str, Decimal], Decimal]) -> None:
     """Undo what ``Matcher.submit`` did for a new order that turned out to exist already: its trades leave the
-    pair's position, and it rests no more. (The book liquidity it took stays taken until the next book.)"""
+    pair's position, it rests no more, and the book's liquidity it took is there again (``consumed``: as it was
+    before; nothing else matched meanwhile - the venue's lock was held)."""
     for t in trades:
         m.position -= t.quantity if o.is_buy else -t.quantity
     m.resting.pop(o.client_order_id, None)
+    m.consumed = consumed
 
 
 def _roll_back(m: Matcher, o: SimOrder, was: SimOrder, trades: list[SimTrade]) -> None:

@@ -103,3 +103,41 @@ async def test_a_laned_subscription_answers_every_request(make_bus):
     answers = await asyncio.gather(*(bus.nc.request(subject, encode(r), timeout=5) for r in reqs))
     assert sorted(a.data for a in answers) == sorted(f'{{"ok":true,"id":"c{i}"}}'.encode() for i in range(40))
     assert sorted(seen) == sorted(r.client_order_id for r in reqs)
+
+
+async def test_stopping_cancels_what_outlives_the_grace_and_starts_nothing_queued(make_bus):
+    """Review of issue 22, finding 1: laned handlers ran on after stop_consuming (the lease released, a standby
+    taking over), and those queued in a lane started after the pause. Past the grace they are cancelled (as nats-py
+    cancels its own handler in hand) and a queued one is handed back to JetStream, never started."""
+    bus: Bus = await make_bus()
+    s = bus.subjects
+    started: list[str] = []
+    release = asyncio.Event()
+
+    async def handler(r: ExecutionReport, env: Envelope) -> None:
+        started.append(r.trade_id or "")
+        await release.wait()
+
+    await bus.consume(
+        stream=s.s_hops, durable="w", subject=s.exec_reports(), type_=ExecutionReport, handler=handler, lane=_order
+    )
+    for n in range(3):
+        await bus.js_publish(s.exec_reports("BTC_USDT"), report("A", n))
+    await eventually(lambda: asyncio.sleep(0, started == ["A-0"]), what="A-0 in hand")
+    await eventually(lambda: asyncio.sleep(0, len(bus._lane_tasks) == 3), what="A-1 and A-2 queued in the lane")
+    await bus.stop_consuming(grace=0.3)
+    assert not bus._lane_tasks  # nothing of it runs on
+    release.set()
+    await asyncio.sleep(0.3)
+    assert started == ["A-0"]  # and nothing queued started
+
+    rest: list[str] = []
+
+    async def quick(r: ExecutionReport, env: Envelope) -> None:
+        rest.append(r.trade_id or "")
+
+    again = await make_bus("again")
+    await again.consume(
+        stream=s.s_hops, durable="w", subject=s.exec_reports(), type_=ExecutionReport, handler=quick, lane=_order
+    )
+    await eventually(lambda: asyncio.sleep(0, sorted(rest) == ["A-0", "A-1", "A-2"]), timeout=40, what="all again")

@@ -48,3 +48,18 @@ async def test_a_resting_order_retried_after_a_restart_stays_the_one_resting(nat
     await again._on_book(_book("95.00"))  # it still fills, once
     stored = await _stored(again, "rest-9")
     assert (stored.status, stored.filled, len(stored.trades)) == ("closed", D("1"), 1)
+
+
+async def test_a_retry_undone_gives_the_book_its_liquidity_back(nats_url, prefix, make_bus):
+    """Review of issue 22, finding 3: the undone retry's trades kept their liquidity taken from the book until the
+    next one, so a new order on that book filled less (or worse) than the book offered."""
+    bus = await make_bus("venue")
+    venue, _ = await _venue(nats_url, prefix, bus)
+    await venue.create_order(VenueOrderRequest("mkt-x", "BTC_USDT", "buy", "market", D("1")))
+
+    again = PaperVenue(settings_for(nats_url, prefix), bus)
+    await again.start()
+    await again._on_book(_book("100.00"))  # 5 at the ask
+    await again.create_order(VenueOrderRequest("mkt-x", "BTC_USDT", "buy", "market", D("1")))  # stored: undone
+    y = await again.create_order(VenueOrderRequest("mkt-y", "BTC_USDT", "buy", "market", D("5")))
+    assert (y.status, y.filled) == ("closed", D("5"))

@@ -217,3 +217,46 @@ async def test_a_held_pair_with_no_book_counts_at_its_last_fill_price(nats_url, 
         assert r.ok, r
     finally:
         await sut.stop()
+
+
+async def test_watches_side_by_side_halt_once_with_one_alert(nats_url, prefix, client):
+    """Review of issue 22, finding 2: orders denied for the daily loss side by side (lanes) each ran the watch, each
+    saw ACTIVE and raised its own emergency alert and halt. One watch at a time: one alert, one halt."""
+    from bus.client import Envelope
+    from schemas.messages import RiskAlert
+
+    alerts: list[RiskAlert] = []
+
+    async def on_alert(a: RiskAlert, env: Envelope) -> None:
+        alerts.append(a)
+
+    sut = System(nats_url, risk_settings(nats_url, prefix, INITIAL_BALANCE="1000"))
+    await client.subscribe(client.subjects.risk_events, RiskAlert, on_alert)
+    await sut.start()
+    try:
+        await publish_book(client, [("99.00", "100")], [("100.00", "100")])
+        await client.js_publish(client.subjects.fills("BTC_USDT"), fill("loss-1", "buy", "1", "160", "0", ts=now_ms()))
+        await client.js_publish(client.subjects.fills("BTC_USDT"), fill("loss-2", "sell", "1", "100", "0", ts=now_ms()))
+
+        async def halted():
+            m = await metrics(client)
+            return m if m.trading_state == "HALTED" else None
+
+        await eventually(halted, what="the auto-halt")
+        gate = sut.running["risk-gate"]
+        original = gate.alert
+
+        async def slow_alert(*args, **kwargs):  # a round trip that takes a while: the others come in meanwhile
+            await asyncio.sleep(0.05)
+            return await original(*args, **kwargs)
+
+        gate.alert = slow_alert  # type: ignore[method-assign]
+        resumed = await client.request(client.subjects.risk_command, RiskCommand(action="resume"), RiskStateChange)
+        assert resumed.state == "ACTIVE"
+        before = sum(a.code == "DAILY_LOSS_LIMIT" for a in alerts)
+        await asyncio.gather(*(gate._watch() for _ in range(8)))
+        await eventually(halted, what="halted again")
+        await asyncio.sleep(0.3)
+        assert sum(a.code == "DAILY_LOSS_LIMIT" for a in alerts) - before == 1
+    finally:
+        await sut.stop()
