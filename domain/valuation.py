@@ -26,9 +26,10 @@ ratios and returns to RATIO_DECIMALS.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
 
 import msgspec
 
@@ -78,6 +79,7 @@ class Rounding:
 
 _EXP = [Decimal(1).scaleb(-d) for d in range(19)]  # 10^-d for the 0..18 decimals allowed
 _PRICE_EXP, _RATIO_EXP = _EXP[PRICE_DECIMALS], _EXP[RATIO_DECIMALS]
+_ZEROS = {exp: ZERO.quantize(exp) for exp in _EXP}  # 0 to each quantum
 
 
 EXACT_ENOUGH = Rounding()
@@ -324,6 +326,104 @@ class _Figures:
 
 
 _NONE = _Figures()
+_UNSET: Any = object()  # an input no figure was made from yet: the first use makes it
+
+
+class _Entry:
+    """One position's figures as the last valuation made them, and the inputs they were made from.
+
+    The inputs are remembered as the very objects (a Decimal or an int is immutable, so the same object
+    is the same value, and the entry holds it, so it cannot be freed and its id reused): a figure is
+    reused only while every one of its inputs *is* the object it was made from, else it is made again
+    the same way. An equal value in another object (``1.50`` for ``1.5``, ``-0`` for ``0``) is made
+    again: it may print differently.
+
+    Its parts: ``m_*`` the exact market value and unrealized P&L (``value``, ``unrealized``) from the mark,
+    quantity and average price; ``r_*`` those rounded (``market_value``, ``unrealized_pnl``); ``d_*`` the
+    day P&L, rounded; ``p_*`` ``riskMetrics.positionSize`` (``size``) from the value, the rate and the
+    total value, these two by value (the rounded quotient depends on the numbers only); ``s_*`` the view
+    without its marked figures (``view``), from the position alone. ``mark`` and ``day``: the mark and
+    day start of the valuation that listed it last."""
+
+    __slots__ = (
+        "base",
+        "d_dr",
+        "d_du",
+        "d_exp",
+        "d_real",
+        "d_unr",
+        "day",
+        "day_pnl",
+        "m_avg",
+        "m_mark",
+        "m_q",
+        "mark",
+        "market_value",
+        "p_rate",
+        "p_total",
+        "p_value",
+        "pair",
+        "pos",
+        "quote",
+        "r_exp",
+        "r_unrealized",
+        "r_value",
+        "s_avg",
+        "s_cur",
+        "s_cur_fees",
+        "s_cur_real",
+        "s_cycle",
+        "s_exp",
+        "s_fees",
+        "s_only",
+        "s_opened",
+        "s_q",
+        "s_real",
+        "s_updated",
+        "size",
+        "unrealized",
+        "unrealized_pnl",
+        "value",
+        "venue",
+        "view",
+    )
+
+    def __init__(self, pos: Position, pair: str, venue: str | None) -> None:
+        self.pos = pos
+        self.pair = pair
+        self.venue = venue
+        self.base, self.quote = pair_currencies(pair)
+        self.m_mark = self.m_q = self.m_avg = _UNSET
+        self.value = self.unrealized = ZERO
+        self.r_exp = self.r_value = self.r_unrealized = _UNSET
+        self.market_value = self.unrealized_pnl = ZERO
+        self.d_dr = self.d_du = self.d_real = self.d_unr = self.d_exp = self.day_pnl = _UNSET
+        self.p_value = self.p_rate = self.p_total = self.size = _UNSET
+        self.s_q = self.s_avg = self.s_real = self.s_fees = self.s_cycle = self.s_opened = _UNSET
+        self.s_updated = self.s_cur = self.s_cur_real = self.s_cur_fees = self.s_exp = _UNSET
+        self.s_only = _UNSET
+        self.view: PositionView | None = None
+        self.mark: Decimal | None = None
+        self.day: DayStart | None = None
+
+
+class ViewCache:
+    """What the valuations of some books made per position (``_Entry``), kept from one valuation to
+    the next so that only the figures whose inputs changed are made again: a position that no fill
+    moved keeps its view, one whose mark did not move keeps its market value and P&L. Every figure is
+    made from the books and marks of the valuation itself whenever any input differs (see ``_Entry``),
+    so the output is the same with a cache, a fresh one or none. One per holder of books (the ledger
+    actor keeps one); not shared between threads."""
+
+    __slots__ = ("currencies", "money", "orders", "venues")
+
+    def __init__(self) -> None:
+        # per valuation of these venues: each currency's entry; the currencies listed (balances, quoted), sorted
+        self.money: dict[tuple[str | None, ...], dict[str, _Money]] = {}
+        self.currencies: dict[tuple[str | None, ...], tuple[list[str], tuple[str, ...], list[str]]] = {}
+        self.venues: dict[str | None, dict[str, _Entry]] = {}  # venue (None: one Ledger) -> pair -> entry
+        # the open positions of a valuation of these venues, as listed, and sorted (pair, venue)
+        self.orders: dict[tuple[str | None, ...], tuple[list[_Entry], list[_Entry]]] = {}
 
 
 def snapshot(
@@ -334,11 +434,14 @@ def snapshot(
     last_seq: int,
     r: Rounding = EXACT_ENOUGH,
     bridge: str = DEFAULT_BRIDGE,
+    cache: ViewCache | None = None,
 ) -> PortfolioSnapshot:
     """The whole portfolio in the seed's shape (open positions only; flat pairs are left out), its
-    totals converted into the base currency (see the module docstring). One ledger: no ``exchange``."""
+    totals converted into the base currency (see the module docstring). One ledger: no ``exchange``.
+    ``cache``: kept from one call to the next for the same books, it spares the work on what did not
+    change (``ViewCache``); the output is the same without it."""
     conv = Converter(ledger, marks, bridge)
-    val = _valuate([(None, ledger, day)], ledger.balances, marks, conv, r, _one_venue_id)
+    val = _valuate([(None, ledger, day)], ledger.balances, marks, conv, r, None, cache or ViewCache())
     return PortfolioSnapshot(
         summary=val.summary(r, conv, day.equity if day.day else None),
         positions=val.views(r, conv, val.total_value),
@@ -348,10 +451,6 @@ def snapshot(
         ts=ts,
         balance_adjustments=[adjustment_view(a, r) for a in reversed(ledger.adjustments)],
     )
-
-
-def _one_venue_id(venue: str | None, pair: str, cycle: int) -> str:
-    return f"POS_{cycle:03d}_{pair}"
 
 
 def position_id(venue: str | None, pair: str, cycle: int, only_venue: str | None) -> str:
@@ -365,23 +464,33 @@ def position_id(venue: str | None, pair: str, cycle: int, only_venue: str | None
 def combined_marks(ledgers: Iterable[Ledger], marks: Mapping[str, Decimal]) -> dict[str, Decimal]:
     """The marks, and for a pair without one the latest fill price booked on any venue: one set of prices
     for every venue's valuation, so the venues' figures add up to the totals."""
-    last: dict[str, tuple[int, Decimal]] = {}
+    out: dict[str, Decimal] = {}
+    at: dict[str, int] = {}
     for led in ledgers:
         for pair, pos in led.positions.items():
-            if pos.last_price is not None and (pair not in last or pos.updated_at > last[pair][0]):
-                last[pair] = (pos.updated_at, pos.last_price)
-    out = {pair: p for pair, (_, p) in last.items()}
+            price = pos.last_price
+            if price is not None:
+                t = at.get(pair)
+                if t is None or pos.updated_at > t:
+                    at[pair] = pos.updated_at
+                    out[pair] = price
     out.update(marks)
     return out
 
 
+def _marks_of(ledgers: Sequence[Ledger], marks: Mapping[str, Decimal]) -> Mapping[str, Decimal]:
+    """``combined_marks`` as a valuation reads them: for one ledger the marks themselves, since a pair
+    without a mark is valued at its own last fill price anyway (``mark_of``), the same price."""
+    return marks if len(ledgers) == 1 else combined_marks(ledgers, marks)
+
+
 def books_equity(books: VenueLedgers, marks: Mapping[str, Decimal], bridge: str = DEFAULT_BRIDGE) -> Decimal:
-    """Total value of every venue's books in the base currency (the sum of the venues' equities, all valued
+    """The total value of every venue's books in the base currency (each venue's ``equity``, all valued
     at the same prices: ``combined_marks``)."""
     ledgers = [led for _, led in books]
     if not ledgers:
         return ZERO
-    cm = combined_marks(ledgers, marks)
+    cm = _marks_of(ledgers, marks)
     conv = Converter(ledgers[0], cm, bridge)
     return sum((equity(led, cm, bridge, conv) for led in ledgers), ZERO)
 
@@ -425,27 +534,28 @@ def books_snapshot(
     last_seq: int,
     r: Rounding = EXACT_ENOUGH,
     bridge: str = DEFAULT_BRIDGE,
+    cache: ViewCache | None = None,
 ) -> PortfolioSnapshot:
     """The portfolio of every venue: the top-level summary, positions and balances are all venues together
     (one position per venue and pair, each naming its ``exchange``; balances summed per currency; the
     summary's figures converted and summed as for one ledger, its ``dayPnL`` the sum of the venues'), and
     ``by_exchange`` the books of each venue (the configured ones, and any other with books), its
     ``riskMetrics.positionSize`` relative to the venue's own total value. Every venue is valued at the same
-    prices (``combined_marks``), so a venue's figures add up to the totals (before rounding)."""
+    prices (``combined_marks``), so a venue's figures add up to the totals (before rounding). ``cache``: as
+    for ``snapshot``, the same output with or without it."""
     ledgers = [led for _, led in books]
-    cm = combined_marks(ledgers, marks)
+    cm = _marks_of(ledgers, marks)
     conv = Converter(ledgers[0] if ledgers else Ledger(books.base_currency, ZERO), cm, bridge)
     only = books.venues[0] if len(books.venues) == 1 else None
-
-    def id_of(venue: str | None, pair: str, cycle: int) -> str:
-        return position_id(venue, pair, cycle, only)
+    if cache is None:
+        cache = ViewCache()
 
     parts = [(v, books.of(v), days.get(v, DayStart())) for v in books.names()]
     by_exchange: dict[str, ExchangePortfolio] = {}
     day_equity = ZERO
     val = None
     for v, led, day in parts:
-        val = _valuate([(v, led, day)], led.balances, cm, conv, r, id_of)
+        val = _valuate([(v, led, day)], led.balances, cm, conv, r, only, cache)
         by_exchange[v] = ExchangePortfolio(
             summary=val.summary(r, conv, day.equity if day.day else None),
             positions=val.views(r, conv, val.total_value),
@@ -453,7 +563,7 @@ def books_snapshot(
         )
         day_equity += day.equity if day.day else val.total_value  # a venue without a day start: no day P&L
     # one venue: its valuation is the total's (the same figures, valued once)
-    every = val if val is not None and len(parts) == 1 else _valuate(parts, books.balances(), cm, conv, r, id_of)
+    every = val if val is not None and len(parts) == 1 else _valuate(parts, books.balances(), cm, conv, r, only, cache)
     any_day = any(day.day for _, _, day in parts)
     return PortfolioSnapshot(
         summary=every.summary(r, conv, day_equity if any_day else None),
@@ -465,9 +575,6 @@ def books_snapshot(
         balance_adjustments=[adjustment_view(a, r) for a in reversed(books.recent_adjustments()[-RECENT_ADJUSTMENTS:])],
         by_exchange=by_exchange,
     )
-
-
-_Opened = tuple[str | None, str, Position, DayStart, str, "Decimal | None", Decimal, Decimal]
 
 
 @dataclass(slots=True)
@@ -485,9 +592,9 @@ class _Valued:
     unconverted: list[str]
     used: dict[str, Decimal]
     balance_views: list[BalanceView]
-    opened: list[_Opened]
+    opened: list[_Entry]  # the open positions, by pair then venue (their mark, day start and venue set)
     exps: dict[str, Decimal]
-    id_of: Callable[[str | None, str, int], str]
+    only: str | None  # the deployment's only venue (ids: ``position_id``)
 
     def summary(self, r: Rounding, conv: Converter, day_equity: Decimal | None) -> PortfolioSummary:
         base = self.base
@@ -506,15 +613,157 @@ class _Valued:
         )
 
     def views(self, r: Rounding, conv: Converter, total_value: Decimal) -> list[PositionView]:
+        """The open positions' views (the figures of ``_view``, made the same way), each figure made
+        again only when one of its inputs changed since its entry made it (``_Entry``). Called before
+        the next ``_valuate`` with the same cache (the entries hold this valuation's marks)."""
         rates = conv.rates
-        out = []
-        for venue, pair, pos, day, quote, mark, value, unrealized in self.opened:
+        exps = self.exps
+        only = self.only
+        positive = total_value > ZERO
+        out: list[PositionView] = []
+        append = out.append
+        copy = PositionView.__copy__
+        for e in self.opened:
+            pos = e.pos
+            quote = e.quote
+            exp = exps[quote]
+            q = pos.quantity
+            realized = pos.realized_pnl
+            cur = pos.current
+            if (  # what depends on the position alone
+                e.s_q is not q
+                or e.s_avg is not pos.average_price
+                or e.s_real is not realized
+                or e.s_fees is not pos.fees
+                or e.s_cycle is not pos.cycle
+                or e.s_opened is not pos.opened_at
+                or e.s_updated is not pos.updated_at
+                or e.s_cur is not cur
+                or (cur is not None and (e.s_cur_real is not cur.realized or e.s_cur_fees is not cur.fees))
+                or e.s_exp is not exp
+                or e.s_only != only
+            ):
+                _static_view(e, pos, exp, only)
+            value = e.value
+            unrealized = e.unrealized
+            if e.r_value is not value or e.r_unrealized is not unrealized or e.r_exp is not exp:
+                e.r_value, e.r_unrealized, e.r_exp = value, unrealized, exp
+                e.market_value = value.quantize(exp, ROUND_HALF_EVEN)
+                e.unrealized_pnl = unrealized.quantize(exp, ROUND_HALF_EVEN)
+            day = e.day
+            dr = day.realized.get(e.pair, ZERO)  # type: ignore[union-attr]
+            du = day.unrealized.get(e.pair, ZERO)  # type: ignore[union-attr]
+            if (
+                e.d_dr is not dr
+                or e.d_du is not du
+                or e.d_real is not realized
+                or e.d_unr is not unrealized
+                or e.d_exp is not exp
+            ):
+                e.d_dr, e.d_du, e.d_real, e.d_unr, e.d_exp = dr, du, realized, unrealized, exp
+                e.day_pnl = ((realized - dr) + (unrealized - du)).quantize(exp, ROUND_HALF_EVEN)
             rate = rates[quote] if quote in rates else conv.rate(quote)
-            view = _view(pos, pair, self.exps[quote], mark, value, unrealized, rate, day, total_value)
-            if venue is not None:
-                view = msgspec.structs.replace(view, id=self.id_of(venue, pair, pos.cycle), exchange=venue)
-            out.append(view)
+            if not positive:
+                size = ZERO
+            elif (
+                e.p_value is value
+                and e.p_total == total_value
+                and (rate == e.p_rate if rate is not None and e.p_rate is not None else rate is e.p_rate)
+            ):  # positionSize is a function of the numbers only (a product, a quotient, then rounded)
+                size = e.size
+            else:
+                value_base = value if rate is ONE else value * rate if rate is not None else ZERO
+                size = (abs(value_base) / total_value).quantize(_RATIO_EXP, ROUND_HALF_EVEN)
+                e.p_value, e.p_rate, e.p_total, e.size = value, rate, total_value, size
+            view = copy(e.view)  # type: ignore[arg-type]
+            view.current_price = e.mark
+            view.market_value = e.market_value
+            view.unrealized_pnl = e.unrealized_pnl
+            view.day_pnl = e.day_pnl
+            view.risk_metrics = RiskMetrics(position_size=size, leverage=ONE, liquidation_price=None)
+            append(view)
         return out
+
+
+def _static_view(e: _Entry, pos: Position, exp: Decimal, only: str | None) -> None:
+    """The part of a position's view that depends on the position alone (``_view``'s figures), its marked
+    figures left to fill in; remembered with what it was made from."""
+    e.s_q, e.s_avg, e.s_real, e.s_fees = pos.quantity, pos.average_price, pos.realized_pnl, pos.fees
+    e.s_cycle, e.s_opened, e.s_updated, e.s_cur = pos.cycle, pos.opened_at, pos.updated_at, pos.current
+    e.s_exp, e.s_only = exp, only
+    realized = pos.realized_pnl.quantize(exp, ROUND_HALF_EVEN)
+    fees = pos.fees.quantize(exp, ROUND_HALF_EVEN)
+    cur = pos.current
+    if cur is not None:
+        e.s_cur_real, e.s_cur_fees = cur.realized, cur.fees
+    if cur is None or not pos.quantity:
+        cycle_realized = cycle_fees = ZERO
+    else:  # the pair's first cycle is its whole life: the same figures, rounded once
+        cycle_realized = realized if cur.realized == pos.realized_pnl else cur.realized.quantize(exp, ROUND_HALF_EVEN)
+        cycle_fees = fees if cur.fees == pos.fees else cur.fees.quantize(exp, ROUND_HALF_EVEN)
+    e.view = PositionView(
+        id=position_id(e.venue, e.pair, pos.cycle, only),
+        pair=e.pair,
+        side=pos.side,  # type: ignore[arg-type]
+        quantity=abs(pos.quantity),
+        average_price=pos.average_price.quantize(_PRICE_EXP, ROUND_HALF_EVEN),
+        current_price=None,
+        market_value=ZERO,
+        unrealized_pnl=ZERO,
+        realized_pnl=realized,
+        day_pnl=ZERO,
+        fees=fees,
+        risk_metrics=_NO_RISK,
+        opened_at=pos.opened_at,
+        updated_at=pos.updated_at,
+        exchange=e.venue,
+        cycle_realized_pnl=cycle_realized,
+        cycle_fees=cycle_fees,
+        pair_realized_pnl=realized,
+        pair_fees=fees,
+    )
+
+
+_NO_RISK = RiskMetrics(position_size=ZERO, leverage=ONE, liquidation_price=None)
+
+
+class _Money:
+    """One currency's balance view and figures as the last valuation made them (see ``_Entry``: an input is
+    the very object it was made from, or the view is made again): from the ``Balance`` (its total, locked,
+    correction and reserved), the rounding quantum and whether it is the base currency."""
+
+    __slots__ = ("b", "base", "correction", "exp", "locked", "reserved", "rounded", "total", "view", "zero_figures")
+
+    def __init__(self) -> None:
+        self.b: Balance | Any | None = _UNSET
+        self.total = self.locked = self.correction = self.reserved = self.exp = self.base = _UNSET
+        self.rounded = ZERO
+        self.view: BalanceView | None = None
+        self.zero_figures: CurrencyFigures | None = None
+
+
+def _money_view(m: _Money, c: str, b: Balance | None, balance: Decimal, exp: Decimal, base: str) -> None:
+    """``m`` made again from ``b`` (``balance``: its total, 0 without one): the balance view (None when
+    it lists nothing) and the figures of a currency no pair is quoted in (None when it is not listed)."""
+    m.b, m.total, m.exp, m.base = b, balance, exp, base
+    total = m.rounded = balance.quantize(exp, ROUND_HALF_EVEN)
+    m.view = None
+    if b is not None:
+        m.locked, m.correction, m.reserved = b.locked, b.correction, b.reserved
+        if balance or b.unavailable or c == base:
+            not_free = b.unavailable  # at the venue (held) and reserved by algorithm parents: not available
+            locked = not_free.quantize(exp, ROUND_HALF_EVEN)
+            available = total if not not_free else b.available.quantize(exp, ROUND_HALF_EVEN)
+            reserved = b.reserved.quantize(exp, ROUND_HALF_EVEN)
+            m.view = BalanceView(currency=c, total=total, available=available, locked=locked, reserved=reserved)
+    m.zero_figures = None
+    if balance or c == base:
+        zero = _ZEROS[exp]
+        m.zero_figures = CurrencyFigures(realized_pnl=zero, unrealized_pnl=zero, fees_paid=zero, balance=total)
+
+
+def _order_key(e: _Entry) -> tuple[str, str]:
+    return (e.pair, e.venue or "")
 
 
 def _valuate(
@@ -523,17 +772,28 @@ def _valuate(
     marks: Mapping[str, Decimal],
     conv: Converter,
     r: Rounding,
-    id_of: Callable[[str | None, str, int], str],
+    only: str | None,
+    cache: ViewCache,
 ) -> _Valued:
     """Value the positions of ``parts`` (venue, ledger, its day start) and the ``balances`` (theirs,
-    summed): one pass, exact sums, rounded once at the end (the summary in ``_Valued.summary``)."""
+    summed): one pass, exact sums, rounded once at the end (the summary in ``_Valued.summary``). Each
+    position's market value and unrealized P&L are made again only when its mark, quantity or average
+    price is another object than the entry made them from; every sum is made afresh, in the books' order."""
     base = conv.base
     figs: dict[str, _Figures] = {}  # by quote currency
     held: dict[str, Decimal] = {}  # units held as open positions, by base currency
-    opened: list[_Opened] = []
+    opened: list[_Entry] = []
+    append = opened.append
     for venue, ledger, day in parts:
-        for pair, pos in ledger.positions.items():
-            base_c, quote = pair_currencies(pair)
+        positions = ledger.positions
+        entries = cache.venues.get(venue)
+        if entries is None or len(entries) > len(positions):  # (a position gone: its entry too)
+            entries = cache.venues[venue] = {p: e for p, e in (entries or {}).items() if positions.get(p) is e.pos}
+        for pair, pos in positions.items():
+            e = entries.get(pair)
+            if e is None or e.pos is not pos:
+                e = entries[pair] = _Entry(pos, pair, venue)
+            quote = e.quote
             f = figs.get(quote)
             if f is None:
                 f = figs[quote] = _Figures()
@@ -542,26 +802,55 @@ def _valuate(
             q = pos.quantity
             if not q:
                 continue
+            base_c = e.base
             h = held.get(base_c)
             held[base_c] = q if h is None else h + q
             mark = marks.get(pair)
             if mark is None:
                 mark = pos.last_price
-            value = unrealized = ZERO
-            if mark is not None:
-                value = q * mark
-                unrealized = q * (mark - pos.average_price)
-                f.positions += value
-                f.unrealized += unrealized
-            opened.append((venue, pair, pos, day, quote, mark, value, unrealized))
+            if mark is None:
+                e.value = e.unrealized = ZERO
+                e.m_mark = _UNSET
+            else:
+                avg = pos.average_price
+                if e.m_mark is not mark or e.m_q is not q or e.m_avg is not avg:
+                    e.m_mark, e.m_q, e.m_avg = mark, q, avg
+                    e.value = q * mark
+                    e.unrealized = q * (mark - avg)
+                f.positions += e.value
+                f.unrealized += e.unrealized
+            e.mark = mark
+            e.day = day
+            append(e)
+    order_key = tuple(v for v, _, _ in parts)
+    last = cache.orders.get(order_key)
+    if last is not None and last[0] == opened:  # the same positions open as last time: the same order
+        ordered = last[1]
+    else:
+        ordered = sorted(opened, key=_order_key)
+        cache.orders[order_key] = (opened, ordered)
 
     cash_total = positions_total = realized_total = unrealized_total = fees_total = ZERO
     unconverted: list[str] = []
     used: dict[str, Decimal] = {}
     by_currency: dict[str, CurrencyFigures] = {}
     balance_views: list[BalanceView] = []
-    zeros: dict[Decimal, Decimal] = {}
-    for c in sorted(balances.keys() | figs.keys()):
+    decimals, default = r.decimals, r.default
+    money = cache.money.get(order_key)
+    if money is None:
+        money = cache.money[order_key] = {}
+    elif len(money) > len(balances) + len(figs):  # (a currency gone: its entry too)
+        money = cache.money[order_key] = {c: m for c, m in money.items() if c in balances or c in figs}
+    listed = list(balances)
+    quoted = tuple(figs)
+    known = cache.currencies.get(order_key)
+    if known is not None and known[0] == listed and known[1] == quoted:  # the same currencies as last time
+        currencies = known[2]
+    else:
+        currencies = sorted(balances.keys() | figs.keys())
+        cache.currencies[order_key] = (listed, quoted, currencies)
+    base_at = None
+    for c in currencies:
         f = figs.get(c, _NONE)
         b = balances.get(c)
         balance = b.total if b is not None else ZERO
@@ -580,34 +869,37 @@ def _valuate(
                     unrealized_total += f.unrealized * rate
                     fees_total += f.fees * rate
         # else there is nothing in it to convert: its units are all held as positions, valued in their quote
-        exp = r.exponent(c)
-        total = balance.quantize(exp, ROUND_HALF_EVEN)
-        if b is not None and (balance or b.unavailable or c == base):
-            not_free = b.unavailable  # at the venue (held) and reserved by algorithm parents: not available
-            locked = not_free.quantize(exp, ROUND_HALF_EVEN)
-            available = total if not not_free else b.available.quantize(exp, ROUND_HALF_EVEN)
-            reserved = b.reserved.quantize(exp, ROUND_HALF_EVEN)
-            balance_views.append(
-                BalanceView(currency=c, total=total, available=available, locked=locked, reserved=reserved)
+        exp = _EXP[decimals.get(c, default)]
+        m = money.get(c)
+        if m is None:
+            m = money[c] = _Money()
+        if (
+            m.b is not b
+            or m.total is not balance
+            or m.exp is not exp
+            or m.base != base
+            or (
+                b is not None
+                and (m.locked is not b.locked or m.correction is not b.correction or m.reserved is not b.reserved)
             )
+        ):
+            _money_view(m, c, b, balance, exp, base)
+        if m.view is not None:
+            if c == base:
+                base_at = len(balance_views)
+            balance_views.append(m.view.__copy__())
         if f is _NONE:
-            if balance or c == base:
-                zero = zeros.get(exp)
-                if zero is None:
-                    zero = zeros[exp] = ZERO.quantize(exp)
-                by_currency[c] = CurrencyFigures(realized_pnl=zero, unrealized_pnl=zero, fees_paid=zero, balance=total)
+            if m.zero_figures is not None:
+                by_currency[c] = m.zero_figures.__copy__()
         else:
             by_currency[c] = CurrencyFigures(
                 realized_pnl=f.realized.quantize(exp, ROUND_HALF_EVEN),
                 unrealized_pnl=f.unrealized.quantize(exp, ROUND_HALF_EVEN),
                 fees_paid=f.fees.quantize(exp, ROUND_HALF_EVEN),
-                balance=total,
+                balance=m.rounded,
             )
-    if base in balances:  # the base currency's balance first
-        i = next((i for i, v in enumerate(balance_views) if v.currency == base), None)
-        if i is not None:
-            balance_views.insert(0, balance_views.pop(i))
-    opened.sort(key=lambda o: (o[1], o[0] or ""))
+    if base_at:  # the base currency's balance first
+        balance_views.insert(0, balance_views.pop(base_at))
     return _Valued(
         base=base,
         total_value=cash_total + positions_total,
@@ -620,9 +912,9 @@ def _valuate(
         unconverted=unconverted,
         used=used,
         balance_views=balance_views,
-        opened=opened,
+        opened=ordered,
         exps={quote: r.exponent(quote) for quote in figs},
-        id_of=id_of,
+        only=only,
     )
 
 
