@@ -29,6 +29,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
+from itertools import islice
+from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -346,6 +348,7 @@ class _Entry:
     day start of the valuation that listed it last."""
 
     __slots__ = (
+        "at",
         "base",
         "d_dr",
         "d_du",
@@ -354,13 +357,16 @@ class _Entry:
         "d_unr",
         "day",
         "day_pnl",
+        "is_marked",
+        "is_open",
         "m_avg",
         "m_mark",
         "m_q",
         "mark",
         "market_value",
+        "p_hi",
+        "p_lo",
         "p_rate",
-        "p_total",
         "p_value",
         "pair",
         "pos",
@@ -398,7 +404,9 @@ class _Entry:
         self.r_exp = self.r_value = self.r_unrealized = _UNSET
         self.market_value = self.unrealized_pnl = ZERO
         self.d_dr = self.d_du = self.d_real = self.d_unr = self.d_exp = self.day_pnl = _UNSET
-        self.p_value = self.p_rate = self.p_total = self.size = _UNSET
+        self.p_value = self.p_rate = self.p_lo = self.p_hi = self.size = _UNSET
+        self.is_open = self.is_marked = False
+        self.at = 0  # its place in the open positions (_Live)
         self.s_q = self.s_avg = self.s_real = self.s_fees = self.s_cycle = self.s_opened = _UNSET
         self.s_updated = self.s_cur = self.s_cur_real = self.s_cur_fees = self.s_exp = _UNSET
         self.s_only = _UNSET
@@ -415,9 +423,10 @@ class ViewCache:
     so the output is the same with a cache, a fresh one or none. One per holder of books (the ledger
     actor keeps one); not shared between threads."""
 
-    __slots__ = ("currencies", "money", "orders", "venues")
+    __slots__ = ("currencies", "live", "money", "orders", "venues")
 
     def __init__(self) -> None:
+        self.live: dict[str | None, _Live] = {}  # venue (None: one Ledger) -> its valuation kept up to date
         # per valuation of these venues: each currency's entry; the currencies listed (balances, quoted), sorted
         self.money: dict[tuple[str | None, ...], dict[str, _Money]] = {}
         self.currencies: dict[tuple[str | None, ...], tuple[list[str], tuple[str, ...], list[str]]] = {}
@@ -441,7 +450,7 @@ def snapshot(
     ``cache``: kept from one call to the next for the same books, it spares the work on what did not
     change (``ViewCache``); the output is the same without it."""
     conv = Converter(ledger, marks, bridge)
-    val = _valuate([(None, ledger, day)], ledger.balances, marks, conv, r, None, cache or ViewCache())
+    val = _valuate([(None, ledger, day)], ledger.balances, marks, conv, r, None, cache)
     return PortfolioSnapshot(
         summary=val.summary(r, conv, day.equity if day.day else None),
         positions=val.views(r, conv, val.total_value),
@@ -547,9 +556,6 @@ def books_snapshot(
     cm = _marks_of(ledgers, marks)
     conv = Converter(ledgers[0] if ledgers else Ledger(books.base_currency, ZERO), cm, bridge)
     only = books.venues[0] if len(books.venues) == 1 else None
-    if cache is None:
-        cache = ViewCache()
-
     parts = [(v, books.of(v), days.get(v, DayStart())) for v in books.names()]
     by_exchange: dict[str, ExchangePortfolio] = {}
     day_equity = ZERO
@@ -595,6 +601,7 @@ class _Valued:
     opened: list[_Entry]  # the open positions, by pair then venue (their mark, day start and venue set)
     exps: dict[str, Decimal]
     only: str | None  # the deployment's only venue (ids: ``position_id``)
+    made: list[PositionView] | None = None  # the views at ``total_value``, made already (``_Live``)
 
     def summary(self, r: Rounding, conv: Converter, day_equity: Decimal | None) -> PortfolioSummary:
         base = self.base
@@ -615,74 +622,109 @@ class _Valued:
     def views(self, r: Rounding, conv: Converter, total_value: Decimal) -> list[PositionView]:
         """The open positions' views (the figures of ``_view``, made the same way), each figure made
         again only when one of its inputs changed since its entry made it (``_Entry``). Called before
-        the next ``_valuate`` with the same cache (the entries hold this valuation's marks)."""
+        the next valuation with the same cache (the entries hold this valuation's marks)."""
+        if self.made is not None and total_value is self.total_value:
+            return list(self.made)
         rates = conv.rates
         exps = self.exps
         only = self.only
         positive = total_value > ZERO
         out: list[PositionView] = []
-        append = out.append
-        copy = PositionView.__copy__
         for e in self.opened:
-            pos = e.pos
             quote = e.quote
-            exp = exps[quote]
-            q = pos.quantity
-            realized = pos.realized_pnl
-            cur = pos.current
-            if (  # what depends on the position alone
-                e.s_q is not q
-                or e.s_avg is not pos.average_price
-                or e.s_real is not realized
-                or e.s_fees is not pos.fees
-                or e.s_cycle is not pos.cycle
-                or e.s_opened is not pos.opened_at
-                or e.s_updated is not pos.updated_at
-                or e.s_cur is not cur
-                or (cur is not None and (e.s_cur_real is not cur.realized or e.s_cur_fees is not cur.fees))
-                or e.s_exp is not exp
-                or e.s_only != only
-            ):
-                _static_view(e, pos, exp, only)
-            value = e.value
-            unrealized = e.unrealized
-            if e.r_value is not value or e.r_unrealized is not unrealized or e.r_exp is not exp:
-                e.r_value, e.r_unrealized, e.r_exp = value, unrealized, exp
-                e.market_value = value.quantize(exp, ROUND_HALF_EVEN)
-                e.unrealized_pnl = unrealized.quantize(exp, ROUND_HALF_EVEN)
-            day = e.day
-            dr = day.realized.get(e.pair, ZERO)  # type: ignore[union-attr]
-            du = day.unrealized.get(e.pair, ZERO)  # type: ignore[union-attr]
-            if (
-                e.d_dr is not dr
-                or e.d_du is not du
-                or e.d_real is not realized
-                or e.d_unr is not unrealized
-                or e.d_exp is not exp
-            ):
-                e.d_dr, e.d_du, e.d_real, e.d_unr, e.d_exp = dr, du, realized, unrealized, exp
-                e.day_pnl = ((realized - dr) + (unrealized - du)).quantize(exp, ROUND_HALF_EVEN)
             rate = rates[quote] if quote in rates else conv.rate(quote)
-            if not positive:
-                size = ZERO
-            elif (
-                e.p_value is value
-                and e.p_total == total_value
-                and (rate == e.p_rate if rate is not None and e.p_rate is not None else rate is e.p_rate)
-            ):  # positionSize is a function of the numbers only (a product, a quotient, then rounded)
-                size = e.size
-            else:
-                value_base = value if rate is ONE else value * rate if rate is not None else ZERO
-                size = (abs(value_base) / total_value).quantize(_RATIO_EXP, ROUND_HALF_EVEN)
-                e.p_value, e.p_rate, e.p_total, e.size = value, rate, total_value, size
-            view = copy(e.view)  # type: ignore[arg-type]
-            view.current_price = e.mark
-            view.market_value = e.market_value
-            view.unrealized_pnl = e.unrealized_pnl
-            view.day_pnl = e.day_pnl
-            view.risk_metrics = RiskMetrics(position_size=size, leverage=ONE, liquidation_price=None)
-            append(view)
+            out.append(_marked_view(e, exps[quote], rate, total_value, positive, only))
         return out
+
+
+def _same_rate(a: Decimal | None, b: Decimal | None) -> bool:
+    """The same rate for positionSize (the same number: the rounded quotient depends on it alone)."""
+    return a == b if a is not None and b is not None else a is b
+
+
+def _size(e: _Entry, value: Decimal, rate: Decimal | None, total: Decimal) -> Decimal:
+    """``riskMetrics.positionSize``: abs(value in the base currency) / ``total`` (> 0), rounded. The rounded
+    quotient never rises as the total rises (a correctly rounded quotient, then rounded again), so once two
+    totals gave the same size every total between them gives it too: the entry keeps that range
+    (``p_lo``..``p_hi``) for its value and rate and divides only for a total outside it."""
+    if e.p_value is value and _same_rate(rate, e.p_rate):
+        if e.p_lo <= total <= e.p_hi:
+            return e.size  # type: ignore[no-any-return]
+        value_base = value if rate is ONE else value * rate if rate is not None else ZERO
+        size = (abs(value_base) / total).quantize(_RATIO_EXP, ROUND_HALF_EVEN)
+        if size == e.size:
+            if total < e.p_lo:
+                e.p_lo = total
+            else:
+                e.p_hi = total
+            return e.size  # type: ignore[no-any-return]
+    else:
+        value_base = value if rate is ONE else value * rate if rate is not None else ZERO
+        size = (abs(value_base) / total).quantize(_RATIO_EXP, ROUND_HALF_EVEN)
+    e.p_value, e.p_rate, e.p_lo, e.p_hi, e.size = value, rate, total, total, size
+    return size
+
+
+def _marked_view(
+    e: _Entry,
+    exp: Decimal,
+    rate: Decimal | None,
+    total: Decimal,
+    positive: bool,
+    only: str | None,
+    check: bool = True,
+) -> PositionView:
+    """One open position's view at this valuation (``_view``'s figures), from its entry: what depends on
+    the position alone, its marked figures, its day P&L and its positionSize, each made again only when
+    one of its inputs is another object (``_Entry``); ``check`` false: the position is known unchanged
+    since its view was made (``_Live``: no fill noted for it), only its marked figures are looked at."""
+    pos = e.pos
+    q = pos.quantity
+    realized = pos.realized_pnl
+    cur = pos.current
+    if e.view is None or (
+        check
+        and (  # what depends on the position alone
+            e.s_q is not q
+            or e.s_avg is not pos.average_price
+            or e.s_real is not realized
+            or e.s_fees is not pos.fees
+            or e.s_cycle is not pos.cycle
+            or e.s_opened is not pos.opened_at
+            or e.s_updated is not pos.updated_at
+            or e.s_cur is not cur
+            or (cur is not None and (e.s_cur_real is not cur.realized or e.s_cur_fees is not cur.fees))
+            or e.s_exp is not exp
+            or e.s_only != only
+        )
+    ):
+        _static_view(e, pos, exp, only)
+    value = e.value
+    unrealized = e.unrealized
+    if e.r_value is not value or e.r_unrealized is not unrealized or e.r_exp is not exp:
+        e.r_value, e.r_unrealized, e.r_exp = value, unrealized, exp
+        e.market_value = value.quantize(exp, ROUND_HALF_EVEN)
+        e.unrealized_pnl = unrealized.quantize(exp, ROUND_HALF_EVEN)
+    day = e.day
+    dr = day.realized.get(e.pair, ZERO)  # type: ignore[union-attr]
+    du = day.unrealized.get(e.pair, ZERO)  # type: ignore[union-attr]
+    if (
+        e.d_dr is not dr
+        or e.d_du is not du
+        or e.d_real is not realized
+        or e.d_unr is not unrealized
+        or e.d_exp is not exp
+    ):
+        e.d_dr, e.d_du, e.d_real, e.d_unr, e.d_exp = dr, du, realized, unrealized, exp
+        e.day_pnl = ((realized - dr) + (unrealized - du)).quantize(exp, ROUND_HALF_EVEN)
+    size = _size(e, value, rate, total) if positive else ZERO
+    view = e.view.__copy__()  # type: ignore[union-attr]
+    view.current_price = e.mark
+    view.market_value = e.market_value
+    view.unrealized_pnl = e.unrealized_pnl
+    view.day_pnl = e.day_pnl
+    view.risk_metrics = RiskMetrics(position_size=size, leverage=ONE, liquidation_price=None)
+    return view
 
 
 def _static_view(e: _Entry, pos: Position, exp: Decimal, only: str | None) -> None:
@@ -732,7 +774,20 @@ class _Money:
     the very object it was made from, or the view is made again): from the ``Balance`` (its total, locked,
     correction and reserved), the rounding quantum and whether it is the base currency."""
 
-    __slots__ = ("b", "base", "correction", "exp", "locked", "reserved", "rounded", "total", "view", "zero_figures")
+    __slots__ = (
+        "b",
+        "base",
+        "correction",
+        "exp",
+        "figures",
+        "listed",
+        "locked",
+        "reserved",
+        "rounded",
+        "total",
+        "view",
+        "zero_figures",
+    )
 
     def __init__(self) -> None:
         self.b: Balance | Any | None = _UNSET
@@ -740,6 +795,8 @@ class _Money:
         self.rounded = ZERO
         self.view: BalanceView | None = None
         self.zero_figures: CurrencyFigures | None = None
+        self.figures: CurrencyFigures | None = None  # as listed in byCurrency (_Live)
+        self.listed = False
 
 
 def _money_view(m: _Money, c: str, b: Balance | None, balance: Decimal, exp: Decimal, base: str) -> None:
@@ -762,6 +819,336 @@ def _money_view(m: _Money, c: str, b: Balance | None, balance: Decimal, exp: Dec
         m.zero_figures = CurrencyFigures(realized_pnl=zero, unrealized_pnl=zero, fees_paid=zero, balance=total)
 
 
+_REALIZED = attrgetter("pos.realized_pnl")
+_FEES = attrgetter("pos.fees")
+_VALUE = attrgetter("value")
+_UNREALIZED = attrgetter("unrealized")
+
+
+class _Live:
+    """The valuation of one ledger (one venue's books, or a lone Ledger) kept from one call to the next
+    (``ViewCache``): each call reads what changed since the last one - the pairs and currencies the ledger
+    noted (``Ledger.watch``) and the marks that are other objects than last time - and makes again only
+    the figures that depend on them; every sum the valuation reports is made again, in the books' order,
+    whenever one of its terms changed (so it is the very sum ``_valuate`` makes), and each open position's
+    positionSize is checked against the new total (``_size``). Anything else (another ledger, rounding,
+    day start, venue or base currency; a position or balance gone or replaced) starts it afresh."""
+
+    __slots__ = (
+        "balance_views",
+        "base",
+        "by_base",
+        "by_currency",
+        "by_quote",
+        "cash",
+        "changes",
+        "contributing",
+        "currencies",
+        "day",
+        "entries",
+        "fees",
+        "held",
+        "index",
+        "ledger",
+        "marked",
+        "marks",
+        "money",
+        "n_balances",
+        "only",
+        "opened",
+        "positions_value",
+        "positive",
+        "r",
+        "rates",
+        "realized",
+        "seen",
+        "total",
+        "unrealized",
+        "venue",
+        "views",
+    )
+
+    def __init__(self, ledger: Ledger, day: DayStart, r: Rounding, only: str | None, venue: str | None) -> None:
+        self.ledger = ledger
+        self.changes = ledger.watch()
+        self.seen = -1  # nothing valued yet: everything is new
+        self.day, self.r, self.only, self.venue, self.base = day, r, only, venue, ledger.base_currency
+        self.entries: dict[str, _Entry] = {}  # in the ledger's order
+        self.by_quote: dict[str, list[_Entry]] = {}  # every position, by quote currency, in the ledger's order
+        self.by_base: dict[str, list[_Entry]] = {}  # every position, by base currency, in the ledger's order
+        self.marked: dict[str, list[_Entry]] = {}  # the open positions with a mark, by quote, in order
+        self.realized: dict[str, Decimal] = {}
+        self.fees: dict[str, Decimal] = {}
+        self.positions_value: dict[str, Decimal] = {}
+        self.unrealized: dict[str, Decimal] = {}
+        self.held: dict[str, Decimal] = {}
+        self.money: dict[str, _Money] = {}
+        self.cash: dict[str, Decimal] = {}
+        self.contributing: set[str] = set()  # currencies with cash or figures to convert
+        self.currencies: list[str] = []  # sorted
+        self.n_balances = 0
+        self.balance_views: list[BalanceView] = []
+        self.index: dict[str, int] = {}  # currency -> its place in balance_views
+        self.by_currency: dict[str, CurrencyFigures] = {}
+        self.opened: list[_Entry] = []  # sorted by pair
+        self.views: list[PositionView] = []
+        self.marks: dict[str, Decimal] = {}  # the marks of the last call
+        self.rates: dict[str, Decimal | None] = {}  # per quote, the rate the sizes were made with
+        self.total: Decimal | None = None  # the total value the views were sized for
+        self.positive: bool | None = None  # whether it was above zero (positionSize 0 otherwise)
+
+    def fits(self, ledger: Ledger, day: DayStart, r: Rounding, only: str | None) -> bool:
+        return (
+            ledger is self.ledger
+            and day is self.day
+            and r is self.r
+            and only == self.only
+            and ledger.base_currency == self.base
+            and len(ledger.positions) >= len(self.entries)
+            and len(ledger.balances) >= self.n_balances
+        )
+
+    def value(self, marks: Mapping[str, Decimal], conv: Converter) -> _Valued | None:
+        """This call's valuation; None when the books changed in a way it does not follow (start afresh)."""
+        led = self.ledger
+        positions = led.positions
+        balances = led.balances
+        entries = self.entries
+        fresh = self.seen < 0
+        pairs, currencies = self.changes.since(self.seen)
+        self.seen = self.changes.rev
+        changed = set(pairs)
+        refresh = set(currencies)
+        # positions new since the last call (the ledger only adds them, at the end)
+        if len(positions) > len(entries):
+            venue, day = self.venue, self.day
+            for pair, pos in islice(positions.items(), len(entries), None):
+                e = entries[pair] = _Entry(pos, pair, venue)
+                e.day = day
+                self.by_quote.setdefault(e.quote, []).append(e)
+                self.by_base.setdefault(e.base, []).append(e)
+                changed.add(pair)
+        # marks that are other objects than last time
+        prev = self.marks
+        moved = [p for p, m in marks.items() if prev.get(p) is not m]
+        added = sum(1 for p in moved if p not in prev)
+        gone = [p for p in prev if p not in marks] if len(prev) + added != len(marks) else []
+        for p in moved:
+            prev[p] = marks[p]
+        for p in gone:
+            del prev[p]
+        touched = changed.union(p for p in moved if p in entries)
+        touched.update(p for p in gone if p in entries)
+
+        dirty: set[_Entry] = set()
+        state_quotes: set[str] = set()
+        value_quotes: set[str] = set()
+        marked_quotes: set[str] = set()
+        bases: set[str] = set()
+        reopened = fresh
+        for pair in touched:
+            e = entries[pair]
+            pos = positions.get(pair)
+            if pos is not e.pos:
+                return None  # replaced: start afresh
+            quote = e.quote
+            if pair in changed:
+                state_quotes.add(quote)
+                bases.add(e.base)
+            q = pos.quantity
+            mark = marks.get(pair)
+            if mark is None:
+                mark = pos.last_price
+            is_open = bool(q)
+            is_marked = is_open and mark is not None
+            if is_marked:
+                avg = pos.average_price
+                if e.m_mark is not mark or e.m_q is not q or e.m_avg is not avg:
+                    e.m_mark, e.m_q, e.m_avg = mark, q, avg
+                    e.value = q * mark
+                    e.unrealized = q * (mark - avg)
+                    value_quotes.add(quote)
+            else:
+                if e.value is not ZERO or e.unrealized is not ZERO:
+                    value_quotes.add(quote)
+                e.value = e.unrealized = ZERO
+                e.m_mark = _UNSET
+            if is_marked != e.is_marked:
+                e.is_marked = is_marked
+                marked_quotes.add(quote)
+                value_quotes.add(quote)
+            if is_open != e.is_open:
+                e.is_open = is_open
+                reopened = True
+            e.mark = mark
+            dirty.add(e)
+
+        # the sums, each in the books' order as _valuate makes it
+        for quote in state_quotes:
+            if quote not in self.marked:  # a new quote currency
+                marked_quotes.add(quote)
+                value_quotes.add(quote)
+        for quote in state_quotes:
+            lst = self.by_quote[quote]
+            self.realized[quote] = sum(map(_REALIZED, lst), ZERO)
+            self.fees[quote] = sum(map(_FEES, lst), ZERO)
+        for quote in marked_quotes:
+            self.marked[quote] = [e for e in self.by_quote[quote] if e.is_marked]
+        for quote in value_quotes:
+            lst = self.marked.get(quote, [])
+            self.positions_value[quote] = sum(map(_VALUE, lst), ZERO)
+            self.unrealized[quote] = sum(map(_UNREALIZED, lst), ZERO)
+        held = self.held
+        for c in bases:
+            h = None
+            for e in self.by_base[c]:
+                q = e.pos.quantity
+                if q:
+                    h = q if h is None else h + q
+            if h is None:
+                held.pop(c, None)
+            else:
+                held[c] = h
+        refresh |= bases
+        refresh |= state_quotes
+        refresh |= value_quotes
+
+        # the currencies: each refreshed one's cash, balance view and figures
+        base = self.base
+        by_quote = self.by_quote
+        new_currencies = fresh or len(balances) != self.n_balances or any(q not in self.money for q in by_quote)
+        if new_currencies:
+            self.currencies = sorted(balances.keys() | by_quote.keys())
+            self.n_balances = len(balances)
+            refresh = set(self.currencies)
+        decimals, default = self.r.decimals, self.r.default
+        money = self.money
+        relist = new_currencies
+        for c in refresh:
+            b = balances.get(c)
+            balance = b.total if b is not None else ZERO
+            h = held.get(c)
+            cash = balance if h is None else balance - h
+            self.cash[c] = cash
+            quoted = c in by_quote
+            if cash or (quoted and (self.positions_value[c] or self.realized[c] or self.unrealized[c] or self.fees[c])):
+                self.contributing.add(c)
+            else:
+                self.contributing.discard(c)
+            exp = _EXP[decimals.get(c, default)]
+            m = money.get(c)
+            if m is None:
+                m = money[c] = _Money()
+            was = (m.view is not None, m.listed)
+            if (
+                m.b is not b
+                or m.total is not balance
+                or m.exp is not exp
+                or m.base != base
+                or (
+                    b is not None
+                    and (m.locked is not b.locked or m.correction is not b.correction or m.reserved is not b.reserved)
+                )
+            ):
+                _money_view(m, c, b, balance, exp, base)
+            if quoted:
+                m.figures = CurrencyFigures(
+                    realized_pnl=self.realized[c].quantize(exp, ROUND_HALF_EVEN),
+                    unrealized_pnl=self.unrealized[c].quantize(exp, ROUND_HALF_EVEN),
+                    fees_paid=self.fees[c].quantize(exp, ROUND_HALF_EVEN),
+                    balance=m.rounded,
+                )
+            else:
+                m.figures = m.zero_figures
+            m.listed = m.figures is not None
+            if relist:
+                continue
+            if (m.view is not None, m.listed) != was:
+                relist = True
+                continue
+            if m.view is not None:
+                self.balance_views[self.index[c]] = m.view
+            if m.figures is not None:
+                self.by_currency[c] = m.figures
+        if relist:  # a currency listed or unlisted: the lists made again, in order
+            views = [money[c].view for c in self.currencies if money[c].view is not None]
+            at = next((i for i, v in enumerate(views) if v.currency == base), None)  # type: ignore[union-attr]
+            if at:  # the base currency's balance first
+                views.insert(0, views.pop(at))
+            self.balance_views = views  # type: ignore[assignment]
+            self.index = {v.currency: i for i, v in enumerate(self.balance_views)}
+            self.by_currency = {c: money[c].figures for c in self.currencies if money[c].figures is not None}  # type: ignore[misc]
+
+        # the totals, over the currencies in order
+        cash_total = positions_total = realized_total = unrealized_total = fees_total = ZERO
+        unconverted: list[str] = []
+        used: dict[str, Decimal] = {}
+        for c in sorted(self.contributing):
+            rate = conv.rate(c)
+            if rate is None:
+                unconverted.append(c)
+            else:
+                used[c] = rate
+                cash_total += self.cash[c] * rate
+                if c in by_quote:
+                    positions_total += self.positions_value[c] * rate
+                    realized_total += self.realized[c] * rate
+                    unrealized_total += self.unrealized[c] * rate
+                    fees_total += self.fees[c] * rate
+        total_value = cash_total + positions_total
+        exps = {quote: _EXP[decimals.get(quote, default)] for quote in by_quote}
+
+        # the views: those whose position or mark changed made again, the others' positionSize checked
+        only = self.only
+        positive = total_value > ZERO
+        rates = {quote: conv.rate(quote) for quote in by_quote}
+        stale = {quote for quote, rate in rates.items() if not _same_rate(rate, self.rates.get(quote, _UNSET))}
+        self.rates = rates
+        if reopened or positive is not self.positive:
+            self.opened = sorted((e for e in entries.values() if e.is_open), key=_order_key)
+            views = self.views = []
+            for i, e in enumerate(self.opened):
+                e.at = i
+                views.append(_marked_view(e, exps[e.quote], rates[e.quote], total_value, positive, only))
+        else:
+            views = self.views
+            if stale:
+                dirty.update(e for e in self.opened if e.quote in stale)
+            for e in dirty:
+                if e.is_open:
+                    quote = e.quote
+                    check = e.pair in changed or e.quote in stale
+                    views[e.at] = _marked_view(e, exps[quote], rates[quote], total_value, positive, only, check)
+            if positive and total_value != self.total:  # every positionSize checked against the new total
+                for i, e in enumerate(self.opened):
+                    if e.p_lo <= total_value <= e.p_hi:  # (made at this total already, or sized alike for it)
+                        continue
+                    size = _size(e, e.value, rates[e.quote], total_value)
+                    view = views[i]
+                    if size is not view.risk_metrics.position_size:
+                        view = views[i] = view.__copy__()
+                        view.risk_metrics = RiskMetrics(position_size=size, leverage=ONE, liquidation_price=None)
+        self.positive = positive
+        self.total = total_value
+        return _Valued(
+            base=base,
+            total_value=total_value,
+            cash_total=cash_total,
+            positions_total=positions_total,
+            realized_total=realized_total,
+            unrealized_total=unrealized_total,
+            fees_total=fees_total,
+            by_currency=dict(self.by_currency),
+            unconverted=unconverted,
+            used=used,
+            balance_views=list(self.balance_views),
+            opened=self.opened,
+            exps=exps,
+            only=only,
+            made=self.views,
+        )
+
+
 def _order_key(e: _Entry) -> tuple[str, str]:
     return (e.pair, e.venue or "")
 
@@ -773,12 +1160,26 @@ def _valuate(
     conv: Converter,
     r: Rounding,
     only: str | None,
-    cache: ViewCache,
+    cache: ViewCache | None,
 ) -> _Valued:
     """Value the positions of ``parts`` (venue, ledger, its day start) and the ``balances`` (theirs,
     summed): one pass, exact sums, rounded once at the end (the summary in ``_Valued.summary``). Each
     position's market value and unrealized P&L are made again only when its mark, quantity or average
-    price is another object than the entry made them from; every sum is made afresh, in the books' order."""
+    price is another object than the entry made them from; every sum is made afresh, in the books' order.
+    With a cache, the books of one ledger are valued by its ``_Live`` (only what changed since its last call)."""
+    if cache is None:
+        cache = ViewCache()
+    elif len(parts) == 1 and balances is parts[0][1].balances:
+        venue, ledger, day = parts[0]
+        live = cache.live.get(venue)
+        if live is None or not live.fits(ledger, day, r, only):
+            live = cache.live[venue] = _Live(ledger, day, r, only, venue)
+        val = live.value(marks, conv)
+        if val is None:  # the books changed in a way it does not follow: afresh
+            live = cache.live[venue] = _Live(ledger, day, r, only, venue)
+            val = live.value(marks, conv)
+        if val is not None:
+            return val
     base = conv.base
     figs: dict[str, _Figures] = {}  # by quote currency
     held: dict[str, Decimal] = {}  # units held as open positions, by base currency
