@@ -900,7 +900,7 @@ class _Live:
     def fits(self, ledger: Ledger, day: DayStart, r: Rounding, only: str | None) -> bool:
         return (
             ledger is self.ledger
-            and day is self.day
+            and (day is self.day or (_no_day(day) and _no_day(self.day)))
             and r is self.r
             and only == self.only
             and ledger.base_currency == self.base
@@ -1147,6 +1147,11 @@ class _Live:
             only=only,
             made=self.views,
         )
+
+
+def _no_day(day: DayStart) -> bool:
+    """A day start that is none yet (``DayStart()``): any two of them value alike."""
+    return not day.day and not day.realized and not day.unrealized
 
 
 def _order_key(e: _Entry) -> tuple[str, str]:

@@ -2,7 +2,6 @@
 faster one is checked against, figure by figure (tests/unit/test_valuation_fast.py). Not used by the service."""
 # ruff: noqa
 
-
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
