@@ -30,7 +30,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 from itertools import islice
-from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -203,19 +202,28 @@ def equity(
     rates = conv.rates
     total = ZERO
     held: dict[str, Decimal] = {}
+    split = _SPLIT
+    get_mark = marks.get
     for pair, pos in ledger.positions.items():
         q = pos.quantity
         if not q:
             continue
-        base, quote = pair_currencies(pair)
+        cs = split.get(pair)
+        if cs is None:
+            if len(split) > 65_536:
+                split.clear()
+            cs = split[pair] = pair_currencies(pair)
+        base, quote = cs
         h = held.get(base)
         held[base] = q if h is None else h + q
-        m = marks.get(pair)
+        m = get_mark(pair)
         if m is None:
             m = pos.last_price
             if m is None:
                 continue
-        rate = rates[quote] if quote in rates else conv.rate(quote)
+        rate = rates.get(quote, _UNSET)
+        if rate is _UNSET:
+            rate = conv.rate(quote)
         if rate is ONE:
             total += q * m
         elif rate is not None:
@@ -228,6 +236,9 @@ def equity(
             if rate is not None:
                 total += cash if rate is ONE else cash * rate
     return total
+
+
+_SPLIT: dict[str, tuple[str, str]] = {}  # pair -> (base, quote), as pair_currencies splits it
 
 
 def roll_day(
@@ -364,12 +375,14 @@ class _Entry:
         "m_q",
         "mark",
         "market_value",
+        "mi",
         "p_hi",
         "p_lo",
         "p_rate",
         "p_value",
         "pair",
         "pos",
+        "qi",
         "quote",
         "r_exp",
         "r_unrealized",
@@ -406,7 +419,7 @@ class _Entry:
         self.d_dr = self.d_du = self.d_real = self.d_unr = self.d_exp = self.day_pnl = _UNSET
         self.p_value = self.p_rate = self.p_lo = self.p_hi = self.size = _UNSET
         self.is_open = self.is_marked = False
-        self.at = 0  # its place in the open positions (_Live)
+        self.at = self.qi = self.mi = 0  # its place in the open positions, by_quote and marked (_Live)
         self.s_q = self.s_avg = self.s_real = self.s_fees = self.s_cycle = self.s_opened = _UNSET
         self.s_updated = self.s_cur = self.s_cur_real = self.s_cur_fees = self.s_exp = _UNSET
         self.s_only = _UNSET
@@ -662,7 +675,24 @@ def _size(e: _Entry, value: Decimal, rate: Decimal | None, total: Decimal) -> De
         value_base = value if rate is ONE else value * rate if rate is not None else ZERO
         size = (abs(value_base) / total).quantize(_RATIO_EXP, ROUND_HALF_EVEN)
     e.p_value, e.p_rate, e.p_lo, e.p_hi, e.size = value, rate, total, total, size
+    # the totals that give this size reach about |value| / (size +- half its last digit): taken (a little
+    # inside) when the size there is this one too, so that every total between gives it (see above)
+    v = abs(value_base)
+    lo = v / (size + _HALF_RATIO) * _INSIDE_UP
+    if ZERO < lo < total and (v / lo).quantize(_RATIO_EXP, ROUND_HALF_EVEN) == size:
+        e.p_lo = lo
+    if size <= _HALF_RATIO:  # 0: any larger total gives 0 too
+        e.p_hi = _INFINITY
+    else:
+        hi = v / (size - _HALF_RATIO) * _INSIDE_DOWN
+        if hi > total and (v / hi).quantize(_RATIO_EXP, ROUND_HALF_EVEN) == size:
+            e.p_hi = hi
     return size
+
+
+_HALF_RATIO = _RATIO_EXP / 2
+_INSIDE_UP, _INSIDE_DOWN = ONE + Decimal("1e-18"), ONE - Decimal("1e-18")
+_INFINITY = Decimal("Infinity")
 
 
 def _marked_view(
@@ -819,12 +849,6 @@ def _money_view(m: _Money, c: str, b: Balance | None, balance: Decimal, exp: Dec
         m.zero_figures = CurrencyFigures(realized_pnl=zero, unrealized_pnl=zero, fees_paid=zero, balance=total)
 
 
-_REALIZED = attrgetter("pos.realized_pnl")
-_FEES = attrgetter("pos.fees")
-_VALUE = attrgetter("value")
-_UNREALIZED = attrgetter("unrealized")
-
-
 class _Live:
     """The valuation of one ledger (one venue's books, or a lone Ledger) kept from one call to the next
     (``ViewCache``): each call reads what changed since the last one - the pairs and currencies the ledger
@@ -862,10 +886,12 @@ class _Live:
         "rates",
         "realized",
         "seen",
+        "terms",
         "total",
         "unrealized",
         "venue",
         "views",
+        "vterms",
     )
 
     def __init__(self, ledger: Ledger, day: DayStart, r: Rounding, only: str | None, venue: str | None) -> None:
@@ -877,6 +903,9 @@ class _Live:
         self.by_quote: dict[str, list[_Entry]] = {}  # every position, by quote currency, in the ledger's order
         self.by_base: dict[str, list[_Entry]] = {}  # every position, by base currency, in the ledger's order
         self.marked: dict[str, list[_Entry]] = {}  # the open positions with a mark, by quote, in order
+        # the terms of the sums, in the order of by_quote (realized, fees) and of marked (value, unrealized)
+        self.terms: dict[str, tuple[list[Decimal], list[Decimal]]] = {}
+        self.vterms: dict[str, tuple[list[Decimal], list[Decimal]]] = {}
         self.realized: dict[str, Decimal] = {}
         self.fees: dict[str, Decimal] = {}
         self.positions_value: dict[str, Decimal] = {}
@@ -988,16 +1017,38 @@ class _Live:
             if quote not in self.marked:  # a new quote currency
                 marked_quotes.add(quote)
                 value_quotes.add(quote)
+        terms = self.terms
         for quote in state_quotes:
             lst = self.by_quote[quote]
-            self.realized[quote] = sum(map(_REALIZED, lst), ZERO)
-            self.fees[quote] = sum(map(_FEES, lst), ZERO)
+            t = terms.get(quote)
+            if t is None or len(t[0]) != len(lst):
+                for i, e in enumerate(lst):
+                    e.qi = i
+                t = terms[quote] = ([e.pos.realized_pnl for e in lst], [e.pos.fees for e in lst])
+        for pair in changed:
+            e = entries[pair]
+            t = terms[e.quote]
+            t[0][e.qi] = e.pos.realized_pnl
+            t[1][e.qi] = e.pos.fees
+        for quote in state_quotes:
+            t = terms[quote]
+            self.realized[quote] = sum(t[0], ZERO)
+            self.fees[quote] = sum(t[1], ZERO)
+        vterms = self.vterms
         for quote in marked_quotes:
-            self.marked[quote] = [e for e in self.by_quote[quote] if e.is_marked]
+            m = self.marked[quote] = [e for e in self.by_quote[quote] if e.is_marked]
+            for i, e in enumerate(m):
+                e.mi = i
+            vterms[quote] = ([e.value for e in m], [e.unrealized for e in m])
+        for e in dirty:
+            if e.is_marked and e.quote not in marked_quotes:
+                vt = vterms[e.quote]
+                vt[0][e.mi] = e.value
+                vt[1][e.mi] = e.unrealized
         for quote in value_quotes:
-            lst = self.marked.get(quote, [])
-            self.positions_value[quote] = sum(map(_VALUE, lst), ZERO)
-            self.unrealized[quote] = sum(map(_UNREALIZED, lst), ZERO)
+            vt = vterms[quote]
+            self.positions_value[quote] = sum(vt[0], ZERO)
+            self.unrealized[quote] = sum(vt[1], ZERO)
         held = self.held
         for c in bases:
             h = None

@@ -101,7 +101,8 @@ class Books:
                 BalanceAdjusted(
                     adjustment_id=f"a{self.n}", venue=self.venue, currency=c, from_total=total,
                     from_available=total, to_total=total + delta, to_available=total + delta,
-                    locked_delta=D(0), reason="mismatch", fills_seq=self.n, reading_fills_seq=self.n, reading_seq=self.n, reading_ts=self.n, ts=self.n,
+                    locked_delta=D(0), reason="mismatch", fills_seq=self.n, reading_fills_seq=self.n,
+                    reading_seq=self.n, reading_ts=self.n, ts=self.n,
                 )
             )  # fmt: skip
         elif kind == "day":
