@@ -615,6 +615,7 @@ class _Valued:
     exps: dict[str, Decimal]
     only: str | None  # the deployment's only venue (ids: ``position_id``)
     made: list[PositionView] | None = None  # the views at ``total_value``, made already (``_Live``)
+    plain: list[_Opened] | None = None  # the open positions as ``_valuate_plain`` lists them (no cache)
 
     def summary(self, r: Rounding, conv: Converter, day_equity: Decimal | None) -> PortfolioSummary:
         base = self.base
@@ -639,6 +640,16 @@ class _Valued:
         if self.made is not None and total_value is self.total_value:
             return list(self.made)
         rates = conv.rates
+        if self.plain is not None:  # no cache: each view made by ``_view``, straight from its figures
+            only = self.only
+            out = []
+            for venue, pair, pos, day, quote, mark, value, unrealized in self.plain:
+                rate = rates[quote] if quote in rates else conv.rate(quote)
+                view = _view(pos, pair, self.exps[quote], mark, value, unrealized, rate, day, total_value)
+                if venue is not None:
+                    view = msgspec.structs.replace(view, id=position_id(venue, pair, pos.cycle, only), exchange=venue)
+                out.append(view)
+            return out
         exps = self.exps
         only = self.only
         positive = total_value > ZERO
@@ -1222,10 +1233,11 @@ def _valuate(
     summed): one pass, exact sums, rounded once at the end (the summary in ``_Valued.summary``). Each
     position's market value and unrealized P&L are made again only when its mark, quantity or average
     price is another object than the entry made them from; every sum is made afresh, in the books' order.
-    With a cache, the books of one ledger are valued by its ``_Live`` (only what changed since its last call)."""
+    With a cache, the books of one ledger are valued by its ``_Live`` (only what changed since its last call).
+    Without one (the first valuation after a start, books made for one call): ``_valuate_plain``."""
     if cache is None:
-        cache = ViewCache()
-    elif len(parts) == 1 and balances is parts[0][1].balances:
+        return _valuate_plain(parts, balances, marks, conv, r, only)
+    if len(parts) == 1 and balances is parts[0][1].balances:
         venue, ledger, day = parts[0]
         live = cache.live.get(venue)
         if live is None or not live.fits(ledger, day, r, only):
@@ -1372,6 +1384,117 @@ def _valuate(
         opened=ordered,
         exps={quote: r.exponent(quote) for quote in figs},
         only=only,
+    )
+
+
+_Opened = tuple[str | None, str, Position, DayStart, str, "Decimal | None", Decimal, Decimal]
+
+
+def _valuate_plain(
+    parts: Sequence[tuple[str | None, Ledger, DayStart]],
+    balances: Mapping[str, Balance],
+    marks: Mapping[str, Decimal],
+    conv: Converter,
+    r: Rounding,
+    only: str | None,
+) -> _Valued:
+    """``_valuate`` without a cache: every figure made straight from the books and marks, in one pass, exact
+    sums, rounded once at the end. The valuation's plain form: the cached one (``_valuate`` with a
+    ``ViewCache``, ``_Live``) gives the very same output (tests/unit/test_valuation_fast.py)."""
+    base = conv.base
+    figs: dict[str, _Figures] = {}  # by quote currency
+    held: dict[str, Decimal] = {}  # units held as open positions, by base currency
+    opened: list[_Opened] = []
+    for venue, ledger, day in parts:
+        for pair, pos in ledger.positions.items():
+            base_c, quote = pair_currencies(pair)
+            f = figs.get(quote)
+            if f is None:
+                f = figs[quote] = _Figures()
+            f.realized += pos.realized_pnl
+            f.fees += pos.fees
+            q = pos.quantity
+            if not q:
+                continue
+            h = held.get(base_c)
+            held[base_c] = q if h is None else h + q
+            mark = marks.get(pair)
+            if mark is None:
+                mark = pos.last_price
+            value = unrealized = ZERO
+            if mark is not None:
+                value = q * mark
+                unrealized = q * (mark - pos.average_price)
+                f.positions += value
+                f.unrealized += unrealized
+            opened.append((venue, pair, pos, day, quote, mark, value, unrealized))
+
+    cash_total = positions_total = realized_total = unrealized_total = fees_total = ZERO
+    unconverted: list[str] = []
+    used: dict[str, Decimal] = {}
+    by_currency: dict[str, CurrencyFigures] = {}
+    balance_views: list[BalanceView] = []
+    for c in sorted(balances.keys() | figs.keys()):
+        f = figs.get(c, _NONE)
+        b = balances.get(c)
+        balance = b.total if b is not None else ZERO
+        h = held.get(c)
+        cash = balance if h is None else balance - h
+        if cash or (f is not _NONE and (f.positions or f.realized or f.unrealized or f.fees)):
+            rate = conv.rate(c)
+            if rate is None:
+                unconverted.append(c)
+            else:
+                used[c] = rate
+                cash_total += cash * rate
+                if f is not _NONE:
+                    positions_total += f.positions * rate
+                    realized_total += f.realized * rate
+                    unrealized_total += f.unrealized * rate
+                    fees_total += f.fees * rate
+        # else there is nothing in it to convert: its units are all held as positions, valued in their quote
+        exp = r.exponent(c)
+        total = balance.quantize(exp, ROUND_HALF_EVEN)
+        if b is not None and (balance or b.unavailable or c == base):
+            not_free = b.unavailable  # at the venue (held) and reserved by algorithm parents: not available
+            locked = not_free.quantize(exp, ROUND_HALF_EVEN)
+            available = total if not not_free else b.available.quantize(exp, ROUND_HALF_EVEN)
+            reserved = b.reserved.quantize(exp, ROUND_HALF_EVEN)
+            balance_views.append(
+                BalanceView(currency=c, total=total, available=available, locked=locked, reserved=reserved)
+            )
+        if f is _NONE:
+            if balance or c == base:
+                zero = _ZEROS[exp]
+                by_currency[c] = CurrencyFigures(realized_pnl=zero, unrealized_pnl=zero, fees_paid=zero, balance=total)
+        else:
+            by_currency[c] = CurrencyFigures(
+                realized_pnl=f.realized.quantize(exp, ROUND_HALF_EVEN),
+                unrealized_pnl=f.unrealized.quantize(exp, ROUND_HALF_EVEN),
+                fees_paid=f.fees.quantize(exp, ROUND_HALF_EVEN),
+                balance=total,
+            )
+    if base in balances:  # the base currency's balance first
+        i = next((i for i, v in enumerate(balance_views) if v.currency == base), None)
+        if i is not None:
+            balance_views.insert(0, balance_views.pop(i))
+    opened.sort(key=lambda o: (o[1], o[0] or ""))
+    return _Valued(
+        base=base,
+        total_value=cash_total + positions_total,
+        cash_total=cash_total,
+        positions_total=positions_total,
+        realized_total=realized_total,
+        unrealized_total=unrealized_total,
+        fees_total=fees_total,
+        by_currency=by_currency,
+        unconverted=unconverted,
+        used=used,
+        balance_views=balance_views,
+        opened=[],
+        exps={quote: r.exponent(quote) for quote in figs},
+        only=only,
+        plain=opened,
     )
 
 
