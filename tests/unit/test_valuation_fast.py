@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import tests.unit.valuation_reference as ref
 from domain.ledger import Ledger
-from domain.valuation import DayStart, Rounding, ViewCache, books_snapshot, equity, roll_day, snapshot
+from domain.valuation import DayStart, Rounding, ViewCache, books_snapshot, equity, roll_day, roll_days, snapshot
 from domain.venue_ledgers import VenueLedgers
 from schemas.messages import BalanceAdjusted, Order, OrderStatus
 from tests.helpers import fill
@@ -198,3 +198,126 @@ def test_position_size_follows_the_total_across_a_rounding_step() -> None:
         marks = {"BTC_USDT": D(mark)}
         got = snapshot(led, marks, DayStart(), 1, 0, cache=cache)
         assert enc(got) == enc(ref.snapshot(led, marks, DayStart(), 1, 0)), mark
+
+
+# -- every way the ledger actor changes or replaces books, with one ViewCache kept throughout ----------------------
+# Locks that move between venues, algorithm parents' reservations (``reserved``) and their children's locks and
+# fills, balances read into being (``Ledger.balance``), opening adjustments (the venue's day start dropped), a
+# venue configured later, and books restored from a snapshot (new Ledger objects under the same venue names, as
+# PortfolioLedger._restore puts them): after each, the cached snapshot is the plain one and the reference.
+
+VENUES = ("paper", "beta")
+moves = st.tuples(
+    st.just("order"), st.integers(0, 3), st.sampled_from(VENUES), st.sampled_from(PAIRS[:3]),
+    st.sampled_from(("buy", "sell")), amounts, st.sampled_from(("accepted", "partially_filled", "canceled")),
+)  # fmt: skip
+parents = st.tuples(
+    st.just("parent"), st.integers(0, 1), st.sampled_from(VENUES), st.sampled_from(("buy", "sell")),
+    st.integers(1, 8).map(D), st.sampled_from(("accepted", "canceled")),
+)  # fmt: skip
+children = st.tuples(
+    st.just("child"), st.integers(0, 1), st.integers(0, 2), st.sampled_from(VENUES), st.integers(1, 3).map(D),
+    st.sampled_from(("accepted", "filled", "canceled")),
+)  # fmt: skip
+child_fills = st.tuples(st.just("child_fill"), st.integers(0, 1), st.integers(0, 2), st.sampled_from(VENUES), amounts)
+venue_fills = st.tuples(st.just("vfill"), st.sampled_from(VENUES), fills)
+openings = st.tuples(st.just("opening"), st.sampled_from(VENUES), st.sampled_from(CURRENCIES[:3]), prices)
+touches = st.tuples(st.just("touch"), st.sampled_from(VENUES), st.sampled_from(CURRENCIES))
+book_steps = st.lists(
+    st.one_of(
+        venue_fills,
+        venue_fills,
+        moves,
+        moves,
+        parents,
+        children,
+        child_fills,
+        openings,
+        touches,
+        marks,
+        unmarks,
+        st.tuples(st.just("restore")),
+        st.tuples(st.just("configure")),
+        days,
+    ),
+    max_size=35,
+)
+
+
+class Actor:
+    """The ledger actor's books, changed and replaced the ways it changes and replaces them."""
+
+    def __init__(self, venues: tuple[str, ...]) -> None:
+        self.books = VenueLedgers("USDT", D(10_000), venues)
+        self.marks: dict[str, D] = {"BTC_USDT": D(60_000)}
+        self.days: dict[str, DayStart] = {}
+        self.n = 0
+
+    def step(self, s: tuple) -> None:  # type: ignore[type-arg]
+        self.n += 1
+        n, kind, books = self.n, s[0], self.books
+        if kind == "vfill":
+            _, venue, (_, pair, side, qty, price, _) = s
+            f = fill(f"f{n}", side, str(qty), str(price), pair=pair, ts=1_000 + n, venue=venue)
+            books.apply_fill(f)
+        elif kind == "order":  # the same order id on either venue: its lock moves with it
+            _, k, venue, pair, side, qty, status = s
+            o = order(f"o{k}", pair, side, qty, OrderStatus(status))
+            books.apply_order(msgspec.structs.replace(o, venue=venue, filled_quantity=qty / 2))
+        elif kind == "parent":  # an algorithm's parent reserves its whole quantity
+            _, k, venue, side, qty, status = s
+            o = order(f"p{k}", "BTC_USDT", side, qty, OrderStatus(status))
+            books.apply_order(msgspec.structs.replace(o, type="twap", venue=venue, reference_price=D(100)))
+        elif kind == "child":  # its child locks what it has still to fill; the parent reserves that much less
+            _, k, j, venue, qty, status = s
+            o = order(f"p{k}c{j}", "BTC_USDT", "buy", qty, OrderStatus(status))
+            books.apply_order(
+                msgspec.structs.replace(
+                    o, client_order_id=f"tbx:p{k}:s{j}", role="slice", parent_order_id=f"p{k}", venue=venue
+                )
+            )
+        elif kind == "child_fill":
+            _, k, j, venue, qty = s
+            f = fill(f"cf{n}", "buy", str(qty), "99.5", ts=1_000 + n, venue=venue)
+            books.apply_fill(msgspec.structs.replace(f, order_id=f"p{k}c{j}", client_order_id=f"tbx:p{k}:s{j}"))
+        elif kind == "opening":  # as PortfolioLedger._apply_adjustment: the venue's day start is taken again
+            _, venue, c, to = s
+            b = books.of(venue).balances.get(c)
+            total = b.total if b is not None else D(0)
+            books.apply_adjustment(
+                BalanceAdjusted(
+                    adjustment_id=f"a{n}", venue=venue, currency=c, from_total=total, from_available=total,
+                    to_total=to, to_available=to, locked_delta=D(0), reason="opening", fills_seq=n,
+                    reading_fills_seq=n, reading_seq=n, reading_ts=n, ts=n,
+                )
+            )  # fmt: skip
+            self.days.pop(venue, None)
+        elif kind == "touch":  # read into being (PortfolioLedger._check_negative): a zero balance, listed
+            books.of(s[1]).balance(s[2])
+        elif kind == "mark":
+            _, pair, price, form = s
+            self.marks[pair] = written(price, form)
+        elif kind == "unmark":
+            self.marks.pop(s[1], None)
+        elif kind == "restore":  # a snapshot read back: new Ledger objects, new numbers, the same venues
+            self.books = msgspec.json.decode(msgspec.json.encode(books), type=VenueLedgers)
+            self.days = msgspec.json.decode(msgspec.json.encode(self.days), type=dict[str, DayStart])
+            self.books.configure(books.venues)
+        elif kind == "configure":  # a venue configured since: its initial books
+            books.configure((*books.venues, "gamma"))
+        elif kind == "day":
+            self.days = roll_days(books, self.marks, self.days, f"2026{1000 + n:04d}")
+
+
+@settings(max_examples=200, deadline=None)
+@given(script=book_steps, two=st.booleans(), r=st.sampled_from(ROUNDINGS))
+def test_every_way_the_actor_changes_its_books_is_seen_by_the_cache(script: list, two: bool, r: Rounding) -> None:  # type: ignore[type-arg]
+    actor = Actor(VENUES if two else ("paper",))
+    cache = ViewCache()
+    for s in script:
+        actor.step(s)
+        books, m, days = actor.books, actor.marks, actor.days
+        cached = enc(books_snapshot(books, m, days, actor.n, 3, r, cache=cache))
+        plain = enc(books_snapshot(books, m, days, actor.n, 3, r))
+        assert cached == plain, s
+        assert plain == enc(ref.books_snapshot(books, m, days, actor.n, 3, r)), s
