@@ -258,6 +258,13 @@ def roll_day(
     )
 
 
+def _position_size(value: Decimal, rate: Decimal | None, total: Decimal) -> Decimal:
+    """``riskMetrics.positionSize``: abs(``value`` converted at ``rate`` into the base currency, 0 when it cannot
+    be) / ``total`` (> 0), rounded."""
+    value_base = value if rate is ONE else value * rate if rate is not None else ZERO
+    return (abs(value_base) / total).quantize(_RATIO_EXP, ROUND_HALF_EVEN)
+
+
 def _view(
     pos: Position,
     pair: str,
@@ -271,7 +278,6 @@ def _view(
 ) -> PositionView:
     """One position's view; ``exp`` is the rounding quantum of its quote currency."""
     day_pnl = (pos.realized_pnl - day.realized.get(pair, ZERO)) + (unrealized - day.unrealized.get(pair, ZERO))
-    value_base = market_value if rate is ONE else market_value * rate if rate is not None else ZERO
     realized = pos.realized_pnl.quantize(exp, ROUND_HALF_EVEN)
     fees = pos.fees.quantize(exp, ROUND_HALF_EVEN)
     cur = pos.current
@@ -293,9 +299,7 @@ def _view(
         day_pnl=day_pnl.quantize(exp, ROUND_HALF_EVEN),
         fees=fees,
         risk_metrics=RiskMetrics(
-            position_size=(abs(value_base) / total_value).quantize(_RATIO_EXP, ROUND_HALF_EVEN)
-            if total_value > ZERO
-            else ZERO,
+            position_size=_position_size(market_value, rate, total_value) if total_value > ZERO else ZERO,
             leverage=ONE,
             liquidation_price=None,
         ),
@@ -674,8 +678,7 @@ def _size(e: _Entry, value: Decimal, rate: Decimal | None, total: Decimal) -> De
     if e.p_value is value and _same_rate(rate, e.p_rate):
         if e.p_lo <= total <= e.p_hi:
             return e.size  # type: ignore[no-any-return]
-        value_base = value if rate is ONE else value * rate if rate is not None else ZERO
-        size = (abs(value_base) / total).quantize(_RATIO_EXP, ROUND_HALF_EVEN)
+        size = _position_size(value, rate, total)
         if size == e.size:
             if total < e.p_lo:
                 e.p_lo = total
@@ -683,12 +686,11 @@ def _size(e: _Entry, value: Decimal, rate: Decimal | None, total: Decimal) -> De
                 e.p_hi = total
             return e.size  # type: ignore[no-any-return]
     else:
-        value_base = value if rate is ONE else value * rate if rate is not None else ZERO
-        size = (abs(value_base) / total).quantize(_RATIO_EXP, ROUND_HALF_EVEN)
+        size = _position_size(value, rate, total)
     e.p_value, e.p_rate, e.p_lo, e.p_hi, e.size = value, rate, total, total, size
     # the totals that give this size reach about |value| / (size +- half its last digit): taken (a little
     # inside) when the size there is this one too, so that every total between gives it (see above)
-    v = abs(value_base)
+    v = abs(value if rate is ONE else value * rate if rate is not None else ZERO)
     lo = v / (size + _HALF_RATIO) * _INSIDE_UP
     if ZERO < lo < total and (v / lo).quantize(_RATIO_EXP, ROUND_HALF_EVEN) == size:
         e.p_lo = lo
@@ -769,45 +771,22 @@ def _marked_view(
 
 
 def _static_view(e: _Entry, pos: Position, exp: Decimal, only: str | None) -> None:
-    """The part of a position's view that depends on the position alone (``_view``'s figures), its marked
-    figures left to fill in; remembered with what it was made from."""
+    """The part of a position's view that depends on the position alone, made by ``_view`` (the one function
+    that makes a position's view, as the valuation without a cache does) without a mark: its marked figures
+    are filled in by ``_marked_view``. Remembered with what it was made from."""
     e.s_q, e.s_avg, e.s_real, e.s_fees = pos.quantity, pos.average_price, pos.realized_pnl, pos.fees
     e.s_cycle, e.s_opened, e.s_updated, e.s_cur = pos.cycle, pos.opened_at, pos.updated_at, pos.current
     e.s_exp, e.s_only = exp, only
-    realized = pos.realized_pnl.quantize(exp, ROUND_HALF_EVEN)
-    fees = pos.fees.quantize(exp, ROUND_HALF_EVEN)
     cur = pos.current
     if cur is not None:
         e.s_cur_real, e.s_cur_fees = cur.realized, cur.fees
-    if cur is None or not pos.quantity:
-        cycle_realized = cycle_fees = ZERO
-    else:  # the pair's first cycle is its whole life: the same figures, rounded once
-        cycle_realized = realized if cur.realized == pos.realized_pnl else cur.realized.quantize(exp, ROUND_HALF_EVEN)
-        cycle_fees = fees if cur.fees == pos.fees else cur.fees.quantize(exp, ROUND_HALF_EVEN)
-    e.view = PositionView(
-        id=position_id(e.venue, e.pair, pos.cycle, only),
-        pair=e.pair,
-        side=pos.side,  # type: ignore[arg-type]
-        quantity=abs(pos.quantity),
-        average_price=pos.average_price.quantize(_PRICE_EXP, ROUND_HALF_EVEN),
-        current_price=None,
-        market_value=ZERO,
-        unrealized_pnl=ZERO,
-        realized_pnl=realized,
-        day_pnl=ZERO,
-        fees=fees,
-        risk_metrics=_NO_RISK,
-        opened_at=pos.opened_at,
-        updated_at=pos.updated_at,
-        exchange=e.venue,
-        cycle_realized_pnl=cycle_realized,
-        cycle_fees=cycle_fees,
-        pair_realized_pnl=realized,
-        pair_fees=fees,
-    )
+    view = _view(pos, e.pair, exp, None, ZERO, ZERO, None, _NO_DAY, ZERO)
+    view.id = position_id(e.venue, e.pair, pos.cycle, only)
+    view.exchange = e.venue
+    e.view = view
 
 
-_NO_RISK = RiskMetrics(position_size=ZERO, leverage=ONE, liquidation_price=None)
+_NO_DAY = DayStart()  # (read only)
 
 
 class _Money:
