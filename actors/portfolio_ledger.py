@@ -75,6 +75,7 @@ from domain.valuation import (
     Converter,
     DayStart,
     Rounding,
+    ViewCache,
     books_equity,
     books_snapshot,
     combined_marks,
@@ -167,6 +168,7 @@ class PortfolioLedger(Actor):
         self.dirty: set[tuple[str, str]] = set()  # (venue, pair) changed while catching up
         self.rounding = Rounding(parse_currency_precision(settings.CURRENCY_PRECISION))
         self.bridge = settings.CONVERSION_BRIDGE
+        self.view_cache = ViewCache()  # the portfolio's figures kept between valuations (issue 22): same output
         self.allow_short = settings.ALLOW_SHORT  # as the risk-gate's limits say (_follow_limits)
         # until the risk-gate answered once (it may start after us), no NEGATIVE_BALANCE alert is decided on
         # the setting alone, which PUT /api/risk/config may have changed; after LIMITS_GRACE_S it is used
@@ -649,7 +651,9 @@ class PortfolioLedger(Actor):
     def current(self) -> PortfolioSnapshot:
         now = now_ms()
         self.days = roll_days(self.ledgers, self.marks, self.days, day_key(now), self.bridge)
-        return books_snapshot(self.ledgers, self.marks, self.days, now, self.last_seq, self.rounding, self.bridge)
+        return books_snapshot(
+            self.ledgers, self.marks, self.days, now, self.last_seq, self.rounding, self.bridge, self.view_cache
+        )
 
     async def revalue(self) -> PortfolioSnapshot:
         snap = self.current()

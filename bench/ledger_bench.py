@@ -1,7 +1,9 @@
 """Ledger benchmark: portfolio valuation with 1, 100 and 10,000 positions, and fills per second.
 
 - valuation: the full portfolio snapshot (every position valued at its mark, balances, summary) and the
-  equity alone, for 1, 100 and 10,000 open positions: p50 / p99 per call;
+  equity alone, for 1, 100 and 10,000 open positions: p50 / p99 per call, as the ledger actor makes them
+  (one ViewCache kept between calls; before each call 1% of the marks moved and one fill booked); and for
+  10,000 positions the snapshot when nothing changed, when every mark moved, and cold (no cache);
 - fills per second, pure: ``Ledger.apply_fill`` over 100,000 fills (the maths alone);
 - fills per second through the actor: ``tbx actor portfolio-ledger`` as its own process on a private
   nats-server, (a) replaying 20,000 fills already stored (a restart without snapshot), (b) booking
@@ -27,7 +29,7 @@ from bus.client import Bus
 from bus.codec import encode
 from bus.embedded import EmbeddedNats, free_port
 from domain.ledger import Ledger
-from domain.valuation import DayStart, equity, snapshot
+from domain.valuation import DayStart, ViewCache, equity, snapshot
 from schemas.messages import Empty, Fill, PortfolioSnapshot
 from schemas.subjects import Subjects
 
@@ -145,15 +147,58 @@ async def actor_rates(tmp: Path) -> tuple[float, float]:
 
 
 VALUATION_SIZES = (1, 100, 10_000)
+MOVED = 0.01  # the share of the marks that move between two valuations (at least one)
 
 
-def valuation_samples(n: int, repeat: int | None = None) -> tuple[list[float], list[float]]:
-    """Per-call times (ms) of the full snapshot and of the equity alone over a book of ``n`` positions."""
+def _moved(marks: dict[str, Decimal], rng: random.Random, share: float) -> None:
+    """Move ``share`` of the marks (new objects, as a new book's mid): in place, as the actor's marks."""
+    pairs = list(marks)
+    for pair in rng.sample(pairs, max(1, int(len(pairs) * share))):
+        marks[pair] = marks[pair] + Decimal("0.01") * rng.choice((-1, 1))
+
+
+def valuation_samples(n: int, repeat: int | None = None, share: float = MOVED) -> tuple[list[float], list[float]]:
+    """Per-call times (ms) of the full snapshot and of the equity alone over a book of ``n`` positions, as the
+    ledger actor makes them: one ``ViewCache`` kept from call to call, and before each call ``share`` of the
+    marks moved and one fill booked (untimed). The first (cold) valuation is made before the timed ones."""
     ledger, marks = book_with(n)
+    rng = random.Random(n)
     repeat = repeat or (200 if n < 10_000 else 30)
-    snap = time_calls(lambda: snapshot(ledger, marks, DayStart(), 0, 0), repeat)
-    eq = time_calls(lambda: equity(ledger, marks), repeat)
+    cache, day = ViewCache(), DayStart()
+    snapshot(ledger, marks, day, 0, 0, cache=cache)
+    snap, eq = [], []
+    for i in range(repeat):
+        _moved(marks, rng, share)
+        ledger.apply_fill(fill(n + i, f"P{rng.randrange(n)}_USDT", "buy", Decimal("0.5"), Decimal(101)))
+        t0 = time.perf_counter()
+        snapshot(ledger, marks, day, 0, 0, cache=cache)
+        snap.append((time.perf_counter() - t0) * 1000)
+        t0 = time.perf_counter()
+        equity(ledger, marks)
+        eq.append((time.perf_counter() - t0) * 1000)
     return snap, eq
+
+
+def valuation_variants(n: int = 10_000, repeat: int = 30) -> list[tuple[str, float, float]]:
+    """The full snapshot of ``n`` positions in the other cases: nothing changed since the last call (a repeated
+    GET /api/portfolio), every mark moved, and cold (no cache: the first valuation after a start)."""
+    ledger, marks = book_with(n)
+    rng = random.Random(n)
+    cache, day = ViewCache(), DayStart()
+    snapshot(ledger, marks, day, 0, 0, cache=cache)
+    same = time_calls(lambda: snapshot(ledger, marks, day, 0, 0, cache=cache), repeat)
+    every = []
+    for _ in range(repeat):
+        _moved(marks, rng, 1.0)
+        t0 = time.perf_counter()
+        snapshot(ledger, marks, day, 0, 0, cache=cache)
+        every.append((time.perf_counter() - t0) * 1000)
+    cold = time_calls(lambda: snapshot(ledger, marks, day, 0, 0), max(5, repeat // 3))
+    return [
+        (f"snapshot, {n} positions, nothing changed", pct(same, 50), pct(same, 99)),
+        (f"snapshot, {n} positions, every mark moved", pct(every, 50), pct(every, 99)),
+        (f"snapshot, {n} positions, cold (no cache)", pct(cold, 50), pct(cold, 99)),
+    ]
 
 
 def valuation_rows(sizes: tuple[int, ...] = VALUATION_SIZES) -> list[tuple[str, float, float]]:
@@ -162,7 +207,7 @@ def valuation_rows(sizes: tuple[int, ...] = VALUATION_SIZES) -> list[tuple[str, 
         snap, eq = valuation_samples(n)
         rows.append((f"snapshot, {n} positions", pct(snap, 50), pct(snap, 99)))
         rows.append((f"equity only, {n} positions", pct(eq, 50), pct(eq, 99)))
-    return rows
+    return rows + valuation_variants()
 
 
 def main() -> str:
@@ -175,7 +220,7 @@ def main() -> str:
     pure = len(fills) / (time.perf_counter() - t0)
     replay, live = asyncio.run(actor_rates(Path(tempfile.mkdtemp(prefix="tbx-ledger-bench-"))))
     out = [f"ledger benchmark ({time.strftime('%Y-%m-%d %H:%M')})", f"{'valuation':<32} {'p50 ms':>9} {'p99 ms':>9}"]
-    out += [f"{name:<32} {p50:9.3f} {p99:9.3f}" for name, p50, p99 in rows]
+    out += [f"{name:<48} {p50:9.3f} {p99:9.3f}" for name, p50, p99 in rows]
     out += [
         f"{'fills per second':<32} {'rate':>9}",
         f"{'Ledger.apply_fill (pure)':<32} {pure:9.0f}",

@@ -310,8 +310,56 @@ def _lock(order: Order, fallback: Decimal | None) -> Lock | None:
     return Lock(quote, price, order.quantity, order.filled_quantity) if price is not None else None
 
 
+class Changes:
+    """What changed in one Ledger's books, newest last: each pair whose position a fill moved and each
+    currency whose balance anything moved (a fill, a lock, an adjustment, a new currency), with the number
+    of the change (``rev``, counting up). Kept by the Ledger once a reader asked for it (``Ledger.watch``):
+    a valuation cache (domain/valuation.py) reads what changed since the number it saw last, so that only
+    those are valued again. One entry per pair and currency (the latest change moves it to the end)."""
+
+    __slots__ = ("currencies", "pairs", "rev")
+
+    def __init__(self) -> None:
+        self.rev = 0
+        self.pairs: dict[str, int] = {}
+        self.currencies: dict[str, int] = {}
+
+    def note(self, pair: str | None, currencies: Iterable[str]) -> None:
+        self.rev += 1
+        rev = self.rev
+        if pair is not None:
+            self.pairs.pop(pair, None)
+            self.pairs[pair] = rev
+        for c in currencies:
+            self.currencies.pop(c, None)
+            self.currencies[c] = rev
+
+    def since(self, seen: int) -> tuple[list[str], list[str]]:
+        """The pairs and the currencies changed after change number ``seen``."""
+        pairs = []
+        for pair, rev in reversed(self.pairs.items()):
+            if rev <= seen:
+                break
+            pairs.append(pair)
+        currencies = []
+        for c, rev in reversed(self.currencies.items()):
+            if rev <= seen:
+                break
+            currencies.append(c)
+        return pairs, currencies
+
+
+class _Watched:
+    """A slot for a Ledger's ``Changes`` that is not one of its fields (so never in its snapshots)."""
+
+    __slots__ = ("_changes",)
+
+
 @dataclass(slots=True)
-class Ledger:
+class Ledger(_Watched):
+    """The books of one venue. Change them only through these methods: each notes what it changed
+    (``Changes``) for the readers that watch the ledger (``watch``)."""
+
     base_currency: str
     initial_balance: Decimal
     positions: dict[str, Position] = field(default_factory=dict)
@@ -339,10 +387,24 @@ class Ledger:
         if not self.balances:
             self.balances[self.base_currency] = Balance(total=self.initial_balance)
 
+    def watch(self) -> Changes:
+        """What changes in these books from now on (one ``Changes`` for every reader: each keeps the number
+        of the last change it saw)."""
+        ch: Changes | None = getattr(self, "_changes", None)
+        if ch is None:
+            ch = self._changes = Changes()
+        return ch
+
+    def _note(self, pair: str | None, *currencies: str) -> None:
+        ch: Changes | None = getattr(self, "_changes", None)
+        if ch is not None:
+            ch.note(pair, currencies)
+
     def balance(self, currency: str) -> Balance:
         b = self.balances.get(currency)
         if b is None:
             b = self.balances[currency] = Balance()
+            self._note(None, currency)
         return b
 
     def negative(self) -> list[str]:
@@ -394,6 +456,7 @@ class Ledger:
         self.adjustment_ids.append(adj.adjustment_id)
         if len(self.adjustment_ids) > ADJUSTMENT_IDS:
             del self.adjustment_ids[: len(self.adjustment_ids) - ADJUSTMENT_IDS]
+        self._note(None, adj.currency)
         return True
 
     def figures(self, currencies: Iterable[str]) -> dict[str, tuple[Decimal, Decimal]]:
@@ -413,6 +476,7 @@ class Ledger:
                 b.reserved -= old.amount
             else:
                 b.locked -= old.amount
+            self._note(None, old.currency)
         # a parent's reservation is kept while it works even when its children hold all of it (0 now): a child
         # that ends unfilled gives its quantity back to it
         if lock is not None and (lock.amount > ZERO or lock.reserve):
@@ -422,6 +486,7 @@ class Ledger:
                 b.reserved += lock.amount
             else:
                 b.locked += lock.amount
+            self._note(None, lock.currency)
 
     def apply_order(self, order: Order) -> None:
         """Track what a working order locks (idempotent: the latest state of the order wins). Fills may
@@ -581,5 +646,6 @@ class Ledger:
         self.realized_pnl += realized
         self.fees_paid += fee_quote
         self.fills_applied += 1
+        self._note(fill.pair, base, quote)
         self._release_by_fill(fill)  # what was locked for this part of the order is spent now
         return realized
