@@ -93,6 +93,17 @@ def install_stop_signals(stop: asyncio.Event, on_force: Callable[[], None] | Non
         loop.add_signal_handler(sig, on_signal, sig)
 
 
+def ignore_stop_signals() -> None:
+    """The stop is over (only the exit is left): a SIGINT / SIGTERM from now on is ignored. Without this, the loop
+    closing restores the default action, and the same signal again (within the grace, as a wrapper forwarding it
+    sends it) would kill the process while Python shuts down: exit -15 after a clean stop."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(Exception):
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_IGN)
+
+
 def write_url_file(data_dir: str, url: str) -> Path:
     """DATA_DIR/nats.url: the NATS URL of the running service (no credentials), for clients and `tbx status`."""
     path = Path(data_dir) / NATS_URL_FILE
@@ -417,6 +428,7 @@ async def serve(
             logger.info("embedded nats-server stopped")
         if url_file is not None:
             remove_url_file(url_file, without_credentials(url))
+        ignore_stop_signals()
 
 
 async def shutdown(parts: list[Part]) -> None:

@@ -45,6 +45,7 @@ from tbx.runner import (
     ACTOR_CLASSES,
     STOP_BUDGET_S,
     forget_url_file,
+    ignore_stop_signals,
     install_stop_signals,
     nats_auth,
     parts_of,
@@ -290,3 +291,4 @@ async def run_workers(settings: Settings, processes: int) -> int:
             logger.info("embedded nats-server stopped")
         if url_file is not None:
             remove_url_file(url_file, without_credentials(url))
+        ignore_stop_signals()
