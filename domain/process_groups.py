@@ -8,7 +8,7 @@ in start order), each go to the process with the least weight so far (ties: the 
 "longest processing time first" split, whose heaviest process is never more than the average plus one part.
 Each process starts its parts in the usual start order (consumers before producers).
 
-With the default weights and 2 processes: process 1 = order-router, gateway, md-feed, signal-intake (48 + 2);
+With the default weights and 2 processes: process 1 = order-router, gateway, md-feed, signal-intake (50);
 process 2 = portfolio-ledger, fill-tracker, risk-gate (51).
 """
 

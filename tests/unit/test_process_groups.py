@@ -3,9 +3,11 @@ the setting itself, and what the parent imports."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from fractions import Fraction
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -17,7 +19,7 @@ from config.settings import ConfigError, load_settings
 from domain.process_groups import WEIGHTS, part_weights, split
 from schemas.subjects import ACTORS, PARTITIONED
 from tbx.runner import ACTOR_CLASSES, ACTOR_MODULES, parts_of
-from tbx.workers import WorkerShare, describe_exit, plan, read_share
+from tbx.workers import WORKER_STOP_S, WorkerShare, describe_exit, plan, read_share
 
 KINDS = sorted(WEIGHTS)
 START_ORDER = [*ACTOR_MODULES, "gateway"]
@@ -166,3 +168,28 @@ def test_how_a_worker_ended_is_said_in_words():
     assert describe_exit(-9) == "killed by SIGKILL"
     assert describe_exit(-11) == "killed by SIGSEGV"
     assert describe_exit(3) == "exited with 3"
+
+
+# -- what README says ---------------------------------------------------------------------------------------------
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+SECTION = README[README.index("### Worker processes (`RUN_PROCESSES`)") :]
+SECTION = SECTION[: SECTION.index("\n### ", 10)]
+
+
+def test_the_readme_weights_and_split_are_the_codes():
+    head = re.search(r"^\| part \|(.+)\|$", SECTION, re.M)
+    row = re.search(r"^\| weight \|(.+)\|$", SECTION, re.M)
+    assert head and row
+    names = [c.strip() for c in head.group(1).split("|")]
+    values = [int(c) for c in row.group(1).split("|")]
+    assert dict(zip(names, values, strict=True)) == dict(WEIGHTS)
+    one, two = split(all_parts(), 2)
+    said = re.search(r"worker 1 = ([a-z, -]+) \((\d+)\), worker 2 = ([a-z, -]+) \((\d+)\)", SECTION.replace("\n", " "))
+    assert said
+    assert sorted(said.group(1).split(", ")) == sorted(one) and sorted(said.group(3).split(", ")) == sorted(two)
+    assert int(said.group(2)) == sum(WEIGHTS[p] for p in one) and int(said.group(4)) == sum(WEIGHTS[p] for p in two)
+
+
+def test_the_readme_stop_budget_of_a_worker_is_the_codes():
+    assert f"each within {WORKER_STOP_S:g} s" in SECTION.replace("\n", " ")
+    assert WORKER_STOP_S + 1.0 <= 5.0  # the workers, then 1 s for the nats-server: within the 5 s README promises
