@@ -27,6 +27,10 @@ def parser() -> argparse.ArgumentParser:
         "run",
         help="everything: NATS (embedded unless NATS_URL), all actors and the gateway, in RUN_PROCESSES worker "
         "processes (default: 2 with at least 2 cores; 1: all in this one process)",
+        description="Start NATS (an embedded nats-server unless NATS_URL is set), every actor and the REST gateway. "
+        "RUN_PROCESSES (auto, the default: 2 when the machine has at least 2 usable cores, else 1; or 1..64) worker "
+        "processes run them, split by measured CPU weight and supervised by this one (a worker that dies is started "
+        "again); RUN_PROCESSES=1 runs everything in this one process. Ctrl-C or SIGTERM stops everything within 5 s.",
     )
     r.add_argument("--worker", metavar="K/N", type=_worker_arg, help=argparse.SUPPRESS)  # started by `tbx run`
     a = sub.add_parser("actor", help="one actor alone, against NATS_URL")

@@ -96,11 +96,15 @@ def describe_exit(code: int) -> str:
     return f"exited with {code}"
 
 
-def _die_with_parent(parent: int) -> None:  # runs in the child between fork and exec
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: a worker never outlives the parent
-    if os.getppid() != parent:  # the parent died before prctl: nobody would send it
-        os._exit(1)
+def _in_child(parent: int) -> None:  # runs in the child between fork and exec
+    # a background process group may write to the terminal even with `stty tostop` (the log lines)
+    signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):  # (a libc without that name: no PR_SET_PDEATHSIG, as in bus/embedded.py)
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: a worker never outlives the parent
+        if os.getppid() != parent:  # the parent died before prctl: nobody would send it
+            os._exit(1)
 
 
 async def wait_exit(proc: subprocess.Popen[bytes]) -> int:
@@ -149,11 +153,10 @@ class Worker:
     def spawn(self, share: bytes) -> None:
         """Start the slot's process (from the main thread: PR_SET_PDEATHSIG is tied to the forking thread)."""
         parent = os.getpid()
-        preexec = (lambda: _die_with_parent(parent)) if sys.platform.startswith("linux") else None
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tbx.cli", "run", "--worker", f"{self.index}/{self.count}"],
             stdin=subprocess.PIPE,
-            preexec_fn=preexec,
+            preexec_fn=lambda: _in_child(parent),
             process_group=0,  # a signal to the parent's group (Ctrl-C) reaches the parent only: it forwards one
         )
         assert self.proc.stdin is not None
@@ -179,7 +182,13 @@ async def supervise(
     failures = 0
     try:
         while not stop.is_set():
-            w.spawn(share)
+            try:
+                w.spawn(share)
+            except (OSError, subprocess.SubprocessError) as e:  # no process now (EAGAIN, ENOMEM): try again later
+                failures, delay = policy.failed(failures)
+                log.error("{} could not be started ({}): again in {:g} s", w.name, e, delay)
+                await pause(delay, stop)
+                continue
             t0 = time.monotonic()
             if w.started == 1:
                 log.info("{} pid {}: {}", w.name, w.pid, ", ".join(w.parts))

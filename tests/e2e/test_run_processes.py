@@ -11,6 +11,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -263,3 +264,28 @@ async def test_a_bad_run_processes_is_a_config_error_naming_it(tmp_path: Path, v
         f"tbx: config error: RUN_PROCESSES={value!r} is not allowed: expected an integer from 1 to 64, or auto "
         "(2 with at least 2 cores, else 1)"
     ]
+
+
+async def test_a_worker_that_cannot_start_ends_the_run_with_its_status_and_leaves_nothing(tmp_path: Path) -> None:
+    """The REST port is another program's: the gateway's worker exits with 1 by itself, as the single process would.
+    `tbx run` does not start it again and again: it stops the other worker and its nats-server and exits with 1."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    env = {"PORT": str(port), "DATA_DIR": str(tmp_path / "data"), "RUN_PROCESSES": "2"}
+    proc = Tbx(["run"], env, tmp_path / "tbx.log")
+    try:
+        m = await asyncio.to_thread(proc.wait_for_log, r"embedded nats-server pid (\d+) on", 60)
+        await asyncio.to_thread(proc.wait_for_log, r"worker 2/2 pid \d+", 60)
+        pids = [int(m.group(1)), *(pid for pid, _ in workers_started(proc.text()).values())]
+        rc = await asyncio.to_thread(proc.proc.wait, 120)
+        text = proc.text()
+        assert rc == 1, text[-3000:]
+        assert re.search(r"worker \d/2 \(pid \d+\) exited with 1 by itself: stopping everything", text), text[-3000:]
+        assert "running again" not in text
+        assert "embedded nats-server stopped" in text
+        await eventually(lambda: asyncio.sleep(0, not gone(pids)), timeout=5, what="no process left")
+    finally:
+        taken.close()
+        proc.ensure_stopped()
