@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from config.cores import default_run_processes
 from config.venues import PAPER, SECRET_KEYS, VENUE_KEYS, parse_exchanges, split_entry
 from domain.sizing import SIZING_METHODS
 from schemas.subjects import PAIR_RE, PREFIX_RE
@@ -198,6 +199,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     NATS_TLS_KEY: str = ""  # ... and its private key
     PARTITIONS: int = 1  # pairs hashed into this many partitions (signal-intake, order-router, fill-tracker)
     PARTITION: int | None = None  # the partition a `tbx actor` of a partitioned actor serves (0..PARTITIONS-1)
+    # `tbx run`'s worker processes (issue 22): 1 = everything in one process; unset/auto: 2 with >= 2 cores, else 1
+    RUN_PROCESSES: int = msgspec.field(default_factory=default_run_processes)
     FAILOVER_MS: int = 2000  # a standby takes over within this long of the active's death (issue 19)
     BUS_PREFIX: str = "tbx"
     PAIRS: tuple[str, ...] = ("BTC_USDT", "ETH_USDT", "XMR_USDT", "RVN_USDT")
@@ -351,6 +354,16 @@ def _optional_port(raw: Any) -> int | None:
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return None
     return _int(1, 65535)(raw)
+
+
+def _run_processes(raw: Any) -> int:
+    """RUN_PROCESSES: 1 to 64, or auto / empty: 2 when the machine has at least 2 usable cores, else 1."""
+    if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "auto")):
+        return default_run_processes()
+    try:
+        return _int(1, 64)(raw)
+    except ValueError:
+        raise ValueError("an integer from 1 to 64, or auto (2 with at least 2 cores, else 1)") from None
 
 
 def _optional_partition(raw: Any) -> int | None:
@@ -748,6 +761,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "NATS_TLS_KEY": _readable_file,
     "PARTITIONS": _int(1, 64),
     "PARTITION": _optional_partition,
+    "RUN_PROCESSES": _run_processes,
     "FAILOVER_MS": _int(300, 3_600_000),
     "BUS_PREFIX": _pattern(PREFIX_RE, "1 to 32 letters, digits, '_' or '-'"),
     "PAIRS": _pairs,

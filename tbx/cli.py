@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import msgspec
 
@@ -21,7 +23,16 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", metavar="FILE", help="TOML file with settings (environment variables and ./.env win)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("run", help="everything in one process: NATS (embedded unless NATS_URL), all actors, gateway")
+    r = sub.add_parser(
+        "run",
+        help="everything: NATS (embedded unless NATS_URL), all actors and the gateway, in RUN_PROCESSES worker "
+        "processes (default: 2 with at least 2 cores; 1: all in this one process)",
+        description="Start NATS (an embedded nats-server unless NATS_URL is set), every actor and the REST gateway. "
+        "RUN_PROCESSES (auto, the default: 2 when the machine has at least 2 usable cores, else 1; or 1..64) worker "
+        "processes run them, split by measured CPU weight and supervised by this one (a worker that dies is started "
+        "again); RUN_PROCESSES=1 runs everything in this one process. Ctrl-C or SIGTERM stops everything within 5 s.",
+    )
+    r.add_argument("--worker", metavar="K/N", type=_worker_arg, help=argparse.SUPPRESS)  # started by `tbx run`
     a = sub.add_parser("actor", help="one actor alone, against NATS_URL")
     a.add_argument("name", choices=ACTORS)
     a.add_argument(
@@ -39,6 +50,17 @@ def parser() -> argparse.ArgumentParser:
         "exit 0 healthy, 1 unhealthy, 3 not running",
     )
     return p
+
+
+def _worker_arg(raw: str) -> tuple[int, int]:
+    k, _, n = raw.partition("/")
+    try:
+        out = int(k), int(n)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K/N, not {raw!r}") from None
+    if not 1 <= out[0] <= out[1]:
+        raise argparse.ArgumentTypeError(f"expected K/N with 1 <= K <= N, not {raw!r}")
+    return out
 
 
 def _partition_of_actor(settings: Settings, name: str, partition: int | None) -> Settings:
@@ -70,6 +92,8 @@ def _event_loop_runner() -> asyncio.Runner:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "run" and args.worker is not None:
+        return _worker(args.worker)
     try:
         env, env_warnings = read_environment(config_file=args.config)
         settings = load_settings(env, config_file=args.config)
@@ -92,24 +116,70 @@ def main(argv: list[str] | None = None) -> int:
 
     from loguru import logger
 
-    from actors.venues.base import VenueStartError
-    from bus.embedded import PortInUse
-    from bus.errors import BusUnavailable, NatsRefused
     from tbx.logs import setup_logging
     from tbx.runner import ACTOR_CLASSES, serve
 
     setup_logging(settings.LOG_LEVEL, json=settings.NODE_ENV == "production")
     for w in [*env_warnings, *warnings_for(settings)]:
         logger.warning(w)
+    if args.command == "run" and settings.RUN_PROCESSES > 1:
+        from tbx.workers import run_workers
+
+        return _run(lambda: run_workers(settings, settings.RUN_PROCESSES))
     if args.command == "run":
         names, gateway, embedded = list(ACTOR_CLASSES), True, True
     elif args.command == "actor":
         names, gateway, embedded = [args.name], False, False
     else:
         names, gateway, embedded = [], True, False
+    return _run(lambda: serve(settings, names, with_gateway=gateway, embedded_ok=embedded))
+
+
+def _worker(which: tuple[int, int]) -> int:
+    """`tbx run --worker K/N`: one of the worker processes of `tbx run` (tbx/workers.py); its share on stdin."""
+    from loguru import logger
+
+    from tbx.logs import setup_logging
+    from tbx.runner import ACTOR_CLASSES, serve
+    from tbx.workers import read_share
+
+    try:
+        if sys.stdin.isatty():
+            raise ConfigError("--worker: a worker is started by `tbx run` (its share on stdin), not by hand")
+        share = read_share(sys.stdin.buffer.read())
+        if (share.worker, share.workers) != which:
+            raise ConfigError(
+                f"--worker {which[0]}/{which[1]}: the share on stdin is worker {share.worker}/{share.workers}'s"
+            )
+    except ConfigError as e:
+        print(f"tbx: config error: {e}", file=sys.stderr)
+        return 2
+    settings = share.settings
+    setup_logging(settings.LOG_LEVEL, json=settings.NODE_ENV == "production")
+    logger.configure(extra={"actor": f"tbx[{share.worker}/{share.workers}]", "request_id": ""})
+    return _run(
+        lambda: serve(
+            settings,
+            list(ACTOR_CLASSES),
+            with_gateway="gateway" in share.parts,
+            embedded_ok=False,
+            only=share.parts,
+            worker_of_embedded=share.embedded,
+        )
+    )
+
+
+def _run(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    """Run ``main()`` on the event loop; what ends start-up is one line and an exit status."""
+    from loguru import logger
+
+    from actors.venues.base import VenueStartError
+    from bus.embedded import PortInUse
+    from bus.errors import BusUnavailable, NatsRefused
+
     try:
         with _event_loop_runner() as runner:
-            return runner.run(serve(settings, names, with_gateway=gateway, embedded_ok=embedded))
+            return runner.run(main())
     except PortInUse as e:
         print(
             f"tbx: config error: NATS_PORT={str(e.port)!r} is not allowed: the port is already in use on {e.host} "

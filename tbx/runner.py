@@ -5,39 +5,60 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import importlib
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import nats.js.errors
 from loguru import logger
 
 from actors.base import Actor
-from actors.fill_tracker import FillTracker
-from actors.md_feed import MarketDataFeed
-from actors.order_router import OrderRouter
-from actors.portfolio_ledger import PortfolioLedger
-from actors.risk_gate import RiskGate
-from actors.signal_intake import SignalIntake
 from bus.auth import NatsAuth
 from bus.client import Bus
 from bus.embedded import EmbeddedNats
 from config.settings import ConfigError, Settings, hide_credentials, without_credentials
-from gateway.app import Gateway
-from gateway.common import HEALTH
-from schemas.subjects import Subjects
+from schemas.subjects import PARTITIONED, Subjects
 from tbx.status import NATS_URL_FILE  # in DATA_DIR, while `tbx run` runs
 from tbx.supervisor import STOPPING_DISCARD_S, Part, Stopped, Supervisor, connect_until, retry_transient
 
-# start order: consumers before producers; stop order is the reverse
-ACTOR_CLASSES: dict[str, type[Actor]] = {
-    cls.name: cls for cls in (MarketDataFeed, PortfolioLedger, FillTracker, OrderRouter, RiskGate, SignalIntake)
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+# start order: consumers before producers; stop order is the reverse. (module, class) of each actor
+ACTOR_MODULES: dict[str, tuple[str, str]] = {
+    "md-feed": ("actors.md_feed", "MarketDataFeed"),
+    "portfolio-ledger": ("actors.portfolio_ledger", "PortfolioLedger"),
+    "fill-tracker": ("actors.fill_tracker", "FillTracker"),
+    "order-router": ("actors.order_router", "OrderRouter"),
+    "risk-gate": ("actors.risk_gate", "RiskGate"),
+    "signal-intake": ("actors.signal_intake", "SignalIntake"),
 }
+
+
+class _ActorClasses(Mapping[str, type[Actor]]):
+    """Actor name -> class, in start order. A class's module is imported when the class is first asked for: a
+    process that runs no order-router (a worker of `tbx run`, the parent of the workers) never imports ccxt
+    (seconds of start-up and ~70 MB)."""
+
+    def __getitem__(self, name: str) -> type[Actor]:
+        module, cls = ACTOR_MODULES[name]
+        out: type[Actor] = getattr(importlib.import_module(module), cls)
+        return out
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(ACTOR_MODULES)
+
+    def __len__(self) -> int:
+        return len(ACTOR_MODULES)
+
+
+ACTOR_CLASSES: Mapping[str, type[Actor]] = _ActorClasses()
 STOP_BUDGET_S = 3.5  # for the actors and the gateway; the embedded nats-server gets 1 s more
 SECOND_SIGNAL_GRACE_S = 1.0  # a stop signal again within this time is the same request, not "exit now"
 READY_WARN_AFTER_S = 15.0  # not healthy this long after start: say what is missing (and again every 15 s)
@@ -72,6 +93,17 @@ def install_stop_signals(stop: asyncio.Event, on_force: Callable[[], None] | Non
         loop.add_signal_handler(sig, on_signal, sig)
 
 
+def ignore_stop_signals() -> None:
+    """The stop is over (only the exit is left): a SIGINT / SIGTERM from now on is ignored. Without this, the loop
+    closing restores the default action, and the same signal again (within the grace, as a wrapper forwarding it
+    sends it) would kill the process while Python shuts down: exit -15 after a clean stop."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(Exception):
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_IGN)
+
+
 def write_url_file(data_dir: str, url: str) -> Path:
     """DATA_DIR/nats.url: the NATS URL of the running service (no credentials), for clients and `tbx status`."""
     path = Path(data_dir) / NATS_URL_FILE
@@ -93,6 +125,8 @@ async def wait_until_healthy(gateway: Callable[[], Gateway | None]) -> None:
     """Until /api/health would answer 200 (the gateway's own view of the heartbeats); a warning now and then
     naming what is missing, so a start that never gets healthy says why. ``gateway()``: the instance that
     runs now (its supervisor may have replaced it)."""
+    from gateway.common import HEALTH
+
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     warn_at = t0 + READY_WARN_AFTER_S
@@ -170,6 +204,8 @@ async def build(
         for mine in instances_of(cls, settings):  # a partitioned actor: one instance per partition served here
             parts.append(cls(mine, await connect(mine, url, name, auth)))
     if with_gateway:
+        from gateway.app import Gateway
+
         parts.append(Gateway(settings, await connect(settings, url, "gateway", auth)))
     return parts
 
@@ -194,6 +230,22 @@ async def prepare_layout(
     logger.info("streams and buckets ready in {:.0f} ms (NATS_REPLICAS={})", took, settings.NATS_REPLICAS)
 
 
+def parts_of(settings: Settings, names: list[str], with_gateway: bool) -> list[tuple[str, str, Settings]]:
+    """(label, kind, its settings) of each part a process running ``names`` (and the gateway) runs, in start
+    order: a partitioned actor run for every partition is one part per partition (``order-router.p1``). Nothing
+    is imported: the parent of `tbx run`'s worker processes splits these among them (domain/process_groups.py)."""
+    out: list[tuple[str, str, Settings]] = []
+    for name in names:
+        if name == "md-feed" and settings.MARKET_DATA == "none":
+            continue
+        for mine in _instances(name in PARTITIONED, settings):  # one instance per partition served here
+            label = name if mine.PARTITION is None or mine is settings else f"{name}.p{mine.PARTITION}"
+            out.append((label, name, mine))
+    if with_gateway:
+        out.append(("gateway", "gateway", settings))
+    return out
+
+
 def supervisors(
     settings: Settings,
     url: str,
@@ -201,34 +253,92 @@ def supervisors(
     with_gateway: bool,
     stop: asyncio.Event,
     auth: NatsAuth | None = None,
+    only: Collection[str] | None = None,
 ) -> list[Supervisor]:
-    """One supervisor per part, in start order."""
+    """One supervisor per part, in start order; ``only``: just the parts of these labels (a worker's share)."""
 
     def of(name: str, make: Callable[[Bus], Part], own: Settings = settings) -> Supervisor:
         return Supervisor(name, lambda: connect(own, url, name, auth), make, stop)
 
     out: list[Supervisor] = []
-    for name in names:
-        if name == "md-feed" and settings.MARKET_DATA == "none":
+    for label, kind, mine in parts_of(settings, names, with_gateway):
+        if only is not None and label not in only:
             continue
-        cls = ACTOR_CLASSES[name]
-        for mine in instances_of(cls, settings):  # a partitioned actor: one instance per partition served here
-            label = name if mine.PARTITION is None or mine is settings else f"{name}.p{mine.PARTITION}"
+        if kind == "gateway":
+            from gateway.app import Gateway
+
+            out.append(of(label, lambda bus: Gateway(settings, bus)))
+        else:
+            cls = ACTOR_CLASSES[kind]
             out.append(of(label, lambda bus, cls=cls, mine=mine: cls(mine, bus), mine))  # type: ignore[misc]
-    if with_gateway:
-        out.append(of("gateway", lambda bus: Gateway(settings, bus)))
     return out
 
 
 def instances_of(cls: type[Actor], settings: Settings) -> list[Settings]:
     """The settings of each instance of ``cls`` this process runs: one, except for a partitioned actor with
     PARTITIONS > 1 and PARTITION unset (`tbx run`): one per partition, each with its PARTITION."""
-    if not cls.partitioned or settings.PARTITIONS <= 1 or settings.PARTITION is not None:
+    return _instances(cls.partitioned, settings)
+
+
+def _instances(partitioned: bool, settings: Settings) -> list[Settings]:
+    if not partitioned or settings.PARTITIONS <= 1 or settings.PARTITION is not None:
         return [settings]
     return [msgspec.structs.replace(settings, PARTITION=k) for k in range(settings.PARTITIONS)]
 
 
-async def serve(settings: Settings, names: list[str], *, with_gateway: bool, embedded_ok: bool) -> int:
+def start_embedded(settings: Settings) -> EmbeddedNats:
+    """The embedded nats-server of `tbx run` (NATS_URL unset) on NATS_PORT, started and logged. Call it from the
+    main thread: the server is bound to die with the thread that forked it (PR_SET_PDEATHSIG), and a worker
+    thread may end before we do."""
+    nats_server = EmbeddedNats(Path(settings.DATA_DIR) / "nats", port=settings.NATS_PORT)
+    url = nats_server.start()
+    logger.info(
+        "embedded nats-server pid {} on {} (JetStream in {})",
+        nats_server.pid,
+        url,
+        nats_server.data_dir / "jetstream",
+    )
+    if nats_server.fell_back_from is not None:
+        logger.warning(
+            "PORT {} IS TAKEN by another program: the embedded nats-server listens on port {} instead. "
+            "NATS clients must use NATS_URL={} (also in {}; `tbx status` shows it). "
+            "Set NATS_PORT to choose the port.",
+            nats_server.fell_back_from,
+            nats_server.port,
+            url,
+            Path(settings.DATA_DIR) / NATS_URL_FILE,
+        )
+    return nats_server
+
+
+def forget_url_file(settings: Settings) -> None:
+    """`tbx run` owns DATA_DIR: a nats.url left by a run that was killed says nothing true."""
+    with contextlib.suppress(OSError):
+        (Path(settings.DATA_DIR) / NATS_URL_FILE).unlink()
+
+
+def url_file_for(settings: Settings, url: str) -> Path | None:
+    """Write DATA_DIR/nats.url (`tbx run`); None (and a warning) when it cannot be written."""
+    try:
+        return write_url_file(settings.DATA_DIR, without_credentials(url))
+    except OSError as e:  # not worth refusing to trade for: clients can still be told the URL
+        logger.warning("cannot write {}: {}", Path(settings.DATA_DIR) / NATS_URL_FILE, e)
+        return None
+
+
+async def serve(
+    settings: Settings,
+    names: list[str],
+    *,
+    with_gateway: bool,
+    embedded_ok: bool,
+    only: Collection[str] | None = None,
+    worker_of_embedded: bool = False,
+) -> int:
+    """Run ``names`` (and the gateway) until a stop signal. ``only``: just these parts (labels of ``parts_of``), a
+    worker's share of `tbx run` (tbx/workers.py); ``worker_of_embedded``: such a worker on the nats-server its
+    parent started (settings.NATS_URL, asking for no credentials). A worker neither touches DATA_DIR/nats.url
+    nor makes the streams and buckets: its parent did both."""
     stop = asyncio.Event()
     nats_server: EmbeddedNats | None = None
 
@@ -238,11 +348,10 @@ async def serve(settings: Settings, names: list[str], *, with_gateway: bool, emb
 
     install_stop_signals(stop, force)
     url = settings.NATS_URL
-    auth = nats_auth(settings) if url else None  # the embedded server asks for nothing
+    auth = nats_auth(settings) if url and not worker_of_embedded else None  # the embedded server asks for nothing
     url_file: Path | None = None
-    if embedded_ok:  # `tbx run` owns DATA_DIR: a file left by a run that was killed says nothing true
-        with contextlib.suppress(OSError):
-            (Path(settings.DATA_DIR) / NATS_URL_FILE).unlink()
+    if embedded_ok:
+        forget_url_file(settings)
     if not url:
         if not embedded_ok:
             logger.error(
@@ -250,34 +359,13 @@ async def serve(settings: Settings, names: list[str], *, with_gateway: bool, emb
                 "use `tbx run` for everything in one process with an embedded NATS"
             )
             return 2
-        nats_server = EmbeddedNats(Path(settings.DATA_DIR) / "nats", port=settings.NATS_PORT)
-        # started from the main thread on purpose: the server is bound to die with the thread that
-        # forked it (PR_SET_PDEATHSIG), and a worker thread may end before we do
-        url = nats_server.start()
-        logger.info(
-            "embedded nats-server pid {} on {} (JetStream in {})",
-            nats_server.pid,
-            url,
-            nats_server.data_dir / "jetstream",
-        )
-        if nats_server.fell_back_from is not None:
-            logger.warning(
-                "PORT {} IS TAKEN by another program: the embedded nats-server listens on port {} instead. "
-                "NATS clients must use NATS_URL={} (also in {}; `tbx status` shows it). "
-                "Set NATS_PORT to choose the port.",
-                nats_server.fell_back_from,
-                nats_server.port,
-                url,
-                Path(settings.DATA_DIR) / NATS_URL_FILE,
-            )
+        nats_server = start_embedded(settings)
+        url = nats_server.url
         # what runs in this process sees the URL in use (GET /api/status shows it as natsUrl)
         settings = msgspec.structs.replace(settings, NATS_URL=url)
     if embedded_ok:
-        try:
-            url_file = write_url_file(settings.DATA_DIR, without_credentials(url))
-        except OSError as e:  # not worth refusing to trade for: clients can still be told the URL
-            logger.warning("cannot write {}: {}", Path(settings.DATA_DIR) / NATS_URL_FILE, e)
-    sups = supervisors(settings, url, names, with_gateway, stop, auth)
+        url_file = url_file_for(settings, url)
+    sups = supervisors(settings, url, names, with_gateway, stop, auth, only)
     tasks: list[asyncio.Task[None]] = []
     fatal: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -286,7 +374,8 @@ async def serve(settings: Settings, names: list[str], *, with_gateway: bool, emb
             fatal.set_exception(task.exception())  # type: ignore[arg-type]
 
     async def start_all() -> None:
-        await prepare_layout(settings, url, stop, ", ".join(s.name for s in sups) or "tbx", auth)
+        if only is None:
+            await prepare_layout(settings, url, stop, ", ".join(s.name for s in sups) or "tbx", auth)
         for sup in sups:  # in order (consumers before producers): each after the previous one's first start
             task = asyncio.create_task(sup.run(), name=f"supervise {sup.name}")
             task.add_done_callback(watch)
@@ -339,6 +428,7 @@ async def serve(settings: Settings, names: list[str], *, with_gateway: bool, emb
             logger.info("embedded nats-server stopped")
         if url_file is not None:
             remove_url_file(url_file, without_credentials(url))
+        ignore_stop_signals()
 
 
 async def shutdown(parts: list[Part]) -> None:

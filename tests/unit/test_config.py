@@ -9,6 +9,7 @@ import msgspec
 import pytest
 
 from config import settings as settings_mod
+from config.cores import default_run_processes
 from config.settings import (
     PARSERS,
     SECRET_FIELDS,
@@ -153,6 +154,7 @@ EXPECTED_DEFAULTS = {
     "NATS_TLS_KEY": "",
     "PARTITIONS": 1,
     "PARTITION": None,
+    "RUN_PROCESSES": default_run_processes(),  # auto: 2 with at least 2 usable cores, else 1
     "FAILOVER_MS": 2000,
     "BUS_PREFIX": "tbx",
     "PAIRS": ("BTC_USDT", "ETH_USDT", "XMR_USDT", "RVN_USDT"),
@@ -336,6 +338,8 @@ BAD_VALUES = [
     ("PARTITIONS", "0", "expected an integer from 1 to 64"),
     ("PARTITIONS", "65", "expected an integer from 1 to 64"),
     ("PARTITION", "-1", "expected an integer from 0 to 63"),
+    ("RUN_PROCESSES", "0", "expected an integer from 1 to 64, or auto"),
+    ("RUN_PROCESSES", "many", "expected an integer from 1 to 64, or auto"),
     ("FAILOVER_MS", "299", "expected an integer from 300 to 3600000"),
     ("BUS_PREFIX", "tbx.prod", "expected 1 to 32 letters, digits, '_' or '-'"),
     ("BUS_PREFIX", "x" * 33, "expected 1 to 32 letters, digits, '_' or '-'"),
