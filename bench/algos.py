@@ -69,6 +69,7 @@ from bench.harness import (
     rss_mb,
     say,
     stop_all,
+    tree_cpu_s,
 )
 from domain.algo_orders import schedule_of
 from schemas.messages import TERMINAL_STATUSES, Order, OrderEvent
@@ -437,10 +438,10 @@ async def stage(
         raw, stored = await round_trips(nc, nats_url, REF_ROUND_TRIPS)
 
         say(f"algos: the idle service's CPU for {IDLE_S:g} s")
-        c0, n0, t0 = cpu_s(tbx.pid), cpu_s(nats_pid), time.perf_counter()
+        c0, n0, t0 = tree_cpu_s(tbx.pid), cpu_s(nats_pid), time.perf_counter()
         await asyncio.sleep(IDLE_S)
         idle_s = time.perf_counter() - t0
-        idle = {"tbx": (cpu_s(tbx.pid) - c0) / idle_s, "nats": (cpu_s(nats_pid) - n0) / idle_s}
+        idle = {"tbx": (tree_cpu_s(tbx.pid) - c0) / idle_s, "nats": (cpu_s(nats_pid) - n0) / idle_s}
         rss_start, _ = rss_mb(tbx.pid)
 
         say(f"algos: {parents} TWAPs x {slices} slices, {interval_ms} ms apart, placed at once")
@@ -448,7 +449,7 @@ async def stage(
         refused: Counter[str] = Counter()
         ids: list[str] = []
         async with aiohttp.ClientSession() as http:
-            c1, n1, t1 = cpu_s(tbx.pid), cpu_s(nats_pid), time.perf_counter()
+            c1, n1, t1 = tree_cpu_s(tbx.pid), cpu_s(nats_pid), time.perf_counter()
             start_ms = time.time() * 1000
             ref = asyncio.create_task(timers(parents, slices, interval_ms, start_ms + 50))
             posts = await asyncio.gather(
@@ -469,7 +470,7 @@ async def stage(
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(watch.ended.wait(), 1.0)
             wall = time.perf_counter() - t1
-            cpu = {"tbx": cpu_s(tbx.pid) - c1, "nats": cpu_s(nats_pid) - n1}
+            cpu = {"tbx": tree_cpu_s(tbx.pid) - c1, "nats": cpu_s(nats_pid) - n1}
             rss_end, kids = rss_mb(tbx.pid)
             rss_peak = max(rss_peak, rss_end)
             reference = await ref

@@ -194,6 +194,14 @@ def cpu_s(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def tree_cpu_s(pid: int | None) -> float:
+    """CPU seconds of a process and of every descendant it has now (``tbx run``'s worker processes,
+    RUN_PROCESSES): a child that has already exited is not counted."""
+    if pid is None:
+        return 0.0
+    return cpu_s(pid) + sum(cpu_s(kid) for kid in descendants(pid))
+
+
 def descendants(pid: int) -> list[int]:
     out: list[int] = []
     for task in Path(f"/proc/{pid}/task").glob("*"):
@@ -446,13 +454,13 @@ class Cpu:
 
     def __enter__(self) -> Cpu:
         self.t0 = time.perf_counter()
-        self.c0 = {k: cpu_s(p) for k, p in self.pids.items()}
+        self.c0 = {k: tree_cpu_s(p) for k, p in self.pids.items()}
         self.h0 = time.process_time()
         return self
 
     def __exit__(self, *exc: object) -> None:
         wall = max(1e-9, time.perf_counter() - self.t0)
-        self.cores = {k: round((cpu_s(p) - self.c0[k]) / wall, 2) for k, p in self.pids.items()}
+        self.cores = {k: round((tree_cpu_s(p) - self.c0[k]) / wall, 2) for k, p in self.pids.items()}
         self.cores["harness"] = round((time.process_time() - self.h0) / wall, 2)
 
 
@@ -548,7 +556,7 @@ class Ctx:
         """POST /api/orders from the load generator at ``rate``/s for ``seconds``; waits for the fills."""
         count = max(1, int(rate * seconds))
         t_wall = time.perf_counter()
-        c0 = {"tbx": cpu_s(self.tbx.pid), "nats": cpu_s(self.server.pid), "harness": time.process_time()}
+        c0 = {"tbx": tree_cpu_s(self.tbx.pid), "nats": cpu_s(self.server.pid), "harness": time.process_time()}
         res = await self.loadgen(
             "--url", f"{self.tbx.base}/api/orders", "--order", f"{PAIR}:{QTY}", "--rate", f"{rate:g}",
             "--count", str(count), "--duration", f"{seconds:g}", "--id-prefix", tag, "--expect", "201",
@@ -556,7 +564,7 @@ class Ctx:
         )  # fmt: skip
         wall = max(1e-9, time.perf_counter() - t_wall)
         res["cores"] = {
-            "tbx": round((cpu_s(self.tbx.pid) - c0["tbx"]) / wall, 2),
+            "tbx": round((tree_cpu_s(self.tbx.pid) - c0["tbx"]) / wall, 2),
             "nats": round((cpu_s(self.server.pid) - c0["nats"]) / wall, 2),
             "harness": round((time.process_time() - c0["harness"]) / wall, 2),
             "loadgen": round(res.get("cpu_s", 0.0) / wall, 2),
@@ -784,14 +792,14 @@ async def phase_flow_signals(ctx: Ctx, n: int) -> dict[str, Any]:
 
 async def phase_get(ctx: Ctx, seconds: float, clients: int) -> dict[str, Any]:
     t_wall = time.perf_counter()
-    c0 = {"tbx": cpu_s(ctx.tbx.pid), "nats": cpu_s(ctx.server.pid)}
+    c0 = {"tbx": tree_cpu_s(ctx.tbx.pid), "nats": cpu_s(ctx.server.pid)}
     res = await ctx.loadgen(
         "--url", f"{ctx.tbx.base}/api/portfolio", "--mode", "closed", "--concurrency", str(clients),
         "--duration", f"{seconds:g}", "--count", "2000000", "--expect", "200", timeout=seconds + 60,
     )  # fmt: skip
     wall = max(1e-9, time.perf_counter() - t_wall)
     res["cores"] = {
-        "tbx": round((cpu_s(ctx.tbx.pid) - c0["tbx"]) / wall, 2),
+        "tbx": round((tree_cpu_s(ctx.tbx.pid) - c0["tbx"]) / wall, 2),
         "nats": round((cpu_s(ctx.server.pid) - c0["nats"]) / wall, 2),
         "loadgen": round(res.get("cpu_s", 0.0) / wall, 2),
     }
