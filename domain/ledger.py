@@ -350,9 +350,10 @@ class Changes:
 
 
 class _Watched:
-    """A slot for a Ledger's ``Changes`` that is not one of its fields (so never in its snapshots)."""
+    """Slots for what a Ledger derives and is not one of its fields (so never in its snapshots): its ``Changes``,
+    and the sum of its working sells' locks per currency (``selling``)."""
 
-    __slots__ = ("_changes",)
+    __slots__ = ("_changes", "_selling")
 
 
 @dataclass(slots=True)
@@ -427,10 +428,7 @@ class Ledger(_Watched):
             if pos.quantity < ZERO:
                 base = pair_currencies(pair)[0]
                 shorts[base] = shorts.get(base, ZERO) + pos.quantity
-        selling: dict[str, Decimal] = {}
-        for lock in self.locks.values():
-            if lock.sell:
-                selling[lock.currency] = selling.get(lock.currency, ZERO) + lock.amount
+        selling = self.selling()
         out = []
         for c, b in self.balances.items():
             floor = shorts.get(c, ZERO)
@@ -468,9 +466,32 @@ class Ledger(_Watched):
             out[c] = (b.total, b.locked) if b is not None else (ZERO, ZERO)
         return out
 
+    def selling(self) -> dict[str, Decimal]:
+        """What the working sells hold, per currency: the sum of their locks' amounts. Kept in step by ``_set_lock``
+        (the only way a lock changes: a Lock is never changed once set), so ``breaches`` - after every fill and order
+        event - no longer walks every working order; worked out once from the locks when first asked for."""
+        selling: dict[str, Decimal] | None = getattr(self, "_selling", None)
+        if selling is None:
+            selling = {}
+            for lock in self.locks.values():
+                if lock.sell:
+                    selling[lock.currency] = selling.get(lock.currency, ZERO) + lock.amount
+            self._selling = selling
+        return selling
+
+    def _sold(self, lock: Lock, sign: int) -> None:
+        selling: dict[str, Decimal] | None = getattr(self, "_selling", None)
+        if selling is not None and lock.sell:
+            total = selling.get(lock.currency, ZERO) + sign * lock.amount
+            if total:
+                selling[lock.currency] = total
+            else:
+                selling.pop(lock.currency, None)
+
     def _set_lock(self, order_id: str, lock: Lock | None) -> None:
         old = self.locks.pop(order_id, None)
         if old is not None:
+            self._sold(old, -1)
             b = self.balance(old.currency)
             if old.reserve:
                 b.reserved -= old.amount
@@ -481,6 +502,7 @@ class Ledger(_Watched):
         # that ends unfilled gives its quantity back to it
         if lock is not None and (lock.amount > ZERO or lock.reserve):
             self.locks[order_id] = lock
+            self._sold(lock, 1)
             b = self.balance(lock.currency)
             if lock.reserve:
                 b.reserved += lock.amount
