@@ -273,9 +273,13 @@ class OrderRouter(Actor):
             stream=s.s_hops, durable=durable(self.name, k), subject=s.approved_orders(partition=k), type_=ApprovedOrder,
             handler=self._on_approved, lane=_client_order_id,
         )  # fmt: skip
+        # fills side by side across orders, one order's in order (each takes the store lock; one at a time, they
+        # starved behind the approvals' lanes and aged past the ack wait in the buffer). The FILLS sequence a fill
+        # marks seen (``_fills_seen``) only says it was published: a reading vouches for what was published before it
         await self.bus.consume(
-            stream=s.s_fills, durable=durable(self.name, k), subject=s.fills(), type_=Fill, handler=self._on_fill
-        )
+            stream=s.s_fills, durable=durable(self.name, k), subject=s.fills(), type_=Fill, handler=self._on_fill,
+            lane=_fill_order,
+        )  # fmt: skip
         every = self.settings.RECONCILE_INTERVAL_MS / 1000
         self.spawn(
             self.every(every, lambda: self._each(lambda session: session.reconcile()), "reconcile"),
@@ -974,3 +978,8 @@ def _follow(entry: Order, leg: Order) -> Order:
 def _client_order_id(a: ApprovedOrder) -> str:
     """The lane of an approval (``Bus.consume``): one client order id's approvals one after the other."""
     return a.request.client_order_id
+
+
+def _fill_order(f: Fill) -> str:
+    """The lane of a fill: its order's (an algorithm's children each their own; their parent follows under the lock)."""
+    return f.order_id
