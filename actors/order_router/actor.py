@@ -98,6 +98,9 @@ HALT_GRACE_S = 5.0  # trading HALTED: the algorithms send nothing at once, and a
 # stop's cancel of every working order comes first: its answer names the parents it canceled)
 ZERO = Decimal(0)
 MAX_PAGE = 500
+# approvals handled side by side at most (lanes: one client order id's one at a time): more would crowd the store lock,
+# where each fill waits its turn behind every approval queued before it (fills of one pair go one at a time)
+APPROVALS_SIDE_BY_SIDE = 8
 ACK_WAIT_S = 3.0  # a live order's caller waits this long for the venue's first answer
 RISK_CHECK_S = 2.0  # a fallback asks the risk gate whether the next venue can take the order, this long at most
 
@@ -112,6 +115,7 @@ class OrderRouter(Actor):
         super().__init__(settings, bus)
         self.books = BookCache(bus, venue_names(settings))
         self.store = OrderStore(bus, self.log)
+        self.approving = asyncio.Semaphore(APPROVALS_SIDE_BY_SIDE)
         self.store.owns = self.owns  # partitioned: only this partition's pairs' orders
         chosen = venues or ([venue] if venue is not None else make_venues(settings, bus, self.books))
         self.sessions: dict[str, VenueSession] = {
@@ -273,9 +277,9 @@ class OrderRouter(Actor):
             stream=s.s_hops, durable=durable(self.name, k), subject=s.approved_orders(partition=k), type_=ApprovedOrder,
             handler=self._on_approved, lane=_client_order_id,
         )  # fmt: skip
-        # fills side by side across orders, one order's in order (each takes the store lock; one at a time, they
-        # starved behind the approvals' lanes and aged past the ack wait in the buffer). The FILLS sequence a fill
-        # marks seen (``_fills_seen``) only says it was published: a reading vouches for what was published before it
+        # fills side by side across pairs, one pair's in FILLS order: the position each refit of the reduce-only exits
+        # reads is a running sum per pair (a pair's fills out of order could show a dip that is not there, and cut an
+        # exit at the venue). The FILLS sequence a fill marks seen (``_fills_seen``) only says it was published
         await self.bus.consume(
             stream=s.s_fills, durable=durable(self.name, k), subject=s.fills(), type_=Fill, handler=self._on_fill,
             lane=_fill_order,
@@ -335,6 +339,10 @@ class OrderRouter(Actor):
 
     # -- new orders ------------------------------------------------------------------------------------
     async def _on_approved(self, a: ApprovedOrder, env: Envelope) -> None:
+        async with self.approving:
+            await self._approved(a)
+
+    async def _approved(self, a: ApprovedOrder) -> None:
         req = a.request
         store = self.store
         n_legs = (req.stop_loss is not None) + (req.take_profit is not None)
@@ -981,5 +989,5 @@ def _client_order_id(a: ApprovedOrder) -> str:
 
 
 def _fill_order(f: Fill) -> str:
-    """The lane of a fill: its order's (an algorithm's children each their own; their parent follows under the lock)."""
-    return f.order_id
+    """The lane of a fill: its pair's (a one-venue deployment counts one position per pair, whatever the venue)."""
+    return f.pair
