@@ -96,13 +96,26 @@ def describe_exit(code: int) -> str:
     return f"exited with {code}"
 
 
+def _load_libc() -> ctypes.CDLL | None:
+    """libc, loaded once in the parent: loading a library between fork and exec of a process with threads can hang
+    (a lock held by another thread at the fork); the child only calls prctl. None without a libc of that name."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return None
+
+
+_LIBC = _load_libc()
+
+
 def _in_child(parent: int) -> None:  # runs in the child between fork and exec
     # a background process group may write to the terminal even with `stty tostop` (the log lines)
     signal.signal(signal.SIGTTOU, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError):  # (a libc without that name: no PR_SET_PDEATHSIG, as in bus/embedded.py)
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: a worker never outlives the parent
+        if _LIBC is not None:  # (no PR_SET_PDEATHSIG without it, as in bus/embedded.py)
+            _LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: a worker never outlives the parent
         if os.getppid() != parent:  # the parent died before prctl: nobody would send it
             os._exit(1)
 
