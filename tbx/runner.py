@@ -163,6 +163,8 @@ async def connect(settings: Settings, url: str, name: str, auth: NatsAuth | None
 
 
 PARTITIONS_KEY = "partitions"  # in the STATE bucket: the PARTITIONS every process of the deployment runs with
+PARTITIONS_RACE_TRIES = 50  # agree_on_partitions: reads of a record another process is writing at the same moment
+PARTITIONS_RACE_PAUSE_S = 0.1
 
 
 async def agree_on_partitions(bus: Bus, partitions: int) -> None:
@@ -172,11 +174,24 @@ async def agree_on_partitions(bus: Bus, partitions: int) -> None:
     store approvals nobody reads, a gateway with 1 would answer 503, an emergency stop would cancel nothing)."""
     kv = await bus.kv(bus.subjects.kv_state)
     mine = str(partitions).encode()
-    try:
-        await kv.create(PARTITIONS_KEY, mine)
-        return
-    except nats.js.errors.KeyWrongLastSequenceError:
-        entry = await kv.get(PARTITIONS_KEY)
+    entry = None
+    for _ in range(PARTITIONS_RACE_TRIES):
+        try:
+            await kv.create(PARTITIONS_KEY, mine)
+            return
+        except nats.js.errors.KeyWrongLastSequenceError:
+            pass
+        except nats.js.errors.KeyNotFoundError:
+            pass  # (nats-py's create reads the key it was refused on: another process's create not readable yet)
+        try:
+            entry = await kv.get(PARTITIONS_KEY)
+            break
+        except nats.js.errors.KeyNotFoundError:
+            # processes starting together on a cluster: this create was refused against another's still in flight,
+            # which is not readable yet - look again in a moment
+            await asyncio.sleep(PARTITIONS_RACE_PAUSE_S)
+    if entry is None:
+        raise TimeoutError(f"the recorded PARTITIONS ({bus.subjects.kv_state}, key {PARTITIONS_KEY}) not readable")
     recorded = (entry.value or b"").decode(errors="replace")
     if entry.value != mine:
         raise ConfigError(
