@@ -652,8 +652,8 @@ class PortfolioLedger(Actor):
         now = now_ms()
         self.days = roll_days(self.ledgers, self.marks, self.days, day_key(now), self.bridge)
         return books_snapshot(
-            self.ledgers, self.marks, self.days, now, self.last_seq, self.rounding, self.bridge, self.view_cache
-        )
+            self.ledgers, self.marks, self.days, now, self.last_seq, self.rounding, self.bridge, None
+        )  # (without ``self.view_cache`` for now: an opening's start equity was once not settled with it - to check)
 
     async def revalue(self) -> PortfolioSnapshot:
         snap = self.current()
